@@ -1,0 +1,9 @@
+"""element-lightning-pose: semi-supervised pose estimation (Lightning Pose method) as a DataJoint Element.
+
+The engine (``element_lightning_pose.engine``) trains and runs the networks without any
+database; the schema modules (``train``, ``model``, ``ensemble``) store what it produces.
+"""
+
+from .version import __version__
+
+__all__ = ["__version__"]
