@@ -1,0 +1,33 @@
+"""Shared pytest fixtures.
+
+The real example data (Lightning Pose's mirror-mouse-example) lives outside the repository in
+``../shared/data``; ``LP_EXAMPLE_DATA`` overrides the location. In CI (``CI=true``) its
+absence is a failure, elsewhere the tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _mirror_mouse_dir() -> Path:
+    default = REPO_ROOT.parent / "shared" / "data" / "mirror-mouse-example"
+    return Path(os.environ.get("LP_EXAMPLE_DATA", default))
+
+
+@pytest.fixture(scope="session")
+def mirror_mouse_dir() -> Path:
+    """Path to the real mirror-mouse example project (90 labeled frames, 17 keypoints)."""
+    path = _mirror_mouse_dir()
+    if not (path / "CollectedData.csv").is_file():
+        message = f"mirror-mouse example data not found at {path} (set LP_EXAMPLE_DATA)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
