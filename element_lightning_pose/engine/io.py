@@ -1,4 +1,4 @@
-"""Keypoint tables on disk: the 3-row-header CSV layout of DeepLabCut and Lightning Pose.
+"""Keypoint tables and labeled projects on disk (the CSV layout of DeepLabCut and Lightning Pose).
 
 A keypoint table has a header of three rows (``scorer`` / ``bodyparts`` / ``coords``) and an
 index column (an image path for labels, a frame number for video predictions). Every writer
@@ -8,13 +8,17 @@ leaves a truncated CSV behind.
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 PathLike = str | os.PathLike
 
@@ -122,3 +126,240 @@ def read_predictions(path: PathLike) -> tuple[np.ndarray, list[str]]:
     """Read an LP/DLC predictions CSV as ``(values (T, K, 3), bodyparts)``."""
     values, bodyparts, _, _ = read_keypoint_csv(path, ("x", "y", "likelihood"))
     return values, bodyparts
+
+
+# --------------------------------------------------------------------------------------------
+# Labeled projects: CollectedData.csv + labeled-data/ images + videos/
+# --------------------------------------------------------------------------------------------
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+HEADER_LABELS = ("scorer", "bodyparts", "coords")
+# Coordinates a label file may hold; "likelihood" is tolerated (some tools write it) and ignored.
+LABEL_COORDS = ("x", "y", "visible", "likelihood")
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledFrames:
+    """Hand labels of a project: one row per labeled image, keypoints in original-frame pixels."""
+
+    root: Path
+    csv_path: Path
+    scorer: str
+    bodyparts: list[str]
+    image_paths: list[str]
+    keypoints: np.ndarray
+    visible: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def subset(self, rows: Sequence[int]) -> "LabeledFrames":
+        """The labels of ``rows`` (positions, in the given order)."""
+        rows = np.asarray(rows, dtype=int).reshape(-1)
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"rows {rows.tolist()} out of range for {len(self)} labeled frames")
+        return replace(
+            self,
+            bodyparts=list(self.bodyparts),
+            image_paths=[self.image_paths[r] for r in rows],
+            keypoints=self.keypoints[rows].copy(),
+            visible=None if self.visible is None else self.visible[rows].copy(),
+        )
+
+
+def read_labels(
+    csv_path: PathLike, root: PathLike | None = None, *, check_images: bool = True
+) -> LabeledFrames:
+    """Read and validate an LP/DeepLabCut ``CollectedData.csv``.
+
+    The header has three rows (scorer / bodyparts / coords, coords being ``x``, ``y`` and
+    optionally ``visible``); the index is the image path relative to ``root`` (default: the
+    CSV's folder), either one column or DeepLabCut's three (``labeled-data``, video, image).
+    Raises :class:`ProjectError` naming the file, line, image and keypoint at fault.
+    """
+    csv_path = Path(csv_path)
+    root = Path(root) if root is not None else csv_path.parent
+    if not csv_path.is_file():
+        raise ProjectError(f"{csv_path}: label file not found")
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        rows = [(line, row) for line, row in _numbered_rows(handle) if any(c.strip() for c in row)]
+    if len(rows) < 3:
+        raise ProjectError(f"{csv_path}: expected a 3-row header (scorer, bodyparts, coords), "
+                           f"found {len(rows)} non-empty line(s)")
+    header, body = [r for _, r in rows[:3]], rows[3:]
+    n_index = _index_width(csv_path, header)
+    columns = _label_columns(csv_path, header, n_index)
+    scorer = columns["scorer"]
+    bodyparts: list[str] = columns["bodyparts"]
+    body = _drop_index_name_row(body, n_index)
+
+    image_paths: list[str] = []
+    keypoints = np.full((len(body), len(bodyparts), 2), np.nan)
+    visible = np.zeros((len(body), len(bodyparts)), dtype=bool) if columns["has_visible"] else None
+    first_line_of: dict[str, int] = {}
+    for i, (line, row) in enumerate(body):
+        image = _image_path(row[:n_index])
+        where = f"{csv_path}, line {line} ({image or 'no image path'})"
+        if not image:
+            raise ProjectError(f"{where}: empty image path in the index column(s)")
+        if image in first_line_of:
+            raise ProjectError(f"{where}: image listed twice (first on line {first_line_of[image]})")
+        first_line_of[image] = line
+        image_paths.append(image)
+        n_cells = n_index + len(columns["slots"])
+        if len(row) > n_cells and any(row[n_cells:]):
+            raise ProjectError(f"{where}: {len(row)} cells but the header has {n_cells} columns")
+        row = row + [""] * (n_cells - len(row))
+        for position, (k, coord) in enumerate(columns["slots"]):
+            value = _to_float(row[n_index + position], where, bodyparts[k], coord)
+            if coord in ("x", "y"):
+                keypoints[i, k, "xy".index(coord)] = value
+            elif coord == "visible" and visible is not None:
+                visible[i, k] = np.isfinite(value) and value != 0
+        _check_pairs(keypoints[i], bodyparts, where)
+    if check_images:
+        for (line, _), image in zip(body, image_paths):
+            check_image(root / image, f"{csv_path}, line {line} ({image})")
+    return LabeledFrames(root, csv_path, scorer, bodyparts, image_paths, keypoints, visible)
+
+
+def _numbered_rows(handle) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(handle)
+    for row in reader:
+        yield reader.line_num, [cell.strip() for cell in row]
+
+
+def _index_width(csv_path: Path, header: list[list[str]]) -> int:
+    """How many leading columns form the index: 1 (LP) or 3 (DeepLabCut's multi-level index)."""
+    coords_row = header[2]
+    width = 1
+    while width < len(coords_row) and coords_row[width] == "" and header[0][width] == "":
+        width += 1
+    if width not in (1, 3):
+        raise ProjectError(f"{csv_path}: {width} index columns; expected 1 (image path) or 3 "
+                           "(labeled-data, video, image)")
+    return width
+
+
+def _label_columns(csv_path: Path, header: list[list[str]], n_index: int) -> dict:
+    """Parse the three header rows into scorer, body parts and (keypoint, coord) slots."""
+    for number, (row, label) in enumerate(zip(header, HEADER_LABELS), start=1):
+        if row[0] and row[0].lower() != label:
+            raise ProjectError(f"{csv_path}: header row {number} starts with {row[0]!r}, expected "
+                               f"{label!r}; the header must be exactly 3 rows (scorer, bodyparts, coords)")
+    width = len(header[2])
+    if width <= n_index or any(len(r) != width for r in header):
+        raise ProjectError(f"{csv_path}: header rows have unequal or no data columns "
+                           f"({[len(r) for r in header]} cells)")
+    scorers = list(dict.fromkeys(header[0][n_index:]))
+    if len(scorers) != 1 or not scorers[0]:
+        raise ProjectError(f"{csv_path}: expected one scorer in header row 1, found {scorers}")
+    bodyparts: list[str] = []
+    slots: list[tuple[int, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for column, (part, coord) in enumerate(zip(header[1][n_index:], header[2][n_index:]), n_index + 1):
+        if coord not in LABEL_COORDS:
+            raise ProjectError(
+                f"{csv_path}: column {column} has coord {coord!r} (expected one of {LABEL_COORDS}); "
+                "is the header 3 rows (scorer, bodyparts, coords)?"
+            )
+        if not part:
+            raise ProjectError(f"{csv_path}: column {column} has no body part name")
+        if (part, coord) in seen or (part in bodyparts and part != bodyparts[-1]):
+            raise ProjectError(f"{csv_path}: duplicate body part {part!r} (column {column})")
+        seen.add((part, coord))
+        if part not in bodyparts:
+            bodyparts.append(part)
+        slots.append((bodyparts.index(part), coord))
+    for part in bodyparts:
+        if (part, "x") not in seen or (part, "y") not in seen:
+            raise ProjectError(f"{csv_path}: body part {part!r} lacks an x or y column")
+    has_visible = any(coord == "visible" for _, coord in slots)
+    return {"scorer": scorers[0], "bodyparts": bodyparts, "slots": slots, "has_visible": has_visible}
+
+
+def _drop_index_name_row(body: list, n_index: int) -> list:
+    """Skip the row pandas writes for a named index (index cells only, none an image file)."""
+    if body:
+        _, row = body[0]
+        if not any(row[n_index:]) and not row[n_index - 1].lower().endswith(IMAGE_SUFFIXES):
+            return body[1:]
+    return body
+
+
+def _image_path(index_cells: list[str]) -> str:
+    """Join index cells into a POSIX path relative to the project (Windows separators fixed)."""
+    parts = [cell.replace("\\", "/").strip("/") for cell in index_cells if cell]
+    return "/".join(parts)
+
+
+def _to_float(text: str, where: str, bodypart: str, coord: str) -> float:
+    if text == "" or text.lower() == "nan":
+        return np.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise ProjectError(f"{where}: keypoint {bodypart!r} {coord} is not a number: {text!r}") from None
+    if not np.isfinite(value):
+        raise ProjectError(f"{where}: keypoint {bodypart!r} {coord} is not finite: {text!r}")
+    return value
+
+
+def _check_pairs(points: np.ndarray, bodyparts: list[str], where: str) -> None:
+    """Each keypoint is labeled (x and y) or unlabeled (both empty), never half."""
+    half = np.isnan(points[:, 0]) != np.isnan(points[:, 1])
+    if half.any():
+        names = [bodyparts[k] for k in np.flatnonzero(half)]
+        raise ProjectError(f"{where}: keypoint(s) {names} have only one of x, y labeled")
+
+
+def check_image(path: PathLike, where: str | None = None) -> tuple[int, int]:
+    """Check that ``path`` is a readable image without decoding its pixels; return (height, width)."""
+    path = Path(path)
+    where = where or str(path)
+    if not path.is_file():
+        raise ProjectError(f"{where}: image file {path} not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()  # checks structure and (PNG) checksums; far cheaper than decoding
+    except Exception as exc:  # PIL raises several types for unreadable files
+        raise ProjectError(f"{where}: image file {path} is unreadable ({exc})") from exc
+    return height, width
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB (greyscale expanded, alpha dropped, 16-bit scaled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProjectError(f"{path}: image file not found")
+    # imdecode from bytes rather than imread: works for any path encoding on every platform.
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ProjectError(f"{path}: image file is unreadable")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def find_videos(video_dir: PathLike) -> list[Path]:
+    """Video files (mp4/avi/mov/mkv, any case) directly in ``video_dir``, sorted; hidden files skipped."""
+    video_dir = Path(video_dir)
+    if not video_dir.is_dir():
+        raise ProjectError(f"{video_dir}: video folder not found")
+    return sorted(
+        p for p in video_dir.iterdir()
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def load_project(
+    root: PathLike, csv_file: str = "CollectedData.csv", video_dir: str = "videos"
+) -> tuple[LabeledFrames, list[Path]]:
+    """Labels of the project at ``root`` and the videos in its ``video_dir`` (none if absent)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ProjectError(f"{root}: project folder not found")
+    labels = read_labels(root / csv_file, root)
+    videos = find_videos(root / video_dir) if (root / video_dir).is_dir() else []
+    return labels, videos
