@@ -1,0 +1,201 @@
+"""Labeled-project reading and prediction writing, on the real example and tiny generated files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from element_lightning_pose.engine.io import (
+    ProjectError,
+    find_videos,
+    load_project,
+    read_image,
+    read_labels,
+    read_predictions,
+    write_predictions,
+)
+
+HEADER = (
+    "scorer,me,me,me,me\n"
+    "bodyparts,nose,nose,tail,tail\n"
+    "coords,x,y,x,y\n"
+)
+
+
+def _project(tmp_path: Path, csv_text: str, images: tuple[str, ...] = ("labeled-data/img0.png",)) -> Path:
+    """A tiny project: 8x8 images and a CollectedData.csv with the given text."""
+    for name in images:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 100, np.uint8))
+    csv_path = tmp_path / "CollectedData.csv"
+    csv_path.write_text(csv_text)
+    return csv_path
+
+
+def test_real_mirror_mouse_project_loads(mirror_mouse_dir: Path) -> None:
+    labels, videos = load_project(mirror_mouse_dir)
+    n_rows = len(pd.read_csv(mirror_mouse_dir / "CollectedData.csv", header=[0, 1, 2], index_col=0))
+    assert len(labels) == n_rows == 90
+    assert labels.keypoints.shape == (n_rows, 17, 2)
+    assert len(labels.bodyparts) == len(set(labels.bodyparts)) == 17
+    assert labels.visible is None
+    assert all((mirror_mouse_dir / p).is_file() for p in labels.image_paths)
+    assert [v.name for v in videos] == ["test_vid.mp4"]
+    # every keypoint is either fully labeled or fully missing
+    assert np.array_equal(np.isnan(labels.keypoints[..., 0]), np.isnan(labels.keypoints[..., 1]))
+    reference = pd.read_csv(mirror_mouse_dir / "CollectedData.csv", header=[0, 1, 2], index_col=0)
+    np.testing.assert_array_equal(labels.keypoints.reshape(n_rows, -1), reference.to_numpy(float))
+    image = read_image(mirror_mouse_dir / labels.image_paths[0])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_subset_keeps_rows_in_order(mirror_mouse_dir: Path) -> None:
+    labels = read_labels(mirror_mouse_dir / "CollectedData.csv", check_images=False)
+    part = labels.subset([5, 2])
+    assert part.image_paths == [labels.image_paths[5], labels.image_paths[2]]
+    np.testing.assert_array_equal(part.keypoints, labels.keypoints[[5, 2]])
+    assert len(part) == 2 and len(labels) == 90
+    with pytest.raises(IndexError):
+        labels.subset([90])
+
+
+def test_visible_column_and_unlabeled_keypoints(tmp_path: Path) -> None:
+    csv_path = _project(
+        tmp_path,
+        "scorer,me,me,me,me,me,me\n"
+        "bodyparts,nose,nose,nose,tail,tail,tail\n"
+        "coords,x,y,visible,x,y,visible\n"
+        "labeled-data/img0.png,1.5,2.5,1,,,0\n",
+    )
+    labels = read_labels(csv_path)
+    np.testing.assert_array_equal(labels.keypoints[0, 0], [1.5, 2.5])
+    assert np.isnan(labels.keypoints[0, 1]).all()
+    assert labels.visible is not None and labels.visible.tolist() == [[True, False]]
+
+
+def test_deeplabcut_three_column_index(tmp_path: Path) -> None:
+    csv_path = _project(
+        tmp_path,
+        "scorer,,,me,me,me,me\n"
+        "bodyparts,,,nose,nose,tail,tail\n"
+        "coords,,,x,y,x,y\n"
+        "labeled-data,vid1,img0.png,1,2,3,4\n",
+        images=("labeled-data/vid1/img0.png",),
+    )
+    labels = read_labels(csv_path)
+    assert labels.image_paths == ["labeled-data/vid1/img0.png"]
+    np.testing.assert_array_equal(labels.keypoints[0], [[1, 2], [3, 4]])
+
+
+def test_greyscale_image_is_expanded_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "grey.png"
+    cv2.imwrite(str(path), np.arange(64, dtype=np.uint8).reshape(8, 8))
+    image = read_image(path)
+    assert image.shape == (8, 8, 3)
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    assert image[7, 7, 1] == 63
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("labeled-data/img0.png,1,,3,4\n", ["line 4", "labeled-data/img0.png", "nose"]),
+        ("labeled-data/img0.png,1,2,abc,4\n", ["line 4", "labeled-data/img0.png", "tail", "abc"]),
+        ("labeled-data/img0.png,1,2,3,4\nlabeled-data/img0.png,1,2,3,4\n", ["line 5", "twice"]),
+        ("labeled-data/nope.png,1,2,3,4\n", ["line 4", "labeled-data/nope.png", "not found"]),
+    ],
+    ids=["half-nan", "non-numeric", "duplicate-row", "missing-image"],
+)
+def test_bad_rows_name_file_line_and_keypoint(tmp_path: Path, body: str, expected: list[str]) -> None:
+    csv_path = _project(tmp_path, HEADER + body)
+    with pytest.raises(ProjectError) as caught:
+        read_labels(csv_path)
+    message = str(caught.value)
+    assert str(csv_path) in message
+    for text in expected:
+        assert text in message
+
+
+def test_duplicate_body_part_is_rejected(tmp_path: Path) -> None:
+    csv_path = _project(
+        tmp_path,
+        "scorer,me,me,me,me,me,me\n"
+        "bodyparts,nose,nose,tail,tail,nose,nose\n"
+        "coords,x,y,x,y,x,y\n"
+        "labeled-data/img0.png,1,2,3,4,5,6\n",
+    )
+    with pytest.raises(ProjectError, match="duplicate body part 'nose'"):
+        read_labels(csv_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # two header rows: the data row lands where coords should be
+        "bodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\nlabeled-data/img0.png,1,2,3,4\n",
+        # four header rows (multi-animal DLC adds "individuals")
+        "scorer,me,me,me,me\nindividuals,a,a,a,a\nbodyparts,nose,nose,tail,tail\n"
+        "coords,x,y,x,y\nlabeled-data/img0.png,1,2,3,4\n",
+        # no labels in the first column and only 2 header rows
+        ",nose,nose,tail,tail\n,x,y,x,y\nlabeled-data/img0.png,1,2,3,4\n",
+    ],
+    ids=["two-rows", "four-rows", "unnamed-two-rows"],
+)
+def test_header_that_is_not_three_rows_is_rejected(tmp_path: Path, text: str) -> None:
+    csv_path = _project(tmp_path, text)
+    with pytest.raises(ProjectError, match="3 rows") as caught:
+        read_labels(csv_path)
+    assert str(csv_path) in str(caught.value)
+
+
+def test_unreadable_image_is_rejected_unless_unchecked(tmp_path: Path) -> None:
+    csv_path = _project(tmp_path, HEADER + "labeled-data/img0.png,1,2,3,4\n")
+    (tmp_path / "labeled-data/img0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    with pytest.raises(ProjectError, match="labeled-data/img0.png.*unreadable"):
+        read_labels(csv_path)
+    assert len(read_labels(csv_path, check_images=False)) == 1
+    with pytest.raises(ProjectError, match="img0.png"):
+        read_image(tmp_path / "labeled-data/img0.png")
+
+
+def test_missing_csv_and_video_folder(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match="CollectedData.csv"):
+        load_project(tmp_path)
+    with pytest.raises(ProjectError, match="videos"):
+        find_videos(tmp_path / "videos")
+
+
+def test_find_videos_sorted_and_filtered(tmp_path: Path) -> None:
+    for name in ["b.MP4", "a.avi", "c.txt", ".hidden.mp4", "d.mkv"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in find_videos(tmp_path)] == ["a.avi", "b.MP4", "d.mkv"]
+
+
+def test_predictions_load_in_pandas_and_movement(tmp_path: Path) -> None:
+    load_poses = pytest.importorskip("movement.io.load_poses")
+    rng = np.random.default_rng(0)
+    predictions = rng.uniform(0, 100, size=(6, 3, 3))
+    predictions[..., 2] = rng.uniform(0, 1, size=(6, 3))
+    bodyparts = ["nose", "ear", "tail"]
+    path = write_predictions(tmp_path / "pred.csv", predictions, bodyparts)
+
+    frame = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+    np.testing.assert_allclose(frame.to_numpy().reshape(6, 3, 3), predictions)
+    values, names = read_predictions(path)
+    np.testing.assert_allclose(values, predictions)
+    assert names == bodyparts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for loader in (load_poses.from_lp_file, load_poses.from_dlc_file):
+            dataset = loader(path, fps=30)
+            assert list(dataset.keypoints.values) == bodyparts
+            position = dataset.position.transpose("time", "keypoints", "space", "individuals").values
+            np.testing.assert_allclose(position[..., 0], predictions[..., :2])
+            confidence = dataset.confidence.transpose("time", "keypoints", "individuals").values
+            np.testing.assert_allclose(confidence[..., 0], predictions[..., 2])
