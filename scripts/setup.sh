@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by scripts/test.sh and scripts/demo.sh (source it, don't run it).
+#  - Debian packages: PostgreSQL and MariaDB servers (installed with apt-get when missing)
+#  - .venv     : DataJoint 2.x + the element (+ psycopg2, test/doc tools)
+#  - .venv014  : DataJoint 0.14.10 + the element + element-lab/-animal/-session/-array-ephys
+# A venv is rebuilt only when setup.py or its pins change (a stamp file records them).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3.11}"
+log() { printf '\033[1m[elp setup]\033[0m %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+ensure_apt() {  # ensure_apt PACKAGE... (installs those whose dpkg status is not 'installed')
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+  command -v "$PY" >/dev/null && return 0
+  ensure_apt python3 python3-venv python3-dev
+  PY=python3
+}
+
+ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
+  local dir="$REPO/$1" extras="$2"; shift 2
+  local stamp_text; stamp_text="$(cat "$REPO/setup.py"; echo "$extras $*")"
+  local stamp; stamp="$(printf '%s' "$stamp_text" | sha256sum | cut -c1-16)"
+  if [ -f "$dir/.elp-stamp" ] && [ "$(cat "$dir/.elp-stamp")" = "$stamp" ]; then return 0; fi
+  ensure_python
+  "$PY" -c 'import ensurepip' 2>/dev/null || ensure_apt python3-venv
+  log "building $1 (element[$extras] $*) — the first time takes a few minutes"
+  [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --upgrade pip wheel >/dev/null
+  "$dir/bin/python" -m pip install -q -e "$REPO[$extras]" "$@"
+  echo "$stamp" > "$dir/.elp-stamp"
+}
+
+ensure_servers_installed() {
+  ensure_apt postgresql mariadb-server mariadb-client
+}
+
+# start_server BACKEND -> exports DJ_* for it; records whether we started it (to stop it later)
+start_server() {
+  local backend="$1" venv="${2:-.venv}"
+  if "$REPO/$venv/bin/elp" db status --backend "$backend" >/dev/null 2>&1; then
+    STARTED_BY_US="${STARTED_BY_US:-}"
+  else
+    "$REPO/$venv/bin/elp" db start --backend "$backend" >/dev/null
+    STARTED_BY_US="${STARTED_BY_US:-} $backend"
+  fi
+  eval "$("$REPO/$venv/bin/elp" db env --backend "$backend")"
+}
+
+stop_servers_we_started() {
+  for backend in ${STARTED_BY_US:-}; do
+    "$REPO/.venv/bin/elp" db stop --backend "$backend" >/dev/null || true
+  done
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command: sets up everything it needs (packages, venvs, private database servers),
+# then runs
+#   1. the database-free engine tests once (DataJoint 2.x venv),
+#   2. the pipeline tests on DataJoint 2.x + PostgreSQL 15,
+#   3. the pipeline tests on DataJoint 0.14.10 + MariaDB with element-lab/-session/-array-ephys.
+# Extra arguments go to every pytest call (e.g. `-k nwb -x`). ELP_TEST_GROUPS selects groups.
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$REPO"
+GROUPS_TO_RUN="${ELP_TEST_GROUPS:-engine dj2-postgresql dj014-mariadb}"
+has() { [[ " $GROUPS_TO_RUN " == *" $1 "* ]]; }
+
+ensure_servers_installed
+ensure_apt ffmpeg
+ensure_venv .venv "postgres,dev"
+has dj014-mariadb && ensure_venv .venv014 "elements,dev" "datajoint==0.14.10"
+trap stop_servers_we_started EXIT
+
+results="$REPO/.elp/test-results"; rm -rf "$results"; mkdir -p "$results"
+export ELP_REQUIRE_DB=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" PYTHONDONTWRITEBYTECODE=1
+status=0
+run_group() {  # run_group NAME VENV PATHS...
+  local name="$1" venv="$2"; shift 2
+  log "pytest [$name]"
+  "$REPO/$venv/bin/python" -m pytest -p no:cacheprovider -q --junitxml="$results/$name.xml" \
+    "$@" "${PYTEST_ARGS[@]}" || status=1
+}
+PYTEST_ARGS=("$@")
+
+has engine && run_group engine .venv tests/engine
+# start_server exports the DJ_* variables of the server each group talks to
+if has dj2-postgresql; then start_server postgresql; run_group dj2-postgresql .venv tests/pipeline; fi
+if has dj014-mariadb; then start_server mysql; run_group dj014-mariadb .venv014 tests/pipeline; fi
+
+"$REPO/.venv/bin/python" - "$results" <<'PY'
+import sys, pathlib, xml.etree.ElementTree as ET
+total = {"passed": 0, "failed": 0, "skipped": 0}
+print("\ntest summary (group: passed / failed / skipped)")
+for xml in sorted(pathlib.Path(sys.argv[1]).glob("*.xml")):
+    suite = ET.parse(xml).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    n, f, e, s = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    counts = {"passed": n - f - e - s, "failed": f + e, "skipped": s}
+    for k in total: total[k] += counts[k]
+    print(f"  {xml.stem:16s} {counts['passed']:4d} / {counts['failed']:3d} / {counts['skipped']:3d}")
+print(f"summary: {total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
+PY
+exit $status

@@ -1,0 +1,82 @@
+"""Fixtures for tests against a real database server.
+
+The server is named by ``DJ_HOST`` / ``DJ_PORT`` / ``DJ_USER`` / ``DJ_PASS`` / ``DJ_BACKEND``
+(``elp db start`` prints them). Each test run gets a unique schema prefix and drops its
+schemas afterwards. When no server is reachable the tests are skipped on a workstation and
+FAIL in CI (``CI=true``) or when ``ELP_REQUIRE_DB=1``: a silent skip there would hide a
+broken setup.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+REQUIRE_DB = any(
+    os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB")
+)
+
+
+def _server_reachable() -> tuple[bool, str]:
+    host = os.environ.get("DJ_HOST")
+    if not host:
+        return False, "DJ_HOST is not set (run `elp db start` and source its env.sh)"
+    default_port = 5432 if os.environ.get("DJ_BACKEND") == "postgresql" else 3306
+    port = int(os.environ.get("DJ_PORT", default_port))
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        if sock.connect_ex((host, port)) != 0:
+            return False, f"no database server answers on {host}:{port}"
+    return True, ""
+
+
+@pytest.fixture(scope="session")
+def dj_connection():
+    """A live DataJoint connection to the server named by the DJ_* variables."""
+    ok, why = _server_reachable()
+    if not ok:
+        if REQUIRE_DB:
+            pytest.fail(f"database server required but unreachable: {why}")
+        pytest.skip(why)
+    from element_lightning_pose import dj_compat
+
+    dj_compat.configure_from_env()
+    import datajoint as dj
+
+    return dj.conn(reset=True)
+
+
+@pytest.fixture(scope="session")
+def schema_prefix(dj_connection):
+    """A prefix unique to this test run; every schema created under it is dropped at the end."""
+    prefix = f"elptest_{uuid.uuid4().hex[:8]}_"
+    yield prefix
+    drop_schemas(dj_connection, prefix)
+
+
+def drop_schemas(connection, prefix: str) -> None:
+    """Drop every schema whose name starts with ``prefix``, dependants first."""
+    from element_lightning_pose import dj_compat
+
+    if dj_compat.backend() == "postgresql":
+        query = "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s"
+    else:
+        query = "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE %s"
+    names = [row[0] for row in connection.query(query, args=(prefix + "%",)).fetchall()]
+    quote = '"' if dj_compat.backend() == "postgresql" else "`"
+    # Dependants were created after their parents: drop in reverse creation order, retrying
+    # until foreign keys stop blocking.
+    for _ in range(len(names) + 1):
+        remaining = []
+        for name in sorted(names, reverse=True):
+            try:
+                suffix = " CASCADE" if quote == '"' else ""
+                connection.query(f"DROP SCHEMA IF EXISTS {quote}{name}{quote}{suffix}")
+            except Exception:
+                remaining.append(name)
+        if not remaining:
+            return
+        names = remaining
