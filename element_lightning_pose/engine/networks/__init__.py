@@ -1,0 +1,65 @@
+"""Networks: backbones truncated before pooling and the heatmap head.
+
+:class:`HeatmapNet` maps images (B, 3, H, W) -- ``uint8`` or floats in [0, 1]; normalisation
+happens inside -- to heatmap logits (B, K, H/4, W/4). :meth:`HeatmapNet.keypoints` returns
+(x, y, confidence) in network-input pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import BACKBONE_NAMES, WeightsError, build_backbone
+from .heads import (
+    HEATMAP_STRIDE,
+    HeatmapHead,
+    gaussian_targets,
+    heatmap_to_input,
+    input_to_heatmap,
+    soft_argmax,
+    spatial_softmax,
+)
+
+__all__ = [
+    "BACKBONE_NAMES",
+    "HEATMAP_STRIDE",
+    "HeatmapHead",
+    "HeatmapNet",
+    "WeightsError",
+    "build_backbone",
+    "gaussian_targets",
+    "heatmap_to_input",
+    "input_to_heatmap",
+    "soft_argmax",
+    "spatial_softmax",
+]
+
+
+class HeatmapNet(nn.Module):
+    """Backbone + heatmap head with the backbone's input normalisation built in."""
+
+    def __init__(self, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.n_keypoints = n_keypoints
+        self.heatmap_sigma = heatmap_sigma
+        self.backbone, channels, mean, std = build_backbone(backbone, pretrained)
+        self.head = HeatmapHead(channels, n_keypoints)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Heatmap logits (B, K, H/4, W/4)."""
+        return self.head(self.backbone(self.normalize(images)))
+
+    def keypoints(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, K, 3): x, y in network-input pixels and a confidence in [0, 1]."""
+        probs = spatial_softmax(self(images))
+        points = soft_argmax(probs, sigma=self.heatmap_sigma)
+        return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)

@@ -1,0 +1,247 @@
+"""Validated training parameters (pydantic v2) with the defaults of the reference method.
+
+A :class:`TrainConfig` is what ``engine.train.train`` consumes and what a model directory
+keeps as ``config.yaml``. Every section forbids unknown keys so that a typo (``lerning_rate``)
+fails loudly instead of being silently ignored; :class:`ConfigError` names the dotted key at
+fault. :func:`parameter_reference` lists every parameter for the documentation.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PathLike = str | os.PathLike
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+Backbone = Literal["resnet18", "resnet34", "resnet50", "efficientnet_lite0"]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names each offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the labels are and how frames are sized and split."""
+
+    csv_file: str = Field("CollectedData.csv", description="label CSV, relative to the project root")
+    video_dir: str = Field("videos", description="folder of project videos, relative to the project root")
+    image_resize: tuple[int, int] = Field(
+        (256, 256), description="(height, width) the network sees; multiples of 32"
+    )
+    train_prob: float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
+    val_prob: float = Field(0.1, ge=0, lt=1, description="fraction used for validation (best checkpoint)")
+    split_seed: int = Field(0, description="seed of the train/val/test split")
+
+    @field_validator("image_resize")
+    @classmethod
+    def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
+        bad = [v for v in value if v <= 0 or v % 32]
+        if bad:
+            raise ValueError(f"must be positive multiples of 32 (got {tuple(value)})")
+        return value
+
+    @model_validator(mode="after")
+    def _probabilities_fit(self) -> "DataConfig":
+        if self.train_prob + self.val_prob > 1 + 1e-9:
+            raise ValueError(f"train_prob + val_prob = {self.train_prob + self.val_prob:g} exceeds 1")
+        return self
+
+
+class ModelConfig(_Section):
+    """Network architecture and heatmap targets."""
+
+    backbone: Backbone = Field("resnet50", description="feature extractor, truncated before pooling")
+    pretrained: Union[bool, str] = Field(
+        True,
+        description="ImageNet weights (true), random init (false), or a path to a weights file",
+    )
+    model_type: Literal["heatmap"] = Field("heatmap", description="network type (heatmap)")
+    heatmap_sigma: float = Field(1.25, gt=0, description="Gaussian target sigma, in heatmap pixels")
+    nan_keypoints: Literal["mask", "uniform"] = Field(
+        "mask",
+        description="unlabeled keypoints: no target (mask) or a flat target that teaches low confidence (uniform)",
+    )
+
+
+class TrainingConfig(_Section):
+    """Optimisation schedule and hardware."""
+
+    batch_size: int = Field(8, gt=0, description="labeled frames per training batch")
+    val_batch_size: int = Field(16, gt=0, description="frames per validation batch")
+    max_epochs: int = Field(300, gt=0, description="number of epochs")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    unfreeze_epoch: int = Field(20, ge=0, description="backbone frozen before this epoch")
+    lr_milestones: list[int] = Field([150, 200, 250], description="epochs at which the learning rate decays")
+    lr_gamma: float = Field(0.5, gt=0, le=1, description="learning-rate decay factor at each milestone")
+    seed: int = Field(0, description="seed of weights init, augmentation and batch order")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="PyTorch Lightning accelerator")
+    devices: Union[int, str] = Field("auto", description="PyTorch Lightning devices")
+    num_workers: int = Field(2, ge=0, description="data-loading worker processes")
+    check_val_every_n_epoch: int = Field(1, gt=0, description="validation period, in epochs")
+    log_every_n_steps: int = Field(10, gt=0, description="logging period, in steps")
+
+
+class AugmentationConfig(_Section):
+    """Keypoint-aware augmentation of training frames (labels move with the pixels)."""
+
+    enabled: bool = Field(True, description="augment training frames")
+    rotation_deg: float = Field(15.0, ge=0, le=180, description="rotation uniformly in +-rotation_deg")
+    scale_range: tuple[float, float] = Field((0.85, 1.15), description="zoom factor range")
+    translate_frac: float = Field(0.05, ge=0, le=0.5, description="shift up to this fraction of the frame")
+    hflip: bool = Field(False, description="random horizontal flips (use flip_pairs to swap left/right names)")
+    flip_pairs: list[tuple[str, str]] = Field([], description="body-part pairs swapped by a horizontal flip")
+    blur_prob: float = Field(0.1, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_sigma_max: float = Field(1.5, gt=0, description="largest blur sigma, in pixels")
+    contrast_prob: float = Field(0.5, ge=0, le=1, description="probability of a contrast change")
+    contrast_range: tuple[float, float] = Field((0.7, 1.3), description="contrast factor range")
+    occlusion_prob: float = Field(0.2, ge=0, le=1, description="probability of occluding patches")
+    occlusion_max_patches: int = Field(3, ge=1, description="at most this many patches")
+    occlusion_max_size_frac: float = Field(0.2, gt=0, le=1, description="patch side, fraction of the frame")
+
+    @field_validator("scale_range", "contrast_range")
+    @classmethod
+    def _ordered_positive(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"must be (low, high) with 0 < low <= high (got {tuple(value)})")
+        return value
+
+
+class LossesConfig(_Section):
+    """Unsupervised losses on unlabeled video frames (none by default; reserved for later)."""
+
+
+class TrainConfig(_Section):
+    """All the parameters of one training run."""
+
+    data: DataConfig = Field(default_factory=DataConfig, description="labels, resizing, split")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="network")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="schedule")
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="augmentation")
+    losses: LossesConfig = Field(default_factory=LossesConfig, description="unsupervised losses")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, source: str = "config") -> "TrainConfig":
+        """Validate a (possibly partial) nested dict; missing keys take their defaults."""
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(values).__name__}")
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: PathLike) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(values, source=str(path))
+
+    @classmethod
+    def load(cls, config: "TrainConfig | dict | PathLike | None") -> "TrainConfig":
+        """Accept a TrainConfig, a dict, a YAML path, or None (defaults)."""
+        if isinstance(config, TrainConfig):
+            return config
+        if config is None or isinstance(config, dict):
+            return cls.from_dict(config)
+        return cls.from_yaml(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: PathLike) -> Path:
+        """Write the full config (every default spelled out) atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def with_overrides(self, assignments: list[str]) -> "TrainConfig":
+        """Apply ``section.key=value`` strings (values parsed as YAML), e.g. from ``--set``."""
+        values = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. training.max_epochs=10")
+            node = values
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"override {assignment!r}: unknown section {part!r}")
+                node = node[part]
+            node[parts[-1]] = yaml.safe_load(raw)
+        return TrainConfig.from_dict(values, source="overrides")
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors():
+        # drop pydantic's union-branch names (e.g. "bool") so the path is the user's key
+        loc = ".".join(str(p) for p in error["loc"] if not _is_type_tag(p)) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = f"{error['msg']} (got {error.get('input')!r})"
+        problems.setdefault(loc, []).append(message)
+    lines = [f"{loc}: " + "; or ".join(dict.fromkeys(messages)) for loc, messages in problems.items()]
+    return f"{source}: invalid configuration\n  " + "\n  ".join(lines)
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in {"bool", "str", "int", "float"} or "[" in part)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def parameter_reference() -> list[dict[str, str]]:
+    """Every parameter as ``{field, type, default, description}`` (dotted field names)."""
+    rows = []
+    for section_name, section_field in TrainConfig.model_fields.items():
+        section_cls = section_field.annotation
+        for name, field in section_cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            rows.append(
+                {
+                    "field": f"{section_name}.{name}",
+                    "type": _type_name(field.annotation),
+                    "default": repr(default),
+                    "description": field.description or "",
+                }
+            )
+    return rows

@@ -1,0 +1,227 @@
+"""Labeled-frame datasets, keypoint-aware augmentation and the Lightning data module.
+
+Frames are resized to the network input first (the same :func:`video.resize_frame` that
+inference uses, so training and prediction see identically resampled pixels); augmentation
+then works in that resized space with one OpenCV affine warp whose matrix also moves the
+labels. Keypoints travel as (K, 2) float arrays in network-input pixels, NaN = unlabeled
+(including labels pushed out of the frame by an augmentation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import AugmentationConfig, TrainConfig
+from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic
+from .video import resize_frame
+
+PathLike = str | os.PathLike
+SPLITS = ("train", "val", "test")
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def scale_points(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Map (..., 2) pixel coordinates between image sizes given as (height, width)."""
+    factor = np.array([to_size[1] / from_size[1], to_size[0] / from_size[0]], dtype=np.float64)
+    return (np.asarray(points, dtype=np.float64) + 0.5) * factor - 0.5
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def split_frames(n_frames: int, train_prob: float, val_prob: float, seed: int) -> np.ndarray:
+    """Seeded assignment of ``n_frames`` labeled frames to train / val / test (array of str).
+
+    Validation gets at least one frame when ``val_prob > 0`` and there are two or more frames,
+    because the best checkpoint is chosen on it.
+    """
+    if n_frames < 1:
+        raise ProjectError("no labeled frames to split")
+    n_train = max(1, int(round(train_prob * n_frames)))
+    n_val = int(round(val_prob * n_frames))
+    if val_prob > 0 and n_frames >= 2:
+        n_val = max(1, n_val)
+    n_train = min(n_train, n_frames - n_val)
+    order = np.random.default_rng(seed).permutation(n_frames)
+    splits = np.full(n_frames, "test", dtype=object)
+    splits[order[:n_train]] = "train"
+    splits[order[n_train : n_train + n_val]] = "val"
+    return splits
+
+
+def write_splits(path: PathLike, image_paths: Sequence[str], splits: Sequence[str]) -> Path:
+    frame = pd.DataFrame({"image": list(image_paths), "split": list(splits)}).set_index("image")
+    return write_csv_atomic(frame, path)
+
+
+def read_splits(path: PathLike) -> dict[str, str]:
+    """``splits.csv`` as {image path: split}."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProjectError(f"{path}: splits file not found")
+    frame = pd.read_csv(path)
+    if list(frame.columns[:2]) != ["image", "split"]:
+        raise ProjectError(f"{path}: expected columns image,split (found {list(frame.columns)})")
+    return dict(zip(frame["image"].astype(str), frame["split"].astype(str)))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+class Augmenter:
+    """Random keypoint-aware augmentation of a (resized) uint8 RGB frame and its labels."""
+
+    def __init__(self, config: AugmentationConfig, bodyparts: Sequence[str]) -> None:
+        self.config = config
+        names = list(bodyparts)
+        self.flip_order = np.arange(len(names))
+        for left, right in config.flip_pairs:
+            for name in (left, right):
+                if name not in names:
+                    raise ValueError(f"augmentation.flip_pairs: unknown body part {name!r} (known: {names})")
+            i, j = names.index(left), names.index(right)
+            self.flip_order[i], self.flip_order[j] = j, i
+
+    def geometric_matrix(self, size: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """A random 2x3 affine matrix (rotation, zoom, shift about the centre) and whether it flips."""
+        c = self.config
+        h, w = size
+        angle = rng.uniform(-c.rotation_deg, c.rotation_deg)
+        scale = rng.uniform(*c.scale_range)
+        matrix = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale), [0, 0, 1]])
+        shift = rng.uniform(-c.translate_frac, c.translate_frac, size=2) * (w, h)
+        matrix[:2, 2] += shift
+        flip = bool(c.hflip and rng.random() < 0.5)
+        if flip:
+            matrix = np.array([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]]) @ matrix
+        return matrix[:2], flip
+
+    def warp(self, image: np.ndarray, keypoints: np.ndarray, matrix: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Apply one affine warp to the pixels and the same matrix to the labels."""
+        h, w = image.shape[:2]
+        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        moved = keypoints @ matrix[:, :2].T + matrix[:, 2]
+        outside = (moved[:, 0] < -0.5) | (moved[:, 0] > w - 0.5) | (moved[:, 1] < -0.5) | (moved[:, 1] > h - 0.5)
+        moved[outside] = np.nan
+        if flip:
+            moved = moved[self.flip_order]
+        return image, moved
+
+    def __call__(self, image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        matrix, flip = self.geometric_matrix(image.shape[:2], rng)
+        image, keypoints = self.warp(image, keypoints, matrix, flip)
+        if rng.random() < c.contrast_prob:
+            alpha = rng.uniform(*c.contrast_range)
+            # (x - mean) * alpha + mean with uint8 saturation, in one OpenCV call
+            image = cv2.addWeighted(image, alpha, image, 0.0, float((1 - alpha) * image.mean()))
+        if rng.random() < c.blur_prob:
+            image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, c.blur_sigma_max))
+        if rng.random() < c.occlusion_prob:
+            image = self._occlude(image, rng)
+        return image, keypoints
+
+    def _occlude(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Paint random flat-coloured rectangles (labels stay: the network must infer them)."""
+        image = image.copy()
+        h, w = image.shape[:2]
+        for _ in range(rng.integers(1, self.config.occlusion_max_patches + 1)):
+            ph = max(1, int(rng.uniform(0.05, self.config.occlusion_max_size_frac) * h))
+            pw = max(1, int(rng.uniform(0.05, self.config.occlusion_max_size_frac) * w))
+            y, x = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+            image[y : y + ph, x : x + pw] = rng.integers(0, 256, size=3, dtype=np.uint8)
+        return image
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def image_file(labels: LabeledFrames, row: int) -> Path:
+    path = Path(labels.image_paths[row])
+    return path if path.is_absolute() else Path(labels.root) / path
+
+
+def load_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Frame ``row`` resized to ``size`` (h, w), its labels in resized pixels, its original (h, w)."""
+    image = read_image(image_file(labels, row))
+    original = image.shape[:2]
+    keypoints = scale_points(labels.keypoints[row], original, size)
+    return resize_frame(image, size), keypoints, original
+
+
+class LabeledDataset(Dataset):
+    """Labeled frames ``rows`` of a project, resized (and augmented when ``augmenter`` is set)."""
+
+    def __init__(self, labels: LabeledFrames, rows: Sequence[int], size: tuple[int, int], augmenter: Augmenter | None = None) -> None:
+        self.labels = labels
+        self.rows = list(rows)
+        self.size = tuple(size)
+        self.augmenter = augmenter
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        row = self.rows[item]
+        image, keypoints, _ = load_resized(self.labels, row, self.size)
+        if self.augmenter is not None:
+            # seeded from torch so the DataLoader's generator / worker seeds make it reproducible
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            image, keypoints = self.augmenter(image, keypoints, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+            "row": torch.tensor(row),
+        }
+
+
+class PoseDataModule(pl.LightningDataModule):
+    """Train / val / test loaders over one labeled project and a fixed split."""
+
+    def __init__(self, labels: LabeledFrames, splits: Sequence[str], config: TrainConfig) -> None:
+        super().__init__()
+        self.labels = labels
+        self.splits = np.asarray(splits, dtype=object)
+        self.config = config
+        size = tuple(config.data.image_resize)
+        augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
+        self.datasets = {
+            "train": LabeledDataset(labels, self.rows("train"), size, augmenter),
+            "val": LabeledDataset(labels, self.rows("val"), size),
+            "test": LabeledDataset(labels, self.rows("test"), size),
+        }
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.config.training.num_workers
+        generator = torch.Generator().manual_seed(self.config.training.seed)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.config.training.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.config.training.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.config.training.val_batch_size, shuffle=False)

@@ -1,0 +1,36 @@
+"""Supervised heatmap loss (unsupervised losses join this module later).
+
+The loss compares the spatial-softmax heatmaps with normalised Gaussian targets: squared error
+summed over the pixels of each map, then averaged over the labeled keypoints of the batch. An
+unlabeled (NaN) keypoint contributes nothing (``nan_keypoints="mask"``), or is pushed towards a
+flat map (``"uniform"``), which teaches the network low confidence when a part is out of view.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .networks.heads import gaussian_targets, input_to_heatmap, spatial_softmax
+
+
+def heatmap_mse(
+    logits: torch.Tensor,
+    keypoints: torch.Tensor,
+    *,
+    sigma: float = 1.25,
+    nan_keypoints: str = "mask",
+) -> torch.Tensor:
+    """Loss of heatmap ``logits`` (B, K, h, w) against ``keypoints`` (B, K, 2) in input pixels."""
+    probs = spatial_softmax(logits)
+    h, w = probs.shape[-2:]
+    targets, labeled = gaussian_targets(input_to_heatmap(keypoints), (h, w), sigma)
+    if nan_keypoints == "uniform":
+        targets = torch.where(labeled[..., None, None], targets, torch.full_like(targets, 1.0 / (h * w)))
+        labeled = torch.ones_like(labeled)
+    elif nan_keypoints != "mask":
+        raise ValueError(f"nan_keypoints must be 'mask' or 'uniform', got {nan_keypoints!r}")
+    per_map = ((probs - targets) ** 2).sum(dim=(-2, -1))  # (B, K)
+    n_labeled = labeled.sum()
+    if n_labeled == 0:
+        return per_map.sum() * 0.0  # keeps the graph (and DDP) happy on an all-unlabeled batch
+    return (per_map * labeled).sum() / n_labeled

