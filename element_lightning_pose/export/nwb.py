@@ -1,0 +1,676 @@
+"""Pose estimates to NWB (pynwb, ndx-pose 0.4), ready for DANDI; plain Python, no DataJoint.
+
+Callers describe a session, its subject and one :class:`CameraPose` per camera view with plain
+dataclasses; this module turns them into NWB objects:
+
+* processing module ``behavior`` holding a ``Skeletons`` container (one ``Skeleton`` per camera),
+  one ``PoseEstimation`` per camera with one ``PoseEstimationSeries`` per body part, and, for
+  ensemble / EKS results, the posterior and ensemble variances as ``TimeSeries``;
+* one ``Device`` per camera (reused when the file already has one of that name);
+* one external-file ``ImageSeries`` per camera in ``acquisition`` (the source video), linked from
+  its ``PoseEstimation``.
+
+All series of one camera share a single timestamps dataset (the first body part's series owns
+it, the others link to it) or a rate and starting time. Timestamps that are regular to 1 ns are
+stored as rate + starting time because DANDI's inspector flags regular timestamps.
+
+DANDI's requirements (subject id, Latin-binomial species, sex in M/F/U/O, ISO-8601 age or a date
+of birth, a timezone-aware session start) are checked up front, so bad metadata fails with a
+``ValueError`` naming the field instead of producing a file that DANDI rejects. Files are
+written to a temporary file beside the target and renamed, so a failure never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons
+from pynwb import NWBHDF5IO, NWBFile, ProcessingModule, TimeSeries
+from pynwb.device import Device
+from pynwb.file import Subject
+from pynwb.image import ImageSeries
+
+from element_lightning_pose.version import __version__
+
+PathLike = str | os.PathLike
+
+BEHAVIOR_MODULE = "behavior"
+SKELETONS_NAME = "Skeletons"
+REFERENCE_FRAME = (
+    "(0,0) is the top-left corner of the video frame; x to the right, y down, in pixels"
+)
+DANDI_SEXES = ("M", "F", "U", "O")
+C_ELEGANS_SEXES = ("XO", "XX")
+
+# The same forms nwbinspector's DANDI configuration accepts (checks/_nwbfile_metadata.py).
+_ISO_DURATION = re.compile(
+    r"^P(?!$)(\d+(?:\.\d+)?Y)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?W)?(\d+(?:\.\d+)?D)?"
+    r"(T(?=\d)(\d+(?:\.\d+)?H)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?S)?)?$"
+)
+_SPECIES_FORM = re.compile(
+    r"([A-Z][a-z]* [a-z]+)|(http://purl\.obolibrary\.org/obo/NCBITaxon_\d+)"
+)
+_WEIGHT_FORM = re.compile(r"(?i)^\d+(\.\d+)? (kg|g|mg|ug|μg|ng|pg)$")
+# Camera and body-part names become HDF5 object names: no slashes, and keep them readable.
+_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(kw_only=True)
+class SubjectInfo:
+    """The animal, as DANDI needs it described.
+
+    ``species`` is a Latin binomial ("Mus musculus") or an NCBI taxonomy IRI; ``sex`` is one of
+    M, F, U, O; ``age`` is an ISO-8601 duration ("P90D", or a range "P80D/P100D") and may be
+    omitted when ``date_of_birth`` (timezone-aware) is given. ``weight`` reads like "25 g".
+    """
+
+    subject_id: str
+    species: str | None = None
+    sex: str | None = None
+    age: str | None = None
+    date_of_birth: datetime | None = None
+    description: str | None = None
+    strain: str | None = None
+    genotype: str | None = None
+    weight: str | None = None
+
+
+@dataclass(kw_only=True)
+class SessionInfo:
+    """The recording session; ``session_start_time`` must be timezone-aware."""
+
+    session_id: str
+    session_start_time: datetime
+    session_description: str
+    identifier: str | None = None  # a fresh UUID when None
+    experimenter: list[str] | None = None  # "Last, First" is the form DANDI prefers
+    lab: str | None = None
+    institution: str | None = None
+    experiment_description: str | None = None
+    keywords: list[str] | None = None
+
+
+@dataclass(kw_only=True)
+class CameraPose:
+    """Pose estimates for one camera view.
+
+    Arrays are (T, K) for T frames and K body parts, in original-frame pixels (see
+    :data:`REFERENCE_FRAME`); ``likelihood`` lies in [0, 1] (NaN allowed). Timing is either
+    ``timestamps`` (seconds, strictly increasing, length T) or ``fps`` and ``starting_time``.
+    ``posterior_var`` / ``ensemble_var`` are (T, K, 2) variances of (x, y) in pixels², for
+    ensemble and EKS results. ``video_path`` is stored as the ``external_file`` of the source
+    video; DANDI wants it relative to the NWB file (``write_nwb`` / ``append_pose`` rewrite an
+    absolute path that way).
+    """
+
+    camera_name: str
+    video_path: str
+    bodyparts: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    likelihood: np.ndarray
+    image_width: int
+    image_height: int
+    confidence_definition: str
+    description: str
+    scorer: str
+    fps: float | None = None
+    starting_time: float = 0.0
+    timestamps: np.ndarray | None = None
+    camera_description: str | None = None
+    source_software: str = "element-lightning-pose"
+    source_software_version: str = __version__
+    skeleton_edges: list[tuple[int, int]] | None = None
+    posterior_var: np.ndarray | None = None
+    ensemble_var: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CameraObjectNames:
+    """Where one camera's objects live in the file (names inside their containers)."""
+
+    device: str  # nwbfile.devices
+    video: str  # nwbfile.acquisition
+    skeleton: str  # processing["behavior"]["Skeletons"]
+    pose_estimation: str  # processing["behavior"]
+    posterior_variance: str  # processing["behavior"]
+    ensemble_variance: str  # processing["behavior"]
+
+
+def camera_object_names(camera_name: str) -> CameraObjectNames:
+    """Names of the NWB objects written for the camera ``camera_name``."""
+    pose_name = f"PoseEstimation_{camera_name}"
+    return CameraObjectNames(
+        device=camera_name,
+        video=f"Video_{camera_name}",
+        skeleton=f"Skeleton_{camera_name}",
+        pose_estimation=pose_name,
+        posterior_variance=f"{pose_name}_posterior_variance",
+        ensemble_variance=f"{pose_name}_ensemble_variance",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata checks (DANDI)
+
+
+def _is_tz_aware(moment: datetime) -> bool:
+    return moment.tzinfo is not None and moment.tzinfo.utcoffset(moment) is not None
+
+
+def _check_identifier(value: str | None, field: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{field} is required by DANDI and must be a non-empty string")
+    if "/" in value:
+        raise ValueError(f"{field} {value!r} contains '/', which DANDI forbids")
+
+
+def _is_iso_age(age: str) -> bool:
+    if _ISO_DURATION.fullmatch(age):
+        return True
+    if age.count("/") != 1:
+        return False
+    lower, upper = age.split("/")
+    bounds_valid = all(bound == "" or _ISO_DURATION.fullmatch(bound) for bound in (lower, upper))
+    return bounds_valid and bool(lower or upper)
+
+
+def validate_subject(subject: SubjectInfo) -> None:
+    """Raise ``ValueError`` naming the first subject field that DANDI would reject."""
+    _check_identifier(subject.subject_id, "SubjectInfo.subject_id")
+    if not subject.species:
+        raise ValueError("SubjectInfo.species is required by DANDI (e.g. 'Mus musculus')")
+    if not _SPECIES_FORM.fullmatch(subject.species):
+        raise ValueError(
+            f"SubjectInfo.species {subject.species!r} must be a Latin binomial such as "
+            "'Mus musculus' or an NCBI taxonomy IRI such as "
+            "'http://purl.obolibrary.org/obo/NCBITaxon_10090'"
+        )
+    allowed = C_ELEGANS_SEXES if subject.species == "Caenorhabditis elegans" else DANDI_SEXES
+    if subject.sex not in allowed:
+        raise ValueError(f"SubjectInfo.sex {subject.sex!r} must be one of {', '.join(allowed)}")
+    if subject.age is None and subject.date_of_birth is None:
+        raise ValueError("SubjectInfo.age or SubjectInfo.date_of_birth is required by DANDI")
+    if subject.age is not None and not _is_iso_age(subject.age):
+        raise ValueError(
+            f"SubjectInfo.age {subject.age!r} must be an ISO-8601 duration such as 'P90D' "
+            "(or a range such as 'P80D/P100D')"
+        )
+    if subject.date_of_birth is not None and not _is_tz_aware(subject.date_of_birth):
+        raise ValueError("SubjectInfo.date_of_birth must be timezone-aware")
+    if subject.weight is not None and not _WEIGHT_FORM.fullmatch(subject.weight):
+        raise ValueError(
+            f"SubjectInfo.weight {subject.weight!r} must read '<number> <unit>', e.g. '25 g'"
+        )
+
+
+def validate_session(session: SessionInfo) -> None:
+    """Raise ``ValueError`` naming the first session field that DANDI would reject."""
+    _check_identifier(session.session_id, "SessionInfo.session_id")
+    if not isinstance(session.session_start_time, datetime):
+        raise ValueError("SessionInfo.session_start_time must be a datetime")
+    if not _is_tz_aware(session.session_start_time):
+        raise ValueError(
+            "SessionInfo.session_start_time must be timezone-aware "
+            "(e.g. datetime(..., tzinfo=ZoneInfo('America/New_York')))"
+        )
+    if session.session_start_time > datetime.now(timezone.utc):
+        raise ValueError(
+            f"SessionInfo.session_start_time {session.session_start_time.isoformat()} "
+            "lies in the future"
+        )
+    if not session.session_description or not session.session_description.strip():
+        raise ValueError("SessionInfo.session_description must be a non-empty string")
+
+
+def build_nwbfile(session: SessionInfo, subject: SubjectInfo) -> NWBFile:
+    """An empty in-memory ``NWBFile`` with DANDI-clean session and subject metadata."""
+    validate_session(session)
+    validate_subject(subject)
+    nwb_subject = Subject(
+        subject_id=subject.subject_id,
+        species=subject.species,
+        sex=subject.sex,
+        age=subject.age,
+        date_of_birth=subject.date_of_birth,
+        description=subject.description,
+        strain=subject.strain,
+        genotype=subject.genotype,
+        weight=subject.weight,
+    )
+    return NWBFile(
+        session_description=session.session_description,
+        identifier=session.identifier or str(uuid.uuid4()),
+        session_start_time=session.session_start_time,
+        session_id=session.session_id,
+        experimenter=list(session.experimenter) if session.experimenter else None,
+        lab=session.lab,
+        institution=session.institution,
+        experiment_description=session.experiment_description,
+        keywords=list(session.keywords) if session.keywords else None,
+        subject=nwb_subject,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Pose checks
+
+
+def _float_array(values, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != shape:
+        raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+    return array
+
+
+def _check_names(camera: CameraPose) -> None:
+    where = f"CameraPose {camera.camera_name!r}"
+    if not isinstance(camera.camera_name, str) or not _OBJECT_NAME.match(camera.camera_name):
+        raise ValueError(
+            f"camera_name {camera.camera_name!r} must start with a letter or digit and hold only "
+            "letters, digits, '_', '-', '.', spaces"
+        )
+    if not camera.bodyparts:
+        raise ValueError(f"{where}: bodyparts is empty")
+    for bodypart in camera.bodyparts:
+        if not isinstance(bodypart, str) or not _OBJECT_NAME.match(bodypart):
+            raise ValueError(f"{where}: body part name {bodypart!r} is not a valid object name")
+    duplicates = sorted({b for b in camera.bodyparts if camera.bodyparts.count(b) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: duplicate body parts {duplicates}")
+    for field in ("video_path", "scorer", "confidence_definition", "description"):
+        value = getattr(camera, field)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: {field} must be a non-empty string")
+
+
+def _check_arrays(camera: CameraPose) -> None:
+    where = f"CameraPose {camera.camera_name!r}"
+    x = np.asarray(camera.x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(camera.bodyparts):
+        raise ValueError(
+            f"{where}: x has shape {x.shape}, expected (T>0, {len(camera.bodyparts)}) "
+            "for the listed body parts"
+        )
+    n_frames, n_parts = x.shape
+    _float_array(camera.y, f"{where}: y", (n_frames, n_parts))
+    likelihood = _float_array(camera.likelihood, f"{where}: likelihood", (n_frames, n_parts))
+    finite = likelihood[np.isfinite(likelihood)]
+    if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+        raise ValueError(
+            f"{where}: likelihood must lie in [0, 1], got [{finite.min()}, {finite.max()}]"
+        )
+    for field in ("posterior_var", "ensemble_var"):
+        value = getattr(camera, field)
+        if value is not None:
+            variance = _float_array(value, f"{where}: {field}", (n_frames, n_parts, 2))
+            if np.any(variance[np.isfinite(variance)] < 0):
+                raise ValueError(f"{where}: {field} holds negative variances")
+    for field in ("image_width", "image_height"):
+        value = getattr(camera, field)
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{where}: {field} must be a positive integer, got {value!r}")
+
+
+def _skeleton_edges(camera: CameraPose) -> np.ndarray:
+    """Edges as the (E, 2) uint8 array ndx-pose stores; empty (0, 2) when none are given."""
+    where = f"CameraPose {camera.camera_name!r}"
+    if not camera.skeleton_edges:
+        return np.zeros((0, 2), dtype=np.uint8)
+    edges = np.asarray(camera.skeleton_edges)
+    n_parts = len(camera.bodyparts)
+    if edges.ndim != 2 or edges.shape[1] != 2 or not np.issubdtype(edges.dtype, np.integer):
+        raise ValueError(f"{where}: skeleton_edges must be integer pairs, got {camera.skeleton_edges!r}")
+    if edges.min() < 0 or edges.max() >= n_parts:
+        raise ValueError(f"{where}: skeleton_edges index outside 0..{n_parts - 1}")
+    if np.any(edges[:, 0] == edges[:, 1]):
+        raise ValueError(f"{where}: skeleton_edges joins a body part to itself")
+    if n_parts > 256:
+        raise ValueError(f"{where}: ndx-pose stores edge indices as uint8; {n_parts} body parts is too many")
+    return edges.astype(np.uint8)
+
+
+def _timing(camera: CameraPose, n_frames: int) -> dict:
+    """Keyword arguments giving a TimeSeries its times: timestamps, or rate and starting time."""
+    where = f"CameraPose {camera.camera_name!r}"
+    if camera.timestamps is None:
+        if camera.fps is None or not np.isfinite(camera.fps) or camera.fps <= 0:
+            raise ValueError(f"{where}: fps must be a positive number when timestamps is None")
+        if not np.isfinite(camera.starting_time):
+            raise ValueError(f"{where}: starting_time must be finite")
+        return {"rate": float(camera.fps), "starting_time": float(camera.starting_time)}
+    timestamps = np.asarray(camera.timestamps, dtype=np.float64)
+    if timestamps.shape != (n_frames,):
+        raise ValueError(f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)")
+    if not np.all(np.isfinite(timestamps)):
+        raise ValueError(f"{where}: timestamps hold NaN or infinite values")
+    if n_frames > 1 and np.any(np.diff(timestamps) <= 0):
+        raise ValueError(f"{where}: timestamps must be strictly increasing")
+    # DANDI's inspector flags timestamps whose steps agree to 9 decimals: store a rate instead.
+    if n_frames > 2 and np.unique(np.diff(timestamps).round(9)).size == 1:
+        step = (timestamps[-1] - timestamps[0]) / (n_frames - 1)
+        fps = camera.fps
+        rate = float(fps) if fps and abs(1.0 / fps - step) < 1e-9 else 1.0 / step
+        return {"rate": rate, "starting_time": float(timestamps[0])}
+    return {"timestamps": timestamps}
+
+
+def validate_camera(camera: CameraPose) -> None:
+    """Raise ``ValueError`` naming the camera and field at fault."""
+    _check_names(camera)
+    _check_arrays(camera)
+    _skeleton_edges(camera)
+    _timing(camera, np.asarray(camera.x).shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the pose objects
+
+
+def _behavior_module(nwbfile: NWBFile) -> ProcessingModule:
+    if BEHAVIOR_MODULE in nwbfile.processing:
+        return nwbfile.processing[BEHAVIOR_MODULE]
+    return nwbfile.create_processing_module(
+        name=BEHAVIOR_MODULE, description="Processed behavioral data: pose estimates from video."
+    )
+
+
+def _check_no_clash(nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths: list[str]) -> None:
+    """Refuse before touching the file when an object we would add already exists."""
+    camera_names = [camera.camera_name for camera in cameras]
+    duplicates = sorted({name for name in camera_names if camera_names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"camera names repeat: {duplicates}")
+    module = nwbfile.processing.get(BEHAVIOR_MODULE)
+    skeletons = module.data_interfaces.get(SKELETONS_NAME) if module is not None else None
+    if skeletons is not None and not isinstance(skeletons, Skeletons):
+        raise ValueError(f"processing/{BEHAVIOR_MODULE}/{SKELETONS_NAME} exists and is not Skeletons")
+    for camera, video_path in zip(cameras, video_paths):
+        names = camera_object_names(camera.camera_name)
+        taken = [names.pose_estimation, names.posterior_variance, names.ensemble_variance]
+        for name in taken:
+            if module is not None and name in module.data_interfaces:
+                raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
+        if skeletons is not None and names.skeleton in skeletons.skeletons:
+            raise ValueError(f"Skeleton {names.skeleton!r} already exists in the NWB file")
+        video = nwbfile.acquisition.get(names.video)
+        if video is not None:
+            existing = [str(f) for f in (video.external_file or [])]
+            if not isinstance(video, ImageSeries) or existing != [video_path]:
+                raise ValueError(
+                    f"acquisition/{names.video} already exists and is not an ImageSeries of "
+                    f"{video_path!r} (it holds {existing})"
+                )
+        device = nwbfile.devices.get(names.device)
+        if device is not None and not isinstance(device, Device):
+            raise ValueError(f"devices/{names.device} exists and is not a Device")
+
+
+def _camera_device(nwbfile: NWBFile, camera: CameraPose) -> Device:
+    name = camera_object_names(camera.camera_name).device
+    if name in nwbfile.devices:
+        return nwbfile.devices[name]
+    description = camera.camera_description or f"Video camera '{camera.camera_name}'."
+    return nwbfile.create_device(name=name, description=description)
+
+
+def _source_video(
+    nwbfile: NWBFile, camera: CameraPose, video_path: str, device: Device, timing: dict
+) -> ImageSeries:
+    name = camera_object_names(camera.camera_name).video
+    if name in nwbfile.acquisition:  # already checked to point at the same file
+        return nwbfile.acquisition[name]
+    video = ImageSeries(
+        name=name,
+        description=f"Source video of camera '{camera.camera_name}' used for pose estimation.",
+        external_file=[video_path],
+        format="external",
+        starting_frame=[0],
+        # Data stay empty for an external file, so the frame count must be stated; the pose
+        # has one row per video frame.
+        num_samples=int(np.asarray(camera.x).shape[0]),
+        dimension=[int(camera.image_width), int(camera.image_height)],
+        device=device,
+        **timing,
+    )
+    nwbfile.add_acquisition(video)
+    return video
+
+
+def _pose_series(camera: CameraPose, timing: dict) -> list[PoseEstimationSeries]:
+    """One series per body part; the first owns the timestamps, the others link to it."""
+    x = np.asarray(camera.x, dtype=np.float64)
+    y = np.asarray(camera.y, dtype=np.float64)
+    likelihood = np.asarray(camera.likelihood, dtype=np.float64)
+    series: list[PoseEstimationSeries] = []
+    for k, bodypart in enumerate(camera.bodyparts):
+        shared = timing if not series or "rate" in timing else {"timestamps": series[0]}
+        series.append(
+            PoseEstimationSeries(
+                name=bodypart,
+                description=f"Position of '{bodypart}' in the '{camera.camera_name}' video.",
+                data=np.column_stack([x[:, k], y[:, k]]),
+                unit="pixels",
+                reference_frame=REFERENCE_FRAME,
+                confidence=likelihood[:, k],
+                confidence_definition=camera.confidence_definition,
+                **shared,
+            )
+        )
+    return series
+
+
+def _variance_series(
+    name: str, what: str, variance: np.ndarray, camera: CameraPose, timing: dict
+) -> TimeSeries:
+    return TimeSeries(
+        name=name,
+        description=(
+            f"{what} of the '{camera.camera_name}' pose estimates, in pixels squared. Array axes: "
+            f"(frame, body part, coordinate); body parts in order {list(camera.bodyparts)}; "
+            "coordinates in order (x, y)."
+        ),
+        data=np.asarray(variance, dtype=np.float64),
+        unit="pixels^2",
+        **timing,
+    )
+
+
+def _add_camera(
+    nwbfile: NWBFile, module: ProcessingModule, skeletons: Skeletons, camera: CameraPose, video_path: str
+) -> None:
+    names = camera_object_names(camera.camera_name)
+    n_frames = np.asarray(camera.x).shape[0]
+    timing = _timing(camera, n_frames)
+    series = _pose_series(camera, timing)
+    linked = timing if "rate" in timing else {"timestamps": series[0]}
+    device = _camera_device(nwbfile, camera)
+    video = _source_video(nwbfile, camera, video_path, device, linked)
+    skeleton = Skeleton(
+        name=names.skeleton,
+        nodes=list(camera.bodyparts),
+        edges=_skeleton_edges(camera),
+        subject=nwbfile.subject,
+    )
+    skeletons.add_skeletons(skeleton)
+    module.add(
+        PoseEstimation(
+            name=names.pose_estimation,
+            pose_estimation_series=series,
+            description=camera.description,
+            scorer=camera.scorer,
+            source_software=camera.source_software,
+            source_software_version=camera.source_software_version,
+            skeleton=skeleton,
+            device=device,
+            source_video=video,
+        )
+    )
+    variances = [
+        (names.posterior_variance, "Posterior variance", camera.posterior_var),
+        (names.ensemble_variance, "Ensemble variance (across ensemble members)", camera.ensemble_var),
+    ]
+    for name, what, variance in variances:
+        if variance is not None:
+            module.add(_variance_series(name, what, variance, camera, linked))
+
+
+def _relative_video_path(video_path: str, nwb_dir: PathLike | None) -> str:
+    """``video_path`` relative to ``nwb_dir`` when it is absolute (DANDI's preference)."""
+    if nwb_dir is None or not os.path.isabs(video_path):
+        return video_path
+    try:
+        return Path(os.path.relpath(video_path, os.path.abspath(nwb_dir))).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
+        return video_path
+
+
+def add_pose(
+    nwbfile: NWBFile, cameras: Sequence[CameraPose], *, nwb_dir: PathLike | None = None
+) -> None:
+    """Add each camera's pose estimates to ``nwbfile`` (see the module docstring for the layout).
+
+    Everything is validated before the file is touched; an object that already exists under a
+    name this would use raises ``ValueError`` (an existing camera ``Device``, and an existing
+    source-video ``ImageSeries`` of the same file, are reused). With ``nwb_dir`` (the folder of
+    the NWB file), absolute video paths are stored relative to it.
+    """
+    if not cameras:
+        raise ValueError("no cameras given")
+    for camera in cameras:
+        validate_camera(camera)
+    video_paths = [_relative_video_path(camera.video_path, nwb_dir) for camera in cameras]
+    _check_no_clash(nwbfile, cameras, video_paths)
+    module = _behavior_module(nwbfile)
+    if SKELETONS_NAME in module.data_interfaces:
+        skeletons = module[SKELETONS_NAME]
+    else:
+        skeletons = Skeletons(name=SKELETONS_NAME)
+        module.add(skeletons)
+    for camera, video_path in zip(cameras, video_paths):
+        _add_camera(nwbfile, module, skeletons, camera, video_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def dandi_filename(subject_id: str, session_id: str) -> str:
+    """``sub-<id>_ses-<id>_behavior+image.nwb`` with each id reduced to letters, digits and '-'.
+
+    DANDI separates entities with '_' and modalities with '+', so any other character in an id
+    (including '_', '.', '/', spaces) becomes '-'.
+    """
+
+    def label(value: str, field: str) -> str:
+        cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", str(value))).strip("-")
+        if not cleaned:
+            raise ValueError(f"{field} {value!r} leaves nothing usable in a DANDI file name")
+        return cleaned
+
+    return f"sub-{label(subject_id, 'subject_id')}_ses-{label(session_id, 'session_id')}_behavior+image.nwb"
+
+
+def _temporary_sibling(path: Path) -> Path:
+    """A fresh name beside ``path`` (same file system, so ``os.replace`` is atomic).
+
+    Not ``mkstemp``: its 0600 mode would stick to the final file.
+    """
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp.nwb"  # pynwb wants .nwb
+
+
+def _warn_missing_videos(path: Path, cameras: Sequence[CameraPose]) -> None:
+    for camera in cameras:
+        video = Path(_relative_video_path(camera.video_path, path.parent))
+        if not (video if video.is_absolute() else path.parent / video).exists():
+            warnings.warn(
+                f"source video {camera.video_path!r} of camera {camera.camera_name!r} is not found "
+                f"relative to {path}; DANDI's inspector reports missing external files",
+                stacklevel=3,
+            )
+
+
+def write_nwb(
+    path: PathLike,
+    session: SessionInfo,
+    subject: SubjectInfo,
+    cameras: Sequence[CameraPose],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a new NWB file with the session, subject and pose of ``cameras``; return its path.
+
+    ``path`` is a file, or an existing folder in which :func:`dandi_filename` names the file.
+    Refuses (``FileExistsError``) to replace an existing file unless ``overwrite``. The file is
+    written beside the target and renamed, so a failure leaves no file (and any old one intact).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / dandi_filename(subject.subject_id, session.session_id)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    nwbfile = build_nwbfile(session, subject)
+    add_pose(nwbfile, cameras, nwb_dir=path.parent)
+    _warn_missing_videos(path, cameras)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    try:
+        with NWBHDF5IO(str(tmp), mode="w") as io:
+            io.write(nwbfile)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def append_pose(path: PathLike, cameras: Sequence[CameraPose], *, atomic: bool = True) -> Path:
+    """Add pose to the existing NWB file ``path``, leaving its other contents as they are.
+
+    With ``atomic`` (the default) the file is copied beside itself, appended to, and renamed
+    over the original, so a failure leaves the original untouched; ``atomic=False`` appends in
+    place, which avoids the copy for very large files at the cost of that guarantee.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NWB file {path} does not exist")
+    _warn_missing_videos(path, cameras)
+    target = path
+    if atomic:
+        target = _temporary_sibling(path)
+        shutil.copy2(path, target)
+    try:
+        with NWBHDF5IO(str(target), mode="a") as io:
+            nwbfile = io.read()
+            add_pose(nwbfile, cameras, nwb_dir=path.parent)
+            io.write(nwbfile)
+        if atomic:
+            os.replace(target, path)
+    finally:
+        if atomic:
+            target.unlink(missing_ok=True)
+    return path
+
+
+def inspect_dandi(path: PathLike) -> list:
+    """nwbinspector's messages for ``path`` under its DANDI configuration (all importances).
+
+    Each item is an ``nwbinspector.InspectorMessage``; DANDI refuses files with messages of
+    importance ``CRITICAL`` (or ``PYNWB_VALIDATION`` / ``ERROR``).
+    """
+    from nwbinspector import inspect_nwbfile, load_config  # slow import, only when asked
+
+    return list(inspect_nwbfile(nwbfile_path=str(path), config=load_config("dandi")))

@@ -1,0 +1,430 @@
+"""NWB export: real files written with pynwb / ndx-pose, read back, and checked by nwbinspector."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from nwbinspector import Importance
+from pynwb import NWBHDF5IO, TimeSeries
+from pynwb.device import Device
+
+from element_lightning_pose.export.nwb import (
+    REFERENCE_FRAME,
+    CameraPose,
+    SessionInfo,
+    SubjectInfo,
+    append_pose,
+    build_nwbfile,
+    camera_object_names,
+    dandi_filename,
+    inspect_dandi,
+    write_nwb,
+)
+
+N_FRAMES = 24
+BODYPARTS = ["nose", "paw_left", "paw_right", "tail_base"]
+WIDTH, HEIGHT = 64, 48
+DANDI_BLOCKING = {
+    Importance.ERROR,
+    Importance.PYNWB_VALIDATION,
+    Importance.CRITICAL,
+    Importance.BEST_PRACTICE_VIOLATION,
+}
+
+
+def write_video(path: Path, n_frames: int = N_FRAMES) -> Path:
+    """A real (tiny) MP4 so that the external-file checks have something to find."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (WIDTH, HEIGHT))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for index in range(n_frames):
+        writer.write(np.full((HEIGHT, WIDTH, 3), index * 8 % 256, dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def make_camera(name: str, video: Path, seed: int, **overrides) -> CameraPose:
+    rng = np.random.default_rng(seed)
+    shape = (N_FRAMES, len(BODYPARTS))
+    camera = CameraPose(
+        camera_name=name,
+        camera_description=f"{name} view, 30 Hz",
+        video_path=str(video),
+        bodyparts=list(BODYPARTS),
+        x=rng.uniform(0, WIDTH, shape),
+        y=rng.uniform(0, HEIGHT, shape),
+        likelihood=rng.uniform(0, 1, shape),
+        fps=30.0,
+        scorer=f"lp_model_{seed}",
+        source_software="Lightning Pose",
+        source_software_version="1.7.0",
+        confidence_definition="Maximum of the softmax-normalised heatmap of the network.",
+        description="Ensemble of models m1, m2.",
+        skeleton_edges=[(0, 1), (0, 2), (0, 3)],
+        image_width=WIDTH,
+        image_height=HEIGHT,
+    )
+    return replace(camera, **overrides)
+
+
+def session_info(**overrides) -> SessionInfo:
+    session = SessionInfo(
+        session_id="2024-03-01_a",
+        session_start_time=datetime(2024, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=-5))),
+        session_description="Head-fixed mouse on a wheel, two camera views.",
+        identifier="test-identifier-0001",
+        experimenter=["Doe, Jane"],
+        lab="Pose Lab",
+        institution="Example University",
+        experiment_description="Pose tracking test session.",
+        keywords=["pose estimation"],
+    )
+    return replace(session, **overrides)
+
+
+def subject_info(**overrides) -> SubjectInfo:
+    subject = SubjectInfo(
+        subject_id="mouse_01",
+        species="Mus musculus",
+        sex="F",
+        age="P90D",
+        description="Wild-type test mouse.",
+        strain="C57BL/6J",
+        weight="25 g",
+    )
+    return replace(subject, **overrides)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def videos(tmp_path: Path) -> dict[str, Path]:
+    return {name: write_video(tmp_path / f"{name}.mp4") for name in ("top", "bot")}
+
+
+@pytest.fixture()
+def two_cameras(videos: dict[str, Path]) -> list[CameraPose]:
+    rng = np.random.default_rng(7)
+    irregular = 2.0 + np.cumsum(rng.uniform(0.030, 0.036, N_FRAMES))
+    variance_shape = (N_FRAMES, len(BODYPARTS), 2)
+    top = make_camera("top", videos["top"], seed=1)  # timed by fps
+    bot = make_camera(
+        "bot",
+        videos["bot"],
+        seed=2,
+        timestamps=irregular,
+        skeleton_edges=None,
+        posterior_var=rng.uniform(0, 4, variance_shape),
+        ensemble_var=rng.uniform(0, 9, variance_shape),
+    )
+    return [top, bot]
+
+
+def assert_dandi_clean(path: Path) -> None:
+    messages = inspect_dandi(path)
+    blocking = [m for m in messages if m.importance in DANDI_BLOCKING]
+    assert not blocking, [(m.importance.name, m.check_function_name, m.message) for m in blocking]
+
+
+def assert_pose_matches(nwbfile, camera: CameraPose, stored_video_path: str) -> None:
+    names = camera_object_names(camera.camera_name)
+    behavior = nwbfile.processing["behavior"]
+    pose = behavior[names.pose_estimation]
+    assert pose.scorer == camera.scorer
+    assert pose.source_software == camera.source_software
+    assert pose.source_software_version == camera.source_software_version
+    assert pose.description == camera.description
+    assert list(pose.skeleton.nodes[:]) == camera.bodyparts
+    expected_edges = np.asarray(camera.skeleton_edges or np.zeros((0, 2)), dtype=np.uint8)
+    np.testing.assert_array_equal(pose.skeleton.edges[:], expected_edges)
+    assert pose.skeleton is behavior["Skeletons"][names.skeleton]
+    assert pose.device is nwbfile.devices[camera.camera_name]
+    assert pose.device.description == camera.camera_description
+    video = pose.source_video
+    assert video is nwbfile.acquisition[names.video]
+    assert list(video.external_file[:]) == [stored_video_path]
+    assert video.format == "external"
+    assert list(video.starting_frame[:]) == [0]
+    assert list(video.dimension[:]) == [camera.image_width, camera.image_height]
+    assert list(pose.pose_estimation_series) == camera.bodyparts
+    for k, bodypart in enumerate(camera.bodyparts):
+        series = pose.pose_estimation_series[bodypart]
+        np.testing.assert_array_equal(series.data[:, 0], camera.x[:, k])
+        np.testing.assert_array_equal(series.data[:, 1], camera.y[:, k])
+        np.testing.assert_array_equal(series.confidence[:], camera.likelihood[:, k])
+        assert series.confidence_definition == camera.confidence_definition
+        assert series.unit == "pixels"
+        assert series.reference_frame == REFERENCE_FRAME
+        if camera.timestamps is None:
+            assert series.rate == camera.fps
+            assert series.starting_time == camera.starting_time
+            assert series.timestamps is None
+        else:
+            np.testing.assert_array_equal(series.timestamps[:], camera.timestamps)
+    variances = {
+        names.posterior_variance: camera.posterior_var,
+        names.ensemble_variance: camera.ensemble_var,
+    }
+    for name, expected in variances.items():
+        if expected is None:
+            assert name not in behavior.data_interfaces
+            continue
+        stored = behavior[name]
+        np.testing.assert_array_equal(stored.data[:], expected)
+        assert stored.unit == "pixels^2"
+        assert str(camera.bodyparts) in stored.description
+        if camera.timestamps is not None:
+            np.testing.assert_array_equal(stored.timestamps[:], camera.timestamps)
+
+
+def test_two_cameras_round_trip_and_pass_dandi_inspection(tmp_path, two_cameras):
+    path = write_nwb(tmp_path, session_info(), subject_info(), two_cameras)
+
+    assert path == tmp_path / "sub-mouse-01_ses-2024-03-01-a_behavior+image.nwb"
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        assert nwbfile.session_id == "2024-03-01_a"
+        assert nwbfile.identifier == "test-identifier-0001"
+        assert nwbfile.session_start_time == session_info().session_start_time
+        assert list(nwbfile.experimenter) == ["Doe, Jane"]
+        assert nwbfile.institution == "Example University"
+        subject = nwbfile.subject
+        assert (subject.subject_id, subject.species, subject.sex, subject.age) == (
+            "mouse_01",
+            "Mus musculus",
+            "F",
+            "P90D",
+        )
+        assert subject.weight == "25 g"
+        for camera in two_cameras:
+            # The videos were given as absolute paths; DANDI wants them relative to the file.
+            assert_pose_matches(nwbfile, camera, f"{camera.camera_name}.mp4")
+            assert nwbfile.processing["behavior"]["Skeletons"][
+                camera_object_names(camera.camera_name).skeleton
+            ].subject is nwbfile.subject
+
+    assert_dandi_clean(path)
+
+
+def test_series_of_one_camera_share_one_timestamps_dataset(tmp_path, two_cameras):
+    path = write_nwb(tmp_path / "shared.nwb", session_info(), subject_info(), two_cameras)
+
+    names = camera_object_names("bot")
+    with h5py.File(path, "r") as handle:
+        owner = handle[f"processing/behavior/{names.pose_estimation}/{BODYPARTS[0]}/timestamps"]
+        others = [
+            f"processing/behavior/{names.pose_estimation}/{bodypart}/timestamps"
+            for bodypart in BODYPARTS[1:]
+        ] + [
+            f"processing/behavior/{names.posterior_variance}/timestamps",
+            f"processing/behavior/{names.ensemble_variance}/timestamps",
+            f"acquisition/{names.video}/timestamps",
+        ]
+        for other in others:
+            assert handle[other] == owner, other  # the same HDF5 object, not a copy
+
+
+def test_regular_timestamps_are_stored_as_rate(tmp_path, videos):
+    timestamps = 5.0 + np.arange(N_FRAMES) / 30.0
+    camera = make_camera("top", videos["top"], seed=3, timestamps=timestamps, fps=30.0)
+
+    path = write_nwb(tmp_path / "regular.nwb", session_info(), subject_info(), [camera])
+
+    with NWBHDF5IO(str(path), mode="r") as io:
+        pose = io.read().processing["behavior"][camera_object_names("top").pose_estimation]
+        for series in pose.pose_estimation_series.values():
+            assert series.timestamps is None
+            assert series.rate == 30.0
+            assert series.starting_time == 5.0
+            np.testing.assert_allclose(
+                series.starting_time + np.arange(N_FRAMES) / series.rate, timestamps, atol=1e-9
+            )
+    assert not [m for m in inspect_dandi(path) if m.check_function_name == "check_regular_timestamps"]
+
+
+def make_existing_file(path: Path) -> None:
+    """An NWB file that another tool wrote: a raw signal, a behavior module, a camera device."""
+    nwbfile = build_nwbfile(session_info(), subject_info())
+    nwbfile.add_acquisition(
+        TimeSeries(
+            name="wheel_position",
+            description="Wheel angle.",
+            data=np.linspace(0, 1, 50),
+            unit="radians",
+            rate=100.0,
+        )
+    )
+    behavior = nwbfile.create_processing_module(name="behavior", description="Behavior.")
+    behavior.add(
+        TimeSeries(
+            name="running_speed",
+            description="Running speed.",
+            data=np.arange(50, dtype=float),
+            unit="m/s",
+            rate=100.0,
+        )
+    )
+    nwbfile.add_device(Device(name="top", description="Existing top camera."))
+    with NWBHDF5IO(str(path), mode="w") as io:
+        io.write(nwbfile)
+
+
+def test_append_keeps_existing_contents(tmp_path, two_cameras):
+    path = tmp_path / "existing.nwb"
+    make_existing_file(path)
+    top, bot = two_cameras
+
+    append_pose(path, [top])
+    append_pose(path, [bot])  # a second append adds to the Skeletons written by the first
+
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        np.testing.assert_array_equal(
+            nwbfile.acquisition["wheel_position"].data[:], np.linspace(0, 1, 50)
+        )
+        behavior = nwbfile.processing["behavior"]
+        np.testing.assert_array_equal(behavior["running_speed"].data[:], np.arange(50))
+        assert behavior.description == "Behavior."
+        assert nwbfile.devices["top"].description == "Existing top camera."  # reused, not replaced
+        assert sorted(behavior["Skeletons"].skeletons) == ["Skeleton_bot", "Skeleton_top"]
+        assert_pose_matches(nwbfile, replace(top, camera_description="Existing top camera."), "top.mp4")
+        assert_pose_matches(nwbfile, bot, "bot.mp4")
+    assert_dandi_clean(path)
+
+
+def test_append_refuses_an_existing_pose_and_leaves_the_file_unchanged(tmp_path, two_cameras):
+    path = tmp_path / "existing.nwb"
+    make_existing_file(path)
+    append_pose(path, two_cameras[:1])
+    before = sha256(path)
+
+    with pytest.raises(ValueError, match="PoseEstimation_top already exists"):
+        append_pose(path, two_cameras)
+
+    assert sha256(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".mp4") == ["existing.nwb"]
+
+
+@pytest.mark.parametrize(
+    ("subject_changes", "session_changes", "field"),
+    [
+        ({"species": None}, {}, "species"),
+        ({"species": "mouse"}, {}, "species"),
+        ({"sex": "male"}, {}, "sex"),
+        ({"sex": None}, {}, "sex"),
+        ({"age": "90 days"}, {}, "age"),
+        ({"age": None, "date_of_birth": None}, {}, "date_of_birth"),
+        ({"subject_id": ""}, {}, "subject_id"),
+        ({"subject_id": "cage/3"}, {}, "subject_id"),
+        ({"weight": "25"}, {}, "weight"),
+        ({}, {"session_start_time": datetime(2024, 3, 1, 9, 30)}, "session_start_time"),
+        ({}, {"session_id": "a/b"}, "session_id"),
+    ],
+)
+def test_missing_dandi_metadata_raises_naming_the_field(
+    tmp_path, two_cameras, subject_changes, session_changes, field
+):
+    target = tmp_path / "bad.nwb"
+    with pytest.raises(ValueError, match=field):
+        write_nwb(target, session_info(**session_changes), subject_info(**subject_changes), two_cameras)
+    assert not target.exists()
+
+
+def test_date_of_birth_replaces_age(tmp_path, two_cameras):
+    birth = datetime(2023, 12, 1, tzinfo=timezone.utc)
+    path = write_nwb(
+        tmp_path / "dob.nwb", session_info(), subject_info(age=None, date_of_birth=birth), two_cameras
+    )
+    with NWBHDF5IO(str(path), mode="r") as io:
+        assert io.read().subject.date_of_birth == birth
+    assert_dandi_clean(path)
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path, two_cameras):
+    path = write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), two_cameras)
+    before = sha256(path)
+
+    with pytest.raises(FileExistsError, match="pose.nwb"):
+        write_nwb(path, session_info(identifier="another"), subject_info(), two_cameras)
+    assert sha256(path) == before
+
+    write_nwb(path, session_info(identifier="another"), subject_info(), two_cameras, overwrite=True)
+    with NWBHDF5IO(str(path), mode="r") as io:
+        assert io.read().identifier == "another"
+
+
+def test_mismatched_array_lengths_leave_no_file(tmp_path, two_cameras):
+    top, bot = two_cameras
+    short_y = replace(bot, y=bot.y[:-1])
+    with pytest.raises(ValueError, match=r"'bot'.*y has shape"):
+        write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), [top, short_y])
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".mp4", ".mp4"]
+
+
+def test_failure_while_writing_leaves_no_file_and_keeps_the_old_one(tmp_path, two_cameras):
+    top, bot = two_cameras
+    # A lone surrogate passes every check but cannot be encoded as UTF-8 by HDF5: the failure
+    # comes from inside the HDF5 write, after the temporary file was created.
+    unwritable = replace(bot, description="ensemble \udc80")
+    path = tmp_path / "pose.nwb"
+    with pytest.raises(Exception, match="Could not create scalar dataset description"):
+        write_nwb(path, session_info(), subject_info(), [top, unwritable])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.mp4", "top.mp4"]
+
+    write_nwb(path, session_info(), subject_info(), [top])
+    before = sha256(path)
+    with pytest.raises(Exception, match="Could not create scalar dataset description"):
+        write_nwb(path, session_info(), subject_info(), [top, unwritable], overwrite=True)
+    assert sha256(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bot.mp4", "pose.nwb", "top.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"likelihood": np.full((N_FRAMES, len(BODYPARTS)), 1.5)}, "likelihood must lie in"),
+        ({"bodyparts": ["nose", "nose", "paw_right", "tail_base"]}, "duplicate body parts"),
+        ({"bodyparts": ["nose", "paw/left", "paw_right", "tail_base"]}, "paw/left"),
+        ({"skeleton_edges": [(0, 4)]}, "skeleton_edges index"),
+        ({"fps": None}, "fps must be a positive number"),
+        ({"timestamps": np.arange(N_FRAMES)[::-1] / 30.0}, "strictly increasing"),
+        ({"posterior_var": np.ones((N_FRAMES, len(BODYPARTS)))}, "posterior_var has shape"),
+        ({"camera_name": "top/left"}, "camera_name"),
+    ],
+)
+def test_bad_camera_input_is_rejected_before_writing(tmp_path, videos, changes, message):
+    camera = make_camera("top", videos["top"], seed=4, **changes)
+    with pytest.raises(ValueError, match=message):
+        write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), [camera])
+    assert not (tmp_path / "pose.nwb").exists()
+
+
+def test_two_cameras_with_one_name_are_rejected(tmp_path, videos):
+    cameras = [make_camera("top", videos["top"], seed=5), make_camera("top", videos["bot"], seed=6)]
+    with pytest.raises(ValueError, match="camera names repeat"):
+        write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), cameras)
+
+
+@pytest.mark.parametrize(
+    ("subject_id", "session_id", "expected"),
+    [
+        ("M1", "S1", "sub-M1_ses-S1_behavior+image.nwb"),
+        ("mouse_01", "2024-03-01 a.b", "sub-mouse-01_ses-2024-03-01-a-b_behavior+image.nwb"),
+        ("cage/3*x", "ses:+1", "sub-cage-3-x_ses-ses-1_behavior+image.nwb"),
+    ],
+)
+def test_dandi_filename_sanitises_ids(subject_id, session_id, expected):
+    assert dandi_filename(subject_id, session_id) == expected
+
+
+def test_dandi_filename_rejects_ids_with_nothing_usable():
+    with pytest.raises(ValueError, match="subject_id"):
+        dandi_filename("___", "S1")
