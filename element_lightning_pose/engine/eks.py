@@ -1,0 +1,473 @@
+"""Ensemble Kalman Smoother (EKS) over the predictions of an ensemble of pose models.
+
+Model (single view, one independent series per keypoint and coordinate)::
+
+    z_0 ~ N(m0, S0)                    m0, S0: mean and variance of the ensemble centre over time
+    z_t = z_{t-1} + w_t,  w_t ~ N(0, s)           random walk, ``s`` per keypoint (x and y share it)
+    y_t = z_t + v_t,      v_t ~ N(0, R_t)          y_t: ensemble centre (median or mean) at frame t
+                                                   R_t: ensemble variance (optionally / mean likelihood)
+
+This is the model of eks 4.6.2 (``ensemble_kalman_smoother_singlecam``). The posterior of
+``z`` is Gaussian with a *tridiagonal* precision matrix ``H = J + diag(w)`` (``J``: the random
+walk prior, ``w_t = 1/R_t``, 0 on frames without observation). Instead of running a Kalman
+filter and an RTS smoother frame by frame we factor ``H`` with LAPACK's tridiagonal LDL'
+(``dpttrf``) for all series at once (series are concatenated into one long block-diagonal
+system), which gives exactly the RTS smoother's posterior means and variances and the
+marginal likelihood, with no Python loop over time:
+
+* posterior mean = ``H^-1 b`` (``dpttrs``), ``b = w * y + m0 / S0 * e_0``;
+* posterior variance = ``diag(H^-1)``, from the LDL' factors by a backward recursion
+  ``v_t = 1/d_t + l_t^2 v_{t+1}`` solved as one bidiagonal system;
+* log marginal likelihood (the Kalman filter's prediction-error decomposition, in closed form)::
+
+      log p(y) = -n/2 log 2pi + 1/2 sum log w_t - 1/2 log S0 - (T-1)/2 log s
+                 - 1/2 log det H - 1/2 [sum w_t (y_t - mu_t)^2 + (mu_0 - m0)^2/S0
+                                        + sum (mu_t - mu_{t-1})^2 / s]
+
+Choosing ``s``: per keypoint (or per group of keypoints) the ``s`` that maximises this
+marginal likelihood **with the same time-varying noise R_t that the smoother uses**. (eks 4.6.2
+instead fits ``s`` by Adam on a likelihood whose noise is the *constant* median of R_t; with a
+fixed ``s`` both give the same smoother.) The search evaluates a grid of ``log s`` for all
+series at once, then refines every group's optimum by a vectorised golden-section search.
+
+Frames where no member has a finite prediction are missing observations (``w_t = 0``): the
+smoother bridges them and its variance grows across the gap; they never produce NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from scipy.linalg import lapack
+
+from element_lightning_pose.engine.io import ProjectError, read_predictions, write_keypoint_csv
+
+PathLike = str | os.PathLike
+CentreMode = Literal["median", "mean"]
+VarMode = Literal["confidence_weighted", "plain"]
+
+EKS_COORDS = (
+    "x", "y", "likelihood", "x_ens_median", "y_ens_median",
+    "x_ens_var", "y_ens_var", "x_posterior_var", "y_posterior_var",
+)
+LOG_S_BOUNDS = (-10.0, 12.0)  # natural log of s in px^2/frame; eks clamps to (-8, 8)
+VAR_FLOOR = 1e-12  # eks clips R_t to this; keeps w_t = 1/R_t finite when all members agree
+LIKELIHOOD_FLOOR = 1e-5  # eks: a single member's variance is 1 / max(likelihood, 1e-5)
+_LOG_2PI = float(np.log(2.0 * np.pi))
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+@dataclass
+class SmoothingResult:
+    """Smoothed keypoints of T frames x K keypoints, plus everything eks writes beside them."""
+
+    x: np.ndarray  # (T, K) posterior mean
+    y: np.ndarray  # (T, K)
+    likelihood: np.ndarray  # (T, K) mean likelihood of the members (0 where none is valid)
+    centre: np.ndarray  # (T, K, 2) ensemble median/mean (NaN where no member is valid)
+    ensemble_var: np.ndarray  # (T, K, 2) observation noise variance R_t (NaN where missing)
+    posterior_var: np.ndarray  # (T, K, 2) posterior variance of x and y
+    s: np.ndarray  # (K,) smoothing parameter (random-walk variance, px^2/frame) per keypoint
+    bodyparts: list[str]
+    log_likelihood: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) at s
+
+    def to_array(self) -> np.ndarray:
+        """(T, K, 9) in eks's column order (see ``EKS_COORDS``)."""
+        return np.concatenate(
+            [self.x[..., None], self.y[..., None], self.likelihood[..., None],
+             self.centre, self.ensemble_var, self.posterior_var],
+            axis=-1,
+        )
+
+    def to_csv(self, path: PathLike, index: Sequence | None = None) -> Path:
+        """Write the eks-layout CSV (3-row header, 9 coords per keypoint), atomically."""
+        return write_keypoint_csv(
+            path, self.to_array(), self.bodyparts, EKS_COORDS,
+            scorer="ensemble-kalman_tracker", index=index,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def load_members(
+    members: np.ndarray | Sequence[np.ndarray | PathLike], bodyparts: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Stack members into (M, T, K, 3) and check that they agree; name the member at fault."""
+    if isinstance(members, np.ndarray):
+        arrays, names = [members[i] for i in range(members.shape[0])] if members.ndim == 4 else [
+            members], None
+        if members.ndim not in (3, 4):
+            raise ValueError(f"members array must be (M, T, K, 3), got shape {members.shape}")
+        sources = [f"member {i}" for i in range(len(arrays))]
+    else:
+        arrays, sources, names = [], [], None
+        for i, member in enumerate(members):
+            if isinstance(member, np.ndarray):
+                arrays.append(member)
+                sources.append(f"member {i}")
+                continue
+            values, file_bodyparts = read_predictions(member)
+            if names is not None and file_bodyparts != names:
+                raise ProjectError(
+                    f"{member}: body parts {file_bodyparts} differ from {sources[0]}'s {names}"
+                )
+            names = file_bodyparts
+            arrays.append(values)
+            sources.append(str(member))
+    if not arrays:
+        raise ValueError("no ensemble members given")
+    reference = np.shape(arrays[0])
+    for source, array in zip(sources, arrays):
+        if np.ndim(array) != 3 or np.shape(array)[-1] != 3:
+            raise ValueError(f"{source}: expected (T, K, 3) x/y/likelihood, got {np.shape(array)}")
+        if np.shape(array) != reference:
+            raise ValueError(f"{source}: shape {np.shape(array)} differs from {sources[0]}'s {reference}")
+    stacked = np.stack([np.asarray(a, dtype=float) for a in arrays])
+    return stacked, _resolve_bodyparts(bodyparts, names, stacked.shape[2])
+
+
+def _resolve_bodyparts(given: Sequence[str] | None, from_files: list[str] | None, n: int) -> list[str]:
+    names = list(given) if given is not None else from_files or [f"keypoint{k}" for k in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} body part names given for {n} keypoints")
+    return names
+
+
+@dataclass
+class EnsembleStats:
+    """Per-frame ensemble summary. Arrays are (T, K, 2) except ``likelihood`` (T, K)."""
+
+    centre: np.ndarray
+    variance: np.ndarray  # observation noise R_t; NaN where no member is valid
+    likelihood: np.ndarray
+
+
+def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
+                   var_mode: VarMode = "confidence_weighted") -> EnsembleStats:
+    """Centre, noise variance and mean likelihood of (M, T, K, 3) members.
+
+    A member counts at a frame only where its x, y and likelihood are all finite. The variance
+    is the population variance of the valid members (as eks's ``nanvar``), divided by their
+    mean likelihood in ``confidence_weighted`` mode. A one-member ensemble has no spread: like
+    eks we use ``1 / max(likelihood, 1e-5)``. In a larger ensemble, a frame where a single
+    member survives gets the largest variance seen on that series (its spread is unknown).
+    """
+    if centre not in ("median", "mean"):
+        raise ValueError(f"centre must be 'median' or 'mean', got {centre!r}")
+    if var_mode not in ("confidence_weighted", "plain"):
+        raise ValueError(f"var_mode must be 'confidence_weighted' or 'plain', got {var_mode!r}")
+    n_members = members.shape[0]
+    valid = np.isfinite(members).all(axis=-1)  # (M, T, K)
+    n_valid = valid.sum(axis=0)
+    coords = np.where(valid[..., None], members[..., :2], np.nan)  # (M, T, K, 2)
+    lik = np.where(valid, members[..., 2], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_lik = lik.sum(axis=0) / n_valid  # NaN where n_valid == 0
+        mean = np.nansum(coords, axis=0) / n_valid[..., None]
+        var = np.nansum((coords - mean) ** 2, axis=0) / n_valid[..., None]
+    centre_values = _nanmedian_members(coords, n_valid) if centre == "median" else mean
+    if n_members == 1:
+        var = np.repeat((1.0 / np.maximum(mean_lik, LIKELIHOOD_FLOOR))[..., None], 2, axis=-1)
+    elif var_mode == "confidence_weighted":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = var / mean_lik[..., None]
+    if n_members > 1:
+        var = _fill_lone_member_frames(var, n_valid)
+    missing = n_valid == 0
+    var[missing] = np.nan
+    return EnsembleStats(centre_values, var, np.where(missing, 0.0, mean_lik))
+
+
+def _nanmedian_members(coords: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """Median over axis 0 ignoring NaN; sorting puts NaN last, so the middle is at (n-1)//2."""
+    ordered = np.sort(coords, axis=0)
+    n = np.broadcast_to(n_valid[None, ..., None], (1, *coords.shape[1:]))
+    low = np.take_along_axis(ordered, np.maximum(n - 1, 0) // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, np.minimum(n // 2, coords.shape[0] - 1), axis=0)[0]
+    return np.where(n[0] > 0, (low + high) / 2.0, np.nan)
+
+
+def _fill_lone_member_frames(var: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    lone = n_valid == 1
+    if not lone.any():
+        return var
+    finite = np.where(np.isfinite(var) & (n_valid >= 2)[..., None], var, -np.inf)
+    largest = finite.max(axis=0)  # (K, 2)
+    largest = np.where(np.isfinite(largest), largest, 1.0 / LIKELIHOOD_FLOOR)
+    return np.where(lone[..., None], np.broadcast_to(largest, var.shape), var)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random-walk smoother on N independent series, all at once
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Series:
+    """N scalar series of T frames, centred on their prior mean (rows are series)."""
+
+    y: np.ndarray  # (N, T) observation minus ``offset``; 0 where missing
+    w: np.ndarray  # (N, T) observation precision 1/R_t; 0 where missing
+    offset: np.ndarray  # (N,) prior mean m0 (the series' mean over observed frames)
+    prior_var: np.ndarray  # (N,) S0 (the series' variance over observed frames)
+
+    @classmethod
+    def from_observations(cls, values: np.ndarray, variances: np.ndarray) -> "_Series":
+        """``values``/``variances`` (N, T); frames with non-finite value or variance are missing."""
+        observed = np.isfinite(values) & np.isfinite(variances)
+        n_obs = observed.sum(axis=1)
+        safe = np.where(observed, values, 0.0)
+        offset = safe.sum(axis=1) / np.maximum(n_obs, 1)
+        prior_var = (np.where(observed, values - offset[:, None], 0.0) ** 2).sum(axis=1)
+        prior_var = prior_var / np.maximum(n_obs, 1)
+        # A constant series has S0 = 0; a tiny floor keeps the prior precision finite.
+        prior_var = np.maximum(prior_var, 1e-8)
+        w = np.where(observed, 1.0 / np.maximum(np.where(observed, variances, 1.0), VAR_FLOOR), 0.0)
+        return cls(np.where(observed, values - offset[:, None], 0.0), w, offset, prior_var)
+
+    def crop(self, keep: np.ndarray) -> "_Series":
+        """Only frames where ``keep`` (T,) count as observed; time is cut to their span."""
+        frames = np.flatnonzero(keep)
+        span = slice(frames[0], frames[-1] + 1)
+        w = np.where(keep[None, :], self.w, 0.0)[:, span]
+        return _Series(self.y[:, span], w, self.offset, self.prior_var)
+
+    def constant_log_likelihood(self) -> np.ndarray:
+        """The terms of log p(y) that do not depend on s: -n/2 log 2pi + 1/2 sum log w - 1/2 log S0."""
+        observed = self.w > 0
+        log_w = np.log(np.where(observed, self.w, 1.0)).sum(axis=1)
+        return -0.5 * observed.sum(axis=1) * _LOG_2PI + 0.5 * log_w - 0.5 * np.log(self.prior_var)
+
+
+def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LDL' factors (d, l) of the posterior precision of all series, concatenated."""
+    n_series, n_frames = series.w.shape
+    inv_s = 1.0 / s[:, None]
+    diag = series.w + 2.0 * inv_s
+    diag[:, 0] += 1.0 / series.prior_var - inv_s[:, 0]  # first frame: prior instead of a step
+    diag[:, -1] -= inv_s[:, 0]
+    off = np.repeat(-inv_s, n_frames, axis=1)
+    off[:, -1] = 0.0  # no coupling between the end of one series and the start of the next
+    d, l, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
+    if info != 0:
+        raise FloatingPointError(f"posterior precision not positive definite (dpttrf info={info})")
+    return d, l
+
+
+def _posterior_mean(series: _Series, d: np.ndarray, l: np.ndarray) -> np.ndarray:
+    rhs = series.w * series.y  # the prior mean is 0 after centring
+    mean, info = lapack.dpttrs(d, l, rhs.ravel())
+    if info != 0:
+        raise FloatingPointError(f"posterior mean solve failed (dpttrs info={info})")
+    return mean.reshape(series.w.shape)
+
+
+def _posterior_variance(d: np.ndarray, l: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """diag(H^-1) from H = L D L': v_t = 1/d_t + l_t^2 v_{t+1}, one upper-bidiagonal solve."""
+    band = np.ones((2, d.size))
+    band[0, 1:] = -(l**2)
+    variance, info = lapack.dtbtrs(band, (1.0 / d)[:, None], uplo="U")
+    if info != 0:
+        raise FloatingPointError(f"posterior variance solve failed (dtbtrs info={info})")
+    return variance.reshape(shape)
+
+
+def _log_likelihood(series: _Series, s: np.ndarray, constant: np.ndarray) -> np.ndarray:
+    """log p(y) per series under random-walk variance ``s`` (N,), time-varying noise 1/w."""
+    d, l = _factor(series, s)
+    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l))
+
+
+def _log_likelihood_at(
+    series: _Series, s: np.ndarray, constant: np.ndarray, d: np.ndarray, mean: np.ndarray
+) -> np.ndarray:
+    """log p(y) from the factor's pivots ``d`` (log det H) and the posterior mean."""
+    n_frames = series.w.shape[1]
+    residual = (series.w * (series.y - mean) ** 2).sum(axis=1)
+    residual += mean[:, 0] ** 2 / series.prior_var + (np.diff(mean, axis=1) ** 2).sum(axis=1) / s
+    log_det = np.log(d).reshape(series.w.shape).sum(axis=1)
+    return constant - 0.5 * (n_frames - 1) * np.log(s) - 0.5 * log_det - 0.5 * residual
+
+
+def fit_smoothing_param(
+    series: _Series, groups: np.ndarray, grid_step: float = 1.0, refine_steps: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
+
+    Returns (s per group, log-likelihood per group). The likelihood uses the time-varying
+    noise R_t. A grid over ``LOG_S_BOUNDS`` is evaluated for all series at once, then a
+    golden-section search refines each group's optimum within one grid step either side.
+    """
+    n_groups = int(groups.max()) + 1
+    constant = series.constant_log_likelihood()
+
+    def group_ll(log_s: np.ndarray) -> np.ndarray:
+        ll = _log_likelihood(series, np.exp(log_s[groups]), constant)
+        return np.bincount(groups, weights=ll, minlength=n_groups)
+
+    grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
+    scores = np.stack([group_ll(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
+    best = np.argmax(scores, axis=0)
+    low = grid[np.maximum(best - 1, 0)]
+    high = grid[np.minimum(best + 1, grid.size - 1)]
+    best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
+    inner_low, inner_high = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
+    ll_low, ll_high = group_ll(inner_low), group_ll(inner_high)
+    for _ in range(refine_steps):
+        keep_lower = ll_low > ll_high  # the maximum lies in [low, inner_high]
+        high = np.where(keep_lower, inner_high, high)
+        low = np.where(keep_lower, low, inner_low)
+        probe = np.where(keep_lower, high - _GOLDEN * (high - low), low + _GOLDEN * (high - low))
+        ll_probe = group_ll(probe)
+        # keep_lower: old inner_low becomes inner_high, probe is the new inner_low; else mirrored
+        inner_low, inner_high = (np.where(keep_lower, probe, inner_high),
+                                 np.where(keep_lower, inner_low, probe))
+        ll_low, ll_high = (np.where(keep_lower, ll_probe, ll_high),
+                           np.where(keep_lower, ll_low, ll_probe))
+    for candidate, ll in ((inner_low, ll_low), (inner_high, ll_high)):
+        better = ll > best_ll
+        best_log_s, best_ll = np.where(better, candidate, best_log_s), np.where(better, ll, best_ll)
+    return np.exp(best_log_s), best_ll
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def smooth(
+    members: np.ndarray | Sequence[np.ndarray | PathLike],
+    bodyparts: Sequence[str] | None = None,
+    *,
+    s: float | Sequence[float] | None = None,
+    centre: CentreMode = "median",
+    var_mode: VarMode = "confidence_weighted",
+    keypoint_groups: Sequence[Sequence[int | str]] | None = None,
+    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+) -> SmoothingResult:
+    """Smooth an ensemble of single-view predictions.
+
+    Args:
+        members: (M, T, K, 3) array of x/y/likelihood, a list of (T, K, 3) arrays, or a list
+            of prediction CSV files (3-row header).
+        bodyparts: keypoint names (default: from the CSVs, else ``keypoint0`` ...).
+        s: fixed random-walk variance (px^2 per frame), one value or one per keypoint;
+            ``None`` chooses it per keypoint (or per group) by maximum marginal likelihood.
+        centre: ensemble centre used as the observation, ``"median"`` or ``"mean"``.
+        var_mode: ``"confidence_weighted"`` (ensemble variance / mean likelihood, eks's
+            default) or ``"plain"`` (ensemble variance).
+        keypoint_groups: lists of keypoint indices or names that share one ``s``.
+        fit_range: frames used to choose ``s``: ``(start, stop)`` or a list of them, 0-based
+            and half-open, ``None`` for an open end. Smoothing always covers every frame.
+    """
+    data, names = load_members(members, bodyparts)
+    stats = ensemble_stats(data, centre, var_mode)
+    n_frames, n_keypoints = stats.likelihood.shape
+    series = _Series.from_observations(_to_series(stats.centre), _to_series(stats.variance))
+    groups = keypoint_group_ids(keypoint_groups, names)
+    if s is None:
+        keep = fit_range_mask(fit_range, n_frames)
+        fit_series = series.crop(keep) if not keep.all() else series
+        s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2))
+        s_keypoint = s_group[groups]
+    else:
+        s_keypoint = _fixed_s(s, n_keypoints)
+    mean, variance, log_lik = _smooth_series(series, np.repeat(s_keypoint, 2))
+    mean, variance = _from_series(mean, n_keypoints), _from_series(variance, n_keypoints)
+    _blank_unobserved(series, mean, variance, names)
+    return SmoothingResult(
+        x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
+        ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
+        log_likelihood=log_lik.reshape(n_keypoints, 2).sum(axis=1),
+    )
+
+
+def _smooth_series(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
+    d, l = _factor(series, s)
+    mean = _posterior_mean(series, d, l)
+    log_lik = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean)
+    variance = _posterior_variance(d, l, series.w.shape)
+    return mean + series.offset[:, None], variance, log_lik
+
+
+def _to_series(values: np.ndarray) -> np.ndarray:
+    """(T, K, 2) -> (2K, T); series 2k is keypoint k's x, 2k+1 its y."""
+    return np.ascontiguousarray(values.reshape(values.shape[0], -1).T)
+
+
+def _from_series(values: np.ndarray, n_keypoints: int) -> np.ndarray:
+    return values.T.reshape(-1, n_keypoints, 2)
+
+
+def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, names: list[str]) -> None:
+    """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
+    never = ~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1)
+    if never.any():
+        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never) if b]}; left NaN")
+        mean[:, never] = np.nan
+        variance[:, never] = np.nan
+
+
+def _fixed_s(s: float | Sequence[float], n_keypoints: int) -> np.ndarray:
+    values = np.broadcast_to(np.asarray(s, dtype=float), (n_keypoints,)) if np.ndim(s) == 0 else (
+        np.asarray(s, dtype=float))
+    if values.shape != (n_keypoints,):
+        raise ValueError(f"s: expected one value or {n_keypoints} (one per keypoint), got {np.shape(s)}")
+    if not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"s must be positive and finite, got {values.tolist()}")
+    return values.copy()
+
+
+def keypoint_group_ids(groups: Sequence[Sequence[int | str]] | None, names: list[str]) -> np.ndarray:
+    """(K,) group id per keypoint; keypoints in no group get one of their own."""
+    ids = np.full(len(names), -1)
+    for group_id, group in enumerate(groups or []):
+        for member in group:
+            index = _keypoint_index(member, names)
+            if ids[index] >= 0:
+                raise ValueError(f"keypoint_groups: {names[index]!r} is in more than one group")
+            ids[index] = group_id
+    next_id = len(groups or [])
+    for index in np.flatnonzero(ids < 0):
+        ids[index], next_id = next_id, next_id + 1
+    # renumber densely so empty groups do not leave holes
+    return np.unique(ids, return_inverse=True)[1]
+
+
+def _keypoint_index(member: int | str, names: list[str]) -> int:
+    if isinstance(member, (int, np.integer)):
+        if not 0 <= member < len(names):
+            raise ValueError(f"keypoint index {member} out of range for {len(names)} keypoints")
+        return int(member)
+    if member not in names:
+        raise ValueError(f"unknown keypoint {member!r}; known: {names}")
+    return names.index(member)
+
+
+def fit_range_mask(
+    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None,
+    n_frames: int,
+) -> np.ndarray:
+    """(T,) bool: frames used to choose s. Ranges are 0-based, half-open, None = open end."""
+    keep = np.zeros(n_frames, dtype=bool)
+    if fit_range is None:
+        keep[:] = True
+        return keep
+    ranges = [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else fit_range
+    for start, stop in ranges:
+        start = 0 if start is None else int(start)
+        stop = n_frames if stop is None else int(stop)
+        if not 0 <= start < stop <= n_frames:
+            raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
+        keep[start:stop] = True
+    return keep
