@@ -9,6 +9,7 @@ leaves a truncated CSV behind.
 from __future__ import annotations
 
 import csv
+import re
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -363,3 +364,31 @@ def load_project(
     labels = read_labels(root / csv_file, root)
     videos = find_videos(root / video_dir) if (root / video_dir).is_dir() else []
     return labels, videos
+
+
+def context_image_paths(root: PathLike, image_path: str, radius: int = 2) -> list[str]:
+    """Paths of frames ``t - radius .. t + radius`` around a labeled image, for context models.
+
+    The frame number is the last run of digits in the file name (``img00042.png`` -> 42) and
+    neighbours keep its zero padding. A neighbour that is not on disk (video edges, frames not
+    extracted) is replaced by the nearest one towards the centre, at worst the image itself,
+    as Lightning Pose does.
+    """
+    root = Path(root)
+    folder, _, name = image_path.rpartition("/")
+    match = re.search(r"(\d+)(?=\D*$)", name)
+    if match is None:
+        return [image_path] * (2 * radius + 1)
+    number, digits = int(match.group(1)), len(match.group(1))
+
+    def neighbour(offset: int) -> str:
+        renamed = f"{name[:match.start()]}{max(number + offset, 0):0{digits}d}{name[match.end():]}"
+        return f"{folder}/{renamed}" if folder else renamed
+
+    paths = []
+    for offset in range(-radius, radius + 1):
+        step = -1 if offset > 0 else 1
+        while offset != 0 and not (root / neighbour(offset)).is_file():
+            offset += step
+        paths.append(neighbour(offset) if offset else image_path)
+    return paths

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from element_lightning_pose.engine.io import (
+    context_image_paths,
     ProjectError,
     find_videos,
     load_project,
@@ -199,3 +200,25 @@ def test_predictions_load_in_pandas_and_movement(tmp_path: Path) -> None:
             np.testing.assert_allclose(position[..., 0], predictions[..., :2])
             confidence = dataset.confidence.transpose("time", "keypoints", "individuals").values
             np.testing.assert_allclose(confidence[..., 0], predictions[..., 2])
+
+
+def test_context_image_paths_keep_padding_and_fall_back_towards_the_centre(tmp_path: Path) -> None:
+    folder = tmp_path / "labeled-data" / "vid"
+    folder.mkdir(parents=True)
+    for t in (0, 1, 2, 3, 5):
+        (folder / f"img{t:04d}.png").write_bytes(b"")
+    assert context_image_paths(tmp_path, "labeled-data/vid/img0002.png") == [
+        f"labeled-data/vid/img{t:04d}.png" for t in (0, 1, 2, 3, 3)  # 4 missing: 3 stands in
+    ]
+    assert context_image_paths(tmp_path, "labeled-data/vid/img0000.png", radius=1) == [
+        "labeled-data/vid/img0000.png", "labeled-data/vid/img0000.png", "labeled-data/vid/img0001.png",
+    ]
+    assert context_image_paths(tmp_path, "frame.png", radius=1) == ["frame.png"] * 3
+
+
+def test_context_frames_of_the_real_project(mirror_mouse_dir: Path) -> None:
+    labels = read_labels(mirror_mouse_dir / "CollectedData.csv", check_images=False)
+    for image_path in labels.image_paths[:5]:
+        paths = context_image_paths(mirror_mouse_dir, image_path)
+        assert len(paths) == 5 and paths[2] == image_path
+        assert all((mirror_mouse_dir / p).is_file() for p in paths)
