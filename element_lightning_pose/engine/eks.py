@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from scipy.linalg import lapack
@@ -304,30 +305,45 @@ def fit_smoothing_param(
     """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
 
     Returns (s per group, log-likelihood per group). The likelihood uses the time-varying
-    noise R_t. A grid over ``LOG_S_BOUNDS`` is evaluated for all series at once, then a
-    golden-section search refines each group's optimum within one grid step either side.
+    noise R_t, the same noise model as the smoother.
     """
     n_groups = int(groups.max()) + 1
     constant = series.constant_log_likelihood()
 
-    def group_ll(log_s: np.ndarray) -> np.ndarray:
-        ll = _log_likelihood(series, np.exp(log_s[groups]), constant)
+    def group_ll(s: np.ndarray) -> np.ndarray:
+        ll = _log_likelihood(series, s[groups], constant)
         return np.bincount(groups, weights=ll, minlength=n_groups)
 
+    return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps)
+
+
+def maximise_over_log_s(
+    log_lik: Callable[[np.ndarray], np.ndarray], n_groups: int,
+    grid_step: float = 1.0, refine_steps: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
+
+    A grid of log s (every group evaluated in the same call), then a golden-section search in
+    the bracket of one grid step either side of each group's best grid point (again one call
+    per step for all groups).
+    """
+    def at(log_s: np.ndarray) -> np.ndarray:
+        return log_lik(np.exp(log_s))
+
     grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
-    scores = np.stack([group_ll(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
-    best = np.argmax(scores, axis=0)
+    scores = np.stack([at(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
+    best = np.argmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0)
     low = grid[np.maximum(best - 1, 0)]
     high = grid[np.minimum(best + 1, grid.size - 1)]
     best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
     inner_low, inner_high = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
-    ll_low, ll_high = group_ll(inner_low), group_ll(inner_high)
+    ll_low, ll_high = at(inner_low), at(inner_high)
     for _ in range(refine_steps):
         keep_lower = ll_low > ll_high  # the maximum lies in [low, inner_high]
         high = np.where(keep_lower, inner_high, high)
         low = np.where(keep_lower, low, inner_low)
         probe = np.where(keep_lower, high - _GOLDEN * (high - low), low + _GOLDEN * (high - low))
-        ll_probe = group_ll(probe)
+        ll_probe = at(probe)
         # keep_lower: old inner_low becomes inner_high, probe is the new inner_low; else mirrored
         inner_low, inner_high = (np.where(keep_lower, probe, inner_high),
                                  np.where(keep_lower, inner_low, probe))
@@ -471,3 +487,291 @@ def fit_range_mask(
             raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
         keep[start:stop] = True
     return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-view: one latent 3-D random walk per physical keypoint, seen in V views
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LatentModel:
+    """G physical keypoints, each observed as 2V numbers per frame (x, y in every view).
+
+    ``y_t = mean + C z_t + v_t``, ``z_t = z_{t-1} + w_t``, ``w_t ~ N(0, s I)``,
+    ``v_t ~ N(0, diag(1/w_t))``, ``z_0 ~ N(0, diag(prior_var))``.
+    """
+
+    y: np.ndarray  # (G, T, 2V) observations minus ``mean``; 0 where missing
+    w: np.ndarray  # (G, T, 2V) observation precision; 0 where missing
+    mean: np.ndarray  # (G, 2V)
+    loadings: np.ndarray  # (G, 2V, L) orthonormal columns (PCA components)
+    prior_var: np.ndarray  # (G, L)
+
+    @property
+    def n_latent(self) -> int:
+        return self.loadings.shape[2]
+
+
+def _fit_latent_model(values: np.ndarray, variances: np.ndarray, n_latent: int,
+                      quantile: float, names: list[str]) -> _LatentModel:
+    """PCA per physical keypoint on the frames where all views are seen and members agree
+    (largest ensemble variance at most its ``quantile`` percentile)."""
+    observed = np.isfinite(values) & np.isfinite(variances)
+    n_groups, _, n_obs = values.shape
+    if n_obs <= n_latent:
+        raise ValueError(f"multi-view needs more than {n_latent} observed numbers per frame "
+                         f"(2 x views); got {n_obs}")
+    means, loadings, prior_vars = [], [], []
+    for g in range(n_groups):
+        complete = observed[g].all(axis=1)
+        spread = np.where(complete, variances[g].max(axis=1), np.inf)
+        if complete.sum() <= n_latent:
+            raise ValueError(f"view group {names[g]}: only {complete.sum()} frames seen in all "
+                             f"views; need more than {n_latent} to fit the latent model")
+        good = complete & (spread <= np.percentile(spread[complete], quantile))
+        centred_good = values[g, good] - values[g, good].mean(axis=0)
+        _, _, vt = np.linalg.svd(centred_good, full_matrices=False)
+        components = vt[:n_latent].T  # (2V, L)
+        means.append(values[g, good].mean(axis=0))
+        loadings.append(components)
+        prior_vars.append(np.maximum((centred_good @ components).var(axis=0), 1e-8))
+    mean = np.stack(means)
+    w = np.where(observed, 1.0 / np.maximum(np.where(observed, variances, 1.0), VAR_FLOOR), 0.0)
+    y = np.where(observed, values - mean[:, None, :], 0.0)
+    return _LatentModel(y, w, mean, np.stack(loadings), np.stack(prior_vars))
+
+
+def _latent_precision_band(model: _LatentModel, s: np.ndarray) -> np.ndarray:
+    """Lower band (L+1 rows) of the block-tridiagonal posterior precision, groups concatenated."""
+    n_groups, n_frames, _ = model.w.shape
+    n_latent = model.n_latent
+    C = model.loadings
+    blocks = np.einsum("gri,gtr,grk->gtik", C, model.w, C)  # C' W_t C, (G, T, L, L)
+    inv_s = (1.0 / s)[:, None]
+    steps = np.full((n_groups, n_frames), 2.0) * inv_s
+    steps[:, 0] -= inv_s[:, 0]
+    steps[:, -1] -= inv_s[:, 0]
+    band = np.zeros((n_latent + 1, n_groups, n_frames, n_latent))
+    for offset in range(n_latent):  # entries inside a frame's block: H[3t+i+offset, 3t+i]
+        for i in range(n_latent - offset):
+            band[offset, :, :, i] = blocks[:, :, i + offset, i]
+    band[0] += steps[:, :, None]
+    band[0, :, 0, :] += 1.0 / model.prior_var
+    band[n_latent] = -inv_s[:, :, None]  # z_{t+1,i} - z_{t,i} coupling
+    band[n_latent, :, -1, :] = 0.0
+    return band.reshape(n_latent + 1, -1)
+
+
+def _latent_posterior_mean(model: _LatentModel, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(posterior mean of z (G, T, L), Cholesky band) for random-walk variance s (G,)."""
+    band = _latent_precision_band(model, s)
+    factor, info = lapack.dpbtrf(band, lower=1)
+    if info != 0:
+        raise FloatingPointError(f"multi-view posterior precision not positive definite ({info})")
+    rhs = np.einsum("gri,gtr->gti", model.loadings, model.w * model.y).reshape(-1)
+    latent, info = lapack.dpbtrs(factor, rhs, lower=1)
+    if info != 0:
+        raise FloatingPointError(f"multi-view posterior mean solve failed ({info})")
+    return latent.reshape(model.w.shape[0], model.w.shape[1], model.n_latent), factor
+
+
+def _latent_log_likelihood(model: _LatentModel, s: np.ndarray) -> np.ndarray:
+    """log p(y) per group, the same closed form as the single-view case."""
+    latent, factor = _latent_posterior_mean(model, s)
+    n_groups, n_frames, _ = model.w.shape
+    observed = model.w > 0
+    constant = (-0.5 * observed.sum(axis=(1, 2)) * _LOG_2PI
+                + 0.5 * np.log(np.where(observed, model.w, 1.0)).sum(axis=(1, 2))
+                - 0.5 * np.log(model.prior_var).sum(axis=1))
+    predicted = np.einsum("gri,gti->gtr", model.loadings, latent)
+    residual = (model.w * (model.y - predicted) ** 2).sum(axis=(1, 2))
+    residual += (latent[:, 0] ** 2 / model.prior_var).sum(axis=1)
+    residual += (np.diff(latent, axis=1) ** 2).sum(axis=(1, 2)) / s
+    log_det = 2.0 * np.log(factor[0]).reshape(n_groups, -1).sum(axis=1)
+    return (constant - 0.5 * model.n_latent * (n_frames - 1) * np.log(s)
+            - 0.5 * log_det - 0.5 * residual)
+
+
+def _latent_posterior_cov(model: _LatentModel, s: np.ndarray) -> np.ndarray:
+    """Diagonal blocks (G, T, L, L) of the posterior covariance (block LDL', then backwards).
+
+    H has diagonal blocks D_t and off-diagonal blocks -I/s, so with Lambda_t = D_t -
+    Lambda_{t-1}^-1 / s^2 the blocks are S_t = Lambda_t^-1 + Lambda_t^-1 S_{t+1} Lambda_t^-1 / s^2.
+    This is the only loop over time (for the variances of the final pass; not in the s search).
+    """
+    band = _latent_precision_band(model, s)
+    n_groups, n_frames, _ = model.w.shape
+    n_latent = model.n_latent
+    diag = band[:n_latent].reshape(n_latent, n_groups, n_frames, n_latent)
+    blocks = np.zeros((n_groups, n_frames, n_latent, n_latent))
+    for offset in range(n_latent):
+        for i in range(n_latent - offset):
+            blocks[:, :, i + offset, i] = blocks[:, :, i, i + offset] = diag[offset, :, :, i]
+    inv_s2 = (1.0 / s**2)[:, None, None]
+    inverses = np.empty_like(blocks)
+    inverses[:, 0] = np.linalg.inv(blocks[:, 0])
+    for t in range(1, n_frames):
+        inverses[:, t] = np.linalg.inv(blocks[:, t] - inverses[:, t - 1] * inv_s2)
+    cov = np.empty_like(blocks)
+    cov[:, -1] = inverses[:, -1]
+    for t in range(n_frames - 2, -1, -1):
+        cov[:, t] = inverses[:, t] + inverses[:, t] @ cov[:, t + 1] @ inverses[:, t] * inv_s2
+    return cov
+
+
+def smooth_multiview(
+    members: np.ndarray | Sequence[np.ndarray | PathLike],
+    view_groups: Sequence[Sequence[int | str]],
+    bodyparts: Sequence[str] | None = None,
+    *,
+    s: float | Sequence[float] | None = None,
+    centre: CentreMode = "median",
+    var_mode: VarMode = "confidence_weighted",
+    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    n_latent: int = 3,
+    pca_quantile: float = 50.0,
+) -> SmoothingResult:
+    """Smooth keypoints seen in several views jointly through a linear latent model.
+
+    ``view_groups`` lists, per physical keypoint, its keypoint (index or name) in every view,
+    e.g. ``[["paw1LH_top", "paw1LH_bot"], ...]`` for a mirrored camera. Each group's 2V
+    coordinates are explained by ``n_latent`` (3) components fitted by PCA on the frames where
+    every view is seen and the members agree best (largest ensemble variance at most its
+    ``pca_quantile`` percentile); the latent state is a random walk with variance ``s`` per
+    group (fixed, or by maximum marginal likelihood on ``fit_range``). Outputs are per view, in
+    the same layout as :func:`smooth`; keypoints in no group are smoothed on their own
+    (with ``s`` if it is one number, else with a fitted ``s``). ``s``: one value, one per
+    group, or ``None``.
+    """
+    data, names = load_members(members, bodyparts)
+    groups = [[_keypoint_index(k, names) for k in group] for group in view_groups]
+    flat = [k for group in groups for k in group]
+    if len(set(flat)) != len(flat) or any(len(g) != len(groups[0]) or len(g) < 2 for g in groups):
+        raise ValueError("view_groups: every group needs the same number (>= 2) of distinct "
+                         f"keypoints, each keypoint in one group only; got {view_groups}")
+    alone = [k for k in range(len(names)) if k not in set(flat)]
+    result = smooth(data, names, s=s if s is None or np.ndim(s) == 0 else None, centre=centre,
+                    var_mode=var_mode, fit_range=fit_range) if alone else None
+    stats = ensemble_stats(data, centre, var_mode)
+    group_names = ["+".join(names[k] for k in g) for g in groups]
+    model = _fit_latent_model(_view_stack(stats.centre, groups), _view_stack(stats.variance, groups),
+                              n_latent, pca_quantile, group_names)
+    s_group = _multiview_s(model, s, fit_range, len(groups), stats.centre.shape[0])
+    latent, _ = _latent_posterior_mean(model, s_group)
+    cov = _latent_posterior_cov(model, s_group)
+    fitted = model.mean[:, None, :] + np.einsum("gri,gti->gtr", model.loadings, latent)
+    fitted_var = np.einsum("gri,gtik,grk->gtr", model.loadings, cov, model.loadings)
+    n_frames = stats.centre.shape[0]
+    mean = np.full((n_frames, len(names), 2), np.nan)
+    variance = np.full((n_frames, len(names), 2), np.nan)
+    s_keypoint = np.full(len(names), np.nan)
+    log_lik = np.full(len(names), np.nan)
+    if result is not None:
+        mean[:, alone] = np.stack([result.x, result.y], axis=-1)[:, alone]
+        variance[:, alone] = result.posterior_var[:, alone]
+        s_keypoint[alone], log_lik[alone] = result.s[alone], result.log_likelihood[alone]
+    group_ll = _latent_log_likelihood(model, s_group)
+    for g, group in enumerate(groups):
+        for v, k in enumerate(group):
+            mean[:, k] = fitted[g, :, 2 * v: 2 * v + 2]
+            variance[:, k] = fitted_var[g, :, 2 * v: 2 * v + 2]
+            s_keypoint[k], log_lik[k] = s_group[g], group_ll[g]
+    return SmoothingResult(
+        x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
+        ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
+        log_likelihood=log_lik,
+    )
+
+
+def _view_stack(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """(T, K, 2) -> (G, T, 2V): view v's x and y at columns 2v, 2v+1."""
+    return np.stack([values[:, group].reshape(values.shape[0], -1) for group in groups])
+
+
+def _multiview_s(model: _LatentModel, s: float | Sequence[float] | None,
+                 fit_range, n_groups: int, n_frames: int) -> np.ndarray:
+    if s is not None:
+        return _fixed_s(s, n_groups)
+    keep = fit_range_mask(fit_range, n_frames)
+    fit_model = model
+    if not keep.all():
+        frames = np.flatnonzero(keep)
+        span = slice(frames[0], frames[-1] + 1)
+        fit_model = _LatentModel(model.y[:, span], np.where(keep[None, :, None], model.w, 0.0)[:, span],
+                                 model.mean, model.loadings, model.prior_var)
+    s_group, _ = maximise_over_log_s(lambda s_: _latent_log_likelihood(fit_model, s_), n_groups)
+    return s_group
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: elp smooth MEMBER.csv ... -o OUT.csv
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``elp smooth``."""
+    parser.add_argument("members", nargs="+", type=Path, help="prediction CSVs, one per member")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="smoothed CSV to write")
+    parser.add_argument("--s", type=float, default=None, dest="smooth_param",
+                        help="fixed random-walk variance s (px^2/frame); default: fitted")
+    parser.add_argument("--centre", choices=("median", "mean"), default="median")
+    parser.add_argument("--var-mode", choices=("confidence_weighted", "plain"),
+                        default="confidence_weighted")
+    parser.add_argument("--fit-range", default=None, metavar="START:STOP[,START:STOP]",
+                        help="frames used to fit s (0-based, stop excluded; empty = open end)")
+    parser.add_argument("--keypoint-groups", default=None, metavar="A,B;C,D",
+                        help="keypoints (names or indices) sharing one s, groups split by ';'")
+    parser.add_argument("--view-groups", default=None, metavar="A_top,A_bot;B_top,B_bot",
+                        help="multi-view: the same keypoint in each view, groups split by ';'")
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """Smooth the member CSVs and write the eks-layout CSV; print s per keypoint."""
+    try:
+        fit_range = parse_fit_range(args.fit_range)
+        common = dict(s=args.smooth_param, centre=args.centre, var_mode=args.var_mode,
+                      fit_range=fit_range)
+        if args.view_groups:
+            if args.keypoint_groups:
+                raise ValueError("--keypoint-groups and --view-groups cannot be combined")
+            result = smooth_multiview(args.members, parse_groups(args.view_groups), **common)
+        else:
+            result = smooth(args.members, keypoint_groups=parse_groups(args.keypoint_groups),
+                            **common)
+        path = result.to_csv(args.output)
+    except (ProjectError, ValueError) as exc:
+        print(f"elp smooth: error: {exc}", file=sys.stderr)
+        return 2
+    for name, s_value in zip(result.bodyparts, result.s):
+        print(f"{name}\ts={s_value:.6g}")
+    print(f"wrote {path}")
+    return 0
+
+
+def parse_fit_range(text: str | None) -> list[tuple[int | None, int | None]] | None:
+    """``"0:500,1000:"`` -> ``[(0, 500), (1000, None)]``."""
+    if not text:
+        return None
+    ranges = []
+    for part in text.split(","):
+        start, sep, stop = part.partition(":")
+        if not sep:
+            raise ValueError(f"--fit-range: {part!r} is not START:STOP")
+        try:
+            ranges.append((int(start) if start.strip() else None, int(stop) if stop.strip() else None))
+        except ValueError as exc:
+            raise ValueError(f"--fit-range: {part!r} is not START:STOP with integers") from exc
+    return ranges
+
+
+def parse_groups(text: str | None) -> list[list[int | str]] | None:
+    """``"nose,ear;0,3"`` -> ``[["nose", "ear"], [0, 3]]`` (digits become indices)."""
+    if not text:
+        return None
+    groups = []
+    for chunk in text.split(";"):
+        items = [item.strip() for item in chunk.split(",") if item.strip()]
+        if items:
+            groups.append([int(item) if item.isdigit() else item for item in items])
+    return groups

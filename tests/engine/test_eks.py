@@ -1,0 +1,221 @@
+"""Ensemble Kalman Smoother: closed forms, missing data, inputs, CSV layout and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from element_lightning_pose.cli import main as elp_main
+from element_lightning_pose.engine import eks
+from element_lightning_pose.engine.io import ProjectError, read_keypoint_csv, write_predictions
+
+
+def pair_members(observed: np.ndarray, half_spread: float) -> np.ndarray:
+    """Two members at observed +/- half_spread (likelihood 1): centre = observed, R = spread^2.
+
+    ``observed`` is (T, K, 2); the result is (2, T, K, 3).
+    """
+    likelihood = np.ones(observed.shape[:2] + (1,))
+    return np.stack([
+        np.concatenate([observed - half_spread, likelihood], axis=-1),
+        np.concatenate([observed + half_spread, likelihood], axis=-1),
+    ])
+
+
+def random_walk(rng: np.random.Generator, n_frames: int, n_keypoints: int, step_var: float) -> np.ndarray:
+    steps = rng.normal(0.0, np.sqrt(step_var), (n_frames, n_keypoints, 2))
+    return 200.0 + np.cumsum(steps, axis=0)
+
+
+def test_constant_observations_give_the_constant_back():
+    n_frames = 300
+    offsets = np.array([-2.0, 0.0, 1.0, 3.0, -1.0])  # median 0
+    members = np.zeros((5, n_frames, 2, 3))
+    members[..., 0] = 50.0 + offsets[:, None, None]
+    members[..., 1] = 80.0 + offsets[:, None, None]
+    members[..., 2] = 0.9
+    for s in (None, 0.5):
+        result = eks.smooth(members, s=s)
+        assert np.allclose(result.x, 50.0, atol=1e-6) and np.allclose(result.y, 80.0, atol=1e-6)
+        assert np.all(result.posterior_var < result.ensemble_var)
+    assert np.allclose(result.ensemble_var, offsets.var() / 0.9)
+    assert np.allclose(result.likelihood, 0.9)
+
+
+def test_steady_state_posterior_variance_matches_closed_form():
+    """Far from the ends, the RTS variance of a random walk (s) seen with constant noise R is
+    R s / sqrt(s^2 + 4 s R) (integral of the two-sided Wiener filter's error spectrum)."""
+    rng = np.random.default_rng(0)
+    observed = random_walk(rng, 1000, 1, 1.0)
+    for s, noise_var in ((0.5, 4.0), (3.0, 1.0), (0.01, 9.0)):
+        result = eks.smooth(pair_members(observed, np.sqrt(noise_var)), s=s)
+        expected = noise_var * s / np.sqrt(s**2 + 4 * s * noise_var)
+        assert result.posterior_var[500, 0] == pytest.approx([expected, expected], rel=1e-9)
+        assert np.allclose(result.s, s)
+
+
+def test_mean_variance_and_likelihood_equal_the_dense_gaussian_posterior():
+    """Against the joint Gaussian of the model written out densely (T small), gaps included."""
+    rng = np.random.default_rng(1)
+    n_frames, s, noise_var = 40, 2.0, 3.0
+    observed = random_walk(rng, n_frames, 1, 1.5) + rng.normal(0, 1.0, (n_frames, 1, 2))
+    members = pair_members(observed, np.sqrt(noise_var))
+    members[:, 10:14] = np.nan
+    result = eks.smooth(members, s=s)
+    seen = np.isfinite(observed[:, 0, 0]) & ~np.isin(np.arange(n_frames), range(10, 14))
+    y = observed[seen, 0, 0]
+    m0, s0 = y.mean(), y.var()
+    t = np.arange(n_frames)
+    prior = s0 + s * np.minimum.outer(t, t)  # z_t = z_0 + sum of t steps
+    obs_cov = prior[np.ix_(seen, seen)] + noise_var * np.eye(seen.sum())
+    gain = prior[:, seen] @ np.linalg.inv(obs_cov)
+    mean = m0 + gain @ (y - m0)
+    var = np.diag(prior - gain @ prior[seen, :])
+    assert np.allclose(result.x[:, 0], mean, atol=1e-9)
+    assert np.allclose(result.posterior_var[:, 0, 0], var, rtol=1e-9)
+    log_lik_x = multivariate_normal(np.full(seen.sum(), m0), obs_cov).logpdf(y)
+    single = eks.smooth(members[..., [0, 0, 2]], s=s)  # x twice: the keypoint's total is 2 x log p(x)
+    assert single.log_likelihood[0] == pytest.approx(2 * log_lik_x, rel=1e-9)
+
+
+def test_fitted_s_recovers_the_true_random_walk_variance():
+    rng = np.random.default_rng(2)
+    true_s, noise_var = 2.5, 4.0
+    truth = random_walk(rng, 3000, 2, true_s)
+    observed = truth + rng.normal(0.0, np.sqrt(noise_var), truth.shape)
+    result = eks.smooth(pair_members(observed, np.sqrt(noise_var)))
+    assert result.s == pytest.approx([true_s, true_s], rel=0.2)
+    error = np.stack([result.x, result.y], axis=-1) - truth
+    assert np.sqrt((error**2).mean()) < 0.8 * np.sqrt(((observed - truth) ** 2).mean())
+
+
+def test_all_nan_frames_are_bridged_and_variance_grows_in_the_gap():
+    rng = np.random.default_rng(3)
+    members = pair_members(random_walk(rng, 200, 3, 1.0), 1.0)
+    members[:, 80:90] = np.nan  # every member, every keypoint
+    members[:, :3, 1] = np.nan  # leading gap for one keypoint
+    result = eks.smooth(members)
+    for values in (result.x, result.y, result.posterior_var, result.likelihood):
+        assert np.isfinite(values).all()
+    gap_var = result.posterior_var[79:91, 0, 0]
+    assert np.all(np.diff(gap_var[:6]) > 0) and np.all(np.diff(gap_var[6:]) < 0)
+    assert gap_var[5] > 3 * result.posterior_var[70, 0, 0]
+    assert np.all(result.likelihood[80:90] == 0) and np.isnan(result.centre[80:90]).all()
+
+
+def test_single_member_uses_inverse_likelihood_as_noise():
+    rng = np.random.default_rng(4)
+    member = np.concatenate([random_walk(rng, 100, 2, 1.0), np.full((100, 2, 1), 0.5)], axis=-1)
+    result = eks.smooth(member[None])
+    assert np.allclose(result.ensemble_var, 2.0)  # 1 / likelihood
+    assert np.isfinite(result.to_array()).all()
+
+
+def test_a_frame_with_one_surviving_member_is_not_trusted_blindly():
+    """eks would give the lone member zero variance and follow it exactly."""
+    rng = np.random.default_rng(5)
+    members = pair_members(random_walk(rng, 100, 1, 1.0), 1.0)
+    members = np.concatenate([members, members[:1]])  # three members
+    members[1:, 50] = np.nan
+    members[0, 50, 0, :2] += 40.0  # the survivor is far off
+    result = eks.smooth(members, s=1.0)
+    others = np.delete(result.ensemble_var, 50, axis=0)
+    assert result.ensemble_var[50, 0, 0] == pytest.approx(others[:, 0, 0].max())
+    assert abs(result.x[50, 0] - members[0, 50, 0, 0]) > 5.0
+
+
+def test_mismatched_members_are_named():
+    a = np.zeros((10, 2, 3))
+    with pytest.raises(ValueError, match="member 1"):
+        eks.smooth([a, np.zeros((11, 2, 3))])
+    with pytest.raises(ValueError, match="member 0"):
+        eks.smooth([np.zeros((10, 2, 2)), a])
+
+
+def test_csv_members_with_other_bodyparts_name_the_file(tmp_path):
+    values = np.ones((5, 2, 3))
+    first = write_predictions(tmp_path / "a.csv", values, ["nose", "tail"])
+    other = write_predictions(tmp_path / "b.csv", values, ["nose", "ear"])
+    with pytest.raises(ProjectError, match="b.csv"):
+        eks.smooth([first, other])
+
+
+def test_bad_parameters_are_rejected():
+    members = pair_members(np.zeros((20, 2, 2)), 1.0)
+    with pytest.raises(ValueError, match="s must be positive"):
+        eks.smooth(members, s=-1.0)
+    with pytest.raises(ValueError, match="fit_range"):
+        eks.smooth(members, fit_range=(15, 40))
+    with pytest.raises(ValueError, match="more than one group"):
+        eks.smooth(members, keypoint_groups=[[0, 1], [1]])
+    with pytest.raises(ValueError, match="unknown keypoint"):
+        eks.smooth(members, keypoint_groups=[["nose"]])
+
+
+def test_groups_share_s_and_fit_range_selects_the_frames():
+    rng = np.random.default_rng(6)
+    slow, fast = random_walk(rng, 1000, 1, 0.2), random_walk(rng, 1000, 1, 8.0)
+    observed = np.concatenate([slow, fast], axis=1) + rng.normal(0, 1.0, (1000, 2, 2))
+    members = pair_members(observed, 1.0)
+    separate = eks.smooth(members)
+    assert separate.s[1] > 10 * separate.s[0]
+    shared = eks.smooth(members, keypoint_groups=[[0, 1]])
+    assert shared.s[0] == shared.s[1] and separate.s[0] < shared.s[0] < separate.s[1]
+    # the second keypoint is slow in its first half only
+    observed[:500, 1] = observed[:500, 0] + 10
+    half = eks.smooth(pair_members(observed, 1.0), fit_range=(0, 500))
+    assert half.s[1] == pytest.approx(half.s[0], rel=0.05)
+
+
+def test_csv_round_trip_in_eks_layout(tmp_path):
+    rng = np.random.default_rng(7)
+    result = eks.smooth(pair_members(random_walk(rng, 30, 2, 1.0), 1.0), ["nose", "tail"])
+    path = result.to_csv(tmp_path / "smoothed.csv")
+    values, bodyparts, coords, index = read_keypoint_csv(path)
+    assert bodyparts == ["nose", "tail"] and tuple(coords) == eks.EKS_COORDS
+    assert np.allclose(values, result.to_array()) and len(index) == 30
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_multiview_beats_single_view_on_a_shared_latent_point():
+    """Two views of one 3-D point: top sees (X, Y), bottom sees (X, Z)."""
+    rng = np.random.default_rng(8)
+    n_frames = 1500
+    point = 200 + np.cumsum(rng.normal(0, 1.5, (n_frames, 3)), axis=0)
+    truth = np.stack([point[:, [0, 1]], point[:, [0, 2]]], axis=1)  # (T, 2 views, 2)
+    members = np.stack([
+        np.concatenate([truth + rng.normal(0, 3.0, truth.shape), np.ones((n_frames, 2, 1))], -1)
+        for _ in range(4)
+    ])
+    members[:, 700:705, 1] = np.nan  # the bottom view is lost for a while
+    single = eks.smooth(members, ["paw_top", "paw_bot"])
+    joint = eks.smooth_multiview(members, [["paw_top", "paw_bot"]], ["paw_top", "paw_bot"])
+    def rmse(result):
+        return np.sqrt(((np.stack([result.x, result.y], -1) - truth) ** 2).mean())
+    assert rmse(joint) < 0.95 * rmse(single)
+    assert np.isfinite(joint.to_array()[..., [0, 1, 7, 8]]).all()
+    assert joint.s[0] == joint.s[1]
+    # the bottom view's x in the gap is carried by the top view's x
+    assert np.abs(joint.x[700:705, 1] - truth[700:705, 1, 0]).max() < 4.0
+
+
+def test_cli_smooths_two_csvs(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    truth = random_walk(rng, 60, 2, 1.0)
+    paths = []
+    for i in range(2):
+        values = np.concatenate([truth + rng.normal(0, 1, truth.shape), np.ones((60, 2, 1))], -1)
+        paths.append(str(write_predictions(tmp_path / f"m{i}.csv", values, ["nose", "tail"])))
+    out = tmp_path / "out" / "eks.csv"
+    code = elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "0:40",
+                     "--keypoint-groups", "nose,tail"])
+    assert code == 0
+    values, bodyparts, coords, _ = read_keypoint_csv(out)
+    assert values.shape == (60, 2, 9) and bodyparts == ["nose", "tail"]
+    printed = capsys.readouterr().out
+    assert "nose\ts=" in printed and str(out) in printed
+    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean"]) == 0
+    assert elp_main(["smooth", paths[0], str(tmp_path / "missing.csv"), "-o", str(out)]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    assert elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "10"]) == 2
