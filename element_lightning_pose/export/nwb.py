@@ -34,11 +34,22 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons
+from ndx_pose import (
+    PoseEstimation,
+    PoseEstimationSeries,
+    PoseTraining,
+    Skeleton,
+    SkeletonInstance,
+    SkeletonInstances,
+    Skeletons,
+    TrainingFrame,
+    TrainingFrames,
+)
 from pynwb import NWBHDF5IO, NWBFile, ProcessingModule, TimeSeries
+from pynwb.base import Images
 from pynwb.device import Device
 from pynwb.file import Subject
-from pynwb.image import ImageSeries
+from pynwb.image import GrayscaleImage, ImageSeries, RGBImage
 
 from element_lightning_pose.version import __version__
 
@@ -57,9 +68,7 @@ _ISO_DURATION = re.compile(
     r"^P(?!$)(\d+(?:\.\d+)?Y)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?W)?(\d+(?:\.\d+)?D)?"
     r"(T(?=\d)(\d+(?:\.\d+)?H)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?S)?)?$"
 )
-_SPECIES_FORM = re.compile(
-    r"([A-Z][a-z]* [a-z]+)|(http://purl\.obolibrary\.org/obo/NCBITaxon_\d+)"
-)
+_SPECIES_FORM = re.compile(r"([A-Z][a-z]* [a-z]+)|(http://purl\.obolibrary\.org/obo/NCBITaxon_\d+)")
 _WEIGHT_FORM = re.compile(r"(?i)^\d+(\.\d+)? (kg|g|mg|ug|μg|ng|pg)$")
 # Camera and body-part names become HDF5 object names: no slashes, and keep them readable.
 _OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
@@ -139,6 +148,26 @@ class CameraPose:
     ensemble_var: np.ndarray | None = None
 
 
+@dataclass(kw_only=True)
+class TrainingLabels:
+    """Hand-labeled frames of one camera view (the ground truth a model was trained on).
+
+    ``image_paths`` are the frames' paths as the labeled project lists them (e.g.
+    ``labeled-data/session1/img000123.png``); ``keypoints`` is (N, K, 2) in pixels, NaN where a
+    body part was not labeled. ``images`` (each (H, W) or (H, W, 3) uint8), when given, are
+    stored in the file so that the training set travels with it. ``skeleton_edges`` is used
+    only when this creates the camera's Skeleton (an existing one must have these nodes).
+    """
+
+    camera_name: str
+    bodyparts: list[str]
+    image_paths: list[str]
+    keypoints: np.ndarray
+    images: Sequence[np.ndarray] | None = None
+    annotator: str | None = None
+    skeleton_edges: list[tuple[int, int]] | None = None
+
+
 @dataclass(frozen=True)
 class CameraObjectNames:
     """Where one camera's objects live in the file (names inside their containers)."""
@@ -149,6 +178,8 @@ class CameraObjectNames:
     pose_estimation: str  # processing["behavior"]
     posterior_variance: str  # processing["behavior"]
     ensemble_variance: str  # processing["behavior"]
+    pose_training: str  # processing["behavior"]
+    training_images: str  # processing["behavior"]
 
 
 def camera_object_names(camera_name: str) -> CameraObjectNames:
@@ -161,6 +192,8 @@ def camera_object_names(camera_name: str) -> CameraObjectNames:
         pose_estimation=pose_name,
         posterior_variance=f"{pose_name}_posterior_variance",
         ensemble_variance=f"{pose_name}_ensemble_variance",
+        pose_training=f"PoseTraining_{camera_name}",
+        training_images=f"TrainingImages_{camera_name}",
     )
 
 
@@ -300,7 +333,7 @@ def _check_names(camera: CameraPose) -> None:
 
 def _check_arrays(camera: CameraPose) -> None:
     where = f"CameraPose {camera.camera_name!r}"
-    x = np.asarray(camera.x)
+    x = np.asarray(camera.x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(camera.bodyparts):
         raise ValueError(
             f"{where}: x has shape {x.shape}, expected (T>0, {len(camera.bodyparts)}) "
@@ -326,21 +359,23 @@ def _check_arrays(camera: CameraPose) -> None:
             raise ValueError(f"{where}: {field} must be a positive integer, got {value!r}")
 
 
-def _skeleton_edges(camera: CameraPose) -> np.ndarray:
+def _edges_array(
+    skeleton_edges: Sequence[tuple[int, int]] | None, n_parts: int, where: str
+) -> np.ndarray:
     """Edges as the (E, 2) uint8 array ndx-pose stores; empty (0, 2) when none are given."""
-    where = f"CameraPose {camera.camera_name!r}"
-    if not camera.skeleton_edges:
+    if skeleton_edges is None or len(skeleton_edges) == 0:
         return np.zeros((0, 2), dtype=np.uint8)
-    edges = np.asarray(camera.skeleton_edges)
-    n_parts = len(camera.bodyparts)
+    edges = np.asarray(skeleton_edges)
     if edges.ndim != 2 or edges.shape[1] != 2 or not np.issubdtype(edges.dtype, np.integer):
-        raise ValueError(f"{where}: skeleton_edges must be integer pairs, got {camera.skeleton_edges!r}")
+        raise ValueError(f"{where}: skeleton_edges must be integer pairs, got {skeleton_edges!r}")
     if edges.min() < 0 or edges.max() >= n_parts:
         raise ValueError(f"{where}: skeleton_edges index outside 0..{n_parts - 1}")
     if np.any(edges[:, 0] == edges[:, 1]):
         raise ValueError(f"{where}: skeleton_edges joins a body part to itself")
     if n_parts > 256:
-        raise ValueError(f"{where}: ndx-pose stores edge indices as uint8; {n_parts} body parts is too many")
+        raise ValueError(
+            f"{where}: ndx-pose stores edge indices as uint8; {n_parts} body parts is too many"
+        )
     return edges.astype(np.uint8)
 
 
@@ -355,7 +390,9 @@ def _timing(camera: CameraPose, n_frames: int) -> dict:
         return {"rate": float(camera.fps), "starting_time": float(camera.starting_time)}
     timestamps = np.asarray(camera.timestamps, dtype=np.float64)
     if timestamps.shape != (n_frames,):
-        raise ValueError(f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)")
+        raise ValueError(
+            f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)"
+        )
     if not np.all(np.isfinite(timestamps)):
         raise ValueError(f"{where}: timestamps hold NaN or infinite values")
     if n_frames > 1 and np.any(np.diff(timestamps) <= 0):
@@ -373,7 +410,7 @@ def validate_camera(camera: CameraPose) -> None:
     """Raise ``ValueError`` naming the camera and field at fault."""
     _check_names(camera)
     _check_arrays(camera)
-    _skeleton_edges(camera)
+    _edges_array(camera.skeleton_edges, len(camera.bodyparts), f"CameraPose {camera.camera_name!r}")
     _timing(camera, np.asarray(camera.x).shape[0])
 
 
@@ -389,24 +426,72 @@ def _behavior_module(nwbfile: NWBFile) -> ProcessingModule:
     )
 
 
-def _check_no_clash(nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths: list[str]) -> None:
+def _existing_skeleton(nwbfile: NWBFile, name: str) -> Skeleton | None:
+    module = nwbfile.processing.get(BEHAVIOR_MODULE)
+    skeletons = module.data_interfaces.get(SKELETONS_NAME) if module is not None else None
+    if skeletons is None:
+        return None
+    if not isinstance(skeletons, Skeletons):
+        raise ValueError(
+            f"processing/{BEHAVIOR_MODULE}/{SKELETONS_NAME} exists and is not Skeletons"
+        )
+    return skeletons.skeletons.get(name)
+
+
+def _check_skeleton_fits(
+    nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_edges
+) -> None:
+    """An existing Skeleton of this name is reused only when it has these nodes and edges."""
+    existing = _existing_skeleton(nwbfile, name)
+    if existing is None:
+        return
+    edges = _edges_array(skeleton_edges, len(bodyparts), f"Skeleton {name!r}")
+    same_nodes = [str(node) for node in existing.nodes[:]] == list(bodyparts)
+    stored_edges = np.zeros((0, 2)) if existing.edges is None else np.asarray(existing.edges[:])
+    same_edges = stored_edges.shape == edges.shape and np.array_equal(stored_edges, edges)
+    if not (same_nodes and same_edges):
+        raise ValueError(
+            f"Skeleton {name!r} already exists in the NWB file with other nodes or edges "
+            f"({[str(node) for node in existing.nodes[:]]})"
+        )
+
+
+def _skeleton(nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_edges) -> Skeleton:
+    """The Skeleton ``name`` in behavior/Skeletons, created (with the subject linked) if absent."""
+    existing = _existing_skeleton(nwbfile, name)
+    if existing is not None:  # already checked to match
+        return existing
+    module = _behavior_module(nwbfile)
+    if SKELETONS_NAME not in module.data_interfaces:
+        module.add(Skeletons(name=SKELETONS_NAME))
+    skeleton = Skeleton(
+        name=name,
+        nodes=list(bodyparts),
+        edges=_edges_array(skeleton_edges, len(bodyparts), f"Skeleton {name!r}"),
+        subject=nwbfile.subject,
+    )
+    module[SKELETONS_NAME].add_skeletons(skeleton)
+    return skeleton
+
+
+def _check_no_clash(
+    nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths: list[str]
+) -> None:
     """Refuse before touching the file when an object we would add already exists."""
     camera_names = [camera.camera_name for camera in cameras]
     duplicates = sorted({name for name in camera_names if camera_names.count(name) > 1})
     if duplicates:
         raise ValueError(f"camera names repeat: {duplicates}")
     module = nwbfile.processing.get(BEHAVIOR_MODULE)
-    skeletons = module.data_interfaces.get(SKELETONS_NAME) if module is not None else None
-    if skeletons is not None and not isinstance(skeletons, Skeletons):
-        raise ValueError(f"processing/{BEHAVIOR_MODULE}/{SKELETONS_NAME} exists and is not Skeletons")
     for camera, video_path in zip(cameras, video_paths):
         names = camera_object_names(camera.camera_name)
         taken = [names.pose_estimation, names.posterior_variance, names.ensemble_variance]
         for name in taken:
             if module is not None and name in module.data_interfaces:
-                raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
-        if skeletons is not None and names.skeleton in skeletons.skeletons:
-            raise ValueError(f"Skeleton {names.skeleton!r} already exists in the NWB file")
+                raise ValueError(
+                    f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file"
+                )
+        _check_skeleton_fits(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
         video = nwbfile.acquisition.get(names.video)
         if video is not None:
             existing = [str(f) for f in (video.external_file or [])]
@@ -490,9 +575,7 @@ def _variance_series(
     )
 
 
-def _add_camera(
-    nwbfile: NWBFile, module: ProcessingModule, skeletons: Skeletons, camera: CameraPose, video_path: str
-) -> None:
+def _add_camera(nwbfile: NWBFile, camera: CameraPose, video_path: str) -> None:
     names = camera_object_names(camera.camera_name)
     n_frames = np.asarray(camera.x).shape[0]
     timing = _timing(camera, n_frames)
@@ -500,13 +583,8 @@ def _add_camera(
     linked = timing if "rate" in timing else {"timestamps": series[0]}
     device = _camera_device(nwbfile, camera)
     video = _source_video(nwbfile, camera, video_path, device, linked)
-    skeleton = Skeleton(
-        name=names.skeleton,
-        nodes=list(camera.bodyparts),
-        edges=_skeleton_edges(camera),
-        subject=nwbfile.subject,
-    )
-    skeletons.add_skeletons(skeleton)
+    skeleton = _skeleton(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
+    module = _behavior_module(nwbfile)
     module.add(
         PoseEstimation(
             name=names.pose_estimation,
@@ -522,7 +600,11 @@ def _add_camera(
     )
     variances = [
         (names.posterior_variance, "Posterior variance", camera.posterior_var),
-        (names.ensemble_variance, "Ensemble variance (across ensemble members)", camera.ensemble_var),
+        (
+            names.ensemble_variance,
+            "Ensemble variance (across ensemble members)",
+            camera.ensemble_var,
+        ),
     ]
     for name, what, variance in variances:
         if variance is not None:
@@ -545,8 +627,9 @@ def add_pose(
     """Add each camera's pose estimates to ``nwbfile`` (see the module docstring for the layout).
 
     Everything is validated before the file is touched; an object that already exists under a
-    name this would use raises ``ValueError`` (an existing camera ``Device``, and an existing
-    source-video ``ImageSeries`` of the same file, are reused). With ``nwb_dir`` (the folder of
+    name this would use raises ``ValueError`` (an existing camera ``Device``, an existing
+    source-video ``ImageSeries`` of the same file and an existing ``Skeleton`` with the same
+    nodes and edges are reused). With ``nwb_dir`` (the folder of
     the NWB file), absolute video paths are stored relative to it.
     """
     if not cameras:
@@ -555,14 +638,126 @@ def add_pose(
         validate_camera(camera)
     video_paths = [_relative_video_path(camera.video_path, nwb_dir) for camera in cameras]
     _check_no_clash(nwbfile, cameras, video_paths)
-    module = _behavior_module(nwbfile)
-    if SKELETONS_NAME in module.data_interfaces:
-        skeletons = module[SKELETONS_NAME]
-    else:
-        skeletons = Skeletons(name=SKELETONS_NAME)
-        module.add(skeletons)
     for camera, video_path in zip(cameras, video_paths):
-        _add_camera(nwbfile, module, skeletons, camera, video_path)
+        _add_camera(nwbfile, camera, video_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Labeled training frames
+
+
+def training_frame_name(image_path: str) -> str:
+    """The TrainingFrame (and Image) name of a labeled frame: its path with '/' written '__'.
+
+    NWB names cannot hold '/' (and DANDI flags ':'), so both become '__'.
+    """
+    return re.sub(r"[/\\:]", "__", image_path)
+
+
+def validate_training(labels: TrainingLabels) -> None:
+    """Raise ``ValueError`` naming the camera and field at fault."""
+    where = f"TrainingLabels {labels.camera_name!r}"
+    if not isinstance(labels.camera_name, str) or not _OBJECT_NAME.match(labels.camera_name):
+        raise ValueError(f"{where}: camera_name is not a valid object name")
+    if not labels.bodyparts or len(set(labels.bodyparts)) != len(labels.bodyparts):
+        raise ValueError(f"{where}: bodyparts must be non-empty and unique")
+    n_frames = len(labels.image_paths)
+    if n_frames == 0:
+        raise ValueError(f"{where}: image_paths is empty")
+    names = [training_frame_name(path) for path in labels.image_paths]
+    if len(set(names)) != n_frames:
+        raise ValueError(f"{where}: image_paths repeat")
+    keypoints = _float_array(
+        labels.keypoints, f"{where}: keypoints", (n_frames, len(labels.bodyparts), 2)
+    )
+    if np.any(np.isinf(keypoints)):
+        raise ValueError(f"{where}: keypoints hold infinite values")
+    _edges_array(labels.skeleton_edges, len(labels.bodyparts), where)
+    if labels.images is None:
+        return
+    if len(labels.images) != n_frames:
+        raise ValueError(f"{where}: {len(labels.images)} images for {n_frames} image_paths")
+    for path, image in zip(labels.image_paths, labels.images):
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or not (
+            image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+        ):
+            raise ValueError(
+                f"{where}: image {path!r} must be (H, W) or (H, W, 3) uint8, "
+                f"got {image.shape} {image.dtype}"
+            )
+
+
+def _training_images(labels: TrainingLabels, name: str) -> Images:
+    images = []
+    for path, pixels in zip(labels.image_paths, labels.images):
+        pixels = np.asarray(pixels)
+        kind = GrayscaleImage if pixels.ndim == 2 else RGBImage
+        images.append(kind(name=training_frame_name(path), data=pixels, description=path))
+    return Images(
+        name=name,
+        images=images,
+        description=(
+            f"Labeled frames of camera '{labels.camera_name}'; each description is the path."
+        ),
+    )
+
+
+def _training_frame(
+    labels: TrainingLabels, index: int, skeleton: Skeleton, images: Images | None
+) -> TrainingFrame:
+    name = training_frame_name(labels.image_paths[index])
+    locations = np.asarray(labels.keypoints[index], dtype=np.float64)
+    instance = SkeletonInstance(
+        name="instance_0",
+        id=np.uint8(0),
+        node_locations=locations,
+        node_visibility=~np.isnan(locations).any(axis=1),
+        skeleton=skeleton,
+    )
+    return TrainingFrame(
+        name=name,
+        annotator=labels.annotator,
+        skeleton_instances=SkeletonInstances(skeleton_instances=[instance]),
+        source_frame=images[name] if images is not None else None,
+    )
+
+
+def add_training(nwbfile: NWBFile, labels: Sequence[TrainingLabels]) -> None:
+    """Add each camera's labeled frames as a ``PoseTraining`` in the behavior module.
+
+    Each labeled frame becomes a ``TrainingFrame`` (named by :func:`training_frame_name`) with
+    one ``SkeletonInstance`` on the camera's Skeleton, and, when images are given, a link to
+    its ``Image`` in an ``Images`` container beside it. Validated before the file is touched.
+    """
+    for item in labels:
+        validate_training(item)
+        names = camera_object_names(item.camera_name)
+        module = nwbfile.processing.get(BEHAVIOR_MODULE)
+        for name in (names.pose_training, names.training_images):
+            if module is not None and name in module.data_interfaces:
+                raise ValueError(
+                    f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file"
+                )
+        _check_skeleton_fits(nwbfile, names.skeleton, item.bodyparts, item.skeleton_edges)
+    cameras = [item.camera_name for item in labels]
+    if len(set(cameras)) != len(cameras):
+        raise ValueError(f"training labels repeat a camera: {cameras}")
+    for item in labels:
+        names = camera_object_names(item.camera_name)
+        skeleton = _skeleton(nwbfile, names.skeleton, item.bodyparts, item.skeleton_edges)
+        module = _behavior_module(nwbfile)
+        images = None
+        if item.images is not None:
+            images = _training_images(item, names.training_images)
+            module.add(images)
+        frames = [_training_frame(item, i, skeleton, images) for i in range(len(item.image_paths))]
+        module.add(
+            PoseTraining(
+                name=names.pose_training,
+                training_frames=TrainingFrames(training_frames=frames),
+            )
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -582,7 +777,8 @@ def dandi_filename(subject_id: str, session_id: str) -> str:
             raise ValueError(f"{field} {value!r} leaves nothing usable in a DANDI file name")
         return cleaned
 
-    return f"sub-{label(subject_id, 'subject_id')}_ses-{label(session_id, 'session_id')}_behavior+image.nwb"
+    subject, session = label(subject_id, "subject_id"), label(session_id, "session_id")
+    return f"sub-{subject}_ses-{session}_behavior+image.nwb"
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -610,9 +806,11 @@ def write_nwb(
     subject: SubjectInfo,
     cameras: Sequence[CameraPose],
     *,
+    training: Sequence[TrainingLabels] = (),
     overwrite: bool = False,
 ) -> Path:
-    """Write a new NWB file with the session, subject and pose of ``cameras``; return its path.
+    """Write a new NWB file with the session, subject, pose of ``cameras`` and optional labeled
+    ``training`` frames; return its path.
 
     ``path`` is a file, or an existing folder in which :func:`dandi_filename` names the file.
     Refuses (``FileExistsError``) to replace an existing file unless ``overwrite``. The file is
@@ -623,8 +821,13 @@ def write_nwb(
         path = path / dandi_filename(subject.subject_id, session.session_id)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if not cameras and not training:
+        raise ValueError("nothing to write: no cameras and no training labels")
     nwbfile = build_nwbfile(session, subject)
-    add_pose(nwbfile, cameras, nwb_dir=path.parent)
+    if cameras:
+        add_pose(nwbfile, cameras, nwb_dir=path.parent)
+    if training:
+        add_training(nwbfile, training)
     _warn_missing_videos(path, cameras)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(path)
@@ -637,14 +840,23 @@ def write_nwb(
     return path
 
 
-def append_pose(path: PathLike, cameras: Sequence[CameraPose], *, atomic: bool = True) -> Path:
-    """Add pose to the existing NWB file ``path``, leaving its other contents as they are.
+def append_pose(
+    path: PathLike,
+    cameras: Sequence[CameraPose],
+    *,
+    training: Sequence[TrainingLabels] = (),
+    atomic: bool = True,
+) -> Path:
+    """Add pose (and labeled ``training`` frames) to the existing NWB file ``path``, leaving
+    its other contents as they are.
 
     With ``atomic`` (the default) the file is copied beside itself, appended to, and renamed
     over the original, so a failure leaves the original untouched; ``atomic=False`` appends in
     place, which avoids the copy for very large files at the cost of that guarantee.
     """
     path = Path(path)
+    if not cameras and not training:
+        raise ValueError("nothing to append: no cameras and no training labels")
     if not path.is_file():
         raise FileNotFoundError(f"NWB file {path} does not exist")
     _warn_missing_videos(path, cameras)
@@ -655,7 +867,10 @@ def append_pose(path: PathLike, cameras: Sequence[CameraPose], *, atomic: bool =
     try:
         with NWBHDF5IO(str(target), mode="a") as io:
             nwbfile = io.read()
-            add_pose(nwbfile, cameras, nwb_dir=path.parent)
+            if cameras:
+                add_pose(nwbfile, cameras, nwb_dir=path.parent)
+            if training:
+                add_training(nwbfile, training)
             io.write(nwbfile)
         if atomic:
             os.replace(target, path)

@@ -15,16 +15,19 @@ from nwbinspector import Importance
 from pynwb import NWBHDF5IO, TimeSeries
 from pynwb.device import Device
 
+from element_lightning_pose.engine.io import read_image, read_labels
 from element_lightning_pose.export.nwb import (
     REFERENCE_FRAME,
     CameraPose,
     SessionInfo,
     SubjectInfo,
+    TrainingLabels,
     append_pose,
     build_nwbfile,
     camera_object_names,
     dandi_filename,
     inspect_dandi,
+    training_frame_name,
     write_nwb,
 )
 
@@ -207,9 +210,12 @@ def test_two_cameras_round_trip_and_pass_dandi_inspection(tmp_path, two_cameras)
         for camera in two_cameras:
             # The videos were given as absolute paths; DANDI wants them relative to the file.
             assert_pose_matches(nwbfile, camera, f"{camera.camera_name}.mp4")
-            assert nwbfile.processing["behavior"]["Skeletons"][
-                camera_object_names(camera.camera_name).skeleton
-            ].subject is nwbfile.subject
+            assert (
+                nwbfile.processing["behavior"]["Skeletons"][
+                    camera_object_names(camera.camera_name).skeleton
+                ].subject
+                is nwbfile.subject
+            )
 
     assert_dandi_clean(path)
 
@@ -247,7 +253,9 @@ def test_regular_timestamps_are_stored_as_rate(tmp_path, videos):
             np.testing.assert_allclose(
                 series.starting_time + np.arange(N_FRAMES) / series.rate, timestamps, atol=1e-9
             )
-    assert not [m for m in inspect_dandi(path) if m.check_function_name == "check_regular_timestamps"]
+    assert not [
+        m for m in inspect_dandi(path) if m.check_function_name == "check_regular_timestamps"
+    ]
 
 
 def make_existing_file(path: Path) -> None:
@@ -295,7 +303,9 @@ def test_append_keeps_existing_contents(tmp_path, two_cameras):
         assert behavior.description == "Behavior."
         assert nwbfile.devices["top"].description == "Existing top camera."  # reused, not replaced
         assert sorted(behavior["Skeletons"].skeletons) == ["Skeleton_bot", "Skeleton_top"]
-        assert_pose_matches(nwbfile, replace(top, camera_description="Existing top camera."), "top.mp4")
+        assert_pose_matches(
+            nwbfile, replace(top, camera_description="Existing top camera."), "top.mp4"
+        )
         assert_pose_matches(nwbfile, bot, "bot.mp4")
     assert_dandi_clean(path)
 
@@ -334,14 +344,19 @@ def test_missing_dandi_metadata_raises_naming_the_field(
 ):
     target = tmp_path / "bad.nwb"
     with pytest.raises(ValueError, match=field):
-        write_nwb(target, session_info(**session_changes), subject_info(**subject_changes), two_cameras)
+        write_nwb(
+            target, session_info(**session_changes), subject_info(**subject_changes), two_cameras
+        )
     assert not target.exists()
 
 
 def test_date_of_birth_replaces_age(tmp_path, two_cameras):
     birth = datetime(2023, 12, 1, tzinfo=timezone.utc)
     path = write_nwb(
-        tmp_path / "dob.nwb", session_info(), subject_info(age=None, date_of_birth=birth), two_cameras
+        tmp_path / "dob.nwb",
+        session_info(),
+        subject_info(age=None, date_of_birth=birth),
+        two_cameras,
     )
     with NWBHDF5IO(str(path), mode="r") as io:
         assert io.read().subject.date_of_birth == birth
@@ -428,3 +443,101 @@ def test_dandi_filename_sanitises_ids(subject_id, session_id, expected):
 def test_dandi_filename_rejects_ids_with_nothing_usable():
     with pytest.raises(ValueError, match="subject_id"):
         dandi_filename("___", "S1")
+
+
+def mirror_mouse_labels(
+    mirror_mouse_dir: Path, rows: list[int], with_images: bool
+) -> TrainingLabels:
+    labels = read_labels(mirror_mouse_dir / "CollectedData.csv", check_images=False).subset(rows)
+    images = (
+        [read_image(labels.root / path) for path in labels.image_paths] if with_images else None
+    )
+    return TrainingLabels(
+        camera_name="mirror",
+        bodyparts=labels.bodyparts,
+        image_paths=labels.image_paths,
+        keypoints=labels.keypoints,
+        images=images,
+        annotator=labels.scorer,
+    )
+
+
+def test_labeled_frames_round_trip_as_pose_training(tmp_path, mirror_mouse_dir):
+    rows = [0, 3, 7, 42, 89]
+    labels = mirror_mouse_labels(mirror_mouse_dir, rows, with_images=True)
+    assert np.isnan(labels.keypoints).any(), "the example should include unlabeled keypoints"
+    video = write_video(tmp_path / "mirror.mp4")
+    rng = np.random.default_rng(11)
+    shape = (N_FRAMES, len(labels.bodyparts))
+    camera = make_camera(
+        "mirror",
+        video,
+        seed=11,
+        bodyparts=labels.bodyparts,
+        x=rng.uniform(0, WIDTH, shape),
+        y=rng.uniform(0, HEIGHT, shape),
+        likelihood=rng.uniform(0, 1, shape),
+        skeleton_edges=None,
+    )
+
+    path = write_nwb(tmp_path, session_info(), subject_info(), [camera], training=[labels])
+
+    names = camera_object_names("mirror")
+    with NWBHDF5IO(str(path), mode="r") as io:
+        behavior = io.read().processing["behavior"]
+        training = behavior[names.pose_training]
+        frames = training.training_frames.training_frames
+        assert sorted(frames) == sorted(training_frame_name(p) for p in labels.image_paths)
+        skeleton = behavior[names.pose_estimation].skeleton  # pose and labels share the skeleton
+        for index, image_path in enumerate(labels.image_paths):
+            frame = frames[training_frame_name(image_path)]
+            assert "/" not in frame.name
+            assert frame.annotator == "rick"
+            (instance,) = frame.skeleton_instances.skeleton_instances.values()
+            assert instance.skeleton is skeleton
+            np.testing.assert_array_equal(instance.node_locations[:], labels.keypoints[index])
+            np.testing.assert_array_equal(
+                instance.node_visibility[:], ~np.isnan(labels.keypoints[index]).any(axis=1)
+            )
+            assert frame.source_frame.description == image_path
+            np.testing.assert_array_equal(frame.source_frame.data[:], labels.images[index])
+    assert_dandi_clean(path)
+
+
+def test_labeled_frames_can_be_appended_without_images(tmp_path, mirror_mouse_dir):
+    path = tmp_path / "existing.nwb"
+    make_existing_file(path)
+    labels = mirror_mouse_labels(mirror_mouse_dir, [1, 2], with_images=False)
+
+    append_pose(path, [], training=[labels])
+
+    with NWBHDF5IO(str(path), mode="r") as io:
+        behavior = io.read().processing["behavior"]
+        assert "running_speed" in behavior.data_interfaces
+        frames = behavior[
+            camera_object_names("mirror").pose_training
+        ].training_frames.training_frames
+        assert len(frames) == 2
+        assert all(frame.source_frame is None for frame in frames.values())
+        assert list(behavior["Skeletons"]["Skeleton_mirror"].nodes[:]) == labels.bodyparts
+    assert_dandi_clean(path)
+
+
+def test_labels_that_disagree_with_the_camera_skeleton_are_rejected(
+    tmp_path, mirror_mouse_dir, videos
+):
+    labels = mirror_mouse_labels(mirror_mouse_dir, [0], with_images=False)
+    camera = make_camera("mirror", videos["top"], seed=12)  # other body parts
+    with pytest.raises(ValueError, match="Skeleton 'Skeleton_mirror' already exists"):
+        write_nwb(
+            tmp_path / "pose.nwb", session_info(), subject_info(), [camera], training=[labels]
+        )
+    assert not (tmp_path / "pose.nwb").exists()
+
+
+def test_missing_source_video_warns_and_is_critical_for_dandi(tmp_path, videos):
+    camera = make_camera("top", videos["top"], seed=13, video_path="videos/absent.mp4")
+    with pytest.warns(UserWarning, match="absent.mp4"):
+        path = write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), [camera])
+    critical = [m for m in inspect_dandi(path) if m.importance == Importance.CRITICAL]
+    assert [m.check_function_name for m in critical] == ["check_image_series_external_file_valid"]
