@@ -127,7 +127,7 @@ class CameraPose:
     """
 
     camera_name: str
-    video_path: str
+    video_path: str | os.PathLike
     bodyparts: list[str]
     x: np.ndarray
     y: np.ndarray
@@ -155,8 +155,9 @@ class TrainingLabels:
     ``image_paths`` are the frames' paths as the labeled project lists them (e.g.
     ``labeled-data/session1/img000123.png``); ``keypoints`` is (N, K, 2) in pixels, NaN where a
     body part was not labeled. ``images`` (each (H, W) or (H, W, 3) uint8), when given, are
-    stored in the file so that the training set travels with it. ``skeleton_edges`` is used
-    only when this creates the camera's Skeleton (an existing one must have these nodes).
+    stored in the file so that the training set travels with it. The labels use the camera's
+    Skeleton (the one its pose uses), created here if absent; an existing one must have these
+    nodes, and these edges unless ``skeleton_edges`` is None.
     """
 
     camera_name: str
@@ -165,7 +166,7 @@ class TrainingLabels:
     keypoints: np.ndarray
     images: Sequence[np.ndarray] | None = None
     annotator: str | None = None
-    skeleton_edges: list[tuple[int, int]] | None = None
+    skeleton_edges: list[tuple[int, int]] | None = None  # None: accept an existing Skeleton's
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,7 @@ def _check_names(camera: CameraPose) -> None:
         raise ValueError(f"{where}: duplicate body parts {duplicates}")
     for field in ("video_path", "scorer", "confidence_definition", "description"):
         value = getattr(camera, field)
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where}: {field} must be a non-empty string")
 
@@ -441,14 +443,17 @@ def _existing_skeleton(nwbfile: NWBFile, name: str) -> Skeleton | None:
 def _check_skeleton_fits(
     nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_edges
 ) -> None:
-    """An existing Skeleton of this name is reused only when it has these nodes and edges."""
+    """An existing Skeleton of this name is reused only when it has these nodes (and these
+    edges, unless ``skeleton_edges`` is None, which accepts the stored ones)."""
     existing = _existing_skeleton(nwbfile, name)
     if existing is None:
         return
-    edges = _edges_array(skeleton_edges, len(bodyparts), f"Skeleton {name!r}")
     same_nodes = [str(node) for node in existing.nodes[:]] == list(bodyparts)
-    stored_edges = np.zeros((0, 2)) if existing.edges is None else np.asarray(existing.edges[:])
-    same_edges = stored_edges.shape == edges.shape and np.array_equal(stored_edges, edges)
+    same_edges = True
+    if skeleton_edges is not None:
+        edges = _edges_array(skeleton_edges, len(bodyparts), f"Skeleton {name!r}")
+        stored = np.zeros((0, 2)) if existing.edges is None else np.asarray(existing.edges[:])
+        same_edges = stored.shape == edges.shape and np.array_equal(stored, edges)
     if not (same_nodes and same_edges):
         raise ValueError(
             f"Skeleton {name!r} already exists in the NWB file with other nodes or edges "
@@ -611,14 +616,15 @@ def _add_camera(nwbfile: NWBFile, camera: CameraPose, video_path: str) -> None:
             module.add(_variance_series(name, what, variance, camera, linked))
 
 
-def _relative_video_path(video_path: str, nwb_dir: PathLike | None) -> str:
+def _relative_video_path(video_path: PathLike, nwb_dir: PathLike | None) -> str:
     """``video_path`` relative to ``nwb_dir`` when it is absolute (DANDI's preference)."""
+    video_path = os.fspath(video_path)
     if nwb_dir is None or not os.path.isabs(video_path):
-        return video_path
+        return Path(video_path).as_posix()
     try:
         return Path(os.path.relpath(video_path, os.path.abspath(nwb_dir))).as_posix()
     except ValueError:  # another drive on Windows: no relative path exists
-        return video_path
+        return Path(video_path).as_posix()
 
 
 def add_pose(
@@ -629,8 +635,8 @@ def add_pose(
     Everything is validated before the file is touched; an object that already exists under a
     name this would use raises ``ValueError`` (an existing camera ``Device``, an existing
     source-video ``ImageSeries`` of the same file and an existing ``Skeleton`` with the same
-    nodes and edges are reused). With ``nwb_dir`` (the folder of
-    the NWB file), absolute video paths are stored relative to it.
+    nodes and edges are reused). With ``nwb_dir`` (the folder of the NWB file), absolute video
+    paths are stored relative to it.
     """
     if not cameras:
         raise ValueError("no cameras given")

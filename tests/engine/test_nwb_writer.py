@@ -477,7 +477,7 @@ def test_labeled_frames_round_trip_as_pose_training(tmp_path, mirror_mouse_dir):
         x=rng.uniform(0, WIDTH, shape),
         y=rng.uniform(0, HEIGHT, shape),
         likelihood=rng.uniform(0, 1, shape),
-        skeleton_edges=None,
+        skeleton_edges=[(0, 1), (8, 9)],
     )
 
     path = write_nwb(tmp_path, session_info(), subject_info(), [camera], training=[labels])
@@ -489,6 +489,7 @@ def test_labeled_frames_round_trip_as_pose_training(tmp_path, mirror_mouse_dir):
         frames = training.training_frames.training_frames
         assert sorted(frames) == sorted(training_frame_name(p) for p in labels.image_paths)
         skeleton = behavior[names.pose_estimation].skeleton  # pose and labels share the skeleton
+        np.testing.assert_array_equal(skeleton.edges[:], [(0, 1), (8, 9)])
         for index, image_path in enumerate(labels.image_paths):
             frame = frames[training_frame_name(image_path)]
             assert "/" not in frame.name
