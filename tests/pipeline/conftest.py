@@ -80,3 +80,33 @@ def drop_schemas(connection, prefix: str) -> None:
         if not remaining:
             return
         names = remaining
+
+
+# --------------------------------------------------------------------------- the element
+
+TINY_PARAMS = {
+    "data": {"image_resize": [64, 64], "train_prob": 0.7, "val_prob": 0.15},
+    "model": {"backbone": "resnet18", "pretrained": False},
+    "training": {"batch_size": 4, "max_epochs": 2, "unfreeze_epoch": 0, "lr_milestones": [],
+                 "num_workers": 0, "log_every_n_steps": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def lp_root(tmp_path_factory):
+    """A root data directory holding a tiny synthetic labeled project and session videos."""
+    from element_lightning_pose.engine.synthetic import make_synthetic_project
+
+    root = tmp_path_factory.mktemp("lp_root")
+    project = make_synthetic_project(root / "projects" / "synth", seed=0, image_size=(64, 64),
+                                     n_labeled=16, n_video_frames=48, n_videos=1)
+    return root, project
+
+
+@pytest.fixture(scope="session")
+def lp(dj_connection, schema_prefix, lp_root):
+    """The reference pipeline activated on the test server under the run's prefix."""
+    from element_lightning_pose import pipeline
+
+    root, _ = lp_root
+    return pipeline.activate_pipeline(schema_prefix, root_dir=root, processed_dir=root / "processed")

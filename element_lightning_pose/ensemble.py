@@ -1,0 +1,260 @@
+"""DataJoint schema for ensembles: several models' pose on one recording, smoothed by EKS.
+
+Tables
+------
+SmoothingParamSet                 Ensemble Kalman Smoother parameters, deduplicated by hash
+EnsembleSmoothingTask (+ Member)  the pose-estimation tasks (one per model) of one recording
+EnsembleSmoothing (+ BodyPartPosition)  smoothed traces with ensemble and posterior variance
+
+The smoother itself is ``element_lightning_pose.engine.eks`` (numpy, no database).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import ModuleType
+
+import datajoint as dj
+import numpy as np
+
+from . import model, paths, train
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+
+schema = dj.Schema()
+_linking_module: ModuleType | None = None
+
+SMOOTHING_KEYS = {"s", "centre", "var_mode", "keypoint_groups", "fit_range"}
+
+
+def activate(
+    ensemble_schema_name: str,
+    *,
+    create_schema: bool = True,
+    create_tables: bool = True,
+    linking_module: str | ModuleType | None = None,
+) -> None:
+    """Activate this schema; the model schema must be active already.
+
+    Args:
+        ensemble_schema_name: schema name on the database server.
+        create_schema: create the schema on the server if it does not exist yet.
+        create_tables: create the tables if they do not exist yet.
+        linking_module: the same linking module given to ``model.activate``.
+    """
+    global _linking_module
+    if not model.schema.is_activated():
+        raise RuntimeError("ensemble.activate(): activate the model schema first")
+    _linking_module = train.check_linking_module(linking_module, ("get_lp_root_data_dir",), "ensemble")
+    schema.activate(
+        ensemble_schema_name,
+        create_schema=create_schema,
+        create_tables=create_tables,
+        add_objects=_linking_module.__dict__,
+    )
+
+
+def validate_smoothing_params(params: dict) -> dict:
+    """Check smoothing parameters; returns them with defaults filled in."""
+    unknown = set(params) - SMOOTHING_KEYS
+    if unknown:
+        raise ValueError(
+            f"SmoothingParamSet: unknown parameter(s) {sorted(unknown)}; known: {sorted(SMOOTHING_KEYS)}"
+        )
+    full = {"s": None, "centre": "median", "var_mode": "confidence_weighted", "keypoint_groups": None,
+            "fit_range": None, **params}
+    if full["s"] is not None and not float(full["s"]) > 0:
+        raise ValueError(f"SmoothingParamSet: s must be positive or None (automatic), not {full['s']!r}")
+    if full["centre"] not in ("median", "mean"):
+        raise ValueError(f"SmoothingParamSet: centre must be 'median' or 'mean', not {full['centre']!r}")
+    if full["var_mode"] not in ("plain", "confidence_weighted"):
+        raise ValueError(
+            f"SmoothingParamSet: var_mode must be 'plain' or 'confidence_weighted', not {full['var_mode']!r}"
+        )
+    return full
+
+
+@schema
+class SmoothingParamSet(dj.Lookup):
+    """Parameters of the Ensemble Kalman Smoother.
+
+    Attributes:
+        smoothing_paramset_idx (int): unique id.
+        paramset_desc (varchar): description.
+        param_set_hash (char): hash of the canonical parameters.
+        params (blob): s (None = automatic by marginal likelihood), centre (median|mean),
+            var_mode (plain|confidence_weighted), keypoint_groups, fit_range.
+    """
+
+    definition = f"""
+    smoothing_paramset_idx : {INT16}
+    ---
+    paramset_desc          : varchar(1000)
+    param_set_hash         : char(32)  # md5 of the canonical params
+    params                 : {BLOB}
+    unique index (param_set_hash)
+    """
+
+    @classmethod
+    def insert_new_params(cls, paramset_desc: str, params: dict, smoothing_paramset_idx: int | None = None) -> int:
+        """Validate and insert; returns the id of the new or identical existing set."""
+        canonical = validate_smoothing_params(dict(params))
+        digest = train.params_hash(canonical)
+        existing = cls & {"param_set_hash": digest}
+        if existing:
+            return int(existing.fetch1("smoothing_paramset_idx"))
+        if smoothing_paramset_idx is None:
+            smoothing_paramset_idx = max(fetch_column(cls, "smoothing_paramset_idx"), default=0) + 1
+        cls.insert1({"smoothing_paramset_idx": smoothing_paramset_idx, "paramset_desc": paramset_desc,
+                     "param_set_hash": digest, "params": canonical})
+        return smoothing_paramset_idx
+
+
+@schema
+class EnsembleSmoothingTask(dj.Manual):
+    """An ensemble: the pose-estimation tasks of several models on one recording.
+
+    Attributes:
+        ensemble_id (int): unique within the recording.
+        SmoothingParamSet (foreign key): how to smooth.
+        ensemble_description (varchar): free text.
+    """
+
+    definition = f"""
+    -> model.VideoRecording
+    ensemble_id : {INT16}
+    ---
+    -> SmoothingParamSet
+    ensemble_description = '' : varchar(1000)
+    """
+
+    class Member(dj.Part):
+        """One member: a model's pose-estimation task on the same recording."""
+
+        definition = """
+        -> master
+        -> model.PoseEstimationTask
+        """
+
+    @classmethod
+    def create(cls, recording_key: dict, model_names: list[str], smoothing_paramset_idx: int,
+               ensemble_id: int = 1, description: str = "") -> dict:
+        """Insert an ensemble over the given models' tasks on a recording; returns its key."""
+        rec = {k: recording_key[k] for k in model.VideoRecording.primary_key}
+        missing = [m for m in model_names if not model.PoseEstimationTask & {**rec, "model_name": m}]
+        if missing:
+            raise ValueError(f"no PoseEstimationTask on recording {rec} for model(s) {missing}")
+        key = {**rec, "ensemble_id": ensemble_id}
+        with cls.connection.transaction:
+            cls.insert1({**key, "smoothing_paramset_idx": smoothing_paramset_idx,
+                         "ensemble_description": description})
+            cls.Member.insert({**key, "model_name": m} for m in model_names)
+        return key
+
+
+@schema
+class EnsembleSmoothing(dj.Computed):
+    """Smoothed pose of an ensemble (Ensemble Kalman Smoother).
+
+    Attributes:
+        n_members (int): models in the ensemble.
+        n_frames (int): frames.
+        output_file (varchar): eks-layout CSV, relative to the processed-data root.
+        smoothing_time_s (float64): wall time of the smoother.
+    """
+
+    definition = f"""
+    -> EnsembleSmoothingTask
+    ---
+    n_members        : {INT16}
+    n_frames         : {INT32}
+    output_file      : varchar(1000)
+    smoothing_time_s : {FLOAT64}
+    """
+
+    class BodyPartPosition(dj.Part):
+        """Smoothed trajectory of one body part, in original-frame pixels.
+
+        Attributes:
+            x_pos, y_pos (blob): (n_frames,) smoothed coordinates.
+            likelihood (blob): (n_frames,) ensemble confidence.
+            ensemble_centre (blob): (n_frames, 2) ensemble median or mean.
+            ensemble_var (blob): (n_frames, 2) ensemble variance.
+            posterior_var (blob): (n_frames, 2) posterior variance of the smoother.
+            s (float64): smoothing parameter used.
+        """
+
+        definition = f"""
+        -> master
+        -> model.BodyPart
+        ---
+        x_pos           : {BLOB}
+        y_pos           : {BLOB}
+        likelihood      : {BLOB}
+        ensemble_centre : {BLOB}
+        ensemble_var    : {BLOB}
+        posterior_var   : {BLOB}
+        s               : {FLOAT64}
+        """
+
+    @property
+    def key_source(self):
+        # Wait until every member's pose estimation exists (and there is at least one member).
+        task = EnsembleSmoothingTask
+        incomplete = task.Member - model.PoseEstimation
+        return (task & task.Member) - incomplete.proj()
+
+    def make_fetch(self, key: dict) -> tuple:
+        members = sorted(m["model_name"] for m in fetch_dicts(EnsembleSmoothingTask.Member & key, "model_name"))
+        files = [
+            (model.PoseEstimation & key & {"model_name": m}).fetch1("predictions_file") for m in members
+        ]
+        params = (SmoothingParamSet * EnsembleSmoothingTask & key).fetch1("params")
+        return members, files, params
+
+    def make_compute(self, key, members, files, params) -> tuple:
+        from .engine import eks, io
+
+        processed = paths.processed_dir(_linking_module)
+        arrays, bodyparts = [], None
+        for name, file in zip(members, files):
+            values, parts = io.read_predictions(processed / file)
+            if bodyparts is None:
+                bodyparts, first, first_len = parts, name, len(values)
+            elif parts != bodyparts:
+                raise ValueError(
+                    f"ensemble {key}: member {name!r} has body parts {parts}, member {first!r} has {bodyparts}"
+                )
+            elif len(values) != first_len:
+                raise ValueError(
+                    f"ensemble {key}: member {name!r} has {len(values)} frames, member {first!r} has {first_len}"
+                )
+            arrays.append(values)
+        start = time.perf_counter()
+        result = eks.smooth(
+            np.stack(arrays), bodyparts, s=params["s"], centre=params["centre"],
+            var_mode=params["var_mode"], keypoint_groups=params["keypoint_groups"], fit_range=params["fit_range"],
+        )
+        elapsed = time.perf_counter() - start
+        recording = "_".join(str(key[k]) for k in model.VideoRecording.primary_key).replace(" ", "_").replace(":", "-")
+        out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"
+        result.to_csv(out)
+        return len(members), result, paths.relative_to_roots([processed], out), elapsed
+
+    def make_insert(self, key, n_members, result, output_file, elapsed) -> None:
+        self.insert1({**key, "n_members": n_members, "n_frames": int(result.x.shape[0]),
+                      "output_file": output_file, "smoothing_time_s": float(elapsed)})
+        self.BodyPartPosition.insert(
+            {
+                **key,
+                "body_part": bp,
+                "x_pos": result.x[:, i],
+                "y_pos": result.y[:, i],
+                "likelihood": result.likelihood[:, i],
+                "ensemble_centre": result.centre[:, i],
+                "ensemble_var": result.ensemble_var[:, i],
+                "posterior_var": result.posterior_var[:, i],
+                "s": float(result.s[i]),
+            }
+            for i, bp in enumerate(result.bodyparts)
+        )

@@ -1,0 +1,579 @@
+"""DataJoint schema for trained models, their evaluation, and pose estimation on recordings.
+
+Tables
+------
+VideoRecording (+ File)   behaviour videos of a session, taken by a camera (``Device``)
+RecordingInfo             frames, fps, size, duration and codec read from the files
+BodyPart                  body-part names known to the pipeline
+Model (+ BodyPart)        a trained model directory (from ``train.ModelTraining`` or elsewhere)
+ModelEvaluation (+ BodyPart)  pixel errors on the labeled frames per split
+PoseEstimationTask        which model to run on which recording, and how
+PoseEstimation (+ BodyPartPosition)  x, y, likelihood per frame and body part
+
+Upstream tables come from the linking module given to ``activate()``: ``Session``, ``Device``
+and ``get_lp_root_data_dir()`` (plus optionally ``get_lp_processed_data_dir()``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+
+import datajoint as dj
+import numpy as np
+
+from . import paths, train
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+
+schema = dj.Schema()
+_linking_module: ModuleType | None = None
+
+REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
+
+
+def activate(
+    model_schema_name: str,
+    *,
+    train_schema_name: str | None = None,
+    create_schema: bool = True,
+    create_tables: bool = True,
+    linking_module: str | ModuleType | None = None,
+) -> None:
+    """Activate this schema (and the train schema it references).
+
+    Args:
+        model_schema_name: schema name on the database server.
+        train_schema_name: name of the train schema; activated here when given.
+        create_schema: create the schema on the server if it does not exist yet.
+        create_tables: create the tables if they do not exist yet.
+        linking_module: a module (or its name) providing ``Session``, ``Device``,
+            ``get_lp_root_data_dir()`` and optionally ``get_lp_processed_data_dir()``.
+    """
+    global _linking_module
+    _linking_module = train.check_linking_module(linking_module, REQUIRED, "model")
+    if train_schema_name:
+        train.activate(
+            train_schema_name,
+            create_schema=create_schema,
+            create_tables=create_tables,
+            linking_module=_linking_module,
+        )
+    elif not train.schema.is_activated():
+        raise RuntimeError("model.activate(): activate the train schema first or pass train_schema_name")
+    schema.activate(
+        model_schema_name,
+        create_schema=create_schema,
+        create_tables=create_tables,
+        add_objects=_linking_module.__dict__,
+    )
+
+
+def root_dirs() -> list[Path]:
+    return paths.root_dirs(_linking_module)
+
+
+def processed_dir() -> Path:
+    return paths.processed_dir(_linking_module)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+@schema
+class VideoRecording(dj.Manual):
+    """Behaviour video of a session taken by one camera; one or more consecutive files.
+
+    Attributes:
+        recording_id (int): unique within the session.
+        Device (foreign key): the camera.
+    """
+
+    definition = f"""
+    -> Session
+    recording_id : {INT32}
+    ---
+    -> Device
+    """
+
+    class File(dj.Part):
+        """A video file of the recording, in playback order.
+
+        Attributes:
+            file_id (int): order of the file within the recording.
+            file_path (varchar): relative to a root data directory.
+        """
+
+        definition = f"""
+        -> master
+        file_id   : {INT16}
+        ---
+        file_path : varchar(1000)  # relative to a root data directory
+        """
+
+    @classmethod
+    def file_paths(cls, key: dict) -> list[Path]:
+        """Absolute paths of the recording's files on this machine, in order."""
+        rows = fetch_dicts(cls.File & key, "file_path", order_by="file_id")
+        if not rows:
+            raise FileNotFoundError(f"VideoRecording {key} has no File rows")
+        return [paths.find_full_path(root_dirs(), row["file_path"]) for row in rows]
+
+
+@schema
+class RecordingInfo(dj.Imported):
+    """Metadata read from the video files themselves.
+
+    Attributes:
+        n_frames (int): frames over all files.
+        fps (float64): frames per second (exact float, e.g. 29.97).
+        width, height (int): frame size in pixels.
+        duration_s (float64): n_frames / fps.
+        codec (varchar): FourCC of the first file.
+    """
+
+    definition = f"""
+    -> VideoRecording
+    ---
+    n_frames   : {INT32}
+    fps        : {FLOAT64}
+    width      : {INT32}
+    height     : {INT32}
+    duration_s : {FLOAT64}
+    codec      : varchar(16)
+    """
+
+    def make(self, key: dict) -> None:
+        from .engine.video import VideoError, video_info
+
+        infos = [video_info(path) for path in VideoRecording.file_paths(key)]
+        first = infos[0]
+        for info in infos[1:]:
+            if (info.width, info.height) != (first.width, first.height) or abs(info.fps - first.fps) > 1e-6:
+                raise VideoError(
+                    f"{info.path}: {info.width}x{info.height} at {info.fps} fps differs from "
+                    f"{first.path} ({first.width}x{first.height} at {first.fps} fps) in the same recording"
+                )
+        n_frames = sum(info.n_frames for info in infos)
+        self.insert1(
+            {
+                **key,
+                "n_frames": n_frames,
+                "fps": float(first.fps),
+                "width": first.width,
+                "height": first.height,
+                "duration_s": n_frames / first.fps,
+                "codec": first.codec[:16],
+            }
+        )
+
+
+# --------------------------------------------------------------------------- models
+
+
+@schema
+class BodyPart(dj.Lookup):
+    """Body-part names known to the pipeline.
+
+    Attributes:
+        body_part (varchar): name, as in the label CSV.
+        body_part_description (varchar): free text.
+    """
+
+    definition = """
+    body_part                       : varchar(64)
+    ---
+    body_part_description = ''      : varchar(1000)
+    """
+
+    @classmethod
+    def extend(cls, names: list[str]) -> None:
+        """Insert the names not yet known."""
+        known = set(fetch_column(cls, "body_part"))
+        cls.insert({"body_part": n} for n in names if n not in known)
+
+
+@schema
+class Model(dj.Manual):
+    """A trained model directory, trained by ``train.ModelTraining`` or elsewhere.
+
+    Attributes:
+        model_name (varchar): unique name.
+        model_dir (varchar): relative to a root data directory or the processed-data root.
+        best_checkpoint (varchar): relative to model_dir.
+        backbone, model_type (varchar): network description.
+        resize_height, resize_width (int): network input size.
+        config (blob): the engine configuration it was trained with.
+        engine_version (varchar): version that trained it.
+        ModelTraining (nullable foreign key): the training run, when trained by this pipeline.
+    """
+
+    definition = f"""
+    model_name              : varchar(64)
+    ---
+    model_dir               : varchar(1000)
+    best_checkpoint         : varchar(255)
+    backbone                : varchar(32)
+    model_type              : varchar(32)
+    resize_height           : {INT32}
+    resize_width            : {INT32}
+    config                  : {BLOB}
+    engine_version          : varchar(32)
+    model_description = ''  : varchar(1000)
+    -> [nullable] train.ModelTraining
+    """
+
+    class BodyPart(dj.Part):
+        """The body parts a model predicts, in its output order.
+
+        Attributes:
+            body_part_index (int): position in the model output.
+        """
+
+        definition = f"""
+        -> master
+        -> BodyPart
+        ---
+        body_part_index : {INT16}
+        """
+
+    @classmethod
+    def insert_new_model(
+        cls,
+        model_name: str,
+        model_dir: str | Path,
+        *,
+        model_description: str = "",
+        training_key: dict | None = None,
+    ) -> dict:
+        """Register a model directory (absolute or relative to a root); returns the key.
+
+        The directory must hold ``model.json``, ``config.yaml`` and the checkpoint.
+        """
+        from .engine.model_dir import read_model_info
+
+        full_dir = _find_model_dir(model_dir)
+        info = read_model_info(full_dir)  # raises naming the missing file
+        config = info["config"]
+        relative_dir = _relative_model_dir(full_dir)
+        row = {
+            "model_name": model_name,
+            "model_dir": relative_dir,
+            "best_checkpoint": Path(info["checkpoint"]).relative_to(full_dir).as_posix(),
+            "backbone": config["model"]["backbone"],
+            "model_type": config["model"]["model_type"],
+            "resize_height": int(config["data"]["image_resize"][0]),
+            "resize_width": int(config["data"]["image_resize"][1]),
+            "config": config,
+            "engine_version": str(info.get("engine_version", "unknown")),
+            "model_description": model_description,
+        }
+        if training_key:
+            row.update({k: training_key[k] for k in train.ModelTraining.primary_key})
+        bodyparts = list(info["bodyparts"])
+        with cls.connection.transaction:
+            BodyPart.extend(bodyparts)
+            cls.insert1(row)
+            cls.BodyPart.insert(
+                {"model_name": model_name, "body_part": bp, "body_part_index": i}
+                for i, bp in enumerate(bodyparts)
+            )
+        return {"model_name": model_name}
+
+    @classmethod
+    def insert_from_training(cls, training_key: dict, model_name: str | None = None, **kwargs) -> dict:
+        """Register the model that ``train.ModelTraining`` produced for ``training_key``."""
+        row = (train.ModelTraining & training_key).fetch1()
+        if model_name is None:
+            model_name = Path(row["model_dir"]).name[:64]
+        full_dir = processed_dir() / row["model_dir"]
+        return cls.insert_new_model(model_name, full_dir, training_key=row, **kwargs)
+
+    @classmethod
+    def model_path(cls, key: dict) -> Path:
+        return _find_model_dir((cls & key).fetch1("model_dir"))
+
+    @classmethod
+    def bodyparts(cls, key: dict) -> list[str]:
+        return [r["body_part"] for r in fetch_dicts(cls.BodyPart & key, "body_part", order_by="body_part_index")]
+
+
+def _find_model_dir(model_dir: str | Path) -> Path:
+    model_dir = Path(model_dir)
+    if model_dir.is_absolute():
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        return model_dir
+    return paths.find_full_path([processed_dir(), *root_dirs()], model_dir)
+
+
+def _relative_model_dir(full_dir: Path) -> str:
+    return paths.relative_to_roots([processed_dir(), *root_dirs()], full_dir)
+
+
+@schema
+class ModelEvaluation(dj.Computed):
+    """Pixel errors of a model on the labeled frames of the project it was trained on.
+
+    Attributes:
+        n_train, n_val, n_test (int): labeled frames in each split.
+        train_mean_px ... test_p90_px (float64): error summaries over body parts and frames
+            (null for an empty split).
+    """
+
+    _stats = [f"{split}_{stat}_px" for split in ("train", "val", "test") for stat in ("mean", "median", "p90")]
+    definition = (
+        f"""
+    -> Model
+    ---
+    n_train : {INT32}
+    n_val   : {INT32}
+    n_test  : {INT32}
+    """
+        + "".join(f"    {name} = null : {FLOAT64}\n" for name in _stats)
+    )
+
+    class BodyPart(dj.Part):
+        """Errors of one body part in one split.
+
+        Attributes:
+            split (enum): train | val | test.
+            n_frames (int): labeled frames of this body part in the split.
+            mean_px, median_px, p90_px (float64): error summaries (null when none labeled).
+        """
+
+        definition = f"""
+        -> master
+        -> Model.BodyPart
+        split        : enum('train', 'val', 'test')
+        ---
+        n_frames     : {INT32}
+        mean_px = null   : {FLOAT64}
+        median_px = null : {FLOAT64}
+        p90_px = null    : {FLOAT64}
+        """
+
+    @property
+    def key_source(self):
+        # Evaluation needs the labeled project: models trained by this pipeline.
+        return Model & "video_set_id is not null"
+
+    def make_fetch(self, key: dict) -> tuple:
+        model = (Model & key).fetch1("model_dir", "video_set_id")
+        project_dir, csv_file = (train.VideoSet & {"video_set_id": model[1]}).fetch1("project_dir", "csv_file")
+        return model[0], project_dir, csv_file
+
+    def make_compute(self, key, model_dir, project_dir, csv_file) -> tuple:
+        from .engine import io, metrics
+
+        project = paths.find_full_path(root_dirs(), project_dir)
+        labels = io.read_labels(project / csv_file, project, check_images=False)
+        errors = metrics.evaluate(_find_model_dir(model_dir), labels)
+        return (errors,)
+
+    def make_insert(self, key, errors) -> None:
+        master = dict(key)
+        parts = []
+        for split in ("train", "val", "test"):
+            in_split = errors[errors["split"] == split]
+            master[f"n_{split}"] = int(in_split["image"].nunique())
+            values = in_split["error_px"].dropna().to_numpy()
+            for stat, value in _summaries(values).items():
+                master[f"{split}_{stat}_px"] = value
+            for bodypart, group in in_split.groupby("bodypart"):
+                part_values = group["error_px"].dropna().to_numpy()
+                parts.append(
+                    {**key, "body_part": bodypart, "split": split, "n_frames": int(len(part_values)),
+                     **{f"{stat}_px": v for stat, v in _summaries(part_values).items()}}
+                )
+        self.insert1(master)
+        self.BodyPart.insert(parts)
+
+
+def _summaries(values: np.ndarray) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {"mean": None, "median": None, "p90": None}
+    return {
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "p90": float(np.percentile(values, 90)),
+    }
+
+
+# --------------------------------------------------------------------------- pose estimation
+
+
+@schema
+class PoseEstimationTask(dj.Manual):
+    """Which model to run on which recording, and how.
+
+    Attributes:
+        task_mode (enum): 'trigger' runs inference; 'load' reads an existing predictions CSV
+            from output_dir.
+        output_dir (varchar): relative to the processed-data root; derived when empty.
+        batch_size (int): frames per network batch.
+    """
+
+    definition = f"""
+    -> VideoRecording
+    -> Model
+    ---
+    task_mode = 'trigger' : enum('load', 'trigger')
+    output_dir = ''       : varchar(1000)  # relative to the processed-data root
+    batch_size = 16       : {INT16}
+    """
+
+    @staticmethod
+    def default_output_dir(key: dict) -> str:
+        session = "_".join(
+            str(v).replace(" ", "_").replace(":", "-")
+            for k, v in key.items()
+            if k not in ("recording_id", "model_name")
+        )
+        return f"lp_predictions/{session}/recording{key['recording_id']}/{key['model_name']}"
+
+    @classmethod
+    def generate(cls, recording_key: dict, model_name: str, *, task_mode: str = "trigger", batch_size: int = 16) -> dict:
+        """Insert a task for a recording and a model with the default output folder."""
+        key = {**{k: recording_key[k] for k in VideoRecording.primary_key}, "model_name": model_name}
+        cls.insert1({**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key),
+                     "batch_size": batch_size}, skip_duplicates=True)
+        return key
+
+
+@schema
+class PoseEstimation(dj.Computed):
+    """Keypoints predicted by a model on a recording. Inference runs outside any transaction.
+
+    Attributes:
+        predictions_file (varchar): the LP/DLC predictions CSV, relative to the processed root.
+        n_frames (int): predicted frames.
+        inference_time_s (float64): wall time of inference (0 when loaded).
+        frames_per_s (float64): inference speed (null when loaded).
+        pose_estimation_time (datetime): when it was done (UTC).
+    """
+
+    definition = f"""
+    -> PoseEstimationTask
+    ---
+    predictions_file      : varchar(1000)
+    n_frames              : {INT32}
+    inference_time_s      : {FLOAT64}
+    frames_per_s = null   : {FLOAT64}
+    pose_estimation_time  : datetime
+    """
+
+    class BodyPartPosition(dj.Part):
+        """Trajectory of one body part, in original-frame pixels.
+
+        Attributes:
+            x_pos, y_pos (blob): (n_frames,) coordinates.
+            likelihood (blob): (n_frames,) confidence in [0, 1].
+        """
+
+        definition = f"""
+        -> master
+        -> Model.BodyPart
+        ---
+        x_pos      : {BLOB}
+        y_pos      : {BLOB}
+        likelihood : {BLOB}
+        """
+
+    def make_fetch(self, key: dict) -> tuple:
+        task = (PoseEstimationTask & key).fetch1()
+        files = [r["file_path"] for r in fetch_dicts(VideoRecording.File & key, "file_path", order_by="file_id")]
+        model_dir = (Model & key).fetch1("model_dir")
+        n_frames = (RecordingInfo & key).fetch1("n_frames") if RecordingInfo & key else None
+        bodyparts = Model.bodyparts(key)
+        return task["task_mode"], task["output_dir"], int(task["batch_size"]), files, model_dir, n_frames, bodyparts
+
+    def make_compute(self, key, task_mode, output_dir, batch_size, files, model_dir, n_frames, expected) -> tuple:
+        from .engine import io
+
+        output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
+        out_dir = processed_dir() / output_dir
+        out_csv = out_dir / "predictions.csv"
+        start = time.perf_counter()
+        if task_mode == "load":
+            predictions, bodyparts = io.read_predictions(_find_predictions(out_dir))
+            elapsed, fps = 0.0, None
+        else:
+            from .engine.predict import load_model, predict_video
+
+            model = load_model(_find_model_dir(model_dir))
+            videos = [paths.find_full_path(root_dirs(), f) for f in files]
+            chunks = [predict_video(model, v, batch_size=batch_size, progress=False) for v in videos]
+            predictions = np.concatenate(chunks, axis=0)
+            bodyparts = list(model.bodyparts)
+            elapsed = time.perf_counter() - start
+            fps = len(predictions) / elapsed if elapsed > 0 else None
+            io.write_predictions(out_csv, predictions, bodyparts, scorer=key["model_name"])
+        if list(bodyparts) != list(expected):
+            raise ValueError(
+                f"predictions for {key} have body parts {list(bodyparts)} but model "
+                f"{key['model_name']!r} has {list(expected)}"
+            )
+        if n_frames is not None and len(predictions) != n_frames:
+            raise ValueError(
+                f"{out_csv}: {len(predictions)} predicted frames but the recording has {n_frames}"
+            )
+        source = _find_predictions(out_dir) if task_mode == "load" else out_csv
+        predictions_file = paths.relative_to_roots([processed_dir()], source)
+        return predictions_file, predictions, bodyparts, elapsed, fps
+
+    def make_insert(self, key, predictions_file, predictions, bodyparts, elapsed, fps) -> None:
+        self.insert1(
+            {
+                **key,
+                "predictions_file": predictions_file,
+                "n_frames": int(len(predictions)),
+                "inference_time_s": float(elapsed),
+                "frames_per_s": fps,
+                "pose_estimation_time": _utcnow(),
+            }
+        )
+        self.BodyPartPosition.insert(
+            {
+                **key,
+                "body_part": bp,
+                "x_pos": predictions[:, i, 0].astype(np.float64),
+                "y_pos": predictions[:, i, 1].astype(np.float64),
+                "likelihood": predictions[:, i, 2].astype(np.float64),
+            }
+            for i, bp in enumerate(bodyparts)
+        )
+
+    @classmethod
+    def get_trajectory(cls, key: dict, body_parts: list[str] | str = "all"):
+        """The pose of one recording and model as a DataFrame in the LP/DLC layout.
+
+        Columns are (scorer = model name, bodyparts, coords = x, y, likelihood); the index is
+        the frame number.
+        """
+        from .engine.io import keypoint_frame
+
+        keys = fetch_keys(cls & key)
+        if len(keys) != 1:
+            raise ValueError(f"get_trajectory: {len(keys)} pose estimations match {key}; restrict to one")
+        key = keys[0]
+        order = Model.bodyparts(key)
+        wanted = order if body_parts == "all" else [bp for bp in order if bp in body_parts]
+        rows = {r["body_part"]: r for r in fetch_dicts(cls.BodyPartPosition & key)}
+        values = np.stack(
+            [np.stack([rows[bp]["x_pos"], rows[bp]["y_pos"], rows[bp]["likelihood"]], axis=-1) for bp in wanted],
+            axis=1,
+        )
+        return keypoint_frame(values, wanted, ("x", "y", "likelihood"), key["model_name"])
+
+
+def _find_predictions(out_dir: Path) -> Path:
+    csvs = sorted(out_dir.glob("*.csv")) if out_dir.is_dir() else []
+    if not csvs:
+        raise FileNotFoundError(f"task_mode 'load': no predictions CSV in {out_dir}")
+    return csvs[0]

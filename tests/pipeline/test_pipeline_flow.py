@@ -1,0 +1,125 @@
+"""The whole flow on a tiny synthetic project, values checked against the engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from element_lightning_pose import dj_compat
+
+from .conftest import TINY_PARAMS
+
+
+@pytest.fixture(scope="module")
+def flow(lp, lp_root):
+    """VideoSet -> two trainings (seeds 0, 1) -> Models -> evaluation -> pose -> ensemble."""
+    root, project = lp_root
+    train, model, ensemble = lp.train, lp.model, lp.ensemble
+    vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
+    idx = train.TrainingParamSet.insert_new_params("tiny", TINY_PARAMS)
+    for training_id, seed in ((1, 0), (2, 1)):
+        train.TrainingTask.insert1({**vs_key, "paramset_idx": idx, "training_id": training_id, "seed": seed})
+    trained = dj_compat.populate(train.ModelTraining, reserve_jobs=True)
+    assert trained.errors == [] and trained.success_count == 2
+    names = []
+    for training_id in (1, 2):
+        tkey = {**vs_key, "paramset_idx": idx, "training_id": training_id}
+        names.append(model.Model.insert_from_training(tkey, model_name=f"tiny_seed{training_id}")["model_name"])
+    session = lp_session(lp)
+    lp.Device.insert1({"device": "cam_top", "device_description": "top camera"}, skip_duplicates=True)
+    rec = {**session, "recording_id": 1}
+    model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    video_rel = project.videos[0].relative_to(root).as_posix()
+    model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video_rel})
+    for name in names:
+        model.PoseEstimationTask.generate(rec, name, batch_size=8)
+    return {"vs_key": vs_key, "paramset_idx": idx, "names": names, "rec": rec, "project": project}
+
+
+def lp_session(lp) -> dict:
+    from element_lightning_pose import pipeline
+
+    return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F")
+
+
+def test_paramset_is_deduplicated_by_content(lp, flow):
+    reordered = {k: TINY_PARAMS[k] for k in reversed(list(TINY_PARAMS))}
+    assert lp.train.TrainingParamSet.insert_new_params("same, reordered", reordered) == flow["paramset_idx"]
+    assert len(lp.train.TrainingParamSet()) == 1
+
+
+def test_paramset_rejects_unknown_key_and_inserts_nothing(lp, flow):
+    from element_lightning_pose.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="learning_rat"):
+        lp.train.TrainingParamSet.insert_new_params("typo", {"training": {"learning_rat": 0.1}})
+    assert len(lp.train.TrainingParamSet()) == 1
+
+
+def test_training_rows_describe_the_model_dirs(lp, flow):
+    rows = dj_compat.fetch_dicts(lp.train.ModelTraining)
+    assert len(rows) == 2
+    for row in rows:
+        model_dir = lp.model.processed_dir() / row["model_dir"]
+        assert (model_dir / row["best_checkpoint"]).is_file()
+        assert row["n_epochs"] >= 1 and row["wall_time_s"] > 0
+        assert "train_loss" in row["history"] or len(row["history"]) > 0
+
+
+def test_recording_info_reads_the_video(lp, flow):
+    dj_compat.populate(lp.model.RecordingInfo)
+    info = (lp.model.RecordingInfo & flow["rec"]).fetch1()
+    assert info["n_frames"] == 48
+    assert info["fps"] == pytest.approx(30.0)
+    assert (info["width"], info["height"]) == (64, 64)
+
+
+def test_evaluation_per_split(lp, flow):
+    result = dj_compat.populate(lp.model.ModelEvaluation)
+    assert result.errors == []
+    rows = dj_compat.fetch_dicts(lp.model.ModelEvaluation)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["n_train"] + row["n_val"] + row["n_test"] == 16
+        assert row["train_mean_px"] is not None and row["train_mean_px"] >= 0
+    parts = lp.model.ModelEvaluation.BodyPart & {"model_name": flow["names"][0], "split": "train"}
+    assert len(parts) == len(flow["project"].bodyparts)
+
+
+def test_pose_estimation_equals_engine_output(lp, flow):
+    from element_lightning_pose.engine.predict import load_model, predict_video
+
+    dj_compat.populate(lp.model.RecordingInfo)
+    result = dj_compat.populate(lp.model.PoseEstimation, reserve_jobs=True)
+    assert result.errors == []
+    assert len(lp.model.PoseEstimation()) == 2
+    for name in flow["names"]:
+        key = {**flow["rec"], "model_name": name}
+        stored = lp.model.PoseEstimation.get_trajectory(key)
+        assert stored.shape == (48, 3 * len(flow["project"].bodyparts))
+        engine = predict_video(load_model(lp.model.Model.model_path({"model_name": name})),
+                               flow["project"].videos[0], batch_size=8, progress=False)
+        np.testing.assert_allclose(stored.to_numpy().reshape(engine.shape), engine, atol=1e-4)
+        assert list(stored.columns.get_level_values("bodyparts").unique()) == flow["project"].bodyparts
+
+
+def test_ensemble_equals_engine_smoother(lp, flow):
+    from element_lightning_pose.engine import eks
+
+    dj_compat.populate(lp.model.PoseEstimation)
+    idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
+    key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx)
+    result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, reserve_jobs=True)
+    assert result.errors == [] and result.success_count == 1
+    members = np.stack([
+        lp.model.PoseEstimation.get_trajectory({**flow["rec"], "model_name": n}).to_numpy().reshape(48, -1, 3)
+        for n in sorted(flow["names"])
+    ])
+    expected = eks.smooth(members, flow["project"].bodyparts)
+    for i, bp in enumerate(flow["project"].bodyparts):
+        row = (lp.ensemble.EnsembleSmoothing.BodyPartPosition & key & {"body_part": bp}).fetch1()
+        np.testing.assert_allclose(row["x_pos"], expected.x[:, i], atol=1e-6)
+        np.testing.assert_allclose(row["posterior_var"], expected.posterior_var[:, i], atol=1e-6)
+        assert np.isfinite(row["x_pos"]).all()
