@@ -108,19 +108,24 @@ def predict_video(
     out_csv: PathLike | None = None,
     progress: bool = True,
     prefetch: int = 4,
+    start: int = 0,
+    stop: int | None = None,
 ) -> np.ndarray:
-    """Predict every frame of ``video``: (T, K, 3) = x, y (original pixels), likelihood.
+    """Predict frames ``start:stop`` (default: all) of ``video``: (T, K, 3) = x, y, likelihood.
 
-    Writes the LP/DLC predictions CSV (index = frame number) to ``out_csv`` when given.
+    x, y are original-frame pixels. Writes the LP/DLC predictions CSV (index = frame number)
+    to ``out_csv`` when given.
     """
     from .video import iter_batches, video_info
 
     info = video_info(video)
     original = (info.height, info.width)
     chunks: list[np.ndarray] = []
-    bar = _progress_bar(info.n_frames, Path(video).name) if progress else None
+    total = (min(stop, info.n_frames) if stop is not None else info.n_frames) - start
+    bar = _progress_bar(total, Path(video).name) if progress else None
     started = time.perf_counter()
-    for indices, frames in iter_batches(video, batch_size, size=model.image_resize, prefetch=prefetch):
+    batches = iter_batches(video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch)
+    for indices, frames in batches:
         chunks.append(model.predict_resized(frames, original))
         if bar is not None:
             bar.update(len(indices))
@@ -129,7 +134,7 @@ def predict_video(
     k = len(model.bodyparts)
     predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
     if out_csv is not None:
-        write_predictions(out_csv, predictions, model.bodyparts, index=np.arange(len(predictions)))
+        write_predictions(out_csv, predictions, model.bodyparts, index=np.arange(start, start + len(predictions)))
     model.info["last_video_fps"] = len(predictions) / max(time.perf_counter() - started, 1e-9)
     return predictions
 

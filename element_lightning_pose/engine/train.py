@@ -9,7 +9,7 @@ The model directory is a contract the DataJoint pipeline relies on::
     model_dir/checkpoints/best.ckpt  best validation loss; loads without the project
     model_dir/checkpoints/last.ckpt  end of the latest epoch (resume from it)
     model_dir/metrics.csv            per-epoch history (losses, pixel error, lr, elapsed time)
-    model_dir/logs/                  Lightning CSV logs (and TensorBoard when installed)
+    model_dir/logs/version_N/        Lightning CSV logs of each run (and TensorBoard when installed)
 """
 
 from __future__ import annotations
@@ -80,12 +80,13 @@ def _quiet_lightning() -> None:
 def _loggers(model_dir: Path) -> list:
     from pytorch_lightning.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(model_dir), name="logs", version="")]
+    # one numbered version per run (logs/version_N): a resumed run never overwrites earlier logs
+    loggers = [CSVLogger(save_dir=str(model_dir), name="logs")]
     try:
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(model_dir), name="logs", version="", default_hp_metric=False))
+        loggers.append(TensorBoardLogger(save_dir=str(model_dir), name="logs", default_hp_metric=False))
     except ImportError:
         pass
     return loggers
@@ -165,11 +166,18 @@ def train(
     run_time = time.perf_counter() - started
 
     best = model_dir / "checkpoints" / "best.ckpt"
+    best_score = checkpoint.best_model_score
     if not best.is_file():
-        raise RuntimeError(f"training finished without writing {best} (no epoch completed?)")
+        # max_steps ended the run mid-epoch, before any validation: validate the final weights
+        # and make them the best checkpoint, so every run leaves the contract complete
+        if has_val:
+            scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+            best_score = torch.tensor(scores["val_loss"])
+            if history.rows:
+                history.rows[-1].update({k: float(v) for k, v in scores.items()})
+        trainer.save_checkpoint(best)
     frame = pd.DataFrame(history.rows)
     write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, model_dir / "metrics.csv")
-    best_score = checkpoint.best_model_score
     best_val = float(best_score) if (best_score is not None and has_val) else None
     wall_time = history.elapsed() if history.rows else run_time
     info = {

@@ -178,7 +178,10 @@ def _read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 
 def load_classifier_weights(classifier: nn.Module, state: dict[str, torch.Tensor], source: str, *, strict: bool) -> None:
     """Load ``state`` into ``classifier``; ``strict=False`` still refuses any missing feature key."""
-    result = classifier.load_state_dict(state, strict=False)
+    try:
+        result = classifier.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when not strict
+        raise WeightsError(f"{source}: weights do not match the architecture ({exc})") from exc
     missing = [k for k in result.missing_keys if strict or not k.startswith(("fc.", "_fc."))]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:

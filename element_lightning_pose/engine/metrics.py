@@ -1,0 +1,107 @@
+"""Evaluation metrics: pixel error on labeled frames, temporal norm on video predictions.
+
+Long-format tables (one row per frame x keypoint) keep the split and body part beside each
+value, so any summary is one ``groupby`` away; :func:`summarize` gives mean / median / p90
+per body part plus an ``__all__`` row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import LabeledFrames
+
+PathLike = str | os.PathLike
+ALL = "__all__"
+
+
+def pixel_errors(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Euclidean distance (N, K) between predicted (N, K, >=2) and true (N, K, 2) keypoints.
+
+    NaN where the keypoint is unlabeled (or not predicted).
+    """
+    predictions, truth = np.asarray(predictions, dtype=float), np.asarray(truth, dtype=float)
+    if predictions.shape[:2] != truth.shape[:2]:
+        raise ValueError(f"predictions {predictions.shape} and labels {truth.shape} differ in frames/keypoints")
+    return np.linalg.norm(predictions[..., :2] - truth[..., :2], axis=-1)
+
+
+def temporal_norm(predictions: np.ndarray) -> np.ndarray:
+    """Displacement (T, K) of each keypoint since the previous frame; row 0 is NaN."""
+    xy = np.asarray(predictions, dtype=float)[..., :2]
+    norm = np.full(xy.shape[:2], np.nan)
+    norm[1:] = np.linalg.norm(np.diff(xy, axis=0), axis=-1)
+    return norm
+
+
+def long_table(values: np.ndarray, bodyparts: Sequence[str], index: Sequence, index_name: str, value_name: str) -> pd.DataFrame:
+    """(N, K) values -> long DataFrame (index_name, bodypart, value_name)."""
+    values = np.asarray(values, dtype=float)
+    n, k = values.shape
+    return pd.DataFrame(
+        {
+            index_name: np.repeat(np.asarray(index, dtype=object), k),
+            "bodypart": np.tile(np.asarray(bodyparts, dtype=object), n),
+            value_name: values.reshape(-1),
+        }
+    )
+
+
+def temporal_norm_table(predictions: np.ndarray, bodyparts: Sequence[str]) -> pd.DataFrame:
+    """Long table (frame, bodypart, temporal_norm_px) of video predictions (T, K, >=2)."""
+    norm = temporal_norm(predictions)
+    return long_table(norm, bodyparts, np.arange(len(norm)), "frame", "temporal_norm_px")
+
+
+def summarize(table: pd.DataFrame, value: str | None = None, by: Sequence[str] = ("bodypart",)) -> pd.DataFrame:
+    """mean / median / p90 / count of ``value`` per group of ``by``, plus an overall ``__all__`` row.
+
+    ``value`` defaults to the table's last column. NaNs (unlabeled keypoints) are ignored.
+    """
+    value = value or table.columns[-1]
+    by = list(by)
+
+    def stats(series: pd.Series) -> pd.Series:
+        finite = series.dropna()
+        return pd.Series(
+            {
+                "mean": finite.mean() if len(finite) else np.nan,
+                "median": finite.median() if len(finite) else np.nan,
+                "p90": finite.quantile(0.9) if len(finite) else np.nan,
+                "count": int(len(finite)),
+            }
+        )
+
+    grouped = table.groupby(by, sort=False)[value].apply(stats).unstack()
+    overall = stats(table[value]).to_frame().T
+    overall.index = pd.MultiIndex.from_tuples([(ALL,) * len(by)], names=by) if len(by) > 1 else pd.Index([ALL], name=by[0])
+    summary = pd.concat([grouped, overall])
+    summary["count"] = summary["count"].astype(int)
+    return summary
+
+
+def evaluate(model_dir: PathLike, labels: LabeledFrames, *, model=None, batch_size: int = 16) -> pd.DataFrame:
+    """Pixel error of the model in ``model_dir`` on ``labels``, in original-frame pixels.
+
+    Long format: ``image, split, bodypart, error_px`` (+ ``likelihood``). The split comes from
+    ``model_dir/splits.csv``; images the model never saw in any split are ``"unused"``.
+    Unlabeled keypoints give NaN errors (kept, so counts per keypoint stay honest).
+    """
+    from .data import read_splits
+    from .predict import load_model, predict_labeled
+
+    model_dir = Path(model_dir)
+    model = model or load_model(model_dir)
+    predictions = predict_labeled(model, labels, batch_size=batch_size)
+    errors = pixel_errors(predictions, labels.keypoints)
+    splits_path = model_dir / "splits.csv"
+    splits = read_splits(splits_path) if splits_path.is_file() else {}
+    table = long_table(errors, labels.bodyparts, labels.image_paths, "image", "error_px")
+    table.insert(1, "split", table["image"].map(lambda image: splits.get(image, "unused")))
+    table["likelihood"] = predictions[..., 2].reshape(-1)
+    return table[["image", "split", "bodypart", "error_px", "likelihood"]]

@@ -1,0 +1,86 @@
+"""TrainConfig: defaults, round trips, and errors that name the key at fault."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from element_lightning_pose.engine.config import ConfigError, TrainConfig, parameter_reference
+
+
+def test_defaults_follow_the_reference_method():
+    config = TrainConfig()
+    assert config.model.heatmap_sigma == 1.25
+    assert config.training.batch_size == 8
+    assert config.training.learning_rate == 1e-3
+    assert config.augmentation.hflip is False
+    assert config.model.model_type == "heatmap"
+    assert config.losses.model_dump() == {}
+
+
+def test_yaml_round_trip_keeps_every_value(tmp_path):
+    config = TrainConfig.from_dict(
+        {"data": {"image_resize": [128, 96]}, "model": {"backbone": "resnet18", "pretrained": "w.pth"},
+         "training": {"lr_milestones": [3, 5], "max_steps": 7}}
+    )
+    path = config.to_yaml(tmp_path / "sub" / "config.yaml")
+    text = yaml.safe_load(path.read_text())
+    assert text["data"]["image_resize"] == [128, 96]  # every default written out
+    assert "augmentation" in text and "rotation_deg" in text["augmentation"]
+    again = TrainConfig.from_yaml(path)
+    assert again == config
+    assert again.model.pretrained == "w.pth"
+    assert again.data.image_resize == (128, 96)
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"training": {"lerning_rate": 0.1}}, "training.lerning_rate: unknown key"),
+        ({"optimiser": {}}, "optimiser: unknown key"),
+        ({"losses": {"temporal": {"weight": 1}}}, "losses.temporal: unknown key"),
+        ({"data": {"image_resize": [100, 64]}}, "data.image_resize"),
+        ({"model": {"backbone": "vgg16"}}, "model.backbone"),
+        ({"training": {"batch_size": 0}}, "training.batch_size"),
+        ({"augmentation": {"scale_range": [1.2, 0.8]}}, "augmentation.scale_range"),
+    ],
+)
+def test_bad_values_name_the_key(values, key):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    assert key in str(info.value)
+
+
+def test_split_probabilities_must_fit():
+    with pytest.raises(ConfigError, match="train_prob \\+ val_prob"):
+        TrainConfig.from_dict({"data": {"train_prob": 0.95, "val_prob": 0.1}})
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_yaml(path)
+    assert str(path) in str(info.value) and "training.max_epoch" in str(info.value)
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_overrides_parse_values_and_reject_unknown_keys():
+    config = TrainConfig().with_overrides(["training.max_epochs=12", "model.pretrained=false", "data.image_resize=[64, 64]"])
+    assert config.training.max_epochs == 12 and config.model.pretrained is False
+    assert config.data.image_resize == (64, 64)
+    with pytest.raises(ConfigError, match="training.max_epoch"):
+        TrainConfig().with_overrides(["training.max_epoch=3"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        TrainConfig().with_overrides(["training.max_epochs"])
+
+
+def test_parameter_reference_covers_every_field():
+    rows = parameter_reference()
+    fields = {row["field"] for row in rows}
+    for section, section_field in TrainConfig.model_fields.items():
+        for name in section_field.annotation.model_fields:
+            assert f"{section}.{name}" in fields
+    sigma = next(row for row in rows if row["field"] == "model.heatmap_sigma")
+    assert sigma["default"] == "1.25" and sigma["type"] == "float" and sigma["description"]

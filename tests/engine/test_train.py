@@ -1,0 +1,223 @@
+"""Augmentation, splits, supervised training, the model-directory contract, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from element_lightning_pose.cli import main as elp
+from element_lightning_pose.engine.config import AugmentationConfig, ConfigError, TrainConfig
+from element_lightning_pose.engine.data import Augmenter, LabeledDataset, read_splits, scale_points, split_frames
+from element_lightning_pose.engine.io import load_project
+from element_lightning_pose.engine.predict import load_model
+from element_lightning_pose.engine.synthetic import make_synthetic_project
+from element_lightning_pose.engine.train import train
+
+TINY = {
+    "data": {"image_resize": [64, 64]},
+    "model": {"backbone": "resnet18", "pretrained": False},
+    "training": {"max_epochs": 2, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_synthetic_project(tmp_path_factory.mktemp("project"), image_size=(64, 64), n_labeled=20, n_video_frames=40)
+
+
+@pytest.fixture(scope="module")
+def trained(project, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    return train(TINY, project.root, model_dir, progress=False)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _dot_centre(image: np.ndarray) -> tuple[float, float]:
+    grey = image[..., 0].astype(float)
+    weights = np.where(grey > 60, grey, 0)
+    ys, xs = np.indices(grey.shape)
+    return (weights * xs).sum() / weights.sum(), (weights * ys).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmentation_moves_labels_with_the_pixels(seed):
+    config = AugmentationConfig(rotation_deg=40, scale_range=(0.7, 1.3), translate_frac=0.1, hflip=True,
+                                contrast_prob=0, blur_prob=0, occlusion_prob=0)
+    augmenter = Augmenter(config, ["a"])
+    rng = np.random.default_rng(seed)
+    keypoint = np.array([[rng.uniform(30, 70), rng.uniform(25, 55)]])
+    image = np.zeros((80, 96, 3), np.uint8)
+    # an anti-aliased dot centred on the subpixel keypoint (drawn at 1/16 px precision)
+    centre = tuple(int(round(v * 16)) for v in keypoint[0])
+    cv2.circle(image, centre, 3 * 16, (255, 255, 255), -1, lineType=cv2.LINE_AA, shift=4)
+    before = _dot_centre(image)
+    assert before == pytest.approx(tuple(keypoint[0]), abs=0.1)
+    out, moved = augmenter(image, keypoint.copy(), np.random.default_rng(seed + 100))
+    assert out.shape == image.shape
+    if np.isnan(moved).any():  # pushed out of the frame: the dot must be gone too
+        assert out[..., 0].max() < 60
+        return
+    assert _dot_centre(out) == pytest.approx(tuple(moved[0]), abs=0.35)
+
+
+def test_flip_swaps_left_and_right_names():
+    config = AugmentationConfig(rotation_deg=0, scale_range=(1, 1), translate_frac=0, hflip=True, flip_pairs=[("left", "right")],
+                                contrast_prob=0, blur_prob=0, occlusion_prob=0)
+    augmenter = Augmenter(config, ["left", "nose", "right"])
+    keypoints = np.array([[10.0, 5.0], [20.0, 6.0], [30.0, 7.0]])
+    image = np.zeros((16, 41, 3), np.uint8)
+    flips = 0
+    for seed in range(10):
+        _, moved = augmenter(image, keypoints.copy(), np.random.default_rng(seed))
+        if moved[0, 1] != keypoints[0, 1]:
+            flips += 1
+            # x -> 40 - x, and "left" is now the mirrored right keypoint
+            assert moved.tolist() == [[10.0, 7.0], [20.0, 6.0], [30.0, 5.0]]
+        else:
+            assert moved.tolist() == keypoints.tolist()
+    assert 0 < flips < 10
+    with pytest.raises(ValueError, match="unknown body part"):
+        Augmenter(AugmentationConfig(flip_pairs=[("left", "tail")]), ["left", "right"])
+
+
+def test_photometric_augmentation_keeps_labels(project):
+    labels, _ = load_project(project.root)
+    config = AugmentationConfig(rotation_deg=0, scale_range=(1, 1), translate_frac=0, contrast_prob=1, blur_prob=1, occlusion_prob=1)
+    dataset = LabeledDataset(labels, [0, 1], (64, 64), Augmenter(config, labels.bodyparts))
+    plain = LabeledDataset(labels, [0, 1], (64, 64))
+    torch.manual_seed(0)
+    item, reference = dataset[0], plain[0]
+    assert torch.equal(item["keypoints"], reference["keypoints"])
+    assert not torch.equal(item["image"], reference["image"])
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 64, 64)
+
+
+def test_resize_scales_labels_with_pixel_centres(project):
+    labels, _ = load_project(project.root)
+    dataset = LabeledDataset(labels, [3], (128, 64))
+    item = dataset[0]
+    expected = scale_points(labels.keypoints[3], (64, 64), (128, 64))
+    np.testing.assert_allclose(item["keypoints"].numpy(), expected, rtol=0, atol=1e-4)
+    # x: (x + 0.5) * 1 - 0.5 = x ; y: (y + 0.5) * 2 - 0.5
+    np.testing.assert_allclose(expected[:, 0], labels.keypoints[3][:, 0])
+    np.testing.assert_allclose(expected[:, 1], labels.keypoints[3][:, 1] * 2 + 0.5)
+
+
+def test_split_is_seeded_and_complete():
+    a = split_frames(50, 0.8, 0.1, seed=3)
+    assert (a == split_frames(50, 0.8, 0.1, seed=3)).all()
+    assert not (a == split_frames(50, 0.8, 0.1, seed=4)).all()
+    assert (a == "train").sum() == 40 and (a == "val").sum() == 5 and (a == "test").sum() == 5
+    tiny = split_frames(3, 0.8, 0.1, seed=0)
+    assert (tiny == "val").sum() == 1 and (tiny == "train").sum() == 2
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_writes_the_model_directory_contract(trained, project):
+    model_dir = trained.model_dir
+    labels, _ = load_project(project.root)
+    assert TrainConfig.from_yaml(model_dir / "config.yaml") == TrainConfig.from_dict(TINY)
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["bodyparts"] == labels.bodyparts
+    assert info["frame_size"] == [64, 64] and info["image_resize"] == [64, 64]
+    assert info["backbone"] == "resnet18" and info["engine_version"]
+    assert info["n_train"] + info["n_val"] + info["n_test"] == len(labels)
+    assert info["n_val"] >= 1 and info["wall_time_s"] > 0
+    assert info["best_val_loss"] == pytest.approx(trained.best_val_loss)
+    splits = read_splits(model_dir / "splits.csv")
+    assert set(splits) == set(labels.image_paths)
+    assert sum(v == "train" for v in splits.values()) == info["n_train"]
+    assert trained.best_checkpoint == model_dir / "checkpoints" / "best.ckpt"
+    assert trained.best_checkpoint.is_file() and (model_dir / "checkpoints" / "last.ckpt").is_file()
+    history = pd.read_csv(model_dir / "metrics.csv")
+    assert list(history["epoch"]) == [0, 1] and trained.epochs == 2
+    assert {"train_loss", "val_loss", "val_pixel_error", "lr"} <= set(history.columns)
+    assert trained.best_val_loss == pytest.approx(history["val_loss"].min())
+
+
+def test_best_checkpoint_loads_without_the_project(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "moved_model"
+    shutil.copytree(trained.model_dir, copy)
+    model = load_model(copy)
+    assert model.bodyparts == json.loads((copy / "model.json").read_text())["bodyparts"]
+    assert model.image_resize == (64, 64)
+
+
+def test_training_lowers_the_loss(project, tmp_path):
+    config = TrainConfig.from_dict(TINY).with_overrides(
+        ["training.max_epochs=6", "augmentation.enabled=false", "data.val_prob=0.1", "training.learning_rate=0.003"]
+    )
+    result = train(config, project.root, tmp_path / "m", progress=False)
+    losses = result.history["train_loss"].to_numpy()
+    assert len(losses) == 6
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_resume_continues_epochs_and_history(trained, project, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "resumed"
+    shutil.copytree(trained.model_dir, model_dir)
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
+    result = train(config, project.root, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt", progress=False)
+    assert result.epochs == 3
+    assert list(result.history["epoch"]) == [0, 1, 2]
+    # the first two epochs are the original run's, carried through the checkpoint
+    np.testing.assert_allclose(result.history["train_loss"][:2], trained.history["train_loss"], rtol=1e-6)
+    assert read_splits(model_dir / "splits.csv") == read_splits(trained.model_dir / "splits.csv")
+    assert result.wall_time_s > trained.wall_time_s
+    with pytest.raises(FileNotFoundError, match="resume"):
+        train(config, project.root, model_dir, resume_from=model_dir / "nope.ckpt", progress=False)
+
+
+def test_bad_config_fails_before_training(project, tmp_path):
+    with pytest.raises(ConfigError, match="training.max_epoch"):
+        train({"training": {"max_epoch": 1}}, project.root, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_trains_from_a_project_folder_and_a_config(project, tmp_path, capsys):
+    code = elp(["train", str(project.root), "--model-dir", str(tmp_path / "a"), "--no-progress",
+                "--set", "model.backbone=resnet18", "--set", "model.pretrained=false", "--set", "data.image_resize=[64,64]",
+                "--set", "training.max_steps=2", "--set", "training.num_workers=0"])
+    assert code == 0, capsys.readouterr().out
+    assert (tmp_path / "a" / "checkpoints" / "best.ckpt").is_file()
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    code = elp(["train", str(config_path), "--project", str(project.root), "--model-dir", str(tmp_path / "b"),
+                "--no-progress", "--set", "training.max_epochs=1"])
+    assert code == 0
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["epochs"] == 1
+    code = elp(["train", str(config_path), "--project", str(project.root), "--model-dir", str(tmp_path / "c"),
+                "--no-progress", "--set", "training.max_epoch=1"])
+    assert code == 2 and "training.max_epoch" in capsys.readouterr().out
+
+
+def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
+    from element_lightning_pose.engine.predict import predict_video
+
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_steps=3", "training.max_epochs=1", "data.image_resize=[64, 64]"])
+    result = train(config, mirror_mouse_dir, tmp_path / "mm", progress=False)
+    # 3 steps end the run mid-epoch, before Lightning validates: the run still validates once
+    assert result.best_val_loss is not None and np.isfinite(result.best_val_loss)
+    info = json.loads((tmp_path / "mm" / "model.json").read_text())
+    assert len(info["bodyparts"]) == 17 and info["frame_size"] == [406, 396]
+    model = load_model(result.model_dir)
+    _, videos = load_project(mirror_mouse_dir)
+    predictions = predict_video(model, videos[0], stop=50, out_csv=tmp_path / "mm.csv", progress=False)
+    assert predictions.shape == (50, 17, 3)
+    assert np.isfinite(predictions).all()
+    assert predictions[..., 0].min() >= -0.5 and predictions[..., 0].max() <= 395.5
+    assert predictions[..., 1].min() >= -0.5 and predictions[..., 1].max() <= 405.5
