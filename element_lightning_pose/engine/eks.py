@@ -24,11 +24,27 @@ marginal likelihood, with no Python loop over time:
                  - 1/2 log det H - 1/2 [sum w_t (y_t - mu_t)^2 + (mu_0 - m0)^2/S0
                                         + sum (mu_t - mu_{t-1})^2 / s]
 
-Choosing ``s``: per keypoint (or per group of keypoints) the ``s`` that maximises this
-marginal likelihood **with the same time-varying noise R_t that the smoother uses**. (eks 4.6.2
-instead fits ``s`` by Adam on a likelihood whose noise is the *constant* median of R_t; with a
-fixed ``s`` both give the same smoother.) The search evaluates a grid of ``log s`` for all
-series at once, then refines every group's optimum by a vectorised golden-section search.
+Two noise models (``noise=``):
+
+* ``"eks"``: R_t is the ensemble variance, exactly eks 4.6.2's model. With the same fixed
+  ``s`` our output equals eks's (up to its float32 arithmetic).
+* ``"calibrated"``: R_t = c (R_ens,t + median over frames of R_ens) / 2. The spread of M
+  members is a noisy variance estimate (M-1 degrees of freedom), so each frame's value is
+  shrunk halfway to the series' median (frames with a large spread, i.e. outliers, keep a large
+  variance), and a scale c per series (x and y of each keypoint) absorbs that the spread of
+  the members is not the error variance of their median. c multiplies every variance of the
+  model (prior, steps, noise), so for a given ``s`` it changes the posterior variance (which
+  it calibrates) but not the trajectory; it has a closed-form maximum likelihood estimate.
+* ``"auto"`` (default): ``"eks"`` when ``s`` is given, ``"calibrated"`` when ``s`` is fitted.
+
+Choosing ``s``: per keypoint (or per group of keypoints) the ``s`` that maximises the marginal
+likelihood above **with the same time-varying noise R_t that the smoother uses** (calibrated:
+the likelihood profiled over c). eks 4.6.2 instead fits ``s`` by Adam on a likelihood whose
+noise is the *constant* median of R_t. The search evaluates a grid of ``log s`` for all series
+at once, then refines every group's optimum by a vectorised golden-section search. ``s`` is
+reported as used in the model, i.e. relative to the (shrunk) ensemble variance: the random
+walk's variance in px^2/frame is ``s * c``. Passing the reported ``s`` back with
+``noise="calibrated"`` reproduces the result.
 
 Frames where no member has a finite prediction are missing observations (``w_t = 0``): the
 smoother bridges them and its variance grows across the gap; they never produce NaN.
@@ -52,6 +68,7 @@ from element_lightning_pose.engine.io import ProjectError, read_predictions, wri
 PathLike = str | os.PathLike
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
+NoiseModel = Literal["auto", "eks", "calibrated"]
 
 EKS_COORDS = (
     "x", "y", "likelihood", "x_ens_median", "y_ens_median",
@@ -74,9 +91,10 @@ class SmoothingResult:
     centre: np.ndarray  # (T, K, 2) ensemble median/mean (NaN where no member is valid)
     ensemble_var: np.ndarray  # (T, K, 2) observation noise variance R_t (NaN where missing)
     posterior_var: np.ndarray  # (T, K, 2) posterior variance of x and y
-    s: np.ndarray  # (K,) smoothing parameter (random-walk variance, px^2/frame) per keypoint
+    s: np.ndarray  # (K,) smoothing parameter (random-walk variance, px^2/frame, before c)
     bodyparts: list[str]
     log_likelihood: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,) at s
+    noise_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K, 2) c per series
 
     def to_array(self) -> np.ndarray:
         """(T, K, 9) in eks's column order (see ``EKS_COORDS``)."""
@@ -282,36 +300,57 @@ def _posterior_variance(d: np.ndarray, l: np.ndarray, shape: tuple[int, int]) ->
     return variance.reshape(shape)
 
 
-def _log_likelihood(series: _Series, s: np.ndarray, constant: np.ndarray) -> np.ndarray:
-    """log p(y) per series under random-walk variance ``s`` (N,), time-varying noise 1/w."""
+NOISE_SCALE_BOUNDS = (1e-2, 1e2)  # a fitted noise scale stays within 100x of the ensemble's
+
+
+def _log_likelihood(
+    series: _Series, s: np.ndarray, constant: np.ndarray, noise_scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(y), noise scale) per series for random-walk variance ``s`` (N,).
+
+    ``noise_scale`` c multiplies every variance of the model (prior, steps, observations):
+    the posterior mean does not change, the posterior variance scales by c. ``None`` fits c
+    in closed form (c = quadratic residual / number of observations), i.e. returns the
+    likelihood profiled over c.
+    """
     d, l = _factor(series, s)
-    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l))
+    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l), noise_scale)
 
 
 def _log_likelihood_at(
-    series: _Series, s: np.ndarray, constant: np.ndarray, d: np.ndarray, mean: np.ndarray
-) -> np.ndarray:
-    """log p(y) from the factor's pivots ``d`` (log det H) and the posterior mean."""
+    series: _Series, s: np.ndarray, constant: np.ndarray, d: np.ndarray, mean: np.ndarray,
+    noise_scale: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """log p(y) from the factor's pivots ``d`` (log det H) and the posterior mean (c = 1:
+    ``constant - (T-1)/2 log s - 1/2 log det H - 1/2 residual``; general c below)."""
     n_frames = series.w.shape[1]
     residual = (series.w * (series.y - mean) ** 2).sum(axis=1)
     residual += mean[:, 0] ** 2 / series.prior_var + (np.diff(mean, axis=1) ** 2).sum(axis=1) / s
     log_det = np.log(d).reshape(series.w.shape).sum(axis=1)
-    return constant - 0.5 * (n_frames - 1) * np.log(s) - 0.5 * log_det - 0.5 * residual
+    n_obs = (series.w > 0).sum(axis=1)
+    if noise_scale is None:
+        noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
+    log_lik = (constant - 0.5 * (n_frames - 1) * np.log(s) - 0.5 * log_det
+               - 0.5 * residual / noise_scale - 0.5 * n_obs * np.log(noise_scale))
+    return log_lik, noise_scale
 
 
 def fit_smoothing_param(
-    series: _Series, groups: np.ndarray, grid_step: float = 1.0, refine_steps: int = 16
+    series: _Series, groups: np.ndarray, fit_noise_scale: bool = True,
+    grid_step: float = 1.0, refine_steps: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
 
     Returns (s per group, log-likelihood per group). The likelihood uses the time-varying
-    noise R_t, the same noise model as the smoother.
+    noise R_t, the same noise model as the smoother, times a noise scale per series that is
+    profiled out (``fit_noise_scale``) or 1.
     """
     n_groups = int(groups.max()) + 1
     constant = series.constant_log_likelihood()
+    unit = None if fit_noise_scale else np.ones(series.w.shape[0])
 
     def group_ll(s: np.ndarray) -> np.ndarray:
-        ll = _log_likelihood(series, s[groups], constant)
+        ll, _ = _log_likelihood(series, s[groups], constant, unit)
         return np.bincount(groups, weights=ll, minlength=n_groups)
 
     return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps)
@@ -369,6 +408,7 @@ def smooth(
     var_mode: VarMode = "confidence_weighted",
     keypoint_groups: Sequence[Sequence[int | str]] | None = None,
     fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    noise: NoiseModel = "auto",
 ) -> SmoothingResult:
     """Smooth an ensemble of single-view predictions.
 
@@ -376,43 +416,77 @@ def smooth(
         members: (M, T, K, 3) array of x/y/likelihood, a list of (T, K, 3) arrays, or a list
             of prediction CSV files (3-row header).
         bodyparts: keypoint names (default: from the CSVs, else ``keypoint0`` ...).
-        s: fixed random-walk variance (px^2 per frame), one value or one per keypoint;
-            ``None`` chooses it per keypoint (or per group) by maximum marginal likelihood.
+        s: fixed random-walk variance (px^2 per frame, relative to the ensemble variance as
+            in eks), one value or one per keypoint; ``None`` chooses it per keypoint (or per
+            group) by maximum marginal likelihood.
         centre: ensemble centre used as the observation, ``"median"`` or ``"mean"``.
         var_mode: ``"confidence_weighted"`` (ensemble variance / mean likelihood, eks's
             default) or ``"plain"`` (ensemble variance).
         keypoint_groups: lists of keypoint indices or names that share one ``s``.
         fit_range: frames used to choose ``s``: ``(start, stop)`` or a list of them, 0-based
             and half-open, ``None`` for an open end. Smoothing always covers every frame.
+        noise: observation noise model. ``"eks"``: R_t = the ensemble variance, exactly
+            eks 4.6.2's model. ``"calibrated"``: R_t = c (R_ens,t + median_t R_ens,t) / 2 with c
+            per series fitted jointly with s (see the module docstring). ``"auto"``: eks's
+            model when ``s`` is given, calibrated when ``s`` is fitted.
     """
     data, names = load_members(members, bodyparts)
     stats = ensemble_stats(data, centre, var_mode)
     n_frames, n_keypoints = stats.likelihood.shape
-    series = _Series.from_observations(_to_series(stats.centre), _to_series(stats.variance))
+    calibrated = _is_calibrated(noise, s)
+    noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
+    series = _Series.from_observations(_to_series(stats.centre), _to_series(noise_var))
     groups = keypoint_group_ids(keypoint_groups, names)
+    keep = fit_range_mask(fit_range, n_frames)
+    fit_series = series.crop(keep) if not keep.all() else series
     if s is None:
-        keep = fit_range_mask(fit_range, n_frames)
-        fit_series = series.crop(keep) if not keep.all() else series
-        s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2))
+        s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated)
         s_keypoint = s_group[groups]
     else:
         s_keypoint = _fixed_s(s, n_keypoints)
-    mean, variance, log_lik = _smooth_series(series, np.repeat(s_keypoint, 2))
+    s_series = np.repeat(s_keypoint, 2)
+    scale = (_log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
+             if calibrated else np.ones(2 * n_keypoints))
+    mean, variance, log_lik = _smooth_series(series, s_series, scale)
     mean, variance = _from_series(mean, n_keypoints), _from_series(variance, n_keypoints)
     _blank_unobserved(series, mean, variance, names)
     return SmoothingResult(
         x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
         ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
         log_likelihood=log_lik.reshape(n_keypoints, 2).sum(axis=1),
+        noise_scale=scale.reshape(n_keypoints, 2),
     )
 
 
-def _smooth_series(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _is_calibrated(noise: str, s) -> bool:
+    if noise not in ("auto", "eks", "calibrated"):
+        raise ValueError(f"noise must be 'auto', 'eks' or 'calibrated', got {noise!r}")
+    return noise == "calibrated" or (noise == "auto" and s is None)
+
+
+def shrink_variance(variance: np.ndarray) -> np.ndarray:
+    """Halfway between each frame's ensemble variance and the series' median (over frames).
+
+    The spread of M members estimates a variance with M-1 degrees of freedom only (for 5
+    members its coefficient of variation is 0.7): frames where the members agree by chance
+    would be trusted far too much. Averaging with the series' median is the posterior mean
+    under an inverse-gamma prior of as many degrees of freedom centred there; frames with a
+    large spread (outliers, jumps) keep a large variance.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series stay NaN
+        typical = np.nanmedian(variance, axis=0, keepdims=True)
+    return 0.5 * (variance + typical)
+
+
+def _smooth_series(
+    series: _Series, s: np.ndarray, noise_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
     d, l = _factor(series, s)
     mean = _posterior_mean(series, d, l)
-    log_lik = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean)
-    variance = _posterior_variance(d, l, series.w.shape)
+    log_lik, _ = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
+    variance = _posterior_variance(d, l, series.w.shape) * noise_scale[:, None]
     return mean + series.offset[:, None], variance, log_lik
 
 
@@ -576,8 +650,11 @@ def _latent_posterior_mean(model: _LatentModel, s: np.ndarray) -> tuple[np.ndarr
     return latent.reshape(model.w.shape[0], model.w.shape[1], model.n_latent), factor
 
 
-def _latent_log_likelihood(model: _LatentModel, s: np.ndarray) -> np.ndarray:
-    """log p(y) per group, the same closed form as the single-view case."""
+def _latent_log_likelihood(
+    model: _LatentModel, s: np.ndarray, noise_scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(y), noise scale c) per group, the same closed form as the single-view case
+    (``noise_scale`` None: c fitted in closed form, one per group)."""
     latent, factor = _latent_posterior_mean(model, s)
     n_groups, n_frames, _ = model.w.shape
     observed = model.w > 0
@@ -589,8 +666,12 @@ def _latent_log_likelihood(model: _LatentModel, s: np.ndarray) -> np.ndarray:
     residual += (latent[:, 0] ** 2 / model.prior_var).sum(axis=1)
     residual += (np.diff(latent, axis=1) ** 2).sum(axis=(1, 2)) / s
     log_det = 2.0 * np.log(factor[0]).reshape(n_groups, -1).sum(axis=1)
-    return (constant - 0.5 * model.n_latent * (n_frames - 1) * np.log(s)
-            - 0.5 * log_det - 0.5 * residual)
+    n_obs = observed.sum(axis=(1, 2))
+    if noise_scale is None:
+        noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
+    log_lik = (constant - 0.5 * model.n_latent * (n_frames - 1) * np.log(s) - 0.5 * log_det
+               - 0.5 * residual / noise_scale - 0.5 * n_obs * np.log(noise_scale))
+    return log_lik, noise_scale
 
 
 def _latent_posterior_cov(model: _LatentModel, s: np.ndarray) -> np.ndarray:
@@ -631,6 +712,7 @@ def smooth_multiview(
     fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
     n_latent: int = 3,
     pca_quantile: float = 50.0,
+    noise: NoiseModel = "auto",
 ) -> SmoothingResult:
     """Smooth keypoints seen in several views jointly through a linear latent model.
 
@@ -642,7 +724,7 @@ def smooth_multiview(
     group (fixed, or by maximum marginal likelihood on ``fit_range``). Outputs are per view, in
     the same layout as :func:`smooth`; keypoints in no group are smoothed on their own
     (with ``s`` if it is one number, else with a fitted ``s``). ``s``: one value, one per
-    group, or ``None``.
+    group, or ``None``. ``noise`` as in :func:`smooth` (calibrated: one noise scale per group).
     """
     data, names = load_members(members, bodyparts)
     groups = [[_keypoint_index(k, names) for k in group] for group in view_groups]
@@ -652,14 +734,20 @@ def smooth_multiview(
                          f"keypoints, each keypoint in one group only; got {view_groups}")
     alone = [k for k in range(len(names)) if k not in set(flat)]
     result = smooth(data, names, s=s if s is None or np.ndim(s) == 0 else None, centre=centre,
-                    var_mode=var_mode, fit_range=fit_range) if alone else None
+                    var_mode=var_mode, fit_range=fit_range, noise=noise) if alone else None
     stats = ensemble_stats(data, centre, var_mode)
+    calibrated = _is_calibrated(noise, s)
+    noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
     group_names = ["+".join(names[k] for k in g) for g in groups]
-    model = _fit_latent_model(_view_stack(stats.centre, groups), _view_stack(stats.variance, groups),
+    model = _fit_latent_model(_view_stack(stats.centre, groups), _view_stack(noise_var, groups),
                               n_latent, pca_quantile, group_names)
-    s_group = _multiview_s(model, s, fit_range, len(groups), stats.centre.shape[0])
+    fit_model = _crop_latent(model, fit_range_mask(fit_range, stats.centre.shape[0]))
+    unit = None if calibrated else np.ones(len(groups))
+    s_group = _fixed_s(s, len(groups)) if s is not None else maximise_over_log_s(
+        lambda s_: _latent_log_likelihood(fit_model, s_, unit)[0], len(groups))[0]
+    scale = _latent_log_likelihood(fit_model, s_group, unit)[1]
     latent, _ = _latent_posterior_mean(model, s_group)
-    cov = _latent_posterior_cov(model, s_group)
+    cov = _latent_posterior_cov(model, s_group) * scale[:, None, None, None]
     fitted = model.mean[:, None, :] + np.einsum("gri,gti->gtr", model.loadings, latent)
     fitted_var = np.einsum("gri,gtik,grk->gtr", model.loadings, cov, model.loadings)
     n_frames = stats.centre.shape[0]
@@ -667,20 +755,22 @@ def smooth_multiview(
     variance = np.full((n_frames, len(names), 2), np.nan)
     s_keypoint = np.full(len(names), np.nan)
     log_lik = np.full(len(names), np.nan)
+    noise_scale = np.ones((len(names), 2))
     if result is not None:
         mean[:, alone] = np.stack([result.x, result.y], axis=-1)[:, alone]
         variance[:, alone] = result.posterior_var[:, alone]
         s_keypoint[alone], log_lik[alone] = result.s[alone], result.log_likelihood[alone]
-    group_ll = _latent_log_likelihood(model, s_group)
+        noise_scale[alone] = result.noise_scale[alone]
+    group_ll = _latent_log_likelihood(model, s_group, scale)[0]
     for g, group in enumerate(groups):
         for v, k in enumerate(group):
             mean[:, k] = fitted[g, :, 2 * v: 2 * v + 2]
             variance[:, k] = fitted_var[g, :, 2 * v: 2 * v + 2]
-            s_keypoint[k], log_lik[k] = s_group[g], group_ll[g]
+            s_keypoint[k], log_lik[k], noise_scale[k] = s_group[g], group_ll[g], scale[g]
     return SmoothingResult(
         x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
         ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
-        log_likelihood=log_lik,
+        log_likelihood=log_lik, noise_scale=noise_scale,
     )
 
 
@@ -689,19 +779,14 @@ def _view_stack(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     return np.stack([values[:, group].reshape(values.shape[0], -1) for group in groups])
 
 
-def _multiview_s(model: _LatentModel, s: float | Sequence[float] | None,
-                 fit_range, n_groups: int, n_frames: int) -> np.ndarray:
-    if s is not None:
-        return _fixed_s(s, n_groups)
-    keep = fit_range_mask(fit_range, n_frames)
-    fit_model = model
-    if not keep.all():
-        frames = np.flatnonzero(keep)
-        span = slice(frames[0], frames[-1] + 1)
-        fit_model = _LatentModel(model.y[:, span], np.where(keep[None, :, None], model.w, 0.0)[:, span],
-                                 model.mean, model.loadings, model.prior_var)
-    s_group, _ = maximise_over_log_s(lambda s_: _latent_log_likelihood(fit_model, s_), n_groups)
-    return s_group
+def _crop_latent(model: _LatentModel, keep: np.ndarray) -> _LatentModel:
+    """The model seen only on frames ``keep`` (T,), cut to their span (for fitting s)."""
+    if keep.all():
+        return model
+    frames = np.flatnonzero(keep)
+    span = slice(frames[0], frames[-1] + 1)
+    w = np.where(keep[None, :, None], model.w, 0.0)[:, span]
+    return _LatentModel(model.y[:, span], w, model.mean, model.loadings, model.prior_var)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -718,6 +803,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--centre", choices=("median", "mean"), default="median")
     parser.add_argument("--var-mode", choices=("confidence_weighted", "plain"),
                         default="confidence_weighted")
+    parser.add_argument("--noise", choices=("auto", "eks", "calibrated"), default="auto",
+                        help="noise model: eks's (ensemble variance as is), calibrated (shrunk "
+                             "and scaled by a fitted factor); auto: eks with --s, else calibrated")
     parser.add_argument("--fit-range", default=None, metavar="START:STOP[,START:STOP]",
                         help="frames used to fit s (0-based, stop excluded; empty = open end)")
     parser.add_argument("--keypoint-groups", default=None, metavar="A,B;C,D",
@@ -731,7 +819,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     try:
         fit_range = parse_fit_range(args.fit_range)
         common = dict(s=args.smooth_param, centre=args.centre, var_mode=args.var_mode,
-                      fit_range=fit_range)
+                      fit_range=fit_range, noise=args.noise)
         if args.view_groups:
             if args.keypoint_groups:
                 raise ValueError("--keypoint-groups and --view-groups cannot be combined")

@@ -90,6 +90,27 @@ def test_fitted_s_recovers_the_true_random_walk_variance():
     assert np.sqrt((error**2).mean()) < 0.8 * np.sqrt(((observed - truth) ** 2).mean())
 
 
+def test_calibrated_noise_learns_that_the_ensemble_overstates_the_error():
+    """Members spread by 2 sd around an observation whose error has 1 sd: R_ens = 4x too big."""
+    rng = np.random.default_rng(10)
+    true_s, noise_var = 1.0, 4.0
+    truth = random_walk(rng, 4000, 2, true_s)
+    observed = truth + rng.normal(0.0, np.sqrt(noise_var), truth.shape)
+    members = pair_members(observed, 2 * np.sqrt(noise_var))
+    calibrated = eks.smooth(members)
+    assert calibrated.noise_scale == pytest.approx(np.full((2, 2), 0.25), rel=0.15)
+    assert calibrated.s * 0.25 == pytest.approx([true_s, true_s], rel=0.25)
+    error = np.abs(np.stack([calibrated.x, calibrated.y], -1) - truth)
+    assert 0.93 <= (error <= 1.96 * np.sqrt(calibrated.posterior_var)).mean() <= 0.97
+    # eks's model takes the ensemble variance at face value: overcautious intervals
+    eks_model = eks.smooth(members, s=calibrated.s[0] * 0.25)
+    assert np.all(eks_model.noise_scale == 1.0)
+    assert (error <= 1.96 * np.sqrt(eks_model.posterior_var)).mean() > 0.99
+    # the reported s reproduces the trajectory
+    again = eks.smooth(members, s=calibrated.s, noise="calibrated")
+    assert np.allclose(again.x, calibrated.x) and np.allclose(again.posterior_var, calibrated.posterior_var)
+
+
 def test_all_nan_frames_are_bridged_and_variance_grows_in_the_gap():
     rng = np.random.default_rng(3)
     members = pair_members(random_walk(rng, 200, 3, 1.0), 1.0)
@@ -151,6 +172,8 @@ def test_bad_parameters_are_rejected():
         eks.smooth(members, keypoint_groups=[[0, 1], [1]])
     with pytest.raises(ValueError, match="unknown keypoint"):
         eks.smooth(members, keypoint_groups=[["nose"]])
+    with pytest.raises(ValueError, match="noise must be"):
+        eks.smooth(members, noise="gaussian")
 
 
 def test_groups_share_s_and_fit_range_selects_the_frames():
@@ -215,7 +238,8 @@ def test_cli_smooths_two_csvs(tmp_path, capsys):
     assert values.shape == (60, 2, 9) and bodyparts == ["nose", "tail"]
     printed = capsys.readouterr().out
     assert "nose\ts=" in printed and str(out) in printed
-    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean"]) == 0
+    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean",
+                     "--noise", "calibrated"]) == 0
     assert elp_main(["smooth", paths[0], str(tmp_path / "missing.csv"), "-o", str(out)]) == 2
     assert "missing.csv" in capsys.readouterr().err
     assert elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "10"]) == 2
