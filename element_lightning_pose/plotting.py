@@ -1,0 +1,755 @@
+"""Trace plots, labeled videos and evaluation figures of pose estimates.
+
+The core works on arrays and files, without a database:
+
+* :func:`plot_traces` - x, y and likelihood of each body part over time, with the EKS
+  posterior band, ensemble members and ground truth when given;
+* :func:`write_labeled_video` - the video with keypoints drawn on it (streamed frame by frame);
+* :func:`plot_evaluation` - pixel error per body part and split (``engine.metrics.evaluate``).
+
+Thin DataJoint-facing functions (:func:`plot_pose_estimation`, :func:`plot_ensemble`,
+:func:`labeled_video_for`, :func:`plot_model_evaluation`) fetch from the element's tables and
+call the core; they import the schema modules only when called. ``elp plot`` is the command
+line (:func:`configure_parser`, :func:`run_from_cli`).
+
+Figures are ``matplotlib.figure.Figure`` objects drawn on an Agg canvas without pyplot, so
+plotting changes no global matplotlib state, needs no display, and a returned figure shows
+itself in a notebook. Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from element_lightning_pose.engine.io import ProjectError
+
+PathLike = str | os.PathLike
+
+POSTERIOR_BAND_GID = "posterior_band"  # marks the EKS band's PolyCollection in a figure
+Z_95 = 1.959963984540054  # two-sided 95% interval of a Gaussian
+SPLIT_ORDER = ("train", "val", "test", "unused")
+SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868", "unused": "#8c8c8c"}
+ALL_BODYPARTS = "all"
+EVALUATION_COLUMNS = ("image", "split", "bodypart", "error_px")
+
+
+# --------------------------------------------------------------------------------- shared
+
+
+def bodypart_colours(n: int) -> np.ndarray:
+    """(n, 3) uint8 RGB colours, one per body part, the same in trace plots and videos.
+
+    Up to 10 body parts take matplotlib's ``tab10``, up to 20 ``tab20``, more are spread
+    evenly around the hue circle.
+    """
+    if n <= 10:
+        colours = colormaps["tab10"](np.arange(n))
+    elif n <= 20:
+        colours = colormaps["tab20"](np.arange(n))
+    else:
+        colours = colormaps["hsv"](np.arange(n) / n)
+    return np.round(np.asarray(colours)[:, :3] * 255).astype(np.uint8)
+
+
+def save_figure(figure: Figure, out: PathLike, *, dpi: int = 100) -> Path:
+    """Save ``figure`` to ``out`` (format from the suffix) through a temporary file and a rename."""
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp.{fmt}", dir=out.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, format=fmt, dpi=dpi)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is meant to be shared
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)  # Agg canvas: renders without a display and without pyplot
+    return figure
+
+
+def _select_keypoints(bodyparts: Sequence[str], keypoints: Sequence[str | int] | None) -> list[int]:
+    """Indices of the chosen body parts (names or indices; default all), in the given order."""
+    if keypoints is None:
+        return list(range(len(bodyparts)))
+    chosen = []
+    for item in keypoints:
+        if isinstance(item, (int, np.integer)):
+            if not -len(bodyparts) <= item < len(bodyparts):
+                raise ValueError(f"keypoint index {item} out of range for {len(bodyparts)} body parts")
+            chosen.append(int(item) % len(bodyparts))
+        elif item in bodyparts:
+            chosen.append(list(bodyparts).index(item))
+        else:
+            raise ValueError(f"unknown body part {item!r}; known: {list(bodyparts)}")
+    if not chosen:
+        raise ValueError("no keypoints selected")
+    return chosen
+
+
+def _check_shape(name: str, value: np.ndarray | None, expected: tuple, *, min_last: int | None = None):
+    """``value`` as a float array of shape ``expected`` (last axis at least ``min_last`` long)."""
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=float)
+    if min_last is not None:
+        ok = value.shape[:-1] == expected[:-1] and value.shape[-1] >= min_last
+    else:
+        ok = value.shape == expected
+    if not ok:
+        want = expected if min_last is None else (*expected[:-1], f">={min_last}")
+        raise ValueError(f"{name} has shape {value.shape}, expected {want}")
+    return value
+
+
+# --------------------------------------------------------------------------------- traces
+
+
+def plot_traces(
+    x: np.ndarray,
+    y: np.ndarray,
+    likelihood: np.ndarray,
+    bodyparts: Sequence[str],
+    *,
+    fps: float | None = None,
+    posterior_var: np.ndarray | None = None,
+    members: np.ndarray | None = None,
+    ground_truth: np.ndarray | None = None,
+    keypoints: Sequence[str | int] | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+    first_frame: int = 0,
+    likelihood_threshold: float | None = 0.9,
+    title: str | None = None,
+    out: PathLike | None = None,
+) -> Figure:
+    """Keypoint traces over time: one row per body part, columns x (px), y (px), likelihood.
+
+    Args:
+        x, y, likelihood: (T, K) estimates (NaN where missing).
+        bodyparts: the K names.
+        fps: frames per second; the time axis is in seconds when given, else in frames.
+        posterior_var: (T, K, 2) EKS posterior variance of x and y; draws the 95% band
+            ``estimate +- 1.96 sqrt(var)``.
+        members: (M, T, K, >=2) ensemble members' predictions, drawn as thin grey lines.
+        ground_truth: (T, K, >=2) true keypoints, drawn dashed.
+        keypoints: body parts to show (names or indices; default all).
+        frames: ``(start, stop)`` rows to show (half-open, ``None`` for an open end).
+        first_frame: video frame number of row 0 (predictions of a frame range).
+        likelihood_threshold: dotted line on the likelihood panels and grey shading of the
+            frames below it on the x and y panels (``None``: neither).
+        title: figure title.
+        out: save the figure there (PNG, SVG or PDF by suffix), atomically.
+    """
+    x, y, likelihood = (np.asarray(a, dtype=float) for a in (x, y, likelihood))
+    if x.ndim != 2 or y.shape != x.shape or likelihood.shape != x.shape:
+        raise ValueError(f"x, y, likelihood must be (T, K) arrays of one shape, got "
+                         f"{x.shape}, {y.shape}, {likelihood.shape}")
+    n_frames, n_keypoints = x.shape
+    if len(bodyparts) != n_keypoints:
+        raise ValueError(f"{len(bodyparts)} body part names for {n_keypoints} keypoints")
+    posterior_var = _check_shape("posterior_var", posterior_var, (n_frames, n_keypoints, 2))
+    ground_truth = _check_shape("ground_truth", ground_truth, (n_frames, n_keypoints, 2), min_last=2)
+    if members is not None:
+        members = np.asarray(members, dtype=float)
+        if members.ndim != 4 or members.shape[1:3] != (n_frames, n_keypoints) or members.shape[3] < 2:
+            raise ValueError(f"members has shape {members.shape}, expected (M, {n_frames}, {n_keypoints}, >=2)")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive, got {fps}")
+    chosen = _select_keypoints(bodyparts, keypoints)
+    rows = _frame_rows(frames, n_frames)
+    frame_numbers = first_frame + np.arange(n_frames)[rows]
+    time = frame_numbers / fps if fps else frame_numbers
+
+    colours = bodypart_colours(n_keypoints) / 255.0
+    figure = _new_figure(13.0, 0.9 + 1.55 * len(chosen))
+    axes = figure.subplots(len(chosen), 3, sharex=True, squeeze=False)
+    low = likelihood[rows] < likelihood_threshold if likelihood_threshold is not None else None
+    for row, k in enumerate(chosen):
+        for coord, ax in enumerate(axes[row, :2]):
+            estimate = (x if coord == 0 else y)[rows, k]
+            if low is not None and low[:, k].any():
+                ax.fill_between(time, 0, 1, where=low[:, k], step="mid", color="0.85", linewidth=0,
+                                transform=ax.get_xaxis_transform(), zorder=0)
+            if members is not None:
+                for member in members:
+                    ax.plot(time, member[rows, k, coord], color="0.55", linewidth=0.6, alpha=0.8, zorder=1)
+            if posterior_var is not None:
+                half = Z_95 * np.sqrt(posterior_var[rows, k, coord])
+                band = ax.fill_between(time, estimate - half, estimate + half, color=colours[k],
+                                       alpha=0.3, linewidth=0, zorder=2)
+                band.set_gid(POSTERIOR_BAND_GID)
+            ax.plot(time, estimate, color=colours[k], linewidth=1.2, zorder=3)
+            if ground_truth is not None:
+                ax.plot(time, ground_truth[rows, k, coord], color="black", linewidth=1.0,
+                        linestyle="--", zorder=4)
+        axes[row, 0].set_ylabel(f"{bodyparts[k]}\nx (px)", color=colours[k] * 0.8)
+        axes[row, 1].set_ylabel("y (px)")
+        ax = axes[row, 2]
+        ax.plot(time, likelihood[rows, k], color=colours[k], linewidth=1.0)
+        if likelihood_threshold is not None:
+            ax.axhline(likelihood_threshold, color="0.3", linestyle=":", linewidth=1.0)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("likelihood")
+    for ax, name in zip(axes[0], ("x", "y", "likelihood")):
+        ax.set_title(name)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)" if fps else "frame")
+    for ax in axes.flat:
+        ax.margins(x=0)
+        ax.grid(True, color="0.92", linewidth=0.6)
+    handles = _trace_legend(posterior_var, members, ground_truth, low, likelihood_threshold)
+    if handles:
+        figure.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+    if title:
+        figure.suptitle(title)
+    if out is not None:
+        save_figure(figure, out)
+    return figure
+
+
+def _frame_rows(frames: tuple[int | None, int | None] | None, n_frames: int) -> slice:
+    if frames is None:
+        return slice(0, n_frames)
+    if len(frames) != 2:
+        raise ValueError(f"frames must be (start, stop), got {frames!r}")
+    start, stop = (0 if frames[0] is None else int(frames[0])), (n_frames if frames[1] is None else int(frames[1]))
+    if not 0 <= start < min(stop, n_frames):
+        raise ValueError(f"frames {frames} select no rows of {n_frames}")
+    return slice(start, min(stop, n_frames))
+
+
+def _trace_legend(posterior_var, members, ground_truth, low, threshold) -> list:
+    handles = [Line2D([], [], color="0.25", linewidth=1.2, label="estimate (colour: body part)")]
+    if posterior_var is not None:
+        handles.append(Patch(color="0.25", alpha=0.3, label="95% posterior interval"))
+    if members is not None:
+        handles.append(Line2D([], [], color="0.55", linewidth=0.6, label="ensemble members"))
+    if ground_truth is not None:
+        handles.append(Line2D([], [], color="black", linestyle="--", label="ground truth"))
+    if low is not None and low.any():
+        handles.append(Patch(color="0.85", label=f"likelihood < {threshold:g}"))
+    return handles
+
+
+# --------------------------------------------------------------------------------- labeled video
+
+
+def write_labeled_video(
+    video_path: PathLike | Sequence[PathLike],
+    predictions: np.ndarray,
+    bodyparts: Sequence[str],
+    out_path: PathLike,
+    *,
+    likelihood_threshold: float = 0.9,
+    start: int = 0,
+    stop: int | None = None,
+    skeleton: Sequence[tuple[str | int, str | int]] | None = None,
+    dot_radius: int | None = None,
+    first_frame: int = 0,
+    codec: str = "mp4v",
+) -> Path:
+    """Draw keypoints on frames ``start:stop`` of a video and write them to ``out_path`` (mp4).
+
+    Confident keypoints (likelihood >= ``likelihood_threshold``) are filled dots, others
+    hollow circles, each body part in its colour of :func:`bodypart_colours`; NaN keypoints
+    are not drawn. ``skeleton`` pairs (names or indices) are joined by lines when both ends
+    are confident. The frame number is written in the top-left corner. Frames are decoded,
+    drawn and encoded one at a time; the file appears only when complete.
+
+    Args:
+        video_path: the video, or the consecutive files of one recording.
+        predictions: (T, K, >=3) x, y, likelihood in original-frame pixels.
+        bodyparts: the K names.
+        out_path: the labeled video to write.
+        start, stop: video frame range (half-open; ``stop`` default: the end of the video).
+        dot_radius: marker radius in pixels (default: 1% of the frame's shorter side, >= 2).
+        first_frame: the video frame of ``predictions[0]`` (predictions of a frame range).
+        codec: four-character code for OpenCV's writer.
+    """
+    from element_lightning_pose.engine.video import video_info, write_video
+
+    files = [Path(video_path)] if isinstance(video_path, (str, os.PathLike)) else [Path(p) for p in video_path]
+    if not files:
+        raise ValueError("no video file given")
+    predictions = np.asarray(predictions, dtype=float)
+    if predictions.ndim != 3 or predictions.shape[2] < 3 or predictions.shape[1] != len(bodyparts):
+        raise ValueError(f"predictions have shape {predictions.shape}, expected (T, {len(bodyparts)}, 3) "
+                         f"for body parts {list(bodyparts)}")
+    infos = [video_info(path) for path in files]
+    n_video = sum(info.n_frames for info in infos)
+    stop = n_video if stop is None else min(int(stop), n_video)
+    if not 0 <= start < stop:
+        raise ValueError(f"{files[0]}: frame range start={start}, stop={stop} is empty "
+                         f"(the video has {n_video} frames)")
+    covered = (first_frame, first_frame + len(predictions))
+    if start < covered[0] or stop > covered[1] or covered[1] > n_video:
+        raise ValueError(
+            f"predictions cover video frames {covered[0]}..{covered[1] - 1} but the video "
+            f"{files[0]}{' (+%d files)' % (len(files) - 1) if len(files) > 1 else ''} has {n_video} frames "
+            f"and frames {start}..{stop - 1} were requested: wrong video, or pass start/stop/first_frame"
+        )
+    pairs = _skeleton_indices(skeleton, bodyparts)
+    first = infos[0]
+    radius = dot_radius if dot_radius is not None else max(2, round(min(first.width, first.height) / 100))
+    if radius < 1:
+        raise ValueError(f"dot_radius must be >= 1, got {radius}")
+    style = _MarkerStyle(bodypart_colours(len(bodyparts)), radius, likelihood_threshold, first.height)
+
+    def labeled_frames() -> Iterator[np.ndarray]:
+        for number, frame in _recording_frames(files, [i.n_frames for i in infos], start, stop):
+            yield style.draw(frame, predictions[number - first_frame], pairs, number)
+
+    return write_video(out_path, labeled_frames(), first.fps, codec=codec)
+
+
+def _skeleton_indices(skeleton, bodyparts: Sequence[str]) -> list[tuple[int, int]]:
+    pairs = []
+    for pair in skeleton or []:
+        if len(pair) != 2:
+            raise ValueError(f"skeleton edge {pair!r} must be a pair of body parts")
+        a, b = _select_keypoints(bodyparts, list(pair))
+        pairs.append((a, b))
+    return pairs
+
+
+def _recording_frames(
+    files: list[Path], counts: list[int], start: int, stop: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(recording frame number, RGB frame) for frames ``start:stop`` over consecutive files."""
+    from element_lightning_pose.engine.video import VideoError, iter_frames
+
+    offset = 0
+    for path, count in zip(files, counts):
+        local_start, local_stop = max(start - offset, 0), min(stop - offset, count)
+        if local_start < local_stop:
+            number = offset + local_start
+            for frame in iter_frames(path, local_start, local_stop):
+                yield number, frame
+                number += 1
+            if number != offset + local_stop:
+                raise VideoError(f"{path}: decoding stopped at frame {number - offset} of {local_stop}")
+        offset += count
+
+
+class _MarkerStyle:
+    """How keypoints, skeleton and frame numbers are drawn (OpenCV, in place, RGB)."""
+
+    def __init__(self, colours: np.ndarray, radius: int, threshold: float, height: int) -> None:
+        self.colours = [tuple(int(c) for c in colour) for colour in colours]
+        self.radius = radius
+        self.threshold = threshold
+        self.ring = max(1, radius // 3)
+        self.font_scale = max(0.3, height / 900)
+        self.font_thickness = max(1, round(height / 450))
+
+    def draw(self, frame: np.ndarray, pose: np.ndarray, pairs: list[tuple[int, int]], number: int) -> np.ndarray:
+        frame = np.ascontiguousarray(frame)
+        height, width = frame.shape[:2]
+        with np.errstate(invalid="ignore"):  # NaN compares False: not drawn
+            x, y, r = pose[:, 0], pose[:, 1], self.radius
+            finite = (x > -r) & (x < width + r) & (y > -r) & (y < height + r)  # off-frame: not drawn
+        confident = finite & (np.nan_to_num(pose[:, 2], nan=0.0) >= self.threshold)
+        points = np.round(np.where(finite[:, None], pose[:, :2], 0)).astype(int)
+        for a, b in pairs:
+            if confident[a] and confident[b]:
+                cv2.line(frame, tuple(points[a]), tuple(points[b]), (220, 220, 220), 1, cv2.LINE_AA)
+        for k in np.flatnonzero(finite):
+            if confident[k]:
+                cv2.circle(frame, tuple(points[k]), self.radius, self.colours[k], -1, cv2.LINE_AA)
+            else:  # hollow: low confidence, and the pixels under the estimate stay visible
+                cv2.circle(frame, tuple(points[k]), self.radius, self.colours[k], self.ring, cv2.LINE_AA)
+        self._frame_number(frame, number)
+        return frame
+
+    def _frame_number(self, frame: np.ndarray, number: int) -> None:
+        text = str(number)
+        (_, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
+        origin = (2, 2 + height)
+        # dark outline under light text: readable on any background
+        cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, (0, 0, 0),
+                    self.font_thickness + 2, cv2.LINE_AA)
+        cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, (255, 255, 255),
+                    self.font_thickness, cv2.LINE_AA)
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+def plot_evaluation(
+    errors: pd.DataFrame, out: PathLike | None = None, *, title: str | None = None
+) -> Figure:
+    """Pixel error per body part and split: bars of the mean, a tick at the 90th percentile,
+    and each labeled keypoint's error as a dot.
+
+    Args:
+        errors: long table with columns ``image, split, bodypart, error_px`` (the output of
+            ``engine.metrics.evaluate``); NaN errors (unlabeled keypoints) are ignored.
+        out: save the figure there, atomically.
+        title: figure title.
+    """
+    missing = [c for c in EVALUATION_COLUMNS if c not in errors.columns]
+    if missing:
+        raise ValueError(f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
+                         "(the output of engine.metrics.evaluate)")
+    labeled = errors.dropna(subset=["error_px"])
+    if labeled.empty:
+        raise ValueError("errors table has no finite error_px value to plot")
+    bodyparts = list(dict.fromkeys(errors["bodypart"]))
+    summary = _summarise_errors(labeled, bodyparts)
+    points = pd.concat([labeled, labeled.assign(bodypart=ALL_BODYPARTS)])
+    return _error_figure(summary, [*bodyparts, ALL_BODYPARTS], points, out, title)
+
+
+def _summarise_errors(labeled: pd.DataFrame, bodyparts: list[str]) -> pd.DataFrame:
+    both = pd.concat([labeled, labeled.assign(bodypart=ALL_BODYPARTS)])
+    grouped = both.groupby(["bodypart", "split"], sort=False)
+    summary = grouped["error_px"].agg(mean="mean", p90=lambda v: np.percentile(v, 90), count="count")
+    summary["frames"] = grouped["image"].nunique()
+    return summary.reset_index()
+
+
+def _error_figure(
+    summary: pd.DataFrame, bodyparts: list[str], points: pd.DataFrame | None, out: PathLike | None,
+    title: str | None,
+) -> Figure:
+    """Grouped bars from ``summary`` (bodypart, split, mean, p90, frames) and optional dots."""
+    present = set(summary["split"])
+    splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
+    width = 0.8 / len(splits)
+    figure = _new_figure(max(6.0, 1.5 + 0.32 * len(bodyparts) * len(splits)), 4.6)
+    ax = figure.subplots()
+    rng = np.random.default_rng(0)  # fixed jitter: the same data gives the same picture
+    for j, split in enumerate(splits):
+        colour = SPLIT_COLOURS.get(split, "#937860")
+        rows = summary[summary["split"] == split].set_index("bodypart").reindex(bodyparts)
+        centres = np.arange(len(bodyparts)) - 0.4 + width * (j + 0.5)
+        frames = rows["frames"].iloc[-1] if bodyparts[-1] == ALL_BODYPARTS else np.nan
+        label = f"{split} ({int(frames)} frames)" if np.isfinite(frames) else split
+        ax.bar(centres, rows["mean"], width=width * 0.9, color=colour, alpha=0.55, label=label)
+        ax.scatter(centres, rows["p90"], marker="_", s=(width * 220) ** 2 / 40, color=colour,
+                   linewidths=2.0, zorder=4)
+        if points is not None:
+            in_split = points[points["split"] == split]
+            position = {bp: c for bp, c in zip(bodyparts, centres)}
+            xs = in_split["bodypart"].map(position).to_numpy(dtype=float)
+            xs = xs + rng.uniform(-0.3, 0.3, len(xs)) * width
+            ax.scatter(xs, in_split["error_px"], s=6, color=colour, alpha=0.6, linewidths=0, zorder=3)
+    ax.set_xticks(np.arange(len(bodyparts)), bodyparts, rotation=45, ha="right", rotation_mode="anchor")
+    if bodyparts[-1] == ALL_BODYPARTS:
+        ax.axvline(len(bodyparts) - 1.5, color="0.6", linewidth=0.8)
+    ax.set_ylabel("pixel error (px)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(-0.6, len(bodyparts) - 0.4)
+    ax.grid(True, axis="y", color="0.92", linewidth=0.6)
+    ax.set_axisbelow(True)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.3", marker="_", linestyle="", markersize=12, markeredgewidth=2))
+    labels.append("90th percentile")
+    ax.legend(handles, labels, frameon=False, fontsize="small", loc="upper left")
+    ax.set_title(title or "pixel error per body part (bars: mean)")
+    if out is not None:
+        save_figure(figure, out)
+    return figure
+
+
+# --------------------------------------------------------------------------------- DataJoint
+
+
+def _one_key(table, key: dict, what: str) -> dict:
+    from element_lightning_pose.dj_compat import fetch_keys
+
+    keys = fetch_keys(table & key)
+    if len(keys) != 1:
+        raise ValueError(f"{what}: {len(keys)} rows match {key}; restrict the key to exactly one")
+    return keys[0]
+
+
+def _recording_key(key: dict) -> dict:
+    from element_lightning_pose import model
+
+    return {k: key[k] for k in model.VideoRecording.primary_key}
+
+
+def _recording_fps(key: dict) -> float | None:
+    from element_lightning_pose import model
+    from element_lightning_pose.dj_compat import fetch_dicts
+
+    rows = fetch_dicts(model.RecordingInfo & _recording_key(key), "fps")
+    return float(rows[0]["fps"]) if rows else None
+
+
+def _pose_array(key: dict, bodyparts: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(T, K, 3) x, y, likelihood of one ``PoseEstimation`` row, in the model's body-part order."""
+    from element_lightning_pose import model
+
+    frame = model.PoseEstimation.get_trajectory(key, "all" if bodyparts is None else bodyparts)
+    names = list(dict.fromkeys(frame.columns.get_level_values("bodyparts")))
+    if bodyparts is not None and names != list(bodyparts):
+        raise ValueError(f"PoseEstimation {key} has body parts {names}, expected {list(bodyparts)}")
+    return frame.to_numpy().reshape(len(frame), len(names), 3), names
+
+
+def _describe(key: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in key.items())
+
+
+def plot_pose_estimation(key: dict, out: PathLike | None = None, **kwargs) -> Figure:
+    """Traces of one ``model.PoseEstimation`` row (time in seconds when ``RecordingInfo`` has
+    the recording). Extra keyword arguments go to :func:`plot_traces` (``keypoints``, ``frames``)."""
+    from element_lightning_pose import model
+
+    key = _one_key(model.PoseEstimation, key, "plot_pose_estimation")
+    values, bodyparts = _pose_array(key)
+    return plot_traces(values[..., 0], values[..., 1], values[..., 2], bodyparts, fps=_recording_fps(key),
+                       title=f"pose estimation: {_describe(key)}", out=out, **kwargs)
+
+
+def _ensemble_arrays(key: dict) -> dict:
+    """Smoothed traces, posterior variance and members' predictions of one ensemble."""
+    from element_lightning_pose import ensemble, model
+    from element_lightning_pose.dj_compat import fetch_dicts
+
+    members = sorted(r["model_name"] for r in fetch_dicts(ensemble.EnsembleSmoothingTask.Member & key, "model_name"))
+    rows = {r["body_part"]: r for r in fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & key)}
+    if not members or not rows:
+        raise ValueError(f"ensemble {key} has no members or no smoothed body parts")
+    bodyparts = [bp for bp in model.Model.bodyparts({"model_name": members[0]}) if bp in rows]
+    recording = _recording_key(key)
+    member_values = np.stack([_pose_array({**recording, "model_name": m}, bodyparts)[0] for m in members])
+    return {
+        "bodyparts": bodyparts,
+        "members": members,
+        "x": np.stack([np.asarray(rows[bp]["x_pos"], dtype=float) for bp in bodyparts], axis=1),
+        "y": np.stack([np.asarray(rows[bp]["y_pos"], dtype=float) for bp in bodyparts], axis=1),
+        "likelihood": np.stack([np.asarray(rows[bp]["likelihood"], dtype=float) for bp in bodyparts], axis=1),
+        "posterior_var": np.stack([np.asarray(rows[bp]["posterior_var"], dtype=float) for bp in bodyparts],
+                                  axis=1),
+        "member_values": member_values,
+    }
+
+
+def plot_ensemble(key: dict, out: PathLike | None = None, **kwargs) -> Figure:
+    """Traces of one ``ensemble.EnsembleSmoothing`` row with its 95% posterior band and its
+    members' predictions. Extra keyword arguments go to :func:`plot_traces`."""
+    from element_lightning_pose import ensemble
+
+    key = _one_key(ensemble.EnsembleSmoothing, key, "plot_ensemble")
+    data = _ensemble_arrays(key)
+    title = f"ensemble ({len(data['members'])} members, EKS): {_describe(key)}"
+    return plot_traces(data["x"], data["y"], data["likelihood"], data["bodyparts"], fps=_recording_fps(key),
+                       posterior_var=data["posterior_var"], members=data["member_values"], title=title,
+                       out=out, **kwargs)
+
+
+def labeled_video_for(key: dict, out: PathLike | None = None, **kwargs) -> Path:
+    """Labeled mp4 of a recording's video from a ``PoseEstimation`` key (with ``model_name``)
+    or an ``EnsembleSmoothing`` key (with ``ensemble_id``: the smoothed keypoints).
+
+    ``out`` defaults to ``<predictions or ensemble CSV>_labeled.mp4`` beside the CSV in the
+    processed-data folder. Extra keyword arguments go to :func:`write_labeled_video`.
+    """
+    from element_lightning_pose import model
+    from element_lightning_pose.dj_compat import fetch_dicts
+
+    if "ensemble_id" in key:
+        from element_lightning_pose import ensemble
+
+        key = _one_key(ensemble.EnsembleSmoothing, key, "labeled_video_for")
+        data = _ensemble_arrays(key)
+        values = np.stack([data["x"], data["y"], data["likelihood"]], axis=-1)
+        bodyparts = data["bodyparts"]
+        source = fetch_dicts(ensemble.EnsembleSmoothing & key, "output_file")[0]["output_file"]
+    else:
+        key = _one_key(model.PoseEstimation, key, "labeled_video_for")
+        values, bodyparts = _pose_array(key)
+        source = fetch_dicts(model.PoseEstimation & key, "predictions_file")[0]["predictions_file"]
+    if out is None:
+        source_path = model.processed_dir() / source
+        out = source_path.with_name(f"{source_path.stem}_labeled.mp4")
+    files = model.VideoRecording.file_paths(_recording_key(key))
+    return write_labeled_video(files, values, bodyparts, out, **kwargs)
+
+
+def plot_model_evaluation(model_key: dict, out: PathLike | None = None) -> Figure:
+    """Pixel error per body part and split of one model, from ``model.ModelEvaluation.BodyPart``
+    (summaries only: bars of the mean and ticks at the 90th percentile)."""
+    from element_lightning_pose import model
+    from element_lightning_pose.dj_compat import fetch_dicts
+
+    key = _one_key(model.ModelEvaluation, model_key, "plot_model_evaluation")
+    master = fetch_dicts(model.ModelEvaluation & key)[0]
+    rows = fetch_dicts(model.ModelEvaluation.BodyPart & key)
+    summary = pd.DataFrame(
+        {"bodypart": r["body_part"], "split": r["split"], "mean": r["mean_px"], "p90": r["p90_px"],
+         "frames": r["n_frames"]}
+        for r in rows
+    )
+    overall = pd.DataFrame(
+        {"bodypart": ALL_BODYPARTS, "split": split, "mean": master[f"{split}_mean_px"],
+         "p90": master[f"{split}_p90_px"], "frames": master[f"n_{split}"]}
+        for split in ("train", "val", "test")
+    )
+    summary = pd.concat([summary, overall], ignore_index=True)
+    summary = summary[summary["frames"] > 0].astype({"mean": float, "p90": float, "frames": float})
+    if summary.empty:
+        raise ValueError(f"ModelEvaluation {key} has no labeled frames in any split")
+    bodyparts = [*model.Model.bodyparts(key), ALL_BODYPARTS]
+    return _error_figure(summary, bodyparts, None, out,
+                         f"pixel error of model {key['model_name']} (bars: mean)")
+
+
+# --------------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``elp plot`` (database-free: works on CSV and video files)."""
+    sub = parser.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
+
+    traces = sub.add_parser("traces", help="x, y, likelihood over time from a predictions or EKS CSV",
+                            description="Trace plot of a predictions CSV (LP/DLC layout) or an EKS CSV.")
+    traces.add_argument("predictions", type=Path, help="predictions CSV (3-row header)")
+    traces.add_argument("-o", "--output", type=Path, required=True, help="figure to write (.png, .svg, .pdf)")
+    traces.add_argument("--eks", action="store_true",
+                        help="the CSV is an EKS output: draw the 95%% posterior band (required columns "
+                             "x_posterior_var, y_posterior_var; the band is also drawn without --eks "
+                             "when they are present)")
+    traces.add_argument("--members", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="ensemble members' prediction CSVs, drawn as thin grey lines")
+    traces.add_argument("--fps", type=float, default=None, help="frames per second (time axis in s)")
+    traces.add_argument("--keypoints", nargs="+", default=None, metavar="NAME", help="body parts to show")
+    traces.add_argument("--frames", default=None, metavar="START:STOP",
+                        help="rows to show (0-based, STOP excluded, either may be empty)")
+    traces.add_argument("--threshold", type=float, default=0.9, help="likelihood threshold line (default 0.9)")
+
+    video = sub.add_parser("video", help="labeled video: keypoints drawn on the frames",
+                           description="Draw a predictions CSV on its video and write an mp4.")
+    video.add_argument("video", type=Path, help="the video the predictions were made on")
+    video.add_argument("predictions", type=Path, help="predictions or EKS CSV (index: frame number)")
+    video.add_argument("-o", "--output", type=Path, required=True, help="labeled video to write (.mp4)")
+    video.add_argument("--start", type=int, default=0, help="first video frame (default 0)")
+    video.add_argument("--stop", type=int, default=None, help="stop before this video frame (default: end)")
+    video.add_argument("--threshold", type=float, default=0.9,
+                       help="likelihood below which a keypoint is a hollow circle (default 0.9)")
+    video.add_argument("--skeleton", default=None, metavar="A-B,C-D",
+                       help="body-part pairs joined by lines, e.g. nose-head,head-centre")
+    video.add_argument("--radius", type=int, default=None, help="dot radius in pixels")
+
+    evaluation = sub.add_parser("evaluation", help="pixel error per body part and split",
+                                description="Bar plot of a per-image error table (columns image, "
+                                            "split, bodypart, error_px) as engine.metrics.evaluate writes.")
+    evaluation.add_argument("errors", type=Path, help="errors CSV (one header row)")
+    evaluation.add_argument("-o", "--output", type=Path, required=True, help="figure to write")
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """Run ``elp plot traces|video|evaluation``; 2 on bad input, with the reason on stderr."""
+    from element_lightning_pose.engine.video import VideoError
+
+    try:
+        if args.plot_command == "traces":
+            path = _cli_traces(args)
+        elif args.plot_command == "video":
+            path = _cli_video(args)
+        else:
+            path = _cli_evaluation(args)
+    except (ProjectError, VideoError, ValueError, FileNotFoundError) as exc:
+        print(f"elp plot {args.plot_command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _read_estimates(path: Path) -> tuple[np.ndarray, list[str], np.ndarray | None, pd.Index]:
+    """(T, K, 3) x/y/likelihood, body parts, (T, K, 2) posterior variance or None, index."""
+    from element_lightning_pose.engine.io import read_keypoint_csv
+
+    values, bodyparts, coords, index = read_keypoint_csv(path)
+    missing = [c for c in ("x", "y", "likelihood") if c not in coords]
+    if missing:
+        raise ProjectError(f"{path}: coordinate columns {missing} missing (found {coords})")
+    pick = [coords.index(c) for c in ("x", "y", "likelihood")]
+    posterior = None
+    if "x_posterior_var" in coords and "y_posterior_var" in coords:
+        posterior = values[..., [coords.index("x_posterior_var"), coords.index("y_posterior_var")]]
+    return values[..., pick], bodyparts, posterior, index
+
+
+def _first_frame(index: pd.Index) -> int:
+    """Video frame of the first row: the CSV index when it counts frames, else 0."""
+    numbers = pd.to_numeric(pd.Series(index), errors="coerce").to_numpy()
+    if len(numbers) and np.isfinite(numbers).all() and np.array_equal(numbers, numbers[0] + np.arange(len(numbers))):
+        return int(numbers[0])
+    return 0
+
+
+def _cli_traces(args: argparse.Namespace) -> Path:
+    from element_lightning_pose.engine.eks import parse_fit_range
+    from element_lightning_pose.engine.io import read_predictions
+
+    values, bodyparts, posterior, index = _read_estimates(args.predictions)
+    if args.eks and posterior is None:
+        raise ProjectError(f"{args.predictions}: --eks needs the columns x_posterior_var and y_posterior_var "
+                            "(an EKS CSV as `elp smooth` writes)")
+    members = None
+    if args.members:
+        arrays = []
+        for member in args.members:
+            member_values, member_parts = read_predictions(member)
+            if member_parts != bodyparts or len(member_values) != len(values):
+                raise ProjectError(f"{member}: {len(member_values)} frames of {member_parts} do not match "
+                                    f"{args.predictions} ({len(values)} frames of {bodyparts})")
+            arrays.append(member_values)
+        members = np.stack(arrays)
+    frames = None
+    if args.frames:
+        ranges = parse_fit_range(args.frames)
+        if len(ranges) != 1:
+            raise ValueError(f"--frames takes one START:STOP, got {args.frames!r}")
+        frames = ranges[0]
+    plot_traces(values[..., 0], values[..., 1], values[..., 2], bodyparts, fps=args.fps, posterior_var=posterior,
+                members=members, keypoints=args.keypoints, frames=frames,
+                first_frame=_first_frame(index), likelihood_threshold=args.threshold,
+                title=args.predictions.name, out=args.output)
+    return args.output
+
+
+def _cli_video(args: argparse.Namespace) -> Path:
+    values, bodyparts, _, index = _read_estimates(args.predictions)
+    skeleton = None
+    if args.skeleton:
+        skeleton = []
+        for edge in args.skeleton.split(","):
+            a, sep, b = edge.strip().partition("-")
+            if not sep or not a or not b:
+                raise ValueError(f"--skeleton: {edge!r} is not A-B")
+            skeleton.append((a, b))
+    return write_labeled_video(args.video, values, bodyparts, args.output, likelihood_threshold=args.threshold,
+                               start=args.start, stop=args.stop, skeleton=skeleton, dot_radius=args.radius,
+                               first_frame=_first_frame(index))
+
+
+def _cli_evaluation(args: argparse.Namespace) -> Path:
+    if not args.errors.is_file():
+        raise FileNotFoundError(f"{args.errors}: errors table not found")
+    plot_evaluation(pd.read_csv(args.errors), args.output, title=args.errors.name)
+    return args.output
