@@ -219,7 +219,7 @@ def plot_traces(
         ax.grid(True, color="0.92", linewidth=0.6)
     handles = _trace_legend(posterior_var, members, ground_truth, low, likelihood_threshold)
     if handles:
-        figure.legend(handles=handles, loc="outside upper center", ncol=len(handles), frameon=False)
+        figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     if title:
         figure.suptitle(title)
     if out is not None:
