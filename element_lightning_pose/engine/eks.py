@@ -122,10 +122,9 @@ def load_members(
 ) -> tuple[np.ndarray, list[str]]:
     """Stack members into (M, T, K, 3) and check that they agree; name the member at fault."""
     if isinstance(members, np.ndarray):
-        arrays, names = [members[i] for i in range(members.shape[0])] if members.ndim == 4 else [
-            members], None
-        if members.ndim not in (3, 4):
+        if members.ndim != 4:
             raise ValueError(f"members array must be (M, T, K, 3), got shape {members.shape}")
+        arrays, names = list(members), None
         sources = [f"member {i}" for i in range(len(arrays))]
     else:
         arrays, sources, names = [], [], None
