@@ -202,16 +202,15 @@ def plot_traces(
             if ground_truth is not None:
                 ax.plot(time, ground_truth[rows, k, coord], color="black", linewidth=1.0,
                         linestyle="--", zorder=4)
-        axes[row, 0].set_ylabel(f"{bodyparts[k]}\nx (px)", color=colours[k] * 0.8)
-        axes[row, 1].set_ylabel("y (px)")
+        axes[row, 0].set_ylabel(bodyparts[k], color=colours[k] * 0.8, fontweight="bold")
         ax = axes[row, 2]
         ax.plot(time, likelihood[rows, k], color=colours[k], linewidth=1.0)
         if likelihood_threshold is not None:
             ax.axhline(likelihood_threshold, color="0.3", linestyle=":", linewidth=1.0)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_ylabel("likelihood")
-    for ax, name in zip(axes[0], ("x", "y", "likelihood")):
+    for ax, name in zip(axes[0], ("x (px)", "y (px)", "likelihood")):
         ax.set_title(name)
+    figure.align_ylabels(axes[:, 0])
     for ax in axes[-1]:
         ax.set_xlabel("time (s)" if fps else "frame")
     for ax in axes.flat:
