@@ -104,7 +104,8 @@ def median_phase(report: dict, phase: str) -> float:
 def rmse(values: np.ndarray, truth: np.ndarray) -> float:
     """RMSE of the smoothed x, y (values (T, K, 9)) over finite entries."""
     error = values[..., :2] - truth
-    return float(np.sqrt(np.nanmean(error**2)))
+    finite = np.isfinite(error)
+    return float(np.sqrt(np.mean(error[finite] ** 2))) if finite.any() else float("nan")
 
 
 def coverage(values: np.ndarray, truth: np.ndarray) -> float:

@@ -48,6 +48,12 @@ walk's variance in px^2/frame is ``s * c``. Passing the reported ``s`` back with
 
 Frames where no member has a finite prediction are missing observations (``w_t = 0``): the
 smoother bridges them and its variance grows across the gap; they never produce NaN.
+
+Multi-view (:func:`smooth_multiview`): a keypoint seen in V views is one latent 3-D random walk
+``z_t`` observed as ``y_t = mean + C z_t + v_t`` (2V numbers), ``C`` from a PCA on the frames
+where every view is seen and the members agree. The posterior precision is block-tridiagonal
+(band width 3), so the same closed forms hold with LAPACK's banded Cholesky (``dpbtrf``); only
+the posterior covariance blocks of the final pass need a loop over time.
 """
 
 from __future__ import annotations
@@ -185,14 +191,19 @@ def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
         raise ValueError(f"var_mode must be 'confidence_weighted' or 'plain', got {var_mode!r}")
     n_members = members.shape[0]
     valid = np.isfinite(members).all(axis=-1)  # (M, T, K)
-    n_valid = valid.sum(axis=0)
-    coords = np.where(valid[..., None], members[..., :2], np.nan)  # (M, T, K, 2)
-    lik = np.where(valid, members[..., 2], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_lik = lik.sum(axis=0) / n_valid  # NaN where n_valid == 0
-        mean = np.nansum(coords, axis=0) / n_valid[..., None]
-        var = np.nansum((coords - mean) ** 2, axis=0) / n_valid[..., None]
-    centre_values = _nanmedian_members(coords, n_valid) if centre == "median" else mean
+    if valid.all():  # the common case, without the masking
+        n_valid = np.full(valid.shape[1:], n_members)
+        coords, mean_lik = members[..., :2], members[..., 2].mean(axis=0)
+        mean, var = coords.mean(axis=0), coords.var(axis=0)
+        centre_values = np.median(coords, axis=0) if centre == "median" else mean
+    else:
+        n_valid = valid.sum(axis=0)
+        coords = np.where(valid[..., None], members[..., :2], np.nan)  # (M, T, K, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_lik = np.where(valid, members[..., 2], 0.0).sum(axis=0) / n_valid  # NaN if none
+            mean = np.nansum(coords, axis=0) / n_valid[..., None]
+            var = np.nansum((coords - mean) ** 2, axis=0) / n_valid[..., None]
+        centre_values = _nanmedian_members(coords, n_valid) if centre == "median" else mean
     if n_members == 1:
         var = np.repeat((1.0 / np.maximum(mean_lik, LIKELIHOOD_FLOOR))[..., None], 2, axis=-1)
     elif var_mode == "confidence_weighted":
