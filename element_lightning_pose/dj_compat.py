@@ -161,6 +161,29 @@ def _job_tables(tables: Iterable[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
+def ensure_jobs_tables(tables: Iterable[Any], attempts: int = 5) -> None:
+    """Declare the jobs tables now, so that concurrent workers do not race to create them.
+
+    DataJoint declares a jobs table the first time it is used; on 2.x/PostgreSQL two workers
+    doing so at once collide (a duplicate type error). The loser retries and finds the table.
+    """
+    import time
+
+    for table in tables:
+        table = table() if isinstance(table, type) else table
+        for attempt in range(attempts):
+            try:
+                if IS_DJ2:
+                    table.jobs  # noqa: B018 - the property declares the table
+                else:
+                    table.connection.schemas[table.database].jobs  # noqa: B018
+                break
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+
 def list_jobs(tables: Iterable[Any], status: str | None = None) -> list[dict]:
     """Job rows (``reserved`` or ``error``, optionally filtered by status) of the given tables."""
     rows = []

@@ -173,6 +173,7 @@ def activate_pipeline(
     this = sys.modules[__name__]
     model.activate(prefix + "model", train_schema_name=prefix + "train", linking_module=this)
     ensemble.activate(prefix + "ensemble", linking_module=this)
+    dj_compat.ensure_jobs_tables(computed_tables())
     extras = {k: v for k, v in parts.items() if k not in ("Session", "Subject")}
     _ACTIVE = SimpleNamespace(
         prefix=prefix, upstream="elements" if use_elements else "minimal", Session=Session,

@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat
 
 from .conftest import TINY_PARAMS
-
-
-@pytest.fixture(scope="module")
-def flow(lp, lp_root):
-    """VideoSet -> two trainings (seeds 0, 1) -> Models -> evaluation -> pose -> ensemble."""
-    root, project = lp_root
-    train, model, ensemble = lp.train, lp.model, lp.ensemble
-    vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
-    idx = train.TrainingParamSet.insert_new_params("tiny", TINY_PARAMS)
-    for training_id, seed in ((1, 0), (2, 1)):
-        train.TrainingTask.insert1({**vs_key, "paramset_idx": idx, "training_id": training_id, "seed": seed})
-    trained = dj_compat.populate(train.ModelTraining, reserve_jobs=True)
-    assert trained.errors == [] and trained.success_count == 2
-    names = []
-    for training_id in (1, 2):
-        tkey = {**vs_key, "paramset_idx": idx, "training_id": training_id}
-        names.append(model.Model.insert_from_training(tkey, model_name=f"tiny_seed{training_id}")["model_name"])
-    session = lp_session(lp)
-    lp.Device.insert1({"device": "cam_top", "device_description": "top camera"}, skip_duplicates=True)
-    rec = {**session, "recording_id": 1}
-    model.VideoRecording.insert1({**rec, "device": "cam_top"})
-    video_rel = project.videos[0].relative_to(root).as_posix()
-    model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video_rel})
-    for name in names:
-        model.PoseEstimationTask.generate(rec, name, batch_size=8)
-    return {"vs_key": vs_key, "paramset_idx": idx, "names": names, "rec": rec, "project": project}
-
-
-def lp_session(lp) -> dict:
-    from element_lightning_pose import pipeline
-
-    return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F")
 
 
 def test_paramset_is_deduplicated_by_content(lp, flow):

@@ -1,0 +1,130 @@
+"""Workers in separate processes sharing one database (populate with reserve_jobs=True)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from element_lightning_pose import dj_compat
+
+N_GOOD = 6
+
+
+def worker_command(lp, lp_root, *extra: str) -> list[str]:
+    root, _ = lp_root
+    return [sys.executable, "-m", "element_lightning_pose.cli", "worker", "--prefix", lp.prefix,
+            "--root-dir", str(root), "--processed-dir", str(root / "processed"), *extra]
+
+
+def jobs_command(lp, lp_root, *extra: str) -> list[str]:
+    cmd = worker_command(lp, lp_root)
+    cmd[cmd.index("worker")] = "jobs"
+    return cmd + list(extra)
+
+
+def reserved_recordings(lp) -> list[int]:
+    """recording_id of every reserved PoseEstimation job (2.x: key columns; 0.14: a key blob)."""
+    rows = dj_compat.list_jobs([lp.model.PoseEstimation], "reserved")
+    return sorted(int((row["key"] if "key" in row else row)["recording_id"]) for row in rows)
+
+
+def add_recording(lp, session: dict, recording_id: int, video_rel: str) -> dict:
+    rec = {**session, "recording_id": recording_id}
+    lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video_rel})
+    return rec
+
+
+@pytest.fixture(scope="module")
+def worker_recordings(lp, lp_root, flow):
+    """Six good recordings, one whose video is corrupt, for the first model."""
+    root, project = lp_root
+    session = {k: flow["rec"][k] for k in lp.Session.primary_key}
+    model_name = flow["names"][0]
+    videos = root / "worker_videos"
+    videos.mkdir()
+    good = []
+    for i in range(N_GOOD):
+        shutil.copy(project.videos[0], videos / f"good{i}.mp4")
+        good.append(add_recording(lp, session, 100 + i, f"worker_videos/good{i}.mp4"))
+    (videos / "corrupt.mp4").write_bytes(os.urandom(4096))
+    bad = add_recording(lp, session, 200, "worker_videos/corrupt.mp4")
+    for rec in good + [bad]:
+        lp.model.PoseEstimationTask.generate(rec, model_name, batch_size=8)
+    return [{**r, "model_name": model_name} for r in good], {**bad, "model_name": model_name}
+
+
+def test_three_workers_populate_each_key_once_and_record_failures(lp, lp_root, worker_recordings):
+    good, bad = worker_recordings
+    pending = len(lp.model.PoseEstimationTask - lp.model.PoseEstimation) - 1  # all but the corrupt one
+    assert pending >= N_GOOD
+    procs = [
+        subprocess.Popen(worker_command(lp, lp_root, "--once", "--table", "PoseEstimation"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n-----\n".join(outputs)
+    populated = [int(out.rsplit("worker done: ", 1)[1].split()[0]) for out in outputs]
+    # every pending key exactly once across the three workers: no key was computed twice
+    assert sum(populated) == pending, outputs
+    assert len(lp.model.PoseEstimationTask - lp.model.PoseEstimation) == 1
+    for key in good:
+        assert len(lp.model.PoseEstimation & key) == 1
+        assert len(lp.model.PoseEstimation.BodyPartPosition & key) == len(lp_root[1].bodyparts)
+    assert not lp.model.PoseEstimation & bad
+    errors = dj_compat.list_jobs([lp.model.PoseEstimation], "error")
+    assert len(errors) == 1
+    assert "corrupt.mp4" in errors[0]["error_message"]
+    # the jobs command shows it, and clearing makes the key eligible again
+    listing = subprocess.run(jobs_command(lp, lp_root, "list", "--table", "PoseEstimation"),
+                             capture_output=True, text=True, check=True)
+    assert "corrupt.mp4" in listing.stdout
+    subprocess.run(jobs_command(lp, lp_root, "clear", "--status", "error", "--table", "PoseEstimation"),
+                   check=True, capture_output=True)
+    assert dj_compat.list_jobs([lp.model.PoseEstimation], "error") == []
+
+
+def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factory):
+    """SIGKILL during inference: no rows; after clearing the stale reservation the key completes."""
+    from element_lightning_pose.engine.synthetic import make_synthetic_project
+
+    root, _ = lp_root
+    long_project = make_synthetic_project(root / "projects" / "long", seed=3, image_size=(64, 64),
+                                          n_labeled=4, n_video_frames=2500)
+    session = {k: flow["rec"][k] for k in lp.Session.primary_key}
+    rec = add_recording(lp, session, 300, long_project.videos[0].relative_to(root).as_posix())
+    key = {**rec, "model_name": flow["names"][1]}
+    lp.model.PoseEstimationTask.generate(rec, key["model_name"], batch_size=4)
+
+    only_this = ("--once", "--table", "PoseEstimation", "--restrict", json.dumps({"recording_id": 300}))
+    proc = subprocess.Popen(worker_command(lp, lp_root, *only_this),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not reserved_recordings(lp) == [300]:
+        assert proc.poll() is None, "worker exited before reserving the job"
+        assert time.monotonic() < deadline, "worker never reserved the job"
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside the inference of 2,500 frames
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert not lp.model.PoseEstimation & key
+    assert not lp.model.PoseEstimation.BodyPartPosition & key
+    assert reserved_recordings(lp) == [300]
+    # the stale reservation blocks the key until it is cleared
+    subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
+    assert not lp.model.PoseEstimation & key
+    subprocess.run(jobs_command(lp, lp_root, "clear", "--status", "reserved", "--table", "PoseEstimation"),
+                   check=True, capture_output=True)
+    assert reserved_recordings(lp) == []
+    subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
+    assert len(lp.model.PoseEstimation & key) == 1
+    assert (lp.model.PoseEstimation & key).fetch1("n_frames") == 2500
