@@ -591,6 +591,17 @@ class _LatentModel:
     mean: np.ndarray  # (G, 2V)
     loadings: np.ndarray  # (G, 2V, L) orthonormal columns (PCA components)
     prior_var: np.ndarray  # (G, L)
+    blocks: np.ndarray = field(init=False)  # (G, T, L, L) C' W_t C, the same for every s
+    rhs: np.ndarray = field(init=False)  # (G, T, L) C' W_t y_t
+
+    def __post_init__(self) -> None:
+        weighted = self.loadings[:, None] * self.w[..., None]  # (G, T, 2V, L)
+        self.blocks = np.matmul(self.loadings[:, None].transpose(0, 1, 3, 2), weighted)
+        self.rhs = np.matmul((self.w * self.y)[:, :, None, :], self.loadings[:, None])[:, :, 0]
+
+    def predict(self, latent: np.ndarray) -> np.ndarray:
+        """C z_t for latent (G, T, L) -> (G, T, 2V)."""
+        return np.matmul(latent, self.loadings.transpose(0, 2, 1))
 
     @property
     def n_latent(self) -> int:
@@ -630,8 +641,7 @@ def _latent_precision_band(model: _LatentModel, s: np.ndarray) -> np.ndarray:
     """Lower band (L+1 rows) of the block-tridiagonal posterior precision, groups concatenated."""
     n_groups, n_frames, _ = model.w.shape
     n_latent = model.n_latent
-    C = model.loadings
-    blocks = np.einsum("gri,gtr,grk->gtik", C, model.w, C)  # C' W_t C, (G, T, L, L)
+    blocks = model.blocks
     inv_s = (1.0 / s)[:, None]
     steps = np.full((n_groups, n_frames), 2.0) * inv_s
     steps[:, 0] -= inv_s[:, 0]
@@ -653,8 +663,7 @@ def _latent_posterior_mean(model: _LatentModel, s: np.ndarray) -> tuple[np.ndarr
     factor, info = lapack.dpbtrf(band, lower=1)
     if info != 0:
         raise FloatingPointError(f"multi-view posterior precision not positive definite ({info})")
-    rhs = np.einsum("gri,gtr->gti", model.loadings, model.w * model.y).reshape(-1)
-    latent, info = lapack.dpbtrs(factor, rhs, lower=1)
+    latent, info = lapack.dpbtrs(factor, model.rhs.reshape(-1), lower=1)
     if info != 0:
         raise FloatingPointError(f"multi-view posterior mean solve failed ({info})")
     return latent.reshape(model.w.shape[0], model.w.shape[1], model.n_latent), factor
@@ -671,8 +680,7 @@ def _latent_log_likelihood(
     constant = (-0.5 * observed.sum(axis=(1, 2)) * _LOG_2PI
                 + 0.5 * np.log(np.where(observed, model.w, 1.0)).sum(axis=(1, 2))
                 - 0.5 * np.log(model.prior_var).sum(axis=1))
-    predicted = np.einsum("gri,gti->gtr", model.loadings, latent)
-    residual = (model.w * (model.y - predicted) ** 2).sum(axis=(1, 2))
+    residual = (model.w * (model.y - model.predict(latent)) ** 2).sum(axis=(1, 2))
     residual += (latent[:, 0] ** 2 / model.prior_var).sum(axis=1)
     residual += (np.diff(latent, axis=1) ** 2).sum(axis=(1, 2)) / s
     log_det = 2.0 * np.log(factor[0]).reshape(n_groups, -1).sum(axis=1)
@@ -758,7 +766,7 @@ def smooth_multiview(
     scale = _latent_log_likelihood(fit_model, s_group, unit)[1]
     latent, _ = _latent_posterior_mean(model, s_group)
     cov = _latent_posterior_cov(model, s_group) * scale[:, None, None, None]
-    fitted = model.mean[:, None, :] + np.einsum("gri,gti->gtr", model.loadings, latent)
+    fitted = model.mean[:, None, :] + model.predict(latent)
     fitted_var = np.einsum("gri,gtik,grk->gtr", model.loadings, cov, model.loadings)
     n_frames = stats.centre.shape[0]
     mean = np.full((n_frames, len(names), 2), np.nan)
