@@ -145,4 +145,5 @@ def flow(lp, lp_root):
 def lp_session(lp) -> dict:
     from element_lightning_pose import pipeline
 
-    return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F")
+    return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F",
+                                subject_birth_date=dt.date(2024, 1, 15))
