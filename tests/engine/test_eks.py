@@ -240,6 +240,8 @@ def test_cli_smooths_two_csvs(tmp_path, capsys):
     assert "nose\ts=" in printed and str(out) in printed
     assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean",
                      "--noise", "calibrated"]) == 0
+    assert elp_main(["smooth", *paths, "-o", str(out), "--view-groups", "nose,tail"]) == 0
+    assert read_keypoint_csv(out)[0].shape == (60, 2, 9)
     assert elp_main(["smooth", paths[0], str(tmp_path / "missing.csv"), "-o", str(out)]) == 2
     assert "missing.csv" in capsys.readouterr().err
     assert elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "10"]) == 2
