@@ -1,0 +1,104 @@
+"""Bad inputs: each a clear error naming what is at fault, and nothing written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from element_lightning_pose import dj_compat
+
+
+def test_corrupt_and_missing_video_fail_recording_info(lp, lp_root, flow):
+    root, _ = lp_root
+    session = {k: flow["rec"][k] for k in lp.Session.primary_key}
+    (root / "bad_videos").mkdir(exist_ok=True)
+    (root / "bad_videos" / "garbage.mp4").write_bytes(os.urandom(2048))
+    for rec_id, rel in ((900, "bad_videos/garbage.mp4"), (901, "bad_videos/absent.mp4")):
+        rec = {**session, "recording_id": rec_id}
+        lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
+        lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": rel})
+        result = dj_compat.populate(lp.model.RecordingInfo, rec, suppress_errors=True)
+        assert len(result.errors) == 1
+        assert rel.split("/")[-1] in result.errors[0][1]
+        assert not lp.model.RecordingInfo & rec
+
+
+def test_project_with_missing_image_is_not_registered(lp, lp_root):
+    from element_lightning_pose.engine.io import ProjectError
+
+    root, project = lp_root
+    broken = root / "projects" / "broken"
+    shutil.copytree(project.root, broken)
+    frame = pd.read_csv(broken / "CollectedData.csv", header=[0, 1, 2], index_col=0)
+    missing = frame.index[3]
+    (broken / missing).unlink()
+    before = len(lp.train.VideoSet())
+    with pytest.raises(ProjectError, match=str(missing).split("/")[-1]):
+        lp.train.VideoSet.insert_project("projects/broken")
+    assert len(lp.train.VideoSet()) == before
+
+
+def test_model_dir_without_checkpoint_is_refused(lp, flow, tmp_path):
+    from element_lightning_pose.engine.model_dir import ModelDirectoryError
+
+    source = lp.model.Model.model_path({"model_name": flow["names"][0]})
+    copy = lp.model.processed_dir() / "lp_models" / "no_checkpoint"
+    shutil.copytree(source, copy)
+    shutil.rmtree(copy / "checkpoints")
+    with pytest.raises(ModelDirectoryError, match="best.ckpt"):
+        lp.model.Model.insert_new_model("no_ckpt", copy)
+    assert not lp.model.Model & {"model_name": "no_ckpt"}
+
+
+def test_loaded_predictions_with_other_body_parts_are_refused(lp, flow):
+    """task_mode='load' with a CSV whose body parts differ from the model's."""
+    from element_lightning_pose.engine import io
+
+    dj_compat.populate(lp.model.PoseEstimation, flow["rec"])
+    rec = {**flow["rec"], "recording_id": 910}
+    lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    lp.model.VideoRecording.File.insert1({**rec, "file_id": 0,
+                                          "file_path": flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()})
+    key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
+    source = {**flow["rec"], "model_name": flow["names"][0]}
+    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
+    io.write_predictions(out_dir / "predictions.csv", values, ["renamed"] + bodyparts[1:])
+    result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
+    assert len(result.errors) == 1 and "renamed" in result.errors[0][1]
+    assert not lp.model.PoseEstimation & key
+    # the same file with the right names loads
+    io.write_predictions(out_dir / "predictions.csv", values, bodyparts)
+    assert dj_compat.populate(lp.model.PoseEstimation, key).success_count == 1
+    assert (lp.model.PoseEstimation & key).fetch1("inference_time_s") == 0
+
+
+@pytest.mark.parametrize("damage", ["frames", "bodyparts"])
+def test_ensemble_members_must_match(lp, flow, damage):
+    from element_lightning_pose.engine import io
+
+    assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
+    ensemble_id = 20 if damage == "frames" else 21
+    idx = lp.ensemble.SmoothingParamSet.insert_new_params("fixed s", {"s": 4.0})
+    key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx, ensemble_id=ensemble_id)
+    member = {**flow["rec"], "model_name": flow["names"][1]}
+    path = lp.model.processed_dir() / (lp.model.PoseEstimation & member).fetch1("predictions_file")
+    original = path.read_bytes()
+    values, bodyparts = io.read_predictions(path)
+    try:
+        if damage == "frames":
+            io.write_predictions(path, values[:-5], bodyparts)
+        else:
+            io.write_predictions(path, values, bodyparts[::-1])
+        result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, key, suppress_errors=True)
+        assert len(result.errors) == 1
+        message = result.errors[0][1]
+        assert flow["names"][1] in message
+        assert ("frames" in message) if damage == "frames" else ("body parts" in message)
+        assert not lp.ensemble.EnsembleSmoothing & key
+        assert not lp.ensemble.EnsembleSmoothing.BodyPartPosition & key
+    finally:
+        path.write_bytes(original)
