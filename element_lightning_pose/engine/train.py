@@ -215,6 +215,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
+    from .networks import WeightsError
+
     source = Path(args.config_or_project)
     try:
         if source.is_dir():
@@ -226,7 +228,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
             project, config = Path(args.project), TrainConfig.from_yaml(source)
         config = config.with_overrides(args.overrides)
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
-    except (ConfigError, ProjectError, FileNotFoundError) as exc:
+    except (ConfigError, ProjectError, WeightsError, FileNotFoundError) as exc:
         print(f"elp train: error: {exc}")
         return 2
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"

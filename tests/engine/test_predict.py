@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from element_lightning_pose.cli import main as elp
 from element_lightning_pose.engine.io import load_project, read_predictions
@@ -100,3 +101,12 @@ def test_cli_predicts_each_video(model, project, tmp_path, capsys):
     assert values.shape[0] == video_info(project.videos[0]).n_frames
     code = elp(["predict", str(tmp_path / "nomodel"), str(project.videos[0]), "-o", str(out), "--no-progress"])
     assert code == 2 and "best.ckpt" in capsys.readouterr().out
+
+
+def test_batchnorm_folding_keeps_the_predictions(model, project):
+    plain = load_model(model.model_dir, fuse=False)
+    frames = read_frames(project.videos[0], range(8))
+    fused_points, plain_points = model.predict_frames(frames), plain.predict_frames(frames)
+    np.testing.assert_allclose(fused_points[..., :2], plain_points[..., :2], rtol=0, atol=1e-2)
+    np.testing.assert_allclose(fused_points[..., 2], plain_points[..., 2], rtol=0, atol=1e-3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.backbone.modules())
