@@ -18,6 +18,7 @@ Usage: python benchmarks/bench_training.py [--project DIR] [--epochs 4] [--out r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -74,8 +75,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, args.project, Path(tmp) / "model", progress=False)
+        n_train = json.loads((result.model_dir / "model.json").read_text())["n_train"]
     history = result.history
-    n_train = int(round(len(__import__("pandas").read_csv(Path(args.project) / "CollectedData.csv", header=[0, 1, 2]) ) * 0.8))
     epoch_s = np.diff(history["elapsed_s"].to_numpy())
     fps_train = n_train / np.median(epoch_s)
     n_keypoints = 17
