@@ -67,7 +67,10 @@ class ModelConfig(_Section):
         True,
         description="ImageNet weights (true), random init (false), or a path to a weights file",
     )
-    model_type: Literal["heatmap"] = Field("heatmap", description="network type (heatmap)")
+    model_type: Literal["heatmap", "context"] = Field(
+        "heatmap",
+        description="heatmap (single frame) or context (frames t-2..t+2 through a temporal head beside the single-frame head)",
+    )
     heatmap_sigma: float = Field(1.25, gt=0, description="Gaussian target sigma, in heatmap pixels")
     nan_keypoints: Literal["mask", "uniform"] = Field(
         "mask",
@@ -119,8 +122,83 @@ class AugmentationConfig(_Section):
         return value
 
 
+UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview")
+KeypointRef = Union[int, str]
+
+
 class LossesConfig(_Section):
-    """Unsupervised losses on unlabeled video frames (none by default; reserved for later)."""
+    """Unsupervised losses on clips of unlabeled video frames (none by default).
+
+    Every loss is ``relu(value - epsilon)`` averaged, in ORIGINAL-frame pixels, and its weight
+    is ramped up linearly over ``warmup_epochs``.
+    """
+
+    unsupervised: list[str] = Field(
+        [], description=f"unsupervised losses to use, any of {list(UNSUPERVISED_LOSSES)} (empty: supervised only)"
+    )
+    warmup_epochs: float = Field(2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs")
+    clip_length: int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
+    max_cached_frames: int = Field(
+        20000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos)"
+    )
+    cache_dir: str | None = Field(None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)")
+    temporal_weight: float = Field(0.01, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
+    temporal_epsilon: Union[float, list[float]] = Field(
+        20.0, description="temporal loss: allowed displacement between frames, pixels (one value or one per keypoint)"
+    )
+    temporal_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="temporal loss ignores a pair of frames where either confidence is below this"
+    )
+    pca_singleview_weight: float = Field(0.01, ge=0, description="weight of the pose PCA loss (pixels)")
+    pca_singleview_keypoints: list[KeypointRef] | None = Field(
+        None, description="keypoints (names or indices) of the pose PCA (default: all)"
+    )
+    pca_singleview_components: int | None = Field(
+        None, gt=0, description="pose PCA components (default: enough for pca_explained_variance)"
+    )
+    pca_explained_variance: float = Field(0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance")
+    pca_multiview_weight: float = Field(0.01, ge=0, description="weight of the multi-view PCA loss (pixels)")
+    view_groups: list[list[KeypointRef]] = Field(
+        [], description="multi-view PCA: one list per view, the same keypoints in the same order (names or indices)"
+    )
+    pca_multiview_components: int = Field(3, gt=0, description="multi-view PCA components (3: a 3D point)")
+    pca_epsilon: float | None = Field(
+        None, ge=0, description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)"
+    )
+    pca_epsilon_percentile: float = Field(99.0, ge=0, le=100, description="percentile (0-100) of training residuals used as PCA epsilon")
+
+    @field_validator("unsupervised")
+    @classmethod
+    def _known_losses(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in UNSUPERVISED_LOSSES]
+        if unknown:
+            raise ValueError(f"unknown loss name(s) {unknown}; known: {list(UNSUPERVISED_LOSSES)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("temporal_epsilon")
+    @classmethod
+    def _non_negative(cls, value: float | list[float]) -> float | list[float]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(v < 0 for v in values):
+            raise ValueError(f"must be >= 0 pixels (one value or one per keypoint), got {value!r}")
+        return value
+
+    @field_validator("view_groups")
+    @classmethod
+    def _equal_views(cls, value: list[list[KeypointRef]]) -> list[list[KeypointRef]]:
+        lengths = [len(group) for group in value]
+        if value and (len(value) < 2 or len(set(lengths)) != 1 or lengths[0] == 0):
+            raise ValueError(
+                f"needs two or more views listing the same number of keypoints; got {len(value)} view(s) "
+                f"of lengths {lengths}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _multiview_needs_groups(self) -> "LossesConfig":
+        if "pca_multiview" in self.unsupervised and not self.view_groups:
+            raise ValueError("pca_multiview needs losses.view_groups (e.g. [[0, 1, 2], [3, 4, 5]]: keypoints per view)")
+        return self
 
 
 class TrainConfig(_Section):

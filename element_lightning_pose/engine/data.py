@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .config import AugmentationConfig, TrainConfig
-from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic
+from .io import LabeledFrames, ProjectError, context_image_paths, read_image, write_csv_atomic
 from .video import resize_frame
 
 PathLike = str | os.PathLike
@@ -132,6 +132,28 @@ class Augmenter:
             image = self._occlude(image, rng)
         return image, keypoints
 
+    def augment_frames(self, frames: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Augment a stack of frames (T, h, w, 3) (a context window) with ONE draw of every random choice.
+
+        ``keypoints`` belong to the centre frame; they move with the shared warp.
+        """
+        c = self.config
+        matrix, flip = self.geometric_matrix(frames.shape[1:3], rng)
+        contrast = rng.uniform(*c.contrast_range) if rng.random() < c.contrast_prob else None
+        blur = rng.uniform(0.3, c.blur_sigma_max) if rng.random() < c.blur_prob else None
+        occlusion_seed = int(rng.integers(0, 2**62)) if rng.random() < c.occlusion_prob else None
+        out, moved = [], keypoints
+        for frame in frames:
+            frame, moved = self.warp(frame, keypoints, matrix, flip)
+            if contrast is not None:
+                frame = cv2.addWeighted(frame, contrast, frame, 0.0, float((1 - contrast) * frame.mean()))
+            if blur is not None:
+                frame = cv2.GaussianBlur(frame, (0, 0), blur)
+            if occlusion_seed is not None:  # the same patches on every frame
+                frame = self._occlude(frame, np.random.default_rng(occlusion_seed))
+            out.append(frame)
+        return np.stack(out), moved
+
     def _occlude(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Paint random flat-coloured rectangles (labels stay: the network must infer them)."""
         image = image.copy()
@@ -160,20 +182,47 @@ def load_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tupl
     return resize_frame(image, size), keypoints, original
 
 
-class LabeledDataset(Dataset):
-    """Labeled frames ``rows`` of a project, resized (and augmented when ``augmenter`` is set)."""
+def load_context_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames t-2..t+2 of labeled ``row`` (5, h, w, 3) resized, and the labels of t in resized pixels.
 
-    def __init__(self, labels: LabeledFrames, rows: Sequence[int], size: tuple[int, int], augmenter: Augmenter | None = None) -> None:
+    Neighbours come from the files next to the labeled image (``io.context_image_paths``:
+    a missing neighbour is replaced by the nearest one towards the centre).
+    """
+    image, keypoints, original = load_resized(labels, row, size)
+    frames = []
+    for path in context_image_paths(labels.root, labels.image_paths[row]):
+        if path == labels.image_paths[row]:
+            frames.append(image)
+            continue
+        neighbour = read_image(Path(labels.root) / path)
+        if neighbour.shape[:2] != original:
+            raise ProjectError(f"{path}: context frame of {labels.image_paths[row]} is {neighbour.shape[:2]}, "
+                               f"the labeled frame {original}")
+        frames.append(resize_frame(neighbour, size))
+    return np.stack(frames), keypoints
+
+
+class LabeledDataset(Dataset):
+    """Labeled frames ``rows`` of a project, resized (and augmented when ``augmenter`` is set).
+
+    With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w).
+    """
+
+    def __init__(self, labels: LabeledFrames, rows: Sequence[int], size: tuple[int, int], augmenter: Augmenter | None = None,
+                 context: bool = False) -> None:
         self.labels = labels
         self.rows = list(rows)
         self.size = tuple(size)
         self.augmenter = augmenter
+        self.context = context
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         row = self.rows[item]
+        if self.context:
+            return self._context_item(row)
         image, keypoints, _ = load_resized(self.labels, row, self.size)
         if self.augmenter is not None:
             # seeded from torch so the DataLoader's generator / worker seeds make it reproducible
@@ -185,21 +234,34 @@ class LabeledDataset(Dataset):
             "row": torch.tensor(row),
         }
 
+    def _context_item(self, row: int) -> dict[str, torch.Tensor]:
+        frames, keypoints = load_context_resized(self.labels, row, self.size)
+        if self.augmenter is not None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            frames, keypoints = self.augmenter.augment_frames(frames, keypoints, rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
+            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
+            "row": torch.tensor(row),
+        }
+
 
 class PoseDataModule(pl.LightningDataModule):
     """Train / val / test loaders over one labeled project and a fixed split."""
 
-    def __init__(self, labels: LabeledFrames, splits: Sequence[str], config: TrainConfig) -> None:
+    def __init__(self, labels: LabeledFrames, splits: Sequence[str], config: TrainConfig, clips: Dataset | None = None) -> None:
         super().__init__()
         self.labels = labels
         self.splits = np.asarray(splits, dtype=object)
         self.config = config
+        self.clips = clips  # unlabeled clips (unlabeled.ClipDataset) paired with each labeled batch
         size = tuple(config.data.image_resize)
         augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
+        context = config.model.model_type == "context"
         self.datasets = {
-            "train": LabeledDataset(labels, self.rows("train"), size, augmenter),
-            "val": LabeledDataset(labels, self.rows("val"), size),
-            "test": LabeledDataset(labels, self.rows("test"), size),
+            "train": LabeledDataset(labels, self.rows("train"), size, augmenter, context),
+            "val": LabeledDataset(labels, self.rows("val"), size, context=context),
+            "test": LabeledDataset(labels, self.rows("test"), size, context=context),
         }
 
     def rows(self, split: str) -> np.ndarray:
@@ -217,8 +279,23 @@ class PoseDataModule(pl.LightningDataModule):
             generator=generator,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.config.training.batch_size, shuffle=True)
+    def train_dataloader(self):
+        labeled = self._loader("train", self.config.training.batch_size, shuffle=True)
+        if self.clips is None:
+            return labeled
+        from pytorch_lightning.utilities import CombinedLoader
+
+        workers = self.config.training.num_workers
+        clips = DataLoader(
+            self.clips,
+            batch_size=None,  # one clip per step
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.config.training.seed + 1),
+        )
+        # each step: one labeled batch and one clip; the epoch ends with the labeled frames
+        return CombinedLoader({"labeled": labeled, "unlabeled": clips}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.config.training.val_batch_size, shuffle=False)

@@ -1,4 +1,4 @@
-"""Supervised heatmap loss (unsupervised losses join this module later).
+"""Supervised heatmap loss and the unsupervised losses (temporal, PCA) on unlabeled clips.
 
 The loss compares the spatial-softmax heatmaps with normalised Gaussian targets: squared error
 summed over the pixels of each map, then averaged over the labeled keypoints of the batch. An
@@ -34,3 +34,32 @@ def heatmap_mse(
     if n_labeled == 0:
         return per_map.sum() * 0.0  # keeps the graph (and DDP) happy on an all-unlabeled batch
     return (per_map * labeled).sum() / n_labeled
+
+
+# --------------------------------------------------------------------------- unsupervised losses
+
+
+def temporal_loss(
+    points: torch.Tensor,
+    confidence: torch.Tensor,
+    epsilon: float | torch.Tensor,
+    min_confidence: float = 0.5,
+) -> torch.Tensor:
+    """Mean of ``relu(|p_t - p_{t-1}| - epsilon)`` over consecutive frames of a clip.
+
+    ``points`` (T, K, 2) in original pixels, ``confidence`` (T, K); ``epsilon`` in pixels, a
+    number or one per keypoint (K,). Pairs where either confidence is below
+    ``min_confidence`` are ignored (a keypoint out of view may jump freely).
+    """
+    displacement = torch.linalg.norm(points[1:] - points[:-1], dim=-1)  # (T-1, K)
+    confident = confidence.detach() >= min_confidence
+    valid = confident[1:] & confident[:-1]
+    excess = torch.relu(displacement - torch.as_tensor(epsilon, dtype=points.dtype, device=points.device))
+    if not valid.any():
+        return excess.sum() * 0.0
+    return excess[valid].mean()
+
+
+def pca_loss(residual: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Mean of ``relu(residual - epsilon)`` over frames and keypoints (residuals in pixels)."""
+    return torch.relu(residual - epsilon).mean()

@@ -1,4 +1,4 @@
-"""Evaluation metrics: pixel error on labeled frames, temporal norm on video predictions.
+"""Evaluation metrics: pixel error on labeled frames, temporal norm and PCA residuals on video predictions.
 
 Long-format tables (one row per frame x keypoint) keep the split and body part beside each
 value, so any summary is one ``groupby`` away; :func:`summarize` gives mean / median / p90
@@ -83,6 +83,26 @@ def summarize(table: pd.DataFrame, value: str | None = None, by: Sequence[str] =
     summary = pd.concat([grouped, overall])
     summary["count"] = summary["count"].astype(int)
     return summary
+
+
+def diagnostics_table(predictions: np.ndarray, bodyparts: Sequence[str], pcas: dict | None = None,
+                      index: Sequence | None = None) -> pd.DataFrame:
+    """Per-frame diagnostics of video predictions (T, K, >=2), in original pixels.
+
+    Wide table, one row per frame (index ``frame``), two header rows (metric, bodypart):
+    ``temporal_norm`` (displacement since the previous frame) and, for each PCA the model was
+    trained with (``pca_singleview``, ``pca_multiview``), the residual of each keypoint it
+    covers (NaN for the others). Large values flag frames worth checking or relabeling.
+    """
+    predictions = np.asarray(predictions, dtype=float)
+    parts = list(bodyparts)
+    blocks = {"temporal_norm": temporal_norm(predictions)}
+    for kind, pca in (pcas or {}).items():
+        blocks[f"{kind}_residual"] = pca.residual_table(predictions[..., :2], len(parts))
+    columns = pd.MultiIndex.from_tuples([(m, b) for m in blocks for b in parts], names=["metric", "bodypart"])
+    frame_index = pd.Index(np.arange(len(predictions)) if index is None else np.asarray(index), name="frame")
+    values = np.concatenate([blocks[m] for m in blocks], axis=1) if len(predictions) else np.empty((0, len(columns)))
+    return pd.DataFrame(values, index=frame_index, columns=columns)
 
 
 def evaluate(model_dir: PathLike, labels: LabeledFrames, *, model=None, batch_size: int = 16) -> pd.DataFrame:

@@ -1,7 +1,12 @@
-"""The LightningModule of supervised heatmap training.
+"""The LightningModule of heatmap training, supervised or semi-supervised, single-frame or context.
 
 Its hyper-parameters hold everything needed to rebuild the network (config, body parts, image
-sizes), so a checkpoint loads without the project (see ``predict.load_model``).
+sizes, fitted PCAs), so a checkpoint loads without the project (see ``predict.load_model``).
+
+Semi-supervised steps get ``{"labeled": batch, "unlabeled": clip}``: the clip's predictions are
+mapped to ORIGINAL-frame pixels (``clip["to_original"]``) before the unsupervised losses, whose
+weights ramp up linearly over ``losses.warmup_epochs``. Each loss is logged on its own
+(``train_supervised_loss``, ``train_temporal_loss``, ``train_pca_singleview_loss``, ...).
 """
 
 from __future__ import annotations
@@ -12,31 +17,78 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .config import TrainConfig
-from .losses import heatmap_mse
-from .networks import HeatmapNet, heatmap_to_input, soft_argmax, spatial_softmax
+from .config import ConfigError, TrainConfig
+from .losses import heatmap_mse, pca_loss, temporal_loss
+from .networks import build_net, heatmap_to_input, soft_argmax, spatial_softmax
+from .pca import KeypointPCA
 
 
 class HeatmapModule(pl.LightningModule):
     """Heatmap network + Adam + step decay + a frozen-then-unfrozen backbone."""
 
-    def __init__(self, config: dict[str, Any], bodyparts: list[str], build_pretrained: bool = True) -> None:
+    def __init__(self, config: dict[str, Any], bodyparts: list[str], build_pretrained: bool = True,
+                 pca: dict[str, dict] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = TrainConfig.from_dict(config)
         model = self.config.model
         # a checkpoint reload never needs the ImageNet weights: the state dict replaces them
         pretrained = model.pretrained if build_pretrained else False
-        self.net = HeatmapNet(model.backbone, len(bodyparts), pretrained, model.heatmap_sigma)
+        self.net = build_net(model.model_type, model.backbone, len(bodyparts), pretrained, model.heatmap_sigma)
+        self.is_context = model.model_type == "context"
+        self.pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (pca or {}).items()}
+        losses = self.config.losses
+        epsilon = losses.temporal_epsilon
+        if isinstance(epsilon, list) and len(epsilon) != len(bodyparts):
+            raise ConfigError(f"losses.temporal_epsilon lists {len(epsilon)} values but there are "
+                             f"{len(bodyparts)} keypoints {list(bodyparts)}")
+        self.register_buffer("temporal_epsilon", torch.as_tensor(epsilon, dtype=torch.float32), persistent=False)
+        missing = [k for k in ("pca_singleview", "pca_multiview") if k in losses.unsupervised and k not in self.pcas]
+        if missing:
+            raise ValueError(f"losses {missing} need a fitted PCA (pca=...): see engine.pca.fit_pcas")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(batch["image"])
         model = self.config.model
-        loss = heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
-        return loss, logits
+        outputs = self.net(batch["image"])
+        heads = outputs if self.is_context else (outputs,)
+        # context model: both heads learn from the labels
+        loss = sum(heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
+                   for logits in heads)
+        return loss, outputs
+
+    def _points(self, outputs) -> torch.Tensor:
+        """(B, K, 3) keypoints in network-input pixels from the network outputs."""
+        if self.is_context:
+            return self.net.combine(*outputs)
+        points = soft_argmax(spatial_softmax(outputs), sigma=self.config.model.heatmap_sigma)
+        return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
+
+    def unsupervised_losses(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each unsupervised loss (unweighted) on a clip; predictions in original-frame pixels."""
+        frames = clip["frames"]
+        outputs = self.net.clip_logits(frames) if self.is_context else self.net(frames)
+        points = self._points(outputs)  # context: interior frames 2..L-3 only (true neighbours)
+        to_original = clip["to_original"].to(points.dtype)
+        xy = points[..., :2] @ to_original[:, :2].T + to_original[:, 2]
+        losses = self.config.losses
+        values = {}
+        if "temporal" in losses.unsupervised:
+            values["temporal"] = temporal_loss(xy, points[..., 2], self.temporal_epsilon, losses.temporal_min_confidence)
+        for kind, pca in self.pcas.items():
+            values[kind] = pca_loss(pca.residual_keypoints(xy), pca.epsilon)
+        return values
+
+    def warmup_factor(self, batch_idx: int) -> float:
+        """Linear ramp 0 -> 1 of the unsupervised weights over ``losses.warmup_epochs``."""
+        warmup = self.config.losses.warmup_epochs
+        if warmup <= 0:
+            return 1.0
+        per_epoch = max(1, int(getattr(self.trainer, "num_training_batches", 1) or 1)) if self._trainer else 1
+        progress = self.current_epoch + batch_idx / per_epoch
+        return float(min(1.0, progress / warmup))
 
     def _backbone_frozen(self) -> bool:
         return self.current_epoch < self.config.training.unfreeze_epoch
@@ -48,14 +100,25 @@ class HeatmapModule(pl.LightningModule):
             # frozen backbone: keep its BatchNorm statistics too
             self.net.backbone.eval()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        clip = batch.get("unlabeled") if "labeled" in batch else None
+        labeled = batch["labeled"] if "labeled" in batch else batch
+        size = len(labeled["image"])
+        loss, _ = self._loss(labeled)
+        if clip is not None:
+            self.log("train_supervised_loss", loss, on_step=True, on_epoch=True, batch_size=size)
+            weights = self.config.losses
+            factor = self.warmup_factor(batch_idx)
+            for name, value in self.unsupervised_losses(clip).items():
+                self.log(f"train_{name}_loss", value, on_step=True, on_epoch=True, batch_size=1)
+                loss = loss + factor * getattr(weights, f"{name}_weight") * value
+            self.log("unsupervised_weight_factor", factor, on_step=True, on_epoch=False, batch_size=1)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss(batch)
-        points = heatmap_to_input(soft_argmax(spatial_softmax(logits), sigma=self.config.model.heatmap_sigma)[..., :2])
+        loss, outputs = self._loss(batch)
+        points = self._points(outputs)[..., :2]
         error = torch.linalg.norm(points - batch["keypoints"], dim=-1)
         size = len(batch["image"])
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=size)

@@ -5,6 +5,12 @@ network runs on the current one; only ``batch_size x prefetch`` frames are ever 
 memory does not grow with the video's length. The heatmap -> keypoint step runs on the
 device in a handful of tensor operations (a local soft-argmax, see ``networks.heads``).
 Coordinates returned are ORIGINAL-frame pixels (0 = centre of the first pixel).
+
+Context models (``model_type: context``) stream too: the backbone features of the last four
+frames are kept between batches, so frame t is predicted from frames t-2..t+2 exactly as if
+each frame had been given its true neighbours (the video's first / last frame repeated at the
+edges). ``diagnostics_csv`` writes per-frame temporal norms and PCA residuals beside the
+predictions, to find frames worth relabeling.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .io import LabeledFrames, ProjectError, read_image, write_predictions
-from .networks import HeatmapNet
+from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic, write_predictions
+from .networks import CONTEXT_RADIUS, HeatmapNet, build_net, pad_edges, sliding_windows
+from .pca import KeypointPCA
 
 PathLike = str | os.PathLike
 
@@ -36,7 +43,7 @@ class ModelDirError(FileNotFoundError):
 class PoseModel:
     """A trained network ready for inference, with what it needs to map coordinates back."""
 
-    net: HeatmapNet
+    net: torch.nn.Module  # HeatmapNet or ContextHeatmapNet
     bodyparts: list[str]
     image_resize: tuple[int, int]
     config: TrainConfig
@@ -44,17 +51,40 @@ class PoseModel:
     model_dir: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = True
+    pcas: dict[str, KeypointPCA] = field(default_factory=dict)
+
+    @property
+    def is_context(self) -> bool:
+        return bool(getattr(self.net, "is_context", False))
+
+    def _to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, h, w, 3) uint8 -> (B, 3, h, w) on the device."""
+        batch = torch.as_tensor(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        # an NHWC array permuted to NCHW *is* channels_last in memory: no copy needed
+        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     @torch.inference_mode()
     def predict_resized(self, frames: np.ndarray | torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
         """Keypoints (B, K, 3) of frames already resized to ``image_resize`` (B, h, w, 3) uint8.
 
         x, y are mapped to a frame of ``original_size`` (height, width); likelihood in [0, 1].
+        A context model sees the batch as consecutive frames (edges repeated); use
+        :meth:`predict_windows` to give each frame its own neighbours.
         """
-        batch = torch.as_tensor(frames).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        # an NHWC array permuted to NCHW *is* channels_last in memory: no copy needed
-        batch = batch.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        points = self.net.keypoints(batch)
+        if self.is_context:
+            feats = self.net.features(self._to_device(frames))
+            return self._to_original(self.net.keypoints_from_features(sliding_windows(pad_edges(feats))), original_size)
+        return self._to_original(self.net.keypoints(self._to_device(frames)), original_size)
+
+    @torch.inference_mode()
+    def predict_windows(self, windows: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Context model: keypoints (B, K, 3) of the centre frames of resized windows (B, 5, h, w, 3)."""
+        windows = np.asarray(windows)
+        b, t = windows.shape[:2]
+        feats = self.net.features(self._to_device(windows.reshape(b * t, *windows.shape[2:])))
+        return self._to_original(self.net.keypoints_from_features(feats.reshape(b, t, *feats.shape[1:])), original_size)
+
+    def _to_original(self, points: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
         h, w = self.image_resize
         scale = torch.tensor([original_size[1] / w, original_size[0] / h], device=points.device)
         xy = (points[..., :2] + 0.5) * scale - 0.5
@@ -109,7 +139,9 @@ def load_model(
         bodyparts = list(hparams["bodyparts"])
     except KeyError as exc:
         raise ModelDirError(f"{ckpt_path}: not a checkpoint of this engine (missing {exc})") from exc
-    net = HeatmapNet(config.model.backbone, len(bodyparts), pretrained=False, heatmap_sigma=config.model.heatmap_sigma)
+    net = build_net(config.model.model_type, config.model.backbone, len(bodyparts), pretrained=False,
+                    heatmap_sigma=config.model.heatmap_sigma)
+    pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (hparams.get("pca") or {}).items()}
     weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(weights, strict=True)
     device = _pick_device(device)
@@ -121,7 +153,7 @@ def load_model(
     net = net.to(memory_format=torch.channels_last)
     info_path = model_dir / "model.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    return PoseModel(net, bodyparts, tuple(config.data.image_resize), config, device, model_dir, info)
+    return PoseModel(net, bodyparts, tuple(config.data.image_resize), config, device, model_dir, info, pcas=pcas)
 
 
 def predict_video(
@@ -134,11 +166,14 @@ def predict_video(
     prefetch: int = 4,
     start: int = 0,
     stop: int | None = None,
+    diagnostics_csv: PathLike | None = None,
 ) -> np.ndarray:
     """Predict frames ``start:stop`` (default: all) of ``video``: (T, K, 3) = x, y, likelihood.
 
     x, y are original-frame pixels. Writes the LP/DLC predictions CSV (index = frame number)
-    to ``out_csv`` when given.
+    to ``out_csv`` when given, and per-frame diagnostics (temporal norm, PCA residuals; see
+    :func:`metrics.diagnostics_table`) to ``diagnostics_csv``. A context model treats
+    ``start`` / ``stop - 1`` as the video's edges (their frames repeated as neighbours).
     """
     from .video import iter_batches, video_info
 
@@ -149,18 +184,46 @@ def predict_video(
     bar = _progress_bar(total, Path(video).name) if progress else None
     started = time.perf_counter()
     batches = iter_batches(video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch)
-    for indices, frames in batches:
-        chunks.append(model.predict_resized(frames, original))
-        if bar is not None:
-            bar.update(len(indices))
+    if model.is_context:
+        chunks = list(_stream_context(model, batches, original, bar))
+    else:
+        for indices, frames in batches:
+            chunks.append(model.predict_resized(frames, original))
+            if bar is not None:
+                bar.update(len(indices))
     if bar is not None:
         bar.close()
     k = len(model.bodyparts)
     predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
+    index = np.arange(start, start + len(predictions))
     if out_csv is not None:
-        write_predictions(out_csv, predictions, model.bodyparts, index=np.arange(start, start + len(predictions)))
+        write_predictions(out_csv, predictions, model.bodyparts, index=index)
+    if diagnostics_csv is not None:
+        from .metrics import diagnostics_table
+
+        write_csv_atomic(diagnostics_table(predictions, model.bodyparts, model.pcas, index=index), diagnostics_csv)
     model.info["last_video_fps"] = len(predictions) / max(time.perf_counter() - started, 1e-9)
     return predictions
+
+
+@torch.inference_mode()
+def _stream_context(model: PoseModel, batches, original: tuple[int, int], bar):
+    """Yield keypoint chunks of a context model, keeping the features of the last 4 frames between batches."""
+    pending = None  # features of frames whose windows are not complete yet (plus the left padding)
+    for indices, frames in batches:
+        feats = model.net.features(model._to_device(frames))
+        if pending is None:
+            pending = pad_edges(feats[:1], CONTEXT_RADIUS, 0)[:CONTEXT_RADIUS]  # frame 0 repeated before the start
+        sequence = torch.cat([pending, feats])
+        if len(sequence) > 2 * CONTEXT_RADIUS:
+            yield model._to_original(model.net.keypoints_from_features(sliding_windows(sequence)), original)
+        pending = sequence[-2 * CONTEXT_RADIUS:]
+        if bar is not None:
+            bar.update(len(indices))
+    if pending is not None:
+        # the last frame repeated after the end completes the final two windows
+        sequence = pad_edges(pending, 0, CONTEXT_RADIUS)
+        yield model._to_original(model.net.keypoints_from_features(sliding_windows(sequence)), original)
 
 
 def _progress_bar(total: int, name: str):
@@ -178,6 +241,14 @@ def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int 
             f"{labels.csv_path}: body parts {labels.bodyparts} differ from the model's {model.bodyparts}"
         )
     out = np.empty((len(labels), len(model.bodyparts), 3))
+    if model.is_context:
+        from .data import load_context_resized
+
+        for row in range(len(labels)):  # each labeled frame with its neighbouring files
+            original = read_image(image_file(labels, row)).shape[:2]
+            window, _ = load_context_resized(labels, row, model.image_resize)
+            out[row] = model.predict_windows(window[None], original)[0]
+        return out
     for start in range(0, len(labels), batch_size):
         rows = range(start, min(start + batch_size, len(labels)))
         frames = [read_image(image_file(labels, r)) for r in rows]
@@ -200,6 +271,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="frames per network batch (default 16)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals")
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
@@ -210,7 +283,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
         out_dir = Path(args.out_dir)
         for video in args.videos:
             out_csv = out_dir / f"{Path(video).stem}.csv"
-            predictions = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv, progress=not args.no_progress)
+            diagnostics = out_dir / f"{Path(video).stem}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
+            predictions = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv,
+                                        progress=not args.no_progress, diagnostics_csv=diagnostics)
             print(f"{video}: {len(predictions)} frames -> {out_csv} ({model.info['last_video_fps']:.1f} frames/s)")
     except (ModelDirError, ProjectError, VideoError, FileNotFoundError) as exc:
         print(f"elp predict: error: {exc}")

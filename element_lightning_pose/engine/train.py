@@ -10,6 +10,11 @@ The model directory is a contract the DataJoint pipeline relies on::
     model_dir/checkpoints/last.ckpt  end of the latest epoch (resume from it)
     model_dir/metrics.csv            per-epoch history (losses, pixel error, lr, elapsed time)
     model_dir/logs/version_N/        Lightning CSV logs of each run (and TensorBoard when installed)
+    model_dir/frame_cache/           decoded unlabeled frames (semi-supervised runs; losses.cache_dir moves it)
+
+Semi-supervised runs (``losses.unsupervised`` not empty) fit the PCA losses on the TRAINING
+split's labels in original pixels, decode the project's videos once into the frame cache and
+pair every labeled batch with one contiguous clip of it.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ def train(
 
     config = TrainConfig.load(config)
     model_dir = Path(model_dir)
-    labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    labels, videos = load_project(project_root, config.data.csv_file, config.data.video_dir)
     if resume_from is not None and not Path(resume_from).is_file():
         raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
 
@@ -132,10 +137,11 @@ def train(
 
     _quiet_lightning()
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    datamodule = PoseDataModule(labels, splits, config)
+    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, model_dir)
+    datamodule = PoseDataModule(labels, splits, config, clips)
     has_val = len(datamodule.rows("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
-    module = HeatmapModule(config.to_dict(), list(labels.bodyparts))
+    module = HeatmapModule(config.to_dict(), list(labels.bodyparts), pca={k: v.to_dict() for k, v in pcas.items()})
     history = HistoryCallback()
     checkpoint = ModelCheckpoint(
         dirpath=model_dir / "checkpoints",
@@ -196,9 +202,38 @@ def train(
         "wall_time_s": round(float(wall_time), 3),
         "best_val_loss": best_val,
         "best_checkpoint": "checkpoints/best.ckpt",
+        "unsupervised_losses": list(config.losses.unsupervised),
+        "pca": {kind: {"keypoints": pca.views, "components": int(pca.components.shape[1]),
+                       "explained_variance_ratio": round(pca.explained_variance_ratio, 6),
+                       "epsilon_px": round(pca.epsilon, 4), "n_samples": pca.n_samples}
+                for kind, pca in pcas.items()},
+        "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
     }
     write_json_atomic(info, model_dir / "model.json")
     return TrainResult(model_dir, best, float(wall_time), int(trainer.current_epoch), best_val, frame)
+
+
+def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path],
+                         model_dir: Path):
+    """Fitted PCAs (training split, original pixels) and the unlabeled clip dataset, or ({}, None)."""
+    losses = config.losses
+    if not losses.unsupervised:
+        return {}, None
+    from .data import Augmenter
+    from .pca import fit_pcas
+    from .unlabeled import ClipDataset, build_frame_cache
+
+    train_rows = np.flatnonzero(splits == "train")
+    pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
+    if not videos:
+        raise ProjectError(f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
+                           f"{Path(labels.root) / config.data.video_dir} has none")
+    cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
+    cache = build_frame_cache(videos, tuple(config.data.image_resize), cache_dir, max_frames=losses.max_cached_frames,
+                              clip_length=losses.clip_length, seed=config.training.seed)
+    augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
+    steps = int(np.ceil(len(train_rows) / config.training.batch_size))
+    return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter)
 
 
 # --------------------------------------------------------------------------- command line

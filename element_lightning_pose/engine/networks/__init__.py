@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .backbones import BACKBONE_NAMES, WeightsError, build_backbone
+from .context import CONTEXT_RADIUS, ContextHeatmapNet, pad_edges, sliding_windows
 from .heads import (
     HEATMAP_STRIDE,
     HeatmapHead,
@@ -23,6 +24,8 @@ from .heads import (
 
 __all__ = [
     "BACKBONE_NAMES",
+    "CONTEXT_RADIUS",
+    "ContextHeatmapNet",
     "HEATMAP_STRIDE",
     "HeatmapHead",
     "HeatmapNet",
@@ -33,6 +36,9 @@ __all__ = [
     "input_to_heatmap",
     "soft_argmax",
     "spatial_softmax",
+    "build_net",
+    "pad_edges",
+    "sliding_windows",
 ]
 
 
@@ -63,3 +69,12 @@ class HeatmapNet(nn.Module):
         probs = spatial_softmax(self(images))
         points = soft_argmax(probs, sigma=self.heatmap_sigma)
         return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
+
+
+def build_net(model_type: str, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> nn.Module:
+    """The network of ``model_type`` ("heatmap" or "context")."""
+    if model_type == "context":
+        return ContextHeatmapNet(backbone, n_keypoints, pretrained, heatmap_sigma)
+    if model_type == "heatmap":
+        return HeatmapNet(backbone, n_keypoints, pretrained, heatmap_sigma)
+    raise ValueError(f"unknown model_type {model_type!r} (expected 'heatmap' or 'context')")

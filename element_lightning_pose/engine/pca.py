@@ -1,0 +1,194 @@
+"""Pose PCA and multi-view PCA fitted on training labels, in ORIGINAL-frame pixels.
+
+Both are linear subspaces of keypoint coordinates; a prediction far from the subspace is an
+implausible pose (single view) or views that disagree about one 3D point (multi-view).
+
+* single view: one sample per labeled frame with every chosen keypoint labeled, the vector
+  (x1, y1, x2, y2, ...); components kept up to the explained-variance target (or a count);
+* multi view: one sample per (frame, keypoint) labeled in all V views, the vector
+  (x_view1, y_view1, ..., x_viewV, y_viewV); 3 components by default (a 3D point).
+
+The residual of a keypoint is the pixel distance between it and its reconstruction from the
+subspace. Epsilon defaults to the 99th percentile (not the 0.99th, Lightning Pose's old bug)
+of the training residuals. Fitting and evaluation use the same coordinates (original pixels;
+Lightning Pose fitted in resized coordinates and evaluated in original ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .config import ConfigError, LossesConfig
+
+
+class PCAFitError(ConfigError):
+    """A PCA loss cannot be fitted on the training labels (the message says why and what is needed)."""
+
+
+@dataclass
+class KeypointPCA:
+    """A fitted subspace. ``views`` (V, P) are keypoint indices: row v = the keypoints of view v.
+
+    Single view: V = 1 and a sample is one frame. Multi-view: a sample is one column p of
+    ``views`` in one frame. ``mean`` (D,), ``components`` (D, c) with D = 2 V (multi-view)
+    or 2 P (single view).
+    """
+
+    kind: str  # "pca_singleview" | "pca_multiview"
+    views: list[list[int]]
+    mean: np.ndarray
+    components: np.ndarray
+    explained_variance_ratio: float
+    epsilon: float
+    n_samples: int
+
+    # ------------------------------------------------------------------ layout
+
+    def samples(self, points: np.ndarray | torch.Tensor):
+        """(..., K, 2) keypoints -> (..., S, D) samples (S = 1 single view, P multi-view)."""
+        index = np.asarray(self.views)  # (V, P)
+        gathered = points[..., index.reshape(-1), :]  # (..., V*P, 2)
+        shape = gathered.shape[:-2]
+        v, p = index.shape
+        if self.kind == "pca_singleview":
+            return gathered.reshape(*shape, 1, p * 2)
+        # (..., V, P, 2) -> (..., P, V, 2) -> (..., P, 2V)
+        per_view = gathered.reshape(*shape, v, p, 2)
+        per_view = per_view.swapaxes(-3, -2) if isinstance(per_view, np.ndarray) else per_view.transpose(-3, -2)
+        return per_view.reshape(*shape, p, v * 2)
+
+    def residual_keypoints(self, points: np.ndarray | torch.Tensor):
+        """Residual (..., V*P) in pixels of each keypoint in ``views`` (row-major over views)."""
+        samples = self.samples(points)
+        is_torch = isinstance(samples, torch.Tensor)
+        if is_torch:
+            mean = torch.as_tensor(self.mean, dtype=samples.dtype, device=samples.device)
+            comps = torch.as_tensor(self.components, dtype=samples.dtype, device=samples.device)
+        else:
+            mean, comps = self.mean, self.components
+        centred = samples - mean
+        error = centred - (centred @ comps) @ comps.T  # (..., S, D)
+        v, p = np.asarray(self.views).shape
+        shape = error.shape[:-2]
+        if self.kind == "pca_singleview":
+            per_point = error.reshape(*shape, p, 2)
+        else:
+            per_point = error.reshape(*shape, p, v, 2)
+            per_point = per_point.transpose(-3, -2) if is_torch else per_point.swapaxes(-3, -2)
+            per_point = per_point.reshape(*shape, v * p, 2)
+        if is_torch:
+            return torch.linalg.norm(per_point, dim=-1)
+        return np.linalg.norm(per_point, axis=-1)
+
+    def keypoint_indices(self) -> list[int]:
+        """Keypoint index of each residual column of :meth:`residual_keypoints`."""
+        return [k for view in self.views for k in view]
+
+    def residual_table(self, points: np.ndarray, n_keypoints: int) -> np.ndarray:
+        """(T, K) residual of each keypoint of ``points`` (T, K, >=2); NaN for keypoints outside the PCA."""
+        out = np.full(points.shape[:1] + (n_keypoints,), np.nan)
+        residual = self.residual_keypoints(np.asarray(points, dtype=float)[..., :2])
+        out[:, self.keypoint_indices()] = residual
+        return out
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"] = self.mean.tolist()
+        data["components"] = self.components.tolist()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "KeypointPCA":
+        values = dict(data)
+        values["mean"] = np.asarray(values["mean"], dtype=float)
+        values["components"] = np.asarray(values["components"], dtype=float).reshape(len(values["mean"]), -1)
+        return cls(**values)
+
+
+def resolve_keypoints(refs: Sequence[int | str], bodyparts: Sequence[str], key: str) -> list[int]:
+    """Keypoint names or indices -> indices; a clear error for an unknown one."""
+    names = list(bodyparts)
+    out = []
+    for ref in refs:
+        if isinstance(ref, str) and not ref.lstrip("-").isdigit():
+            if ref not in names:
+                raise ConfigError(f"losses.{key}: unknown keypoint {ref!r} (known: {names})")
+            out.append(names.index(ref))
+        else:
+            index = int(ref)
+            if not 0 <= index < len(names):
+                raise ConfigError(f"losses.{key}: keypoint index {index} out of range 0..{len(names) - 1}")
+            out.append(index)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"losses.{key}: a keypoint is listed twice ({list(refs)})")
+    return out
+
+
+def _fit_subspace(data: np.ndarray, components: int | None, variance: float) -> tuple[np.ndarray, np.ndarray, float]:
+    mean = data.mean(axis=0)
+    _, singular, vt = np.linalg.svd(data - mean, full_matrices=False)
+    ratio = singular**2 / max(float((singular**2).sum()), 1e-12)
+    if components is None:
+        components = int(np.searchsorted(np.cumsum(ratio), variance - 1e-12) + 1)
+    components = min(components, vt.shape[0])
+    return mean, vt[:components].T.copy(), float(ratio[:components].sum())
+
+
+def fit_pca(
+    kind: str,
+    keypoints: np.ndarray,
+    bodyparts: Sequence[str],
+    losses: LossesConfig,
+) -> KeypointPCA:
+    """Fit the ``kind`` PCA on training labels ``keypoints`` (N, K, 2) in original pixels (NaN = unlabeled)."""
+    keypoints = np.asarray(keypoints, dtype=float)
+    if kind == "pca_singleview":
+        refs = losses.pca_singleview_keypoints
+        views = [resolve_keypoints(refs, bodyparts, "pca_singleview_keypoints") if refs is not None
+                 else list(range(len(bodyparts)))]
+        if not views[0]:
+            raise PCAFitError("pose PCA: no keypoint group (losses.pca_singleview_keypoints is empty)")
+        components = losses.pca_singleview_components
+    elif kind == "pca_multiview":
+        if not losses.view_groups:
+            raise PCAFitError("multi-view PCA: no keypoint group (set losses.view_groups, one list of keypoints per view)")
+        views = [resolve_keypoints(group, bodyparts, "view_groups") for group in losses.view_groups]
+        flat = [k for view in views for k in view]
+        if len(set(flat)) != len(flat):
+            raise ConfigError(f"losses.view_groups: a keypoint appears in two views ({losses.view_groups})")
+        components = losses.pca_multiview_components
+    else:
+        raise ConfigError(f"unknown PCA loss {kind!r}")
+    pca = KeypointPCA(kind, views, np.zeros(0), np.zeros((0, 0)), 0.0, 0.0, 0)
+    samples = pca.samples(keypoints).reshape(-1, 2 * len(views[0]) if kind == "pca_singleview" else 2 * len(views))
+    complete = samples[np.isfinite(samples).all(axis=1)]
+    dims = samples.shape[1]
+    unit = "frames with all its keypoints labeled" if kind == "pca_singleview" else "(frame, keypoint) pairs labeled in every view"
+    name = "pose PCA" if kind == "pca_singleview" else "multi-view PCA"
+    if len(complete) < dims:
+        raise PCAFitError(
+            f"{name}: the training labels have {len(complete)} complete {unit}; at least {dims} are needed "
+            f"({dims} dimensions); label more frames or use fewer keypoints"
+        )
+    if components is not None and components > dims:
+        raise ConfigError(f"{name}: {components} components asked but the data has only {dims} dimensions")
+    mean, comps, explained = _fit_subspace(complete, components, losses.pca_explained_variance)
+    pca.mean, pca.components, pca.explained_variance_ratio, pca.n_samples = mean, comps, explained, len(complete)
+    if losses.pca_epsilon is not None:
+        pca.epsilon = float(losses.pca_epsilon)
+    else:
+        residual = pca.residual_keypoints(keypoints)
+        pca.epsilon = float(np.nanpercentile(residual, losses.pca_epsilon_percentile))
+    return pca
+
+
+def fit_pcas(keypoints: np.ndarray, bodyparts: Sequence[str], losses: LossesConfig) -> dict[str, KeypointPCA]:
+    """Every PCA loss named in ``losses.unsupervised``, fitted on ``keypoints`` (original pixels)."""
+    return {kind: fit_pca(kind, keypoints, bodyparts, losses)
+            for kind in ("pca_singleview", "pca_multiview") if kind in losses.unsupervised}
