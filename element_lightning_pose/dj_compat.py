@@ -18,6 +18,7 @@ Differences handled (verified against datajoint 0.14.10 and 2.3.5):
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -30,6 +31,22 @@ IS_DJ2: bool = DJ_MAJOR >= 2
 
 # Attribute types, spelled as each generation wants them (2.x warns on native SQL types).
 BLOB: str = "<blob>" if IS_DJ2 else "longblob"
+
+
+class _InheritedNativeTypeFilter(logging.Filter):
+    """Drop DataJoint 2.x's "Native type ... is used" warning.
+
+    2.3.5 issues it for attributes that a foreign key copies from a parent table (the parent's
+    int32 reads back as SQL 'integer'), which no definition can spell differently; our own
+    attributes use core types.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("Native type ")
+
+
+if IS_DJ2:
+    logging.getLogger("datajoint").addFilter(_InheritedNativeTypeFilter())
 FLOAT64: str = "float64" if IS_DJ2 else "double"
 FLOAT32: str = "float32" if IS_DJ2 else "float"
 INT32: str = "int32" if IS_DJ2 else "int"

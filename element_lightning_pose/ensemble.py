@@ -24,7 +24,7 @@ from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
 
-SMOOTHING_KEYS = {"s", "centre", "var_mode", "keypoint_groups", "fit_range"}
+SMOOTHING_KEYS = {"s", "centre", "var_mode", "keypoint_groups", "fit_range", "noise"}
 
 
 def activate(
@@ -62,7 +62,7 @@ def validate_smoothing_params(params: dict) -> dict:
             f"SmoothingParamSet: unknown parameter(s) {sorted(unknown)}; known: {sorted(SMOOTHING_KEYS)}"
         )
     full = {"s": None, "centre": "median", "var_mode": "confidence_weighted", "keypoint_groups": None,
-            "fit_range": None, **params}
+            "fit_range": None, "noise": "auto", **params}
     if full["s"] is not None and not float(full["s"]) > 0:
         raise ValueError(f"SmoothingParamSet: s must be positive or None (automatic), not {full['s']!r}")
     if full["centre"] not in ("median", "mean"):
@@ -71,6 +71,8 @@ def validate_smoothing_params(params: dict) -> dict:
         raise ValueError(
             f"SmoothingParamSet: var_mode must be 'plain' or 'confidence_weighted', not {full['var_mode']!r}"
         )
+    if full["noise"] not in ("auto", "eks", "calibrated"):
+        raise ValueError(f"SmoothingParamSet: noise must be 'auto', 'eks' or 'calibrated', not {full['noise']!r}")
     return full
 
 
@@ -83,7 +85,8 @@ class SmoothingParamSet(dj.Lookup):
         paramset_desc (varchar): description.
         param_set_hash (char): hash of the canonical parameters.
         params (blob): s (None = automatic by marginal likelihood), centre (median|mean),
-            var_mode (plain|confidence_weighted), keypoint_groups, fit_range.
+            var_mode (plain|confidence_weighted), keypoint_groups, fit_range, noise
+            (auto|eks|calibrated; see engine.eks.smooth).
     """
 
     definition = f"""
@@ -234,6 +237,7 @@ class EnsembleSmoothing(dj.Computed):
         result = eks.smooth(
             np.stack(arrays), bodyparts, s=params["s"], centre=params["centre"],
             var_mode=params["var_mode"], keypoint_groups=params["keypoint_groups"], fit_range=params["fit_range"],
+            noise=params.get("noise", "auto"),
         )
         elapsed = time.perf_counter() - start
         recording = "_".join(str(key[k]) for k in model.VideoRecording.primary_key).replace(" ", "_").replace(":", "-")
