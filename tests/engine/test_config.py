@@ -15,7 +15,7 @@ def test_defaults_follow_the_reference_method():
     assert config.training.learning_rate == 1e-3
     assert config.augmentation.hflip is False
     assert config.model.model_type == "heatmap"
-    assert config.losses.model_dump() == {}
+    assert config.losses.unsupervised == []  # supervised only unless asked
 
 
 def test_yaml_round_trip_keeps_every_value(tmp_path):
