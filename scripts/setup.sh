@@ -55,7 +55,9 @@ start_server() {
   if "$REPO/$venv/bin/elp" db status --backend "$backend" >/dev/null 2>&1; then
     STARTED_BY_US="${STARTED_BY_US:-}"
   else
-    "$REPO/$venv/bin/elp" db start --backend "$backend" >/dev/null
+    local port_var="ELP_${backend^^}_PORT" port_args=()   # ELP_POSTGRESQL_PORT / ELP_MYSQL_PORT
+    [ -n "${!port_var:-}" ] && port_args=(--port "${!port_var}")
+    "$REPO/$venv/bin/elp" db start --backend "$backend" "${port_args[@]}" >/dev/null
     STARTED_BY_US="${STARTED_BY_US:-} $backend"
   fi
   eval "$("$REPO/$venv/bin/elp" db env --backend "$backend")"
