@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Does semi-supervised training / the context network help? Evidence on data with ground truth.
+
+Synthetic two-view project (``engine.synthetic``: 128x128 frames, two 64-wide views of one 3D
+pose, a 2,000-frame video, 40 labeled frames of it, occluder episodes), identical backbone,
+epochs and labeled batch for every arm, several seeds (the seed changes the split, the
+initialisation and the batch order; the project is the same):
+
+* ``supervised``: heatmap model on the labels only;
+* ``semi``: the same plus temporal + pose PCA (view 1's 9 keypoints) + multi-view PCA losses
+  on 8-frame clips of the video (one per step);
+* ``context``: the temporal context model, supervised (only the occluded-frame comparison).
+
+Metrics on ALL 2,000 video frames against the ground truth (original pixels): mean pixel
+error, error on occluded keypoints, and jitter = mean |(p_t - p_t-1) - (g_t - g_t-1)| (motion
+that the true pose does not have). Step cost: training seconds per optimizer step of the same
+labeled batch, semi vs supervised. Then mirror-mouse (real data, no video ground truth):
+supervised vs PCA losses, pixel error on the labeled test split.
+
+Usage: python benchmarks/bench_semisupervised.py [--seeds 3] [--epochs 30] [--out results/semisupervised.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from element_lightning_pose.engine.io import load_project  # noqa: E402
+from element_lightning_pose.engine.metrics import evaluate  # noqa: E402
+from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
+from element_lightning_pose.engine.synthetic import make_synthetic_project  # noqa: E402
+from element_lightning_pose.engine.train import train  # noqa: E402
+
+MIRROR_MOUSE = REPO.parent / "shared" / "data" / "mirror-mouse-example"
+VIEW = list(range(9))
+# Sized for a 2-core CPU shared with other jobs (~25 min in all): see the report header.
+RESIZE, MM_RESIZE, BATCH, CLIP = (64, 64), (96, 96), 8, 8
+
+
+def base_config(epochs: int, seed: int, resize: tuple[int, int], batch: int) -> dict:
+    return {
+        "data": {"image_resize": list(resize), "split_seed": seed},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True},
+        "training": {"max_epochs": epochs, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": batch,
+                     "seed": seed, "lr_milestones": [int(epochs * 0.8)], "log_every_n_steps": 1},
+    }
+
+
+def semi_losses(view_groups: list, single_view: list, epochs: int) -> dict:
+    return {"unsupervised": ["temporal", "pca_singleview", "pca_multiview"], "pca_singleview_keypoints": single_view,
+            "view_groups": view_groups, "warmup_epochs": max(1, epochs // 4), "clip_length": CLIP}
+
+
+def video_metrics(model_dir: Path, video: Path, truth: np.ndarray, occluded: np.ndarray) -> dict:
+    model = load_model(model_dir, device="cpu")
+    started = time.perf_counter()
+    pred = predict_video(model, video, batch_size=32, progress=False)
+    fps = len(pred) / (time.perf_counter() - started)
+    error = np.linalg.norm(pred[..., :2] - truth, axis=-1)
+    jitter = np.linalg.norm(np.diff(pred[..., :2], axis=0) - np.diff(truth, axis=0), axis=-1)
+    return {"error": float(error.mean()), "error_occluded": float(error[occluded].mean()),
+            "error_visible": float(error[~occluded].mean()), "jitter": float(jitter.mean()), "predict_fps": fps}
+
+
+def step_seconds(result) -> float:
+    """Training seconds per optimizer step, epoch 0 (start-up, cache build) excluded."""
+    h = result.history
+    if len(h) < 3:
+        return float(h["elapsed_s"].iloc[-1] / max(h["step"].iloc[-1], 1))
+    return float((h["elapsed_s"].iloc[-1] - h["elapsed_s"].iloc[0]) / (h["step"].iloc[-1] - h["step"].iloc[0]))
+
+
+def synthetic_arms(work: Path, seeds: int, epochs: int) -> dict[str, list[dict]]:
+    project = make_synthetic_project(work / "project", seed=0, image_size=(128, 128), n_labeled=40,
+                                     n_video_frames=2000, views=2)
+    truth, occluded = project.ground_truth(project.videos[0])
+    groups = [list(range(9)), list(range(9, 18))]
+    results: dict[str, list[dict]] = {"supervised": [], "semi": [], "context": []}
+    for seed in range(seeds):
+        for arm in results:
+            config = base_config(epochs, seed, RESIZE, BATCH)
+            if arm == "semi":
+                config["losses"] = semi_losses(groups, VIEW, epochs)
+            if arm == "context":
+                config["model"]["model_type"] = "context"
+            model_dir = work / f"{arm}_{seed}"
+            result = train(config, project.root, model_dir, progress=False)
+            row = video_metrics(model_dir, project.videos[0], truth, occluded)
+            row.update(step_s=step_seconds(result), wall_s=result.wall_time_s)
+            h = result.history
+            for column in ("train_supervised_loss", "train_temporal_loss", "train_pca_singleview_loss",
+                           "train_pca_multiview_loss"):
+                if column in h:
+                    row[f"{column}_first"], row[f"{column}_last"] = float(h[column].iloc[0]), float(h[column].iloc[-1])
+            results[arm].append(row)
+            print(arm, seed, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    return results
+
+
+def mirror_mouse_arms(work: Path, epochs: int) -> dict[str, dict]:
+    labels, _ = load_project(MIRROR_MOUSE)
+    groups = [list(range(0, 7)), list(range(8, 15))]
+    out = {}
+    for arm in ("supervised", "semi"):
+        config = base_config(epochs, 0, MM_RESIZE, BATCH)
+        if arm == "semi":
+            config["losses"] = {"unsupervised": ["pca_singleview", "pca_multiview"], "view_groups": groups,
+                                "pca_singleview_keypoints": groups[0], "warmup_epochs": max(1, epochs // 4),
+                                "clip_length": CLIP}
+        model_dir = work / f"mm_{arm}"
+        result = train(config, MIRROR_MOUSE, model_dir, progress=False)
+        table = evaluate(model_dir, labels)
+        test = table[table["split"] == "test"]
+        out[arm] = {"test_error": float(test["error_px"].mean()), "train_error": float(table[table["split"] == "train"]["error_px"].mean()),
+                    "step_s": step_seconds(result), "wall_s": result.wall_time_s}
+        print("mirror-mouse", arm, out[arm], flush=True)
+    return out
+
+
+def mean_sd(rows: list[dict], key: str) -> str:
+    values = np.array([r[key] for r in rows if key in r], dtype=float)
+    if not len(values):
+        return "n/a"
+    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}"
+
+
+def report(results, mirror, args, elapsed: float) -> str:
+    lines = [
+        "# Semi-supervised losses and the context model: evidence",
+        "",
+        f"Command: `OMP_NUM_THREADS=2 python benchmarks/bench_semisupervised.py --seeds {args.seeds} "
+        f"--epochs {args.epochs} --mm-epochs {args.mm_epochs}` ({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores shared with other jobs, CPU only).",
+        "",
+        "Synthetic two-view project: 128x128 frames, 2,000-frame video, 40 labeled frames of it "
+        f"(32 train / 4 val / 4 test), efficientnet_lite0 (ImageNet), resize {RESIZE[0]}x{RESIZE[1]}, labeled batch {BATCH}, "
+        f"{args.epochs} epochs, Adam 1e-3. Semi: temporal (eps 20 px) + pose PCA (view 1, 99% variance) + "
+        f"multi-view PCA (3 components), weights 0.01, {CLIP}-frame clip per step, warm-up over a quarter of the epochs. "
+        f"Mean ± SD over {args.seeds} seeds; errors in original pixels over all 2,000 frames x 18 keypoints.",
+        "",
+        "| arm | pixel error (all frames) | error, visible kp | error, occluded kp | jitter (px/frame) | s / step | train wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, rows in results.items():
+        lines.append(f"| {arm} | {mean_sd(rows, 'error')} | {mean_sd(rows, 'error_visible')} | "
+                     f"{mean_sd(rows, 'error_occluded')} | {mean_sd(rows, 'jitter')} | {mean_sd(rows, 'step_s')} | "
+                     f"{mean_sd(rows, 'wall_s')} |")
+    sup, semi = results["supervised"], results["semi"]
+    ratio = np.mean([b["step_s"] / a["step_s"] for a, b in zip(sup, semi)])
+    lines += ["", f"Semi-supervised step cost relative to supervised (same labeled batch {BATCH}, + a {CLIP}-frame clip): "
+                  f"**{ratio:.2f}x** (target <= 2.5x).", ""]
+    lines += ["Per seed (error all / occluded / jitter):", ""]
+    for arm, rows in results.items():
+        lines.append(f"- {arm}: " + "; ".join(f"{r['error']:.2f} / {r['error_occluded']:.2f} / {r['jitter']:.2f}" for r in rows))
+    lines += ["", "Unsupervised losses in the semi arm, first -> last epoch (mean over seeds, px):", ""]
+    for name in ("supervised", "temporal", "pca_singleview", "pca_multiview"):
+        key = f"train_{name}_loss"
+        if f"{key}_first" in semi[0]:
+            first = np.mean([r[f"{key}_first"] for r in semi])
+            last = np.mean([r[f"{key}_last"] for r in semi])
+            lines.append(f"- {key}: {first:.4f} -> {last:.4f}")
+    if mirror:
+        s, m = mirror["supervised"], mirror["semi"]
+        lines += ["", f"Mirror-mouse (real, 90 labeled frames, 17 keypoints, resize {MM_RESIZE[0]}x{MM_RESIZE[1]}, {args.mm_epochs} epochs, one seed; "
+                      "semi = pose PCA on keypoints 0-6 + multi-view PCA [[0..6],[8..14]] on test_vid.mp4 clips):", "",
+                  "| arm | test pixel error | train pixel error | s / step |", "|---|---|---|---|",
+                  f"| supervised | {s['test_error']:.2f} | {s['train_error']:.2f} | {s['step_s']:.2f} |",
+                  f"| semi (PCA losses) | {m['test_error']:.2f} | {m['train_error']:.2f} | {m['step_s']:.2f} |",
+                  "", f"Step cost ratio on mirror-mouse: **{m['step_s'] / s['step_s']:.2f}x**."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--mm-epochs", type=int, default=5)
+    parser.add_argument("--no-mirror-mouse", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semisupervised.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="elp-bench-semi-") as tmp:
+        work = Path(tmp)
+        results = synthetic_arms(work, args.seeds, args.epochs)
+        mirror = None if args.no_mirror_mouse or not MIRROR_MOUSE.is_dir() else mirror_mouse_arms(work, args.mm_epochs)
+    text = report(results, mirror, args, time.perf_counter() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

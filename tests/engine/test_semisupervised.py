@@ -1,0 +1,239 @@
+"""Semi-supervised training: losses, PCA in original pixels, the frame cache, config errors, diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
+from element_lightning_pose.engine.io import load_project, write_keypoint_csv
+from element_lightning_pose.engine.losses import pca_loss, temporal_loss
+from element_lightning_pose.engine.pca import PCAFitError, fit_pca
+from element_lightning_pose.engine.predict import load_model, predict_video
+from element_lightning_pose.engine.synthetic import make_synthetic_project
+from element_lightning_pose.engine.train import train
+from element_lightning_pose.engine.unlabeled import ClipDataset, build_frame_cache, plan_segments, to_original_matrix
+from element_lightning_pose.engine.video import read_frames, resize_frame
+
+VIEW0, VIEW1 = list(range(9)), list(range(9, 18))
+
+
+def semi_config(**losses) -> dict:
+    values = {"unsupervised": ["temporal", "pca_singleview", "pca_multiview"], "pca_singleview_keypoints": VIEW0,
+              "view_groups": [VIEW0, VIEW1], "warmup_epochs": 0, "clip_length": 8}
+    values.update(losses)
+    return {
+        "data": {"image_resize": [64, 64]},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "training": {"max_epochs": 4, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 8, "log_every_n_steps": 1},
+        "losses": values,
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    # two views (top | bottom side by side) so the multi-view PCA has its two views
+    return make_synthetic_project(tmp_path_factory.mktemp("semi"), image_size=(64, 64), n_labeled=28,
+                                  n_video_frames=60, views=2)
+
+
+def step_log(model_dir) -> pd.DataFrame:
+    return pd.read_csv(next((model_dir / "logs").glob("version_*/metrics.csv")))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_temporal_loss_is_zero_for_a_still_clip_and_positive_for_a_jump():
+    still = torch.full((6, 3, 2), 10.0)
+    confident = torch.ones(6, 3)
+    assert temporal_loss(still, confident, 20.0).item() == 0.0
+    jump = still.clone()
+    jump[3:, 1, 0] += 35.0  # keypoint 1 jumps 35 px once: 15 px above epsilon in one of 5 x 3 pairs
+    assert temporal_loss(jump, confident, 20.0).item() == pytest.approx(15.0 / 15)
+    # a jump below epsilon costs nothing; per-keypoint epsilons are honoured
+    assert temporal_loss(jump, confident, torch.tensor([20.0, 40.0, 20.0])).item() == 0.0
+    # a low-confidence end of the pair removes it
+    unsure = confident.clone()
+    unsure[3, 1] = 0.1
+    assert temporal_loss(jump, unsure, 20.0, min_confidence=0.5).item() == 0.0
+
+
+def test_pca_loss_is_relu_of_residual_minus_epsilon():
+    residual = torch.tensor([[1.0, 5.0], [2.0, 9.0]])
+    assert pca_loss(residual, 4.0).item() == pytest.approx((1.0 + 5.0) / 4)
+
+
+def _labels(n: int, rng, scale: float = 1.0) -> np.ndarray:
+    """(n, 4, 2) keypoints on a 2-D subspace plus 0.5 px noise, times ``scale``."""
+    latent = rng.normal(size=(n, 2)) * 20
+    basis = rng.normal(size=(2, 8))
+    return ((latent @ basis).reshape(n, 4, 2) + 100 + rng.normal(scale=0.5, size=(n, 4, 2))) * scale
+
+
+def test_pca_epsilon_is_the_99th_percentile_of_training_residuals():
+    rng = np.random.default_rng(0)
+    points = _labels(300, rng)
+    pca = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
+    residual = pca.residual_keypoints(points)
+    assert pca.epsilon == pytest.approx(np.percentile(residual, 99))
+    assert (residual > pca.epsilon).mean() == pytest.approx(0.01, abs=0.005)  # not the 0.99th percentile
+    # the 99%-variance rule finds the 2-D subspace
+    assert fit_pca("pca_singleview", points, list("abcd"), LossesConfig()).components.shape[1] == 2
+
+
+def test_pca_without_enough_complete_frames_says_how_many_exist_and_are_needed():
+    points = _labels(12, np.random.default_rng(1))
+    points[:6, 2] = np.nan  # 6 complete frames for 8 dimensions
+    with pytest.raises(PCAFitError, match=r"have 6 complete frames.*at least 8 are needed"):
+        fit_pca("pca_singleview", points, list("abcd"), LossesConfig())
+    with pytest.raises(PCAFitError, match=r"no keypoint group"):
+        fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_keypoints=[]))
+
+
+def test_training_reports_a_pca_that_cannot_be_fitted(project, tmp_path):
+    # 28 labeled frames -> 22 in training, fewer than the 36 dimensions of all 18 keypoints
+    config = semi_config(pca_singleview_keypoints=None, unsupervised=["pca_singleview"])
+    with pytest.raises(PCAFitError, match=r"have 22 complete frames.*at least 36 are needed"):
+        train(config, project.root, tmp_path / "m", progress=False)
+
+
+@pytest.mark.parametrize(
+    "losses, message",
+    [
+        ({"unsupervised": ["temporal", "pca_3d"]}, r"unknown loss name\(s\) \['pca_3d'\]"),
+        ({"view_groups": [[0, 1, 2], [3, 4]]}, r"view_groups.*same number of keypoints.*lengths \[3, 2\]"),
+        ({"unsupervised": ["pca_multiview"]}, r"pca_multiview needs losses.view_groups"),
+        ({"temporal_epsilon": -1}, r"temporal_epsilon.*>= 0"),
+    ],
+)
+def test_loss_config_errors_are_clear(losses, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict({"losses": losses})
+
+
+def test_unknown_keypoint_name_in_a_view_group(project, tmp_path):
+    config = semi_config(view_groups=[["nose_top"], ["snout_bot"]], unsupervised=["pca_multiview"])
+    with pytest.raises(ConfigError, match=r"unknown keypoint 'snout_bot'"):
+        train(config, project.root, tmp_path / "m", progress=False)
+
+
+def test_pca_is_fitted_in_original_pixels(project, tmp_path):
+    """Frames twice the network size: epsilon follows the residual scale of ORIGINAL coordinates."""
+    labels, _ = load_project(project.root)
+    scaled = tmp_path / "big"
+    # the same labels doubled (as if the frames were 2x larger); the PCA does not read images
+    doubled = labels.keypoints * 2 + 0.5
+    losses = LossesConfig(view_groups=[VIEW0, VIEW1], unsupervised=["pca_multiview"])
+    small = fit_pca("pca_multiview", labels.keypoints, labels.bodyparts, losses)
+    big = fit_pca("pca_multiview", doubled, labels.bodyparts, losses)
+    assert big.epsilon == pytest.approx(2 * small.epsilon, rel=1e-6)
+    # and the trained model keeps the PCA of the original coordinates: train on 128x128 frames resized to 64
+    project2 = make_synthetic_project(scaled, image_size=(128, 128), n_labeled=28, n_video_frames=40, views=2)
+    model_dir = tmp_path / "model"
+    config = semi_config(unsupervised=["pca_multiview"])
+    config["training"]["max_steps"] = 1
+    train(config, project2.root, model_dir, progress=False)
+    labels2, _ = load_project(project2.root)
+    model = load_model(model_dir, device="cpu")
+    pca = model.pcas["pca_multiview"]
+    residual = pca.residual_keypoints(labels2.keypoints)
+    train_rows = [i for i, s in enumerate(pd.read_csv(model_dir / "splits.csv")["split"]) if s == "train"]
+    assert pca.epsilon == pytest.approx(np.nanpercentile(residual[train_rows], 99), rel=1e-6)
+    # residuals of true poses are small in ORIGINAL pixels of a 128-px frame, projected ones are not
+    assert pca.epsilon < 1.0
+    assert np.isclose(pca.mean[:2].mean(), np.nanmean(labels2.keypoints[train_rows][:, VIEW0]), rtol=0.05)
+
+
+# --------------------------------------------------------------------------- frame cache and clips
+
+
+def test_segments_bound_the_cache_and_stay_contiguous():
+    plan = plan_segments([1000, 50, 3], max_frames=200, clip_length=16, seed=0)
+    assert sum(length for _, _, length in plan) <= 200
+    assert all(length >= 16 for _, _, length in plan)
+    assert all(start + length <= [1000, 50, 3][v] for v, start, length in plan)
+    assert plan_segments([40, 30], max_frames=100, clip_length=16, seed=0) == [(0, 0, 40), (1, 0, 30)]
+
+
+def test_cache_holds_resized_video_frames_and_clips_map_back_to_original_pixels(project, tmp_path):
+    video = project.videos[0]
+    cache = build_frame_cache([video], (32, 32), tmp_path / "cache", max_frames=40, clip_length=8, seed=3)
+    assert cache.n_frames <= 40 and cache.frames.dtype == np.uint8 and cache.frames.shape[1:] == (32, 32, 3)
+    segment = cache.segments[0]
+    decoded = read_frames(video, [segment.start + 5])[0]
+    assert np.array_equal(cache.frames[segment.offset + 5], resize_frame(decoded, (32, 32)))
+    again = build_frame_cache([video], (32, 32), tmp_path / "cache", max_frames=40, clip_length=8, seed=3)
+    assert again.segments == cache.segments  # reused, not rebuilt
+    torch.manual_seed(0)
+    item = ClipDataset(cache, 8, 4)[0]
+    assert item["frames"].shape == (8, 3, 32, 32)
+    # identity augmentation: the network pixel (x, y) maps to the original-frame pixel
+    matrix = item["to_original"].numpy()
+    assert matrix @ np.array([15.5, 15.5, 1.0]) == pytest.approx([31.5, 31.5])  # centre -> centre (64 px frame)
+    # an augmentation's warp is undone: a point warped by M lands back where it was
+    warp = np.array([[0.9, -0.2, 3.0], [0.2, 0.9, -2.0]])
+    back = to_original_matrix(warp, (32, 32), (64, 64))
+    point = np.array([10.0, 20.0])
+    warped = warp[:, :2] @ point + warp[:, 2]
+    assert back @ np.append(warped, 1.0) == pytest.approx((point + 0.5) * 2 - 0.5)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_semi_supervised_training_runs_on_cpu_and_its_losses_decrease(project, tmp_path):
+    # epsilon 0 keeps every loss active from the first step; weights large enough to matter
+    config = semi_config(temporal_epsilon=0.0, pca_epsilon=0.0, temporal_weight=0.01, pca_singleview_weight=0.01,
+                         pca_multiview_weight=0.01, temporal_min_confidence=0.0)
+    config["training"].update(max_epochs=8, learning_rate=3e-3)
+    config["augmentation"] = {"enabled": False}  # a fixed problem: the same frames every epoch
+    result = train(config, project.root, tmp_path / "m", progress=False)
+    history = result.history
+    for column in ("train_supervised_loss", "train_temporal_loss", "train_pca_singleview_loss", "train_pca_multiview_loss"):
+        assert column in history.columns  # each loss logged separately per epoch in metrics.csv
+    log = step_log(tmp_path / "m")
+    steps = log.dropna(subset=["train_supervised_loss_step"])
+    assert len(steps) >= 20
+
+    def early_late(column):
+        values = steps[column].to_numpy()
+        return values[:4].mean(), values[-4:].mean()
+
+    for column in ("train_temporal_loss_step", "train_pca_singleview_loss_step", "train_pca_multiview_loss_step"):
+        first, last = early_late(column)
+        assert last < 0.5 * first, (column, first, last)
+    first, last = early_late("train_supervised_loss_step")  # the labels are still learnt beside them
+    assert last < 0.9 * first, (first, last)
+    info = (tmp_path / "m" / "model.json").read_text()
+    assert '"unsupervised_losses"' in info and '"pca_multiview"' in info
+    assert (tmp_path / "m" / "frame_cache" / "frames.npy").is_file()
+
+
+def test_warmup_ramps_the_unsupervised_weight(project, tmp_path):
+    config = semi_config(unsupervised=["temporal"], warmup_epochs=2)
+    config["training"]["max_epochs"] = 3
+    train(config, project.root, tmp_path / "m", progress=False)
+    factors = step_log(tmp_path / "m")["unsupervised_weight_factor"].dropna().to_numpy()
+    assert factors[0] == 0.0 and factors[-1] == 1.0
+    assert np.all(np.diff(factors) >= 0) and ((factors > 0) & (factors < 1)).any()
+
+
+def test_predict_writes_diagnostics_with_temporal_norm_and_pca_residuals(project, tmp_path):
+    config = semi_config()
+    config["training"]["max_steps"] = 2
+    train(config, project.root, tmp_path / "m", progress=False)
+    model = load_model(tmp_path / "m", device="cpu")
+    out = tmp_path / "pred" / "video00_diagnostics.csv"
+    predictions = predict_video(model, project.videos[0], stop=20, progress=False, diagnostics_csv=out)
+    table = pd.read_csv(out, header=[0, 1], index_col=0)
+    metrics = list(dict.fromkeys(table.columns.get_level_values(0)))
+    assert metrics == ["temporal_norm", "pca_singleview_residual", "pca_multiview_residual"]
+    assert table.shape == (20, 3 * 18)
+    assert table["temporal_norm"].iloc[1:].to_numpy() == pytest.approx(
+        np.linalg.norm(np.diff(predictions[:, :, :2], axis=0), axis=-1), abs=1e-4)
+    assert table["pca_singleview_residual"].iloc[:, 9:].isna().all().all()  # only view 1 in the pose PCA
+    residual = model.pcas["pca_multiview"].residual_table(predictions, 18)
+    assert table["pca_multiview_residual"].to_numpy() == pytest.approx(residual, abs=1e-4)
