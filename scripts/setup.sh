@@ -32,13 +32,13 @@ ensure_python() {
 }
 
 ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
-  local dir="$REPO/$1" extras="$2"; shift 2
+  local name="$1" dir="$REPO/$1" extras="$2"; shift 2
   local stamp_text; stamp_text="$(cat "$REPO/setup.py"; echo "$extras $*")"
   local stamp; stamp="$(printf '%s' "$stamp_text" | sha256sum | cut -c1-16)"
   if [ -f "$dir/.elp-stamp" ] && [ "$(cat "$dir/.elp-stamp")" = "$stamp" ]; then return 0; fi
   ensure_python
   "$PY" -c 'import ensurepip' 2>/dev/null || ensure_apt python3-venv
-  log "building $1 (element[$extras] $*) — the first time takes a few minutes"
+  log "building $name (element[$extras] $*) — the first time takes a few minutes"
   [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --upgrade pip wheel >/dev/null
   "$dir/bin/python" -m pip install -q -e "$REPO[$extras]" "$@"
