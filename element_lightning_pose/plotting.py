@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.io import ProjectError
 
 PathLike = str | os.PathLike
@@ -69,16 +69,8 @@ def save_figure(figure: Figure, out: PathLike, *, dpi: int = 100) -> Path:
     """Save ``figure`` to ``out`` (format from the suffix) through a temporary file and a rename."""
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower() or "png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp.{fmt}", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         figure.savefig(tmp, format=fmt, dpi=dpi)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

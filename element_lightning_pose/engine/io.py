@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import re
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,6 +19,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from .atomic import atomic_output
 
 PathLike = str | os.PathLike
 
@@ -53,17 +54,9 @@ def keypoint_frame(
 
 def write_csv_atomic(frame: pd.DataFrame, path: PathLike) -> Path:
     """Write ``frame`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp)
+    return Path(path)
 
 
 def write_keypoint_csv(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
+
+from .atomic import atomic_output
 
 PathLike = str | os.PathLike
 
@@ -283,45 +284,39 @@ def write_video(
         raise VideoError(f"{path}: invalid frame rate {fps}")
     if len(codec) != 4:
         raise VideoError(f"{path}: codec must be a four-character code, got {codec!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the suffix: OpenCV picks the container from it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # atomic_output keeps the suffix in the temporary name: OpenCV picks the container from it.
     writer = None
-    try:
-        shape = None
-        count = 0
-        for number, frame in enumerate(frames):
-            frame = np.asarray(frame)
-            if frame.dtype != np.uint8:
-                raise VideoError(f"{path}: frame {number} has dtype {frame.dtype}, expected uint8")
-            if frame.ndim == 2:
-                frame = np.repeat(frame[:, :, None], 3, axis=2)
-            if frame.ndim != 3 or frame.shape[2] != 3:
-                raise VideoError(f"{path}: frame {number} has shape {frame.shape}, expected (H, W, 3)")
+    with atomic_output(path) as tmp:
+        try:
+            shape = None
+            count = 0
+            for number, frame in enumerate(frames):
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8:
+                    raise VideoError(f"{path}: frame {number} has dtype {frame.dtype}, expected uint8")
+                if frame.ndim == 2:
+                    frame = np.repeat(frame[:, :, None], 3, axis=2)
+                if frame.ndim != 3 or frame.shape[2] != 3:
+                    raise VideoError(f"{path}: frame {number} has shape {frame.shape}, expected (H, W, 3)")
+                if writer is None:
+                    shape = frame.shape
+                    writer = cv2.VideoWriter(
+                        str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (shape[1], shape[0])
+                    )
+                    if not writer.isOpened():
+                        raise VideoError(f"{path}: OpenCV cannot write codec {codec!r} to a "
+                                         f"{path.suffix or 'suffix-less'} file")
+                elif frame.shape != shape:
+                    raise VideoError(f"{path}: frame {number} has shape {frame.shape}, the first had {shape}")
+                writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
+                count += 1
             if writer is None:
-                shape = frame.shape
-                writer = cv2.VideoWriter(
-                    str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (shape[1], shape[0])
-                )
-                if not writer.isOpened():
-                    raise VideoError(f"{path}: OpenCV cannot write codec {codec!r} to a "
-                                     f"{path.suffix or 'suffix-less'} file")
-            elif frame.shape != shape:
-                raise VideoError(f"{path}: frame {number} has shape {frame.shape}, the first had {shape}")
-            writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
-            count += 1
-        if writer is None:
-            raise VideoError(f"{path}: no frames to write")
-        writer.release()
-        writer = None
-        if tmp.stat().st_size == 0:
-            raise VideoError(f"{path}: OpenCV wrote an empty file for codec {codec!r}")
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
+                raise VideoError(f"{path}: no frames to write")
             writer.release()
-        tmp.unlink(missing_ok=True)
-        raise
+            writer = None
+            if tmp.stat().st_size == 0:
+                raise VideoError(f"{path}: OpenCV wrote an empty file for codec {codec!r}")
+        finally:
+            if writer is not None:
+                writer.release()
     return path
