@@ -14,12 +14,12 @@ from element_lightning_pose.export import dj_nwb, nwb
 def smoothed(lp, flow):
     """The flow's recording with pose from both models and an ensemble (id 5) over them."""
     for table in (lp.model.RecordingInfo, lp.model.PoseEstimation):
-        assert dj_compat.populate(table).errors == []
+        assert dj_compat.populate(table, flow["rec"]).errors == []
     idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
     key = {**flow["rec"], "ensemble_id": 5}
     if not lp.ensemble.EnsembleSmoothingTask & key:
         lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx, ensemble_id=5)
-    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing).errors == []
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, key).errors == []
     session = {k: flow["rec"][k] for k in lp.Session.primary_key}
     return session, flow
 

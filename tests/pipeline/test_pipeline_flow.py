@@ -35,7 +35,7 @@ def test_training_rows_describe_the_model_dirs(lp, flow):
 
 
 def test_recording_info_reads_the_video(lp, flow):
-    dj_compat.populate(lp.model.RecordingInfo)
+    dj_compat.populate(lp.model.RecordingInfo, flow["rec"])
     info = (lp.model.RecordingInfo & flow["rec"]).fetch1()
     assert info["n_frames"] == 48
     assert info["fps"] == pytest.approx(30.0)
@@ -43,9 +43,10 @@ def test_recording_info_reads_the_video(lp, flow):
 
 
 def test_evaluation_per_split(lp, flow):
-    result = dj_compat.populate(lp.model.ModelEvaluation)
+    models = [{"model_name": n} for n in flow["names"]]
+    result = dj_compat.populate(lp.model.ModelEvaluation, models)
     assert result.errors == []
-    rows = dj_compat.fetch_dicts(lp.model.ModelEvaluation)
+    rows = dj_compat.fetch_dicts(lp.model.ModelEvaluation & models)
     assert len(rows) == 2
     for row in rows:
         assert row["n_train"] + row["n_val"] + row["n_test"] == 16
@@ -57,10 +58,10 @@ def test_evaluation_per_split(lp, flow):
 def test_pose_estimation_equals_engine_output(lp, flow):
     from element_lightning_pose.engine.predict import load_model, predict_video
 
-    dj_compat.populate(lp.model.RecordingInfo)
-    result = dj_compat.populate(lp.model.PoseEstimation, reserve_jobs=True)
+    dj_compat.populate(lp.model.RecordingInfo, flow["rec"])
+    result = dj_compat.populate(lp.model.PoseEstimation, flow["rec"], reserve_jobs=True)
     assert result.errors == []
-    assert len(lp.model.PoseEstimation()) == 2
+    assert len(lp.model.PoseEstimation & flow["rec"]) == 2
     for name in flow["names"]:
         key = {**flow["rec"], "model_name": name}
         stored = lp.model.PoseEstimation.get_trajectory(key)
@@ -74,10 +75,10 @@ def test_pose_estimation_equals_engine_output(lp, flow):
 def test_ensemble_equals_engine_smoother(lp, flow):
     from element_lightning_pose.engine import eks
 
-    dj_compat.populate(lp.model.PoseEstimation)
+    dj_compat.populate(lp.model.PoseEstimation, flow["rec"])
     idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
     key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx)
-    result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, reserve_jobs=True)
+    result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, key, reserve_jobs=True)
     assert result.errors == [] and result.success_count == 1
     members = np.stack([
         lp.model.PoseEstimation.get_trajectory({**flow["rec"], "model_name": n}).to_numpy().reshape(48, -1, 3)

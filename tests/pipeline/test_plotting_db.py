@@ -11,13 +11,15 @@ from element_lightning_pose import dj_compat, plotting
 
 @pytest.fixture(scope="module")
 def populated(lp, flow):
-    for table in (lp.model.RecordingInfo, lp.model.ModelEvaluation, lp.model.PoseEstimation):
-        assert dj_compat.populate(table).errors == []
+    models = [{"model_name": n} for n in flow["names"]]
+    for table, restriction in ((lp.model.RecordingInfo, flow["rec"]), (lp.model.ModelEvaluation, models),
+                               (lp.model.PoseEstimation, flow["rec"])):
+        assert dj_compat.populate(table, restriction).errors == []
     idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
     key = {**flow["rec"], "ensemble_id": 9}  # an id of its own: test_pipeline_flow creates ensemble 1
     if not lp.ensemble.EnsembleSmoothingTask & key:
         lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx, ensemble_id=9)
-    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing).errors == []
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, key).errors == []
     return {**flow, "ensemble_key": key}
 
 
