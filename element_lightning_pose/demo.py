@@ -140,7 +140,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         }
 
     with Step("session recording and pose estimation"):
-        session = pipeline.add_session("demo_mouse", dt.datetime(2024, 5, 1, 10, 30), sex="F",
+        session = pipeline.add_session("mouse01", dt.datetime(2024, 5, 1, 10, 30), sex="F",
                                        subject_birth_date=dt.date(2024, 1, 2),
                                        description="element-lightning-pose demo session")
         lp.Device.insert1({"device": "camera1", "device_description": "behaviour camera"}, skip_duplicates=True)
