@@ -207,6 +207,8 @@ def add_session(
     session key. A convenience for demos and tests: labs insert into their own tables."""
     lp = _require_active()
     if lp.upstream == "elements":
+        if len(subject) > 8:
+            raise ValueError(f"subject {subject!r}: element-animal's Subject.subject holds at most 8 characters")
         birth = subject_birth_date or "2020-01-01"
         lp.Subject.insert1(
             {"subject": subject, "sex": sex, "subject_birth_date": birth,
