@@ -12,7 +12,6 @@ The smoother itself is ``element_lightning_pose.engine.eks`` (numpy, no database
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import ModuleType
 
 import datajoint as dj

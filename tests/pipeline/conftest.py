@@ -120,7 +120,7 @@ def lp(dj_connection, schema_prefix, lp_root):
 def flow(lp, lp_root):
     """VideoSet -> two trainings (seeds 0, 1) -> Models -> evaluation -> pose -> ensemble."""
     root, project = lp_root
-    train, model, ensemble = lp.train, lp.model, lp.ensemble
+    train, model = lp.train, lp.model
     vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
     idx = train.TrainingParamSet.insert_new_params("tiny", TINY_PARAMS)
     for training_id, seed in ((1, 0), (2, 1)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb import NWBHDF5IO, TimeSeries
 
 from element_lightning_pose import dj_compat
 from element_lightning_pose.export import dj_nwb, nwb
