@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -80,17 +81,18 @@ def step_seconds(result) -> float:
     return float((h["elapsed_s"].iloc[-1] - h["elapsed_s"].iloc[0]) / (h["step"].iloc[-1] - h["step"].iloc[0]))
 
 
-def synthetic_arms(work: Path, seeds: int, epochs: int) -> dict[str, list[dict]]:
+def synthetic_arms(work: Path, seeds: int, epochs: int, semi_overrides: dict, on_result=None,
+                   arms: tuple[str, ...] = ("supervised", "semi", "context")) -> dict[str, list[dict]]:
     project = make_synthetic_project(work / "project", seed=0, image_size=(128, 128), n_labeled=40,
                                      n_video_frames=2000, views=2)
     truth, occluded = project.ground_truth(project.videos[0])
     groups = [list(range(9)), list(range(9, 18))]
-    results: dict[str, list[dict]] = {"supervised": [], "semi": [], "context": []}
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in range(seeds):
         for arm in results:
             config = base_config(epochs, seed, RESIZE, BATCH)
             if arm == "semi":
-                config["losses"] = semi_losses(groups, VIEW, epochs)
+                config["losses"] = {**semi_losses(groups, VIEW, epochs), **semi_overrides}
             if arm == "context":
                 config["model"]["model_type"] = "context"
             model_dir = work / f"{arm}_{seed}"
@@ -104,10 +106,12 @@ def synthetic_arms(work: Path, seeds: int, epochs: int) -> dict[str, list[dict]]
                     row[f"{column}_first"], row[f"{column}_last"] = float(h[column].iloc[0]), float(h[column].iloc[-1])
             results[arm].append(row)
             print(arm, seed, {k: round(v, 3) for k, v in row.items()}, flush=True)
+            if on_result is not None:  # a partial report survives an interrupted run
+                on_result(results)
     return results
 
 
-def mirror_mouse_arms(work: Path, epochs: int) -> dict[str, dict]:
+def mirror_mouse_arms(work: Path, epochs: int, semi_overrides: dict) -> dict[str, dict]:
     labels, _ = load_project(MIRROR_MOUSE)
     groups = [list(range(0, 7)), list(range(8, 15))]
     out = {}
@@ -116,7 +120,7 @@ def mirror_mouse_arms(work: Path, epochs: int) -> dict[str, dict]:
         if arm == "semi":
             config["losses"] = {"unsupervised": ["pca_singleview", "pca_multiview"], "view_groups": groups,
                                 "pca_singleview_keypoints": groups[0], "warmup_epochs": max(1, epochs // 4),
-                                "clip_length": CLIP}
+                                "clip_length": CLIP, **semi_overrides}
         model_dir = work / f"mm_{arm}"
         result = train(config, MIRROR_MOUSE, model_dir, progress=False)
         table = evaluate(model_dir, labels)
@@ -139,13 +143,15 @@ def report(results, mirror, args, elapsed: float) -> str:
         "# Semi-supervised losses and the context model: evidence",
         "",
         f"Command: `OMP_NUM_THREADS=2 python benchmarks/bench_semisupervised.py --seeds {args.seeds} "
-        f"--epochs {args.epochs} --mm-epochs {args.mm_epochs}` ({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, "
+        f"--epochs {args.epochs} --mm-epochs {args.mm_epochs} --arms {args.arms}"
+        + (" --no-mirror-mouse" if args.no_mirror_mouse else "") + "".join(f" --semi {a}" for a in args.semi) + "` "
+        f"({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores shared with other jobs, CPU only).",
         "",
         "Synthetic two-view project: 128x128 frames, 2,000-frame video, 40 labeled frames of it "
         f"(32 train / 4 val / 4 test), efficientnet_lite0 (ImageNet), resize {RESIZE[0]}x{RESIZE[1]}, labeled batch {BATCH}, "
         f"{args.epochs} epochs, Adam 1e-3. Semi: temporal (eps 20 px) + pose PCA (view 1, 99% variance) + "
-        f"multi-view PCA (3 components), weights 0.01, {CLIP}-frame clip per step, warm-up over a quarter of the epochs. "
+        f"multi-view PCA (3 components), weights 0.01 unless overridden below, {CLIP}-frame clip per step, warm-up over a quarter of the epochs. "
         f"Mean ± SD over {args.seeds} seeds; errors in original pixels over all 2,000 frames x 18 keypoints.",
         "",
         "| arm | pixel error (all frames) | error, visible kp | error, occluded kp | jitter (px/frame) | s / step | train wall s |",
@@ -155,17 +161,18 @@ def report(results, mirror, args, elapsed: float) -> str:
         lines.append(f"| {arm} | {mean_sd(rows, 'error')} | {mean_sd(rows, 'error_visible')} | "
                      f"{mean_sd(rows, 'error_occluded')} | {mean_sd(rows, 'jitter')} | {mean_sd(rows, 'step_s')} | "
                      f"{mean_sd(rows, 'wall_s')} |")
-    sup, semi = results["supervised"], results["semi"]
-    ratio = np.mean([b["step_s"] / a["step_s"] for a, b in zip(sup, semi)])
+    sup, semi = results.get("supervised", []), results.get("semi", [])
+    ratios = [b["step_s"] / a["step_s"] for a, b in zip(sup, semi)]
+    ratio = f"{np.mean(ratios):.2f}x" if ratios else "n/a"
     lines += ["", f"Semi-supervised step cost relative to supervised (same labeled batch {BATCH}, + a {CLIP}-frame clip): "
-                  f"**{ratio:.2f}x** (target <= 2.5x).", ""]
+                  f"**{ratio}** (target <= 2.5x; per seed: {', '.join(f'{r:.2f}' for r in ratios)}).", ""]
     lines += ["Per seed (error all / occluded / jitter):", ""]
     for arm, rows in results.items():
         lines.append(f"- {arm}: " + "; ".join(f"{r['error']:.2f} / {r['error_occluded']:.2f} / {r['jitter']:.2f}" for r in rows))
     lines += ["", "Unsupervised losses in the semi arm, first -> last epoch (mean over seeds, px):", ""]
     for name in ("supervised", "temporal", "pca_singleview", "pca_multiview"):
         key = f"train_{name}_loss"
-        if f"{key}_first" in semi[0]:
+        if semi and f"{key}_first" in semi[0]:
             first = np.mean([r[f"{key}_first"] for r in semi])
             last = np.mean([r[f"{key}_last"] for r in semi])
             lines.append(f"- {key}: {first:.4f} -> {last:.4f}")
@@ -186,13 +193,21 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--mm-epochs", type=int, default=5)
     parser.add_argument("--no-mirror-mouse", action="store_true")
+    parser.add_argument("--arms", default="supervised,semi,context", help="comma-separated arms to run")
+    parser.add_argument("--semi", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a losses.* parameter of the semi arms, e.g. --semi pca_min_confidence=0.5")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semisupervised.md")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="elp-bench-semi-") as tmp:
         work = Path(tmp)
-        results = synthetic_arms(work, args.seeds, args.epochs)
-        mirror = None if args.no_mirror_mouse or not MIRROR_MOUSE.is_dir() else mirror_mouse_arms(work, args.mm_epochs)
+        overrides = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.semi)}
+        def partial(results):
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report(results, None, args, time.perf_counter() - started) + "\n(partial: run in progress)\n")
+
+        results = synthetic_arms(work, args.seeds, args.epochs, overrides, partial, tuple(args.arms.split(",")))
+        mirror = None if args.no_mirror_mouse or not MIRROR_MOUSE.is_dir() else mirror_mouse_arms(work, args.mm_epochs, overrides)
     text = report(results, mirror, args, time.perf_counter() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -166,6 +166,9 @@ class LossesConfig(_Section):
         None, ge=0, description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)"
     )
     pca_epsilon_percentile: float = Field(99.0, ge=0, le=100, description="percentile (0-100) of training residuals used as PCA epsilon")
+    pca_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)"
+    )
 
     @field_validator("unsupervised")
     @classmethod

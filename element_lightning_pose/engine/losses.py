@@ -60,6 +60,14 @@ def temporal_loss(
     return excess[valid].mean()
 
 
-def pca_loss(residual: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Mean of ``relu(residual - epsilon)`` over frames and keypoints (residuals in pixels)."""
-    return torch.relu(residual - epsilon).mean()
+def pca_loss(residual: torch.Tensor, epsilon: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``relu(residual - epsilon)`` over frames and keypoints (residuals in pixels).
+
+    ``mask`` (same shape, bool) keeps only some entries, e.g. confidently predicted keypoints.
+    """
+    excess = torch.relu(residual - epsilon)
+    if mask is None:
+        return excess.mean()
+    if not mask.any():
+        return excess.sum() * 0.0
+    return excess[mask].mean()

@@ -77,8 +77,10 @@ class HeatmapModule(pl.LightningModule):
         values = {}
         if "temporal" in losses.unsupervised:
             values["temporal"] = temporal_loss(xy, points[..., 2], self.temporal_epsilon, losses.temporal_min_confidence)
+        confident = points[..., 2].detach() >= losses.pca_min_confidence
         for kind, pca in self.pcas.items():
-            values[kind] = pca_loss(pca.residual_keypoints(xy), pca.epsilon)
+            mask = confident[..., pca.keypoint_indices()]
+            values[kind] = pca_loss(pca.residual_keypoints(xy), pca.epsilon, mask)
         return values
 
     def warmup_factor(self, batch_idx: int) -> float:

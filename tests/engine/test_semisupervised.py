@@ -64,6 +64,9 @@ def test_temporal_loss_is_zero_for_a_still_clip_and_positive_for_a_jump():
 def test_pca_loss_is_relu_of_residual_minus_epsilon():
     residual = torch.tensor([[1.0, 5.0], [2.0, 9.0]])
     assert pca_loss(residual, 4.0).item() == pytest.approx((1.0 + 5.0) / 4)
+    confident = torch.tensor([[True, False], [True, True]])  # low-confidence keypoints are left out
+    assert pca_loss(residual, 4.0, confident).item() == pytest.approx(5.0 / 3)
+    assert pca_loss(residual, 4.0, torch.zeros_like(confident)).item() == 0.0
 
 
 def _labels(n: int, rng, scale: float = 1.0) -> np.ndarray:
@@ -187,7 +190,7 @@ def test_cache_holds_resized_video_frames_and_clips_map_back_to_original_pixels(
 def test_semi_supervised_training_runs_on_cpu_and_its_losses_decrease(project, tmp_path):
     # epsilon 0 keeps every loss active from the first step; weights large enough to matter
     config = semi_config(temporal_epsilon=0.0, pca_epsilon=0.0, temporal_weight=0.01, pca_singleview_weight=0.01,
-                         pca_multiview_weight=0.01, temporal_min_confidence=0.0)
+                         pca_multiview_weight=0.01, temporal_min_confidence=0.0, pca_min_confidence=0.0)
     config["training"].update(max_epochs=8, learning_rate=3e-3)
     config["augmentation"] = {"enabled": False}  # a fixed problem: the same frames every epoch
     result = train(config, project.root, tmp_path / "m", progress=False)
