@@ -139,7 +139,7 @@ class LossesConfig(_Section):
     warmup_epochs: float = Field(2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs")
     clip_length: int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
     max_cached_frames: int = Field(
-        20000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos)"
+        5000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos; 5,000 frames at 256x256 take about 1 GB)"
     )
     cache_dir: str | None = Field(None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)")
     temporal_weight: float = Field(0.01, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")

@@ -110,7 +110,7 @@ def build_frame_cache(
     size: tuple[int, int],
     cache_dir: PathLike,
     *,
-    max_frames: int = 20000,
+    max_frames: int = 5000,
     clip_length: int = 16,
     seed: int = 0,
 ) -> FrameCache:
