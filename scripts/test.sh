@@ -11,7 +11,6 @@ GROUPS_TO_RUN="${ELP_TEST_GROUPS:-engine dj2-postgresql dj014-mariadb}"
 has() { [[ " $GROUPS_TO_RUN " == *" $1 "* ]]; }
 
 ensure_servers_installed
-ensure_apt ffmpeg
 ensure_venv .venv "postgres,dev"
 has dj014-mariadb && ensure_venv .venv014 "elements,dev" "datajoint==0.14.10"
 trap stop_servers_we_started EXIT
