@@ -257,7 +257,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="an LP/DeepLabCut project folder to use instead of synthetic data")
     parser.add_argument("--videos", nargs="+", help="session video file(s) (default: the project's first video)")
     parser.add_argument("--models", type=int, default=2, help="ensemble size (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs per model (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=120, help="training epochs per model (default: %(default)s)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="(default: %(default)s, ImageNet weights)")
     parser.add_argument("--resize", type=int, default=128, help="network input size (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=128, help="synthetic frame size (default: %(default)s)")
