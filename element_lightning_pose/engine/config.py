@@ -43,6 +43,11 @@ class DataConfig(_Section):
     train_prob: float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
     val_prob: float = Field(0.1, ge=0, lt=1, description="fraction used for validation (best checkpoint)")
     split_seed: int = Field(0, description="seed of the train/val/test split")
+    split_file: str | None = Field(
+        None,
+        description="CSV with columns image,split (train|val|test) fixing the split instead of the seed "
+        "(relative to the project root or absolute; every labeled image must be listed)",
+    )
 
     @field_validator("image_resize")
     @classmethod

@@ -73,7 +73,39 @@ def read_splits(path: PathLike) -> dict[str, str]:
     frame = pd.read_csv(path)
     if list(frame.columns[:2]) != ["image", "split"]:
         raise ProjectError(f"{path}: expected columns image,split (found {list(frame.columns)})")
+    duplicated = frame["image"].duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise ProjectError(f"{path}, line {row + 2}: image {frame['image'].iloc[row]!r} is listed twice")
     return dict(zip(frame["image"].astype(str), frame["split"].astype(str)))
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
+    """The split of each labeled image read from a fixed ``image,split`` CSV (``data.split_file``).
+
+    Lets several models (or another tool, e.g. Lightning Pose's ``set`` column) share the same
+    test frames. Every labeled image must be listed once with train, val or test; images listed
+    that are not labeled are an error too, since they usually mean a different project.
+    """
+    path = Path(path)
+    saved = read_splits(path)
+    bad = [(image, split) for image, split in saved.items() if split not in SPLIT_NAMES]
+    if bad:
+        image, split = bad[0]
+        raise ProjectError(f"{path}: image {image!r} has split {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
+    missing = [p for p in image_paths if p not in saved]
+    if missing:
+        raise ProjectError(f"{path}: labeled image {missing[0]!r} is not listed ({len(missing)} of {len(image_paths)} missing)")
+    extra = sorted(set(saved) - set(image_paths))
+    if extra:
+        raise ProjectError(f"{path}: image {extra[0]!r} is not in the labels ({len(extra)} unknown images)")
+    splits = np.array([saved[p] for p in image_paths], dtype=object)
+    if not (splits == "train").any():
+        raise ProjectError(f"{path}: no image has split 'train'")
+    return splits
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -116,7 +116,7 @@ def train(
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from .data import PoseDataModule, read_splits, split_frames, write_splits
+    from .data import PoseDataModule, read_splits, split_frames, splits_from_file, write_splits
     from .module import HeatmapModule, HistoryCallback
 
     config = TrainConfig.load(config)
@@ -129,6 +129,8 @@ def train(
     if resume_from is not None and splits_path.is_file():
         saved = read_splits(splits_path)
         splits = np.array([saved.get(p, "unused") for p in labels.image_paths], dtype=object)
+    elif config.data.split_file is not None:
+        splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
     else:
         splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
     model_dir.mkdir(parents=True, exist_ok=True)

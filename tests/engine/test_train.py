@@ -14,7 +14,7 @@ import yaml
 from element_lightning_pose.cli import main as elp
 from element_lightning_pose.engine.config import AugmentationConfig, ConfigError, TrainConfig
 from element_lightning_pose.engine.data import Augmenter, LabeledDataset, read_splits, scale_points, split_frames
-from element_lightning_pose.engine.io import load_project
+from element_lightning_pose.engine.io import ProjectError, load_project
 from element_lightning_pose.engine.predict import load_model
 from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
@@ -121,6 +121,39 @@ def test_split_is_seeded_and_complete():
 
 
 # --------------------------------------------------------------------------- training
+
+
+def test_split_file_fixes_the_split(project, tmp_path):
+    labels, _ = load_project(project.root)
+    wanted = np.array(["train"] * 16 + ["val"] * 2 + ["test"] * 2, dtype=object)[::-1]
+    split_csv = tmp_path / "fixed_split.csv"
+    pd.DataFrame({"image": labels.image_paths, "split": wanted}).to_csv(split_csv, index=False)
+    config = {**TINY, "data": {**TINY["data"], "split_file": str(split_csv)},
+              "training": {**TINY["training"], "max_steps": 1}}
+    result = train(config, project.root, tmp_path / "model", progress=False)
+    saved = read_splits(result.model_dir / "splits.csv")
+    assert [saved[p] for p in labels.image_paths] == list(wanted)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: f.iloc[1:], "is not listed (1 of 20 missing)"),
+        (lambda f: f.assign(split=["train"] * 19 + ["validation"]), "has split 'validation'"),
+        (lambda f: pd.concat([f, f.iloc[:1]]), "line 22: image"),
+        (lambda f: pd.concat([f, pd.DataFrame({"image": ["other/img.png"], "split": ["test"]})]), "'other/img.png' is not in the labels"),
+        (lambda f: f.assign(split="test"), "no image has split 'train'"),
+    ],
+)
+def test_split_file_errors_name_the_file_and_image(project, tmp_path, edit, message):
+    labels, _ = load_project(project.root)
+    split_csv = tmp_path / "bad_split.csv"
+    edit(pd.DataFrame({"image": labels.image_paths, "split": "train"})).to_csv(split_csv, index=False)
+    config = {**TINY, "data": {**TINY["data"], "split_file": str(split_csv)}}
+    with pytest.raises(ProjectError, match="bad_split.csv") as error:
+        train(config, project.root, tmp_path / "model", progress=False)
+    assert message in str(error.value)
+    assert not (tmp_path / "model" / "checkpoints").exists()
 
 
 def test_training_writes_the_model_directory_contract(trained, project):
