@@ -11,11 +11,17 @@ one run, on the same frames:
 * the keypoint step alone (soft-argmax on the heatmaps of one batch), per frame;
 * channels_last vs the default memory format for the bare forward.
 
+* ``elp predict`` vs Lightning Pose 2.4.3's ``litpose predict`` (``--lp-models``, models
+  trained by the peer recipe ../shared/peers/lightning_pose/run_baseline.sh; ours: a model
+  dir with the same backbone and resize): whole command-line runs on the full video, process
+  start to CSV written, wall time and peak RSS from ``/usr/bin/time``.
+
 Peak memory (ru_maxrss) is measured in fresh subprocesses: resnet50 end-to-end on the video,
 and a tiny model on synthetic videos of 2,000 and 20,000 frames (memory must not grow with
 the video's length).
 
 Usage: python benchmarks/bench_inference.py [--video PATH] [--frames N] [--out results/inference.md]
+       [--lp-venv /tmp/peers/venv --lp-models resnet18=/tmp/peers/runs/r18_e10 resnet50=/tmp/peers/runs/r50_e2]
 """
 
 from __future__ import annotations
@@ -137,6 +143,46 @@ def synthetic_video(path: Path, n_frames: int, size=(64, 64)) -> Path:
     return write_video(path, frames(), fps=30.0)
 
 
+# --------------------------------------------------------------------------- command lines, side by side
+
+
+def timed_command(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one command run under ``/usr/bin/time``."""
+    stats = cwd / "time.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    started = time.perf_counter()
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *command], check=True, cwd=cwd, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    return wall, int(stats.read_text().split()[-1]) / 1024
+
+
+def our_model_dir(backbone: str, out: Path) -> Path:
+    """A real model directory (one training step, random init) to run ``elp predict`` on."""
+    from element_lightning_pose.engine.train import train
+
+    project = DEFAULT_VIDEO.parents[1]
+    config = {"data": {"image_resize": list(SIZE)}, "model": {"backbone": backbone, "pretrained": False},
+              "training": {"max_steps": 1, "num_workers": 0, "unfreeze_epoch": 0}}
+    return train(config, project, out / f"ours_{backbone}", progress=False).model_dir
+
+
+def cli_side_by_side(video: Path, lp_venv: Path, lp_models: dict[str, Path], batch_size: int) -> list[tuple]:
+    rows = []
+    elp = Path(sys.executable).parent / "elp"
+    for backbone, lp_model in lp_models.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            model_dir = our_model_dir(backbone, tmp)
+            ours = timed_command([str(elp), "predict", str(model_dir), str(video), "-o", str(tmp / "preds"),
+                                  "--batch-size", str(batch_size), "--no-progress"], tmp)
+            theirs = timed_command([str(lp_venv / "bin" / "litpose"), "predict", str(lp_model), str(video),
+                                    "--skip_viz", "--overwrite"], tmp)
+        rows.append((backbone, ours, theirs))
+        print(f"{backbone} CLI: elp {ours[0]:.1f} s {ours[1]:.0f} MiB, litpose {theirs[0]:.1f} s {theirs[1]:.0f} MiB", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
@@ -145,6 +191,10 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.md")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of the resnet50 RSS run (default: all)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternations of end-to-end and bare forward (best kept)")
+    parser.add_argument("--lp-venv", type=Path, default=Path("/tmp/peers/venv"))
+    parser.add_argument("--lp-models", nargs="*", default=[], metavar="BACKBONE=MODEL_DIR",
+                        help="Lightning Pose model dirs to time `litpose predict` with, side by side")
     parser.add_argument("--child", nargs=5, metavar=("BACKBONE", "SIZE", "VIDEO", "BATCH", "STOP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -163,14 +213,17 @@ def main() -> None:
         # alternate the two measurements and keep the best of each: the load from other jobs
         # on this shared machine changes within minutes
         bare_cl = e2e = 0.0
-        for _ in range(2):
+        for _ in range(args.repeats):
             bare_cl = max(bare_cl, bare_forward_fps(model.net, frames, args.batch_size, channels_last=True))
             e2e = max(e2e, end_to_end_fps(model, args.video, args.batch_size, n))
         contiguous = make_model(backbone, channels_last=False)
-        bare_nchw = bare_forward_fps(contiguous.net, frames, args.batch_size, channels_last=False)
+        bare_nchw = bare_forward_fps(contiguous.net, frames[:160], args.batch_size, channels_last=False)  # slow: 160 frames
         kp_ms = keypoint_ms_per_frame(model.net, frames, args.batch_size)
         rows.append((backbone, e2e, bare_cl, bare_nchw, kp_ms))
         print(f"{backbone}: end-to-end {e2e:.1f} fps, bare forward {bare_cl:.1f} fps (NCHW {bare_nchw:.1f}), keypoints {kp_ms:.3f} ms/frame", flush=True)
+
+    lp_models = dict(item.split("=", 1) for item in args.lp_models)
+    cli_rows = cli_side_by_side(args.video, args.lp_venv, {k: Path(v) for k, v in lp_models.items()}, args.batch_size) if lp_models else []
 
     rss50 = run_child("resnet50", "256", str(args.video), str(args.batch_size), str(args.rss_frames or 0))
     print("resnet50 RSS", rss50, flush=True)
@@ -185,24 +238,39 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
 
     command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_inference.py" + (f" --frames {args.frames}" if args.frames else "") + (
-        f" --rss-frames {args.rss_frames}" if args.rss_frames else "")
+        f" --rss-frames {args.rss_frames}" if args.rss_frames else "") + (f" --repeats {args.repeats}" if args.repeats != 2 else "") + (f" --lp-models {' '.join(args.lp_models)}" if args.lp_models else "")
     lines = [
         "# Video inference benchmark",
         "",
         f"Command: `{command}` (torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
         f"Video: `{args.video.name}`, {n} frames of {info.height}x{info.width}, network input {SIZE[0]}x{SIZE[1]}, "
         f"{N_KEYPOINTS} keypoints, batch {args.batch_size}, random weights (speed does not depend on them), "
         "BatchNorm folded into the convolutions as `load_model` does. End-to-end and bare forward alternate "
-        "twice; best of each.",
+        f"{args.repeats} time(s); best of each. The NCHW column times the first 160 frames only.",
         "",
         "| backbone | end-to-end fps (decode+resize+net+keypoints+CSV) | bare forward fps (channels_last) | end-to-end / bare | bare forward fps (NCHW) | keypoint step ms/frame |",
         "|---|---|---|---|---|---|",
     ]
     for backbone, e2e, bare_cl, bare_nchw, kp_ms in rows:
         lines.append(f"| {backbone} | {e2e:.1f} | {bare_cl:.1f} | {100 * e2e / bare_cl:.0f}% | {bare_nchw:.1f} | {kp_ms:.3f} |")
+    if cli_rows:
+        lines += [
+            "",
+            f"Command lines side by side on the whole video ({info.n_frames} frames; process start to CSV written, "
+            "model loading and imports included; `/usr/bin/time`): `elp predict MODEL_DIR VIDEO -o DIR` vs "
+            "Lightning Pose 2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize.",
+            "",
+            "| backbone | elp predict s | elp frames/s | litpose predict s | litpose frames/s | speed-up | elp peak RSS MiB | litpose peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for backbone, (ours_s, ours_mib), (lp_s, lp_mib) in cli_rows:
+            lines.append(f"| {backbone} | {ours_s:.1f} | {info.n_frames / ours_s:.1f} | {lp_s:.1f} | {info.n_frames / lp_s:.1f} | "
+                         f"**{lp_s / ours_s:.2f}x** | {ours_mib:.0f} | {lp_mib:.0f} |")
+        lines.append("")
+        lines.append("Target: >= 2.5x Lightning Pose.")
     lines += [
         "",
         "Peak resident memory (VmHWM of a fresh process running `predict_video`, import of torch included):",
@@ -217,7 +285,7 @@ def main() -> None:
         "(only the (T, K, 3) predictions grow with the video: 20,000 x 17 x 3 float32 = 4 MB).",
         "",
         "Reference: Lightning Pose's heatmap -> keypoint step measured 31-37 ms/frame on this machine.",
-        "Noise: the machine's 2 cores are shared with other jobs; repeated runs vary by ~10-20%.",
+        "Noise: the machine is shared; repeated runs vary by ~10-20%.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

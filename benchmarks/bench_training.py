@@ -9,10 +9,12 @@ Side by side in one run, resnet18, 256x256, batch 8, random init:
 * ``bare``: forward + loss + backward + Adam step on one pre-made batch repeated, no data
   loading -- the compute ceiling.
 
-Anchor: Lightning Pose 2.4.3 on this machine took 10.7 s per 72-frame epoch (6.7 frames/s)
-with the same backbone, resize and batch size (peer recipe ../shared/peers/lightning_pose).
+* ``lightning pose``: ``litpose train`` 2.4.3 with the same backbone, resize, batch size,
+  epochs and validation period, in the peer venv built by ../shared/peers/lightning_pose/
+  run_baseline.sh (``--lp-venv``); per-epoch times from its TensorBoard log (the peer's
+  ``epoch_times.py``). Runs only when that venv exists.
 
-Usage: python benchmarks/bench_training.py [--project DIR] [--epochs 4] [--out results/training.md]
+Usage: python benchmarks/bench_training.py [--project DIR] [--epochs 6] [--lp-venv /tmp/peers/venv]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +40,26 @@ from element_lightning_pose.engine.networks import HeatmapNet  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"
-LP_EPOCH_S, LP_FRAMES = 10.7, 72
+PEER_RECIPE = REPO.parent / "shared" / "peers" / "lightning_pose"
+VAL_EVERY = 5  # Lightning Pose's validation period in the peer config; ours uses the same
+
+
+def lightning_pose_epochs(venv: Path, project: Path, epochs: int, out_dir: Path) -> list[float]:
+    """Per-epoch wall times of ``litpose train`` (resnet18, 256x256, batch 8) in ``venv``."""
+    config = out_dir / "config_mirror_cpu.yaml"
+    config.write_text((PEER_RECIPE / "config_mirror_cpu.yaml").read_text().replace("__DATA__", str(project)))
+    run_dir = out_dir / "lp_model"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    subprocess.run(
+        [str(venv / "bin" / "litpose"), "train", str(config), "--output_dir", str(run_dir), "--overrides",
+         "model.backbone=resnet18", f"training.min_epochs={epochs}", f"training.max_epochs={epochs}",
+         f"training.check_val_every_n_epoch={VAL_EVERY}", f"training.lr_scheduler_params.multisteplr.milestones=[{epochs}]"],
+        check=True, env=env, cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    summary = out_dir / "lp_epochs.json"
+    subprocess.run([str(venv / "bin" / "python"), str(PEER_RECIPE / "epoch_times.py"), str(run_dir), "--json", str(summary)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return json.loads(summary.read_text())["epoch_seconds"]
 
 
 def bare_fps(backbone: str, batch_size: int, size: tuple[int, int], n_keypoints: int, steps: int) -> float:
@@ -62,7 +84,8 @@ def bare_fps(backbone: str, batch_size: int, size: tuple[int, int], n_keypoints:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lp-venv", type=Path, default=Path("/tmp/peers/venv"), help="Lightning Pose 2.4.3 venv (peer recipe)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "training.md")
     args = parser.parse_args()
@@ -71,39 +94,63 @@ def main() -> None:
     config = {
         "data": {"image_resize": list(size)},
         "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {"max_epochs": args.epochs, "unfreeze_epoch": 0, "batch_size": batch, "num_workers": args.workers},
+        "training": {"max_epochs": args.epochs, "unfreeze_epoch": 0, "batch_size": batch, "num_workers": args.workers,
+                     "check_val_every_n_epoch": VAL_EVERY},
     }
     with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
         result = train(config, args.project, Path(tmp) / "model", progress=False)
+        ours_total = time.perf_counter() - started
         n_train = json.loads((result.model_dir / "model.json").read_text())["n_train"]
+        lp_epoch_s: list[float] = []
+        lp_total = None
+        if (args.lp_venv / "bin" / "litpose").exists():
+            started = time.perf_counter()
+            lp_epoch_s = lightning_pose_epochs(args.lp_venv, args.project.resolve(), args.epochs, Path(tmp))
+            lp_total = time.perf_counter() - started
     history = result.history
-    epoch_s = np.diff(history["elapsed_s"].to_numpy())
+    epoch_s = np.diff(np.concatenate([[0.0], history["elapsed_s"].to_numpy()]))[1:]  # epoch 0 (start-up) excluded
     fps_train = n_train / np.median(epoch_s)
     n_keypoints = 17
     fps_bare = bare_fps("resnet18", batch, size, n_keypoints, steps=9)
     print(f"train(): {np.median(epoch_s):.2f} s/epoch ({n_train} frames) = {fps_train:.1f} frames/s; bare {fps_bare:.1f} frames/s")
+    lp_rows: list[str] = []
+    if lp_epoch_s:
+        lp_median = float(np.median(lp_epoch_s[1:]))
+        print(f"lightning pose: {lp_median:.2f} s/epoch; per epoch {lp_epoch_s}")
+        lp_rows = [
+            f"| Lightning Pose 2.4.3 `litpose train`, same settings, same run (median of epochs 1..{args.epochs - 1}) | "
+            f"{lp_median:.2f} | {n_train / lp_median:.1f} |",
+            "",
+            f"**Ours / Lightning Pose training throughput: {lp_median / np.median(epoch_s):.2f}x** (target >= 1.3x). "
+            f"Whole runs, process start to end, {args.epochs} epochs: ours `train()` {ours_total:.0f} s, "
+            f"`litpose train` {lp_total:.0f} s (start-up, data setup and the final predictions LP writes included).",
+            "",
+            f"Lightning Pose per-epoch times: {', '.join(f'{s:.2f}' for s in lp_epoch_s)} s (epoch 0 includes start-up).",
+        ]
 
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_training.py" + (f" --epochs {args.epochs}" if args.epochs != 4 else "")
+    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_training.py" + (f" --epochs {args.epochs}" if args.epochs != 6 else "")
     lines = [
         "# Supervised training throughput",
         "",
         f"Command: `{command}` (torch {torch.__version__}, 2 threads, {args.workers} DataLoader workers, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
         f"Project: mirror-mouse-example ({n_train} training frames of 406x396), resnet18 random init, "
-        f"{size[0]}x{size[1]}, batch {batch}, augmentation on (defaults), validation each epoch.",
+        f"{size[0]}x{size[1]}, batch {batch}, augmentation on (defaults), validation every {VAL_EVERY} epochs "
+        "(as in the Lightning Pose peer config), 2 DataLoader workers each.",
         "",
         "| run | s / epoch | labeled frames / s |",
         "|---|---|---|",
         f"| ours, `train()` (median of epochs 1..{args.epochs - 1}; includes validation and checkpointing) | "
         f"{np.median(epoch_s):.2f} | {fps_train:.1f} |",
         f"| bare forward + backward + Adam on a fixed batch (ceiling) | {n_train / fps_bare:.2f} | {fps_bare:.1f} |",
-        f"| Lightning Pose 2.4.3, same settings (anchor measured earlier on this machine) | {LP_EPOCH_S} | {LP_FRAMES / LP_EPOCH_S:.1f} |",
+        *lp_rows,
         "",
-        f"Per-epoch times of our run: {', '.join(f'{s:.2f}' for s in epoch_s)} s.",
+        f"Per-epoch times of our run (epochs 1..): {', '.join(f'{s:.2f}' for s in epoch_s)} s.",
         f"`train()` reaches {100 * fps_train / fps_bare:.0f}% of the bare ceiling.",
-        "Noise: the machine's 2 cores are shared with other jobs; repeated runs vary by ~10-20%.",
+        "Noise: the machine is shared; repeated runs vary by ~10-20%.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
