@@ -170,7 +170,13 @@ class LossesConfig(_Section):
     pca_epsilon: float | None = Field(
         None, ge=0, description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)"
     )
-    pca_epsilon_percentile: float = Field(99.0, ge=0, le=100, description="percentile (0-100) of training residuals used as PCA epsilon")
+    pca_epsilon_percentile: float = Field(99.0, ge=0, le=100, description="percentile (0-100) of label residuals used as PCA epsilon")
+    pca_epsilon_residuals: Literal["held_out", "training"] = Field(
+        "held_out",
+        description="residuals the epsilon percentile is taken of: 'held_out' = each training label's residual from a "
+        "PCA fitted without it (10-fold), which a new true pose also has; 'training' = in-sample (Lightning Pose), "
+        "too small when few frames are labeled",
+    )
     pca_min_confidence: float = Field(
         0.5, ge=0, le=1, description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)"
     )

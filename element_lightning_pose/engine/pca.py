@@ -10,8 +10,12 @@ implausible pose (single view) or views that disagree about one 3D point (multi-
 
 The residual of a keypoint is the pixel distance between it and its reconstruction from the
 subspace. Epsilon defaults to the 99th percentile (not the 0.99th, Lightning Pose's old bug)
-of the training residuals. Fitting and evaluation use the same coordinates (original pixels;
-Lightning Pose fitted in resized coordinates and evaluated in original ones).
+of HELD-OUT residuals: each training label's residual from a PCA fitted without its frame
+(10-fold). In-sample residuals (Lightning Pose's rule, ``pca_epsilon_residuals="training"``)
+are much smaller when few frames are labeled -- the subspace bends towards its own samples --
+so most TRUE poses of unlabeled frames would exceed that epsilon and the loss would pull
+correct predictions off them. Fitting and evaluation use the same coordinates (original
+pixels; Lightning Pose fitted in resized coordinates and evaluated in original ones).
 """
 
 from __future__ import annotations
@@ -130,6 +134,35 @@ def resolve_keypoints(refs: Sequence[int | str], bodyparts: Sequence[str], key: 
     return out
 
 
+HELD_OUT_FOLDS = 10
+
+
+def _complete_samples(pca: KeypointPCA, keypoints: np.ndarray) -> np.ndarray:
+    samples = pca.samples(keypoints)
+    samples = samples.reshape(-1, samples.shape[-1])
+    return samples[np.isfinite(samples).all(axis=1)]
+
+
+def held_out_residuals(pca: KeypointPCA, keypoints: np.ndarray, folds: int = HELD_OUT_FOLDS) -> np.ndarray:
+    """Residuals of each frame's labels from a PCA (same component count) fitted on the other folds.
+
+    Folds are whole frames, so a multi-view sample never sees its own frame's other keypoints.
+    Folds whose complement has too few complete samples to fit are skipped; NaN for unlabeled.
+    """
+    n_components = pca.components.shape[1]
+    order = np.random.default_rng(0).permutation(len(keypoints))
+    out = []
+    for fold in np.array_split(order, min(folds, len(keypoints))):
+        rest = np.setdiff1d(order, fold)
+        samples = _complete_samples(pca, keypoints[rest])
+        if len(samples) <= n_components:
+            continue
+        mean, components, _ = _fit_subspace(samples, n_components, 1.0)
+        fold_pca = KeypointPCA(pca.kind, pca.views, mean, components, 0.0, 0.0, len(samples))
+        out.append(fold_pca.residual_keypoints(keypoints[fold]).ravel())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def _fit_subspace(data: np.ndarray, components: int | None, variance: float) -> tuple[np.ndarray, np.ndarray, float]:
     mean = data.mean(axis=0)
     _, singular, vt = np.linalg.svd(data - mean, full_matrices=False)
@@ -184,6 +217,10 @@ def fit_pca(
         pca.epsilon = float(losses.pca_epsilon)
     else:
         residual = pca.residual_keypoints(keypoints)
+        if losses.pca_epsilon_residuals == "held_out":
+            held_out = held_out_residuals(pca, keypoints)
+            if np.isfinite(held_out).any():
+                residual = held_out
         pca.epsilon = float(np.nanpercentile(residual, losses.pca_epsilon_percentile))
     return pca
 

@@ -80,6 +80,12 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    # epochs without validation (check_val_every_n_epoch > 1, or max_steps mid-epoch) have no
+    # val_loss yet; the best checkpoint is taken at validated epochs, and train() validates the
+    # final weights itself when no epoch was validated
+    warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
+    # raised inside Lightning 2.5 by torch 2.14's pytree API change; nothing for users to do
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
 def _loggers(model_dir: Path) -> list:

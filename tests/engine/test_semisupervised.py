@@ -10,7 +10,7 @@ import torch
 from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
 from element_lightning_pose.engine.io import load_project, write_keypoint_csv
 from element_lightning_pose.engine.losses import pca_loss, temporal_loss
-from element_lightning_pose.engine.pca import PCAFitError, fit_pca
+from element_lightning_pose.engine.pca import PCAFitError, fit_pca, held_out_residuals
 from element_lightning_pose.engine.predict import load_model, predict_video
 from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
@@ -79,12 +79,37 @@ def _labels(n: int, rng, scale: float = 1.0) -> np.ndarray:
 def test_pca_epsilon_is_the_99th_percentile_of_training_residuals():
     rng = np.random.default_rng(0)
     points = _labels(300, rng)
-    pca = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
+    losses = LossesConfig(pca_singleview_components=2, pca_epsilon_residuals="training")
+    pca = fit_pca("pca_singleview", points, list("abcd"), losses)
     residual = pca.residual_keypoints(points)
     assert pca.epsilon == pytest.approx(np.percentile(residual, 99))
     assert (residual > pca.epsilon).mean() == pytest.approx(0.01, abs=0.005)  # not the 0.99th percentile
     # the 99%-variance rule finds the 2-D subspace
     assert fit_pca("pca_singleview", points, list("abcd"), LossesConfig()).components.shape[1] == 2
+
+
+def test_held_out_epsilon_is_the_99th_percentile_of_out_of_fold_residuals():
+    points = _labels(60, np.random.default_rng(3))
+    pca = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
+    held_out = held_out_residuals(pca, points)
+    assert held_out.shape == (60 * 4,)
+    assert pca.epsilon == pytest.approx(np.percentile(held_out, 99))
+    # a frame's own label pulls the subspace towards it: out-of-fold residuals are larger
+    assert np.mean(held_out) > np.mean(pca.residual_keypoints(points))
+
+
+def test_held_out_epsilon_covers_new_true_poses_better_with_few_labels():
+    """20 labeled frames: the in-sample epsilon is exceeded by many new TRUE poses (the loss
+    would pull correct predictions); the held-out one is exceeded by fewer, closer to 1%."""
+    exceeded = {"training": [], "held_out": []}
+    for seed in range(5):
+        points = _labels(2020, np.random.default_rng(seed))
+        labeled, new_poses = points[:20], points[20:]
+        for rule in exceeded:
+            pca = fit_pca("pca_singleview", labeled, list("abcd"), LossesConfig(pca_epsilon_residuals=rule))
+            exceeded[rule].append((pca.residual_keypoints(new_poses) > pca.epsilon).mean())
+    assert all(h < t for h, t in zip(exceeded["held_out"], exceeded["training"]))
+    assert np.mean(exceeded["held_out"]) < 0.05 < np.mean(exceeded["training"])
 
 
 def test_pca_without_enough_complete_frames_says_how_many_exist_and_are_needed():
@@ -144,7 +169,8 @@ def test_pca_is_fitted_in_original_pixels(project, tmp_path):
     pca = model.pcas["pca_multiview"]
     residual = pca.residual_keypoints(labels2.keypoints)
     train_rows = [i for i, s in enumerate(pd.read_csv(model_dir / "splits.csv")["split"]) if s == "train"]
-    assert pca.epsilon == pytest.approx(np.nanpercentile(residual[train_rows], 99), rel=1e-6)
+    train_labels = labels2.keypoints[train_rows]
+    assert pca.epsilon == pytest.approx(np.nanpercentile(held_out_residuals(pca, train_labels), 99), rel=1e-6)
     # residuals of true poses are small in ORIGINAL pixels of a 128-px frame, projected ones are not
     assert pca.epsilon < 1.0
     assert np.isclose(pca.mean[:2].mean(), np.nanmean(labels2.keypoints[train_rows][:, VIEW0]), rtol=0.05)
