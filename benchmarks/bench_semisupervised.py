@@ -146,7 +146,7 @@ def report(results, mirror, args, elapsed: float) -> str:
         f"--epochs {args.epochs} --mm-epochs {args.mm_epochs} --arms {args.arms}"
         + (" --no-mirror-mouse" if args.no_mirror_mouse else "") + "".join(f" --semi {a}" for a in args.semi) + "` "
         f"({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores shared with other jobs, CPU only).",
+        f"{os.cpu_count()} cores, CPU only).",
         "",
         "Synthetic two-view project: 128x128 frames, 2,000-frame video, 40 labeled frames of it "
         f"(32 train / 4 val / 4 test), efficientnet_lite0 (ImageNet), resize {RESIZE[0]}x{RESIZE[1]}, labeled batch {BATCH}, "

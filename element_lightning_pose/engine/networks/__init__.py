@@ -52,6 +52,7 @@ class HeatmapNet(nn.Module):
         self.heatmap_sigma = heatmap_sigma
         self.backbone, channels, mean, std = build_backbone(backbone, pretrained)
         self.head = HeatmapHead(channels, n_keypoints)
+        self.input_mean, self.input_std = tuple(mean), tuple(std)  # kept to rebuild the buffers (predict.load_model)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

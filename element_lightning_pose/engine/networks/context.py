@@ -59,6 +59,7 @@ class ContextHeatmapNet(nn.Module):
         self.head = HeatmapHead(channels, n_keypoints)
         self.mixer = TemporalMixer(channels)
         self.context_head = HeatmapHead(channels, n_keypoints)
+        self.input_mean, self.input_std = tuple(mean), tuple(std)  # kept to rebuild the buffers (predict.load_model)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
