@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import BACKBONE_NAMES, WeightsError, build_backbone
+from .backbones import BACKBONE_NAMES, InputNormalizedBackbone, WeightsError, build_backbone
 from .context import CONTEXT_RADIUS, ContextHeatmapNet, pad_edges, sliding_windows
 from .heads import (
     HEATMAP_STRIDE,
@@ -42,24 +42,14 @@ __all__ = [
 ]
 
 
-class HeatmapNet(nn.Module):
+class HeatmapNet(InputNormalizedBackbone):
     """Backbone + heatmap head with the backbone's input normalisation built in."""
 
     def __init__(self, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> None:
-        super().__init__()
-        self.backbone_name = backbone
+        super().__init__(backbone, pretrained)
         self.n_keypoints = n_keypoints
         self.heatmap_sigma = heatmap_sigma
-        self.backbone, channels, mean, std = build_backbone(backbone, pretrained)
-        self.head = HeatmapHead(channels, n_keypoints)
-        self.input_mean, self.input_std = tuple(mean), tuple(std)  # kept to rebuild the buffers (predict.load_model)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
-        return (images - self.mean) / self.std
+        self.head = HeatmapHead(self.channels, n_keypoints)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Heatmap logits (B, K, H/4, W/4)."""

@@ -213,3 +213,26 @@ def build_backbone(
             load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
         return _LiteFeatures(classifier), EfficientNetLite0.FEATURE_CHANNELS, LITE_MEAN, LITE_STD
     raise ValueError(f"unknown backbone {name!r}; choose one of resnet18, resnet34, resnet50, efficientnet_lite0")
+
+
+class InputNormalizedBackbone(nn.Module):
+    """A backbone with the input normalisation its weights were trained with built in.
+
+    Base of the heatmap networks: images come in as ``uint8`` or floats in [0, 1].
+    ``input_mean`` / ``input_std`` are kept as plain tuples so a network built on the meta
+    device can rebuild its (non-persistent) normalisation buffers (see ``predict.load_model``).
+    """
+
+    def __init__(self, backbone: str, pretrained: bool | str = False) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone, self.channels, mean, std = build_backbone(backbone, pretrained)
+        self.input_mean, self.input_std = tuple(mean), tuple(std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - self.mean) / self.std
+

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import build_backbone
+from .backbones import InputNormalizedBackbone
 from .heads import HeatmapHead, heatmap_to_input, soft_argmax, spatial_softmax
 
 CONTEXT_RADIUS = 2
@@ -41,7 +41,7 @@ class TemporalMixer(nn.Module):
         return window[:, CONTEXT_RADIUS] + self.mix(reduced)
 
 
-class ContextHeatmapNet(nn.Module):
+class ContextHeatmapNet(InputNormalizedBackbone):
     """Shared backbone, single-frame head and temporal-context head.
 
     ``forward(windows)`` takes (B, 5, 3, H, W) windows (uint8 or [0, 1] floats) centred on
@@ -51,22 +51,12 @@ class ContextHeatmapNet(nn.Module):
     is_context = True
 
     def __init__(self, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> None:
-        super().__init__()
-        self.backbone_name = backbone
+        super().__init__(backbone, pretrained)
         self.n_keypoints = n_keypoints
         self.heatmap_sigma = heatmap_sigma
-        self.backbone, channels, mean, std = build_backbone(backbone, pretrained)
-        self.head = HeatmapHead(channels, n_keypoints)
-        self.mixer = TemporalMixer(channels)
-        self.context_head = HeatmapHead(channels, n_keypoints)
-        self.input_mean, self.input_std = tuple(mean), tuple(std)  # kept to rebuild the buffers (predict.load_model)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
-        return (images - self.mean) / self.std
+        self.head = HeatmapHead(self.channels, n_keypoints)
+        self.mixer = TemporalMixer(self.channels)
+        self.context_head = HeatmapHead(self.channels, n_keypoints)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, C, h, w) of single frames (N, 3, H, W)."""
