@@ -62,15 +62,34 @@ def semi_losses(view_groups: list, single_view: list, epochs: int) -> dict:
             "view_groups": view_groups, "warmup_epochs": max(1, epochs // 4), "clip_length": CLIP}
 
 
-def video_metrics(model_dir: Path, video: Path, truth: np.ndarray, occluded: np.ndarray) -> dict:
+def constraint_pcas(project_root: Path, seed: int, groups: list, single_view: list) -> dict:
+    """The pose and multi-view PCAs the semi arm of this seed fits (training split, held-out epsilon)."""
+    from element_lightning_pose.engine.config import LossesConfig
+    from element_lightning_pose.engine.data import split_frames
+    from element_lightning_pose.engine.pca import fit_pcas
+
+    labels, _ = load_project(project_root)
+    train_rows = split_frames(len(labels), 0.8, 0.1, seed) == "train"
+    losses = LossesConfig(unsupervised=["pca_singleview", "pca_multiview"], view_groups=groups,
+                          pca_singleview_keypoints=single_view)
+    return fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
+
+
+def video_metrics(model_dir: Path, video: Path, truth: np.ndarray, occluded: np.ndarray, pcas: dict | None = None) -> dict:
     model = load_model(model_dir, device="cpu")
     started = time.perf_counter()
     pred = predict_video(model, video, batch_size=32, progress=False)
     fps = len(pred) / (time.perf_counter() - started)
     error = np.linalg.norm(pred[..., :2] - truth, axis=-1)
     jitter = np.linalg.norm(np.diff(pred[..., :2], axis=0) - np.diff(truth, axis=0), axis=-1)
-    return {"error": float(error.mean()), "error_occluded": float(error[occluded].mean()),
-            "error_visible": float(error[~occluded].mean()), "jitter": float(jitter.mean()), "predict_fps": fps}
+    row = {"error": float(error.mean()), "error_occluded": float(error[occluded].mean()),
+           "error_visible": float(error[~occluded].mean()), "jitter": float(jitter.mean()), "predict_fps": fps}
+    for kind, pca in (pcas or {}).items():
+        # how far the predictions are from satisfying each constraint (what the loss would act on)
+        residual = pca.residual_keypoints(pred[..., :2])
+        row[f"{kind}_residual"] = float(residual.mean())
+        row[f"{kind}_truth_residual"] = float(pca.residual_keypoints(truth).mean())
+    return row
 
 
 def step_seconds(result) -> float:
@@ -91,13 +110,16 @@ def synthetic_arms(work: Path, seeds: int, epochs: int, semi_overrides: dict, on
     for seed in range(seeds):
         for arm in results:
             config = base_config(epochs, seed, RESIZE, BATCH)
-            if arm == "semi":
+            if arm.startswith("semi"):
                 config["losses"] = {**semi_losses(groups, VIEW, epochs), **semi_overrides}
+                if "@" in arm:  # "semi@0.001": all three weights set to 0.001
+                    weight = float(arm.split("@", 1)[1])
+                    config["losses"].update(temporal_weight=weight, pca_singleview_weight=weight, pca_multiview_weight=weight)
             if arm == "context":
                 config["model"]["model_type"] = "context"
             model_dir = work / f"{arm}_{seed}"
             result = train(config, project.root, model_dir, progress=False)
-            row = video_metrics(model_dir, project.videos[0], truth, occluded)
+            row = video_metrics(model_dir, project.videos[0], truth, occluded, constraint_pcas(project.root, seed, groups, VIEW))
             row.update(step_s=step_seconds(result), wall_s=result.wall_time_s)
             h = result.history
             for column in ("train_supervised_loss", "train_temporal_loss", "train_pca_singleview_loss",
@@ -166,7 +188,16 @@ def report(results, mirror, args, elapsed: float) -> str:
     ratio = f"{np.mean(ratios):.2f}x" if ratios else "n/a"
     lines += ["", f"Semi-supervised step cost relative to supervised (same labeled batch {BATCH}, + a {CLIP}-frame clip): "
                   f"**{ratio}** (target <= 2.5x; per seed: {', '.join(f'{r:.2f}' for r in ratios)}).", ""]
-    lines += ["Per seed (error all / occluded / jitter):", ""]
+    lines += ["Constraint residuals of the predictions on all video frames (px; PCAs fitted on each seed's "
+              "training labels as the semi arm does; the ground truth's own residuals in brackets):", "",
+              "| arm | pose PCA residual | multi-view PCA residual |", "|---|---|---|"]
+    for arm, rows in results.items():
+        if rows and "pca_singleview_residual" in rows[0]:
+            truth_s = np.mean([r["pca_singleview_truth_residual"] for r in rows])
+            truth_m = np.mean([r["pca_multiview_truth_residual"] for r in rows])
+            lines.append(f"| {arm} | {mean_sd(rows, 'pca_singleview_residual')} ({truth_s:.2f}) | "
+                         f"{mean_sd(rows, 'pca_multiview_residual')} ({truth_m:.2f}) |")
+    lines += ["", "Per seed (error all / occluded / jitter):", ""]
     for arm, rows in results.items():
         lines.append(f"- {arm}: " + "; ".join(f"{r['error']:.2f} / {r['error_occluded']:.2f} / {r['jitter']:.2f}" for r in rows))
     lines += ["", "Unsupervised losses in the semi arm, first -> last epoch (mean over seeds, px):", ""]
@@ -193,7 +224,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--mm-epochs", type=int, default=5)
     parser.add_argument("--no-mirror-mouse", action="store_true")
-    parser.add_argument("--arms", default="supervised,semi,context", help="comma-separated arms to run")
+    parser.add_argument("--arms", default="supervised,semi,context",
+                        help="comma-separated arms to run; semi@W = the semi arm with all three loss weights W")
     parser.add_argument("--semi", action="append", default=[], metavar="KEY=VALUE",
                         help="override a losses.* parameter of the semi arms, e.g. --semi pca_min_confidence=0.5")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semisupervised.md")
