@@ -177,12 +177,6 @@ class LossesConfig(_Section):
         "PCA fitted without it (10-fold), which a new true pose also has; 'training' = in-sample (Lightning Pose), "
         "too small when few frames are labeled",
     )
-    location: Literal["window", "sharpened"] = Field(
-        "window",
-        description="keypoint location the unsupervised losses act on: 'window' = the soft-argmax used for "
-        "predictions; 'sharpened' = softmax(1000 p) over 4x upsampled maps (Lightning Pose's), whose gradient moves "
-        "the peak instead of broadening the map",
-    )
     pca_min_confidence: float = Field(
         0.5, ge=0, le=1, description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)"
     )

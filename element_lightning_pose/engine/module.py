@@ -20,7 +20,6 @@ import torch
 from .config import ConfigError, TrainConfig
 from .losses import heatmap_mse, pca_loss, temporal_loss
 from .networks import build_net, heatmap_to_input, soft_argmax, spatial_softmax
-from .networks.heads import sharpened_location
 from .pca import KeypointPCA
 
 
@@ -72,8 +71,6 @@ class HeatmapModule(pl.LightningModule):
         frames = clip["frames"]
         outputs = self.net.clip_logits(frames) if self.is_context else self.net(frames)
         points = self._points(outputs)  # context: interior frames 2..L-3 only (true neighbours)
-        if self.config.losses.location == "sharpened":
-            points = torch.cat([self._sharpened_xy(outputs, points), points[..., 2:]], dim=-1)
         to_original = clip["to_original"].to(points.dtype)
         xy = points[..., :2] @ to_original[:, :2].T + to_original[:, 2]
         losses = self.config.losses
@@ -85,17 +82,6 @@ class HeatmapModule(pl.LightningModule):
             mask = confident[..., pca.keypoint_indices()]
             values[kind] = pca_loss(pca.residual_keypoints(xy), pca.epsilon, mask)
         return values
-
-    def _sharpened_xy(self, outputs, points: torch.Tensor) -> torch.Tensor:
-        """(B, K, 2) sharpened locations in network-input pixels (context: of the head ``points`` chose)."""
-        def xy(logits):
-            return heatmap_to_input(sharpened_location(spatial_softmax(logits)))
-
-        if not self.is_context:
-            return xy(outputs)
-        single, context = outputs
-        chose_context = self.net._points(context)[..., 2:] > self.net._points(single)[..., 2:]
-        return torch.where(chose_context, xy(context), xy(single))
 
     def warmup_factor(self, batch_idx: int) -> float:
         """Linear ramp 0 -> 1 of the unsupervised weights over ``losses.warmup_epochs``."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional as F
 from torch import nn
 
 HEATMAP_STRIDE = 4  # heatmaps are 1/4 of the network input
@@ -107,25 +106,6 @@ def soft_argmax(
     mass = window[:, inner, inner].sum(dim=(1, 2))
     confidence = (mass / _ideal_peak_mass(sigma, confidence_radius)).clamp(0.0, 1.0)
     return torch.stack([x, y, confidence], dim=-1).reshape(b, k, 3)
-
-
-def sharpened_location(probs: torch.Tensor, *, temperature: float = 1000.0, upsample: int = 4) -> torch.Tensor:
-    """(B, K, 2) keypoint locations in heatmap pixels from a sharpened softmax of upsampled maps.
-
-    The maps are upsampled bilinearly by ``upsample`` and re-weighted by ``softmax(temperature
-    * p)``: only pixels within a hair of the peak count. The gradient of this location moves
-    the peak itself, whereas the windowed soft-argmax of :func:`soft_argmax` also rewards
-    moving probability mass to the far side of its window, i.e. broader maps. Used for the
-    unsupervised losses (Lightning Pose computes theirs the same way).
-    """
-    b, k, h, w = probs.shape
-    up = F.interpolate(probs, scale_factor=upsample, mode="bilinear", align_corners=False)
-    weights = torch.softmax(up.reshape(b, k, -1) * temperature, dim=-1).reshape(up.shape)
-    ys = (torch.arange(up.shape[-2], device=probs.device, dtype=probs.dtype) + 0.5) / upsample - 0.5
-    xs = (torch.arange(up.shape[-1], device=probs.device, dtype=probs.dtype) + 0.5) / upsample - 0.5
-    x = (weights.sum(dim=-2) * xs).sum(dim=-1)
-    y = (weights.sum(dim=-1) * ys).sum(dim=-1)
-    return torch.stack([x, y], dim=-1)
 
 
 def heatmap_to_input(coords: torch.Tensor, stride: int = HEATMAP_STRIDE) -> torch.Tensor:
