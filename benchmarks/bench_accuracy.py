@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.metrics import evaluate  # noqa: E402
+from element_lightning_pose.engine.metrics import evaluate, summarize  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"
@@ -46,14 +45,6 @@ def lightning_pose_split(lp_model_dir: Path, out_csv: Path) -> Path:
         raise ValueError(f"{lp_model_dir}: unexpected set names {sorted(set(errors['set']) - set(LP_SPLIT_NAMES))}")
     pd.DataFrame({"image": errors.index.astype(str), "split": split.to_numpy()}).to_csv(out_csv, index=False)
     return out_csv
-
-
-def summarize(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    out = {}
-    for split in ("train", "val", "test"):
-        errors = table.loc[table["split"] == split, "error_px"].dropna().to_numpy()
-        out[split] = {"mean": float(errors.mean()), "median": float(np.median(errors)), "n": int(errors.size)}
-    return out
 
 
 def main() -> None:
@@ -83,7 +74,8 @@ def main() -> None:
         started = time.perf_counter()
         result = train(config, args.project, Path(tmp) / "model", progress=False)
         wall = time.perf_counter() - started
-        errors = summarize(evaluate(result.model_dir, labels))
+        summary = summarize(evaluate(result.model_dir, labels), "error_px", by=("split",))
+        errors = summary.loc[["train", "val", "test"], ["mean", "median", "count"]].to_dict("index")
     weights = "ImageNet" if args.pretrained else "random init"
     print(json.dumps({"wall_s": wall, "errors": errors}, indent=1))
     row = (f"| {args.backbone}, {weights} | {args.epochs} | {wall / 60:.1f} | {errors['test']['mean']:.2f} | "

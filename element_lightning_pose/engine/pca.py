@@ -199,9 +199,8 @@ def fit_pca(
     else:
         raise ConfigError(f"unknown PCA loss {kind!r}")
     pca = KeypointPCA(kind, views, np.zeros(0), np.zeros((0, 0)), 0.0, 0.0, 0)
-    samples = pca.samples(keypoints).reshape(-1, 2 * len(views[0]) if kind == "pca_singleview" else 2 * len(views))
-    complete = samples[np.isfinite(samples).all(axis=1)]
-    dims = samples.shape[1]
+    complete = _complete_samples(pca, keypoints)
+    dims = complete.shape[1]
     unit = "frames with all its keypoints labeled" if kind == "pca_singleview" else "(frame, keypoint) pairs labeled in every view"
     name = "pose PCA" if kind == "pca_singleview" else "multi-view PCA"
     if len(complete) < dims:
@@ -216,11 +215,9 @@ def fit_pca(
     if losses.pca_epsilon is not None:
         pca.epsilon = float(losses.pca_epsilon)
     else:
-        residual = pca.residual_keypoints(keypoints)
-        if losses.pca_epsilon_residuals == "held_out":
-            held_out = held_out_residuals(pca, keypoints)
-            if np.isfinite(held_out).any():
-                residual = held_out
+        residual = held_out_residuals(pca, keypoints) if losses.pca_epsilon_residuals == "held_out" else None
+        if residual is None or not np.isfinite(residual).any():
+            residual = pca.residual_keypoints(keypoints)  # in-sample (asked for, or no fold could be fitted)
         pca.epsilon = float(np.nanpercentile(residual, losses.pca_epsilon_percentile))
     return pca
 

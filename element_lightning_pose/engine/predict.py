@@ -166,8 +166,7 @@ def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, 
         net = build_net(config.model.model_type, config.model.backbone, n_keypoints, pretrained=False,
                         heatmap_sigma=config.model.heatmap_sigma)
     net.load_state_dict(weights, strict=True, assign=True)
-    net.mean = torch.tensor(net.input_mean, dtype=torch.float32).view(1, 3, 1, 1)
-    net.std = torch.tensor(net.input_std, dtype=torch.float32).view(1, 3, 1, 1)
+    net.reset_input_normalization()
     left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left:
         raise ModelDirError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")

@@ -228,11 +228,14 @@ class InputNormalizedBackbone(nn.Module):
         self.backbone_name = backbone
         self.backbone, self.channels, mean, std = build_backbone(backbone, pretrained)
         self.input_mean, self.input_std = tuple(mean), tuple(std)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.reset_input_normalization()
+
+    def reset_input_normalization(self) -> None:
+        """(Re)build the ``mean`` / ``std`` buffers from ``input_mean`` / ``input_std``."""
+        self.register_buffer("mean", torch.tensor(self.input_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.input_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
         return (images - self.mean) / self.std
-
