@@ -135,7 +135,10 @@ class LossesConfig(_Section):
     """Unsupervised losses on clips of unlabeled video frames (none by default).
 
     Every loss is ``relu(value - epsilon)`` averaged, in ORIGINAL-frame pixels, and its weight
-    is ramped up linearly over ``warmup_epochs``.
+    is ramped up linearly over ``warmup_epochs``. The default weights (0.001) keep one step's
+    unsupervised gradient no larger than the supervised one: at 0.01 (Lightning Pose's
+    scale) it was 3-5x larger and pointed no consistent way from one clip to the next, which
+    made the models worse (``benchmarks/results/loss_gradients.md``).
     """
 
     unsupervised: list[str] = Field(
@@ -147,14 +150,14 @@ class LossesConfig(_Section):
         5000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos; 5,000 frames at 256x256 take about 1 GB)"
     )
     cache_dir: str | None = Field(None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)")
-    temporal_weight: float = Field(0.01, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
+    temporal_weight: float = Field(0.001, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
     temporal_epsilon: Union[float, list[float]] = Field(
         20.0, description="temporal loss: allowed displacement between frames, pixels (one value or one per keypoint)"
     )
     temporal_min_confidence: float = Field(
         0.5, ge=0, le=1, description="temporal loss ignores a pair of frames where either confidence is below this"
     )
-    pca_singleview_weight: float = Field(0.01, ge=0, description="weight of the pose PCA loss (pixels)")
+    pca_singleview_weight: float = Field(0.001, ge=0, description="weight of the pose PCA loss (pixels)")
     pca_singleview_keypoints: list[KeypointRef] | None = Field(
         None, description="keypoints (names or indices) of the pose PCA (default: all)"
     )
@@ -162,7 +165,7 @@ class LossesConfig(_Section):
         None, gt=0, description="pose PCA components (default: enough for pca_explained_variance)"
     )
     pca_explained_variance: float = Field(0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance")
-    pca_multiview_weight: float = Field(0.01, ge=0, description="weight of the multi-view PCA loss (pixels)")
+    pca_multiview_weight: float = Field(0.001, ge=0, description="weight of the multi-view PCA loss (pixels)")
     view_groups: list[list[KeypointRef]] = Field(
         [], description="multi-view PCA: one list per view, the same keypoints in the same order (names or indices)"
     )
