@@ -20,12 +20,12 @@ Usage: python benchmarks/bench_loss_gradients.py [--epochs 10 30 150] [--steps 2
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_semisupervised import BATCH, RESIZE, VIEW, base_config, semi_losses  # noqa: E402
+from bench_semisupervised import (  # noqa: E402
+    BATCH, RESIZE, VIEW, VIEW_GROUPS, base_config, semi_losses, synthetic_project, video_metrics,
+)
 from element_lightning_pose.engine.config import TrainConfig  # noqa: E402
 from element_lightning_pose.engine.data import PoseDataModule, split_frames  # noqa: E402
 from element_lightning_pose.engine.io import load_project  # noqa: E402
 from element_lightning_pose.engine.module import HeatmapModule  # noqa: E402
-from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.synthetic import make_synthetic_project  # noqa: E402
 from element_lightning_pose.engine.train import _unsupervised_inputs, train  # noqa: E402
-
-GROUPS = [list(range(9)), list(range(9, 18))]
 
 
 def flat_gradient(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -73,7 +71,7 @@ def statistics(grads: list[torch.Tensor], weight: float) -> dict[str, float]:
 def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[float]) -> list[dict]:
     """Gradient statistics of every loss term at the model in ``model_dir``."""
     config_dict = base_config(1, seed, RESIZE, BATCH)
-    config_dict["losses"] = semi_losses(GROUPS, VIEW, 1)
+    config_dict["losses"] = semi_losses(VIEW_GROUPS, VIEW, 1)
     config = TrainConfig.from_dict(config_dict)
     labels, videos = load_project(project.root)
     splits = split_frames(len(labels), 0.8, 0.1, seed)
@@ -97,18 +95,16 @@ def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[
     variants = [("temporal", None), ("pca_singleview", None), ("pca_multiview", None)]
     variants += [("pca_multiview", eps) for eps in eps_variants]
     for name, eps in variants:
-        if eps is not None:
-            module.pcas = dict(module.pcas)
-            module.pcas["pca_multiview"] = copy.copy(pcas["pca_multiview"])
-            module.pcas["pca_multiview"].epsilon = eps
+        module.pcas = pcas if eps is None else {**pcas, name: replace(pcas[name], epsilon=eps)}
         grads = []
         for i in range(steps):
             value = module.unsupervised_losses(clips[i])[name]
             if value.requires_grad and float(value.detach()) > 0:  # a step where the loss is active
                 grads.append(flat_gradient(value, params))
-        module.pcas = dict(pcas)
-        epsilon = f"{eps:g} px" if eps is not None else (
-            f"{module.pcas[name].epsilon:.2f} px" if name in module.pcas else f"{config.losses.temporal_epsilon} px")
+        if eps is not None:
+            epsilon = f"{eps:g} px"
+        else:
+            epsilon = f"{pcas[name].epsilon:.2f} px" if name in pcas else f"{config.losses.temporal_epsilon} px"
         weight = getattr(config.losses, f"{name}_weight")
         row = {"term": f"{name} (eps {epsilon})", "weight": weight, "active": len(grads)}
         row.update(statistics(grads, weight) if len(grads) >= 3 else {})
@@ -156,14 +152,12 @@ def main() -> int:
     tables = []
     with tempfile.TemporaryDirectory(prefix="elp-bench-grad-") as tmp:
         work = Path(tmp)
-        project = make_synthetic_project(work / "project", seed=0, image_size=(128, 128), n_labeled=40,
-                                         n_video_frames=2000, views=2)
-        truth, _ = project.ground_truth(project.videos[0])
+        project = synthetic_project(work)
+        truth, occluded = project.ground_truth(project.videos[0])
         for epochs in args.epochs:
             model_dir = work / f"supervised_{epochs}"
             train(base_config(epochs, 0, RESIZE, BATCH), project.root, model_dir, progress=False)
-            pred = predict_video(load_model(model_dir, device="cpu"), project.videos[0], batch_size=32, progress=False)
-            error = float(np.linalg.norm(pred[..., :2] - truth, axis=-1).mean())
+            error = video_metrics(model_dir, project.videos[0], truth, occluded)["error"]
             rows = measure(project, model_dir, args.steps, 0, args.eps)
             tables.append((epochs, error, rows))
             print(epochs, round(error, 2), rows, flush=True)

@@ -44,6 +44,7 @@ from element_lightning_pose.engine.train import train  # noqa: E402
 
 MIRROR_MOUSE = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 VIEW = list(range(9))
+VIEW_GROUPS = [VIEW, list(range(9, 18))]  # the same 9 keypoints in each view
 # Sized for a 2-core CPU shared with other jobs (~25 min in all): see the report header.
 RESIZE, MM_RESIZE, BATCH, CLIP = (64, 64), (96, 96), 8, 8
 
@@ -119,21 +120,27 @@ def step_seconds(result) -> float:
     return float((h["elapsed_s"].iloc[-1] - h["elapsed_s"].iloc[0]) / (h["step"].iloc[-1] - h["step"].iloc[0]))
 
 
-def synthetic_arms(work: Path, seeds: int, epochs: int, semi_overrides: dict, on_result=None,
-                   arms: tuple[str, ...] = ("supervised", "semi", "context"), n_labeled: int = 40,
-                   resize: tuple[int, int] = RESIZE, view2_labeled: int | None = None) -> dict[str, list[dict]]:
+def synthetic_project(work: Path, n_labeled: int = 40, view2_labeled: int | None = None):
+    """The two-view synthetic project every synthetic benchmark uses (project seed 0, 2,000-frame video)."""
     project = make_synthetic_project(work / "project", seed=0, image_size=(128, 128), n_labeled=n_labeled,
                                      n_video_frames=2000, views=2)
     if view2_labeled is not None:
         sparsify_second_view(project.csv_path, view2_labeled, len(VIEW))
+    return project
+
+
+def synthetic_arms(work: Path, seeds: int, epochs: int, semi_overrides: dict, on_result=None,
+                   arms: tuple[str, ...] = ("supervised", "semi", "context"), n_labeled: int = 40,
+                   resize: tuple[int, int] = RESIZE, view2_labeled: int | None = None) -> dict[str, list[dict]]:
+    project = synthetic_project(work, n_labeled, view2_labeled)
     truth, occluded = project.ground_truth(project.videos[0])
-    groups = [list(range(9)), list(range(9, 18))]
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in range(seeds):
+        pcas = constraint_pcas(project.root, seed, VIEW_GROUPS, VIEW)  # the same for every arm of a seed
         for arm in results:
             config = base_config(epochs, seed, resize, BATCH)
             if arm.startswith("semi"):
-                config["losses"] = {**semi_losses(groups, VIEW, epochs), **semi_overrides}
+                config["losses"] = {**semi_losses(VIEW_GROUPS, VIEW, epochs), **semi_overrides}
                 if "@" in arm:  # "semi@0.001": all three weights set to 0.001
                     weight = float(arm.split("@", 1)[1])
                     config["losses"].update(temporal_weight=weight, pca_singleview_weight=weight, pca_multiview_weight=weight)
@@ -141,7 +148,7 @@ def synthetic_arms(work: Path, seeds: int, epochs: int, semi_overrides: dict, on
                 config["model"]["model_type"] = "context"
             model_dir = work / f"{arm}_{seed}"
             result = train(config, project.root, model_dir, progress=False)
-            row = video_metrics(model_dir, project.videos[0], truth, occluded, constraint_pcas(project.root, seed, groups, VIEW))
+            row = video_metrics(model_dir, project.videos[0], truth, occluded, pcas)
             row.update(step_s=step_seconds(result), wall_s=result.wall_time_s)
             h = result.history
             for column in ("train_supervised_loss", "train_temporal_loss", "train_pca_singleview_loss",
