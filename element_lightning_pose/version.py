@@ -1,3 +1,3 @@
-"""Package version, kept in one place so setup.py and the engine report the same string."""
+"""Package version, kept in one place so pyproject.toml and the engine report the same string."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

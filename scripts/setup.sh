@@ -3,7 +3,7 @@
 #  - Debian packages: PostgreSQL and MariaDB servers (installed with apt-get when missing)
 #  - .venv     : DataJoint 2.x + the element (+ psycopg2, test/doc tools)
 #  - .venv014  : DataJoint 0.14.10 + the element + element-lab/-animal/-session/-array-ephys
-# A venv is rebuilt only when setup.py or its pins change (a stamp file records them).
+# A venv is rebuilt only when pyproject.toml or its pins change (a stamp file records them).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3.11}"
@@ -33,7 +33,7 @@ ensure_python() {
 
 ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
   local name="$1" dir="$REPO/$1" extras="$2"; shift 2
-  local stamp_text; stamp_text="$(cat "$REPO/setup.py"; echo "$extras $*")"
+  local stamp_text; stamp_text="$(cat "$REPO/pyproject.toml"; echo "$extras $*")"
   local stamp; stamp="$(printf '%s' "$stamp_text" | sha256sum | cut -c1-16)"
   if [ -f "$dir/.elp-stamp" ] && [ "$(cat "$dir/.elp-stamp")" = "$stamp" ]; then return 0; fi
   ensure_python

@@ -60,7 +60,7 @@ def _temp_prefix(path: Path) -> str:
 def remove_stale_temporaries(path: PathLike) -> list[Path]:
     """Delete the temporaries a killed writer of ``path`` left (their pid no longer runs)."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for candidate in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}"):

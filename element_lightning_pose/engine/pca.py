@@ -69,6 +69,8 @@ class KeypointPCA:
         """Residual (..., V*P) in pixels of each keypoint in ``views`` (row-major over views)."""
         samples = self.samples(points)
         is_torch = isinstance(samples, torch.Tensor)
+        mean: Any
+        comps: Any
         if is_torch:
             mean = torch.as_tensor(self.mean, dtype=samples.dtype, device=samples.device)
             comps = torch.as_tensor(self.components, dtype=samples.dtype, device=samples.device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,7 +61,7 @@ def _imagenet_resnet_state(name: str) -> dict[str, torch.Tensor]:
 
 
 def _truncate_resnet(classifier: nn.Module) -> nn.Sequential:
-    c = classifier
+    c: Any = classifier  # a torchvision ResNet; its stages are plain attributes
     return nn.Sequential(c.conv1, c.bn1, c.relu, c.maxpool, c.layer1, c.layer2, c.layer3, c.layer4)
 
 
@@ -77,7 +78,7 @@ _LITE0_STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
-_BN = dict(eps=1e-3, momentum=0.01)
+_BN: dict[str, Any] = dict(eps=1e-3, momentum=0.01)
 
 
 class _MBConv(nn.Module):
@@ -200,7 +201,7 @@ def build_backbone(
         classifier = _resnet_classifier(name)
         if pretrained is True:
             load_classifier_weights(classifier, _imagenet_resnet_state(name), f"{name} ImageNet", strict=True)
-        elif pretrained not in (False, None):
+        elif isinstance(pretrained, (str, os.PathLike)):
             load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
         return _truncate_resnet(classifier), _RESNET_CHANNELS[name], IMAGENET_MEAN, IMAGENET_STD
     if name == "efficientnet_lite0":
@@ -209,7 +210,7 @@ def build_backbone(
             path = lite0_weights_path()
             # every key of the shipped file, classifier included, must load
             load_classifier_weights(classifier, _read_state_dict(path), str(path), strict=True)
-        elif pretrained not in (False, None):
+        elif isinstance(pretrained, (str, os.PathLike)):
             load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
         return _LiteFeatures(classifier), EfficientNetLite0.FEATURE_CHANNELS, LITE_MEAN, LITE_STD
     raise ValueError(f"unknown backbone {name!r}; choose one of resnet18, resnet34, resnet50, efficientnet_lite0")
@@ -222,6 +223,9 @@ class InputNormalizedBackbone(nn.Module):
     ``input_mean`` / ``input_std`` are kept as plain tuples so a network built on the meta
     device can rebuild its (non-persistent) normalisation buffers (see ``predict.load_model``).
     """
+
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, rebuilt by reset_input_normalization
+    std: torch.Tensor
 
     def __init__(self, backbone: str, pretrained: bool | str = False) -> None:
         super().__init__()

@@ -32,8 +32,10 @@ class TemporalMixer(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1),
         )
-        nn.init.zeros_(self.mix[-1].weight)  # starts as the single-frame features
-        nn.init.zeros_(self.mix[-1].bias)
+        last = self.mix[-1]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
+        nn.init.zeros_(last.weight)  # starts as the single-frame features
+        nn.init.zeros_(last.bias)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         b, t, c, h, w = window.shape

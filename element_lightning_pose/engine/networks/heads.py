@@ -35,7 +35,8 @@ class HeatmapHead(nn.Module):
         for layer in self.layers:
             if isinstance(layer, nn.ConvTranspose2d):
                 nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers(features)
