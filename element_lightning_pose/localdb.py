@@ -8,9 +8,16 @@ it accepts connections, and writes the connection settings next to the data:
 - ``<dir>/env.sh``: ``export DJ_HOST=... DJ_USER=... DJ_PASS=... DJ_PORT=... DJ_BACKEND=...``
 - ``<dir>/dj_local_conf.json``: a DataJoint config file with the same settings
 
-``start`` on a running server only reports it; ``stop`` stops the server whose pid it wrote
-and nothing else. Users with a lab server skip this module and set ``DJ_HOST`` / ``DJ_USER`` /
-``DJ_PASS`` (and ``DJ_BACKEND``, ``DJ_PORT``) as DataJoint expects.
+The three files hold the password and are created 0600; ``start`` prints where they are,
+never the password (``elp db env`` prints the export lines on request). MariaDB keeps no
+passwordless account: root only through ``unix_socket`` over a socket in the 0700 data folder,
+no anonymous or remote root; the accounts are set by SQL the server runs on every start
+before its first connection, so a data folder made by an older elp is secured too.
+
+``start`` on a running server only reports it (a MariaDB one is secured first); ``stop``
+stops the server whose pid it wrote and nothing else. Users with a lab server skip this
+module and set ``DJ_HOST`` / ``DJ_USER`` / ``DJ_PASS`` (and ``DJ_BACKEND``, ``DJ_PORT``) as
+DataJoint expects.
 
 PostgreSQL refuses to run as root; when started by root the server runs as the ``postgres``
 system account (created by Debian's package) and the data directory belongs to it.
@@ -32,11 +39,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .engine.atomic import write_text_atomic
+
 BACKENDS = ("postgresql", "mysql")
 DEFAULT_PORTS = {"postgresql": 15432, "mysql": 13306}
 APT_PACKAGES = {"postgresql": "postgresql", "mysql": "mariadb-server"}
 DB_USER = "elp"
 STATE_FILE = "connection.json"
+ENV_FILE = "env.sh"
+SECRET_MODE = 0o600  # every file holding the password
 
 
 class LocalDBError(RuntimeError):
@@ -155,6 +166,19 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _mysql_greets(port: int, timeout: float = 0.5) -> bool:
+    """Whether a MySQL server on 127.0.0.1 sends its greeting. An open port alone is not
+    enough: the kernel accepts connections as soon as the server listens, before it has run
+    its ``--init-file``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(("127.0.0.1", port))
+            return len(sock.recv(4)) > 0
+        except OSError:
+            return False
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -180,16 +204,14 @@ def read_state(data_dir: Path) -> Connection | None:
 
 
 def _write_state(data_dir: Path, conn: Connection) -> None:
+    """Write the three credential files, each created 0600 and replaced atomically."""
     data_dir = Path(data_dir)
     for name, text in (
         (STATE_FILE, json.dumps(asdict(conn), indent=2)),
         ("dj_local_conf.json", json.dumps(conn.dj_config(), indent=2)),
-        ("env.sh", "".join(f"export {k}={v}\n" for k, v in conn.env().items())),
+        (ENV_FILE, "".join(f"export {k}={v}\n" for k, v in conn.env().items())),
     ):
-        tmp = data_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.chmod(0o600)
-        os.replace(tmp, data_dir / name)
+        write_text_atomic(data_dir / name, text, mode=SECRET_MODE)
 
 
 def _run_as(user: str | None, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -249,9 +271,7 @@ def _start_postgres(data_dir: Path, port: int, password: str) -> int:
                     )
         shutil.chown(data_dir, user=user)
     if not (pgdata / "PG_VERSION").exists():
-        pwfile = data_dir / ".pw"
-        pwfile.write_text(password + "\n")
-        pwfile.chmod(0o600)
+        pwfile = write_text_atomic(data_dir / ".pw", password + "\n", mode=SECRET_MODE)
         if user:
             shutil.chown(pwfile, user=user)
         result = _run_as(
@@ -286,44 +306,128 @@ def _stop_postgres(data_dir: Path) -> None:
 # --------------------------------------------------------------------------- MariaDB / MySQL
 
 
+def _sql_string(value: str) -> str:
+    """``value`` as a quoted SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _mysql_hardening_sql(password: str) -> str:
+    """The accounts a private server keeps, as SQL run on every start (idempotent).
+
+    Removed: anonymous accounts and root at any host but localhost (an old data directory,
+    initialised with ``--auth-root-authentication-method=normal``, has a passwordless root
+    at 127.0.0.1, ::1 and the host name, and anonymous users). root@localhost is reachable
+    only through the 0700 socket and only by the OS account of the same name (unix_socket).
+    The ``elp`` user is the one way in over TCP, with the password of connection.json.
+    The DELETEs are those of mariadb-secure-installation; they also catch host names that
+    an old data directory recorded under another host name.
+    """
+    unwanted = "User = '' OR (User = 'root' AND Host <> 'localhost')"
+    pw = _sql_string(password)
+    statements = [
+        f"DELETE FROM mysql.global_priv WHERE {unwanted}",
+        f"DELETE FROM mysql.proxies_priv WHERE {unwanted}",
+        f"DELETE FROM mysql.db WHERE {unwanted}",
+        f"DELETE FROM mysql.tables_priv WHERE {unwanted}",
+        f"DELETE FROM mysql.columns_priv WHERE {unwanted}",
+        f"DELETE FROM mysql.procs_priv WHERE {unwanted}",
+        "FLUSH PRIVILEGES",
+        "ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED VIA unix_socket",
+        f"DROP USER IF EXISTS '{DB_USER}'@'localhost'",  # the old code's second elp; '%' covers it
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'%' IDENTIFIED BY {pw}",
+        f"ALTER USER '{DB_USER}'@'%' IDENTIFIED BY {pw}",
+        f"GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'%' WITH GRANT OPTION",
+    ]
+    return "".join(statement + ";\n" for statement in statements)
+
+
 def _start_mysql(data_dir: Path, port: int, password: str) -> int:
-    server, install, client = _mysql_binaries()
+    server, install, _ = _mysql_binaries()
     datadir = data_dir / "mysqldata"
+    # The socket lives in the data folder, which only the server's account may enter: the
+    # server makes the socket itself 0777.
+    data_dir.chmod(0o700)
     sock = data_dir / "mysql.sock"
     log = data_dir / "server.log"
     as_root = ["--user=root"] if os.geteuid() == 0 else []
-    fresh = not (datadir / "mysql").exists()
-    if fresh:
+    if not (datadir / "mysql").exists():
+        # socket: root@localhost (and the OS account's own, when not root) via unix_socket only
         result = subprocess.run(
-            [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=normal",
+            [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=socket",
              "--skip-test-db", *as_root],
             capture_output=True, text=True,
         )
         if result.returncode != 0:
             raise LocalDBError(f"{install} failed in {datadir}:\n{result.stderr.strip()[-2000:]}")
+    # The server runs this before it serves any connection, so an old data directory's
+    # passwordless root is gone before anyone can use it; the file holds the password and
+    # is removed once the server is up.
+    init_file = write_text_atomic(data_dir / ".init.sql", _mysql_hardening_sql(password), mode=SECRET_MODE)
     cmd = [server, "--no-defaults", f"--datadir={datadir}", f"--port={port}", "--bind-address=127.0.0.1",
            f"--socket={sock}", f"--pid-file={data_dir / 'server.pid'}", f"--log-error={log}",
-           "--skip-name-resolve", "--character-set-server=utf8mb4", *as_root]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
-    _wait_until(lambda: sock.exists() and _port_open("127.0.0.1", port) or proc.poll() is not None,
-                60, f"MariaDB accepting connections on port {port}", log)
+           f"--init-file={init_file}", "--skip-name-resolve", "--character-set-server=utf8mb4", *as_root]
+    try:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait_until(lambda: sock.exists() and _mysql_greets(port) or proc.poll() is not None,
+                    60, f"MariaDB accepting connections on port {port}", log)
+    finally:
+        init_file.unlink(missing_ok=True)
     if proc.poll() is not None:
         tail = "\n".join(log.read_text().splitlines()[-15:]) if log.exists() else ""
         raise LocalDBError(f"MariaDB exited with code {proc.returncode} while starting:\n{tail}")
-    if fresh:
-        sql = (
-            f"CREATE USER IF NOT EXISTS '{DB_USER}'@'%' IDENTIFIED BY '{password}';"
-            f"GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'%' WITH GRANT OPTION;"
-            f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{password}';"
-            f"GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'localhost' WITH GRANT OPTION;"
-            "FLUSH PRIVILEGES;"
-        )
-        result = subprocess.run([client, "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise LocalDBError(f"could not create the '{DB_USER}' user:\n{result.stderr.strip()}")
+    sock.chmod(0o600)
+    problem = _mysql_insecurity(port, password)
+    if problem:
+        _stop_mysql(proc.pid)
+        raise LocalDBError(f"MariaDB in {data_dir} was stopped: {problem} (see {log})")
     return proc.pid
+
+
+UNSAFE_ACCOUNTS_SQL = (
+    "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user WHERE User = '' OR "
+    "(User = 'root' AND (Host <> 'localhost' OR plugin <> 'unix_socket'))"
+)
+
+
+def _mysql_insecurity(port: int, password: str) -> str | None:
+    """Why the server is not as the hardening SQL leaves it, or None: the server goes on
+    after a failed ``--init-file`` statement, so check the result, as the ``elp`` user over TCP."""
+    client = _mysql_binaries()[2]
+    # The password goes through the environment, not the command line that `ps` shows.
+    result = subprocess.run(
+        [client, "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", DB_USER, "-N", "-B",
+         "-e", UNSAFE_ACCOUNTS_SQL],
+        capture_output=True, text=True, env=dict(os.environ, MYSQL_PWD=password), check=False,
+    )
+    if result.returncode != 0:
+        return f"the '{DB_USER}' user cannot log in over TCP: {result.stderr.strip()}"
+    unsafe = result.stdout.split()
+    if unsafe:
+        return f"accounts that should have been removed or restricted remain: {', '.join(unsafe)}"
+    return None
+
+
+def _secure_running_mysql(data_dir: Path, port: int, password: str) -> None:
+    """Apply the hardening to a server that is already running (one an older elp started
+    with a passwordless root): through the socket as root, where root can log in."""
+    binaries = _mysql_binaries()
+    data_dir.chmod(0o700)
+    sock = data_dir / "mysql.sock"
+    if binaries is None or not sock.exists():
+        return
+    client = binaries[2]
+    sock.chmod(0o600)
+    # New servers: root via unix_socket, so this works when elp runs as root and is refused
+    # otherwise, which is fine: such a server was hardened when it started.
+    subprocess.run([client, "--no-defaults", f"--socket={sock}", "-u", "root"],
+                   input=_mysql_hardening_sql(password), capture_output=True, text=True, check=False)
+    problem = _mysql_insecurity(port, password)
+    if problem:
+        raise LocalDBError(
+            f"the MariaDB server running in {data_dir} is not secured: {problem}. Restart it "
+            f"(elp db stop --backend mysql --dir {data_dir}, then start) to secure it"
+        )
 
 
 def _stop_mysql(pid: int) -> None:
@@ -355,6 +459,8 @@ def start(
     data_dir = Path(data_dir or default_dir(backend)).absolute()
     running = status(backend, data_dir)
     if running:
+        if backend == "mysql":
+            _secure_running_mysql(data_dir, running.port, running.password)
         return running
     _require_installed(backend, install)
     previous = read_state(data_dir)
@@ -398,15 +504,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--install", action="store_true", help="apt-get install the server if it is missing")
 
 
+def _cli_location(args: argparse.Namespace) -> str:
+    """The options that name this server again, for the hint printed by ``start``."""
+    text = f" --backend {args.backend}"
+    if args.dir:
+        text += f" --dir {Path(args.dir).absolute()}"
+    return text
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
     data_dir = args.dir or default_dir(args.backend)
     try:
         if args.action == "start":
             conn = start(args.backend, data_dir, args.port, args.install)
             print(f"{conn.backend} running on {conn.host}:{conn.port} (pid {conn.pid}), data in {conn.data_dir}")
-            print(f"connection settings: source {Path(conn.data_dir) / 'env.sh'}")
-            for key, value in conn.env().items():
-                print(f"export {key}={value}")
+            # Never the password: stdout ends up in scrollback and CI logs. `elp db env` is the
+            # explicit way to get the export lines.
+            env_file = Path(conn.data_dir) / ENV_FILE
+            print(f"connection settings (DJ_*, with the password) in {env_file} (mode 0600): "
+                  f"`source {env_file}`, or `eval \"$(elp db env{_cli_location(args)})\"`")
         elif args.action == "stop":
             conn = stop(args.backend, data_dir)
             print(f"stopped {conn.backend} (pid {conn.pid}) in {conn.data_dir}")
