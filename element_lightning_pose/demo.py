@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -247,32 +246,3 @@ def print_summary(summary: dict, elapsed: float) -> None:
     for what, path in summary["outputs"].items():
         print(f"  {what:28s} {path}")
     print(f"total {elapsed / 60:.1f} min")
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    parser.add_argument("--backend", choices=["postgresql", "mysql"], default="postgresql",
-                        help="private server to start when DJ_HOST is not set")
-    parser.add_argument("--prefix", default=DEMO_PREFIX, help="schema prefix (default: %(default)s)")
-    parser.add_argument("--project", help="an LP/DeepLabCut project folder to use instead of synthetic data")
-    parser.add_argument("--videos", nargs="+", help="session video file(s) (default: the project's first video)")
-    parser.add_argument("--models", type=int, default=2, help="ensemble size (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=120, help="training epochs per model (default: %(default)s)")
-    parser.add_argument("--backbone", default="efficientnet_lite0", help="(default: %(default)s, ImageNet weights)")
-    parser.add_argument("--resize", type=int, default=128, help="network input size (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=128, help="synthetic frame size (default: %(default)s)")
-    parser.add_argument("--labeled", type=int, default=60, help="synthetic labeled frames (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=600, help="synthetic frames per video (default: %(default)s)")
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    try:
-        summary = run_demo(args)
-    except Exception as exc:  # show the cause plainly; the traceback is one flag away
-        if os.environ.get("ELP_DEBUG"):
-            raise
-        print(f"\ndemo failed: {type(exc).__name__}: {exc}\n(set ELP_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
-    print_summary(summary, time.perf_counter() - start)
-    return 0

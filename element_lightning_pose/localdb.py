@@ -25,7 +25,6 @@ system account (created by Debian's package) and the data directory belongs to i
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -34,12 +33,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .engine.atomic import write_text_atomic
+from .engine.errors import ElpError
 
 BACKENDS = ("postgresql", "mysql")
 DEFAULT_PORTS = {"postgresql": 15432, "mysql": 13306}
@@ -50,7 +49,7 @@ ENV_FILE = "env.sh"
 SECRET_MODE = 0o600  # every file holding the password
 
 
-class LocalDBError(RuntimeError):
+class LocalDBError(ElpError, RuntimeError):
     """The local server could not be set up, started or stopped; the message says why."""
 
 
@@ -490,53 +489,3 @@ def stop(backend: str = "postgresql", data_dir: Path | None = None) -> Connectio
     else:
         _stop_mysql(conn.pid)
     return conn
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["start", "stop", "status", "env"],
-                        help="env prints the export lines for a running server")
-    parser.add_argument("--backend", choices=BACKENDS, default="postgresql")
-    parser.add_argument("--dir", type=Path, default=None, help="data directory (default: %(default)s → per backend)")
-    parser.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1")
-    parser.add_argument("--install", action="store_true", help="apt-get install the server if it is missing")
-
-
-def _cli_location(args: argparse.Namespace) -> str:
-    """The options that name this server again, for the hint printed by ``start``."""
-    text = f" --backend {args.backend}"
-    if args.dir:
-        text += f" --dir {Path(args.dir).absolute()}"
-    return text
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    data_dir = args.dir or default_dir(args.backend)
-    try:
-        if args.action == "start":
-            conn = start(args.backend, data_dir, args.port, args.install)
-            print(f"{conn.backend} running on {conn.host}:{conn.port} (pid {conn.pid}), data in {conn.data_dir}")
-            # Never the password: stdout ends up in scrollback and CI logs. `elp db env` is the
-            # explicit way to get the export lines.
-            env_file = Path(conn.data_dir) / ENV_FILE
-            print(f"connection settings (DJ_*, with the password) in {env_file} (mode 0600): "
-                  f"`source {env_file}`, or `eval \"$(elp db env{_cli_location(args)})\"`")
-        elif args.action == "stop":
-            conn = stop(args.backend, data_dir)
-            print(f"stopped {conn.backend} (pid {conn.pid}) in {conn.data_dir}")
-        else:
-            conn = status(args.backend, data_dir)
-            if conn is None:
-                print(f"no {args.backend} server of elp running in {Path(data_dir).absolute()}", file=sys.stderr)
-                return 1
-            if args.action == "env":
-                for key, value in conn.env().items():
-                    print(f"export {key}={value}")
-            else:
-                print(f"{conn.backend} running on {conn.host}:{conn.port} (pid {conn.pid}), data in {conn.data_dir}")
-    except LocalDBError as exc:
-        print(f"elp db {args.action}: {exc}", file=sys.stderr)
-        return 1
-    return 0
