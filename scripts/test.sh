@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command: sets up everything it needs (packages, venvs, private database servers),
 # then runs
+#   0. lint: ruff (lint + format check) over the repository and mypy over the engine,
 #   1. the database-free engine tests once (DataJoint 2.x venv),
 #   2. the pipeline tests on DataJoint 2.x + PostgreSQL 15,
 #   3. the pipeline tests on DataJoint 0.14.10 + MariaDB with element-lab/-session/-array-ephys.
 # Extra arguments go to every pytest call (e.g. `-k nwb -x`). ELP_TEST_GROUPS selects groups.
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO"
-GROUPS_TO_RUN="${ELP_TEST_GROUPS:-engine dj2-postgresql dj014-mariadb}"
+GROUPS_TO_RUN="${ELP_TEST_GROUPS:-lint engine dj2-postgresql dj014-mariadb}"
 has() { [[ " $GROUPS_TO_RUN " == *" $1 "* ]]; }
 
 ensure_servers_installed
@@ -25,6 +26,15 @@ run_group() {  # run_group NAME VENV PATHS...
     "$@" "${PYTEST_ARGS[@]}" || status=1
 }
 PYTEST_ARGS=("$@")
+run_lint() {  # findings fail the run like failing tests do
+  log "lint: ruff check, ruff format --check, mypy (engine)"
+  local bin="$REPO/.venv/bin"
+  "$bin/ruff" check --no-cache . || status=1
+  "$bin/ruff" format --check --no-cache . || status=1
+  "$bin/mypy" --no-incremental || status=1
+}
+
+has lint && run_lint
 
 has engine && run_group engine .venv tests/engine
 # start_server exports the DJ_* variables of the server each group talks to

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ElpError
+
 PathLike = str | os.PathLike
 
 BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
@@ -28,7 +30,7 @@ LITE_MEAN = (0.498, 0.498, 0.498)
 LITE_STD = (0.502, 0.502, 0.502)
 
 
-class WeightsError(RuntimeError):
+class WeightsError(ElpError, RuntimeError):
     """Pretrained weights are unavailable or do not match the architecture."""
 
 
@@ -213,7 +215,7 @@ def build_backbone(
         elif isinstance(pretrained, (str, os.PathLike)):
             load_classifier_weights(classifier, _read_state_dict(pretrained), str(pretrained), strict=False)
         return _LiteFeatures(classifier), EfficientNetLite0.FEATURE_CHANNELS, LITE_MEAN, LITE_STD
-    raise ValueError(f"unknown backbone {name!r}; choose one of resnet18, resnet34, resnet50, efficientnet_lite0")
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
 
 
 class InputNormalizedBackbone(nn.Module):
