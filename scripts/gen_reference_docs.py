@@ -43,6 +43,7 @@ API_MODULES = (
     "element_lightning_pose.engine.predict",
     "element_lightning_pose.engine.metrics",
     "element_lightning_pose.engine.eks",
+    "element_lightning_pose.engine.eks_params",
     "element_lightning_pose.engine.synthetic",
     "element_lightning_pose.plotting",
     "element_lightning_pose.export.nwb",
@@ -396,8 +397,10 @@ def _class_lines(name: str, cls: type) -> list[str]:
     doc = inspect.getdoc(cls)
     if doc:
         lines += [docstring_markdown(doc), ""]
-    if is_pydantic:
+    if is_pydantic and cls.__module__.endswith(".config"):
         lines += ["Fields: see [Training parameters](parameters.md).", ""]
+    elif is_pydantic:  # e.g. engine.eks_params.SmoothingParams: its fields and defaults here
+        lines += ["Fields: " + ", ".join(f"`{n} = {f.default!r}`" for n, f in cls.model_fields.items()), ""]
     for method_name, method in cls.__dict__.items():
         if method_name.startswith("_") or is_pydantic and method_name.startswith("model_"):
             continue
