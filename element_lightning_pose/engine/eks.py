@@ -888,9 +888,13 @@ def run_from_cli(args: argparse.Namespace) -> int:
             result = smooth_multiview(args.members, parse_groups(args.view_groups), **params)
         else:
             result = smooth(args.members, **params)
-        path = result.to_csv(args.output)
     except (ProjectError, ValueError) as exc:
         print(f"elp smooth: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        path = result.to_csv(args.output)
+    except OSError as exc:  # e.g. a parent that is a file, a folder without write permission
+        print(f"elp smooth: error: cannot write {args.output} ({exc})", file=sys.stderr)
         return 2
     for name, s_value in zip(result.bodyparts, result.s):
         print(f"{name}\ts={s_value:.6g}")

@@ -335,7 +335,8 @@ def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
     out = tmp_path / "eks.csv"
     for options, expected in [(["--fit-range", "5:2"], "--fit-range"), (["--fit-range", "zzz"], "--fit-range"),
                               (["--keypoint-groups", "nose;nose"], "--keypoint-groups"),
-                              (["--s", "-1"], "--s must be positive")]:
+                              (["--s", "-1"], "--s must be positive"),
+                              (["-o", f"{member}/eks.csv"], "m.csv/eks.csv")]:  # output under a file
         done = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "smooth", member, member,
                                "-o", str(out), *options], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
