@@ -19,11 +19,12 @@ import numpy as np
 
 from . import model, paths, train
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from .engine.eks_params import SmoothingParams
 
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
 
-SMOOTHING_KEYS = {"s", "centre", "var_mode", "keypoint_groups", "fit_range", "noise"}
+SMOOTHING_KEYS = set(SmoothingParams.model_fields)  # the engine's model owns the parameters
 
 
 def activate(
@@ -54,25 +55,9 @@ def activate(
 
 
 def validate_smoothing_params(params: dict) -> dict:
-    """Check smoothing parameters; returns them with defaults filled in."""
-    unknown = set(params) - SMOOTHING_KEYS
-    if unknown:
-        raise ValueError(
-            f"SmoothingParamSet: unknown parameter(s) {sorted(unknown)}; known: {sorted(SMOOTHING_KEYS)}"
-        )
-    full = {"s": None, "centre": "median", "var_mode": "confidence_weighted", "keypoint_groups": None,
-            "fit_range": None, "noise": "auto", **params}
-    if full["s"] is not None and not float(full["s"]) > 0:
-        raise ValueError(f"SmoothingParamSet: s must be positive or None (automatic), not {full['s']!r}")
-    if full["centre"] not in ("median", "mean"):
-        raise ValueError(f"SmoothingParamSet: centre must be 'median' or 'mean', not {full['centre']!r}")
-    if full["var_mode"] not in ("plain", "confidence_weighted"):
-        raise ValueError(
-            f"SmoothingParamSet: var_mode must be 'plain' or 'confidence_weighted', not {full['var_mode']!r}"
-        )
-    if full["noise"] not in ("auto", "eks", "calibrated"):
-        raise ValueError(f"SmoothingParamSet: noise must be 'auto', 'eks' or 'calibrated', not {full['noise']!r}")
-    return full
+    """Check smoothing parameters (``engine.eks_params.SmoothingParams``, as ``elp smooth``
+    does); returns them with defaults filled in. The error names every key at fault."""
+    return SmoothingParams.from_dict(params, source="SmoothingParamSet").to_dict()
 
 
 @schema
@@ -85,7 +70,8 @@ class SmoothingParamSet(dj.Lookup):
         param_set_hash (char): hash of the canonical parameters.
         params (blob): s (None = automatic by marginal likelihood), centre (median|mean),
             var_mode (plain|confidence_weighted), keypoint_groups, fit_range, noise
-            (auto|eks|calibrated; see engine.eks.smooth).
+            (auto|eks|calibrated; see engine.eks.smooth). Validated at insert by
+            ``engine.eks_params.SmoothingParams``; unknown keys are refused.
     """
 
     definition = f"""
@@ -219,8 +205,11 @@ class EnsembleSmoothing(dj.Computed):
 
         processed = paths.processed_dir(_linking_module)
         arrays, bodyparts = [], None
+        # parameters stored before validation at insert (or inserted by hand) fail here, key named
+        smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")
         for name, file in zip(members, files):
             values, parts = io.read_predictions(processed / file)
+            eks.require_predictions(values, f"{processed / file} (member {name!r})")
             if bodyparts is None:
                 bodyparts, first, first_len = parts, name, len(values)
             elif parts != bodyparts:
@@ -233,11 +222,7 @@ class EnsembleSmoothing(dj.Computed):
                 )
             arrays.append(values)
         start = time.perf_counter()
-        result = eks.smooth(
-            np.stack(arrays), bodyparts, s=params["s"], centre=params["centre"],
-            var_mode=params["var_mode"], keypoint_groups=params["keypoint_groups"], fit_range=params["fit_range"],
-            noise=params.get("noise", "auto"),
-        )
+        result = eks.smooth(np.stack(arrays), bodyparts, **smoothing.to_dict())
         elapsed = time.perf_counter() - start
         recording = "_".join(str(key[k]) for k in model.VideoRecording.primary_key).replace(" ", "_").replace(":", "-")
         out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"

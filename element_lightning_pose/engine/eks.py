@@ -69,6 +69,18 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 from scipy.linalg import lapack
 
+# The parameters' one validator; SmoothingParamError and parse_fit_range are re-exported
+# here for the callers that imported them from this module.
+from element_lightning_pose.engine.eks_params import (  # noqa: F401
+    CENTRES,
+    NOISE_MODELS,
+    VAR_MODES,
+    SmoothingParamError,
+    SmoothingParams,
+    check_choice,
+    parse_fit_range,
+    parse_groups,
+)
 from element_lightning_pose.engine.io import ProjectError, read_predictions, write_keypoint_csv
 
 PathLike = str | os.PathLike
@@ -155,8 +167,23 @@ def load_members(
             raise ValueError(f"{source}: expected (T, K, 3) x/y/likelihood, got {np.shape(array)}")
         if np.shape(array) != reference:
             raise ValueError(f"{source}: shape {np.shape(array)} differs from {sources[0]}'s {reference}")
+        require_predictions(array, source)
     stacked = np.stack([np.asarray(a, dtype=float) for a in arrays])
     return stacked, _resolve_bodyparts(bodyparts, names, stacked.shape[2])
+
+
+def require_predictions(values: np.ndarray, source: str) -> None:
+    """Refuse a member that predicts nothing: every x, y or likelihood NaN or infinite.
+
+    Such a member is a broken file (or a crashed run), not missing data; smoothing it would
+    give all-NaN output with a smoothing parameter fitted to nothing.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] == 0:
+        raise ProjectError(f"{source}: no frames")
+    if not np.isfinite(values).all(axis=-1).any():
+        raise ProjectError(f"{source}: no finite prediction in any of its {values.shape[0]} frames "
+                           "(every x, y or likelihood is NaN or infinite); nothing to smooth")
 
 
 def _resolve_bodyparts(given: Sequence[str] | None, from_files: list[str] | None, n: int) -> list[str]:
@@ -185,10 +212,8 @@ def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
     eks we use ``1 / max(likelihood, 1e-5)``. In a larger ensemble, a frame where a single
     member survives gets the largest variance seen on that series (its spread is unknown).
     """
-    if centre not in ("median", "mean"):
-        raise ValueError(f"centre must be 'median' or 'mean', got {centre!r}")
-    if var_mode not in ("confidence_weighted", "plain"):
-        raise ValueError(f"var_mode must be 'confidence_weighted' or 'plain', got {var_mode!r}")
+    check_choice("centre", centre, CENTRES)
+    check_choice("var_mode", var_mode, VAR_MODES)
     n_members = members.shape[0]
     valid = np.isfinite(members).all(axis=-1)  # (M, T, K)
     if valid.all():  # the common case, without the masking
@@ -439,7 +464,14 @@ def smooth(
             eks 4.6.2's model. ``"calibrated"``: R_t = c (R_ens,t + median_t R_ens,t) / 2 with c
             per series fitted jointly with s (see the module docstring). ``"auto"``: eks's
             model when ``s`` is given, calibrated when ``s`` is fitted.
+
+    The choices are validated by :class:`SmoothingParams` (as ``elp smooth`` and
+    ``SmoothingParamSet`` do): :class:`SmoothingParamError` names the key at fault.
     """
+    params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode,
+                                            keypoint_groups=keypoint_groups, fit_range=fit_range, noise=noise))
+    s, centre, var_mode, noise = params.s, params.centre, params.var_mode, params.noise
+    keypoint_groups, fit_range = params.keypoint_groups, params.fit_range
     data, names = load_members(members, bodyparts)
     stats = ensemble_stats(data, centre, var_mode)
     n_frames, n_keypoints = stats.likelihood.shape
@@ -469,8 +501,7 @@ def smooth(
 
 
 def _is_calibrated(noise: str, s) -> bool:
-    if noise not in ("auto", "eks", "calibrated"):
-        raise ValueError(f"noise must be 'auto', 'eks' or 'calibrated', got {noise!r}")
+    """Whether the calibrated noise model applies (``noise`` already validated)."""
     return noise == "calibrated" or (noise == "auto" and s is None)
 
 
@@ -744,6 +775,9 @@ def smooth_multiview(
     (with ``s`` if it is one number, else with a fitted ``s``). ``s``: one value, one per
     group, or ``None``. ``noise`` as in :func:`smooth` (calibrated: one noise scale per group).
     """
+    params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode, fit_range=fit_range,
+                                            noise=noise))
+    s, centre, var_mode, noise, fit_range = params.s, params.centre, params.var_mode, params.noise, params.fit_range
     data, names = load_members(members, bodyparts)
     groups = [[_keypoint_index(k, names) for k in group] for group in view_groups]
     flat = [k for group in groups for k in group]
@@ -818,10 +852,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="smoothed CSV to write")
     parser.add_argument("--s", type=float, default=None, dest="smooth_param",
                         help="fixed random-walk variance s (px^2/frame); default: fitted")
-    parser.add_argument("--centre", choices=("median", "mean"), default="median")
-    parser.add_argument("--var-mode", choices=("confidence_weighted", "plain"),
-                        default="confidence_weighted")
-    parser.add_argument("--noise", choices=("auto", "eks", "calibrated"), default="auto",
+    parser.add_argument("--centre", choices=CENTRES, default="median")
+    parser.add_argument("--var-mode", choices=VAR_MODES, default="confidence_weighted")
+    parser.add_argument("--noise", choices=NOISE_MODELS, default="auto",
                         help="noise model: eks's (ensemble variance as is), calibrated (shrunk "
                              "and scaled by a fitted factor); auto: eks with --s, else calibrated")
     parser.add_argument("--fit-range", default=None, metavar="START:STOP[,START:STOP]",
@@ -832,52 +865,38 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="multi-view: the same keypoint in each view, groups split by ';'")
 
 
+# How the CLI spells each parameter, so that an error names the option the user typed.
+CLI_NAMES = {"s": "--s", "centre": "--centre", "var_mode": "--var-mode", "noise": "--noise",
+             "fit_range": "--fit-range", "keypoint_groups": "--keypoint-groups"}
+
+
 def run_from_cli(args: argparse.Namespace) -> int:
-    """Smooth the member CSVs and write the eks-layout CSV; print s per keypoint."""
+    """Smooth the member CSVs and write the eks-layout CSV; print s per keypoint.
+
+    Bad input (a parameter, a member file) is one line on stderr and exit status 2; nothing
+    is written.
+    """
     try:
-        fit_range = parse_fit_range(args.fit_range)
-        common = dict(s=args.smooth_param, centre=args.centre, var_mode=args.var_mode,
-                      fit_range=fit_range, noise=args.noise)
+        params = SmoothingParams.from_dict(
+            {"s": args.smooth_param, "centre": args.centre, "var_mode": args.var_mode, "noise": args.noise,
+             "fit_range": args.fit_range, "keypoint_groups": args.keypoint_groups},
+            source="invalid options", key_names=CLI_NAMES,
+        ).to_dict()
         if args.view_groups:
-            if args.keypoint_groups:
+            if params.pop("keypoint_groups"):
                 raise ValueError("--keypoint-groups and --view-groups cannot be combined")
-            result = smooth_multiview(args.members, parse_groups(args.view_groups), **common)
+            result = smooth_multiview(args.members, parse_groups(args.view_groups), **params)
         else:
-            result = smooth(args.members, keypoint_groups=parse_groups(args.keypoint_groups),
-                            **common)
-        path = result.to_csv(args.output)
+            result = smooth(args.members, **params)
     except (ProjectError, ValueError) as exc:
         print(f"elp smooth: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        path = result.to_csv(args.output)
+    except OSError as exc:  # e.g. a parent that is a file, a folder without write permission
+        print(f"elp smooth: error: cannot write {args.output} ({exc})", file=sys.stderr)
         return 2
     for name, s_value in zip(result.bodyparts, result.s):
         print(f"{name}\ts={s_value:.6g}")
     print(f"wrote {path}")
     return 0
-
-
-def parse_fit_range(text: str | None) -> list[tuple[int | None, int | None]] | None:
-    """``"0:500,1000:"`` -> ``[(0, 500), (1000, None)]``."""
-    if not text:
-        return None
-    ranges = []
-    for part in text.split(","):
-        start, sep, stop = part.partition(":")
-        if not sep:
-            raise ValueError(f"--fit-range: {part!r} is not START:STOP")
-        try:
-            ranges.append((int(start) if start.strip() else None, int(stop) if stop.strip() else None))
-        except ValueError as exc:
-            raise ValueError(f"--fit-range: {part!r} is not START:STOP with integers") from exc
-    return ranges
-
-
-def parse_groups(text: str | None) -> list[list[int | str]] | None:
-    """``"nose,ear;0,3"`` -> ``[["nose", "ear"], [0, 3]]`` (digits become indices)."""
-    if not text:
-        return None
-    groups = []
-    for chunk in text.split(";"):
-        items = [item.strip() for item in chunk.split(",") if item.strip()]
-        if items:
-            groups.append([int(item) if item.isdigit() else item for item in items])
-    return groups

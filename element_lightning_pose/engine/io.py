@@ -46,7 +46,7 @@ def keypoint_frame(
     columns = pd.MultiIndex.from_product(
         [[scorer], list(bodyparts), list(coords)], names=["scorer", "bodyparts", "coords"]
     )
-    frame = pd.DataFrame(values.reshape(values.shape[0], -1), columns=columns)
+    frame = pd.DataFrame(values.reshape(values.shape[0], len(columns)), columns=columns)
     if index is not None:
         frame.index = list(index)
     return frame
@@ -87,33 +87,87 @@ def read_keypoint_csv(
 ) -> tuple[np.ndarray, list[str], list[str], pd.Index]:
     """Read a 3-row-header keypoint CSV as ``(values (T, K, C), bodyparts, coords, index)``.
 
-    ``coords`` selects and orders the coordinate columns (default: all, in file order).
+    ``coords`` selects and orders the coordinate columns (default: all, in file order). Every
+    data row is kept, an all-empty one too (a frame where nothing was predicted): the header
+    is parsed here rather than by pandas, which takes an all-empty first data row for a row of
+    index names and drops it. A pandas index-name row (a name, no values) is skipped.
     """
     path = Path(path)
     if not path.is_file():
         raise ProjectError(f"{path}: keypoint file not found")
-    try:
-        frame = pd.read_csv(path, header=[0, 1, 2], index_col=0)
-    except Exception as exc:  # pandas raises many types for a malformed header
-        raise ProjectError(f"{path}: not a 3-row-header keypoint CSV ({exc})") from exc
-    bodyparts = list(dict.fromkeys(frame.columns.get_level_values(1)))
-    file_coords = list(dict.fromkeys(frame.columns.get_level_values(2)))
+    header, skip = _keypoint_header(path)
+    columns = list(zip(header[1][1:], header[2][1:]))  # (body part, coord); one scorer per file
+    bodyparts = list(dict.fromkeys(part for part, _ in columns))
+    file_coords = list(dict.fromkeys(coord for _, coord in columns))
     wanted = list(coords) if coords is not None else file_coords
     missing = [c for c in wanted if c not in file_coords]
     if missing:
         raise ProjectError(f"{path}: coordinate columns {missing} missing (found {file_coords})")
-    scorer = frame.columns.get_level_values(0)[0]
+    position = {}
+    for number, column in enumerate(columns):
+        if column in position:
+            raise ProjectError(f"{path}: column {number + 2} repeats body part {column[0]!r} {column[1]!r}")
+        position[column] = number
     try:
-        values = np.stack(
-            [
-                np.stack([frame[(scorer, bp, c)].to_numpy(dtype=float) for c in wanted], axis=-1)
-                for bp in bodyparts
-            ],
-            axis=1,
-        )
-    except (KeyError, ValueError) as exc:
+        picks = [position[(bp, c)] for bp in bodyparts for c in wanted]
+    except KeyError as exc:
+        raise ProjectError(f"{path}: incomplete keypoint columns (no column {exc.args[0]})") from None
+    try:
+        body = pd.read_csv(path, header=None, skiprows=skip, index_col=0, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        body = pd.DataFrame()
+    except Exception as exc:  # pandas raises many types for malformed rows
+        raise ProjectError(f"{path}: malformed data rows ({exc})") from exc
+    if len(body) == 0:
+        raise ProjectError(f"{path}: no data rows after the 3-row header (scorer, bodyparts, coords)")
+    if body.shape[1] != len(columns):
+        raise ProjectError(f"{path}: data rows have {body.shape[1] + 1} cells, the header {len(columns) + 1}")
+    try:
+        values = body.iloc[:, picks].to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
         raise ProjectError(f"{path}: incomplete or non-numeric keypoint columns ({exc})") from exc
-    return values, bodyparts, wanted, frame.index
+    index = body.index.rename(header[3][0] if len(header) > 3 else None)
+    return values.reshape(len(body), len(bodyparts), len(wanted)), bodyparts, wanted, index
+
+
+def _keypoint_header(path: Path) -> tuple[list[list[str]], int]:
+    """The three header rows (plus an index name, if pandas wrote one) and the lines they take."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows: list[list[str]] = []
+            lines = 0
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue  # pandas skips blank lines too
+                if len(rows) == 3:
+                    if _is_index_name_row(row):
+                        rows.append([row[0]])
+                        lines = reader.line_num
+                    break
+                rows.append(row)
+                lines = reader.line_num
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ProjectError(f"{path}: not a 3-row-header keypoint CSV ({exc})") from exc
+    if len(rows) < 3:
+        raise ProjectError(f"{path}: not a 3-row-header keypoint CSV (found {len(rows)} non-empty line(s))")
+    widths = [len(r) for r in rows[:3]]
+    if len(set(widths)) != 1 or widths[0] < 2:
+        raise ProjectError(f"{path}: not a 3-row-header keypoint CSV (header rows of {widths} cells)")
+    return rows, lines
+
+
+def _is_index_name_row(row: list[str]) -> bool:
+    """A row pandas writes for a named index: a name and no values. A frame number or an image
+    path with no values is a data row (nothing predicted or labeled there)."""
+    name = row[0].strip()
+    if not name or any(cell.strip() for cell in row[1:]) or name.lower().endswith(IMAGE_SUFFIXES):
+        return False
+    try:
+        float(name)
+    except ValueError:
+        return True
+    return False
 
 
 def read_predictions(path: PathLike) -> tuple[np.ndarray, list[str]]:
@@ -212,6 +266,9 @@ def read_labels(
             elif coord == "visible" and visible is not None:
                 visible[i, k] = np.isfinite(value) and value != 0
         _check_pairs(keypoints[i], bodyparts, where)
+    if not np.isfinite(keypoints).any():
+        # every x and y empty (or no rows): training on it would "converge" to loss 0 on nothing
+        raise ProjectError(f"no labeled keypoints in {csv_path} ({len(body)} row(s), every x and y empty)")
     if check_images:
         for (line, _), image in zip(body, image_paths):
             check_image(root / image, f"{csv_path}, line {line} ({image})")

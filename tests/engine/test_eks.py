@@ -245,3 +245,101 @@ def test_cli_smooths_two_csvs(tmp_path, capsys):
     assert elp_main(["smooth", paths[0], str(tmp_path / "missing.csv"), "-o", str(out)]) == 2
     assert "missing.csv" in capsys.readouterr().err
     assert elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "10"]) == 2
+
+
+def test_members_that_predict_nothing_are_refused_naming_the_file(tmp_path, capsys):
+    rng = np.random.default_rng(10)
+    good = np.concatenate([random_walk(rng, 20, 2, 1.0), np.ones((20, 2, 1))], -1)
+    first = write_predictions(tmp_path / "good.csv", good, ["nose", "tail"])
+    nan = write_predictions(tmp_path / "all_nan.csv", np.full_like(good, np.nan), ["nose", "tail"])
+    inf = good.copy()
+    inf[..., 0] = np.inf  # x never finite: no frame where the member is usable
+    inf_path = write_predictions(tmp_path / "all_inf.csv", inf, ["nose", "tail"])
+    for bad in (nan, inf_path):
+        with pytest.raises(ProjectError, match="no finite prediction") as caught:
+            eks.smooth([first, bad])
+        assert str(bad) in str(caught.value)
+    with pytest.raises(ValueError, match="member 1: no finite prediction"):
+        eks.smooth([good, np.full_like(good, np.nan)])
+    with pytest.raises(ValueError, match="member 0: no finite prediction"):
+        eks.smooth_multiview([np.full_like(good, np.nan), good], [["nose", "tail"]], ["nose", "tail"])
+    out = tmp_path / "eks.csv"
+    assert elp_main(["smooth", str(first), str(nan), "-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert str(nan) in captured.err and "no finite prediction" in captured.err
+    assert captured.err.count("\n") == 1 and captured.out == "" and not out.exists()
+
+
+def test_cli_keeps_an_empty_first_frame_in_place(tmp_path):
+    """`elp smooth` once lost an all-NaN first frame and shifted every frame by one."""
+    rng = np.random.default_rng(11)
+    truth = random_walk(rng, 60, 2, 1.0)
+    members = np.stack([np.concatenate([truth + rng.normal(0, 1, truth.shape), np.ones((60, 2, 1))], -1)
+                        for _ in range(2)])
+    members[:, 0] = np.nan
+    paths = [str(write_predictions(tmp_path / f"m{i}.csv", m, ["nose", "tail"])) for i, m in enumerate(members)]
+    out = tmp_path / "eks.csv"
+    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2"]) == 0
+    values, _, _, index = read_keypoint_csv(out)
+    assert list(index) == list(range(60))
+    np.testing.assert_allclose(values, eks.smooth(members, s=2.0).to_array())
+    assert np.isnan(values[0, :, 3]).all() and np.isfinite(values[0, :, 0]).all()  # no centre, bridged
+
+
+def test_smoothing_params_name_the_key_and_keep_the_defaults():
+    from element_lightning_pose.engine.eks_params import (
+        SmoothingParamError, SmoothingParams, validate_smoothing_params,
+    )
+
+    # the canonical defaults are those SmoothingParamSet always stored (same hash)
+    assert validate_smoothing_params({}) == {"s": None, "centre": "median", "var_mode": "confidence_weighted",
+                                            "keypoint_groups": None, "fit_range": None, "noise": "auto"}
+    for params, key in [({"fit_range": "zzz"}, "fit_range"), ({"fit_range": (5, 2)}, "fit_range"),
+                        ({"fit_range": [0, 1.5]}, "fit_range"), ({"keypoint_groups": 5}, "keypoint_groups"),
+                        ({"keypoint_groups": "nose"}, None), ({"keypoint_groups": [[0, True]]}, "keypoint_groups"),
+                        ({"s": "4"}, "s"), ({"s": True}, "s"), ({"s": [1.0, -1.0]}, "s"),
+                        ({"centre": "mode"}, "centre"), ({"var_mode": None}, "var_mode"),
+                        ({"noise": 3}, "noise"), ({"sigma": 1.0}, "'sigma'")]:
+        if key is None:  # text form: one group
+            assert SmoothingParams.from_dict(params).keypoint_groups == [["nose"]]
+            continue
+        with pytest.raises(SmoothingParamError) as caught:
+            SmoothingParams.from_dict(params, source="test")
+        message = str(caught.value)
+        assert message.startswith(f"test: {key}") or message.startswith(f"test: unknown key {key}"), message
+    with pytest.raises(SmoothingParamError) as caught:
+        SmoothingParams.from_dict({"fit_range": "zzz", "keypoint_groups": 5})
+    assert "fit_range: 'zzz'" in str(caught.value) and "keypoint_groups must" in str(caught.value)  # both named
+    # text forms are stored parsed; numpy values become plain numbers
+    parsed = validate_smoothing_params({"fit_range": "0:500", "keypoint_groups": "nose,0;tail",
+                                        "s": np.float64(4)})
+    assert parsed["fit_range"] == [0, 500] and parsed["keypoint_groups"] == [["nose", 0], ["tail"]]
+    assert parsed["s"] == 4.0 and type(parsed["s"]) is float
+    assert validate_smoothing_params({"fit_range": [(0, 5), (7, None)]})["fit_range"] == [[0, 5], [7, None]]
+    assert validate_smoothing_params({"fit_range": "0:5,7:"})["fit_range"] == [[0, 5], [7, None]]
+    # the engine API validates the same way
+    members = pair_members(np.zeros((20, 2, 2)), 1.0)
+    with pytest.raises(SmoothingParamError, match="fit_range"):
+        eks.smooth(members, fit_range="zzz")
+    with pytest.raises(SmoothingParamError, match="keypoint_groups"):
+        eks.smooth(members, keypoint_groups=5)
+    assert eks.smooth(members, fit_range="0:10", keypoint_groups="0,1").s.shape == (2,)
+
+
+def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
+    import subprocess
+    import sys
+
+    values = np.concatenate([np.zeros((10, 1, 2)), np.ones((10, 1, 1))], -1)
+    member = str(write_predictions(tmp_path / "m.csv", values, ["nose"]))
+    out = tmp_path / "eks.csv"
+    for options, expected in [(["--fit-range", "5:2"], "--fit-range"), (["--fit-range", "zzz"], "--fit-range"),
+                              (["--keypoint-groups", "nose;nose"], "--keypoint-groups"),
+                              (["--s", "-1"], "--s must be positive"),
+                              (["-o", f"{member}/eks.csv"], "m.csv/eks.csv")]:  # output under a file
+        done = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "smooth", member, member,
+                               "-o", str(out), *options], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("elp smooth: error: ") and expected in done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
+        assert not out.exists()

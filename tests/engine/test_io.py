@@ -14,10 +14,13 @@ from element_lightning_pose.engine.io import (
     context_image_paths,
     ProjectError,
     find_videos,
+    keypoint_frame,
     load_project,
     read_image,
+    read_keypoint_csv,
     read_labels,
     read_predictions,
+    write_keypoint_csv,
     write_predictions,
 )
 
@@ -222,3 +225,74 @@ def test_context_frames_of_the_real_project(mirror_mouse_dir: Path) -> None:
         paths = context_image_paths(mirror_mouse_dir, image_path)
         assert len(paths) == 5 and paths[2] == image_path
         assert all((mirror_mouse_dir / p).is_file() for p in paths)
+
+
+def test_rows_without_any_value_round_trip_first_middle_and_last(tmp_path: Path) -> None:
+    """An all-NaN first frame used to be taken by pandas for an index-name row and dropped."""
+    rng = np.random.default_rng(1)
+    predictions = rng.uniform(0, 100, size=(60, 2, 3))
+    for frame in (0, 1, 30, 59):  # two empty frames in a row at the start
+        predictions[frame] = np.nan
+    path = write_predictions(tmp_path / "pred.csv", predictions, ["nose", "tail"])
+    values, bodyparts, coords, index = read_keypoint_csv(path)
+    assert values.shape == (60, 2, 3) and list(index) == list(range(60))
+    np.testing.assert_array_equal(values, predictions)  # NaN where NaN, every value in its frame
+    assert bodyparts == ["nose", "tail"] and coords == ["x", "y", "likelihood"]
+    np.testing.assert_array_equal(read_predictions(path)[0], predictions)
+    # image-path index (a label-like table) with an unlabeled first image
+    named = write_keypoint_csv(tmp_path / "labels.csv", predictions[:3, :, :2], ["nose", "tail"], ("x", "y"),
+                               index=[f"labeled-data/img{i}.png" for i in range(3)])
+    values, _, _, index = read_keypoint_csv(named)
+    assert list(index) == [f"labeled-data/img{i}.png" for i in range(3)]
+    np.testing.assert_array_equal(values, predictions[:3, :, :2])
+
+
+def test_index_name_row_written_by_pandas_is_skipped(tmp_path: Path) -> None:
+    frame = keypoint_frame(np.full((3, 1, 3), np.nan), ["nose"], ("x", "y", "likelihood"), "me")
+    frame.iloc[1:] = 1.0
+    frame.index.name = "frame"  # pandas writes a 4th line "frame,,," before the data
+    path = tmp_path / "named.csv"
+    frame.to_csv(path)
+    assert path.read_text().splitlines()[3] == "frame,,,"
+    values, _, _, index = read_keypoint_csv(path)
+    assert values.shape == (3, 1, 3) and np.isnan(values[0]).all() and (values[1:] == 1).all()
+    assert list(index) == [0, 1, 2] and index.name == "frame"
+
+
+def test_header_only_keypoint_csv_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty_preds.csv"
+    path.write_text("scorer,me,me,me\nbodyparts,nose,nose,nose\ncoords,x,y,likelihood\n")
+    with pytest.raises(ProjectError, match="no data rows") as caught:
+        read_keypoint_csv(path)
+    assert str(path) in str(caught.value)
+    with pytest.raises(ProjectError, match=str(path)):
+        read_predictions(path)
+
+
+def test_labels_without_any_labeled_keypoint_are_refused(tmp_path: Path) -> None:
+    csv_path = _project(tmp_path, HEADER + "labeled-data/img0.png,,,,\n")
+    with pytest.raises(ProjectError) as caught:
+        read_labels(csv_path)
+    assert str(caught.value).startswith(f"no labeled keypoints in {csv_path}")
+    with pytest.raises(ProjectError, match="no labeled keypoints"):
+        load_project(tmp_path)
+    (tmp_path / "CollectedData.csv").write_text(HEADER)  # header only
+    with pytest.raises(ProjectError, match=f"no labeled keypoints in {csv_path}"):
+        read_labels(csv_path)
+    # one labeled keypoint anywhere is enough
+    (tmp_path / "CollectedData.csv").write_text(HEADER + "labeled-data/img0.png,,,3,4\n")
+    assert np.isfinite(read_labels(csv_path).keypoints).sum() == 2
+
+
+def test_elp_train_refuses_labels_without_keypoints_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from element_lightning_pose.cli import main as elp_main
+
+    _project(tmp_path / "project", HEADER + "labeled-data/img0.png,,,,\n")
+    model_dir = tmp_path / "model"
+    tiny = ["--set", "model.backbone=resnet18", "--set", "model.pretrained=false", "--set", "data.image_resize=[32,32]",
+            "--set", "training.max_steps=1", "--set", "training.num_workers=0"]  # the old code trained on it
+    assert elp_main(["train", str(tmp_path / "project"), "--model-dir", str(model_dir), "--no-progress", *tiny]) == 2
+    captured = capsys.readouterr()
+    assert f"no labeled keypoints in {tmp_path / 'project' / 'CollectedData.csv'}" in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+    assert not model_dir.exists()

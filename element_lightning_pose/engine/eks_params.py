@@ -1,0 +1,231 @@
+"""Validated parameters of the Ensemble Kalman Smoother (pydantic v2), one model for every caller.
+
+``engine.eks.smooth`` / ``smooth_multiview``, ``elp smooth`` and ``ensemble.SmoothingParamSet``
+all validate through :class:`SmoothingParams`, so a bad choice (``fit_range="zzz"``,
+``keypoint_groups=5``, a misspelt key) is refused where it is given, with the key named,
+instead of failing later in a populate whose message names no key. Checks that need the data
+(a keypoint name, a range beyond the last frame, one ``s`` per keypoint) stay in the smoother.
+
+``fit_range`` and ``keypoint_groups`` also accept the command line's text forms
+(``"0:500,1000:"``, ``"nose,ear;tail"``) and are stored parsed (``"0:500"`` as ``[0, 500]``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+CENTRES = ("median", "mean")
+VAR_MODES = ("confidence_weighted", "plain")
+NOISE_MODELS = ("auto", "eks", "calibrated")
+
+KeypointRef = int | str
+FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
+
+
+class SmoothingParamError(ValueError):
+    """Smoothing parameters are invalid; the message names each offending key."""
+
+
+def _choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+        raise ValueError(f"{key} must be {options}, got {value!r}")
+    return value
+
+
+def check_choice(key: str, value: Any, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else :class:`SmoothingParamError` naming ``key``."""
+    try:
+        return _choice(key, value, allowed)
+    except ValueError as exc:
+        raise SmoothingParamError(str(exc)) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+class SmoothingParams(BaseModel):
+    """Ensemble Kalman Smoother parameters (see :func:`engine.eks.smooth`); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    s: float | list[float] | None = None
+    centre: Literal["median", "mean"] = "median"
+    var_mode: Literal["confidence_weighted", "plain"] = "confidence_weighted"
+    keypoint_groups: list[list[KeypointRef]] | None = None
+    fit_range: FrameRange | list[FrameRange] | None = None
+    noise: Literal["auto", "eks", "calibrated"] = "auto"
+
+    # Every validator runs before pydantic's own so that the message is ours (it names the key
+    # and says what is accepted) and nothing is silently coerced ("4" is not 4, True is not 1).
+
+    @field_validator("s", mode="before")
+    @classmethod
+    def _positive_s(cls, value: Any) -> float | list[float] | None:
+        if value is None:
+            return None
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(_is_number(v) and math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(
+                "s must be positive and finite (px^2/frame; one value or one per keypoint) or None "
+                f"(fitted), got {value!r}"
+            )
+        return [float(v) for v in values] if isinstance(value, (list, tuple)) else float(value)
+
+    @field_validator("centre", mode="before")
+    @classmethod
+    def _centre(cls, value: Any) -> str:
+        return _choice("centre", value, CENTRES)
+
+    @field_validator("var_mode", mode="before")
+    @classmethod
+    def _var_mode(cls, value: Any) -> str:
+        return _choice("var_mode", value, VAR_MODES)
+
+    @field_validator("noise", mode="before")
+    @classmethod
+    def _noise(cls, value: Any) -> str:
+        return _choice("noise", value, NOISE_MODELS)
+
+    @field_validator("keypoint_groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> list[list[KeypointRef]] | None:
+        return check_groups("keypoint_groups", value)
+
+    @field_validator("fit_range", mode="before")
+    @classmethod
+    def _fit_range(cls, value: Any) -> FrameRange | list[FrameRange] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            ranges = [_frame_range(r) for r in parse_fit_range(value, "fit_range") or []]
+            return (ranges[0] if len(ranges) == 1 else ranges) or None  # "0:500" is (0, 500)
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"fit_range must be (start, stop), a list of them, 'START:STOP[,START:STOP]' "
+                             f"or None, got {value!r}")
+        if all(isinstance(r, (list, tuple)) for r in value):
+            return [_frame_range(r) for r in value]
+        return _frame_range(value)  # one (start, stop) pair, kept as one (as it was given)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None, source: str = "smoothing parameters",
+                  key_names: Mapping[str, str] | None = None) -> "SmoothingParams":
+        """Validate a (partial) mapping; missing keys take their defaults.
+
+        Raises :class:`SmoothingParamError` naming ``source`` and every offending key
+        (``key_names`` renames keys in the message, e.g. to command-line options).
+        """
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise SmoothingParamError(f"{source}: expected a mapping of parameters, got {type(values).__name__}")
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            raise SmoothingParamError(_describe(exc, source, key_names or {})) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every parameter, defaults filled in, as plain Python (what a parameter set stores)."""
+        return self.model_dump()
+
+
+def validate_smoothing_params(params: Mapping[str, Any] | None, source: str = "smoothing parameters") -> dict:
+    """Check smoothing parameters; returns them with defaults filled in (the canonical dict)."""
+    return SmoothingParams.from_dict(params, source).to_dict()
+
+
+def _frame_range(pair: Any) -> FrameRange:
+    """One ``(start, stop)``: integers >= 0 or None (open end), start < stop."""
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+            or not all(v is None or _is_int(v) for v in pair)):
+        raise ValueError(f"fit_range must hold (start, stop) pairs of integers or None, got {pair!r}")
+    start, stop = (None if v is None else int(v) for v in pair)
+    if (start is not None and start < 0) or (stop is not None and stop <= (start or 0)):
+        raise ValueError(f"fit_range ({start}, {stop}) is empty or negative (0-based, stop excluded)")
+    return [start, stop]
+
+
+def check_groups(key: str, value: Any) -> list[list[KeypointRef]] | None:
+    """Groups of keypoints (names, or indices >= 0), each listed once; text ``"a,b;c"`` accepted."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_groups(value)  # then checked as if given as lists
+        if not value:
+            return None
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(group, (list, tuple)) and group for group in value
+    ):
+        raise ValueError(f"{key} must be a list of non-empty lists of keypoint names or indices, got {value!r}")
+    groups = []
+    seen: set = set()
+    for group in value:
+        for item in group:
+            if not ((_is_int(item) and item >= 0) or (isinstance(item, str) and item)):
+                raise ValueError(f"{key} must list keypoint names or indices >= 0, got {item!r}")
+            if item in seen:
+                raise ValueError(f"{key} lists {item!r} in more than one group")
+            seen.add(item)
+        groups.append([int(item) if _is_int(item) else item for item in group])
+    return groups
+
+
+def parse_fit_range(text: str | None, key: str | None = None) -> list[tuple[int | None, int | None]] | None:
+    """``"0:500,1000:"`` -> ``[(0, 500), (1000, None)]``."""
+    if not text:
+        return None
+    where = f"{key}: " if key else ""
+    ranges = []
+    for part in text.split(","):
+        start, sep, stop = part.partition(":")
+        if not sep:
+            raise ValueError(f"{where}{part!r} is not START:STOP")
+        try:
+            ranges.append((int(start) if start.strip() else None, int(stop) if stop.strip() else None))
+        except ValueError as exc:
+            raise ValueError(f"{where}{part!r} is not START:STOP with integers") from exc
+    return ranges
+
+
+def parse_groups(text: str | None) -> list[list[int | str]] | None:
+    """``"nose,ear;0,3"`` -> ``[["nose", "ear"], [0, 3]]`` (digits become indices)."""
+    if not text:
+        return None
+    groups = []
+    for chunk in text.split(";"):
+        items = [item.strip() for item in chunk.split(",") if item.strip()]
+        if items:
+            groups.append([int(item) if item.isdigit() else item for item in items])
+    return groups
+
+
+def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -> str:
+    """One line: ``SOURCE: KEY message; KEY message`` (our validators' messages start with the key)."""
+    known = ", ".join(key_names.get(k, k) for k in SmoothingParams.model_fields)
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        name = key_names.get(key, key)
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key {name!r} (known: {known})")
+        elif error["type"] == "value_error":
+            message = str(error["ctx"]["error"])
+            # messages start with the field name; show the caller's name for it
+            problems.append(name + message[len(key):] if message.startswith(key) else f"{name}: {message}")
+        else:
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+    return f"{source}: " + "; ".join(dict.fromkeys(problems))
