@@ -15,6 +15,14 @@ The model directory is a contract the DataJoint pipeline relies on::
 Semi-supervised runs (``losses.unsupervised`` not empty) fit the PCA losses on the TRAINING
 split's labels in original pixels, decode the project's videos once into the frame cache and
 pair every labeled batch with one contiguous clip of it.
+
+A run is written into a hidden sibling of ``model_dir`` and renamed into place when it
+succeeds, so the directory always holds one whole model (the old one, or the new one). The
+frame cache is part of the model directory, hence of the stage: a later run into the same
+directory (a retrain, a resume, the pipeline re-populating a key) reuses it when videos and
+cache parameters match, through hard links; a run that fails discards the cache it built with
+everything else, and the retry decodes again (bounded by ``losses.max_cached_frames``). A
+cache that must outlive failed runs belongs in ``losses.cache_dir``, which is never staged.
 """
 
 from __future__ import annotations
@@ -131,7 +139,8 @@ def train(
 
     The run writes into a staging directory beside ``model_dir`` that replaces it whole only
     when training succeeds: a failed run (bad video, exception mid-fit, a kill) leaves an
-    existing model directory exactly as it was and no new one. A resumed run starts its stage
+    existing model directory exactly as it was and no new one (a killed run's hidden stage is
+    removed by the next run into ``model_dir``). A resumed run starts its stage
     from the existing directory's files (earlier logs and checkpoints carry on); a fresh run
     starts empty and reuses only a matching frame cache. A non-empty folder that is not a model
     directory is refused rather than replaced.
