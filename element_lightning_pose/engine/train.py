@@ -162,10 +162,26 @@ def train(
         splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
     else:
         splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
-    with _quiet_lightning(), atomic_directory(model_dir) as stage:
-        _seed_stage(model_dir, stage, resume=resume_from is not None,
-                    frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir)
-        return _fit(config, labels, videos, splits, stage, model_dir, resume_from, progress)
+    try:
+        with _quiet_lightning(), atomic_directory(model_dir) as stage:
+            _seed_stage(model_dir, stage, resume=resume_from is not None,
+                        frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir)
+            result, global_zero = _fit(config, labels, videos, splits, stage, model_dir, resume_from, progress)
+            if not global_zero:
+                # DDP runs train() in every process; only global rank 0's stage holds the
+                # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
+                raise _OtherRank(result)
+    except _OtherRank as other:
+        return other.result
+    return result
+
+
+class _OtherRank(Exception):
+    """Discards the stage of a DDP process other than global rank 0 (carries its result)."""
+
+    def __init__(self, result: TrainResult) -> None:
+        super().__init__("not global rank 0")
+        self.result = result
 
 
 _MODEL_DIR_MARKERS = ("config.yaml", "model.json", "splits.csv", "checkpoints")
@@ -204,8 +220,9 @@ def _seed_stage(model_dir: Path, stage: Path, *, resume: bool, frame_cache: bool
 
 
 def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits: np.ndarray, stage: Path,
-         model_dir: Path, resume_from: PathLike | None, progress: bool) -> TrainResult:
-    """One training run written into ``stage``; paths in the result are ``model_dir``'s."""
+         model_dir: Path, resume_from: PathLike | None, progress: bool) -> tuple[TrainResult, bool]:
+    """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
+    whether this process is global rank 0."""
     import pytorch_lightning as pl
     import torch
 
@@ -251,7 +268,8 @@ def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits:
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     run_time = time.perf_counter() - started
 
-    best = stage / "checkpoints" / "best.ckpt"
+    # the checkpoint folder Lightning broadcast from global rank 0: every DDP process checks the same file
+    best = Path(checkpoint.dirpath) / "best.ckpt"
     best_score = checkpoint.best_model_score
     if not best.is_file():
         # max_steps ended the run mid-epoch, before any validation: validate the final weights
@@ -291,7 +309,8 @@ def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits:
     }
     write_json_atomic(info, stage / "model.json")
     final_best = model_dir / "checkpoints" / "best.ckpt"
-    return TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
+    result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
+    return result, trainer.is_global_zero
 
 
 def _atomic_checkpoint_io():
