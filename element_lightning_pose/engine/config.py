@@ -8,17 +8,45 @@ fault. :func:`parameter_reference` lists every parameter for the documentation.
 
 from __future__ import annotations
 
+import numbers
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
+from .atomic import write_text_atomic
 
 PathLike = str | os.PathLike
+
+
+def _is_numpy_bool(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+
+
+def _plain_integer(value: Any) -> Any:
+    # numpy integers (np.arange sweeps) are integers; bools and strings are not (strict below)
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+
+
+def _plain_real(value: Any) -> Any:
+    # an int is a fine float (1 -> 1.0), and so is a numpy float32; bools and strings are not
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value):
+        return float(value)
+    return value
+
+
+def _plain_bool(value: Any) -> Any:
+    return bool(value) if _is_numpy_bool(value) else value
+
+
+# Strict scalars: lax pydantic stores `max_epochs: true` as 1 and "5" as 5; a YAML typo must fail instead
+Int = Annotated[int, BeforeValidator(_plain_integer), Strict()]
+Float = Annotated[float, BeforeValidator(_plain_real), Strict()]
+Bool = Annotated[bool, BeforeValidator(_plain_bool), Strict()]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 Backbone = Literal["resnet18", "resnet34", "resnet50", "efficientnet_lite0"]
@@ -37,12 +65,12 @@ class DataConfig(_Section):
 
     csv_file: str = Field("CollectedData.csv", description="label CSV, relative to the project root")
     video_dir: str = Field("videos", description="folder of project videos, relative to the project root")
-    image_resize: tuple[int, int] = Field(
+    image_resize: tuple[Int, Int] = Field(
         (256, 256), description="(height, width) the network sees; multiples of 32"
     )
-    train_prob: float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
-    val_prob: float = Field(0.1, ge=0, lt=1, description="fraction used for validation (best checkpoint)")
-    split_seed: int = Field(0, description="seed of the train/val/test split")
+    train_prob: Float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
+    val_prob: Float = Field(0.1, ge=0, lt=1, description="fraction used for validation (best checkpoint)")
+    split_seed: Int = Field(0, description="seed of the train/val/test split")
     split_file: str | None = Field(
         None,
         description="CSV with columns image,split (train|val|test) fixing the split instead of the seed "
@@ -68,7 +96,7 @@ class ModelConfig(_Section):
     """Network architecture and heatmap targets."""
 
     backbone: Backbone = Field("resnet50", description="feature extractor, truncated before pooling")
-    pretrained: Union[bool, str] = Field(
+    pretrained: Union[Bool, str] = Field(
         True,
         description="ImageNet weights (true), random init (false), or a path to a weights file",
     )
@@ -76,7 +104,7 @@ class ModelConfig(_Section):
         "heatmap",
         description="heatmap (single frame) or context (frames t-2..t+2 through a temporal head beside the single-frame head)",
     )
-    heatmap_sigma: float = Field(1.25, gt=0, description="Gaussian target sigma, in heatmap pixels")
+    heatmap_sigma: Float = Field(1.25, gt=0, description="Gaussian target sigma, in heatmap pixels")
     nan_keypoints: Literal["mask", "uniform"] = Field(
         "mask",
         description="unlabeled keypoints: no target (mask) or a flat target that teaches low confidence (uniform)",
@@ -86,38 +114,38 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation schedule and hardware."""
 
-    batch_size: int = Field(8, gt=0, description="labeled frames per training batch")
-    val_batch_size: int = Field(16, gt=0, description="frames per validation batch")
-    max_epochs: int = Field(300, gt=0, description="number of epochs")
-    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
-    unfreeze_epoch: int = Field(20, ge=0, description="backbone frozen before this epoch")
-    lr_milestones: list[int] = Field([150, 200, 250], description="epochs at which the learning rate decays")
-    lr_gamma: float = Field(0.5, gt=0, le=1, description="learning-rate decay factor at each milestone")
-    seed: int = Field(0, description="seed of weights init, augmentation and batch order")
+    batch_size: Int = Field(8, gt=0, description="labeled frames per training batch")
+    val_batch_size: Int = Field(16, gt=0, description="frames per validation batch")
+    max_epochs: Int = Field(300, gt=0, description="number of epochs")
+    max_steps: Int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
+    learning_rate: Float = Field(1e-3, gt=0, description="Adam learning rate")
+    unfreeze_epoch: Int = Field(20, ge=0, description="backbone frozen before this epoch")
+    lr_milestones: list[Int] = Field([150, 200, 250], description="epochs at which the learning rate decays")
+    lr_gamma: Float = Field(0.5, gt=0, le=1, description="learning-rate decay factor at each milestone")
+    seed: Int = Field(0, description="seed of weights init, augmentation and batch order")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="PyTorch Lightning accelerator")
-    devices: Union[int, str] = Field("auto", description="PyTorch Lightning devices")
-    num_workers: int = Field(2, ge=0, description="data-loading worker processes")
-    check_val_every_n_epoch: int = Field(1, gt=0, description="validation period, in epochs")
-    log_every_n_steps: int = Field(10, gt=0, description="logging period, in steps")
+    devices: Union[Int, str] = Field("auto", description="PyTorch Lightning devices")
+    num_workers: Int = Field(2, ge=0, description="data-loading worker processes")
+    check_val_every_n_epoch: Int = Field(1, gt=0, description="validation period, in epochs")
+    log_every_n_steps: Int = Field(10, gt=0, description="logging period, in steps")
 
 
 class AugmentationConfig(_Section):
     """Keypoint-aware augmentation of training frames (labels move with the pixels)."""
 
-    enabled: bool = Field(True, description="augment training frames")
-    rotation_deg: float = Field(15.0, ge=0, le=180, description="rotation uniformly in +-rotation_deg")
-    scale_range: tuple[float, float] = Field((0.85, 1.15), description="zoom factor range")
-    translate_frac: float = Field(0.05, ge=0, le=0.5, description="shift up to this fraction of the frame")
-    hflip: bool = Field(False, description="random horizontal flips (use flip_pairs to swap left/right names)")
+    enabled: Bool = Field(True, description="augment training frames")
+    rotation_deg: Float = Field(15.0, ge=0, le=180, description="rotation uniformly in +-rotation_deg")
+    scale_range: tuple[Float, Float] = Field((0.85, 1.15), description="zoom factor range")
+    translate_frac: Float = Field(0.05, ge=0, le=0.5, description="shift up to this fraction of the frame")
+    hflip: Bool = Field(False, description="random horizontal flips (use flip_pairs to swap left/right names)")
     flip_pairs: list[tuple[str, str]] = Field([], description="body-part pairs swapped by a horizontal flip")
-    blur_prob: float = Field(0.1, ge=0, le=1, description="probability of a Gaussian blur")
-    blur_sigma_max: float = Field(1.5, gt=0, description="largest blur sigma, in pixels")
-    contrast_prob: float = Field(0.5, ge=0, le=1, description="probability of a contrast change")
-    contrast_range: tuple[float, float] = Field((0.7, 1.3), description="contrast factor range")
-    occlusion_prob: float = Field(0.2, ge=0, le=1, description="probability of occluding patches")
-    occlusion_max_patches: int = Field(3, ge=1, description="at most this many patches")
-    occlusion_max_size_frac: float = Field(0.2, gt=0, le=1, description="patch side, fraction of the frame")
+    blur_prob: Float = Field(0.1, ge=0, le=1, description="probability of a Gaussian blur")
+    blur_sigma_max: Float = Field(1.5, gt=0, description="largest blur sigma, in pixels")
+    contrast_prob: Float = Field(0.5, ge=0, le=1, description="probability of a contrast change")
+    contrast_range: tuple[Float, Float] = Field((0.7, 1.3), description="contrast factor range")
+    occlusion_prob: Float = Field(0.2, ge=0, le=1, description="probability of occluding patches")
+    occlusion_max_patches: Int = Field(3, ge=1, description="at most this many patches")
+    occlusion_max_size_frac: Float = Field(0.2, gt=0, le=1, description="patch side, fraction of the frame")
 
     @field_validator("scale_range", "contrast_range")
     @classmethod
@@ -128,7 +156,7 @@ class AugmentationConfig(_Section):
 
 
 UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview")
-KeypointRef = Union[int, str]
+KeypointRef = Union[Int, str]
 
 
 class LossesConfig(_Section):
@@ -144,43 +172,43 @@ class LossesConfig(_Section):
     unsupervised: list[str] = Field(
         [], description=f"unsupervised losses to use, any of {list(UNSUPERVISED_LOSSES)} (empty: supervised only)"
     )
-    warmup_epochs: float = Field(2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs")
-    clip_length: int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
-    max_cached_frames: int = Field(
+    warmup_epochs: Float = Field(2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs")
+    clip_length: Int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
+    max_cached_frames: Int = Field(
         5000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos; 5,000 frames at 256x256 take about 1 GB)"
     )
     cache_dir: str | None = Field(None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)")
-    temporal_weight: float = Field(0.001, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
-    temporal_epsilon: Union[float, list[float]] = Field(
+    temporal_weight: Float = Field(0.001, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
+    temporal_epsilon: Union[Float, list[Float]] = Field(
         20.0, description="temporal loss: allowed displacement between frames, pixels (one value or one per keypoint)"
     )
-    temporal_min_confidence: float = Field(
+    temporal_min_confidence: Float = Field(
         0.5, ge=0, le=1, description="temporal loss ignores a pair of frames where either confidence is below this"
     )
-    pca_singleview_weight: float = Field(0.001, ge=0, description="weight of the pose PCA loss (pixels)")
+    pca_singleview_weight: Float = Field(0.001, ge=0, description="weight of the pose PCA loss (pixels)")
     pca_singleview_keypoints: list[KeypointRef] | None = Field(
         None, description="keypoints (names or indices) of the pose PCA (default: all)"
     )
-    pca_singleview_components: int | None = Field(
+    pca_singleview_components: Int | None = Field(
         None, gt=0, description="pose PCA components (default: enough for pca_explained_variance)"
     )
-    pca_explained_variance: float = Field(0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance")
-    pca_multiview_weight: float = Field(0.001, ge=0, description="weight of the multi-view PCA loss (pixels)")
+    pca_explained_variance: Float = Field(0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance")
+    pca_multiview_weight: Float = Field(0.001, ge=0, description="weight of the multi-view PCA loss (pixels)")
     view_groups: list[list[KeypointRef]] = Field(
         [], description="multi-view PCA: one list per view, the same keypoints in the same order (names or indices)"
     )
-    pca_multiview_components: int = Field(3, gt=0, description="multi-view PCA components (3: a 3D point)")
-    pca_epsilon: float | None = Field(
+    pca_multiview_components: Int = Field(3, gt=0, description="multi-view PCA components (3: a 3D point)")
+    pca_epsilon: Float | None = Field(
         None, ge=0, description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)"
     )
-    pca_epsilon_percentile: float = Field(99.0, ge=0, le=100, description="percentile (0-100) of label residuals used as PCA epsilon")
+    pca_epsilon_percentile: Float = Field(99.0, ge=0, le=100, description="percentile (0-100) of label residuals used as PCA epsilon")
     pca_epsilon_residuals: Literal["held_out", "training"] = Field(
         "held_out",
         description="residuals the epsilon percentile is taken of: 'held_out' = each training label's residual from a "
         "PCA fitted without it (10-fold), which a new true pose also has; 'training' = in-sample (Lightning Pose), "
         "too small when few frames are labeled",
     )
-    pca_min_confidence: float = Field(
+    pca_min_confidence: Float = Field(
         0.5, ge=0, le=1, description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)"
     )
 
@@ -264,18 +292,7 @@ class TrainConfig(_Section):
 
     def to_yaml(self, path: PathLike) -> Path:
         """Write the full config (every default spelled out) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
         """Apply ``section.key=value`` strings (values parsed as YAML), e.g. from ``--set``."""
@@ -290,8 +307,19 @@ class TrainConfig(_Section):
                 if not isinstance(node.get(part), dict):
                     raise ConfigError(f"override {assignment!r}: unknown section {part!r}")
                 node = node[part]
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _parse_override_value(assignment, raw)
         return TrainConfig.from_dict(values, source="overrides")
+
+
+def _parse_override_value(assignment: str, raw: str) -> Any:
+    """``raw`` parsed as YAML; invalid YAML is a one-line ConfigError naming the override."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at character {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem}{where})") from None
 
 
 def _describe(exc: ValidationError, source: str) -> str:
@@ -314,6 +342,8 @@ def _is_type_tag(part: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:  # Int, Float, Bool: the reference shows the plain type
+        return _type_name(typing.get_args(annotation)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (Union, types.UnionType):

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -39,6 +36,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.io import PathLike, ProjectError, write_keypoint_csv
 from element_lightning_pose.engine.video import write_video
 
@@ -388,8 +386,8 @@ def make_synthetic_project(
     bodyparts = bodyparts_for(views)
     digits = max(5, len(str(n_video_frames - 1)))
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # built beside out_dir and renamed into place; atomic_directory gives it 0755, not mkdtemp's 0700
+    with atomic_directory(out_dir) as staging:
         label_rows, label_index, stems = [], [], []
         for number in range(n_videos):
             stem = f"video{number:02d}"
@@ -422,12 +420,6 @@ def make_synthetic_project(
             "videos": [f"videos/{stem}.mp4" for stem in stems],
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return load_synthetic_project(out_dir)
 
 

@@ -15,6 +15,14 @@ The model directory is a contract the DataJoint pipeline relies on::
 Semi-supervised runs (``losses.unsupervised`` not empty) fit the PCA losses on the TRAINING
 split's labels in original pixels, decode the project's videos once into the frame cache and
 pair every labeled batch with one contiguous clip of it.
+
+A run is written into a hidden sibling of ``model_dir`` and renamed into place when it
+succeeds, so the directory always holds one whole model (the old one, or the new one). The
+frame cache is part of the model directory, hence of the stage: a later run into the same
+directory (a retrain, a resume, the pipeline re-populating a key) reuses it when videos and
+cache parameters match, through hard links; a run that fails discards the cache it built with
+everything else, and the retry decodes again (bounded by ``losses.max_cached_frames``). A
+cache that must outlive failed runs belongs in ``losses.cache_dir``, which is never staged.
 """
 
 from __future__ import annotations
@@ -23,17 +31,20 @@ import argparse
 import json
 import logging
 import os
-import tempfile
+import shutil
+import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from ..version import __version__
+from .atomic import atomic_directory, atomic_output, write_text_atomic
 from .config import ConfigError, TrainConfig
 from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
 
@@ -53,17 +64,8 @@ class TrainResult:
 
 
 def write_json_atomic(data: dict[str, Any], path: PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` as indented JSON to ``path`` atomically (0644 under umask 022)."""
+    return write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _frame_size(labels: LabeledFrames) -> list[int]:
@@ -73,19 +75,36 @@ def _frame_size(labels: LabeledFrames) -> list[int]:
     return list(read_image(image_file(labels, 0)).shape[:2])
 
 
-def _quiet_lightning() -> None:
-    # Lightning's tips about num_workers / logging intervals are noise for tiny projects
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-    # epochs without validation (check_val_every_n_epoch > 1, or max_steps mid-epoch) have no
-    # val_loss yet; the best checkpoint is taken at validated epochs, and train() validates the
-    # final weights itself when no epoch was validated
-    warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
-    # raised inside Lightning 2.5 by torch 2.14's pytree API change; nothing for users to do
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+_LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's noise for the duration of one run, then restore the caller's state.
+
+    The warning filters live inside ``warnings.catch_warnings()`` and the loggers get their
+    levels back, so a notebook that calls ``train()`` keeps its own settings.
+    """
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        # Lightning's tips about num_workers / logging intervals are noise for tiny projects
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        # epochs without validation (check_val_every_n_epoch > 1, or max_steps mid-epoch) have no
+        # val_loss yet; the best checkpoint is taken at validated epochs, and train() validates the
+        # final weights itself when no epoch was validated
+        warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
+        # raised inside Lightning 2.5 by torch 2.14's pytree API change; nothing for users to do
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _loggers(model_dir: Path) -> list:
@@ -117,19 +136,23 @@ def train(
     ``resume_from`` continues from a checkpoint (e.g. ``model_dir/checkpoints/last.ckpt``):
     optimizer, schedule, epoch counter and history carry on; the split is re-read from
     ``model_dir/splits.csv`` when present so resumed training sees the same frames.
-    """
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from .data import PoseDataModule, read_splits, split_frames, splits_from_file, write_splits
-    from .module import HeatmapModule, HistoryCallback
+    The run writes into a staging directory beside ``model_dir`` that replaces it whole only
+    when training succeeds: a failed run (bad video, exception mid-fit, a kill) leaves an
+    existing model directory exactly as it was and no new one (a killed run's hidden stage is
+    removed by the next run into ``model_dir``). A resumed run starts its stage
+    from the existing directory's files (earlier logs and checkpoints carry on); a fresh run
+    starts empty and reuses only a matching frame cache. A non-empty folder that is not a model
+    directory is refused rather than replaced.
+    """
+    from .data import read_splits, split_frames, splits_from_file
 
     config = TrainConfig.load(config)
     model_dir = Path(model_dir)
     labels, videos = load_project(project_root, config.data.csv_file, config.data.video_dir)
     if resume_from is not None and not Path(resume_from).is_file():
         raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
+    _check_replaceable(model_dir)
 
     splits_path = model_dir / "splits.csv"
     if resume_from is not None and splits_path.is_file():
@@ -139,20 +162,85 @@ def train(
         splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
     else:
         splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(model_dir / "config.yaml")
-    write_splits(splits_path, labels.image_paths, splits)
+    try:
+        with _quiet_lightning(), atomic_directory(model_dir) as stage:
+            _seed_stage(model_dir, stage, resume=resume_from is not None,
+                        frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir)
+            result, global_zero = _fit(config, labels, videos, splits, stage, model_dir, resume_from, progress)
+            if not global_zero:
+                # DDP runs train() in every process; only global rank 0's stage holds the
+                # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
+                raise _OtherRank(result)
+    except _OtherRank as other:
+        return other.result
+    return result
 
-    _quiet_lightning()
+
+class _OtherRank(Exception):
+    """Discards the stage of a DDP process other than global rank 0 (carries its result)."""
+
+    def __init__(self, result: TrainResult) -> None:
+        super().__init__("not global rank 0")
+        self.result = result
+
+
+_MODEL_DIR_MARKERS = ("config.yaml", "model.json", "splits.csv", "checkpoints")
+
+
+def _check_replaceable(model_dir: Path) -> None:
+    """Refuse to replace a folder that holds something other than a model (a wrong --model-dir)."""
+    if not model_dir.exists():
+        return
+    if not model_dir.is_dir():
+        raise FileExistsError(f"{model_dir}: exists and is not a folder; choose another model directory")
+    names = {p.name for p in model_dir.iterdir() if not p.name.startswith(".")}
+    if names and not names & set(_MODEL_DIR_MARKERS):
+        raise FileExistsError(f"{model_dir}: not empty and not a model directory (no config.yaml, model.json or "
+                              "checkpoints/); training replaces the whole folder, so choose another one")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    # every file a run writes is replaced by a rename, never rewritten in place, so a hard link
+    # shares the old model's bytes without letting the new run change them
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _seed_stage(model_dir: Path, stage: Path, *, resume: bool, frame_cache: bool) -> None:
+    """Start the staging directory from ``model_dir``: all of it to resume, else only its frame cache."""
+    if not model_dir.is_dir():
+        return
+    if resume:
+        shutil.copytree(model_dir, stage, dirs_exist_ok=True, copy_function=_link_or_copy)
+    elif frame_cache and (model_dir / "frame_cache").is_dir():
+        # build_frame_cache checks the videos and parameters and rebuilds when they differ
+        shutil.copytree(model_dir / "frame_cache", stage / "frame_cache", copy_function=_link_or_copy)
+
+
+def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits: np.ndarray, stage: Path,
+         model_dir: Path, resume_from: PathLike | None, progress: bool) -> tuple[TrainResult, bool]:
+    """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
+    whether this process is global rank 0."""
+    import pytorch_lightning as pl
+    import torch
+
+    from .data import PoseDataModule, write_splits
+    from .module import HeatmapModule, HistoryCallback
+
+    config.to_yaml(stage / "config.yaml")
+    write_splits(stage / "splits.csv", labels.image_paths, splits)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, model_dir)
+    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, stage)
     datamodule = PoseDataModule(labels, splits, config, clips)
     has_val = len(datamodule.rows("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
     module = HeatmapModule(config.to_dict(), list(labels.bodyparts), pca={k: v.to_dict() for k, v in pcas.items()})
     history = HistoryCallback()
-    checkpoint = ModelCheckpoint(
-        dirpath=model_dir / "checkpoints",
+    checkpoint = _staged_checkpoint(
+        stage / "checkpoints",
+        model_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode="min",
@@ -169,7 +257,8 @@ def train(
         check_val_every_n_epoch=config.training.check_val_every_n_epoch,
         log_every_n_steps=config.training.log_every_n_steps,
         callbacks=[history, checkpoint],
-        logger=_loggers(model_dir),
+        logger=_loggers(stage),
+        plugins=[_atomic_checkpoint_io()],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -179,7 +268,8 @@ def train(
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     run_time = time.perf_counter() - started
 
-    best = model_dir / "checkpoints" / "best.ckpt"
+    # the checkpoint folder Lightning broadcast from global rank 0: every DDP process checks the same file
+    best = Path(checkpoint.dirpath) / "best.ckpt"
     best_score = checkpoint.best_model_score
     if not best.is_file():
         # max_steps ended the run mid-epoch, before any validation: validate the final weights
@@ -191,7 +281,7 @@ def train(
                 history.rows[-1].update({k: float(v) for k, v in scores.items()})
         trainer.save_checkpoint(best)
     frame = pd.DataFrame(history.rows)
-    write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, model_dir / "metrics.csv")
+    write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, stage / "metrics.csv")
     best_val = float(best_score) if (best_score is not None and has_val) else None
     wall_time = history.elapsed() if history.rows else run_time
     info = {
@@ -217,8 +307,65 @@ def train(
                 for kind, pca in pcas.items()},
         "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
     }
-    write_json_atomic(info, model_dir / "model.json")
-    return TrainResult(model_dir, best, float(wall_time), int(trainer.current_epoch), best_val, frame)
+    write_json_atomic(info, stage / "model.json")
+    final_best = model_dir / "checkpoints" / "best.ckpt"
+    result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
+    return result, trainer.is_global_zero
+
+
+def _atomic_checkpoint_io():
+    """Lightning's checkpoint writer, through atomic.py (Lightning's own stages in /tmp and,
+    across file systems, rewrites the target in place)."""
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any = None) -> None:
+            import torch
+
+            with atomic_output(path) as tmp:
+                torch.save(checkpoint, tmp)
+
+    return AtomicCheckpointIO()
+
+
+def _rebase(value: Any, old: str, new: str) -> Any:
+    """``value`` with paths under ``old`` moved under ``new`` (strings, dict keys, nested)."""
+    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+        return new + value[len(old):]
+    if isinstance(value, dict):
+        return {_rebase(k, old, new): _rebase(v, old, new) for k, v in value.items()}
+    return value
+
+
+def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
+    """A ModelCheckpoint that writes into the stage but records the model directory's paths.
+
+    Its saved state then names the checkpoints where they end up, and resuming into the same
+    model directory restores the best score as it did before staging (Lightning drops it when
+    the directory in the checkpoint differs from the callback's).
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class StagedCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:  # the plain ModelCheckpoint's key: old checkpoints resume
+            return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+        def state_dict(self) -> dict[str, Any]:
+            return _rebase(super().state_dict(), str(self.dirpath), final)
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            # compared (and warned about) as the model directory, then moved into the stage
+            stage, self.dirpath = self.dirpath, final
+            try:
+                super().load_state_dict(state_dict)
+            finally:
+                self.dirpath = stage
+            for name in ("best_model_path", "kth_best_model_path", "last_model_path", "best_k_models"):
+                setattr(self, name, _rebase(getattr(self, name), final, str(stage)))
+
+    final = os.path.realpath(final_dir)
+    return StagedCheckpoint(dirpath=stage_dir, **kwargs)
 
 
 def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path],
@@ -259,6 +406,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_cli(args: argparse.Namespace) -> int:
     from .networks import WeightsError
+    from .video import VideoError
 
     source = Path(args.config_or_project)
     try:
@@ -271,8 +419,8 @@ def run_from_cli(args: argparse.Namespace) -> int:
             project, config = Path(args.project), TrainConfig.from_yaml(source)
         config = config.with_overrides(args.overrides)
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
-    except (ConfigError, ProjectError, WeightsError, FileNotFoundError) as exc:
-        print(f"elp train: error: {exc}")
+    except (ConfigError, ProjectError, VideoError, WeightsError, FileNotFoundError, FileExistsError) as exc:
+        print(f"elp train: error: {exc}", file=sys.stderr)
         return 2
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
     print(f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .atomic import atomic_output, write_text_atomic
 from .data import Augmenter
 from .io import ProjectError
 from .video import iter_frames, resize_frame, video_info
@@ -117,13 +117,13 @@ def build_frame_cache(
     """Decode ``videos`` once into ``cache_dir/frames.npy`` at ``size`` (h, w); reuse a matching cache.
 
     The cache is rebuilt when the videos (path, size, mtime) or parameters change; it is written
-    to a temporary file and renamed, so an interrupted build leaves no half-written cache.
+    through ``atomic.py`` (temporary file, rename), so an interrupted build leaves no half-written
+    cache, and the files are readable by the lab (0644 under umask 022).
     """
     videos = [Path(v) for v in videos]
     if not videos:
         raise ProjectError("unsupervised losses need unlabeled videos, but the project's video folder has none")
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     frames_path, meta_path = cache_dir / "frames.npy", cache_dir / "frames.json"
     key = _cache_key(videos, size, max_frames, clip_length, seed)
     if frames_path.is_file() and meta_path.is_file():
@@ -134,9 +134,7 @@ def build_frame_cache(
     infos = [video_info(v) for v in videos]
     plan = plan_segments([i.n_frames for i in infos], max_frames, clip_length, seed)
     h, w = size
-    fd, tmp = tempfile.mkstemp(prefix=".frames.", suffix=".npy", dir=cache_dir)
-    os.close(fd)
-    try:
+    with atomic_output(frames_path) as tmp:
         store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(sum(p[2] for p in plan), h, w, 3))
         segments, offset = [], 0
         for video, start, length in plan:
@@ -161,13 +159,9 @@ def build_frame_cache(
             "size": [h, w],
             "segments": [[s.video, s.start, s.length, s.offset] for s in segments],
         }
-        os.replace(tmp, frames_path)
-        tmp_meta = meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        # the old description goes first: new frames never sit beside a key that matches the old ones
+        meta_path.unlink(missing_ok=True)
+    write_text_atomic(meta_path, json.dumps(meta))
     return _from_meta(frames_path, meta)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from pynwb.device import Device
 from pynwb.file import Subject
 from pynwb.image import GrayscaleImage, ImageSeries, RGBImage
 
+from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -787,14 +789,6 @@ def dandi_filename(subject_id: str, session_id: str) -> str:
     return f"sub-{subject}_ses-{session}_behavior+image.nwb"
 
 
-def _temporary_sibling(path: Path) -> Path:
-    """A fresh name beside ``path`` (same file system, so ``os.replace`` is atomic).
-
-    Not ``mkstemp``: its 0600 mode would stick to the final file.
-    """
-    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp.nwb"  # pynwb wants .nwb
-
-
 def _warn_missing_videos(path: Path, cameras: Sequence[CameraPose]) -> None:
     for camera in cameras:
         video = Path(_relative_video_path(camera.video_path, path.parent))
@@ -835,14 +829,9 @@ def write_nwb(
     if training:
         add_training(nwbfile, training)
     _warn_missing_videos(path, cameras)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    try:
+    with atomic_output(path) as tmp:  # the temporary keeps the .nwb suffix pynwb wants
         with NWBHDF5IO(str(tmp), mode="w") as io:
             io.write(nwbfile)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -866,24 +855,25 @@ def append_pose(
     if not path.is_file():
         raise FileNotFoundError(f"NWB file {path} does not exist")
     _warn_missing_videos(path, cameras)
-    target = path
-    if atomic:
-        target = _temporary_sibling(path)
-        shutil.copy2(path, target)
-    try:
-        with NWBHDF5IO(str(target), mode="a") as io:
-            nwbfile = io.read()
-            if cameras:
-                add_pose(nwbfile, cameras, nwb_dir=path.parent)
-            if training:
-                add_training(nwbfile, training)
-            io.write(nwbfile)
-        if atomic:
-            os.replace(target, path)
-    finally:
-        if atomic:
-            target.unlink(missing_ok=True)
+    if not atomic:
+        _append(path, path, cameras, training)
+        return path
+    # the appended copy keeps the original's mode, as an in-place append would
+    with atomic_output(path, mode=stat.S_IMODE(path.stat().st_mode)) as tmp:
+        shutil.copy2(path, tmp)
+        _append(tmp, path, cameras, training)
     return path
+
+
+def _append(target: Path, path: Path, cameras: Sequence[CameraPose], training: Sequence[TrainingLabels]) -> None:
+    """Append to the NWB file ``target`` (``path`` or its temporary copy; videos are relative to ``path``)."""
+    with NWBHDF5IO(str(target), mode="a") as io:
+        nwbfile = io.read()
+        if cameras:
+            add_pose(nwbfile, cameras, nwb_dir=path.parent)
+        if training:
+            add_training(nwbfile, training)
+        io.write(nwbfile)
 
 
 def inspect_dandi(path: PathLike) -> list:

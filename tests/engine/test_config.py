@@ -84,3 +84,45 @@ def test_parameter_reference_covers_every_field():
             assert f"{section}.{name}" in fields
     sigma = next(row for row in rows if row["field"] == "model.heatmap_sigma")
     assert sigma["default"] == "1.25" and sigma["type"] == "float" and sigma["description"]
+
+
+@pytest.mark.parametrize(
+    "values, key, got",
+    [
+        ({"training": {"max_epochs": True}}, "training.max_epochs", "True"),
+        ({"training": {"max_epochs": "5"}}, "training.max_epochs", "'5'"),
+        ({"training": {"max_epochs": 2.0}}, "training.max_epochs", "2.0"),
+        ({"training": {"learning_rate": True}}, "training.learning_rate", "True"),
+        ({"training": {"learning_rate": "0.1"}}, "training.learning_rate", "'0.1'"),
+        ({"augmentation": {"enabled": 1}}, "augmentation.enabled", "1"),
+        ({"augmentation": {"hflip": "yes"}}, "augmentation.hflip", "'yes'"),
+        ({"data": {"image_resize": [True, 64]}}, "data.image_resize.0", "True"),
+        ({"training": {"lr_milestones": [3, "5"]}}, "training.lr_milestones.1", "'5'"),
+        ({"training": {"num_workers": False}}, "training.num_workers", "False"),
+    ],
+)
+def test_types_are_strict(values, key, got):
+    # lax pydantic stored `max_epochs: true` as 1 and "5" as 5: a YAML typo trained silently
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(values)
+    assert key in str(info.value) and f"(got {got})" in str(info.value)
+
+
+def test_ints_are_floats_and_numpy_scalars_are_numbers():
+    import numpy as np
+
+    config = TrainConfig.from_dict({"training": {"learning_rate": 1, "max_epochs": np.int64(3)},
+                                    "augmentation": {"rotation_deg": 10, "enabled": np.bool_(False)},
+                                    "losses": {"temporal_epsilon": [1, 2.5]}})
+    assert config.training.learning_rate == 1.0 and isinstance(config.training.learning_rate, float)
+    assert config.training.max_epochs == 3 and type(config.training.max_epochs) is int
+    assert config.augmentation.enabled is False and config.augmentation.rotation_deg == 10.0
+    assert config.losses.temporal_epsilon == [1.0, 2.5]
+
+
+def test_invalid_yaml_in_an_override_is_one_line_naming_it():
+    with pytest.raises(ConfigError) as info:
+        TrainConfig().with_overrides(["data.image_resize=[64, 64"])
+    message = str(info.value)
+    assert "data.image_resize=[64, 64" in message and "not valid YAML" in message
+    assert "\n" not in message

@@ -266,3 +266,27 @@ def test_predict_writes_diagnostics_with_temporal_norm_and_pca_residuals(project
     assert table["pca_singleview_residual"].iloc[:, 9:].isna().all().all()  # only view 1 in the pose PCA
     residual = model.pcas["pca_multiview"].residual_table(predictions, 18)
     assert table["pca_multiview_residual"].to_numpy() == pytest.approx(residual, abs=1e-4)
+
+
+def test_a_corrupt_unlabeled_video_is_a_clear_error_and_writes_nothing(project, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from element_lightning_pose.cli import main as elp
+    from element_lightning_pose.engine.video import VideoError
+
+    broken = shutil.copytree(project.root, tmp_path / "broken")
+    video = broken / "videos" / project.videos[0].name
+    video.write_bytes(video.read_bytes()[:64] + bytes(4096))  # the header survives, the frames do not
+    config = semi_config(unsupervised=["temporal"])
+    with pytest.raises(VideoError, match=video.name):
+        train(config, broken, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()  # no config.yaml, splits.csv or empty frame_cache/
+    config_path = tmp_path / "semi.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    code = elp(["train", str(config_path), "--project", str(broken), "--model-dir", str(tmp_path / "m"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and video.name in captured.err
+    assert "Traceback" not in captured.err and not (tmp_path / "m").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "semi.yaml"]

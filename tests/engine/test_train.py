@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import warnings
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +29,36 @@ TINY = {
     "model": {"backbone": "resnet18", "pretrained": False},
     "training": {"max_epochs": 2, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 8},
 }
+
+
+def undecodable_png(path: Path) -> None:
+    """Rewrite a PNG so that its structure and checksums pass the project check but its pixels
+    do not decode: training fails when a data loader reaches it, mid-fit."""
+    data = Path(path).read_bytes()
+    chunks, pos = [data[:8]], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IDAT":
+            body = bytes(len(body))  # not a zlib stream
+        chunks.append(length.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big"))
+        pos += 12 + length
+    Path(path).write_bytes(b"".join(chunks))
+
+
+def break_validation_images(project_root: Path, model_dir: Path, copy_to: Path) -> Path:
+    """A copy of the project whose validation images (per ``model_dir/splits.csv``) do not decode."""
+    broken = Path(shutil.copytree(project_root, copy_to))
+    for image, split in read_splits(model_dir / "splits.csv").items():
+        if split == "val":
+            undecodable_png(broken / image)
+    return broken
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file and folder below ``folder``: mode and bytes."""
+    return {str(p.relative_to(folder)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +270,7 @@ def test_cli_trains_from_a_project_folder_and_a_config(project, tmp_path, capsys
     assert json.loads((tmp_path / "b" / "model.json").read_text())["epochs"] == 1
     code = elp(["train", str(config_path), "--project", str(project.root), "--model-dir", str(tmp_path / "c"),
                 "--no-progress", "--set", "training.max_epoch=1"])
-    assert code == 2 and "training.max_epoch" in capsys.readouterr().out
+    assert code == 2 and "training.max_epoch" in capsys.readouterr().err
 
 
 def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
@@ -254,3 +289,87 @@ def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
     assert np.isfinite(predictions).all()
     assert predictions[..., 0].min() >= -0.5 and predictions[..., 0].max() <= 395.5
     assert predictions[..., 1].min() >= -0.5 and predictions[..., 1].max() <= 405.5
+
+
+# --------------------------------------------------------------------------- the model directory is replaced whole
+
+
+def test_failed_retrain_leaves_the_old_model_directory_byte_identical(trained, project, tmp_path):
+    model_dir = Path(shutil.copytree(trained.model_dir, tmp_path / "model"))
+    before = snapshot(model_dir)
+    broken = break_validation_images(project.root, model_dir, tmp_path / "broken")
+    # another backbone, failing mid-fit: epoch 0 trains and checkpoints, epoch 1's validation fails
+    other = TrainConfig.from_dict(TINY).with_overrides(["model.backbone=resnet34", "training.check_val_every_n_epoch=2"])
+    with pytest.raises(ProjectError, match="unreadable"):
+        train(other, broken, model_dir, progress=False)
+    assert snapshot(model_dir) == before
+    # resuming fails the same way (epoch 2 checkpoints, epoch 3 validates): the old files stay as they were
+    resumed = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=4", "training.check_val_every_n_epoch=2"])
+    with pytest.raises(ProjectError, match="unreadable"):
+        train(resumed, broken, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt", progress=False)
+    assert snapshot(model_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "model"]  # no staging left behind
+
+
+def test_successful_retrain_replaces_the_model_directory_whole(trained, project, tmp_path):
+    model_dir = Path(shutil.copytree(trained.model_dir, tmp_path / "model"))
+    (model_dir / "checkpoints" / "epoch=7.ckpt").write_bytes(b"an old model's checkpoint")
+    other = TrainConfig.from_dict(TINY).with_overrides(["model.backbone=resnet34", "training.max_steps=1"])
+    result = train(other, project.root, model_dir, progress=False)
+    assert result.model_dir == model_dir and result.best_checkpoint == model_dir / "checkpoints" / "best.ckpt"
+    assert json.loads((model_dir / "model.json").read_text())["backbone"] == "resnet34"
+    assert TrainConfig.from_yaml(model_dir / "config.yaml").model.backbone == "resnet34"
+    assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert load_model(model_dir).config.model.backbone == "resnet34"
+
+
+def test_resume_in_place_keeps_earlier_logs_and_the_best_score(project, tmp_path):
+    model_dir = tmp_path / "m"
+    first = train(TINY, project.root, model_dir, progress=False)
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config, project.root, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt",
+                       progress=False)
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]  # best score restored
+    assert result.epochs == 3 and list(result.history["epoch"]) == [0, 1, 2]
+    assert result.best_val_loss <= first.best_val_loss
+    assert sorted(p.name for p in (model_dir / "logs").iterdir()) == ["version_0", "version_1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_training_refuses_a_folder_that_is_not_a_model_directory(project, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("a lab's own file")
+    with pytest.raises(FileExistsError, match="not a model directory"):
+        train(TINY, project.root, folder, progress=False)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_train_leaves_the_callers_warning_filters_and_logger_levels(project, tmp_path):
+    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_steps=1"])
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.INFO)
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.simplefilter("always", UserWarning)  # the caller's own choice
+            before = list(warnings.filters)
+            train(config, project.root, tmp_path / "m", progress=False)
+            assert warnings.filters == before
+        assert {name: logging.getLogger(name).level for name in names} == dict.fromkeys(names, logging.INFO)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_cli_invalid_yaml_in_set_is_one_line_and_writes_nothing(project, tmp_path, capsys):
+    code = elp(["train", str(project.root), "--model-dir", str(tmp_path / "m"), "--no-progress",
+                "--set", "data.image_resize=[64, 64"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.count("\n") == 1 and "data.image_resize=[64, 64" in captured.err
+    assert "Traceback" not in captured.err and not (tmp_path / "m").exists()
