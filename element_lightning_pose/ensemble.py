@@ -19,7 +19,7 @@ import numpy as np
 
 from . import model, paths, train
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
-from .engine.eks_params import SmoothingParams
+from .engine.eks.params import SmoothingParams
 
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
@@ -55,7 +55,7 @@ def activate(
 
 
 def validate_smoothing_params(params: dict) -> dict:
-    """Check smoothing parameters (``engine.eks_params.SmoothingParams``, as ``elp smooth``
+    """Check smoothing parameters (``engine.eks.params.SmoothingParams``, as ``elp smooth``
     does); returns them with defaults filled in. The error names every key at fault."""
     return SmoothingParams.from_dict(params, source="SmoothingParamSet").to_dict()
 
@@ -71,7 +71,7 @@ class SmoothingParamSet(dj.Lookup):
         params (blob): s (None = automatic by marginal likelihood), centre (median|mean),
             var_mode (plain|confidence_weighted), keypoint_groups, fit_range, noise
             (auto|eks|calibrated; see engine.eks.smooth). Validated at insert by
-            ``engine.eks_params.SmoothingParams``; unknown keys are refused.
+            ``engine.eks.params.SmoothingParams``; unknown keys are refused.
     """
 
     definition = f"""

@@ -287,7 +287,7 @@ def test_cli_keeps_an_empty_first_frame_in_place(tmp_path):
 
 
 def test_smoothing_params_name_the_key_and_keep_the_defaults():
-    from element_lightning_pose.engine.eks_params import (
+    from element_lightning_pose.engine.eks.params import (
         SmoothingParamError, SmoothingParams, validate_smoothing_params,
     )
 

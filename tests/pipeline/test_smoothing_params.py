@@ -19,7 +19,7 @@ import pytest
 def test_bad_smoothing_params_are_refused_at_insert(lp, params, key):
     table = lp.ensemble.SmoothingParamSet
     before = len(table())
-    with pytest.raises(ValueError) as caught:  # engine.eks_params.SmoothingParamError
+    with pytest.raises(ValueError) as caught:  # engine.eks.params.SmoothingParamError
         table.insert_new_params("bad", params)
     assert str(caught.value).startswith("SmoothingParamSet: ") and key in str(caught.value)
     assert len(table()) == before

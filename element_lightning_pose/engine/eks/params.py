@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-CENTRES = ("median", "mean")
-VAR_MODES = ("confidence_weighted", "plain")
-NOISE_MODELS = ("auto", "eks", "calibrated")
+CentreMode = Literal["median", "mean"]
+VarMode = Literal["confidence_weighted", "plain"]
+NoiseModel = Literal["auto", "eks", "calibrated"]
+CENTRES: tuple[str, ...] = get_args(CentreMode)
+VAR_MODES: tuple[str, ...] = get_args(VarMode)
+NOISE_MODELS: tuple[str, ...] = get_args(NoiseModel)
 
 KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end

@@ -1,0 +1,426 @@
+"""Ensemble Kalman Smoother (EKS) over the predictions of an ensemble of pose models.
+
+Model (single view, one independent series per keypoint and coordinate)::
+
+    z_0 ~ N(m0, S0)                    m0, S0: mean and variance of the ensemble centre over time
+    z_t = z_{t-1} + w_t,  w_t ~ N(0, s)           random walk, ``s`` per keypoint (x and y share it)
+    y_t = z_t + v_t,      v_t ~ N(0, R_t)          y_t: ensemble centre (median or mean) at frame t
+                                                   R_t: ensemble variance (optionally / mean likelihood)
+
+This is the model of eks 4.6.2 (``ensemble_kalman_smoother_singlecam``). The posterior of
+``z`` is Gaussian with a *tridiagonal* precision matrix ``H = J + diag(w)`` (``J``: the random
+walk prior, ``w_t = 1/R_t``, 0 on frames without observation). Instead of running a Kalman
+filter and an RTS smoother frame by frame we factor ``H`` with LAPACK's tridiagonal LDL'
+(``dpttrf``) for all series at once (series are concatenated into one long block-diagonal
+system), which gives exactly the RTS smoother's posterior means and variances and the
+marginal likelihood, with no Python loop over time:
+
+* posterior mean = ``H^-1 b`` (``dpttrs``), ``b = w * y + m0 / S0 * e_0``;
+* posterior variance = ``diag(H^-1)``, from the LDL' factors by a backward recursion
+  ``v_t = 1/d_t + l_t^2 v_{t+1}`` solved as one bidiagonal system;
+* log marginal likelihood (the Kalman filter's prediction-error decomposition, in closed form)::
+
+      log p(y) = -n/2 log 2pi + 1/2 sum log w_t - 1/2 log S0 - (T-1)/2 log s
+                 - 1/2 log det H - 1/2 [sum w_t (y_t - mu_t)^2 + (mu_0 - m0)^2/S0
+                                        + sum (mu_t - mu_{t-1})^2 / s]
+
+Two noise models (``noise=``):
+
+* ``"eks"``: R_t is the ensemble variance, exactly eks 4.6.2's model. With the same fixed
+  ``s`` our output equals eks's (up to its float32 arithmetic).
+* ``"calibrated"``: R_t = c (R_ens,t + median over frames of R_ens) / 2. The spread of M
+  members is a noisy variance estimate (M-1 degrees of freedom), so each frame's value is
+  shrunk halfway to the series' median (frames with a large spread, i.e. outliers, keep a large
+  variance), and a scale c per series (x and y of each keypoint) absorbs that the spread of
+  the members is not the error variance of their median. c multiplies every variance of the
+  model (prior, steps, noise), so for a given ``s`` it changes the posterior variance (which
+  it calibrates) but not the trajectory; it has a closed-form maximum likelihood estimate.
+* ``"auto"`` (default): ``"eks"`` when ``s`` is given, ``"calibrated"`` when ``s`` is fitted.
+
+Choosing ``s``: per keypoint (or per group of keypoints) the ``s`` that maximises the marginal
+likelihood above **with the same time-varying noise R_t that the smoother uses** (calibrated:
+the likelihood profiled over c). eks 4.6.2 instead fits ``s`` by Adam on a likelihood whose
+noise is the *constant* median of R_t. The search evaluates a grid of ``log s`` for all series
+at once, then refines every group's optimum by a vectorised golden-section search. ``s`` is
+reported as used in the model, i.e. relative to the (shrunk) ensemble variance: the random
+walk's variance in px^2/frame is ``s * c``. Passing the reported ``s`` back with
+``noise="calibrated"`` reproduces the result.
+
+Frames where no member has a finite prediction are missing observations (``w_t = 0``): the
+smoother bridges them and its variance grows across the gap; they never produce NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.linalg import lapack
+
+from element_lightning_pose.engine.eks.params import (  # noqa: F401
+    CENTRES,
+    NOISE_MODELS,
+    VAR_MODES,
+    CentreMode,
+    NoiseModel,
+    SmoothingParamError,
+    SmoothingParams,
+    VarMode,
+    check_choice,
+    parse_fit_range,
+    parse_groups,
+)
+
+from .ensemble import VAR_FLOOR, ensemble_stats
+from .io import SmoothingResult, load_members
+
+PathLike = str | os.PathLike
+
+LOG_S_BOUNDS = (-10.0, 12.0)  # natural log of s in px^2/frame; eks clamps to (-8, 8)
+_LOG_2PI = float(np.log(2.0 * np.pi))
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+
+
+@dataclass
+class _Series:
+    """N scalar series of T frames, centred on their prior mean (rows are series)."""
+
+    y: np.ndarray  # (N, T) observation minus ``offset``; 0 where missing
+    w: np.ndarray  # (N, T) observation precision 1/R_t; 0 where missing
+    offset: np.ndarray  # (N,) prior mean m0 (the series' mean over observed frames)
+    prior_var: np.ndarray  # (N,) S0 (the series' variance over observed frames)
+
+    @classmethod
+    def from_observations(cls, values: np.ndarray, variances: np.ndarray) -> "_Series":
+        """``values``/``variances`` (N, T); frames with non-finite value or variance are missing."""
+        observed = np.isfinite(values) & np.isfinite(variances)
+        n_obs = observed.sum(axis=1)
+        safe = np.where(observed, values, 0.0)
+        offset = safe.sum(axis=1) / np.maximum(n_obs, 1)
+        prior_var = (np.where(observed, values - offset[:, None], 0.0) ** 2).sum(axis=1)
+        prior_var = prior_var / np.maximum(n_obs, 1)
+        # A constant series has S0 = 0; a tiny floor keeps the prior precision finite.
+        prior_var = np.maximum(prior_var, 1e-8)
+        w = np.where(observed, 1.0 / np.maximum(np.where(observed, variances, 1.0), VAR_FLOOR), 0.0)
+        return cls(np.where(observed, values - offset[:, None], 0.0), w, offset, prior_var)
+
+    def crop(self, keep: np.ndarray) -> "_Series":
+        """Only frames where ``keep`` (T,) count as observed; time is cut to their span."""
+        frames = np.flatnonzero(keep)
+        span = slice(frames[0], frames[-1] + 1)
+        w = np.where(keep[None, :], self.w, 0.0)[:, span]
+        return _Series(self.y[:, span], w, self.offset, self.prior_var)
+
+    def constant_log_likelihood(self) -> np.ndarray:
+        """The terms of log p(y) that do not depend on s: -n/2 log 2pi + 1/2 sum log w - 1/2 log S0."""
+        observed = self.w > 0
+        log_w = np.log(np.where(observed, self.w, 1.0)).sum(axis=1)
+        return -0.5 * observed.sum(axis=1) * _LOG_2PI + 0.5 * log_w - 0.5 * np.log(self.prior_var)
+
+
+def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LDL' factors (d, l) of the posterior precision of all series, concatenated."""
+    n_series, n_frames = series.w.shape
+    inv_s = 1.0 / s[:, None]
+    diag = series.w + 2.0 * inv_s
+    diag[:, 0] += 1.0 / series.prior_var - inv_s[:, 0]  # first frame: prior instead of a step
+    diag[:, -1] -= inv_s[:, 0]
+    off = np.repeat(-inv_s, n_frames, axis=1)
+    off[:, -1] = 0.0  # no coupling between the end of one series and the start of the next
+    d, l, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
+    if info != 0:
+        raise FloatingPointError(f"posterior precision not positive definite (dpttrf info={info})")
+    return d, l
+
+
+def _posterior_mean(series: _Series, d: np.ndarray, l: np.ndarray) -> np.ndarray:
+    rhs = series.w * series.y  # the prior mean is 0 after centring
+    mean, info = lapack.dpttrs(d, l, rhs.ravel())
+    if info != 0:
+        raise FloatingPointError(f"posterior mean solve failed (dpttrs info={info})")
+    return mean.reshape(series.w.shape)
+
+
+def _posterior_variance(d: np.ndarray, l: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """diag(H^-1) from H = L D L': v_t = 1/d_t + l_t^2 v_{t+1}, one upper-bidiagonal solve."""
+    band = np.ones((2, d.size))
+    band[0, 1:] = -(l**2)
+    variance, info = lapack.dtbtrs(band, (1.0 / d)[:, None], uplo="U")
+    if info != 0:
+        raise FloatingPointError(f"posterior variance solve failed (dtbtrs info={info})")
+    return variance.reshape(shape)
+
+
+NOISE_SCALE_BOUNDS = (1e-2, 1e2)  # a fitted noise scale stays within 100x of the ensemble's
+
+
+def _log_likelihood(
+    series: _Series, s: np.ndarray, constant: np.ndarray, noise_scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(y), noise scale) per series for random-walk variance ``s`` (N,).
+
+    ``noise_scale`` c multiplies every variance of the model (prior, steps, observations):
+    the posterior mean does not change, the posterior variance scales by c. ``None`` fits c
+    in closed form (c = quadratic residual / number of observations), i.e. returns the
+    likelihood profiled over c.
+    """
+    d, l = _factor(series, s)
+    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l), noise_scale)
+
+
+def _log_likelihood_at(
+    series: _Series, s: np.ndarray, constant: np.ndarray, d: np.ndarray, mean: np.ndarray,
+    noise_scale: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """log p(y) from the factor's pivots ``d`` (log det H) and the posterior mean (c = 1:
+    ``constant - (T-1)/2 log s - 1/2 log det H - 1/2 residual``; general c below)."""
+    n_frames = series.w.shape[1]
+    residual = (series.w * (series.y - mean) ** 2).sum(axis=1)
+    residual += mean[:, 0] ** 2 / series.prior_var + (np.diff(mean, axis=1) ** 2).sum(axis=1) / s
+    log_det = np.log(d).reshape(series.w.shape).sum(axis=1)
+    n_obs = (series.w > 0).sum(axis=1)
+    if noise_scale is None:
+        noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
+    log_lik = (constant - 0.5 * (n_frames - 1) * np.log(s) - 0.5 * log_det
+               - 0.5 * residual / noise_scale - 0.5 * n_obs * np.log(noise_scale))
+    return log_lik, noise_scale
+
+
+def fit_smoothing_param(
+    series: _Series, groups: np.ndarray, fit_noise_scale: bool = True,
+    grid_step: float = 1.0, refine_steps: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
+
+    Returns (s per group, log-likelihood per group). The likelihood uses the time-varying
+    noise R_t, the same noise model as the smoother, times a noise scale per series that is
+    profiled out (``fit_noise_scale``) or 1.
+    """
+    n_groups = int(groups.max()) + 1
+    constant = series.constant_log_likelihood()
+    unit = None if fit_noise_scale else np.ones(series.w.shape[0])
+
+    def group_ll(s: np.ndarray) -> np.ndarray:
+        ll, _ = _log_likelihood(series, s[groups], constant, unit)
+        return np.bincount(groups, weights=ll, minlength=n_groups)
+
+    return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps)
+
+
+def maximise_over_log_s(
+    log_lik: Callable[[np.ndarray], np.ndarray], n_groups: int,
+    grid_step: float = 1.0, refine_steps: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
+
+    A grid of log s (every group evaluated in the same call), then a golden-section search in
+    the bracket of one grid step either side of each group's best grid point (again one call
+    per step for all groups).
+    """
+    def at(log_s: np.ndarray) -> np.ndarray:
+        return log_lik(np.exp(log_s))
+
+    grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
+    scores = np.stack([at(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
+    best = np.argmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0)
+    low = grid[np.maximum(best - 1, 0)]
+    high = grid[np.minimum(best + 1, grid.size - 1)]
+    best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
+    inner_low, inner_high = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
+    ll_low, ll_high = at(inner_low), at(inner_high)
+    for _ in range(refine_steps):
+        keep_lower = ll_low > ll_high  # the maximum lies in [low, inner_high]
+        high = np.where(keep_lower, inner_high, high)
+        low = np.where(keep_lower, low, inner_low)
+        probe = np.where(keep_lower, high - _GOLDEN * (high - low), low + _GOLDEN * (high - low))
+        ll_probe = at(probe)
+        # keep_lower: old inner_low becomes inner_high, probe is the new inner_low; else mirrored
+        inner_low, inner_high = (np.where(keep_lower, probe, inner_high),
+                                 np.where(keep_lower, inner_low, probe))
+        ll_low, ll_high = (np.where(keep_lower, ll_probe, ll_high),
+                           np.where(keep_lower, ll_low, ll_probe))
+    for candidate, ll in ((inner_low, ll_low), (inner_high, ll_high)):
+        better = ll > best_ll
+        best_log_s, best_ll = np.where(better, candidate, best_log_s), np.where(better, ll, best_ll)
+    return np.exp(best_log_s), best_ll
+
+
+
+
+
+
+def smooth(
+    members: np.ndarray | Sequence[np.ndarray | PathLike],
+    bodyparts: Sequence[str] | None = None,
+    *,
+    s: float | Sequence[float] | None = None,
+    centre: CentreMode = "median",
+    var_mode: VarMode = "confidence_weighted",
+    keypoint_groups: Sequence[Sequence[int | str]] | None = None,
+    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    noise: NoiseModel = "auto",
+) -> SmoothingResult:
+    """Smooth an ensemble of single-view predictions.
+
+    Args:
+        members: (M, T, K, 3) array of x/y/likelihood, a list of (T, K, 3) arrays, or a list
+            of prediction CSV files (3-row header).
+        bodyparts: keypoint names (default: from the CSVs, else ``keypoint0`` ...).
+        s: fixed random-walk variance (px^2 per frame, relative to the ensemble variance as
+            in eks), one value or one per keypoint; ``None`` chooses it per keypoint (or per
+            group) by maximum marginal likelihood.
+        centre: ensemble centre used as the observation, ``"median"`` or ``"mean"``.
+        var_mode: ``"confidence_weighted"`` (ensemble variance / mean likelihood, eks's
+            default) or ``"plain"`` (ensemble variance).
+        keypoint_groups: lists of keypoint indices or names that share one ``s``.
+        fit_range: frames used to choose ``s``: ``(start, stop)`` or a list of them, 0-based
+            and half-open, ``None`` for an open end. Smoothing always covers every frame.
+        noise: observation noise model. ``"eks"``: R_t = the ensemble variance, exactly
+            eks 4.6.2's model. ``"calibrated"``: R_t = c (R_ens,t + median_t R_ens,t) / 2 with c
+            per series fitted jointly with s (see the module docstring). ``"auto"``: eks's
+            model when ``s`` is given, calibrated when ``s`` is fitted.
+
+    The choices are validated by :class:`SmoothingParams` (as ``elp smooth`` and
+    ``SmoothingParamSet`` do): :class:`SmoothingParamError` names the key at fault.
+    """
+    params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode,
+                                            keypoint_groups=keypoint_groups, fit_range=fit_range, noise=noise))
+    s, centre, var_mode, noise = params.s, params.centre, params.var_mode, params.noise
+    keypoint_groups, fit_range = params.keypoint_groups, params.fit_range
+    data, names = load_members(members, bodyparts)
+    stats = ensemble_stats(data, centre, var_mode)
+    n_frames, n_keypoints = stats.likelihood.shape
+    calibrated = _is_calibrated(noise, s)
+    noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
+    series = _Series.from_observations(_to_series(stats.centre), _to_series(noise_var))
+    groups = keypoint_group_ids(keypoint_groups, names)
+    keep = fit_range_mask(fit_range, n_frames)
+    fit_series = series.crop(keep) if not keep.all() else series
+    if s is None:
+        s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated)
+        s_keypoint = s_group[groups]
+    else:
+        s_keypoint = _fixed_s(s, n_keypoints)
+    s_series = np.repeat(s_keypoint, 2)
+    scale = (_log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
+             if calibrated else np.ones(2 * n_keypoints))
+    mean, variance, log_lik = _smooth_series(series, s_series, scale)
+    mean, variance = _from_series(mean, n_keypoints), _from_series(variance, n_keypoints)
+    _blank_unobserved(series, mean, variance, names)
+    return SmoothingResult(
+        x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
+        ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
+        log_likelihood=log_lik.reshape(n_keypoints, 2).sum(axis=1),
+        noise_scale=scale.reshape(n_keypoints, 2),
+    )
+
+
+def _is_calibrated(noise: str, s) -> bool:
+    """Whether the calibrated noise model applies (``noise`` already validated)."""
+    return noise == "calibrated" or (noise == "auto" and s is None)
+
+
+def shrink_variance(variance: np.ndarray) -> np.ndarray:
+    """Halfway between each frame's ensemble variance and the series' median (over frames).
+
+    The spread of M members estimates a variance with M-1 degrees of freedom only (for 5
+    members its coefficient of variation is 0.7): frames where the members agree by chance
+    would be trusted far too much. Averaging with the series' median is the posterior mean
+    under an inverse-gamma prior of as many degrees of freedom centred there; frames with a
+    large spread (outliers, jumps) keep a large variance.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series stay NaN
+        typical = np.nanmedian(variance, axis=0, keepdims=True)
+    return 0.5 * (variance + typical)
+
+
+def _smooth_series(
+    series: _Series, s: np.ndarray, noise_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
+    d, l = _factor(series, s)
+    mean = _posterior_mean(series, d, l)
+    log_lik, _ = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
+    variance = _posterior_variance(d, l, series.w.shape) * noise_scale[:, None]
+    return mean + series.offset[:, None], variance, log_lik
+
+
+def _to_series(values: np.ndarray) -> np.ndarray:
+    """(T, K, 2) -> (2K, T); series 2k is keypoint k's x, 2k+1 its y."""
+    return np.ascontiguousarray(values.reshape(values.shape[0], -1).T)
+
+
+def _from_series(values: np.ndarray, n_keypoints: int) -> np.ndarray:
+    return values.T.reshape(-1, n_keypoints, 2)
+
+
+def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, names: list[str]) -> None:
+    """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
+    never = ~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1)
+    if never.any():
+        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never) if b]}; left NaN")
+        mean[:, never] = np.nan
+        variance[:, never] = np.nan
+
+
+def _fixed_s(s: float | Sequence[float], n_keypoints: int) -> np.ndarray:
+    values = np.broadcast_to(np.asarray(s, dtype=float), (n_keypoints,)) if np.ndim(s) == 0 else (
+        np.asarray(s, dtype=float))
+    if values.shape != (n_keypoints,):
+        raise ValueError(f"s: expected one value or {n_keypoints} (one per keypoint), got {np.shape(s)}")
+    if not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"s must be positive and finite, got {values.tolist()}")
+    return values.copy()
+
+
+def keypoint_group_ids(groups: Sequence[Sequence[int | str]] | None, names: list[str]) -> np.ndarray:
+    """(K,) group id per keypoint; keypoints in no group get one of their own."""
+    ids = np.full(len(names), -1)
+    for group_id, group in enumerate(groups or []):
+        for member in group:
+            index = _keypoint_index(member, names)
+            if ids[index] >= 0:
+                raise ValueError(f"keypoint_groups: {names[index]!r} is in more than one group")
+            ids[index] = group_id
+    next_id = len(groups or [])
+    for index in np.flatnonzero(ids < 0):
+        ids[index], next_id = next_id, next_id + 1
+    # renumber densely so empty groups do not leave holes
+    return np.unique(ids, return_inverse=True)[1]
+
+
+def _keypoint_index(member: int | str, names: list[str]) -> int:
+    if isinstance(member, (int, np.integer)):
+        if not 0 <= member < len(names):
+            raise ValueError(f"keypoint index {member} out of range for {len(names)} keypoints")
+        return int(member)
+    if member not in names:
+        raise ValueError(f"unknown keypoint {member!r}; known: {names}")
+    return names.index(member)
+
+
+def fit_range_mask(
+    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None,
+    n_frames: int,
+) -> np.ndarray:
+    """(T,) bool: frames used to choose s. Ranges are 0-based, half-open, None = open end."""
+    keep = np.zeros(n_frames, dtype=bool)
+    if fit_range is None:
+        keep[:] = True
+        return keep
+    ranges = [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else fit_range
+    for start, stop in ranges:
+        start = 0 if start is None else int(start)
+        stop = n_frames if stop is None else int(stop)
+        if not 0 <= start < stop <= n_frames:
+            raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
+        keep[start:stop] = True
+    return keep
+
+
