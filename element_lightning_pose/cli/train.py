@@ -1,16 +1,41 @@
-"""``elp train``: interim wrapper (moved here in the restructure)."""
+"""``elp train``: train a pose model on a labeled project, without a database."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
+from pathlib import Path
 
-from element_lightning_pose.engine.train import configure_parser as _configure, run_from_cli as _run
+from element_lightning_pose.cli import fail
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train") -> None:
-    _configure(parser, command) if len(inspect.signature(_configure).parameters) > 1 else _configure(parser)
+    parser.add_argument("config_or_project", help="a config YAML, or a project folder (then default parameters)")
+    parser.add_argument("--project", help="labeled project folder (CollectedData.csv, labeled-data/, videos/)")
+    parser.add_argument("--model-dir", required=True, help="output folder of the trained model")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, e.g. --set training.max_epochs=20 (repeatable)")
+    parser.add_argument("--resume", help="checkpoint to resume from (e.g. MODEL_DIR/checkpoints/last.ckpt)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    return _run(args)
+    from element_lightning_pose.engine.config import ConfigError, TrainConfig
+    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.video import VideoError
+
+    source = Path(args.config_or_project)
+    if source.is_dir():  # a project folder: default parameters (plus any --set)
+        project, config = Path(args.project) if args.project else source, TrainConfig()
+    else:
+        if not args.project:
+            raise ConfigError("--project is required when the first argument is a config file")
+        project, config = Path(args.project), TrainConfig.from_yaml(source)
+    config = config.with_overrides(args.overrides)
+    try:
+        result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
+    except (FileNotFoundError, FileExistsError, VideoError) as exc:  # a missing project, a folder that is not a model's
+        return fail("train", exc)
+    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
+    print(f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "
+          f"model in {result.model_dir}")
+    return 0

@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .atomic import write_text_atomic
+from .errors import ElpError
 
 PathLike = str | os.PathLike
 
@@ -52,7 +62,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 Backbone = Literal["resnet18", "resnet34", "resnet50", "efficientnet_lite0"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ElpError, ValueError):
     """A configuration is invalid; the message names each offending key."""
 
 

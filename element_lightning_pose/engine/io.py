@@ -9,8 +9,8 @@ leaves a truncated CSV behind.
 from __future__ import annotations
 
 import csv
-import re
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,11 +21,12 @@ import pandas as pd
 from PIL import Image
 
 from .atomic import atomic_output
+from .errors import ElpError
 
 PathLike = str | os.PathLike
 
 
-class ProjectError(ValueError):
+class ProjectError(ElpError, ValueError):
     """A labeled project or keypoint file is malformed; the message names the file and place."""
 
 

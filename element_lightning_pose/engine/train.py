@@ -27,12 +27,10 @@ cache that must outlive failed runs belongs in ``losses.cache_dir``, which is ne
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -45,7 +43,7 @@ import pandas as pd
 
 from ..version import __version__
 from .atomic import atomic_directory, atomic_output, write_text_atomic
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
 
 PathLike = str | os.PathLike
@@ -389,40 +387,3 @@ def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
     steps = int(np.ceil(len(train_rows) / config.training.batch_size))
     return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config_or_project", help="a config YAML, or a project folder (then default parameters)")
-    parser.add_argument("--project", help="labeled project folder (CollectedData.csv, labeled-data/, videos/)")
-    parser.add_argument("--model-dir", required=True, help="output folder of the trained model")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set training.max_epochs=20 (repeatable)")
-    parser.add_argument("--resume", help="checkpoint to resume from (e.g. MODEL_DIR/checkpoints/last.ckpt)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    from .networks import WeightsError
-    from .video import VideoError
-
-    source = Path(args.config_or_project)
-    try:
-        if source.is_dir():
-            # a project folder: default parameters (plus any --set)
-            project, config = Path(args.project) if args.project else source, TrainConfig()
-        else:
-            if not args.project:
-                raise ConfigError("--project is required when the first argument is a config file")
-            project, config = Path(args.project), TrainConfig.from_yaml(source)
-        config = config.with_overrides(args.overrides)
-        result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
-    except (ConfigError, ProjectError, VideoError, WeightsError, FileNotFoundError, FileExistsError) as exc:
-        print(f"elp train: error: {exc}", file=sys.stderr)
-        return 2
-    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
-    print(f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "
-          f"model in {result.model_dir}")
-    return 0

@@ -19,6 +19,8 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ..errors import ElpError
+
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
 NoiseModel = Literal["auto", "eks", "calibrated"]
@@ -30,7 +32,7 @@ KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
 
 
-class SmoothingParamError(ValueError):
+class SmoothingParamError(ElpError, ValueError):
     """Smoothing parameters are invalid; the message names each offending key."""
 
 
