@@ -58,8 +58,11 @@ Int = Annotated[int, BeforeValidator(_plain_integer), Strict()]
 Float = Annotated[float, BeforeValidator(_plain_real), Strict()]
 Bool = Annotated[bool, BeforeValidator(_plain_bool), Strict()]
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+# The one list of backbones: networks.backbones builds these, the parameter model accepts them.
 Backbone = Literal["resnet18", "resnet34", "resnet50", "efficientnet_lite0"]
+BACKBONES: tuple[str, ...] = typing.get_args(Backbone)
+# The one list of split names (data.split_file, the datamodule, ModelEvaluation, the plots).
+SPLITS = ("train", "val", "test")
 
 
 class ConfigError(ElpError, ValueError):

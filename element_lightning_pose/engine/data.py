@@ -20,12 +20,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .config import AugmentationConfig, TrainConfig
+from .config import SPLITS, AugmentationConfig, TrainConfig
 from .io import LabeledFrames, ProjectError, context_image_paths, read_image, write_csv_atomic
 from .video import resize_frame
 
 PathLike = str | os.PathLike
-SPLITS = ("train", "val", "test")
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -80,8 +79,6 @@ def read_splits(path: PathLike) -> dict[str, str]:
     return dict(zip(frame["image"].astype(str), frame["split"].astype(str)))
 
 
-SPLIT_NAMES = ("train", "val", "test")
-
 
 def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
     """The split of each labeled image read from a fixed ``image,split`` CSV (``data.split_file``).
@@ -92,10 +89,10 @@ def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
     """
     path = Path(path)
     saved = read_splits(path)
-    bad = [(image, split) for image, split in saved.items() if split not in SPLIT_NAMES]
+    bad = [(image, split) for image, split in saved.items() if split not in SPLITS]
     if bad:
         image, split = bad[0]
-        raise ProjectError(f"{path}: image {image!r} has split {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
+        raise ProjectError(f"{path}: image {image!r} has split {split!r}; expected one of {', '.join(SPLITS)}")
     missing = [p for p in image_paths if p not in saved]
     if missing:
         raise ProjectError(f"{path}: labeled image {missing[0]!r} is not listed ({len(missing)} of {len(image_paths)} missing)")

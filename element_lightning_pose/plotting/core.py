@@ -27,12 +27,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.config import SPLITS
 
 PathLike = str | os.PathLike
 
 POSTERIOR_BAND_GID = "posterior_band"  # marks the EKS band's PolyCollection in a figure
 Z_95 = 1.959963984540054  # two-sided 95% interval of a Gaussian
-SPLIT_ORDER = ("train", "val", "test", "unused")
+SPLIT_ORDER = (*SPLITS, "unused")
 SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868", "unused": "#8c8c8c"}
 ALL_BODYPARTS = "all"
 EVALUATION_COLUMNS = ("image", "split", "bodypart", "error_px")

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from element_lightning_pose.engine.config import SPLITS
+
 from .core import ALL_BODYPARTS, _error_figure, plot_traces, write_labeled_video
 
 PathLike = str | os.PathLike
@@ -150,7 +152,7 @@ def plot_model_evaluation(model_key: dict, out: PathLike | None = None) -> Figur
     overall = pd.DataFrame(
         {"bodypart": ALL_BODYPARTS, "split": split, "mean": master[f"{split}_mean_px"],
          "p90": master[f"{split}_p90_px"], "frames": master[f"n_{split}"]}
-        for split in ("train", "val", "test")
+        for split in SPLITS
     )
     summary = pd.concat([summary, overall], ignore_index=True)
     summary = summary[summary["frames"] > 0].astype({"mean": float, "p90": float, "frames": float})

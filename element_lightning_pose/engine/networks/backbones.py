@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import BACKBONES
 from ..errors import ElpError
 
 PathLike = str | os.PathLike
 
-BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+BACKBONE_NAMES = BACKBONES  # named in engine.config, the parameters' owner
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
