@@ -208,7 +208,7 @@ class VideoSet(dj.Manual):
             video.video_info(path)  # raises VideoError naming the file
         if video_set_id is None:
             video_set_id = max(fetch_column(cls, "video_set_id"), default=0) + 1
-        key = {"video_set_id": video_set_id}
+        key = {"video_set_id": int(video_set_id)}
         files = [(csv_file, "labels")]
         files += [(p, "image") for p in labels.image_paths]
         files += [(p, "video") for p in video_files]
