@@ -159,7 +159,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -
         parser.add_argument("--status", choices=list(dj_compat.JOB_STATUSES), default=None,
                             help="which jobs (list: both by default; clear: error by default)")
         parser.add_argument("--force", action="store_true",
-                            help="clear: also reservations whose process is alive or on another host")
+                            help="clear: also reservations whose process is alive or on another host "
+                                 "(without it they are kept, named on stderr, exit status 1)")
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
