@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -178,6 +179,12 @@ def _job_tables(tables: Iterable[Any]) -> list[tuple[Any, Any]]:
     return pairs
 
 
+def jobs_table(table: Any) -> Any:
+    """The jobs table that holds ``table``'s jobs (0.14: the schema's, shared by its tables)."""
+    table = table() if isinstance(table, type) else table
+    return table.jobs if IS_DJ2 else table.connection.schemas[table.database].jobs
+
+
 def ensure_jobs_tables(tables: Iterable[Any], attempts: int = 5) -> None:
     """Declare the jobs tables now, so that concurrent workers do not race to create them.
 
@@ -201,30 +208,180 @@ def ensure_jobs_tables(tables: Iterable[Any], attempts: int = 5) -> None:
                 time.sleep(0.5 * (attempt + 1))
 
 
-def list_jobs(tables: Iterable[Any], status: str | None = None) -> list[dict]:
-    """Job rows (``reserved`` or ``error``, optionally filtered by status) of the given tables."""
+JOB_STATUSES = ("error", "reserved")
+
+
+def _job_key(row: dict, jobs: Any) -> dict:
+    """The populate key of a job row (2.x: its key columns; 0.14: the ``key`` blob)."""
+    if IS_DJ2:
+        return {k: row[k] for k in jobs.primary_key}
+    return dict(row.get("key") or {})
+
+
+def _job_changed(row: dict) -> Any:
+    """When the job last changed status (2.x: reserved/completed time; 0.14: its timestamp)."""
+    if IS_DJ2:
+        when = row.get("reserved_time") if row.get("status") == "reserved" else row.get("completed_time")
+        return when or row.get("created_time")
+    return row.get("timestamp")
+
+
+def _server_now(connection: Any) -> Any:
+    """The server's local time, the clock the jobs tables' timestamps were written with."""
+    sql = "SELECT LOCALTIMESTAMP(3)" if backend() == "postgresql" else "SELECT CURRENT_TIMESTAMP(3)"
+    return connection.query(sql).fetchone()[0]
+
+
+def process_alive(host: str, pid: int) -> bool | None:
+    """Whether process ``pid`` on ``host`` runs: None when that cannot be told from here.
+
+    Only a process on this machine can be checked. A pid that exists counts as alive even if
+    it may have been reused: clearing a live worker's reservation is the worse mistake.
+    """
+    if not pid or host != platform.node():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def check_restrictions(tables: Iterable[Any], restrictions: Iterable[dict]) -> None:
+    """Refuse a restriction that names an attribute no table has (DataJoint would ignore it)."""
+    tables = [t() if isinstance(t, type) else t for t in tables]
+    names = set().union(*(set(t.key_source.heading.names) for t in tables)) if tables else set()
+    for restriction in restrictions:
+        unknown = sorted(set(restriction) - names)
+        if unknown:
+            raise ValueError(
+                f"restriction {restriction}: no attribute {', '.join(unknown)} in the keys of "
+                f"{', '.join(t.__class__.__name__ for t in tables)}; choose from {sorted(names)}"
+            )
+
+
+def _matches(table: Any, key: dict, restrictions: Iterable[dict]) -> bool:
+    """Whether a job's key matches every restriction (all of whose attributes the table has).
+
+    A restriction naming an attribute that the table's keys lack matches none of its jobs:
+    DataJoint ignores unknown attributes, which would make it match all of them.
+    """
+    restrictions = list(restrictions)
+    if not restrictions:
+        return True
+    source = table.key_source
+    names = set(source.heading.names)
+    if any(set(r) - names for r in restrictions):
+        return False
+    if not key:  # 0.14 error rows always carry their key; be safe with a malformed row
+        return False
+    return len(source & key & dj.AndList(restrictions)) > 0
+
+
+def list_jobs(tables: Iterable[Any], status: str | None = None, restrictions: Iterable[dict] = ()) -> list[dict]:
+    """Job rows (``reserved`` or ``error``, optionally one status) of the given tables.
+
+    Each row is the jobs table's row plus, on both generations: ``table`` (class name),
+    ``key`` (the populate key), ``host``, ``pid``, ``age_s`` (seconds since the job last
+    changed, by the server's clock) and ``alive`` (whether the reserving process still runs:
+    True/False on this host, None for another host or an error row). Only jobs whose key
+    matches every restriction (a dict of key attributes) are listed.
+    """
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"status must be one of {JOB_STATUSES}, not {status!r}")
+    restrictions = list(restrictions)
     rows = []
     for table, jobs in _job_tables(tables):
-        query = jobs & {"status": status} if status else jobs
-        if IS_DJ2:
-            # 2.x jobs tables also list pending and completed keys; report the noteworthy ones.
-            query = query & "status in ('reserved', 'error')" if status is None else query
-        for row in fetch_dicts(query):
-            row["table"] = table.__class__.__name__
-            rows.append(row)
+        rows += _table_jobs(table, jobs, status, restrictions)
     return rows
 
 
-def clear_jobs(tables: Iterable[Any], status: str = "error") -> int:
-    """Delete job rows of a status ('error' or 'reserved') so their keys can run again."""
-    if status not in ("error", "reserved"):
+def _table_jobs(table: Any, jobs: Any, status: str | None, restrictions: list[dict]) -> list[dict]:
+    query = jobs & {"status": status} if status else jobs & "status in ('reserved', 'error')"
+    found = fetch_dicts(query)
+    now = _server_now(table.connection) if found else None
+    rows = []
+    for row in found:
+        key = _job_key(row, jobs)
+        if not _matches(table, key, restrictions):
+            continue
+        changed = _job_changed(row)
+        reserved = row["status"] == "reserved"
+        row.update(
+            table=table.__class__.__name__,
+            key=key,
+            age_s=(now - changed).total_seconds() if changed is not None else None,
+            alive=process_alive(row.get("host", ""), row.get("pid", 0)) if reserved else None,
+        )
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class ClearResult:
+    """What ``clear_jobs`` did: rows removed, and live or uncheckable reservations kept."""
+
+    removed: int = 0
+    kept: list[dict] = field(default_factory=list)
+
+
+def clear_jobs(tables: Iterable[Any], status: str = "error", restrictions: Iterable[dict] = (),
+               *, force: bool = False) -> ClearResult:
+    """Delete job rows of a status ('error' or 'reserved') so their keys can run again.
+
+    Only jobs matching every restriction are removed. A reservation is removed only when its
+    process is known to be gone (same host, pid not running); one whose process is alive, or
+    runs on another host where this cannot be checked, is kept unless ``force``: clearing a
+    live reservation lets a second worker compute the same key.
+    """
+    if status not in JOB_STATUSES:
         raise ValueError(f"status must be 'error' or 'reserved', not {status!r}")
-    removed = 0
-    for _, jobs in _job_tables(tables):
-        query = jobs & {"status": status}
-        removed += len(query)
-        if IS_DJ2:
-            query.delete()
-        else:
+    restrictions = list(restrictions)
+    result = ClearResult()
+    for table, jobs in _job_tables(tables):
+        for row in _table_jobs(table, jobs, status, restrictions):
+            if status == "reserved" and row["alive"] is not False and not force:
+                result.kept.append(row)
+                continue
+            # exactly the row listed: a job that changed meanwhile (a new reservation) stays
+            exact = {k: row[k] for k in jobs.primary_key}
+            query = jobs & exact & {"status": status, "pid": row["pid"]}
+            result.removed += len(query)
             query.delete_quick()
-    return removed
+    return result
+
+
+def is_duplicate_error(error: BaseException | str) -> bool:
+    """Whether a populate failure is (or was caused by) a duplicate-key insert.
+
+    That happens when another worker inserted the same key meanwhile (its reservation had
+    been cleared). 2.x then fails to record the error on the vanished job row, raising a
+    DataJointError whose context is the DuplicateError; 0.14 returns "DuplicateError: ...".
+    """
+    if isinstance(error, str):
+        return error.startswith("DuplicateError")
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, dj.errors.DuplicateError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def clear_job(table: Any, key: dict, status: str = "error") -> int:
+    """Remove the job row of one populate key with this status; returns rows removed."""
+    table = table() if isinstance(table, type) else table
+    (_, jobs), = _job_tables([table])
+    if IS_DJ2:
+        query = jobs & {k: key[k] for k in jobs.primary_key}
+    else:
+        from datajoint.hash import key_hash
+
+        query = jobs & {"key_hash": key_hash(table._job_key(key))}
+    query = query & {"status": status}
+    n = len(query)
+    query.delete_quick()
+    return n

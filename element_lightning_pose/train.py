@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +24,10 @@ from types import ModuleType
 import datajoint as dj
 
 from . import paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from .params import ImmutableParams
+
+logger = logging.getLogger(__name__)
 
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
@@ -102,6 +106,15 @@ def params_hash(params: dict) -> str:
     return hashlib.md5(canonical.encode()).hexdigest()
 
 
+def file_md5(path: Path) -> str:
+    """MD5 hex digest of a file's bytes."""
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -113,6 +126,9 @@ class VideoSet(dj.Manual):
         video_set_id (int): unique id of the project.
         project_dir (varchar): project folder, relative to a root data directory.
         csv_file (varchar): label CSV, relative to the project folder.
+        labels_hash (char): MD5 of the label CSV's bytes at registration (null for rows
+            registered before it was recorded; add the column to an older database with
+            ``VideoSet.alter()``).
         n_labeled_frames (int): labeled frames in the CSV.
         bodyparts (blob): body-part names, in CSV order.
         video_set_description (varchar): free text.
@@ -123,6 +139,7 @@ class VideoSet(dj.Manual):
     ---
     project_dir           : varchar(1000)  # relative to a root data directory
     csv_file              : varchar(255)   # relative to project_dir
+    labels_hash = null    : char(32)       # md5 of the label CSV's bytes
     n_labeled_frames      : {INT32}
     bodyparts             : {BLOB}         # list of body-part names in CSV order
     video_set_description = '' : varchar(1000)
@@ -159,29 +176,49 @@ class VideoSet(dj.Manual):
 
         Labels must parse, every labeled image must exist and decode, every video must decode.
         Nothing is inserted when any check fails.
+
+        A project registered before is not registered again: when a VideoSet has the same
+        project folder (relative to the data roots), the same label CSV, the same label bytes
+        (``labels_hash``) and the same videos, its key is returned and a message logged. A
+        changed label file or video list makes a new VideoSet (the old one keeps describing
+        what earlier models were trained on). Passing a ``video_set_id`` other than the
+        existing one's for the same project raises ``ValueError``.
         """
         from .engine import io, video
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
-        labels = io.read_labels(full_dir / csv_file, full_dir, check_images=True)
+        relative_dir = paths.relative_to_roots(roots, full_dir)
         video_dir_path = full_dir / video_dir
         videos = io.find_videos(video_dir_path) if video_dir_path.is_dir() else []
+        video_files = [Path(p).relative_to(full_dir).as_posix() for p in videos]
+        labels_hash = file_md5(full_dir / csv_file) if (full_dir / csv_file).is_file() else None
+        existing = cls._same_project(relative_dir, csv_file, labels_hash, video_files)
+        if existing is not None:
+            if video_set_id is not None and video_set_id != existing["video_set_id"]:
+                raise ValueError(
+                    f"VideoSet: project {relative_dir!r} with these labels and videos is already "
+                    f"registered as video_set_id {existing['video_set_id']}, not {video_set_id}"
+                )
+            logger.warning("VideoSet: project %r (labels %s) is already registered as %s; not inserted again",
+                           relative_dir, csv_file, existing)
+            return existing
+        labels = io.read_labels(full_dir / csv_file, full_dir, check_images=True)
         for path in videos:
             video.video_info(path)  # raises VideoError naming the file
-        relative_dir = paths.relative_to_roots(roots, full_dir)
         if video_set_id is None:
             video_set_id = max(fetch_column(cls, "video_set_id"), default=0) + 1
-        key = {"video_set_id": video_set_id}
+        key = {"video_set_id": int(video_set_id)}
         files = [(csv_file, "labels")]
         files += [(p, "image") for p in labels.image_paths]
-        files += [(Path(p).relative_to(full_dir).as_posix(), "video") for p in videos]
+        files += [(p, "video") for p in video_files]
         with cls.connection.transaction:
             cls.insert1(
                 {
                     **key,
                     "project_dir": relative_dir,
                     "csv_file": csv_file,
+                    "labels_hash": labels_hash,
                     "n_labeled_frames": len(labels),
                     "bodyparts": list(labels.bodyparts),
                     "video_set_description": description,
@@ -194,14 +231,31 @@ class VideoSet(dj.Manual):
         return key
 
     @classmethod
+    def _same_project(cls, project_dir: str, csv_file: str, labels_hash: str | None,
+                      video_files: list[str]) -> dict | None:
+        """The key of a VideoSet with this folder, label file, label bytes and videos, if any."""
+        if labels_hash is None:
+            return None
+        candidates = cls & {"project_dir": project_dir, "csv_file": csv_file, "labels_hash": labels_hash}
+        for video_set_id in sorted(fetch_column(candidates, "video_set_id")):
+            key = {"video_set_id": int(video_set_id)}
+            rows = fetch_dicts(cls.File & key & {"file_type": "video"}, "file_path", order_by="file_id")
+            if sorted(r["file_path"] for r in rows) == sorted(video_files):
+                return key
+        return None
+
+    @classmethod
     def project_path(cls, key: dict) -> Path:
         """Absolute path of a registered project on this machine."""
         return paths.find_full_path(root_dirs(), (cls & key).fetch1("project_dir"))
 
 
 @schema
-class TrainingParamSet(dj.Lookup):
+class TrainingParamSet(ImmutableParams, dj.Lookup):
     """Validated engine parameters for training (``engine.config.TrainConfig``).
+
+    ``update1`` of ``params`` or ``param_set_hash`` is refused (``params.ParamSetUpdateError``):
+    the hash would describe other parameters. Insert a new set instead.
 
     Attributes:
         paramset_idx (int): unique id.
@@ -245,7 +299,7 @@ class TrainingParamSet(dj.Lookup):
                 "params": canonical,
             }
         )
-        return paramset_idx
+        return int(paramset_idx)
 
 
 @schema

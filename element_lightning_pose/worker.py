@@ -7,8 +7,15 @@ one database: the jobs tables make each key run once. A failing key is recorded 
 table with its error message and the worker moves on.
 
 ``elp jobs list|clear`` shows or removes errored and reserved (possibly stale: a worker that
-was killed leaves its reservation behind) jobs so that their keys can run again. DataJoint
-0.14 keeps one jobs table per schema, 2.x one per table; ``dj_compat`` hides the difference.
+was killed leaves its reservation behind) jobs so that their keys can run again. The list
+shows each job's host, pid and age, and for a reservation made on this host whether its
+process still runs. ``clear --status reserved`` removes only reservations whose process is
+gone; one whose process is alive, or that was made on another host (where this cannot be
+checked), needs ``--force``. DataJoint 0.14 keeps one jobs table per schema, 2.x one per
+table; ``dj_compat`` hides the difference.
+
+A worker that finds its key already populated by another worker (possible only after a live
+reservation was force-cleared) logs it and goes on; the duplicate is not recorded as an error.
 
 Which pipeline? ``--pipeline MODULE`` is imported first; the lab's own module activates the
 schemas when imported. The default, ``element_lightning_pose.pipeline``, is activated here
@@ -27,7 +34,12 @@ from typing import Iterable, Sequence
 
 from . import dj_compat
 
-TABLE_NAMES = ("RecordingInfo", "ModelTraining", "ModelEvaluation", "PoseEstimation", "EnsembleSmoothing")
+
+def table_names() -> list[str]:
+    """Names of the computed tables a worker runs (``pipeline.computed_tables()`` owns them)."""
+    from .pipeline import computed_tables
+
+    return [t.__name__ for t in computed_tables()]
 
 
 def activate(pipeline: str, prefix: str | None, root_dir: str | None, processed_dir: str | None) -> None:
@@ -63,15 +75,50 @@ def run_once(tables: list, restrictions: Sequence = (), *, log=print) -> tuple[i
     """One pass over ``tables``; returns (keys populated, keys that failed)."""
     done = failed = 0
     for table in tables:
-        result = dj_compat.populate(table, *restrictions, reserve_jobs=True, suppress_errors=True,
-                                    display_progress=False)
-        done += result.success_count
-        failed += len(result.errors)
-        if result.success_count or result.errors:
-            log(f"{table.__name__}: {result.success_count} populated, {len(result.errors)} failed")
-        for key, message in result.errors:
+        n_done, errors = populate_table(table, restrictions, log=log)
+        done += n_done
+        failed += len(errors)
+        if n_done or errors:
+            log(f"{table.__name__}: {n_done} populated, {len(errors)} failed")
+        for key, message in errors:
             log(f"  {table.__name__} {key}: {message.splitlines()[0] if message else ''}")
     return done, failed
+
+
+def populate_table(table, restrictions: Sequence = (), *, log=print,
+                   max_restarts: int = 100) -> tuple[int, list[tuple[dict, str]]]:
+    """Populate one table with reserved jobs; returns (keys populated, [(key, error)]).
+
+    A key that another worker populated meanwhile is not a failure: 0.14 reports it as a
+    DuplicateError (its error job is removed again), 2.x raises out of ``populate`` when it
+    tries to record that error on the vanished job row (the pass is restarted for the keys
+    left; the keys that pass populated are not counted, since DataJoint does not say).
+    """
+    done, errors = 0, []
+    for _ in range(max_restarts):
+        try:
+            result = dj_compat.populate(table, *restrictions, reserve_jobs=True, suppress_errors=True,
+                                        display_progress=False)
+        except Exception as exc:  # noqa: BLE001 - only duplicates are survivable; others re-raised
+            if not dj_compat.is_duplicate_error(exc):
+                raise
+            log(f"{table.__name__}: a key was populated by another worker meanwhile; going on "
+                f"({_first_line(exc)})")
+            continue
+        done += result.success_count
+        for key, message in result.errors:
+            if dj_compat.is_duplicate_error(message) and table & key:
+                dj_compat.clear_job(table, key, "error")
+                log(f"{table.__name__} {key}: already populated by another worker; skipped")
+            else:
+                errors.append((key, message))
+        return done, errors
+    raise RuntimeError(f"{table.__name__}: gave up after {max_restarts} passes that met duplicates")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{exc.__class__.__name__}: {exc}"
+    return text.splitlines()[0]
 
 
 def run(tables: list, restrictions: Sequence = (), *, loop: bool = False, sleep_s: float = 30.0,
@@ -96,7 +143,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -
     parser.add_argument("--prefix", help="schema prefix of the reference pipeline (default: $LP_SCHEMA_PREFIX or lp_)")
     parser.add_argument("--root-dir", help="root data directory (default: $LP_ROOT_DATA_DIR)")
     parser.add_argument("--processed-dir", help="processed-data directory (default: $LP_PROCESSED_DATA_DIR)")
-    parser.add_argument("--table", action="append", choices=TABLE_NAMES,
+    parser.add_argument("--table", action="append", choices=table_names(),
                         help="populate only this table (repeatable; default: all, in order)")
     parser.add_argument("--restrict", action="append", type=_json_dict, default=[], metavar="JSON",
                         help='only keys matching this JSON object, e.g. \'{"subject": "m1"}\' (repeatable: all must match)')
@@ -109,8 +156,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -
                             help="with --loop, stop after this many passes that found nothing")
     else:
         parser.add_argument("action", choices=["list", "clear"])
-        parser.add_argument("--status", choices=["error", "reserved"], default=None,
+        parser.add_argument("--status", choices=list(dj_compat.JOB_STATUSES), default=None,
                             help="which jobs (list: both by default; clear: error by default)")
+        parser.add_argument("--force", action="store_true",
+                            help="clear: also reservations whose process is alive or on another host "
+                                 "(without it they are kept, named on stderr, exit status 1)")
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
@@ -118,22 +168,52 @@ def run_from_cli(args: argparse.Namespace) -> int:
     activate(args.pipeline, args.prefix, args.root_dir, args.processed_dir)
     tables = selected_tables(args.table)
     dj_compat.ensure_jobs_tables(tables)
+    try:
+        dj_compat.check_restrictions(tables, args.restrict)
+    except ValueError as exc:
+        print(f"elp {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "worker":
         total = run(tables, args.restrict, loop=args.loop, sleep_s=args.sleep, max_idle=args.max_idle,
                     log=lambda m: print(m, flush=True))
         print(f"worker done: {total} key(s) populated", flush=True)
         return 0
     if args.action == "list":
-        rows = dj_compat.list_jobs(tables, args.status)
+        rows = dj_compat.list_jobs(tables, args.status, args.restrict)
         for row in rows:
-            message = (row.get("error_message") or "").splitlines()
-            key = row.get("key") if "key" in row else {k: v for k, v in row.items() if k not in _JOB_FIELDS}
-            print(f"{row['table']:18s} {row['status']:9s} {key} {message[0] if message else ''}")
+            print(format_job(row))
         print(f"{len(rows)} job(s)", file=sys.stderr)
         return 0
-    removed = dj_compat.clear_jobs(tables, args.status or "error")
-    print(f"cleared {removed} {args.status or 'error'} job(s)")
+    status = args.status or "error"
+    result = dj_compat.clear_jobs(tables, status, args.restrict, force=args.force)
+    print(f"cleared {result.removed} {status} job(s)")
+    if result.kept:
+        for row in result.kept:
+            print(f"kept: {format_job(row)}", file=sys.stderr)
+        print(f"elp jobs: kept {len(result.kept)} reservation(s) whose worker is alive or runs on another "
+              f"host; stop it first, or use --force", file=sys.stderr)
+        return 1
     return 0
+
+
+def format_job(row: dict) -> str:
+    """One line per job: table, status, key, host:pid, liveness, age, first line of the error."""
+    message = (row.get("error_message") or "").splitlines()
+    alive = {True: "alive", False: "dead", None: "?"}[row.get("alive")]
+    where = f"{row.get('host') or '?'}:{row.get('pid') or '?'}"
+    if row["status"] == "reserved":
+        where += f" ({alive})"
+    age = "" if row.get("age_s") is None else _age_text(row["age_s"])
+    return f"{row['table']:18s} {row['status']:9s} {row['key']} {where} {age} {message[0] if message else ''}".rstrip()
+
+
+def _age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}min ago"
+    return f"{seconds // 3600}h ago"
 
 
 def _json_dict(text: str) -> dict:
@@ -144,8 +224,3 @@ def _json_dict(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"--restrict {text!r} must be a JSON object")
     return value
-
-
-_JOB_FIELDS = {"table", "status", "error_message", "error_stack", "user", "host", "pid", "connection_id",
-               "timestamp", "key_hash", "table_name", "key", "reserved_time", "completed_time", "duration",
-               "priority", "scheduled_time", "version"}

@@ -7,39 +7,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
 from element_lightning_pose import dj_compat
 
+from .jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
+
 N_GOOD = 6
-
-
-def worker_command(lp, lp_root, *extra: str) -> list[str]:
-    root, _ = lp_root
-    return [sys.executable, "-m", "element_lightning_pose.cli", "worker", "--prefix", lp.prefix,
-            "--root-dir", str(root), "--processed-dir", str(root / "processed"), *extra]
-
-
-def jobs_command(lp, lp_root, *extra: str) -> list[str]:
-    cmd = worker_command(lp, lp_root)
-    cmd[cmd.index("worker")] = "jobs"
-    return cmd + list(extra)
 
 
 def reserved_recordings(lp) -> list[int]:
     """recording_id of every reserved PoseEstimation job (2.x: key columns; 0.14: a key blob)."""
     rows = dj_compat.list_jobs([lp.model.PoseEstimation], "reserved")
     return sorted(int((row["key"] if "key" in row else row)["recording_id"]) for row in rows)
-
-
-def add_recording(lp, session: dict, recording_id: int, video_rel: str) -> dict:
-    rec = {**session, "recording_id": recording_id}
-    lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
-    lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video_rel})
-    return rec
 
 
 @pytest.fixture(scope="module")
@@ -93,28 +74,39 @@ def test_three_workers_populate_each_key_once_and_record_failures(lp, lp_root, w
 
 
 def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factory):
-    """SIGKILL during inference: no rows; after clearing the stale reservation the key completes."""
+    """SIGKILL mid-make: no rows; after clearing the stale reservation the key completes.
+
+    The worker must be mid-make when it is killed, on any device: a real lock on the part
+    table holds it inside its final transaction (inference done, master row inserted but not
+    committed, the part rows waiting), so it cannot finish first however fast it computes.
+    """
     from element_lightning_pose.engine.synthetic import make_synthetic_project
 
     root, _ = lp_root
+    n_frames = 300
     long_project = make_synthetic_project(root / "projects" / "long", seed=3, image_size=(64, 64),
-                                          n_labeled=4, n_video_frames=2500)
+                                          n_labeled=4, n_video_frames=n_frames)
     session = {k: flow["rec"][k] for k in lp.Session.primary_key}
     rec = add_recording(lp, session, 300, long_project.videos[0].relative_to(root).as_posix())
     key = {**rec, "model_name": flow["names"][1]}
     lp.model.PoseEstimationTask.generate(rec, key["model_name"], batch_size=4)
 
     only_this = ("--once", "--table", "PoseEstimation", "--restrict", json.dumps({"recording_id": 300}))
-    proc = subprocess.Popen(worker_command(lp, lp_root, *only_this),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not reserved_recordings(lp) == [300]:
-        assert proc.poll() is None, "worker exited before reserving the job"
-        assert time.monotonic() < deadline, "worker never reserved the job"
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside the inference of 2,500 frames
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    with TableLock(lp.model.PoseEstimation.BodyPartPosition, blocks="writes") as lock:
+        proc = subprocess.Popen(worker_command(lp, lp_root, *only_this),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: reserved_recordings(lp) == [300], "it reserved the job", proc)
+            wait_for(lambda: lock.waiters() > 0, "it waited for the part table inside make_insert", proc)
+            assert proc.poll() is None, "the worker is no longer running: it cannot be killed mid-make"
+            assert not lp.model.PoseEstimation & key  # inserted, but not committed
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL
 
     assert not lp.model.PoseEstimation & key
     assert not lp.model.PoseEstimation.BodyPartPosition & key
@@ -127,4 +119,4 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
     assert reserved_recordings(lp) == []
     subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
     assert len(lp.model.PoseEstimation & key) == 1
-    assert (lp.model.PoseEstimation & key).fetch1("n_frames") == 2500
+    assert (lp.model.PoseEstimation & key).fetch1("n_frames") == n_frames

@@ -1,0 +1,84 @@
+"""Parameter sets and projects are registered once and not changed behind their hashes."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import datajoint as dj
+import pytest
+
+from element_lightning_pose import dj_compat
+from element_lightning_pose.params import ImmutableParams, ParamSetUpdateError
+
+from .conftest import TINY_PARAMS
+
+
+def test_update1_of_training_params_or_hash_is_refused(lp):
+    table = lp.train.TrainingParamSet()
+    params = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 3}}
+    idx = table.insert_new_params("integrity", params)
+    key = {"paramset_idx": idx}
+    before = (table & key).fetch1()
+    other = {**params, "training": {**params["training"], "max_epochs": 7}}
+    with pytest.raises(ParamSetUpdateError, match=rf"TrainingParamSet .*'paramset_idx': {idx}.*params"):
+        table.update1({**key, "params": other})
+    with pytest.raises(ParamSetUpdateError, match="param_set_hash"):
+        table.update1({**key, "param_set_hash": "0" * 32})
+    after = (table & key).fetch1()
+    assert after["param_set_hash"] == before["param_set_hash"] == lp.train.params_hash(after["params"])
+    assert after["params"] == before["params"]
+    # the description is free text: it may change
+    table.update1({**key, "paramset_desc": "renamed"})
+    assert (table & key).fetch1("paramset_desc") == "renamed"
+
+
+def test_immutable_params_mixin_guards_any_param_set_table(lp, schema_prefix):
+    """The mechanism SmoothingParamSet shares: a mixin before the DataJoint tier."""
+    schema = dj.Schema(schema_prefix + "paramguard")
+
+    @schema
+    class OtherParamSet(ImmutableParams, dj.Lookup):
+        definition = f"""
+        other_idx      : {dj_compat.INT16}
+        ---
+        paramset_desc  : varchar(100)
+        param_set_hash : char(32)
+        params         : {dj_compat.BLOB}
+        """
+
+    table = OtherParamSet()
+    table.insert1({"other_idx": 1, "paramset_desc": "a", "param_set_hash": "1" * 32, "params": {"s": 1}})
+    with pytest.raises(ParamSetUpdateError, match=r"OtherParamSet \{'other_idx': 1\}: params"):
+        table.update1({"other_idx": 1, "params": {"s": 2}})
+    assert (table & {"other_idx": 1}).fetch1("params") == {"s": 1}
+    table.update1({"other_idx": 1, "paramset_desc": "b"})
+    assert (table & {"other_idx": 1}).fetch1("paramset_desc") == "b"
+
+
+def test_same_project_twice_returns_the_existing_video_set(lp, lp_root, caplog):
+    root, project = lp_root
+    copy = root / "projects" / "registered_twice"
+    shutil.copytree(project.root, copy)
+    video_set = lp.train.VideoSet
+    first = video_set.insert_project("projects/registered_twice")
+    count = len(video_set())
+    with caplog.at_level(logging.INFO, logger="element_lightning_pose"):
+        again = video_set.insert_project("projects/registered_twice/")
+        absolute = video_set.insert_project(copy)
+    assert again == absolute == first
+    assert len(video_set()) == count
+    assert "already registered" in caplog.text
+    # another id for the same project is refused, naming the existing one
+    with pytest.raises(ValueError, match=rf"already registered as video_set_id {first['video_set_id']}"):
+        video_set.insert_project("projects/registered_twice", video_set_id=first["video_set_id"] + 100)
+    assert len(video_set()) == count
+    # changed labels are another VideoSet: the first still describes what it was
+    csv = copy / "CollectedData.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join(lines[:-1]))
+    changed = video_set.insert_project("projects/registered_twice")
+    assert changed != first
+    n_first, n_changed = ((video_set & k).fetch1("n_labeled_frames") for k in (first, changed))
+    assert n_changed == n_first - 1
+    assert (video_set & first).fetch1("labels_hash") != (video_set & changed).fetch1("labels_hash")
