@@ -20,6 +20,7 @@ import numpy as np
 from . import model, paths, train
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
 from .engine.eks.params import SmoothingParams
+from .params import ImmutableParams
 
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
@@ -61,7 +62,7 @@ def validate_smoothing_params(params: dict) -> dict:
 
 
 @schema
-class SmoothingParamSet(dj.Lookup):
+class SmoothingParamSet(ImmutableParams, dj.Lookup):
     """Parameters of the Ensemble Kalman Smoother.
 
     Attributes:

@@ -82,3 +82,13 @@ def test_same_project_twice_returns_the_existing_video_set(lp, lp_root, caplog):
     n_first, n_changed = ((video_set & k).fetch1("n_labeled_frames") for k in (first, changed))
     assert n_changed == n_first - 1
     assert (video_set & first).fetch1("labels_hash") != (video_set & changed).fetch1("labels_hash")
+
+
+def test_update1_of_smoothing_params_is_refused(lp):
+    table = lp.ensemble.SmoothingParamSet()
+    idx = table.insert_new_params("integrity", {"s": 3.5})
+    key = {"smoothing_paramset_idx": idx}
+    before = (table & key).fetch1()
+    with pytest.raises(ParamSetUpdateError, match="SmoothingParamSet"):
+        table.update1({**key, "params": {**before["params"], "s": 9.0}})
+    assert (table & key).fetch1("param_set_hash") == before["param_set_hash"]
