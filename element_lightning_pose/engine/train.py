@@ -217,7 +217,9 @@ def train(
                 for kind, pca in pcas.items()},
         "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
     }
-    write_json_atomic(info, model_dir / "model.json")
+    from .model_dir import write_model_info  # the one writer of model.json (atomic, 0644)
+
+    write_model_info(model_dir, info)
     return TrainResult(model_dir, best, float(wall_time), int(trainer.current_epoch), best_val, frame)
 
 
