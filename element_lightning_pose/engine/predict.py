@@ -365,6 +365,8 @@ def output_names(videos: list[PathLike]) -> list[str]:
 def run_from_cli(args: argparse.Namespace) -> int:
     from .video import VideoError
 
+    # FFmpeg's own decoder messages would bury the one-line error below (a user's setting wins)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         names = output_names(args.videos)
         model = load_model(args.model_dir, device=args.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -156,13 +158,18 @@ def test_predict_video_returns_its_timing_in_the_result(model, project, tmp_path
 def test_cli_short_video_is_one_line_on_stderr(model, tmp_path, capsys):
     from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
 
+    import subprocess
+    import sys
+
     video = corrupted(tmp_path / "corrupt.mp4")
     out = tmp_path / "out"
-    code = elp(["predict", str(model.model_dir), str(video), "-o", str(out), "--no-progress"])
-    captured = capsys.readouterr()
-    assert code == 2
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and str(video) in lines[0] and f"of {LISTED}" in lines[0]
+    # a separate process, as a user runs it: FFmpeg's own messages would reach stderr too
+    run = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "predict", str(model.model_dir),
+                          str(video), "-o", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(video) in lines[0] and f"of {LISTED}" in lines[0], run.stderr
     assert not (out / "corrupt.csv").exists()
     code = elp(["predict", str(model.model_dir), str(video), "-o", str(out), "--no-progress", "--allow-short-video"])
     assert code == 0
