@@ -165,3 +165,18 @@ def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
     message = result.errors[0][1]
     assert str(out_dir) in message and "session_a.csv" in message and "session_b.csv" in message
     assert not lp.model.PoseEstimation & key
+
+
+def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow):
+    """A faststart mp4 cut short lists every frame: RecordingInfo must not record the frames that
+    happen to decode as if the recording were that long."""
+    from tests.engine.damaged_video import N_FRAMES as LISTED, truncated_faststart
+
+    root, _ = lp_root
+    (root / "bad_videos").mkdir(exist_ok=True)
+    truncated_faststart(root / "bad_videos" / "cut.mp4")
+    rec = _recording(lp, flow, 921, "bad_videos/cut.mp4")
+    result = dj_compat.populate(lp.model.RecordingInfo, rec, suppress_errors=True)
+    assert len(result.errors) == 1
+    assert "cut.mp4" in result.errors[0][1] and f"of {LISTED}" in result.errors[0][1]
+    assert not lp.model.RecordingInfo & rec
