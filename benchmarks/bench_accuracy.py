@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.metrics import evaluate, summarize  # noqa: E402
+from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
+from element_lightning_pose.engine.metrics import summarize  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"

@@ -92,7 +92,7 @@ def end_to_end_fps(model: PoseModel, video: Path, batch_size: int, n_frames: int
     with tempfile.TemporaryDirectory() as tmp:
         predict_video(model, video, batch_size=batch_size, stop=min(16, n_frames or 16), progress=False)  # warm-up
         started = time.perf_counter()
-        predictions = predict_video(model, video, batch_size=batch_size, stop=n_frames, out_csv=Path(tmp) / "p.csv", progress=False)
+        predictions = predict_video(model, video, batch_size=batch_size, stop=n_frames, out_csv=Path(tmp) / "p.csv", progress=False).predictions
         return len(predictions) / (time.perf_counter() - started)
 
 
@@ -104,7 +104,7 @@ def child_rss(backbone: str, size: tuple[int, int], video: Path, batch_size: int
     torch.set_num_threads(2)
     model = make_model(backbone, size)
     with tempfile.TemporaryDirectory() as tmp:
-        predictions = predict_video(model, video, batch_size=batch_size, stop=stop, out_csv=Path(tmp) / "p.csv", progress=False)
+        predictions = predict_video(model, video, batch_size=batch_size, stop=stop, out_csv=Path(tmp) / "p.csv", progress=False).predictions
     print(json.dumps({"peak_rss_mib": peak_rss_mib(), "frames": len(predictions)}))
 
 

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.metrics import evaluate  # noqa: E402
+from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
 from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
 from element_lightning_pose.engine.synthetic import make_synthetic_project  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
@@ -96,7 +96,7 @@ def sparsify_second_view(csv_path: Path, keep: int, n_view1: int) -> None:
 def video_metrics(model_dir: Path, video: Path, truth: np.ndarray, occluded: np.ndarray, pcas: dict | None = None) -> dict:
     model = load_model(model_dir, device="cpu")
     started = time.perf_counter()
-    pred = predict_video(model, video, batch_size=32, progress=False)
+    pred = predict_video(model, video, batch_size=32, progress=False).predictions
     fps = len(pred) / (time.perf_counter() - started)
     error = np.linalg.norm(pred[..., :2] - truth, axis=-1)
     jitter = np.linalg.norm(np.diff(pred[..., :2], axis=0) - np.diff(truth, axis=0), axis=-1)

@@ -259,23 +259,23 @@ class Model(dj.Manual):
 
         full_dir = _find_model_dir(model_dir)
         info = read_model_info(full_dir)  # raises naming the missing file
-        config = info["config"]
+        config = info.config
         relative_dir = _relative_model_dir(full_dir)
         row = {
             "model_name": model_name,
             "model_dir": relative_dir,
-            "best_checkpoint": Path(info["checkpoint"]).relative_to(full_dir).as_posix(),
+            "best_checkpoint": Path(info.checkpoint).relative_to(full_dir).as_posix(),
             "backbone": config["model"]["backbone"],
             "model_type": config["model"]["model_type"],
             "resize_height": int(config["data"]["image_resize"][0]),
             "resize_width": int(config["data"]["image_resize"][1]),
             "config": config,
-            "engine_version": str(info.get("engine_version", "unknown")),
+            "engine_version": str(info.engine_version),
             "model_description": model_description,
         }
         if training_key:
             row.update({k: training_key[k] for k in train.ModelTraining.primary_key})
-        bodyparts = list(info["bodyparts"])
+        bodyparts = list(info.bodyparts)
         with cls.connection.transaction:
             BodyPart.extend(bodyparts)
             cls.insert1(row)
@@ -369,11 +369,12 @@ class ModelEvaluation(dj.Computed):
         return model[0], project_dir, csv_file
 
     def make_compute(self, key, model_dir, project_dir, csv_file) -> tuple:
-        from .engine import io, metrics
+        from .engine import io
+        from .engine.evaluate import evaluate
 
         project = paths.find_full_path(root_dirs(), project_dir)
         labels = io.read_labels(project / csv_file, project, check_images=False)
-        errors = metrics.evaluate(_find_model_dir(model_dir), labels)
+        errors = evaluate(_find_model_dir(model_dir), labels)
         return (errors,)
 
     def make_insert(self, key, errors) -> None:
@@ -413,8 +414,8 @@ class PoseEstimationTask(dj.Manual):
     """Which model to run on which recording, and how.
 
     Attributes:
-        task_mode (enum): 'trigger' runs inference; 'load' reads an existing predictions CSV
-            from output_dir.
+        task_mode (enum): 'trigger' runs inference; 'load' reads ``predictions.csv`` from
+            output_dir (or its only CSV; hidden files ignored, several CSVs an error).
         output_dir (varchar): relative to the processed-data root; derived when empty.
         batch_size (int): frames per network batch.
     """
@@ -498,22 +499,24 @@ class PoseEstimation(dj.Computed):
 
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
         out_dir = processed_dir() / output_dir
-        out_csv = out_dir / "predictions.csv"
         start = time.perf_counter()
         if task_mode == "load":
-            predictions, bodyparts = io.read_predictions(_find_predictions(out_dir))
+            source = _find_predictions(out_dir)
+            predictions, bodyparts = io.read_predictions(source)
             elapsed, fps = 0.0, None
         else:
             from .engine.predict import load_model, predict_video
 
+            source = out_dir / "predictions.csv"
             model = load_model(_find_model_dir(model_dir))
             videos = [paths.find_full_path(root_dirs(), f) for f in files]
-            chunks = [predict_video(model, v, batch_size=batch_size, progress=False) for v in videos]
+            # a video that decodes short raises (video.ShortVideoError) before anything is written
+            chunks = [predict_video(model, v, batch_size=batch_size, progress=False).predictions for v in videos]
             predictions = np.concatenate(chunks, axis=0)
             bodyparts = list(model.bodyparts)
             elapsed = time.perf_counter() - start
             fps = len(predictions) / elapsed if elapsed > 0 else None
-            io.write_predictions(out_csv, predictions, bodyparts, scorer=key["model_name"])
+        # checked before the CSV is written: a refused result leaves no file behind
         if list(bodyparts) != list(expected):
             raise ValueError(
                 f"predictions for {key} have body parts {list(bodyparts)} but model "
@@ -521,9 +524,10 @@ class PoseEstimation(dj.Computed):
             )
         if n_frames is not None and len(predictions) != n_frames:
             raise ValueError(
-                f"{out_csv}: {len(predictions)} predicted frames but the recording has {n_frames}"
+                f"{source}: {len(predictions)} predicted frames but the recording has {n_frames}"
             )
-        source = _find_predictions(out_dir) if task_mode == "load" else out_csv
+        if task_mode != "load":
+            io.write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
         predictions_file = paths.relative_to_roots([processed_dir()], source)
         return predictions_file, predictions, bodyparts, elapsed, fps
 
@@ -573,7 +577,18 @@ class PoseEstimation(dj.Computed):
 
 
 def _find_predictions(out_dir: Path) -> Path:
-    csvs = sorted(out_dir.glob("*.csv")) if out_dir.is_dir() else []
+    """The predictions CSV a 'load' task reads: ``predictions.csv``, else the folder's only CSV.
+
+    Hidden files (a writer's temporaries) are ignored; several candidates are an error rather
+    than a guess.
+    """
+    named = out_dir / "predictions.csv"
+    if named.is_file():
+        return named
+    csvs = sorted(p for p in out_dir.glob("*.csv") if not p.name.startswith(".") and p.is_file()) if out_dir.is_dir() else []
     if not csvs:
-        raise FileNotFoundError(f"task_mode 'load': no predictions CSV in {out_dir}")
+        raise FileNotFoundError(f"task_mode 'load': no predictions.csv in {out_dir}")
+    if len(csvs) > 1:
+        raise FileNotFoundError(f"task_mode 'load': {out_dir} has no predictions.csv and {len(csvs)} other CSVs "
+                                f"({', '.join(p.name for p in csvs)}); name the one to load predictions.csv")
     return csvs[0]

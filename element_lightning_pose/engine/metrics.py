@@ -1,5 +1,7 @@
 """Evaluation metrics: pixel error on labeled frames, temporal norm and PCA residuals on video predictions.
 
+Pure numpy / pandas: running a model on labeled frames is ``engine.evaluate``.
+
 Long-format tables (one row per frame x keypoint) keep the split and body part beside each
 value, so any summary is one ``groupby`` away; :func:`summarize` gives mean / median / p90
 per body part plus an ``__all__`` row.
@@ -8,13 +10,10 @@ per body part plus an ``__all__`` row.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-
-from .io import LabeledFrames
 
 PathLike = str | os.PathLike
 ALL = "__all__"
@@ -103,25 +102,3 @@ def diagnostics_table(predictions: np.ndarray, bodyparts: Sequence[str], pcas: d
     frame_index = pd.Index(np.arange(len(predictions)) if index is None else np.asarray(index), name="frame")
     values = np.concatenate([blocks[m] for m in blocks], axis=1) if len(predictions) else np.empty((0, len(columns)))
     return pd.DataFrame(values, index=frame_index, columns=columns)
-
-
-def evaluate(model_dir: PathLike, labels: LabeledFrames, *, model=None, batch_size: int = 16) -> pd.DataFrame:
-    """Pixel error of the model in ``model_dir`` on ``labels``, in original-frame pixels.
-
-    Long format: ``image, split, bodypart, error_px`` (+ ``likelihood``). The split comes from
-    ``model_dir/splits.csv``; images the model never saw in any split are ``"unused"``.
-    Unlabeled keypoints give NaN errors (kept, so counts per keypoint stay honest).
-    """
-    from .data import read_splits
-    from .predict import load_model, predict_labeled
-
-    model_dir = Path(model_dir)
-    model = model or load_model(model_dir)
-    predictions = predict_labeled(model, labels, batch_size=batch_size)
-    errors = pixel_errors(predictions, labels.keypoints)
-    splits_path = model_dir / "splits.csv"
-    splits = read_splits(splits_path) if splits_path.is_file() else {}
-    table = long_table(errors, labels.bodyparts, labels.image_paths, "image", "error_px")
-    table.insert(1, "split", table["image"].map(lambda image: splits.get(image, "unused")))
-    table["likelihood"] = predictions[..., 2].reshape(-1)
-    return table[["image", "split", "bodypart", "error_px", "likelihood"]]

@@ -1,43 +1,121 @@
-"""Reading a model directory's description without loading the network.
+"""The model directory: its description (``model.json``) written and read in one place.
 
 The training engine writes (see ``engine.train``): ``config.yaml`` (the full TrainConfig),
 ``model.json`` (body parts, frame size, resize, backbone, versions, split sizes) and
-``checkpoints/best.ckpt``. Registering a model in a database needs only the first two and the
-checkpoint's existence, so this stays cheap (no torch import).
+``checkpoints/best.ckpt``. :func:`write_model_info` is the only writer of ``model.json``,
+:func:`read_model_info` its only reader, and :class:`ModelDirectoryError` the one error for a
+model directory that breaks the contract. Registering a model in a database needs only the
+description and the checkpoint's existence, so this stays cheap (no torch import).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .atomic import write_text_atomic
+
+PathLike = str | os.PathLike
+
+MODEL_JSON = "model.json"
+CONFIG_YAML = "config.yaml"
+BEST_CHECKPOINT = "checkpoints/best.ckpt"
+
+# Fields read from model.json / config.yaml, not stored in model.json itself.
+_CONTEXT_FIELDS = ("extra", "model_dir", "config", "checkpoint")
 
 
 class ModelDirectoryError(FileNotFoundError):
     """A model directory lacks a file of the contract, or holds one that does not parse."""
 
 
-def read_model_info(model_dir: str | os.PathLike, checkpoint: str | None = None) -> dict[str, Any]:
-    """``model.json`` plus ``config`` (config.yaml as a dict) and ``checkpoint`` (absolute path)."""
+@dataclass
+class ModelInfo:
+    """What ``model.json`` says about a trained model (field order = file order).
+
+    Only ``bodyparts`` is required; keys this version does not know are kept in ``extra`` and
+    written back. :func:`read_model_info` also fills ``model_dir``, ``config`` (config.yaml as
+    a dict) and ``checkpoint`` (absolute path), which are not part of ``model.json``.
+    """
+
+    bodyparts: list[str]
+    frame_size: list[int] | None = None
+    image_resize: list[int] | None = None
+    backbone: str | None = None
+    model_type: str | None = None
+    engine_version: str = "unknown"
+    torch_version: str | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    wall_time_s: float | None = None
+    best_val_loss: float | None = None
+    best_checkpoint: str = BEST_CHECKPOINT
+    unsupervised_losses: list[str] = field(default_factory=list)
+    pca: dict[str, Any] = field(default_factory=dict)
+    unlabeled_frames_cached: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    model_dir: Path | None = field(default=None, compare=False)
+    config: dict[str, Any] | None = field(default=None, compare=False)
+    checkpoint: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = MODEL_JSON) -> "ModelInfo":
+        """Build from ``model.json``'s content; ``source`` names the file in errors."""
+        if not isinstance(data, dict):
+            raise ModelDirectoryError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        bodyparts = data.get("bodyparts")
+        if bodyparts is None:
+            raise ModelDirectoryError(f"{source}: lacks 'bodyparts'")
+        if not isinstance(bodyparts, list) or not bodyparts or not all(isinstance(b, str) for b in bodyparts):
+            raise ModelDirectoryError(f"{source}: 'bodyparts' must be a non-empty list of names, got {bodyparts!r}")
+        stored = [f.name for f in dataclasses.fields(cls) if f.name not in _CONTEXT_FIELDS]
+        known = {k: v for k, v in data.items() if k in stored}
+        extra = {k: v for k, v in data.items() if k not in stored}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``model.json``: the stored fields, then the unknown keys kept."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _CONTEXT_FIELDS}
+        return {**data, **self.extra}
+
+
+def write_model_info(model_dir: PathLike, info: ModelInfo | dict[str, Any]) -> Path:
+    """Write ``model_dir/model.json`` atomically (mode 0666 less the umask: the lab can read it)."""
+    if not isinstance(info, ModelInfo):
+        info = ModelInfo.from_dict(info, source=str(Path(model_dir) / MODEL_JSON))
+    return write_text_atomic(Path(model_dir) / MODEL_JSON, json.dumps(info.to_dict(), indent=2))
+
+
+def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> ModelInfo:
+    """The description of ``model_dir``, checked against the contract.
+
+    ``model.json`` and ``config.yaml`` must parse and the checkpoint (``checkpoint`` relative
+    to the directory; default: the one ``model.json`` names) must exist; anything else raises
+    :class:`ModelDirectoryError` naming the file.
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirectoryError(f"model directory {model_dir} does not exist")
-    info_path, config_path = model_dir / "model.json", model_dir / "config.yaml"
+    info_path, config_path = model_dir / MODEL_JSON, model_dir / CONFIG_YAML
     for required in (info_path, config_path):
         if not required.is_file():
             raise ModelDirectoryError(f"{required}: missing from model directory {model_dir}")
     try:
-        info = json.loads(info_path.read_text())
+        data = json.loads(info_path.read_text())
         config = yaml.safe_load(config_path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ModelDirectoryError(f"{model_dir}: unreadable model description ({exc})") from exc
-    ckpt = model_dir / (checkpoint or info.get("best_checkpoint", "checkpoints/best.ckpt"))
+    info = ModelInfo.from_dict(data, source=str(info_path))
+    ckpt = model_dir / (checkpoint or info.best_checkpoint)
     if not ckpt.is_file():
         raise ModelDirectoryError(f"{ckpt}: no checkpoint in model directory {model_dir}")
-    for key in ("bodyparts",):
-        if key not in info:
-            raise ModelDirectoryError(f"{info_path}: lacks {key!r}")
-    return {**info, "config": config, "checkpoint": ckpt}
+    return dataclasses.replace(info, model_dir=model_dir, config=config, checkpoint=ckpt)

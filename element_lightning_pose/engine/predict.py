@@ -11,32 +11,40 @@ frames are kept between batches, so frame t is predicted from frames t-2..t+2 ex
 each frame had been given its true neighbours (the video's first / last frame repeated at the
 edges). ``diagnostics_csv`` writes per-frame temporal norms and PCA residuals beside the
 predictions, to find frames worth relabeling.
+
+A video that decodes fewer frames than it lists (truncated, damaged) is an error
+(:class:`video.ShortVideoError`) and nothing is written; ``allow_short=True`` predicts what
+decodes, warns, and fills the missing frames with NaN (likelihood 0). Evaluation on labeled
+frames is ``engine.evaluate``. Nothing here imports Lightning.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from .config import TrainConfig
 from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic, write_predictions
+from .model_dir import MODEL_JSON, ModelDirectoryError, ModelInfo, read_model_info
 from .networks import CONTEXT_RADIUS, HeatmapNet, build_net, pad_edges, sliding_windows
 from .pca import KeypointPCA
 
 PathLike = str | os.PathLike
 
+# The former name of the one model-directory error (tests and docs import it from here).
+ModelDirError = ModelDirectoryError
 
-class ModelDirError(FileNotFoundError):
-    """A model directory lacks a file of the model-directory contract."""
+
+class ShortVideoWarning(UserWarning):
+    """``allow_short=True``: a video decoded fewer frames than it lists; the rest are NaN."""
 
 
 @dataclass
@@ -49,7 +57,7 @@ class PoseModel:
     config: TrainConfig
     device: torch.device
     model_dir: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ModelInfo | None = None  # model.json, when the directory has one
     channels_last: bool = True
     pcas: dict[str, KeypointPCA] = field(default_factory=dict)
 
@@ -131,7 +139,7 @@ def load_model(
     model_dir = Path(model_dir)
     ckpt_path = model_dir / "checkpoints" / checkpoint
     if not ckpt_path.is_file():
-        raise ModelDirError(f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)")
+        raise ModelDirectoryError(f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)")
     # mmap: the optimizer state in a training checkpoint (2x the weights) is never read
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     try:
@@ -139,7 +147,7 @@ def load_model(
         config = TrainConfig.from_dict(hparams["config"], source=str(ckpt_path))
         bodyparts = list(hparams["bodyparts"])
     except KeyError as exc:
-        raise ModelDirError(f"{ckpt_path}: not a checkpoint of this engine (missing {exc})") from exc
+        raise ModelDirectoryError(f"{ckpt_path}: not a checkpoint of this engine (missing {exc})") from exc
     pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (hparams.get("pca") or {}).items()}
     weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
     net = _net_from_weights(config, len(bodyparts), weights)
@@ -150,8 +158,8 @@ def load_model(
     net = net.to(device)
     # channels_last pays off on GPUs (tensor cores) and oneDNN CPU convolutions alike
     net = net.to(memory_format=torch.channels_last)
-    info_path = model_dir / "model.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    # the checkpoint alone is enough to predict; a model.json beside it must be valid
+    info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
     return PoseModel(net, bodyparts, tuple(config.data.image_resize), config, device, model_dir, info, pcas=pcas)
 
 
@@ -169,8 +177,31 @@ def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, 
     net.reset_input_normalization()
     left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left:
-        raise ModelDirError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")
+        raise ModelDirectoryError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")
     return net
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_video` produced for one video."""
+
+    predictions: np.ndarray  # (T, K, 3) x, y (original pixels), likelihood
+    frame_index: np.ndarray  # (T,) frame numbers in the video
+    bodyparts: list[str]
+    video: Path
+    out_csv: Path | None
+    diagnostics_csv: Path | None
+    n_decoded: int  # frames decoded; fewer than T only with allow_short (the rest are NaN)
+    elapsed_s: float  # decode + inference wall time (files not included)
+
+    @property
+    def n_frames(self) -> int:
+        return int(len(self.predictions))
+
+    @property
+    def frames_per_s(self) -> float:
+        """Inference speed over the frames decoded."""
+        return self.n_decoded / max(self.elapsed_s, 1e-9)
 
 
 def predict_video(
@@ -184,43 +215,64 @@ def predict_video(
     start: int = 0,
     stop: int | None = None,
     diagnostics_csv: PathLike | None = None,
-) -> np.ndarray:
-    """Predict frames ``start:stop`` (default: all) of ``video``: (T, K, 3) = x, y, likelihood.
+    allow_short: bool = False,
+) -> PredictionResult:
+    """Predict frames ``start:stop`` (default: all) of ``video``; ``.predictions`` is (T, K, 3).
 
     x, y are original-frame pixels. Writes the LP/DLC predictions CSV (index = frame number)
     to ``out_csv`` when given, and per-frame diagnostics (temporal norm, PCA residuals; see
     :func:`metrics.diagnostics_table`) to ``diagnostics_csv``. A context model treats
     ``start`` / ``stop - 1`` as the video's edges (their frames repeated as neighbours).
+
+    A video that decodes fewer frames than it lists raises :class:`video.ShortVideoError`
+    before any file is written. ``allow_short=True`` instead warns (:class:`ShortVideoWarning`)
+    and gives the missing frames NaN coordinates and likelihood 0, so T is still the full count.
     """
     from .video import iter_batches, video_info
 
-    info = video_info(video)
+    info = video_info(video, allow_short=allow_short)
     original = (info.height, info.width)
     chunks: list[np.ndarray] = []
-    total = (min(stop, info.n_frames) if stop is not None else info.n_frames) - start
+    total = max((min(stop, info.n_frames) if stop is not None else info.n_frames) - start, 0)
     bar = _progress_bar(total, Path(video).name) if progress else None
     started = time.perf_counter()
-    batches = iter_batches(video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch)
-    if model.is_context:
-        chunks = list(_stream_context(model, batches, original, bar))
-    else:
-        for indices, frames in batches:
-            chunks.append(model.predict_resized(frames, original))
-            if bar is not None:
-                bar.update(len(indices))
-    if bar is not None:
-        bar.close()
+    batches = iter_batches(video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch,
+                           allow_short=allow_short)
+    try:
+        if model.is_context:
+            chunks = list(_stream_context(model, batches, original, bar))
+        else:
+            for indices, frames in batches:
+                chunks.append(model.predict_resized(frames, original))
+                if bar is not None:
+                    bar.update(len(indices))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
     k = len(model.bodyparts)
     predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
+    n_decoded = len(predictions)
+    if n_decoded < total:  # only with allow_short: a short decode raised otherwise
+        warnings.warn(f"{video}: decoding stopped at frame {start + n_decoded} of {info.n_frames}; frames "
+                      f"{start + n_decoded}-{start + total - 1} are NaN with likelihood 0", ShortVideoWarning,
+                      stacklevel=2)
+        missing = np.full((total - n_decoded, k, 3), np.nan, dtype=predictions.dtype)
+        missing[..., 2] = 0.0
+        predictions = np.concatenate([predictions, missing])
     index = np.arange(start, start + len(predictions))
-    if out_csv is not None:
-        write_predictions(out_csv, predictions, model.bodyparts, index=index)
-    if diagnostics_csv is not None:
+    diagnostics = None
+    if diagnostics_csv is not None:  # computed before anything is written: a failure leaves no file
         from .metrics import diagnostics_table
 
-        write_csv_atomic(diagnostics_table(predictions, model.bodyparts, model.pcas, index=index), diagnostics_csv)
-    model.info["last_video_fps"] = len(predictions) / max(time.perf_counter() - started, 1e-9)
-    return predictions
+        diagnostics = diagnostics_table(predictions, model.bodyparts, model.pcas, index=index)
+    if out_csv is not None:
+        write_predictions(out_csv, predictions, model.bodyparts, index=index)
+    if diagnostics is not None:
+        write_csv_atomic(diagnostics, diagnostics_csv)
+    return PredictionResult(predictions, index, list(model.bodyparts), Path(video),
+                            Path(out_csv) if out_csv is not None else None,
+                            Path(diagnostics_csv) if diagnostics_csv is not None else None, n_decoded, elapsed)
 
 
 @torch.inference_mode()
@@ -251,7 +303,7 @@ def _progress_bar(total: int, name: str):
 
 def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int = 16) -> np.ndarray:
     """Predict the labeled frames of a project: (N, K, 3) in original-frame pixels."""
-    from .data import image_file
+    from .labeled import image_file
 
     if list(labels.bodyparts) != list(model.bodyparts):
         raise ProjectError(
@@ -259,7 +311,7 @@ def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int 
         )
     out = np.empty((len(labels), len(model.bodyparts), 3))
     if model.is_context:
-        from .data import load_context_resized
+        from .labeled import load_context_resized
 
         for row in range(len(labels)):  # each labeled frame with its neighbouring files
             original = read_image(image_file(labels, row)).shape[:2]
@@ -290,21 +342,50 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--diagnostics", action="store_true",
                         help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals")
+    parser.add_argument("--allow-short-video", action="store_true",
+                        help="a video that decodes fewer frames than it lists (truncated, damaged) is a warning, "
+                             "its missing frames NaN with likelihood 0, instead of an error")
+
+
+def output_names(videos: list[PathLike]) -> list[str]:
+    """``<video name>`` of each video's outputs; two videos with the same name are an error.
+
+    Checked before any work: the second video's predictions would overwrite the first's.
+    """
+    seen: dict[str, PathLike] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in seen:
+            raise ProjectError(f"{seen[stem]} and {video} would both write {stem}.csv: "
+                               f"predict them into different --out-dir folders (or rename one)")
+        seen[stem] = video
+    return list(seen)
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
     from .video import VideoError
 
+    # FFmpeg's own decoder messages would bury the one-line error below (a user's setting wins)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
+        names = output_names(args.videos)
         model = load_model(args.model_dir, device=args.device)
         out_dir = Path(args.out_dir)
-        for video in args.videos:
-            out_csv = out_dir / f"{Path(video).stem}.csv"
-            diagnostics = out_dir / f"{Path(video).stem}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
-            predictions = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv,
-                                        progress=not args.no_progress, diagnostics_csv=diagnostics)
-            print(f"{video}: {len(predictions)} frames -> {out_csv} ({model.info['last_video_fps']:.1f} frames/s)")
-    except (ModelDirError, ProjectError, VideoError, FileNotFoundError) as exc:
-        print(f"elp predict: error: {exc}")
+        for video, name in zip(args.videos, names):
+            out_csv = out_dir / f"{name}.csv"
+            diagnostics = out_dir / f"{name}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ShortVideoWarning)
+                result = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv,
+                                       progress=not args.no_progress, diagnostics_csv=diagnostics,
+                                       allow_short=getattr(args, "allow_short_video", False))
+            for warning in caught:
+                if issubclass(warning.category, ShortVideoWarning):
+                    print(f"elp predict: warning: {warning.message}", file=sys.stderr)
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+            print(f"{video}: {result.n_frames} frames -> {out_csv} ({result.frames_per_s:.1f} frames/s)")
+    except (ModelDirectoryError, ProjectError, VideoError, FileNotFoundError) as exc:
+        print(f"elp predict: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -27,7 +27,6 @@ cache that must outlive failed runs belongs in ``losses.cache_dir``, which is ne
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -42,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..version import __version__
-from .atomic import atomic_directory, atomic_output, write_text_atomic
+from .atomic import atomic_directory, atomic_output
 from .config import TrainConfig
 from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
 
@@ -61,14 +60,9 @@ class TrainResult:
     history: pd.DataFrame
 
 
-def write_json_atomic(data: dict[str, Any], path: PathLike) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (0644 under umask 022)."""
-    return write_text_atomic(path, json.dumps(data, indent=2))
-
-
 def _frame_size(labels: LabeledFrames) -> list[int]:
     """(height, width) of the labeled frames (the first one; projects share one camera size)."""
-    from .data import image_file
+    from .labeled import image_file
 
     return list(read_image(image_file(labels, 0)).shape[:2])
 
@@ -305,7 +299,9 @@ def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits:
                 for kind, pca in pcas.items()},
         "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
     }
-    write_json_atomic(info, stage / "model.json")
+    from .model_dir import write_model_info  # the one writer of model.json (atomic, 0644)
+
+    write_model_info(stage, info)
     final_best = model_dir / "checkpoints" / "best.ckpt"
     result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
     return result, trainer.is_global_zero

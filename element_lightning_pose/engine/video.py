@@ -30,6 +30,18 @@ class VideoError(ValueError):
     """A video is missing, empty or cannot be decoded; the message names the file."""
 
 
+class ShortVideoError(VideoError):
+    """Decoding stopped before the last frame the container lists (a truncated or damaged file).
+
+    ``reached`` is the first frame that could not be decoded, ``n_frames`` the container's count.
+    """
+
+    def __init__(self, path: PathLike, reached: int, n_frames: int) -> None:
+        self.path, self.reached, self.n_frames = Path(path), int(reached), int(n_frames)
+        super().__init__(f"{self.path}: decoding stopped at frame {self.reached} of {self.n_frames} "
+                         f"(the file is truncated or damaged)")
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """Metadata of a video file, read from the file itself."""
@@ -62,12 +74,14 @@ def _fourcc_text(code: float) -> str:
     return text.strip("\x00 ") if text.isprintable() else f"0x{code:08x}"
 
 
-def video_info(path: PathLike, *, exact: bool = False) -> VideoInfo:
+def video_info(path: PathLike, *, exact: bool = False, allow_short: bool = False) -> VideoInfo:
     """Metadata of ``path``; raises :class:`VideoError` if it is missing, empty or undecodable.
 
     The container's frame count is checked by decoding the first and the last frame; when the
-    last one cannot be read (a container that lies) or ``exact`` is set, frames are counted
-    by decoding them all (``grab``, no colour conversion).
+    last one cannot be read, or ``exact`` is set, frames are counted by decoding them all
+    (``grab``, no colour conversion). Fewer decodable frames than the container lists means a
+    truncated or damaged file: :class:`ShortVideoError`, unless ``exact`` (report the frames
+    that decode) or ``allow_short`` (report the container's count) says otherwise.
     """
     path, capture = _open(path)
     try:
@@ -77,15 +91,25 @@ def video_info(path: PathLike, *, exact: bool = False) -> VideoInfo:
         height, width = frame.shape[:2]
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         codec = _fourcc_text(capture.get(cv2.CAP_PROP_FOURCC))
-        claimed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        claimed = _listed_frames(capture)
         n_frames = claimed if claimed > 0 and not exact and _can_read(capture, claimed - 1) else None
         if n_frames is None:
             n_frames = _count_frames(path)
+            if 0 < n_frames < claimed and not exact:
+                if not allow_short:
+                    raise ShortVideoError(path, n_frames, claimed)
+                n_frames = claimed
     finally:
         capture.release()
     if not np.isfinite(fps) or fps <= 0:
         raise VideoError(f"{path}: container reports no valid frame rate ({fps})")
     return VideoInfo(path, n_frames, fps, int(width), int(height), codec, n_frames / fps)
+
+
+def _listed_frames(capture: cv2.VideoCapture) -> int:
+    """The frame count the container lists (0 when it lists none)."""
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if np.isfinite(count) and count > 0 else 0
 
 
 def _can_read(capture: cv2.VideoCapture, index: int) -> bool:
@@ -109,18 +133,24 @@ def _check_range(path: Path, start: int, stop: int | None) -> None:
         raise VideoError(f"{path}: invalid frame range start={start}, stop={stop}")
 
 
-def iter_frames(path: PathLike, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: PathLike, start: int = 0, stop: int | None = None, *, allow_short: bool = False
+) -> Iterator[np.ndarray]:
     """Frames ``start`` to ``stop`` (exclusive; default: the end) as RGB uint8, one at a time.
 
-    The file is opened (and a missing or unreadable file reported) at call time.
+    The file is opened (and a missing or unreadable file reported) at call time. A ``stop``
+    past the end is the end. Decoding that stops before the end the container lists raises
+    :class:`ShortVideoError` naming the frame reached (silently fewer frames would shift or
+    drop the tail of every result); with ``allow_short`` the frames simply end there.
     """
     path, capture = _open(path)
     _check_range(path, start, stop)
-    return _frame_generator(path, capture, start, stop)
+    listed = _listed_frames(capture)
+    return _frame_generator(path, capture, start, stop, listed, allow_short)
 
 
 def _frame_generator(
-    path: Path, capture: cv2.VideoCapture, start: int, stop: int | None
+    path: Path, capture: cv2.VideoCapture, start: int, stop: int | None, listed: int, allow_short: bool
 ) -> Iterator[np.ndarray]:
     try:
         if start > 0:
@@ -129,6 +159,8 @@ def _frame_generator(
         while stop is None or index < stop:
             ok, frame = capture.read()
             if not ok:
+                if index < listed and not allow_short:
+                    raise ShortVideoError(path, index, listed)
                 return
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             index += 1
@@ -205,12 +237,14 @@ def iter_batches(
     start: int = 0,
     stop: int | None = None,
     prefetch: int = 4,
+    allow_short: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(frame_indices (B,), frames (B, h, w, 3) uint8)`` batches, decoded ahead.
 
     A background thread decodes and resizes (``size`` = (height, width)) up to ``prefetch``
     batches ahead. Its exceptions re-raise here; closing the generator stops it.
-    The last batch may be shorter than ``batch_size``.
+    The last batch may be shorter than ``batch_size``. A short decode raises
+    :class:`ShortVideoError` (see :func:`iter_frames`; ``allow_short`` ends the batches there).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -218,7 +252,7 @@ def iter_batches(
         raise ValueError(f"prefetch must be >= 1, got {prefetch}")
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"size must be (height, width) with positive values, got {size}")
-    frames = iter_frames(path, start, stop)  # opens the file now: errors surface at call time
+    frames = iter_frames(path, start, stop, allow_short=allow_short)  # opens the file now: errors surface at call time
     return _batch_generator(frames, batch_size, size, start, prefetch)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from element_lightning_pose.engine.data import LabeledDataset, load_resized
 from element_lightning_pose.engine.io import load_project, read_image
-from element_lightning_pose.engine.metrics import evaluate
+from element_lightning_pose.engine.evaluate import evaluate
 from element_lightning_pose.engine.networks import ContextHeatmapNet, pad_edges, sliding_windows
 from element_lightning_pose.engine.predict import load_model, predict_video
 from element_lightning_pose.engine.synthetic import make_synthetic_project
@@ -93,7 +93,7 @@ def test_streaming_equals_predicting_each_frame_with_its_true_neighbours(trained
     model_dir, _ = trained
     model = load_model(model_dir, device="cpu")
     video = project.videos[0]
-    streamed = predict_video(model, video, batch_size=batch_size, progress=False)
+    streamed = predict_video(model, video, batch_size=batch_size, progress=False).predictions
     n = len(streamed)
     assert n == 40
     frames = np.stack([resize_frame(f, model.image_resize) for f in read_frames(video, range(n))])

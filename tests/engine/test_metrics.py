@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from element_lightning_pose.engine.evaluate import evaluate
 from element_lightning_pose.engine.io import load_project
 from element_lightning_pose.engine.metrics import (
     ALL,
-    evaluate,
     pixel_errors,
     summarize,
     temporal_norm,

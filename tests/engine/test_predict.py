@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,7 @@ def test_predict_video_returns_original_frame_pixels_and_writes_the_csv(model, p
     video = project.videos[0]
     info = video_info(video)
     out_csv = tmp_path / "pred" / "v.csv"
-    predictions = predict_video(model, video, batch_size=8, out_csv=out_csv, progress=False)
+    predictions = predict_video(model, video, batch_size=8, out_csv=out_csv, progress=False).predictions
     assert predictions.shape == (info.n_frames, len(project.bodyparts), 3)
     assert np.isfinite(predictions).all()
     assert predictions[..., 0].min() >= -0.5 and predictions[..., 0].max() <= info.width - 0.5
@@ -49,7 +51,7 @@ def test_predict_video_returns_original_frame_pixels_and_writes_the_csv(model, p
 
 def test_streaming_equals_predicting_the_frames_directly(model, project):
     video = project.videos[0]
-    streamed = predict_video(model, video, batch_size=7, progress=False)
+    streamed = predict_video(model, video, batch_size=7, progress=False).predictions
     frames = read_frames(video, range(len(streamed)))
     direct = model.predict_frames(frames)
     np.testing.assert_allclose(streamed, direct, rtol=0, atol=1e-4)
@@ -59,8 +61,8 @@ def test_frame_range_and_csv_index(model, project, tmp_path):
     import pandas as pd
 
     video = project.videos[0]
-    everything = predict_video(model, video, progress=False)
-    part = predict_video(model, video, start=10, stop=25, batch_size=4, out_csv=tmp_path / "p.csv", progress=False)
+    everything = predict_video(model, video, progress=False).predictions
+    part = predict_video(model, video, start=10, stop=25, batch_size=4, out_csv=tmp_path / "p.csv", progress=False).predictions
     np.testing.assert_allclose(part, everything[10:25], rtol=0, atol=1e-4)
     index = pd.read_csv(tmp_path / "p.csv", header=[0, 1, 2], index_col=0).index
     assert list(index) == list(range(10, 25))
@@ -100,7 +102,7 @@ def test_cli_predicts_each_video(model, project, tmp_path, capsys):
     values, _ = read_predictions(out / f"{project.videos[0].stem}.csv")
     assert values.shape[0] == video_info(project.videos[0]).n_frames
     code = elp(["predict", str(tmp_path / "nomodel"), str(project.videos[0]), "-o", str(out), "--no-progress"])
-    assert code == 2 and "best.ckpt" in capsys.readouterr().out
+    assert code == 2 and "best.ckpt" in capsys.readouterr().err
 
 
 def test_batchnorm_folding_keeps_the_predictions(model, project):
@@ -110,3 +112,103 @@ def test_batchnorm_folding_keeps_the_predictions(model, project):
     np.testing.assert_allclose(fused_points[..., :2], plain_points[..., :2], rtol=0, atol=1e-2)
     np.testing.assert_allclose(fused_points[..., 2], plain_points[..., 2], rtol=0, atol=1e-3)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.backbone.modules())
+
+
+# --------------------------------------------------------------------------- damaged videos, result, CLI names
+
+
+def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
+    from element_lightning_pose.engine.video import ShortVideoError
+    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted, truncated_faststart
+
+    out = tmp_path / "out"
+    for video in (corrupted(tmp_path / "corrupt.mp4"), truncated_faststart(tmp_path / "cut.mp4")):
+        with pytest.raises(ShortVideoError, match=f"{video.name}: decoding stopped at frame \\d+ of {LISTED}"):
+            predict_video(model, video, batch_size=8, out_csv=out / "p.csv", diagnostics_csv=out / "d.csv",
+                          progress=False)
+        assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_allow_short_warns_and_fills_the_missing_frames(model, tmp_path):
+    from element_lightning_pose.engine.predict import ShortVideoWarning
+    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+
+    video = corrupted(tmp_path / "corrupt.mp4")
+    with pytest.warns(ShortVideoWarning, match="corrupt.mp4: decoding stopped at frame"):
+        result = predict_video(model, video, batch_size=8, out_csv=tmp_path / "p.csv", progress=False,
+                               allow_short=True)
+    assert result.n_frames == LISTED and 0 < result.n_decoded < LISTED
+    decoded, missing = result.predictions[: result.n_decoded], result.predictions[result.n_decoded:]
+    assert np.isfinite(decoded).all()
+    assert np.isnan(missing[..., :2]).all() and (missing[..., 2] == 0).all()
+    values, _ = read_predictions(tmp_path / "p.csv")
+    assert values.shape[0] == LISTED
+
+
+def test_predict_video_returns_its_timing_in_the_result(model, project, tmp_path):
+    result = predict_video(model, project.videos[0], batch_size=8, out_csv=tmp_path / "p.csv", progress=False)
+    assert result.out_csv == tmp_path / "p.csv" and result.video == project.videos[0]
+    assert result.n_decoded == result.n_frames == video_info(project.videos[0]).n_frames
+    assert result.elapsed_s > 0 and result.frames_per_s == pytest.approx(result.n_frames / result.elapsed_s)
+    np.testing.assert_array_equal(result.frame_index, np.arange(result.n_frames))
+    assert result.bodyparts == project.bodyparts
+    assert "last_video_fps" not in (model.info.extra if model.info else {})  # nothing written into the model
+
+
+def test_cli_short_video_is_one_line_on_stderr(model, tmp_path, capsys):
+    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+
+    import subprocess
+    import sys
+
+    video = corrupted(tmp_path / "corrupt.mp4")
+    out = tmp_path / "out"
+    # a separate process, as a user runs it: FFmpeg's own messages would reach stderr too
+    run = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "predict", str(model.model_dir),
+                          str(video), "-o", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(video) in lines[0] and f"of {LISTED}" in lines[0], run.stderr
+    assert not (out / "corrupt.csv").exists()
+    code = elp(["predict", str(model.model_dir), str(video), "-o", str(out), "--no-progress", "--allow-short-video"])
+    assert code == 0
+    assert "warning" in capsys.readouterr().err
+    assert read_predictions(out / "corrupt.csv")[0].shape[0] == LISTED
+
+
+def test_cli_refuses_two_videos_with_the_same_name_before_any_work(project, tmp_path, capsys):
+    import shutil
+
+    first, second = tmp_path / "a" / "video00.mp4", tmp_path / "b" / "video00.mp4"
+    for copy in (first, second):
+        copy.parent.mkdir()
+        shutil.copy(project.videos[0], copy)
+    out = tmp_path / "out"
+    # the model directory does not exist: the name clash must be found before loading it
+    code = elp(["predict", str(tmp_path / "nomodel"), str(first), str(second), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(first) in err and str(second) in err and "best.ckpt" not in err
+    assert not out.exists()
+
+
+def test_inference_and_evaluation_load_no_lightning(model, project):
+    """Predicting and evaluating (context windows included) import neither Lightning nor DataJoint."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from element_lightning_pose.engine.evaluate import evaluate
+from element_lightning_pose.engine.io import load_project
+from element_lightning_pose.engine.predict import load_model, predict_video
+model = load_model({str(model.model_dir)!r}, device="cpu")
+predict_video(model, {str(project.videos[0])!r}, stop=8, progress=False)
+labels, _ = load_project({str(project.root)!r})
+evaluate({str(model.model_dir)!r}, labels, model=model)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("pytorch_lightning", "lightning", "lightning_fabric", "datajoint"))
+print("LOADED", loaded)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "LOADED []" in run.stdout, run.stdout

@@ -256,7 +256,7 @@ def test_predict_writes_diagnostics_with_temporal_norm_and_pca_residuals(project
     train(config, project.root, tmp_path / "m", progress=False)
     model = load_model(tmp_path / "m", device="cpu")
     out = tmp_path / "pred" / "video00_diagnostics.csv"
-    predictions = predict_video(model, project.videos[0], stop=20, progress=False, diagnostics_csv=out)
+    predictions = predict_video(model, project.videos[0], stop=20, progress=False, diagnostics_csv=out).predictions
     table = pd.read_csv(out, header=[0, 1], index_col=0)
     metrics = list(dict.fromkeys(table.columns.get_level_values(0)))
     assert metrics == ["temporal_norm", "pca_singleview_residual", "pca_multiview_residual"]

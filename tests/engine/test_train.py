@@ -284,7 +284,7 @@ def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
     assert len(info["bodyparts"]) == 17 and info["frame_size"] == [406, 396]
     model = load_model(result.model_dir)
     _, videos = load_project(mirror_mouse_dir)
-    predictions = predict_video(model, videos[0], stop=50, out_csv=tmp_path / "mm.csv", progress=False)
+    predictions = predict_video(model, videos[0], stop=50, out_csv=tmp_path / "mm.csv", progress=False).predictions
     assert predictions.shape == (50, 17, 3)
     assert np.isfinite(predictions).all()
     assert predictions[..., 0].min() >= -0.5 and predictions[..., 0].max() <= 395.5

@@ -154,3 +154,42 @@ def test_real_video_metadata(mirror_mouse_dir: Path) -> None:
     assert info.codec.lower() in {"h264", "avc1"}
     first = next(iter_frames(info.path))
     assert first.shape == (info.height, info.width, 3)
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def test_truncated_video_is_a_short_video_error_naming_the_frame(tmp_path: Path) -> None:
+    """A faststart mp4 cut short still opens and lists every frame: decoding it must not end quietly."""
+    from element_lightning_pose.engine.video import ShortVideoError
+    from tests.engine.damaged_video import N_FRAMES as LISTED, truncated_faststart
+
+    path = truncated_faststart(tmp_path / "cut.mp4")
+    with pytest.raises(ShortVideoError, match=f"cut.mp4: decoding stopped at frame \\d+ of {LISTED}") as error:
+        video_info(path)
+    reached = error.value.reached
+    assert 0 < reached < LISTED and error.value.n_frames == LISTED
+    with pytest.raises(ShortVideoError, match=f"frame {reached} of {LISTED}"):
+        list(iter_frames(path))
+    with pytest.raises(ShortVideoError, match=f"frame {reached} of {LISTED}"):
+        list(iter_batches(path, 16))
+    # explicit choices: the frames that decode, or the container's count
+    assert video_info(path, exact=True).n_frames == reached
+    assert video_info(path, allow_short=True).n_frames == LISTED
+    assert len(list(iter_frames(path, allow_short=True))) == reached
+    assert len(list(iter_frames(path, stop=reached))) == reached  # the frames before the damage are fine
+
+
+def test_corrupted_video_decoding_short_is_an_error(tmp_path: Path) -> None:
+    """A fifth of the bytes overwritten: the container still lists every frame and the last one
+    decodes, but sequential decoding stops part way."""
+    from element_lightning_pose.engine.video import ShortVideoError
+    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+
+    path = corrupted(tmp_path / "corrupt.mp4")
+    assert video_info(path).n_frames == LISTED
+    with pytest.raises(ShortVideoError, match=f"corrupt.mp4: decoding stopped at frame \\d+ of {LISTED}") as error:
+        list(iter_batches(path, 8))
+    assert 0 < error.value.reached < LISTED
+    assert isinstance(error.value, VideoError)
+    assert sum(len(i) for i, _ in iter_batches(path, 8, allow_short=True)) == error.value.reached

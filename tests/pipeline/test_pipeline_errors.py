@@ -102,3 +102,81 @@ def test_ensemble_members_must_match(lp, flow, damage):
         assert not lp.ensemble.EnsembleSmoothing.BodyPartPosition & key
     finally:
         path.write_bytes(original)
+
+
+def _recording(lp, flow, recording_id: int, file_path: str) -> dict:
+    rec = {**flow["rec"], "recording_id": recording_id}
+    lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": file_path})
+    return rec
+
+
+def test_short_video_fails_pose_estimation_before_writing(lp, lp_root, flow):
+    """A damaged video, PoseEstimation run before RecordingInfo (the README's order):
+    an error naming the video and the frame reached; no rows, no predictions.csv."""
+    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+
+    root, _ = lp_root
+    (root / "bad_videos").mkdir(exist_ok=True)
+    corrupted(root / "bad_videos" / "corrupt.mp4")
+    rec = _recording(lp, flow, 920, "bad_videos/corrupt.mp4")
+    key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], batch_size=8)
+    result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
+    assert len(result.errors) == 1
+    message = result.errors[0][1]
+    assert "corrupt.mp4" in message and f"of {LISTED}" in message and "decoding stopped at frame" in message
+    assert not lp.model.PoseEstimation & key and not lp.model.PoseEstimation.BodyPartPosition & key
+    out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
+    assert not (out_dir / "predictions.csv").exists()
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_load_task_reads_predictions_csv_by_name(lp, flow):
+    """task_mode='load' takes predictions.csv, not the alphabetically first CSV nor a hidden temporary."""
+    from element_lightning_pose.engine import io
+
+    assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
+    source = {**flow["rec"], "model_name": flow["names"][0]}
+    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
+    key = lp.model.PoseEstimationTask.generate(_recording(lp, flow, 930, video), flow["names"][0], task_mode="load")
+    out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
+    io.write_predictions(out_dir / "predictions.csv", values, bodyparts)
+    io.write_predictions(out_dir / "a_first.csv", values[:-3], ["other"] + bodyparts[1:])
+    io.write_predictions(out_dir / ".a_hidden.123.tmp.csv", values[:-3], bodyparts)
+    assert dj_compat.populate(lp.model.PoseEstimation, key).success_count == 1
+    assert (lp.model.PoseEstimation & key).fetch1("predictions_file").endswith("/predictions.csv")
+    assert (lp.model.PoseEstimation & key).fetch1("n_frames") == len(values)
+
+
+def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
+    from element_lightning_pose.engine import io
+
+    assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
+    source = {**flow["rec"], "model_name": flow["names"][0]}
+    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
+    key = lp.model.PoseEstimationTask.generate(_recording(lp, flow, 931, video), flow["names"][0], task_mode="load")
+    out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
+    for name in ("session_a.csv", "session_b.csv"):
+        io.write_predictions(out_dir / name, values, bodyparts)
+    result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
+    assert len(result.errors) == 1
+    message = result.errors[0][1]
+    assert str(out_dir) in message and "session_a.csv" in message and "session_b.csv" in message
+    assert not lp.model.PoseEstimation & key
+
+
+def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow):
+    """A faststart mp4 cut short lists every frame: RecordingInfo must not record the frames that
+    happen to decode as if the recording were that long."""
+    from tests.engine.damaged_video import N_FRAMES as LISTED, truncated_faststart
+
+    root, _ = lp_root
+    (root / "bad_videos").mkdir(exist_ok=True)
+    truncated_faststart(root / "bad_videos" / "cut.mp4")
+    rec = _recording(lp, flow, 921, "bad_videos/cut.mp4")
+    result = dj_compat.populate(lp.model.RecordingInfo, rec, suppress_errors=True)
+    assert len(result.errors) == 1
+    assert "cut.mp4" in result.errors[0][1] and f"of {LISTED}" in result.errors[0][1]
+    assert not lp.model.RecordingInfo & rec

@@ -67,7 +67,7 @@ def test_pose_estimation_equals_engine_output(lp, flow):
         stored = lp.model.PoseEstimation.get_trajectory(key)
         assert stored.shape == (48, 3 * len(flow["project"].bodyparts))
         engine = predict_video(load_model(lp.model.Model.model_path({"model_name": name})),
-                               flow["project"].videos[0], batch_size=8, progress=False)
+                               flow["project"].videos[0], batch_size=8, progress=False).predictions
         np.testing.assert_allclose(stored.to_numpy().reshape(engine.shape), engine, atol=1e-4)
         assert list(stored.columns.get_level_values("bodyparts").unique()) == flow["project"].bodyparts
 
