@@ -91,7 +91,7 @@ def test_prediction_smoothing_and_nwb_outputs_are_readable_by_the_lab(trained, p
     model = load_model(trained.model_dir, device="cpu")
     out = tmp_path / "predictions"
     predictions = predict_video(model, project.videos[0], stop=20, out_csv=out / "video00.csv",
-                                diagnostics_csv=out / "video00_diagnostics.csv", progress=False)
+                                diagnostics_csv=out / "video00_diagnostics.csv", progress=False).predictions
     jittered = predictions.copy()
     jittered[..., :2] += np.random.default_rng(0).normal(0, 0.5, jittered[..., :2].shape)
     result = smooth([predictions, jittered], model.bodyparts, s=1.0)
