@@ -1,16 +1,54 @@
-"""``elp predict``: interim wrapper (moved here in the restructure)."""
+"""``elp predict MODEL_DIR VIDEO ... -o OUT_DIR``: keypoints of every frame, one CSV per video."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
-
-from element_lightning_pose.engine.predict import configure_parser as _configure, run_from_cli as _run
+import os
+import sys
+import warnings
+from pathlib import Path
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") -> None:
-    _configure(parser, command) if len(inspect.signature(_configure).parameters) > 1 else _configure(parser)
+    parser.add_argument("model_dir", help="trained model folder (from elp train)")
+    parser.add_argument("videos", nargs="+", help="video file(s)")
+    parser.add_argument("-o", "--out-dir", required=True, help="folder for <video name>.csv predictions")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per network batch (default 16)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals")
+    parser.add_argument("--allow-short-video", action="store_true",
+                        help="a video that decodes fewer frames than it lists (truncated, damaged) is a warning, "
+                             "its missing frames NaN with likelihood 0, instead of an error")
 
 
 def run(args: argparse.Namespace) -> int:
-    return _run(args)
+    from element_lightning_pose.engine.predict import (
+        ShortVideoWarning,
+        load_model,
+        output_names,
+        predict_video,
+    )
+
+    # FFmpeg's own decoder messages would bury the one-line error below (a user's setting wins)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    # bad input raises ElpErrors (a model directory, a video, two videos of one name): cli.main prints them
+    names = output_names(args.videos)
+    model = load_model(args.model_dir, device=args.device)
+    out_dir = Path(args.out_dir)
+    for video, name in zip(args.videos, names):
+        out_csv = out_dir / f"{name}.csv"
+        diagnostics = out_dir / f"{name}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ShortVideoWarning)
+            result = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv,
+                                   progress=not args.no_progress, diagnostics_csv=diagnostics,
+                                   allow_short=getattr(args, "allow_short_video", False))
+        for warning in caught:
+            if issubclass(warning.category, ShortVideoWarning):
+                print(f"elp predict: warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        print(f"{video}: {result.n_frames} frames -> {out_csv} ({result.frames_per_s:.1f} frames/s)")
+    return 0

@@ -21,7 +21,6 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
     from element_lightning_pose.engine.train import train
-    from element_lightning_pose.engine.video import VideoError
 
     source = Path(args.config_or_project)
     if source.is_dir():  # a project folder: default parameters (plus any --set)
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config = config.with_overrides(args.overrides)
     try:
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
-    except (FileNotFoundError, FileExistsError, VideoError) as exc:  # a missing project, a folder that is not a model's
+    except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
     print(f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "

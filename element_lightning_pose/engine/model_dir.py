@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .atomic import write_text_atomic
+from .errors import ElpError
 
 PathLike = str | os.PathLike
 
@@ -31,7 +32,7 @@ BEST_CHECKPOINT = "checkpoints/best.ckpt"
 _CONTEXT_FIELDS = ("extra", "model_dir", "config", "checkpoint")
 
 
-class ModelDirectoryError(FileNotFoundError):
+class ModelDirectoryError(ElpError, FileNotFoundError):
     """A model directory lacks a file of the contract, or holds one that does not parse."""
 
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_output
+from .errors import ElpError
 
 PathLike = str | os.PathLike
 
@@ -26,7 +27,7 @@ PathLike = str | os.PathLike
 SEQUENTIAL_GAP = 32
 
 
-class VideoError(ValueError):
+class VideoError(ElpError, ValueError):
     """A video is missing, empty or cannot be decoded; the message names the file."""
 
 

@@ -386,14 +386,14 @@ def plot_evaluation(
 
     Args:
         errors: long table with columns ``image, split, bodypart, error_px`` (the output of
-            ``engine.metrics.evaluate``); NaN errors (unlabeled keypoints) are ignored.
+            ``engine.evaluate.evaluate``); NaN errors (unlabeled keypoints) are ignored.
         out: save the figure there, atomically.
         title: figure title.
     """
     missing = [c for c in EVALUATION_COLUMNS if c not in errors.columns]
     if missing:
         raise ValueError(f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
-                         "(the output of engine.metrics.evaluate)")
+                         "(the output of engine.evaluate.evaluate)")
     labeled = errors.dropna(subset=["error_px"])
     if labeled.empty:
         raise ValueError("errors table has no finite error_px value to plot")
