@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 import warnings
@@ -9,6 +11,8 @@ import warnings
 import numpy as np
 
 from element_lightning_pose.engine.synthetic import make_synthetic_project
+
+pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 
 
 def elp(*args: str) -> subprocess.CompletedProcess:

@@ -16,6 +16,8 @@ from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
 from element_lightning_pose.engine.video import read_frames, resize_frame
 
+pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
+
 CONTEXT = {
     "data": {"image_resize": [64, 64]},
     "model": {"backbone": "resnet18", "pretrained": False, "model_type": "context"},

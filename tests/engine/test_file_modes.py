@@ -25,6 +25,8 @@ from element_lightning_pose.engine.unlabeled import build_frame_cache
 from element_lightning_pose.export.nwb import CameraPose, SessionInfo, SubjectInfo, append_pose, write_nwb
 from tests.engine.test_train import break_validation_images
 
+pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
+
 TINY_SEMI = {
     "data": {"image_resize": [64, 64]},
     "model": {"backbone": "resnet18", "pretrained": False},

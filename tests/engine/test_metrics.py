@@ -16,8 +16,6 @@ from element_lightning_pose.engine.metrics import (
     temporal_norm_table,
 )
 from element_lightning_pose.engine.predict import load_model, predict_labeled
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
 
 
 def test_pixel_error_is_euclidean_and_nan_when_unlabeled():
@@ -54,22 +52,16 @@ def test_summaries_per_keypoint_and_overall():
     assert summary.loc[ALL, "mean"] == pytest.approx(np.nanmean(table["error_px"]))
 
 
-def test_evaluate_reports_each_labeled_keypoint_with_its_split(tmp_path):
-    project = make_synthetic_project(tmp_path / "p", image_size=(64, 64), n_labeled=10, n_video_frames=20)
-    config = {
-        "data": {"image_resize": [64, 64]},
-        "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {"max_epochs": 1, "num_workers": 0},
-    }
-    result = train(config, project.root, tmp_path / "m", progress=False)
+def test_evaluate_reports_each_labeled_keypoint_with_its_split(tiny_project, tiny_model_dir):
+    project, model_dir = tiny_project, tiny_model_dir
     labels, _ = load_project(project.root)
-    table = evaluate(result.model_dir, labels)
+    table = evaluate(model_dir, labels)
     assert list(table.columns) == ["image", "split", "bodypart", "error_px", "likelihood"]
     assert len(table) == len(labels) * len(labels.bodyparts)
-    splits = pd.read_csv(result.model_dir / "splits.csv").set_index("image")["split"]
+    splits = pd.read_csv(model_dir / "splits.csv").set_index("image")["split"]
     assert (table["split"] == table["image"].map(splits)).all()
     assert set(table["split"]) <= {"train", "val", "test"}
-    expected = pixel_errors(predict_labeled(load_model(result.model_dir), labels), labels.keypoints)
+    expected = pixel_errors(predict_labeled(load_model(model_dir), labels), labels.keypoints)
     np.testing.assert_allclose(table["error_px"].to_numpy(), expected.reshape(-1), rtol=0, atol=1e-6)
     by_split = summarize(table, "error_px", by=("split", "bodypart"))
     assert (ALL, ALL) in by_split.index
@@ -78,5 +70,9 @@ def test_evaluate_reports_each_labeled_keypoint_with_its_split(tmp_path):
     import shutil
 
     renamed = dataclasses.replace(labels.subset([0]), image_paths=["labeled-data/new.png"])
-    shutil.copy(labels.root / labels.image_paths[0], labels.root / "labeled-data" / "new.png")
-    assert set(evaluate(result.model_dir, renamed)["split"]) == {"unused"}
+    new_image = labels.root / "labeled-data" / "new.png"
+    shutil.copy(labels.root / labels.image_paths[0], new_image)
+    try:
+        assert set(evaluate(model_dir, renamed)["split"]) == {"unused"}
+    finally:  # the project is shared by other tests
+        new_image.unlink()

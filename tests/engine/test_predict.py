@@ -11,27 +11,19 @@ import torch
 from element_lightning_pose.cli import main as elp
 from element_lightning_pose.engine.io import load_project, read_predictions
 from element_lightning_pose.engine.predict import ModelDirError, load_model, predict_labeled, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
 from element_lightning_pose.engine.video import read_frames, video_info
 
-TINY = {
-    "data": {"image_resize": [64, 64]},
-    "model": {"backbone": "resnet18", "pretrained": False},
-    "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0},
-}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tiny_project):
     # frames 64 high x 96 wide, network input 64 x 64: predictions must be mapped back
-    return make_synthetic_project(tmp_path_factory.mktemp("project"), image_size=(64, 96), n_labeled=12, n_video_frames=45)
+    return tiny_project
 
 
 @pytest.fixture(scope="module")
-def model(project, tmp_path_factory):
-    result = train(TINY, project.root, tmp_path_factory.mktemp("model"), progress=False)
-    return load_model(result.model_dir)
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir)
 
 
 def test_predict_video_returns_original_frame_pixels_and_writes_the_csv(model, project, tmp_path):

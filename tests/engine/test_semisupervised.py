@@ -17,6 +17,8 @@ from element_lightning_pose.engine.train import train
 from element_lightning_pose.engine.unlabeled import ClipDataset, build_frame_cache, plan_segments, to_original_matrix
 from element_lightning_pose.engine.video import read_frames, resize_frame
 
+pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
+
 VIEW0, VIEW1 = list(range(9)), list(range(9, 18))
 
 

@@ -24,6 +24,8 @@ from element_lightning_pose.engine.predict import load_model
 from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
 
+pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
+
 TINY = {
     "data": {"image_resize": [64, 64]},
     "model": {"backbone": "resnet18", "pretrained": False},

@@ -147,3 +147,10 @@ def lp_session(lp) -> dict:
 
     return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F",
                                 subject_birth_date=dt.date(2024, 1, 15))
+
+
+def pytest_collection_modifyitems(items):
+    """Every pipeline test talks to a database server: mark it ``db`` (select with -m db)."""
+    for item in items:
+        if "tests/pipeline/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.db)
