@@ -225,7 +225,7 @@ class EnsembleSmoothing(dj.Computed):
         start = time.perf_counter()
         result = eks.smooth(np.stack(arrays), bodyparts, **smoothing.to_dict())
         elapsed = time.perf_counter() - start
-        recording = "_".join(str(key[k]) for k in model.VideoRecording.primary_key).replace(" ", "_").replace(":", "-")
+        recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
         out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"
         result.to_csv(out)
         return len(members), result, paths.relative_to_roots([processed], out), elapsed

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import paths, train
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from .engine.config import SPLITS
 
 schema = dj.Schema()
 _linking_module: ModuleType | None = None
@@ -326,7 +327,7 @@ class ModelEvaluation(dj.Computed):
             (null for an empty split).
     """
 
-    _stats = [f"{split}_{stat}_px" for split in ("train", "val", "test") for stat in ("mean", "median", "p90")]
+    _stats = [f"{split}_{stat}_px" for split in SPLITS for stat in ("mean", "median", "p90")]
     definition = (
         f"""
     -> Model
@@ -380,7 +381,7 @@ class ModelEvaluation(dj.Computed):
     def make_insert(self, key, errors) -> None:
         master = dict(key)
         parts = []
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             in_split = errors[errors["split"] == split]
             master[f"n_{split}"] = int(in_split["image"].nunique())
             values = in_split["error_px"].dropna().to_numpy()
@@ -431,11 +432,7 @@ class PoseEstimationTask(dj.Manual):
 
     @staticmethod
     def default_output_dir(key: dict) -> str:
-        session = "_".join(
-            str(v).replace(" ", "_").replace(":", "-")
-            for k, v in key.items()
-            if k not in ("recording_id", "model_name")
-        )
+        session = paths.key_folder_name(key, [k for k in key if k not in ("recording_id", "model_name")])
         return f"lp_predictions/{session}/recording{key['recording_id']}/{key['model_name']}"
 
     @classmethod

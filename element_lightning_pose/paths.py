@@ -73,3 +73,10 @@ def relative_to_roots(roots: Iterable[PathLike], path: PathLike) -> str:
         find_full_path(roots, path)  # must exist under some root
         return path.as_posix()
     return path.absolute().relative_to(find_root_directory(roots, path)).as_posix()
+
+
+def key_folder_name(key: dict, attributes: Iterable[str]) -> str:
+    """A folder name for the values of ``attributes`` in ``key``: joined by ``_``, with spaces
+    and colons (a datetime's) replaced so the name is portable. The one spelling of a key as a
+    folder, shared by the prediction and ensemble outputs."""
+    return "_".join(str(key[a]).replace(" ", "_").replace(":", "-") for a in attributes)

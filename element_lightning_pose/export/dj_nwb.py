@@ -86,8 +86,12 @@ def session_info(session_key: dict, *, timezone: str = "UTC", **overrides: Any) 
 
 def _recording_video(key: dict) -> tuple[Path, dict]:
     path = model.VideoRecording.file_paths(key)[0]
-    info = (model.RecordingInfo & key).fetch1()
-    return path, info
+    rows = fetch_dicts(model.RecordingInfo & key)
+    if not rows:
+        recording = {k: key[k] for k in model.VideoRecording.primary_key}
+        raise ValueError(f"RecordingInfo of recording {recording} is not populated: populate it "
+                         f"before exporting the session (its frame rate and size go into the NWB file)")
+    return path, rows[0]
 
 
 def _camera_from_pose(key: dict, camera_name: str) -> nwb.CameraPose:

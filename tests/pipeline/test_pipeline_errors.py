@@ -62,6 +62,8 @@ def test_loaded_predictions_with_other_body_parts_are_refused(lp, flow):
     lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
     lp.model.VideoRecording.File.insert1({**rec, "file_id": 0,
                                           "file_path": flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()})
+    # a complete recording: the session stays exportable for the tests that export it
+    assert dj_compat.populate(lp.model.RecordingInfo, rec).errors == []
     key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
     source = {**flow["rec"], "model_name": flow["names"][0]}
     values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
@@ -139,7 +141,10 @@ def test_load_task_reads_predictions_csv_by_name(lp, flow):
     source = {**flow["rec"], "model_name": flow["names"][0]}
     values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
     video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
-    key = lp.model.PoseEstimationTask.generate(_recording(lp, flow, 930, video), flow["names"][0], task_mode="load")
+    rec = _recording(lp, flow, 930, video)
+    # a complete recording: the session stays exportable for the tests that export it
+    assert dj_compat.populate(lp.model.RecordingInfo, rec).errors == []
+    key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
     io.write_predictions(out_dir / "predictions.csv", values, bodyparts)
     io.write_predictions(out_dir / "a_first.csv", values[:-3], ["other"] + bodyparts[1:])
