@@ -372,6 +372,8 @@ def parameter_reference() -> list[dict[str, str]]:
     rows = []
     for section_name, section_field in TrainConfig.model_fields.items():
         section_cls = section_field.annotation
+        if not (isinstance(section_cls, type) and issubclass(section_cls, BaseModel)):
+            raise TypeError(f"TrainConfig.{section_name} is not a config section: {section_cls!r}")
         for name, field in section_cls.model_fields.items():
             default = field.get_default(call_default_factory=True)
             rows.append(

@@ -51,7 +51,7 @@ def split_frames(n_frames: int, train_prob: float, val_prob: float, seed: int) -
     return splits
 
 
-def write_splits(path: PathLike, image_paths: Sequence[str], splits: Sequence[str]) -> Path:
+def write_splits(path: PathLike, image_paths: Sequence[str], splits: Sequence[str] | np.ndarray) -> Path:
     frame = pd.DataFrame({"image": list(image_paths), "split": list(splits)}).set_index("image")
     return write_csv_atomic(frame, path)
 
@@ -182,11 +182,12 @@ class LabeledDataset(Dataset):
     With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w).
     """
 
-    def __init__(self, labels: LabeledFrames, rows: Sequence[int], size: tuple[int, int], augmenter: Augmenter | None = None,
-                 context: bool = False) -> None:
+    def __init__(self, labels: LabeledFrames, rows: Sequence[int] | np.ndarray, size: tuple[int, int],
+                 augmenter: Augmenter | None = None, context: bool = False) -> None:
         self.labels = labels
         self.rows = list(rows)
-        self.size = tuple(size)
+        height, width = size
+        self.size = (height, width)
         self.augmenter = augmenter
         self.context = context
 
@@ -223,13 +224,14 @@ class LabeledDataset(Dataset):
 class PoseDataModule(pl.LightningDataModule):
     """Train / val / test loaders over one labeled project and a fixed split."""
 
-    def __init__(self, labels: LabeledFrames, splits: Sequence[str], config: TrainConfig, clips: Dataset | None = None) -> None:
+    def __init__(self, labels: LabeledFrames, splits: Sequence[str] | np.ndarray, config: TrainConfig,
+                 clips: Dataset | None = None) -> None:
         super().__init__()
         self.labels = labels
         self.splits = np.asarray(splits, dtype=object)
         self.config = config
         self.clips = clips  # unlabeled clips (unlabeled.ClipDataset) paired with each labeled batch
-        size = tuple(config.data.image_resize)
+        size = config.data.image_resize
         augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
         context = config.model.model_type == "context"
         self.datasets = {

@@ -35,7 +35,7 @@ def keypoint_frame(
     bodyparts: Sequence[str],
     coords: Sequence[str],
     scorer: str,
-    index: Sequence | None = None,
+    index: Sequence | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Wrap a (T, K, C) array as a DataFrame with the (scorer, bodyparts, coords) header."""
     values = np.asarray(values, dtype=float)
@@ -66,7 +66,7 @@ def write_keypoint_csv(
     bodyparts: Sequence[str],
     coords: Sequence[str] = ("x", "y", "likelihood"),
     scorer: str = "element-lightning-pose",
-    index: Sequence | None = None,
+    index: Sequence | np.ndarray | None = None,
 ) -> Path:
     """Write a (T, K, C) array as a 3-row-header keypoint CSV (atomic)."""
     return write_csv_atomic(keypoint_frame(values, bodyparts, coords, scorer, index), path)
@@ -77,7 +77,7 @@ def write_predictions(
     predictions: np.ndarray,
     bodyparts: Sequence[str],
     scorer: str = "element-lightning-pose",
-    index: Sequence | None = None,
+    index: Sequence | np.ndarray | None = None,
 ) -> Path:
     """Write (T, K, 3) predictions (x, y, likelihood) in the LP/DLC layout (atomic)."""
     return write_keypoint_csv(path, predictions, bodyparts, ("x", "y", "likelihood"), scorer, index)

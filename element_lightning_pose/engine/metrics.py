@@ -38,7 +38,7 @@ def temporal_norm(predictions: np.ndarray) -> np.ndarray:
     return norm
 
 
-def long_table(values: np.ndarray, bodyparts: Sequence[str], index: Sequence, index_name: str, value_name: str) -> pd.DataFrame:
+def long_table(values: np.ndarray, bodyparts: Sequence[str], index: Sequence | np.ndarray, index_name: str, value_name: str) -> pd.DataFrame:
     """(N, K) values -> long DataFrame (index_name, bodypart, value_name)."""
     values = np.asarray(values, dtype=float)
     n, k = values.shape
@@ -85,7 +85,7 @@ def summarize(table: pd.DataFrame, value: str | None = None, by: Sequence[str] =
 
 
 def diagnostics_table(predictions: np.ndarray, bodyparts: Sequence[str], pcas: dict | None = None,
-                      index: Sequence | None = None) -> pd.DataFrame:
+                      index: Sequence | np.ndarray | None = None) -> pd.DataFrame:
     """Per-frame diagnostics of video predictions (T, K, >=2), in original pixels.
 
     Wide table, one row per frame (index ``frame``), two header rows (metric, bodypart):

@@ -19,12 +19,14 @@ import torch
 
 from .config import ConfigError, TrainConfig
 from .losses import heatmap_mse, pca_loss, temporal_loss
-from .networks import build_net, heatmap_to_input, soft_argmax, spatial_softmax
+from .networks import ContextHeatmapNet, build_net, heatmap_to_input, soft_argmax, spatial_softmax
 from .pca import KeypointPCA
 
 
 class HeatmapModule(pl.LightningModule):
     """Heatmap network + Adam + step decay + a frozen-then-unfrozen backbone."""
+
+    temporal_epsilon: torch.Tensor  # non-persistent buffer (scalar or one value per keypoint)
 
     def __init__(self, config: dict[str, Any], bodyparts: list[str], build_pretrained: bool = True,
                  pca: dict[str, dict] | None = None) -> None:
@@ -50,18 +52,18 @@ class HeatmapModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         model = self.config.model
         outputs = self.net(batch["image"])
         heads = outputs if self.is_context else (outputs,)
         # context model: both heads learn from the labels
-        loss = sum(heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
-                   for logits in heads)
-        return loss, outputs
+        losses = [heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
+                  for logits in heads]
+        return sum(losses[1:], losses[0]), outputs
 
     def _points(self, outputs) -> torch.Tensor:
         """(B, K, 3) keypoints in network-input pixels from the network outputs."""
-        if self.is_context:
+        if isinstance(self.net, ContextHeatmapNet):
             return self.net.combine(*outputs)
         points = soft_argmax(spatial_softmax(outputs), sigma=self.config.model.heatmap_sigma)
         return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
@@ -69,7 +71,7 @@ class HeatmapModule(pl.LightningModule):
     def unsupervised_losses(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each unsupervised loss (unweighted) on a clip; predictions in original-frame pixels."""
         frames = clip["frames"]
-        outputs = self.net.clip_logits(frames) if self.is_context else self.net(frames)
+        outputs = self.net.clip_logits(frames) if isinstance(self.net, ContextHeatmapNet) else self.net(frames)
         points = self._points(outputs)  # context: interior frames 2..L-3 only (true neighbours)
         to_original = clip["to_original"].to(points.dtype)
         xy = points[..., :2] @ to_original[:, :2].T + to_original[:, 2]

@@ -26,6 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ import torch
 from .config import TrainConfig
 from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic, write_predictions
 from .model_dir import MODEL_JSON, ModelDirectoryError, ModelInfo, read_model_info
-from .networks import CONTEXT_RADIUS, HeatmapNet, build_net, pad_edges, sliding_windows
+from .networks import CONTEXT_RADIUS, ContextHeatmapNet, HeatmapNet, build_net, pad_edges, sliding_windows
+from .networks.backbones import InputNormalizedBackbone
 from .pca import KeypointPCA
 
 PathLike = str | os.PathLike
@@ -50,7 +52,7 @@ class ShortVideoWarning(UserWarning):
 class PoseModel:
     """A trained network ready for inference, with what it needs to map coordinates back."""
 
-    net: torch.nn.Module  # HeatmapNet or ContextHeatmapNet
+    net: HeatmapNet | ContextHeatmapNet
     bodyparts: list[str]
     image_resize: tuple[int, int]
     config: TrainConfig
@@ -63,6 +65,12 @@ class PoseModel:
     @property
     def is_context(self) -> bool:
         return bool(getattr(self.net, "is_context", False))
+
+    def _context_net(self) -> ContextHeatmapNet:
+        """The network of a context model (callers have checked :attr:`is_context`)."""
+        if not isinstance(self.net, ContextHeatmapNet):
+            raise TypeError(f"{type(self.net).__name__} is not a context network")
+        return self.net
 
     def _to_device(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, h, w, 3) uint8 -> (B, 3, h, w) on the device."""
@@ -79,8 +87,9 @@ class PoseModel:
         :meth:`predict_windows` to give each frame its own neighbours.
         """
         if self.is_context:
-            feats = self.net.features(self._to_device(frames))
-            return self._to_original(self.net.keypoints_from_features(sliding_windows(pad_edges(feats))), original_size)
+            net = self._context_net()
+            feats = net.features(self._to_device(frames))
+            return self._to_original(net.keypoints_from_features(sliding_windows(pad_edges(feats))), original_size)
         return self._to_original(self.net.keypoints(self._to_device(frames)), original_size)
 
     @torch.inference_mode()
@@ -88,8 +97,9 @@ class PoseModel:
         """Context model: keypoints (B, K, 3) of the centre frames of resized windows (B, 5, h, w, 3)."""
         windows = np.asarray(windows)
         b, t = windows.shape[:2]
-        feats = self.net.features(self._to_device(windows.reshape(b * t, *windows.shape[2:])))
-        return self._to_original(self.net.keypoints_from_features(feats.reshape(b, t, *feats.shape[1:])), original_size)
+        net = self._context_net()
+        feats = net.features(self._to_device(windows.reshape(b * t, *windows.shape[2:])))
+        return self._to_original(net.keypoints_from_features(feats.reshape(b, t, *feats.shape[1:])), original_size)
 
     def _to_original(self, points: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
         h, w = self.image_resize
@@ -112,7 +122,10 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def fuse_batchnorm(net: HeatmapNet) -> HeatmapNet:
+_Net = TypeVar("_Net", bound=InputNormalizedBackbone)
+
+
+def fuse_batchnorm(net: _Net) -> _Net:
     """Fold the eval-mode BatchNorms of the backbone into the preceding convolutions.
 
     Inference only (the statistics are frozen into the weights); outputs agree to float
@@ -159,10 +172,10 @@ def load_model(
     net = net.to(memory_format=torch.channels_last)
     # the checkpoint alone is enough to predict; a model.json beside it must be valid
     info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
-    return PoseModel(net, bodyparts, tuple(config.data.image_resize), config, device, model_dir, info, pcas=pcas)
+    return PoseModel(net, bodyparts, config.data.image_resize, config, device, model_dir, info, pcas=pcas)
 
 
-def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]) -> HeatmapNet | ContextHeatmapNet:
     """The network with ``weights`` loaded, skipping the random initialisation they replace.
 
     The modules are built on the meta device (no memory, no init: a ResNet-50's init costs
@@ -267,7 +280,7 @@ def predict_video(
         diagnostics = diagnostics_table(predictions, model.bodyparts, model.pcas, index=index)
     if out_csv is not None:
         write_predictions(out_csv, predictions, model.bodyparts, index=index)
-    if diagnostics is not None:
+    if diagnostics is not None and diagnostics_csv is not None:
         write_csv_atomic(diagnostics, diagnostics_csv)
     return PredictionResult(predictions, index, list(model.bodyparts), Path(video),
                             Path(out_csv) if out_csv is not None else None,
@@ -277,21 +290,22 @@ def predict_video(
 @torch.inference_mode()
 def _stream_context(model: PoseModel, batches, original: tuple[int, int], bar):
     """Yield keypoint chunks of a context model, keeping the features of the last 4 frames between batches."""
+    net = model._context_net()
     pending = None  # features of frames whose windows are not complete yet (plus the left padding)
     for indices, frames in batches:
-        feats = model.net.features(model._to_device(frames))
+        feats = net.features(model._to_device(frames))
         if pending is None:
             pending = pad_edges(feats[:1], CONTEXT_RADIUS, 0)[:CONTEXT_RADIUS]  # frame 0 repeated before the start
         sequence = torch.cat([pending, feats])
         if len(sequence) > 2 * CONTEXT_RADIUS:
-            yield model._to_original(model.net.keypoints_from_features(sliding_windows(sequence)), original)
+            yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
         pending = sequence[-2 * CONTEXT_RADIUS:]
         if bar is not None:
             bar.update(len(indices))
     if pending is not None:
         # the last frame repeated after the end completes the final two windows
         sequence = pad_edges(pending, 0, CONTEXT_RADIUS)
-        yield model._to_original(model.net.keypoints_from_features(sliding_windows(sequence)), original)
+        yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
 
 
 def _progress_bar(total: int, name: str):

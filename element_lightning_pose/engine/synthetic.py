@@ -150,7 +150,8 @@ def _ou_step(value: np.ndarray | float, mean: float, tau: float, std: float, dt:
     return mean + (value - mean) * decay + std * np.sqrt(1 - decay**2) * noise
 
 
-def _smooth_step(value, velocity, mean: float, tau: float, std: float, dt: float, noise):
+def _smooth_step(value, velocity, mean: np.ndarray | float, tau: np.ndarray | float, std: np.ndarray | float,
+                 dt: float, noise):
     """One step of a critically damped oscillator driven by noise (a smooth OU-like process).
 
     Unlike a plain OU process, whose paths are rough at short time scales, the value here is
@@ -289,7 +290,8 @@ def make_occluder_texture(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def _fixed(point: np.ndarray) -> tuple[int, int]:
     """A pixel position as OpenCV's fixed-point integers (``shift=SUBPIXEL_BITS``)."""
-    return tuple(int(v) for v in np.round(np.asarray(point) * (1 << SUBPIXEL_BITS)))
+    x, y = np.round(np.asarray(point) * (1 << SUBPIXEL_BITS))
+    return int(x), int(y)
 
 
 def render_frame(

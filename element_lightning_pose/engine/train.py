@@ -100,10 +100,10 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _loggers(model_dir: Path) -> list:
-    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers import CSVLogger, Logger
 
     # one numbered version per run (logs/version_N): a resumed run never overwrites earlier logs
-    loggers = [CSVLogger(save_dir=str(model_dir), name="logs")]
+    loggers: list[Logger] = [CSVLogger(save_dir=str(model_dir), name="logs")]
     try:
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger
@@ -378,7 +378,7 @@ def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.
         raise ProjectError(f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
                            f"{Path(labels.root) / config.data.video_dir} has none")
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
-    cache = build_frame_cache(videos, tuple(config.data.image_resize), cache_dir, max_frames=losses.max_cached_frames,
+    cache = build_frame_cache(videos, config.data.image_resize, cache_dir, max_frames=losses.max_cached_frames,
                               clip_length=losses.clip_length, seed=config.training.seed)
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
     steps = int(np.ceil(len(train_rows) / config.training.batch_size))

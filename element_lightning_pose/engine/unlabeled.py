@@ -94,7 +94,7 @@ def plan_segments(lengths: Sequence[int], max_frames: int, clip_length: int, see
     return sorted(blocks[i] for i in order)
 
 
-def _cache_key(videos: Sequence[Path], size: tuple[int, int], max_frames: int, clip_length: int, seed: int) -> dict:
+def _cache_key(videos: Sequence[PathLike], size: tuple[int, int], max_frames: int, clip_length: int, seed: int) -> dict:
     return {
         "version": CACHE_VERSION,
         "videos": [[str(Path(v).resolve()), Path(v).stat().st_size, Path(v).stat().st_mtime_ns] for v in videos],

@@ -12,7 +12,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Generator, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -136,7 +136,7 @@ def _check_range(path: Path, start: int, stop: int | None) -> None:
 
 def iter_frames(
     path: PathLike, start: int = 0, stop: int | None = None, *, allow_short: bool = False
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Frames ``start`` to ``stop`` (exclusive; default: the end) as RGB uint8, one at a time.
 
     The file is opened (and a missing or unreadable file reported) at call time. A ``stop``
@@ -152,7 +152,7 @@ def iter_frames(
 
 def _frame_generator(
     path: Path, capture: cv2.VideoCapture, start: int, stop: int | None, listed: int, allow_short: bool
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     try:
         if start > 0:
             capture.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -204,7 +204,7 @@ def _decode_sorted(
                 break
             position += 1
         ok, frame = capture.read() if position == target else (False, None)
-        if not ok:
+        if not ok or frame is None:
             raise VideoError(f"{path}: frame {target} could not be decoded "
                              f"(the video may have fewer frames)")
         position += 1
@@ -258,7 +258,7 @@ def iter_batches(
 
 
 def _batch_generator(
-    frames: Iterator[np.ndarray], batch_size: int, size: tuple[int, int] | None, start: int, prefetch: int
+    frames: Generator[np.ndarray, None, None], batch_size: int, size: tuple[int, int] | None, start: int, prefetch: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     batches: queue.Queue = queue.Queue(maxsize=prefetch)
     stopping = threading.Event()
@@ -336,7 +336,7 @@ def write_video(
                 if writer is None:
                     shape = frame.shape
                     writer = cv2.VideoWriter(
-                        str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (shape[1], shape[0])
+                        str(tmp), cv2.VideoWriter.fourcc(*codec), float(fps), (shape[1], shape[0])
                     )
                     if not writer.isOpened():
                         raise VideoError(f"{path}: OpenCV cannot write codec {codec!r} to a "

@@ -8,7 +8,6 @@ happens inside -- to heatmap logits (B, K, H/4, W/4). :meth:`HeatmapNet.keypoint
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .backbones import BACKBONE_NAMES, InputNormalizedBackbone, WeightsError, build_backbone
 from .context import CONTEXT_RADIUS, ContextHeatmapNet, pad_edges, sliding_windows
@@ -62,7 +61,7 @@ class HeatmapNet(InputNormalizedBackbone):
         return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
 
 
-def build_net(model_type: str, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> nn.Module:
+def build_net(model_type: str, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> HeatmapNet | ContextHeatmapNet:
     """The network of ``model_type`` ("heatmap" or "context")."""
     if model_type == "context":
         return ContextHeatmapNet(backbone, n_keypoints, pretrained, heatmap_sigma)
