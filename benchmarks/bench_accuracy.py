@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
-import sys
 
 import pandas as pd
 import torch
@@ -29,8 +29,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from element_lightning_pose.engine.io import load_project  # noqa: E402
 from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
+from element_lightning_pose.engine.io import load_project  # noqa: E402
 from element_lightning_pose.engine.metrics import summarize  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
 
@@ -55,9 +55,14 @@ def main() -> None:
     parser.add_argument("--pretrained", action="store_true", help="ImageNet weights (default: random init)")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--unfreeze-epoch", type=int, default=0)
-    parser.add_argument("--lp-split-from", type=Path, required=True, help="a litpose train output dir (its split is reused)")
-    parser.add_argument("--anchor", default="Lightning Pose 2.4.3 resnet18 random init, 100 epochs: 21.6 min, "
-                        "test mean 8.2 px (median 3.05), val mean 6.0 px (peer recipe, this machine)")
+    parser.add_argument(
+        "--lp-split-from", type=Path, required=True, help="a litpose train output dir (its split is reused)"
+    )
+    parser.add_argument(
+        "--anchor",
+        default="Lightning Pose 2.4.3 resnet18 random init, 100 epochs: 21.6 min, "
+        "test mean 8.2 px (median 3.05), val mean 6.0 px (peer recipe, this machine)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "accuracy.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -66,8 +71,14 @@ def main() -> None:
     config = {
         "data": {"image_resize": [256, 256]},
         "model": {"backbone": args.backbone, "pretrained": args.pretrained},
-        "training": {"max_epochs": args.epochs, "batch_size": 8, "unfreeze_epoch": args.unfreeze_epoch,
-                     "lr_milestones": milestones, "check_val_every_n_epoch": 5, "num_workers": 2},
+        "training": {
+            "max_epochs": args.epochs,
+            "batch_size": 8,
+            "unfreeze_epoch": args.unfreeze_epoch,
+            "lr_milestones": milestones,
+            "check_val_every_n_epoch": 5,
+            "num_workers": 2,
+        },
     }
     labels, _ = load_project(args.project)
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,27 +90,37 @@ def main() -> None:
         errors = summary.loc[["train", "val", "test"], ["mean", "median", "count"]].to_dict("index")
     weights = "ImageNet" if args.pretrained else "random init"
     print(json.dumps({"wall_s": wall, "errors": errors}, indent=1))
-    row = (f"| {args.backbone}, {weights} | {args.epochs} | {wall / 60:.1f} | {errors['test']['mean']:.2f} | "
-           f"{errors['test']['median']:.2f} | {errors['val']['mean']:.2f} | {errors['train']['mean']:.2f} | "
-           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |")
-    command = (f"OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_accuracy.py --backbone {args.backbone} --epochs {args.epochs}"
-               + (" --pretrained" if args.pretrained else "") + (f" --unfreeze-epoch {args.unfreeze_epoch}" if args.unfreeze_epoch else "")
-               + " --lp-split-from LP_RUN_DIR")
+    row = (
+        f"| {args.backbone}, {weights} | {args.epochs} | {wall / 60:.1f} | {errors['test']['mean']:.2f} | "
+        f"{errors['test']['median']:.2f} | {errors['val']['mean']:.2f} | {errors['train']['mean']:.2f} | "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |"
+    )
+    command = (
+        f"OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_accuracy.py --backbone {args.backbone} --epochs {args.epochs}"
+        + (" --pretrained" if args.pretrained else "")
+        + (f" --unfreeze-epoch {args.unfreeze_epoch}" if args.unfreeze_epoch else "")
+        + " --lp-split-from LP_RUN_DIR"
+    )
     if not args.out.exists():
-        args.out.write_text("\n".join([
-            "# Accuracy on mirror-mouse test frames after a stated budget",
-            "",
-            "Mirror-mouse-example (90 labeled frames, 17 keypoints, 406x396), Lightning Pose's own 72/9/9 split",
-            "(seed 0, read from its `predictions_pixel_error.csv`), 256x256, batch 8, Adam 1e-3 halved at 1/2, 2/3",
-            "and 5/6 of the epochs, our default augmentation, validation every 5 epochs, best checkpoint by",
-            "validation loss, 2 torch threads + 2 DataLoader workers on the 2-core CPU. Errors: Euclidean distance in",
-            "original-frame pixels over labeled keypoints (as Lightning Pose's `predictions_pixel_error.csv`).",
-            "",
-            f"Anchor: {args.anchor}.",
-            "",
-            "| model | epochs | train wall (min) | test mean px | test median px | val mean px | train mean px | when |",
-            "|---|---|---|---|---|---|---|---|",
-        ]) + "\n")
+        args.out.write_text(
+            "\n".join(
+                [
+                    "# Accuracy on mirror-mouse test frames after a stated budget",
+                    "",
+                    "Mirror-mouse-example (90 labeled frames, 17 keypoints, 406x396), Lightning Pose's own 72/9/9 split",
+                    "(seed 0, read from its `predictions_pixel_error.csv`), 256x256, batch 8, Adam 1e-3 halved at 1/2, 2/3",
+                    "and 5/6 of the epochs, our default augmentation, validation every 5 epochs, best checkpoint by",
+                    "validation loss, 2 torch threads + 2 DataLoader workers on the 2-core CPU. Errors: Euclidean distance in",
+                    "original-frame pixels over labeled keypoints (as Lightning Pose's `predictions_pixel_error.csv`).",
+                    "",
+                    f"Anchor: {args.anchor}.",
+                    "",
+                    "| model | epochs | train wall (min) | test mean px | test median px | val mean px | train mean px | when |",
+                    "|---|---|---|---|---|---|---|---|",
+                ]
+            )
+            + "\n"
+        )
     with args.out.open("a") as fh:
         fh.write(row + "\n")
     print(f"appended to {args.out}; command: {command}")

@@ -58,8 +58,17 @@ def make_model(backbone: str, size=SIZE, n_keypoints: int = N_KEYPOINTS, channel
     net = fuse_batchnorm(HeatmapNet(backbone, n_keypoints, pretrained=False).eval())  # as load_model does
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    config = TrainConfig.from_dict({"data": {"image_resize": list(size)}, "model": {"backbone": backbone, "pretrained": False}})
-    return PoseModel(net, [f"kp{i}" for i in range(n_keypoints)], tuple(size), config, torch.device("cpu"), channels_last=channels_last)
+    config = TrainConfig.from_dict(
+        {"data": {"image_resize": list(size)}, "model": {"backbone": backbone, "pretrained": False}}
+    )
+    return PoseModel(
+        net,
+        [f"kp{i}" for i in range(n_keypoints)],
+        tuple(size),
+        config,
+        torch.device("cpu"),
+        channels_last=channels_last,
+    )
 
 
 def decoded_frames(video: Path, n_frames: int | None, size=SIZE) -> torch.Tensor:
@@ -92,7 +101,9 @@ def end_to_end_fps(model: PoseModel, video: Path, batch_size: int, n_frames: int
     with tempfile.TemporaryDirectory() as tmp:
         predict_video(model, video, batch_size=batch_size, stop=min(16, n_frames or 16), progress=False)  # warm-up
         started = time.perf_counter()
-        predictions = predict_video(model, video, batch_size=batch_size, stop=n_frames, out_csv=Path(tmp) / "p.csv", progress=False).predictions
+        predictions = predict_video(
+            model, video, batch_size=batch_size, stop=n_frames, out_csv=Path(tmp) / "p.csv", progress=False
+        ).predictions
         return len(predictions) / (time.perf_counter() - started)
 
 
@@ -104,7 +115,9 @@ def child_rss(backbone: str, size: tuple[int, int], video: Path, batch_size: int
     torch.set_num_threads(2)
     model = make_model(backbone, size)
     with tempfile.TemporaryDirectory() as tmp:
-        predictions = predict_video(model, video, batch_size=batch_size, stop=stop, out_csv=Path(tmp) / "p.csv", progress=False).predictions
+        predictions = predict_video(
+            model, video, batch_size=batch_size, stop=stop, out_csv=Path(tmp) / "p.csv", progress=False
+        ).predictions
     print(json.dumps({"peak_rss_mib": peak_rss_mib(), "frames": len(predictions)}))
 
 
@@ -123,8 +136,13 @@ def peak_rss_mib() -> float:
 
 
 def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -151,8 +169,14 @@ def timed_command(command: list[str], cwd: Path) -> tuple[float, float]:
     stats = cwd / "time.txt"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     started = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *command], check=True, cwd=cwd, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(stats), *command],
+        check=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - started
     return wall, int(stats.read_text().split()[-1]) / 1024
 
@@ -162,8 +186,11 @@ def our_model_dir(backbone: str, out: Path) -> Path:
     from element_lightning_pose.engine.train import train
 
     project = DEFAULT_VIDEO.parents[1]
-    config = {"data": {"image_resize": list(SIZE)}, "model": {"backbone": backbone, "pretrained": False},
-              "training": {"max_steps": 1, "num_workers": 0, "unfreeze_epoch": 0}}
+    config = {
+        "data": {"image_resize": list(SIZE)},
+        "model": {"backbone": backbone, "pretrained": False},
+        "training": {"max_steps": 1, "num_workers": 0, "unfreeze_epoch": 0},
+    }
     return train(config, project, out / f"ours_{backbone}", progress=False).model_dir
 
 
@@ -174,12 +201,29 @@ def cli_side_by_side(video: Path, lp_venv: Path, lp_models: dict[str, Path], bat
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             model_dir = our_model_dir(backbone, tmp)
-            ours = timed_command([str(elp), "predict", str(model_dir), str(video), "-o", str(tmp / "preds"),
-                                  "--batch-size", str(batch_size), "--no-progress"], tmp)
-            theirs = timed_command([str(lp_venv / "bin" / "litpose"), "predict", str(lp_model), str(video),
-                                    "--skip_viz", "--overwrite"], tmp)
+            ours = timed_command(
+                [
+                    str(elp),
+                    "predict",
+                    str(model_dir),
+                    str(video),
+                    "-o",
+                    str(tmp / "preds"),
+                    "--batch-size",
+                    str(batch_size),
+                    "--no-progress",
+                ],
+                tmp,
+            )
+            theirs = timed_command(
+                [str(lp_venv / "bin" / "litpose"), "predict", str(lp_model), str(video), "--skip_viz", "--overwrite"],
+                tmp,
+            )
         rows.append((backbone, ours, theirs))
-        print(f"{backbone} CLI: elp {ours[0]:.1f} s {ours[1]:.0f} MiB, litpose {theirs[0]:.1f} s {theirs[1]:.0f} MiB", flush=True)
+        print(
+            f"{backbone} CLI: elp {ours[0]:.1f} s {ours[1]:.0f} MiB, litpose {theirs[0]:.1f} s {theirs[1]:.0f} MiB",
+            flush=True,
+        )
     return rows
 
 
@@ -191,11 +235,20 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.md")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of the resnet50 RSS run (default: all)")
-    parser.add_argument("--repeats", type=int, default=2, help="alternations of end-to-end and bare forward (best kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternations of end-to-end and bare forward (best kept)"
+    )
     parser.add_argument("--lp-venv", type=Path, default=Path("/tmp/peers/venv"))
-    parser.add_argument("--lp-models", nargs="*", default=[], metavar="BACKBONE=MODEL_DIR",
-                        help="Lightning Pose model dirs to time `litpose predict` with, side by side")
-    parser.add_argument("--child", nargs=5, metavar=("BACKBONE", "SIZE", "VIDEO", "BATCH", "STOP"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--lp-models",
+        nargs="*",
+        default=[],
+        metavar="BACKBONE=MODEL_DIR",
+        help="Lightning Pose model dirs to time `litpose predict` with, side by side",
+    )
+    parser.add_argument(
+        "--child", nargs=5, metavar=("BACKBONE", "SIZE", "VIDEO", "BATCH", "STOP"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         backbone, size, video, batch, stop = args.child
@@ -217,13 +270,22 @@ def main() -> None:
             bare_cl = max(bare_cl, bare_forward_fps(model.net, frames, args.batch_size, channels_last=True))
             e2e = max(e2e, end_to_end_fps(model, args.video, args.batch_size, n))
         contiguous = make_model(backbone, channels_last=False)
-        bare_nchw = bare_forward_fps(contiguous.net, frames[:160], args.batch_size, channels_last=False)  # slow: 160 frames
+        bare_nchw = bare_forward_fps(
+            contiguous.net, frames[:160], args.batch_size, channels_last=False
+        )  # slow: 160 frames
         kp_ms = keypoint_ms_per_frame(model.net, frames, args.batch_size)
         rows.append((backbone, e2e, bare_cl, bare_nchw, kp_ms))
-        print(f"{backbone}: end-to-end {e2e:.1f} fps, bare forward {bare_cl:.1f} fps (NCHW {bare_nchw:.1f}), keypoints {kp_ms:.3f} ms/frame", flush=True)
+        print(
+            f"{backbone}: end-to-end {e2e:.1f} fps, bare forward {bare_cl:.1f} fps (NCHW {bare_nchw:.1f}), keypoints {kp_ms:.3f} ms/frame",
+            flush=True,
+        )
 
     lp_models = dict(item.split("=", 1) for item in args.lp_models)
-    cli_rows = cli_side_by_side(args.video, args.lp_venv, {k: Path(v) for k, v in lp_models.items()}, args.batch_size) if lp_models else []
+    cli_rows = (
+        cli_side_by_side(args.video, args.lp_venv, {k: Path(v) for k, v in lp_models.items()}, args.batch_size)
+        if lp_models
+        else []
+    )
 
     rss50 = run_child("resnet50", "256", str(args.video), str(args.batch_size), str(args.rss_frames or 0))
     print("resnet50 RSS", rss50, flush=True)
@@ -237,8 +299,13 @@ def main() -> None:
     print("synthetic RSS", rss_short, rss_long, flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
 
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_inference.py" + (f" --frames {args.frames}" if args.frames else "") + (
-        f" --rss-frames {args.rss_frames}" if args.rss_frames else "") + (f" --repeats {args.repeats}" if args.repeats != 2 else "") + (f" --lp-models {' '.join(args.lp_models)}" if args.lp_models else "")
+    command = (
+        "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_inference.py"
+        + (f" --frames {args.frames}" if args.frames else "")
+        + (f" --rss-frames {args.rss_frames}" if args.rss_frames else "")
+        + (f" --repeats {args.repeats}" if args.repeats != 2 else "")
+        + (f" --lp-models {' '.join(args.lp_models)}" if args.lp_models else "")
+    )
     lines = [
         "# Video inference benchmark",
         "",
@@ -255,7 +322,9 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for backbone, e2e, bare_cl, bare_nchw, kp_ms in rows:
-        lines.append(f"| {backbone} | {e2e:.1f} | {bare_cl:.1f} | {100 * e2e / bare_cl:.0f}% | {bare_nchw:.1f} | {kp_ms:.3f} |")
+        lines.append(
+            f"| {backbone} | {e2e:.1f} | {bare_cl:.1f} | {100 * e2e / bare_cl:.0f}% | {bare_nchw:.1f} | {kp_ms:.3f} |"
+        )
     if cli_rows:
         lines += [
             "",
@@ -267,8 +336,10 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|",
         ]
         for backbone, (ours_s, ours_mib), (lp_s, lp_mib) in cli_rows:
-            lines.append(f"| {backbone} | {ours_s:.1f} | {info.n_frames / ours_s:.1f} | {lp_s:.1f} | {info.n_frames / lp_s:.1f} | "
-                         f"**{lp_s / ours_s:.2f}x** | {ours_mib:.0f} | {lp_mib:.0f} |")
+            lines.append(
+                f"| {backbone} | {ours_s:.1f} | {info.n_frames / ours_s:.1f} | {lp_s:.1f} | {info.n_frames / lp_s:.1f} | "
+                f"**{lp_s / ours_s:.2f}x** | {ours_mib:.0f} | {lp_mib:.0f} |"
+            )
         lines.append("")
         lines.append("Target: >= 2.5x Lightning Pose.")
     lines += [

@@ -36,8 +36,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_semisupervised import (  # noqa: E402
-    BATCH, RESIZE, VIEW, VIEW_GROUPS, base_config, semi_losses, synthetic_project, video_metrics,
+    BATCH,
+    RESIZE,
+    VIEW,
+    VIEW_GROUPS,
+    base_config,
+    semi_losses,
+    synthetic_project,
+    video_metrics,
 )
+
 from element_lightning_pose.engine.config import TrainConfig  # noqa: E402
 from element_lightning_pose.engine.data import PoseDataModule, split_frames  # noqa: E402
 from element_lightning_pose.engine.io import load_project  # noqa: E402
@@ -76,8 +84,9 @@ def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[
     labels, videos = load_project(project.root)
     splits = split_frames(len(labels), 0.8, 0.1, seed)
     pcas, clips = _unsupervised_inputs(config, labels, splits, videos, model_dir / "gradient_cache")
-    module = HeatmapModule(config.to_dict(), list(labels.bodyparts), build_pretrained=False,
-                           pca={k: v.to_dict() for k, v in pcas.items()})
+    module = HeatmapModule(
+        config.to_dict(), list(labels.bodyparts), build_pretrained=False, pca={k: v.to_dict() for k, v in pcas.items()}
+    )
     state = torch.load(model_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     module.train()  # as in training: BatchNorm on batch statistics
@@ -137,7 +146,8 @@ def report(tables: list[tuple[int, float, list[dict]]], args, elapsed: float) ->
                 continue
             lines.append(
                 f"| {epochs} ep, {error:.1f} px | {row['term']} | {row['active']} | {row['norm']:.4f} | "
-                f"{row['norm'] / reference:.1f} | {row['pairwise_cos']:.3f} | {row['loo_cos']:.3f} | {row['coherence']:.2f} |")
+                f"{row['norm'] / reference:.1f} | {row['pairwise_cos']:.3f} | {row['loo_cos']:.3f} | {row['coherence']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -51,14 +51,31 @@ def lightning_pose_epochs(venv: Path, project: Path, epochs: int, out_dir: Path)
     run_dir = out_dir / "lp_model"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     subprocess.run(
-        [str(venv / "bin" / "litpose"), "train", str(config), "--output_dir", str(run_dir), "--overrides",
-         "model.backbone=resnet18", f"training.min_epochs={epochs}", f"training.max_epochs={epochs}",
-         f"training.check_val_every_n_epoch={VAL_EVERY}", f"training.lr_scheduler_params.multisteplr.milestones=[{epochs}]"],
-        check=True, env=env, cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(venv / "bin" / "litpose"),
+            "train",
+            str(config),
+            "--output_dir",
+            str(run_dir),
+            "--overrides",
+            "model.backbone=resnet18",
+            f"training.min_epochs={epochs}",
+            f"training.max_epochs={epochs}",
+            f"training.check_val_every_n_epoch={VAL_EVERY}",
+            f"training.lr_scheduler_params.multisteplr.milestones=[{epochs}]",
+        ],
+        check=True,
+        env=env,
+        cwd=out_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     summary = out_dir / "lp_epochs.json"
-    subprocess.run([str(venv / "bin" / "python"), str(PEER_RECIPE / "epoch_times.py"), str(run_dir), "--json", str(summary)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(venv / "bin" / "python"), str(PEER_RECIPE / "epoch_times.py"), str(run_dir), "--json", str(summary)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return json.loads(summary.read_text())["epoch_seconds"]
 
 
@@ -85,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lp-venv", type=Path, default=Path("/tmp/peers/venv"), help="Lightning Pose 2.4.3 venv (peer recipe)")
+    parser.add_argument(
+        "--lp-venv", type=Path, default=Path("/tmp/peers/venv"), help="Lightning Pose 2.4.3 venv (peer recipe)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "training.md")
     args = parser.parse_args()
@@ -94,8 +113,13 @@ def main() -> None:
     config = {
         "data": {"image_resize": list(size)},
         "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {"max_epochs": args.epochs, "unfreeze_epoch": 0, "batch_size": batch, "num_workers": args.workers,
-                     "check_val_every_n_epoch": VAL_EVERY},
+        "training": {
+            "max_epochs": args.epochs,
+            "unfreeze_epoch": 0,
+            "batch_size": batch,
+            "num_workers": args.workers,
+            "check_val_every_n_epoch": VAL_EVERY,
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -113,7 +137,9 @@ def main() -> None:
     fps_train = n_train / np.median(epoch_s)
     n_keypoints = 17
     fps_bare = bare_fps("resnet18", batch, size, n_keypoints, steps=9)
-    print(f"train(): {np.median(epoch_s):.2f} s/epoch ({n_train} frames) = {fps_train:.1f} frames/s; bare {fps_bare:.1f} frames/s")
+    print(
+        f"train(): {np.median(epoch_s):.2f} s/epoch ({n_train} frames) = {fps_train:.1f} frames/s; bare {fps_bare:.1f} frames/s"
+    )
     lp_rows: list[str] = []
     if lp_epoch_s:
         lp_median = float(np.median(lp_epoch_s[1:]))
@@ -129,7 +155,9 @@ def main() -> None:
             f"Lightning Pose per-epoch times: {', '.join(f'{s:.2f}' for s in lp_epoch_s)} s (epoch 0 includes start-up).",
         ]
 
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_training.py" + (f" --epochs {args.epochs}" if args.epochs != 6 else "")
+    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_training.py" + (
+        f" --epochs {args.epochs}" if args.epochs != 6 else ""
+    )
     lines = [
         "# Supervised training throughput",
         "",

@@ -26,9 +26,15 @@ def demo_params(epochs: int, resize: int, backbone: str) -> dict:
     return {
         "data": {"image_resize": [resize, resize], "train_prob": 0.8, "val_prob": 0.1},
         "model": {"backbone": backbone, "pretrained": backbone == "efficientnet_lite0"},
-        "training": {"batch_size": 8, "max_epochs": epochs, "unfreeze_epoch": 0,
-                     "lr_milestones": [int(epochs * 0.6), int(epochs * 0.85)], "num_workers": 0,
-                     "check_val_every_n_epoch": max(1, epochs // 10), "log_every_n_steps": 5},
+        "training": {
+            "batch_size": 8,
+            "max_epochs": epochs,
+            "unfreeze_epoch": 0,
+            "lr_milestones": [int(epochs * 0.6), int(epochs * 0.85)],
+            "num_workers": 0,
+            "check_val_every_n_epoch": max(1, epochs // 10),
+            "log_every_n_steps": 5,
+        },
     }
 
 
@@ -72,8 +78,15 @@ def synthetic_data(root: Path, image_size: int, n_labeled: int, n_frames: int):
     if project_dir.exists():
         shutil.rmtree(project_dir)
     # video00 feeds the labels; video01 plays the session recording (with ground truth)
-    return make_synthetic_project(project_dir, seed=0, image_size=(image_size, image_size),
-                                  n_labeled=n_labeled, n_video_frames=n_frames, n_videos=2, fps=30.0)
+    return make_synthetic_project(
+        project_dir,
+        seed=0,
+        image_size=(image_size, image_size),
+        n_labeled=n_labeled,
+        n_video_frames=n_frames,
+        n_videos=2,
+        fps=30.0,
+    )
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -109,16 +122,20 @@ def run_demo(args: argparse.Namespace) -> dict:
             truth = synth.ground_truth(synth.videos[1])[0]
             project_rel = "projects/synthetic"
         existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
-        vs_key = ({"video_set_id": existing[0]["video_set_id"]} if existing
-                  else train.VideoSet.insert_project(project_rel, description="demo project"))
+        vs_key = (
+            {"video_set_id": existing[0]["video_set_id"]}
+            if existing
+            else train.VideoSet.insert_project(project_rel, description="demo project")
+        )
         n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
         print(f"    {project_rel}: {n_labeled} labeled frames")
 
     with Step(f"training {args.models} models ({args.backbone}, {args.epochs} epochs, {args.resize}px)"):
         idx = train.TrainingParamSet.insert_new_params("demo", demo_params(args.epochs, args.resize, args.backbone))
         for i in range(args.models):
-            train.TrainingTask.insert1({**vs_key, "paramset_idx": idx, "training_id": i + 1, "seed": i},
-                                       skip_duplicates=True)
+            train.TrainingTask.insert1(
+                {**vs_key, "paramset_idx": idx, "training_id": i + 1, "seed": i}, skip_duplicates=True
+            )
         result = dj_compat.populate(train.ModelTraining, display_progress=True)
         _raise_errors(result)
         names = []
@@ -139,9 +156,13 @@ def run_demo(args: argparse.Namespace) -> dict:
         }
 
     with Step("session recording and pose estimation"):
-        session = pipeline.add_session("mouse01", dt.datetime(2024, 5, 1, 10, 30), sex="F",
-                                       subject_birth_date=dt.date(2024, 1, 2),
-                                       description="element-lightning-pose demo session")
+        session = pipeline.add_session(
+            "mouse01",
+            dt.datetime(2024, 5, 1, 10, 30),
+            sex="F",
+            subject_birth_date=dt.date(2024, 1, 2),
+            description="element-lightning-pose demo session",
+        )
         lp.Device.insert1({"device": "camera1", "device_description": "behaviour camera"}, skip_duplicates=True)
         rec = {**session, "recording_id": 1}
         if not model.VideoRecording & rec:
@@ -171,8 +192,9 @@ def run_demo(args: argparse.Namespace) -> dict:
         from .export import dj_nwb, nwb
 
         nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
-        serious = [m for m in nwb.inspect_dandi(nwb_path)
-                   if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+        serious = [
+            m for m in nwb.inspect_dandi(nwb_path) if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")
+        ]
         summary["outputs"]["nwb"] = nwb_path
         summary["nwb_serious_findings"] = len(serious)
         for message in serious:
@@ -186,12 +208,14 @@ def run_demo(args: argparse.Namespace) -> dict:
         plotting.plot_ensemble(ens_key, figures / "ensemble_traces.png")
         plotting.plot_model_evaluation({"model_name": names[0]}, figures / "evaluation.png")
         video = plotting.labeled_video_for(ens_key, figures / "ensemble_labeled.mp4")
-        summary["outputs"].update({
-            "trace plot": figures / "ensemble_traces.png",
-            "evaluation plot": figures / "evaluation.png",
-            "labeled video": video,
-            "ensemble CSV": processed / (ensemble.EnsembleSmoothing & ens_key).fetch1("output_file"),
-        })
+        summary["outputs"].update(
+            {
+                "trace plot": figures / "ensemble_traces.png",
+                "evaluation plot": figures / "evaluation.png",
+                "labeled video": video,
+                "ensemble CSV": processed / (ensemble.EnsembleSmoothing & ens_key).fetch1("output_file"),
+            }
+        )
         for r in pose_rows:
             summary["outputs"][f"predictions {r['model_name']}"] = processed / r["predictions_file"]
     return summary

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import datajoint as dj
 
@@ -92,9 +93,7 @@ def configure_from_env(env: dict[str, str] | None = None) -> None:
     if env.get("DJ_PASS"):
         dj.config["database.password"] = env["DJ_PASS"]
     if env.get("DJ_BACKEND", "mysql") != "mysql":
-        raise RuntimeError(
-            f"DataJoint {DJ_VERSION} supports only MySQL/MariaDB, but DJ_BACKEND={env['DJ_BACKEND']}"
-        )
+        raise RuntimeError(f"DataJoint {DJ_VERSION} supports only MySQL/MariaDB, but DJ_BACKEND={env['DJ_BACKEND']}")
     dj.config["database.use_tls"] = env.get("DJ_USE_TLS", "false").lower() in {"1", "true", "yes"}
 
 
@@ -327,8 +326,9 @@ class ClearResult:
     kept: list[dict] = field(default_factory=list)
 
 
-def clear_jobs(tables: Iterable[Any], status: str = "error", restrictions: Iterable[dict] = (),
-               *, force: bool = False) -> ClearResult:
+def clear_jobs(
+    tables: Iterable[Any], status: str = "error", restrictions: Iterable[dict] = (), *, force: bool = False
+) -> ClearResult:
     """Delete job rows of a status ('error' or 'reserved') so their keys can run again.
 
     Only jobs matching every restriction are removed. A reservation is removed only when its
@@ -374,7 +374,7 @@ def is_duplicate_error(error: BaseException | str) -> bool:
 def clear_job(table: Any, key: dict, status: str = "error") -> int:
     """Remove the job row of one populate key with this status; returns rows removed."""
     table = table() if isinstance(table, type) else table
-    (_, jobs), = _job_tables([table])
+    ((_, jobs),) = _job_tables([table])
     if IS_DJ2:
         query = jobs & {k: key[k] for k in jobs.primary_key}
     else:

@@ -275,8 +275,17 @@ def _start_postgres(data_dir: Path, port: int, password: str) -> int:
             shutil.chown(pwfile, user=user)
         result = _run_as(
             user,
-            [str(bindir / "initdb"), "-D", str(pgdata), "-U", DB_USER, f"--pwfile={pwfile}",
-             "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
         )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -297,7 +306,9 @@ def _start_postgres(data_dir: Path, port: int, password: str) -> int:
 
 def _stop_postgres(data_dir: Path) -> None:
     bindir = _postgres_bindir()
-    result = _run_as(_pg_service_user(), [str(bindir / "pg_ctl"), "-D", str(data_dir / "pgdata"), "-m", "fast", "-w", "stop"])
+    result = _run_as(
+        _pg_service_user(), [str(bindir / "pg_ctl"), "-D", str(data_dir / "pgdata"), "-m", "fast", "-w", "stop"]
+    )
     if result.returncode != 0:
         raise LocalDBError(f"pg_ctl stop failed for {data_dir}:\n{result.stderr.strip()}")
 
@@ -352,9 +363,16 @@ def _start_mysql(data_dir: Path, port: int, password: str) -> int:
     if not (datadir / "mysql").exists():
         # socket: root@localhost (and the OS account's own, when not root) via unix_socket only
         result = subprocess.run(
-            [install, "--no-defaults", f"--datadir={datadir}", "--auth-root-authentication-method=socket",
-             "--skip-test-db", *as_root],
-            capture_output=True, text=True,
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                *as_root,
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise LocalDBError(f"{install} failed in {datadir}:\n{result.stderr.strip()[-2000:]}")
@@ -362,14 +380,29 @@ def _start_mysql(data_dir: Path, port: int, password: str) -> int:
     # passwordless root is gone before anyone can use it; the file holds the password and
     # is removed once the server is up.
     init_file = write_text_atomic(data_dir / ".init.sql", _mysql_hardening_sql(password), mode=SECRET_MODE)
-    cmd = [server, "--no-defaults", f"--datadir={datadir}", f"--port={port}", "--bind-address=127.0.0.1",
-           f"--socket={sock}", f"--pid-file={data_dir / 'server.pid'}", f"--log-error={log}",
-           f"--init-file={init_file}", "--skip-name-resolve", "--character-set-server=utf8mb4", *as_root]
+    cmd = [
+        server,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        f"--port={port}",
+        "--bind-address=127.0.0.1",
+        f"--socket={sock}",
+        f"--pid-file={data_dir / 'server.pid'}",
+        f"--log-error={log}",
+        f"--init-file={init_file}",
+        "--skip-name-resolve",
+        "--character-set-server=utf8mb4",
+        *as_root,
+    ]
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_until(lambda: sock.exists() and _mysql_greets(port) or proc.poll() is not None,
-                    60, f"MariaDB accepting connections on port {port}", log)
+        _wait_until(
+            lambda: sock.exists() and _mysql_greets(port) or proc.poll() is not None,
+            60,
+            f"MariaDB accepting connections on port {port}",
+            log,
+        )
     finally:
         init_file.unlink(missing_ok=True)
     if proc.poll() is not None:
@@ -395,9 +428,24 @@ def _mysql_insecurity(port: int, password: str) -> str | None:
     client = _mysql_binaries()[2]
     # The password goes through the environment, not the command line that `ps` shows.
     result = subprocess.run(
-        [client, "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", DB_USER, "-N", "-B",
-         "-e", UNSAFE_ACCOUNTS_SQL],
-        capture_output=True, text=True, env=dict(os.environ, MYSQL_PWD=password), check=False,
+        [
+            client,
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            str(port),
+            "-u",
+            DB_USER,
+            "-N",
+            "-B",
+            "-e",
+            UNSAFE_ACCOUNTS_SQL,
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MYSQL_PWD=password),
+        check=False,
     )
     if result.returncode != 0:
         return f"the '{DB_USER}' user cannot log in over TCP: {result.stderr.strip()}"
@@ -419,8 +467,13 @@ def _secure_running_mysql(data_dir: Path, port: int, password: str) -> None:
     sock.chmod(0o600)
     # New servers: root via unix_socket, so this works when elp runs as root and is refused
     # otherwise, which is fine: such a server was hardened when it started.
-    subprocess.run([client, "--no-defaults", f"--socket={sock}", "-u", "root"],
-                   input=_mysql_hardening_sql(password), capture_output=True, text=True, check=False)
+    subprocess.run(
+        [client, "--no-defaults", f"--socket={sock}", "-u", "root"],
+        input=_mysql_hardening_sql(password),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     problem = _mysql_insecurity(port, password)
     if problem:
         raise LocalDBError(

@@ -281,8 +281,7 @@ class Model(dj.Manual):
             BodyPart.extend(bodyparts)
             cls.insert1(row)
             cls.BodyPart.insert(
-                {"model_name": model_name, "body_part": bp, "body_part_index": i}
-                for i, bp in enumerate(bodyparts)
+                {"model_name": model_name, "body_part": bp, "body_part_index": i} for i, bp in enumerate(bodyparts)
             )
         return {"model_name": model_name}
 
@@ -328,16 +327,13 @@ class ModelEvaluation(dj.Computed):
     """
 
     _stats = [f"{split}_{stat}_px" for split in SPLITS for stat in ("mean", "median", "p90")]
-    definition = (
-        f"""
+    definition = f"""
     -> Model
     ---
     n_train : {INT32}
     n_val   : {INT32}
     n_test  : {INT32}
-    """
-        + "".join(f"    {name} = null : {FLOAT64}\n" for name in _stats)
-    )
+    """ + "".join(f"    {name} = null : {FLOAT64}\n" for name in _stats)
 
     class BodyPart(dj.Part):
         """Errors of one body part in one split.
@@ -390,8 +386,13 @@ class ModelEvaluation(dj.Computed):
             for bodypart, group in in_split.groupby("bodypart"):
                 part_values = group["error_px"].dropna().to_numpy()
                 parts.append(
-                    {**key, "body_part": bodypart, "split": split, "n_frames": int(len(part_values)),
-                     **{f"{stat}_px": v for stat, v in _summaries(part_values).items()}}
+                    {
+                        **key,
+                        "body_part": bodypart,
+                        "split": split,
+                        "n_frames": int(len(part_values)),
+                        **{f"{stat}_px": v for stat, v in _summaries(part_values).items()},
+                    }
                 )
         self.insert1(master)
         self.BodyPart.insert(parts)
@@ -436,11 +437,15 @@ class PoseEstimationTask(dj.Manual):
         return f"lp_predictions/{session}/recording{key['recording_id']}/{key['model_name']}"
 
     @classmethod
-    def generate(cls, recording_key: dict, model_name: str, *, task_mode: str = "trigger", batch_size: int = 16) -> dict:
+    def generate(
+        cls, recording_key: dict, model_name: str, *, task_mode: str = "trigger", batch_size: int = 16
+    ) -> dict:
         """Insert a task for a recording and a model with the default output folder."""
         key = {**{k: recording_key[k] for k in VideoRecording.primary_key}, "model_name": model_name}
-        cls.insert1({**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key),
-                     "batch_size": batch_size}, skip_duplicates=True)
+        cls.insert1(
+            {**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key), "batch_size": batch_size},
+            skip_duplicates=True,
+        )
         return key
 
 
@@ -520,9 +525,7 @@ class PoseEstimation(dj.Computed):
                 f"{key['model_name']!r} has {list(expected)}"
             )
         if n_frames is not None and len(predictions) != n_frames:
-            raise ValueError(
-                f"{source}: {len(predictions)} predicted frames but the recording has {n_frames}"
-            )
+            raise ValueError(f"{source}: {len(predictions)} predicted frames but the recording has {n_frames}")
         if task_mode != "load":
             io.write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
         predictions_file = paths.relative_to_roots([processed_dir()], source)
@@ -582,10 +585,16 @@ def _find_predictions(out_dir: Path) -> Path:
     named = out_dir / "predictions.csv"
     if named.is_file():
         return named
-    csvs = sorted(p for p in out_dir.glob("*.csv") if not p.name.startswith(".") and p.is_file()) if out_dir.is_dir() else []
+    csvs = (
+        sorted(p for p in out_dir.glob("*.csv") if not p.name.startswith(".") and p.is_file())
+        if out_dir.is_dir()
+        else []
+    )
     if not csvs:
         raise FileNotFoundError(f"task_mode 'load': no predictions.csv in {out_dir}")
     if len(csvs) > 1:
-        raise FileNotFoundError(f"task_mode 'load': {out_dir} has no predictions.csv and {len(csvs)} other CSVs "
-                                f"({', '.join(p.name for p in csvs)}); name the one to load predictions.csv")
+        raise FileNotFoundError(
+            f"task_mode 'load': {out_dir} has no predictions.csv and {len(csvs)} other CSVs "
+            f"({', '.join(p.name for p in csvs)}); name the one to load predictions.csv"
+        )
     return csvs[0]

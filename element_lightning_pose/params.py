@@ -11,7 +11,8 @@ No engine import here; DataJoint is not imported either (the mixin calls the tab
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class ParamSetUpdateError(ValueError):

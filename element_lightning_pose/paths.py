@@ -9,9 +9,9 @@ worker. No DataJoint import here.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
 
 PathLike = str | os.PathLike
 
@@ -51,9 +51,7 @@ def find_full_path(roots: Iterable[PathLike], relative_path: PathLike) -> Path:
         candidate = root / relative_path
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(
-        f"{relative_path} is not found under any root data directory: {[str(r) for r in roots]}"
-    )
+    raise FileNotFoundError(f"{relative_path} is not found under any root data directory: {[str(r) for r in roots]}")
 
 
 def find_root_directory(roots: Iterable[PathLike], full_path: PathLike) -> Path:

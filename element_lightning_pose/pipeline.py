@@ -116,8 +116,7 @@ def _element_upstream(prefix: str) -> dict:
     links.Subject = subject.Subject
     links.Experimenter = lab.User
     session.activate(prefix + "session", linking_module=links)
-    return {"Subject": subject.Subject, "Session": session.Session, "lab": lab, "subject": subject,
-            "session": session}
+    return {"Subject": subject.Subject, "Session": session.Session, "lab": lab, "subject": subject, "session": session}
 
 
 def _device_table(prefix: str):
@@ -176,8 +175,15 @@ def activate_pipeline(
     dj_compat.ensure_jobs_tables(computed_tables())
     extras = {k: v for k, v in parts.items() if k not in ("Session", "Subject")}
     _ACTIVE = SimpleNamespace(
-        prefix=prefix, upstream="elements" if use_elements else "minimal", Session=Session,
-        Subject=Subject, Device=Device, train=train, model=model, ensemble=ensemble, **extras,
+        prefix=prefix,
+        upstream="elements" if use_elements else "minimal",
+        Session=Session,
+        Subject=Subject,
+        Device=Device,
+        train=train,
+        model=model,
+        ensemble=ensemble,
+        **extras,
     )
     return _ACTIVE
 
@@ -211,21 +217,26 @@ def add_session(
             raise ValueError(f"subject {subject!r}: element-animal's Subject.subject holds at most 8 characters")
         birth = subject_birth_date or "2020-01-01"
         lp.Subject.insert1(
-            {"subject": subject, "sex": sex, "subject_birth_date": birth,
-             "subject_description": description},
+            {"subject": subject, "sex": sex, "subject_birth_date": birth, "subject_description": description},
             skip_duplicates=True,
         )
         key = {"subject": subject, "session_datetime": session_datetime}
         lp.Session.insert1(key, skip_duplicates=True)
         return key
     lp.Subject.insert1(
-        {"subject": subject, "sex": sex, "species": species, "subject_birth_date": subject_birth_date,
-         "subject_description": description},
+        {
+            "subject": subject,
+            "sex": sex,
+            "species": species,
+            "subject_birth_date": subject_birth_date,
+            "subject_description": description,
+        },
         skip_duplicates=True,
     )
     key = {"subject": subject, "session_id": session_id}
-    lp.Session.insert1({**key, "session_datetime": session_datetime, "session_description": description},
-                       skip_duplicates=True)
+    lp.Session.insert1(
+        {**key, "session_datetime": session_datetime, "session_description": description}, skip_duplicates=True
+    )
     return key
 
 

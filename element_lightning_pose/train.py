@@ -200,8 +200,12 @@ class VideoSet(dj.Manual):
                     f"VideoSet: project {relative_dir!r} with these labels and videos is already "
                     f"registered as video_set_id {existing['video_set_id']}, not {video_set_id}"
                 )
-            logger.warning("VideoSet: project %r (labels %s) is already registered as %s; not inserted again",
-                           relative_dir, csv_file, existing)
+            logger.warning(
+                "VideoSet: project %r (labels %s) is already registered as %s; not inserted again",
+                relative_dir,
+                csv_file,
+                existing,
+            )
             return existing
         labels = io.read_labels(full_dir / csv_file, full_dir, check_images=True)
         for path in videos:
@@ -225,14 +229,14 @@ class VideoSet(dj.Manual):
                 }
             )
             cls.File.insert(
-                {**key, "file_id": i, "file_path": path, "file_type": kind}
-                for i, (path, kind) in enumerate(files)
+                {**key, "file_id": i, "file_path": path, "file_type": kind} for i, (path, kind) in enumerate(files)
             )
         return key
 
     @classmethod
-    def _same_project(cls, project_dir: str, csv_file: str, labels_hash: str | None,
-                      video_files: list[str]) -> dict | None:
+    def _same_project(
+        cls, project_dir: str, csv_file: str, labels_hash: str | None, video_files: list[str]
+    ) -> dict | None:
         """The key of a VideoSet with this folder, label file, label bytes and videos, if any."""
         if labels_hash is None:
             return None
@@ -327,10 +331,7 @@ class TrainingTask(dj.Manual):
     @staticmethod
     def default_model_dir(key: dict, model_prefix: str = "") -> str:
         prefix = f"{model_prefix}_" if model_prefix else ""
-        return (
-            f"lp_models/{prefix}videoset{key['video_set_id']}"
-            f"_params{key['paramset_idx']}_train{key['training_id']}"
-        )
+        return f"lp_models/{prefix}videoset{key['video_set_id']}_params{key['paramset_idx']}_train{key['training_id']}"
 
 
 @schema

@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from . import dj_compat
 
@@ -82,8 +82,9 @@ def run_once(tables: list, restrictions: Sequence = (), *, log=print) -> tuple[i
     return done, failed
 
 
-def populate_table(table, restrictions: Sequence = (), *, log=print,
-                   max_restarts: int = 100) -> tuple[int, list[tuple[dict, str]]]:
+def populate_table(
+    table, restrictions: Sequence = (), *, log=print, max_restarts: int = 100
+) -> tuple[int, list[tuple[dict, str]]]:
     """Populate one table with reserved jobs; returns (keys populated, [(key, error)]).
 
     A key that another worker populated meanwhile is not a failure: 0.14 reports it as a
@@ -94,13 +95,13 @@ def populate_table(table, restrictions: Sequence = (), *, log=print,
     done, errors = 0, []
     for _ in range(max_restarts):
         try:
-            result = dj_compat.populate(table, *restrictions, reserve_jobs=True, suppress_errors=True,
-                                        display_progress=False)
+            result = dj_compat.populate(
+                table, *restrictions, reserve_jobs=True, suppress_errors=True, display_progress=False
+            )
         except Exception as exc:  # noqa: BLE001 - only duplicates are survivable; others re-raised
             if not dj_compat.is_duplicate_error(exc):
                 raise
-            log(f"{table.__name__}: a key was populated by another worker meanwhile; going on "
-                f"({_first_line(exc)})")
+            log(f"{table.__name__}: a key was populated by another worker meanwhile; going on ({_first_line(exc)})")
             continue
         done += result.success_count
         for key, message in result.errors:
@@ -118,8 +119,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def run(tables: list, restrictions: Sequence = (), *, loop: bool = False, sleep_s: float = 30.0,
-        max_idle: int | None = None, log=print) -> int:
+def run(
+    tables: list,
+    restrictions: Sequence = (),
+    *,
+    loop: bool = False,
+    sleep_s: float = 30.0,
+    max_idle: int | None = None,
+    log=print,
+) -> int:
     """Populate once, or repeatedly until ``max_idle`` consecutive passes found nothing to do."""
     total = idle = 0
     while True:

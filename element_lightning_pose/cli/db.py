@@ -10,8 +10,9 @@ from element_lightning_pose import localdb
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "db") -> None:
-    parser.add_argument("action", choices=["start", "stop", "status", "env"],
-                        help="env prints the export lines for a running server")
+    parser.add_argument(
+        "action", choices=["start", "stop", "status", "env"], help="env prints the export lines for a running server"
+    )
     parser.add_argument("--backend", choices=localdb.BACKENDS, default="postgresql")
     parser.add_argument("--dir", type=Path, default=None, help="data directory (default: %(default)s → per backend)")
     parser.add_argument("--port", type=int, default=None, help="TCP port on 127.0.0.1")
@@ -38,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
         # Never the password: stdout ends up in scrollback and CI logs. `elp db env` is the
         # explicit way to get the export lines.
         env_file = Path(conn.data_dir) / localdb.ENV_FILE
-        print(f"connection settings (DJ_*, with the password) in {env_file} (mode 0600): "
-              f"`source {env_file}`, or `eval \"$(elp db env{_location(args)})\"`")
+        print(
+            f"connection settings (DJ_*, with the password) in {env_file} (mode 0600): "
+            f'`source {env_file}`, or `eval "$(elp db env{_location(args)})"`'
+        )
     elif args.action == "stop":
         conn = localdb.stop(args.backend, data_dir)
         print(f"stopped {conn.backend} (pid {conn.pid}) in {conn.data_dir}")

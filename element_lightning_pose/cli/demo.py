@@ -12,8 +12,12 @@ from element_lightning_pose import demo
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    parser.add_argument("--backend", choices=["postgresql", "mysql"], default="postgresql",
-                        help="private server to start when DJ_HOST is not set")
+    parser.add_argument(
+        "--backend",
+        choices=["postgresql", "mysql"],
+        default="postgresql",
+        help="private server to start when DJ_HOST is not set",
+    )
     parser.add_argument("--prefix", default=demo.DEMO_PREFIX, help="schema prefix (default: %(default)s)")
     parser.add_argument("--project", help="an LP/DeepLabCut project folder to use instead of synthetic data")
     parser.add_argument("--videos", nargs="+", help="session video file(s) (default: the project's first video)")

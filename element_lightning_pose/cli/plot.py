@@ -17,38 +17,68 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
     """Arguments of ``elp plot`` (database-free: works on CSV and video files)."""
     sub = parser.add_subparsers(dest="plot_command", metavar="WHAT", required=True)
 
-    traces = sub.add_parser("traces", help="x, y, likelihood over time from a predictions or EKS CSV",
-                            description="Trace plot of a predictions CSV (LP/DLC layout) or an EKS CSV.")
+    traces = sub.add_parser(
+        "traces",
+        help="x, y, likelihood over time from a predictions or EKS CSV",
+        description="Trace plot of a predictions CSV (LP/DLC layout) or an EKS CSV.",
+    )
     traces.add_argument("predictions", type=Path, help="predictions CSV (3-row header)")
     traces.add_argument("-o", "--output", type=Path, required=True, help="figure to write (.png, .svg, .pdf)")
-    traces.add_argument("--eks", action="store_true",
-                        help="the CSV is an EKS output: draw the 95%% posterior band (required columns "
-                             "x_posterior_var, y_posterior_var; the band is also drawn without --eks "
-                             "when they are present)")
-    traces.add_argument("--members", type=Path, nargs="+", default=None, metavar="CSV",
-                        help="ensemble members' prediction CSVs, drawn as thin grey lines")
+    traces.add_argument(
+        "--eks",
+        action="store_true",
+        help="the CSV is an EKS output: draw the 95%% posterior band (required columns "
+        "x_posterior_var, y_posterior_var; the band is also drawn without --eks "
+        "when they are present)",
+    )
+    traces.add_argument(
+        "--members",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CSV",
+        help="ensemble members' prediction CSVs, drawn as thin grey lines",
+    )
     traces.add_argument("--fps", type=float, default=None, help="frames per second (time axis in s)")
     traces.add_argument("--keypoints", nargs="+", default=None, metavar="NAME", help="body parts to show")
-    traces.add_argument("--frames", default=None, metavar="START:STOP",
-                        help="rows to show (0-based, STOP excluded, either may be empty)")
+    traces.add_argument(
+        "--frames",
+        default=None,
+        metavar="START:STOP",
+        help="rows to show (0-based, STOP excluded, either may be empty)",
+    )
     traces.add_argument("--threshold", type=float, default=0.9, help="likelihood threshold line (default 0.9)")
 
-    video = sub.add_parser("video", help="labeled video: keypoints drawn on the frames",
-                           description="Draw a predictions CSV on its video and write an mp4.")
+    video = sub.add_parser(
+        "video",
+        help="labeled video: keypoints drawn on the frames",
+        description="Draw a predictions CSV on its video and write an mp4.",
+    )
     video.add_argument("video", type=Path, help="the video the predictions were made on")
     video.add_argument("predictions", type=Path, help="predictions or EKS CSV (index: frame number)")
     video.add_argument("-o", "--output", type=Path, required=True, help="labeled video to write (.mp4)")
     video.add_argument("--start", type=int, default=0, help="first video frame (default 0)")
     video.add_argument("--stop", type=int, default=None, help="stop before this video frame (default: end)")
-    video.add_argument("--threshold", type=float, default=0.9,
-                       help="likelihood below which a keypoint is a hollow circle (default 0.9)")
-    video.add_argument("--skeleton", default=None, metavar="A-B,C-D",
-                       help="body-part pairs joined by lines, e.g. nose-head,head-centre")
+    video.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="likelihood below which a keypoint is a hollow circle (default 0.9)",
+    )
+    video.add_argument(
+        "--skeleton",
+        default=None,
+        metavar="A-B,C-D",
+        help="body-part pairs joined by lines, e.g. nose-head,head-centre",
+    )
     video.add_argument("--radius", type=int, default=None, help="dot radius in pixels")
 
-    evaluation = sub.add_parser("evaluation", help="pixel error per body part and split",
-                                description="Bar plot of a per-image error table (columns image, "
-                                            "split, bodypart, error_px) as engine.evaluate.evaluate writes.")
+    evaluation = sub.add_parser(
+        "evaluation",
+        help="pixel error per body part and split",
+        description="Bar plot of a per-image error table (columns image, "
+        "split, bodypart, error_px) as engine.evaluate.evaluate writes.",
+    )
     evaluation.add_argument("errors", type=Path, help="errors CSV (one header row)")
     evaluation.add_argument("-o", "--output", type=Path, required=True, help="figure to write")
 
@@ -99,16 +129,20 @@ def _traces(args: argparse.Namespace) -> Path:
 
     values, bodyparts, posterior, index = _read_estimates(args.predictions)
     if args.eks and posterior is None:
-        raise ProjectError(f"{args.predictions}: --eks needs the columns x_posterior_var and y_posterior_var "
-                            "(an EKS CSV as `elp smooth` writes)")
+        raise ProjectError(
+            f"{args.predictions}: --eks needs the columns x_posterior_var and y_posterior_var "
+            "(an EKS CSV as `elp smooth` writes)"
+        )
     members = None
     if args.members:
         arrays = []
         for member in args.members:
             member_values, member_parts = read_predictions(member)
             if member_parts != bodyparts or len(member_values) != len(values):
-                raise ProjectError(f"{member}: {len(member_values)} frames of {member_parts} do not match "
-                                    f"{args.predictions} ({len(values)} frames of {bodyparts})")
+                raise ProjectError(
+                    f"{member}: {len(member_values)} frames of {member_parts} do not match "
+                    f"{args.predictions} ({len(values)} frames of {bodyparts})"
+                )
             arrays.append(member_values)
         members = np.stack(arrays)
     frames = None
@@ -117,10 +151,21 @@ def _traces(args: argparse.Namespace) -> Path:
         if len(ranges) != 1:
             raise ValueError(f"--frames takes one START:STOP, got {args.frames!r}")
         frames = ranges[0]
-    plot_traces(values[..., 0], values[..., 1], values[..., 2], bodyparts, fps=args.fps, posterior_var=posterior,
-                members=members, keypoints=args.keypoints, frames=frames,
-                first_frame=_first_frame(index), likelihood_threshold=args.threshold,
-                title=args.predictions.name, out=args.output)
+    plot_traces(
+        values[..., 0],
+        values[..., 1],
+        values[..., 2],
+        bodyparts,
+        fps=args.fps,
+        posterior_var=posterior,
+        members=members,
+        keypoints=args.keypoints,
+        frames=frames,
+        first_frame=_first_frame(index),
+        likelihood_threshold=args.threshold,
+        title=args.predictions.name,
+        out=args.output,
+    )
     return args.output
 
 
@@ -134,9 +179,18 @@ def _video(args: argparse.Namespace) -> Path:
             if not sep or not a or not b:
                 raise ValueError(f"--skeleton: {edge!r} is not A-B")
             skeleton.append((a, b))
-    return write_labeled_video(args.video, values, bodyparts, args.output, likelihood_threshold=args.threshold,
-                               start=args.start, stop=args.stop, skeleton=skeleton, dot_radius=args.radius,
-                               first_frame=_first_frame(index))
+    return write_labeled_video(
+        args.video,
+        values,
+        bodyparts,
+        args.output,
+        likelihood_threshold=args.threshold,
+        start=args.start,
+        stop=args.stop,
+        skeleton=skeleton,
+        dot_radius=args.radius,
+        first_frame=_first_frame(index),
+    )
 
 
 def _evaluation(args: argparse.Namespace) -> Path:

@@ -16,11 +16,17 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") 
     parser.add_argument("--batch-size", type=int, default=16, help="frames per network batch (default 16)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--diagnostics", action="store_true",
-                        help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals")
-    parser.add_argument("--allow-short-video", action="store_true",
-                        help="a video that decodes fewer frames than it lists (truncated, damaged) is a warning, "
-                             "its missing frames NaN with likelihood 0, instead of an error")
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals",
+    )
+    parser.add_argument(
+        "--allow-short-video",
+        action="store_true",
+        help="a video that decodes fewer frames than it lists (truncated, damaged) is a warning, "
+        "its missing frames NaN with likelihood 0, instead of an error",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +48,15 @@ def run(args: argparse.Namespace) -> int:
         diagnostics = out_dir / f"{name}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ShortVideoWarning)
-            result = predict_video(model, video, batch_size=args.batch_size, out_csv=out_csv,
-                                   progress=not args.no_progress, diagnostics_csv=diagnostics,
-                                   allow_short=getattr(args, "allow_short_video", False))
+            result = predict_video(
+                model,
+                video,
+                batch_size=args.batch_size,
+                out_csv=out_csv,
+                progress=not args.no_progress,
+                diagnostics_csv=diagnostics,
+                allow_short=getattr(args, "allow_short_video", False),
+            )
         for warning in caught:
             if issubclass(warning.category, ShortVideoWarning):
                 print(f"elp predict: warning: {warning.message}", file=sys.stderr)

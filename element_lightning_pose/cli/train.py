@@ -12,8 +12,14 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
     parser.add_argument("config_or_project", help="a config YAML, or a project folder (then default parameters)")
     parser.add_argument("--project", help="labeled project folder (CollectedData.csv, labeled-data/, videos/)")
     parser.add_argument("--model-dir", required=True, help="output folder of the trained model")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set training.max_epochs=20 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set training.max_epochs=20 (repeatable)",
+    )
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. MODEL_DIR/checkpoints/last.ckpt)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -35,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
-    print(f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "
-          f"model in {result.model_dir}")
+    print(
+        f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "
+        f"model in {result.model_dir}"
+    )
     return 0

@@ -12,29 +12,50 @@ from element_lightning_pose.cli import fail
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -> None:
-    parser.add_argument("--pipeline", default=os.environ.get("LP_PIPELINE", "element_lightning_pose.pipeline"),
-                        help="module that activates the schemas when imported (default: %(default)s)")
+    parser.add_argument(
+        "--pipeline",
+        default=os.environ.get("LP_PIPELINE", "element_lightning_pose.pipeline"),
+        help="module that activates the schemas when imported (default: %(default)s)",
+    )
     parser.add_argument("--prefix", help="schema prefix of the reference pipeline (default: $LP_SCHEMA_PREFIX or lp_)")
     parser.add_argument("--root-dir", help="root data directory (default: $LP_ROOT_DATA_DIR)")
     parser.add_argument("--processed-dir", help="processed-data directory (default: $LP_PROCESSED_DATA_DIR)")
-    parser.add_argument("--table", action="append", choices=worker.table_names(),
-                        help="populate only this table (repeatable; default: all, in order)")
-    parser.add_argument("--restrict", action="append", type=_json_dict, default=[], metavar="JSON",
-                        help='only keys matching this JSON object, e.g. \'{"subject": "m1"}\' (repeatable: all must match)')
+    parser.add_argument(
+        "--table",
+        action="append",
+        choices=worker.table_names(),
+        help="populate only this table (repeatable; default: all, in order)",
+    )
+    parser.add_argument(
+        "--restrict",
+        action="append",
+        type=_json_dict,
+        default=[],
+        metavar="JSON",
+        help='only keys matching this JSON object, e.g. \'{"subject": "m1"}\' (repeatable: all must match)',
+    )
     if command == "worker":
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--once", action="store_true", help="one pass over the tables, then exit (default)")
         mode.add_argument("--loop", action="store_true", help="keep polling for new work")
         parser.add_argument("--sleep", type=float, default=30.0, help="seconds between passes with --loop")
-        parser.add_argument("--max-idle", type=int, default=None,
-                            help="with --loop, stop after this many passes that found nothing")
+        parser.add_argument(
+            "--max-idle", type=int, default=None, help="with --loop, stop after this many passes that found nothing"
+        )
     else:
         parser.add_argument("action", choices=["list", "clear"])
-        parser.add_argument("--status", choices=list(dj_compat.JOB_STATUSES), default=None,
-                            help="which jobs (list: both by default; clear: error by default)")
-        parser.add_argument("--force", action="store_true",
-                            help="clear: also reservations whose process is alive or on another host "
-                                 "(without it they are kept, named on stderr, exit status 1)")
+        parser.add_argument(
+            "--status",
+            choices=list(dj_compat.JOB_STATUSES),
+            default=None,
+            help="which jobs (list: both by default; clear: error by default)",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="clear: also reservations whose process is alive or on another host "
+            "(without it they are kept, named on stderr, exit status 1)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +68,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(args.command, exc)
     if args.command == "worker":
-        total = worker.run(tables, args.restrict, loop=args.loop, sleep_s=args.sleep, max_idle=args.max_idle,
-                    log=lambda m: print(m, flush=True))
+        total = worker.run(
+            tables,
+            args.restrict,
+            loop=args.loop,
+            sleep_s=args.sleep,
+            max_idle=args.max_idle,
+            log=lambda m: print(m, flush=True),
+        )
         print(f"worker done: {total} key(s) populated", flush=True)
         return 0
     if args.action == "list":
@@ -63,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
     if result.kept:
         for row in result.kept:
             print(f"kept: {format_job(row)}", file=sys.stderr)
-        print(f"elp jobs: kept {len(result.kept)} reservation(s) whose worker is alive or runs on another "
-              f"host; stop it first, or use --force", file=sys.stderr)
+        print(
+            f"elp jobs: kept {len(result.kept)} reservation(s) whose worker is alive or runs on another "
+            f"host; stop it first, or use --force",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -22,9 +22,9 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 PathLike = str | os.PathLike
 

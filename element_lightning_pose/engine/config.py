@@ -78,9 +78,7 @@ class DataConfig(_Section):
 
     csv_file: str = Field("CollectedData.csv", description="label CSV, relative to the project root")
     video_dir: str = Field("videos", description="folder of project videos, relative to the project root")
-    image_resize: tuple[Int, Int] = Field(
-        (256, 256), description="(height, width) the network sees; multiples of 32"
-    )
+    image_resize: tuple[Int, Int] = Field((256, 256), description="(height, width) the network sees; multiples of 32")
     train_prob: Float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
     val_prob: Float = Field(0.1, ge=0, lt=1, description="fraction used for validation (best checkpoint)")
     split_seed: Int = Field(0, description="seed of the train/val/test split")
@@ -99,7 +97,7 @@ class DataConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _probabilities_fit(self) -> "DataConfig":
+    def _probabilities_fit(self) -> DataConfig:
         if self.train_prob + self.val_prob > 1 + 1e-9:
             raise ValueError(f"train_prob + val_prob = {self.train_prob + self.val_prob:g} exceeds 1")
         return self
@@ -109,7 +107,7 @@ class ModelConfig(_Section):
     """Network architecture and heatmap targets."""
 
     backbone: Backbone = Field("resnet50", description="feature extractor, truncated before pooling")
-    pretrained: Union[Bool, str] = Field(
+    pretrained: Bool | str = Field(
         True,
         description="ImageNet weights (true), random init (false), or a path to a weights file",
     )
@@ -136,8 +134,10 @@ class TrainingConfig(_Section):
     lr_milestones: list[Int] = Field([150, 200, 250], description="epochs at which the learning rate decays")
     lr_gamma: Float = Field(0.5, gt=0, le=1, description="learning-rate decay factor at each milestone")
     seed: Int = Field(0, description="seed of weights init, augmentation and batch order")
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="PyTorch Lightning accelerator")
-    devices: Union[Int, str] = Field("auto", description="PyTorch Lightning devices")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="PyTorch Lightning accelerator"
+    )
+    devices: Int | str = Field("auto", description="PyTorch Lightning devices")
     num_workers: Int = Field(2, ge=0, description="data-loading worker processes")
     check_val_every_n_epoch: Int = Field(1, gt=0, description="validation period, in epochs")
     log_every_n_steps: Int = Field(10, gt=0, description="logging period, in steps")
@@ -169,7 +169,7 @@ class AugmentationConfig(_Section):
 
 
 UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview")
-KeypointRef = Union[Int, str]
+KeypointRef = Int | str
 
 
 class LossesConfig(_Section):
@@ -185,14 +185,22 @@ class LossesConfig(_Section):
     unsupervised: list[str] = Field(
         [], description=f"unsupervised losses to use, any of {list(UNSUPERVISED_LOSSES)} (empty: supervised only)"
     )
-    warmup_epochs: Float = Field(2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs")
+    warmup_epochs: Float = Field(
+        2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs"
+    )
     clip_length: Int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
     max_cached_frames: Int = Field(
-        5000, ge=2, description="most unlabeled frames decoded into the cache (contiguous segments of long videos; 5,000 frames at 256x256 take about 1 GB)"
+        5000,
+        ge=2,
+        description="most unlabeled frames decoded into the cache (contiguous segments of long videos; 5,000 frames at 256x256 take about 1 GB)",
     )
-    cache_dir: str | None = Field(None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)")
-    temporal_weight: Float = Field(0.001, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)")
-    temporal_epsilon: Union[Float, list[Float]] = Field(
+    cache_dir: str | None = Field(
+        None, description="folder of the unlabeled-frame cache (default: MODEL_DIR/frame_cache)"
+    )
+    temporal_weight: Float = Field(
+        0.001, ge=0, description="weight of the temporal loss (pixels; the heatmap loss is ~0.01-1)"
+    )
+    temporal_epsilon: Float | list[Float] = Field(
         20.0, description="temporal loss: allowed displacement between frames, pixels (one value or one per keypoint)"
     )
     temporal_min_confidence: Float = Field(
@@ -205,16 +213,22 @@ class LossesConfig(_Section):
     pca_singleview_components: Int | None = Field(
         None, gt=0, description="pose PCA components (default: enough for pca_explained_variance)"
     )
-    pca_explained_variance: Float = Field(0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance")
+    pca_explained_variance: Float = Field(
+        0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance"
+    )
     pca_multiview_weight: Float = Field(0.001, ge=0, description="weight of the multi-view PCA loss (pixels)")
     view_groups: list[list[KeypointRef]] = Field(
         [], description="multi-view PCA: one list per view, the same keypoints in the same order (names or indices)"
     )
     pca_multiview_components: Int = Field(3, gt=0, description="multi-view PCA components (3: a 3D point)")
     pca_epsilon: Float | None = Field(
-        None, ge=0, description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)"
+        None,
+        ge=0,
+        description="PCA losses: allowed residual, pixels (default: pca_epsilon_percentile of training residuals)",
     )
-    pca_epsilon_percentile: Float = Field(99.0, ge=0, le=100, description="percentile (0-100) of label residuals used as PCA epsilon")
+    pca_epsilon_percentile: Float = Field(
+        99.0, ge=0, le=100, description="percentile (0-100) of label residuals used as PCA epsilon"
+    )
     pca_epsilon_residuals: Literal["held_out", "training"] = Field(
         "held_out",
         description="residuals the epsilon percentile is taken of: 'held_out' = each training label's residual from a "
@@ -222,7 +236,10 @@ class LossesConfig(_Section):
         "too small when few frames are labeled",
     )
     pca_min_confidence: Float = Field(
-        0.5, ge=0, le=1, description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)"
+        0.5,
+        ge=0,
+        le=1,
+        description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)",
     )
 
     @field_validator("unsupervised")
@@ -253,7 +270,7 @@ class LossesConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _multiview_needs_groups(self) -> "LossesConfig":
+    def _multiview_needs_groups(self) -> LossesConfig:
         if "pca_multiview" in self.unsupervised and not self.view_groups:
             raise ValueError("pca_multiview needs losses.view_groups (e.g. [[0, 1, 2], [3, 4, 5]]: keypoints per view)")
         return self
@@ -269,7 +286,7 @@ class TrainConfig(_Section):
     losses: LossesConfig = Field(default_factory=LossesConfig, description="unsupervised losses")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any] | None, source: str = "config") -> TrainConfig:
         """Validate a (possibly partial) nested dict; missing keys take their defaults."""
         if values is None:
             values = {}
@@ -281,7 +298,7 @@ class TrainConfig(_Section):
             raise ConfigError(_describe(exc, source)) from None
 
     @classmethod
-    def from_yaml(cls, path: PathLike) -> "TrainConfig":
+    def from_yaml(cls, path: PathLike) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
@@ -292,7 +309,7 @@ class TrainConfig(_Section):
         return cls.from_dict(values, source=str(path))
 
     @classmethod
-    def load(cls, config: "TrainConfig | dict | PathLike | None") -> "TrainConfig":
+    def load(cls, config: TrainConfig | dict | PathLike | None) -> TrainConfig:
         """Accept a TrainConfig, a dict, a YAML path, or None (defaults)."""
         if isinstance(config, TrainConfig):
             return config
@@ -307,7 +324,7 @@ class TrainConfig(_Section):
         """Write the full config (every default spelled out) atomically."""
         return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-    def with_overrides(self, assignments: list[str]) -> "TrainConfig":
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Apply ``section.key=value`` strings (values parsed as YAML), e.g. from ``--set``."""
         values = self.to_dict()
         for assignment in assignments:

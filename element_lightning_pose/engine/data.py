@@ -10,8 +10,8 @@ labels. Keypoints travel as (K, 2) float arrays in network-input pixels, NaN = u
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import SPLITS, AugmentationConfig, TrainConfig
 from .io import LabeledFrames, ProjectError, write_csv_atomic
+
 # light helpers shared with inference (engine.predict must not import Lightning): re-exported here
 from .labeled import image_file, load_context_resized, load_resized, read_splits, scale_points  # noqa: F401
 
@@ -56,8 +57,6 @@ def write_splits(path: PathLike, image_paths: Sequence[str], splits: Sequence[st
     return write_csv_atomic(frame, path)
 
 
-
-
 def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
     """The split of each labeled image read from a fixed ``image,split`` CSV (``data.split_file``).
 
@@ -73,7 +72,9 @@ def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
         raise ProjectError(f"{path}: image {image!r} has split {split!r}; expected one of {', '.join(SPLITS)}")
     missing = [p for p in image_paths if p not in saved]
     if missing:
-        raise ProjectError(f"{path}: labeled image {missing[0]!r} is not listed ({len(missing)} of {len(image_paths)} missing)")
+        raise ProjectError(
+            f"{path}: labeled image {missing[0]!r} is not listed ({len(missing)} of {len(image_paths)} missing)"
+        )
     extra = sorted(set(saved) - set(image_paths))
     if extra:
         raise ProjectError(f"{path}: image {extra[0]!r} is not in the labels ({len(extra)} unknown images)")
@@ -114,7 +115,9 @@ class Augmenter:
             matrix = np.array([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]]) @ matrix
         return matrix[:2], flip
 
-    def warp(self, image: np.ndarray, keypoints: np.ndarray, matrix: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    def warp(
+        self, image: np.ndarray, keypoints: np.ndarray, matrix: np.ndarray, flip: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Apply one affine warp to the pixels and the same matrix to the labels."""
         h, w = image.shape[:2]
         image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
@@ -125,7 +128,9 @@ class Augmenter:
             moved = moved[self.flip_order]
         return image, moved
 
-    def __call__(self, image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
         matrix, flip = self.geometric_matrix(image.shape[:2], rng)
         image, keypoints = self.warp(image, keypoints, matrix, flip)
@@ -139,7 +144,9 @@ class Augmenter:
             image = self._occlude(image, rng)
         return image, keypoints
 
-    def augment_frames(self, frames: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def augment_frames(
+        self, frames: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Augment a stack of frames (T, h, w, 3) (a context window) with ONE draw of every random choice.
 
         ``keypoints`` belong to the centre frame; they move with the shared warp.
@@ -182,8 +189,14 @@ class LabeledDataset(Dataset):
     With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w).
     """
 
-    def __init__(self, labels: LabeledFrames, rows: Sequence[int] | np.ndarray, size: tuple[int, int],
-                 augmenter: Augmenter | None = None, context: bool = False) -> None:
+    def __init__(
+        self,
+        labels: LabeledFrames,
+        rows: Sequence[int] | np.ndarray,
+        size: tuple[int, int],
+        augmenter: Augmenter | None = None,
+        context: bool = False,
+    ) -> None:
         self.labels = labels
         self.rows = list(rows)
         height, width = size
@@ -224,8 +237,13 @@ class LabeledDataset(Dataset):
 class PoseDataModule(pl.LightningDataModule):
     """Train / val / test loaders over one labeled project and a fixed split."""
 
-    def __init__(self, labels: LabeledFrames, splits: Sequence[str] | np.ndarray, config: TrainConfig,
-                 clips: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        labels: LabeledFrames,
+        splits: Sequence[str] | np.ndarray,
+        config: TrainConfig,
+        clips: Dataset | None = None,
+    ) -> None:
         super().__init__()
         self.labels = labels
         self.splits = np.asarray(splits, dtype=object)

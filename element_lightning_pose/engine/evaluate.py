@@ -19,8 +19,9 @@ from .predict import PoseModel, load_model, predict_labeled
 PathLike = str | os.PathLike
 
 
-def evaluate(model_dir: PathLike, labels: LabeledFrames, *, model: PoseModel | None = None,
-             batch_size: int = 16) -> pd.DataFrame:
+def evaluate(
+    model_dir: PathLike, labels: LabeledFrames, *, model: PoseModel | None = None, batch_size: int = 16
+) -> pd.DataFrame:
     """Pixel error of the model in ``model_dir`` on ``labels``, in original-frame pixels.
 
     Long format: ``image, split, bodypart, error_px`` (+ ``likelihood``). The split comes from

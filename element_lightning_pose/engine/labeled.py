@@ -46,7 +46,9 @@ def image_file(labels: LabeledFrames, row: int) -> Path:
     return path if path.is_absolute() else Path(labels.root) / path
 
 
-def load_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def load_resized(
+    labels: LabeledFrames, row: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Frame ``row`` resized to ``size`` (h, w), its labels in resized pixels, its original (h, w)."""
     image = read_image(image_file(labels, row))
     original = image.shape[:2]
@@ -68,7 +70,9 @@ def load_context_resized(labels: LabeledFrames, row: int, size: tuple[int, int])
             continue
         neighbour = read_image(Path(labels.root) / path)
         if neighbour.shape[:2] != original:
-            raise ProjectError(f"{path}: context frame of {labels.image_paths[row]} is {neighbour.shape[:2]}, "
-                               f"the labeled frame {original}")
+            raise ProjectError(
+                f"{path}: context frame of {labels.image_paths[row]} is {neighbour.shape[:2]}, "
+                f"the labeled frame {original}"
+            )
         frames.append(resize_frame(neighbour, size))
     return np.stack(frames), keypoints

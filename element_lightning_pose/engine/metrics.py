@@ -10,7 +10,7 @@ per body part plus an ``__all__`` row.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,9 @@ def temporal_norm(predictions: np.ndarray) -> np.ndarray:
     return norm
 
 
-def long_table(values: np.ndarray, bodyparts: Sequence[str], index: Sequence | np.ndarray, index_name: str, value_name: str) -> pd.DataFrame:
+def long_table(
+    values: np.ndarray, bodyparts: Sequence[str], index: Sequence | np.ndarray, index_name: str, value_name: str
+) -> pd.DataFrame:
     """(N, K) values -> long DataFrame (index_name, bodypart, value_name)."""
     values = np.asarray(values, dtype=float)
     n, k = values.shape
@@ -78,14 +80,20 @@ def summarize(table: pd.DataFrame, value: str | None = None, by: Sequence[str] =
 
     grouped = table.groupby(by, sort=False)[value].apply(stats).unstack()
     overall = stats(table[value]).to_frame().T
-    overall.index = pd.MultiIndex.from_tuples([(ALL,) * len(by)], names=by) if len(by) > 1 else pd.Index([ALL], name=by[0])
+    overall.index = (
+        pd.MultiIndex.from_tuples([(ALL,) * len(by)], names=by) if len(by) > 1 else pd.Index([ALL], name=by[0])
+    )
     summary = pd.concat([grouped, overall])
     summary["count"] = summary["count"].astype(int)
     return summary
 
 
-def diagnostics_table(predictions: np.ndarray, bodyparts: Sequence[str], pcas: dict | None = None,
-                      index: Sequence | np.ndarray | None = None) -> pd.DataFrame:
+def diagnostics_table(
+    predictions: np.ndarray,
+    bodyparts: Sequence[str],
+    pcas: dict | None = None,
+    index: Sequence | np.ndarray | None = None,
+) -> pd.DataFrame:
     """Per-frame diagnostics of video predictions (T, K, >=2), in original pixels.
 
     Wide table, one row per frame (index ``frame``), two header rows (metric, bodypart):

@@ -69,7 +69,7 @@ class ModelInfo:
     checkpoint: Path | None = field(default=None, compare=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = MODEL_JSON) -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any], source: str = MODEL_JSON) -> ModelInfo:
         """Build from ``model.json``'s content; ``source`` names the file in errors."""
         if not isinstance(data, dict):
             raise ModelDirectoryError(f"{source}: expected a JSON object, got {type(data).__name__}")

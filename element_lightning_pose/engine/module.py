@@ -28,8 +28,13 @@ class HeatmapModule(pl.LightningModule):
 
     temporal_epsilon: torch.Tensor  # non-persistent buffer (scalar or one value per keypoint)
 
-    def __init__(self, config: dict[str, Any], bodyparts: list[str], build_pretrained: bool = True,
-                 pca: dict[str, dict] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        bodyparts: list[str],
+        build_pretrained: bool = True,
+        pca: dict[str, dict] | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.config = TrainConfig.from_dict(config)
@@ -42,8 +47,10 @@ class HeatmapModule(pl.LightningModule):
         losses = self.config.losses
         epsilon = losses.temporal_epsilon
         if isinstance(epsilon, list) and len(epsilon) != len(bodyparts):
-            raise ConfigError(f"losses.temporal_epsilon lists {len(epsilon)} values but there are "
-                             f"{len(bodyparts)} keypoints {list(bodyparts)}")
+            raise ConfigError(
+                f"losses.temporal_epsilon lists {len(epsilon)} values but there are "
+                f"{len(bodyparts)} keypoints {list(bodyparts)}"
+            )
         self.register_buffer("temporal_epsilon", torch.as_tensor(epsilon, dtype=torch.float32), persistent=False)
         missing = [k for k in ("pca_singleview", "pca_multiview") if k in losses.unsupervised and k not in self.pcas]
         if missing:
@@ -52,13 +59,17 @@ class HeatmapModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    def _loss(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         model = self.config.model
         outputs = self.net(batch["image"])
         heads = outputs if self.is_context else (outputs,)
         # context model: both heads learn from the labels
-        losses = [heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
-                  for logits in heads]
+        losses = [
+            heatmap_mse(logits, batch["keypoints"], sigma=model.heatmap_sigma, nan_keypoints=model.nan_keypoints)
+            for logits in heads
+        ]
         return sum(losses[1:], losses[0]), outputs
 
     def _points(self, outputs) -> torch.Tensor:
@@ -78,7 +89,9 @@ class HeatmapModule(pl.LightningModule):
         losses = self.config.losses
         values = {}
         if "temporal" in losses.unsupervised:
-            values["temporal"] = temporal_loss(xy, points[..., 2], self.temporal_epsilon, losses.temporal_min_confidence)
+            values["temporal"] = temporal_loss(
+                xy, points[..., 2], self.temporal_epsilon, losses.temporal_min_confidence
+            )
         confident = points[..., 2].detach() >= losses.pca_min_confidence
         for kind, pca in self.pcas.items():
             mask = confident[..., pca.keypoint_indices()]
@@ -134,7 +147,9 @@ class HeatmapModule(pl.LightningModule):
     def configure_optimizers(self):
         training = self.config.training
         optimizer = torch.optim.Adam(self.parameters(), lr=training.learning_rate)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(training.lr_milestones), gamma=training.lr_gamma)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(training.lr_milestones), gamma=training.lr_gamma
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 

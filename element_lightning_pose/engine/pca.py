@@ -20,8 +20,9 @@ pixels; Lightning Pose fitted in resized coordinates and evaluated in original o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class KeypointPCA:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "KeypointPCA":
+    def from_dict(cls, data: dict[str, Any]) -> KeypointPCA:
         values = dict(data)
         values["mean"] = np.asarray(values["mean"], dtype=float)
         values["components"] = np.asarray(values["components"], dtype=float).reshape(len(values["mean"]), -1)
@@ -185,14 +186,19 @@ def fit_pca(
     keypoints = np.asarray(keypoints, dtype=float)
     if kind == "pca_singleview":
         refs = losses.pca_singleview_keypoints
-        views = [resolve_keypoints(refs, bodyparts, "pca_singleview_keypoints") if refs is not None
-                 else list(range(len(bodyparts)))]
+        views = [
+            resolve_keypoints(refs, bodyparts, "pca_singleview_keypoints")
+            if refs is not None
+            else list(range(len(bodyparts)))
+        ]
         if not views[0]:
             raise PCAFitError("pose PCA: no keypoint group (losses.pca_singleview_keypoints is empty)")
         components = losses.pca_singleview_components
     elif kind == "pca_multiview":
         if not losses.view_groups:
-            raise PCAFitError("multi-view PCA: no keypoint group (set losses.view_groups, one list of keypoints per view)")
+            raise PCAFitError(
+                "multi-view PCA: no keypoint group (set losses.view_groups, one list of keypoints per view)"
+            )
         views = [resolve_keypoints(group, bodyparts, "view_groups") for group in losses.view_groups]
         flat = [k for view in views for k in view]
         if len(set(flat)) != len(flat):
@@ -203,7 +209,11 @@ def fit_pca(
     pca = KeypointPCA(kind, views, np.zeros(0), np.zeros((0, 0)), 0.0, 0.0, 0)
     complete = _complete_samples(pca, keypoints)
     dims = complete.shape[1]
-    unit = "frames with all its keypoints labeled" if kind == "pca_singleview" else "(frame, keypoint) pairs labeled in every view"
+    unit = (
+        "frames with all its keypoints labeled"
+        if kind == "pca_singleview"
+        else "(frame, keypoint) pairs labeled in every view"
+    )
     name = "pose PCA" if kind == "pca_singleview" else "multi-view PCA"
     if len(complete) < dims:
         raise PCAFitError(
@@ -226,5 +236,8 @@ def fit_pca(
 
 def fit_pcas(keypoints: np.ndarray, bodyparts: Sequence[str], losses: LossesConfig) -> dict[str, KeypointPCA]:
     """Every PCA loss named in ``losses.unsupervised``, fitted on ``keypoints`` (original pixels)."""
-    return {kind: fit_pca(kind, keypoints, bodyparts, losses)
-            for kind in ("pca_singleview", "pca_multiview") if kind in losses.unsupervised}
+    return {
+        kind: fit_pca(kind, keypoints, bodyparts, losses)
+        for kind in ("pca_singleview", "pca_multiview")
+        if kind in losses.unsupervised
+    }

@@ -151,7 +151,9 @@ def load_model(
     model_dir = Path(model_dir)
     ckpt_path = model_dir / "checkpoints" / checkpoint
     if not ckpt_path.is_file():
-        raise ModelDirectoryError(f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)")
+        raise ModelDirectoryError(
+            f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)"
+        )
     # mmap: the optimizer state in a training checkpoint (2x the weights) is never read
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     try:
@@ -175,7 +177,9 @@ def load_model(
     return PoseModel(net, bodyparts, config.data.image_resize, config, device, model_dir, info, pcas=pcas)
 
 
-def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]) -> HeatmapNet | ContextHeatmapNet:
+def _net_from_weights(
+    config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]
+) -> HeatmapNet | ContextHeatmapNet:
     """The network with ``weights`` loaded, skipping the random initialisation they replace.
 
     The modules are built on the meta device (no memory, no init: a ResNet-50's init costs
@@ -183,8 +187,13 @@ def _net_from_weights(config: TrainConfig, n_keypoints: int, weights: dict[str, 
     normalisation buffers, which are not in the state dict, are rebuilt.
     """
     with torch.device("meta"):
-        net = build_net(config.model.model_type, config.model.backbone, n_keypoints, pretrained=False,
-                        heatmap_sigma=config.model.heatmap_sigma)
+        net = build_net(
+            config.model.model_type,
+            config.model.backbone,
+            n_keypoints,
+            pretrained=False,
+            heatmap_sigma=config.model.heatmap_sigma,
+        )
     net.load_state_dict(weights, strict=True, assign=True)
     net.reset_input_normalization()
     left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
@@ -248,8 +257,9 @@ def predict_video(
     total = max((min(stop, info.n_frames) if stop is not None else info.n_frames) - start, 0)
     bar = _progress_bar(total, Path(video).name) if progress else None
     started = time.perf_counter()
-    batches = iter_batches(video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch,
-                           allow_short=allow_short)
+    batches = iter_batches(
+        video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
+    )
     try:
         if model.is_context:
             chunks = list(_stream_context(model, batches, original, bar))
@@ -266,9 +276,12 @@ def predict_video(
     predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
     n_decoded = len(predictions)
     if n_decoded < total:  # only with allow_short: a short decode raised otherwise
-        warnings.warn(f"{video}: decoding stopped at frame {start + n_decoded} of {info.n_frames}; frames "
-                      f"{start + n_decoded}-{start + total - 1} are NaN with likelihood 0", ShortVideoWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{video}: decoding stopped at frame {start + n_decoded} of {info.n_frames}; frames "
+            f"{start + n_decoded}-{start + total - 1} are NaN with likelihood 0",
+            ShortVideoWarning,
+            stacklevel=2,
+        )
         missing = np.full((total - n_decoded, k, 3), np.nan, dtype=predictions.dtype)
         missing[..., 2] = 0.0
         predictions = np.concatenate([predictions, missing])
@@ -282,9 +295,16 @@ def predict_video(
         write_predictions(out_csv, predictions, model.bodyparts, index=index)
     if diagnostics is not None and diagnostics_csv is not None:
         write_csv_atomic(diagnostics, diagnostics_csv)
-    return PredictionResult(predictions, index, list(model.bodyparts), Path(video),
-                            Path(out_csv) if out_csv is not None else None,
-                            Path(diagnostics_csv) if diagnostics_csv is not None else None, n_decoded, elapsed)
+    return PredictionResult(
+        predictions,
+        index,
+        list(model.bodyparts),
+        Path(video),
+        Path(out_csv) if out_csv is not None else None,
+        Path(diagnostics_csv) if diagnostics_csv is not None else None,
+        n_decoded,
+        elapsed,
+    )
 
 
 @torch.inference_mode()
@@ -299,7 +319,7 @@ def _stream_context(model: PoseModel, batches, original: tuple[int, int], bar):
         sequence = torch.cat([pending, feats])
         if len(sequence) > 2 * CONTEXT_RADIUS:
             yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
-        pending = sequence[-2 * CONTEXT_RADIUS:]
+        pending = sequence[-2 * CONTEXT_RADIUS :]
         if bar is not None:
             bar.update(len(indices))
     if pending is not None:
@@ -352,7 +372,9 @@ def output_names(videos: list[PathLike]) -> list[str]:
     for video in videos:
         stem = Path(video).stem
         if stem in seen:
-            raise ProjectError(f"{seen[stem]} and {video} would both write {stem}.csv: "
-                               f"predict them into different --out-dir folders (or rename one)")
+            raise ProjectError(
+                f"{seen[stem]} and {video} would both write {stem}.csv: "
+                f"predict them into different --out-dir folders (or rename one)"
+            )
         seen[stem] = video
     return list(seen)

@@ -29,9 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -41,14 +41,28 @@ from element_lightning_pose.engine.io import PathLike, ProjectError, write_keypo
 from element_lightning_pose.engine.video import write_video
 
 BODY_PARTS = (
-    "nose", "head", "centre", "tail_base", "tail_tip",
-    "paw_left_front", "paw_right_front", "paw_left_hind", "paw_right_hind",
+    "nose",
+    "head",
+    "centre",
+    "tail_base",
+    "tail_tip",
+    "paw_left_front",
+    "paw_right_front",
+    "paw_left_hind",
+    "paw_right_hind",
 )
 VIEW_SUFFIXES = ("_top", "_bot")
 # RGB colour of each body part's blob (the same in both views).
 PART_COLOURS = (
-    (230, 40, 40), (250, 210, 40), (40, 200, 60), (40, 120, 250), (240, 240, 240),
-    (250, 120, 20), (200, 40, 220), (40, 220, 220), (140, 90, 250),
+    (230, 40, 40),
+    (250, 210, 40),
+    (40, 200, 60),
+    (40, 120, 250),
+    (240, 240, 240),
+    (250, 120, 20),
+    (200, 40, 220),
+    (40, 220, 220),
+    (140, 90, 250),
 )
 BODY_COLOUR = (58, 48, 44)
 # Body geometry in units of the view's shorter side.
@@ -150,8 +164,9 @@ def _ou_step(value: np.ndarray | float, mean: float, tau: float, std: float, dt:
     return mean + (value - mean) * decay + std * np.sqrt(1 - decay**2) * noise
 
 
-def _smooth_step(value, velocity, mean: np.ndarray | float, tau: np.ndarray | float, std: np.ndarray | float,
-                 dt: float, noise):
+def _smooth_step(
+    value, velocity, mean: np.ndarray | float, tau: np.ndarray | float, std: np.ndarray | float, dt: float, noise
+):
     """One step of a critically damped oscillator driven by noise (a smooth OU-like process).
 
     Unlike a plain OU process, whose paths are rough at short time scales, the value here is
@@ -159,7 +174,7 @@ def _smooth_step(value, velocity, mean: np.ndarray | float, tau: np.ndarray | fl
     standard deviation is ``std`` and its time scale ``tau``.
     """
     rate = 1.0 / tau
-    acceleration = -rate**2 * (value - mean) - 2 * rate * velocity
+    acceleration = -(rate**2) * (value - mean) - 2 * rate * velocity
     velocity = velocity + acceleration * dt + std * np.sqrt(4 * rate**3 * dt) * noise
     return value + velocity * dt, velocity
 
@@ -306,16 +321,25 @@ def render_frame(
     per_view = len(BODY_PARTS)
     scale = layout.scale
     for view in range(layout.views):
-        points = keypoints[view * per_view:(view + 1) * per_view]
+        points = keypoints[view * per_view : (view + 1) * per_view]
         nose, head, centre, tail_base, tail_tip = points[:5]
         segments = [
-            (tail_base, tail_tip, 0.02), (centre, tail_base, 0.10), (centre, head, 0.09),
+            (tail_base, tail_tip, 0.02),
+            (centre, tail_base, 0.10),
+            (centre, head, 0.09),
             (head, nose, 0.05),
             *[(centre + 0.6 * (paw - centre), paw, 0.025) for paw in points[5:]],
         ]
         for start, end, thickness in segments:
-            cv2.line(frame, _fixed(start), _fixed(end), BODY_COLOUR, max(1, int(round(thickness * scale))),
-                     cv2.LINE_AA, SUBPIXEL_BITS)
+            cv2.line(
+                frame,
+                _fixed(start),
+                _fixed(end),
+                BODY_COLOUR,
+                max(1, int(round(thickness * scale))),
+                cv2.LINE_AA,
+                SUBPIXEL_BITS,
+            )
         radius = max(1.5, BLOB_RADIUS * scale) * (1 << SUBPIXEL_BITS)
         # paws first: the spine's blobs stay whole when a paw passes under the body
         order = [5, 6, 7, 8, 4, 3, 2, 1, 0]
@@ -343,8 +367,10 @@ def _check_parameters(image_size, n_labeled, n_video_frames, n_videos, views, fp
     if n_videos < 1:
         raise ValueError(f"n_videos must be >= 1, got {n_videos}")
     if not 1 <= n_labeled <= n_videos * (n_video_frames - 4):
-        raise ValueError(f"n_labeled must be between 1 and {n_videos * (n_video_frames - 4)} "
-                         f"(frames with two neighbours each side), got {n_labeled}")
+        raise ValueError(
+            f"n_labeled must be between 1 and {n_videos * (n_video_frames - 4)} "
+            f"(frames with two neighbours each side), got {n_labeled}"
+        )
     if not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be positive, got {fps}")
     return height, width
@@ -398,13 +424,18 @@ def make_synthetic_project(
             keypoints = layout.to_pixels(simulate_pose(n_video_frames, fps, layout, rng))
             boxes, occluded = simulate_occluders(keypoints, layout, rng, occlusion)
 
-            def render(t: int) -> np.ndarray:
+            def render(t: int, keypoints: np.ndarray = keypoints, boxes: np.ndarray = boxes) -> np.ndarray:
                 return render_frame(background, keypoints[t], layout, boxes[t], occluder)
 
             write_video(staging / "videos" / f"{stem}.mp4", (render(t) for t in range(n_video_frames)), fps)
             (staging / "ground_truth").mkdir(exist_ok=True)
-            np.savez_compressed(staging / "ground_truth" / f"{stem}.npz", keypoints=keypoints,
-                                occluded=occluded, bodyparts=np.array(bodyparts), fps=fps)
+            np.savez_compressed(
+                staging / "ground_truth" / f"{stem}.npz",
+                keypoints=keypoints,
+                occluded=occluded,
+                bodyparts=np.array(bodyparts),
+                fps=fps,
+            )
             image_dir = staging / "labeled-data" / stem
             image_dir.mkdir(parents=True)
             context = {int(t + d) for t in labeled[number] for d in range(-2, 3)}
@@ -413,12 +444,19 @@ def make_synthetic_project(
             for t in labeled[number]:
                 label_index.append(f"labeled-data/{stem}/img{t:0{digits}d}.png")
                 label_rows.append(keypoints[t])
-        write_keypoint_csv(staging / "CollectedData.csv", np.stack(label_rows), bodyparts, ("x", "y"),
-                           LABEL_SCORER, label_index)
+        write_keypoint_csv(
+            staging / "CollectedData.csv", np.stack(label_rows), bodyparts, ("x", "y"), LABEL_SCORER, label_index
+        )
         metadata = {
-            "seed": seed, "image_size": [height, width], "n_labeled": n_labeled,
-            "n_video_frames": n_video_frames, "n_videos": n_videos, "views": views,
-            "occlusion": occlusion, "fps": fps, "bodyparts": bodyparts,
+            "seed": seed,
+            "image_size": [height, width],
+            "n_labeled": n_labeled,
+            "n_video_frames": n_video_frames,
+            "n_videos": n_videos,
+            "views": views,
+            "occlusion": occlusion,
+            "fps": fps,
+            "bodyparts": bodyparts,
             "videos": [f"videos/{stem}.mp4" for stem in stems],
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -446,8 +484,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write a synthetic Lightning Pose project with ground truth.",
     )
     parser.add_argument("out_dir", type=Path, help="new (or empty) project folder")
-    parser.add_argument("--size", type=int, nargs="+", default=[64], metavar="N",
-                        help="frame size: N (square) or HEIGHT WIDTH (default 64)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        default=[64],
+        metavar="N",
+        help="frame size: N (square) or HEIGHT WIDTH (default 64)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labeled", type=int, default=20, help="labeled frames (default 20)")
     parser.add_argument("--frames", type=int, default=200, help="frames per video (default 200)")
@@ -461,15 +505,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = (args.size[0], args.size[-1])
     try:
         project = make_synthetic_project(
-            args.out_dir, seed=args.seed, image_size=size, n_labeled=args.labeled,
-            n_video_frames=args.frames, n_videos=args.videos, views=args.views,
-            occlusion=not args.no_occlusion, fps=args.fps,
+            args.out_dir,
+            seed=args.seed,
+            image_size=size,
+            n_labeled=args.labeled,
+            n_video_frames=args.frames,
+            n_videos=args.videos,
+            views=args.views,
+            occlusion=not args.no_occlusion,
+            fps=args.fps,
         )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {project.root}: {len(project.videos)} video(s), {len(project.bodyparts)} keypoints, "
-          f"labels in {project.csv_path.name}")
+    print(
+        f"wrote {project.root}: {len(project.videos)} video(s), {len(project.bodyparts)} keypoints, "
+        f"labels in {project.csv_path.name}"
+    )
     return 0
 
 

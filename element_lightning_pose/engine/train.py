@@ -32,10 +32,11 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,8 +157,12 @@ def train(
         splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
     try:
         with _quiet_lightning(), atomic_directory(model_dir) as stage:
-            _seed_stage(model_dir, stage, resume=resume_from is not None,
-                        frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir)
+            _seed_stage(
+                model_dir,
+                stage,
+                resume=resume_from is not None,
+                frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
+            )
             result, global_zero = _fit(config, labels, videos, splits, stage, model_dir, resume_from, progress)
             if not global_zero:
                 # DDP runs train() in every process; only global rank 0's stage holds the
@@ -187,8 +192,10 @@ def _check_replaceable(model_dir: Path) -> None:
         raise FileExistsError(f"{model_dir}: exists and is not a folder; choose another model directory")
     names = {p.name for p in model_dir.iterdir() if not p.name.startswith(".")}
     if names and not names & set(_MODEL_DIR_MARKERS):
-        raise FileExistsError(f"{model_dir}: not empty and not a model directory (no config.yaml, model.json or "
-                              "checkpoints/); training replaces the whole folder, so choose another one")
+        raise FileExistsError(
+            f"{model_dir}: not empty and not a model directory (no config.yaml, model.json or "
+            "checkpoints/); training replaces the whole folder, so choose another one"
+        )
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -211,8 +218,16 @@ def _seed_stage(model_dir: Path, stage: Path, *, resume: bool, frame_cache: bool
         shutil.copytree(model_dir / "frame_cache", stage / "frame_cache", copy_function=_link_or_copy)
 
 
-def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits: np.ndarray, stage: Path,
-         model_dir: Path, resume_from: PathLike | None, progress: bool) -> tuple[TrainResult, bool]:
+def _fit(
+    config: TrainConfig,
+    labels: LabeledFrames,
+    videos: list[Path],
+    splits: np.ndarray,
+    stage: Path,
+    model_dir: Path,
+    resume_from: PathLike | None,
+    progress: bool,
+) -> tuple[TrainResult, bool]:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
     whether this process is global rank 0."""
     import pytorch_lightning as pl
@@ -293,10 +308,16 @@ def _fit(config: TrainConfig, labels: LabeledFrames, videos: list[Path], splits:
         "best_val_loss": best_val,
         "best_checkpoint": "checkpoints/best.ckpt",
         "unsupervised_losses": list(config.losses.unsupervised),
-        "pca": {kind: {"keypoints": pca.views, "components": int(pca.components.shape[1]),
-                       "explained_variance_ratio": round(pca.explained_variance_ratio, 6),
-                       "epsilon_px": round(pca.epsilon, 4), "n_samples": pca.n_samples}
-                for kind, pca in pcas.items()},
+        "pca": {
+            kind: {
+                "keypoints": pca.views,
+                "components": int(pca.components.shape[1]),
+                "explained_variance_ratio": round(pca.explained_variance_ratio, 6),
+                "epsilon_px": round(pca.epsilon, 4),
+                "n_samples": pca.n_samples,
+            }
+            for kind, pca in pcas.items()
+        },
         "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
     }
     from .model_dir import write_model_info  # the one writer of model.json (atomic, 0644)
@@ -325,7 +346,7 @@ def _atomic_checkpoint_io():
 def _rebase(value: Any, old: str, new: str) -> Any:
     """``value`` with paths under ``old`` moved under ``new`` (strings, dict keys, nested)."""
     if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-        return new + value[len(old):]
+        return new + value[len(old) :]
     if isinstance(value, dict):
         return {_rebase(k, old, new): _rebase(v, old, new) for k, v in value.items()}
     return value
@@ -362,8 +383,9 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
     return StagedCheckpoint(dirpath=stage_dir, **kwargs)
 
 
-def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path],
-                         model_dir: Path):
+def _unsupervised_inputs(
+    config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
+):
     """Fitted PCAs (training split, original pixels) and the unlabeled clip dataset, or ({}, None)."""
     losses = config.losses
     if not losses.unsupervised:
@@ -375,11 +397,19 @@ def _unsupervised_inputs(config: TrainConfig, labels: LabeledFrames, splits: np.
     train_rows = np.flatnonzero(splits == "train")
     pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
     if not videos:
-        raise ProjectError(f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
-                           f"{Path(labels.root) / config.data.video_dir} has none")
+        raise ProjectError(
+            f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
+            f"{Path(labels.root) / config.data.video_dir} has none"
+        )
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
-    cache = build_frame_cache(videos, config.data.image_resize, cache_dir, max_frames=losses.max_cached_frames,
-                              clip_length=losses.clip_length, seed=config.training.seed)
+    cache = build_frame_cache(
+        videos,
+        config.data.image_resize,
+        cache_dir,
+        max_frames=losses.max_cached_frames,
+        clip_length=losses.clip_length,
+        seed=config.training.seed,
+    )
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
     steps = int(np.ceil(len(train_rows) / config.training.batch_size))
     return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -80,7 +80,9 @@ def plan_segments(lengths: Sequence[int], max_frames: int, clip_length: int, see
     """
     usable = [(v, n) for v, n in enumerate(lengths) if n >= clip_length]
     if not usable:
-        raise ProjectError(f"no unlabeled video has at least clip_length={clip_length} frames (lengths: {list(lengths)})")
+        raise ProjectError(
+            f"no unlabeled video has at least clip_length={clip_length} frames (lengths: {list(lengths)})"
+        )
     if sum(n for _, n in usable) <= max_frames:
         return [(v, 0, n) for v, n in usable]
     if max_frames < clip_length:

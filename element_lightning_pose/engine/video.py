@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -39,8 +39,10 @@ class ShortVideoError(VideoError):
 
     def __init__(self, path: PathLike, reached: int, n_frames: int) -> None:
         self.path, self.reached, self.n_frames = Path(path), int(reached), int(n_frames)
-        super().__init__(f"{self.path}: decoding stopped at frame {self.reached} of {self.n_frames} "
-                         f"(the file is truncated or damaged)")
+        super().__init__(
+            f"{self.path}: decoding stopped at frame {self.reached} of {self.n_frames} "
+            f"(the file is truncated or damaged)"
+        )
 
 
 @dataclass(frozen=True)
@@ -191,9 +193,7 @@ def read_frames(path: PathLike, indices: Sequence[int]) -> np.ndarray:
     return np.stack([decoded[int(i)] for i in wanted])
 
 
-def _decode_sorted(
-    path: Path, capture: cv2.VideoCapture, targets: np.ndarray
-) -> Iterator[tuple[int, np.ndarray]]:
+def _decode_sorted(path: Path, capture: cv2.VideoCapture, targets: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     position = 0  # index of the frame the next read() returns
     for target in targets.tolist():
         if target < position or target - position > SEQUENTIAL_GAP:
@@ -205,8 +205,7 @@ def _decode_sorted(
             position += 1
         ok, frame = capture.read() if position == target else (False, None)
         if not ok or frame is None:
-            raise VideoError(f"{path}: frame {target} could not be decoded "
-                             f"(the video may have fewer frames)")
+            raise VideoError(f"{path}: frame {target} could not be decoded (the video may have fewer frames)")
         position += 1
         yield target, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
@@ -307,9 +306,7 @@ def _batch_generator(
         worker.join()
 
 
-def write_video(
-    path: PathLike, frames: Iterable[np.ndarray], fps: float, codec: str = "mp4v"
-) -> Path:
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float, codec: str = "mp4v") -> Path:
     """Write RGB uint8 frames (all the same size; greyscale allowed) to ``path``, atomically.
 
     The container follows ``path``'s suffix. Nothing is left at ``path`` if writing fails.
@@ -335,12 +332,11 @@ def write_video(
                     raise VideoError(f"{path}: frame {number} has shape {frame.shape}, expected (H, W, 3)")
                 if writer is None:
                     shape = frame.shape
-                    writer = cv2.VideoWriter(
-                        str(tmp), cv2.VideoWriter.fourcc(*codec), float(fps), (shape[1], shape[0])
-                    )
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*codec), float(fps), (shape[1], shape[0]))
                     if not writer.isOpened():
-                        raise VideoError(f"{path}: OpenCV cannot write codec {codec!r} to a "
-                                         f"{path.suffix or 'suffix-less'} file")
+                        raise VideoError(
+                            f"{path}: OpenCV cannot write codec {codec!r} to a {path.suffix or 'suffix-less'} file"
+                        )
                 elif frame.shape != shape:
                     raise VideoError(f"{path}: frame {number} has shape {frame.shape}, the first had {shape}")
                 writer.write(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))

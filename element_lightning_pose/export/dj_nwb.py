@@ -10,7 +10,8 @@ existing NWB file that already holds, say, the session's ephys.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone as dt_timezone
+from datetime import date, datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -89,8 +90,10 @@ def _recording_video(key: dict) -> tuple[Path, dict]:
     rows = fetch_dicts(model.RecordingInfo & key)
     if not rows:
         recording = {k: key[k] for k in model.VideoRecording.primary_key}
-        raise ValueError(f"RecordingInfo of recording {recording} is not populated: populate it "
-                         f"before exporting the session (its frame rate and size go into the NWB file)")
+        raise ValueError(
+            f"RecordingInfo of recording {recording} is not populated: populate it "
+            f"before exporting the session (its frame rate and size go into the NWB file)"
+        )
     return path, rows[0]
 
 
@@ -101,10 +104,18 @@ def _camera_from_pose(key: dict, camera_name: str) -> nwb.CameraPose:
     stack = lambda field: np.stack([rows[bp][field] for bp in bodyparts], axis=1)  # noqa: E731
     device = (model.VideoRecording & key).fetch1("device")
     return nwb.CameraPose(
-        camera_name=camera_name, camera_description=f"camera {device}", video_path=video,
-        bodyparts=bodyparts, x=stack("x_pos"), y=stack("y_pos"), likelihood=stack("likelihood"),
-        image_width=int(info["width"]), image_height=int(info["height"]), fps=float(info["fps"]),
-        confidence_definition=LIKELIHOOD_DEFINITION, scorer=key["model_name"],
+        camera_name=camera_name,
+        camera_description=f"camera {device}",
+        video_path=video,
+        bodyparts=bodyparts,
+        x=stack("x_pos"),
+        y=stack("y_pos"),
+        likelihood=stack("likelihood"),
+        image_width=int(info["width"]),
+        image_height=int(info["height"]),
+        fps=float(info["fps"]),
+        confidence_definition=LIKELIHOOD_DEFINITION,
+        scorer=key["model_name"],
         description=f"keypoints predicted by model {key['model_name']} (element-lightning-pose)",
     )
 
@@ -121,13 +132,24 @@ def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
     stack = lambda field: np.stack([r[field] for r in rows], axis=1)  # noqa: E731
     device = (model.VideoRecording & key).fetch1("device")
     return nwb.CameraPose(
-        camera_name=camera_name, camera_description=f"camera {device}", video_path=video,
-        bodyparts=bodyparts, x=stack("x_pos"), y=stack("y_pos"), likelihood=stack("likelihood"),
-        image_width=int(info["width"]), image_height=int(info["height"]), fps=float(info["fps"]),
-        confidence_definition=EKS_LIKELIHOOD_DEFINITION, scorer="EKS(" + ", ".join(members) + ")",
-        description=(f"Ensemble Kalman Smoother over models {', '.join(members)} "
-                     f"(ensemble {key['ensemble_id']}, element-lightning-pose)"),
-        posterior_var=stack("posterior_var"), ensemble_var=stack("ensemble_var"),
+        camera_name=camera_name,
+        camera_description=f"camera {device}",
+        video_path=video,
+        bodyparts=bodyparts,
+        x=stack("x_pos"),
+        y=stack("y_pos"),
+        likelihood=stack("likelihood"),
+        image_width=int(info["width"]),
+        image_height=int(info["height"]),
+        fps=float(info["fps"]),
+        confidence_definition=EKS_LIKELIHOOD_DEFINITION,
+        scorer="EKS(" + ", ".join(members) + ")",
+        description=(
+            f"Ensemble Kalman Smoother over models {', '.join(members)} "
+            f"(ensemble {key['ensemble_id']}, element-lightning-pose)"
+        ),
+        posterior_var=stack("posterior_var"),
+        ensemble_var=stack("ensemble_var"),
     )
 
 

@@ -29,10 +29,10 @@ import shutil
 import stat
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from ndx_pose import (
@@ -59,9 +59,7 @@ PathLike = str | os.PathLike
 
 BEHAVIOR_MODULE = "behavior"
 SKELETONS_NAME = "Skeletons"
-REFERENCE_FRAME = (
-    "(0,0) is the top-left corner of the video frame; x to the right, y down, in pixels"
-)
+REFERENCE_FRAME = "(0,0) is the top-left corner of the video frame; x to the right, y down, in pixels"
 DANDI_SEXES = ("M", "F", "U", "O")
 C_ELEGANS_SEXES = ("XO", "XX")
 
@@ -249,9 +247,7 @@ def validate_subject(subject: SubjectInfo) -> None:
     if subject.date_of_birth is not None and not _is_tz_aware(subject.date_of_birth):
         raise ValueError("SubjectInfo.date_of_birth must be timezone-aware")
     if subject.weight is not None and not _WEIGHT_FORM.fullmatch(subject.weight):
-        raise ValueError(
-            f"SubjectInfo.weight {subject.weight!r} must read '<number> <unit>', e.g. '25 g'"
-        )
+        raise ValueError(f"SubjectInfo.weight {subject.weight!r} must read '<number> <unit>', e.g. '25 g'")
 
 
 def validate_session(session: SessionInfo) -> None:
@@ -265,10 +261,7 @@ def validate_session(session: SessionInfo) -> None:
             "(e.g. datetime(..., tzinfo=ZoneInfo('America/New_York')))"
         )
     if session.session_start_time > datetime.now(timezone.utc):
-        raise ValueError(
-            f"SessionInfo.session_start_time {session.session_start_time.isoformat()} "
-            "lies in the future"
-        )
+        raise ValueError(f"SessionInfo.session_start_time {session.session_start_time.isoformat()} lies in the future")
     if not session.session_description or not session.session_description.strip():
         raise ValueError("SessionInfo.session_description must be a non-empty string")
 
@@ -340,17 +333,14 @@ def _check_arrays(camera: CameraPose) -> None:
     x = np.asarray(camera.x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != len(camera.bodyparts):
         raise ValueError(
-            f"{where}: x has shape {x.shape}, expected (T>0, {len(camera.bodyparts)}) "
-            "for the listed body parts"
+            f"{where}: x has shape {x.shape}, expected (T>0, {len(camera.bodyparts)}) for the listed body parts"
         )
     n_frames, n_parts = x.shape
     _float_array(camera.y, f"{where}: y", (n_frames, n_parts))
     likelihood = _float_array(camera.likelihood, f"{where}: likelihood", (n_frames, n_parts))
     finite = likelihood[np.isfinite(likelihood)]
     if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
-        raise ValueError(
-            f"{where}: likelihood must lie in [0, 1], got [{finite.min()}, {finite.max()}]"
-        )
+        raise ValueError(f"{where}: likelihood must lie in [0, 1], got [{finite.min()}, {finite.max()}]")
     for field in ("posterior_var", "ensemble_var"):
         value = getattr(camera, field)
         if value is not None:
@@ -363,9 +353,7 @@ def _check_arrays(camera: CameraPose) -> None:
             raise ValueError(f"{where}: {field} must be a positive integer, got {value!r}")
 
 
-def _edges_array(
-    skeleton_edges: Sequence[tuple[int, int]] | None, n_parts: int, where: str
-) -> np.ndarray:
+def _edges_array(skeleton_edges: Sequence[tuple[int, int]] | None, n_parts: int, where: str) -> np.ndarray:
     """Edges as the (E, 2) uint8 array ndx-pose stores; empty (0, 2) when none are given."""
     if skeleton_edges is None or len(skeleton_edges) == 0:
         return np.zeros((0, 2), dtype=np.uint8)
@@ -377,9 +365,7 @@ def _edges_array(
     if np.any(edges[:, 0] == edges[:, 1]):
         raise ValueError(f"{where}: skeleton_edges joins a body part to itself")
     if n_parts > 256:
-        raise ValueError(
-            f"{where}: ndx-pose stores edge indices as uint8; {n_parts} body parts is too many"
-        )
+        raise ValueError(f"{where}: ndx-pose stores edge indices as uint8; {n_parts} body parts is too many")
     return edges.astype(np.uint8)
 
 
@@ -394,9 +380,7 @@ def _timing(camera: CameraPose, n_frames: int) -> dict:
         return {"rate": float(camera.fps), "starting_time": float(camera.starting_time)}
     timestamps = np.asarray(camera.timestamps, dtype=np.float64)
     if timestamps.shape != (n_frames,):
-        raise ValueError(
-            f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)"
-        )
+        raise ValueError(f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)")
     if not np.all(np.isfinite(timestamps)):
         raise ValueError(f"{where}: timestamps hold NaN or infinite values")
     if n_frames > 1 and np.any(np.diff(timestamps) <= 0):
@@ -436,15 +420,11 @@ def _existing_skeleton(nwbfile: NWBFile, name: str) -> Skeleton | None:
     if skeletons is None:
         return None
     if not isinstance(skeletons, Skeletons):
-        raise ValueError(
-            f"processing/{BEHAVIOR_MODULE}/{SKELETONS_NAME} exists and is not Skeletons"
-        )
+        raise ValueError(f"processing/{BEHAVIOR_MODULE}/{SKELETONS_NAME} exists and is not Skeletons")
     return skeletons.skeletons.get(name)
 
 
-def _check_skeleton_fits(
-    nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_edges
-) -> None:
+def _check_skeleton_fits(nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_edges) -> None:
     """An existing Skeleton of this name is reused only when it has these nodes (and these
     edges, unless ``skeleton_edges`` is None, which accepts the stored ones)."""
     existing = _existing_skeleton(nwbfile, name)
@@ -481,9 +461,7 @@ def _skeleton(nwbfile: NWBFile, name: str, bodyparts: Sequence[str], skeleton_ed
     return skeleton
 
 
-def _check_no_clash(
-    nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths: list[str]
-) -> None:
+def _check_no_clash(nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths: list[str]) -> None:
     """Refuse before touching the file when an object we would add already exists."""
     camera_names = [camera.camera_name for camera in cameras]
     duplicates = sorted({name for name in camera_names if camera_names.count(name) > 1})
@@ -495,9 +473,7 @@ def _check_no_clash(
         taken = [names.pose_estimation, names.posterior_variance, names.ensemble_variance]
         for name in taken:
             if module is not None and name in module.data_interfaces:
-                raise ValueError(
-                    f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file"
-                )
+                raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
         _check_skeleton_fits(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
         video = nwbfile.acquisition.get(names.video)
         if video is not None:
@@ -520,9 +496,7 @@ def _camera_device(nwbfile: NWBFile, camera: CameraPose) -> Device:
     return nwbfile.create_device(name=name, description=description)
 
 
-def _source_video(
-    nwbfile: NWBFile, camera: CameraPose, video_path: str, device: Device, timing: dict
-) -> ImageSeries:
+def _source_video(nwbfile: NWBFile, camera: CameraPose, video_path: str, device: Device, timing: dict) -> ImageSeries:
     name = camera_object_names(camera.camera_name).video
     if name in nwbfile.acquisition:  # already checked to point at the same file
         return nwbfile.acquisition[name]
@@ -566,9 +540,7 @@ def _pose_series(camera: CameraPose, timing: dict) -> list[PoseEstimationSeries]
     return series
 
 
-def _variance_series(
-    name: str, what: str, variance: np.ndarray, camera: CameraPose, timing: dict
-) -> TimeSeries:
+def _variance_series(name: str, what: str, variance: np.ndarray, camera: CameraPose, timing: dict) -> TimeSeries:
     return TimeSeries(
         name=name,
         description=(
@@ -629,9 +601,7 @@ def _relative_video_path(video_path: PathLike, nwb_dir: PathLike | None) -> str:
         return Path(video_path).as_posix()
 
 
-def add_pose(
-    nwbfile: NWBFile, cameras: Sequence[CameraPose], *, nwb_dir: PathLike | None = None
-) -> None:
+def add_pose(nwbfile: NWBFile, cameras: Sequence[CameraPose], *, nwb_dir: PathLike | None = None) -> None:
     """Add each camera's pose estimates to ``nwbfile`` (see the module docstring for the layout).
 
     Everything is validated before the file is touched; an object that already exists under a
@@ -675,9 +645,7 @@ def validate_training(labels: TrainingLabels) -> None:
     names = [training_frame_name(path) for path in labels.image_paths]
     if len(set(names)) != n_frames:
         raise ValueError(f"{where}: image_paths repeat")
-    keypoints = _float_array(
-        labels.keypoints, f"{where}: keypoints", (n_frames, len(labels.bodyparts), 2)
-    )
+    keypoints = _float_array(labels.keypoints, f"{where}: keypoints", (n_frames, len(labels.bodyparts), 2))
     if np.any(np.isinf(keypoints)):
         raise ValueError(f"{where}: keypoints hold infinite values")
     _edges_array(labels.skeleton_edges, len(labels.bodyparts), where)
@@ -687,12 +655,9 @@ def validate_training(labels: TrainingLabels) -> None:
         raise ValueError(f"{where}: {len(labels.images)} images for {n_frames} image_paths")
     for path, image in zip(labels.image_paths, labels.images):
         image = np.asarray(image)
-        if image.dtype != np.uint8 or not (
-            image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
-        ):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
             raise ValueError(
-                f"{where}: image {path!r} must be (H, W) or (H, W, 3) uint8, "
-                f"got {image.shape} {image.dtype}"
+                f"{where}: image {path!r} must be (H, W) or (H, W, 3) uint8, got {image.shape} {image.dtype}"
             )
 
 
@@ -705,15 +670,11 @@ def _training_images(labels: TrainingLabels, name: str) -> Images:
     return Images(
         name=name,
         images=images,
-        description=(
-            f"Labeled frames of camera '{labels.camera_name}'; each description is the path."
-        ),
+        description=(f"Labeled frames of camera '{labels.camera_name}'; each description is the path."),
     )
 
 
-def _training_frame(
-    labels: TrainingLabels, index: int, skeleton: Skeleton, images: Images | None
-) -> TrainingFrame:
+def _training_frame(labels: TrainingLabels, index: int, skeleton: Skeleton, images: Images | None) -> TrainingFrame:
     name = training_frame_name(labels.image_paths[index])
     locations = np.asarray(labels.keypoints[index], dtype=np.float64)
     instance = SkeletonInstance(
@@ -744,9 +705,7 @@ def add_training(nwbfile: NWBFile, labels: Sequence[TrainingLabels]) -> None:
         module = nwbfile.processing.get(BEHAVIOR_MODULE)
         for name in (names.pose_training, names.training_images):
             if module is not None and name in module.data_interfaces:
-                raise ValueError(
-                    f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file"
-                )
+                raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
         _check_skeleton_fits(nwbfile, names.skeleton, item.bodyparts, item.skeleton_edges)
     cameras = [item.camera_name for item in labels]
     if len(set(cameras)) != len(cameras):

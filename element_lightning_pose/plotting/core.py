@@ -10,12 +10,11 @@ plotting changes no global matplotlib state, needs no display, and a returned fi
 itself in a notebook. Every file is written through ``engine.atomic``.
 """
 
-
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -146,8 +145,9 @@ def plot_traces(
     """
     x, y, likelihood = (np.asarray(a, dtype=float) for a in (x, y, likelihood))
     if x.ndim != 2 or y.shape != x.shape or likelihood.shape != x.shape:
-        raise ValueError(f"x, y, likelihood must be (T, K) arrays of one shape, got "
-                         f"{x.shape}, {y.shape}, {likelihood.shape}")
+        raise ValueError(
+            f"x, y, likelihood must be (T, K) arrays of one shape, got {x.shape}, {y.shape}, {likelihood.shape}"
+        )
     n_frames, n_keypoints = x.shape
     if len(bodyparts) != n_keypoints:
         raise ValueError(f"{len(bodyparts)} body part names for {n_keypoints} keypoints")
@@ -172,20 +172,29 @@ def plot_traces(
         for coord, ax in enumerate(axes[row, :2]):
             estimate = (x if coord == 0 else y)[rows, k]
             if low is not None and low[:, k].any():
-                ax.fill_between(time, 0, 1, where=low[:, k], step="mid", color="0.85", linewidth=0,
-                                transform=ax.get_xaxis_transform(), zorder=0)
+                ax.fill_between(
+                    time,
+                    0,
+                    1,
+                    where=low[:, k],
+                    step="mid",
+                    color="0.85",
+                    linewidth=0,
+                    transform=ax.get_xaxis_transform(),
+                    zorder=0,
+                )
             if members is not None:
                 for member in members:
                     ax.plot(time, member[rows, k, coord], color="0.55", linewidth=0.6, alpha=0.8, zorder=1)
             if posterior_var is not None:
                 half = Z_95 * np.sqrt(posterior_var[rows, k, coord])
-                band = ax.fill_between(time, estimate - half, estimate + half, color=colours[k],
-                                       alpha=0.3, linewidth=0, zorder=2)
+                band = ax.fill_between(
+                    time, estimate - half, estimate + half, color=colours[k], alpha=0.3, linewidth=0, zorder=2
+                )
                 band.set_gid(POSTERIOR_BAND_GID)
             ax.plot(time, estimate, color=colours[k], linewidth=1.2, zorder=3)
             if ground_truth is not None:
-                ax.plot(time, ground_truth[rows, k, coord], color="black", linewidth=1.0,
-                        linestyle="--", zorder=4)
+                ax.plot(time, ground_truth[rows, k, coord], color="black", linewidth=1.0, linestyle="--", zorder=4)
         axes[row, 0].set_ylabel(bodyparts[k], color=colours[k] * 0.8, fontweight="bold")
         ax = axes[row, 2]
         ax.plot(time, likelihood[rows, k], color=colours[k], linewidth=1.0)
@@ -276,19 +285,22 @@ def write_labeled_video(
         raise ValueError("no video file given")
     predictions = np.asarray(predictions, dtype=float)
     if predictions.ndim != 3 or predictions.shape[2] < 3 or predictions.shape[1] != len(bodyparts):
-        raise ValueError(f"predictions have shape {predictions.shape}, expected (T, {len(bodyparts)}, 3) "
-                         f"for body parts {list(bodyparts)}")
+        raise ValueError(
+            f"predictions have shape {predictions.shape}, expected (T, {len(bodyparts)}, 3) "
+            f"for body parts {list(bodyparts)}"
+        )
     infos = [video_info(path) for path in files]
     n_video = sum(info.n_frames for info in infos)
     stop = n_video if stop is None else min(int(stop), n_video)
     if not 0 <= start < stop:
-        raise ValueError(f"{files[0]}: frame range start={start}, stop={stop} is empty "
-                         f"(the video has {n_video} frames)")
+        raise ValueError(
+            f"{files[0]}: frame range start={start}, stop={stop} is empty (the video has {n_video} frames)"
+        )
     covered = (first_frame, first_frame + len(predictions))
     if start < covered[0] or stop > covered[1] or covered[1] > n_video:
         raise ValueError(
             f"predictions cover video frames {covered[0]}..{covered[1] - 1} but the video "
-            f"{files[0]}{' (+%d files)' % (len(files) - 1) if len(files) > 1 else ''} has {n_video} frames "
+            f"{files[0]}{f' (+{len(files) - 1} files)' if len(files) > 1 else ''} has {n_video} frames "
             f"and frames {start}..{stop - 1} were requested: wrong video, or pass start/stop/first_frame"
         )
     pairs = _skeleton_indices(skeleton, bodyparts)
@@ -315,9 +327,7 @@ def _skeleton_indices(skeleton, bodyparts: Sequence[str]) -> list[tuple[int, int
     return pairs
 
 
-def _recording_frames(
-    files: list[Path], counts: list[int], start: int, stop: int
-) -> Iterator[tuple[int, np.ndarray]]:
+def _recording_frames(files: list[Path], counts: list[int], start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
     """(recording frame number, RGB frame) for frames ``start:stop`` over consecutive files."""
     from element_lightning_pose.engine.video import VideoError, iter_frames
 
@@ -369,18 +379,32 @@ class _MarkerStyle:
         (_, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness)
         origin = (2, 2 + height)
         # dark outline under light text: readable on any background
-        cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, (0, 0, 0),
-                    self.font_thickness + 2, cv2.LINE_AA)
-        cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, (255, 255, 255),
-                    self.font_thickness, cv2.LINE_AA)
+        cv2.putText(
+            frame,
+            text,
+            origin,
+            cv2.FONT_HERSHEY_SIMPLEX,
+            self.font_scale,
+            (0, 0, 0),
+            self.font_thickness + 2,
+            cv2.LINE_AA,
+        )
+        cv2.putText(
+            frame,
+            text,
+            origin,
+            cv2.FONT_HERSHEY_SIMPLEX,
+            self.font_scale,
+            (255, 255, 255),
+            self.font_thickness,
+            cv2.LINE_AA,
+        )
 
 
 # --------------------------------------------------------------------------------- evaluation
 
 
-def plot_evaluation(
-    errors: pd.DataFrame, out: PathLike | None = None, *, title: str | None = None
-) -> Figure:
+def plot_evaluation(errors: pd.DataFrame, out: PathLike | None = None, *, title: str | None = None) -> Figure:
     """Pixel error per body part and split: bars of the mean, a tick at the 90th percentile,
     and each labeled keypoint's error as a dot.
 
@@ -392,8 +416,10 @@ def plot_evaluation(
     """
     missing = [c for c in EVALUATION_COLUMNS if c not in errors.columns]
     if missing:
-        raise ValueError(f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
-                         "(the output of engine.evaluate.evaluate)")
+        raise ValueError(
+            f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
+            "(the output of engine.evaluate.evaluate)"
+        )
     labeled = errors.dropna(subset=["error_px"])
     if labeled.empty:
         raise ValueError("errors table has no finite error_px value to plot")
@@ -412,7 +438,10 @@ def _summarise_errors(labeled: pd.DataFrame, bodyparts: list[str]) -> pd.DataFra
 
 
 def _error_figure(
-    summary: pd.DataFrame, bodyparts: list[str], points: pd.DataFrame | None, out: PathLike | None,
+    summary: pd.DataFrame,
+    bodyparts: list[str],
+    points: pd.DataFrame | None,
+    out: PathLike | None,
     title: str | None,
 ) -> Figure:
     """Grouped bars from ``summary`` (bodypart, split, mean, p90, frames) and optional dots."""
@@ -429,8 +458,7 @@ def _error_figure(
         frames = rows["frames"].iloc[-1] if bodyparts[-1] == ALL_BODYPARTS else np.nan
         label = f"{split} ({int(frames)} frames)" if np.isfinite(frames) else split
         ax.bar(centres, rows["mean"], width=width * 0.9, color=colour, alpha=0.55, label=label)
-        ax.scatter(centres, rows["p90"], marker="_", s=(width * 220) ** 2 / 40, color=colour,
-                   linewidths=2.0, zorder=4)
+        ax.scatter(centres, rows["p90"], marker="_", s=(width * 220) ** 2 / 40, color=colour, linewidths=2.0, zorder=4)
         if points is not None:
             in_split = points[points["split"] == split]
             position = {bp: c for bp, c in zip(bodyparts, centres)}
@@ -453,5 +481,3 @@ def _error_figure(
     if out is not None:
         save_figure(figure, out)
     return figure
-
-

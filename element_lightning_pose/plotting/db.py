@@ -20,6 +20,7 @@ from .core import ALL_BODYPARTS, _error_figure, plot_traces, write_labeled_video
 
 PathLike = str | os.PathLike
 
+
 def _one_key(table, key: dict, what: str) -> dict:
     from element_lightning_pose.dj_compat import fetch_keys
 
@@ -65,8 +66,16 @@ def plot_pose_estimation(key: dict, out: PathLike | None = None, **kwargs) -> Fi
 
     key = _one_key(model.PoseEstimation, key, "plot_pose_estimation")
     values, bodyparts = _pose_array(key)
-    return plot_traces(values[..., 0], values[..., 1], values[..., 2], bodyparts, fps=_recording_fps(key),
-                       title=f"pose estimation: {_describe(key)}", out=out, **kwargs)
+    return plot_traces(
+        values[..., 0],
+        values[..., 1],
+        values[..., 2],
+        bodyparts,
+        fps=_recording_fps(key),
+        title=f"pose estimation: {_describe(key)}",
+        out=out,
+        **kwargs,
+    )
 
 
 def _ensemble_arrays(key: dict) -> dict:
@@ -87,8 +96,7 @@ def _ensemble_arrays(key: dict) -> dict:
         "x": np.stack([np.asarray(rows[bp]["x_pos"], dtype=float) for bp in bodyparts], axis=1),
         "y": np.stack([np.asarray(rows[bp]["y_pos"], dtype=float) for bp in bodyparts], axis=1),
         "likelihood": np.stack([np.asarray(rows[bp]["likelihood"], dtype=float) for bp in bodyparts], axis=1),
-        "posterior_var": np.stack([np.asarray(rows[bp]["posterior_var"], dtype=float) for bp in bodyparts],
-                                  axis=1),
+        "posterior_var": np.stack([np.asarray(rows[bp]["posterior_var"], dtype=float) for bp in bodyparts], axis=1),
         "member_values": member_values,
     }
 
@@ -101,9 +109,18 @@ def plot_ensemble(key: dict, out: PathLike | None = None, **kwargs) -> Figure:
     key = _one_key(ensemble.EnsembleSmoothing, key, "plot_ensemble")
     data = _ensemble_arrays(key)
     title = f"ensemble ({len(data['members'])} members, EKS): {_describe(key)}"
-    return plot_traces(data["x"], data["y"], data["likelihood"], data["bodyparts"], fps=_recording_fps(key),
-                       posterior_var=data["posterior_var"], members=data["member_values"], title=title,
-                       out=out, **kwargs)
+    return plot_traces(
+        data["x"],
+        data["y"],
+        data["likelihood"],
+        data["bodyparts"],
+        fps=_recording_fps(key),
+        posterior_var=data["posterior_var"],
+        members=data["member_values"],
+        title=title,
+        out=out,
+        **kwargs,
+    )
 
 
 def labeled_video_for(key: dict, out: PathLike | None = None, **kwargs) -> Path:
@@ -145,13 +162,23 @@ def plot_model_evaluation(model_key: dict, out: PathLike | None = None) -> Figur
     master = fetch_dicts(model.ModelEvaluation & key)[0]
     rows = fetch_dicts(model.ModelEvaluation.BodyPart & key)
     summary = pd.DataFrame(
-        {"bodypart": r["body_part"], "split": r["split"], "mean": r["mean_px"], "p90": r["p90_px"],
-         "frames": r["n_frames"]}
+        {
+            "bodypart": r["body_part"],
+            "split": r["split"],
+            "mean": r["mean_px"],
+            "p90": r["p90_px"],
+            "frames": r["n_frames"],
+        }
         for r in rows
     )
     overall = pd.DataFrame(
-        {"bodypart": ALL_BODYPARTS, "split": split, "mean": master[f"{split}_mean_px"],
-         "p90": master[f"{split}_p90_px"], "frames": master[f"n_{split}"]}
+        {
+            "bodypart": ALL_BODYPARTS,
+            "split": split,
+            "mean": master[f"{split}_mean_px"],
+            "p90": master[f"{split}_p90_px"],
+            "frames": master[f"n_{split}"],
+        }
         for split in SPLITS
     )
     summary = pd.concat([summary, overall], ignore_index=True)
@@ -159,7 +186,4 @@ def plot_model_evaluation(model_key: dict, out: PathLike | None = None) -> Figur
     if summary.empty:
         raise ValueError(f"ModelEvaluation {key} has no labeled frames in any split")
     bodyparts = [*model.Model.bodyparts(key), ALL_BODYPARTS]
-    return _error_figure(summary, bodyparts, None, out,
-                         f"pixel error of model {key['model_name']} (bars: mean)")
-
-
+    return _error_figure(summary, bodyparts, None, out, f"pixel error of model {key['model_name']} (bars: mean)")

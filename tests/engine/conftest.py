@@ -26,8 +26,9 @@ def tiny_project(tmp_path_factory):
     the 64x64 network input), 12 labeled frames, one 45-frame video."""
     from element_lightning_pose.engine.synthetic import make_synthetic_project
 
-    return make_synthetic_project(tmp_path_factory.mktemp("tiny_project"), image_size=(64, 96), n_labeled=12,
-                                  n_video_frames=45)
+    return make_synthetic_project(
+        tmp_path_factory.mktemp("tiny_project"), image_size=(64, 96), n_labeled=12, n_video_frames=45
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +36,6 @@ def tiny_model_dir(tiny_project, tmp_path_factory) -> Path:
     """The model directory of ``TINY_CONFIG`` trained on ``tiny_project`` (read-only)."""
     from element_lightning_pose.engine.train import train
 
-    return train(TINY_CONFIG, tiny_project.root, tmp_path_factory.mktemp("tiny_model") / "model",
-                 progress=False).model_dir
+    return train(
+        TINY_CONFIG, tiny_project.root, tmp_path_factory.mktemp("tiny_model") / "model", progress=False
+    ).model_dir

@@ -30,7 +30,7 @@ def good_video(path: Path, n_frames: int = N_FRAMES) -> Path:
 
 def _boxes(data: bytes | bytearray, start: int, end: int):
     while start < end:
-        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        size, kind = struct.unpack(">I4s", data[start : start + 8])
         yield start, size, kind
         start += size
 
@@ -39,22 +39,22 @@ def _faststart(data: bytes) -> bytes:
     """The same mp4 with ``moov`` first: every chunk offset (stco) shifts by moov's size."""
     top = {kind: (i, size) for i, size, kind in _boxes(data, 0, len(data))}
     moov_at, moov_size = top[b"moov"]
-    moov = bytearray(data[moov_at:moov_at + moov_size])
+    moov = bytearray(data[moov_at : moov_at + moov_size])
 
     def shift(start: int, end: int) -> None:
         for i, size, kind in _boxes(moov, start, end):
             if kind in (b"trak", b"mdia", b"minf", b"stbl"):
                 shift(i + 8, i + size)
             elif kind == b"stco":
-                (count,) = struct.unpack(">I", moov[i + 12:i + 16])
+                (count,) = struct.unpack(">I", moov[i + 12 : i + 16])
                 for k in range(count):
                     at = i + 16 + 4 * k
-                    (offset,) = struct.unpack(">I", moov[at:at + 4])
-                    moov[at:at + 4] = struct.pack(">I", offset + moov_size)
+                    (offset,) = struct.unpack(">I", moov[at : at + 4])
+                    moov[at : at + 4] = struct.pack(">I", offset + moov_size)
 
     shift(8, moov_size)
     mdat_at = top[b"mdat"][0]
-    return data[:mdat_at] + bytes(moov) + data[mdat_at:moov_at] + data[moov_at + moov_size:]
+    return data[:mdat_at] + bytes(moov) + data[mdat_at:moov_at] + data[moov_at + moov_size :]
 
 
 def truncated_faststart(path: Path, keep: float = 0.6) -> Path:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import subprocess
 import sys
 import warnings
 
 import numpy as np
+import pytest
 
 from element_lightning_pose.engine.synthetic import make_synthetic_project
 
@@ -16,22 +15,36 @@ pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 
 
 def elp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "element_lightning_pose.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_train_predict_and_load_in_movement(tmp_path):
     from movement.io import load_poses
 
-    project = make_synthetic_project(tmp_path / "project", seed=5, image_size=(64, 64), n_labeled=12,
-                                     n_video_frames=40)
-    trained = elp("train", str(project.root), "--model-dir", str(tmp_path / "model"), "--no-progress",
-                  "--set", "model.backbone=resnet18", "--set", "model.pretrained=false",
-                  "--set", "data.image_resize=[64,64]", "--set", "training.max_steps=3",
-                  "--set", "training.num_workers=0")
+    project = make_synthetic_project(tmp_path / "project", seed=5, image_size=(64, 64), n_labeled=12, n_video_frames=40)
+    trained = elp(
+        "train",
+        str(project.root),
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--no-progress",
+        "--set",
+        "model.backbone=resnet18",
+        "--set",
+        "model.pretrained=false",
+        "--set",
+        "data.image_resize=[64,64]",
+        "--set",
+        "training.max_steps=3",
+        "--set",
+        "training.num_workers=0",
+    )
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    predicted = elp("predict", str(tmp_path / "model"), str(project.videos[0]), "-o", str(tmp_path / "preds"),
-                    "--no-progress")
+    predicted = elp(
+        "predict", str(tmp_path / "model"), str(project.videos[0]), "-o", str(tmp_path / "preds"), "--no-progress"
+    )
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     csv = tmp_path / "preds" / f"{project.videos[0].stem}.csv"
     with warnings.catch_warnings():

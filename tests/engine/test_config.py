@@ -20,8 +20,11 @@ def test_defaults_follow_the_reference_method():
 
 def test_yaml_round_trip_keeps_every_value(tmp_path):
     config = TrainConfig.from_dict(
-        {"data": {"image_resize": [128, 96]}, "model": {"backbone": "resnet18", "pretrained": "w.pth"},
-         "training": {"lr_milestones": [3, 5], "max_steps": 7}}
+        {
+            "data": {"image_resize": [128, 96]},
+            "model": {"backbone": "resnet18", "pretrained": "w.pth"},
+            "training": {"lr_milestones": [3, 5], "max_steps": 7},
+        }
     )
     path = config.to_yaml(tmp_path / "sub" / "config.yaml")
     text = yaml.safe_load(path.read_text())
@@ -67,7 +70,9 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 
 def test_overrides_parse_values_and_reject_unknown_keys():
-    config = TrainConfig().with_overrides(["training.max_epochs=12", "model.pretrained=false", "data.image_resize=[64, 64]"])
+    config = TrainConfig().with_overrides(
+        ["training.max_epochs=12", "model.pretrained=false", "data.image_resize=[64, 64]"]
+    )
     assert config.training.max_epochs == 12 and config.model.pretrained is False
     assert config.data.image_resize == (64, 64)
     with pytest.raises(ConfigError, match="training.max_epoch"):
@@ -111,9 +116,13 @@ def test_types_are_strict(values, key, got):
 def test_ints_are_floats_and_numpy_scalars_are_numbers():
     import numpy as np
 
-    config = TrainConfig.from_dict({"training": {"learning_rate": 1, "max_epochs": np.int64(3)},
-                                    "augmentation": {"rotation_deg": 10, "enabled": np.bool_(False)},
-                                    "losses": {"temporal_epsilon": [1, 2.5]}})
+    config = TrainConfig.from_dict(
+        {
+            "training": {"learning_rate": 1, "max_epochs": np.int64(3)},
+            "augmentation": {"rotation_deg": 10, "enabled": np.bool_(False)},
+            "losses": {"temporal_epsilon": [1, 2.5]},
+        }
+    )
     assert config.training.learning_rate == 1.0 and isinstance(config.training.learning_rate, float)
     assert config.training.max_epochs == 3 and type(config.training.max_epochs) is int
     assert config.augmentation.enabled is False and config.augmentation.rotation_deg == 10.0

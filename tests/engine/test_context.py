@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from element_lightning_pose.engine.data import LabeledDataset, load_resized
-from element_lightning_pose.engine.io import load_project, read_image
 from element_lightning_pose.engine.evaluate import evaluate
+from element_lightning_pose.engine.io import load_project, read_image
 from element_lightning_pose.engine.networks import ContextHeatmapNet, pad_edges, sliding_windows
 from element_lightning_pose.engine.predict import load_model, predict_video
 from element_lightning_pose.engine.synthetic import make_synthetic_project
@@ -21,23 +21,37 @@ pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 CONTEXT = {
     "data": {"image_resize": [64, 64]},
     "model": {"backbone": "resnet18", "pretrained": False, "model_type": "context"},
-    "training": {"max_epochs": 6, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 8, "log_every_n_steps": 1,
-                 "learning_rate": 3e-3},
+    "training": {
+        "max_epochs": 6,
+        "unfreeze_epoch": 0,
+        "num_workers": 0,
+        "batch_size": 8,
+        "log_every_n_steps": 1,
+        "learning_rate": 3e-3,
+    },
     "augmentation": {"enabled": False},
 }
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_synthetic_project(tmp_path_factory.mktemp("ctx"), image_size=(64, 64), n_labeled=20,
-                                  n_video_frames=40, views=2)
+    return make_synthetic_project(
+        tmp_path_factory.mktemp("ctx"), image_size=(64, 64), n_labeled=20, n_video_frames=40, views=2
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(project, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("ctx_model")
-    config = dict(CONTEXT, losses={"unsupervised": ["temporal", "pca_multiview"], "view_groups": [list(range(9)), list(range(9, 18))],
-                                   "clip_length": 8, "warmup_epochs": 0})
+    config = dict(
+        CONTEXT,
+        losses={
+            "unsupervised": ["temporal", "pca_multiview"],
+            "view_groups": [list(range(9)), list(range(9, 18))],
+            "clip_length": 8,
+            "warmup_epochs": 0,
+        },
+    )
     return model_dir, train(config, project.root, model_dir, progress=False)
 
 
@@ -61,7 +75,9 @@ def test_augmentation_is_the_same_for_every_frame_of_a_window(project):
 
     labels, _ = load_project(project.root)
     still = np.repeat(load_resized(labels, 0, (64, 64))[0][None], 5, axis=0)
-    augmenter = Augmenter(AugmentationConfig(rotation_deg=30, occlusion_prob=1, contrast_prob=1, blur_prob=1), labels.bodyparts)
+    augmenter = Augmenter(
+        AugmentationConfig(rotation_deg=30, occlusion_prob=1, contrast_prob=1, blur_prob=1), labels.bodyparts
+    )
     out, _ = augmenter.augment_frames(still, labels.keypoints[0], np.random.default_rng(0))
     assert all(np.array_equal(out[0], frame) for frame in out[1:])  # identical frames stay identical
     assert not np.array_equal(out[0], still[0])
@@ -101,7 +117,7 @@ def test_streaming_equals_predicting_each_frame_with_its_true_neighbours(trained
     frames = np.stack([resize_frame(f, model.image_resize) for f in read_frames(video, range(n))])
     # true neighbours t-2..t+2, the first / last frame repeated beyond the edges
     windows = frames[np.clip(np.arange(n)[:, None] + np.arange(-2, 3), 0, n - 1)]
-    expected = np.concatenate([model.predict_windows(windows[i:i + 8], (64, 64)) for i in range(0, n, 8)])
+    expected = np.concatenate([model.predict_windows(windows[i : i + 8], (64, 64)) for i in range(0, n, 8)])
     np.testing.assert_allclose(streamed, expected, atol=2e-3)
 
 

@@ -47,13 +47,33 @@ def test_mkdocs_builds_strict(tmp_path):
         pytest.skip(message)
     site = tmp_path / "site"
     build = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(REPO / "mkdocs.yml"),
-         "--site-dir", str(site)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(REPO / "mkdocs.yml"),
+            "--site-dir",
+            str(site),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr[-4000:]
-    for page in ("index.html", "concepts/index.html", "parameters/index.html", "cli/index.html",
-                 "api/index.html", "schemas/index.html", "plotting/index.html", "img/traces_eks.png"):
+    for page in (
+        "index.html",
+        "concepts/index.html",
+        "parameters/index.html",
+        "cli/index.html",
+        "api/index.html",
+        "schemas/index.html",
+        "plotting/index.html",
+        "img/traces_eks.png",
+    ):
         assert (site / page).is_file(), page
     # the API pages are rendered from the docstrings (mkdocstrings), schema modules included
     assert "load_members" in (site / "api" / "index.html").read_text()

@@ -45,8 +45,9 @@ def lab_umask():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_synthetic_project(tmp_path_factory.mktemp("modes") / "project", image_size=(64, 64), n_labeled=20,
-                                  n_video_frames=40)
+    return make_synthetic_project(
+        tmp_path_factory.mktemp("modes") / "project", image_size=(64, 64), n_labeled=20, n_video_frames=40
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,16 @@ def test_synthetic_project_is_readable_by_the_lab(project):
 
 def test_every_training_output_is_readable_by_the_lab(trained):
     model_dir = trained.model_dir
-    for name in ("config.yaml", "model.json", "splits.csv", "metrics.csv", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt", "frame_cache/frames.npy", "frame_cache/frames.json"):
+    for name in (
+        "config.yaml",
+        "model.json",
+        "splits.csv",
+        "metrics.csv",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "frame_cache/frames.npy",
+        "frame_cache/frames.json",
+    ):
         assert (model_dir / name).is_file(), name
     assert wrong_modes(model_dir) == {}
     assert hidden(model_dir.parent) == [] and hidden(model_dir) == []
@@ -92,17 +101,35 @@ def test_frame_cache_outside_the_model_is_readable_by_the_lab(project, tmp_path)
 def test_prediction_smoothing_and_nwb_outputs_are_readable_by_the_lab(trained, project, tmp_path):
     model = load_model(trained.model_dir, device="cpu")
     out = tmp_path / "predictions"
-    predictions = predict_video(model, project.videos[0], stop=20, out_csv=out / "video00.csv",
-                                diagnostics_csv=out / "video00_diagnostics.csv", progress=False).predictions
+    predictions = predict_video(
+        model,
+        project.videos[0],
+        stop=20,
+        out_csv=out / "video00.csv",
+        diagnostics_csv=out / "video00_diagnostics.csv",
+        progress=False,
+    ).predictions
     jittered = predictions.copy()
     jittered[..., :2] += np.random.default_rng(0).normal(0, 0.5, jittered[..., :2].shape)
     result = smooth([predictions, jittered], model.bodyparts, s=1.0)
     result.to_csv(tmp_path / "smoothed" / "video00.csv")
-    camera = CameraPose(camera_name="cam", video_path=str(project.videos[0]), bodyparts=list(model.bodyparts),
-                        x=result.x, y=result.y, likelihood=result.likelihood, image_width=64, image_height=64,
-                        confidence_definition="softmax peak", description="tiny ensemble", scorer="tiny", fps=30.0)
-    session = SessionInfo(session_id="s1", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc),
-                          session_description="file modes")
+    camera = CameraPose(
+        camera_name="cam",
+        video_path=str(project.videos[0]),
+        bodyparts=list(model.bodyparts),
+        x=result.x,
+        y=result.y,
+        likelihood=result.likelihood,
+        image_width=64,
+        image_height=64,
+        confidence_definition="softmax peak",
+        description="tiny ensemble",
+        scorer="tiny",
+        fps=30.0,
+    )
+    session = SessionInfo(
+        session_id="s1", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc), session_description="file modes"
+    )
     nwb = write_nwb(tmp_path / "nwb" / "pose.nwb", session, SUBJECT, [camera])
     append_pose(nwb, [replace(camera, camera_name="cam2")])
     assert wrong_modes(out, tmp_path / "smoothed", tmp_path / "nwb") == {}
@@ -113,8 +140,10 @@ def test_prediction_smoothing_and_nwb_outputs_are_readable_by_the_lab(trained, p
 def test_a_training_that_fails_mid_fit_leaves_no_model_directory(trained, project, tmp_path):
     # undecodable validation images: epoch 0 trains and checkpoints, epoch 1's validation fails
     broken = break_validation_images(project.root, trained.model_dir, tmp_path / "broken")
-    config = {**TINY_SEMI, "training": {**TINY_SEMI["training"], "max_steps": None, "max_epochs": 2,
-                                        "check_val_every_n_epoch": 2}}
+    config = {
+        **TINY_SEMI,
+        "training": {**TINY_SEMI["training"], "max_steps": None, "max_epochs": 2, "check_val_every_n_epoch": 2},
+    }
     with pytest.raises(ProjectError, match="unreadable"):
         train(config, broken, tmp_path / "models" / "m", progress=False)
     assert list((tmp_path / "models").iterdir()) == []
@@ -122,13 +151,24 @@ def test_a_training_that_fails_mid_fit_leaves_no_model_directory(trained, projec
 
 def test_an_nwb_write_that_fails_leaves_no_file(project, tmp_path):
     n = 5
-    camera = CameraPose(camera_name="cam", video_path=str(project.videos[0]), bodyparts=["a"],
-                        x=np.zeros((n, 1)), y=np.zeros((n, 1)), likelihood=np.ones((n, 1)), image_width=64,
-                        image_height=64, confidence_definition="c",
-                        # a lone surrogate passes every check and fails inside the HDF5 write
-                        description="unwritable \udc80", scorer="s", fps=30.0)
-    session = SessionInfo(session_id="s1", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc),
-                          session_description="failure")
+    camera = CameraPose(
+        camera_name="cam",
+        video_path=str(project.videos[0]),
+        bodyparts=["a"],
+        x=np.zeros((n, 1)),
+        y=np.zeros((n, 1)),
+        likelihood=np.ones((n, 1)),
+        image_width=64,
+        image_height=64,
+        confidence_definition="c",
+        # a lone surrogate passes every check and fails inside the HDF5 write
+        description="unwritable \udc80",
+        scorer="s",
+        fps=30.0,
+    )
+    session = SessionInfo(
+        session_id="s1", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc), session_description="failure"
+    )
     with pytest.raises(Exception, match="Could not create scalar dataset description"):
         write_nwb(tmp_path / "nwb" / "pose.nwb", session, SUBJECT, [camera])
     assert list((tmp_path / "nwb").iterdir()) == []

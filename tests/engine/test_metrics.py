@@ -41,9 +41,7 @@ def test_temporal_norm_is_the_frame_to_frame_displacement():
 
 
 def test_summaries_per_keypoint_and_overall():
-    table = pd.DataFrame(
-        {"bodypart": ["a"] * 10 + ["b"] * 4, "error_px": list(range(10)) + [1.0, 3.0, np.nan, 5.0]}
-    )
+    table = pd.DataFrame({"bodypart": ["a"] * 10 + ["b"] * 4, "error_px": list(range(10)) + [1.0, 3.0, np.nan, 5.0]})
     summary = summarize(table, "error_px")
     assert summary.loc["a", "mean"] == 4.5 and summary.loc["a", "median"] == 4.5
     assert summary.loc["a", "p90"] == pytest.approx(np.percentile(np.arange(10), 90))

@@ -27,8 +27,14 @@ def _complete(directory, info) -> None:
 
 
 def test_write_then_read_round_trips_and_keeps_unknown_keys(tmp_path, umask_022):
-    info = {"bodyparts": ["nose", "tail"], "frame_size": [64, 96], "backbone": "resnet18", "n_train": 8,
-            "best_val_loss": None, "written_by_a_newer_version": {"x": 1}}
+    info = {
+        "bodyparts": ["nose", "tail"],
+        "frame_size": [64, 96],
+        "backbone": "resnet18",
+        "n_train": 8,
+        "best_val_loss": None,
+        "written_by_a_newer_version": {"x": 1},
+    }
     _complete(tmp_path, info)
     path = tmp_path / "model.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the lab's other accounts
@@ -85,8 +91,11 @@ def test_training_writes_model_json_through_the_one_writer(tmp_path, umask_022):
     from element_lightning_pose.engine.train import train
 
     project = make_synthetic_project(tmp_path / "project", image_size=(64, 64), n_labeled=8, n_video_frames=12)
-    config = {"data": {"image_resize": [64, 64]}, "model": {"backbone": "resnet18", "pretrained": False},
-              "training": {"max_steps": 1, "max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0}}
+    config = {
+        "data": {"image_resize": [64, 64]},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "training": {"max_steps": 1, "max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0},
+    }
     result = train(config, project.root, tmp_path / "model", progress=False)
     path = result.model_dir / md.MODEL_JSON
     assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -47,7 +47,9 @@ def test_efficientnet_lite0_loads_every_key_of_the_packaged_weights():
     assert channels == 1280
     # the backbone carries the ImageNet weights, not a random init
     torch.testing.assert_close(backbone.state_dict()["_conv_stem.weight"], shipped["_conv_stem.weight"])
-    torch.testing.assert_close(backbone.state_dict()["_blocks.15._project_conv.weight"], shipped["_blocks.15._project_conv.weight"])
+    torch.testing.assert_close(
+        backbone.state_dict()["_blocks.15._project_conv.weight"], shipped["_blocks.15._project_conv.weight"]
+    )
 
 
 def test_local_weights_file_loads_and_mismatch_is_named(tmp_path):
@@ -106,7 +108,7 @@ def test_confidence_is_high_for_a_sharp_peak_and_low_for_a_flat_map():
 
 def test_soft_argmax_ignores_a_far_second_mode():
     maps, _ = gaussian_targets(torch.tensor([[[5.0, 5.0], [25.0, 25.0]]]), (32, 32))
-    mixture = (0.6 * maps[:, :1] + 0.4 * maps[:, 1:])
+    mixture = 0.6 * maps[:, :1] + 0.4 * maps[:, 1:]
     point = soft_argmax(mixture)[0, 0]
     assert point[:2].tolist() == pytest.approx([5.0, 5.0], abs=0.05)
     assert 0.4 < point[2].item() < 0.8  # split mass lowers the confidence

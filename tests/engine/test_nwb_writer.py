@@ -211,9 +211,7 @@ def test_two_cameras_round_trip_and_pass_dandi_inspection(tmp_path, two_cameras)
             # The videos were given as absolute paths; DANDI wants them relative to the file.
             assert_pose_matches(nwbfile, camera, f"{camera.camera_name}.mp4")
             assert (
-                nwbfile.processing["behavior"]["Skeletons"][
-                    camera_object_names(camera.camera_name).skeleton
-                ].subject
+                nwbfile.processing["behavior"]["Skeletons"][camera_object_names(camera.camera_name).skeleton].subject
                 is nwbfile.subject
             )
 
@@ -227,8 +225,7 @@ def test_series_of_one_camera_share_one_timestamps_dataset(tmp_path, two_cameras
     with h5py.File(path, "r") as handle:
         owner = handle[f"processing/behavior/{names.pose_estimation}/{BODYPARTS[0]}/timestamps"]
         others = [
-            f"processing/behavior/{names.pose_estimation}/{bodypart}/timestamps"
-            for bodypart in BODYPARTS[1:]
+            f"processing/behavior/{names.pose_estimation}/{bodypart}/timestamps" for bodypart in BODYPARTS[1:]
         ] + [
             f"processing/behavior/{names.posterior_variance}/timestamps",
             f"processing/behavior/{names.ensemble_variance}/timestamps",
@@ -250,12 +247,8 @@ def test_regular_timestamps_are_stored_as_rate(tmp_path, videos):
             assert series.timestamps is None
             assert series.rate == 30.0
             assert series.starting_time == 5.0
-            np.testing.assert_allclose(
-                series.starting_time + np.arange(N_FRAMES) / series.rate, timestamps, atol=1e-9
-            )
-    assert not [
-        m for m in inspect_dandi(path) if m.check_function_name == "check_regular_timestamps"
-    ]
+            np.testing.assert_allclose(series.starting_time + np.arange(N_FRAMES) / series.rate, timestamps, atol=1e-9)
+    assert not [m for m in inspect_dandi(path) if m.check_function_name == "check_regular_timestamps"]
 
 
 def make_existing_file(path: Path) -> None:
@@ -295,17 +288,13 @@ def test_append_keeps_existing_contents(tmp_path, two_cameras):
 
     with NWBHDF5IO(str(path), mode="r") as io:
         nwbfile = io.read()
-        np.testing.assert_array_equal(
-            nwbfile.acquisition["wheel_position"].data[:], np.linspace(0, 1, 50)
-        )
+        np.testing.assert_array_equal(nwbfile.acquisition["wheel_position"].data[:], np.linspace(0, 1, 50))
         behavior = nwbfile.processing["behavior"]
         np.testing.assert_array_equal(behavior["running_speed"].data[:], np.arange(50))
         assert behavior.description == "Behavior."
         assert nwbfile.devices["top"].description == "Existing top camera."  # reused, not replaced
         assert sorted(behavior["Skeletons"].skeletons) == ["Skeleton_bot", "Skeleton_top"]
-        assert_pose_matches(
-            nwbfile, replace(top, camera_description="Existing top camera."), "top.mp4"
-        )
+        assert_pose_matches(nwbfile, replace(top, camera_description="Existing top camera."), "top.mp4")
         assert_pose_matches(nwbfile, bot, "bot.mp4")
     assert_dandi_clean(path)
 
@@ -339,14 +328,10 @@ def test_append_refuses_an_existing_pose_and_leaves_the_file_unchanged(tmp_path,
         ({}, {"session_id": "a/b"}, "session_id"),
     ],
 )
-def test_missing_dandi_metadata_raises_naming_the_field(
-    tmp_path, two_cameras, subject_changes, session_changes, field
-):
+def test_missing_dandi_metadata_raises_naming_the_field(tmp_path, two_cameras, subject_changes, session_changes, field):
     target = tmp_path / "bad.nwb"
     with pytest.raises(ValueError, match=field):
-        write_nwb(
-            target, session_info(**session_changes), subject_info(**subject_changes), two_cameras
-        )
+        write_nwb(target, session_info(**session_changes), subject_info(**subject_changes), two_cameras)
     assert not target.exists()
 
 
@@ -445,13 +430,9 @@ def test_dandi_filename_rejects_ids_with_nothing_usable():
         dandi_filename("___", "S1")
 
 
-def mirror_mouse_labels(
-    mirror_mouse_dir: Path, rows: list[int], with_images: bool
-) -> TrainingLabels:
+def mirror_mouse_labels(mirror_mouse_dir: Path, rows: list[int], with_images: bool) -> TrainingLabels:
     labels = read_labels(mirror_mouse_dir / "CollectedData.csv", check_images=False).subset(rows)
-    images = (
-        [read_image(labels.root / path) for path in labels.image_paths] if with_images else None
-    )
+    images = [read_image(labels.root / path) for path in labels.image_paths] if with_images else None
     return TrainingLabels(
         camera_name="mirror",
         bodyparts=labels.bodyparts,
@@ -497,9 +478,7 @@ def test_labeled_frames_round_trip_as_pose_training(tmp_path, mirror_mouse_dir):
             (instance,) = frame.skeleton_instances.skeleton_instances.values()
             assert instance.skeleton is skeleton
             np.testing.assert_array_equal(instance.node_locations[:], labels.keypoints[index])
-            np.testing.assert_array_equal(
-                instance.node_visibility[:], ~np.isnan(labels.keypoints[index]).any(axis=1)
-            )
+            np.testing.assert_array_equal(instance.node_visibility[:], ~np.isnan(labels.keypoints[index]).any(axis=1))
             assert frame.source_frame.description == image_path
             np.testing.assert_array_equal(frame.source_frame.data[:], labels.images[index])
     assert_dandi_clean(path)
@@ -515,24 +494,18 @@ def test_labeled_frames_can_be_appended_without_images(tmp_path, mirror_mouse_di
     with NWBHDF5IO(str(path), mode="r") as io:
         behavior = io.read().processing["behavior"]
         assert "running_speed" in behavior.data_interfaces
-        frames = behavior[
-            camera_object_names("mirror").pose_training
-        ].training_frames.training_frames
+        frames = behavior[camera_object_names("mirror").pose_training].training_frames.training_frames
         assert len(frames) == 2
         assert all(frame.source_frame is None for frame in frames.values())
         assert list(behavior["Skeletons"]["Skeleton_mirror"].nodes[:]) == labels.bodyparts
     assert_dandi_clean(path)
 
 
-def test_labels_that_disagree_with_the_camera_skeleton_are_rejected(
-    tmp_path, mirror_mouse_dir, videos
-):
+def test_labels_that_disagree_with_the_camera_skeleton_are_rejected(tmp_path, mirror_mouse_dir, videos):
     labels = mirror_mouse_labels(mirror_mouse_dir, [0], with_images=False)
     camera = make_camera("mirror", videos["top"], seed=12)  # other body parts
     with pytest.raises(ValueError, match="Skeleton 'Skeleton_mirror' already exists"):
-        write_nwb(
-            tmp_path / "pose.nwb", session_info(), subject_info(), [camera], training=[labels]
-        )
+        write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), [camera], training=[labels])
     assert not (tmp_path / "pose.nwb").exists()
 
 

@@ -54,8 +54,15 @@ def isolated_keypoints(points: np.ndarray, min_distance: float) -> list[int]:
 def test_trace_png_decodes_at_the_figure_size(project, tmp_path):
     synth, truth = project
     out = tmp_path / "figs" / "traces.png"
-    figure = plotting.plot_traces(truth[..., 0], truth[..., 1], np.full(truth.shape[:2], 0.95), synth.bodyparts,
-                                  fps=30.0, keypoints=["nose", "tail_tip"], out=out)
+    figure = plotting.plot_traces(
+        truth[..., 0],
+        truth[..., 1],
+        np.full(truth.shape[:2], 0.95),
+        synth.bodyparts,
+        fps=30.0,
+        keypoints=["nose", "tail_tip"],
+        out=out,
+    )
     image = cv2.imread(str(out))
     assert image is not None and out.stat().st_size > 0
     width, height = np.round(figure.get_size_inches() * 100).astype(int)
@@ -68,8 +75,15 @@ def test_trace_png_decodes_at_the_figure_size(project, tmp_path):
 
 def test_time_axis_is_in_frames_without_fps(project):
     synth, truth = project
-    figure = plotting.plot_traces(truth[..., 0], truth[..., 1], np.ones(truth.shape[:2]), synth.bodyparts,
-                                  keypoints=[0], frames=(5, 20), first_frame=100)
+    figure = plotting.plot_traces(
+        truth[..., 0],
+        truth[..., 1],
+        np.ones(truth.shape[:2]),
+        synth.bodyparts,
+        keypoints=[0],
+        frames=(5, 20),
+        first_frame=100,
+    )
     assert figure.axes[-1].get_xlabel() == "frame"
     line = figure.axes[0].get_lines()[0]
     assert line.get_xdata()[0] == 105 and len(line.get_xdata()) == 15
@@ -80,10 +94,18 @@ def test_posterior_band_spans_1_96_sigma_and_changes_the_picture(project, tmp_pa
     synth, truth = project
     result = eks.smooth(ensemble_of(truth), synth.bodyparts)
     common = dict(keypoints=["centre", "paw_left_hind"], fps=30.0)
-    with_band = plotting.plot_traces(result.x, result.y, result.likelihood, synth.bodyparts,
-                                     posterior_var=result.posterior_var, out=tmp_path / "band.png", **common)
-    without = plotting.plot_traces(result.x, result.y, result.likelihood, synth.bodyparts,
-                                   out=tmp_path / "plain.png", **common)
+    with_band = plotting.plot_traces(
+        result.x,
+        result.y,
+        result.likelihood,
+        synth.bodyparts,
+        posterior_var=result.posterior_var,
+        out=tmp_path / "band.png",
+        **common,
+    )
+    without = plotting.plot_traces(
+        result.x, result.y, result.likelihood, synth.bodyparts, out=tmp_path / "plain.png", **common
+    )
     assert len(band_collections(without)) == 0
     bands = band_collections(with_band)
     assert len(bands) == 4 and all(isinstance(b, PolyCollection) for b in bands)
@@ -99,8 +121,15 @@ def test_posterior_band_spans_1_96_sigma_and_changes_the_picture(project, tmp_pa
 def test_members_and_ground_truth_are_drawn(project):
     synth, truth = project
     members = ensemble_of(truth, n_members=4)
-    figure = plotting.plot_traces(members[0, ..., 0], members[0, ..., 1], members[0, ..., 2], synth.bodyparts,
-                                  members=members, ground_truth=truth, keypoints=["head"])
+    figure = plotting.plot_traces(
+        members[0, ..., 0],
+        members[0, ..., 1],
+        members[0, ..., 2],
+        synth.bodyparts,
+        members=members,
+        ground_truth=truth,
+        keypoints=["head"],
+    )
     lines = figure.axes[0].get_lines()
     assert len(lines) == 4 + 1 + 1  # members, estimate, ground truth
     dashed = [line for line in lines if line.get_linestyle() == "--"]
@@ -126,8 +155,9 @@ def test_trace_inputs_are_checked(project):
 
 def test_labeled_video_keeps_frames_and_draws_each_part_in_its_colour(project, tmp_path):
     synth, truth = project
-    out = plotting.write_labeled_video(synth.videos[0], as_predictions(truth), synth.bodyparts,
-                                       tmp_path / "labeled.mp4")
+    out = plotting.write_labeled_video(
+        synth.videos[0], as_predictions(truth), synth.bodyparts, tmp_path / "labeled.mp4"
+    )
     source, labeled = video_info(synth.videos[0]), video_info(out)
     assert labeled.n_frames == source.n_frames == N_FRAMES
     assert (labeled.width, labeled.height, labeled.fps) == (source.width, source.height, source.fps)
@@ -171,15 +201,17 @@ def test_low_confidence_keypoints_are_hollow(project, tmp_path):
 def test_nan_keypoints_are_not_drawn_and_ranges_and_files_chain(project, tmp_path):
     synth, truth = project
     predictions = as_predictions(np.full_like(truth, np.nan))
-    out = plotting.write_labeled_video(synth.videos[0], predictions, synth.bodyparts, tmp_path / "nan.mp4",
-                                       start=4, stop=11)
+    out = plotting.write_labeled_video(
+        synth.videos[0], predictions, synth.bodyparts, tmp_path / "nan.mp4", start=4, stop=11
+    )
     assert video_info(out).n_frames == 7
     drawn, source = read_frames(out, [2]).astype(float)[0], read_frames(synth.videos[0], [6]).astype(float)[0]
     assert np.abs(drawn[20:, :] - source[20:, :]).mean() < 6  # below the frame number: untouched
     # two consecutive files form one recording; predictions cover both
     both = np.concatenate([as_predictions(truth), as_predictions(truth)])
-    out = plotting.write_labeled_video([synth.videos[0], synth.videos[0]], both, synth.bodyparts,
-                                       tmp_path / "two.mp4", start=25, stop=40)
+    out = plotting.write_labeled_video(
+        [synth.videos[0], synth.videos[0]], both, synth.bodyparts, tmp_path / "two.mp4", start=25, stop=40
+    )
     assert video_info(out).n_frames == 15
 
 
@@ -189,11 +221,13 @@ def test_predictions_that_do_not_fit_the_video_are_refused(project, tmp_path):
     with pytest.raises(ValueError, match="predictions cover video frames 0..19"):
         plotting.write_labeled_video(synth.videos[0], as_predictions(truth[:20]), synth.bodyparts, out)
     with pytest.raises(ValueError, match="has 30 frames"):
-        plotting.write_labeled_video(synth.videos[0], as_predictions(np.concatenate([truth, truth])),
-                                     synth.bodyparts, out)
+        plotting.write_labeled_video(
+            synth.videos[0], as_predictions(np.concatenate([truth, truth])), synth.bodyparts, out
+        )
     with pytest.raises(ValueError, match="unknown body part 'tail'"):
-        plotting.write_labeled_video(synth.videos[0], as_predictions(truth), synth.bodyparts, out,
-                                     skeleton=[("nose", "tail")])
+        plotting.write_labeled_video(
+            synth.videos[0], as_predictions(truth), synth.bodyparts, out, skeleton=[("nose", "tail")]
+        )
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -206,8 +240,15 @@ def evaluation_table(bodyparts: list[str]) -> pd.DataFrame:
     for i in range(12):
         split = ("train", "train", "val", "test")[i % 4]
         for bp in bodyparts:
-            rows.append({"image": f"labeled-data/v/img{i:03d}.png", "split": split, "bodypart": bp,
-                         "error_px": abs(rng.normal(0, 3)) if (i + len(bp)) % 7 else np.nan, "likelihood": 0.9})
+            rows.append(
+                {
+                    "image": f"labeled-data/v/img{i:03d}.png",
+                    "split": split,
+                    "bodypart": bp,
+                    "error_px": abs(rng.normal(0, 3)) if (i + len(bp)) % 7 else np.nan,
+                    "likelihood": 0.9,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -229,8 +270,9 @@ def test_evaluation_needs_its_columns():
     with pytest.raises(ValueError, match="error_px"):
         plotting.plot_evaluation(pd.DataFrame({"image": [], "split": [], "bodypart": []}))
     with pytest.raises(ValueError, match="no finite"):
-        plotting.plot_evaluation(pd.DataFrame({"image": ["a"], "split": ["train"], "bodypart": ["nose"],
-                                               "error_px": [np.nan]}))
+        plotting.plot_evaluation(
+            pd.DataFrame({"image": ["a"], "split": ["train"], "bodypart": ["nose"], "error_px": [np.nan]})
+        )
 
 
 # ------------------------------------------------------------------------------ command line
@@ -239,26 +281,67 @@ def test_evaluation_needs_its_columns():
 def test_cli_traces_video_and_evaluation(project, tmp_path, capsys):
     synth, truth = project
     predictions = write_predictions(tmp_path / "pred.csv", as_predictions(truth), synth.bodyparts)
-    members = [write_predictions(tmp_path / f"m{i}.csv", m, synth.bodyparts)
-               for i, m in enumerate(ensemble_of(truth))]
+    members = [write_predictions(tmp_path / f"m{i}.csv", m, synth.bodyparts) for i, m in enumerate(ensemble_of(truth))]
     smoothed = eks.smooth([str(m) for m in members]).to_csv(tmp_path / "eks.csv")
 
-    assert elp_main(["plot", "traces", str(predictions), "-o", str(tmp_path / "t.png"), "--fps", "30",
-                     "--keypoints", "nose", "head", "--frames", "2:20"]) == 0
+    assert (
+        elp_main(
+            [
+                "plot",
+                "traces",
+                str(predictions),
+                "-o",
+                str(tmp_path / "t.png"),
+                "--fps",
+                "30",
+                "--keypoints",
+                "nose",
+                "head",
+                "--frames",
+                "2:20",
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(tmp_path / "t.png")) is not None
-    assert elp_main(["plot", "traces", str(smoothed), "--eks", "--members", *map(str, members),
-                     "-o", str(tmp_path / "eks.png")]) == 0
+    assert (
+        elp_main(
+            ["plot", "traces", str(smoothed), "--eks", "--members", *map(str, members), "-o", str(tmp_path / "eks.png")]
+        )
+        == 0
+    )
     assert cv2.imread(str(tmp_path / "eks.png")) is not None
     assert elp_main(["plot", "traces", str(predictions), "--eks", "-o", str(tmp_path / "no.png")]) == 2
     assert "x_posterior_var" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
 
-    assert elp_main(["plot", "video", str(synth.videos[0]), str(smoothed), "-o", str(tmp_path / "v.mp4"),
-                     "--start", "5", "--stop", "25", "--threshold", "0.5", "--skeleton", "nose-head,head-centre"]) == 0
+    assert (
+        elp_main(
+            [
+                "plot",
+                "video",
+                str(synth.videos[0]),
+                str(smoothed),
+                "-o",
+                str(tmp_path / "v.mp4"),
+                "--start",
+                "5",
+                "--stop",
+                "25",
+                "--threshold",
+                "0.5",
+                "--skeleton",
+                "nose-head,head-centre",
+            ]
+        )
+        == 0
+    )
     assert video_info(tmp_path / "v.mp4").n_frames == 20
     assert elp_main(["plot", "video", str(synth.videos[0]), str(predictions), "-o", str(tmp_path / "all.mp4")]) == 0
     assert video_info(tmp_path / "all.mp4").n_frames == N_FRAMES
-    assert elp_main(["plot", "video", str(synth.videos[0]), str(tmp_path / "missing.csv"),
-                     "-o", str(tmp_path / "x.mp4")]) == 2
+    assert (
+        elp_main(["plot", "video", str(synth.videos[0]), str(tmp_path / "missing.csv"), "-o", str(tmp_path / "x.mp4")])
+        == 2
+    )
 
     evaluation_table(synth.bodyparts).to_csv(tmp_path / "errors.csv", index=False)
     assert elp_main(["plot", "evaluation", str(tmp_path / "errors.csv"), "-o", str(tmp_path / "e.png")]) == 0
@@ -267,9 +350,25 @@ def test_cli_traces_video_and_evaluation(project, tmp_path, capsys):
 
 def test_cli_video_uses_the_frame_numbers_of_a_range_prediction(project, tmp_path):
     synth, truth = project
-    partial = write_predictions(tmp_path / "part.csv", as_predictions(truth[10:20]), synth.bodyparts,
-                                index=np.arange(10, 20))
-    assert elp_main(["plot", "video", str(synth.videos[0]), str(partial), "-o", str(tmp_path / "p.mp4"),
-                     "--start", "10", "--stop", "20"]) == 0
+    partial = write_predictions(
+        tmp_path / "part.csv", as_predictions(truth[10:20]), synth.bodyparts, index=np.arange(10, 20)
+    )
+    assert (
+        elp_main(
+            [
+                "plot",
+                "video",
+                str(synth.videos[0]),
+                str(partial),
+                "-o",
+                str(tmp_path / "p.mp4"),
+                "--start",
+                "10",
+                "--stop",
+                "20",
+            ]
+        )
+        == 0
+    )
     assert video_info(tmp_path / "p.mp4").n_frames == 10
     assert elp_main(["plot", "video", str(synth.videos[0]), str(partial), "-o", str(tmp_path / "q.mp4")]) == 2

@@ -14,7 +14,6 @@ from element_lightning_pose.engine.predict import ModelDirError, load_model, pre
 from element_lightning_pose.engine.video import read_frames, video_info
 
 
-
 @pytest.fixture(scope="module")
 def project(tiny_project):
     # frames 64 high x 96 wide, network input 64 x 64: predictions must be mapped back
@@ -54,7 +53,9 @@ def test_frame_range_and_csv_index(model, project, tmp_path):
 
     video = project.videos[0]
     everything = predict_video(model, video, progress=False).predictions
-    part = predict_video(model, video, start=10, stop=25, batch_size=4, out_csv=tmp_path / "p.csv", progress=False).predictions
+    part = predict_video(
+        model, video, start=10, stop=25, batch_size=4, out_csv=tmp_path / "p.csv", progress=False
+    ).predictions
     np.testing.assert_allclose(part, everything[10:25], rtol=0, atol=1e-4)
     index = pd.read_csv(tmp_path / "p.csv", header=[0, 1, 2], index_col=0).index
     assert list(index) == list(range(10, 25))
@@ -89,7 +90,9 @@ def test_load_model_names_the_missing_checkpoint(tmp_path):
 
 def test_cli_predicts_each_video(model, project, tmp_path, capsys):
     out = tmp_path / "out"
-    code = elp(["predict", str(model.model_dir), str(project.videos[0]), "-o", str(out), "--batch-size", "5", "--no-progress"])
+    code = elp(
+        ["predict", str(model.model_dir), str(project.videos[0]), "-o", str(out), "--batch-size", "5", "--no-progress"]
+    )
     assert code == 0
     values, _ = read_predictions(out / f"{project.videos[0].stem}.csv")
     assert values.shape[0] == video_info(project.videos[0]).n_frames
@@ -111,26 +114,28 @@ def test_batchnorm_folding_keeps_the_predictions(model, project):
 
 def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
     from element_lightning_pose.engine.video import ShortVideoError
-    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted, truncated_faststart
+    from tests.engine.damaged_video import N_FRAMES as LISTED
+    from tests.engine.damaged_video import corrupted, truncated_faststart
 
     out = tmp_path / "out"
     for video in (corrupted(tmp_path / "corrupt.mp4"), truncated_faststart(tmp_path / "cut.mp4")):
         with pytest.raises(ShortVideoError, match=f"{video.name}: decoding stopped at frame \\d+ of {LISTED}"):
-            predict_video(model, video, batch_size=8, out_csv=out / "p.csv", diagnostics_csv=out / "d.csv",
-                          progress=False)
+            predict_video(
+                model, video, batch_size=8, out_csv=out / "p.csv", diagnostics_csv=out / "d.csv", progress=False
+            )
         assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_allow_short_warns_and_fills_the_missing_frames(model, tmp_path):
     from element_lightning_pose.engine.predict import ShortVideoWarning
-    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+    from tests.engine.damaged_video import N_FRAMES as LISTED
+    from tests.engine.damaged_video import corrupted
 
     video = corrupted(tmp_path / "corrupt.mp4")
     with pytest.warns(ShortVideoWarning, match="corrupt.mp4: decoding stopped at frame"):
-        result = predict_video(model, video, batch_size=8, out_csv=tmp_path / "p.csv", progress=False,
-                               allow_short=True)
+        result = predict_video(model, video, batch_size=8, out_csv=tmp_path / "p.csv", progress=False, allow_short=True)
     assert result.n_frames == LISTED and 0 < result.n_decoded < LISTED
-    decoded, missing = result.predictions[: result.n_decoded], result.predictions[result.n_decoded:]
+    decoded, missing = result.predictions[: result.n_decoded], result.predictions[result.n_decoded :]
     assert np.isfinite(decoded).all()
     assert np.isnan(missing[..., :2]).all() and (missing[..., 2] == 0).all()
     values, _ = read_predictions(tmp_path / "p.csv")
@@ -148,17 +153,32 @@ def test_predict_video_returns_its_timing_in_the_result(model, project, tmp_path
 
 
 def test_cli_short_video_is_one_line_on_stderr(model, tmp_path, capsys):
-    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
-
     import subprocess
     import sys
+
+    from tests.engine.damaged_video import N_FRAMES as LISTED
+    from tests.engine.damaged_video import corrupted
 
     video = corrupted(tmp_path / "corrupt.mp4")
     out = tmp_path / "out"
     # a separate process, as a user runs it: FFmpeg's own messages would reach stderr too
-    run = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "predict", str(model.model_dir),
-                          str(video), "-o", str(out), "--no-progress"], capture_output=True, text=True, timeout=300,
-                         env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "element_lightning_pose.cli",
+            "predict",
+            str(model.model_dir),
+            str(video),
+            "-o",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"},
+    )
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and str(video) in lines[0] and f"of {LISTED}" in lines[0], run.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
-from element_lightning_pose.engine.io import load_project, write_keypoint_csv
+from element_lightning_pose.engine.io import load_project
 from element_lightning_pose.engine.losses import pca_loss, temporal_loss
 from element_lightning_pose.engine.pca import PCAFitError, fit_pca, held_out_residuals
 from element_lightning_pose.engine.predict import load_model, predict_video
@@ -23,8 +23,13 @@ VIEW0, VIEW1 = list(range(9)), list(range(9, 18))
 
 
 def semi_config(**losses) -> dict:
-    values = {"unsupervised": ["temporal", "pca_singleview", "pca_multiview"], "pca_singleview_keypoints": VIEW0,
-              "view_groups": [VIEW0, VIEW1], "warmup_epochs": 0, "clip_length": 8}
+    values = {
+        "unsupervised": ["temporal", "pca_singleview", "pca_multiview"],
+        "pca_singleview_keypoints": VIEW0,
+        "view_groups": [VIEW0, VIEW1],
+        "warmup_epochs": 0,
+        "clip_length": 8,
+    }
     values.update(losses)
     return {
         "data": {"image_resize": [64, 64]},
@@ -37,8 +42,9 @@ def semi_config(**losses) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     # two views (top | bottom side by side) so the multi-view PCA has its two views
-    return make_synthetic_project(tmp_path_factory.mktemp("semi"), image_size=(64, 64), n_labeled=28,
-                                  n_video_frames=60, views=2)
+    return make_synthetic_project(
+        tmp_path_factory.mktemp("semi"), image_size=(64, 64), n_labeled=28, n_video_frames=60, views=2
+    )
 
 
 def step_log(model_dir) -> pd.DataFrame:
@@ -169,7 +175,6 @@ def test_pca_is_fitted_in_original_pixels(project, tmp_path):
     labels2, _ = load_project(project2.root)
     model = load_model(model_dir, device="cpu")
     pca = model.pcas["pca_multiview"]
-    residual = pca.residual_keypoints(labels2.keypoints)
     train_rows = [i for i, s in enumerate(pd.read_csv(model_dir / "splits.csv")["split"]) if s == "train"]
     train_labels = labels2.keypoints[train_rows]
     assert pca.epsilon == pytest.approx(np.nanpercentile(held_out_residuals(pca, train_labels), 99), rel=1e-6)
@@ -217,13 +222,25 @@ def test_cache_holds_resized_video_frames_and_clips_map_back_to_original_pixels(
 
 def test_semi_supervised_training_runs_on_cpu_and_its_losses_decrease(project, tmp_path):
     # epsilon 0 keeps every loss active from the first step; weights large enough to matter
-    config = semi_config(temporal_epsilon=0.0, pca_epsilon=0.0, temporal_weight=0.01, pca_singleview_weight=0.01,
-                         pca_multiview_weight=0.01, temporal_min_confidence=0.0, pca_min_confidence=0.0)
+    config = semi_config(
+        temporal_epsilon=0.0,
+        pca_epsilon=0.0,
+        temporal_weight=0.01,
+        pca_singleview_weight=0.01,
+        pca_multiview_weight=0.01,
+        temporal_min_confidence=0.0,
+        pca_min_confidence=0.0,
+    )
     config["training"].update(max_epochs=8, learning_rate=3e-3)
     config["augmentation"] = {"enabled": False}  # a fixed problem: the same frames every epoch
     result = train(config, project.root, tmp_path / "m", progress=False)
     history = result.history
-    for column in ("train_supervised_loss", "train_temporal_loss", "train_pca_singleview_loss", "train_pca_multiview_loss"):
+    for column in (
+        "train_supervised_loss",
+        "train_temporal_loss",
+        "train_pca_singleview_loss",
+        "train_pca_multiview_loss",
+    ):
         assert column in history.columns  # each loss logged separately per epoch in metrics.csv
     log = step_log(tmp_path / "m")
     steps = log.dropna(subset=["train_supervised_loss_step"])
@@ -264,7 +281,8 @@ def test_predict_writes_diagnostics_with_temporal_norm_and_pca_residuals(project
     assert metrics == ["temporal_norm", "pca_singleview_residual", "pca_multiview_residual"]
     assert table.shape == (20, 3 * 18)
     assert table["temporal_norm"].iloc[1:].to_numpy() == pytest.approx(
-        np.linalg.norm(np.diff(predictions[:, :, :2], axis=0), axis=-1), abs=1e-4)
+        np.linalg.norm(np.diff(predictions[:, :, :2], axis=0), axis=-1), abs=1e-4
+    )
     assert table["pca_singleview_residual"].iloc[:, 9:].isna().all().all()  # only view 1 in the pose PCA
     residual = model.pcas["pca_multiview"].residual_table(predictions, 18)
     assert table["pca_multiview_residual"].to_numpy() == pytest.approx(residual, abs=1e-4)
@@ -287,7 +305,9 @@ def test_a_corrupt_unlabeled_video_is_a_clear_error_and_writes_nothing(project, 
     assert not (tmp_path / "m").exists()  # no config.yaml, splits.csv or empty frame_cache/
     config_path = tmp_path / "semi.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    code = elp(["train", str(config_path), "--project", str(broken), "--model-dir", str(tmp_path / "m"), "--no-progress"])
+    code = elp(
+        ["train", str(config_path), "--project", str(broken), "--model-dir", str(tmp_path / "m"), "--no-progress"]
+    )
     captured = capsys.readouterr()
     assert code == 2 and captured.err.count("\n") == 1 and video.name in captured.err
     assert "Traceback" not in captured.err and not (tmp_path / "m").exists()

@@ -36,8 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def two_view_project(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("synthetic") / "two_views"
-    return make_synthetic_project(root, seed=4, image_size=(64, 128), n_labeled=6,
-                                  n_video_frames=N_FRAMES, views=2)
+    return make_synthetic_project(root, seed=4, image_size=(64, 128), n_labeled=6, n_video_frames=N_FRAMES, views=2)
 
 
 def test_same_seed_same_project_other_seed_differs(project, tmp_path: Path) -> None:
@@ -112,8 +111,11 @@ def test_labeled_images_show_each_part_at_its_label(project) -> None:
         image = read_image(project.root / image_path)
         stem, t = _frame_number(image_path)
         _, occluded = project.ground_truth(stem)
-        distances += [_colour_distance(image, labels.keypoints[row, k], k)
-                      for k in range(len(labels.bodyparts)) if not occluded[t, k]]
+        distances += [
+            _colour_distance(image, labels.keypoints[row, k], k)
+            for k in range(len(labels.bodyparts))
+            if not occluded[t, k]
+        ]
     # blobs may overlap where parts come close; otherwise the colour is exact up to antialiasing
     assert np.mean(np.array(distances) < 20) >= 0.8
 
@@ -142,7 +144,7 @@ def test_occlusion_recorded_and_optional(project, tmp_path: Path) -> None:
 def test_two_views_double_keypoints_with_a_shared_3d_pose(project, two_view_project) -> None:
     assert len(two_view_project.bodyparts) == 2 * len(project.bodyparts)
     assert two_view_project.bodyparts[: len(BODY_PARTS)] == [p + "_top" for p in BODY_PARTS]
-    assert two_view_project.bodyparts[len(BODY_PARTS):] == [p + "_bot" for p in BODY_PARTS]
+    assert two_view_project.bodyparts[len(BODY_PARTS) :] == [p + "_bot" for p in BODY_PARTS]
     labels = read_labels(two_view_project.csv_path)
     assert labels.keypoints.shape == (6, 2 * len(BODY_PARTS), 2)
     truth, _ = two_view_project.ground_truth(two_view_project.videos[0])

@@ -39,8 +39,8 @@ def undecodable_png(path: Path) -> None:
     data = Path(path).read_bytes()
     chunks, pos = [data[:8]], 8
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if kind == b"IDAT":
             body = bytes(len(body))  # not a zlib stream
         chunks.append(length.to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big"))
@@ -59,13 +59,17 @@ def break_validation_images(project_root: Path, model_dir: Path, copy_to: Path) 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     """Every file and folder below ``folder``: mode and bytes."""
-    return {str(p.relative_to(folder)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_synthetic_project(tmp_path_factory.mktemp("project"), image_size=(64, 64), n_labeled=20, n_video_frames=40)
+    return make_synthetic_project(
+        tmp_path_factory.mktemp("project"), image_size=(64, 64), n_labeled=20, n_video_frames=40
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +90,15 @@ def _dot_centre(image: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_augmentation_moves_labels_with_the_pixels(seed):
-    config = AugmentationConfig(rotation_deg=40, scale_range=(0.7, 1.3), translate_frac=0.1, hflip=True,
-                                contrast_prob=0, blur_prob=0, occlusion_prob=0)
+    config = AugmentationConfig(
+        rotation_deg=40,
+        scale_range=(0.7, 1.3),
+        translate_frac=0.1,
+        hflip=True,
+        contrast_prob=0,
+        blur_prob=0,
+        occlusion_prob=0,
+    )
     augmenter = Augmenter(config, ["a"])
     rng = np.random.default_rng(seed)
     keypoint = np.array([[rng.uniform(30, 70), rng.uniform(25, 55)]])
@@ -106,8 +117,16 @@ def test_augmentation_moves_labels_with_the_pixels(seed):
 
 
 def test_flip_swaps_left_and_right_names():
-    config = AugmentationConfig(rotation_deg=0, scale_range=(1, 1), translate_frac=0, hflip=True, flip_pairs=[("left", "right")],
-                                contrast_prob=0, blur_prob=0, occlusion_prob=0)
+    config = AugmentationConfig(
+        rotation_deg=0,
+        scale_range=(1, 1),
+        translate_frac=0,
+        hflip=True,
+        flip_pairs=[("left", "right")],
+        contrast_prob=0,
+        blur_prob=0,
+        occlusion_prob=0,
+    )
     augmenter = Augmenter(config, ["left", "nose", "right"])
     keypoints = np.array([[10.0, 5.0], [20.0, 6.0], [30.0, 7.0]])
     image = np.zeros((16, 41, 3), np.uint8)
@@ -127,7 +146,9 @@ def test_flip_swaps_left_and_right_names():
 
 def test_photometric_augmentation_keeps_labels(project):
     labels, _ = load_project(project.root)
-    config = AugmentationConfig(rotation_deg=0, scale_range=(1, 1), translate_frac=0, contrast_prob=1, blur_prob=1, occlusion_prob=1)
+    config = AugmentationConfig(
+        rotation_deg=0, scale_range=(1, 1), translate_frac=0, contrast_prob=1, blur_prob=1, occlusion_prob=1
+    )
     dataset = LabeledDataset(labels, [0, 1], (64, 64), Augmenter(config, labels.bodyparts))
     plain = LabeledDataset(labels, [0, 1], (64, 64))
     torch.manual_seed(0)
@@ -165,8 +186,11 @@ def test_split_file_fixes_the_split(project, tmp_path):
     wanted = np.array(["train"] * 16 + ["val"] * 2 + ["test"] * 2, dtype=object)[::-1]
     split_csv = tmp_path / "fixed_split.csv"
     pd.DataFrame({"image": labels.image_paths, "split": wanted}).to_csv(split_csv, index=False)
-    config = {**TINY, "data": {**TINY["data"], "split_file": str(split_csv)},
-              "training": {**TINY["training"], "max_steps": 1}}
+    config = {
+        **TINY,
+        "data": {**TINY["data"], "split_file": str(split_csv)},
+        "training": {**TINY["training"], "max_steps": 1},
+    }
     result = train(config, project.root, tmp_path / "model", progress=False)
     saved = read_splits(result.model_dir / "splits.csv")
     assert [saved[p] for p in labels.image_paths] == list(wanted)
@@ -178,7 +202,10 @@ def test_split_file_fixes_the_split(project, tmp_path):
         (lambda f: f.iloc[1:], "is not listed (1 of 20 missing)"),
         (lambda f: f.assign(split=["train"] * 19 + ["validation"]), "has split 'validation'"),
         (lambda f: pd.concat([f, f.iloc[:1]]), "line 22: image"),
-        (lambda f: pd.concat([f, pd.DataFrame({"image": ["other/img.png"], "split": ["test"]})]), "'other/img.png' is not in the labels"),
+        (
+            lambda f: pd.concat([f, pd.DataFrame({"image": ["other/img.png"], "split": ["test"]})]),
+            "'other/img.png' is not in the labels",
+        ),
         (lambda f: f.assign(split="test"), "no image has split 'train'"),
     ],
 )
@@ -259,26 +286,66 @@ def test_bad_config_fails_before_training(project, tmp_path):
 
 
 def test_cli_trains_from_a_project_folder_and_a_config(project, tmp_path, capsys):
-    code = elp(["train", str(project.root), "--model-dir", str(tmp_path / "a"), "--no-progress",
-                "--set", "model.backbone=resnet18", "--set", "model.pretrained=false", "--set", "data.image_resize=[64,64]",
-                "--set", "training.max_steps=2", "--set", "training.num_workers=0"])
+    code = elp(
+        [
+            "train",
+            str(project.root),
+            "--model-dir",
+            str(tmp_path / "a"),
+            "--no-progress",
+            "--set",
+            "model.backbone=resnet18",
+            "--set",
+            "model.pretrained=false",
+            "--set",
+            "data.image_resize=[64,64]",
+            "--set",
+            "training.max_steps=2",
+            "--set",
+            "training.num_workers=0",
+        ]
+    )
     assert code == 0, capsys.readouterr().out
     assert (tmp_path / "a" / "checkpoints" / "best.ckpt").is_file()
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(TINY))
-    code = elp(["train", str(config_path), "--project", str(project.root), "--model-dir", str(tmp_path / "b"),
-                "--no-progress", "--set", "training.max_epochs=1"])
+    code = elp(
+        [
+            "train",
+            str(config_path),
+            "--project",
+            str(project.root),
+            "--model-dir",
+            str(tmp_path / "b"),
+            "--no-progress",
+            "--set",
+            "training.max_epochs=1",
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "b" / "model.json").read_text())["epochs"] == 1
-    code = elp(["train", str(config_path), "--project", str(project.root), "--model-dir", str(tmp_path / "c"),
-                "--no-progress", "--set", "training.max_epoch=1"])
+    code = elp(
+        [
+            "train",
+            str(config_path),
+            "--project",
+            str(project.root),
+            "--model-dir",
+            str(tmp_path / "c"),
+            "--no-progress",
+            "--set",
+            "training.max_epoch=1",
+        ]
+    )
     assert code == 2 and "training.max_epoch" in capsys.readouterr().err
 
 
 def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
     from element_lightning_pose.engine.predict import predict_video
 
-    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_steps=3", "training.max_epochs=1", "data.image_resize=[64, 64]"])
+    config = TrainConfig.from_dict(TINY).with_overrides(
+        ["training.max_steps=3", "training.max_epochs=1", "data.image_resize=[64, 64]"]
+    )
     result = train(config, mirror_mouse_dir, tmp_path / "mm", progress=False)
     # 3 steps end the run mid-epoch, before Lightning validates: the run still validates once
     assert result.best_val_loss is not None and np.isfinite(result.best_val_loss)
@@ -301,12 +368,16 @@ def test_failed_retrain_leaves_the_old_model_directory_byte_identical(trained, p
     before = snapshot(model_dir)
     broken = break_validation_images(project.root, model_dir, tmp_path / "broken")
     # another backbone, failing mid-fit: epoch 0 trains and checkpoints, epoch 1's validation fails
-    other = TrainConfig.from_dict(TINY).with_overrides(["model.backbone=resnet34", "training.check_val_every_n_epoch=2"])
+    other = TrainConfig.from_dict(TINY).with_overrides(
+        ["model.backbone=resnet34", "training.check_val_every_n_epoch=2"]
+    )
     with pytest.raises(ProjectError, match="unreadable"):
         train(other, broken, model_dir, progress=False)
     assert snapshot(model_dir) == before
     # resuming fails the same way (epoch 2 checkpoints, epoch 3 validates): the old files stay as they were
-    resumed = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=4", "training.check_val_every_n_epoch=2"])
+    resumed = TrainConfig.from_dict(TINY).with_overrides(
+        ["training.max_epochs=4", "training.check_val_every_n_epoch=2"]
+    )
     with pytest.raises(ProjectError, match="unreadable"):
         train(resumed, broken, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt", progress=False)
     assert snapshot(model_dir) == before
@@ -331,8 +402,9 @@ def test_resume_in_place_keeps_earlier_logs_and_the_best_score(project, tmp_path
     config = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(config, project.root, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt",
-                       progress=False)
+        result = train(
+            config, project.root, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt", progress=False
+        )
     assert not [w for w in caught if "dirpath has changed" in str(w.message)]  # best score restored
     assert result.epochs == 3 and list(result.history["epoch"]) == [0, 1, 2]
     assert result.best_val_loss <= first.best_val_loss
@@ -369,8 +441,17 @@ def test_train_leaves_the_callers_warning_filters_and_logger_levels(project, tmp
 
 
 def test_cli_invalid_yaml_in_set_is_one_line_and_writes_nothing(project, tmp_path, capsys):
-    code = elp(["train", str(project.root), "--model-dir", str(tmp_path / "m"), "--no-progress",
-                "--set", "data.image_resize=[64, 64"])
+    code = elp(
+        [
+            "train",
+            str(project.root),
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--no-progress",
+            "--set",
+            "data.image_resize=[64, 64",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     assert captured.err.count("\n") == 1 and "data.image_resize=[64, 64" in captured.err

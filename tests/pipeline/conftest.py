@@ -10,7 +10,6 @@ broken setup.
 from __future__ import annotations
 
 import datetime as dt
-
 import os
 import socket
 import uuid
@@ -19,9 +18,7 @@ import pytest
 
 from element_lightning_pose import dj_compat
 
-REQUIRE_DB = any(
-    os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB")
-)
+REQUIRE_DB = any(os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB"))
 
 
 def _server_reachable() -> tuple[bool, str]:
@@ -91,8 +88,14 @@ def drop_schemas(connection, prefix: str) -> None:
 TINY_PARAMS = {
     "data": {"image_resize": [64, 64], "train_prob": 0.7, "val_prob": 0.15},
     "model": {"backbone": "resnet18", "pretrained": False},
-    "training": {"batch_size": 4, "max_epochs": 2, "unfreeze_epoch": 0, "lr_milestones": [],
-                 "num_workers": 0, "log_every_n_steps": 1},
+    "training": {
+        "batch_size": 4,
+        "max_epochs": 2,
+        "unfreeze_epoch": 0,
+        "lr_milestones": [],
+        "num_workers": 0,
+        "log_every_n_steps": 1,
+    },
 }
 
 
@@ -102,8 +105,9 @@ def lp_root(tmp_path_factory):
     from element_lightning_pose.engine.synthetic import make_synthetic_project
 
     root = tmp_path_factory.mktemp("lp_root")
-    project = make_synthetic_project(root / "projects" / "synth", seed=0, image_size=(64, 64),
-                                     n_labeled=16, n_video_frames=48, n_videos=1)
+    project = make_synthetic_project(
+        root / "projects" / "synth", seed=0, image_size=(64, 64), n_labeled=16, n_video_frames=48, n_videos=1
+    )
     return root, project
 
 
@@ -145,8 +149,13 @@ def flow(lp, lp_root):
 def lp_session(lp) -> dict:
     from element_lightning_pose import pipeline
 
-    return pipeline.add_session("mouse1", dt.datetime(2024, 5, 1, 10, 30), species="Mus musculus", sex="F",
-                                subject_birth_date=dt.date(2024, 1, 15))
+    return pipeline.add_session(
+        "mouse1",
+        dt.datetime(2024, 5, 1, 10, 30),
+        species="Mus musculus",
+        sex="F",
+        subject_birth_date=dt.date(2024, 1, 15),
+    )
 
 
 def pytest_collection_modifyitems(items):

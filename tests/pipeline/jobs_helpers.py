@@ -9,15 +9,26 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from element_lightning_pose import dj_compat
 
 
 def worker_command(lp, lp_root, *extra: str) -> list[str]:
     root, _ = lp_root
-    return [sys.executable, "-m", "element_lightning_pose.cli", "worker", "--prefix", lp.prefix,
-            "--root-dir", str(root), "--processed-dir", str(root / "processed"), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "element_lightning_pose.cli",
+        "worker",
+        "--prefix",
+        lp.prefix,
+        "--root-dir",
+        str(root),
+        "--processed-dir",
+        str(root / "processed"),
+        *extra,
+    ]
 
 
 def jobs_command(lp, lp_root, *extra: str) -> list[str]:
@@ -35,8 +46,7 @@ def add_recording(lp, session: dict, recording_id: int, video_rel: str) -> dict:
 
 def reservations(lp, table, recording_id: int) -> list[dict]:
     """Reserved jobs of ``table`` for one recording (both generations: the normalised rows)."""
-    return [row for row in dj_compat.list_jobs([table], "reserved")
-            if int(row["key"]["recording_id"]) == recording_id]
+    return [row for row in dj_compat.list_jobs([table], "reserved") if int(row["key"]["recording_id"]) == recording_id]
 
 
 def wait_for(condition: Callable[[], bool], what: str, proc=None, timeout: float = 180.0) -> None:
@@ -60,13 +70,24 @@ def _raw_connection():
         import psycopg2
 
         dbname = dj.conn().query("SELECT current_database()").fetchone()[0]
-        return psycopg2.connect(host=env["DJ_HOST"], port=int(env.get("DJ_PORT", 5432)), user=env["DJ_USER"],
-                                password=env["DJ_PASS"], dbname=dbname, sslmode="disable")
+        return psycopg2.connect(
+            host=env["DJ_HOST"],
+            port=int(env.get("DJ_PORT", 5432)),
+            user=env["DJ_USER"],
+            password=env["DJ_PASS"],
+            dbname=dbname,
+            sslmode="disable",
+        )
     import pymysql
 
     host, _, port = env["DJ_HOST"].partition(":")
-    return pymysql.connect(host=host, port=int(env.get("DJ_PORT") or port or 3306), user=env["DJ_USER"],
-                           password=env["DJ_PASS"], autocommit=True)
+    return pymysql.connect(
+        host=host,
+        port=int(env.get("DJ_PORT") or port or 3306),
+        user=env["DJ_USER"],
+        password=env["DJ_PASS"],
+        autocommit=True,
+    )
 
 
 class TableLock:
@@ -86,7 +107,7 @@ class TableLock:
         self.blocks = blocks
         self.conn = None
 
-    def __enter__(self) -> "TableLock":
+    def __enter__(self) -> TableLock:
         self.conn = _raw_connection()
         cursor = self.conn.cursor()
         if dj_compat.backend() == "postgresql":
@@ -114,12 +135,16 @@ class TableLock:
         import datajoint as dj
 
         if dj_compat.backend() == "postgresql":
-            sql = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
-                   "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                   "WHERE n.nspname = %s AND c.relname = %s)")
+            sql = (
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s)"
+            )
             args = (self.database, self.table_name)
         else:
-            sql = ("SELECT count(*) FROM information_schema.PROCESSLIST "
-                   "WHERE STATE LIKE 'Waiting for table metadata lock%%' AND INFO LIKE %s")
+            sql = (
+                "SELECT count(*) FROM information_schema.PROCESSLIST "
+                "WHERE STATE LIKE 'Waiting for table metadata lock%%' AND INFO LIKE %s"
+            )
             args = (f"%{self.table_name}%",)
         return int(dj.conn().query(sql, args=args).fetchone()[0])

@@ -12,8 +12,7 @@ import pytest
 from element_lightning_pose import dj_compat
 
 from .conftest import lp_session
-from .jobs_helpers import (TableLock, add_recording, jobs_command, reservations, wait_for,
-                           worker_command)
+from .jobs_helpers import TableLock, add_recording, jobs_command, reservations, wait_for, worker_command
 
 
 def error_recordings(lp) -> list[int]:
@@ -31,8 +30,9 @@ def failing_recordings(lp, lp_root):
     for rec_id in ids:
         (root / "jobs_bad" / f"bad{rec_id}.mp4").write_bytes(os.urandom(2048))
         add_recording(lp, session, rec_id, f"jobs_bad/bad{rec_id}.mp4")
-    result = dj_compat.populate(lp.model.RecordingInfo, "recording_id >= 700 and recording_id <= 703",
-                                reserve_jobs=True, suppress_errors=True)
+    result = dj_compat.populate(
+        lp.model.RecordingInfo, "recording_id >= 700 and recording_id <= 703", reserve_jobs=True, suppress_errors=True
+    )
     assert len(result.errors) == len(ids)
     assert error_recordings(lp) == ids
     return ids
@@ -40,14 +40,18 @@ def failing_recordings(lp, lp_root):
 
 def test_clear_removes_only_the_error_jobs_the_restriction_matches(lp, lp_root, failing_recordings):
     clear = jobs_command(lp, lp_root, "clear", "--status", "error")
-    done = subprocess.run(clear + ["--table", "RecordingInfo", "--restrict", json.dumps({"recording_id": 701})],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        clear + ["--table", "RecordingInfo", "--restrict", json.dumps({"recording_id": 701})],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "cleared 1 error job(s)" in done.stdout
     assert error_recordings(lp) == [700, 702, 703]
     # a restriction on an attribute RecordingInfo's keys lack matches none of its jobs
-    done = subprocess.run(clear + ["--restrict", json.dumps({"model_name": "no_such_model"})],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        clear + ["--restrict", json.dumps({"model_name": "no_such_model"})], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert error_recordings(lp) == [700, 702, 703]
     # an attribute no table has is an error, and nothing is cleared
@@ -59,8 +63,12 @@ def test_clear_removes_only_the_error_jobs_the_restriction_matches(lp, lp_root, 
     removed = dj_compat.clear_jobs([lp.model.RecordingInfo], "error", [{"recording_id": 702}, {"subject": "mouse1"}])
     assert removed.removed == 1
     assert error_recordings(lp) == [700, 703]
-    listing = subprocess.run(jobs_command(lp, lp_root, "list", "--restrict", json.dumps({"recording_id": 703})),
-                             capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        jobs_command(lp, lp_root, "list", "--restrict", json.dumps({"recording_id": 703})),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "bad703.mp4" in listing.stdout and "bad700.mp4" not in listing.stdout
 
 
@@ -78,29 +86,39 @@ def test_live_reservation_needs_force_and_a_duplicate_does_not_kill_the_worker(l
     lp.model.PoseEstimationTask.generate(rec, key["model_name"], batch_size=8)
     table = lp.model.PoseEstimation
     only_this = ("--once", "--table", "PoseEstimation", "--restrict", json.dumps({"recording_id": 600}))
-    clear = jobs_command(lp, lp_root, "clear", "--status", "reserved", "--table", "PoseEstimation",
-                         "--restrict", json.dumps({"recording_id": 600}))
+    clear = jobs_command(
+        lp,
+        lp_root,
+        "clear",
+        "--status",
+        "reserved",
+        "--table",
+        "PoseEstimation",
+        "--restrict",
+        json.dumps({"recording_id": 600}),
+    )
 
     # Hold A before it reserves (its jobs insert waits) until its schemas are active; then
     # let it reserve, and hold it in make_fetch, reading a locked table outside any transaction.
     gate = TableLock(dj_compat.jobs_table(table), blocks="writes").__enter__()
     lock = TableLock(lp.model.VideoRecording.File, blocks="all")
-    first = subprocess.Popen(worker_command(lp, lp_root, *only_this), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        worker_command(lp, lp_root, *only_this), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_for(lambda: gate.waiters() > 0, "it was about to reserve", first)
         lock.__enter__()
         gate.release()
-        wait_for(lambda: [r["pid"] for r in reservations(lp, table, 600)] == [first.pid],
-                 "it reserved the key", first)
+        wait_for(lambda: [r["pid"] for r in reservations(lp, table, 600)] == [first.pid], "it reserved the key", first)
         wait_for(lambda: lock.waiters() > 0, "it waited in make_fetch", first)
         first.send_signal(signal.SIGSTOP)
         # stopped in a SELECT outside any transaction: it holds no lock that B would meet, and
         # other processes may load the table's heading again (PostgreSQL reads it for that)
         lock.release()
         # the list shows who holds the reservation, and that it is alive
-        listing = subprocess.run(jobs_command(lp, lp_root, "list", "--table", "PoseEstimation"),
-                                 capture_output=True, text=True, check=True)
+        listing = subprocess.run(
+            jobs_command(lp, lp_root, "list", "--table", "PoseEstimation"), capture_output=True, text=True, check=True
+        )
         line = next(ln for ln in listing.stdout.splitlines() if "'recording_id': 600" in ln)
         assert f":{first.pid} (alive)" in line and "reserved" in line
         (row,) = reservations(lp, table, 600)

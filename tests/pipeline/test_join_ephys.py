@@ -35,27 +35,64 @@ def activate_ephys(lp, prefix: str):
 def insert_units(ephys, probe, session: dict, spike_times: list[np.ndarray]) -> None:
     """A 4-electrode probe, one recording, one curated clustering, one unit per spike train."""
     probe.ProbeType.insert1({"probe_type": "test-4ch"}, skip_duplicates=True)
-    electrodes = [{"probe_type": "test-4ch", "electrode": e, "shank": 0, "shank_col": 0, "shank_row": e,
-                   "x_coord": 0.0, "y_coord": 20.0 * e} for e in range(4)]
+    electrodes = [
+        {
+            "probe_type": "test-4ch",
+            "electrode": e,
+            "shank": 0,
+            "shank_col": 0,
+            "shank_row": e,
+            "x_coord": 0.0,
+            "y_coord": 20.0 * e,
+        }
+        for e in range(4)
+    ]
     probe.ProbeType.Electrode.insert(electrodes, skip_duplicates=True)
     probe.Probe.insert1({"probe": "p1", "probe_type": "test-4ch"}, skip_duplicates=True)
     config = ephys.generate_electrode_config("test-4ch", [{"probe_type": "test-4ch", "electrode": e} for e in range(4)])
     insertion = {**session, "insertion_number": 0}
     ephys.ProbeInsertion.insert1({**insertion, "probe": "p1"})
-    ephys.EphysRecording.insert1({**insertion, **config, "acq_software": "SpikeGLX", "sampling_rate": 30000.0,
-                                  "recording_datetime": session["session_datetime"], "recording_duration": 2.0},
-                                 allow_direct_insert=True)
+    ephys.EphysRecording.insert1(
+        {
+            **insertion,
+            **config,
+            "acq_software": "SpikeGLX",
+            "sampling_rate": 30000.0,
+            "recording_datetime": session["session_datetime"],
+            "recording_duration": 2.0,
+        },
+        allow_direct_insert=True,
+    )
     ephys.ClusteringParamSet.insert_new_params("kilosort2", "test", {"threshold": 6}, paramset_idx=0)
     task = {**insertion, "paramset_idx": 0}
     ephys.ClusteringTask.insert1({**task, "clustering_output_dir": "ks", "task_mode": "load"})
     ephys.Clustering.insert1({**task, "clustering_time": dt.datetime(2024, 5, 1, 12)}, allow_direct_insert=True)
     curation = {**task, "curation_id": 1}
-    ephys.Curation.insert1({**curation, "curation_time": dt.datetime(2024, 5, 1, 12), "curation_output_dir": "ks",
-                            "quality_control": False, "manual_curation": False})
+    ephys.Curation.insert1(
+        {
+            **curation,
+            "curation_time": dt.datetime(2024, 5, 1, 12),
+            "curation_output_dir": "ks",
+            "quality_control": False,
+            "manual_curation": False,
+        }
+    )
     ephys.CuratedClustering.insert1(curation, allow_direct_insert=True)
     ephys.CuratedClustering.Unit.insert(
-        ({**curation, "unit": u, **config, "probe_type": "test-4ch", "electrode": u % 4, "cluster_quality_label": "good",
-          "spike_count": len(t), "spike_times": t, "spike_sites": np.full(len(t), u % 4)} for u, t in enumerate(spike_times)),
+        (
+            {
+                **curation,
+                "unit": u,
+                **config,
+                "probe_type": "test-4ch",
+                "electrode": u % 4,
+                "cluster_quality_label": "good",
+                "spike_count": len(t),
+                "spike_times": t,
+                "spike_sites": np.full(len(t), u % 4),
+            }
+            for u, t in enumerate(spike_times)
+        ),
         allow_direct_insert=True,
     )
     return ephys.CuratedClustering.Unit
@@ -91,8 +128,11 @@ def test_one_query_joins_units_with_pose(lp, flow, schema_prefix, backend_note):
     else:
         units = stand_in_units(lp, schema_prefix, session, spikes)
     paw = flow["project"].bodyparts[-1]
-    query = (units.proj("spike_times") * lp.model.PoseEstimation.BodyPartPosition.proj("x_pos", "y_pos")
-             & session & {"body_part": paw, "model_name": flow["names"][0]})
+    query = (
+        units.proj("spike_times") * lp.model.PoseEstimation.BodyPartPosition.proj("x_pos", "y_pos")
+        & session
+        & {"body_part": paw, "model_name": flow["names"][0]}
+    )
     rows = dj_compat.fetch_dicts(query, order_by="unit")
     assert [r["unit"] for r in rows] == [0, 1, 2]
     for row, expected in zip(rows, spikes):

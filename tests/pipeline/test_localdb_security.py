@@ -24,9 +24,7 @@ import pytest
 from element_lightning_pose import localdb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REQUIRE_DB = any(
-    os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB")
-)
+REQUIRE_DB = any(os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB"))
 IS_ROOT = os.geteuid() == 0
 CAN_SWITCH_USER = IS_ROOT and shutil.which("runuser") is not None
 
@@ -34,8 +32,14 @@ CAN_SWITCH_USER = IS_ROOT and shutil.which("runuser") is not None
 def elp_db(*args: str) -> subprocess.CompletedProcess:
     """Run `elp db ARGS` as a user would, capturing what it prints."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "db", *args],
-                          capture_output=True, text=True, env=env, timeout=180, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "element_lightning_pose.cli", "db", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -97,23 +101,33 @@ def mariadb():
     server.close()
 
 
-def mariadb_client(*args: str, password: str | None = None, as_user: str | None = None,
-                   ) -> subprocess.CompletedProcess:
+def mariadb_client(
+    *args: str,
+    password: str | None = None,
+    as_user: str | None = None,
+) -> subprocess.CompletedProcess:
     """The mariadb client with no option files; the password, if any, via MYSQL_PWD."""
     client = localdb._mysql_binaries()[2]
     env = {k: v for k, v in os.environ.items() if k != "MYSQL_PWD"}
     if password is not None:
         env["MYSQL_PWD"] = password
     prefix = ["runuser", "-u", as_user, "--"] if as_user else []
-    return subprocess.run([*prefix, client, "--no-defaults", "-N", "-B", *args],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [*prefix, client, "--no-defaults", "-N", "-B", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def as_elp(server: Server, sql: str) -> list[list[str]]:
     """Rows of ``sql`` run as the elp user over TCP, with the settings `elp db env` prints."""
     env = exported(server.cli("env").stdout)
-    result = mariadb_client("-h", env["DJ_HOST"], "-P", env["DJ_PORT"], "-u", env["DJ_USER"], "-e", sql,
-                            password=env["DJ_PASS"])
+    result = mariadb_client(
+        "-h", env["DJ_HOST"], "-P", env["DJ_PORT"], "-u", env["DJ_USER"], "-e", sql, password=env["DJ_PASS"]
+    )
     assert result.returncode == 0, result.stderr
     return [line.split("\t") for line in result.stdout.splitlines()]
 
@@ -127,11 +141,9 @@ def test_mariadb_root_without_password_over_tcp_is_refused(mariadb):
 @pytest.mark.skipif(not CAN_SWITCH_USER, reason="needs root and runuser to act as another account")
 def test_mariadb_another_account_gets_no_root(mariadb):
     """The OS account `nobody` gets in neither over TCP nor through the socket."""
-    tcp = mariadb_client("-h", "127.0.0.1", "-P", str(mariadb.port), "-u", "root", "-e", "SELECT 1",
-                         as_user="nobody")
+    tcp = mariadb_client("-h", "127.0.0.1", "-P", str(mariadb.port), "-u", "root", "-e", "SELECT 1", as_user="nobody")
     assert tcp.returncode != 0 and "Access denied" in tcp.stderr
-    sock = mariadb_client(f"--socket={mariadb.dir / 'mysql.sock'}", "-u", "root", "-e", "SELECT 1",
-                          as_user="nobody")
+    sock = mariadb_client(f"--socket={mariadb.dir / 'mysql.sock'}", "-u", "root", "-e", "SELECT 1", as_user="nobody")
     assert sock.returncode != 0
 
 
@@ -171,9 +183,11 @@ def test_mariadb_credential_files_are_private(mariadb):
 
 def _make_insecure_like_an_old_data_dir(server: Server) -> None:
     """What the old launcher left: passwordless root everywhere, an anonymous account."""
-    sql = ("ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('');"
-           "CREATE USER 'root'@'127.0.0.1'; GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
-           "CREATE USER 'root'@'oldhostname'; CREATE USER ''@'localhost';")
+    sql = (
+        "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('');"
+        "CREATE USER 'root'@'127.0.0.1'; GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+        "CREATE USER 'root'@'oldhostname'; CREATE USER ''@'localhost';"
+    )
     result = mariadb_client(f"--socket={server.dir / 'mysql.sock'}", "-u", "root", "-e", sql)
     assert result.returncode == 0, result.stderr
     server.dir.chmod(0o755)
@@ -224,9 +238,27 @@ def psql(server: Server, user: str, password: str | None = None) -> subprocess.C
     if password is not None:
         env["PGPASSWORD"] = password
     binary = localdb._postgres_bindir() / "psql"
-    return subprocess.run([str(binary), "-w", "-h", "127.0.0.1", "-p", str(server.port), "-U", user,
-                           "-d", "postgres", "-Atc", "SELECT current_user"],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [
+            str(binary),
+            "-w",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT current_user",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("user", ["elp", "postgres", "root"])

@@ -17,8 +17,9 @@ def test_tutorial_notebook_executes(dj_connection, schema_prefix, tmp_path, monk
     # under the run's prefix, so the session fixture drops these schemas too
     monkeypatch.setenv("ELP_TUTORIAL_PREFIX", schema_prefix + "nb_")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError naming the failing cell
     outputs = "".join(
         out.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])

@@ -56,8 +56,9 @@ def test_export_reads_back_equal_to_database(lp, smoothed, tmp_path):
             np.testing.assert_allclose(series.confidence[:], row["likelihood"])
             assert series.rate == pytest.approx(fps) or series.timestamps is not None
         variance = behavior[names.posterior_variance].data[:]
-        first = (lp.ensemble.EnsembleSmoothing.BodyPartPosition & ens_key
-                 & {"body_part": flow["project"].bodyparts[0]}).fetch1("posterior_var")
+        first = (
+            lp.ensemble.EnsembleSmoothing.BodyPartPosition & ens_key & {"body_part": flow["project"].bodyparts[0]}
+        ).fetch1("posterior_var")
         np.testing.assert_allclose(variance[:, 0, :], first)
 
 

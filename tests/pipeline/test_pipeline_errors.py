@@ -60,13 +60,16 @@ def test_loaded_predictions_with_other_body_parts_are_refused(lp, flow):
     dj_compat.populate(lp.model.PoseEstimation, flow["rec"])
     rec = {**flow["rec"], "recording_id": 910}
     lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
-    lp.model.VideoRecording.File.insert1({**rec, "file_id": 0,
-                                          "file_path": flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()})
+    lp.model.VideoRecording.File.insert1(
+        {**rec, "file_id": 0, "file_path": flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()}
+    )
     # a complete recording: the session stays exportable for the tests that export it
     assert dj_compat.populate(lp.model.RecordingInfo, rec).errors == []
     key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    values, bodyparts = io.read_predictions(
+        lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
+    )
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
     io.write_predictions(out_dir / "predictions.csv", values, ["renamed"] + bodyparts[1:])
     result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
@@ -116,7 +119,8 @@ def _recording(lp, flow, recording_id: int, file_path: str) -> dict:
 def test_short_video_fails_pose_estimation_before_writing(lp, lp_root, flow):
     """A damaged video, PoseEstimation run before RecordingInfo (the README's order):
     an error naming the video and the frame reached; no rows, no predictions.csv."""
-    from tests.engine.damaged_video import N_FRAMES as LISTED, corrupted
+    from tests.engine.damaged_video import N_FRAMES as LISTED
+    from tests.engine.damaged_video import corrupted
 
     root, _ = lp_root
     (root / "bad_videos").mkdir(exist_ok=True)
@@ -139,7 +143,9 @@ def test_load_task_reads_predictions_csv_by_name(lp, flow):
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    values, bodyparts = io.read_predictions(
+        lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
+    )
     video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
     rec = _recording(lp, flow, 930, video)
     # a complete recording: the session stays exportable for the tests that export it
@@ -159,7 +165,9 @@ def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file"))
+    values, bodyparts = io.read_predictions(
+        lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
+    )
     video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
     key = lp.model.PoseEstimationTask.generate(_recording(lp, flow, 931, video), flow["names"][0], task_mode="load")
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
@@ -175,7 +183,8 @@ def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
 def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow):
     """A faststart mp4 cut short lists every frame: RecordingInfo must not record the frames that
     happen to decode as if the recording were that long."""
-    from tests.engine.damaged_video import N_FRAMES as LISTED, truncated_faststart
+    from tests.engine.damaged_video import N_FRAMES as LISTED
+    from tests.engine.damaged_video import truncated_faststart
 
     root, _ = lp_root
     (root / "bad_videos").mkdir(exist_ok=True)

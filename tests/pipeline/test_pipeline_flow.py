@@ -66,8 +66,12 @@ def test_pose_estimation_equals_engine_output(lp, flow):
         key = {**flow["rec"], "model_name": name}
         stored = lp.model.PoseEstimation.get_trajectory(key)
         assert stored.shape == (48, 3 * len(flow["project"].bodyparts))
-        engine = predict_video(load_model(lp.model.Model.model_path({"model_name": name})),
-                               flow["project"].videos[0], batch_size=8, progress=False).predictions
+        engine = predict_video(
+            load_model(lp.model.Model.model_path({"model_name": name})),
+            flow["project"].videos[0],
+            batch_size=8,
+            progress=False,
+        ).predictions
         np.testing.assert_allclose(stored.to_numpy().reshape(engine.shape), engine, atol=1e-4)
         assert list(stored.columns.get_level_values("bodyparts").unique()) == flow["project"].bodyparts
 
@@ -80,10 +84,12 @@ def test_ensemble_equals_engine_smoother(lp, flow):
     key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx)
     result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, key, reserve_jobs=True)
     assert result.errors == [] and result.success_count == 1
-    members = np.stack([
-        lp.model.PoseEstimation.get_trajectory({**flow["rec"], "model_name": n}).to_numpy().reshape(48, -1, 3)
-        for n in sorted(flow["names"])
-    ])
+    members = np.stack(
+        [
+            lp.model.PoseEstimation.get_trajectory({**flow["rec"], "model_name": n}).to_numpy().reshape(48, -1, 3)
+            for n in sorted(flow["names"])
+        ]
+    )
     expected = eks.smooth(members, flow["project"].bodyparts)
     for i, bp in enumerate(flow["project"].bodyparts):
         row = (lp.ensemble.EnsembleSmoothing.BodyPartPosition & key & {"body_part": bp}).fetch1()

@@ -12,8 +12,11 @@ from element_lightning_pose import dj_compat, plotting
 @pytest.fixture(scope="module")
 def populated(lp, flow):
     models = [{"model_name": n} for n in flow["names"]]
-    for table, restriction in ((lp.model.RecordingInfo, flow["rec"]), (lp.model.ModelEvaluation, models),
-                               (lp.model.PoseEstimation, flow["rec"])):
+    for table, restriction in (
+        (lp.model.RecordingInfo, flow["rec"]),
+        (lp.model.ModelEvaluation, models),
+        (lp.model.PoseEstimation, flow["rec"]),
+    ):
         assert dj_compat.populate(table, restriction).errors == []
     idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
     key = {**flow["rec"], "ensemble_id": 9}  # an id of its own: test_pipeline_flow creates ensemble 1

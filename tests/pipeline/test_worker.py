@@ -47,8 +47,12 @@ def test_three_workers_populate_each_key_once_and_record_failures(lp, lp_root, w
     pending = len(lp.model.PoseEstimationTask - lp.model.PoseEstimation) - 1  # all but the corrupt one
     assert pending >= N_GOOD
     procs = [
-        subprocess.Popen(worker_command(lp, lp_root, "--once", "--table", "PoseEstimation"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            worker_command(lp, lp_root, "--once", "--table", "PoseEstimation"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(3)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -65,11 +69,15 @@ def test_three_workers_populate_each_key_once_and_record_failures(lp, lp_root, w
     assert len(errors) == 1
     assert "corrupt.mp4" in errors[0]["error_message"]
     # the jobs command shows it, and clearing makes the key eligible again
-    listing = subprocess.run(jobs_command(lp, lp_root, "list", "--table", "PoseEstimation"),
-                             capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        jobs_command(lp, lp_root, "list", "--table", "PoseEstimation"), capture_output=True, text=True, check=True
+    )
     assert "corrupt.mp4" in listing.stdout
-    subprocess.run(jobs_command(lp, lp_root, "clear", "--status", "error", "--table", "PoseEstimation"),
-                   check=True, capture_output=True)
+    subprocess.run(
+        jobs_command(lp, lp_root, "clear", "--status", "error", "--table", "PoseEstimation"),
+        check=True,
+        capture_output=True,
+    )
     assert dj_compat.list_jobs([lp.model.PoseEstimation], "error") == []
 
 
@@ -84,8 +92,9 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
 
     root, _ = lp_root
     n_frames = 300
-    long_project = make_synthetic_project(root / "projects" / "long", seed=3, image_size=(64, 64),
-                                          n_labeled=4, n_video_frames=n_frames)
+    long_project = make_synthetic_project(
+        root / "projects" / "long", seed=3, image_size=(64, 64), n_labeled=4, n_video_frames=n_frames
+    )
     session = {k: flow["rec"][k] for k in lp.Session.primary_key}
     rec = add_recording(lp, session, 300, long_project.videos[0].relative_to(root).as_posix())
     key = {**rec, "model_name": flow["names"][1]}
@@ -93,8 +102,9 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
 
     only_this = ("--once", "--table", "PoseEstimation", "--restrict", json.dumps({"recording_id": 300}))
     with TableLock(lp.model.PoseEstimation.BodyPartPosition, blocks="writes") as lock:
-        proc = subprocess.Popen(worker_command(lp, lp_root, *only_this),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            worker_command(lp, lp_root, *only_this), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             wait_for(lambda: reserved_recordings(lp) == [300], "it reserved the job", proc)
             wait_for(lambda: lock.waiters() > 0, "it waited for the part table inside make_insert", proc)
@@ -114,8 +124,11 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
     # the stale reservation blocks the key until it is cleared
     subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
     assert not lp.model.PoseEstimation & key
-    subprocess.run(jobs_command(lp, lp_root, "clear", "--status", "reserved", "--table", "PoseEstimation"),
-                   check=True, capture_output=True)
+    subprocess.run(
+        jobs_command(lp, lp_root, "clear", "--status", "reserved", "--table", "PoseEstimation"),
+        check=True,
+        capture_output=True,
+    )
     assert reserved_recordings(lp) == []
     subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
     assert len(lp.model.PoseEstimation & key) == 1

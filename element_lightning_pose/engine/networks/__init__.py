@@ -61,7 +61,9 @@ class HeatmapNet(InputNormalizedBackbone):
         return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
 
 
-def build_net(model_type: str, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> HeatmapNet | ContextHeatmapNet:
+def build_net(
+    model_type: str, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25
+) -> HeatmapNet | ContextHeatmapNet:
     """The network of ``model_type`` ("heatmap" or "context")."""
     if model_type == "context":
         return ContextHeatmapNet(backbone, n_keypoints, pretrained, heatmap_sigma)

@@ -180,7 +180,9 @@ def _read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_classifier_weights(classifier: nn.Module, state: dict[str, torch.Tensor], source: str, *, strict: bool) -> None:
+def load_classifier_weights(
+    classifier: nn.Module, state: dict[str, torch.Tensor], source: str, *, strict: bool
+) -> None:
     """Load ``state`` into ``classifier``; ``strict=False`` still refuses any missing feature key."""
     try:
         result = classifier.load_state_dict(state, strict=False)
@@ -239,8 +241,12 @@ class InputNormalizedBackbone(nn.Module):
 
     def reset_input_normalization(self) -> None:
         """(Re)build the ``mean`` / ``std`` buffers from ``input_mean`` / ``input_std``."""
-        self.register_buffer("mean", torch.tensor(self.input_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.input_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(self.input_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(self.input_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
