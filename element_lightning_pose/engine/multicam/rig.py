@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
 
 PathLike = str | os.PathLike
@@ -241,3 +243,97 @@ def observe(
     likelihood = np.where(occluded, rng.uniform(0.0, 0.3, shape), likelihood)
     jump &= ~occluded
     return Observations(pixels, likelihood, jump, occluded)
+
+
+# ------------------------------------------------------------------------------ board videos
+
+
+def board_poses(
+    n_frames: int, board_size: tuple[float, float], seed: int = 0, arena_radius: float = 200.0
+) -> tuple[Array, Array]:
+    """Random poses of a board held over the arena: rotations (F, 3, 3), translations (F, 3)
+    (board -> world; the board's normal points up, tilted by 10-50 degrees)."""
+    rng = np.random.default_rng(seed + 3000)
+    from element_lightning_pose.engine.multicam.cameras import rodrigues_to_matrix
+
+    spin = rodrigues_to_matrix(
+        np.stack([np.zeros(n_frames), np.zeros(n_frames), rng.uniform(0, 2 * np.pi, n_frames)], -1)
+    )
+    tilt_axis = rng.normal(size=(n_frames, 3)) * np.array([1, 1, 0])
+    tilt_axis /= np.linalg.norm(tilt_axis, axis=-1, keepdims=True)
+    tilt = rodrigues_to_matrix(tilt_axis * rng.uniform(np.radians(10), np.radians(50), (n_frames, 1)))
+    flip = np.diag([1.0, -1.0, -1.0])  # board z (into the board, OpenCV) points down: face up
+    rotation = tilt @ spin @ flip
+    centre = np.concatenate(
+        [rng.uniform(-0.5, 0.5, (n_frames, 2)) * arena_radius, rng.uniform(20, 120, (n_frames, 1))], axis=1
+    )
+    half = np.array([board_size[0] / 2, board_size[1] / 2, 0.0])
+    translation = centre - np.einsum("fij,j->fi", rotation, half)
+    return rotation, translation
+
+
+def render_board_views(
+    group: CameraGroup, board: Board, rotations: Array, translations: Array, supersample: int = 1, seed: int = 0
+) -> list[NDArray[np.uint8]]:
+    """Grey frames (F, H, W) per camera of the board at the given poses (true pose + distortion).
+
+    Each camera pixel's ray (undistorted once per camera) is intersected with the board plane
+    and the board image is sampled there (``supersample``^2 rays per pixel, averaged), plus a
+    little sensor noise.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed + 4000)
+    ppu = 6.0  # board image pixels per world unit
+    image = board.image(ppu).astype(np.float32)
+    videos = []
+    for cam in group.cameras:
+        width, height = cam.size
+        u, v = np.meshgrid(
+            (np.arange(width * supersample) + 0.5) / supersample - 0.5,
+            (np.arange(height * supersample) + 0.5) / supersample - 0.5,
+        )
+        rays = cam.undistort(np.stack([u, v], -1))
+        direction = np.concatenate([rays, np.ones(rays.shape[:-1] + (1,))], -1) @ cam.rotation  # world
+        centre = cam.centre
+        frames = np.empty((len(rotations), height, width), dtype=np.uint8)
+        for f, (rot, trans) in enumerate(zip(rotations, translations)):  # one remap per frame
+            normal = rot[:, 2]
+            depth = (normal @ (trans - centre)) / (direction @ normal)
+            hit = centre + depth[..., None] * direction
+            board_xy = (hit - trans) @ rot  # board coordinates
+            map_x = (board_xy[..., 0] * ppu - 0.5).astype(np.float32)
+            map_y = (board_xy[..., 1] * ppu - 0.5).astype(np.float32)
+            map_x[depth <= 0] = -1e4
+            sampled = cv2.remap(
+                image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=170.0
+            )
+            small = cv2.resize(sampled, (width, height), interpolation=cv2.INTER_AREA)
+            noisy = small * 0.8 + 25 + rng.normal(0, 2.0, small.shape)
+            frames[f] = np.clip(noisy, 0, 255).astype(np.uint8)
+        videos.append(frames)
+    return videos
+
+
+def render_board_videos(
+    group: CameraGroup,
+    board: Board,
+    directory: PathLike,
+    n_frames: int = 20,
+    seed: int = 0,
+    fps: float = 10.0,
+    supersample: int = 1,
+) -> dict[str, Path]:
+    """Write one board video per camera (``<camera>.avi``, lossless FFV1) in ``directory``.
+
+    Returns {camera name: path}. The true poses are :func:`board_poses` with the same seed.
+    """
+    from element_lightning_pose.engine.video import write_video
+
+    size = (board.board_x * board.square_length, board.board_y * board.square_length)
+    rotations, translations = board_poses(n_frames, size, seed)
+    paths = {}
+    for cam, frames in zip(group.cameras, render_board_views(group, board, rotations, translations, supersample, seed)):
+        rgb = (np.repeat(f[..., None], 3, axis=-1) for f in frames)
+        paths[cam.name] = write_video(Path(directory) / f"{cam.name}.avi", rgb, fps, codec="FFV1")
+    return paths
