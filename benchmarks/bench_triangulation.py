@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.sections.split(","):
         lines += sections[key](args) + [""]
         print("\n".join(lines), flush=True)
-    if args.out:
-        from element_lightning_pose.engine.atomic import write_text_atomic
+        if args.out:  # after every section: a later section that fails keeps the earlier ones
+            from element_lightning_pose.engine.atomic import write_text_atomic
 
-        write_text_atomic(args.out, "\n".join(lines))
+            write_text_atomic(args.out, "\n".join(lines))
     return 0
 
 
