@@ -1,6 +1,7 @@
 """Run aniposelib 0.8.0 on one problem, in its own venv (never imported by the project).
 
-    python _aniposelib_runner.py CALIBRATION.toml PROBLEM.npz OUT.npz
+    python _aniposelib_runner.py CALIBRATION.toml PROBLEM.npz OUT.npz [METHOD ...]
+    python _aniposelib_runner.py calibrate OUT.toml NAME=VIDEO [NAME=VIDEO ...]
 
 PROBLEM.npz: ``pixels`` (C, T, K, 2) with NaN for dropped points, ``scores`` (C, T, K) and
 ``edges`` (E, 2) (limb constraints of triangulate_optim). Methods, as anipose calls them:
@@ -60,5 +61,23 @@ def main(calibration: str, problem: str, out: str, methods: list[str]) -> None:
         save("optim_dlt", points, time.perf_counter() - start)
 
 
+def calibrate(out: str, videos: list[str]) -> None:
+    """``calibrate OUT.toml NAME=VIDEO ...``: ``calibrate_videos`` with the benchmark's board."""
+    from aniposelib.boards import CharucoBoard
+
+    names = [v.split("=", 1)[0] for v in videos]
+    board = CharucoBoard(7, 5, square_length=50.0, marker_length=37.0, marker_bits=4, dict_size=50)
+    group = CameraGroup.from_names(names)
+    start = time.perf_counter()
+    error, _ = group.calibrate_videos([[v.split("=", 1)[1]] for v in videos], board, verbose=False)
+    seconds = time.perf_counter() - start
+    group.metadata = {"error": float(error), "seconds": seconds}
+    group.dump(out)
+    print(f"aniposelib calibrate_videos: error {error:.3f} px, {seconds:.1f} s", flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:] or ["ransac", "optim", "optim_dlt"])
+    if sys.argv[1] == "calibrate":
+        calibrate(sys.argv[2], sys.argv[3:])
+    else:
+        main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:] or ["ransac", "optim", "optim_dlt"])

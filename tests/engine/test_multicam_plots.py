@@ -50,3 +50,20 @@ def test_reprojection_errors_one_row_per_camera(estimate, tmp_path):
     assert (tmp_path / "errors.svg").read_text().startswith("<?xml")
     with pytest.raises(ValueError, match=r"expected \(2, T, K\)"):
         plot_reprojection_errors(errors, ["a", "b"])
+
+
+def test_rendered_body_videos_match_their_labels(tmp_path):
+    from element_lightning_pose.engine.io import read_predictions
+    from element_lightning_pose.engine.video import video_info
+
+    group = rig.make_rig(3, seed=8, image_size=(160, 120))
+    body = rig.make_body(10, seed=8)
+    files = rig.render_body_videos(group, body.points, body.bodyparts, tmp_path)
+    for cam in group.cameras:
+        video, labels = files[cam.name]
+        info = video_info(video)
+        assert (info.n_frames, info.width, info.height) == (10, 160, 120)
+        values, parts = read_predictions(labels)
+        assert parts == body.bodyparts
+        seen = np.isfinite(values[..., 0])
+        np.testing.assert_allclose(values[seen][:, :2], cam.project(body.points)[seen], atol=1e-3)

@@ -18,6 +18,7 @@ Units: millimetres. The world frame has ``z`` up, the arena floor at ``z = 0``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,3 +338,50 @@ def render_board_videos(
         rgb = (np.repeat(f[..., None], 3, axis=-1) for f in frames)
         paths[cam.name] = write_video(Path(directory) / f"{cam.name}.avi", rgb, fps, codec="FFV1")
     return paths
+
+
+def render_body_videos(
+    group: CameraGroup, points: Array, bodyparts: list[str], directory: PathLike, fps: float = 30.0, radius: int = 4
+) -> dict[str, tuple[Path, Path]]:
+    """Each view of a body as a video (coloured dots on grey, nearer points drawn last) and its
+    true labels (``<camera>.csv``, x / y / likelihood 1, NaN off-image): {camera: (video, labels)}."""
+
+    from element_lightning_pose.engine.io import write_predictions
+    from element_lightning_pose.engine.video import write_video
+
+    colours = [
+        tuple(int(255 * c) for c in ((k * 0.618) % 1, 0.4 + 0.5 * ((k * 0.37) % 1), 1 - (k * 0.29) % 1))
+        for k in range(len(bodyparts))
+    ]
+    out = {}
+    for cam in group.cameras:
+        pixels = cam.project(points)  # (T, K, 2)
+        depth = cam.to_camera(points)[..., 2]
+        inside = np.all((pixels >= 0) & (pixels < np.array(cam.size)), axis=-1)
+
+        video = write_video(
+            Path(directory) / f"{cam.name}.mp4", _dot_frames(cam.size, pixels, depth, inside, colours, radius), fps
+        )
+        labels = np.concatenate([np.where(inside[..., None], pixels, np.nan), inside[..., None].astype(float)], -1)
+        out[cam.name] = (video, write_predictions(Path(directory) / f"{cam.name}.csv", labels, bodyparts))
+    return out
+
+
+def _dot_frames(
+    size: tuple[int, int],
+    pixels: Array,
+    depth: Array,
+    inside: NDArray[np.bool_],
+    colours: list[tuple[int, ...]],
+    radius: int,
+) -> Iterator[NDArray[np.uint8]]:
+    """Frames of coloured dots (far points first), one per row of ``pixels`` (T, K, 2)."""
+    import cv2
+
+    for t in range(len(pixels)):  # drawing is per point by nature (OpenCV)
+        image = np.full((size[1], size[0], 3), 110, dtype=np.uint8)
+        for k in np.argsort(-depth[t]):
+            if inside[t, k]:
+                centre = (int(round(pixels[t, k, 0])), int(round(pixels[t, k, 1])))
+                cv2.circle(image, centre, radius, colours[k], -1, lineType=cv2.LINE_AA)
+        yield image

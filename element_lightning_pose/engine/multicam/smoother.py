@@ -73,6 +73,7 @@ Array = NDArray[np.float64]
 Progress = Callable[[int, int], None]
 
 _LOG_Q_GRID = np.linspace(-7.0, 4.0, 12)  # natural log of q relative to the typical step^2
+_LOCAL_GRID = np.linspace(-1.0, 1.0, 5)  # later iterations: around the previous q
 
 
 @dataclass
@@ -284,38 +285,57 @@ def _expected_r2(r: Array, j: Array, cov: Array | None) -> Array:
     return r2 + np.einsum("ctkri,ktij,ctkrj->ctk", j, cov, j, optimize=True)
 
 
-def _evidence(
-    x_new: Array, x_bar: Array, r: Array, j: Array, precision: Array, p: Array, logdet: Array, p0: float
+def _evidence_from_terms(
+    x_new: Array, x_bar: Array, info: Array, grad: Array, const: Array, p: Array, logdet: Array, p0: float
 ) -> Array:
-    """Log evidence per keypoint (up to q-free constants) of the linearised model
-    (prior mean ``m_0 = x_bar[0]``, see :func:`_prior_vector`)."""
-    delta = x_new - x_bar  # (T, K, 3)
-    fit = np.einsum("ctkri,tki->ctkr", j, delta, optimize=True) + r
-    data = 0.5 * np.einsum("ctk,ctkr->k", precision, fit**2, optimize=True)
+    """Log evidence per keypoint from the linearised data terms: with ``delta = X - X_bar``,
+    ``sum (lambda/sigma^2) |J delta + r|^2 = delta' info delta + 2 delta' grad + const``."""
+    delta = (x_new - x_bar).transpose(1, 0, 2)  # (K, T, 3)
+    quad = np.einsum("kti,ktij,ktj->k", delta, info, delta, optimize=True)
+    data = 0.5 * (quad + 2.0 * np.einsum("kti,kti->k", delta, grad) + const)
     steps = np.sum(np.diff(x_new, axis=0) ** 2, axis=(0, 2))
     n_t = x_new.shape[0]
     start = 0.5 * p0 * np.sum((x_new[0] - x_bar[0]) ** 2, axis=-1)
     return -data - start - 0.5 * p[:, 0] * steps + 1.5 * (n_t - 1) * np.log(p[:, 0]) - 0.5 * logdet
 
 
+def _data_terms(x_bar: Array, r: Array, precision: Array, info: Array, vector: Array) -> tuple[Array, Array]:
+    """``grad = sum (lambda/sigma^2) J' r = info X_bar - vector`` (K, T, 3) and ``const`` (K,)."""
+    grad = np.einsum("ktij,tkj->kti", info, x_bar, optimize=True) - vector
+    const = np.einsum("ctk,ctkr->k", precision, r**2, optimize=True)
+    return grad, const
+
+
+def _evidence(
+    x_new: Array, x_bar: Array, r: Array, j: Array, precision: Array, p: Array, logdet: Array, p0: float
+) -> Array:
+    """Log evidence per keypoint (up to q-free constants) of the linearised model
+    (prior mean ``m_0 = x_bar[0]``, see :func:`_prior_vector`)."""
+    info, vector = _observation_terms(x_bar, r, j, precision)
+    grad, const = _data_terms(x_bar, r, precision, info, vector)
+    return _evidence_from_terms(x_new, x_bar, info, grad, const, p, logdet, p0)
+
+
 def _fit_q(
-    info: Array, vector: Array, x_bar: Array, r: Array, j: Array, precision: Array, p0: float, step2: Array
+    info: Array, vector: Array, x_bar: Array, r: Array, precision: Array, p0: float, log_q: Array, offsets: Array
 ) -> tuple[Array, Array]:
-    """The q per keypoint maximising the evidence: grid, then a parabola in log q. (q (K,), evidence (K,))."""
-    grid = np.log(step2)[:, None] + _LOG_Q_GRID[None, :]  # (K, G) log q
+    """The q per keypoint maximising the evidence over the grid ``log_q + offsets`` (evenly
+    spaced), refined by a parabola through the best point and its neighbours. (q (K,), evidence (K,))."""
+    grad, const = _data_terms(x_bar, r, precision, info, vector)
+    grid = log_q[:, None] + offsets[None, :]  # (K, G) log q
     scores = np.empty(grid.shape)
+    rhs = vector + _prior_vector(x_bar, p0)
     for g in range(grid.shape[1]):
         p = np.repeat(np.exp(-grid[:, g])[:, None], 3, axis=1)
-        mean, logdet = _solve(info, vector + _prior_vector(x_bar, p0), p, p0)
-        scores[:, g] = _evidence(mean.transpose(1, 0, 2), x_bar, r, j, precision, p, logdet, p0)
+        mean, logdet = _solve(info, rhs, p, p0)
+        scores[:, g] = _evidence_from_terms(mean.transpose(1, 0, 2), x_bar, info, grad, const, p, logdet, p0)
     best = np.clip(np.argmax(scores, axis=1), 1, grid.shape[1] - 2)
     rows = np.arange(len(best))
     lo, mid, hi = scores[rows, best - 1], scores[rows, best], scores[rows, best + 1]
     curvature = lo - 2 * mid + hi
-    h = _LOG_Q_GRID[1] - _LOG_Q_GRID[0]
+    h = float(offsets[1] - offsets[0])
     offset = np.where(curvature < 0, 0.5 * h * (lo - hi) / np.where(curvature < 0, curvature, -1.0), 0.0)
-    log_q = grid[rows, best] + np.clip(offset, -h, h)
-    return np.exp(log_q), scores.max(axis=1)
+    return np.exp(grid[rows, best] + np.clip(offset, -h, h)), scores.max(axis=1)
 
 
 def _prior_vector(x_bar: Array, p0: float) -> Array:
@@ -367,7 +387,9 @@ def smooth_3d(
         weights, scale, precision = _em_weights(r, j, cov, views, scale, options.nu)
         info, vector = _observation_terms(x, r, j, precision)
         if fixed_q is None:
-            q, evidence = _fit_q(info, vector, x, r, j, precision, p0, step2)
+            # a wide grid first, then a narrow one around the last optimum
+            centre, offsets = (np.log(step2), _LOG_Q_GRID) if iteration == 0 else (np.log(q), _LOCAL_GRID)
+            q, evidence = _fit_q(info, vector, x, r, precision, p0, centre, offsets)
         p = np.repeat((1.0 / q)[:, None], 3, axis=1)
         mean, _ = _solve(info, vector + _prior_vector(x, p0), p, p0)
         x = mean.transpose(1, 0, 2)
