@@ -18,8 +18,10 @@ Sections:
 2. Calibration from rendered ChArUco videos: camera centres against the truth (in camera 0's
    frame, % of the arena diameter), reprojection error, wall time; aniposelib's
    ``calibrate_videos`` on the same videos when ``--anipose-calibration`` is given.
-3. Real data (``eks-examples/fly``): ours on the 3-seed ensembles per camera; median
-   reprojection error per camera, wall time.
+3. Real data (``eks-examples/fly``): ours on the 3-seed ensembles per camera vs eks 4.6.2's
+   nonlinear ``fit_eks_multicam`` (in ``<peers>/eks-venv``, through
+   ``benchmarks/_eks_multicam_runner.py``, cached in ``<peers>/eks-fly``): median reprojection
+   error per camera, agreement of the 3D trajectories, wall time.
 4. Scaling: wall time of each of our methods at the ``--scaling`` frame counts.
 """
 
@@ -111,6 +113,55 @@ def run_aniposelib(peers: Path, group: CameraGroup, obs: rig.Observations, edges
     }, cached
 
 
+def run_eks_synthetic(
+    args: argparse.Namespace, group: CameraGroup, obs: rig.Observations, bodyparts: list[str]
+) -> dict | None:
+    """eks 4.6.2 ``fit_eks_multicam`` on the raw per-camera predictions (one member each), cached."""
+    import pandas as pd
+
+    from element_lightning_pose.engine.io import write_predictions
+
+    key = hashlib.sha256(np.ascontiguousarray(obs.pixels).tobytes() + obs.likelihood.tobytes()).hexdigest()[:16]
+    out = args.peers / f"eks-synthetic-{key}"
+    if not (out / "multicam_3d_results.csv").exists():
+        python = args.peers / "eks-venv" / "bin" / "python"
+        if not python.exists():
+            return None
+        write_calibration(group, out / "calibration.toml")
+        items = []
+        for c, cam in enumerate(group.cameras):
+            values = np.concatenate([obs.pixels[c], obs.likelihood[c][..., None]], axis=-1)
+            items.append(f"{cam.name}={write_predictions(out / f'{cam.name}.csv', values, bodyparts)}")
+        subprocess.run(
+            [
+                str(python),
+                str(REPO / "benchmarks" / "_eks_multicam_runner.py"),
+                str(out / "calibration.toml"),
+                str(out),
+                *items,
+            ],
+            check=True,
+        )
+    frame = pd.read_csv(out / "multicam_3d_results.csv", header=[0, 1, 2], index_col=0)
+    points = np.stack(
+        [
+            np.stack([frame.xs((bp, c), axis=1, level=(1, 2)).iloc[:, 0].to_numpy() for c in "xyz"], -1)
+            for bp in bodyparts
+        ],
+        axis=1,
+    )
+    variance = np.stack(
+        [
+            np.stack(
+                [frame.xs((bp, f"{c}_posterior_var"), axis=1, level=(1, 2)).iloc[:, 0].to_numpy() for c in "xyz"], -1
+            )
+            for bp in bodyparts
+        ],
+        axis=1,
+    )
+    return {"points": points, "variance": variance, "seconds": float((out / "seconds.txt").read_text())}
+
+
 def accuracy_section(args: argparse.Namespace) -> list[str]:
     group = rig.make_rig(args.cameras, seed=args.seed)
     body = rig.make_body(args.frames, seed=args.seed)
@@ -120,6 +171,10 @@ def accuracy_section(args: argparse.Namespace) -> list[str]:
     if not args.skip_aniposelib:
         peer, cached = run_aniposelib(args.peers, group, obs, body.edges)
         results.update(peer)
+    if not args.skip_eks:
+        eks_result = run_eks_synthetic(args, group, obs, body.bodyparts)
+        if eks_result is not None:
+            results["eks 4.6.2 multicam"] = eks_result
     lines = [
         f"## 1. Synthetic rig: {args.frames} frames x {len(body.bodyparts)} keypoints x {args.cameras} cameras",
         "",
@@ -258,6 +313,7 @@ def fly_section(args: argparse.Namespace) -> list[str]:
         "|---|" + "---|" * len(group.names) + "---|",
     ]
     weights = np.where(likelihood >= MIN_LIKELIHOOD, likelihood, 0.0)
+    estimates: dict[str, tuple[np.ndarray, float]] = {}
     for name, call in (
         ("ours dlt", lambda: triangulate_dlt(group, pixels, weights)),
         ("ours robust", lambda: triangulate_robust(group, pixels, weights)),
@@ -265,19 +321,64 @@ def fly_section(args: argparse.Namespace) -> list[str]:
     ):
         start = time.perf_counter()
         result = call()
-        seconds = time.perf_counter() - start
-        error = np.linalg.norm(group.project(result.points) - pixels, axis=-1)
+        estimates[name] = (result.points, time.perf_counter() - start)
+    if not args.skip_eks:
+        estimates["eks 4.6.2 multicam"] = run_eks_fly(args, files)
+    for name, (points, seconds) in estimates.items():
+        error = np.linalg.norm(group.project(points) - pixels, axis=-1)
         cells = " | ".join(f"{np.nanmedian(np.where(weights[c] > 0, error[c], np.nan)):.2f}" for c in range(len(group)))
         lines.append(f"| {name} | {cells} | {seconds:.2f} |")
+    if "eks 4.6.2 multicam" in estimates:
+        ours, theirs = estimates["ours smooth"][0], estimates["eks 4.6.2 multicam"][0]
+        distance = np.linalg.norm(ours - theirs, axis=-1)
+        extent = np.linalg.norm(
+            np.nanpercentile(ours.reshape(-1, 3), 95, axis=0) - np.nanpercentile(ours.reshape(-1, 3), 5, axis=0)
+        )
+        lines += [
+            "",
+            f"Agreement of ours smooth and eks's 3D trajectories: median distance {np.nanmedian(distance):.4f}, "
+            f"p95 {np.nanpercentile(distance, 95):.4f} calibration units (the body's 5-95% extent is "
+            f"{extent:.3f}).",
+        ]
     return lines
+
+
+def run_eks_fly(args: argparse.Namespace, files: dict[str, list[Path]]) -> tuple[np.ndarray, float]:
+    """eks 4.6.2 ``fit_eks_multicam`` (nonlinear, with the calibration) in ``<peers>/eks-venv``."""
+    import pandas as pd
+
+    out = args.peers / "eks-fly"
+    if not (out / "multicam_3d_results.csv").exists():
+        python = args.peers / "eks-venv" / "bin" / "python"
+        if not python.exists():
+            subprocess.run(["python3.11", "-m", "venv", str(args.peers / "eks-venv")], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "ensemble-kalman-smoother==4.6.2"], check=True)
+        items = [f"{name}={path}" for name, paths in files.items() for path in paths]
+        subprocess.run(
+            [
+                str(python),
+                str(REPO / "benchmarks" / "_eks_multicam_runner.py"),
+                str(args.fly / "calibration.toml"),
+                str(out),
+                *items,
+            ],
+            check=True,
+        )
+    frame = pd.read_csv(out / "multicam_3d_results.csv", header=[0, 1, 2], index_col=0)
+    parts = list(dict.fromkeys(frame.columns.get_level_values(1)))
+    points = np.stack(
+        [np.stack([frame.xs((bp, c), axis=1, level=(1, 2)).iloc[:, 0].to_numpy() for c in "xyz"], -1) for bp in parts],
+        axis=1,
+    )
+    return points, float((out / "seconds.txt").read_text())
 
 
 def scaling_section(args: argparse.Namespace) -> list[str]:
     lines = [
         "## 4. Scaling (12 keypoints, 4 cameras, same corruptions)",
         "",
-        "| frames | ours dlt (s) | ours robust (s) | ours smooth (s) |",
-        "|---|---|---|---|",
+        "| frames | ours dlt (s) | ours robust (s) | ours smooth (s) | load average (1 min) after |",
+        "|---|---|---|---|---|",
     ]
     group = rig.make_rig(4, seed=args.seed)
     for n in args.scaling:
@@ -293,7 +394,7 @@ def scaling_section(args: argparse.Namespace) -> list[str]:
             start = time.perf_counter()
             method(group, a, b)
             times.append(time.perf_counter() - start)
-        lines.append(f"| {n} | " + " | ".join(f"{t:.2f}" for t in times) + " |")
+        lines.append(f"| {n} | " + " | ".join(f"{t:.2f}" for t in times) + f" | {os.getloadavg()[0]:.1f} |")
         print(lines[-1], flush=True)
     return lines
 
@@ -325,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", type=Path, default=Path("/tmp/peers"))
     parser.add_argument("--fly", type=Path, default=REPO.parent.parent / "shared" / "data" / "eks-examples" / "fly")
     parser.add_argument("--skip-aniposelib", action="store_true")
+    parser.add_argument("--skip-eks", action="store_true", help="no eks 4.6.2 multi-camera comparison")
     parser.add_argument("--anipose-calibration", action="store_true", help="also run aniposelib's calibrate_videos")
     parser.add_argument("--sections", default="1,2,3,4")
     parser.add_argument("--out", type=Path, default=None)
