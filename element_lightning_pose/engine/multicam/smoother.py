@@ -245,7 +245,7 @@ def _views(
 def _initial_trajectory(group: CameraGroup, views: _Views, sigma_px: float) -> tuple[Array, NDArray[np.bool_]]:  # noqa: E501
     """Robust triangulation, gaps interpolated over time; (T, K, 3) and which keypoints are seen."""
     pixels = np.where(views.valid[..., None], views.pixels, np.nan)
-    first = triangulate_robust(group, pixels, views.valid.astype(float), sigma_px=sigma_px)
+    first = triangulate_robust(group, pixels, views.valid.astype(float), sigma_px=sigma_px, iterations=4)
     n_t, n_k = first.points.shape[:2]
     frame = pd.DataFrame(first.points.reshape(n_t, -1))
     filled = frame.interpolate(limit_direction="both").to_numpy().reshape(n_t, n_k, 3)
@@ -393,7 +393,7 @@ def smooth_3d(
         p = np.repeat((1.0 / q)[:, None], 3, axis=1)
         mean, _ = _solve(info, vector + _prior_vector(x, p0), p, p0)
         x = mean.transpose(1, 0, 2)
-        if iteration >= options.iterations - 3 or iteration == 0:
+        if iteration >= options.iterations - 3 or iteration == 0:  # the E-step needs Sigma_t
             cov = block_covariances(info, p, p0)  # for the E-step and the final variance
         if progress:
             progress(iteration + 1, total)
