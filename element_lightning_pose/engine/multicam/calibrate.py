@@ -166,8 +166,13 @@ def calibrate(
     sizes: dict[str, tuple[int, int]],
     min_corners: int = 6,
     max_evaluations: int = 60,
+    tangential: bool = True,
 ) -> CalibrationResult:
-    """Calibrate the cameras ``detections`` names (in that order) from their board detections."""
+    """Calibrate the cameras ``detections`` names (in that order) from their board detections.
+
+    ``tangential=False`` fixes the tangential coefficients ``p1, p2`` at 0 (on the
+    benchmark's rendered rig fitting them gives the better camera centres).
+    """
     names = list(detections)
     objects = board.object_points()
     intrinsics, poses = [], []
@@ -202,15 +207,24 @@ def calibrate(
         + [board_params.reshape(-1)]
     )
     n_cams, n_frames = len(names), len(frames)
+    free = np.ones(len(x0), dtype=bool)
+    if not tangential:  # p1 = p2 = 0, as calibrateCamera's start has them
+        for c in range(n_cams):
+            free[c * _N_INTRINSIC + 6 : (c + 1) * _N_INTRINSIC] = False
 
-    def residual(params: Array) -> Array:
-        return (_project(params, obs, objects, n_cams, n_frames) - obs.pixels).reshape(-1)
+    def full(values: Array) -> Array:
+        params = x0.copy()
+        params[free] = values
+        return params
 
-    initial = _per_camera_error(residual(x0), obs, n_cams)
+    def residual(values: Array) -> Array:
+        return (_project(full(values), obs, objects, n_cams, n_frames) - obs.pixels).reshape(-1)
+
+    initial = _per_camera_error(residual(x0[free]), obs, n_cams)
     fit = least_squares(
         residual,
-        x0,
-        jac_sparsity=_sparsity(obs, n_cams, n_frames),
+        x0[free],
+        jac_sparsity=_sparsity(obs, n_cams, n_frames).tocsc()[:, np.flatnonzero(free)],
         method="trf",
         x_scale="jac",
         ftol=1e-8,
@@ -218,7 +232,7 @@ def calibrate(
         max_nfev=max_evaluations,
     )
     errors = _per_camera_error(fit.fun, obs, n_cams)
-    params = fit.x
+    params = full(fit.x)
     cameras = []
     for c, name in enumerate(names):
         fx, fy, cx, cy, k1, k2, p1, p2 = params[c * _N_INTRINSIC : (c + 1) * _N_INTRINSIC]

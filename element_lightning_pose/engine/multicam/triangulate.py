@@ -105,7 +105,8 @@ def _linearise(group: CameraGroup, points: Array, pixels: Array) -> tuple[Array,
     """Residuals (C, N, 2) (NaN where no pixel) and Jacobians (C, N, 2, 3) at ``points`` (N, 3)."""
     residuals, jacobians = [], []
     for cam, uv in zip(group.cameras, pixels):
-        projected, jac = cam.project_jacobian(points)
+        with np.errstate(divide="ignore", invalid="ignore"):  # placeholder points of NaN results
+            projected, jac = cam.project_jacobian(points)
         residuals.append(projected - uv)
         jacobians.append(np.where(np.isfinite(jac), jac, 0.0))
     return np.stack(residuals), np.stack(jacobians)
