@@ -195,8 +195,14 @@ def accuracy_section(args: argparse.Namespace) -> list[str]:
     if cached:
         lines += [
             "",
-            "aniposelib results: reused from an earlier run of this script on the identical problem "
-            "(same hash of points and edges), with its wall time as measured then.",
+            "aniposelib results: reused from an earlier run of benchmarks/_aniposelib_runner.py on the identical "
+            "problem (same hash of points and edges), with its wall time as measured then.",
+        ]
+    if "eks 4.6.2 multicam" in results:
+        lines += [
+            "",
+            "eks 4.6.2: `fit_eks_multicam` with the calibration, one member per camera (the raw predictions); "
+            "a result cached in the peers folder is reused with its wall time as measured then.",
         ]
     peers = {k: v for k, v in results.items() if k.startswith("aniposelib")}
     if peers:
