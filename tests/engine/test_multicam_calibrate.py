@@ -110,3 +110,12 @@ def test_bad_board_files_name_the_key(tmp_path):
         "board_marker_dict_number = 50\nboard_marker_length = 37.0\nboard_square_side_length = 50.0\n"
     )
     assert read_board(path) == BOARD
+
+
+def test_refuses_a_camera_with_too_few_board_views():
+    from element_lightning_pose.engine.multicam.boards import Detection
+
+    corners = np.random.default_rng(0).uniform(0, 100, (24, 2))
+    few = [Detection(f, np.arange(24), corners) for f in range(2)]
+    with pytest.raises(CalibrationFailed, match=r"camera 'B': the board is found in 2 frame\(s\)"):
+        calibrate(BOARD, {"B": few}, {"B": (640, 480)})
