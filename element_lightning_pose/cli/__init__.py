@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("element_lightning_pose.cli.worker", "populate the element's tables (reserve_jobs) as a worker"),
     "jobs": ("element_lightning_pose.cli.worker", "list or clear errored / stale job reservations"),
     "plot": ("element_lightning_pose.cli.plot", "trace plots, labeled videos and evaluation figures"),
+    "triangulate": ("element_lightning_pose.cli.triangulate", "3D keypoints from the predictions of calibrated cameras"),
+    "calibrate": ("element_lightning_pose.cli.calibrate", "calibrate a camera rig from ChArUco / checkerboard videos"),
 }
 
 

@@ -1,0 +1,69 @@
+"""``elp calibrate``: calibrate a camera rig from board videos (ChArUco or checkerboard)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from element_lightning_pose.engine.errors import ElpError
+
+
+class ArgumentError(ElpError):
+    """A command-line value is malformed; the message names the option."""
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str = "calibrate") -> None:
+    """Arguments of ``elp calibrate``."""
+    parser.add_argument(
+        "board",
+        type=Path,
+        help="BOARD.toml: board_type, board_x, board_y, square_length, "
+        "marker_length, marker_bits, dict_size (or anipose's [calibration])",
+    )
+    parser.add_argument(
+        "--video",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="board video of camera NAME (repeat per camera, same frames in every video)",
+    )
+    parser.add_argument(
+        "--min-corners", type=int, default=6, help="corners a frame needs to count as a board view (default 6)"
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="calibration.toml to write")
+
+
+def parse_videos(items: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` items -> {name: path}; a name given twice is an error."""
+    videos: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ArgumentError(f"--video {item!r} is not NAME=PATH")
+        if name in videos:
+            raise ArgumentError(f"--video: camera {name!r} given twice ({videos[name]} and {path})")
+        videos[name] = Path(path)
+    return videos
+
+
+def run(args: argparse.Namespace) -> int:
+    """Detect, calibrate, bundle-adjust, write ``calibration.toml``; print the error per camera."""
+    from tqdm import tqdm
+
+    from element_lightning_pose.engine.multicam.boards import detect_video, read_board
+    from element_lightning_pose.engine.multicam.calibrate import calibrate
+    from element_lightning_pose.engine.multicam.cameras import write_calibration
+
+    board = read_board(args.board)
+    videos = parse_videos(args.video)
+    detections, sizes = {}, {}
+    for name, path in tqdm(videos.items(), desc="detecting", unit="video", disable=len(videos) < 2):
+        detections[name], sizes[name], _ = detect_video(board, path)
+    result = calibrate(board, detections, sizes, min_corners=args.min_corners)
+    write_calibration(result.group, args.output)
+    for name, error, before, views in zip(result.group.names, result.errors, result.initial_errors, result.n_frames):
+        print(
+            f"{name}: {views} board views, reprojection error {error:.3f} px (before bundle adjustment {before:.3f} px)"
+        )
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,151 @@
+"""The Bayesian 3D smoother: exact linear-Gaussian algebra, robustness, calibrated variance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from element_lightning_pose.engine.multicam import rig
+from element_lightning_pose.engine.multicam import smoother as sm
+
+
+def _dense_precision(info, p, p0):
+    n_s, n_t, b, _ = info.shape
+    out = []
+    for s in range(n_s):
+        h = np.zeros((n_t * b, n_t * b))
+        for t in range(n_t):
+            h[t * b : (t + 1) * b, t * b : (t + 1) * b] += info[s, t]
+        diff = np.zeros((n_t - 1, n_t))
+        diff[np.arange(n_t - 1), np.arange(n_t - 1)] = -1
+        diff[np.arange(n_t - 1), np.arange(1, n_t)] = 1
+        h += np.kron(diff.T @ diff, np.diag(p[s]))
+        h[:b, :b] += p0 * np.eye(b)
+        out.append(h)
+    return out
+
+
+def _random_info(rng, n_s, n_t, b):
+    a = rng.normal(size=(n_s, n_t, 2, b))
+    return np.einsum("stri,strj->stij", a, a) * rng.uniform(0, 2, (n_s, n_t, 1, 1))  # rank 2, some 0
+
+
+@pytest.mark.parametrize("block", [3, 6])
+def test_banded_solve_and_covariances_match_dense_gaussian_posterior(block):
+    rng = np.random.default_rng(0)
+    n_s, n_t = 3, 7
+    info = _random_info(rng, n_s, n_t, block)
+    info[:, 3] = 0.0  # a frame seen by no camera
+    rhs = rng.normal(size=(n_s, n_t, block))
+    p = rng.uniform(0.5, 3.0, (n_s, block))
+    p0 = 1e-3
+    mean, logdet = sm._solve(info, rhs, p, p0)
+    cov = sm.block_covariances(info, p, p0)
+    for s, h in enumerate(_dense_precision(info, p, p0)):
+        dense_cov = np.linalg.inv(h)
+        np.testing.assert_allclose(mean[s].reshape(-1), dense_cov @ rhs[s].reshape(-1), rtol=1e-9, atol=1e-9)
+        assert logdet[s] == pytest.approx(np.linalg.slogdet(h)[1], rel=1e-10)
+        for t in range(n_t):
+            np.testing.assert_allclose(
+                cov[s, t], dense_cov[t * block : (t + 1) * block, t * block : (t + 1) * block], rtol=1e-8, atol=1e-10
+            )
+
+
+def test_evidence_matches_dense_marginal_likelihood_of_a_linear_model():
+    """Linear observations y = J X + e: the closed-form evidence differs from the dense
+    Gaussian log N(y; J mu, J Q^-1 J^T + R) by a constant that does not depend on q."""
+    rng = np.random.default_rng(1)
+    n_c, n_t = 2, 6
+    j = rng.normal(size=(n_c, n_t, 1, 2, 3))
+    r = rng.normal(size=(n_c, n_t, 1, 2))
+    precision = rng.uniform(0.5, 2.0, (n_c, n_t, 1))
+    x_bar = rng.normal(size=(n_t, 1, 3))
+    y = np.einsum("ctkri,tki->ctkr", j, x_bar) - r  # the linearised observations
+    p0 = 0.01
+    info, vector = sm._observation_terms(x_bar, r, j, precision)
+    ours, dense = [], []
+    for q in (0.3, 1.0, 4.0):
+        p = np.full((1, 3), 1 / q)
+        mean, logdet = sm._solve(info, vector + sm._prior_vector(x_bar, p0), p, p0)
+        ours.append(sm._evidence(mean.transpose(1, 0, 2), x_bar, r, j, precision, p, logdet, p0)[0])
+        prior_cov = np.linalg.inv(_dense_precision(np.zeros((1, n_t, 3, 3)), p, p0)[0])
+        a = np.zeros((n_c, n_t, 2, n_t * 3))
+        for c in range(n_c):
+            for t in range(n_t):
+                a[c, t, :, 3 * t : 3 * t + 3] = j[c, t, 0]
+        a = a.reshape(-1, n_t * 3)
+        mu = np.tile(x_bar[0, 0], n_t)
+        noise = np.diag(np.repeat(1 / precision[..., 0], 2, axis=-1).reshape(-1))
+        cov = a @ prior_cov @ a.T + noise
+        resid = y[:, :, 0].reshape(-1) - a @ mu
+        dense.append(-0.5 * np.linalg.slogdet(cov)[1] - 0.5 * resid @ np.linalg.solve(cov, resid))
+    np.testing.assert_allclose(np.diff(ours), np.diff(dense), rtol=1e-8, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    group = rig.make_rig(4, seed=2)
+    body = rig.make_body(300, seed=2)
+    return group, body
+
+
+def test_smoother_ignores_a_confident_outlier(scene):
+    group, body = scene
+    rng = np.random.default_rng(4)
+    pixels = group.project(body.points) + rng.normal(0, 1.0, (4,) + body.points.shape[:2] + (2,))
+    likelihood = np.full(pixels.shape[:-1], 0.95)
+    clean = sm.smooth_3d(group, pixels, likelihood)
+    pixels[1, 100:110, 4] += np.array([90.0, 40.0])  # ten frames of a confident jump in one view
+    result = sm.smooth_3d(group, pixels, likelihood)
+    moved = np.linalg.norm(result.points[100:110, 4] - clean.points[100:110, 4], axis=-1)
+    assert moved.max() < 1.0
+    assert np.all(result.weights[1, 100:110, 4] < 0.05)
+    assert np.all(result.n_views[100:110, 4] == 3)
+
+
+def test_smoother_fills_unseen_points_with_large_variance(scene):
+    group, body = scene
+    pixels = group.project(body.points)
+    pixels[:, 150:160, 2] = np.nan  # no camera sees keypoint 2 for ten frames
+    pixels[1:, 200, 3] = np.nan  # one camera only
+    result = sm.smooth_3d(group, pixels, np.ones(pixels.shape[:-1]))
+    assert np.isfinite(result.points).all()
+    gap = result.variance[150:160, 2].max(axis=-1)
+    assert gap.min() > 10 * result.variance[100, 2].max()
+    assert np.all(result.n_views[150:160, 2] == 0)
+    assert np.linalg.norm(result.points[155, 2] - body.points[155, 2]) < 5 * np.sqrt(gap.max())
+
+
+def test_smoother_posterior_intervals_cover_the_truth(scene):
+    group, body = scene
+    obs = rig.observe(group, body.points, seed=5, noise_px=1.5, jump_rate=0.05)
+    result = sm.smooth_3d(group, obs.pixels, obs.likelihood)
+    z = (result.points - body.points) / np.sqrt(result.variance)
+    assert 0.90 < np.mean(np.abs(z) < 1.96) < 0.98
+    error = np.linalg.norm(result.points - body.points, axis=-1)
+    assert np.mean(error) < 2.0
+
+
+def test_limb_prior_holds_bone_lengths(scene):
+    group, body = scene
+    obs = rig.observe(group, body.points, seed=6, noise_px=2.0, jump_rate=0.05)
+    free = sm.smooth_3d(group, obs.pixels, obs.likelihood)
+    limbs = sm.smooth_3d(group, obs.pixels, obs.likelihood, skeleton=body.edges, bone_lengths=body.lengths)
+    edges = np.array(body.edges)
+
+    def length_error(points):
+        return np.abs(np.linalg.norm(points[:, edges[:, 0]] - points[:, edges[:, 1]], axis=-1) - body.lengths)
+
+    assert np.mean(length_error(limbs.points)) < 0.7 * np.mean(length_error(free.points))
+    np.testing.assert_array_equal(limbs.bone_lengths, body.lengths)
+
+
+def test_ensemble_observations_take_median_and_spread():
+    members = np.zeros((1, 3, 2, 1, 3))
+    members[0, :, :, 0, 0] = [[10.0, 10.0], [12.0, 11.0], [200.0, 12.0]]  # one wild member in frame 0
+    members[0, :, :, 0, 1] = 5.0
+    members[0, :, :, 0, 2] = [[0.9, 0.9], [0.9, 0.9], [0.9, 0.1]]  # member 2 unsure in frame 1
+    pixels, likelihood, variance = sm.ensemble_observations(members)
+    np.testing.assert_allclose(pixels[0, :, 0], [[12.0, 5.0], [10.5, 5.0]])
+    assert variance[0, 0, 0] > 1000 and variance[0, 1, 0] == pytest.approx(0.125)
+    np.testing.assert_allclose(likelihood[0, :, 0], [0.9, 0.9])
