@@ -29,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("element_lightning_pose.cli.worker", "populate the element's tables (reserve_jobs) as a worker"),
     "jobs": ("element_lightning_pose.cli.worker", "list or clear errored / stale job reservations"),
     "plot": ("element_lightning_pose.cli.plot", "trace plots, labeled videos and evaluation figures"),
-    "triangulate": ("element_lightning_pose.cli.triangulate", "3D keypoints from the predictions of calibrated cameras"),
+    "triangulate": (
+        "element_lightning_pose.cli.triangulate",
+        "3D keypoints from the predictions of calibrated cameras",
+    ),
     "calibrate": ("element_lightning_pose.cli.calibrate", "calibrate a camera rig from ChArUco / checkerboard videos"),
 }
 
@@ -43,7 +46,7 @@ def fail(command: str, message: object, status: int = 2) -> int:
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (_module, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         # Only the chosen command's module is imported to configure its arguments.
         if argv and argv[0] == name:
@@ -69,4 +72,3 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except ElpError as exc:
         return fail(args.command, exc)
-
