@@ -9,6 +9,7 @@ from element_lightning_pose.cli import fail
 from element_lightning_pose.engine.eks import (
     CENTRES,
     NOISE_MODELS,
+    OUTLIER_MODES,
     VAR_MODES,
     SmoothingParams,
     parse_groups,
@@ -16,7 +17,6 @@ from element_lightning_pose.engine.eks import (
     smooth_multiview,
 )
 from element_lightning_pose.engine.io import ProjectError
-
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "smooth") -> None:
@@ -30,6 +30,12 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "smooth") -
     parser.add_argument("--noise", choices=NOISE_MODELS, default="auto",
                         help="noise model: eks's (ensemble variance as is), calibrated (shrunk "
                              "and scaled by a fitted factor); auto: eks with --s, else calibrated")
+    parser.add_argument("--outliers", choices=OUTLIER_MODES, default="auto",
+                        help="reject members far from the smoothed trace (confident outliers) "
+                             "and smooth again; none: every member counts (eks); auto: reject "
+                             "unless --s is given")
+    parser.add_argument("--outlier-threshold", type=float, default=5.0, metavar="R",
+                        help="rejection threshold in robust standard deviations (>= 2)")
     parser.add_argument("--fit-range", default=None, metavar="START:STOP[,START:STOP]",
                         help="frames used to fit s (0-based, stop excluded; empty = open end)")
     parser.add_argument("--keypoint-groups", default=None, metavar="A,B;C,D",
@@ -40,7 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "smooth") -
 
 # How the CLI spells each parameter, so that an error names the option the user typed.
 CLI_NAMES = {"s": "--s", "centre": "--centre", "var_mode": "--var-mode", "noise": "--noise",
-             "fit_range": "--fit-range", "keypoint_groups": "--keypoint-groups"}
+             "fit_range": "--fit-range", "keypoint_groups": "--keypoint-groups",
+             "outliers": "--outliers", "outlier_threshold": "--outlier-threshold"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = SmoothingParams.from_dict(
             {"s": args.smooth_param, "centre": args.centre, "var_mode": args.var_mode, "noise": args.noise,
-             "fit_range": args.fit_range, "keypoint_groups": args.keypoint_groups},
+             "fit_range": args.fit_range, "keypoint_groups": args.keypoint_groups,
+             "outliers": args.outliers, "outlier_threshold": args.outlier_threshold},
             source="invalid options", key_names=CLI_NAMES,
         ).to_dict()
         if args.view_groups:

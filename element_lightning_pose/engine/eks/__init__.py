@@ -12,6 +12,9 @@ Modules (each holds its own maths in its docstring):
 - :mod:`.ensemble` - the members' centre and variance per frame (:func:`ensemble_stats`);
 - :mod:`.singleview` - the random-walk smoother on every keypoint series at once with
   LAPACK's tridiagonal LDL', the likelihood and the ``s`` search (:func:`smooth`);
+- :mod:`.robust` - members confidently wrong, rejected against the smoothed trace before
+  the smoother runs again (:func:`reject_members`; ``outliers="reject"``, the default when
+  ``s`` is fitted);
 - :mod:`.multiview` - one latent 3-D random walk per keypoint seen in several views
   (:func:`smooth_multiview`);
 - :mod:`.params` - the one validator of the smoothing parameters, shared by the Python API,
@@ -26,9 +29,11 @@ from .multiview import smooth_multiview
 from .params import (
     CENTRES,
     NOISE_MODELS,
+    OUTLIER_MODES,
     VAR_MODES,
     CentreMode,
     NoiseModel,
+    OutlierMode,
     SmoothingParamError,
     SmoothingParams,
     VarMode,
@@ -37,6 +42,7 @@ from .params import (
     parse_groups,
     validate_smoothing_params,
 )
+from .robust import member_scales, reject_members
 from .singleview import (
     LOG_S_BOUNDS,
     fit_range_mask,
@@ -53,11 +59,13 @@ __all__ = [
     "LIKELIHOOD_FLOOR",
     "LOG_S_BOUNDS",
     "NOISE_MODELS",
+    "OUTLIER_MODES",
     "VAR_FLOOR",
     "VAR_MODES",
     "CentreMode",
     "EnsembleStats",
     "NoiseModel",
+    "OutlierMode",
     "SmoothingParamError",
     "SmoothingParams",
     "SmoothingResult",
@@ -69,8 +77,10 @@ __all__ = [
     "keypoint_group_ids",
     "load_members",
     "maximise_over_log_s",
+    "member_scales",
     "parse_fit_range",
     "parse_groups",
+    "reject_members",
     "require_predictions",
     "shrink_variance",
     "smooth",

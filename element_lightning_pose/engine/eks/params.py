@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Literal, Mapping, Sequence, get_args
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -22,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
 NoiseModel = Literal["auto", "eks", "calibrated"]
+OutlierMode = Literal["auto", "reject", "none"]
 CENTRES: tuple[str, ...] = get_args(CentreMode)
 VAR_MODES: tuple[str, ...] = get_args(VarMode)
 NOISE_MODELS: tuple[str, ...] = get_args(NoiseModel)
+OUTLIER_MODES: tuple[str, ...] = get_args(OutlierMode)
 
 KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
@@ -68,6 +71,10 @@ class SmoothingParams(BaseModel):
     keypoint_groups: list[list[KeypointRef]] | None = None
     fit_range: FrameRange | list[FrameRange] | None = None
     noise: Literal["auto", "eks", "calibrated"] = "auto"
+    # robust observations (engine.eks.robust): "reject" members far from the smoothed trace,
+    # "none" (eks's model), "auto": reject when s is fitted, none when s is given (as noise)
+    outliers: Literal["auto", "reject", "none"] = "auto"
+    outlier_threshold: float = 5.0  # rejection at r > threshold (robust sd units, see robust.py)
 
     # Every validator runs before pydantic's own so that the message is ours (it names the key
     # and says what is accepted) and nothing is silently coerced ("4" is not 4, True is not 1).
@@ -102,6 +109,18 @@ class SmoothingParams(BaseModel):
     def _noise(cls, value: Any) -> str:
         return _choice("noise", value, NOISE_MODELS)
 
+    @field_validator("outliers", mode="before")
+    @classmethod
+    def _outliers(cls, value: Any) -> str:
+        return _choice("outliers", value, OUTLIER_MODES)
+
+    @field_validator("outlier_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float:
+        if not (_is_number(value) and math.isfinite(value) and value >= 2):
+            raise ValueError(f"outlier_threshold must be a number >= 2 (robust sd units), got {value!r}")
+        return float(value)
+
     @field_validator("keypoint_groups", mode="before")
     @classmethod
     def _groups(cls, value: Any) -> list[list[KeypointRef]] | None:
@@ -126,7 +145,7 @@ class SmoothingParams(BaseModel):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, source: str = "smoothing parameters",
-                  key_names: Mapping[str, str] | None = None) -> "SmoothingParams":
+                  key_names: Mapping[str, str] | None = None) -> SmoothingParams:
         """Validate a (partial) mapping; missing keys take their defaults.
 
         Raises :class:`SmoothingParamError` naming ``source`` and every offending key
@@ -142,8 +161,20 @@ class SmoothingParams(BaseModel):
             raise SmoothingParamError(_describe(exc, source, key_names or {})) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Every parameter, defaults filled in, as plain Python (what a parameter set stores)."""
-        return self.model_dump()
+        """Every parameter, defaults filled in, as plain Python (what a parameter set stores).
+
+        Keys added after parameter sets were first stored (``LATER_KEYS``) are left out at
+        their defaults, so a set stored before them keeps its canonical form and its hash.
+        """
+        values = self.model_dump()
+        for key, default in LATER_KEYS.items():
+            if values[key] == default:
+                del values[key]
+        return values
+
+
+# keys added later, with their defaults: omitted from the canonical dict at the default
+LATER_KEYS: dict[str, Any] = {"outliers": "auto", "outlier_threshold": 5.0}
 
 
 def validate_smoothing_params(params: Mapping[str, Any] | None, source: str = "smoothing parameters") -> dict:
