@@ -12,9 +12,7 @@ from element_lightning_pose.engine.eks import (
     OUTLIER_MODES,
     VAR_MODES,
     SmoothingParams,
-    parse_groups,
-    smooth,
-    smooth_multiview,
+    smooth_ensemble,
 )
 from element_lightning_pose.engine.io import ProjectError
 
@@ -47,7 +45,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "smooth") -
 # How the CLI spells each parameter, so that an error names the option the user typed.
 CLI_NAMES = {"s": "--s", "centre": "--centre", "var_mode": "--var-mode", "noise": "--noise",
              "fit_range": "--fit-range", "keypoint_groups": "--keypoint-groups",
-             "outliers": "--outliers", "outlier_threshold": "--outlier-threshold"}
+             "outliers": "--outliers", "outlier_threshold": "--outlier-threshold",
+             "view_groups": "--view-groups"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,15 +59,11 @@ def run(args: argparse.Namespace) -> int:
         params = SmoothingParams.from_dict(
             {"s": args.smooth_param, "centre": args.centre, "var_mode": args.var_mode, "noise": args.noise,
              "fit_range": args.fit_range, "keypoint_groups": args.keypoint_groups,
-             "outliers": args.outliers, "outlier_threshold": args.outlier_threshold},
+             "outliers": args.outliers, "outlier_threshold": args.outlier_threshold,
+             "view_groups": args.view_groups},
             source="invalid options", key_names=CLI_NAMES,
-        ).to_dict()
-        if args.view_groups:
-            if params.pop("keypoint_groups"):
-                raise ValueError("--keypoint-groups and --view-groups cannot be combined")
-            result = smooth_multiview(args.members, parse_groups(args.view_groups), **params)
-        else:
-            result = smooth(args.members, **params)
+        )
+        result = smooth_ensemble(args.members, params=params)
     except (ProjectError, ValueError) as exc:
         return fail("smooth", exc)
     try:

@@ -25,7 +25,7 @@ Modules (each holds its own maths in its docstring):
 
 from .ensemble import LIKELIHOOD_FLOOR, VAR_FLOOR, EnsembleStats, ensemble_stats
 from .io import EKS_COORDS, SmoothingResult, load_members, require_predictions
-from .multiview import smooth_multiview
+from .multiview import smooth_ensemble, smooth_multiview
 from .params import (
     CENTRES,
     NOISE_MODELS,
@@ -84,6 +84,7 @@ __all__ = [
     "require_predictions",
     "shrink_variance",
     "smooth",
+    "smooth_ensemble",
     "smooth_multiview",
     "validate_smoothing_params",
 ]

@@ -305,3 +305,17 @@ def _crop_latent(model: _LatentModel, keep: np.ndarray) -> _LatentModel:
     return _LatentModel(model.y[:, span], w, model.mean, model.loadings, model.prior_var)
 
 
+
+
+def smooth_ensemble(members: np.ndarray | Sequence[np.ndarray | PathLike], bodyparts: Sequence[str] | None = None,
+                    params: SmoothingParams | Mapping[str, Any] | None = None,
+                    source: str = "smoothing parameters") -> SmoothingResult:
+    """The smoother that ``params`` choose: :func:`smooth_multiview` when they name
+    ``view_groups``, else :func:`smooth` (what ``elp smooth`` and ``EnsembleSmoothing`` call)."""
+    chosen = params if isinstance(params, SmoothingParams) else SmoothingParams.from_dict(params, source)
+    values = chosen.model_dump()
+    view_groups = values.pop("view_groups")
+    if view_groups:
+        values.pop("keypoint_groups")
+        return smooth_multiview(members, view_groups, bodyparts, **values)
+    return smooth(members, bodyparts, **values)

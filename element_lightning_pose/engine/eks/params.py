@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
@@ -75,6 +75,8 @@ class SmoothingParams(BaseModel):
     # "none" (eks's model), "auto": reject when s is fitted, none when s is given (as noise)
     outliers: Literal["auto", "reject", "none"] = "auto"
     outlier_threshold: float = 5.0  # rejection at r > threshold (robust sd units, see robust.py)
+    # multi-view smoother (engine.eks.multiview): the same keypoint in each view, per group
+    view_groups: list[list[KeypointRef]] | None = None
 
     # Every validator runs before pydantic's own so that the message is ours (it names the key
     # and says what is accepted) and nothing is silently coerced ("4" is not 4, True is not 1).
@@ -126,6 +128,22 @@ class SmoothingParams(BaseModel):
     def _groups(cls, value: Any) -> list[list[KeypointRef]] | None:
         return check_groups("keypoint_groups", value)
 
+    @field_validator("view_groups", mode="before")
+    @classmethod
+    def _view_groups(cls, value: Any) -> list[list[KeypointRef]] | None:
+        groups = check_groups("view_groups", value)
+        if groups and (len({len(g) for g in groups}) != 1 or len(groups[0]) < 2):
+            raise ValueError("view_groups must list the same number (>= 2) of keypoints in every group "
+                             f"(one per view), got {value!r}")
+        return groups
+
+    @model_validator(mode="after")
+    def _one_kind_of_groups(self) -> "SmoothingParams":
+        if self.view_groups and self.keypoint_groups:
+            raise ValueError("keypoint_groups and view_groups cannot be combined (a view group "
+                             "already shares one s)")
+        return self
+
     @field_validator("fit_range", mode="before")
     @classmethod
     def _fit_range(cls, value: Any) -> FrameRange | list[FrameRange] | None:
@@ -174,7 +192,7 @@ class SmoothingParams(BaseModel):
 
 
 # keys added later, with their defaults: omitted from the canonical dict at the default
-LATER_KEYS: dict[str, Any] = {"outliers": "auto", "outlier_threshold": 5.0}
+LATER_KEYS: dict[str, Any] = {"outliers": "auto", "outlier_threshold": 5.0, "view_groups": None}
 
 
 def validate_smoothing_params(params: Mapping[str, Any] | None, source: str = "smoothing parameters") -> dict:
