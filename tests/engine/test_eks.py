@@ -288,7 +288,9 @@ def test_cli_keeps_an_empty_first_frame_in_place(tmp_path):
 
 def test_smoothing_params_name_the_key_and_keep_the_defaults():
     from element_lightning_pose.engine.eks.params import (
-        SmoothingParamError, SmoothingParams, validate_smoothing_params,
+        SmoothingParamError,
+        SmoothingParams,
+        validate_smoothing_params,
     )
 
     # the canonical defaults are those SmoothingParamSet always stored (same hash)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from element_lightning_pose.engine.io import (
-    context_image_paths,
     ProjectError,
+    context_image_paths,
     find_videos,
     keypoint_frame,
     load_project,

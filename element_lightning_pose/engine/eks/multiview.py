@@ -11,8 +11,9 @@ that this module reuses.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.linalg import lapack
@@ -22,6 +23,7 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
     NOISE_MODELS,
     VAR_MODES,
     CentreMode,
+    FitRangeArg,
     NoiseModel,
     OutlierMode,
     SmoothingParamError,
@@ -203,7 +205,7 @@ def smooth_multiview(
     s: float | Sequence[float] | None = None,
     centre: CentreMode = "median",
     var_mode: VarMode = "confidence_weighted",
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    fit_range: FitRangeArg = None,
     n_latent: int = 3,
     pca_quantile: float = 50.0,
     noise: NoiseModel = "auto",

@@ -31,6 +31,8 @@ OUTLIER_MODES: tuple[str, ...] = get_args(OutlierMode)
 
 KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
+# what the smoothers accept: one (start, stop) or a list of them, tuples or lists
+FitRangeArg = Sequence[int | None] | Sequence[Sequence[int | None]] | None
 
 
 class SmoothingParamError(ValueError):
@@ -138,7 +140,7 @@ class SmoothingParams(BaseModel):
         return groups
 
     @model_validator(mode="after")
-    def _one_kind_of_groups(self) -> "SmoothingParams":
+    def _one_kind_of_groups(self) -> SmoothingParams:
         if self.view_groups and self.keypoint_groups:
             raise ValueError("keypoint_groups and view_groups cannot be combined (a view group "
                              "already shares one s)")

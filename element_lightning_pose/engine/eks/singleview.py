@@ -65,6 +65,7 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
     NOISE_MODELS,
     VAR_MODES,
     CentreMode,
+    FitRangeArg,
     NoiseModel,
     OutlierMode,
     SmoothingParamError,
@@ -126,7 +127,7 @@ class _Series:
 
 
 def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LDL' factors (d, l) of the posterior precision of all series, concatenated."""
+    """LDL' factors (d, lower) of the posterior precision of all series, concatenated."""
     n_series, n_frames = series.w.shape
     inv_s = 1.0 / s[:, None]
     diag = series.w + 2.0 * inv_s
@@ -134,24 +135,24 @@ def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     diag[:, -1] -= inv_s[:, 0]
     off = np.repeat(-inv_s, n_frames, axis=1)
     off[:, -1] = 0.0  # no coupling between the end of one series and the start of the next
-    d, l, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
+    d, lower, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
     if info != 0:
         raise FloatingPointError(f"posterior precision not positive definite (dpttrf info={info})")
-    return d, l
+    return d, lower
 
 
-def _posterior_mean(series: _Series, d: np.ndarray, l: np.ndarray) -> np.ndarray:
+def _posterior_mean(series: _Series, d: np.ndarray, lower: np.ndarray) -> np.ndarray:
     rhs = series.w * series.y  # the prior mean is 0 after centring
-    mean, info = lapack.dpttrs(d, l, rhs.ravel())
+    mean, info = lapack.dpttrs(d, lower, rhs.ravel())
     if info != 0:
         raise FloatingPointError(f"posterior mean solve failed (dpttrs info={info})")
     return mean.reshape(series.w.shape)
 
 
-def _posterior_variance(d: np.ndarray, l: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _posterior_variance(d: np.ndarray, lower: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """diag(H^-1) from H = L D L': v_t = 1/d_t + l_t^2 v_{t+1}, one upper-bidiagonal solve."""
     band = np.ones((2, d.size))
-    band[0, 1:] = -(l**2)
+    band[0, 1:] = -(lower**2)
     variance, info = lapack.dtbtrs(band, (1.0 / d)[:, None], uplo="U")
     if info != 0:
         raise FloatingPointError(f"posterior variance solve failed (dtbtrs info={info})")
@@ -171,8 +172,8 @@ def _log_likelihood(
     in closed form (c = quadratic residual / number of observations), i.e. returns the
     likelihood profiled over c.
     """
-    d, l = _factor(series, s)
-    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l), noise_scale)
+    d, lower = _factor(series, s)
+    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, lower), noise_scale)
 
 
 def _log_likelihood_at(
@@ -271,7 +272,7 @@ def smooth(
     centre: CentreMode = "median",
     var_mode: VarMode = "confidence_weighted",
     keypoint_groups: Sequence[Sequence[int | str]] | None = None,
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    fit_range: FitRangeArg = None,
     noise: NoiseModel = "auto",
     outliers: OutlierMode = "auto",
     outlier_threshold: float = 5.0,
@@ -389,10 +390,10 @@ def _smooth_series(
     series: _Series, s: np.ndarray, noise_scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
-    d, l = _factor(series, s)
-    mean = _posterior_mean(series, d, l)
+    d, lower = _factor(series, s)
+    mean = _posterior_mean(series, d, lower)
     log_lik, _ = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
-    variance = _posterior_variance(d, l, series.w.shape) * noise_scale[:, None]
+    variance = _posterior_variance(d, lower, series.w.shape) * noise_scale[:, None]
     return mean + series.offset[:, None], variance, log_lik
 
 
@@ -407,9 +408,10 @@ def _from_series(values: np.ndarray, n_keypoints: int) -> np.ndarray:
 
 def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, names: list[str]) -> None:
     """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
-    never = ~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1)
+    never = np.asarray(~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1))
     if never.any():
-        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never) if b]}; left NaN")
+        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never.tolist()) if b]}; left NaN",
+                      stacklevel=3)
         mean[:, never] = np.nan
         variance[:, never] = np.nan
 
@@ -434,7 +436,7 @@ def keypoint_group_ids(groups: Sequence[Sequence[int | str]] | None, names: list
                 raise ValueError(f"keypoint_groups: {names[index]!r} is in more than one group")
             ids[index] = group_id
     next_id = len(groups or [])
-    for index in np.flatnonzero(ids < 0):
+    for index in np.flatnonzero(ids < 0).tolist():
         ids[index], next_id = next_id, next_id + 1
     # renumber densely so empty groups do not leave holes
     return np.unique(ids, return_inverse=True)[1]
@@ -451,7 +453,7 @@ def _keypoint_index(member: int | str, names: list[str]) -> int:
 
 
 def fit_range_mask(
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None,
+    fit_range: FitRangeArg,
     n_frames: int,
 ) -> np.ndarray:
     """(T,) bool: frames used to choose s. Ranges are 0-based, half-open, None = open end."""
@@ -459,10 +461,11 @@ def fit_range_mask(
     if fit_range is None:
         keep[:] = True
         return keep
-    ranges = [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else fit_range
-    for start, stop in ranges:
-        start = 0 if start is None else int(start)
-        stop = n_frames if stop is None else int(stop)
+    pairs: list = (
+        [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else list(fit_range))
+    for first, last in pairs:
+        start = 0 if first is None else int(first)
+        stop = n_frames if last is None else int(last)
         if not 0 <= start < stop <= n_frames:
             raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
         keep[start:stop] = True
