@@ -409,3 +409,21 @@ def test_outlier_options_are_validated_and_the_old_model_stays_reachable():
     fixed = eks.smooth(members, s=1.0)
     assert np.array_equal(fixed.x, eks.smooth(members, s=1.0, outliers="none").x)
     assert eks.SmoothingParams.from_dict({"outliers": "none"}).to_dict()["outliers"] == "none"
+
+
+def test_cli_robust_and_view_group_options_name_the_option(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    members = noisy_members(rng, random_walk(rng, 200, 4, 1.0), n_members=3)
+    names = ["a_top", "b_top", "a_bot", "b_bot"]
+    csvs = [str(write_predictions(tmp_path / f"m{i}.csv", m, names)) for i, m in enumerate(members)]
+    out = tmp_path / "out.csv"
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
+                     "--keypoint-groups", "a_top,b_top"]) == 2
+    assert "--keypoint-groups and --view-groups cannot be combined" in capsys.readouterr().err
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--outlier-threshold", "1"]) == 2
+    assert "--outlier-threshold must be" in capsys.readouterr().err and not out.exists()
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
+                     "--outliers", "reject"]) == 0
+    expected = eks.smooth_multiview(members, [["a_top", "a_bot"], ["b_top", "b_bot"]], names, outliers="reject")
+    values = read_keypoint_csv(out)[0]
+    assert np.allclose(values[..., 0], expected.x, rtol=1e-9, atol=1e-6)

@@ -13,6 +13,7 @@ instead of failing later in a populate whose message names no key. Checks that n
 from __future__ import annotations
 
 import math
+import re
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -143,7 +144,7 @@ class SmoothingParams(BaseModel):
     def _one_kind_of_groups(self) -> SmoothingParams:
         if self.view_groups and self.keypoint_groups:
             raise ValueError("keypoint_groups and view_groups cannot be combined (a view group "
-                             "already shares one s)")
+                             "already shares one smoothing parameter)")
         return self
 
     @field_validator("fit_range", mode="before")
@@ -276,6 +277,11 @@ def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -
         name = key_names.get(key, key)
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown key {name!r} (known: {known})")
+        elif error["type"] == "value_error" and not key:  # a rule over several keys: name each
+            message = str(error["ctx"]["error"])
+            for field, shown in key_names.items():
+                message = re.sub(rf"\b{field}\b", shown, message)
+            problems.append(message)
         elif error["type"] == "value_error":
             message = str(error["ctx"]["error"])
             # messages start with the field name; show the caller's name for it
