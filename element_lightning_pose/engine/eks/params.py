@@ -13,8 +13,8 @@ instead of failing later in a populate whose message names no key. Checks that n
 from __future__ import annotations
 
 import math
-import re
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
