@@ -52,7 +52,7 @@ def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
     check_choice("centre", centre, CENTRES)
     check_choice("var_mode", var_mode, VAR_MODES)
     n_members = members.shape[0]
-    valid = np.isfinite(members).all(axis=-1)  # (M, T, K)
+    valid = valid_members(members)  # (M, T, K)
     if valid.all():  # the common case, without the masking
         n_valid = np.full(valid.shape[1:], n_members)
         coords, mean_lik = members[..., :2], members[..., 2].mean(axis=0)
@@ -76,6 +76,15 @@ def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
     missing = n_valid == 0
     var[missing] = np.nan
     return EnsembleStats(centre_values, var, np.where(missing, 0.0, mean_lik))
+
+
+def valid_members(members: np.ndarray) -> np.ndarray:
+    """(M, T, K) where x, y and likelihood are all finite (``isfinite(...).all(-1)`` reduces
+    over an axis of 3 and is several times slower)."""
+    valid = np.isfinite(members[..., 0])
+    for c in range(1, members.shape[-1]):
+        valid &= np.isfinite(members[..., c])
+    return valid
 
 
 def nanmedian(values: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -84,12 +84,14 @@ def load_members(
         sources = [f"member {i}" for i in range(len(arrays))]
     else:
         arrays, sources, names = [], [], None
+        files = [m for m in members if not isinstance(m, np.ndarray)]
+        read = dict(zip(map(id, files), _read_all(files)))
         for i, member in enumerate(members):
             if isinstance(member, np.ndarray):
                 arrays.append(member)
                 sources.append(f"member {i}")
                 continue
-            values, file_bodyparts = read_predictions(member)
+            values, file_bodyparts = read[id(member)]
             if names is not None and file_bodyparts != names:
                 raise ProjectError(
                     f"{member}: body parts {file_bodyparts} differ from {sources[0]}'s {names}"
@@ -108,6 +110,16 @@ def load_members(
         require_predictions(array, source)
     stacked = np.stack([np.asarray(a, dtype=float) for a in arrays])
     return stacked, _resolve_bodyparts(bodyparts, names, stacked.shape[2])
+
+
+def _read_all(files: list) -> list[tuple[np.ndarray, list[str]]]:
+    """``read_predictions`` of every file, two at a time (pandas' parser releases the GIL)."""
+    if len(files) < 2:
+        return [read_predictions(f) for f in files]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(read_predictions, files))
 
 
 def require_predictions(values: np.ndarray, source: str) -> None:

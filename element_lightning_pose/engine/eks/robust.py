@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ensemble import nanmedian
+from .ensemble import nanmedian, valid_members
 
 # median of |e| for e ~ N(0, sigma^2 I_2) is sigma sqrt(2 ln 2)
 _RAYLEIGH_MEDIAN = float(np.sqrt(2.0 * np.log(2.0)))
@@ -65,7 +65,7 @@ def reject_members(members: np.ndarray, mean: np.ndarray, posterior_var: np.ndar
     A member is an outlier at (t, k) when ``r_mt > threshold`` (module docstring). Where every
     valid member would be rejected none is (the trace, not the ensemble, is wrong there).
     """
-    valid = np.isfinite(members).all(axis=-1)
+    valid = valid_members(members)
     distances = member_distances(members, mean)
     scales = member_scales(np.where(valid, distances, np.nan))  # (M, K)
     spread = 2.0 * (scales[:, None, :] ** 2 + np.nanmean(posterior_var, axis=-1)[None])

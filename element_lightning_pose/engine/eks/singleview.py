@@ -333,7 +333,7 @@ def _smooth_members(data: np.ndarray, names: list[str], params: SmoothingParams,
                     around: np.ndarray | None = None) -> SmoothingResult:
     """One pass of the smoother over (M, T, K, 3) members (NaN members are missing).
 
-    ``coarse``: a grid of 2 in log s and 8 golden steps; ``around`` (s per keypoint from an
+    ``coarse``: a grid of 3 in log s and 5 golden steps; ``around`` (s per keypoint from an
     earlier pass): golden section within 3 of its log (removing outliers moves s by up to e^2).
     """
     s = params.s
@@ -347,10 +347,10 @@ def _smooth_members(data: np.ndarray, names: list[str], params: SmoothingParams,
         if around is not None:
             first = np.unique(groups, return_index=True)[1]  # s of each group's first keypoint
             s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
-                                             grid_step=3.0, refine_steps=12, around=around[first])
+                                             grid_step=3.0, refine_steps=9, around=around[first])
         else:
             s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
-                                             grid_step=2.0 if coarse else 1.0, refine_steps=8 if coarse else 16)
+                                             grid_step=3.0 if coarse else 1.0, refine_steps=5 if coarse else 16)
         s_keypoint = s_group[groups]
     else:
         s_keypoint = _fixed_s(s, n_keypoints)
