@@ -17,7 +17,11 @@ CSVs, s fitted, defaults on both sides (ours: robust rejection). There is no gro
   (px) measures how far the trace is from any single 3-D point, i.e. multi-view consistency,
   which neither smoother uses in single-view mode;
 * flagged: share of (frame, keypoint) whose posterior sd exceeds 5 px;
-* wall time end to end (read CSVs, smooth, write CSV).
+* wall time end to end (read CSVs, smooth, write CSV);
+* ours with ``view_groups`` (the multi-view smoother on the same members, mirror-mouse top and
+  bottom, the fly's three cameras): PCA residual, temporal norm, time. eks 4.6.2's
+  multi-camera smoother is not run (IBL's cameras have different frame rates and need its
+  timestamp resampling script; not done).
 
 Where the two disagree by more than 5 px, the PCA residual of each decides which is
 consistent with the other views (the figure shows the largest disagreement).
