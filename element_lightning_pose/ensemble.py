@@ -71,8 +71,14 @@ class SmoothingParamSet(ImmutableParams, dj.Lookup):
         param_set_hash (char): hash of the canonical parameters.
         params (blob): s (None = automatic by marginal likelihood), centre (median|mean),
             var_mode (plain|confidence_weighted), keypoint_groups, fit_range, noise
-            (auto|eks|calibrated; see engine.eks.smooth). Validated at insert by
-            ``engine.eks.params.SmoothingParams``; unknown keys are refused.
+            (auto|eks|calibrated; see engine.eks.smooth), outliers (auto|reject|none:
+            members confidently wrong rejected against the smoothed trace; auto = reject
+            when s is fitted) and outlier_threshold (robust sd, default 5), view_groups (the
+            same keypoint in each view, e.g. [["paw_top", "paw_bot"]]: the multi-view
+            smoother, engine.eks.smooth_multiview). Validated at insert by
+            ``engine.eks.params.SmoothingParams``; unknown keys are refused. The keys added
+            later (outliers, outlier_threshold, view_groups) are stored only when not at
+            their defaults, so older parameter sets keep their hash.
     """
 
     definition = f"""
@@ -223,7 +229,7 @@ class EnsembleSmoothing(dj.Computed):
                 )
             arrays.append(values)
         start = time.perf_counter()
-        result = eks.smooth(np.stack(arrays), bodyparts, **smoothing.to_dict())
+        result = eks.smooth_ensemble(np.stack(arrays), bodyparts, smoothing)
         elapsed = time.perf_counter() - start
         recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
         out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -67,9 +67,122 @@ def write_keypoint_csv(
     coords: Sequence[str] = ("x", "y", "likelihood"),
     scorer: str = "element-lightning-pose",
     index: Sequence | np.ndarray | None = None,
+    significant: int | None = None,
 ) -> Path:
-    """Write a (T, K, C) array as a 3-row-header keypoint CSV (atomic)."""
-    return write_csv_atomic(keypoint_frame(values, bodyparts, coords, scorer, index), path)
+    """Write a (T, K, C) array as a 3-row-header keypoint CSV (atomic).
+
+    ``significant=None`` prints every value as Python's ``repr`` (pandas' ``to_csv``, exact to
+    the last bit). ``significant=N`` prints N significant digits with a vectorised numpy
+    formatter (:func:`format_csv_body`), about 20x faster, in the same layout byte for byte
+    apart from the digits; reading the file back gives exactly the printed decimals.
+    """
+    if significant is None or (index is not None and not _is_frame_numbers(index)):
+        return write_csv_atomic(keypoint_frame(values, bodyparts, coords, scorer, index), path)
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 3 or values.shape[1:] != (len(bodyparts), len(coords)):
+        raise ValueError(
+            f"values of shape {values.shape} do not match {len(bodyparts)} body parts "
+            f"x {len(coords)} coords {list(coords)}"
+        )
+    columns = [(part, coord) for part in bodyparts for coord in coords]
+    header = "".join(
+        f"{label},{','.join(cells)}\n" for label, cells in (
+            ("scorer", [scorer] * len(columns)), ("bodyparts", [p for p, _ in columns]),
+            ("coords", [c for _, c in columns]))
+    )
+    frames = list(index) if index is not None else range(values.shape[0])
+    body = _format_in_chunks(values.reshape(values.shape[0], -1), frames, significant)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(header.encode("utf-8"))
+            handle.write(body)
+    return Path(path)
+
+
+def _format_in_chunks(values: np.ndarray, frames: Sequence[int], significant: int) -> bytes:
+    """:func:`format_csv_body` on row blocks in two threads (numpy releases the GIL)."""
+    n_rows = values.shape[0]
+    if n_rows < 4096:
+        return format_csv_body(values, frames, significant)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n_rows, 5).astype(int)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parts = pool.map(lambda ab: format_csv_body(values[ab[0]:ab[1]], frames[ab[0]:ab[1]], significant),
+                         zip(bounds[:-1], bounds[1:]))
+        return b"".join(parts)
+
+
+def _is_frame_numbers(index: Sequence) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in index)
+
+
+_INT_DIGITS = 13  # integer part width of the vectorised formatter (values below 1e12)
+_MAX_DECIMALS = 15
+_POW10 = 10 ** np.arange(_MAX_DECIMALS + 1, dtype=np.int64)
+_POW10_F = _POW10.astype(float)
+
+
+def _digits(values: np.ndarray, width: int) -> list[np.ndarray]:
+    """Decimal digits (most significant first, ``width`` of them) of integer-valued floats."""
+    quotients = [np.floor(values / _POW10_F[p]) for p in range(width)] + [np.zeros_like(values)]
+    return [(quotients[p] - 10.0 * quotients[p + 1]).astype(np.uint8) for p in range(width - 1, -1, -1)]
+
+
+def format_csv_body(values: np.ndarray, frames: Sequence[int], significant: int = 10) -> bytes:
+    """CSV rows ``frame,v1,...,vC`` of (T, C) ``values`` with ``significant`` digits, vectorised.
+
+    Each cell is ``[-]int.frac`` with trailing zeros of the fraction dropped (``1.0``, not
+    ``1.000``), NaN is an empty cell (as pandas writes it). Cells numpy cannot place in a
+    fixed-point layout (infinite, >= 1e12, non-zero below 10**-(15-significant+1)) are printed
+    by ``repr``, their rows by Python. The digits come from an integer per cell
+    (``round(|v| 10^d)``, ``d`` decimals so that ``significant`` digits are printed), written
+    into a fixed-width byte grid whose pad bytes are then dropped.
+    """
+    if not 1 <= significant <= 12:
+        raise ValueError(f"significant must be 1-12 digits, got {significant}")
+    n_rows, n_cols = values.shape
+    magnitude = np.abs(values)
+    finite = np.isfinite(values)
+    nonzero = finite & (magnitude > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.where(nonzero, np.floor(np.log10(np.where(nonzero, magnitude, 1.0))), 0).astype(np.int64)
+    decimals = significant - 1 - exponent
+    special = (np.isinf(values) | (nonzero & ((decimals > _MAX_DECIMALS) | (exponent >= _INT_DIGITS - 1))))
+    decimals = np.clip(decimals, 0, _MAX_DECIMALS)
+    plain = finite & ~special
+    # integer arithmetic in float64: every value here is an integer below 2**53, so exact
+    power = _POW10_F[decimals]
+    scaled = np.rint(np.where(plain, magnitude, 0.0) * power)
+    integer = np.floor(scaled / power)
+    fraction = scaled - integer * power
+    n_int = np.ones(values.shape, dtype=np.int64)
+    for j in range(1, _INT_DIGITS):
+        n_int += integer >= _POW10_F[j]
+    int_width = int(n_int.max(initial=1))
+    frac_width = int(decimals.max(initial=1)) if plain.any() else 1
+    # every fraction as frac_width digits; float division is vectorised, int64 division is not
+    fraction = fraction * _POW10_F[np.maximum(frac_width - decimals, 0)]
+    frac_digits = _digits(fraction, frac_width)
+    # trailing zeros dropped, one decimal always kept
+    shown = np.ones(values.shape, dtype=np.int64)
+    for j in range(1, frac_width):
+        shown[frac_digits[j] != 0] = j + 1
+    grid = np.empty((int_width + frac_width + 3, *values.shape), dtype=np.uint8)
+    grid[0] = (plain & (values < 0)) * ord("-")
+    for j, digit in enumerate(_digits(integer, int_width)):
+        grid[1 + j] = (48 + digit) * (plain & (n_int >= int_width - j))
+    grid[int_width + 1] = plain * ord(".")
+    for j, digit in enumerate(frac_digits):
+        grid[int_width + 2 + j] = (48 + digit) * (plain & (shown > j))
+    grid[-1] = ord(",")
+    grid[-1, :, -1] = ord("\n")
+    grid = np.moveaxis(grid, 0, -1)
+    keep = grid != 0
+    rows = grid[keep].tobytes().split(b"\n")[:-1]
+    for r in np.flatnonzero(special.any(axis=1)):
+        rows[r] = ",".join("" if np.isnan(v) else repr(float(v)) for v in values[r]).encode()
+    return b"".join(b"%d,%s\n" % (int(f), row) for f, row in zip(frames, rows))
 
 
 def write_predictions(
@@ -203,7 +316,7 @@ class LabeledFrames:
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def subset(self, rows: Sequence[int]) -> "LabeledFrames":
+    def subset(self, rows: Sequence[int]) -> LabeledFrames:
         """The labels of ``rows`` (positions, in the given order)."""
         rows = np.asarray(rows, dtype=int).reshape(-1)
         if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):

@@ -288,7 +288,9 @@ def test_cli_keeps_an_empty_first_frame_in_place(tmp_path):
 
 def test_smoothing_params_name_the_key_and_keep_the_defaults():
     from element_lightning_pose.engine.eks.params import (
-        SmoothingParamError, SmoothingParams, validate_smoothing_params,
+        SmoothingParamError,
+        SmoothingParams,
+        validate_smoothing_params,
     )
 
     # the canonical defaults are those SmoothingParamSet always stored (same hash)
@@ -343,3 +345,85 @@ def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
         assert done.stderr.startswith("elp smooth: error: ") and expected in done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
         assert not out.exists()
+
+
+def noisy_members(rng: np.random.Generator, truth: np.ndarray, n_members: int = 5,
+                  noise_sd: float = 2.0) -> np.ndarray:
+    """(M, T, K, 3) members: truth + Gaussian noise, likelihood 0.8-1."""
+    xy = truth[None] + rng.normal(0.0, noise_sd, (n_members, *truth.shape))
+    likelihood = rng.uniform(0.8, 1.0, (n_members, *truth.shape[:2], 1))
+    return np.concatenate([xy, likelihood], axis=-1)
+
+
+def test_a_confident_outlier_in_one_member_moves_the_robust_trace_less_than_a_pixel():
+    """One member is 20-100 px off, likelihood 0.9, on 5% of the frames: the robust trace (the
+    default) moves less than 1 px anywhere from where it was without those outliers and keeps
+    its accuracy; the plain median-based one moves more (its s is pulled up by the outliers)."""
+    rng = np.random.default_rng(6)
+    truth = random_walk(rng, 2000, 2, 1.0)
+    clean = noisy_members(rng, truth)
+    planted = clean.copy()
+    frames = rng.choice(2000, 100, replace=False)
+    angle, radius = rng.uniform(0, 2 * np.pi, 100), rng.uniform(20, 100, 100)
+    planted[2, frames, 0, :2] += np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
+    planted[2, frames, 0, 2] = 0.9
+    moved, rmse = {}, {}
+    for outliers in ("reject", "none"):
+        before, after = (eks.smooth(m, outliers=outliers) for m in (clean, planted))
+        moved[outliers] = np.hypot(after.x - before.x, after.y - before.y)[:, 0].max()
+        rmse[outliers] = [np.sqrt(np.mean((np.stack([r.x, r.y], -1) - truth)[:, 0] ** 2)) for r in (before, after)]
+    assert moved["reject"] < 1.0 < moved["none"]
+    assert rmse["reject"][1] < rmse["reject"][0] + 0.01 < rmse["none"][1]
+    default = eks.smooth(planted)
+    assert np.array_equal(default.x, eks.smooth(planted, outliers="reject").x)  # the robust one
+
+
+def test_robust_smoother_keeps_coverage_and_catches_members_failing_together():
+    """Clean ensemble: 95% intervals cover 93-97% of the truth. Three of five members at the
+    same wrong place for 4 frames (a swap, high likelihood): the median is wrong, the robust
+    trace is not."""
+    rng = np.random.default_rng(6)
+    truth = random_walk(rng, 4000, 3, 2.0)
+    members = noisy_members(rng, truth)
+    result = eks.smooth(members)
+    error = np.stack([result.x, result.y], axis=-1) - truth
+    covered = np.abs(error) <= 1.959964 * np.sqrt(result.posterior_var)
+    assert 0.93 <= covered.mean() <= 0.97
+    swapped = members.copy()
+    swapped[:3, 2000:2004, 1, :2] = truth[2000:2004, 1] + [45.0, 30.0]
+    swapped[:3, 2000:2004, 1, 2] = 0.95
+    robust, plain = eks.smooth(swapped), eks.smooth(swapped, outliers="none")
+    def worst(r):
+        return np.hypot(r.x[2000:2004, 1] - truth[2000:2004, 1, 0], r.y[2000:2004, 1] - truth[2000:2004, 1, 1]).max()
+    assert worst(robust) < 5.0 < worst(plain)
+
+
+def test_outlier_options_are_validated_and_the_old_model_stays_reachable():
+    rng = np.random.default_rng(7)
+    members = noisy_members(rng, random_walk(rng, 300, 2, 1.0))
+    with pytest.raises(eks.SmoothingParamError, match="outliers"):
+        eks.smooth(members, outliers="sometimes")
+    with pytest.raises(eks.SmoothingParamError, match="outlier_threshold"):
+        eks.smooth(members, outlier_threshold=1.0)
+    # with s given, "auto" is eks's model (no rejection), as the noise model is
+    fixed = eks.smooth(members, s=1.0)
+    assert np.array_equal(fixed.x, eks.smooth(members, s=1.0, outliers="none").x)
+    assert eks.SmoothingParams.from_dict({"outliers": "none"}).to_dict()["outliers"] == "none"
+
+
+def test_cli_robust_and_view_group_options_name_the_option(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    members = noisy_members(rng, random_walk(rng, 200, 4, 1.0), n_members=3)
+    names = ["a_top", "b_top", "a_bot", "b_bot"]
+    csvs = [str(write_predictions(tmp_path / f"m{i}.csv", m, names)) for i, m in enumerate(members)]
+    out = tmp_path / "out.csv"
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
+                     "--keypoint-groups", "a_top,b_top"]) == 2
+    assert "--keypoint-groups and --view-groups cannot be combined" in capsys.readouterr().err
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--outlier-threshold", "1"]) == 2
+    assert "--outlier-threshold must be" in capsys.readouterr().err and not out.exists()
+    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
+                     "--outliers", "reject"]) == 0
+    expected = eks.smooth_multiview(members, [["a_top", "a_bot"], ["b_top", "b_bot"]], names, outliers="reject")
+    values = read_keypoint_csv(out)[0]
+    assert np.allclose(values[..., 0], expected.x, rtol=1e-9, atol=1e-6)

@@ -80,3 +80,34 @@ def test_member_without_any_prediction_fails_naming_its_file(lp, flow):
         path.write_bytes(original)
     assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, key).errors == []
     assert len(lp.ensemble.EnsembleSmoothing.BodyPartPosition & key) == len(bodyparts)
+
+
+def test_paramset_chooses_robust_options_and_the_multiview_smoother(lp, flow):
+    """The robust options and view groups are stored, refused when bad, and EnsembleSmoothing
+    runs the smoother they choose (the same numbers as the engine on the member files)."""
+    from element_lightning_pose import dj_compat
+    from element_lightning_pose.engine import eks, io
+
+    table = lp.ensemble.SmoothingParamSet
+    with pytest.raises(ValueError, match="view_groups"):
+        table.insert_new_params("one view", {"view_groups": [[0]]})
+    with pytest.raises(ValueError, match="cannot be combined"):
+        table.insert_new_params("both", {"view_groups": "0,1", "keypoint_groups": "2"})
+    with pytest.raises(ValueError, match="outlier_threshold"):
+        table.insert_new_params("low threshold", {"outlier_threshold": 1})
+    idx = table.insert_new_params("two views, robust", {"view_groups": "0,1", "outliers": "reject",
+                                                        "outlier_threshold": 4})
+    stored = (table & {"smoothing_paramset_idx": idx}).fetch1("params")
+    assert stored["outliers"] == "reject" and stored["outlier_threshold"] == 4.0
+    assert [[int(v) for v in g] for g in stored["view_groups"]] == [[0, 1]]
+    assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
+    key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx, ensemble_id=31)
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, key).errors == []
+    files = [lp.model.processed_dir() / (lp.model.PoseEstimation & {**flow["rec"], "model_name": m}).fetch1(
+        "predictions_file") for m in sorted(flow["names"])]
+    expected = eks.smooth_multiview([io.read_predictions(f)[0] for f in files], [[0, 1]],
+                                    io.read_predictions(files[0])[1], outliers="reject", outlier_threshold=4.0)
+    rows = dj_compat.fetch_dicts(lp.ensemble.EnsembleSmoothing.BodyPartPosition & key, "body_part", "x_pos")
+    by_part = {row["body_part"]: row for row in rows}
+    for k, part in enumerate(expected.bodyparts):
+        assert np.allclose(by_part[part]["x_pos"], expected.x[:, k], equal_nan=True)

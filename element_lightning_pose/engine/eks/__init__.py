@@ -12,6 +12,9 @@ Modules (each holds its own maths in its docstring):
 - :mod:`.ensemble` - the members' centre and variance per frame (:func:`ensemble_stats`);
 - :mod:`.singleview` - the random-walk smoother on every keypoint series at once with
   LAPACK's tridiagonal LDL', the likelihood and the ``s`` search (:func:`smooth`);
+- :mod:`.robust` - members confidently wrong, rejected against the smoothed trace before
+  the smoother runs again (:func:`reject_members`; ``outliers="reject"``, the default when
+  ``s`` is fitted);
 - :mod:`.multiview` - one latent 3-D random walk per keypoint seen in several views
   (:func:`smooth_multiview`);
 - :mod:`.params` - the one validator of the smoothing parameters, shared by the Python API,
@@ -22,13 +25,15 @@ Modules (each holds its own maths in its docstring):
 
 from .ensemble import LIKELIHOOD_FLOOR, VAR_FLOOR, EnsembleStats, ensemble_stats
 from .io import EKS_COORDS, SmoothingResult, load_members, require_predictions
-from .multiview import smooth_multiview
+from .multiview import smooth_ensemble, smooth_multiview
 from .params import (
     CENTRES,
     NOISE_MODELS,
+    OUTLIER_MODES,
     VAR_MODES,
     CentreMode,
     NoiseModel,
+    OutlierMode,
     SmoothingParamError,
     SmoothingParams,
     VarMode,
@@ -37,6 +42,7 @@ from .params import (
     parse_groups,
     validate_smoothing_params,
 )
+from .robust import member_scales, reject_members
 from .singleview import (
     LOG_S_BOUNDS,
     fit_range_mask,
@@ -53,11 +59,13 @@ __all__ = [
     "LIKELIHOOD_FLOOR",
     "LOG_S_BOUNDS",
     "NOISE_MODELS",
+    "OUTLIER_MODES",
     "VAR_FLOOR",
     "VAR_MODES",
     "CentreMode",
     "EnsembleStats",
     "NoiseModel",
+    "OutlierMode",
     "SmoothingParamError",
     "SmoothingParams",
     "SmoothingResult",
@@ -69,11 +77,14 @@ __all__ = [
     "keypoint_group_ids",
     "load_members",
     "maximise_over_log_s",
+    "member_scales",
     "parse_fit_range",
     "parse_groups",
+    "reject_members",
     "require_predictions",
     "shrink_variance",
     "smooth",
+    "smooth_ensemble",
     "smooth_multiview",
     "validate_smoothing_params",
 ]

@@ -38,19 +38,21 @@ class EnsembleStats:
 
 
 def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
-                   var_mode: VarMode = "confidence_weighted") -> EnsembleStats:
+                   var_mode: VarMode = "confidence_weighted", lone: str = "largest") -> EnsembleStats:
     """Centre, noise variance and mean likelihood of (M, T, K, 3) members.
 
     A member counts at a frame only where its x, y and likelihood are all finite. The variance
     is the population variance of the valid members (as eks's ``nanvar``), divided by their
     mean likelihood in ``confidence_weighted`` mode. A one-member ensemble has no spread: like
     eks we use ``1 / max(likelihood, 1e-5)``. In a larger ensemble, a frame where a single
-    member survives gets the largest variance seen on that series (its spread is unknown).
+    member survives gets the largest variance seen on that series (its spread is unknown);
+    ``lone="median"`` gives it the series' median variance instead (after robust rejection the
+    other members were outliers, see :mod:`.robust`, and the survivor is a typical member).
     """
     check_choice("centre", centre, CENTRES)
     check_choice("var_mode", var_mode, VAR_MODES)
     n_members = members.shape[0]
-    valid = np.isfinite(members).all(axis=-1)  # (M, T, K)
+    valid = valid_members(members)  # (M, T, K)
     if valid.all():  # the common case, without the masking
         n_valid = np.full(valid.shape[1:], n_members)
         coords, mean_lik = members[..., :2], members[..., 2].mean(axis=0)
@@ -70,10 +72,30 @@ def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
         with np.errstate(invalid="ignore", divide="ignore"):
             var = var / mean_lik[..., None]
     if n_members > 1:
-        var = _fill_lone_member_frames(var, n_valid)
+        var = _fill_lone_member_frames(var, n_valid, lone == "median")
     missing = n_valid == 0
     var[missing] = np.nan
     return EnsembleStats(centre_values, var, np.where(missing, 0.0, mean_lik))
+
+
+def valid_members(members: np.ndarray) -> np.ndarray:
+    """(M, T, K) where x, y and likelihood are all finite (``isfinite(...).all(-1)`` reduces
+    over an axis of 3 and is several times slower)."""
+    valid = np.isfinite(members[..., 0])
+    for c in range(1, members.shape[-1]):
+        valid &= np.isfinite(members[..., c])
+    return valid
+
+
+def nanmedian(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``np.nanmedian`` along ``axis`` by one sort (numpy's falls back to a Python loop over the
+    other axes when NaN are present); NaN where a slice has no finite value."""
+    moved = np.moveaxis(values, axis, 0)
+    n_valid = (~np.isnan(moved)).sum(axis=0)
+    ordered = np.sort(moved, axis=0)  # NaN sort last
+    low = np.take_along_axis(ordered, (np.maximum(n_valid - 1, 0) // 2)[None], axis=0)[0]
+    high = np.take_along_axis(ordered, np.minimum(n_valid // 2, moved.shape[0] - 1)[None], axis=0)[0]
+    return np.where(n_valid > 0, (low + high) / 2.0, np.nan)
 
 
 def _nanmedian_members(coords: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
@@ -85,10 +107,14 @@ def _nanmedian_members(coords: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
     return np.where(n[0] > 0, (low + high) / 2.0, np.nan)
 
 
-def _fill_lone_member_frames(var: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+def _fill_lone_member_frames(var: np.ndarray, n_valid: np.ndarray, median: bool = False) -> np.ndarray:
     lone = n_valid == 1
     if not lone.any():
         return var
+    if median:
+        typical = nanmedian(np.where((n_valid >= 2)[..., None], var, np.nan), axis=0)
+        typical = np.where(np.isfinite(typical), typical, 1.0 / LIKELIHOOD_FLOOR)
+        return np.where(lone[..., None], np.broadcast_to(typical, var.shape), var)
     finite = np.where(np.isfinite(var) & (n_valid >= 2)[..., None], var, -np.inf)
     largest = finite.max(axis=0)  # (K, 2)
     largest = np.where(np.isfinite(largest), largest, 1.0 / LIKELIHOOD_FLOOR)

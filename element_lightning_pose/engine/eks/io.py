@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ EKS_COORDS = (
 )
 
 
+CSV_SIGNIFICANT = 10  # digits of the smoothed CSV: 1e-7 px at 1,000 px, far below any posterior sd
 
 
 @dataclass
@@ -56,11 +57,16 @@ class SmoothingResult:
             axis=-1,
         )
 
-    def to_csv(self, path: PathLike, index: Sequence | None = None) -> Path:
-        """Write the eks-layout CSV (3-row header, 9 coords per keypoint), atomically."""
+    def to_csv(self, path: PathLike, index: Sequence | None = None,
+               significant: int | None = CSV_SIGNIFICANT) -> Path:
+        """Write the eks-layout CSV (3-row header, 9 coords per keypoint), atomically.
+
+        Values are printed with ``significant`` digits by the vectorised writer (the layout is
+        eks's, byte for byte); ``None`` prints Python's full ``repr`` as pandas does (slower).
+        """
         return write_keypoint_csv(
             path, self.to_array(), self.bodyparts, EKS_COORDS,
-            scorer="ensemble-kalman_tracker", index=index,
+            scorer="ensemble-kalman_tracker", index=index, significant=significant,
         )
 
 
@@ -78,12 +84,14 @@ def load_members(
         sources = [f"member {i}" for i in range(len(arrays))]
     else:
         arrays, sources, names = [], [], None
+        files = [m for m in members if not isinstance(m, np.ndarray)]
+        read = dict(zip(map(id, files), _read_all(files)))
         for i, member in enumerate(members):
             if isinstance(member, np.ndarray):
                 arrays.append(member)
                 sources.append(f"member {i}")
                 continue
-            values, file_bodyparts = read_predictions(member)
+            values, file_bodyparts = read[id(member)]
             if names is not None and file_bodyparts != names:
                 raise ProjectError(
                     f"{member}: body parts {file_bodyparts} differ from {sources[0]}'s {names}"
@@ -102,6 +110,16 @@ def load_members(
         require_predictions(array, source)
     stacked = np.stack([np.asarray(a, dtype=float) for a in arrays])
     return stacked, _resolve_bodyparts(bodyparts, names, stacked.shape[2])
+
+
+def _read_all(files: list) -> list[tuple[np.ndarray, list[str]]]:
+    """``read_predictions`` of every file, two at a time (pandas' parser releases the GIL)."""
+    if len(files) < 2:
+        return [read_predictions(f) for f in files]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(read_predictions, files))
 
 
 def require_predictions(values: np.ndarray, source: str) -> None:

@@ -11,8 +11,9 @@ that this module reuses.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.linalg import lapack
@@ -22,7 +23,9 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
     NOISE_MODELS,
     VAR_MODES,
     CentreMode,
+    FitRangeArg,
     NoiseModel,
+    OutlierMode,
     SmoothingParamError,
     SmoothingParams,
     VarMode,
@@ -33,13 +36,16 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
 
 from .ensemble import VAR_FLOOR, ensemble_stats
 from .io import SmoothingResult, load_members
+from .robust import reject_members
 from .singleview import (
     _LOG_2PI,
     NOISE_SCALE_BOUNDS,
+    ROBUST_PASSES,
     _fixed_s,
     _is_calibrated,
     _keypoint_index,
     fit_range_mask,
+    is_robust,
     maximise_over_log_s,
     shrink_variance,
     smooth,
@@ -199,10 +205,12 @@ def smooth_multiview(
     s: float | Sequence[float] | None = None,
     centre: CentreMode = "median",
     var_mode: VarMode = "confidence_weighted",
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    fit_range: FitRangeArg = None,
     n_latent: int = 3,
     pca_quantile: float = 50.0,
     noise: NoiseModel = "auto",
+    outliers: OutlierMode = "auto",
+    outlier_threshold: float = 5.0,
 ) -> SmoothingResult:
     """Smooth keypoints seen in several views jointly through a linear latent model.
 
@@ -214,12 +222,27 @@ def smooth_multiview(
     group (fixed, or by maximum marginal likelihood on ``fit_range``). Outputs are per view, in
     the same layout as :func:`smooth`; keypoints in no group are smoothed on their own
     (with ``s`` if it is one number, else with a fitted ``s``). ``s``: one value, one per
-    group, or ``None``. ``noise`` as in :func:`smooth` (calibrated: one noise scale per group).
+    group, or ``None``. ``noise`` and ``outliers`` as in :func:`smooth` (calibrated: one noise
+    scale per group; rejection: each view's members against the joint trace in that view, so
+    a member wrong in one view is caught by the others, :mod:`.robust`).
     """
     params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode, fit_range=fit_range,
-                                            noise=noise))
-    s, centre, var_mode, noise, fit_range = params.s, params.centre, params.var_mode, params.noise, params.fit_range
+                                            noise=noise, outliers=outliers,
+                                            outlier_threshold=outlier_threshold))
     data, names = load_members(members, bodyparts)
+    result = _multiview_pass(data, names, view_groups, params, n_latent, pca_quantile, "largest")
+    if is_robust(params.outliers, params.s):
+        for _ in range(ROBUST_PASSES):
+            cleaned, _ = reject_members(data, np.stack([result.x, result.y], axis=-1),
+                                        result.posterior_var, params.outlier_threshold)
+            result = _multiview_pass(cleaned, names, view_groups, params, n_latent, pca_quantile, "median")
+    return result
+
+
+def _multiview_pass(data: np.ndarray, names: list[str], view_groups: Sequence[Sequence[int | str]],
+                    params: SmoothingParams, n_latent: int, pca_quantile: float, lone: str) -> SmoothingResult:
+    """One pass of the latent smoother over (M, T, K, 3) members (NaN members are missing)."""
+    s, centre, var_mode, noise, fit_range = params.s, params.centre, params.var_mode, params.noise, params.fit_range
     groups = [[_keypoint_index(k, names) for k in group] for group in view_groups]
     flat = [k for group in groups for k in group]
     if len(set(flat)) != len(flat) or any(len(g) != len(groups[0]) or len(g) < 2 for g in groups):
@@ -227,8 +250,10 @@ def smooth_multiview(
                          f"keypoints, each keypoint in one group only; got {view_groups}")
     alone = [k for k in range(len(names)) if k not in set(flat)]
     result = smooth(data, names, s=s if s is None or np.ndim(s) == 0 else None, centre=centre,
-                    var_mode=var_mode, fit_range=fit_range, noise=noise) if alone else None
-    stats = ensemble_stats(data, centre, var_mode)
+                    var_mode=var_mode, fit_range=fit_range, noise=noise,
+                    outliers="none" if lone == "median" else params.outliers,
+                    outlier_threshold=params.outlier_threshold) if alone else None
+    stats = ensemble_stats(data, centre, var_mode, lone)
     calibrated = _is_calibrated(noise, s)
     noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
     group_names = ["+".join(names[k] for k in g) for g in groups]
@@ -282,3 +307,17 @@ def _crop_latent(model: _LatentModel, keep: np.ndarray) -> _LatentModel:
     return _LatentModel(model.y[:, span], w, model.mean, model.loadings, model.prior_var)
 
 
+
+
+def smooth_ensemble(members: np.ndarray | Sequence[np.ndarray | PathLike], bodyparts: Sequence[str] | None = None,
+                    params: SmoothingParams | Mapping[str, Any] | None = None,
+                    source: str = "smoothing parameters") -> SmoothingResult:
+    """The smoother that ``params`` choose: :func:`smooth_multiview` when they name
+    ``view_groups``, else :func:`smooth` (what ``elp smooth`` and ``EnsembleSmoothing`` call)."""
+    chosen = params if isinstance(params, SmoothingParams) else SmoothingParams.from_dict(params, source)
+    values = chosen.model_dump()
+    view_groups = values.pop("view_groups")
+    if view_groups:
+        values.pop("keypoint_groups")
+        return smooth_multiview(members, view_groups, bodyparts, **values)
+    return smooth(members, bodyparts, **values)

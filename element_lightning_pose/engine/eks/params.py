@@ -14,22 +14,28 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Literal, Mapping, Sequence, get_args
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from ..errors import ElpError
 
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
 NoiseModel = Literal["auto", "eks", "calibrated"]
+OutlierMode = Literal["auto", "reject", "none"]
 CENTRES: tuple[str, ...] = get_args(CentreMode)
 VAR_MODES: tuple[str, ...] = get_args(VarMode)
 NOISE_MODELS: tuple[str, ...] = get_args(NoiseModel)
+OUTLIER_MODES: tuple[str, ...] = get_args(OutlierMode)
 
 KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
+# what the smoothers accept: one (start, stop) or a list of them, tuples or lists
+FitRangeArg = Sequence[int | None] | Sequence[Sequence[int | None]] | None
 
 
 class SmoothingParamError(ElpError, ValueError):
@@ -70,6 +76,12 @@ class SmoothingParams(BaseModel):
     keypoint_groups: list[list[KeypointRef]] | None = None
     fit_range: FrameRange | list[FrameRange] | None = None
     noise: Literal["auto", "eks", "calibrated"] = "auto"
+    # robust observations (engine.eks.robust): "reject" members far from the smoothed trace,
+    # "none" (eks's model), "auto": reject when s is fitted, none when s is given (as noise)
+    outliers: Literal["auto", "reject", "none"] = "auto"
+    outlier_threshold: float = 5.0  # rejection at r > threshold (robust sd units, see robust.py)
+    # multi-view smoother (engine.eks.multiview): the same keypoint in each view, per group
+    view_groups: list[list[KeypointRef]] | None = None
 
     # Every validator runs before pydantic's own so that the message is ours (it names the key
     # and says what is accepted) and nothing is silently coerced ("4" is not 4, True is not 1).
@@ -104,10 +116,38 @@ class SmoothingParams(BaseModel):
     def _noise(cls, value: Any) -> str:
         return _choice("noise", value, NOISE_MODELS)
 
+    @field_validator("outliers", mode="before")
+    @classmethod
+    def _outliers(cls, value: Any) -> str:
+        return _choice("outliers", value, OUTLIER_MODES)
+
+    @field_validator("outlier_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> float:
+        if not (_is_number(value) and math.isfinite(value) and value >= 2):
+            raise ValueError(f"outlier_threshold must be a number >= 2 (robust sd units), got {value!r}")
+        return float(value)
+
     @field_validator("keypoint_groups", mode="before")
     @classmethod
     def _groups(cls, value: Any) -> list[list[KeypointRef]] | None:
         return check_groups("keypoint_groups", value)
+
+    @field_validator("view_groups", mode="before")
+    @classmethod
+    def _view_groups(cls, value: Any) -> list[list[KeypointRef]] | None:
+        groups = check_groups("view_groups", value)
+        if groups and (len({len(g) for g in groups}) != 1 or len(groups[0]) < 2):
+            raise ValueError("view_groups must list the same number (>= 2) of keypoints in every group "
+                             f"(one per view), got {value!r}")
+        return groups
+
+    @model_validator(mode="after")
+    def _one_kind_of_groups(self) -> SmoothingParams:
+        if self.view_groups and self.keypoint_groups:
+            raise ValueError("keypoint_groups and view_groups cannot be combined (a view group "
+                             "already shares one smoothing parameter)")
+        return self
 
     @field_validator("fit_range", mode="before")
     @classmethod
@@ -128,7 +168,7 @@ class SmoothingParams(BaseModel):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, source: str = "smoothing parameters",
-                  key_names: Mapping[str, str] | None = None) -> "SmoothingParams":
+                  key_names: Mapping[str, str] | None = None) -> SmoothingParams:
         """Validate a (partial) mapping; missing keys take their defaults.
 
         Raises :class:`SmoothingParamError` naming ``source`` and every offending key
@@ -144,8 +184,20 @@ class SmoothingParams(BaseModel):
             raise SmoothingParamError(_describe(exc, source, key_names or {})) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Every parameter, defaults filled in, as plain Python (what a parameter set stores)."""
-        return self.model_dump()
+        """Every parameter, defaults filled in, as plain Python (what a parameter set stores).
+
+        Keys added after parameter sets were first stored (``LATER_KEYS``) are left out at
+        their defaults, so a set stored before them keeps its canonical form and its hash.
+        """
+        values = self.model_dump()
+        for key, default in LATER_KEYS.items():
+            if values[key] == default:
+                del values[key]
+        return values
+
+
+# keys added later, with their defaults: omitted from the canonical dict at the default
+LATER_KEYS: dict[str, Any] = {"outliers": "auto", "outlier_threshold": 5.0, "view_groups": None}
 
 
 def validate_smoothing_params(params: Mapping[str, Any] | None, source: str = "smoothing parameters") -> dict:
@@ -227,6 +279,11 @@ def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -
         name = key_names.get(key, key)
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown key {name!r} (known: {known})")
+        elif error["type"] == "value_error" and not key:  # a rule over several keys: name each
+            message = str(error["ctx"]["error"])
+            for field, shown in key_names.items():
+                message = re.sub(rf"\b{field}\b", shown, message)
+            problems.append(message)
         elif error["type"] == "value_error":
             message = str(error["ctx"]["error"])
             # messages start with the field name; show the caller's name for it

@@ -54,8 +54,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy.linalg import lapack
@@ -65,7 +65,9 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
     NOISE_MODELS,
     VAR_MODES,
     CentreMode,
+    FitRangeArg,
     NoiseModel,
+    OutlierMode,
     SmoothingParamError,
     SmoothingParams,
     VarMode,
@@ -74,8 +76,9 @@ from element_lightning_pose.engine.eks.params import (  # noqa: F401
     parse_groups,
 )
 
-from .ensemble import VAR_FLOOR, ensemble_stats
+from .ensemble import VAR_FLOOR, ensemble_stats, nanmedian
 from .io import SmoothingResult, load_members
+from .robust import reject_members
 
 PathLike = str | os.PathLike
 
@@ -96,7 +99,7 @@ class _Series:
     prior_var: np.ndarray  # (N,) S0 (the series' variance over observed frames)
 
     @classmethod
-    def from_observations(cls, values: np.ndarray, variances: np.ndarray) -> "_Series":
+    def from_observations(cls, values: np.ndarray, variances: np.ndarray) -> _Series:
         """``values``/``variances`` (N, T); frames with non-finite value or variance are missing."""
         observed = np.isfinite(values) & np.isfinite(variances)
         n_obs = observed.sum(axis=1)
@@ -109,7 +112,7 @@ class _Series:
         w = np.where(observed, 1.0 / np.maximum(np.where(observed, variances, 1.0), VAR_FLOOR), 0.0)
         return cls(np.where(observed, values - offset[:, None], 0.0), w, offset, prior_var)
 
-    def crop(self, keep: np.ndarray) -> "_Series":
+    def crop(self, keep: np.ndarray) -> _Series:
         """Only frames where ``keep`` (T,) count as observed; time is cut to their span."""
         frames = np.flatnonzero(keep)
         span = slice(frames[0], frames[-1] + 1)
@@ -124,7 +127,7 @@ class _Series:
 
 
 def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LDL' factors (d, l) of the posterior precision of all series, concatenated."""
+    """LDL' factors (d, lower) of the posterior precision of all series, concatenated."""
     n_series, n_frames = series.w.shape
     inv_s = 1.0 / s[:, None]
     diag = series.w + 2.0 * inv_s
@@ -132,24 +135,24 @@ def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     diag[:, -1] -= inv_s[:, 0]
     off = np.repeat(-inv_s, n_frames, axis=1)
     off[:, -1] = 0.0  # no coupling between the end of one series and the start of the next
-    d, l, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
+    d, lower, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
     if info != 0:
         raise FloatingPointError(f"posterior precision not positive definite (dpttrf info={info})")
-    return d, l
+    return d, lower
 
 
-def _posterior_mean(series: _Series, d: np.ndarray, l: np.ndarray) -> np.ndarray:
+def _posterior_mean(series: _Series, d: np.ndarray, lower: np.ndarray) -> np.ndarray:
     rhs = series.w * series.y  # the prior mean is 0 after centring
-    mean, info = lapack.dpttrs(d, l, rhs.ravel())
+    mean, info = lapack.dpttrs(d, lower, rhs.ravel())
     if info != 0:
         raise FloatingPointError(f"posterior mean solve failed (dpttrs info={info})")
     return mean.reshape(series.w.shape)
 
 
-def _posterior_variance(d: np.ndarray, l: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _posterior_variance(d: np.ndarray, lower: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """diag(H^-1) from H = L D L': v_t = 1/d_t + l_t^2 v_{t+1}, one upper-bidiagonal solve."""
     band = np.ones((2, d.size))
-    band[0, 1:] = -(l**2)
+    band[0, 1:] = -(lower**2)
     variance, info = lapack.dtbtrs(band, (1.0 / d)[:, None], uplo="U")
     if info != 0:
         raise FloatingPointError(f"posterior variance solve failed (dtbtrs info={info})")
@@ -169,8 +172,8 @@ def _log_likelihood(
     in closed form (c = quadratic residual / number of observations), i.e. returns the
     likelihood profiled over c.
     """
-    d, l = _factor(series, s)
-    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, l), noise_scale)
+    d, lower = _factor(series, s)
+    return _log_likelihood_at(series, s, constant, d, _posterior_mean(series, d, lower), noise_scale)
 
 
 def _log_likelihood_at(
@@ -193,7 +196,7 @@ def _log_likelihood_at(
 
 def fit_smoothing_param(
     series: _Series, groups: np.ndarray, fit_noise_scale: bool = True,
-    grid_step: float = 1.0, refine_steps: int = 16,
+    grid_step: float = 1.0, refine_steps: int = 16, around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
 
@@ -209,28 +212,35 @@ def fit_smoothing_param(
         ll, _ = _log_likelihood(series, s[groups], constant, unit)
         return np.bincount(groups, weights=ll, minlength=n_groups)
 
-    return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps)
+    return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps, around)
 
 
 def maximise_over_log_s(
     log_lik: Callable[[np.ndarray], np.ndarray], n_groups: int,
-    grid_step: float = 1.0, refine_steps: int = 16,
+    grid_step: float = 1.0, refine_steps: int = 16, around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
 
     A grid of log s (every group evaluated in the same call), then a golden-section search in
     the bracket of one grid step either side of each group's best grid point (again one call
-    per step for all groups).
+    per step for all groups). ``around`` (s per group, e.g. from an earlier pass) skips the
+    grid: the bracket is ``grid_step`` either side of its log.
     """
     def at(log_s: np.ndarray) -> np.ndarray:
         return log_lik(np.exp(log_s))
 
-    grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
-    scores = np.stack([at(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
-    best = np.argmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0)
-    low = grid[np.maximum(best - 1, 0)]
-    high = grid[np.minimum(best + 1, grid.size - 1)]
-    best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
+    if around is not None:
+        centre = np.clip(np.log(around), *LOG_S_BOUNDS)
+        low = np.maximum(centre - grid_step, LOG_S_BOUNDS[0])
+        high = np.minimum(centre + grid_step, LOG_S_BOUNDS[1])
+        best_log_s, best_ll = centre, at(centre)
+    else:
+        grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
+        scores = np.stack([at(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
+        best = np.argmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0)
+        low = grid[np.maximum(best - 1, 0)]
+        high = grid[np.minimum(best + 1, grid.size - 1)]
+        best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
     inner_low, inner_high = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
     ll_low, ll_high = at(inner_low), at(inner_high)
     for _ in range(refine_steps):
@@ -262,8 +272,10 @@ def smooth(
     centre: CentreMode = "median",
     var_mode: VarMode = "confidence_weighted",
     keypoint_groups: Sequence[Sequence[int | str]] | None = None,
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None = None,
+    fit_range: FitRangeArg = None,
     noise: NoiseModel = "auto",
+    outliers: OutlierMode = "auto",
+    outlier_threshold: float = 5.0,
 ) -> SmoothingResult:
     """Smooth an ensemble of single-view predictions.
 
@@ -284,25 +296,61 @@ def smooth(
             eks 4.6.2's model. ``"calibrated"``: R_t = c (R_ens,t + median_t R_ens,t) / 2 with c
             per series fitted jointly with s (see the module docstring). ``"auto"``: eks's
             model when ``s`` is given, calibrated when ``s`` is fitted.
+        outliers: ``"reject"``: members far from the smoothed trace (``outlier_threshold``
+            robust sd) are dropped and the smoother rerun (:mod:`.robust`); ``"none"``: every
+            member counts (eks's model); ``"auto"``: reject when ``s`` is fitted.
 
     The choices are validated by :class:`SmoothingParams` (as ``elp smooth`` and
     ``SmoothingParamSet`` do): :class:`SmoothingParamError` names the key at fault.
     """
     params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode,
-                                            keypoint_groups=keypoint_groups, fit_range=fit_range, noise=noise))
-    s, centre, var_mode, noise = params.s, params.centre, params.var_mode, params.noise
-    keypoint_groups, fit_range = params.keypoint_groups, params.fit_range
+                                            keypoint_groups=keypoint_groups, fit_range=fit_range, noise=noise,
+                                            outliers=outliers, outlier_threshold=outlier_threshold))
     data, names = load_members(members, bodyparts)
-    stats = ensemble_stats(data, centre, var_mode)
+    groups = keypoint_group_ids(params.keypoint_groups, names)
+    keep = fit_range_mask(params.fit_range, data.shape[1])
+    robust = is_robust(params.outliers, params.s)
+    # the plain pass only has to place the trace for the rejection: a coarse search of s
+    result = _smooth_members(data, names, params, groups, keep, "largest", coarse=robust)
+    if robust:
+        for _ in range(ROBUST_PASSES):
+            cleaned, _ = reject_members(data, np.stack([result.x, result.y], axis=-1),
+                                        result.posterior_var, params.outlier_threshold)
+            result = _smooth_members(cleaned, names, params, groups, keep, "median", around=result.s)
+    return result
+
+
+ROBUST_PASSES = 2  # rejection passes after the plain one (the second catches what the first unmasked)
+
+
+def is_robust(outliers: str, s) -> bool:
+    """Whether members are rejected (``outliers`` already validated): "auto" when s is fitted."""
+    return outliers == "reject" or (outliers == "auto" and s is None)
+
+
+def _smooth_members(data: np.ndarray, names: list[str], params: SmoothingParams, groups: np.ndarray,
+                    keep: np.ndarray, lone: str, coarse: bool = False,
+                    around: np.ndarray | None = None) -> SmoothingResult:
+    """One pass of the smoother over (M, T, K, 3) members (NaN members are missing).
+
+    ``coarse``: a grid of 3 in log s and 5 golden steps; ``around`` (s per keypoint from an
+    earlier pass): golden section within 3 of its log (removing outliers moves s by up to e^2).
+    """
+    s = params.s
+    stats = ensemble_stats(data, params.centre, params.var_mode, lone)
     n_frames, n_keypoints = stats.likelihood.shape
-    calibrated = _is_calibrated(noise, s)
+    calibrated = _is_calibrated(params.noise, s)
     noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
     series = _Series.from_observations(_to_series(stats.centre), _to_series(noise_var))
-    groups = keypoint_group_ids(keypoint_groups, names)
-    keep = fit_range_mask(fit_range, n_frames)
     fit_series = series.crop(keep) if not keep.all() else series
     if s is None:
-        s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated)
+        if around is not None:
+            first = np.unique(groups, return_index=True)[1]  # s of each group's first keypoint
+            s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
+                                             grid_step=3.0, refine_steps=9, around=around[first])
+        else:
+            s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
+                                             grid_step=3.0 if coarse else 1.0, refine_steps=5 if coarse else 16)
         s_keypoint = s_group[groups]
     else:
         s_keypoint = _fixed_s(s, n_keypoints)
@@ -334,9 +382,7 @@ def shrink_variance(variance: np.ndarray) -> np.ndarray:
     under an inverse-gamma prior of as many degrees of freedom centred there; frames with a
     large spread (outliers, jumps) keep a large variance.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series stay NaN
-        typical = np.nanmedian(variance, axis=0, keepdims=True)
+    typical = nanmedian(variance, axis=0)[None]  # all-NaN series stay NaN
     return 0.5 * (variance + typical)
 
 
@@ -344,10 +390,10 @@ def _smooth_series(
     series: _Series, s: np.ndarray, noise_scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
-    d, l = _factor(series, s)
-    mean = _posterior_mean(series, d, l)
+    d, lower = _factor(series, s)
+    mean = _posterior_mean(series, d, lower)
     log_lik, _ = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
-    variance = _posterior_variance(d, l, series.w.shape) * noise_scale[:, None]
+    variance = _posterior_variance(d, lower, series.w.shape) * noise_scale[:, None]
     return mean + series.offset[:, None], variance, log_lik
 
 
@@ -362,9 +408,10 @@ def _from_series(values: np.ndarray, n_keypoints: int) -> np.ndarray:
 
 def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, names: list[str]) -> None:
     """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
-    never = ~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1)
+    never = np.asarray(~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1))
     if never.any():
-        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never) if b]}; left NaN")
+        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never.tolist()) if b]}; left NaN",
+                      stacklevel=3)
         mean[:, never] = np.nan
         variance[:, never] = np.nan
 
@@ -389,7 +436,7 @@ def keypoint_group_ids(groups: Sequence[Sequence[int | str]] | None, names: list
                 raise ValueError(f"keypoint_groups: {names[index]!r} is in more than one group")
             ids[index] = group_id
     next_id = len(groups or [])
-    for index in np.flatnonzero(ids < 0):
+    for index in np.flatnonzero(ids < 0).tolist():
         ids[index], next_id = next_id, next_id + 1
     # renumber densely so empty groups do not leave holes
     return np.unique(ids, return_inverse=True)[1]
@@ -406,7 +453,7 @@ def _keypoint_index(member: int | str, names: list[str]) -> int:
 
 
 def fit_range_mask(
-    fit_range: tuple[int | None, int | None] | Sequence[tuple[int | None, int | None]] | None,
+    fit_range: FitRangeArg,
     n_frames: int,
 ) -> np.ndarray:
     """(T,) bool: frames used to choose s. Ranges are 0-based, half-open, None = open end."""
@@ -414,10 +461,11 @@ def fit_range_mask(
     if fit_range is None:
         keep[:] = True
         return keep
-    ranges = [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else fit_range
-    for start, stop in ranges:
-        start = 0 if start is None else int(start)
-        stop = n_frames if stop is None else int(stop)
+    pairs: list = (
+        [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else list(fit_range))
+    for first, last in pairs:
+        start = 0 if first is None else int(first)
+        stop = n_frames if last is None else int(last)
         if not 0 <= start < stop <= n_frames:
             raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
         keep[start:stop] = True
