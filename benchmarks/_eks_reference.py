@@ -27,12 +27,22 @@ for _ in range(job.get("repeats", 1)):
     marker_array = input_dfs_to_markerArray([input_dfs], keypoint_names, [""])
     loaded = time.perf_counter()
     df, s_finals = ensemble_kalman_smoother_singlecam(
-        marker_array=marker_array, keypoint_names=keypoint_names,
-        smooth_param=job["smooth_param"], s_frames=None, blocks=[],
-        avg_mode="median", var_mode="confidence_weighted_var",
+        marker_array=marker_array,
+        keypoint_names=keypoint_names,
+        smooth_param=job["smooth_param"],
+        s_frames=None,
+        blocks=[],
+        avg_mode="median",
+        var_mode="confidence_weighted_var",
     )
     smoothed = time.perf_counter()
     df.to_csv(job["save_file"])
-    runs.append({"load": loaded - start, "smooth": smoothed - loaded,
-                 "write": time.perf_counter() - smoothed, "total": time.perf_counter() - start})
+    runs.append(
+        {
+            "load": loaded - start,
+            "smooth": smoothed - loaded,
+            "write": time.perf_counter() - smoothed,
+            "total": time.perf_counter() - start,
+        }
+    )
 print(json.dumps({"import_s": import_s, "runs": runs, "s": [float(v) for v in s_finals]}))

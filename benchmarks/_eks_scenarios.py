@@ -40,26 +40,28 @@ class Scenario:
 LOW, UNIFORM, HIGH = (0.01, 0.2), (0.0, 1.0), (0.8, 1.0)
 SCENARIOS = [
     Scenario("clean"),
-    *[Scenario(f"outliers {int(r * 100)}% lik {name}", outlier_rate=r, outlier_likelihood=lik)
-      for r in (0.02, 0.05, 0.10) for name, lik in (("low", LOW), ("uniform", UNIFORM), ("high", HIGH))],
+    *[
+        Scenario(f"outliers {int(r * 100)}% lik {name}", outlier_rate=r, outlier_likelihood=lik)
+        for r in (0.02, 0.05, 0.10)
+        for name, lik in (("low", LOW), ("uniform", UNIFORM), ("high", HIGH))
+    ],
     Scenario("group of 2 fails (high lik)", group_rate=0.005, group_size=2),
     Scenario("group of 3 fails (high lik)", group_rate=0.005, group_size=3),
     Scenario("long gaps (5%)", gap_share=0.05),
     Scenario("heteroscedastic members", hetero=True),
     Scenario("slow drifts (2 members)", drift=True),
-    Scenario("mixed (independent check)", outlier_rate=0.03, outlier_likelihood=(0.3, 1.0),
-             missing_share=0.01),
+    Scenario("mixed (independent check)", outlier_rate=0.03, outlier_likelihood=(0.3, 1.0), missing_share=0.01),
 ]
 
 
-def make_scenario(scenario: Scenario, n_frames: int, n_keypoints: int, n_members: int,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_scenario(
+    scenario: Scenario, n_frames: int, n_keypoints: int, n_members: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(truth (T, K, 2), members (M, T, K, 3)) for ``scenario``."""
     rng = np.random.default_rng(seed)
     step_sd = rng.uniform(1.0, 3.0, n_keypoints)
     start = rng.uniform(100.0, 500.0, (n_keypoints, 2))
-    truth = start[None] + np.cumsum(rng.normal(0.0, 1.0, (n_frames, n_keypoints, 2))
-                                    * step_sd[None, :, None], axis=0)
+    truth = start[None] + np.cumsum(rng.normal(0.0, 1.0, (n_frames, n_keypoints, 2)) * step_sd[None, :, None], axis=0)
     noise_sd = rng.uniform(1.0, 4.0, (n_members, 1, n_keypoints, 1))
     if scenario.hetero:
         noise_sd[0] *= 4.0
@@ -107,5 +109,5 @@ def _runs(rng: np.random.Generator, n_frames: int, share: float, shortest: int, 
     mask = np.zeros(n_frames, dtype=bool)
     while mask.sum() < wanted:
         begin = int(rng.integers(1, n_frames))
-        mask[begin:begin + int(rng.integers(shortest, longest + 1))] = True
+        mask[begin : begin + int(rng.integers(shortest, longest + 1))] = True
     return np.flatnonzero(mask)

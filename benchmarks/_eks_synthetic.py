@@ -41,21 +41,29 @@ def make_ensemble(
     return SyntheticEnsemble(truth, members, step_sd)
 
 
-def make_two_view_ensemble(n_frames: int = 10_000, n_points: int = 5, n_members: int = 5,
-                           seed: int = 0) -> SyntheticEnsemble:
+def make_two_view_ensemble(
+    n_frames: int = 10_000, n_points: int = 5, n_members: int = 5, seed: int = 0
+) -> SyntheticEnsemble:
     """Points moving in 3-D seen by a top view (X, Y) and a bottom view (X, Z): keypoints
     0..P-1 are the top view, P..2P-1 the bottom view; same member errors as make_ensemble."""
     rng = np.random.default_rng(seed)
     step_sd = rng.uniform(1.0, 3.0, n_points)
     points = rng.uniform(100.0, 500.0, (n_points, 3)) + np.cumsum(
-        rng.normal(0.0, 1.0, (n_frames, n_points, 3)) * step_sd[None, :, None], axis=0)
+        rng.normal(0.0, 1.0, (n_frames, n_points, 3)) * step_sd[None, :, None], axis=0
+    )
     truth = np.concatenate([points[..., [0, 1]], points[..., [0, 2]] + 300.0], axis=1)
     members = observe(rng, truth, n_members, 0.02, 0.003, 0.0)
     return SyntheticEnsemble(truth, members, np.concatenate([step_sd, step_sd]))
 
 
-def observe(rng: np.random.Generator, truth: np.ndarray, n_members: int, outlier_rate: float,
-            group_jump_rate: float, all_nan_rate: float) -> np.ndarray:
+def observe(
+    rng: np.random.Generator,
+    truth: np.ndarray,
+    n_members: int,
+    outlier_rate: float,
+    group_jump_rate: float,
+    all_nan_rate: float,
+) -> np.ndarray:
     """(M, T, K, 3) member predictions of ``truth`` (T, K, 2), errors as in make_ensemble."""
     n_frames, n_keypoints, _ = truth.shape
     noise_sd = rng.uniform(1.0, 4.0, (n_members, 1, n_keypoints, 1))

@@ -50,24 +50,32 @@ def ensure_reference(venv: Path) -> tuple[Path | None, str]:
     try:
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", REFERENCE], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", REFERENCE], check=True, capture_output=True, text=True
+        )
     except subprocess.CalledProcessError as exc:
         return None, f"installing {REFERENCE} failed: {(exc.stderr or '')[-300:]}"
     return python, ""
 
 
-def run_reference(python: Path, csvs: list[Path], out: Path, smooth_param: float | None,
-                  repeats: int) -> dict:
+def run_reference(python: Path, csvs: list[Path], out: Path, smooth_param: float | None, repeats: int) -> dict:
     """{"runs": [{"load", "smooth", "write", "total"} per repeat, cold first], "s": [...],
     "values": output (T, K, 9)}."""
     job = out.with_suffix(".json")
-    job.write_text(json.dumps({"csvs": [str(c) for c in csvs], "save_file": str(out),
-                               "smooth_param": smooth_param, "repeats": repeats}))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_NUM_THREADS="2",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=2")
-    done = subprocess.run([str(python), str(HERE / "_eks_reference.py"), str(job)],
-                          capture_output=True, text=True, env=env)
+    job.write_text(
+        json.dumps(
+            {"csvs": [str(c) for c in csvs], "save_file": str(out), "smooth_param": smooth_param, "repeats": repeats}
+        )
+    )
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        OMP_NUM_THREADS="2",
+        XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=2",
+    )
+    done = subprocess.run(
+        [str(python), str(HERE / "_eks_reference.py"), str(job)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         raise RuntimeError(f"reference failed: {done.stderr[-500:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,8 +86,9 @@ def run_reference(python: Path, csvs: list[Path], out: Path, smooth_param: float
 # ------------------------------------------------------------------------------------ ours ---
 
 
-def run_ours(csvs: list[Path], out: Path, smooth_param: float | None, repeats: int,
-             noise: str = "auto", outliers: str = "auto") -> dict:
+def run_ours(
+    csvs: list[Path], out: Path, smooth_param: float | None, repeats: int, noise: str = "auto", outliers: str = "auto"
+) -> dict:
     """Same work as the reference, same phases: read member CSVs, smooth, write the eks CSV."""
     runs, result = [], None
     for _ in range(repeats):
@@ -89,8 +98,14 @@ def run_ours(csvs: list[Path], out: Path, smooth_param: float | None, repeats: i
         result = eks.smooth(members, names, s=smooth_param, noise=noise, outliers=outliers)
         smoothed = time.perf_counter()
         result.to_csv(out)
-        runs.append({"load": loaded - start, "smooth": smoothed - loaded,
-                     "write": time.perf_counter() - smoothed, "total": time.perf_counter() - start})
+        runs.append(
+            {
+                "load": loaded - start,
+                "smooth": smoothed - loaded,
+                "write": time.perf_counter() - smoothed,
+                "total": time.perf_counter() - start,
+            }
+        )
     return {"runs": runs, "s": result.s.tolist(), "values": result.to_array(), "result": result}
 
 
@@ -123,8 +138,7 @@ def nan_count(values: np.ndarray) -> int:
 def write_members(data: SyntheticEnsemble, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"kp{k}" for k in range(data.members.shape[2])]
-    return [write_predictions(folder / f"member{m}.csv", data.members[m], names)
-            for m in range(data.members.shape[0])]
+    return [write_predictions(folder / f"member{m}.csv", data.members[m], names) for m in range(data.members.shape[0])]
 
 
 # ------------------------------------------------------------------------------- benchmark ---
@@ -143,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eks.md")
     args = parser.parse_args(argv)
     command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
 
     python, ref_error = (None, "skipped (--no-reference)") if args.no_reference else ensure_reference(args.ref_venv)
     work = Path(tempfile.mkdtemp(prefix="eks-bench-"))
@@ -165,55 +180,140 @@ def main(argv: list[str] | None = None) -> int:
     ref_gap = run_reference(python, gappy_csvs, work / "ref_gap.csv", None, 1) if python else None
 
     for label, ours, ref in (("fixed s", ours_fixed, ref_fixed), ("auto s", ours_auto, ref_auto)):
-        for phase, what in (("smooth", "smoothing (ensemble stats, s fit, smoother)"),
-                            ("total", "end to end: read 5 CSVs, smooth, write CSV")):
+        for phase, what in (
+            ("smooth", "smoothing (ensemble stats, s fit, smoother)"),
+            ("total", "end to end: read 5 CSVs, smooth, write CSV"),
+        ):
             mine = median_phase(ours, phase)
-            rows.append((f"{label}: runtime (s), {what}", f"{mine:.3f}",
-                         _ref_times(ref, phase, ref_error), _ratio(ref, phase, mine)))
-    rows.append(("I/O (s): read CSVs / write CSV (ours: vectorised numpy writer, 10 digits; eks: pandas)",
-                 f"{median_phase(ours_auto, 'load'):.2f} / {median_phase(ours_auto, 'write'):.2f}",
-                 _fmt(ref_auto, lambda r: f"{r['runs'][-1]['load']:.2f} / {r['runs'][-1]['write']:.2f}", "s"),
-                 "same layout"))
+            rows.append(
+                (
+                    f"{label}: runtime (s), {what}",
+                    f"{mine:.3f}",
+                    _ref_times(ref, phase, ref_error),
+                    _ratio(ref, phase, mine),
+                )
+            )
+    rows.append(
+        (
+            "I/O (s): read CSVs / write CSV (ours: vectorised numpy writer, 10 digits; eks: pandas)",
+            f"{median_phase(ours_auto, 'load'):.2f} / {median_phase(ours_auto, 'write'):.2f}",
+            _fmt(ref_auto, lambda r: f"{r['runs'][-1]['load']:.2f} / {r['runs'][-1]['write']:.2f}", "s"),
+            "same layout",
+        )
+    )
     if ref_fixed:
         diff = np.abs(ours_fixed["values"] - ref_fixed["values"])
-        rows.append((f"fixed s={args.fixed_s:g}: max abs diff x/y vs reference (px)",
-                     f"{np.nanmax(diff[..., :2]):.2e}", "-", "target <= 0.01"))
-        rows.append(("fixed s: max abs diff median / ens. var / posterior var",
-                     f"{np.nanmax(diff[..., 3:5]):.1e} / {np.nanmax(diff[..., 5:7]):.1e} / "
-                     f"{np.nanmax(diff[..., 7:9]):.1e}", "-", "reference is float32"))
+        rows.append(
+            (
+                f"fixed s={args.fixed_s:g}: max abs diff x/y vs reference (px)",
+                f"{np.nanmax(diff[..., :2]):.2e}",
+                "-",
+                "target <= 0.01",
+            )
+        )
+        rows.append(
+            (
+                "fixed s: max abs diff median / ens. var / posterior var",
+                f"{np.nanmax(diff[..., 3:5]):.1e} / {np.nanmax(diff[..., 5:7]):.1e} / {np.nanmax(diff[..., 7:9]):.1e}",
+                "-",
+                "reference is float32",
+            )
+        )
     centre_rmse = float(np.sqrt(np.nanmean((ours_auto["result"].centre - base.truth) ** 2)))
     rows.append(("RMSE of the ensemble median to truth (px)", f"{centre_rmse:.3f}", "-", "-"))
-    rows.append(("fixed s: RMSE to truth (px)", f"{rmse(ours_fixed['values'], base.truth):.3f}",
-                 _fmt(ref_fixed, lambda r: rmse(r["values"], base.truth)), "-"))
-    rows.append(("auto s: RMSE to truth (px)", f"{rmse(ours_auto['values'], base.truth):.3f}",
-                 _fmt(ref_auto, lambda r: rmse(r["values"], base.truth)), "target: ours <= reference"))
+    rows.append(
+        (
+            "fixed s: RMSE to truth (px)",
+            f"{rmse(ours_fixed['values'], base.truth):.3f}",
+            _fmt(ref_fixed, lambda r: rmse(r["values"], base.truth)),
+            "-",
+        )
+    )
+    rows.append(
+        (
+            "auto s: RMSE to truth (px)",
+            f"{rmse(ours_auto['values'], base.truth):.3f}",
+            _fmt(ref_auto, lambda r: rmse(r["values"], base.truth)),
+            "target: ours <= reference",
+        )
+    )
     true_s = base.step_sd**2
     ours_plain = run_ours(base_csvs, work / "ours_auto_plain.csv", None, 1, outliers="none")
-    rows.append(("auto s with outliers='none' (previous default): RMSE / coverage",
-                 f"{rmse(ours_plain['values'], base.truth):.3f} / "
-                 f"{coverage(ours_plain['values'], base.truth):.3f}", "-", "-"))
+    rows.append(
+        (
+            "auto s with outliers='none' (previous default): RMSE / coverage",
+            f"{rmse(ours_plain['values'], base.truth):.3f} / {coverage(ours_plain['values'], base.truth):.3f}",
+            "-",
+            "-",
+        )
+    )
     ours_eks_noise = run_ours(base_csvs, work / "ours_auto_eks.csv", None, 1, noise="eks")
-    rows.append(("auto s with noise='eks' (ablation): RMSE / coverage",
-                 f"{rmse(ours_eks_noise['values'], base.truth):.3f} / "
-                 f"{coverage(ours_eks_noise['values'], base.truth):.3f}", "-", "-"))
+    rows.append(
+        (
+            "auto s with noise='eks' (ablation): RMSE / coverage",
+            f"{rmse(ours_eks_noise['values'], base.truth):.3f} / {coverage(ours_eks_noise['values'], base.truth):.3f}",
+            "-",
+            "-",
+        )
+    )
     scale = ours_auto["result"].noise_scale
-    rows.append(("auto s: mean (s x noise scale) / true step variance",
-                 f"{np.mean(np.array(ours_auto['s']) * scale.mean(axis=1) / true_s):.2f}", "-", "-"))
-    rows.append(("auto s: mean s / true step variance", f"{np.mean(np.array(ours_auto['s']) / true_s):.2f}",
-                 _fmt(ref_auto, lambda r: np.mean(np.array(r["s"]) / true_s), ".2f"), "-"))
-    rows.append(("auto s: 95% interval coverage of the truth", f"{coverage(ours_auto['values'], base.truth):.3f}",
-                 _fmt(ref_auto, lambda r: coverage(r["values"], base.truth)), "target 0.93-0.97"))
-    rows.append(("1% all-NaN frames: NaN in x, y, posterior var", str(nan_count(ours_gap["values"])),
-                 _fmt(ref_gap, lambda r: nan_count(r["values"]), "d"),
-                 f"of {ours_gap['values'][..., [0, 1, 7, 8]].size}"))
-    rows.append(("1% all-NaN frames: RMSE to truth (px, finite values)",
-                 f"{rmse(ours_gap['values'], gappy.truth):.3f}",
-                 _fmt(ref_gap, lambda r: rmse(r["values"], gappy.truth)), "-"))
+    rows.append(
+        (
+            "auto s: mean (s x noise scale) / true step variance",
+            f"{np.mean(np.array(ours_auto['s']) * scale.mean(axis=1) / true_s):.2f}",
+            "-",
+            "-",
+        )
+    )
+    rows.append(
+        (
+            "auto s: mean s / true step variance",
+            f"{np.mean(np.array(ours_auto['s']) / true_s):.2f}",
+            _fmt(ref_auto, lambda r: np.mean(np.array(r["s"]) / true_s), ".2f"),
+            "-",
+        )
+    )
+    rows.append(
+        (
+            "auto s: 95% interval coverage of the truth",
+            f"{coverage(ours_auto['values'], base.truth):.3f}",
+            _fmt(ref_auto, lambda r: coverage(r["values"], base.truth)),
+            "target 0.93-0.97",
+        )
+    )
+    rows.append(
+        (
+            "1% all-NaN frames: NaN in x, y, posterior var",
+            str(nan_count(ours_gap["values"])),
+            _fmt(ref_gap, lambda r: nan_count(r["values"]), "d"),
+            f"of {ours_gap['values'][..., [0, 1, 7, 8]].size}",
+        )
+    )
+    rows.append(
+        (
+            "1% all-NaN frames: RMSE to truth (px, finite values)",
+            f"{rmse(ours_gap['values'], gappy.truth):.3f}",
+            _fmt(ref_gap, lambda r: rmse(r["values"], gappy.truth)),
+            "-",
+        )
+    )
     gap_frames = np.isnan(gappy.members[0, :, 0, 0])
-    rows.append(("1% all-NaN frames: RMSE on the NaN frames only (px)",
-                 f"{rmse(ours_gap['values'][gap_frames], gappy.truth[gap_frames]):.3f}", "-", "-"))
-    rows.append(("1% all-NaN frames: 95% interval coverage", f"{coverage(ours_gap['values'], gappy.truth):.3f}",
-                 "-", "target 0.93-0.97"))
+    rows.append(
+        (
+            "1% all-NaN frames: RMSE on the NaN frames only (px)",
+            f"{rmse(ours_gap['values'][gap_frames], gappy.truth[gap_frames]):.3f}",
+            "-",
+            "-",
+        )
+    )
+    rows.append(
+        (
+            "1% all-NaN frames: 95% interval coverage",
+            f"{coverage(ours_gap['values'], gappy.truth):.3f}",
+            "-",
+            "target 0.93-0.97",
+        )
+    )
 
     rows += _multiview_rows(args)
     scaling = _scaling(args, python, work)
@@ -229,11 +329,9 @@ def _scaling(args: argparse.Namespace, python: Path | None, work: Path) -> list[
     """(T, our smoothing s, our end-to-end s, reference smoothing s (cold)) for automatic s."""
     results = []
     for n_frames in [int(v) for v in args.scaling.split(",")]:
-        data = make_ensemble(n_frames=n_frames, n_keypoints=args.keypoints,
-                             n_members=args.members, seed=2)
+        data = make_ensemble(n_frames=n_frames, n_keypoints=args.keypoints, n_members=args.members, seed=2)
         csvs = write_members(data, work / f"scale{n_frames}")
-        ours = run_ours(csvs, work / f"ours_scale{n_frames}.csv", None,
-                        args.repeats if n_frames <= 10_000 else 2)
+        ours = run_ours(csvs, work / f"ours_scale{n_frames}.csv", None, args.repeats if n_frames <= 10_000 else 2)
         ref = "not run (minutes)"
         if python and n_frames <= 10_000:
             report = run_reference(python, csvs, work / f"ref_scale{n_frames}.csv", None, 1)
@@ -253,17 +351,23 @@ def _multiview_rows(args: argparse.Namespace) -> list[tuple[str, str, str, str]]
     single = eks.smooth(data.members)
     values = {name: r.to_array() for name, r in (("joint", joint), ("single", single))}
     return [
-        (f"multi-view (2 views x {n_points} points): RMSE joint / per-view (px)",
-         f"{rmse(values['joint'], data.truth):.3f} / {rmse(values['single'], data.truth):.3f}",
-         "-", "eks 4.6.2 multicam not compared"),
-        ("multi-view: 95% coverage / runtime (s)",
-         f"{coverage(values['joint'], data.truth):.3f} / {joint_s:.2f}", "-", "-"),
+        (
+            f"multi-view (2 views x {n_points} points): RMSE joint / per-view (px)",
+            f"{rmse(values['joint'], data.truth):.3f} / {rmse(values['single'], data.truth):.3f}",
+            "-",
+            "eks 4.6.2 multicam not compared",
+        ),
+        (
+            "multi-view: 95% coverage / runtime (s)",
+            f"{coverage(values['joint'], data.truth):.3f} / {joint_s:.2f}",
+            "-",
+            "-",
+        ),
     ]
 
 
 def _cpu_model() -> str:
-    done = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"],
-                          capture_output=True, text=True)
+    done = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True)
     return done.stdout.strip() or platform.processor() or platform.machine()
 
 
@@ -312,9 +416,14 @@ def _markdown(command: str, rows, scaling, ref_error: str, args) -> list[str]:
         lines += [f"**Reference not run:** {ref_error}", ""]
     lines += ["| metric | ours | eks 4.6.2 | note |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", "Scaling (automatic s; smoothing = ensemble stats + s fit + smoother, from arrays):", "",
-              "| T | ours smoothing (s) | ours smoothing per 1,000 frames (s) | ours end to end (s) "
-              "| eks 4.6.2 smoothing (s, cold) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Scaling (automatic s; smoothing = ensemble stats + s fit + smoother, from arrays):",
+        "",
+        "| T | ours smoothing (s) | ours smoothing per 1,000 frames (s) | ours end to end (s) "
+        "| eks 4.6.2 smoothing (s, cold) |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {t} | {o:.3f} | {1000 * o / t:.4f} | {e:.2f} | {r} |" for t, o, e, r in scaling]
     lines += [
         "",

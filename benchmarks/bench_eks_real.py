@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         args.data = Path("/work/shared/data/eks-examples")
     command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks_real.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     python, error = ensure_reference(args.ref_venv)
     if python is None:
         raise SystemExit(error)
@@ -118,16 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         _MEMBERS[(folder, camera)] = eks.load_members(csvs)[0]
         distance = np.linalg.norm(traces(mine) - traces(theirs), axis=-1)
         outputs[(folder, camera)] = (mine, theirs, ours["result"], distance)
-        rows.append({
-            "set": f"{folder} {camera}", "frames": mine.shape[0], "keypoints": mine.shape[1],
-            "members": len(csvs), "agree": float(np.nanmedian(distance)),
-            "far": float(np.nanmean(distance > FAR)),
-            "tn": (temporal_norm(traces(mine)), temporal_norm(traces(theirs))),
-            "flag": (flagged(mine), flagged(theirs)),
-            "time": (float(np.median([r["total"] for r in ours["runs"]])),
-                     min(r["total"] for r in ref["runs"][1:]) if len(ref["runs"]) > 1 else ref["runs"][0]["total"]),
-            "pca": None,
-        })
+        rows.append(
+            {
+                "set": f"{folder} {camera}",
+                "frames": mine.shape[0],
+                "keypoints": mine.shape[1],
+                "members": len(csvs),
+                "agree": float(np.nanmedian(distance)),
+                "far": float(np.nanmean(distance > FAR)),
+                "tn": (temporal_norm(traces(mine)), temporal_norm(traces(theirs))),
+                "flag": (flagged(mine), flagged(theirs)),
+                "time": (
+                    float(np.median([r["total"] for r in ours["runs"]])),
+                    min(r["total"] for r in ref["runs"][1:]) if len(ref["runs"]) > 1 else ref["runs"][0]["total"],
+                ),
+                "pca": None,
+            }
+        )
     multiview = _pca_rows(outputs, rows)
     figure_note = _figure(outputs, args.figure) if args.figure else ""
     lines = _markdown(command, rows, multiview, figure_note)
@@ -146,7 +154,9 @@ def _pca_rows(outputs: dict, rows: list[dict]) -> list[str]:
         names = result.bodyparts
         tops = [k for k, n in enumerate(names) if n.endswith("_top")]
         bots = [names.index(names[k].replace("_top", "_bot")) for k in tops]
-        groups.append(("mirror-mouse", [(mine, theirs, result, distance, tops), (mine, theirs, result, distance, bots)]))
+        groups.append(
+            ("mirror-mouse", [(mine, theirs, result, distance, tops), (mine, theirs, result, distance, bots)])
+        )
     if all(("fly", c) in outputs for c in "ABC"):
         groups.append(("fly", [(*outputs[("fly", c)], list(range(outputs[("fly", c)][0].shape[1]))) for c in "ABC"]))
     for name, views in groups:
@@ -160,10 +170,12 @@ def _pca_rows(outputs: dict, rows: list[dict]) -> list[str]:
         joint_res = pca_residual(joint, centre, spread)
         far = np.any([v[3][:, v[4]] > FAR for v in views], axis=0)
         better = float(np.mean(ours_res[far] < ref_res[far])) if far.any() else float("nan")
-        lines.append(f"| {name} | {np.nanmedian(ours_res):.2f} | {np.nanmedian(ref_res):.2f} | "
-                     f"{int(far.sum())} | {np.nanmedian(ours_res[far]) if far.any() else float('nan'):.2f} | "
-                     f"{np.nanmedian(ref_res[far]) if far.any() else float('nan'):.2f} | {better:.2f} | "
-                     f"{np.nanmedian(joint_res):.2f} / {joint_tn:.2f} / {joint_time:.2f} |")
+        lines.append(
+            f"| {name} | {np.nanmedian(ours_res):.2f} | {np.nanmedian(ref_res):.2f} | "
+            f"{int(far.sum())} | {np.nanmedian(ours_res[far]) if far.any() else float('nan'):.2f} | "
+            f"{np.nanmedian(ref_res[far]) if far.any() else float('nan'):.2f} | {better:.2f} | "
+            f"{np.nanmedian(joint_res):.2f} / {joint_tn:.2f} / {joint_time:.2f} |"
+        )
     return lines
 
 
@@ -228,8 +240,9 @@ def _members_of(key: tuple[str, str]) -> np.ndarray:
 
 
 def _markdown(command: str, rows: list[dict], multiview: list[str], figure_note: str) -> list[str]:
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"],
-                         capture_output=True, text=True).stdout.strip()
+    cpu = subprocess.run(
+        ["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True
+    ).stdout.strip()
     lines = [
         "# Real ensembles: ours vs eks 4.6.2 (single-camera smoothers)",
         "",
@@ -248,13 +261,19 @@ def _markdown(command: str, rows: list[dict], multiview: list[str], figure_note:
         lines.append(
             f"| {r['set']} | {r['frames']} x {r['keypoints']} x {r['members']} | {r['agree']:.2f} | {r['far']:.3f} | "
             f"{r['tn'][0]:.2f} / {r['tn'][1]:.2f} | {r['flag'][0]:.3f} / {r['flag'][1]:.3f} | "
-            f"{r['time'][0]:.2f} / {r['time'][1]:.2f} |")
+            f"{r['time'][0]:.2f} / {r['time'][1]:.2f} |"
+        )
     if multiview:
-        lines += ["", "PCA residual (px per view; the views of one point in the same frames, 3 components "
-                  "fitted on the ensemble medians where the members agree best):", "",
-                  "| set | ours median | eks median | (frame, point) > 5 px apart | ours there | eks there "
-                  "| share of those where ours is more consistent | ours multi-view (view_groups): PCA residual "
-                  "/ temporal norm / time (s) |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "PCA residual (px per view; the views of one point in the same frames, 3 components "
+            "fitted on the ensemble medians where the members agree best):",
+            "",
+            "| set | ours median | eks median | (frame, point) > 5 px apart | ours there | eks there "
+            "| share of those where ours is more consistent | ours multi-view (view_groups): PCA residual "
+            "/ temporal norm / time (s) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         lines += multiview
     if figure_note:
         lines += ["", f"Figure `docs/img/eks_real.png`: {figure_note}."]

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eks_scenarios.md")
     args = parser.parse_args(argv)
     command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks_scenarios.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     python, error = ensure_reference(args.ref_venv)
     if python is None:
         raise SystemExit(error)
@@ -75,8 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         p_rmse, p_cov = metrics(plain, truth, common)
         r_rmse, r_cov = metrics(ref["values"], truth, common)
         all_rmse, all_cov = metrics(ours["values"], truth, np.isfinite(ours["values"][..., 0]))
-        rows.append((scenario.name, o_rmse, r_rmse, o_rmse / r_rmse, o_cov, r_cov, p_rmse, p_cov,
-                     all_rmse, all_cov, 1.0 - common.mean()))
+        rows.append(
+            (
+                scenario.name,
+                o_rmse,
+                r_rmse,
+                o_rmse / r_rmse,
+                o_cov,
+                r_cov,
+                p_rmse,
+                p_cov,
+                all_rmse,
+                all_cov,
+                1.0 - common.mean(),
+            )
+        )
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
     lines = markdown(command, rows, args)
@@ -95,8 +109,9 @@ def run_ours_plain(csvs: list[Path], out: Path) -> np.ndarray:
 
 
 def markdown(command: str, rows: list[tuple], args: argparse.Namespace) -> list[str]:
-    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"],
-                         capture_output=True, text=True).stdout.strip()
+    cpu = subprocess.run(
+        ["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True
+    ).stdout.strip()
     met = sum(r[3] <= 0.9 for r in rows)
     covered = sum(0.93 <= r[4] <= 0.97 for r in rows)
     lines = [
@@ -116,10 +131,15 @@ def markdown(command: str, rows: list[tuple], args: argparse.Namespace) -> list[
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, o, r, ratio, oc, rc, p, pc, a, ac, nan in rows:
-        lines.append(f"| {name} | {o:.3f} | {r:.3f} | {ratio:.2f} | {oc:.3f} | {rc:.3f} | "
-                     f"{p:.3f} / {pc:.3f} | {a:.3f} / {ac:.3f} | {nan:.3f} |")
-    lines += ["", f"RMSE target (<= 0.9x) met in {met} of {len(rows)} scenarios; coverage target met "
-              f"in {covered} of {len(rows)}."]
+        lines.append(
+            f"| {name} | {o:.3f} | {r:.3f} | {ratio:.2f} | {oc:.3f} | {rc:.3f} | "
+            f"{p:.3f} / {pc:.3f} | {a:.3f} / {ac:.3f} | {nan:.3f} |"
+        )
+    lines += [
+        "",
+        f"RMSE target (<= 0.9x) met in {met} of {len(rows)} scenarios; coverage target met "
+        f"in {covered} of {len(rows)}.",
+    ]
     return lines
 
 

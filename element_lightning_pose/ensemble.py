@@ -100,8 +100,14 @@ class SmoothingParamSet(ImmutableParams, dj.Lookup):
             return int(existing.fetch1("smoothing_paramset_idx"))
         if smoothing_paramset_idx is None:
             smoothing_paramset_idx = max(fetch_column(cls, "smoothing_paramset_idx"), default=0) + 1
-        cls.insert1({"smoothing_paramset_idx": smoothing_paramset_idx, "paramset_desc": paramset_desc,
-                     "param_set_hash": digest, "params": canonical})
+        cls.insert1(
+            {
+                "smoothing_paramset_idx": smoothing_paramset_idx,
+                "paramset_desc": paramset_desc,
+                "param_set_hash": digest,
+                "params": canonical,
+            }
+        )
         return smoothing_paramset_idx
 
 
@@ -132,8 +138,14 @@ class EnsembleSmoothingTask(dj.Manual):
         """
 
     @classmethod
-    def create(cls, recording_key: dict, model_names: list[str], smoothing_paramset_idx: int,
-               ensemble_id: int = 1, description: str = "") -> dict:
+    def create(
+        cls,
+        recording_key: dict,
+        model_names: list[str],
+        smoothing_paramset_idx: int,
+        ensemble_id: int = 1,
+        description: str = "",
+    ) -> dict:
         """Insert an ensemble over the given models' tasks on a recording; returns its key."""
         rec = {k: recording_key[k] for k in model.VideoRecording.primary_key}
         missing = [m for m in model_names if not model.PoseEstimationTask & {**rec, "model_name": m}]
@@ -141,8 +153,7 @@ class EnsembleSmoothingTask(dj.Manual):
             raise ValueError(f"no PoseEstimationTask on recording {rec} for model(s) {missing}")
         key = {**rec, "ensemble_id": ensemble_id}
         with cls.connection.transaction:
-            cls.insert1({**key, "smoothing_paramset_idx": smoothing_paramset_idx,
-                         "ensemble_description": description})
+            cls.insert1({**key, "smoothing_paramset_idx": smoothing_paramset_idx, "ensemble_description": description})
             cls.Member.insert({**key, "model_name": m} for m in model_names)
         return key
 
@@ -201,9 +212,7 @@ class EnsembleSmoothing(dj.Computed):
 
     def make_fetch(self, key: dict) -> tuple:
         members = sorted(m["model_name"] for m in fetch_dicts(EnsembleSmoothingTask.Member & key, "model_name"))
-        files = [
-            (model.PoseEstimation & key & {"model_name": m}).fetch1("predictions_file") for m in members
-        ]
+        files = [(model.PoseEstimation & key & {"model_name": m}).fetch1("predictions_file") for m in members]
         params = (SmoothingParamSet * EnsembleSmoothingTask & key).fetch1("params")
         return members, files, params
 
@@ -237,8 +246,15 @@ class EnsembleSmoothing(dj.Computed):
         return len(members), result, paths.relative_to_roots([processed], out), elapsed
 
     def make_insert(self, key, n_members, result, output_file, elapsed) -> None:
-        self.insert1({**key, "n_members": n_members, "n_frames": int(result.x.shape[0]),
-                      "output_file": output_file, "smoothing_time_s": float(elapsed)})
+        self.insert1(
+            {
+                **key,
+                "n_members": n_members,
+                "n_frames": int(result.x.shape[0]),
+                "output_file": output_file,
+                "smoothing_time_s": float(elapsed),
+            }
+        )
         self.BodyPartPosition.insert(
             {
                 **key,

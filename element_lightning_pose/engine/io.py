@@ -86,9 +86,12 @@ def write_keypoint_csv(
         )
     columns = [(part, coord) for part in bodyparts for coord in coords]
     header = "".join(
-        f"{label},{','.join(cells)}\n" for label, cells in (
-            ("scorer", [scorer] * len(columns)), ("bodyparts", [p for p, _ in columns]),
-            ("coords", [c for _, c in columns]))
+        f"{label},{','.join(cells)}\n"
+        for label, cells in (
+            ("scorer", [scorer] * len(columns)),
+            ("bodyparts", [p for p, _ in columns]),
+            ("coords", [c for _, c in columns]),
+        )
     )
     frames = list(index) if index is not None else range(values.shape[0])
     body = _format_in_chunks(values.reshape(values.shape[0], -1), frames, significant)
@@ -108,12 +111,14 @@ def _format_in_chunks(values: np.ndarray, frames: Sequence[int], significant: in
 
     bounds = np.linspace(0, n_rows, 5).astype(int)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        parts = pool.map(lambda ab: format_csv_body(values[ab[0]:ab[1]], frames[ab[0]:ab[1]], significant),
-                         zip(bounds[:-1], bounds[1:]))
+        parts = pool.map(
+            lambda ab: format_csv_body(values[ab[0] : ab[1]], frames[ab[0] : ab[1]], significant),
+            zip(bounds[:-1], bounds[1:]),
+        )
         return b"".join(parts)
 
 
-def _is_frame_numbers(index: Sequence) -> bool:
+def _is_frame_numbers(index: Sequence | np.ndarray) -> bool:
     return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in index)
 
 
@@ -148,7 +153,7 @@ def format_csv_body(values: np.ndarray, frames: Sequence[int], significant: int 
     with np.errstate(divide="ignore", invalid="ignore"):
         exponent = np.where(nonzero, np.floor(np.log10(np.where(nonzero, magnitude, 1.0))), 0).astype(np.int64)
     decimals = significant - 1 - exponent
-    special = (np.isinf(values) | (nonzero & ((decimals > _MAX_DECIMALS) | (exponent >= _INT_DIGITS - 1))))
+    special = np.isinf(values) | (nonzero & ((decimals > _MAX_DECIMALS) | (exponent >= _INT_DIGITS - 1)))
     decimals = np.clip(decimals, 0, _MAX_DECIMALS)
     plain = finite & ~special
     # integer arithmetic in float64: every value here is an integer below 2**53, so exact
@@ -316,23 +321,21 @@ class LabeledFrames:
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def subset(self, rows: Sequence[int]) -> LabeledFrames:
+    def subset(self, rows: Sequence[int] | np.ndarray) -> LabeledFrames:
         """The labels of ``rows`` (positions, in the given order)."""
-        rows = np.asarray(rows, dtype=int).reshape(-1)
-        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
-            raise IndexError(f"rows {rows.tolist()} out of range for {len(self)} labeled frames")
+        positions = np.asarray(rows, dtype=int).reshape(-1)
+        if positions.size and (positions.min() < -len(self) or positions.max() >= len(self)):
+            raise IndexError(f"rows {positions.tolist()} out of range for {len(self)} labeled frames")
         return replace(
             self,
             bodyparts=list(self.bodyparts),
-            image_paths=[self.image_paths[r] for r in rows],
-            keypoints=self.keypoints[rows].copy(),
-            visible=None if self.visible is None else self.visible[rows].copy(),
+            image_paths=[self.image_paths[r] for r in positions],
+            keypoints=self.keypoints[positions].copy(),
+            visible=None if self.visible is None else self.visible[positions].copy(),
         )
 
 
-def read_labels(
-    csv_path: PathLike, root: PathLike | None = None, *, check_images: bool = True
-) -> LabeledFrames:
+def read_labels(csv_path: PathLike, root: PathLike | None = None, *, check_images: bool = True) -> LabeledFrames:
     """Read and validate an LP/DeepLabCut ``CollectedData.csv``.
 
     The header has three rows (scorer / bodyparts / coords, coords being ``x``, ``y`` and
@@ -347,8 +350,9 @@ def read_labels(
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         rows = [(line, row) for line, row in _numbered_rows(handle) if any(c.strip() for c in row)]
     if len(rows) < 3:
-        raise ProjectError(f"{csv_path}: expected a 3-row header (scorer, bodyparts, coords), "
-                           f"found {len(rows)} non-empty line(s)")
+        raise ProjectError(
+            f"{csv_path}: expected a 3-row header (scorer, bodyparts, coords), found {len(rows)} non-empty line(s)"
+        )
     header, body = [r for _, r in rows[:3]], rows[3:]
     n_index = _index_width(csv_path, header)
     columns = _label_columns(csv_path, header, n_index)
@@ -402,8 +406,9 @@ def _index_width(csv_path: Path, header: list[list[str]]) -> int:
     while width < len(coords_row) and coords_row[width] == "" and header[0][width] == "":
         width += 1
     if width not in (1, 3):
-        raise ProjectError(f"{csv_path}: {width} index columns; expected 1 (image path) or 3 "
-                           "(labeled-data, video, image)")
+        raise ProjectError(
+            f"{csv_path}: {width} index columns; expected 1 (image path) or 3 (labeled-data, video, image)"
+        )
     return width
 
 
@@ -411,12 +416,15 @@ def _label_columns(csv_path: Path, header: list[list[str]], n_index: int) -> dic
     """Parse the three header rows into scorer, body parts and (keypoint, coord) slots."""
     for number, (row, label) in enumerate(zip(header, HEADER_LABELS), start=1):
         if row[0] and row[0].lower() != label:
-            raise ProjectError(f"{csv_path}: header row {number} starts with {row[0]!r}, expected "
-                               f"{label!r}; the header must be exactly 3 rows (scorer, bodyparts, coords)")
+            raise ProjectError(
+                f"{csv_path}: header row {number} starts with {row[0]!r}, expected "
+                f"{label!r}; the header must be exactly 3 rows (scorer, bodyparts, coords)"
+            )
     width = len(header[2])
     if width <= n_index or any(len(r) != width for r in header):
-        raise ProjectError(f"{csv_path}: header rows have unequal or no data columns "
-                           f"({[len(r) for r in header]} cells)")
+        raise ProjectError(
+            f"{csv_path}: header rows have unequal or no data columns ({[len(r) for r in header]} cells)"
+        )
     scorers = list(dict.fromkeys(header[0][n_index:]))
     if len(scorers) != 1 or not scorers[0]:
         raise ProjectError(f"{csv_path}: expected one scorer in header row 1, found {scorers}")
@@ -513,7 +521,8 @@ def find_videos(video_dir: PathLike) -> list[Path]:
     if not video_dir.is_dir():
         raise ProjectError(f"{video_dir}: video folder not found")
     return sorted(
-        p for p in video_dir.iterdir()
+        p
+        for p in video_dir.iterdir()
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
     )
 
@@ -546,7 +555,7 @@ def context_image_paths(root: PathLike, image_path: str, radius: int = 2) -> lis
     number, digits = int(match.group(1)), len(match.group(1))
 
     def neighbour(offset: int) -> str:
-        renamed = f"{name[:match.start()]}{max(number + offset, 0):0{digits}d}{name[match.end():]}"
+        renamed = f"{name[: match.start()]}{max(number + offset, 0):0{digits}d}{name[match.end() :]}"
         return f"{folder}/{renamed}" if folder else renamed
 
     paths = []

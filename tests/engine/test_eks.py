@@ -17,10 +17,12 @@ def pair_members(observed: np.ndarray, half_spread: float) -> np.ndarray:
     ``observed`` is (T, K, 2); the result is (2, T, K, 3).
     """
     likelihood = np.ones(observed.shape[:2] + (1,))
-    return np.stack([
-        np.concatenate([observed - half_spread, likelihood], axis=-1),
-        np.concatenate([observed + half_spread, likelihood], axis=-1),
-    ])
+    return np.stack(
+        [
+            np.concatenate([observed - half_spread, likelihood], axis=-1),
+            np.concatenate([observed + half_spread, likelihood], axis=-1),
+        ]
+    )
 
 
 def random_walk(rng: np.random.Generator, n_frames: int, n_keypoints: int, step_var: float) -> np.ndarray:
@@ -207,15 +209,16 @@ def test_multiview_beats_single_view_on_a_shared_latent_point():
     n_frames = 1500
     point = 200 + np.cumsum(rng.normal(0, 1.5, (n_frames, 3)), axis=0)
     truth = np.stack([point[:, [0, 1]], point[:, [0, 2]]], axis=1)  # (T, 2 views, 2)
-    members = np.stack([
-        np.concatenate([truth + rng.normal(0, 3.0, truth.shape), np.ones((n_frames, 2, 1))], -1)
-        for _ in range(4)
-    ])
+    members = np.stack(
+        [np.concatenate([truth + rng.normal(0, 3.0, truth.shape), np.ones((n_frames, 2, 1))], -1) for _ in range(4)]
+    )
     members[:, 700:705, 1] = np.nan  # the bottom view is lost for a while
     single = eks.smooth(members, ["paw_top", "paw_bot"])
     joint = eks.smooth_multiview(members, [["paw_top", "paw_bot"]], ["paw_top", "paw_bot"])
+
     def rmse(result):
         return np.sqrt(((np.stack([result.x, result.y], -1) - truth) ** 2).mean())
+
     assert rmse(joint) < 0.95 * rmse(single)
     assert np.isfinite(joint.to_array()[..., [0, 1, 7, 8]]).all()
     assert joint.s[0] == joint.s[1]
@@ -231,15 +234,13 @@ def test_cli_smooths_two_csvs(tmp_path, capsys):
         values = np.concatenate([truth + rng.normal(0, 1, truth.shape), np.ones((60, 2, 1))], -1)
         paths.append(str(write_predictions(tmp_path / f"m{i}.csv", values, ["nose", "tail"])))
     out = tmp_path / "out" / "eks.csv"
-    code = elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "0:40",
-                     "--keypoint-groups", "nose,tail"])
+    code = elp_main(["smooth", *paths, "-o", str(out), "--fit-range", "0:40", "--keypoint-groups", "nose,tail"])
     assert code == 0
     values, bodyparts, coords, _ = read_keypoint_csv(out)
     assert values.shape == (60, 2, 9) and bodyparts == ["nose", "tail"]
     printed = capsys.readouterr().out
     assert "nose\ts=" in printed and str(out) in printed
-    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean",
-                     "--noise", "calibrated"]) == 0
+    assert elp_main(["smooth", *paths, "-o", str(out), "--s", "2.5", "--centre", "mean", "--noise", "calibrated"]) == 0
     assert elp_main(["smooth", *paths, "-o", str(out), "--view-groups", "nose,tail"]) == 0
     assert read_keypoint_csv(out)[0].shape == (60, 2, 9)
     assert elp_main(["smooth", paths[0], str(tmp_path / "missing.csv"), "-o", str(out)]) == 2
@@ -274,8 +275,9 @@ def test_cli_keeps_an_empty_first_frame_in_place(tmp_path):
     """`elp smooth` once lost an all-NaN first frame and shifted every frame by one."""
     rng = np.random.default_rng(11)
     truth = random_walk(rng, 60, 2, 1.0)
-    members = np.stack([np.concatenate([truth + rng.normal(0, 1, truth.shape), np.ones((60, 2, 1))], -1)
-                        for _ in range(2)])
+    members = np.stack(
+        [np.concatenate([truth + rng.normal(0, 1, truth.shape), np.ones((60, 2, 1))], -1) for _ in range(2)]
+    )
     members[:, 0] = np.nan
     paths = [str(write_predictions(tmp_path / f"m{i}.csv", m, ["nose", "tail"])) for i, m in enumerate(members)]
     out = tmp_path / "eks.csv"
@@ -294,14 +296,29 @@ def test_smoothing_params_name_the_key_and_keep_the_defaults():
     )
 
     # the canonical defaults are those SmoothingParamSet always stored (same hash)
-    assert validate_smoothing_params({}) == {"s": None, "centre": "median", "var_mode": "confidence_weighted",
-                                            "keypoint_groups": None, "fit_range": None, "noise": "auto"}
-    for params, key in [({"fit_range": "zzz"}, "fit_range"), ({"fit_range": (5, 2)}, "fit_range"),
-                        ({"fit_range": [0, 1.5]}, "fit_range"), ({"keypoint_groups": 5}, "keypoint_groups"),
-                        ({"keypoint_groups": "nose"}, None), ({"keypoint_groups": [[0, True]]}, "keypoint_groups"),
-                        ({"s": "4"}, "s"), ({"s": True}, "s"), ({"s": [1.0, -1.0]}, "s"),
-                        ({"centre": "mode"}, "centre"), ({"var_mode": None}, "var_mode"),
-                        ({"noise": 3}, "noise"), ({"sigma": 1.0}, "'sigma'")]:
+    assert validate_smoothing_params({}) == {
+        "s": None,
+        "centre": "median",
+        "var_mode": "confidence_weighted",
+        "keypoint_groups": None,
+        "fit_range": None,
+        "noise": "auto",
+    }
+    for params, key in [
+        ({"fit_range": "zzz"}, "fit_range"),
+        ({"fit_range": (5, 2)}, "fit_range"),
+        ({"fit_range": [0, 1.5]}, "fit_range"),
+        ({"keypoint_groups": 5}, "keypoint_groups"),
+        ({"keypoint_groups": "nose"}, None),
+        ({"keypoint_groups": [[0, True]]}, "keypoint_groups"),
+        ({"s": "4"}, "s"),
+        ({"s": True}, "s"),
+        ({"s": [1.0, -1.0]}, "s"),
+        ({"centre": "mode"}, "centre"),
+        ({"var_mode": None}, "var_mode"),
+        ({"noise": 3}, "noise"),
+        ({"sigma": 1.0}, "'sigma'"),
+    ]:
         if key is None:  # text form: one group
             assert SmoothingParams.from_dict(params).keypoint_groups == [["nose"]]
             continue
@@ -313,8 +330,7 @@ def test_smoothing_params_name_the_key_and_keep_the_defaults():
         SmoothingParams.from_dict({"fit_range": "zzz", "keypoint_groups": 5})
     assert "fit_range: 'zzz'" in str(caught.value) and "keypoint_groups must" in str(caught.value)  # both named
     # text forms are stored parsed; numpy values become plain numbers
-    parsed = validate_smoothing_params({"fit_range": "0:500", "keypoint_groups": "nose,0;tail",
-                                        "s": np.float64(4)})
+    parsed = validate_smoothing_params({"fit_range": "0:500", "keypoint_groups": "nose,0;tail", "s": np.float64(4)})
     assert parsed["fit_range"] == [0, 500] and parsed["keypoint_groups"] == [["nose", 0], ["tail"]]
     assert parsed["s"] == 4.0 and type(parsed["s"]) is float
     assert validate_smoothing_params({"fit_range": [(0, 5), (7, None)]})["fit_range"] == [[0, 5], [7, None]]
@@ -335,20 +351,26 @@ def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
     values = np.concatenate([np.zeros((10, 1, 2)), np.ones((10, 1, 1))], -1)
     member = str(write_predictions(tmp_path / "m.csv", values, ["nose"]))
     out = tmp_path / "eks.csv"
-    for options, expected in [(["--fit-range", "5:2"], "--fit-range"), (["--fit-range", "zzz"], "--fit-range"),
-                              (["--keypoint-groups", "nose;nose"], "--keypoint-groups"),
-                              (["--s", "-1"], "--s must be positive"),
-                              (["-o", f"{member}/eks.csv"], "m.csv/eks.csv")]:  # output under a file
-        done = subprocess.run([sys.executable, "-m", "element_lightning_pose.cli", "smooth", member, member,
-                               "-o", str(out), *options], capture_output=True, text=True, timeout=120)
+    for options, expected in [
+        (["--fit-range", "5:2"], "--fit-range"),
+        (["--fit-range", "zzz"], "--fit-range"),
+        (["--keypoint-groups", "nose;nose"], "--keypoint-groups"),
+        (["--s", "-1"], "--s must be positive"),
+        (["-o", f"{member}/eks.csv"], "m.csv/eks.csv"),
+    ]:  # output under a file
+        done = subprocess.run(
+            [sys.executable, "-m", "element_lightning_pose.cli", "smooth", member, member, "-o", str(out), *options],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("elp smooth: error: ") and expected in done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and done.stdout == ""
         assert not out.exists()
 
 
-def noisy_members(rng: np.random.Generator, truth: np.ndarray, n_members: int = 5,
-                  noise_sd: float = 2.0) -> np.ndarray:
+def noisy_members(rng: np.random.Generator, truth: np.ndarray, n_members: int = 5, noise_sd: float = 2.0) -> np.ndarray:
     """(M, T, K, 3) members: truth + Gaussian noise, likelihood 0.8-1."""
     xy = truth[None] + rng.normal(0.0, noise_sd, (n_members, *truth.shape))
     likelihood = rng.uniform(0.8, 1.0, (n_members, *truth.shape[:2], 1))
@@ -393,8 +415,10 @@ def test_robust_smoother_keeps_coverage_and_catches_members_failing_together():
     swapped[:3, 2000:2004, 1, :2] = truth[2000:2004, 1] + [45.0, 30.0]
     swapped[:3, 2000:2004, 1, 2] = 0.95
     robust, plain = eks.smooth(swapped), eks.smooth(swapped, outliers="none")
+
     def worst(r):
         return np.hypot(r.x[2000:2004, 1] - truth[2000:2004, 1, 0], r.y[2000:2004, 1] - truth[2000:2004, 1, 1]).max()
+
     assert worst(robust) < 5.0 < worst(plain)
 
 
@@ -417,13 +441,28 @@ def test_cli_robust_and_view_group_options_name_the_option(tmp_path, capsys):
     names = ["a_top", "b_top", "a_bot", "b_bot"]
     csvs = [str(write_predictions(tmp_path / f"m{i}.csv", m, names)) for i, m in enumerate(members)]
     out = tmp_path / "out.csv"
-    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
-                     "--keypoint-groups", "a_top,b_top"]) == 2
+    assert (
+        elp_main(
+            [
+                "smooth",
+                *csvs,
+                "-o",
+                str(out),
+                "--view-groups",
+                "a_top,a_bot;b_top,b_bot",
+                "--keypoint-groups",
+                "a_top,b_top",
+            ]
+        )
+        == 2
+    )
     assert "--keypoint-groups and --view-groups cannot be combined" in capsys.readouterr().err
     assert elp_main(["smooth", *csvs, "-o", str(out), "--outlier-threshold", "1"]) == 2
     assert "--outlier-threshold must be" in capsys.readouterr().err and not out.exists()
-    assert elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot",
-                     "--outliers", "reject"]) == 0
+    assert (
+        elp_main(["smooth", *csvs, "-o", str(out), "--view-groups", "a_top,a_bot;b_top,b_bot", "--outliers", "reject"])
+        == 0
+    )
     expected = eks.smooth_multiview(members, [["a_top", "a_bot"], ["b_top", "b_bot"]], names, outliers="reject")
     values = read_keypoint_csv(out)[0]
     assert np.allclose(values[..., 0], expected.x, rtol=1e-9, atol=1e-6)

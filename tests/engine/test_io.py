@@ -24,11 +24,7 @@ from element_lightning_pose.engine.io import (
     write_predictions,
 )
 
-HEADER = (
-    "scorer,me,me,me,me\n"
-    "bodyparts,nose,nose,tail,tail\n"
-    "coords,x,y,x,y\n"
-)
+HEADER = "scorer,me,me,me,me\nbodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\n"
 
 
 def _project(tmp_path: Path, csv_text: str, images: tuple[str, ...] = ("labeled-data/img0.png",)) -> Path:
@@ -85,10 +81,7 @@ def test_visible_column_and_unlabeled_keypoints(tmp_path: Path) -> None:
 def test_deeplabcut_three_column_index(tmp_path: Path) -> None:
     csv_path = _project(
         tmp_path,
-        "scorer,,,me,me,me,me\n"
-        "bodyparts,,,nose,nose,tail,tail\n"
-        "coords,,,x,y,x,y\n"
-        "labeled-data,vid1,img0.png,1,2,3,4\n",
+        "scorer,,,me,me,me,me\nbodyparts,,,nose,nose,tail,tail\ncoords,,,x,y,x,y\nlabeled-data,vid1,img0.png,1,2,3,4\n",
         images=("labeled-data/vid1/img0.png",),
     )
     labels = read_labels(csv_path)
@@ -211,10 +204,13 @@ def test_context_image_paths_keep_padding_and_fall_back_towards_the_centre(tmp_p
     for t in (0, 1, 2, 3, 5):
         (folder / f"img{t:04d}.png").write_bytes(b"")
     assert context_image_paths(tmp_path, "labeled-data/vid/img0002.png") == [
-        f"labeled-data/vid/img{t:04d}.png" for t in (0, 1, 2, 3, 3)  # 4 missing: 3 stands in
+        f"labeled-data/vid/img{t:04d}.png"
+        for t in (0, 1, 2, 3, 3)  # 4 missing: 3 stands in
     ]
     assert context_image_paths(tmp_path, "labeled-data/vid/img0000.png", radius=1) == [
-        "labeled-data/vid/img0000.png", "labeled-data/vid/img0000.png", "labeled-data/vid/img0001.png",
+        "labeled-data/vid/img0000.png",
+        "labeled-data/vid/img0000.png",
+        "labeled-data/vid/img0001.png",
     ]
     assert context_image_paths(tmp_path, "frame.png", radius=1) == ["frame.png"] * 3
 
@@ -240,8 +236,13 @@ def test_rows_without_any_value_round_trip_first_middle_and_last(tmp_path: Path)
     assert bodyparts == ["nose", "tail"] and coords == ["x", "y", "likelihood"]
     np.testing.assert_array_equal(read_predictions(path)[0], predictions)
     # image-path index (a label-like table) with an unlabeled first image
-    named = write_keypoint_csv(tmp_path / "labels.csv", predictions[:3, :, :2], ["nose", "tail"], ("x", "y"),
-                               index=[f"labeled-data/img{i}.png" for i in range(3)])
+    named = write_keypoint_csv(
+        tmp_path / "labels.csv",
+        predictions[:3, :, :2],
+        ["nose", "tail"],
+        ("x", "y"),
+        index=[f"labeled-data/img{i}.png" for i in range(3)],
+    )
     values, _, _, index = read_keypoint_csv(named)
     assert list(index) == [f"labeled-data/img{i}.png" for i in range(3)]
     np.testing.assert_array_equal(values, predictions[:3, :, :2])
@@ -289,8 +290,18 @@ def test_elp_train_refuses_labels_without_keypoints_and_writes_nothing(tmp_path:
 
     _project(tmp_path / "project", HEADER + "labeled-data/img0.png,,,,\n")
     model_dir = tmp_path / "model"
-    tiny = ["--set", "model.backbone=resnet18", "--set", "model.pretrained=false", "--set", "data.image_resize=[32,32]",
-            "--set", "training.max_steps=1", "--set", "training.num_workers=0"]  # the old code trained on it
+    tiny = [
+        "--set",
+        "model.backbone=resnet18",
+        "--set",
+        "model.pretrained=false",
+        "--set",
+        "data.image_resize=[32,32]",
+        "--set",
+        "training.max_steps=1",
+        "--set",
+        "training.num_workers=0",
+    ]  # the old code trained on it
     assert elp_main(["train", str(tmp_path / "project"), "--model-dir", str(model_dir), "--no-progress", *tiny]) == 2
     captured = capsys.readouterr()
     assert f"no labeled keypoints in {tmp_path / 'project' / 'CollectedData.csv'}" in captured.out + captured.err

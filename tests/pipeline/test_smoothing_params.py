@@ -12,8 +12,13 @@ import pytest
 
 @pytest.mark.parametrize(
     ("params", "key"),
-    [({"fit_range": "zzz"}, "fit_range"), ({"keypoint_groups": 5}, "keypoint_groups"),
-     ({"s": "4"}, "s"), ({"noise": "gaussian"}, "noise"), ({"smoothness": 2.0}, "'smoothness'")],
+    [
+        ({"fit_range": "zzz"}, "fit_range"),
+        ({"keypoint_groups": 5}, "keypoint_groups"),
+        ({"s": "4"}, "s"),
+        ({"noise": "gaussian"}, "noise"),
+        ({"smoothness": 2.0}, "'smoothness'"),
+    ],
     ids=["fit_range", "keypoint_groups", "s-text", "noise", "unknown-key"],
 )
 def test_bad_smoothing_params_are_refused_at_insert(lp, params, key):
@@ -38,8 +43,14 @@ def test_smoothing_params_are_stored_canonical_and_deduplicated(lp):
     assert table.insert_new_params("again", {"s": 2.0, "fit_range": (0, 40), "keypoint_groups": [[0, 1], [2]]}) == idx
     # the defaults hash as they always did: existing parameter sets are found again
     default = table.insert_new_params("auto s", {})
-    old_canonical = {"s": None, "centre": "median", "var_mode": "confidence_weighted", "keypoint_groups": None,
-                     "fit_range": None, "noise": "auto"}
+    old_canonical = {
+        "s": None,
+        "centre": "median",
+        "var_mode": "confidence_weighted",
+        "keypoint_groups": None,
+        "fit_range": None,
+        "noise": "auto",
+    }
     assert (table & {"smoothing_paramset_idx": default}).fetch1("param_set_hash") == train.params_hash(old_canonical)
 
 
@@ -95,18 +106,27 @@ def test_paramset_chooses_robust_options_and_the_multiview_smoother(lp, flow):
         table.insert_new_params("both", {"view_groups": "0,1", "keypoint_groups": "2"})
     with pytest.raises(ValueError, match="outlier_threshold"):
         table.insert_new_params("low threshold", {"outlier_threshold": 1})
-    idx = table.insert_new_params("two views, robust", {"view_groups": "0,1", "outliers": "reject",
-                                                        "outlier_threshold": 4})
+    idx = table.insert_new_params(
+        "two views, robust", {"view_groups": "0,1", "outliers": "reject", "outlier_threshold": 4}
+    )
     stored = (table & {"smoothing_paramset_idx": idx}).fetch1("params")
     assert stored["outliers"] == "reject" and stored["outlier_threshold"] == 4.0
     assert [[int(v) for v in g] for g in stored["view_groups"]] == [[0, 1]]
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     key = lp.ensemble.EnsembleSmoothingTask.create(flow["rec"], flow["names"], idx, ensemble_id=31)
     assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, key).errors == []
-    files = [lp.model.processed_dir() / (lp.model.PoseEstimation & {**flow["rec"], "model_name": m}).fetch1(
-        "predictions_file") for m in sorted(flow["names"])]
-    expected = eks.smooth_multiview([io.read_predictions(f)[0] for f in files], [[0, 1]],
-                                    io.read_predictions(files[0])[1], outliers="reject", outlier_threshold=4.0)
+    files = [
+        lp.model.processed_dir()
+        / (lp.model.PoseEstimation & {**flow["rec"], "model_name": m}).fetch1("predictions_file")
+        for m in sorted(flow["names"])
+    ]
+    expected = eks.smooth_multiview(
+        [io.read_predictions(f)[0] for f in files],
+        [[0, 1]],
+        io.read_predictions(files[0])[1],
+        outliers="reject",
+        outlier_threshold=4.0,
+    )
     rows = dj_compat.fetch_dicts(lp.ensemble.EnsembleSmoothing.BodyPartPosition & key, "body_part", "x_pos")
     by_part = {row["body_part"]: row for row in rows}
     for k, part in enumerate(expected.bodyparts):

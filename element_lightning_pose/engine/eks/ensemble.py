@@ -1,5 +1,4 @@
-"""Ensemble statistics: the members' centre (median or mean) and variance per frame and keypoint.
-"""
+"""Ensemble statistics: the members' centre (median or mean) and variance per frame and keypoint."""
 
 from __future__ import annotations
 
@@ -37,8 +36,9 @@ class EnsembleStats:
     likelihood: np.ndarray
 
 
-def ensemble_stats(members: np.ndarray, centre: CentreMode = "median",
-                   var_mode: VarMode = "confidence_weighted", lone: str = "largest") -> EnsembleStats:
+def ensemble_stats(
+    members: np.ndarray, centre: CentreMode = "median", var_mode: VarMode = "confidence_weighted", lone: str = "largest"
+) -> EnsembleStats:
     """Centre, noise variance and mean likelihood of (M, T, K, 3) members.
 
     A member counts at a frame only where its x, y and likelihood are all finite. The variance
@@ -119,5 +119,3 @@ def _fill_lone_member_frames(var: np.ndarray, n_valid: np.ndarray, median: bool 
     largest = finite.max(axis=0)  # (K, 2)
     largest = np.where(np.isfinite(largest), largest, 1.0 / LIKELIHOOD_FLOOR)
     return np.where(lone[..., None], np.broadcast_to(largest, var.shape), var)
-
-

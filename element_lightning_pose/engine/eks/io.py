@@ -1,5 +1,4 @@
-"""Reading ensemble members and writing the smoothed CSV in eks's layout.
-"""
+"""Reading ensemble members and writing the smoothed CSV in eks's layout."""
 
 from __future__ import annotations
 
@@ -26,8 +25,15 @@ PathLike = str | os.PathLike
 
 # Columns of each keypoint in the smoothed CSV, in eks's order.
 EKS_COORDS = (
-    "x", "y", "likelihood", "x_ens_median", "y_ens_median",
-    "x_ens_var", "y_ens_var", "x_posterior_var", "y_posterior_var",
+    "x",
+    "y",
+    "likelihood",
+    "x_ens_median",
+    "y_ens_median",
+    "x_ens_var",
+    "y_ens_var",
+    "x_posterior_var",
+    "y_posterior_var",
 )
 
 
@@ -52,25 +58,32 @@ class SmoothingResult:
     def to_array(self) -> np.ndarray:
         """(T, K, 9) in eks's column order (see ``EKS_COORDS``)."""
         return np.concatenate(
-            [self.x[..., None], self.y[..., None], self.likelihood[..., None],
-             self.centre, self.ensemble_var, self.posterior_var],
+            [
+                self.x[..., None],
+                self.y[..., None],
+                self.likelihood[..., None],
+                self.centre,
+                self.ensemble_var,
+                self.posterior_var,
+            ],
             axis=-1,
         )
 
-    def to_csv(self, path: PathLike, index: Sequence | None = None,
-               significant: int | None = CSV_SIGNIFICANT) -> Path:
+    def to_csv(self, path: PathLike, index: Sequence | None = None, significant: int | None = CSV_SIGNIFICANT) -> Path:
         """Write the eks-layout CSV (3-row header, 9 coords per keypoint), atomically.
 
         Values are printed with ``significant`` digits by the vectorised writer (the layout is
         eks's, byte for byte); ``None`` prints Python's full ``repr`` as pandas does (slower).
         """
         return write_keypoint_csv(
-            path, self.to_array(), self.bodyparts, EKS_COORDS,
-            scorer="ensemble-kalman_tracker", index=index, significant=significant,
+            path,
+            self.to_array(),
+            self.bodyparts,
+            EKS_COORDS,
+            scorer="ensemble-kalman_tracker",
+            index=index,
+            significant=significant,
         )
-
-
-
 
 
 def load_members(
@@ -93,9 +106,7 @@ def load_members(
                 continue
             values, file_bodyparts = read[id(member)]
             if names is not None and file_bodyparts != names:
-                raise ProjectError(
-                    f"{member}: body parts {file_bodyparts} differ from {sources[0]}'s {names}"
-                )
+                raise ProjectError(f"{member}: body parts {file_bodyparts} differ from {sources[0]}'s {names}")
             names = file_bodyparts
             arrays.append(values)
             sources.append(str(member))
@@ -132,8 +143,10 @@ def require_predictions(values: np.ndarray, source: str) -> None:
     if values.shape[0] == 0:
         raise ProjectError(f"{source}: no frames")
     if not np.isfinite(values).all(axis=-1).any():
-        raise ProjectError(f"{source}: no finite prediction in any of its {values.shape[0]} frames "
-                           "(every x, y or likelihood is NaN or infinite); nothing to smooth")
+        raise ProjectError(
+            f"{source}: no finite prediction in any of its {values.shape[0]} frames "
+            "(every x, y or likelihood is NaN or infinite); nothing to smooth"
+        )
 
 
 def _resolve_bodyparts(given: Sequence[str] | None, from_files: list[str] | None, n: int) -> list[str]:
@@ -141,5 +154,3 @@ def _resolve_bodyparts(given: Sequence[str] | None, from_files: list[str] | None
     if len(names) != n:
         raise ValueError(f"{len(names)} body part names given for {n} keypoints")
     return names
-
-

@@ -54,8 +54,6 @@ from .singleview import (
 PathLike = str | os.PathLike
 
 
-
-
 @dataclass
 class _LatentModel:
     """G physical keypoints, each observed as 2V numbers per frame (x, y in every view).
@@ -86,22 +84,24 @@ class _LatentModel:
         return self.loadings.shape[2]
 
 
-def _fit_latent_model(values: np.ndarray, variances: np.ndarray, n_latent: int,
-                      quantile: float, names: list[str]) -> _LatentModel:
+def _fit_latent_model(
+    values: np.ndarray, variances: np.ndarray, n_latent: int, quantile: float, names: list[str]
+) -> _LatentModel:
     """PCA per physical keypoint on the frames where all views are seen and members agree
     (largest ensemble variance at most its ``quantile`` percentile)."""
     observed = np.isfinite(values) & np.isfinite(variances)
     n_groups, _, n_obs = values.shape
     if n_obs <= n_latent:
-        raise ValueError(f"multi-view needs more than {n_latent} observed numbers per frame "
-                         f"(2 x views); got {n_obs}")
+        raise ValueError(f"multi-view needs more than {n_latent} observed numbers per frame (2 x views); got {n_obs}")
     means, loadings, prior_vars = [], [], []
     for g in range(n_groups):
         complete = observed[g].all(axis=1)
         spread = np.where(complete, variances[g].max(axis=1), np.inf)
         if complete.sum() <= n_latent:
-            raise ValueError(f"view group {names[g]}: only {complete.sum()} frames seen in all "
-                             f"views; need more than {n_latent} to fit the latent model")
+            raise ValueError(
+                f"view group {names[g]}: only {complete.sum()} frames seen in all "
+                f"views; need more than {n_latent} to fit the latent model"
+            )
         good = complete & (spread <= np.percentile(spread[complete], quantile))
         centred_good = values[g, good] - values[g, good].mean(axis=0)
         _, _, vt = np.linalg.svd(centred_good, full_matrices=False)
@@ -155,9 +155,11 @@ def _latent_log_likelihood(
     latent, factor = _latent_posterior_mean(model, s)
     n_groups, n_frames, _ = model.w.shape
     observed = model.w > 0
-    constant = (-0.5 * observed.sum(axis=(1, 2)) * _LOG_2PI
-                + 0.5 * np.log(np.where(observed, model.w, 1.0)).sum(axis=(1, 2))
-                - 0.5 * np.log(model.prior_var).sum(axis=1))
+    constant = (
+        -0.5 * observed.sum(axis=(1, 2)) * _LOG_2PI
+        + 0.5 * np.log(np.where(observed, model.w, 1.0)).sum(axis=(1, 2))
+        - 0.5 * np.log(model.prior_var).sum(axis=1)
+    )
     residual = (model.w * (model.y - model.predict(latent)) ** 2).sum(axis=(1, 2))
     residual += (latent[:, 0] ** 2 / model.prior_var).sum(axis=1)
     residual += (np.diff(latent, axis=1) ** 2).sum(axis=(1, 2)) / s
@@ -165,8 +167,13 @@ def _latent_log_likelihood(
     n_obs = observed.sum(axis=(1, 2))
     if noise_scale is None:
         noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
-    log_lik = (constant - 0.5 * model.n_latent * (n_frames - 1) * np.log(s) - 0.5 * log_det
-               - 0.5 * residual / noise_scale - 0.5 * n_obs * np.log(noise_scale))
+    log_lik = (
+        constant
+        - 0.5 * model.n_latent * (n_frames - 1) * np.log(s)
+        - 0.5 * log_det
+        - 0.5 * residual / noise_scale
+        - 0.5 * n_obs * np.log(noise_scale)
+    )
     return log_lik, noise_scale
 
 
@@ -226,43 +233,76 @@ def smooth_multiview(
     scale per group; rejection: each view's members against the joint trace in that view, so
     a member wrong in one view is caught by the others, :mod:`.robust`).
     """
-    params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode, fit_range=fit_range,
-                                            noise=noise, outliers=outliers,
-                                            outlier_threshold=outlier_threshold))
+    params = SmoothingParams.from_dict(
+        dict(
+            s=s,
+            centre=centre,
+            var_mode=var_mode,
+            fit_range=fit_range,
+            noise=noise,
+            outliers=outliers,
+            outlier_threshold=outlier_threshold,
+        )
+    )
     data, names = load_members(members, bodyparts)
     result = _multiview_pass(data, names, view_groups, params, n_latent, pca_quantile, "largest")
     if is_robust(params.outliers, params.s):
         for _ in range(ROBUST_PASSES):
-            cleaned, _ = reject_members(data, np.stack([result.x, result.y], axis=-1),
-                                        result.posterior_var, params.outlier_threshold)
+            cleaned, _ = reject_members(
+                data, np.stack([result.x, result.y], axis=-1), result.posterior_var, params.outlier_threshold
+            )
             result = _multiview_pass(cleaned, names, view_groups, params, n_latent, pca_quantile, "median")
     return result
 
 
-def _multiview_pass(data: np.ndarray, names: list[str], view_groups: Sequence[Sequence[int | str]],
-                    params: SmoothingParams, n_latent: int, pca_quantile: float, lone: str) -> SmoothingResult:
+def _multiview_pass(
+    data: np.ndarray,
+    names: list[str],
+    view_groups: Sequence[Sequence[int | str]],
+    params: SmoothingParams,
+    n_latent: int,
+    pca_quantile: float,
+    lone: str,
+) -> SmoothingResult:
     """One pass of the latent smoother over (M, T, K, 3) members (NaN members are missing)."""
     s, centre, var_mode, noise, fit_range = params.s, params.centre, params.var_mode, params.noise, params.fit_range
     groups = [[_keypoint_index(k, names) for k in group] for group in view_groups]
     flat = [k for group in groups for k in group]
     if len(set(flat)) != len(flat) or any(len(g) != len(groups[0]) or len(g) < 2 for g in groups):
-        raise ValueError("view_groups: every group needs the same number (>= 2) of distinct "
-                         f"keypoints, each keypoint in one group only; got {view_groups}")
+        raise ValueError(
+            "view_groups: every group needs the same number (>= 2) of distinct "
+            f"keypoints, each keypoint in one group only; got {view_groups}"
+        )
     alone = [k for k in range(len(names)) if k not in set(flat)]
-    result = smooth(data, names, s=s if s is None or np.ndim(s) == 0 else None, centre=centre,
-                    var_mode=var_mode, fit_range=fit_range, noise=noise,
-                    outliers="none" if lone == "median" else params.outliers,
-                    outlier_threshold=params.outlier_threshold) if alone else None
+    result = (
+        smooth(
+            data,
+            names,
+            s=s if s is None or np.ndim(s) == 0 else None,
+            centre=centre,
+            var_mode=var_mode,
+            fit_range=fit_range,
+            noise=noise,
+            outliers="none" if lone == "median" else params.outliers,
+            outlier_threshold=params.outlier_threshold,
+        )
+        if alone
+        else None
+    )
     stats = ensemble_stats(data, centre, var_mode, lone)
     calibrated = _is_calibrated(noise, s)
     noise_var = shrink_variance(stats.variance) if calibrated else stats.variance
     group_names = ["+".join(names[k] for k in g) for g in groups]
-    model = _fit_latent_model(_view_stack(stats.centre, groups), _view_stack(noise_var, groups),
-                              n_latent, pca_quantile, group_names)
+    model = _fit_latent_model(
+        _view_stack(stats.centre, groups), _view_stack(noise_var, groups), n_latent, pca_quantile, group_names
+    )
     fit_model = _crop_latent(model, fit_range_mask(fit_range, stats.centre.shape[0]))
     unit = None if calibrated else np.ones(len(groups))
-    s_group = _fixed_s(s, len(groups)) if s is not None else maximise_over_log_s(
-        lambda s_: _latent_log_likelihood(fit_model, s_, unit)[0], len(groups))[0]
+    s_group = (
+        _fixed_s(s, len(groups))
+        if s is not None
+        else maximise_over_log_s(lambda s_: _latent_log_likelihood(fit_model, s_, unit)[0], len(groups))[0]
+    )
     scale = _latent_log_likelihood(fit_model, s_group, unit)[1]
     latent, _ = _latent_posterior_mean(model, s_group)
     cov = _latent_posterior_cov(model, s_group) * scale[:, None, None, None]
@@ -282,13 +322,20 @@ def _multiview_pass(data: np.ndarray, names: list[str], view_groups: Sequence[Se
     group_ll = _latent_log_likelihood(model, s_group, scale)[0]
     for g, group in enumerate(groups):
         for v, k in enumerate(group):
-            mean[:, k] = fitted[g, :, 2 * v: 2 * v + 2]
-            variance[:, k] = fitted_var[g, :, 2 * v: 2 * v + 2]
+            mean[:, k] = fitted[g, :, 2 * v : 2 * v + 2]
+            variance[:, k] = fitted_var[g, :, 2 * v : 2 * v + 2]
             s_keypoint[k], log_lik[k], noise_scale[k] = s_group[g], group_ll[g], scale[g]
     return SmoothingResult(
-        x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
-        ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
-        log_likelihood=log_lik, noise_scale=noise_scale,
+        x=mean[..., 0],
+        y=mean[..., 1],
+        likelihood=stats.likelihood,
+        centre=stats.centre,
+        ensemble_var=stats.variance,
+        posterior_var=variance,
+        s=s_keypoint,
+        bodyparts=names,
+        log_likelihood=log_lik,
+        noise_scale=noise_scale,
     )
 
 
@@ -307,11 +354,12 @@ def _crop_latent(model: _LatentModel, keep: np.ndarray) -> _LatentModel:
     return _LatentModel(model.y[:, span], w, model.mean, model.loadings, model.prior_var)
 
 
-
-
-def smooth_ensemble(members: np.ndarray | Sequence[np.ndarray | PathLike], bodyparts: Sequence[str] | None = None,
-                    params: SmoothingParams | Mapping[str, Any] | None = None,
-                    source: str = "smoothing parameters") -> SmoothingResult:
+def smooth_ensemble(
+    members: np.ndarray | Sequence[np.ndarray | PathLike],
+    bodyparts: Sequence[str] | None = None,
+    params: SmoothingParams | Mapping[str, Any] | None = None,
+    source: str = "smoothing parameters",
+) -> SmoothingResult:
     """The smoother that ``params`` choose: :func:`smooth_multiview` when they name
     ``view_groups``, else :func:`smooth` (what ``elp smooth`` and ``EnsembleSmoothing`` call)."""
     chosen = params if isinstance(params, SmoothingParams) else SmoothingParams.from_dict(params, source)

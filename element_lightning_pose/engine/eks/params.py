@@ -138,15 +138,19 @@ class SmoothingParams(BaseModel):
     def _view_groups(cls, value: Any) -> list[list[KeypointRef]] | None:
         groups = check_groups("view_groups", value)
         if groups and (len({len(g) for g in groups}) != 1 or len(groups[0]) < 2):
-            raise ValueError("view_groups must list the same number (>= 2) of keypoints in every group "
-                             f"(one per view), got {value!r}")
+            raise ValueError(
+                "view_groups must list the same number (>= 2) of keypoints in every group "
+                f"(one per view), got {value!r}"
+            )
         return groups
 
     @model_validator(mode="after")
     def _one_kind_of_groups(self) -> SmoothingParams:
         if self.view_groups and self.keypoint_groups:
-            raise ValueError("keypoint_groups and view_groups cannot be combined (a view group "
-                             "already shares one smoothing parameter)")
+            raise ValueError(
+                "keypoint_groups and view_groups cannot be combined (a view group "
+                "already shares one smoothing parameter)"
+            )
         return self
 
     @field_validator("fit_range", mode="before")
@@ -160,15 +164,20 @@ class SmoothingParams(BaseModel):
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if not isinstance(value, (list, tuple)) or not value:
-            raise ValueError(f"fit_range must be (start, stop), a list of them, 'START:STOP[,START:STOP]' "
-                             f"or None, got {value!r}")
+            raise ValueError(
+                f"fit_range must be (start, stop), a list of them, 'START:STOP[,START:STOP]' or None, got {value!r}"
+            )
         if all(isinstance(r, (list, tuple)) for r in value):
             return [_frame_range(r) for r in value]
         return _frame_range(value)  # one (start, stop) pair, kept as one (as it was given)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None, source: str = "smoothing parameters",
-                  key_names: Mapping[str, str] | None = None) -> SmoothingParams:
+    def from_dict(
+        cls,
+        values: Mapping[str, Any] | None,
+        source: str = "smoothing parameters",
+        key_names: Mapping[str, str] | None = None,
+    ) -> SmoothingParams:
         """Validate a (partial) mapping; missing keys take their defaults.
 
         Raises :class:`SmoothingParamError` naming ``source`` and every offending key
@@ -207,8 +216,7 @@ def validate_smoothing_params(params: Mapping[str, Any] | None, source: str = "s
 
 def _frame_range(pair: Any) -> FrameRange:
     """One ``(start, stop)``: integers >= 0 or None (open end), start < stop."""
-    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-            or not all(v is None or _is_int(v) for v in pair)):
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(v is None or _is_int(v) for v in pair):
         raise ValueError(f"fit_range must hold (start, stop) pairs of integers or None, got {pair!r}")
     start, stop = (None if v is None else int(v) for v in pair)
     if (start is not None and start < 0) or (stop is not None and stop <= (start or 0)):
@@ -224,9 +232,7 @@ def check_groups(key: str, value: Any) -> list[list[KeypointRef]] | None:
         value = parse_groups(value)  # then checked as if given as lists
         if not value:
             return None
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(group, (list, tuple)) and group for group in value
-    ):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(group, (list, tuple)) and group for group in value):
         raise ValueError(f"{key} must be a list of non-empty lists of keypoint names or indices, got {value!r}")
     groups = []
     seen: set = set()
@@ -287,7 +293,7 @@ def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -
         elif error["type"] == "value_error":
             message = str(error["ctx"]["error"])
             # messages start with the field name; show the caller's name for it
-            problems.append(name + message[len(key):] if message.startswith(key) else f"{name}: {message}")
+            problems.append(name + message[len(key) :] if message.startswith(key) else f"{name}: {message}")
         else:
             problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
     return f"{source}: " + "; ".join(dict.fromkeys(problems))

@@ -58,8 +58,9 @@ def member_scales(distances: np.ndarray) -> np.ndarray:
     return np.maximum(np.where(np.isfinite(scale), scale, SIGMA_FLOOR), SIGMA_FLOOR)
 
 
-def reject_members(members: np.ndarray, mean: np.ndarray, posterior_var: np.ndarray,
-                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def reject_members(
+    members: np.ndarray, mean: np.ndarray, posterior_var: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Members (M, T, K, 3) with outliers set to NaN, and the (M, T, K) rejection mask.
 
     A member is an outlier at (t, k) when ``r_mt > threshold`` (module docstring). Where every

@@ -87,8 +87,6 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
-
-
 @dataclass
 class _Series:
     """N scalar series of T frames, centred on their prior mean (rows are series)."""
@@ -177,7 +175,11 @@ def _log_likelihood(
 
 
 def _log_likelihood_at(
-    series: _Series, s: np.ndarray, constant: np.ndarray, d: np.ndarray, mean: np.ndarray,
+    series: _Series,
+    s: np.ndarray,
+    constant: np.ndarray,
+    d: np.ndarray,
+    mean: np.ndarray,
     noise_scale: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """log p(y) from the factor's pivots ``d`` (log det H) and the posterior mean (c = 1:
@@ -189,14 +191,23 @@ def _log_likelihood_at(
     n_obs = (series.w > 0).sum(axis=1)
     if noise_scale is None:
         noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
-    log_lik = (constant - 0.5 * (n_frames - 1) * np.log(s) - 0.5 * log_det
-               - 0.5 * residual / noise_scale - 0.5 * n_obs * np.log(noise_scale))
+    log_lik = (
+        constant
+        - 0.5 * (n_frames - 1) * np.log(s)
+        - 0.5 * log_det
+        - 0.5 * residual / noise_scale
+        - 0.5 * n_obs * np.log(noise_scale)
+    )
     return log_lik, noise_scale
 
 
 def fit_smoothing_param(
-    series: _Series, groups: np.ndarray, fit_noise_scale: bool = True,
-    grid_step: float = 1.0, refine_steps: int = 16, around: np.ndarray | None = None,
+    series: _Series,
+    groups: np.ndarray,
+    fit_noise_scale: bool = True,
+    grid_step: float = 1.0,
+    refine_steps: int = 16,
+    around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
 
@@ -216,8 +227,11 @@ def fit_smoothing_param(
 
 
 def maximise_over_log_s(
-    log_lik: Callable[[np.ndarray], np.ndarray], n_groups: int,
-    grid_step: float = 1.0, refine_steps: int = 16, around: np.ndarray | None = None,
+    log_lik: Callable[[np.ndarray], np.ndarray],
+    n_groups: int,
+    grid_step: float = 1.0,
+    refine_steps: int = 16,
+    around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
 
@@ -226,6 +240,7 @@ def maximise_over_log_s(
     per step for all groups). ``around`` (s per group, e.g. from an earlier pass) skips the
     grid: the bracket is ``grid_step`` either side of its log.
     """
+
     def at(log_s: np.ndarray) -> np.ndarray:
         return log_lik(np.exp(log_s))
 
@@ -250,18 +265,12 @@ def maximise_over_log_s(
         probe = np.where(keep_lower, high - _GOLDEN * (high - low), low + _GOLDEN * (high - low))
         ll_probe = at(probe)
         # keep_lower: old inner_low becomes inner_high, probe is the new inner_low; else mirrored
-        inner_low, inner_high = (np.where(keep_lower, probe, inner_high),
-                                 np.where(keep_lower, inner_low, probe))
-        ll_low, ll_high = (np.where(keep_lower, ll_probe, ll_high),
-                           np.where(keep_lower, ll_low, ll_probe))
+        inner_low, inner_high = (np.where(keep_lower, probe, inner_high), np.where(keep_lower, inner_low, probe))
+        ll_low, ll_high = (np.where(keep_lower, ll_probe, ll_high), np.where(keep_lower, ll_low, ll_probe))
     for candidate, ll in ((inner_low, ll_low), (inner_high, ll_high)):
         better = ll > best_ll
         best_log_s, best_ll = np.where(better, candidate, best_log_s), np.where(better, ll, best_ll)
     return np.exp(best_log_s), best_ll
-
-
-
-
 
 
 def smooth(
@@ -303,9 +312,18 @@ def smooth(
     The choices are validated by :class:`SmoothingParams` (as ``elp smooth`` and
     ``SmoothingParamSet`` do): :class:`SmoothingParamError` names the key at fault.
     """
-    params = SmoothingParams.from_dict(dict(s=s, centre=centre, var_mode=var_mode,
-                                            keypoint_groups=keypoint_groups, fit_range=fit_range, noise=noise,
-                                            outliers=outliers, outlier_threshold=outlier_threshold))
+    params = SmoothingParams.from_dict(
+        dict(
+            s=s,
+            centre=centre,
+            var_mode=var_mode,
+            keypoint_groups=keypoint_groups,
+            fit_range=fit_range,
+            noise=noise,
+            outliers=outliers,
+            outlier_threshold=outlier_threshold,
+        )
+    )
     data, names = load_members(members, bodyparts)
     groups = keypoint_group_ids(params.keypoint_groups, names)
     keep = fit_range_mask(params.fit_range, data.shape[1])
@@ -314,8 +332,9 @@ def smooth(
     result = _smooth_members(data, names, params, groups, keep, "largest", coarse=robust)
     if robust:
         for _ in range(ROBUST_PASSES):
-            cleaned, _ = reject_members(data, np.stack([result.x, result.y], axis=-1),
-                                        result.posterior_var, params.outlier_threshold)
+            cleaned, _ = reject_members(
+                data, np.stack([result.x, result.y], axis=-1), result.posterior_var, params.outlier_threshold
+            )
             result = _smooth_members(cleaned, names, params, groups, keep, "median", around=result.s)
     return result
 
@@ -328,9 +347,16 @@ def is_robust(outliers: str, s) -> bool:
     return outliers == "reject" or (outliers == "auto" and s is None)
 
 
-def _smooth_members(data: np.ndarray, names: list[str], params: SmoothingParams, groups: np.ndarray,
-                    keep: np.ndarray, lone: str, coarse: bool = False,
-                    around: np.ndarray | None = None) -> SmoothingResult:
+def _smooth_members(
+    data: np.ndarray,
+    names: list[str],
+    params: SmoothingParams,
+    groups: np.ndarray,
+    keep: np.ndarray,
+    lone: str,
+    coarse: bool = False,
+    around: np.ndarray | None = None,
+) -> SmoothingResult:
     """One pass of the smoother over (M, T, K, 3) members (NaN members are missing).
 
     ``coarse``: a grid of 3 in log s and 5 golden steps; ``around`` (s per keypoint from an
@@ -346,23 +372,38 @@ def _smooth_members(data: np.ndarray, names: list[str], params: SmoothingParams,
     if s is None:
         if around is not None:
             first = np.unique(groups, return_index=True)[1]  # s of each group's first keypoint
-            s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
-                                             grid_step=3.0, refine_steps=9, around=around[first])
+            s_group, _ = fit_smoothing_param(
+                fit_series, np.repeat(groups, 2), calibrated, grid_step=3.0, refine_steps=9, around=around[first]
+            )
         else:
-            s_group, _ = fit_smoothing_param(fit_series, np.repeat(groups, 2), calibrated,
-                                             grid_step=3.0 if coarse else 1.0, refine_steps=5 if coarse else 16)
+            s_group, _ = fit_smoothing_param(
+                fit_series,
+                np.repeat(groups, 2),
+                calibrated,
+                grid_step=3.0 if coarse else 1.0,
+                refine_steps=5 if coarse else 16,
+            )
         s_keypoint = s_group[groups]
     else:
         s_keypoint = _fixed_s(s, n_keypoints)
     s_series = np.repeat(s_keypoint, 2)
-    scale = (_log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
-             if calibrated else np.ones(2 * n_keypoints))
+    scale = (
+        _log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
+        if calibrated
+        else np.ones(2 * n_keypoints)
+    )
     mean, variance, log_lik = _smooth_series(series, s_series, scale)
     mean, variance = _from_series(mean, n_keypoints), _from_series(variance, n_keypoints)
     _blank_unobserved(series, mean, variance, names)
     return SmoothingResult(
-        x=mean[..., 0], y=mean[..., 1], likelihood=stats.likelihood, centre=stats.centre,
-        ensemble_var=stats.variance, posterior_var=variance, s=s_keypoint, bodyparts=names,
+        x=mean[..., 0],
+        y=mean[..., 1],
+        likelihood=stats.likelihood,
+        centre=stats.centre,
+        ensemble_var=stats.variance,
+        posterior_var=variance,
+        s=s_keypoint,
+        bodyparts=names,
         log_likelihood=log_lik.reshape(n_keypoints, 2).sum(axis=1),
         noise_scale=scale.reshape(n_keypoints, 2),
     )
@@ -410,15 +451,17 @@ def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, n
     """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
     never = np.asarray(~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1))
     if never.any():
-        warnings.warn(f"no member ever predicted {[n for n, b in zip(names, never.tolist()) if b]}; left NaN",
-                      stacklevel=3)
+        warnings.warn(
+            f"no member ever predicted {[n for n, b in zip(names, never.tolist()) if b]}; left NaN", stacklevel=3
+        )
         mean[:, never] = np.nan
         variance[:, never] = np.nan
 
 
 def _fixed_s(s: float | Sequence[float], n_keypoints: int) -> np.ndarray:
-    values = np.broadcast_to(np.asarray(s, dtype=float), (n_keypoints,)) if np.ndim(s) == 0 else (
-        np.asarray(s, dtype=float))
+    values = (
+        np.broadcast_to(np.asarray(s, dtype=float), (n_keypoints,)) if np.ndim(s) == 0 else (np.asarray(s, dtype=float))
+    )
     if values.shape != (n_keypoints,):
         raise ValueError(f"s: expected one value or {n_keypoints} (one per keypoint), got {np.shape(s)}")
     if not (np.isfinite(values) & (values > 0)).all():
@@ -462,7 +505,8 @@ def fit_range_mask(
         keep[:] = True
         return keep
     pairs: list = (
-        [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else list(fit_range))
+        [fit_range] if len(fit_range) == 2 and not isinstance(fit_range[0], (tuple, list)) else list(fit_range)
+    )
     for first, last in pairs:
         start = 0 if first is None else int(first)
         stop = n_frames if last is None else int(last)
@@ -470,5 +514,3 @@ def fit_range_mask(
             raise ValueError(f"fit_range ({start}, {stop}) is empty or outside 0..{n_frames}")
         keep[start:stop] = True
     return keep
-
-
