@@ -98,58 +98,62 @@ def _recording_video(key: dict) -> tuple[Path, dict]:
 
 
 def _camera_from_pose(key: dict, camera_name: str) -> nwb.CameraPose:
-    video, info = _recording_video(key)
     bodyparts = model.Model.bodyparts(key)
     rows = {r["body_part"]: r for r in fetch_dicts(model.PoseEstimation.BodyPartPosition & key)}
-    stack = lambda field: np.stack([rows[bp][field] for bp in bodyparts], axis=1)  # noqa: E731
-    device = (model.VideoRecording & key).fetch1("device")
-    return nwb.CameraPose(
-        camera_name=camera_name,
-        camera_description=f"camera {device}",
-        video_path=video,
-        bodyparts=bodyparts,
-        x=stack("x_pos"),
-        y=stack("y_pos"),
-        likelihood=stack("likelihood"),
-        image_width=int(info["width"]),
-        image_height=int(info["height"]),
-        fps=float(info["fps"]),
+    ordered = [rows[bp] for bp in bodyparts]
+    return _camera_pose(
+        key,
+        camera_name,
+        ordered,
         confidence_definition=LIKELIHOOD_DEFINITION,
         scorer=key["model_name"],
         description=f"keypoints predicted by model {key['model_name']} (element-lightning-pose)",
     )
 
 
-def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
-    from .. import ensemble
-
+def _camera_pose(
+    key: dict, camera_name: str, rows: list[dict], arrays: tuple[str, ...] = (), **labels: str
+) -> nwb.CameraPose:
+    """One camera's pose from per-body-part rows (``body_part``, ``x_pos``, ``y_pos``,
+    ``likelihood`` and the ``arrays`` fields) of a recording, with the video and its size from
+    ``RecordingInfo``."""
     video, info = _recording_video(key)
-    members = sorted(r["model_name"] for r in fetch_dicts(ensemble.EnsembleSmoothingTask.Member & key, "model_name"))
-    rows = fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & key)
-    order = model.Model.bodyparts({"model_name": members[0]})
-    rows = sorted(rows, key=lambda r: order.index(r["body_part"]))
-    bodyparts = [r["body_part"] for r in rows]
     stack = lambda field: np.stack([r[field] for r in rows], axis=1)  # noqa: E731
     device = (model.VideoRecording & key).fetch1("device")
     return nwb.CameraPose(
         camera_name=camera_name,
         camera_description=f"camera {device}",
         video_path=video,
-        bodyparts=bodyparts,
+        bodyparts=[r["body_part"] for r in rows],
         x=stack("x_pos"),
         y=stack("y_pos"),
         likelihood=stack("likelihood"),
         image_width=int(info["width"]),
         image_height=int(info["height"]),
         fps=float(info["fps"]),
+        **{name: stack(name) for name in arrays},
+        **labels,
+    )
+
+
+def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
+    from .. import ensemble
+
+    members = sorted(r["model_name"] for r in fetch_dicts(ensemble.EnsembleSmoothingTask.Member & key, "model_name"))
+    rows = fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & key)
+    order = model.Model.bodyparts({"model_name": members[0]})
+    rows = sorted(rows, key=lambda r: order.index(r["body_part"]))
+    return _camera_pose(
+        key,
+        camera_name,
+        rows,
+        arrays=("posterior_var", "ensemble_var"),
         confidence_definition=EKS_LIKELIHOOD_DEFINITION,
         scorer="EKS(" + ", ".join(members) + ")",
         description=(
             f"Ensemble Kalman Smoother over models {', '.join(members)} "
             f"(ensemble {key['ensemble_id']}, element-lightning-pose)"
         ),
-        posterior_var=stack("posterior_var"),
-        ensemble_var=stack("ensemble_var"),
     )
 
 

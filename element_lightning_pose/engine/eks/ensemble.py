@@ -7,18 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from element_lightning_pose.engine.eks.params import (  # noqa: F401
+from element_lightning_pose.engine.eks.params import (
     CENTRES,
-    NOISE_MODELS,
     VAR_MODES,
     CentreMode,
-    NoiseModel,
-    SmoothingParamError,
-    SmoothingParams,
     VarMode,
     check_choice,
-    parse_fit_range,
-    parse_groups,
 )
 
 PathLike = str | os.PathLike

@@ -9,16 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from element_lightning_pose.engine.eks.params import (  # noqa: F401
-    CENTRES,
-    NOISE_MODELS,
-    VAR_MODES,
-    SmoothingParamError,
-    SmoothingParams,
-    check_choice,
-    parse_fit_range,
-    parse_groups,
-)
 from element_lightning_pose.engine.io import ProjectError, read_predictions, write_keypoint_csv
 
 PathLike = str | os.PathLike

@@ -18,20 +18,13 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 
-from element_lightning_pose.engine.eks.params import (  # noqa: F401
-    CENTRES,
-    NOISE_MODELS,
-    VAR_MODES,
+from element_lightning_pose.engine.eks.params import (
     CentreMode,
     FitRangeArg,
     NoiseModel,
     OutlierMode,
-    SmoothingParamError,
     SmoothingParams,
     VarMode,
-    check_choice,
-    parse_fit_range,
-    parse_groups,
 )
 
 from .ensemble import VAR_FLOOR, ensemble_stats
