@@ -79,8 +79,14 @@ def test_live_reservation_needs_force_and_a_duplicate_does_not_kill_the_worker(l
     Its reservation cannot be cleared without --force while it lives. Forced, worker B computes
     the key; A, continued, meets the duplicate: it logs it, exits 0 and records no error.
     """
+    import datetime as dt
+
+    from element_lightning_pose import pipeline
+
     root, project = lp_root
-    session = {k: flow["rec"][k] for k in lp.Session.primary_key}
+    # a session of its own: the session that other tests export and join stays as they left it
+    session = pipeline.add_session("jobs", dt.datetime(2024, 5, 2, 9, 0), species="Mus musculus")
+    session = {k: session[k] for k in lp.Session.primary_key}
     rec = add_recording(lp, session, 600, project.videos[0].relative_to(root).as_posix())
     key = {**rec, "model_name": flow["names"][0]}
     lp.model.PoseEstimationTask.generate(rec, key["model_name"], batch_size=8)
