@@ -29,16 +29,14 @@ from element_lightning_pose.engine.eks.params import (
 
 from .ensemble import VAR_FLOOR, ensemble_stats
 from .io import SmoothingResult, load_members
-from .robust import reject_members
+from .robust import smooth_rejecting
 from .singleview import (
     _LOG_2PI,
     NOISE_SCALE_BOUNDS,
-    ROBUST_PASSES,
     _fixed_s,
     _is_calibrated,
     _keypoint_index,
     fit_range_mask,
-    is_robust,
     maximise_over_log_s,
     shrink_variance,
     smooth,
@@ -238,14 +236,13 @@ def smooth_multiview(
         )
     )
     data, names = load_members(members, bodyparts)
-    result = _multiview_pass(data, names, view_groups, params, n_latent, pca_quantile, "largest")
-    if is_robust(params.outliers, params.s):
-        for _ in range(ROBUST_PASSES):
-            cleaned, _ = reject_members(
-                data, np.stack([result.x, result.y], axis=-1), result.posterior_var, params.outlier_threshold
-            )
-            result = _multiview_pass(cleaned, names, view_groups, params, n_latent, pca_quantile, "median")
-    return result
+    return smooth_rejecting(
+        data,
+        params,
+        lambda members, previous: _multiview_pass(
+            members, names, view_groups, params, n_latent, pca_quantile, "largest" if previous is None else "median"
+        ),
+    )
 
 
 def _multiview_pass(

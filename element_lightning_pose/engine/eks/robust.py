@@ -38,9 +38,13 @@ variance: the remaining spread is that of inliers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .ensemble import nanmedian, valid_members
+from .io import SmoothingResult
+from .params import SmoothingParams
 
 # median of |e| for e ~ N(0, sigma^2 I_2) is sigma sqrt(2 ln 2)
 _RAYLEIGH_MEDIAN = float(np.sqrt(2.0 * np.log(2.0)))
@@ -78,3 +82,28 @@ def reject_members(
     cleaned = members.copy()
     cleaned[rejected] = np.nan
     return cleaned, rejected
+
+
+ROBUST_PASSES = 2  # rejection passes after the plain one (the second catches what the first unmasked)
+
+
+def is_robust(outliers: str, s) -> bool:
+    """Whether members are rejected (``outliers`` already validated): "auto" when s is fitted."""
+    return outliers == "reject" or (outliers == "auto" and s is None)
+
+
+def smooth_rejecting(
+    members: np.ndarray,
+    params: SmoothingParams,
+    one_pass: Callable[[np.ndarray, SmoothingResult | None], SmoothingResult],
+) -> SmoothingResult:
+    """The iteration above, for any smoother: ``one_pass(members, previous)`` smooths (M, T, K, 3)
+    members (``previous`` is None for the plain pass, else the pass whose trace the members
+    were rejected against). Without rejection (``params``), only the plain pass runs."""
+    result = one_pass(members, None)
+    if is_robust(params.outliers, params.s):
+        for _ in range(ROBUST_PASSES):
+            trace = np.stack([result.x, result.y], axis=-1)
+            cleaned, _ = reject_members(members, trace, result.posterior_var, params.outlier_threshold)
+            result = one_pass(cleaned, result)
+    return result

@@ -71,7 +71,7 @@ from element_lightning_pose.engine.eks.params import (
 
 from .ensemble import VAR_FLOOR, ensemble_stats, nanmedian
 from .io import SmoothingResult, load_members
-from .robust import reject_members
+from .robust import is_robust, smooth_rejecting
 
 PathLike = str | os.PathLike
 
@@ -321,23 +321,13 @@ def smooth(
     groups = keypoint_group_ids(params.keypoint_groups, names)
     keep = fit_range_mask(params.fit_range, data.shape[1])
     robust = is_robust(params.outliers, params.s)
-    # the plain pass only has to place the trace for the rejection: a coarse search of s
-    result = _smooth_members(data, names, params, groups, keep, "largest", coarse=robust)
-    if robust:
-        for _ in range(ROBUST_PASSES):
-            cleaned, _ = reject_members(
-                data, np.stack([result.x, result.y], axis=-1), result.posterior_var, params.outlier_threshold
-            )
-            result = _smooth_members(cleaned, names, params, groups, keep, "median", around=result.s)
-    return result
 
+    def one_pass(members: np.ndarray, previous: SmoothingResult | None) -> SmoothingResult:
+        if previous is None:  # the plain pass only has to place the trace for the rejection: a coarse s search
+            return _smooth_members(members, names, params, groups, keep, "largest", coarse=robust)
+        return _smooth_members(members, names, params, groups, keep, "median", around=previous.s)
 
-ROBUST_PASSES = 2  # rejection passes after the plain one (the second catches what the first unmasked)
-
-
-def is_robust(outliers: str, s) -> bool:
-    """Whether members are rejected (``outliers`` already validated): "auto" when s is fitted."""
-    return outliers == "reject" or (outliers == "auto" and s is None)
+    return smooth_rejecting(data, params, one_pass)
 
 
 def _smooth_members(
