@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ElpError
 
@@ -31,6 +31,8 @@ CENTRES: tuple[str, ...] = get_args(CentreMode)
 VAR_MODES: tuple[str, ...] = get_args(VarMode)
 NOISE_MODELS: tuple[str, ...] = get_args(NoiseModel)
 OUTLIER_MODES: tuple[str, ...] = get_args(OutlierMode)
+# The fields that take one of a few words, and the words (validated by SmoothingParams._one_of).
+_CHOICES = {"centre": CENTRES, "var_mode": VAR_MODES, "noise": NOISE_MODELS, "outliers": OUTLIER_MODES}
 
 KeypointRef = int | str
 FrameRange = list[int | None]  # [start, stop], 0-based, stop excluded, None = open end
@@ -101,25 +103,11 @@ class SmoothingParams(BaseModel):
             )
         return [float(v) for v in values] if isinstance(value, (list, tuple)) else float(value)
 
-    @field_validator("centre", mode="before")
+    @field_validator(*_CHOICES, mode="before")
     @classmethod
-    def _centre(cls, value: Any) -> str:
-        return _choice("centre", value, CENTRES)
-
-    @field_validator("var_mode", mode="before")
-    @classmethod
-    def _var_mode(cls, value: Any) -> str:
-        return _choice("var_mode", value, VAR_MODES)
-
-    @field_validator("noise", mode="before")
-    @classmethod
-    def _noise(cls, value: Any) -> str:
-        return _choice("noise", value, NOISE_MODELS)
-
-    @field_validator("outliers", mode="before")
-    @classmethod
-    def _outliers(cls, value: Any) -> str:
-        return _choice("outliers", value, OUTLIER_MODES)
+    def _one_of(cls, value: Any, info: ValidationInfo) -> str:
+        key = str(info.field_name)  # always set for a field validator
+        return _choice(key, value, _CHOICES[key])
 
     @field_validator("outlier_threshold", mode="before")
     @classmethod
