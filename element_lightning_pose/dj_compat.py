@@ -27,6 +27,8 @@ from typing import Any
 
 import datajoint as dj
 
+from .engine.atomic import pid_alive
+
 DJ_VERSION: str = dj.__version__
 DJ_MAJOR: int = int(DJ_VERSION.split(".")[0])
 IS_DJ2: bool = DJ_MAJOR >= 2
@@ -239,13 +241,7 @@ def process_alive(host: str, pid: int) -> bool | None:
     """
     if not pid or host != platform.node():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 def check_restrictions(tables: Iterable[Any], restrictions: Iterable[dict]) -> None:

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine.atomic import write_text_atomic
+from .engine.atomic import pid_alive, write_text_atomic
 from .engine.errors import ElpError
 
 BACKENDS = ("postgresql", "mysql")
@@ -179,14 +179,8 @@ def _mysql_greets(port: int, timeout: float = 0.5) -> bool:
 
 
 def _pid_alive(pid: int | None) -> bool:
-    if not pid:
+    if not pid or not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     # A zombie (exited child not yet reaped) is not a running server.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]

@@ -43,7 +43,9 @@ def default_dir_mode() -> int:
     return 0o777 & ~mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (another user's counts). The one check
+    shared by the stale-temporary cleanup, ``localdb`` and the jobs' liveness."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +67,7 @@ def remove_stale_temporaries(path: PathLike) -> list[Path]:
         return removed
     for candidate in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}"):
         pid_text = candidate.name[len(path.stem) + 2 :].split(".", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         if candidate.is_dir():
             shutil.rmtree(candidate, ignore_errors=True)
