@@ -131,6 +131,28 @@ class TrainingConfig(_Section):
     max_steps: Int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: Float = Field(1e-3, gt=0, description="Adam learning rate")
     unfreeze_epoch: Int = Field(20, ge=0, description="backbone frozen before this epoch")
+    backbone_lr_ratio: Float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="at unfreeze the backbone's learning rate starts at this fraction of the head's "
+        "(Lightning Pose's 0.1): Adam's first steps move every weight by about the learning rate",
+    )
+    backbone_lr_warmup_epochs: Int = Field(
+        5, ge=0, description="epochs over which the backbone's learning rate ramps linearly up to the head's"
+    )
+    backbone_batchnorm: Literal["auto", "frozen", "train"] = Field(
+        "auto",
+        description="backbone BatchNorm statistics: 'frozen' keeps the pretrained running statistics "
+        "(eval mode) all along; 'train' uses batch statistics once unfrozen; 'auto' = frozen with "
+        "pretrained weights, train without. Switching from running to batch statistics at unfreeze "
+        "sent the heatmaps back to flat (benchmarks/results/small_animal.md)",
+    )
+    collapse_guard: Bool = Field(
+        True,
+        description="when an epoch's training loss returns to the flat-heatmap value after the model "
+        "had learned, restore the best weights and optimizer state and halve the learning rate",
+    )
     lr_milestones: list[Int] = Field([150, 200, 250], description="epochs at which the learning rate decays")
     lr_gamma: Float = Field(0.5, gt=0, le=1, description="learning-rate decay factor at each milestone")
     seed: Int = Field(0, description="seed of weights init, augmentation and batch order")

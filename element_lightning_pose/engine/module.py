@@ -110,12 +110,34 @@ class HeatmapModule(pl.LightningModule):
     def _backbone_frozen(self) -> bool:
         return self.current_epoch < self.config.training.unfreeze_epoch
 
+    def _batchnorm_frozen(self) -> bool:
+        mode = self.config.training.backbone_batchnorm
+        if mode == "auto":
+            return self.config.model.pretrained is not False
+        return mode == "frozen"
+
+    def train(self, mode: bool = True) -> HeatmapModule:
+        """Train mode, except the backbone's BatchNorm layers when their statistics stay frozen.
+
+        Lightning calls ``train()`` after every validation, so the rule lives here rather than
+        in an epoch hook. A frozen backbone keeps its statistics too. The head was fitted on
+        features normalised by the running statistics; batches of 8 similar frames have other
+        statistics, and switching to them at unfreeze put the loss back above the flat-heatmap
+        value with the weights unchanged (benchmarks/results/small_animal.md).
+        """
+        super().train(mode)
+        if mode and self._backbone_frozen():
+            self.net.backbone.eval()
+        elif mode and self._batchnorm_frozen():
+            for layer in self.net.backbone.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+        return self
+
     def on_train_epoch_start(self) -> None:
         frozen = self._backbone_frozen()
         self.net.backbone.requires_grad_(not frozen)
-        if frozen:
-            # frozen backbone: keep its BatchNorm statistics too
-            self.net.backbone.eval()
+        self.train()  # re-applies the BatchNorm rule for this epoch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         clip = batch.get("unlabeled") if "labeled" in batch else None
@@ -144,11 +166,37 @@ class HeatmapModule(pl.LightningModule):
             # pixel error in network-input pixels, over labeled keypoints
             self.log("val_pixel_error", error[labeled].mean(), on_epoch=True, batch_size=int(labeled.sum()))
 
+    def backbone_lr_factor(self, epoch: int) -> float:
+        """The backbone's learning rate relative to the head's at ``epoch`` (before step decay).
+
+        Zero while frozen; from unfreeze it ramps linearly from ``backbone_lr_ratio`` to 1 over
+        ``backbone_lr_warmup_epochs``. Pretrained weights only: a random backbone has nothing
+        to protect. Adam's first update of a parameter is about ``lr * sign(gradient)``, which
+        at 1e-3 on every pretrained weight at once is a shock, not a fine-tuning step.
+        """
+        training = self.config.training
+        if epoch < training.unfreeze_epoch:
+            return 0.0
+        if self.config.model.pretrained is False or training.backbone_lr_warmup_epochs == 0:
+            return 1.0
+        progress = min(1.0, (epoch - training.unfreeze_epoch) / training.backbone_lr_warmup_epochs)
+        return training.backbone_lr_ratio + (1.0 - training.backbone_lr_ratio) * progress
+
     def configure_optimizers(self):
         training = self.config.training
-        optimizer = torch.optim.Adam(self.parameters(), lr=training.learning_rate)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=list(training.lr_milestones), gamma=training.lr_gamma
+        backbone = list(self.net.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone}
+        head = [p for p in self.parameters() if id(p) not in backbone_ids]
+        optimizer = torch.optim.Adam(
+            [{"params": head, "name": "head"}, {"params": backbone, "name": "backbone"}], lr=training.learning_rate
+        )
+        milestones, gamma = sorted(training.lr_milestones), training.lr_gamma
+
+        def decay(epoch: int) -> float:
+            return gamma ** sum(epoch >= m for m in milestones)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [decay, lambda epoch: decay(epoch) * self.backbone_lr_factor(epoch)]
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -171,7 +219,10 @@ class HistoryCallback(pl.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "elapsed_s": self.elapsed()}
         row.update({k.removesuffix("_epoch"): v for k, v in metrics.items()})
-        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        groups = trainer.optimizers[0].param_groups
+        row["lr"] = float(groups[0]["lr"])
+        if len(groups) > 1:
+            row["backbone_lr"] = float(groups[1]["lr"])
         self.rows.append(row)
 
     def state_dict(self) -> dict[str, Any]:

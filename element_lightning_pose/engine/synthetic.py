@@ -19,6 +19,12 @@ The project written is a Lightning Pose project::
     ground_truth/<video>.npz              keypoints (T, K, 2), occluded (T, K) for every frame
     synthetic.json                        the parameters, for :func:`load_synthetic_project`
 
+``scene="arena"`` draws instead what a lab's open-field or home-cage camera sees, the case
+where a network at 256x256 sees the animal at a few heatmap pixels: a small dark animal
+(``animal_scale`` of the default size) on a bright floor under a strong lighting gradient
+and vignette, in greyscale, with subtle body-part shades instead of colours, and static
+distractors that resemble body parts (a dark blob, a dark elongated shape).
+
 Labeled PNGs are the rendered frames themselves (lossless); the videos are compressed.
 Keypoint coordinates are in pixels with 0 at the centre of the first pixel, quantised to
 1/16 pixel: the renderer draws at exactly that sub-pixel position.
@@ -65,6 +71,11 @@ PART_COLOURS = (
     (140, 90, 250),
 )
 BODY_COLOUR = (58, 48, 44)
+SCENES = ("default", "arena")
+# Arena scene: greyscale shades of the body and its parts on a bright floor.
+ARENA_BODY_SHADE = 38
+ARENA_PART_SHADES = (105, 72, 52, 88, 120, 150, 150, 140, 140)
+ARENA_ANIMAL_SCALE = 0.6
 # Body geometry in units of the view's shorter side.
 NECK, SNOUT, HIP, TAIL = 0.10, 0.08, 0.11, 0.16
 GIRDLE, PAW_SPREAD, STRIDE, LIFT = 0.07, 0.085, 0.035, 0.035
@@ -109,6 +120,7 @@ class _Layout:
     height: int
     width: int
     views: int
+    animal_scale: float = 1.0
 
     @property
     def view_width(self) -> int:
@@ -116,8 +128,8 @@ class _Layout:
 
     @property
     def scale(self) -> float:
-        """Pixels per world unit (the view's shorter side spans one unit, edge pixel centres)."""
-        return float(min(self.view_width, self.height) - 1)
+        """Pixels per world unit (the view's shorter side spans ``1 / animal_scale`` units)."""
+        return float(min(self.view_width, self.height) - 1) * self.animal_scale
 
     @property
     def extent(self) -> tuple[float, float]:
@@ -309,12 +321,50 @@ def _fixed(point: np.ndarray) -> tuple[int, int]:
     return int(x), int(y)
 
 
+@dataclass(frozen=True)
+class _Style:
+    """Colours of the animal: its body and each body part's blob (RGB)."""
+
+    body: tuple[int, int, int] = BODY_COLOUR
+    parts: tuple[tuple[int, int, int], ...] = PART_COLOURS
+
+
+ARENA_STYLE = _Style(body=(ARENA_BODY_SHADE,) * 3, parts=tuple((shade, shade, shade) for shade in ARENA_PART_SHADES))
+
+
+def make_arena_background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A bright greyscale floor: lighting gradient, vignette, faint texture, and distractors.
+
+    The distractors are fixed: a dark blob the size of a body-part blob drawn with the nose's
+    shade, and a dark elongated shape the size of the body, so a network cannot take "dark"
+    or "round" for "animal".
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = x / max(width - 1, 1) - 0.5, y / max(height - 1, 1) - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    gradient = 30 * (np.cos(angle) * u + np.sin(angle) * v)
+    vignette = -55 * (u**2 + v**2)
+    coarse = rng.normal(0, 1, size=(8, 8)).astype(np.float32)
+    texture = 5 * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    floor = np.clip(222 + gradient + vignette + texture, 0, 255).astype(np.uint8)
+    side = min(height, width)
+    blob = (int(rng.uniform(0.15, 0.85) * width), int(rng.uniform(0.15, 0.85) * height))
+    cv2.circle(
+        floor, blob, max(1, int(round(BLOB_RADIUS * ARENA_ANIMAL_SCALE * side))), ARENA_PART_SHADES[0], -1, cv2.LINE_AA
+    )
+    centre = (int(rng.uniform(0.15, 0.85) * width), int(rng.uniform(0.15, 0.85) * height))
+    axes = (max(2, int(0.14 * ARENA_ANIMAL_SCALE * side)), max(1, int(0.045 * ARENA_ANIMAL_SCALE * side)))
+    cv2.ellipse(floor, centre, axes, float(rng.uniform(0, 180)), 0, 360, ARENA_BODY_SHADE + 12, -1, cv2.LINE_AA)
+    return np.repeat(floor[..., None], 3, axis=-1)
+
+
 def render_frame(
     background: np.ndarray,
     keypoints: np.ndarray,
     layout: _Layout,
     box: np.ndarray,
     occluder: np.ndarray,
+    style: _Style = _Style(),
 ) -> np.ndarray:
     """Draw the animal's keypoints ``(K, 2)`` (all views) and the occluder over the background."""
     frame = background.copy()
@@ -335,7 +385,7 @@ def render_frame(
                 frame,
                 _fixed(start),
                 _fixed(end),
-                BODY_COLOUR,
+                style.body,
                 max(1, int(round(thickness * scale))),
                 cv2.LINE_AA,
                 SUBPIXEL_BITS,
@@ -343,7 +393,7 @@ def render_frame(
         radius = max(1.5, BLOB_RADIUS * scale) * (1 << SUBPIXEL_BITS)
         # paws first: the spine's blobs stay whole when a paw passes under the body
         order = [5, 6, 7, 8, 4, 3, 2, 1, 0]
-        for point, colour in zip(points[order], np.asarray(PART_COLOURS)[order].tolist()):
+        for point, colour in zip(points[order], np.asarray(style.parts)[order].tolist()):
             cv2.circle(frame, _fixed(point), int(round(radius)), colour, -1, cv2.LINE_AA, SUBPIXEL_BITS)
     x0, y0, x1, y1 = (int(v) for v in box)
     if x1 > x0 and y1 > y0:
@@ -356,10 +406,14 @@ def render_frame(
 # ----------------------------------------------------------------------------------------
 
 
-def _check_parameters(image_size, n_labeled, n_video_frames, n_videos, views, fps) -> tuple[int, int]:
+def _check_parameters(image_size, n_labeled, n_video_frames, n_videos, views, fps, scene) -> tuple[int, int]:
     height, width = (int(v) for v in image_size)
     if views not in (1, 2):
         raise ValueError(f"views must be 1 or 2, got {views}")
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
+    if scene == "arena" and views != 1:
+        raise ValueError("the arena scene has one view (views=1)")
     if height < 32 or width // views < 32:
         raise ValueError(f"image_size {image_size} too small: each view needs at least 32x32 pixels")
     if n_video_frames < 5:
@@ -394,21 +448,26 @@ def make_synthetic_project(
     views: int = 1,
     occlusion: bool = True,
     fps: float = 30.0,
+    scene: str = "default",
 ) -> SyntheticProject:
     """Write a synthetic LP project to ``out_dir`` (new or empty) and return it.
 
     ``image_size`` is the whole frame's (height, width); with ``views=2`` each view takes half
-    the width. The project is built in a temporary folder and renamed into place.
+    the width. ``scene="arena"``: a small greyscale animal in a large lit arena with
+    distractors (module docstring). The project is built in a temporary folder and renamed
+    into place.
     """
-    height, width = _check_parameters(image_size, n_labeled, n_video_frames, n_videos, views, fps)
+    height, width = _check_parameters(image_size, n_labeled, n_video_frames, n_videos, views, fps, scene)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir}: exists and is not an empty folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    layout = _Layout(height, width, views)
+    arena = scene == "arena"
+    layout = _Layout(height, width, views, ARENA_ANIMAL_SCALE if arena else 1.0)
+    style = ARENA_STYLE if arena else _Style()
     streams = np.random.SeedSequence(seed).spawn(3 + n_videos)
     scene_rng, label_rng = np.random.default_rng(streams[0]), np.random.default_rng(streams[1])
-    background = make_background(height, width, scene_rng)
+    background = (make_arena_background if arena else make_background)(height, width, scene_rng)
     occluder = make_occluder_texture(max(height, width), scene_rng)
     labeled = _choose_labeled(n_labeled, n_videos, n_video_frames, label_rng)
     bodyparts = bodyparts_for(views)
@@ -425,7 +484,7 @@ def make_synthetic_project(
             boxes, occluded = simulate_occluders(keypoints, layout, rng, occlusion)
 
             def render(t: int, keypoints: np.ndarray = keypoints, boxes: np.ndarray = boxes) -> np.ndarray:
-                return render_frame(background, keypoints[t], layout, boxes[t], occluder)
+                return render_frame(background, keypoints[t], layout, boxes[t], occluder, style)
 
             write_video(staging / "videos" / f"{stem}.mp4", (render(t) for t in range(n_video_frames)), fps)
             (staging / "ground_truth").mkdir(exist_ok=True)
@@ -456,6 +515,7 @@ def make_synthetic_project(
             "views": views,
             "occlusion": occlusion,
             "fps": fps,
+            "scene": scene,
             "bodyparts": bodyparts,
             "videos": [f"videos/{stem}.mp4" for stem in stems],
         }
@@ -499,6 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--views", type=int, choices=(1, 2), default=1)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--no-occlusion", action="store_true", help="no occluder episodes")
+    parser.add_argument("--scene", choices=SCENES, default="default", help="default, or a small animal in an arena")
     args = parser.parse_args(argv)
     if len(args.size) not in (1, 2):
         parser.error("--size takes N or HEIGHT WIDTH")
@@ -514,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             views=args.views,
             occlusion=not args.no_occlusion,
             fps=args.fps,
+            scene=args.scene,
         )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

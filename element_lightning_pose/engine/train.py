@@ -263,7 +263,7 @@ def _fit(
         max_steps=config.training.max_steps or -1,
         check_val_every_n_epoch=config.training.check_val_every_n_epoch,
         log_every_n_steps=config.training.log_every_n_steps,
-        callbacks=[history, checkpoint],
+        callbacks=[*_guards(config), history, checkpoint],
         logger=_loggers(stage),
         plugins=[_atomic_checkpoint_io()],
         enable_progress_bar=progress,
@@ -326,6 +326,15 @@ def _fit(
     final_best = model_dir / "checkpoints" / "best.ckpt"
     result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
     return result, trainer.is_global_zero
+
+
+def _guards(config: TrainConfig) -> list:
+    """The collapse guard (engine.callbacks), when enabled: it runs before the history records the epoch."""
+    if not config.training.collapse_guard:
+        return []
+    from .callbacks import CollapseGuard, flat_heatmap_loss
+
+    return [CollapseGuard(flat_heatmap_loss(config.data.image_resize, config.model.heatmap_sigma))]
 
 
 def _atomic_checkpoint_io():

@@ -1,0 +1,161 @@
+"""Training that does not collapse: frozen BatchNorm statistics, the backbone learning-rate ramp
+at unfreeze, and the guard that restores the best weights when the heatmaps go flat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from element_lightning_pose.engine.callbacks import CollapseGuard, flat_heatmap_loss
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.data import PoseDataModule, split_frames
+from element_lightning_pose.engine.io import load_project
+from element_lightning_pose.engine.losses import heatmap_mse
+from element_lightning_pose.engine.module import HeatmapModule
+from element_lightning_pose.engine.train import train
+
+from .conftest import TINY_CONFIG
+
+
+def _config(**training) -> dict:
+    return {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], **training}}
+
+
+def _batchnorms(module: HeatmapModule) -> list[torch.nn.Module]:
+    return [m for m in module.net.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.fixture(scope="module")
+def classifier_weights(tmp_path_factory):
+    """A resnet18 classifier state dict on disk: 'pretrained' weights without a download."""
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return str(path)
+
+
+def test_flat_heatmap_loss_is_the_loss_of_a_flat_map():
+    size, sigma = (64, 96), 1.25
+    logits = torch.zeros(1, 1, size[0] // 4, size[1] // 4)
+    centre = torch.tensor([[[(size[1] - 1) / 2, (size[0] - 1) / 2]]])
+    measured = float(heatmap_mse(logits, centre, sigma=sigma))
+    assert measured == pytest.approx(flat_heatmap_loss(size, sigma), rel=1e-5)
+    assert 0.045 < measured < 0.052  # ~1 / (4 pi sigma^2)
+
+
+def test_pretrained_backbone_keeps_its_batchnorm_statistics(tiny_project, classifier_weights):
+    config = TrainConfig.from_dict(
+        {**_config(unfreeze_epoch=0), "model": {"backbone": "resnet18", "pretrained": classifier_weights}}
+    )
+    module = HeatmapModule(config.to_dict(), ["a", "b"])
+    module.train()
+    assert all(not bn.training for bn in _batchnorms(module))
+    running = [bn.running_mean.clone() for bn in _batchnorms(module)]
+    module.net(torch.rand(2, 3, 64, 64))
+    assert all(torch.equal(before, bn.running_mean) for before, bn in zip(running, _batchnorms(module)))
+    assert module.net.head.training  # only the backbone's statistics are frozen
+
+
+def test_batchnorm_train_mode_and_random_backbones_use_batch_statistics(classifier_weights):
+    trained = TrainConfig.from_dict(
+        {
+            **_config(unfreeze_epoch=0, backbone_batchnorm="train"),
+            "model": {"backbone": "resnet18", "pretrained": classifier_weights},
+        }
+    )
+    random_init = TrainConfig.from_dict(_config(unfreeze_epoch=0))  # pretrained: false, auto
+    for config in (trained, random_init):
+        module = HeatmapModule(config.to_dict(), ["a"])
+        module.train()
+        assert all(bn.training for bn in _batchnorms(module))
+
+
+def test_backbone_learning_rate_ramps_from_the_ratio_after_unfreeze(classifier_weights):
+    config = TrainConfig.from_dict(
+        {
+            **_config(unfreeze_epoch=2, backbone_lr_ratio=0.2, backbone_lr_warmup_epochs=4),
+            "model": {"backbone": "resnet18", "pretrained": classifier_weights},
+        }
+    )
+    module = HeatmapModule(config.to_dict(), ["a"])
+    factors = [module.backbone_lr_factor(epoch) for epoch in range(8)]
+    assert factors == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    random_init = HeatmapModule(TrainConfig.from_dict(_config(unfreeze_epoch=0)).to_dict(), ["a"])
+    assert random_init.backbone_lr_factor(0) == 1.0  # nothing pretrained to protect
+
+
+def test_training_records_the_backbone_learning_rate(tiny_project, classifier_weights, tmp_path):
+    config = {
+        **_config(max_epochs=3, unfreeze_epoch=1, backbone_lr_ratio=0.1, backbone_lr_warmup_epochs=2, lr_milestones=[]),
+        "model": {"backbone": "resnet18", "pretrained": classifier_weights},
+    }
+    result = train(config, tiny_project.root, tmp_path / "model", progress=False)
+    metrics = pd.read_csv(result.model_dir / "metrics.csv")
+    # the rate recorded at an epoch's end is the one the next epoch uses
+    assert metrics["backbone_lr"].tolist() == pytest.approx([1e-4, 5.5e-4, 1e-3])
+    assert metrics["lr"].tolist() == pytest.approx([1e-3] * 3)
+    assert (metrics["collapse_restored"] == 0).all()
+
+
+class _Flatten(pl.Callback):
+    """Zero the head's last layer before every step of one epoch: the maps are flat (a forced collapse)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch:
+            last = module.net.head.layers[-1]
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.zero_()
+
+
+def test_collapse_guard_restores_the_best_weights_and_halves_the_learning_rate(tiny_project):
+    config = TrainConfig.from_dict(_config(max_epochs=3, learning_rate=1e-3, lr_milestones=[]))
+    labels, _ = load_project(tiny_project.root, config.data.csv_file, config.data.video_dir)
+    splits = split_frames(len(labels), 1.0, 0.0, 0)
+    datamodule = PoseDataModule(labels, splits, config)
+    module = HeatmapModule(config.to_dict(), list(labels.bodyparts))
+    flat = flat_heatmap_loss(config.data.image_resize, config.model.heatmap_sigma)
+    # armed from the first epoch (a tiny model need not learn much to be "armed" here)
+    guard = CollapseGuard(flat, armed_below=10.0, give_back=0.5)
+
+    snapshots = {}
+
+    class Record(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshots[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[_Flatten(epoch=1), guard, Record()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+    assert guard.restores == [1] and guard.restored_from == [0]
+    restored, best = snapshots[1], 0  # after the guard ran at the end of epoch 1
+    for name, value in restored.items():
+        assert torch.equal(value, snapshots[best][name]), name
+    assert restored["net.head.layers.2.weight"].abs().sum() > 0  # not the zeroed layer
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def test_collapse_guard_is_quiet_on_a_loss_that_only_improves():
+    guard = CollapseGuard(0.05)
+    assert not guard.collapsed(0.049)  # not armed yet: the maps were never clearly peaked
+    guard.best_loss = 0.01
+    assert not guard.collapsed(0.02)
+    assert guard.collapsed(0.045)
+    assert np.isclose(0.01 + 0.8 * (0.05 - 0.01), 0.042)
