@@ -231,6 +231,15 @@ def test_per_view_training(rig_project, tmp_path):
         assert result.views[view].best_checkpoint == tmp_path / "model" / view / "checkpoints" / "best.ckpt"
         assert info.config["data"]["csv_file"] == [f"CollectedData_{view}.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no stage left behind
+    # the same seed splits the same instants in every view (and as instant_splits does)
+    splits = [pd.read_csv(tmp_path / "model" / view / "splits.csv") for view in ("cam0", "cam1")]
+    assert [Path(p).name for p in splits[0]["image"]] == [Path(p).name for p in splits[1]["image"]]
+    assert list(splits[0]["split"]) == list(splits[1]["split"])
+    from element_lightning_pose.engine.multiview import instant_splits
+
+    labels, _ = io.load_project(rig_project.root)
+    shared = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
+    assert list(shared) == list(splits[0]["split"]) * 2
 
 
 def test_per_view_needs_a_multiview_project(tmp_path):
