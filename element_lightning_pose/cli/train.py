@@ -28,6 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 
 def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
+    from element_lightning_pose.engine.io import DEFAULT_CSV, detect_layout
     from element_lightning_pose.engine.multiview import MultiViewResult, train_project
 
     source = Path(args.config_or_project)
@@ -38,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--project is required when the first argument is a config file")
         project, config = Path(args.project), TrainConfig.from_yaml(source)
     config = config.with_overrides(args.overrides)
+    if config.data.csv_file == DEFAULT_CSV:  # say which layout was found when none was named
+        layout = detect_layout(project)
+        if layout.kind != "lightning_pose":
+            views = f", views {layout.view_names}" if layout.view_names else ""
+            print(f"{project}: {layout.kind} project ({layout.csv_file}{views})")
     try:
         # any layout: Lightning Pose's (one CSV or one per view), DeepLabCut's (config.yaml + labeled-data/)
         result = train_project(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)

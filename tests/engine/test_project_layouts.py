@@ -135,7 +135,9 @@ def test_elp_train_on_a_dlc_project(tmp_path, capsys):
     sets = [f"--set={k}" for k in ("data.image_resize=[32,32]", "model.backbone=resnet18", "model.pretrained=false")]
     sets += ["--set=training.max_steps=2", "--set=training.num_workers=0", "--set=training.unfreeze_epoch=0"]
     status = main(["train", str(tmp_path / "dlc"), "--model-dir", str(tmp_path / "model"), "--no-progress", *sets])
-    assert status == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert f"{tmp_path / 'dlc'}: deeplabcut project (config.yaml)" in out
     info = json.loads((tmp_path / "model" / "model.json").read_text())
     assert info["bodyparts"] == BODYPARTS and info["frame_size"] == [40, 48]
     splits = pd.read_csv(tmp_path / "model" / "splits.csv")
