@@ -115,6 +115,46 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _project_layout(
+    full_dir: Path, csv_file: str | list[str], view_names: list[str] | None
+) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """(csv_file to store, every label file relative to the project, [(view, CSV)] or []).
+
+    Raises ProjectError (naming the file) for a layout that cannot be read, before anything
+    is inserted."""
+    from .engine import io
+
+    if isinstance(csv_file, str) and csv_file == io.DEFAULT_CSV and not (full_dir / csv_file).exists():
+        layout = io.detect_layout(full_dir)
+        csv_file = layout.csv_file
+        view_names = layout.view_names or view_names
+    if not isinstance(csv_file, str):
+        files = list(csv_file)
+        if not files:
+            raise io.ProjectError(f"{full_dir}: csv_file is an empty list (one label CSV per view expected)")
+        names = list(view_names) if view_names else io.derive_view_names(files)
+        if len(names) != len(files) or len(set(names)) != len(names):
+            raise io.ProjectError(f"{full_dir}: view_names {names} must name each of {files} once")
+        return files[0], files, list(zip(names, files))
+    if view_names:
+        raise io.ProjectError(f"{full_dir}: view_names {view_names} needs csv_file to be one CSV per view")
+    if Path(csv_file).name == io.DLC_CONFIG:
+        label_files = [Path(p).relative_to(full_dir).as_posix() for p in io.dlc_label_files(full_dir)]
+        return csv_file, [csv_file, *label_files], []
+    return csv_file, [csv_file], []
+
+
+def _labels_hash(full_dir: Path, label_files: list[str]) -> str | None:
+    """MD5 of the label file's bytes (one file), or of each file's name and MD5 (several);
+    None when a file is missing (the label reader then names it)."""
+    if not all((full_dir / name).is_file() for name in label_files):
+        return None
+    if len(label_files) == 1:
+        return file_md5(full_dir / label_files[0])
+    listing = "".join(f"{name} {file_md5(full_dir / name)}\n" for name in label_files)
+    return hashlib.md5(listing.encode()).hexdigest()
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -125,7 +165,8 @@ class VideoSet(dj.Manual):
     Attributes:
         video_set_id (int): unique id of the project.
         project_dir (varchar): project folder, relative to a root data directory.
-        csv_file (varchar): label CSV, relative to the project folder.
+        csv_file (varchar): label CSV, relative to the project folder (a multi-view project:
+            its first view's, every view in ``View``; a DeepLabCut project: ``config.yaml``).
         labels_hash (char): MD5 of the label CSV's bytes at registration (null for rows
             registered before it was recorded; add the column to an older database with
             ``VideoSet.alter()``).
@@ -162,13 +203,35 @@ class VideoSet(dj.Manual):
         file_type : enum('labels', 'image', 'video')
         """
 
+    class View(dj.Part):
+        """One camera view of a multi-view project (Lightning Pose's layout: one label CSV per
+        view, the same frames labeled in each). Single-view projects have no rows here; the
+        part table is created beside an older database's tables on activation.
+
+        Attributes:
+            view_name (varchar): the view's name (``data.view_names``; in its video file names).
+            view_index (int): position of the view in ``data.csv_file``.
+            csv_file (varchar): the view's label CSV, relative to the project folder.
+            n_labeled_frames (int): labeled frames of the view.
+        """
+
+        definition = f"""
+        -> master
+        view_name        : varchar(64)
+        ---
+        view_index       : {INT16}
+        csv_file         : varchar(255)   # relative to project_dir
+        n_labeled_frames : {INT32}
+        """
+
     @classmethod
     def insert_project(
         cls,
         project_dir: str | Path,
         *,
         video_set_id: int | None = None,
-        csv_file: str = "CollectedData.csv",
+        csv_file: str | list[str] = "CollectedData.csv",
+        view_names: list[str] | None = None,
         video_dir: str = "videos",
         description: str = "",
     ) -> dict:
@@ -177,23 +240,33 @@ class VideoSet(dj.Manual):
         Labels must parse, every labeled image must exist and decode, every video must decode.
         Nothing is inserted when any check fails.
 
+        Layouts: a label CSV (Lightning Pose); a list of CSVs with ``view_names`` (Lightning
+        Pose's multi-view layout: ``csv_file`` holds the first view's CSV, ``VideoSet.View``
+        every view, the videos are those whose name contains a view name); a DeepLabCut
+        project (``csv_file="config.yaml"``, its ``labeled-data/<video>/CollectedData_<scorer>``
+        files merged). With the default ``csv_file`` and no ``CollectedData.csv``, the layout
+        is found on disk (``engine.io.detect_layout``).
+
         A project registered before is not registered again: when a VideoSet has the same
         project folder (relative to the data roots), the same label CSV, the same label bytes
-        (``labels_hash``) and the same videos, its key is returned and a message logged. A
-        changed label file or video list makes a new VideoSet (the old one keeps describing
-        what earlier models were trained on). Passing a ``video_set_id`` other than the
-        existing one's for the same project raises ``ValueError``.
+        (``labels_hash``, over every label file of the layout) and the same videos, its key is
+        returned and a message logged. A changed label file or video list makes a new VideoSet
+        (the old one keeps describing what earlier models were trained on). Passing a
+        ``video_set_id`` other than the existing one's for the same project raises ``ValueError``.
         """
         from .engine import io, video
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
         relative_dir = paths.relative_to_roots(roots, full_dir)
+        stored_csv, label_files, views = _project_layout(full_dir, csv_file, view_names)
         video_dir_path = full_dir / video_dir
         videos = io.find_videos(video_dir_path) if video_dir_path.is_dir() else []
+        if views:
+            videos = [p for p in videos if any(name in p.name for name, _ in views)]
         video_files = [Path(p).relative_to(full_dir).as_posix() for p in videos]
-        labels_hash = file_md5(full_dir / csv_file) if (full_dir / csv_file).is_file() else None
-        existing = cls._same_project(relative_dir, csv_file, labels_hash, video_files)
+        labels_hash = _labels_hash(full_dir, label_files)
+        existing = cls._same_project(relative_dir, stored_csv, labels_hash, video_files)
         if existing is not None:
             if video_set_id is not None and video_set_id != existing["video_set_id"]:
                 raise ValueError(
@@ -203,25 +276,29 @@ class VideoSet(dj.Manual):
             logger.warning(
                 "VideoSet: project %r (labels %s) is already registered as %s; not inserted again",
                 relative_dir,
-                csv_file,
+                stored_csv,
                 existing,
             )
             return existing
-        labels = io.read_labels(full_dir / csv_file, full_dir, check_images=True)
+        if views:
+            labels = io.read_multiview_labels(full_dir, [c for _, c in views], [n for n, _ in views], check_images=True)
+        else:
+            labels = io.read_labels(full_dir / stored_csv, full_dir, check_images=True)
         for path in videos:
             video.video_info(path)  # raises VideoError naming the file
         if video_set_id is None:
             video_set_id = max(fetch_column(cls, "video_set_id"), default=0) + 1
         key = {"video_set_id": int(video_set_id)}
-        files = [(csv_file, "labels")]
+        files = [(p, "labels") for p in label_files]
         files += [(p, "image") for p in labels.image_paths]
         files += [(p, "video") for p in video_files]
+        n_per_view = len(labels) // len(views) if views else 0
         with cls.connection.transaction:
             cls.insert1(
                 {
                     **key,
                     "project_dir": relative_dir,
-                    "csv_file": csv_file,
+                    "csv_file": stored_csv,
                     "labels_hash": labels_hash,
                     "n_labeled_frames": len(labels),
                     "bodyparts": list(labels.bodyparts),
@@ -231,7 +308,36 @@ class VideoSet(dj.Manual):
             cls.File.insert(
                 {**key, "file_id": i, "file_path": path, "file_type": kind} for i, (path, kind) in enumerate(files)
             )
+            cls.View.insert(
+                {**key, "view_name": name, "view_index": i, "csv_file": csv, "n_labeled_frames": n_per_view}
+                for i, (name, csv) in enumerate(views)
+            )
         return key
+
+    @classmethod
+    def views(cls, key: dict) -> list[tuple[str, str]]:
+        """``(view name, label CSV)`` of a multi-view VideoSet, in view order; [] for one view."""
+        rows = fetch_dicts(cls.View & key, "view_name", "csv_file", order_by="view_index")
+        return [(r["view_name"], r["csv_file"]) for r in rows]
+
+    @classmethod
+    def data_config(cls, key: dict) -> dict:
+        """The ``data`` parameters that name this VideoSet's labels (``csv_file``, ``view_names``)."""
+        views = cls.views(key)
+        if views:
+            return {"csv_file": [c for _, c in views], "view_names": [n for n, _ in views]}
+        return {"csv_file": (cls & key).fetch1("csv_file"), "view_names": []}
+
+    @classmethod
+    def read_labels(cls, key: dict, *, check_images: bool = False):
+        """The labels of a registered project (every view, every DeepLabCut folder) as
+        ``engine.io.LabeledFrames``, image paths relative to the project folder."""
+        from .engine import io
+
+        data = cls.data_config(key)
+        return io.read_project_labels(
+            cls.project_path(key), data["csv_file"], data["view_names"] or None, check_images=check_images
+        )
 
     @classmethod
     def _same_project(

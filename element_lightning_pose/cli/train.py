@@ -10,7 +10,9 @@ from element_lightning_pose.cli import fail
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train") -> None:
     parser.add_argument("config_or_project", help="a config YAML, or a project folder (then default parameters)")
-    parser.add_argument("--project", help="labeled project folder (CollectedData.csv, labeled-data/, videos/)")
+    parser.add_argument(
+        "--project", help="labeled project folder (CollectedData.csv, labeled-data/, videos/; or a DeepLabCut project)"
+    )
     parser.add_argument("--model-dir", required=True, help="output folder of the trained model")
     parser.add_argument(
         "--set",
@@ -26,7 +28,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 
 def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.io import DEFAULT_CSV, detect_layout
+    from element_lightning_pose.engine.multiview import MultiViewResult, train_project
 
     source = Path(args.config_or_project)
     if source.is_dir():  # a project folder: default parameters (plus any --set)
@@ -36,10 +39,22 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--project is required when the first argument is a config file")
         project, config = Path(args.project), TrainConfig.from_yaml(source)
     config = config.with_overrides(args.overrides)
+    if config.data.csv_file == DEFAULT_CSV:  # say which layout was found when none was named
+        layout = detect_layout(project)
+        if layout.kind != "lightning_pose":
+            views = f", views {layout.view_names}" if layout.view_names else ""
+            print(f"{project}: {layout.kind} project ({layout.csv_file}{views})")
     try:
-        result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
+        # any layout: Lightning Pose's (one CSV or one per view), DeepLabCut's (config.yaml + labeled-data/)
+        result = train_project(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
+    if isinstance(result, MultiViewResult):
+        for view, view_result in result.views.items():
+            best = "n/a" if view_result.best_val_loss is None else f"{view_result.best_val_loss:.5g}"
+            print(f"view {view}: {view_result.epochs} epoch(s), best val loss {best}; model in {view_result.model_dir}")
+        print(f"trained {len(result.views)} view(s) in {result.wall_time_s:.1f} s; models in {result.model_dir}")
+        return 0
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5g}"
     print(
         f"trained {result.epochs} epoch(s) in {result.wall_time_s:.1f} s; best val loss {best}; "

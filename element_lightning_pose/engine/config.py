@@ -76,7 +76,20 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the labels are and how frames are sized and split."""
 
-    csv_file: str = Field("CollectedData.csv", description="label CSV, relative to the project root")
+    csv_file: str | list[str] = Field(
+        "CollectedData.csv",
+        description="label CSV, relative to the project root; a list: one CSV per view (Lightning Pose's "
+        "multi-view layout, with view_names); config.yaml: a DeepLabCut project. When CollectedData.csv is "
+        "absent, a DeepLabCut project or two or more CollectedData_<view>.csv are found by themselves",
+    )
+    view_names: list[str] = Field(
+        [], description="multi-view projects: one name per CSV of csv_file, contained in that view's video file names"
+    )
+    multiview: Literal["shared", "per_view"] = Field(
+        "shared",
+        description="multi-view projects: one network for every view (shared) or one network per view "
+        "(per_view, in MODEL_DIR/<view>/)",
+    )
     video_dir: str = Field("videos", description="folder of project videos, relative to the project root")
     image_resize: tuple[Int, Int] = Field((256, 256), description="(height, width) the network sees; multiples of 32")
     train_prob: Float = Field(0.8, gt=0, le=1, description="fraction of labeled frames used for training")
@@ -100,6 +113,26 @@ class DataConfig(_Section):
     def _probabilities_fit(self) -> DataConfig:
         if self.train_prob + self.val_prob > 1 + 1e-9:
             raise ValueError(f"train_prob + val_prob = {self.train_prob + self.val_prob:g} exceeds 1")
+        return self
+
+    @model_validator(mode="after")
+    def _views_match_files(self) -> DataConfig:
+        files = self.csv_file if isinstance(self.csv_file, list) else None
+        if files is not None and (not files or len(set(files)) != len(files)):
+            raise ValueError(f"data.csv_file: a list needs one distinct CSV per view, got {files}")
+        if self.view_names and files is None:
+            raise ValueError(
+                f"data.view_names {self.view_names} needs data.csv_file to be a list (one CSV per view), "
+                f"not {self.csv_file!r}"
+            )
+        if files is not None and self.view_names:
+            if len(self.view_names) != len(files):
+                raise ValueError(
+                    f"data.view_names has {len(self.view_names)} name(s) {self.view_names} for "
+                    f"{len(files)} file(s) in data.csv_file {files}"
+                )
+            if len(set(self.view_names)) != len(self.view_names) or not all(self.view_names):
+                raise ValueError(f"data.view_names must be distinct, non-empty names, got {self.view_names}")
         return self
 
 

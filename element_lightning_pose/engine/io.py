@@ -9,21 +9,25 @@ leaves a truncated CSV behind.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from io import StringIO
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 
 from .atomic import atomic_output
 from .errors import ElpError
 
 PathLike = str | os.PathLike
+logger = logging.getLogger(__name__)
 
 
 class ProjectError(ElpError, ValueError):
@@ -304,6 +308,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HEADER_LABELS = ("scorer", "bodyparts", "coords")
 # Coordinates a label file may hold; "likelihood" is tolerated (some tools write it) and ignored.
 LABEL_COORDS = ("x", "y", "visible", "likelihood")
+DEFAULT_CSV = "CollectedData.csv"
+DLC_CONFIG = "config.yaml"  # a DeepLabCut project's settings (body parts, scorer, videos)
+DLC_LABELED_DIR = "labeled-data"
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,6 +324,8 @@ class LabeledFrames:
     image_paths: list[str]
     keypoints: np.ndarray
     visible: np.ndarray | None = None
+    # the camera view of each row (multi-view projects, shared network); None: one view
+    views: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -332,6 +341,7 @@ class LabeledFrames:
             image_paths=[self.image_paths[r] for r in positions],
             keypoints=self.keypoints[positions].copy(),
             visible=None if self.visible is None else self.visible[positions].copy(),
+            views=None if self.views is None else [self.views[r] for r in positions],
         )
 
 
@@ -345,10 +355,19 @@ def read_labels(csv_path: PathLike, root: PathLike | None = None, *, check_image
     """
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
+    if csv_path.name == DLC_CONFIG:  # a DeepLabCut project named by its config.yaml
+        return read_dlc_project(csv_path.parent, check_images=check_images)
     if not csv_path.is_file():
         raise ProjectError(f"{csv_path}: label file not found")
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         rows = [(line, row) for line, row in _numbered_rows(handle) if any(c.strip() for c in row)]
+    return _labels_from_rows(csv_path, rows, root, check_images)
+
+
+def _labels_from_rows(
+    csv_path: Path, rows: list[tuple[int, list[str]]], root: Path, check_images: bool
+) -> LabeledFrames:
+    """Validate the (line number, cells) rows of a label table read from ``csv_path``."""
     if len(rows) < 3:
         raise ProjectError(
             f"{csv_path}: expected a 3-row header (scorer, bodyparts, coords), found {len(rows)} non-empty line(s)"
@@ -528,15 +547,314 @@ def find_videos(video_dir: PathLike) -> list[Path]:
 
 
 def load_project(
-    root: PathLike, csv_file: str = "CollectedData.csv", video_dir: str = "videos"
+    root: PathLike,
+    csv_file: str | Sequence[str] = DEFAULT_CSV,
+    video_dir: str = "videos",
+    view_names: Sequence[str] | None = None,
 ) -> tuple[LabeledFrames, list[Path]]:
-    """Labels of the project at ``root`` and the videos in its ``video_dir`` (none if absent)."""
+    """Labels of the project at ``root`` and the videos in its ``video_dir`` (none if absent).
+
+    ``csv_file`` is one label CSV, a list of them (one per view, :func:`read_multiview_labels`)
+    or a DeepLabCut ``config.yaml``; the default, when ``CollectedData.csv`` is absent, takes
+    the layout :func:`detect_layout` finds. A multi-view project's videos are those whose
+    file name contains one of its view names.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ProjectError(f"{root}: project folder not found")
-    labels = read_labels(root / csv_file, root)
+    labels = read_project_labels(root, csv_file, view_names)
     videos = find_videos(root / video_dir) if (root / video_dir).is_dir() else []
+    if labels.views is not None:
+        names = set(labels.views)
+        videos = [v for v in videos if any(name in v.name for name in names)]
     return labels, videos
+
+
+# --------------------------------------------------------------------------------------------
+# Other layouts: DeepLabCut projects, Lightning Pose multi-view projects
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """How a project folder keeps its labels.
+
+    ``kind`` is ``lightning_pose`` (one ``CollectedData.csv``), ``deeplabcut`` (``config.yaml``
+    + ``labeled-data/<video>/CollectedData_<scorer>.csv``) or ``multiview`` (one CSV per view).
+    ``csv_file`` is what ``data.csv_file`` names: a CSV, ``config.yaml``, or the list of CSVs.
+    """
+
+    kind: str
+    csv_file: str | list[str]
+    view_names: list[str]
+
+
+def detect_layout(root: PathLike) -> ProjectLayout:
+    """The layout of the project at ``root``: ``CollectedData.csv`` first, then a DeepLabCut
+    ``config.yaml`` (with ``bodyparts``) beside ``labeled-data/``, then two or more
+    ``CollectedData_<view>.csv`` (Lightning Pose's multi-view layout); else ProjectError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ProjectError(f"{root}: project folder not found")
+    if (root / DEFAULT_CSV).is_file():
+        return ProjectLayout("lightning_pose", DEFAULT_CSV, [])
+    if is_dlc_project(root):
+        return ProjectLayout("deeplabcut", DLC_CONFIG, [])
+    per_view = sorted(p.name for p in root.glob("CollectedData_*.csv") if p.is_file())
+    if len(per_view) >= 2:
+        return ProjectLayout("multiview", per_view, derive_view_names(per_view))
+    raise ProjectError(
+        f"{root}: no labels found: neither {DEFAULT_CSV}, nor a DeepLabCut {DLC_CONFIG} (with bodyparts) "
+        f"beside {DLC_LABELED_DIR}/, nor two or more CollectedData_<view>.csv (found {per_view or 'none'})"
+    )
+
+
+def read_project_labels(
+    root: PathLike,
+    csv_file: str | Sequence[str] = DEFAULT_CSV,
+    view_names: Sequence[str] | None = None,
+    *,
+    check_images: bool = True,
+) -> LabeledFrames:
+    """The labels of any layout (see :func:`load_project`), image paths relative to ``root``."""
+    root = Path(root)
+    if not isinstance(csv_file, str):
+        return read_multiview_labels(root, list(csv_file), view_names, check_images=check_images)
+    if csv_file == DEFAULT_CSV and not (root / csv_file).exists():
+        layout = detect_layout(root)
+        logger.info("%s: no %s; reading it as a %s project", root, DEFAULT_CSV, layout.kind)
+        if layout.kind == "multiview":
+            return read_multiview_labels(root, list(layout.csv_file), layout.view_names, check_images=check_images)
+        csv_file = str(layout.csv_file)
+    return read_labels(root / csv_file, root, check_images=check_images)
+
+
+def concat_labels(
+    parts: Sequence[LabeledFrames], root: Path, csv_path: Path, views: Sequence[str] | None = None
+) -> LabeledFrames:
+    """One LabeledFrames of ``parts`` (same body parts), rows in order; ``views[i]`` names part i's view."""
+    bodyparts = list(parts[0].bodyparts)
+    seen: dict[str, Path] = {}
+    for part in parts:
+        for image in part.image_paths:
+            if image in seen:
+                raise ProjectError(f"{part.csv_path}: image {image} is also labeled in {seen[image]}")
+            seen[image] = part.csv_path
+    visible = None
+    if any(p.visible is not None for p in parts):
+        visible = np.concatenate(
+            [p.visible if p.visible is not None else np.isfinite(p.keypoints[..., 0]) for p in parts]
+        )
+    row_views = None if views is None else [v for v, p in zip(views, parts) for _ in range(len(p))]
+    return LabeledFrames(
+        root=root,
+        csv_path=csv_path,
+        scorer=parts[0].scorer,
+        bodyparts=bodyparts,
+        image_paths=[image for p in parts for image in p.image_paths],
+        keypoints=np.concatenate([p.keypoints for p in parts]),
+        visible=visible,
+        views=row_views,
+    )
+
+
+def derive_view_names(csv_files: Sequence[str]) -> list[str]:
+    """View names from per-view label files: ``CollectedData_top.csv`` -> ``top``."""
+    stems = [Path(name).stem for name in csv_files]
+    return [stem[len("CollectedData_") :] if stem.startswith("CollectedData_") else stem for stem in stems]
+
+
+def read_multiview_labels(
+    root: PathLike,
+    csv_files: Sequence[str],
+    view_names: Sequence[str] | None = None,
+    *,
+    check_images: bool = True,
+) -> LabeledFrames:
+    """Lightning Pose's multi-view layout: one label CSV per view, the same frames in each.
+
+    Returns the views' labels concatenated (view after view, each in its CSV's row order, so
+    row ``i`` of every view is the same instant), ``views`` naming each row's view. The views
+    must list the same body parts and the same number of frames.
+    """
+    root = Path(root)
+    csv_files = list(csv_files)
+    names = list(view_names) if view_names else derive_view_names(csv_files)
+    if not csv_files:
+        raise ProjectError(f"{root}: data.csv_file is an empty list (one label CSV per view expected)")
+    if len(names) != len(csv_files):
+        raise ProjectError(
+            f"{root}: data.view_names has {len(names)} name(s) {names} for {len(csv_files)} label file(s) {csv_files}"
+        )
+    if len(set(names)) != len(names):
+        raise ProjectError(f"{root}: data.view_names repeats a view: {names}")
+    parts = [read_labels(root / name, root, check_images=check_images) for name in csv_files]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.bodyparts != first.bodyparts:
+            raise ProjectError(
+                f"{part.csv_path}: body parts {part.bodyparts} differ from {first.csv_path.name}'s "
+                f"{first.bodyparts}; every view labels the same body parts"
+            )
+        if len(part) != len(first):
+            raise ProjectError(
+                f"{part.csv_path}: {len(part)} labeled frames, {first.csv_path.name} has {len(first)}; "
+                "the same frames must be labeled in every view"
+            )
+    return concat_labels(parts, root, first.csv_path, names)
+
+
+def is_dlc_project(root: PathLike) -> bool:
+    """Whether ``root`` looks like a DeepLabCut project: ``config.yaml`` with ``bodyparts``
+    beside a ``labeled-data/`` folder."""
+    root = Path(root)
+    if not (root / DLC_CONFIG).is_file() or not (root / DLC_LABELED_DIR).is_dir():
+        return False
+    try:
+        config = yaml.safe_load((root / DLC_CONFIG).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(config, dict) and "bodyparts" in config
+
+
+def read_dlc_config(root: PathLike) -> dict:
+    """The parts of a DeepLabCut ``config.yaml`` that labels need: ``scorer``, ``bodyparts``,
+    ``video_sets``; a multi-animal project is refused (its labels have another header)."""
+    path = Path(root) / DLC_CONFIG
+    if not path.is_file():
+        raise ProjectError(f"{path}: DeepLabCut config not found")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ProjectError(f"{path}: expected a mapping of DeepLabCut settings")
+    if config.get("multianimalproject"):
+        raise ProjectError(f"{path}: a multi-animal DeepLabCut project (multianimalproject: true) is not supported")
+    bodyparts = config.get("bodyparts")
+    if not isinstance(bodyparts, list) or not bodyparts or not all(isinstance(b, str) and b for b in bodyparts):
+        raise ProjectError(f"{path}: bodyparts must be a non-empty list of names, got {bodyparts!r}")
+    if len(set(bodyparts)) != len(bodyparts):
+        raise ProjectError(f"{path}: bodyparts repeats a name: {bodyparts}")
+    scorer = config.get("scorer")
+    if not isinstance(scorer, str) or not scorer:
+        raise ProjectError(
+            f"{path}: scorer must be a name (labels are labeled-data/<video>/CollectedData_<scorer>.csv)"
+        )
+    video_sets = config.get("video_sets") or {}
+    return {"scorer": scorer, "bodyparts": list(bodyparts), "video_sets": video_sets}
+
+
+def dlc_label_files(root: PathLike) -> list[Path]:
+    """The label file of each labeled folder of a DeepLabCut project (CSV, else .h5).
+
+    Folders without labels (frames extracted, not labeled yet, and DeepLabCut's ``*_labeled``
+    plots) are skipped, as DeepLabCut does; a folder labeled by another scorer than
+    ``config.yaml``'s, or a project with no labels at all, is a ProjectError naming the file.
+    """
+    root = Path(root)
+    scorer = read_dlc_config(root)["scorer"]
+    labeled = root / DLC_LABELED_DIR
+    if not labeled.is_dir():
+        raise ProjectError(f"{labeled}: folder not found (DeepLabCut keeps labels in labeled-data/<video>/)")
+    files = []
+    for folder in sorted(p for p in labeled.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name.endswith("_labeled"):
+            continue
+        csv_path, h5_path = folder / f"CollectedData_{scorer}.csv", folder / f"CollectedData_{scorer}.h5"
+        if csv_path.is_file() or h5_path.is_file():
+            files.append(csv_path if csv_path.is_file() else h5_path)
+            continue
+        others = sorted(p.name for p in folder.glob("CollectedData_*"))
+        if others:
+            raise ProjectError(
+                f"{csv_path}: not found, but {others} are: the scorer in {root / DLC_CONFIG} is {scorer!r}"
+            )
+        logger.warning("%s: no CollectedData_%s.csv or .h5 (not labeled yet); skipped", folder, scorer)
+    if not files:
+        raise ProjectError(
+            f"{labeled / '<video>' / f'CollectedData_{scorer}.csv'}: no labeled folder has it (or the .h5); "
+            f"scorer {scorer!r} from {root / DLC_CONFIG}"
+        )
+    return files
+
+
+def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFrames:
+    """Every labeled folder of a DeepLabCut project merged into one LabeledFrames.
+
+    Image paths are relative to the project root (``labeled-data/<video>/img042.png``), body
+    parts in ``config.yaml``'s order; the labels of each folder must name exactly the body parts
+    of ``config.yaml``. Errors name the file at fault (the CSV or .h5, the config, an image).
+    """
+    root = Path(root)
+    config = read_dlc_config(root)
+    parts = []
+    for path in dlc_label_files(root):
+        part = _read_dlc_h5(path, root) if path.suffix == ".h5" else read_labels(path, root, check_images=False)
+        part = _dlc_images_under_root(part, path.parent, root)
+        part = _in_config_order(part, config["bodyparts"], root / DLC_CONFIG)
+        if check_images:
+            for image in part.image_paths:
+                check_image(root / image, f"{path} ({image})")
+        parts.append(part)
+    labels = concat_labels(parts, root, root / DLC_CONFIG)
+    return replace(labels, scorer=config["scorer"])
+
+
+def _read_dlc_h5(path: Path, root: Path) -> LabeledFrames:
+    """DeepLabCut's HDF5 labels (a pandas table), through the CSV parser and its checks."""
+    try:
+        import tables  # noqa: F401  (pandas' HDF5 backend)
+    except ImportError:
+        raise ProjectError(
+            f"{path}: reading DeepLabCut's .h5 labels needs PyTables (pip install tables); or save "
+            f"the labels as {path.with_suffix('.csv').name} beside it (DeepLabCut writes both)"
+        ) from None
+    try:
+        frame = pd.read_hdf(path)
+    except Exception as exc:  # pandas and PyTables raise many types for a damaged file
+        raise ProjectError(f"{path}: unreadable HDF5 label file ({exc})") from exc
+    if not isinstance(frame, pd.DataFrame) or frame.columns.nlevels != 3:
+        levels = getattr(getattr(frame, "columns", None), "nlevels", 0)
+        raise ProjectError(
+            f"{path}: expected columns (scorer, bodyparts, coords), found {levels} level(s)"
+            + (" (a multi-animal project?)" if levels == 4 else "")
+        )
+    text = frame.to_csv()
+    rows = [
+        (line, [cell.strip() for cell in row])
+        for line, row in enumerate(csv.reader(StringIO(text)), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+    return _labels_from_rows(path, rows, root, check_images=False)
+
+
+def _dlc_images_under_root(labels: LabeledFrames, folder: Path, root: Path) -> LabeledFrames:
+    """Image paths relative to the project root; a bare ``img042.png`` (older DeepLabCut) is in ``folder``."""
+    prefix = folder.relative_to(root).as_posix()
+    fixed = [
+        path if "/" in path or (root / path).is_file() or not (folder / path).is_file() else f"{prefix}/{path}"
+        for path in labels.image_paths
+    ]
+    return replace(labels, image_paths=fixed)
+
+
+def _in_config_order(labels: LabeledFrames, bodyparts: list[str], config_path: Path) -> LabeledFrames:
+    """``labels`` with its keypoints in ``bodyparts``' order; other body parts are an error."""
+    if set(labels.bodyparts) != set(bodyparts) or len(labels.bodyparts) != len(bodyparts):
+        missing = [b for b in bodyparts if b not in labels.bodyparts]
+        extra = [b for b in labels.bodyparts if b not in bodyparts]
+        raise ProjectError(
+            f"{labels.csv_path}: body parts {labels.bodyparts} differ from {config_path}'s {bodyparts} "
+            f"(missing {missing}, not in config.yaml {extra})"
+        )
+    order = [labels.bodyparts.index(b) for b in bodyparts]
+    return replace(
+        labels,
+        bodyparts=list(bodyparts),
+        keypoints=labels.keypoints[:, order],
+        visible=None if labels.visible is None else labels.visible[:, order],
+    )
 
 
 def context_image_paths(root: PathLike, image_path: str, radius: int = 2) -> list[str]:

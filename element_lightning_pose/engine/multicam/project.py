@@ -1,0 +1,161 @@
+"""A synthetic labeled multi-view project from a calibrated rig, in Lightning Pose's layout.
+
+:func:`make_rig_project` writes into one folder, deterministically from a seed::
+
+    CollectedData_<camera>.csv             hand labels of each view (the same frames in every view)
+    labeled-data/<session>_<camera>/imgNNNNN.png   the labeled frames, decoded from the videos
+    videos/<session>_<camera>.mp4          each camera's video of the body (view name in the file name)
+    calibration/<camera>.avi               each camera's ChArUco board video (lossless)
+    board.toml                             the board in those videos (``boards.read_board``)
+    calibration.toml                       the true calibration (``cameras.write_calibration``)
+    ground_truth.npz                       points3d (T, K, 3) mm, pixels (C, T, K, 2) and
+                                           visible (C, T, K) per camera, labeled_frames,
+                                           camera_names, bodyparts
+
+The rig, the body and the rendering are :mod:`.rig`'s; this module only lays them out as a
+lab's project would be. The labels are the true projections (NaN where a point leaves the
+image), so the error of a model trained on them is measured against the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_output, write_text_atomic
+from ..io import write_keypoint_csv
+from .boards import Board
+from .cameras import write_calibration
+from .rig import make_body, make_rig, render_board_videos, render_body_videos
+
+PathLike = str | os.PathLike
+
+# The board of the calibration videos: 7 x 5 ChArUco squares of 50 mm (markers 37 mm, 4x4 bits).
+BOARD = Board("charuco", 7, 5, 50.0, 37.0, 4, 50)
+
+
+@dataclass
+class RigProject:
+    """What :func:`make_rig_project` wrote (paths absolute)."""
+
+    root: Path
+    camera_names: list[str]
+    bodyparts: list[str]
+    csv_files: list[str]  # relative to root, one per camera, in camera order
+    videos: dict[str, Path]
+    board_videos: dict[str, Path]
+    calibration: Path
+    ground_truth: Path
+    labeled_frames: np.ndarray
+
+
+def make_rig_project(
+    root: PathLike,
+    *,
+    n_cameras: int = 3,
+    image_size: tuple[int, int] = (640, 480),
+    n_frames: int = 300,
+    n_labeled: int = 40,
+    n_board_frames: int = 20,
+    seed: int = 0,
+    session: str = "session0",
+    fps: float = 30.0,
+) -> RigProject:
+    """Write a labeled multi-view project of a body walking in a calibrated rig into ``root``.
+
+    ``image_size`` is (width, height); ``n_labeled`` frames, spread over the video, are labeled
+    in every view. Tiny sizes (e.g. 96x64, 30 frames, 6 labeled) keep tests fast; the dots are
+    drawn with a radius scaled to the image width.
+    """
+    if not 1 <= n_labeled <= n_frames:
+        raise ValueError(f"n_labeled={n_labeled} must be between 1 and n_frames={n_frames}")
+    if n_cameras < 2:
+        raise ValueError(f"n_cameras={n_cameras}: a multi-view project needs at least 2 cameras")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    group = make_rig(n_cameras, seed=seed, image_size=image_size)
+    body = make_body(n_frames, seed=seed)
+    rng = np.random.default_rng(seed + 5000)
+    labeled = np.sort(rng.choice(n_frames, size=n_labeled, replace=False))
+    names = [cam.name for cam in group.cameras]
+    radius = max(1, int(round(4 * image_size[0] / 640)))
+
+    videos: dict[str, Path] = {}
+    pixels, visible = [], []
+    with tempfile.TemporaryDirectory(dir=root, prefix=".render-") as scratch:
+        rendered = render_body_videos(group, body.points, body.bodyparts, scratch, fps=fps, radius=radius)
+        (root / "videos").mkdir(exist_ok=True)
+        for name in names:
+            video, _ = rendered[name]
+            videos[name] = root / "videos" / f"{session}_{name}.mp4"
+            os.replace(video, videos[name])
+    csv_files = []
+    for cam in group.cameras:
+        points = cam.project(body.points)  # (T, K, 2)
+        inside = np.all((points >= 0) & (points < np.array(cam.size)), axis=-1)
+        pixels.append(points)
+        visible.append(inside)
+        csv_files.append(_write_view_labels(root, session, cam.name, videos[cam.name], labeled, points, inside, body))
+
+    board_dir = root / "calibration"
+    if board_dir.exists():
+        shutil.rmtree(board_dir)
+    board_videos = render_board_videos(group, BOARD, board_dir, n_frames=n_board_frames, seed=seed)
+    write_text_atomic(
+        root / "board.toml",
+        f'board_type = "{BOARD.board_type}"\nboard_x = {BOARD.board_x}\nboard_y = {BOARD.board_y}\n'
+        f"square_length = {BOARD.square_length}\nmarker_length = {BOARD.marker_length}\n"
+        f"marker_bits = {BOARD.marker_bits}\ndict_size = {BOARD.dict_size}\n",
+    )
+    calibration = write_calibration(group, root / "calibration.toml")
+    truth = root / "ground_truth.npz"
+    with atomic_output(truth) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            points3d=body.points,
+            pixels=np.stack(pixels),
+            visible=np.stack(visible),
+            labeled_frames=labeled,
+            camera_names=np.array(names),
+            bodyparts=np.array(body.bodyparts),
+        )
+    return RigProject(root, names, list(body.bodyparts), csv_files, videos, board_videos, calibration, truth, labeled)
+
+
+def _write_view_labels(
+    root: Path,
+    session: str,
+    camera: str,
+    video: Path,
+    labeled: np.ndarray,
+    points: np.ndarray,
+    inside: np.ndarray,
+    body,
+) -> str:
+    """The labeled frames of one view as PNGs (decoded from its video, as a lab extracts them)
+    and ``CollectedData_<camera>.csv``; returns the CSV's name."""
+    import cv2
+
+    from ..video import read_frames
+
+    folder = root / "labeled-data" / f"{session}_{camera}"
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = read_frames(video, labeled.tolist())
+    images = []
+    for index, frame in zip(labeled, frames):
+        image = f"labeled-data/{session}_{camera}/img{int(index):05d}.png"
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError(f"could not encode {image}")
+        with atomic_output(root / image) as tmp:
+            tmp.write_bytes(encoded.tobytes())
+        images.append(image)
+    values = np.where(inside[labeled][..., None], points[labeled], np.nan)
+    name = f"CollectedData_{camera}.csv"
+    write_keypoint_csv(root / name, values, body.bodyparts, ("x", "y"), scorer="synthetic", index=images)
+    return name

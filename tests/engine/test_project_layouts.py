@@ -1,0 +1,279 @@
+"""Other labs' project layouts train as they are: DeepLabCut's and Lightning Pose's multi-view."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from element_lightning_pose.engine import io
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+
+BODYPARTS = ["snout", "ear_l", "tail"]
+TINY = {
+    "data": {"image_resize": [32, 32]},
+    "model": {"backbone": "resnet18", "pretrained": False},
+    "training": {"max_steps": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4},
+}
+
+
+# ------------------------------------------------------------------ a tiny DeepLabCut project
+
+
+def make_dlc_project(
+    root: Path,
+    folders: dict[str, int] | None = None,
+    scorer: str = "Alice",
+    bodyparts: list[str] | None = None,
+    h5: bool = False,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A DeepLabCut 2.x project: config.yaml and labeled-data/<video>/CollectedData_<scorer>.csv
+    (3-column index) or .h5, frames img*.png of 40x48. Returns {folder: (N, K, 2) keypoints}."""
+    import cv2
+
+    folders = folders or {"mouseA": 3, "mouseB": 2}
+    bodyparts = bodyparts or BODYPARTS
+    rng = np.random.default_rng(seed)
+    config = {
+        "Task": "tiny",
+        "scorer": scorer,
+        "date": "Jan1",
+        "project_path": str(root),
+        "video_sets": {f"/elsewhere/videos/{name}.mp4": {"crop": "0, 48, 0, 40"} for name in folders},
+        "bodyparts": list(BODYPARTS),
+        "skeleton": [],
+    }
+    (root / "labeled-data").mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    truth = {}
+    for name, n in folders.items():
+        folder = root / "labeled-data" / name
+        folder.mkdir()
+        images = [f"img{10 * i + 3:03d}.png" for i in range(n)]
+        for image in images:
+            cv2.imwrite(str(folder / image), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+        points = rng.uniform(2, 38, (n, len(bodyparts), 2))
+        points[0, -1] = np.nan  # DeepLabCut leaves unlabeled body parts empty
+        truth[name] = points
+        columns = pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+        index = pd.MultiIndex.from_tuples([("labeled-data", name, image) for image in images])
+        frame = pd.DataFrame(points.reshape(n, -1), index=index, columns=columns)
+        if h5:
+            frame.to_hdf(folder / f"CollectedData_{scorer}.h5", key="df_with_missing", mode="w")
+        else:
+            frame.to_csv(folder / f"CollectedData_{scorer}.csv")
+    return truth
+
+
+def test_dlc_project_merges_every_labeled_folder(tmp_path):
+    truth = make_dlc_project(tmp_path)
+    (tmp_path / "labeled-data" / "mouseA_labeled").mkdir()  # DeepLabCut's plots of the labels: not labels
+    (tmp_path / "labeled-data" / "mouseC").mkdir()  # frames extracted, not labeled yet: skipped
+    assert io.detect_layout(tmp_path).kind == "deeplabcut"
+    labels, videos = io.load_project(tmp_path)
+    assert len(labels) == 5 and videos == []
+    assert labels.bodyparts == BODYPARTS and labels.scorer == "Alice"
+    assert labels.image_paths[0] == "labeled-data/mouseA/img003.png"
+    assert labels.image_paths[3] == "labeled-data/mouseB/img003.png"
+    np.testing.assert_array_equal(labels.keypoints, np.concatenate([truth["mouseA"], truth["mouseB"]]))
+    assert all((tmp_path / p).is_file() for p in labels.image_paths)
+    explicit, _ = io.load_project(tmp_path, "config.yaml")  # or named explicitly
+    assert explicit.image_paths == labels.image_paths
+
+
+def test_dlc_h5_labels_and_bodypart_order(tmp_path):
+    truth = make_dlc_project(tmp_path, folders={"v1": 3}, bodyparts=["tail", "snout", "ear_l"], h5=True)
+    labels = io.read_dlc_project(tmp_path)
+    assert labels.bodyparts == BODYPARTS  # config.yaml's order
+    np.testing.assert_array_equal(labels.keypoints, truth["v1"][:, [1, 2, 0]])
+
+
+def test_dlc_h5_without_pytables_says_what_to_do(tmp_path, monkeypatch):
+    make_dlc_project(tmp_path, folders={"v1": 2}, h5=True)
+    monkeypatch.setitem(sys.modules, "tables", None)  # as on a machine without PyTables
+    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.h5: .*PyTables.*CollectedData_Alice\.csv"):
+        io.read_dlc_project(tmp_path)
+
+
+def test_dlc_errors_name_the_file(tmp_path):
+    make_dlc_project(tmp_path, folders={"v1": 2})
+    csv = tmp_path / "labeled-data" / "v1" / "CollectedData_Alice.csv"
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+
+    (tmp_path / "labeled-data" / "v1" / "img013.png").unlink()
+    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.csv \(labeled-data/v1/img013\.png\).*not found"):
+        io.load_project(tmp_path)
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "bodyparts": ["snout", "ear_l", "paw"]}))
+    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.csv: body parts .* differ from .*config\.yaml"):
+        io.read_dlc_project(tmp_path, check_images=False)
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "scorer": "Bob"}))
+    with pytest.raises(io.ProjectError, match=r"CollectedData_Bob\.csv: not found, but \['CollectedData_Alice\.csv'\]"):
+        io.read_dlc_project(tmp_path)
+
+    csv.rename(csv.with_name("notes.csv"))
+    with pytest.raises(io.ProjectError, match=r"CollectedData_Bob\.csv: no labeled folder has it"):
+        io.read_dlc_project(tmp_path)
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "multianimalproject": True}))
+    with pytest.raises(io.ProjectError, match=r"config\.yaml: a multi-animal DeepLabCut project"):
+        io.read_dlc_project(tmp_path)
+
+
+@pytest.mark.slow  # trains a (tiny) network
+def test_elp_train_on_a_dlc_project(tmp_path, capsys):
+    from element_lightning_pose.cli import main
+
+    make_dlc_project(tmp_path / "dlc", folders={"a": 4, "b": 4})
+    sets = [f"--set={k}" for k in ("data.image_resize=[32,32]", "model.backbone=resnet18", "model.pretrained=false")]
+    sets += ["--set=training.max_steps=2", "--set=training.num_workers=0", "--set=training.unfreeze_epoch=0"]
+    status = main(["train", str(tmp_path / "dlc"), "--model-dir", str(tmp_path / "model"), "--no-progress", *sets])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert f"{tmp_path / 'dlc'}: deeplabcut project (config.yaml)" in out
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["bodyparts"] == BODYPARTS and info["frame_size"] == [40, 48]
+    splits = pd.read_csv(tmp_path / "model" / "splits.csv")
+    assert sorted(splits["image"])[0] == "labeled-data/a/img003.png" and len(splits) == 8
+
+
+def test_elp_train_names_a_project_without_labels(tmp_path, capsys):
+    from element_lightning_pose.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--model-dir", str(tmp_path / "m")]) == 2
+    assert "no labels found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ Lightning Pose multi-view
+
+
+@pytest.fixture(scope="module")
+def rig_project(tmp_path_factory):
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+
+    return make_rig_project(
+        tmp_path_factory.mktemp("rig"), n_cameras=2, image_size=(96, 64), n_frames=30, n_labeled=6, n_board_frames=3
+    )
+
+
+def test_multiview_layout_reads_every_view(rig_project):
+    layout = io.detect_layout(rig_project.root)
+    assert layout.kind == "multiview" and layout.view_names == ["cam0", "cam1"]
+    labels, videos = io.load_project(rig_project.root)
+    assert len(labels) == 12 and labels.views == ["cam0"] * 6 + ["cam1"] * 6
+    assert [v.name for v in videos] == ["session0_cam0.mp4", "session0_cam1.mp4"]
+    truth = np.load(rig_project.ground_truth)
+    frames = truth["labeled_frames"]
+    expected = np.where(truth["visible"][1][frames][..., None], truth["pixels"][1][frames], np.nan)
+    np.testing.assert_allclose(labels.keypoints[6:], expected, rtol=1e-12)
+    one_view, videos = io.load_project(rig_project.root, ["CollectedData_cam1.csv"])
+    assert one_view.views == ["cam1"] * 6 and [v.name for v in videos] == ["session0_cam1.mp4"]
+    subset = labels.subset([7, 0])
+    assert subset.views == ["cam1", "cam0"]
+
+
+def test_multiview_layout_errors(rig_project, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(rig_project.root, root)
+    with pytest.raises(io.ProjectError, match=r"data\.view_names has 1 name"):
+        io.load_project(root, ["CollectedData_cam0.csv", "CollectedData_cam1.csv"], view_names=["top"])
+    lines = (root / "CollectedData_cam1.csv").read_text().splitlines()
+    (root / "CollectedData_cam1.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(
+        io.ProjectError, match=r"CollectedData_cam1\.csv: 5 labeled frames, CollectedData_cam0\.csv has 6"
+    ):
+        io.load_project(root)
+
+
+def test_data_config_names_the_keys():
+    config = TrainConfig.from_dict({"data": {"csv_file": ["a.csv", "b.csv"], "view_names": ["top", "side"]}})
+    assert config.data.multiview == "shared"
+    with pytest.raises(ConfigError, match=r"data\.view_names has 1 name\(s\) \['top'\] for 2 file\(s\)"):
+        TrainConfig.from_dict({"data": {"csv_file": ["a.csv", "b.csv"], "view_names": ["top"]}})
+    with pytest.raises(ConfigError, match=r"data\.view_names \['top'\] needs data\.csv_file to be a list"):
+        TrainConfig.from_dict({"data": {"view_names": ["top"]}})
+    with pytest.raises(ConfigError, match=r"data\.multiview"):
+        TrainConfig.from_dict({"data": {"multiview": "both"}})
+
+
+@pytest.mark.slow  # trains a (tiny) network
+def test_shared_multiview_training(rig_project, tmp_path):
+    from element_lightning_pose.engine.multiview import train_project
+
+    result = train_project(TINY, rig_project.root, tmp_path / "model", progress=False)
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["n_train"] + info["n_val"] + info["n_test"] == 12  # both views' frames, one network
+    assert info["bodyparts"] == rig_project.bodyparts
+    assert result.best_checkpoint.is_file()
+
+
+@pytest.mark.slow  # trains a (tiny) network
+def test_per_view_training(rig_project, tmp_path):
+    from element_lightning_pose.engine.model_dir import read_model_info
+    from element_lightning_pose.engine.multiview import MultiViewResult, train_project
+
+    config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
+    result = train_project(config, rig_project.root, tmp_path / "model", progress=False)
+    assert isinstance(result, MultiViewResult) and list(result.views) == ["cam0", "cam1"]
+    top = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert top["multiview"] == "per_view" and list(top["views"]) == ["cam0", "cam1"]
+    for view in ("cam0", "cam1"):
+        info = read_model_info(tmp_path / "model" / view)
+        assert info.n_train + info.n_val + info.n_test == 6
+        assert result.views[view].best_checkpoint == tmp_path / "model" / view / "checkpoints" / "best.ckpt"
+        assert info.config["data"]["csv_file"] == [f"CollectedData_{view}.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no stage left behind
+    # the same seed splits the same instants in every view (and as instant_splits does)
+    splits = [pd.read_csv(tmp_path / "model" / view / "splits.csv") for view in ("cam0", "cam1")]
+    assert [Path(p).name for p in splits[0]["image"]] == [Path(p).name for p in splits[1]["image"]]
+    assert list(splits[0]["split"]) == list(splits[1]["split"])
+    from element_lightning_pose.engine.multiview import instant_splits
+
+    labels, _ = io.load_project(rig_project.root)
+    shared = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
+    assert list(shared) == list(splits[0]["split"]) * 2
+
+
+def test_per_view_needs_a_multiview_project(tmp_path):
+    from element_lightning_pose.engine.multiview import train_project
+
+    make_dlc_project(tmp_path / "dlc")
+    config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
+    with pytest.raises(ConfigError, match="is not a multi-view project"):
+        train_project(config, tmp_path / "dlc", tmp_path / "model", progress=False)
+
+
+# ------------------------------------------------------------------ synthetic rig project
+
+
+def test_rig_project_is_deterministic(tmp_path):
+    from element_lightning_pose.engine.multicam.cameras import read_calibration
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+
+    kwargs = {"n_cameras": 2, "image_size": (64, 48), "n_frames": 12, "n_labeled": 3, "n_board_frames": 2}
+    first = make_rig_project(tmp_path / "a", seed=3, **kwargs)
+    second = make_rig_project(tmp_path / "b", seed=3, **kwargs)
+    other = make_rig_project(tmp_path / "c", seed=4, **kwargs)
+    for name in [*first.csv_files, "calibration.toml", "board.toml"]:
+        assert (first.root / name).read_bytes() == (second.root / name).read_bytes(), name
+    pngs = sorted(p.relative_to(first.root) for p in first.root.glob("labeled-data/*/*.png"))
+    assert len(pngs) == 6
+    assert all((first.root / p).read_bytes() == (second.root / p).read_bytes() for p in pngs)
+    a, b, c = (np.load(p.ground_truth) for p in (first, second, other))
+    for key in ("points3d", "pixels", "visible", "labeled_frames", "camera_names", "bodyparts"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.allclose(a["points3d"], c["points3d"])
+    group = read_calibration(first.calibration)
+    assert [cam.name for cam in group.cameras] == first.camera_names == ["cam0", "cam1"]
+    assert a["pixels"].shape == (2, 12, len(first.bodyparts), 2)
+    assert set(first.board_videos) == {"cam0", "cam1"} and all(p.is_file() for p in first.board_videos.values())

@@ -1,0 +1,84 @@
+"""VideoSet.insert_project on other labs' layouts: a DeepLabCut project and a multi-view one."""
+
+from __future__ import annotations
+
+import pytest
+
+from element_lightning_pose import dj_compat
+from element_lightning_pose.engine.io import ProjectError
+from tests.engine.test_project_layouts import BODYPARTS, make_dlc_project
+from tests.pipeline.conftest import TINY_PARAMS
+
+
+def _forget(lp, key: dict) -> None:
+    """Remove a VideoSet and what hangs on it: the later tests count the shared tables' rows."""
+    train = lp.train
+    (train.ModelTraining & key).delete_quick()
+    (train.TrainingTask & key).delete_quick()
+    (train.VideoSet.View & key).delete_quick()
+    (train.VideoSet.File & key).delete_quick()
+    (train.VideoSet & key).delete_quick()
+
+
+def test_dlc_project_registers_as_one_video_set(lp, lp_root):
+    root, _ = lp_root
+    truth = make_dlc_project(root / "projects" / "dlc_layout", folders={"a": 3, "b": 2}, seed=1)
+    key = lp.train.VideoSet.insert_project("projects/dlc_layout", description="DeepLabCut layout")
+    try:
+        row = (lp.train.VideoSet & key).fetch1()
+        assert row["csv_file"] == "config.yaml" and row["n_labeled_frames"] == 5
+        assert list(row["bodyparts"]) == BODYPARTS and row["labels_hash"]
+        files = dj_compat.fetch_dicts(lp.train.VideoSet.File & key, "file_path", "file_type", order_by="file_id")
+        assert [f["file_path"] for f in files if f["file_type"] == "labels"] == [
+            "config.yaml",
+            "labeled-data/a/CollectedData_Alice.csv",
+            "labeled-data/b/CollectedData_Alice.csv",
+        ]
+        assert sum(f["file_type"] == "image" for f in files) == 5
+        assert not lp.train.VideoSet.View & key
+        assert lp.train.VideoSet.insert_project("projects/dlc_layout") == key  # registered once
+        labels = lp.train.VideoSet.read_labels(key)
+        assert labels.image_paths[3] == "labeled-data/b/img003.png" and len(labels) == sum(map(len, truth.values()))
+    finally:
+        _forget(lp, key)
+
+
+def test_bad_dlc_project_inserts_nothing(lp, lp_root):
+    import yaml
+
+    root, _ = lp_root
+    project = root / "projects" / "dlc_bad"
+    make_dlc_project(project, folders={"a": 2})
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    (project / "config.yaml").write_text(yaml.safe_dump({**config, "bodyparts": ["snout", "paw", "tail"]}))
+    before = len(lp.train.VideoSet()), len(lp.train.VideoSet.File())
+    with pytest.raises(ProjectError, match=r"labeled-data/a/CollectedData_Alice\.csv: body parts"):
+        lp.train.VideoSet.insert_project("projects/dlc_bad")
+    assert (len(lp.train.VideoSet()), len(lp.train.VideoSet.File())) == before
+
+
+def test_multiview_project_registers_and_trains_shared(lp, lp_root):
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+
+    root, _ = lp_root
+    make_rig_project(
+        root / "projects" / "rig_layout", n_cameras=2, image_size=(96, 64), n_frames=24, n_labeled=6, n_board_frames=2
+    )
+    key = lp.train.VideoSet.insert_project("projects/rig_layout", description="multi-view layout")
+    try:
+        row = (lp.train.VideoSet & key).fetch1()
+        assert row["csv_file"] == "CollectedData_cam0.csv" and row["n_labeled_frames"] == 12
+        assert lp.train.VideoSet.views(key) == [("cam0", "CollectedData_cam0.csv"), ("cam1", "CollectedData_cam1.csv")]
+        assert lp.train.VideoSet.data_config(key)["view_names"] == ["cam0", "cam1"]
+        videos = dj_compat.fetch_column(lp.train.VideoSet.File & key & {"file_type": "video"}, "file_path")
+        assert sorted(videos) == ["videos/session0_cam0.mp4", "videos/session0_cam1.mp4"]
+        assert lp.train.VideoSet.insert_project("projects/rig_layout") == key
+        # the default parameters find the layout on disk: one network for both views
+        idx = lp.train.TrainingParamSet.insert_new_params("tiny", TINY_PARAMS)
+        task = {**key, "paramset_idx": idx, "training_id": 1}
+        lp.train.TrainingTask.insert1(task)
+        trained = dj_compat.populate(lp.train.ModelTraining, task)
+        assert trained.errors == [] and trained.success_count == 1
+        assert (lp.train.ModelTraining & task).fetch1("n_epochs") == 2
+    finally:
+        _forget(lp, key)
