@@ -473,17 +473,27 @@ class ModelTraining(dj.Computed):
         project_dir = (VideoSet & key).fetch1("project_dir")
         params = (TrainingParamSet & key).fetch1("params")
         task = (TrainingTask & key).fetch1()
-        return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"]
+        labels_config = VideoSet.data_config(key)
+        return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"], labels_config
 
-    def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir) -> tuple:
-        from .engine.config import TrainConfig
+    def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
+        from .engine.config import ConfigError, TrainConfig
         from .engine.train import train
 
         config = TrainConfig.from_dict(params, source=f"TrainingParamSet {key['paramset_idx']}")
         config = config.model_copy(update={"training": config.training.model_copy(update={"seed": int(seed)})})
+        # the labels are the VideoSet's (its CSV, its views), not the parameter set's file names
+        config = config.model_copy(update={"data": config.data.model_copy(update=labels_config)})
         relative_model_dir = model_dir or TrainingTask.default_model_dir(key, model_prefix)
         full_model_dir = processed_dir() / relative_model_dir
         project = paths.find_full_path(root_dirs(), project_dir)
+        if config.data.multiview == "per_view" and labels_config["view_names"]:
+            # a Model row is one network; one network per camera is one VideoSet per view
+            raise ConfigError(
+                f"TrainingParamSet {key['paramset_idx']}: data.multiview=per_view trains several networks; "
+                "in the pipeline register each view as its own VideoSet (csv_file=CollectedData_<view>.csv), "
+                "or use data.multiview=shared"
+            )
         result = train(config, project, full_model_dir, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (

@@ -142,7 +142,9 @@ def train(
 
     config = TrainConfig.load(config)
     model_dir = Path(model_dir)
-    labels, videos = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    labels, videos = load_project(
+        project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
+    )
     if resume_from is not None and not Path(resume_from).is_file():
         raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
     _check_replaceable(model_dir)
@@ -153,6 +155,11 @@ def train(
         splits = np.array([saved.get(p, "unused") for p in labels.image_paths], dtype=object)
     elif config.data.split_file is not None:
         splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
+    elif labels.views is not None:
+        # one network over every view's frames: an instant is in the same split in every view
+        from .multiview import instant_splits
+
+        splits = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
     else:
         splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
     try:
