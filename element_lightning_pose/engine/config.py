@@ -162,6 +162,9 @@ class TrainingConfig(_Section):
     val_batch_size: Int = Field(16, gt=0, description="frames per validation batch")
     max_epochs: Int = Field(300, gt=0, description="number of epochs")
     max_steps: Int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
+    max_time_s: Float | None = Field(
+        None, gt=0, description="stop after this much training wall time, in seconds (with the epoch and step limits)"
+    )
     learning_rate: Float = Field(1e-3, gt=0, description="Adam learning rate")
     unfreeze_epoch: Int = Field(20, ge=0, description="backbone frozen before this epoch")
     backbone_lr_ratio: Float = Field(

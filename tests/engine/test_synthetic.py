@@ -182,3 +182,40 @@ def test_command_line_entry(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert len(read_labels(cli_project.csv_path)) == 3
     assert "wrote" in capsys.readouterr().out
     assert main([str(tmp_path / "cli")]) == 2  # exists: refused, not overwritten
+
+
+def _animal_extent(keypoints: np.ndarray) -> float:
+    """Median over frames of the larger side of the keypoints' bounding box, in pixels."""
+    return float(np.median((keypoints.max(axis=1) - keypoints.min(axis=1)).max(axis=-1)))
+
+
+def test_arena_scene_is_a_small_grey_animal_among_distractors(tmp_path: Path) -> None:
+    kwargs = dict(seed=2, image_size=(96, 128), n_labeled=6, n_video_frames=30)
+    arena = make_synthetic_project(tmp_path / "arena", scene="arena", **kwargs)
+    again = make_synthetic_project(tmp_path / "again", scene="arena", **kwargs)
+    default = make_synthetic_project(tmp_path / "default", **kwargs)
+    assert again.csv_path.read_bytes() == arena.csv_path.read_bytes()
+    np.testing.assert_array_equal(read_frames(again.videos[0], [3]), read_frames(arena.videos[0], [3]))
+
+    truth, _ = arena.ground_truth(arena.videos[0])
+    # the animal is ARENA_ANIMAL_SCALE (0.6) of the default scene's size, within body-pose noise
+    ratio = _animal_extent(truth) / _animal_extent(default.ground_truth(default.videos[0])[0])
+    assert 0.45 < ratio < 0.75
+    labels = read_labels(arena.csv_path)
+    image = read_image(arena.root / labels.image_paths[0])
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    # a bright floor, with dark pixels (the distractors) far from every keypoint of the frame
+    assert np.median(image) > 170
+    _, t = _frame_number(labels.image_paths[0])
+    far = np.ones(image.shape[:2], bool)
+    yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    for x, y in truth[t]:
+        far &= (xx - x) ** 2 + (yy - y) ** 2 > 25**2
+    assert (image[..., 0][far] < 100).sum() >= 10
+
+
+def test_arena_scene_has_one_view(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="arena scene has one view"):
+        make_synthetic_project(tmp_path / "p", scene="arena", views=2, image_size=(64, 128))
+    with pytest.raises(ValueError, match="scene must be one of"):
+        make_synthetic_project(tmp_path / "q", scene="forest")

@@ -1,0 +1,258 @@
+#!/usr/bin/env python
+"""Small animals in large frames: today's single stage vs the stabilised one vs crop zoom vs crop training.
+
+Every arm trains on the same labeled frames with the same wall-time budget on this CPU
+(``training.max_time_s``), the same schedule (``--unfreeze-epoch``, no step decay within the
+budget), ImageNet efficientnet_lite0 (the offline backbone), and is scored in ORIGINAL-frame
+pixels on the same test frames (``split_frames`` with seed 0, computed here, so every arm's
+directory layout is irrelevant to the scoring):
+
+- ``today``: the single stage at 256x256 as it was before issue #19: BatchNorm switched to batch
+  statistics at unfreeze, the backbone at the full learning rate at once, no collapse guard.
+- ``stabilised``: the single stage at 256x256 with today's defaults (frozen BatchNorm statistics,
+  the backbone learning-rate ramp, the collapse guard).
+- ``crop_zoom``: the two-stage model (detector at low resolution, pose model on crops).
+- ``crop_train``: the single stage at full resolution trained on random 256x256 crops.
+
+Datasets: ``arena`` (the synthetic arena scene, 480x640, generated here, with ground truth for
+every frame of a second video, on which prediction speed is also measured), ``reaching``
+(DeepLabCut's reaching example, 832x747, no video) and ``mirror`` (mirror-mouse).
+
+Reported per run: test mean / median / p95 error, the error on every frame of the arena's
+second video, whether the training loss ever went back to the flat-heatmap value (and how
+often the guard restored weights), epochs reached, training wall time, prediction frames/s.
+Each run's result is saved as JSON in ``--work`` as soon as it ends; a second call skips runs
+already done (``--redo`` to repeat), and the table is rebuilt from every saved run.
+
+Usage: python benchmarks/bench_small_animal.py --budget-s 300 [--datasets arena reaching mirror]
+           [--arms today stabilised crop_zoom crop_train] [--work /var/tmp/elp-small-animal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from element_lightning_pose.engine.callbacks import flat_heatmap_loss  # noqa: E402
+from element_lightning_pose.engine.data import split_frames  # noqa: E402
+from element_lightning_pose.engine.io import load_project  # noqa: E402
+from element_lightning_pose.engine.predict import load_model, predict_labeled, predict_video  # noqa: E402
+from element_lightning_pose.engine.train import train  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+ARMS = ("today", "stabilised", "crop_zoom", "crop_train")
+DATASETS = ("arena", "reaching", "mirror")
+TODAY = {
+    "backbone_batchnorm": "train",
+    "backbone_lr_ratio": 1.0,
+    "backbone_lr_warmup_epochs": 0,
+    "collapse_guard": False,
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def dataset(name: str, work: Path) -> dict:
+    """Project root, label CSV, frame size and (arena) the video with ground truth."""
+    if name == "arena":
+        from element_lightning_pose.engine.synthetic import load_synthetic_project, make_synthetic_project
+
+        root = work / "arena_project"
+        project = (
+            load_synthetic_project(root)
+            if root.is_dir()
+            else make_synthetic_project(
+                root, seed=1, image_size=(480, 640), n_labeled=116, n_video_frames=600, n_videos=2, scene="arena"
+            )
+        )
+        return {"root": project.root, "csv": "CollectedData.csv", "size": (480, 640), "video": project.videos[1]}
+    if name == "reaching":
+        root = SHARED / "dlc-reaching-example"
+        return {"root": root, "csv": "labeled-data/reachingvideo1/CollectedData_Mackenzie.csv", "size": (747, 832)}
+    if name == "mirror":
+        return {"root": SHARED / "mirror-mouse-example", "csv": "CollectedData.csv", "size": (406, 396)}
+    raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
+
+
+def _full_resize(size: tuple[int, int]) -> list[int]:
+    return [int(np.ceil(v / 32) * 32) for v in size]
+
+
+def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> dict:
+    training = {
+        "max_epochs": 1000,
+        "max_time_s": budget_s,
+        "unfreeze_epoch": unfreeze_epoch,
+        "lr_milestones": [],
+        "num_workers": 0,
+        "seed": 0,
+    }
+    config: dict = {
+        "data": {"csv_file": data["csv"], "image_resize": [256, 256]},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True},
+        "training": training,
+    }
+    if arm == "today":
+        training.update(TODAY)
+    elif arm == "crop_zoom":
+        config["crop_zoom"] = {"enabled": True}
+    elif arm == "crop_train":
+        config["data"].update({"image_resize": _full_resize(data["size"]), "train_crop": [256, 256]})
+    elif arm != "stabilised":
+        raise ValueError(f"unknown arm {arm!r}; known: {ARMS}")
+    return config
+
+
+def flat_returns(model_dir: Path) -> tuple[bool, int, int]:
+    """(loss went back to the flat value, guard restores, epochs) over every stage's metrics.csv.
+
+    "Back to flat": after an epoch below 0.9x the flat-heatmap loss, an epoch at 0.95x or above.
+    """
+    returned, restores, epochs = False, 0, 0
+    for metrics_csv in model_dir.rglob("metrics.csv"):
+        if "logs" in metrics_csv.parts:
+            continue
+        frame = pd.read_csv(metrics_csv)
+        config = yaml.safe_load((metrics_csv.parent / "config.yaml").read_text())
+        flat = flat_heatmap_loss(tuple(config["data"]["image_resize"]), config["model"]["heatmap_sigma"])
+        loss = frame.get("train_supervised_loss", frame.get("train_loss"))
+        if loss is not None:
+            loss = loss.to_numpy(dtype=float)
+            learned = np.flatnonzero(loss < 0.9 * flat)
+            returned |= bool(len(learned) and (loss[learned[0] :] >= 0.95 * flat).any())
+        if "collapse_restored" in frame:
+            restores += int(frame["collapse_restored"].fillna(0).sum())
+        epochs = max(epochs, len(frame))
+    return returned, restores, epochs
+
+
+def _summary(errors: np.ndarray) -> dict:
+    errors = errors[np.isfinite(errors)]
+    if not len(errors):
+        return {"mean": None, "median": None, "p95": None, "n": 0}
+    return {
+        "mean": float(errors.mean()),
+        "median": float(np.median(errors)),
+        "p95": float(np.percentile(errors, 95)),
+        "n": int(len(errors)),
+    }
+
+
+def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
+    data = dataset(dataset_name, args.work)
+    config = arm_config(arm, data, args.budget_s, args.unfreeze_epoch)
+    model_dir = args.work / "models" / f"{dataset_name}_{arm}"
+    started = time.perf_counter()
+    train(config, data["root"], model_dir, progress=False)
+    train_s = time.perf_counter() - started
+    labels, _ = load_project(data["root"], data["csv"])
+    test_rows = np.flatnonzero(split_frames(len(labels), 0.8, 0.1, 0) == "test")
+    model = load_model(model_dir)
+    predictions = predict_labeled(model, labels.subset(test_rows))
+    errors = np.linalg.norm(predictions[..., :2] - labels.keypoints[test_rows], axis=-1)
+    returned, restores, epochs = flat_returns(model_dir)
+    result = {
+        "dataset": dataset_name,
+        "arm": arm,
+        "test": _summary(errors.ravel()),
+        "train_wall_s": train_s,
+        "epochs": epochs,
+        "returned_to_flat": returned,
+        "guard_restores": restores,
+        "budget_s": args.budget_s,
+        "cpu": cpu_model(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if "video" in data:
+        from element_lightning_pose.engine.synthetic import load_synthetic_project
+
+        video = predict_video(model, data["video"], progress=False)
+        truth, _ = load_synthetic_project(data["root"]).ground_truth(data["video"])
+        video_errors = np.linalg.norm(video.predictions[..., :2] - truth, axis=-1)
+        result["video"] = _summary(video_errors.ravel())
+        result["video_gross_share"] = float(np.mean(~(video_errors <= 30)))  # a miss (NaN) is gross too
+        result["frames_per_s"] = video.frames_per_s
+    return result
+
+
+def _px(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(results: list[dict], command: str) -> str:
+    cpu = sorted({r["cpu"] for r in results})
+    lines = [
+        "# Small animals in large frames (issue #19)",
+        "",
+        f"Command: `{command}`  ",
+        f"CPU: {', '.join(cpu)} (2 cores; other jobs shared the machine, so wall times are per run, not exclusive)",
+        "",
+        "Errors in original-frame pixels; test = the labeled test split (seed 0, 10%); video = every frame of the "
+        "arena's second video against ground truth (gross = share of keypoints off by more than 30 px). "
+        "'back to flat': the training loss returned to >= 0.95x the flat-heatmap value after being below 0.9x.",
+        "",
+        "| dataset | arm | test mean | test median | test p95 | video mean | video p95 | video gross | back to flat | "
+        "guard restores | epochs | train wall s | predict fps | when |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {name: i for i, name in enumerate(DATASETS)}
+    for r in sorted(results, key=lambda r: (order.get(r["dataset"], 9), ARMS.index(r["arm"]))):
+        video = r.get("video", {})
+        gross = f"{r['video_gross_share']:.3f}" if "video_gross_share" in r else "-"
+        lines.append(
+            f"| {r['dataset']} | {r['arm']} | {_px(r['test']['mean'])} | {_px(r['test']['median'])} | "
+            f"{_px(r['test']['p95'])} | {_px(video.get('mean'))} | {_px(video.get('p95'))} | "
+            f"{gross} | "
+            f"{'yes' if r['returned_to_flat'] else 'no'} | {r['guard_restores']} | {r['epochs']} | "
+            f"{r['train_wall_s']:.0f} | {_px(r.get('frames_per_s'))} | {r['when']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="training wall time per run")
+    parser.add_argument("--unfreeze-epoch", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-small-animal"))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "small_animal.md")
+    parser.add_argument("--redo", action="store_true", help="repeat runs already saved in --work")
+    args = parser.parse_args()
+    (args.work / "results").mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_small_animal.py " + " ".join(sys.argv[1:])
+    for name in args.datasets:
+        for arm in args.arms:
+            saved = args.work / "results" / f"{name}_{arm}.json"
+            if saved.is_file() and not args.redo:
+                continue
+            print(f"{name} / {arm}: training for {args.budget_s:.0f} s", flush=True)
+            result = run(name, arm, args)
+            saved.write_text(json.dumps(result, indent=2))
+            print(json.dumps(result), flush=True)
+    results = [json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))]
+    args.out.write_text(table(results, command))
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
