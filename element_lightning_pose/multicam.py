@@ -693,7 +693,7 @@ class TriangulationTask(dj.Manual):
         for name in fetch_column(cls.Source & task_key, "camera_name", order_by="camera_name"):
             table, key = cls.source_key(task_key, name)
             if not table & key:
-                missing[name] = f"{table.__name__} {key}"
+                missing[str(name)] = f"{table.__name__} {key}"
         return missing
 
 
