@@ -67,23 +67,23 @@ def _load_task(lp, rec: dict, model_name: str, values: np.ndarray, bodyparts: li
     return key
 
 
-@pytest.fixture(scope="module")
-def rig3d(lp):
-    """Three cameras, a walking body, one video per camera (cam2 with LEAD extra leading
-    frames), their RecordingInfo, and the true calibration written as calibration.toml."""
+def build_rig(lp, subject: str, *, n_rig: int, lead: int, first_recording: int, when: dt.datetime) -> dict:
+    """Three cameras, a walking body, one video per camera (cam2 with ``lead`` extra leading
+    frames), their RecordingInfo, and the true calibration written as calibration.toml, for a
+    new session of ``subject``. Used by the 3D join test too."""
     root = lp.model.root_dirs()[0]
-    base = root / "rig3d"
+    base = root / subject
     group = rig.make_rig(3, seed=0, image_size=SIZE)
-    body = rig.make_body(N_RIG + LEAD, seed=0)
-    truth = body.points[LEAD:]  # rig frame t = body frame t + LEAD
+    body = rig.make_body(n_rig + lead, seed=0)
+    truth = body.points[lead:]  # rig frame t = body frame t + lead
     calibration = write_calibration(group, base / "calibration.toml")
-    session = pipeline.add_session(SUBJECT, dt.datetime(2024, 6, 1, 9, 0), sex="M")
+    session = pipeline.add_session(subject, when, sex="M")
     recs, projected = {}, {}
     for i, cam in enumerate(group.cameras):
         points = body.points if cam.name == "cam2" else truth
         videos = rig.render_body_videos(group.subset([cam.name]), points, body.bodyparts, base / "videos")
         lp.Device.insert1({"device": f"rig_{cam.name}"}, skip_duplicates=True)
-        rec = {**session, "recording_id": 301 + i}
+        rec = {**session, "recording_id": first_recording + i}
         lp.model.VideoRecording.insert1({**rec, "device": f"rig_{cam.name}"})
         video = videos[cam.name][0].relative_to(root).as_posix()
         lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
@@ -109,18 +109,28 @@ def _observations(group, name: str, points: np.ndarray, seed: int) -> np.ndarray
     return np.concatenate([obs.pixels[0], obs.likelihood[0][..., None]], axis=-1)
 
 
+def add_sources(lp, rig_data: dict, model_name: str, seed: int = 0) -> dict:
+    """A load-mode model ``model_name`` on every view of the rig, populated; {camera: task key}."""
+    group, bodyparts = rig_data["group"], rig_data["body"].bodyparts
+    _insert_model(lp, model_name, bodyparts)
+    keys = {}
+    for i, name in enumerate(group.names):
+        values = _observations(group, name, rig_data["points"][name], seed=seed + i)
+        keys[name] = _load_task(lp, rig_data["recs"][name], model_name, values, bodyparts)
+    result = dj_compat.populate(lp.model.PoseEstimation, list(keys.values()))
+    assert result.errors == [] and result.success_count == len(keys)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def rig3d(lp):
+    return build_rig(lp, SUBJECT, n_rig=N_RIG, lead=LEAD, first_recording=301, when=dt.datetime(2024, 6, 1, 9, 0))
+
+
 @pytest.fixture(scope="module")
 def sources(lp, rig3d):
     """Model 'rig_truth' on every view, populated (load mode)."""
-    group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
-    _insert_model(lp, "rig_truth", bodyparts)
-    keys = {}
-    for i, name in enumerate(group.names):
-        values = _observations(group, name, rig3d["points"][name], seed=i)
-        keys[name] = _load_task(lp, rig3d["recs"][name], "rig_truth", values, bodyparts)
-    result = dj_compat.populate(lp.model.PoseEstimation, list(keys.values()))
-    assert result.errors == [] and result.success_count == 3
-    return keys
+    return add_sources(lp, rig3d, "rig_truth")
 
 
 @pytest.fixture(scope="module")
