@@ -228,6 +228,12 @@ def test_calibration_task_with_a_bad_board_inserts_nothing(lp, rig3d):
     assert not lp.multicam.CalibrationTask & {"calibration_id": "rig3d_badboard"}
 
 
+def test_calibration_task_for_an_existing_calibration_is_refused(lp, calibration_key):
+    with pytest.raises(ValueError, match="'rig3d_true' is already in CameraCalibration"):
+        lp.multicam.CalibrationTask.create("rig3d_true", BOARD, {"cam0": "a.avi", "cam1": "b.avi"}, units="mm")
+    assert not lp.multicam.CalibrationTask & calibration_key
+
+
 # --------------------------------------------------------------------------- rig recordings
 
 
@@ -358,6 +364,10 @@ def test_task_with_unpopulated_sources_names_them(lp, rig3d, sources, rig_key, s
     with pytest.raises(lp.multicam.RigError, match=r"not populated yet \(camera 'cam1': PoseEstimation .*rig_late"):
         lp.multicam.Triangulation.populate(key)
     assert not lp.multicam.Triangulation & key
+    # a worker (suppress_errors) waits for the source instead of recording a failure
+    waited = dj_compat.populate(lp.multicam.Triangulation, key, suppress_errors=True, reserve_jobs=True)
+    assert waited.errors == [] and waited.success_count == 0
+    assert not dj_compat.list_jobs([lp.multicam.Triangulation], "error", [key])
     # once the source is there the same task runs (and no pending task is left for the worker test)
     assert dj_compat.populate(lp.model.PoseEstimation, late).errors == []
     assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
