@@ -221,7 +221,7 @@ class CameraCalibration(dj.Manual):
         rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
         cameras = tuple(
             Camera(
-                r["camera_name"],
+                str(r["camera_name"]),
                 (int(r["image_width"]), int(r["image_height"])),
                 np.asarray(r["intrinsic_matrix"], dtype=float),
                 np.asarray(r["distortion"], dtype=float),
@@ -230,7 +230,7 @@ class CameraCalibration(dj.Manual):
             )
             for r in rows
         )
-        return CameraGroup(cameras, {"calibration_id": calibration["calibration_id"]})
+        return CameraGroup(cameras, {"calibration_id": str(calibration["calibration_id"])})
 
 
 def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: str) -> list[dict]:
@@ -800,7 +800,8 @@ class Triangulation(dj.Computed):
                 file, frames = (table & source_key).fetch1("predictions_file", "n_frames")
             else:
                 file, frames = (table & source_key).fetch1("output_file", "n_frames")
-            sources.append((view["camera_name"], table.__name__, source_key, file, int(frames), view["frame_offset"]))
+            name, offset = str(view["camera_name"]), int(view["frame_offset"])
+            sources.append((name, table.__name__, source_key, str(file), int(frames), offset))
         params = (TriangulationParamSet & key).fetch1("params")
         return calibration_id, int(n_frames), sources, params
 

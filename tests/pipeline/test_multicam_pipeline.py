@@ -309,6 +309,23 @@ def test_robust_method_and_skeleton_params(lp, rig3d, sources, rig_key):
     )
 
 
+def test_elp_worker_triangulates(lp, lp_root, rig3d, sources, rig_key):
+    """`elp worker --table Triangulation` picks the table up (pipeline.computed_tables), DLT method."""
+    import json
+    import subprocess
+
+    from .jobs_helpers import worker_command
+
+    idx = lp.multicam.TriangulationParamSet.insert_new_params("dlt", {"method": "dlt"})
+    key = lp.multicam.TriangulationTask.create(rig_key, idx, "rig_truth", triangulation_id=6)
+    only = ("--once", "--table", "Triangulation", "--restrict", json.dumps({"triangulation_id": 6}))
+    done = subprocess.run(worker_command(lp, lp_root, *only), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worker done: 1 key(s) populated" in done.stdout
+    assert len(lp.multicam.Triangulation & key) == 1
+    assert np.median(_error_mm(lp, key, rig3d["truth"])) < 2.0
+
+
 def test_ensemble_sources(lp, rig3d, sources, rig_key, smoother_idx):
     """Each camera's 2D pose from an EnsembleSmoothing of two loaded models."""
     group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
