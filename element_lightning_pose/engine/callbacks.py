@@ -103,7 +103,7 @@ class CollapseGuard(pl.Callback):
                 group["lr"] *= self.lr_factor
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
-            scheduler.base_lrs = [rate * self.lr_factor for rate in scheduler.base_lrs]  # type: ignore[union-attr]
+            scheduler.base_lrs = [rate * self.lr_factor for rate in scheduler.base_lrs]
         self.restores.append(trainer.current_epoch)
         self.restored_from.append(self.best_epoch)
         lr = trainer.optimizers[0].param_groups[0]["lr"]

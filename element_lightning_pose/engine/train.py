@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 import warnings
+from datetime import timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,7 +269,7 @@ def _fit(
         devices=config.training.devices,
         max_epochs=config.training.max_epochs,
         max_steps=config.training.max_steps or -1,
-        max_time={"seconds": config.training.max_time_s} if config.training.max_time_s else None,
+        max_time=timedelta(seconds=config.training.max_time_s) if config.training.max_time_s else None,
         check_val_every_n_epoch=config.training.check_val_every_n_epoch,
         log_every_n_steps=config.training.log_every_n_steps,
         callbacks=[*_guards(config), history, checkpoint],
