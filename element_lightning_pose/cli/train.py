@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--project is required when the first argument is a config file")
         project, config = Path(args.project), TrainConfig.from_yaml(source)
     config = config.with_overrides(args.overrides)
+    from element_lightning_pose.engine.advice import advise_project  # how large the animal is, what to train
+
+    print(advise_project(project, config).summary(), flush=True)
     try:
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's

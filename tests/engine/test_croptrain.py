@@ -212,3 +212,117 @@ def test_training_with_crops_predicts_whole_frames_in_frame_pixels(tiny_project,
     with torch.inference_mode():
         direct = model.net.keypoints(model._to_device(frames)).numpy()
     np.testing.assert_allclose(predicted, direct, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- advice
+
+
+def write_project(root, frame_size, keypoints):
+    """A project of blank frames of ``frame_size`` (h, w) with ``keypoints`` (N, K, 2) as labels."""
+    import cv2
+
+    from element_lightning_pose.engine.io import write_keypoint_csv
+
+    (root / "labeled-data" / "v").mkdir(parents=True)
+    index = []
+    for i in range(len(keypoints)):
+        cv2.imwrite(str(root / "labeled-data" / "v" / f"img{i:03d}.png"), np.zeros((*frame_size, 3), np.uint8))
+        index.append(f"labeled-data/v/img{i:03d}.png")
+    bodyparts = [f"p{k}" for k in range(keypoints.shape[1])]
+    write_keypoint_csv(root / "CollectedData.csv", keypoints, bodyparts, ("x", "y"), "test", index)
+    return root
+
+
+def animal(x0, y0, width, height):
+    """4 keypoints spanning a ``width`` x ``height`` box (frame pixels) from (x0, y0)."""
+    return np.array([[x0, y0], [x0 + width, y0 + height / 2], [x0 + width / 2, y0 + height], [x0, y0 + height]])
+
+
+@pytest.fixture
+def small_animal_project(tmp_path):
+    """480x640 frames, an animal 100 px wide and 60 px high (one frame with one keypoint: not measured)."""
+    keypoints = np.stack([animal(50, 40, 100, 60), animal(300, 200, 100, 60), animal(500, 400, 100, 60)])
+    one = np.full((1, 4, 2), np.nan)
+    one[0, 0] = (10.0, 10.0)
+    return write_project(tmp_path / "small", (480, 640), np.concatenate([keypoints, one]))
+
+
+def test_advice_measures_the_animal_in_heatmap_pixels(small_animal_project):
+    from element_lightning_pose.engine.advice import advise_project
+
+    advice = advise_project(small_animal_project, {"model": {"backbone": "resnet18"}})
+    assert advice.frame_size == (480, 640) and advice.image_resize == (256, 256)
+    # heatmaps are 64x64 (1/4 of 256x256): 480/64 = 7.5 and 640/64 = 10 frame pixels per heatmap pixel
+    assert advice.frame_px_per_heatmap_px == pytest.approx((7.5, 10.0))
+    assert advice.n_frames_measured == 3
+    assert advice.animal_frame_px == pytest.approx(100.0)
+    assert advice.animal_heatmap_px == pytest.approx(10.0)  # max(100 / 10, 60 / 7.5)
+    assert advice.full_resize == (480, 640)
+
+
+def test_advice_recommends_crop_training_when_the_full_frame_fits_the_budget(small_animal_project):
+    from element_lightning_pose.engine.advice import advise, preset_params
+    from element_lightning_pose.engine.io import read_labels
+
+    labels = read_labels(small_animal_project / "CollectedData.csv", small_animal_project)
+    advice = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=1.0)
+    assert advice.budget_resize == (480, 640)
+    assert advice.animal_heatmap_px_budget == pytest.approx(25.0)  # 100 px / 4 at full resolution
+    assert advice.preset == "full_resolution_crops"
+    assert advice.params == preset_params("full_resolution_crops", frame_size=(480, 640))
+    assert advice.params["data"] == {"image_resize": [480, 640], "train_crop": [256, 256], "train_crop_focus": 0.5}
+    TrainConfig.from_dict(advice.params)  # a valid configuration
+    # a budget the full frame misses: the largest input that keeps it, with the frame's aspect
+    slower = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=10.0)
+    assert slower.budget_resize[0] * slower.budget_resize[1] < 480 * 640
+    assert abs(slower.budget_resize[1] / slower.budget_resize[0] - 640 / 480) < 0.2
+
+
+def test_advice_recommends_crop_zoom_when_no_affordable_resolution_is_enough(small_animal_project):
+    from element_lightning_pose.engine.advice import advise
+    from element_lightning_pose.engine.io import read_labels
+
+    labels = read_labels(small_animal_project / "CollectedData.csv", small_animal_project)
+    advice = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=500.0)
+    assert advice.preset == "small_animal_crop_zoom"
+    assert advice.params == {"crop_zoom": {"enabled": True}}
+    assert "10.0 < 16 heatmap pixels at 256x256" in advice.reason
+
+
+def test_advice_keeps_the_default_for_a_large_animal(tmp_path):
+    from element_lightning_pose.engine.advice import advise_project
+
+    root = write_project(tmp_path / "large", (480, 640), np.stack([animal(100, 100, 300, 200)] * 2))
+    advice = advise_project(root)
+    assert advice.animal_heatmap_px == pytest.approx(30.0) and advice.preset == "default" and advice.params == {}
+
+
+def test_presets_are_valid_parameters():
+    from element_lightning_pose.engine.advice import PRESETS, preset_params
+
+    assert set(PRESETS) == {"default", "full_resolution_crops", "small_animal_crop_zoom"}
+    with pytest.raises(ValueError, match="needs frame_size"):
+        preset_params("full_resolution_crops")
+    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
+        preset_params("tiny")
+    params = preset_params("full_resolution_crops", frame_size=(747, 832), base={"model": {"backbone": "resnet18"}})
+    config = TrainConfig.from_dict(params)
+    assert config.data.image_resize == (736, 832) and config.data.train_crop == (256, 256)
+    assert config.model.backbone == "resnet18"
+    if "crop_zoom" in TrainConfig.model_fields:  # the two-stage model's section
+        assert TrainConfig.from_dict(preset_params("small_animal_crop_zoom")).crop_zoom.enabled
+
+
+def test_elp_train_prints_the_advice(small_animal_project, tmp_path, capsys):
+    from element_lightning_pose.cli import main as elp
+
+    options = ["model.backbone=resnet18", "model.pretrained=false", "data.image_resize=[64,64]"]
+    options += ["training.max_steps=1", "training.num_workers=0", "training.val_batch_size=2"]
+    sets = [arg for option in options for arg in ("--set", option)]
+    code = elp(["train", str(small_animal_project), "--model-dir", str(tmp_path / "m"), "--no-progress", *sets])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "frames 480x640 px, network input 64x64: one heatmap pixel is 30.00 x 40.00 frame pixels" in out
+    assert "animal (extent of the labeled keypoints, median of 3 frames): 100 frame px = 2.5 heatmap px" in out
+    assert "recommended: " in out
+    assert out.index("recommended: ") < out.index("trained 1 epoch")
