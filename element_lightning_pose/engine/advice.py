@@ -50,9 +50,22 @@ MIN_FRAMES_PER_S = 20.0
 CPU_MS_PER_MEGAPIXEL = {"resnet18": 1200.0, "resnet34": 1900.0, "resnet50": 2800.0, "efficientnet_lite0": 730.0}
 CPU_CORES = 2  # the rate estimate assumes both cores (torch's intra-op threads) work for it
 
-# Training crop (network-input pixels) of the full-resolution preset: the default input's size,
-# so a training step costs what it costs today.
-DEFAULT_TRAIN_CROP = (256, 256)
+# Training crops of the full-resolution preset: 3/4 of each side of the network input (at least
+# 256 pixels, the default input). Smaller crops train faster but predict worse on whole frames:
+# the spatial-softmax loss only ranks pixels within a crop, so background that never shares a
+# crop with the animal is never pushed below it, and a whole frame shows spurious peaks there.
+# Measured on a synthetic 128x192 project (efficientnet_lite0, 150 steps, no augmentation): test
+# mean 9.1 px on whole frames, 15.7 px with 96x128 crops (3/4 of each side), 68.6 px with 64x64
+# crops (the animal's crops 4.5 px, the whole frames' peaks elsewhere).
+TRAIN_CROP_FRACTION = 0.75
+MIN_TRAIN_CROP = 256
+
+
+def train_crop_for(resize: tuple[int, int]) -> tuple[int, int]:
+    """The preset's training crop for a network input of ``resize`` (see :data:`TRAIN_CROP_FRACTION`)."""
+    height, width = (min(side, max(MIN_TRAIN_CROP, int(side * TRAIN_CROP_FRACTION) // 32 * 32)) for side in resize)
+    return height, width
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -83,8 +96,7 @@ def preset_params(
 
     ``full_resolution_crops`` needs the project's ``frame_size`` (height, width): its
     ``data.image_resize`` is the frame rounded to multiples of 32 (or ``image_resize``, e.g.
-    :func:`budget_resize`'s) and its ``data.train_crop`` :data:`DEFAULT_TRAIN_CROP` (or the
-    whole input, when smaller).
+    :func:`budget_resize`'s) and its ``data.train_crop`` :func:`train_crop_for` that input.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
@@ -93,7 +105,7 @@ def preset_params(
         if frame_size is None:
             raise ValueError(f"preset {name!r} needs frame_size=(height, width) of the project's frames")
         resize = round_to_32(frame_size) if image_resize is None else tuple(image_resize)
-        crop = (min(DEFAULT_TRAIN_CROP[0], resize[0]), min(DEFAULT_TRAIN_CROP[1], resize[1]))
+        crop = train_crop_for((int(resize[0]), int(resize[1])))
         extra["data"] = {"image_resize": list(resize), "train_crop": list(crop), **extra["data"]}
     return _merge(copy.deepcopy(base or {}), extra)
 

@@ -92,7 +92,9 @@ class DataConfig(_Section):
         None,
         description="(height, width) of the random crops of the resized frame that training sees, in "
         "network-input pixels (multiples of 32, at most image_resize); validation and prediction see the whole "
-        "frame. Set image_resize to the frame size (rounded to multiples of 32) to train at full resolution",
+        "frame. Set image_resize to the frame size (rounded to multiples of 32) to train at full resolution; keep "
+        "crops >= 3/4 of each side (smaller ones leave background never ranked below the animal: whole frames "
+        "then peak there)",
     )
     train_crop_focus: Float = Field(
         0.5, ge=0, le=1, description="probability that a training crop is placed to contain the labeled animal"

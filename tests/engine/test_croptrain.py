@@ -270,7 +270,7 @@ def test_advice_recommends_crop_training_when_the_full_frame_fits_the_budget(sma
     assert advice.animal_heatmap_px_budget == pytest.approx(25.0)  # 100 px / 4 at full resolution
     assert advice.preset == "full_resolution_crops"
     assert advice.params == preset_params("full_resolution_crops", frame_size=(480, 640))
-    assert advice.params["data"] == {"image_resize": [480, 640], "train_crop": [256, 256], "train_crop_focus": 0.5}
+    assert advice.params["data"] == {"image_resize": [480, 640], "train_crop": [352, 480], "train_crop_focus": 0.5}
     TrainConfig.from_dict(advice.params)  # a valid configuration
     # a budget the full frame misses: the largest input that keeps it, with the frame's aspect
     slower = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=10.0)
@@ -307,7 +307,7 @@ def test_presets_are_valid_parameters():
         preset_params("tiny")
     params = preset_params("full_resolution_crops", frame_size=(747, 832), base={"model": {"backbone": "resnet18"}})
     config = TrainConfig.from_dict(params)
-    assert config.data.image_resize == (736, 832) and config.data.train_crop == (256, 256)
+    assert config.data.image_resize == (736, 832) and config.data.train_crop == (544, 608)
     assert config.model.backbone == "resnet18"
     if "crop_zoom" in TrainConfig.model_fields:  # the two-stage model's section
         assert TrainConfig.from_dict(preset_params("small_animal_crop_zoom")).crop_zoom.enabled
