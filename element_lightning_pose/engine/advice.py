@@ -55,8 +55,9 @@ CPU_CORES = 2  # the rate estimate assumes both cores (torch's intra-op threads)
 # the spatial-softmax loss only ranks pixels within a crop, so background that never shares a
 # crop with the animal is never pushed below it, and a whole frame shows spurious peaks there.
 # Measured on a synthetic 128x192 project (efficientnet_lite0, 150 steps, no augmentation): test
-# mean 9.1 px on whole frames, 15.7 px with 96x128 crops (3/4 of each side), 68.6 px with 64x64
-# crops (the animal's crops 4.5 px, the whole frames' peaks elsewhere).
+# mean 9.1 px on whole frames (163 s), 15.7 px with 96x128 crops (3/4 of each side; 95 s; 7.1 px
+# in 260 steps, 170 s), 68.6 px with 64x64 crops (4.5 px on crops around the animal: the whole
+# frames peak elsewhere).
 TRAIN_CROP_FRACTION = 0.75
 MIN_TRAIN_CROP = 256
 
