@@ -27,6 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from element_lightning_pose.engine.advice import advise_project
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
     from element_lightning_pose.engine.io import DEFAULT_CSV, detect_layout
     from element_lightning_pose.engine.multiview import MultiViewResult, train_project
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if layout.kind != "lightning_pose":
             views = f", views {layout.view_names}" if layout.view_names else ""
             print(f"{project}: {layout.kind} project ({layout.csv_file}{views})")
+    print(advise_project(project, config).summary(), flush=True)  # how large the animal is, what to train
     try:
         # any layout: Lightning Pose's (one CSV or one per view), DeepLabCut's (config.yaml + labeled-data/)
         result = train_project(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)

@@ -100,6 +100,33 @@ class DataConfig(_Section):
         description="CSV with columns image,split (train|val|test) fixing the split instead of the seed "
         "(relative to the project root or absolute; every labeled image must be listed)",
     )
+    # crop training at full resolution (DeepLabCut's way; docs/small_animals.md)
+    train_crop: tuple[Int, Int] | None = Field(
+        None,
+        description="(height, width) of the random crops of the resized frame that training sees, in "
+        "network-input pixels (multiples of 32, at most image_resize); validation and prediction see the whole "
+        "frame. Set image_resize to the frame size (rounded to multiples of 32) to train at full resolution; keep "
+        "crops >= 3/4 of each side (smaller ones leave background never ranked below the animal: whole frames "
+        "then peak there)",
+    )
+    train_crop_focus: Float = Field(
+        0.5, ge=0, le=1, description="probability that a training crop is placed to contain the labeled animal"
+    )
+
+    @field_validator("train_crop")
+    @classmethod
+    def _crop_multiple_of_32(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and any(v <= 0 or v % 32 for v in value):
+            raise ValueError(f"must be positive multiples of 32 (got {tuple(value)})")
+        return value
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> DataConfig:
+        if self.train_crop is not None:
+            crop, size = tuple(self.train_crop), tuple(self.image_resize)
+            if crop[0] > size[0] or crop[1] > size[1]:
+                raise ValueError(f"train_crop {crop} is larger than image_resize {size}")
+        return self
 
     @field_validator("image_resize")
     @classmethod

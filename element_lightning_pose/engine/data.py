@@ -5,6 +5,11 @@ inference uses, so training and prediction see identically resampled pixels); au
 then works in that resized space with one OpenCV affine warp whose matrix also moves the
 labels. Keypoints travel as (K, 2) float arrays in network-input pixels, NaN = unlabeled
 (including labels pushed out of the frame by an augmentation).
+
+With ``data.train_crop`` (crop training at full resolution, DeepLabCut's way) each training
+item is a random crop of the resized frame (:class:`CropSampler`), cut by the same warp, so
+the labels move with it exactly; validation and test items stay whole frames, as prediction
+sees them (the network is fully convolutional).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .config import SPLITS, AugmentationConfig, TrainConfig
+from .config import SPLITS, AugmentationConfig, DataConfig, TrainConfig
 from .io import LabeledFrames, ProjectError, write_csv_atomic
 
 # light helpers shared with inference (engine.predict must not import Lightning): re-exported here
@@ -84,6 +89,84 @@ def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
     return splits
 
 
+# --------------------------------------------------------------------------- training crops
+
+
+class CropSampler:
+    """Where a training crop of ``size`` (h, w) goes in a (resized, augmented) frame.
+
+    With probability ``focus`` the crop is placed at random among the positions that hold
+    every visible labeled keypoint (the animal), or, for an animal larger than the crop,
+    among those that lie inside its bounding box; otherwise (and when no keypoint is visible)
+    anywhere in the frame, so the network also learns the empty arena and the distractors it
+    must not fire on. DeepLabCut's ``KeypointAwareCrop`` mixes keypoint-centred and uniform
+    crops the same way. Offsets are whole pixels: a crop of an unwarped frame is an exact
+    copy of its pixels, and the labels shift by exactly the offset.
+    """
+
+    def __init__(self, size: tuple[int, int], focus: float = 0.5) -> None:
+        if not 0 <= focus <= 1:
+            raise ValueError(f"train_crop_focus must be in [0, 1] (got {focus})")
+        self.size = (int(size[0]), int(size[1]))
+        self.focus = float(focus)
+
+    @classmethod
+    def from_config(cls, data: DataConfig) -> CropSampler | None:
+        """The sampler of ``data.train_crop`` (None when training sees whole frames)."""
+        if data.train_crop is None:
+            return None
+        return cls(data.train_crop, data.train_crop_focus)
+
+    def offset(self, frame_size: tuple[int, int], keypoints: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+        """(x0, y0) of the crop's top-left pixel in a frame of ``frame_size`` (h, w)."""
+        (height, width), (crop_h, crop_w) = frame_size, self.size
+        if crop_h > height or crop_w > width:
+            raise ValueError(f"training crop {self.size} is larger than the frame {tuple(frame_size)}")
+        visible = keypoints[np.isfinite(keypoints).all(axis=1)]
+        if len(visible) and rng.random() < self.focus:
+            x0 = _covering_start(visible[:, 0].min(), visible[:, 0].max(), crop_w, width, rng)
+            y0 = _covering_start(visible[:, 1].min(), visible[:, 1].max(), crop_h, height, rng)
+            return x0, y0
+        return int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+
+    def crop(
+        self, frames: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (..., h, w, 3) frames (one frame or a context window, the same crop) and shift the labels.
+
+        Labels outside the crop become NaN.
+        """
+        x0, y0 = self.offset(frames.shape[-3:-1], keypoints, rng)
+        crop_h, crop_w = self.size
+        out = frames[..., y0 : y0 + crop_h, x0 : x0 + crop_w, :]
+        return out, outside_to_nan(keypoints - (x0, y0), self.size)
+
+
+def _covering_start(low: float, high: float, crop: int, extent: int, rng: np.random.Generator) -> int:
+    """A random start s in [0, extent - crop] with [low, high] inside pixels s..s + crop - 1.
+
+    When [low, high] is longer than the crop, the crop lies inside it instead.
+    """
+    first = int(np.ceil(high - crop + 1))  # the smallest start that still reaches `high`
+    last = int(np.floor(low))  # the largest start that still holds `low`
+    first, last = min(first, last), max(first, last)
+    first, last = min(max(first, 0), extent - crop), min(max(last, 0), extent - crop)
+    return int(rng.integers(first, last + 1))
+
+
+def outside_to_nan(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``keypoints`` (K, 2) with those outside an image of ``size`` (h, w) set to NaN.
+
+    A pixel's centre is its integer coordinate, so the image covers -0.5 .. w - 0.5.
+    """
+    h, w = size
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    outside = (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
+    keypoints = keypoints.copy()
+    keypoints[outside] = np.nan
+    return keypoints
+
+
 # --------------------------------------------------------------------------- augmentation
 
 
@@ -116,24 +199,55 @@ class Augmenter:
         return matrix[:2], flip
 
     def warp(
-        self, image: np.ndarray, keypoints: np.ndarray, matrix: np.ndarray, flip: bool
+        self,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        matrix: np.ndarray,
+        flip: bool,
+        out_size: tuple[int, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Apply one affine warp to the pixels and the same matrix to the labels."""
-        h, w = image.shape[:2]
+        """Apply one affine warp to the pixels and the same matrix to the labels.
+
+        ``out_size`` (h, w) is the output's size (default: the input's; a training crop's otherwise).
+        """
+        h, w = out_size if out_size is not None else image.shape[:2]
         image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        moved = keypoints @ matrix[:, :2].T + matrix[:, 2]
-        outside = (moved[:, 0] < -0.5) | (moved[:, 0] > w - 0.5) | (moved[:, 1] < -0.5) | (moved[:, 1] > h - 0.5)
-        moved[outside] = np.nan
+        moved = outside_to_nan(keypoints @ matrix[:, :2].T + matrix[:, 2], (h, w))
         if flip:
             moved = moved[self.flip_order]
         return image, moved
 
+    def cropped_matrix(
+        self,
+        size: tuple[int, int],
+        keypoints: np.ndarray,
+        rng: np.random.Generator,
+        crop: CropSampler | None,
+    ) -> tuple[np.ndarray, bool, tuple[int, int] | None]:
+        """The random warp of a frame of ``size``, followed by a random crop when ``crop`` is set.
+
+        The crop is placed on the labels as the augmentation moved them, and folded into the
+        same matrix: one interpolation, and the labels move exactly as the pixels.
+        """
+        matrix, flip = self.geometric_matrix(size, rng)
+        if crop is None:
+            return matrix, flip, None
+        moved = outside_to_nan(keypoints @ matrix[:, :2].T + matrix[:, 2], size)
+        x0, y0 = crop.offset(size, moved, rng)
+        matrix = matrix.copy()
+        matrix[:, 2] -= (x0, y0)
+        return matrix, flip, crop.size
+
     def __call__(
-        self, image: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+        self,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        rng: np.random.Generator,
+        crop: CropSampler | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
-        matrix, flip = self.geometric_matrix(image.shape[:2], rng)
-        image, keypoints = self.warp(image, keypoints, matrix, flip)
+        matrix, flip, out_size = self.cropped_matrix(image.shape[:2], keypoints, rng, crop)
+        image, keypoints = self.warp(image, keypoints, matrix, flip, out_size)
         if rng.random() < c.contrast_prob:
             alpha = rng.uniform(*c.contrast_range)
             # (x - mean) * alpha + mean with uint8 saturation, in one OpenCV call
@@ -145,20 +259,24 @@ class Augmenter:
         return image, keypoints
 
     def augment_frames(
-        self, frames: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator
+        self,
+        frames: np.ndarray,
+        keypoints: np.ndarray,
+        rng: np.random.Generator,
+        crop: CropSampler | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Augment a stack of frames (T, h, w, 3) (a context window) with ONE draw of every random choice.
 
-        ``keypoints`` belong to the centre frame; they move with the shared warp.
+        ``keypoints`` belong to the centre frame; they move with the shared warp (and crop).
         """
         c = self.config
-        matrix, flip = self.geometric_matrix(frames.shape[1:3], rng)
+        matrix, flip, out_size = self.cropped_matrix(frames.shape[1:3], keypoints, rng, crop)
         contrast = rng.uniform(*c.contrast_range) if rng.random() < c.contrast_prob else None
         blur = rng.uniform(0.3, c.blur_sigma_max) if rng.random() < c.blur_prob else None
         occlusion_seed = int(rng.integers(0, 2**62)) if rng.random() < c.occlusion_prob else None
         out, moved = [], keypoints
         for frame in frames:
-            frame, moved = self.warp(frame, keypoints, matrix, flip)
+            frame, moved = self.warp(frame, keypoints, matrix, flip, out_size)
             if contrast is not None:
                 frame = cv2.addWeighted(frame, contrast, frame, 0.0, float((1 - contrast) * frame.mean()))
             if blur is not None:
@@ -186,7 +304,8 @@ class Augmenter:
 class LabeledDataset(Dataset):
     """Labeled frames ``rows`` of a project, resized (and augmented when ``augmenter`` is set).
 
-    With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w).
+    With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w). With
+    ``crop`` an item is a random crop of the resized (augmented) frame, labels in crop pixels.
     """
 
     def __init__(
@@ -196,6 +315,7 @@ class LabeledDataset(Dataset):
         size: tuple[int, int],
         augmenter: Augmenter | None = None,
         context: bool = False,
+        crop: CropSampler | None = None,
     ) -> None:
         self.labels = labels
         self.rows = list(rows)
@@ -203,6 +323,7 @@ class LabeledDataset(Dataset):
         self.size = (height, width)
         self.augmenter = augmenter
         self.context = context
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -212,21 +333,31 @@ class LabeledDataset(Dataset):
         if self.context:
             return self._context_item(row)
         image, keypoints, _ = load_resized(self.labels, row, self.size)
-        if self.augmenter is not None:
-            # seeded from torch so the DataLoader's generator / worker seeds make it reproducible
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            image, keypoints = self.augmenter(image, keypoints, rng)
+        if self.augmenter is not None or self.crop is not None:
+            rng = self._rng()
+            if self.augmenter is not None:
+                image, keypoints = self.augmenter(image, keypoints, rng, self.crop)
+            elif self.crop is not None:
+                image, keypoints = self.crop.crop(image, keypoints, rng)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
             "row": torch.tensor(row),
         }
 
+    @staticmethod
+    def _rng() -> np.random.Generator:
+        # seeded from torch so the DataLoader's generator / worker seeds make it reproducible
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
     def _context_item(self, row: int) -> dict[str, torch.Tensor]:
         frames, keypoints = load_context_resized(self.labels, row, self.size)
-        if self.augmenter is not None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            frames, keypoints = self.augmenter.augment_frames(frames, keypoints, rng)
+        if self.augmenter is not None or self.crop is not None:
+            rng = self._rng()
+            if self.augmenter is not None:
+                frames, keypoints = self.augmenter.augment_frames(frames, keypoints, rng, self.crop)
+            elif self.crop is not None:
+                frames, keypoints = self.crop.crop(frames, keypoints, rng)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
             "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
@@ -252,8 +383,9 @@ class PoseDataModule(pl.LightningDataModule):
         size = config.data.image_resize
         augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
         context = config.model.model_type == "context"
+        crop = CropSampler.from_config(config.data)  # training only: validation sees whole frames, as prediction does
         self.datasets = {
-            "train": LabeledDataset(labels, self.rows("train"), size, augmenter, context),
+            "train": LabeledDataset(labels, self.rows("train"), size, augmenter, context, crop),
             "val": LabeledDataset(labels, self.rows("val"), size, context=context),
             "test": LabeledDataset(labels, self.rows("test"), size, context=context),
         }

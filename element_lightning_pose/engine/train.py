@@ -32,10 +32,10 @@ import os
 import shutil
 import time
 import warnings
-from datetime import timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,9 @@ def train(
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
+    from .advice import advise  # the animal's size in heatmap pixels and what to train, in the log
+
+    logging.getLogger(__name__).info(advise(labels, config).summary())
     if resume_from is not None and not Path(resume_from).is_file():
         raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
     _check_replaceable(model_dir)
