@@ -25,7 +25,7 @@ from types import ModuleType, SimpleNamespace
 
 import datajoint as dj
 
-from . import dj_compat, ensemble, model, train
+from . import dj_compat, ensemble, model, multicam, train
 
 _ROOT_DIRS: list[Path] = []
 _PROCESSED_DIR: Path | None = None
@@ -172,6 +172,7 @@ def activate_pipeline(
     this = sys.modules[__name__]
     model.activate(prefix + "model", train_schema_name=prefix + "train", linking_module=this)
     ensemble.activate(prefix + "ensemble", linking_module=this)
+    multicam.activate(prefix + "multicam", linking_module=this)
     dj_compat.ensure_jobs_tables(computed_tables())
     extras = {k: v for k, v in parts.items() if k not in ("Session", "Subject")}
     _ACTIVE = SimpleNamespace(
@@ -183,6 +184,7 @@ def activate_pipeline(
         train=train,
         model=model,
         ensemble=ensemble,
+        multicam=multicam,
         **extras,
     )
     return _ACTIVE
@@ -192,10 +194,12 @@ def computed_tables() -> list:
     """The element's auto-populated tables, in the order a worker runs them."""
     return [
         model.RecordingInfo,
+        multicam.Calibration,
         train.ModelTraining,
         model.ModelEvaluation,
         model.PoseEstimation,
         ensemble.EnsembleSmoothing,
+        multicam.Triangulation,
     ]
 
 

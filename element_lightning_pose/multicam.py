@@ -1,0 +1,896 @@
+"""DataJoint schema for calibrated camera rigs and 3D pose (triangulation of several cameras).
+
+Tables
+------
+CameraCalibration (+ Camera)         a rig's calibration: intrinsics and world -> camera poses
+CalibrationTask (+ BoardVideo)       board videos of a rig to calibrate it from
+Calibration                          runs the board calibration, fills CameraCalibration
+MultiCameraRecording (+ View)        which VideoRecording of a session is which camera
+TriangulationParamSet                method (smoother | robust | dlt), priors, skeleton
+TriangulationTask (+ Source)         a rig recording x a 2D source per camera x a parameter set
+Triangulation (+ BodyPartPosition3D) x, y, z per frame with posterior variance and
+                                     reprojection error per camera
+
+The maths is ``element_lightning_pose.engine.multicam`` (numpy, no database): this module reads
+and stores. Frames: rig frame ``t`` is video frame ``t + frame_offset`` of each view (the
+offset is the number of leading frames a video has before the rig's frame 0); 3D arrays are
+indexed by rig frame, ``0 .. n_frames - 1``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import datajoint as dj
+import numpy as np
+
+from . import ensemble, model, paths, train
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from .engine.multicam.params import TriangulationParams
+from .params import ImmutableParams
+
+schema = dj.Schema()
+_linking_module: ModuleType | None = None
+
+# The world frame engine.multicam.calibrate chooses (a task may describe its own instead).
+DEFAULT_REFERENCE_FRAME = (
+    "world frame of the calibration: camera {first}'s optical frame (origin at its centre, "
+    "x right, y down, z along its optical axis)"
+)
+
+
+def activate(
+    multicam_schema_name: str,
+    *,
+    create_schema: bool = True,
+    create_tables: bool = True,
+    linking_module: str | ModuleType | None = None,
+) -> None:
+    """Activate this schema; the model and ensemble schemas must be active already.
+
+    Args:
+        multicam_schema_name: schema name on the database server.
+        create_schema: create the schema on the server if it does not exist yet.
+        create_tables: create the tables if they do not exist yet.
+        linking_module: the same linking module given to ``model.activate``.
+    """
+    global _linking_module
+    if not model.schema.is_activated() or not ensemble.schema.is_activated():
+        raise RuntimeError("multicam.activate(): activate the model and ensemble schemas first")
+    _linking_module = train.check_linking_module(linking_module, ("get_lp_root_data_dir",), "multicam")
+    schema.activate(
+        multicam_schema_name,
+        create_schema=create_schema,
+        create_tables=create_tables,
+        add_objects=_linking_module.__dict__,
+    )
+
+
+def root_dirs() -> list[Path]:
+    return paths.root_dirs(_linking_module)
+
+
+def processed_dir() -> Path:
+    return paths.processed_dir(_linking_module)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _find_file(path: str | Path) -> Path:
+    """An absolute path as given, or a path relative to a root data directory."""
+    path = Path(path)
+    if path.is_absolute():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: file not found")
+        return path
+    return paths.find_full_path(root_dirs(), path)
+
+
+def _number_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@schema
+class CameraCalibration(dj.Manual):
+    """A calibrated camera rig: one row per calibration, one ``Camera`` part per camera.
+
+    Attributes:
+        calibration_id (varchar): unique name of the calibration.
+        units (varchar): length unit of the translations and of the 3D positions, e.g. 'mm'.
+        reference_frame (varchar): how the world frame is defined (free text; goes into NWB).
+        calibration_description (varchar): free text.
+        mean_reprojection_error (float64): px, over all cameras (null when unknown).
+    """
+
+    definition = f"""
+    calibration_id                 : varchar(32)
+    ---
+    units                          : varchar(16)
+    reference_frame                : varchar(1000)
+    calibration_description = ''   : varchar(1000)
+    mean_reprojection_error = null : {FLOAT64}
+    """
+
+    class Camera(dj.Part):
+        """One calibrated camera (OpenCV's pinhole model with 5 distortion coefficients).
+
+        Attributes:
+            camera_name (varchar): the camera's name in the calibration.
+            image_height, image_width (int): image size in pixels.
+            intrinsic_matrix (blob): (3, 3) ``K``.
+            distortion (blob): (5,) ``k1 k2 p1 p2 k3``.
+            rotation (blob): (3, 3) rotation matrix, world -> camera.
+            translation (blob): (3,) world -> camera, in the calibration's units.
+            reprojection_error (float64): px (null when unknown).
+        """
+
+        definition = f"""
+        -> master
+        camera_name               : varchar(32)
+        ---
+        image_height              : {INT32}
+        image_width               : {INT32}
+        intrinsic_matrix          : {BLOB}
+        distortion                : {BLOB}
+        rotation                  : {BLOB}
+        translation               : {BLOB}
+        reprojection_error = null : {FLOAT64}
+        """
+
+    @classmethod
+    def insert_group(
+        cls,
+        calibration_id: str,
+        group: Any,
+        *,
+        units: str,
+        reference_frame: str,
+        description: str = "",
+        errors: list | None = None,
+        source: str = "calibration",
+    ) -> dict:
+        """Insert an engine ``CameraGroup`` (master + one Camera row per camera); returns the key.
+
+        ``errors``: reprojection error per camera (px), default the group's ``metadata['errors']``.
+        Call inside a transaction to make it part of a larger insert (``Calibration`` does).
+        """
+        rows = _camera_rows(calibration_id, group, errors, source)
+        known = [r["reprojection_error"] for r in rows if r["reprojection_error"] is not None]
+        mean = _number_or_none(group.metadata.get("error")) if errors is None else None
+        if mean is None and known:
+            mean = float(np.mean(known))
+        cls.insert1(
+            {
+                "calibration_id": calibration_id,
+                "units": units,
+                "reference_frame": reference_frame,
+                "calibration_description": description,
+                "mean_reprojection_error": mean,
+            }
+        )
+        cls.Camera.insert(rows)
+        return {"calibration_id": calibration_id}
+
+    @classmethod
+    def insert_from_file(
+        cls, calibration_id: str, path: str | Path, *, units: str, reference_frame: str, description: str = ""
+    ) -> dict:
+        """Insert an anipose ``calibration.toml`` (absolute, or relative to a root data directory).
+
+        The engine's reader validates it first: a missing or malformed field raises
+        ``CalibrationError`` naming the file, the camera and the field, and nothing is inserted.
+        """
+        from .engine.multicam.cameras import read_calibration
+
+        full = _find_file(path)
+        group = read_calibration(full)
+        with cls.connection.transaction:
+            return cls.insert_group(
+                calibration_id,
+                group,
+                units=units,
+                reference_frame=reference_frame,
+                description=description,
+                source=str(full),
+            )
+
+    @classmethod
+    def camera_group(cls, key: dict) -> Any:
+        """The calibration as an engine ``CameraGroup``, cameras in ``camera_name`` order."""
+        from .engine.multicam.cameras import Camera, CameraGroup
+
+        calibration = {"calibration_id": (cls & key).fetch1("calibration_id")}
+        rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
+        cameras = tuple(
+            Camera(
+                r["camera_name"],
+                (int(r["image_width"]), int(r["image_height"])),
+                np.asarray(r["intrinsic_matrix"], dtype=float),
+                np.asarray(r["distortion"], dtype=float),
+                np.asarray(r["rotation"], dtype=float),
+                np.asarray(r["translation"], dtype=float),
+            )
+            for r in rows
+        )
+        return CameraGroup(cameras, {"calibration_id": calibration["calibration_id"]})
+
+
+def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: str) -> list[dict]:
+    from .engine.multicam.cameras import CalibrationError
+
+    per_camera = errors if errors is not None else group.metadata.get("errors")
+    if not isinstance(per_camera, (list, tuple, np.ndarray)) or len(per_camera) != len(group):
+        per_camera = [None] * len(group)
+    rows = []
+    for camera, error in zip(group.cameras, per_camera):
+        if camera.fisheye:
+            raise CalibrationError(
+                f"{source}: camera {camera.name!r} uses the fisheye model; CameraCalibration stores "
+                "the pinhole model with 5 distortion coefficients"
+            )
+        if len(camera.name) > 32:
+            raise CalibrationError(f"{source}: camera name {camera.name!r} is longer than 32 characters")
+        rows.append(
+            {
+                "calibration_id": calibration_id,
+                "camera_name": camera.name,
+                "image_width": int(camera.size[0]),
+                "image_height": int(camera.size[1]),
+                "intrinsic_matrix": np.asarray(camera.matrix, dtype=np.float64),
+                "distortion": np.asarray(camera.distortion, dtype=np.float64),
+                "rotation": np.asarray(camera.rotation, dtype=np.float64),
+                "translation": np.asarray(camera.translation, dtype=np.float64),
+                "reprojection_error": _number_or_none(error),
+            }
+        )
+    return rows
+
+
+@schema
+class CalibrationTask(dj.Manual):
+    """Board videos of a rig, to be calibrated into ``CameraCalibration`` under ``calibration_id``.
+
+    Attributes:
+        calibration_id (varchar): the calibration to create.
+        board (blob): the board (engine ``Board`` fields: board_type 'charuco' | 'checkerboard',
+            board_x, board_y, square_length in ``units``, marker_length, marker_bits, dict_size).
+        units (varchar): unit of square_length, hence of the calibration.
+        reference_frame (varchar): how the world frame is defined; empty: the first camera's
+            optical frame (what the engine's calibration chooses).
+        min_corners (int): a board view needs at least this many corners to be used.
+        calibration_description (varchar): free text.
+    """
+
+    definition = f"""
+    calibration_id                : varchar(32)
+    ---
+    board                         : {BLOB}
+    units                         : varchar(16)
+    reference_frame = ''          : varchar(1000)
+    min_corners = 6               : {INT16}
+    calibration_description = ''  : varchar(1000)
+    """
+
+    class BoardVideo(dj.Part):
+        """One camera's board video (frames synchronous across cameras).
+
+        Attributes:
+            camera_name (varchar): name the camera gets in the calibration.
+            file_path (varchar): relative to a root data directory.
+        """
+
+        definition = """
+        -> master
+        camera_name : varchar(32)
+        ---
+        file_path   : varchar(1000)  # relative to a root data directory
+        """
+
+    @classmethod
+    def create(
+        cls,
+        calibration_id: str,
+        board: dict,
+        videos: dict[str, str | Path],
+        *,
+        units: str,
+        reference_frame: str = "",
+        min_corners: int = 6,
+        description: str = "",
+    ) -> dict:
+        """Insert a task and its board videos (paths relative to a root); returns the key.
+
+        The board is validated by the engine (``BoardError`` naming the field) and each video
+        must exist; nothing is inserted otherwise.
+        """
+        from .engine.multicam.boards import Board, BoardError
+
+        try:
+            Board(**board)
+        except TypeError as exc:
+            raise BoardError(f"calibration task {calibration_id!r}: board {board}: {exc}") from None
+        if len(videos) < 2:
+            raise ValueError(f"calibration task {calibration_id!r}: a rig needs at least 2 board videos, got {videos}")
+        if CameraCalibration & {"calibration_id": calibration_id}:
+            raise ValueError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
+        relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
+        key = {"calibration_id": calibration_id}
+        with cls.connection.transaction:
+            cls.insert1(
+                {
+                    **key,
+                    "board": dict(board),
+                    "units": units,
+                    "reference_frame": reference_frame,
+                    "min_corners": min_corners,
+                    "calibration_description": description,
+                }
+            )
+            cls.BoardVideo.insert({**key, "camera_name": n, "file_path": p} for n, p in relative.items())
+        return key
+
+
+@schema
+class Calibration(dj.Computed):
+    """Board calibration of a rig (``engine.multicam.calibrate``), stored in ``CameraCalibration``.
+
+    Its make inserts the ``CameraCalibration`` row and cameras under the task's
+    ``calibration_id`` in the same transaction as its own row. The calibration is also
+    written as an anipose ``calibration.toml`` (for ``elp triangulate`` and anipose).
+
+    Attributes:
+        n_board_frames (int): frames where some camera found the board.
+        calibration_file (varchar): the calibration.toml, relative to the processed-data root.
+        calibration_time_s (float64): wall time of detection and calibration.
+        calibrated_time (datetime): when it was done (UTC).
+    """
+
+    definition = f"""
+    -> CalibrationTask
+    ---
+    n_board_frames     : {INT32}
+    calibration_file   : varchar(1000)
+    calibration_time_s : {FLOAT64}
+    calibrated_time    : datetime
+    """
+
+    def make_fetch(self, key: dict) -> tuple:
+        task = (CalibrationTask & key).fetch1()
+        videos = fetch_dicts(CalibrationTask.BoardVideo & key, "file_path", order_by="camera_name")
+        return task, [(v["camera_name"], v["file_path"]) for v in videos]
+
+    def make_compute(self, key, task, videos) -> tuple:
+        from .engine.multicam.boards import Board, detect_video
+        from .engine.multicam.calibrate import calibrate
+        from .engine.multicam.cameras import write_calibration
+
+        start = time.perf_counter()
+        board = Board(**task["board"])
+        detections, sizes = {}, {}
+        for name, file_path in videos:
+            detections[name], sizes[name], _ = detect_video(board, paths.find_full_path(root_dirs(), file_path))
+        result = calibrate(board, detections, sizes, min_corners=int(task["min_corners"]))
+        frames = len({d.frame for found in detections.values() for d in found})
+        out = processed_dir() / "lp_calibrations" / key["calibration_id"] / "calibration.toml"
+        write_calibration(result.group, out)
+        elapsed = time.perf_counter() - start
+        return (
+            task,
+            result.group,
+            [float(e) for e in result.errors],
+            frames,
+            paths.relative_to_roots([processed_dir()], out),
+            elapsed,
+        )
+
+    def make_insert(self, key, task, group, errors, frames, calibration_file, elapsed) -> None:
+        reference = task["reference_frame"] or DEFAULT_REFERENCE_FRAME.format(first=repr(group.names[0]))
+        CameraCalibration.insert_group(
+            key["calibration_id"],
+            group,
+            units=task["units"],
+            reference_frame=reference,
+            description=task["calibration_description"] or "board calibration (element_lightning_pose.multicam)",
+            errors=errors,
+            source=f"calibration task {key}",
+        )
+        self.insert1(
+            {
+                **key,
+                "n_board_frames": int(frames),
+                "calibration_file": calibration_file,
+                "calibration_time_s": float(elapsed),
+                "calibrated_time": _utcnow(),
+            }
+        )
+
+
+# --------------------------------------------------------------------------- rig recordings
+
+
+class RigError(ValueError):
+    """A rig recording does not fit its calibration or its videos; the message names what."""
+
+
+@schema
+class MultiCameraRecording(dj.Manual):
+    """Synchronised recordings of one session by the cameras of a calibrated rig.
+
+    Attributes:
+        rig_recording_id (int): unique within the session.
+        CameraCalibration (foreign key): the rig's calibration.
+        n_frames (int): rig frames, i.e. frames every view has after its offset.
+    """
+
+    definition = f"""
+    -> Session
+    rig_recording_id : {INT16}
+    ---
+    -> CameraCalibration
+    n_frames         : {INT32}
+    """
+
+    class View(dj.Part):
+        """Which ``VideoRecording`` of the session a camera of the calibration recorded.
+
+        Attributes:
+            camera_name (varchar): a camera of the master's calibration.
+            recording_id (int): a VideoRecording of the same session (foreign key).
+            frame_offset (int): rig frame t is video frame t + frame_offset (>= 0).
+        """
+
+        definition = f"""
+        -> master
+        camera_name      : varchar(32)
+        ---
+        -> model.VideoRecording
+        frame_offset = 0 : {INT32}
+        """
+
+    @classmethod
+    def insert_rig(
+        cls,
+        session_key: dict,
+        rig_recording_id: int,
+        calibration_id: str,
+        views: dict[str, int | tuple[int, int]],
+    ) -> dict:
+        """Insert a rig recording; ``views`` maps camera name -> recording_id or (recording_id, offset).
+
+        Checked first (``RigError`` naming what is wrong, nothing inserted): every camera is in
+        the calibration; each recording exists with its ``RecordingInfo`` and the camera's image
+        size; offsets are >= 0; without offsets, every view has the same number of frames.
+        """
+        session = {k: session_key[k] for k in model.VideoRecording.primary_key if k != "recording_id"}
+        cal = {"calibration_id": calibration_id}
+        if not CameraCalibration & cal:
+            raise RigError(f"calibration {calibration_id!r} is not in CameraCalibration")
+        cameras = {r["camera_name"]: r for r in fetch_dicts(CameraCalibration.Camera & cal)}
+        unknown = sorted(set(views) - set(cameras))
+        if unknown:
+            raise RigError(
+                f"rig recording {rig_recording_id} of {session}: camera(s) {unknown} are not in calibration "
+                f"{calibration_id!r} (its cameras: {sorted(cameras)})"
+            )
+        if len(views) < 2:
+            raise RigError(f"rig recording {rig_recording_id}: a rig needs at least 2 views, got {sorted(views)}")
+        parsed = {name: (v, 0) if isinstance(v, (int, np.integer)) else tuple(v) for name, v in views.items()}
+        given_offsets = any(not isinstance(v, (int, np.integer)) for v in views.values())
+        counts = {}
+        for name, (recording_id, offset) in parsed.items():
+            rec = {**session, "recording_id": int(recording_id)}
+            if not model.VideoRecording & rec:
+                raise RigError(f"view {name!r}: no VideoRecording {rec}")
+            if not model.RecordingInfo & rec:
+                raise RigError(f"view {name!r}: recording {rec} has no RecordingInfo (populate RecordingInfo first)")
+            n, width, height = (model.RecordingInfo & rec).fetch1("n_frames", "width", "height")
+            camera = cameras[name]
+            if (int(width), int(height)) != (camera["image_width"], camera["image_height"]):
+                raise RigError(
+                    f"view {name!r}: recording {recording_id} is {width}x{height} px but camera {name!r} of "
+                    f"calibration {calibration_id!r} is {camera['image_width']}x{camera['image_height']}"
+                )
+            if int(offset) < 0:
+                raise RigError(f"view {name!r}: frame_offset {offset} is negative (leading video frames to skip)")
+            counts[name] = (int(n), int(offset))
+        lengths = {name: n - offset for name, (n, offset) in counts.items()}
+        if not given_offsets and len(set(lengths.values())) > 1:
+            raise RigError(
+                f"rig recording {rig_recording_id}: the views have different frame counts "
+                f"{dict(sorted(lengths.items()))} and no frame offsets; give (recording_id, frame_offset) "
+                "per view (rig frame t = video frame t + frame_offset)"
+            )
+        n_frames = min(lengths.values())
+        if n_frames <= 0:
+            raise RigError(
+                f"rig recording {rig_recording_id}: no frame is common to all views after the offsets "
+                f"(frames after offset: {dict(sorted(lengths.items()))})"
+            )
+        key = {**session, "rig_recording_id": rig_recording_id}
+        with cls.connection.transaction:
+            cls.insert1({**key, **cal, "n_frames": n_frames})
+            cls.View.insert(
+                {**key, "camera_name": name, "recording_id": int(rec_id), "frame_offset": int(offset)}
+                for name, (rec_id, offset) in parsed.items()
+            )
+        return key
+
+    @classmethod
+    def views(cls, key: dict) -> list[dict]:
+        """The View rows of a rig recording, in ``camera_name`` order (the calibration's)."""
+        return fetch_dicts(cls.View & key, order_by="camera_name")
+
+
+# --------------------------------------------------------------------------- triangulation
+
+
+def validate_triangulation_params(params: dict) -> dict:
+    """Check triangulation parameters (``engine.multicam.params.TriangulationParams``);
+    returns them with defaults filled in. The error names every key at fault."""
+    return TriangulationParams.from_dict(params, source="TriangulationParamSet").to_dict()
+
+
+@schema
+class TriangulationParamSet(ImmutableParams, dj.Lookup):
+    """How 2D predictions become 3D.
+
+    Attributes:
+        triangulation_paramset_idx (int): unique id.
+        paramset_desc (varchar): description.
+        param_set_hash (char): hash of the canonical parameters.
+        params (blob): method ('smoother' | 'robust' | 'dlt'), min_likelihood, skeleton (body-part
+            name pairs of the smoother's limb-length prior), bone_lengths, and per-method options
+            (smoother: nu, floor_px, iterations, q, limb_sd, limb_iterations, min_weight; robust:
+            sigma_px, nu, iterations, min_weight; dlt: sigma_px). Validated at insert by
+            ``engine.multicam.params.TriangulationParams``; unknown keys are refused.
+    """
+
+    definition = f"""
+    triangulation_paramset_idx : {INT16}
+    ---
+    paramset_desc              : varchar(1000)
+    param_set_hash             : char(32)  # md5 of the canonical params
+    params                     : {BLOB}
+    unique index (param_set_hash)
+    """
+
+    @classmethod
+    def insert_new_params(cls, paramset_desc: str, params: dict, triangulation_paramset_idx: int | None = None) -> int:
+        """Validate and insert; returns the id of the new or identical existing set."""
+        canonical = validate_triangulation_params(dict(params))
+        digest = train.params_hash(canonical)
+        existing = cls & {"param_set_hash": digest}
+        if existing:
+            return int(existing.fetch1("triangulation_paramset_idx"))
+        if triangulation_paramset_idx is None:
+            triangulation_paramset_idx = max(fetch_column(cls, "triangulation_paramset_idx"), default=0) + 1
+        cls.insert1(
+            {
+                "triangulation_paramset_idx": triangulation_paramset_idx,
+                "paramset_desc": paramset_desc,
+                "param_set_hash": digest,
+                "params": canonical,
+            }
+        )
+        return triangulation_paramset_idx
+
+
+@schema
+class TriangulationTask(dj.Manual):
+    """3D pose of a rig recording: one 2D source per camera, and a parameter set.
+
+    Attributes:
+        triangulation_id (int): unique within the rig recording and parameter set.
+        triangulation_description (varchar): free text.
+    """
+
+    definition = f"""
+    -> MultiCameraRecording
+    -> TriangulationParamSet
+    triangulation_id : {INT16}
+    ---
+    triangulation_description = '' : varchar(1000)
+    """
+
+    class Source(dj.Part):
+        """The 2D pose of one camera: a model's ``PoseEstimation`` or an ``EnsembleSmoothing``
+        on the view's recording.
+
+        Attributes:
+            camera_name (varchar): a view of the rig recording.
+            source_kind (enum): 'pose' or 'ensemble'.
+            model_name (varchar): for 'pose': PoseEstimation of (session, View.recording_id, model_name).
+            ensemble_id (int): for 'ensemble': EnsembleSmoothing of (session, recording_id, ensemble_id).
+        """
+
+        definition = f"""
+        -> master
+        camera_name        : varchar(32)
+        ---
+        source_kind        : enum('pose', 'ensemble')
+        model_name = null  : varchar(64)
+        ensemble_id = null : {INT16}
+        """
+
+    @classmethod
+    def create(
+        cls,
+        rig_key: dict,
+        triangulation_paramset_idx: int,
+        sources: dict[str, tuple[str, str | int]] | str,
+        *,
+        triangulation_id: int = 1,
+        description: str = "",
+    ) -> dict:
+        """Insert a task; ``sources`` maps each camera to ('pose', model_name) or ('ensemble',
+        ensemble_id), or is one model name for every camera. Returns the task key.
+
+        Checked first (nothing inserted): every view has a source and every source names a
+        view; the PoseEstimationTask / EnsembleSmoothingTask exists on the view's recording.
+        """
+        rig = {k: rig_key[k] for k in MultiCameraRecording.primary_key}
+        views = {v["camera_name"]: v for v in MultiCameraRecording.views(rig)}
+        if not views:
+            raise RigError(f"no MultiCameraRecording {rig}")
+        if isinstance(sources, str):
+            sources = {name: ("pose", sources) for name in views}
+        if set(sources) != set(views):
+            raise RigError(
+                f"triangulation task of {rig}: sources for {sorted(sources)} but the rig's views are {sorted(views)} "
+                f"(missing: {sorted(set(views) - set(sources))}, not views: {sorted(set(sources) - set(views))})"
+            )
+        key = {**rig, "triangulation_paramset_idx": triangulation_paramset_idx, "triangulation_id": triangulation_id}
+        rows = []
+        for name, (kind, ident) in sorted(sources.items()):
+            row = {**key, "camera_name": name, "source_kind": kind, "model_name": None, "ensemble_id": None}
+            rec = {**{k: rig[k] for k in rig if k != "rig_recording_id"}, "recording_id": views[name]["recording_id"]}
+            if kind == "pose":
+                row["model_name"] = str(ident)
+                task_table, task_key = model.PoseEstimationTask, {**rec, "model_name": ident}
+            elif kind == "ensemble":
+                row["ensemble_id"] = int(ident)
+                task_table, task_key = ensemble.EnsembleSmoothingTask, {**rec, "ensemble_id": ident}
+            else:
+                raise RigError(f"camera {name!r}: source kind {kind!r} must be 'pose' or 'ensemble'")
+            if not task_table & task_key:
+                raise RigError(f"camera {name!r}: no {task_table.__name__} {task_key}")
+            rows.append(row)
+        with cls.connection.transaction:
+            cls.insert1({**key, "triangulation_description": description})
+            cls.Source.insert(rows)
+        return key
+
+    @classmethod
+    def source_key(cls, task_key: dict, camera_name: str) -> tuple[Any, dict]:
+        """The 2D source of one camera of a task: (``model.PoseEstimation`` or
+        ``ensemble.EnsembleSmoothing``, its key)."""
+        task = {k: task_key[k] for k in cls.primary_key}
+        source = (cls.Source & task & {"camera_name": camera_name}).fetch1()
+        rig = {k: task[k] for k in MultiCameraRecording.primary_key}
+        recording_id = (MultiCameraRecording.View & rig & {"camera_name": camera_name}).fetch1("recording_id")
+        rec = {**{k: rig[k] for k in rig if k != "rig_recording_id"}, "recording_id": int(recording_id)}
+        if source["source_kind"] == "pose":
+            return model.PoseEstimation, {**rec, "model_name": source["model_name"]}
+        return ensemble.EnsembleSmoothing, {**rec, "ensemble_id": int(source["ensemble_id"])}
+
+    @classmethod
+    def missing_sources(cls, task_key: dict) -> dict[str, str]:
+        """Cameras whose source is not populated yet: {camera: 'Table {key}'}."""
+        missing = {}
+        for name in fetch_column(cls.Source & task_key, "camera_name", order_by="camera_name"):
+            table, key = cls.source_key(task_key, name)
+            if not table & key:
+                missing[str(name)] = f"{table.__name__} {key}"
+        return missing
+
+
+@schema
+class Triangulation(dj.Computed):
+    """3D pose of a rig recording from its cameras' 2D pose (``engine.multicam``).
+
+    A task whose 2D sources are not all populated fails with a message naming the cameras and
+    the missing rows (``elp worker`` populates the 2D tables first). The 3D points are also
+    written as a 3D points CSV (``engine.multicam.io``) under the processed-data root.
+
+    Attributes:
+        n_frames (int): rig frames.
+        cameras (blob): camera names, in the order of the reprojection errors' columns.
+        body_parts (blob): body-part names, in the sources' order.
+        points_file (varchar): 3D points CSV, relative to the processed-data root.
+        triangulation_time_s (float64): wall time of the method.
+        mean_reprojection_error (float64): px, mean over frames, body parts and the views used.
+        triangulated_time (datetime): when it was done (UTC).
+    """
+
+    definition = f"""
+    -> TriangulationTask
+    ---
+    n_frames                       : {INT32}
+    cameras                        : {BLOB}
+    body_parts                     : {BLOB}
+    points_file                    : varchar(1000)
+    triangulation_time_s           : {FLOAT64}
+    mean_reprojection_error = null : {FLOAT64}
+    triangulated_time              : datetime
+    """
+
+    class BodyPartPosition3D(dj.Part):
+        """Trajectory of one body part in the calibration's world frame and units.
+
+        Attributes:
+            x, y, z (blob): (n_frames,) positions, NaN where not triangulated.
+            x_var, y_var, z_var (blob): (n_frames,) posterior variance (units^2).
+            reprojection_error (blob): (n_frames, n_cameras) px per camera, columns in the
+                master's ``cameras`` order (NaN where the camera has no prediction).
+            cameras_used (blob): (n_frames,) number of views that contributed.
+        """
+
+        definition = f"""
+        -> master
+        -> model.BodyPart
+        ---
+        x                  : {BLOB}
+        y                  : {BLOB}
+        z                  : {BLOB}
+        x_var              : {BLOB}
+        y_var              : {BLOB}
+        z_var              : {BLOB}
+        reprojection_error : {BLOB}
+        cameras_used       : {BLOB}
+        """
+
+    @property
+    def key_source(self):
+        return TriangulationTask & TriangulationTask.Source
+
+    def make_fetch(self, key: dict) -> tuple:
+        missing = TriangulationTask.missing_sources(key)
+        if missing:
+            listed = "; ".join(f"camera {name!r}: {what}" for name, what in missing.items())
+            raise RigError(f"triangulation {key}: 2D source(s) not populated yet ({listed}); populate them first")
+        rig = {k: key[k] for k in MultiCameraRecording.primary_key}
+        calibration_id, n_frames = (MultiCameraRecording & rig).fetch1("calibration_id", "n_frames")
+        sources = []
+        for view in MultiCameraRecording.views(rig):
+            table, source_key = TriangulationTask.source_key(key, view["camera_name"])
+            if table is model.PoseEstimation:
+                file, frames = (table & source_key).fetch1("predictions_file", "n_frames")
+            else:
+                file, frames = (table & source_key).fetch1("output_file", "n_frames")
+            sources.append((view["camera_name"], table.__name__, source_key, file, int(frames), view["frame_offset"]))
+        params = (TriangulationParamSet & key).fetch1("params")
+        return calibration_id, int(n_frames), sources, params
+
+    def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
+        from .engine.multicam.io import Points3D, write_points3d
+        from .engine.multicam.params import triangulate_views
+
+        options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
+        group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
+        pixels, likelihood, variance, bodyparts = _read_sources(key, sources, n_frames)
+        start = time.perf_counter()
+        result = triangulate_views(group, pixels, likelihood, variance, bodyparts, options)
+        elapsed = time.perf_counter() - start
+        rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
+        name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
+        out = processed_dir() / "lp_triangulations" / rig / name
+        table = Points3D(
+            result.points,
+            result.variance,
+            result.mean_reprojection_error,
+            result.n_views.astype(float),
+            list(bodyparts),
+            list(range(n_frames)),
+        )
+        write_points3d(out, table)
+        return group.names, bodyparts, result, paths.relative_to_roots([processed_dir()], out), elapsed
+
+    def make_insert(self, key, cameras, bodyparts, result, points_file, elapsed) -> None:
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(result.mean_reprojection_error)
+            mean = float(np.mean(result.mean_reprojection_error[finite])) if finite.any() else None
+        self.insert1(
+            {
+                **key,
+                "n_frames": int(result.points.shape[0]),
+                "cameras": list(cameras),
+                "body_parts": list(bodyparts),
+                "points_file": points_file,
+                "triangulation_time_s": float(elapsed),
+                "mean_reprojection_error": mean,
+                "triangulated_time": _utcnow(),
+            }
+        )
+        self.BodyPartPosition3D.insert(
+            {
+                **key,
+                "body_part": bp,
+                "x": result.points[:, k, 0].astype(np.float64),
+                "y": result.points[:, k, 1].astype(np.float64),
+                "z": result.points[:, k, 2].astype(np.float64),
+                "x_var": result.variance[:, k, 0].astype(np.float64),
+                "y_var": result.variance[:, k, 1].astype(np.float64),
+                "z_var": result.variance[:, k, 2].astype(np.float64),
+                "reprojection_error": np.ascontiguousarray(result.reprojection_error[:, :, k].T, dtype=np.float64),
+                "cameras_used": result.n_views[:, k].astype(np.int64),
+            }
+            for k, bp in enumerate(bodyparts)
+        )
+
+    @classmethod
+    def get_trajectory(cls, key: dict, body_parts: list[str] | str = "all"):
+        """The 3D pose of one triangulation as a DataFrame.
+
+        Columns are (bodypart, coord) with coords x, y, z, x_var, y_var, z_var, n_cameras; the
+        index is the rig frame.
+        """
+        import pandas as pd
+
+        keys = fetch_keys(cls & key)
+        if len(keys) != 1:
+            raise ValueError(f"get_trajectory: {len(keys)} triangulations match {key}; restrict to one")
+        key = keys[0]
+        order = list((cls & key).fetch1("body_parts"))
+        wanted = order if body_parts == "all" else [bp for bp in order if bp in body_parts]
+        rows = {r["body_part"]: r for r in fetch_dicts(cls.BodyPartPosition3D & key)}
+        coords = ("x", "y", "z", "x_var", "y_var", "z_var")
+        data = {}
+        for bp in wanted:
+            for coord in coords:
+                data[(bp, coord)] = np.asarray(rows[bp][coord], dtype=float)
+            data[(bp, "n_cameras")] = np.asarray(rows[bp]["cameras_used"], dtype=np.int64)
+        frame = pd.DataFrame(data)
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["bodyparts", "coords"])
+        frame.index.name = "frame"
+        return frame
+
+
+def _read_sources(key: dict, sources: list[tuple], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Each camera's 2D pose over the rig frames: pixels (C, T, K, 2), likelihood and 2D
+    variance (C, T, K), body parts. Errors name the camera, its source and what differs."""
+    from .engine.io import read_keypoint_csv
+
+    arrays, variances, bodyparts, first = [], [], None, None
+    for name, table_name, source_key, file, frames, offset in sources:
+        path = processed_dir() / file
+        where = f"triangulation {key}: camera {name!r} ({table_name} {source_key}, {path})"
+        if table_name == "EnsembleSmoothing":
+            values, parts, _, _ = read_keypoint_csv(
+                path, ("x", "y", "likelihood", "x_posterior_var", "y_posterior_var")
+            )
+            variance = values[..., 3:5].mean(-1)  # the smoother's 2D uncertainty, px^2
+            values = values[..., :3]
+        else:
+            values, parts, _, _ = read_keypoint_csv(path, ("x", "y", "likelihood"))
+            variance = np.zeros(values.shape[:-1])
+        if len(values) != frames or len(values) < offset + n_frames:
+            raise RigError(
+                f"{where}: {len(values)} predicted frames; the rig needs {n_frames} from frame_offset {offset}"
+                f"{f' (the table says {frames})' if len(values) != frames else ''}"
+            )
+        if bodyparts is None:
+            bodyparts, first = parts, name
+        elif set(parts) != set(bodyparts):
+            raise RigError(
+                f"{where}: body parts differ from camera {first!r}'s: only in {name!r}: "
+                f"{sorted(set(parts) - set(bodyparts))}, only in {first!r}: {sorted(set(bodyparts) - set(parts))}"
+            )
+        order = [parts.index(bp) for bp in bodyparts]
+        window = slice(offset, offset + n_frames)
+        arrays.append(values[window][:, order])
+        variances.append(variance[window][:, order])
+    stacked = np.stack(arrays)
+    return stacked[..., :2], np.nan_to_num(stacked[..., 2]), np.stack(variances), list(bodyparts)
