@@ -159,7 +159,7 @@ def _serious(path: Path) -> list:
 
 
 def test_rig_session_exports_3d_equal_to_database(lp, exported_rig, tmp_path):
-    path = dj_nwb.export_session(exported_rig["session"], tmp_path)
+    path = dj_nwb.export_session(exported_rig["session"], tmp_path, species="Mus musculus")
     with NWBHDF5IO(str(path), "r") as io:
         _assert_rig_matches_database(lp, io.read(), exported_rig)
     serious = _serious(path)
@@ -168,7 +168,7 @@ def test_rig_session_exports_3d_equal_to_database(lp, exported_rig, tmp_path):
 
 def test_rig_session_appends_to_an_existing_file(lp, exported_rig, tmp_path):
     session = exported_rig["session"]
-    existing = nwb.build_nwbfile(dj_nwb.session_info(session), dj_nwb.subject_info(session))
+    existing = nwb.build_nwbfile(dj_nwb.session_info(session), dj_nwb.subject_info(session, species="Mus musculus"))
     existing.add_acquisition(TimeSeries(name="lfp_stand_in", data=np.arange(100.0), unit="V", rate=1000.0))
     path = tmp_path / "ephys.nwb"
     with NWBHDF5IO(str(path), "w") as io:
@@ -189,7 +189,7 @@ def test_rig_session_in_dandiset_layout_validates(lp, exported_rig, tmp_path):
     dandiset = tmp_path / "dandiset"
     dandiset.mkdir()
     (dandiset / "dandiset.yaml").write_text("identifier: '000000'\nname: ELP 3D\ndescription: 3D export test\n")
-    path = dj_nwb.export_session(exported_rig["session"], dandiset, dandi_layout=True)
+    path = dj_nwb.export_session(exported_rig["session"], dandiset, dandi_layout=True, species="Mus musculus")
     assert path.parent == dandiset / f"sub-{SUBJECT}"
     with NWBHDF5IO(str(path), "r") as io:
         _assert_rig_matches_database(lp, io.read(), exported_rig, video_prefix=f"{path.stem}/")
