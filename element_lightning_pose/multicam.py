@@ -78,6 +78,11 @@ def processed_dir() -> Path:
     return paths.processed_dir(_linking_module)
 
 
+class RigError(ValueError):
+    """A rig, its calibration, its views or a triangulation's sources do not fit together; the
+    message names the camera, key or row at fault."""
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 
@@ -216,7 +221,7 @@ class CameraCalibration(dj.Manual):
         rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
         cameras = tuple(
             Camera(
-                r["camera_name"],
+                str(r["camera_name"]),
                 (int(r["image_width"]), int(r["image_height"])),
                 np.asarray(r["intrinsic_matrix"], dtype=float),
                 np.asarray(r["distortion"], dtype=float),
@@ -225,7 +230,7 @@ class CameraCalibration(dj.Manual):
             )
             for r in rows
         )
-        return CameraGroup(cameras, {"calibration_id": calibration["calibration_id"]})
+        return CameraGroup(cameras, {"calibration_id": str(calibration["calibration_id"])})
 
 
 def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: str) -> list[dict]:
@@ -368,6 +373,11 @@ class Calibration(dj.Computed):
     """
 
     def make_fetch(self, key: dict) -> tuple:
+        if CameraCalibration & key:  # inserted from a file after the task was made
+            raise RigError(
+                f"calibration task {key}: CameraCalibration {key['calibration_id']!r} already exists; "
+                "give the task another calibration_id"
+            )
         task = (CalibrationTask & key).fetch1()
         videos = fetch_dicts(CalibrationTask.BoardVideo & key, "file_path", order_by="camera_name")
         return task, [(v["camera_name"], v["file_path"]) for v in videos]
@@ -419,10 +429,6 @@ class Calibration(dj.Computed):
 
 
 # --------------------------------------------------------------------------- rig recordings
-
-
-class RigError(ValueError):
-    """A rig recording does not fit its calibration or its videos; the message names what."""
 
 
 @schema
@@ -701,8 +707,10 @@ class TriangulationTask(dj.Manual):
 class Triangulation(dj.Computed):
     """3D pose of a rig recording from its cameras' 2D pose (``engine.multicam``).
 
-    A task whose 2D sources are not all populated fails with a message naming the cameras and
-    the missing rows (``elp worker`` populates the 2D tables first). The 3D points are also
+    A task runs once all its 2D sources are populated (``elp worker`` populates the 2D tables
+    first, and waits for sources that other workers compute); ``Triangulation.populate()``
+    called without ``suppress_errors`` refuses, naming the cameras and the missing rows, while
+    a task it would run has sources missing. The 3D points are also
     written as a 3D points CSV (``engine.multicam.io``) under the processed-data root.
 
     Attributes:
@@ -754,7 +762,29 @@ class Triangulation(dj.Computed):
 
     @property
     def key_source(self):
-        return TriangulationTask & TriangulationTask.Source
+        # Tasks whose every 2D source is populated: a worker waits for the others (as
+        # EnsembleSmoothing waits for its members) instead of recording an error while a
+        # parallel worker is still computing a source.
+        with_sources = TriangulationTask & TriangulationTask.Source
+        done = fetch_keys(with_sources & self.proj())
+        ready = [key for key in fetch_keys(with_sources - self.proj()) if not TriangulationTask.missing_sources(key)]
+        return with_sources & (done + ready)
+
+    def populate(self, *restrictions, **kwargs):
+        """``populate`` that, unless ``suppress_errors``, first refuses tasks (matching the
+        restrictions) whose 2D sources are not all populated, naming each camera and missing row;
+        nothing is populated then. With ``suppress_errors`` (``elp worker``) they wait."""
+        if not kwargs.get("suppress_errors"):
+            waiting = (TriangulationTask & TriangulationTask.Source & dj.AndList(restrictions)) - self.proj()
+            problems = []
+            for key in fetch_keys(waiting):
+                missing = TriangulationTask.missing_sources(key)
+                if missing:
+                    listed = "; ".join(f"camera {name!r}: {what}" for name, what in missing.items())
+                    problems.append(f"triangulation {key}: 2D source(s) not populated yet ({listed})")
+            if problems:
+                raise RigError("; ".join(problems) + "; populate them first")
+        return super().populate(*restrictions, **kwargs)
 
     def make_fetch(self, key: dict) -> tuple:
         missing = TriangulationTask.missing_sources(key)
@@ -770,7 +800,8 @@ class Triangulation(dj.Computed):
                 file, frames = (table & source_key).fetch1("predictions_file", "n_frames")
             else:
                 file, frames = (table & source_key).fetch1("output_file", "n_frames")
-            sources.append((view["camera_name"], table.__name__, source_key, file, int(frames), view["frame_offset"]))
+            name, offset = str(view["camera_name"]), int(view["frame_offset"])
+            sources.append((name, table.__name__, source_key, str(file), int(frames), offset))
         params = (TriangulationParamSet & key).fetch1("params")
         return calibration_id, int(n_frames), sources, params
 

@@ -67,23 +67,23 @@ def _load_task(lp, rec: dict, model_name: str, values: np.ndarray, bodyparts: li
     return key
 
 
-@pytest.fixture(scope="module")
-def rig3d(lp):
-    """Three cameras, a walking body, one video per camera (cam2 with LEAD extra leading
-    frames), their RecordingInfo, and the true calibration written as calibration.toml."""
+def build_rig(lp, subject: str, *, n_rig: int, lead: int, first_recording: int, when: dt.datetime) -> dict:
+    """Three cameras, a walking body, one video per camera (cam2 with ``lead`` extra leading
+    frames), their RecordingInfo, and the true calibration written as calibration.toml, for a
+    new session of ``subject``. Used by the 3D join test too."""
     root = lp.model.root_dirs()[0]
-    base = root / "rig3d"
+    base = root / subject
     group = rig.make_rig(3, seed=0, image_size=SIZE)
-    body = rig.make_body(N_RIG + LEAD, seed=0)
-    truth = body.points[LEAD:]  # rig frame t = body frame t + LEAD
+    body = rig.make_body(n_rig + lead, seed=0)
+    truth = body.points[lead:]  # rig frame t = body frame t + lead
     calibration = write_calibration(group, base / "calibration.toml")
-    session = pipeline.add_session(SUBJECT, dt.datetime(2024, 6, 1, 9, 0), sex="M")
+    session = pipeline.add_session(subject, when, sex="M")
     recs, projected = {}, {}
     for i, cam in enumerate(group.cameras):
         points = body.points if cam.name == "cam2" else truth
         videos = rig.render_body_videos(group.subset([cam.name]), points, body.bodyparts, base / "videos")
         lp.Device.insert1({"device": f"rig_{cam.name}"}, skip_duplicates=True)
-        rec = {**session, "recording_id": 301 + i}
+        rec = {**session, "recording_id": first_recording + i}
         lp.model.VideoRecording.insert1({**rec, "device": f"rig_{cam.name}"})
         video = videos[cam.name][0].relative_to(root).as_posix()
         lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
@@ -109,18 +109,28 @@ def _observations(group, name: str, points: np.ndarray, seed: int) -> np.ndarray
     return np.concatenate([obs.pixels[0], obs.likelihood[0][..., None]], axis=-1)
 
 
+def add_sources(lp, rig_data: dict, model_name: str, seed: int = 0) -> dict:
+    """A load-mode model ``model_name`` on every view of the rig, populated; {camera: task key}."""
+    group, bodyparts = rig_data["group"], rig_data["body"].bodyparts
+    _insert_model(lp, model_name, bodyparts)
+    keys = {}
+    for i, name in enumerate(group.names):
+        values = _observations(group, name, rig_data["points"][name], seed=seed + i)
+        keys[name] = _load_task(lp, rig_data["recs"][name], model_name, values, bodyparts)
+    result = dj_compat.populate(lp.model.PoseEstimation, list(keys.values()))
+    assert result.errors == [] and result.success_count == len(keys)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def rig3d(lp):
+    return build_rig(lp, SUBJECT, n_rig=N_RIG, lead=LEAD, first_recording=301, when=dt.datetime(2024, 6, 1, 9, 0))
+
+
 @pytest.fixture(scope="module")
 def sources(lp, rig3d):
     """Model 'rig_truth' on every view, populated (load mode)."""
-    group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
-    _insert_model(lp, "rig_truth", bodyparts)
-    keys = {}
-    for i, name in enumerate(group.names):
-        values = _observations(group, name, rig3d["points"][name], seed=i)
-        keys[name] = _load_task(lp, rig3d["recs"][name], "rig_truth", values, bodyparts)
-    result = dj_compat.populate(lp.model.PoseEstimation, list(keys.values()))
-    assert result.errors == [] and result.success_count == 3
-    return keys
+    return add_sources(lp, rig3d, "rig_truth")
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +228,12 @@ def test_calibration_task_with_a_bad_board_inserts_nothing(lp, rig3d):
     assert not lp.multicam.CalibrationTask & {"calibration_id": "rig3d_badboard"}
 
 
+def test_calibration_task_for_an_existing_calibration_is_refused(lp, calibration_key):
+    with pytest.raises(ValueError, match="'rig3d_true' is already in CameraCalibration"):
+        lp.multicam.CalibrationTask.create("rig3d_true", BOARD, {"cam0": "a.avi", "cam1": "b.avi"}, units="mm")
+    assert not lp.multicam.CalibrationTask & calibration_key
+
+
 # --------------------------------------------------------------------------- rig recordings
 
 
@@ -293,6 +309,23 @@ def test_robust_method_and_skeleton_params(lp, rig3d, sources, rig_key):
     )
 
 
+def test_elp_worker_triangulates(lp, lp_root, rig3d, sources, rig_key):
+    """`elp worker --table Triangulation` picks the table up (pipeline.computed_tables), DLT method."""
+    import json
+    import subprocess
+
+    from .jobs_helpers import worker_command
+
+    idx = lp.multicam.TriangulationParamSet.insert_new_params("dlt", {"method": "dlt"})
+    key = lp.multicam.TriangulationTask.create(rig_key, idx, "rig_truth", triangulation_id=6)
+    only = ("--once", "--table", "Triangulation", "--restrict", json.dumps({"triangulation_id": 6}))
+    done = subprocess.run(worker_command(lp, lp_root, *only), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "worker done: 1 key(s) populated" in done.stdout
+    assert len(lp.multicam.Triangulation & key) == 1
+    assert np.median(_error_mm(lp, key, rig3d["truth"])) < 2.0
+
+
 def test_ensemble_sources(lp, rig3d, sources, rig_key, smoother_idx):
     """Each camera's 2D pose from an EnsembleSmoothing of two loaded models."""
     group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
@@ -348,6 +381,10 @@ def test_task_with_unpopulated_sources_names_them(lp, rig3d, sources, rig_key, s
     with pytest.raises(lp.multicam.RigError, match=r"not populated yet \(camera 'cam1': PoseEstimation .*rig_late"):
         lp.multicam.Triangulation.populate(key)
     assert not lp.multicam.Triangulation & key
+    # a worker (suppress_errors) waits for the source instead of recording a failure
+    waited = dj_compat.populate(lp.multicam.Triangulation, key, suppress_errors=True, reserve_jobs=True)
+    assert waited.errors == [] and waited.success_count == 0
+    assert not dj_compat.list_jobs([lp.multicam.Triangulation], "error", [key])
     # once the source is there the same task runs (and no pending task is left for the worker test)
     assert dj_compat.populate(lp.model.PoseEstimation, late).errors == []
     assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
