@@ -782,3 +782,20 @@ def test_dandiset_layout_append_places_videos_beside_the_existing_file(tmp_path,
     ]
     assert (tmp_path / "sub-mouse-01_ses-1_ecephys" / "bot.mp4").samefile(two_cameras[1].video_path)
     assert_dandi_clean(path)
+
+
+def test_rig_pose_with_irregular_timestamps_shares_one_dataset(tmp_path, rig_pose):
+    timestamps = 1.0 + np.cumsum(np.random.default_rng(3).uniform(0.030, 0.036, N_FRAMES))
+    pose = replace(rig_pose, fps=None, timestamps=timestamps)
+    path = write_nwb(tmp_path / "rig.nwb", session_info(), subject_info(), [], multicam=[pose])
+
+    names = multicam_object_names("rig1")
+    with h5py.File(path, "r") as handle:
+        group = f"processing/behavior/{names.pose_estimation}"
+        owner = handle[f"{group}/{pose.bodyparts[0]}/timestamps"]
+        np.testing.assert_array_equal(owner[:], timestamps)
+        for other in [f"{group}/{bp}/timestamps" for bp in pose.bodyparts[1:]] + [
+            f"processing/behavior/{names.posterior_variance}/timestamps",
+            f"processing/behavior/{names.reprojection_error}/timestamps",
+        ]:
+            assert handle[other] == owner, other
