@@ -1165,12 +1165,14 @@ def _video_destinations(nwb_path: Path, views: Sequence[CameraPose]) -> dict[Pat
 
 
 def _place_video(source: Path, target: Path, overwrite: bool) -> bool:
-    """Hard-link (or, across file systems, copy) ``source`` to ``target``; True when created.
+    """Hard-link (or, across file systems, copy) ``source`` to ``target``; True when new (a
+    replaced file is not new: a later failure must not delete what stands in its place).
 
     An existing ``target`` that is ``source`` itself (a hard link) is kept; another file there
     raises unless ``overwrite``. A copy goes through a temporary, so no truncated video is left.
     """
-    if target.exists():
+    existed = target.exists()
+    if existed:
         if os.path.samefile(source, target):
             return False
         if not overwrite:
@@ -1181,7 +1183,7 @@ def _place_video(source: Path, target: Path, overwrite: bool) -> bool:
             os.link(source, tmp)
         except OSError:  # another file system, or links not allowed: copy the bytes
             shutil.copyfile(source, tmp)
-    return True
+    return not existed
 
 
 def place_videos(
