@@ -493,7 +493,12 @@ class MultiCameraRecording(dj.Manual):
             )
         if len(views) < 2:
             raise RigError(f"rig recording {rig_recording_id}: a rig needs at least 2 views, got {sorted(views)}")
-        parsed = {name: (v, 0) if isinstance(v, (int, np.integer)) else tuple(v) for name, v in views.items()}
+        parsed = {}
+        for name, value in views.items():
+            pair = (value, 0) if isinstance(value, (int, np.integer)) else tuple(value)
+            if len(pair) != 2:
+                raise RigError(f"view {name!r}: {value!r} is not a recording_id or (recording_id, frame_offset)")
+            parsed[name] = pair
         given_offsets = any(not isinstance(v, (int, np.integer)) for v in views.values())
         counts = {}
         for name, (recording_id, offset) in parsed.items():
