@@ -121,6 +121,7 @@ def test_collapse_guard_restores_the_best_weights_and_halves_the_learning_rate(t
     labels, _ = load_project(tiny_project.root, config.data.csv_file, config.data.video_dir)
     splits = split_frames(len(labels), 1.0, 0.0, 0)
     datamodule = PoseDataModule(labels, splits, config)
+    pl.seed_everything(0, verbose=False)
     module = HeatmapModule(config.to_dict(), list(labels.bodyparts))
     flat = flat_heatmap_loss(config.data.image_resize, config.model.heatmap_sigma)
     # armed from the first epoch (a tiny model need not learn much to be "armed" here)
@@ -128,11 +129,13 @@ def test_collapse_guard_restores_the_best_weights_and_halves_the_learning_rate(t
 
     snapshots = {}
 
+    losses = {}
+
     class Record(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
             snapshots[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            losses[trainer.current_epoch] = CollapseGuard.epoch_loss(trainer)
 
-    pl.seed_everything(0, verbose=False)
     trainer = pl.Trainer(
         max_epochs=3,
         callbacks=[_Flatten(epoch=1), guard, Record()],
@@ -144,6 +147,8 @@ def test_collapse_guard_restores_the_best_weights_and_halves_the_learning_rate(t
     )
     trainer.fit(module, datamodule=datamodule)
 
+    assert losses[0] < flat, losses  # the precondition: the first epoch left the plateau
+    assert losses[1] == pytest.approx(flat, rel=0.02)  # the forced collapse: flat maps all epoch
     assert guard.restores == [1] and guard.restored_from == [0]
     restored, best = snapshots[1], 0  # after the guard ran at the end of epoch 1
     for name, value in restored.items():
