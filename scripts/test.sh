@@ -14,6 +14,15 @@ has() { [[ " $GROUPS_TO_RUN " == *" $1 "* ]]; }
 ensure_servers_installed
 ensure_venv .venv "postgres,dev"
 has dj014-mariadb && ensure_venv .venv014 "elements,dev" "datajoint==0.14.10"
+# the DANDI CLI, in a venv of its own (never a dependency): `dandi validate` checks the dandiset layout
+ensure_dandi() {
+  if [ ! -x "$REPO/.venv-dandi/bin/dandi" ]; then
+    ensure_python
+    "$PY" -m venv "$REPO/.venv-dandi" && "$REPO/.venv-dandi/bin/pip" install -q "dandi==0.81.0"
+  fi
+  export ELP_DANDI="$REPO/.venv-dandi/bin/dandi"
+}
+if has engine || has dj2-postgresql || has dj014-mariadb; then ensure_dandi; fi
 trap stop_servers_we_started EXIT
 
 results="$REPO/.elp/test-results"; rm -rf "$results"; mkdir -p "$results"

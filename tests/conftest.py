@@ -31,3 +31,18 @@ def mirror_mouse_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def dandi_cli() -> str:
+    """The DANDI CLI: ``$ELP_DANDI`` (scripts/test.sh installs it in a venv of its own), else
+    ``dandi`` on PATH. Missing: a failure in CI, a skip elsewhere."""
+    import shutil
+
+    found = os.environ.get("ELP_DANDI") or shutil.which("dandi")
+    if not found:
+        message = "the DANDI CLI is not installed: set ELP_DANDI to a dandi executable (pip install dandi)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

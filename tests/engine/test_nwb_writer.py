@@ -708,14 +708,6 @@ def test_append_refuses_another_calibration_of_a_stored_camera_and_leaves_the_fi
     assert sha256(path) == before
 
 
-def dandi_executable() -> str | None:
-    """The DANDI CLI: $ELP_DANDI (path to a ``dandi`` executable), else ``dandi`` on PATH."""
-    import os
-    import shutil
-
-    return os.environ.get("ELP_DANDI") or shutil.which("dandi")
-
-
 def external_files(path: Path, cameras: list[str]) -> list[str]:
     """The external file of each camera's source video, in ``cameras`` order."""
     with NWBHDF5IO(str(path), mode="r") as io:
@@ -723,7 +715,7 @@ def external_files(path: Path, cameras: list[str]) -> list[str]:
         return [str(f) for camera in cameras for f in acquisition[camera_object_names(camera).video].external_file]
 
 
-def test_dandiset_layout_places_videos_beside_the_file_and_dandi_validates(tmp_path, rig_pose, two_cameras):
+def test_dandiset_layout_places_videos_beside_the_file_and_dandi_validates(tmp_path, rig_pose, two_cameras, dandi_cli):
     dandiset = tmp_path / "dandiset"
     dandiset.mkdir()
     (dandiset / "dandiset.yaml").write_text("identifier: '000000'\nname: ELP test\ndescription: NWB export test\n")
@@ -743,11 +735,8 @@ def test_dandiset_layout_places_videos_beside_the_file_and_dandi_validates(tmp_p
         assert_rig_pose_matches(io.read(), rig_pose, video_dir=f"{rig.stem}/")
     assert_dandi_clean(rig)
 
-    dandi = dandi_executable()
-    if dandi is None:
-        pytest.skip("the DANDI CLI is not installed: set ELP_DANDI to a dandi executable (pip install dandi)")
     result = subprocess.run(
-        [dandi, "validate", "--min-severity", "HINT", str(dandiset)], capture_output=True, text=True
+        [dandi_cli, "validate", "--min-severity", "HINT", str(dandiset)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No errors found" in result.stdout, result.stdout

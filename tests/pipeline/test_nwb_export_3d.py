@@ -11,8 +11,6 @@ calibration ('nwb3d_true'); every task created here is populated.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -180,12 +178,7 @@ def test_rig_session_appends_to_an_existing_file(lp, exported_rig, tmp_path):
         _assert_rig_matches_database(lp, nwbfile, exported_rig)
 
 
-def _dandi() -> str | None:
-    """The DANDI CLI: $ELP_DANDI (path to a ``dandi`` executable), else ``dandi`` on PATH."""
-    return os.environ.get("ELP_DANDI") or shutil.which("dandi")
-
-
-def test_rig_session_in_dandiset_layout_validates(lp, exported_rig, tmp_path):
+def test_rig_session_in_dandiset_layout_validates(lp, exported_rig, tmp_path, dandi_cli):
     dandiset = tmp_path / "dandiset"
     dandiset.mkdir()
     (dandiset / "dandiset.yaml").write_text("identifier: '000000'\nname: ELP 3D\ndescription: 3D export test\n")
@@ -198,10 +191,7 @@ def test_rig_session_in_dandiset_layout_validates(lp, exported_rig, tmp_path):
         assert (path.parent / path.stem / video.name).samefile(video)
     assert _serious(path) == []
 
-    dandi = _dandi()
-    if dandi is None:
-        pytest.skip("the DANDI CLI is not installed: set ELP_DANDI to a dandi executable (pip install dandi)")
     result = subprocess.run(
-        [dandi, "validate", "--min-severity", "HINT", str(dandiset)], capture_output=True, text=True
+        [dandi_cli, "validate", "--min-severity", "HINT", str(dandiset)], capture_output=True, text=True
     )
     assert result.returncode == 0 and "No errors found" in result.stdout, result.stdout + result.stderr
