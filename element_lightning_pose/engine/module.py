@@ -182,11 +182,52 @@ class HeatmapModule(pl.LightningModule):
         progress = min(1.0, (epoch - training.unfreeze_epoch) / training.backbone_lr_warmup_epochs)
         return training.backbone_lr_ratio + (1.0 - training.backbone_lr_ratio) * progress
 
-    def configure_optimizers(self):
-        training = self.config.training
+    def _parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """(head, backbone) parameters: the two optimizer groups, in this order."""
         backbone = list(self.net.backbone.parameters())
         backbone_ids = {id(p) for p in backbone}
-        head = [p for p in self.parameters() if id(p) not in backbone_ids]
+        return [p for p in self.parameters() if id(p) not in backbone_ids], backbone
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume a checkpoint of engine 0.2.0 or older: one optimizer group, a MultiStepLR.
+
+        Its Adam moments are renumbered into the (head, backbone) groups and its schedule
+        state becomes the LambdaLR's, so a run interrupted before an upgrade carries on.
+        """
+        states = checkpoint.get("optimizer_states") or []
+        if len(states) != 1 or len(states[0].get("param_groups", [])) != 1:
+            return
+        old = states[0]
+        head, backbone = self._parameter_groups()
+        new_index = {id(p): i for i, p in enumerate(head + backbone)}
+        old_params = list(self.parameters())
+        hyper = {k: v for k, v in old["param_groups"][0].items() if k != "params"}
+        checkpoint["optimizer_states"] = [
+            {
+                "state": {new_index[id(old_params[i])]: value for i, value in old["state"].items()},
+                "param_groups": [
+                    {**hyper, "params": list(range(len(head))), "name": "head"},
+                    {**hyper, "params": list(range(len(head), len(head) + len(backbone))), "name": "backbone"},
+                ],
+            }
+        ]
+        schedules = checkpoint.get("lr_schedulers") or []
+        if len(schedules) == 1 and "milestones" in schedules[0]:
+            old_schedule = schedules[0]
+            checkpoint["lr_schedulers"] = [
+                {
+                    "base_lrs": list(old_schedule["base_lrs"]) * 2,
+                    "last_epoch": old_schedule["last_epoch"],
+                    "_step_count": old_schedule.get("_step_count", 1),
+                    "_get_lr_called_within_step": False,
+                    "_last_lr": list(old_schedule.get("_last_lr", old_schedule["base_lrs"])) * 2,
+                    "lr_lambdas": [None, None],
+                }
+            ]
+
+    def configure_optimizers(self):
+        training = self.config.training
+        head, backbone = self._parameter_groups()
         optimizer = torch.optim.Adam(
             [{"params": head, "name": "head"}, {"params": backbone, "name": "backbone"}], lr=training.learning_rate
         )

@@ -164,3 +164,47 @@ def test_collapse_guard_is_quiet_on_a_loss_that_only_improves():
     assert not guard.collapsed(0.02)
     assert guard.collapsed(0.045)
     assert np.isclose(0.01 + 0.8 * (0.05 - 0.01), 0.042)
+
+
+def _as_single_group(checkpoint_path, module: HeatmapModule) -> None:
+    """Rewrite a checkpoint as engine 0.2.0 wrote it: one Adam group over ``parameters()``, a MultiStepLR."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    state = checkpoint["optimizer_states"][0]
+    head, backbone = module._parameter_groups()
+    by_new = head + backbone
+    old_index = {id(p): i for i, p in enumerate(module.parameters())}
+    hyper = {k: v for k, v in state["param_groups"][0].items() if k not in ("params", "name")}
+    checkpoint["optimizer_states"] = [
+        {
+            "state": {old_index[id(by_new[i])]: value for i, value in state["state"].items()},
+            "param_groups": [{**hyper, "params": list(range(len(by_new)))}],
+        }
+    ]
+    schedule = checkpoint["lr_schedulers"][0]
+    checkpoint["lr_schedulers"] = [
+        {
+            "milestones": {150: 1},
+            "gamma": 0.5,
+            "base_lrs": schedule["base_lrs"][:1],
+            "last_epoch": schedule["last_epoch"],
+            "_step_count": schedule["_step_count"],
+            "_get_lr_called_within_step": False,
+            "_last_lr": schedule["_last_lr"][:1],
+        }
+    ]
+    torch.save(checkpoint, checkpoint_path)
+
+
+def test_a_checkpoint_of_the_single_group_optimizer_resumes(tiny_project, tmp_path):
+    config = _config(max_epochs=1, lr_milestones=[])
+    first = train(config, tiny_project.root, tmp_path / "model", progress=False)
+    last = first.model_dir / "checkpoints" / "last.ckpt"
+    labels, _ = load_project(tiny_project.root)
+    _as_single_group(last, HeatmapModule(TrainConfig.from_dict(config).to_dict(), list(labels.bodyparts)))
+    assert len(torch.load(last, map_location="cpu", weights_only=False)["optimizer_states"][0]["param_groups"]) == 1
+
+    resumed = train(_config(max_epochs=2, lr_milestones=[]), tiny_project.root, tmp_path / "model", resume_from=last)
+    assert resumed.epochs == 2
+    state = torch.load(resumed.model_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert [g["name"] for g in state["optimizer_states"][0]["param_groups"]] == ["head", "backbone"]
+    assert len(state["optimizer_states"][0]["state"]) > 0  # Adam's moments came through
