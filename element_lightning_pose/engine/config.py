@@ -290,6 +290,11 @@ class CropZoomConfig(_Section):
     detector_resize: tuple[Int, Int] = Field(
         (128, 128), description="(height, width) the detector sees the whole frame at; multiples of 32"
     )
+    detector_target: Literal["centre", "keypoints"] = Field(
+        "centre",
+        description="what the detector predicts: one 'centre' keypoint (the mean of the labeled keypoints), or "
+        "every body part, the centre then being the confidence-weighted mean of the confident ones",
+    )
     crop_size: tuple[Int, Int] | None = Field(
         None,
         description="(height, width) of the crop in ORIGINAL pixels (default: the largest extent of the labeled "

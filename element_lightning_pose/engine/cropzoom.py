@@ -164,8 +164,9 @@ def _relative_png(image_path: str) -> str:
     return str(Path(*parts).with_suffix(".png"))
 
 
-def write_detector_project(labels: LabeledFrames, out: Path) -> Path:
-    """A project of the original images (linked, under their own paths) with one ``centre`` keypoint."""
+def write_detector_project(labels: LabeledFrames, out: Path, target: str = "centre") -> Path:
+    """A project of the original images (linked, under their own paths) labeled with one
+    ``centre`` keypoint (``target="centre"``) or with every body part (``"keypoints"``)."""
     import shutil
 
     from .labeled import image_file
@@ -180,8 +181,11 @@ def write_detector_project(labels: LabeledFrames, out: Path) -> Path:
                 (out / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(image_file(labels, row), out / path)
             break
-    centres = label_centres(labels.keypoints)[:, None, :]
-    write_keypoint_csv(out / "CollectedData.csv", centres, [CENTRE], ("x", "y"), labels.scorer, labels.image_paths)
+    if target == "keypoints":
+        points, names = labels.keypoints, list(labels.bodyparts)
+    else:
+        points, names = label_centres(labels.keypoints)[:, None, :], [CENTRE]
+    write_keypoint_csv(out / "CollectedData.csv", points, names, ("x", "y"), labels.scorer, labels.image_paths)
     return out
 
 
@@ -284,7 +288,7 @@ def train_crop_zoom(
     # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
     pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
     with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, atomic_directory(model_dir) as stage:
-        detector_project = write_detector_project(labels, Path(tmp) / "detector")
+        detector_project = write_detector_project(labels, Path(tmp) / "detector", config.crop_zoom.detector_target)
         _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
         pose_project, pose_images = write_pose_project(
             labels, pose_rows, crop_size, config.data.image_resize, Path(tmp) / "pose"
@@ -315,6 +319,7 @@ def train_crop_zoom(
             "crop_zoom": {
                 "crop_size": [int(crop_size[0]), int(crop_size[1])],
                 "detector_resize": list(config.crop_zoom.detector_resize),
+                "detector_target": config.crop_zoom.detector_target,
                 "detection_smoothing": config.crop_zoom.detection_smoothing,
                 "min_detection_confidence": config.crop_zoom.min_detection_confidence,
                 "detector": {
@@ -345,6 +350,24 @@ def train_crop_zoom(
 
 
 # --------------------------------------------------------------------------- detections
+
+
+def centres_from_detections(detections: np.ndarray, min_confidence: float) -> np.ndarray:
+    """The animal's centre (B, 2) from detector outputs (B, K, 3) in original pixels; NaN = a miss.
+
+    One keypoint (the ``centre`` detector): its position when its confidence reaches
+    ``min_confidence``. Several (``detector_target: keypoints``): the confidence-weighted mean
+    of the keypoints that reach it; a miss when none does.
+    """
+    detections = np.asarray(detections, dtype=np.float64)
+    confidence = detections[..., 2]
+    confident = confidence >= min_confidence
+    weights = np.where(confident, np.maximum(confidence, 1e-6), 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centres = (weights[..., None] * np.nan_to_num(detections[..., :2])).sum(axis=1) / total[:, None]
+    centres[~(total > 0)] = np.nan
+    return centres
 
 
 def smooth_centres(centres: np.ndarray, window: int) -> np.ndarray:

@@ -146,15 +146,14 @@ class CropZoomModel(PoseModel):
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
         """The detector's centre (B, 2) in original pixels of whole frames (B, H, W, 3); NaN = a miss."""
+        from .cropzoom import centres_from_detections
         from .video import resize_frame
 
         detector = self._detector()
         frames = np.asarray(frames)
         small = np.stack([resize_frame(f, detector.image_resize) for f in frames])
-        found = detector.predict_resized(small, frames.shape[1:3])[:, 0, :].astype(np.float64)
-        centres = found[:, :2].copy()
-        centres[~(found[:, 2] >= self.min_detection_confidence)] = np.nan
-        return centres
+        found = detector.predict_resized(small, frames.shape[1:3])
+        return centres_from_detections(found, self.min_detection_confidence)
 
     def predict_crops(self, frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """Keypoints (B, K, 3) in original pixels from crops of ``frames`` around ``centres`` (B, 2).

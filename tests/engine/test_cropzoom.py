@@ -13,6 +13,7 @@ import pytest
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.cropzoom import (
     apply_affine,
+    centres_from_detections,
     crop_frames,
     crop_matrix,
     crop_origin,
@@ -105,6 +106,31 @@ def test_smoothing_removes_an_outlier_and_keeps_misses():
     assert np.abs(smoothed[4] - [4.0, 0.0]).max() <= 1.0
     assert np.isnan(smoothed[7]).all() and np.isfinite(np.delete(smoothed, 7, axis=0)).all()
     assert np.array_equal(smooth_centres(track, 1), track, equal_nan=True)
+
+
+def test_centres_from_detections_weigh_the_confident_keypoints():
+    one = np.array([[[10.0, 20.0, 0.9]], [[30.0, 40.0, 0.05]]])
+    centres = centres_from_detections(one, 0.1)
+    assert np.allclose(centres[0], [10, 20]) and np.isnan(centres[1]).all()
+    several = np.array([[[0.0, 0.0, 0.5], [10.0, 0.0, 0.5], [500.0, 500.0, 0.01]], [[1.0, 1.0, 0.0]] * 3])
+    centres = centres_from_detections(several, 0.1)
+    assert np.allclose(centres[0], [5, 0]) and np.isnan(centres[1]).all()
+
+
+def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tmp_path):
+    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.train import train
+
+    config = {**CROP_ZOOM, "crop_zoom": {**CROP_ZOOM["crop_zoom"], "detector_target": "keypoints"}}
+    config["training"] = {**config["training"], "max_steps": 1}
+    model_dir = train(config, tiny_project.root, tmp_path / "model", progress=False).model_dir
+    info = read_model_info(model_dir)
+    assert info.crop_zoom["detector_target"] == "keypoints"
+    assert read_model_info(info.stage_dirs()["detector"]).bodyparts == tiny_project.bodyparts
+    model = load_model(model_dir, device="cpu")
+    model.min_detection_confidence = 0.0
+    result = predict_video(model, tiny_project.videos[0], progress=False, stop=6)
+    assert result.predictions.shape == (6, len(tiny_project.bodyparts), 3) and np.isfinite(result.predictions).all()
 
 
 def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
