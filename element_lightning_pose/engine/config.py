@@ -361,6 +361,64 @@ class LossesConfig(_Section):
         return self
 
 
+class CropZoomConfig(_Section):
+    """Two stages for a small animal in a large frame ("detect, crop, zoom"; see docs/small_animals.md).
+
+    A detector (the same heatmap network at ``detector_resize``, one keypoint: the animal's
+    centre, the mean of its labeled keypoints) finds the animal in the whole frame; a crop of
+    ``crop_size`` ORIGINAL pixels around the temporally smoothed detection is resized to
+    ``data.image_resize`` for the pose model, trained on label-centred crops shifted at random
+    by up to ``jitter_frac``. Predictions are mapped back to original-frame pixels.
+    """
+
+    enabled: Bool = Field(False, description="train and predict in two stages (detector, then pose on a crop)")
+    detector_resize: tuple[Int, Int] = Field(
+        (128, 128), description="(height, width) the detector sees the whole frame at; multiples of 32"
+    )
+    detector_target: Literal["centre", "keypoints"] = Field(
+        "centre",
+        description="what the detector predicts: one 'centre' keypoint (the mean of the labeled keypoints), or "
+        "every body part, the centre then being the confidence-weighted mean of the confident ones",
+    )
+    crop_size: tuple[Int, Int] | None = Field(
+        None,
+        description="(height, width) of the crop in ORIGINAL pixels (default: the largest extent of the labeled "
+        "animal over the training frames times 1 + 2 * margin, square, even, at most the frame)",
+    )
+    margin: Float = Field(0.25, ge=0, le=2, description="crop_size from the labels: extra fraction on each side")
+    jitter_frac: Float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="pose stage training: random shift of the crop centre, up to this fraction of the crop side "
+        "(teaches the pose model the detector's errors)",
+    )
+    detection_smoothing: Int = Field(
+        5, ge=1, description="frames of the running median of the detected centre in a video (1: none)"
+    )
+    min_detection_confidence: Float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="a frame whose detector confidence is below this is a miss: every keypoint NaN, likelihood 0",
+    )
+
+    @field_validator("detector_resize")
+    @classmethod
+    def _detector_multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
+        bad = [v for v in value if v <= 0 or v % 32]
+        if bad:
+            raise ValueError(f"must be positive multiples of 32 (got {tuple(value)})")
+        return value
+
+    @field_validator("crop_size")
+    @classmethod
+    def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 2:
+            raise ValueError(f"must be (height, width) of at least 2 pixels each (got {tuple(value)})")
+        return value
+
+
 class TrainConfig(_Section):
     """All the parameters of one training run."""
 
@@ -369,6 +427,7 @@ class TrainConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="schedule")
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="augmentation")
     losses: LossesConfig = Field(default_factory=LossesConfig, description="unsupervised losses")
+    crop_zoom: CropZoomConfig = Field(default_factory=CropZoomConfig, description="two-stage detect, crop, zoom")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, source: str = "config") -> TrainConfig:

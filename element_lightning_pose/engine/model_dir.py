@@ -6,6 +6,11 @@ The training engine writes (see ``engine.train``): ``config.yaml`` (the full Tra
 :func:`read_model_info` its only reader, and :class:`ModelDirectoryError` the one error for a
 model directory that breaks the contract. Registering a model in a database needs only the
 description and the checkpoint's existence, so this stays cheap (no torch import).
+
+A two-stage "crop zoom" model (``engine.cropzoom``) is a directory of the same contract whose
+``model.json`` has ``"kind": "crop_zoom"`` and names its two stages, ``detector/`` and
+``pose/``, each a complete single-stage model directory; its ``best_checkpoint`` is the pose
+stage's. :attr:`ModelInfo.kind` and :meth:`ModelInfo.stage_dirs` tell them apart.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ PathLike = str | os.PathLike
 MODEL_JSON = "model.json"
 CONFIG_YAML = "config.yaml"
 BEST_CHECKPOINT = "checkpoints/best.ckpt"
+SINGLE_STAGE = "single_stage"
+CROP_ZOOM = "crop_zoom"
 
 # Fields read from model.json / config.yaml, not stored in model.json itself.
 _CONTEXT_FIELDS = ("extra", "model_dir", "config", "checkpoint")
@@ -83,6 +90,24 @@ class ModelInfo:
         extra = {k: v for k, v in data.items() if k not in stored}
         return cls(**known, extra=extra)
 
+    @property
+    def kind(self) -> str:
+        """``"single_stage"`` (one network) or ``"crop_zoom"`` (detector + pose on crops)."""
+        return str(self.extra.get("kind", SINGLE_STAGE))
+
+    @property
+    def crop_zoom(self) -> dict[str, Any]:
+        """A crop-zoom model's ``crop_zoom`` block of ``model.json`` (crop size, stages); else {}."""
+        block = self.extra.get("crop_zoom") if self.kind == CROP_ZOOM else None
+        return dict(block) if isinstance(block, dict) else {}
+
+    def stage_dirs(self) -> dict[str, Path]:
+        """``{"detector": path, "pose": path}`` of a crop-zoom model (needs ``model_dir``); else {}."""
+        if self.kind != CROP_ZOOM or self.model_dir is None:
+            return {}
+        block = self.crop_zoom
+        return {name: self.model_dir / str((block.get(name) or {}).get("dir", name)) for name in ("detector", "pose")}
+
     def to_dict(self) -> dict[str, Any]:
         """The content of ``model.json``: the stored fields, then the unknown keys kept."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _CONTEXT_FIELDS}
@@ -116,7 +141,14 @@ def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> Model
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ModelDirectoryError(f"{model_dir}: unreadable model description ({exc})") from exc
     info = ModelInfo.from_dict(data, source=str(info_path))
+    if info.kind not in (SINGLE_STAGE, CROP_ZOOM):
+        raise ModelDirectoryError(f"{info_path}: unknown model kind {info.kind!r} (known: {SINGLE_STAGE}, {CROP_ZOOM})")
+    if info.kind == CROP_ZOOM and not isinstance(info.extra.get("crop_zoom"), dict):
+        raise ModelDirectoryError(f"{info_path}: a crop_zoom model lacks its 'crop_zoom' block (crop size, stages)")
     ckpt = model_dir / (checkpoint or info.best_checkpoint)
     if not ckpt.is_file():
         raise ModelDirectoryError(f"{ckpt}: no checkpoint in model directory {model_dir}")
-    return dataclasses.replace(info, model_dir=model_dir, config=config, checkpoint=ckpt)
+    info = dataclasses.replace(info, model_dir=model_dir, config=config, checkpoint=ckpt)
+    for stage in info.stage_dirs().values():  # each stage is a whole model directory of its own
+        read_model_info(stage)
+    return info

@@ -16,6 +16,12 @@ A video that decodes fewer frames than it lists (truncated, damaged) is an error
 (:class:`video.ShortVideoError`) and nothing is written; ``allow_short=True`` predicts what
 decodes, warns, and fills the missing frames with NaN (likelihood 0). Evaluation on labeled
 frames is ``engine.evaluate``. Nothing here imports Lightning.
+
+A two-stage crop-zoom model directory (``engine.cropzoom``) loads as a :class:`CropZoomModel`:
+the detector finds the animal's centre on a downscaled frame, the centre is smoothed over
+time (a running median), the pose model runs on the crop around it, and its keypoints are
+mapped back to original-frame pixels; a frame whose detection is below the confidence
+threshold is NaN with likelihood 0 for every keypoint.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from .config import TrainConfig
 from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic, write_predictions
-from .model_dir import MODEL_JSON, ModelDirectoryError, ModelInfo, read_model_info
+from .model_dir import CROP_ZOOM, MODEL_JSON, ModelDirectoryError, ModelInfo, read_model_info
 from .networks import CONTEXT_RADIUS, ContextHeatmapNet, HeatmapNet, build_net, pad_edges, sliding_windows
 from .networks.backbones import InputNormalizedBackbone
 from .pca import KeypointPCA
@@ -116,6 +122,64 @@ class PoseModel:
         return self.predict_resized(resized, frames.shape[1:3])
 
 
+@dataclass
+class CropZoomModel(PoseModel):
+    """A two-stage model: ``detector`` (one keypoint, the centre) then the pose network on crops.
+
+    ``net`` / ``image_resize`` / ``bodyparts`` are the pose stage's; ``crop_size`` is in
+    original pixels. Frames go in whole (:meth:`predict_frames`); coordinates come out in
+    original-frame pixels.
+    """
+
+    detector: PoseModel | None = None
+    crop_size: tuple[int, int] = (0, 0)
+    detection_smoothing: int = 1
+    min_detection_confidence: float = 0.0
+
+    def _detector(self) -> PoseModel:
+        if self.detector is None:
+            raise TypeError("a CropZoomModel needs its detector stage")
+        return self.detector
+
+    def predict_resized(self, frames: np.ndarray | torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
+        raise TypeError("a crop-zoom model predicts from whole frames: use predict_frames or predict_video")
+
+    def detect(self, frames: np.ndarray) -> np.ndarray:
+        """The detector's centre (B, 2) in original pixels of whole frames (B, H, W, 3); NaN = a miss."""
+        from .cropzoom import centres_from_detections
+        from .video import resize_frame
+
+        detector = self._detector()
+        frames = np.asarray(frames)
+        small = np.stack([resize_frame(f, detector.image_resize) for f in frames])
+        found = detector.predict_resized(small, frames.shape[1:3])
+        return centres_from_detections(found, self.min_detection_confidence)
+
+    def predict_crops(self, frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """Keypoints (B, K, 3) in original pixels from crops of ``frames`` around ``centres`` (B, 2).
+
+        A frame whose centre is NaN (a miss) gets NaN coordinates and likelihood 0.
+        """
+        from .cropzoom import apply_affine, crop_frames, invert_affine
+
+        frames = np.asarray(frames)
+        out = np.full((len(frames), len(self.bodyparts), 3), np.nan)
+        out[..., 2] = 0.0
+        found = np.flatnonzero(np.isfinite(centres).all(axis=1))
+        if len(found):
+            crops, matrices = crop_frames(frames[found], centres[found], self.crop_size, self.image_resize)
+            # original_size = the input size: keypoints stay in crop-input pixels, then the matrix maps them back
+            points = PoseModel.predict_resized(self, crops, self.image_resize).astype(np.float64)
+            out[found, :, :2] = apply_affine(invert_affine(matrices), points[..., :2])
+            out[found, :, 2] = points[..., 2]
+        return out
+
+    def predict_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Keypoints (B, K, 3) in original pixels of independent whole frames (no temporal smoothing)."""
+        frames = np.asarray(frames)
+        return self.predict_crops(frames, self.detect(frames))
+
+
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -149,6 +213,10 @@ def load_model(
     ``fuse`` folds BatchNorm into the convolutions (inference only; see :func:`fuse_batchnorm`).
     """
     model_dir = Path(model_dir)
+    if (model_dir / MODEL_JSON).is_file():
+        top = read_model_info(model_dir)
+        if top.kind == CROP_ZOOM:
+            return _load_crop_zoom(top, device=device, checkpoint=checkpoint, fuse=fuse)
     ckpt_path = model_dir / "checkpoints" / checkpoint
     if not ckpt_path.is_file():
         raise ModelDirectoryError(
@@ -175,6 +243,39 @@ def load_model(
     # the checkpoint alone is enough to predict; a model.json beside it must be valid
     info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
     return PoseModel(net, bodyparts, config.data.image_resize, config, device, model_dir, info, pcas=pcas)
+
+
+def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> CropZoomModel:
+    """Both stages of a crop-zoom model directory (``checkpoint`` names each stage's file)."""
+    model_dir = info.model_dir
+    if model_dir is None:
+        raise ModelDirectoryError("a crop-zoom model description without its directory")
+    stages = info.stage_dirs()
+    detector = load_model(stages["detector"], device=device, checkpoint=checkpoint, fuse=fuse)
+    pose = load_model(stages["pose"], device=device, checkpoint=checkpoint, fuse=fuse)
+    config = TrainConfig.from_yaml(model_dir / "config.yaml")
+    block = info.crop_zoom
+    try:
+        crop_size = (int(block["crop_size"][0]), int(block["crop_size"][1]))
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise ModelDirectoryError(f"{model_dir / MODEL_JSON}: crop_zoom.crop_size missing or invalid") from exc
+    return CropZoomModel(
+        pose.net,
+        pose.bodyparts,
+        pose.image_resize,
+        config,
+        pose.device,
+        model_dir,
+        info,
+        pose.channels_last,
+        pose.pcas,
+        detector=detector,
+        crop_size=crop_size,
+        detection_smoothing=int(block.get("detection_smoothing", config.crop_zoom.detection_smoothing)),
+        min_detection_confidence=float(
+            block.get("min_detection_confidence", config.crop_zoom.min_detection_confidence)
+        ),
+    )
 
 
 def _net_from_weights(
@@ -257,11 +358,15 @@ def predict_video(
     total = max((min(stop, info.n_frames) if stop is not None else info.n_frames) - start, 0)
     bar = _progress_bar(total, Path(video).name) if progress else None
     started = time.perf_counter()
+    # a crop-zoom model crops the whole frames itself
+    size = None if isinstance(model, CropZoomModel) else model.image_resize
     batches = iter_batches(
-        video, batch_size, size=model.image_resize, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
+        video, batch_size, size=size, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
     )
     try:
-        if model.is_context:
+        if isinstance(model, CropZoomModel):
+            chunks = list(_stream_crop_zoom(model, batches, bar))
+        elif model.is_context:
             chunks = list(_stream_context(model, batches, original, bar))
         else:
             for indices, frames in batches:
@@ -326,6 +431,41 @@ def _stream_context(model: PoseModel, batches, original: tuple[int, int], bar):
         # the last frame repeated after the end completes the final two windows
         sequence = pad_edges(pending, 0, CONTEXT_RADIUS)
         yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
+
+
+def _stream_crop_zoom(model: CropZoomModel, batches, bar):
+    """Yield keypoint chunks of a crop-zoom model, its detections smoothed over time.
+
+    The running median of frame t needs the detections up to t + window // 2, so frames are
+    held back that many frames (memory: one batch plus the lag); the result equals smoothing
+    the whole video's detections at once.
+    """
+    from .cropzoom import smooth_centres
+
+    half = model.detection_smoothing // 2
+    tail = np.empty((0, 2))  # detections of frames tail_start.. (the held frames and their left context)
+    tail_start = n_done = 0
+    held: list[np.ndarray] = []  # whole frames n_done..
+
+    def finish(upto: int) -> np.ndarray:
+        nonlocal tail, tail_start, held, n_done
+        smoothed = smooth_centres(tail, model.detection_smoothing)[n_done - tail_start : upto - tail_start]
+        frames, held = np.stack(held[: upto - n_done]), held[upto - n_done :]
+        points = model.predict_crops(frames, smoothed)
+        keep = max(upto - half - tail_start, 0)
+        tail, tail_start, n_done = tail[keep:], tail_start + keep, upto
+        return points
+
+    for indices, frames in batches:
+        tail = np.concatenate([tail, model.detect(frames)])
+        held.extend(frames)
+        ready = tail_start + len(tail) - half
+        if ready > n_done:
+            yield finish(ready)
+        if bar is not None:
+            bar.update(len(indices))
+    if held:
+        yield finish(tail_start + len(tail))
 
 
 def _progress_bar(total: int, name: str):

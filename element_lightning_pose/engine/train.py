@@ -142,6 +142,10 @@ def train(
     from .data import read_splits, split_frames, splits_from_file
 
     config = TrainConfig.load(config)
+    if config.crop_zoom.enabled:  # two stages, each trained by this function (engine.cropzoom)
+        from .cropzoom import train_crop_zoom
+
+        return train_crop_zoom(config, project_root, model_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(model_dir)
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None

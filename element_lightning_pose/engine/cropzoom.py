@@ -1,0 +1,395 @@
+"""Two stages for a small animal in a large frame: detect, crop, zoom.
+
+A *detector* (the same heatmap network as the pose model, trained at the low resolution
+``crop_zoom.detector_resize`` to predict ONE keypoint, the animal's centre = the mean of the
+labeled keypoints) finds the animal in the whole frame. A crop of ``crop_zoom.crop_size``
+ORIGINAL pixels centred on that detection is resized to ``data.image_resize`` and given to the
+*pose* model, trained on label-centred crops shifted at random by up to ``jitter_frac`` of the
+crop side. Its keypoints are mapped back to original-frame pixels through the crop's affine
+matrix, so every public boundary (predictions CSV, PoseEstimation, EKS, NWB) sees original
+pixels.
+
+Both stages are ordinary single-stage models trained by :func:`engine.train.train` on derived
+projects written into a temporary folder: the detector's CSV names the original images with
+one ``centre`` keypoint; the pose stage's images are the crops, already at the network input
+size (cut with the same :func:`crop_frames` that inference uses, so training and prediction
+see identically resampled pixels). The model directory holds both::
+
+    model_dir/model.json          "kind": "crop_zoom", the crop size, both stages
+    model_dir/config.yaml         the full TrainConfig (crop_zoom.crop_size resolved)
+    model_dir/splits.csv          original image path -> train | val | test (both stages)
+    model_dir/metrics.csv         both stages' per-epoch history (column "stage")
+    model_dir/detector/           a complete single-stage model directory (1 keypoint)
+    model_dir/pose/               a complete single-stage model directory (the body parts)
+
+Geometry: a crop is an integer pixel box (``x0, y0`` = its first pixel, padded with zeros
+where it leaves the frame); ``crop_matrix`` maps original pixels to crop-input pixels with
+the pixel-centre convention of the rest of the engine (0 = centre of the first pixel).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_directory
+from .config import ConfigError, TrainConfig
+from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic, write_keypoint_csv
+from .video import resize_frame
+
+PathLike = str | os.PathLike
+
+KIND = "crop_zoom"
+DETECTOR_DIR = "detector"
+POSE_DIR = "pose"
+CENTRE = "centre"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def crop_origin(centre: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
+    """Integer first pixel (x0, y0) of the ``crop_size`` (h, w) box centred on ``centre`` (..., 2).
+
+    A box of w pixels starting at x0 has its centre at x0 + (w - 1) / 2; the origin is the
+    nearest integer to that (so a crop is a plain slice of the frame, no resampling).
+    """
+    h, w = crop_size
+    half = np.array([(w - 1) / 2, (h - 1) / 2])
+    return np.floor(np.asarray(centre, dtype=np.float64) - half + 0.5).astype(np.int64)
+
+
+def crop_matrix(origin: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """2x3 affine matrix original pixels -> crop-input pixels, for crops at ``origin`` (x0, y0).
+
+    ``origin`` may be (2,) or (B, 2) (then (B, 2, 3)); the crop of ``crop_size`` (h, w) is
+    resized to ``input_size`` (h, w): u = (x - x0 + 0.5) * in_w / crop_w - 0.5.
+    """
+    origin = np.asarray(origin, dtype=np.float64)
+    sx, sy = input_size[1] / crop_size[1], input_size[0] / crop_size[0]
+    matrix = np.zeros((*origin.shape[:-1], 2, 3))
+    matrix[..., 0, 0], matrix[..., 1, 1] = sx, sy
+    matrix[..., 0, 2] = (0.5 - origin[..., 0]) * sx - 0.5
+    matrix[..., 1, 2] = (0.5 - origin[..., 1]) * sy - 0.5
+    return matrix
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of 2x3 affine matrices (..., 2, 3)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    linear = np.linalg.inv(matrix[..., :2])
+    shift = -np.einsum("...ij,...j->...i", linear, matrix[..., 2])
+    return np.concatenate([linear, shift[..., None]], axis=-1)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points (B, K, 2) moved by per-frame matrices (B, 2, 3) (or one (2, 3) for all)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    if matrix.ndim == 2:
+        return points @ matrix[:, :2].T + matrix[:, 2]
+    return np.einsum("bij,bkj->bki", matrix[:, :, :2], points) + matrix[:, None, :, 2]
+
+
+def extract_crop(frame: np.ndarray, origin: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
+    """The ``crop_size`` (h, w) box of ``frame`` starting at pixel ``origin`` (x0, y0); zeros outside."""
+    h, w = crop_size
+    x0, y0 = int(origin[0]), int(origin[1])
+    out = np.zeros((h, w, *frame.shape[2:]), dtype=frame.dtype)
+    fx0, fy0 = max(x0, 0), max(y0, 0)
+    fx1, fy1 = min(x0 + w, frame.shape[1]), min(y0 + h, frame.shape[0])
+    if fx1 > fx0 and fy1 > fy0:
+        out[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0] = frame[fy0:fy1, fx0:fx1]
+    return out
+
+
+def crop_frames(
+    frames: np.ndarray, centres: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops (B, in_h, in_w, 3) of ``frames`` (B, H, W, 3) centred on ``centres`` (B, 2), and
+    their matrices (B, 2, 3) original -> crop-input pixels.
+
+    Each crop is a slice (zero-padded at the frame's edges) resized with
+    :func:`video.resize_frame`, the resampling the single-stage models use.
+    """
+    origins = crop_origin(centres, crop_size)
+    crops = np.stack([resize_frame(extract_crop(f, o, crop_size), input_size) for f, o in zip(frames, origins)])
+    return crops, crop_matrix(origins, crop_size, input_size)
+
+
+# --------------------------------------------------------------------------- labels -> stages
+
+
+def label_centres(keypoints: np.ndarray) -> np.ndarray:
+    """The animal's centre of each frame (N, 2): the mean of its labeled keypoints (NaN if none)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    labeled = np.isfinite(keypoints).all(axis=-1)
+    counts = labeled.sum(axis=1)
+    sums = np.where(labeled[..., None], keypoints, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts[:, None] > 0, sums / counts[:, None], np.nan)
+
+
+def crop_size_from_labels(
+    keypoints: np.ndarray, frame_size: tuple[int, int], margin: float, minimum: int = 16
+) -> tuple[int, int]:
+    """Square crop (side, side): the largest extent of the labeled animal times (1 + 2 margin).
+
+    The side is rounded up to an even number, at least ``minimum`` and at most the frame's
+    shorter side. ``keypoints`` (N, K, 2) are the training frames' labels in original pixels.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    labeled = np.isfinite(keypoints).all(axis=-1)
+    extents = []
+    for frame, ok in zip(keypoints, labeled):
+        if ok.any():
+            points = frame[ok]
+            extents.append(float((points.max(axis=0) - points.min(axis=0)).max()))
+    if not extents:
+        raise ProjectError("crop_zoom: no labeled keypoints in the training frames to size the crop from")
+    side = math.ceil(max(extents) * (1 + 2 * margin))
+    side = max(side + side % 2, minimum)
+    side = min(side, min(frame_size))
+    return side, side
+
+
+def _relative_png(image_path: str) -> str:
+    path = Path(image_path)
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    return str(Path(*parts).with_suffix(".png"))
+
+
+def write_detector_project(labels: LabeledFrames, out: Path, target: str = "centre") -> Path:
+    """A project of the original images (linked, under their own paths) labeled with one
+    ``centre`` keypoint (``target="centre"``) or with every body part (``"keypoints"``)."""
+    import shutil
+
+    from .labeled import image_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(labels.root).resolve()
+    for top in sorted({Path(p).parts[0] for p in labels.image_paths}):
+        try:
+            (out / top).symlink_to(root / top, target_is_directory=(root / top).is_dir())
+        except OSError:  # no symbolic links here: copy the labeled images themselves
+            for row, path in enumerate(labels.image_paths):
+                (out / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(image_file(labels, row), out / path)
+            break
+    if target == "keypoints":
+        points, names = labels.keypoints, list(labels.bodyparts)
+    else:
+        points, names = label_centres(labels.keypoints)[:, None, :], [CENTRE]
+    write_keypoint_csv(out / "CollectedData.csv", points, names, ("x", "y"), labels.scorer, labels.image_paths)
+    return out
+
+
+def write_pose_project(
+    labels: LabeledFrames, rows: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int], out: Path
+) -> tuple[Path, list[str]]:
+    """A project of label-centred crops (already at ``input_size``) of labeled ``rows``; its image paths.
+
+    The labels are in crop-input pixels; a keypoint outside its crop is NaN (no target).
+    """
+    import cv2
+
+    from .labeled import image_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    centres = label_centres(labels.keypoints)
+    images, points = [], []
+    for row in rows:
+        frame = read_image(image_file(labels, int(row)))
+        crops, matrices = crop_frames(frame[None], centres[row][None], crop_size, input_size)
+        moved = apply_affine(matrices[0], labels.keypoints[row])
+        h, w = input_size
+        outside = (moved[:, 0] < -0.5) | (moved[:, 0] > w - 0.5) | (moved[:, 1] < -0.5) | (moved[:, 1] > h - 0.5)
+        moved[outside] = np.nan
+        relative = _relative_png(labels.image_paths[row])
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / relative), cv2.cvtColor(crops[0], cv2.COLOR_RGB2BGR))
+        images.append(relative)
+        points.append(moved)
+    write_keypoint_csv(out / "CollectedData.csv", np.stack(points), labels.bodyparts, ("x", "y"), labels.scorer, images)
+    return out, images
+
+
+def _write_split_file(path: Path, images: list[str], splits: np.ndarray) -> Path:
+    return write_csv_atomic(pd.DataFrame({"image": images, "split": list(splits)}).set_index("image"), path)
+
+
+def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The detector's and the pose stage's single-stage configs derived from a crop-zoom config."""
+    base = config.to_dict()
+    base["crop_zoom"] = {"enabled": False}
+    base["data"].update({"csv_file": "CollectedData.csv", "video_dir": "videos", "split_file": "splits_fixed.csv"})
+    detector = {**base, "data": {**base["data"], "image_resize": list(config.crop_zoom.detector_resize)}}
+    # the crop's jitter is the pose stage's translation augmentation, a fraction of the crop side
+    augmentation = dict(base["augmentation"])
+    augmentation["translate_frac"] = max(augmentation["translate_frac"], config.crop_zoom.jitter_frac)
+    if config.crop_zoom.jitter_frac > 0:
+        augmentation["enabled"] = True
+    pose = {**base, "augmentation": augmentation}  # input: data.image_resize, the size the crops are cut at
+    return TrainConfig.from_dict(detector, "crop_zoom detector"), TrainConfig.from_dict(pose, "crop_zoom pose")
+
+
+def _check_supported(config: TrainConfig, resume_from: PathLike | None) -> None:
+    if config.model.model_type != "heatmap":
+        raise ConfigError("crop_zoom.enabled: model.model_type must be 'heatmap' (context models are not cropped)")
+    if config.losses.unsupervised:
+        raise ConfigError("crop_zoom.enabled: losses.unsupervised must be empty (the pose stage trains on crops)")
+    if resume_from is not None:
+        raise ConfigError("crop_zoom.enabled: resuming is not supported; train the two stages again")
+
+
+def train_crop_zoom(
+    config: TrainConfig | dict | PathLike | None,
+    project_root: PathLike,
+    model_dir: PathLike,
+    *,
+    resume_from: PathLike | None = None,
+    progress: bool = True,
+):
+    """Train the detector into ``model_dir/detector`` and the pose model into ``model_dir/pose``.
+
+    Both stages share one train / val / test split of the labeled frames. The whole model
+    directory is staged and renamed into place when both stages succeed (as
+    :func:`engine.train.train` does for one). Returns the pose stage's
+    :class:`engine.train.TrainResult` with ``model_dir`` the top-level directory and
+    ``wall_time_s`` both stages'.
+    """
+    from ..version import __version__
+    from .data import split_frames, splits_from_file, write_splits
+    from .model_dir import read_model_info, write_model_info
+    from .train import TrainResult, _check_replaceable, _frame_size, train
+
+    config = TrainConfig.load(config)
+    _check_supported(config, resume_from)
+    model_dir = Path(model_dir)
+    labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    _check_replaceable(model_dir)
+    if config.data.split_file is not None:
+        splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
+    else:
+        splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
+    height, width = _frame_size(labels)
+    frame_size = (height, width)
+    crop_size = config.crop_zoom.crop_size or crop_size_from_labels(
+        labels.keypoints[splits == "train"], frame_size, config.crop_zoom.margin
+    )
+    resolved = config.model_copy(deep=True)
+    resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
+    detector_config, pose_config = stage_configs(resolved)
+    # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
+    pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
+    with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, atomic_directory(model_dir) as stage:
+        detector_project = write_detector_project(labels, Path(tmp) / "detector", config.crop_zoom.detector_target)
+        _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
+        pose_project, pose_images = write_pose_project(
+            labels, pose_rows, crop_size, config.data.image_resize, Path(tmp) / "pose"
+        )
+        _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
+        detector = train(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
+        pose = train(pose_config, pose_project, stage / POSE_DIR, progress=progress)
+
+        resolved.to_yaml(stage / "config.yaml")
+        write_splits(stage / "splits.csv", labels.image_paths, splits)
+        history = pd.concat(
+            [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True
+        )
+        write_csv_atomic(history, stage / "metrics.csv")
+        pose_info = read_model_info(stage / POSE_DIR)
+        detector_info = read_model_info(stage / DETECTOR_DIR)
+        wall_time = detector.wall_time_s + pose.wall_time_s
+        info = {
+            **{k: v for k, v in pose_info.to_dict().items() if k not in ("extra",)},
+            "frame_size": list(frame_size),
+            "engine_version": __version__,
+            "n_train": int((splits == "train").sum()),
+            "n_val": int((splits == "val").sum()),
+            "n_test": int((splits == "test").sum()),
+            "wall_time_s": round(float(wall_time), 3),
+            "best_checkpoint": f"{POSE_DIR}/checkpoints/best.ckpt",
+            "kind": KIND,
+            "crop_zoom": {
+                "crop_size": [int(crop_size[0]), int(crop_size[1])],
+                "detector_resize": list(config.crop_zoom.detector_resize),
+                "detector_target": config.crop_zoom.detector_target,
+                "detection_smoothing": config.crop_zoom.detection_smoothing,
+                "min_detection_confidence": config.crop_zoom.min_detection_confidence,
+                "detector": {
+                    "dir": DETECTOR_DIR,
+                    "best_checkpoint": f"{DETECTOR_DIR}/{detector_info.best_checkpoint}",
+                    "epochs": detector.epochs,
+                    "best_val_loss": detector.best_val_loss,
+                    "wall_time_s": round(float(detector.wall_time_s), 3),
+                },
+                "pose": {
+                    "dir": POSE_DIR,
+                    "best_checkpoint": f"{POSE_DIR}/{pose_info.best_checkpoint}",
+                    "epochs": pose.epochs,
+                    "best_val_loss": pose.best_val_loss,
+                    "wall_time_s": round(float(pose.wall_time_s), 3),
+                },
+            },
+        }
+        write_model_info(stage, info)
+    return TrainResult(
+        model_dir,
+        model_dir / POSE_DIR / "checkpoints" / "best.ckpt",
+        float(wall_time),
+        pose.epochs,
+        pose.best_val_loss,
+        pose.history,
+    )
+
+
+# --------------------------------------------------------------------------- detections
+
+
+def centres_from_detections(detections: np.ndarray, min_confidence: float) -> np.ndarray:
+    """The animal's centre (B, 2) from detector outputs (B, K, 3) in original pixels; NaN = a miss.
+
+    One keypoint (the ``centre`` detector): its position when its confidence reaches
+    ``min_confidence``. Several (``detector_target: keypoints``): the confidence-weighted mean
+    of the keypoints that reach it; a miss when none does.
+    """
+    detections = np.asarray(detections, dtype=np.float64)
+    confidence = detections[..., 2]
+    confident = confidence >= min_confidence
+    weights = np.where(confident, np.maximum(confidence, 1e-6), 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centres = (weights[..., None] * np.nan_to_num(detections[..., :2])).sum(axis=1) / total[:, None]
+    centres[~(total > 0)] = np.nan
+    return centres
+
+
+def smooth_centres(centres: np.ndarray, window: int) -> np.ndarray:
+    """Running median (centred, ``window`` frames) of detected centres (T, 2); NaN = a miss.
+
+    Misses stay misses and are left out of their neighbours' medians; the window is cut at
+    the ends of the sequence.
+    """
+    centres = np.asarray(centres, dtype=np.float64)
+    if window <= 1 or len(centres) == 0:
+        return centres.copy()
+    half = window // 2
+    padded = np.pad(centres, ((half, half), (0, 0)), constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)  # (T, 2, w)
+    missed = ~np.isfinite(centres).all(axis=1)
+    out = np.empty_like(centres)
+    valid = ~missed
+    if valid.any():
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows only at misses
+            out[valid] = np.nanmedian(windows[valid], axis=-1)
+    out[missed] = np.nan
+    return out

@@ -1,0 +1,258 @@
+"""Crop zoom (engine.cropzoom): crop geometry, detector misses, the two-stage model directory, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.cropzoom import (
+    apply_affine,
+    centres_from_detections,
+    crop_frames,
+    crop_matrix,
+    crop_origin,
+    crop_size_from_labels,
+    invert_affine,
+    label_centres,
+    smooth_centres,
+)
+from element_lightning_pose.engine.model_dir import ModelDirectoryError, read_model_info
+
+from .conftest import TINY_CONFIG
+
+CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [32, 64]}}
+
+
+@pytest.fixture(scope="module")
+def crop_zoom_dir(tiny_project, tmp_path_factory):
+    """A two-stage model trained for one epoch each on the shared tiny project (read-only)."""
+    from element_lightning_pose.engine.train import train
+
+    return train(CROP_ZOOM, tiny_project.root, tmp_path_factory.mktemp("cropzoom") / "model", progress=False).model_dir
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("input_size", [(64, 64), (96, 48), (40, 40)])
+def test_crop_mapping_round_trip_within_a_hundredth_of_a_pixel(input_size):
+    rng = np.random.default_rng(0)
+    frame_size, crop = (480, 640), (120, 100)
+    # centres inside, at the corners and beyond the edges (padded crops)
+    centres = np.array([[320.3, 240.7], [0.0, 0.0], [639.0, 479.0], [-20.4, 500.2], [700.0, -30.0]])
+    origins = crop_origin(centres, crop)
+    matrices = crop_matrix(origins, crop, input_size)
+    points = rng.uniform(-50, 700, size=(len(centres), 7, 2))
+    back = apply_affine(invert_affine(matrices), apply_affine(matrices, points))
+    assert np.abs(back - points).max() < 0.01
+    # the crop's centre pixel lands in the middle of the network input
+    middle = apply_affine(matrices, (origins + [(crop[1] - 1) / 2, (crop[0] - 1) / 2])[:, None, :])[:, 0]
+    assert np.allclose(middle, [(input_size[1] - 1) / 2, (input_size[0] - 1) / 2])
+    assert frame_size  # the mapping itself does not depend on the frame
+
+
+def _blob(size: tuple[int, int], centre: tuple[float, float], sigma: float = 3.0) -> np.ndarray:
+    ys, xs = np.mgrid[: size[0], : size[1]]
+    value = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma**2))
+    return np.repeat((255 * value).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _centroid(image: np.ndarray) -> np.ndarray:
+    weights = image[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[: image.shape[0], : image.shape[1]]
+    return np.array([(xs * weights).sum(), (ys * weights).sum()]) / weights.sum()
+
+
+@pytest.mark.parametrize("input_size", [(60, 50), (120, 100), (30, 25)])
+def test_crop_pixels_follow_the_matrix_also_in_padded_crops(input_size):
+    """A blob near the frame's corner is where the matrix says in the (zero-padded) crop."""
+    frame = _blob((80, 120), (6.0, 70.0))
+    centre = np.array([[4.0, 76.0]])  # the crop hangs over the left and bottom edges
+    crops, matrices = crop_frames(frame[None], centre, (60, 50), input_size)
+    assert crops.shape == (1, *input_size, 3)
+    # the blob's centroid in the frame (its tail is cut by the frame's edge) moves by the matrix
+    expected = apply_affine(matrices[0], _centroid(frame)[None])[0]
+    assert np.abs(_centroid(crops[0]) - expected).max() < 0.1
+    origin = crop_origin(centre, (60, 50))[0]
+    outside = apply_affine(matrices[0], np.array([[origin[0] + 1.0, origin[1] + 1.0]]))[0]  # a padded pixel
+    assert crops[0, int(round(outside[1])), int(round(outside[0]))].max() == 0
+
+
+def test_crop_size_from_labels_is_square_even_and_fits_the_frame():
+    keypoints = np.array([[[10, 10], [40, 25], [np.nan, np.nan]], [[100, 100], [121, 130], [110, 115]]], float)
+    assert crop_size_from_labels(keypoints, (480, 640), margin=0.25) == (46, 46)  # 30 * 1.5 = 45 -> 46
+    assert crop_size_from_labels(keypoints, (40, 640), margin=0.25) == (40, 40)
+    with pytest.raises(Exception, match="no labeled keypoints"):
+        crop_size_from_labels(np.full((2, 3, 2), np.nan), (480, 640), margin=0.25)
+
+
+def test_label_centres_ignore_unlabeled_keypoints():
+    keypoints = np.array([[[0, 0], [4, 2], [np.nan, np.nan]], [[np.nan, np.nan]] * 3], float)
+    centres = label_centres(keypoints)
+    assert np.allclose(centres[0], [2, 1]) and np.isnan(centres[1]).all()
+
+
+def test_smoothing_removes_an_outlier_and_keeps_misses():
+    track = np.column_stack([np.arange(10.0), np.zeros(10)])
+    track[4] = [100.0, 100.0]
+    track[7] = np.nan
+    smoothed = smooth_centres(track, 5)
+    assert np.abs(smoothed[4] - [4.0, 0.0]).max() <= 1.0
+    assert np.isnan(smoothed[7]).all() and np.isfinite(np.delete(smoothed, 7, axis=0)).all()
+    assert np.array_equal(smooth_centres(track, 1), track, equal_nan=True)
+
+
+def test_centres_from_detections_weigh_the_confident_keypoints():
+    one = np.array([[[10.0, 20.0, 0.9]], [[30.0, 40.0, 0.05]]])
+    centres = centres_from_detections(one, 0.1)
+    assert np.allclose(centres[0], [10, 20]) and np.isnan(centres[1]).all()
+    several = np.array([[[0.0, 0.0, 0.5], [10.0, 0.0, 0.5], [500.0, 500.0, 0.01]], [[1.0, 1.0, 0.0]] * 3])
+    centres = centres_from_detections(several, 0.1)
+    assert np.allclose(centres[0], [5, 0]) and np.isnan(centres[1]).all()
+
+
+def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tmp_path):
+    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.train import train
+
+    config = {**CROP_ZOOM, "crop_zoom": {**CROP_ZOOM["crop_zoom"], "detector_target": "keypoints"}}
+    config["training"] = {**config["training"], "max_steps": 1}
+    model_dir = train(config, tiny_project.root, tmp_path / "model", progress=False).model_dir
+    info = read_model_info(model_dir)
+    assert info.crop_zoom["detector_target"] == "keypoints"
+    assert read_model_info(info.stage_dirs()["detector"]).bodyparts == tiny_project.bodyparts
+    model = load_model(model_dir, device="cpu")
+    model.min_detection_confidence = 0.0
+    result = predict_video(model, tiny_project.videos[0], progress=False, stop=6)
+    assert result.predictions.shape == (6, len(tiny_project.bodyparts), 3) and np.isfinite(result.predictions).all()
+
+
+def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
+    from element_lightning_pose.engine.train import train
+
+    config = TrainConfig.from_dict({**CROP_ZOOM, "model": {**CROP_ZOOM["model"], "model_type": "context"}})
+    with pytest.raises(ConfigError, match="model_type"):
+        train(config, tiny_project.root, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model").exists()
+    with pytest.raises(ConfigError, match="detector_resize"):
+        TrainConfig.from_dict({"crop_zoom": {"detector_resize": [100, 128]}})
+
+
+# --------------------------------------------------------------------------- the two-stage model
+
+
+def test_model_directory_holds_both_stages(crop_zoom_dir, tiny_project):
+    info = read_model_info(crop_zoom_dir)
+    assert info.kind == "crop_zoom" and info.bodyparts == tiny_project.bodyparts
+    assert info.frame_size == [64, 96]
+    crop = info.crop_zoom["crop_size"]
+    assert crop[0] == crop[1] and crop[0] % 2 == 0 and crop[0] <= 64
+    stages = info.stage_dirs()
+    assert read_model_info(stages["detector"]).bodyparts == ["centre"]
+    assert read_model_info(stages["pose"]).bodyparts == tiny_project.bodyparts
+    config = TrainConfig.from_yaml(crop_zoom_dir / "config.yaml")
+    assert config.crop_zoom.enabled and list(config.crop_zoom.crop_size) == crop
+    assert json.loads((crop_zoom_dir / "model.json").read_text())["best_checkpoint"] == "pose/checkpoints/best.ckpt"
+
+
+def test_a_missing_stage_names_the_file(crop_zoom_dir, tmp_path):
+    broken = tmp_path / "model"
+    shutil.copytree(crop_zoom_dir, broken)
+    (broken / "detector" / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(ModelDirectoryError, match="detector"):
+        read_model_info(broken)
+
+
+def test_detector_miss_is_nan_with_likelihood_zero(crop_zoom_dir, tiny_project):
+    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.video import read_frames
+
+    model = load_model(crop_zoom_dir, device="cpu")
+    frames = read_frames(tiny_project.videos[0], [0, 1, 2])
+    points = model.predict_crops(frames, np.array([[40.0, 30.0], [np.nan, np.nan], [50.0, 20.0]]))
+    assert np.isnan(points[1, :, :2]).all() and (points[1, :, 2] == 0).all()
+    assert np.isfinite(points[[0, 2]]).all()
+    model.min_detection_confidence = 1.01  # nothing is ever confident enough: every frame a miss
+    result = predict_video(model, tiny_project.videos[0], progress=False)
+    assert np.isnan(result.predictions[..., :2]).all() and (result.predictions[..., 2] == 0).all()
+
+
+def test_streamed_prediction_equals_smoothing_the_whole_video(crop_zoom_dir, tiny_project):
+    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.video import read_frames
+
+    model = load_model(crop_zoom_dir, device="cpu")
+    model.min_detection_confidence = 0.0
+    video = tiny_project.videos[0]
+    frames = read_frames(video, range(45))
+    expected = model.predict_crops(frames, smooth_centres(model.detect(frames), model.detection_smoothing))
+    for batch_size in (1, 4, 64):
+        result = predict_video(model, video, progress=False, batch_size=batch_size)
+        assert result.predictions.shape == (45, len(tiny_project.bodyparts), 3)
+        assert np.allclose(result.predictions, expected, atol=1e-4, equal_nan=True)
+
+
+def test_predict_labeled_and_evaluate_in_original_pixels(crop_zoom_dir, tiny_project):
+    from element_lightning_pose.engine.evaluate import evaluate
+    from element_lightning_pose.engine.io import read_labels
+    from element_lightning_pose.engine.predict import load_model, predict_labeled
+
+    model = load_model(crop_zoom_dir, device="cpu")
+    model.min_detection_confidence = 0.0
+    labels = read_labels(tiny_project.csv_path)
+    predictions = predict_labeled(model, labels, batch_size=5)
+    assert predictions.shape == (len(labels), len(labels.bodyparts), 3)
+    # every keypoint lies inside its crop, which the mapping puts around the detection in the frame
+    crop = model.crop_size[0]
+    assert np.isfinite(predictions).all()
+    assert (predictions[..., 0] > -crop).all() and (predictions[..., 0] < 96 + crop).all()
+    table = evaluate(crop_zoom_dir, labels, model=model)
+    assert set(table["split"]) <= {"train", "val", "test"} and (table["split"] == "train").sum() > 0
+    assert np.allclose(table["likelihood"], predictions[..., 2].reshape(-1))
+
+
+def elp(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "element_lightning_pose.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_elp_train_and_predict_without_the_project(tmp_path):
+    from element_lightning_pose.engine.io import read_predictions
+    from element_lightning_pose.engine.synthetic import make_synthetic_project
+
+    project = make_synthetic_project(tmp_path / "project", seed=3, image_size=(64, 96), n_labeled=10, n_video_frames=20)
+    sets = [
+        "model.backbone=resnet18",
+        "model.pretrained=false",
+        "data.image_resize=[64,64]",
+        "training.max_steps=2",
+        "training.num_workers=0",
+        "crop_zoom.enabled=true",
+        "crop_zoom.detector_resize=[32,32]",
+        "crop_zoom.min_detection_confidence=0",
+    ]
+    trained = elp(
+        "train",
+        str(project.root),
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--no-progress",
+        *[arg for s in sets for arg in ("--set", s)],
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    video = tmp_path / "video.mp4"
+    shutil.move(project.videos[0], video)
+    shutil.rmtree(project.root)  # the model directory must be enough
+    predicted = elp("predict", str(tmp_path / "model"), str(video), "-o", str(tmp_path / "preds"), "--no-progress")
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    values, bodyparts = read_predictions(tmp_path / "preds" / "video.csv")
+    assert bodyparts == project.bodyparts and values.shape == (20, len(bodyparts), 3)
+    assert np.isfinite(values).all()

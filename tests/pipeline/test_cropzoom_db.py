@@ -1,0 +1,72 @@
+"""PoseEstimation runs a two-stage crop-zoom model as it runs any other (original-frame pixels)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from element_lightning_pose import dj_compat
+
+from .conftest import TINY_PARAMS
+
+MODEL_NAME = "cropzoom_tiny"
+
+
+@pytest.fixture
+def crop_zoom_recording(lp, lp_root):
+    """A crop-zoom model registered from its directory, and a recording of its own session.
+
+    Everything inserted here is deleted afterwards: the other pipeline tests count the shared
+    schema's models, tasks and pose rows.
+    """
+    from element_lightning_pose import pipeline
+    from element_lightning_pose.engine.train import train
+
+    root, project = lp_root
+    config = {**TINY_PARAMS, "crop_zoom": {"enabled": True, "detector_resize": [32, 32], "min_detection_confidence": 0}}
+    model_dir = lp.model.processed_dir() / "models" / MODEL_NAME
+    train(config, project.root, model_dir, progress=False)
+    lp.model.Model.insert_new_model(MODEL_NAME, model_dir, model_description="two stages")
+    session = pipeline.add_session("mouse_cropzoom", dt.datetime(2024, 6, 3, 9, 0), species="Mus musculus")
+    lp.Device.insert1({"device": "cam_top", "device_description": "top camera"}, skip_duplicates=True)
+    rec = {**session, "recording_id": 1}
+    lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    lp.model.VideoRecording.File.insert1(
+        {**rec, "file_id": 0, "file_path": project.videos[0].relative_to(root).as_posix()}
+    )
+    key = lp.model.PoseEstimationTask.generate(rec, MODEL_NAME, batch_size=8)
+    yield {"rec": rec, "key": key, "model_dir": model_dir, "project": project}
+    for table in (
+        lp.model.PoseEstimation.BodyPartPosition,
+        lp.model.PoseEstimation,
+        lp.model.PoseEstimationTask,
+        lp.model.RecordingInfo,
+        lp.model.VideoRecording.File,
+        lp.model.VideoRecording,
+    ):
+        (table & rec).delete_quick()
+    (lp.model.Model.BodyPart & {"model_name": MODEL_NAME}).delete_quick()
+    (lp.model.Model & {"model_name": MODEL_NAME}).delete_quick()
+
+
+def test_pose_estimation_runs_a_crop_zoom_model(lp, crop_zoom_recording):
+    from element_lightning_pose.engine.predict import CropZoomModel, load_model, predict_video
+
+    rec, key, project = crop_zoom_recording["rec"], crop_zoom_recording["key"], crop_zoom_recording["project"]
+    row = (lp.model.Model & {"model_name": MODEL_NAME}).fetch1()
+    assert row["best_checkpoint"] == "pose/checkpoints/best.ckpt"
+    assert lp.model.Model.bodyparts({"model_name": MODEL_NAME}) == project.bodyparts
+    dj_compat.populate(lp.model.RecordingInfo, rec)
+    result = dj_compat.populate(lp.model.PoseEstimation, key, reserve_jobs=True)
+    assert result.errors == [] and result.success_count == 1
+    stored = lp.model.PoseEstimation.get_trajectory(key).to_numpy().reshape(48, len(project.bodyparts), 3)
+    model = load_model(lp.model.Model.model_path({"model_name": MODEL_NAME}))
+    assert isinstance(model, CropZoomModel)
+    engine = predict_video(model, project.videos[0], batch_size=8, progress=False).predictions
+    np.testing.assert_allclose(stored, engine, atol=1e-4)
+    # original-frame pixels: within the 64 x 64 frame grown by a crop on each side at most
+    assert np.isfinite(stored).all()
+    crop = model.crop_size[0]
+    assert (stored[..., :2] > -crop).all() and (stored[..., :2] < 64 + crop).all()
