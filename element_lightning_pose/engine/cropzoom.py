@@ -235,6 +235,13 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
     if config.crop_zoom.jitter_frac > 0:
         augmentation["enabled"] = True
     pose = {**base, "augmentation": augmentation}  # input: data.image_resize, the size the crops are cut at
+    budget = config.training.max_time_s
+    if budget:
+        # one wall-time budget for the whole model, shared by the stages as their pixels per frame
+        detector_pixels = float(np.prod(config.crop_zoom.detector_resize))
+        share = detector_pixels / (detector_pixels + float(np.prod(config.data.image_resize)))
+        detector["training"] = {**base["training"], "max_time_s": budget * share}
+        pose["training"] = {**base["training"], "max_time_s": budget * (1 - share)}
     return TrainConfig.from_dict(detector, "crop_zoom detector"), TrainConfig.from_dict(pose, "crop_zoom pose")
 
 

@@ -256,3 +256,20 @@ def test_elp_train_and_predict_without_the_project(tmp_path):
     values, bodyparts = read_predictions(tmp_path / "preds" / "video.csv")
     assert bodyparts == project.bodyparts and values.shape == (20, len(bodyparts), 3)
     assert np.isfinite(values).all()
+
+
+def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():
+    from element_lightning_pose.engine.cropzoom import stage_configs
+
+    config = TrainConfig.from_dict(
+        {
+            "data": {"image_resize": [256, 256]},
+            "training": {"max_time_s": 100.0},
+            "crop_zoom": {"enabled": True, "detector_resize": [128, 128]},
+        }
+    )
+    detector, pose = stage_configs(config)
+    assert detector.training.max_time_s == pytest.approx(20.0)
+    assert pose.training.max_time_s == pytest.approx(80.0)
+    untimed = stage_configs(TrainConfig.from_dict({"crop_zoom": {"enabled": True}}))
+    assert untimed[0].training.max_time_s is None and untimed[1].training.max_time_s is None
