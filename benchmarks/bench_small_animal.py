@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -161,6 +162,7 @@ def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
     data = dataset(dataset_name, args.work)
     config = arm_config(arm, data, args.budget_s, args.unfreeze_epoch)
     model_dir = args.work / "models" / f"{dataset_name}_{arm}"
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     train(config, data["root"], model_dir, progress=False)
     train_s = time.perf_counter() - started
@@ -179,6 +181,7 @@ def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
         "returned_to_flat": returned,
         "guard_restores": restores,
         "budget_s": args.budget_s,
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "cpu": cpu_model(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -211,8 +214,8 @@ def table(results: list[dict], command: str) -> str:
         "'back to flat': the training loss returned to >= 0.95x the flat-heatmap value after being below 0.9x.",
         "",
         "| dataset | arm | test mean | test median | test p95 | video mean | video p95 | video gross | back to flat | "
-        "guard restores | epochs | train wall s | predict fps | when |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "guard restores | epochs | train wall s | predict fps | load avg | when |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {name: i for i, name in enumerate(DATASETS)}
     for r in sorted(results, key=lambda r: (order.get(r["dataset"], 9), ARMS.index(r["arm"]))):
@@ -223,7 +226,8 @@ def table(results: list[dict], command: str) -> str:
             f"{_px(r['test']['p95'])} | {_px(video.get('mean'))} | {_px(video.get('p95'))} | "
             f"{gross} | "
             f"{'yes' if r['returned_to_flat'] else 'no'} | {r['guard_restores']} | {r['epochs']} | "
-            f"{r['train_wall_s']:.0f} | {_px(r.get('frames_per_s'))} | {r['when']} |"
+            f"{r['train_wall_s']:.0f} | {_px(r.get('frames_per_s'))} | "
+            f"{'/'.join(str(v) for v in r.get('load_average', [])) or '-'} | {r['when']} |"
         )
     return "\n".join(lines) + "\n"
 
