@@ -361,16 +361,20 @@ class ModelEvaluation(dj.Computed):
         return Model & "video_set_id is not null"
 
     def make_fetch(self, key: dict) -> tuple:
-        model = (Model & key).fetch1("model_dir", "video_set_id")
-        project_dir, csv_file = (train.VideoSet & {"video_set_id": model[1]}).fetch1("project_dir", "csv_file")
-        return model[0], project_dir, csv_file
+        model_dir, video_set_id = (Model & key).fetch1("model_dir", "video_set_id")
+        video_set = {"video_set_id": video_set_id}
+        project_dir = (train.VideoSet & video_set).fetch1("project_dir")
+        return model_dir, project_dir, train.VideoSet.data_config(video_set)
 
-    def make_compute(self, key, model_dir, project_dir, csv_file) -> tuple:
+    def make_compute(self, key, model_dir, project_dir, labels_config) -> tuple:
         from .engine import io
         from .engine.evaluate import evaluate
 
         project = paths.find_full_path(root_dirs(), project_dir)
-        labels = io.read_labels(project / csv_file, project, check_images=False)
+        # every view of a multi-view project, every folder of a DeepLabCut one
+        labels = io.read_project_labels(
+            project, labels_config["csv_file"], labels_config["view_names"] or None, check_images=False
+        )
         errors = evaluate(_find_model_dir(model_dir), labels)
         return (errors,)
 

@@ -80,5 +80,16 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
         trained = dj_compat.populate(lp.train.ModelTraining, task)
         assert trained.errors == [] and trained.success_count == 1
         assert (lp.train.ModelTraining & task).fetch1("n_epochs") == 2
+        # the model is evaluated on every view's labeled frames, not only the first view's
+        model = lp.model.Model.insert_from_training(task, model_name="rig_layout_shared")
+        evaluated = dj_compat.populate(lp.model.ModelEvaluation, model)
+        assert evaluated.errors == []
+        counts = (lp.model.ModelEvaluation & model).fetch1("n_train", "n_val", "n_test")
+        assert sum(counts) == 12
     finally:
+        model_key = {"model_name": "rig_layout_shared"}
+        (lp.model.ModelEvaluation.BodyPart & model_key).delete_quick()
+        (lp.model.ModelEvaluation & model_key).delete_quick()
+        (lp.model.Model.BodyPart & model_key).delete_quick()
+        (lp.model.Model & model_key).delete_quick()
         _forget(lp, key)
