@@ -145,6 +145,13 @@ def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> Model
         raise ModelDirectoryError(f"{info_path}: unknown model kind {info.kind!r} (known: {SINGLE_STAGE}, {CROP_ZOOM})")
     if info.kind == CROP_ZOOM and not isinstance(info.extra.get("crop_zoom"), dict):
         raise ModelDirectoryError(f"{info_path}: a crop_zoom model lacks its 'crop_zoom' block (crop size, stages)")
+    views = info.extra.get("views")
+    if info.extra.get("multiview") == "per_view" and isinstance(views, dict) and checkpoint is None:
+        # one network per view (engine.multiview): each camera's model is a directory of its own
+        raise ModelDirectoryError(
+            f"{model_dir}: one network per view ({', '.join(views)}); load the view's own model directory, "
+            f"e.g. {model_dir / next(iter(views), 'VIEW')}"
+        )
     ckpt = model_dir / (checkpoint or info.best_checkpoint)
     if not ckpt.is_file():
         raise ModelDirectoryError(f"{ckpt}: no checkpoint in model directory {model_dir}")

@@ -233,6 +233,11 @@ def test_per_view_training(rig_project, tmp_path):
         assert result.views[view].best_checkpoint == tmp_path / "model" / view / "checkpoints" / "best.ckpt"
         assert info.config["data"]["csv_file"] == [f"CollectedData_{view}.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no stage left behind
+    # the top level is no network: loading it names the views' directories instead
+    from element_lightning_pose.engine.model_dir import ModelDirectoryError
+
+    with pytest.raises(ModelDirectoryError, match=r"one network per view \(cam0, cam1\).*model/cam0"):
+        read_model_info(tmp_path / "model")
     # the same seed splits the same instants in every view (and as instant_splits does)
     splits = [pd.read_csv(tmp_path / "model" / view / "splits.csv") for view in ("cam0", "cam1")]
     assert [Path(p).name for p in splits[0]["image"]] == [Path(p).name for p in splits[1]["image"]]
