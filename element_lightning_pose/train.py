@@ -20,6 +20,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import datajoint as dj
 
@@ -410,6 +411,17 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
             }
         )
         return int(paramset_idx)
+
+    @classmethod
+    def insert_preset(cls, name: str, **options: Any) -> int:
+        """Insert a named preset (``presets.PRESETS``: e.g. ``small_animal_crop_zoom``); returns its id.
+
+        ``options`` go to :func:`element_lightning_pose.presets.insert_preset` (``frame_size``,
+        ``base``, ``paramset_desc``, ``paramset_idx``).
+        """
+        from . import presets
+
+        return presets.insert_preset(cls, name, **options)
 
 
 @schema

@@ -18,5 +18,6 @@ def test_insert_preset_validates_and_deduplicates(lp):
         assert row["paramset_desc"].startswith("preset full_resolution_crops (480x640 frames)")
         # the same preset again is the same parameter set
         assert presets.insert_preset(table, "full_resolution_crops", frame_size=(480, 640), base=base) == idx
+        assert lp.train.TrainingParamSet.insert_preset("full_resolution_crops", frame_size=(480, 640), base=base) == idx
     finally:
         (table & {"paramset_idx": idx}).delete_quick()  # the flow tests count the shared schema's sets
