@@ -11,8 +11,10 @@ directory layout is irrelevant to the scoring):
   statistics at unfreeze, the backbone at the full learning rate at once, no collapse guard.
 - ``stabilised``: the single stage at 256x256 with today's defaults (frozen BatchNorm statistics,
   the backbone learning-rate ramp, the collapse guard).
-- ``crop_zoom``: the two-stage model (detector at low resolution, pose model on crops).
-- ``crop_train``: the single stage at full resolution trained on random 256x256 crops.
+- ``crop_zoom``: the preset ``small_animal_crop_zoom`` (detector at 128x128, pose model on crops
+  at 256x256; the budget is shared by the two stages).
+- ``crop_train``: the preset ``full_resolution_crops`` (the frame at its own resolution, rounded to
+  multiples of 32, trained on random crops of 3/4 of each side, predicted whole).
 
 Datasets: ``arena`` (the synthetic arena scene, 480x640, generated here, with ground truth for
 every frame of a second video, on which prediction speed is also measured), ``reaching``
@@ -45,6 +47,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from element_lightning_pose.engine.advice import preset_params  # noqa: E402
 from element_lightning_pose.engine.callbacks import flat_heatmap_loss  # noqa: E402
 from element_lightning_pose.engine.data import split_frames  # noqa: E402
 from element_lightning_pose.engine.io import load_project  # noqa: E402
@@ -94,10 +97,6 @@ def dataset(name: str, work: Path) -> dict:
     raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
 
 
-def _full_resize(size: tuple[int, int]) -> list[int]:
-    return [int(np.ceil(v / 32) * 32) for v in size]
-
-
 def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> dict:
     training = {
         "max_epochs": 1000,
@@ -114,13 +113,15 @@ def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> di
     }
     if arm == "today":
         training.update(TODAY)
-    elif arm == "crop_zoom":
-        config["crop_zoom"] = {"enabled": True}
-    elif arm == "crop_train":
-        config["data"].update({"image_resize": _full_resize(data["size"]), "train_crop": [256, 256]})
-    elif arm != "stabilised":
-        raise ValueError(f"unknown arm {arm!r}; known: {ARMS}")
-    return config
+        return config
+    if arm == "stabilised":
+        return config
+    # the new models are the presets elp train recommends (engine.advice), as a user gets them
+    if arm == "crop_zoom":
+        return preset_params("small_animal_crop_zoom", base=config)
+    if arm == "crop_train":
+        return preset_params("full_resolution_crops", frame_size=data["size"], base=config)
+    raise ValueError(f"unknown arm {arm!r}; known: {ARMS}")
 
 
 def flat_returns(model_dir: Path) -> tuple[bool, int, int]:
