@@ -49,7 +49,7 @@ def demo_params(epochs: int, resize: int, backbone: str) -> dict:
 DEFAULTS = {
     "models": (2, 1),
     "epochs": (120, 40),
-    "resize": (128, 256),
+    "resize": (128, 128),
     "image_size": (128, 320),
     "labeled": (60, 40),
     "frames": (600, 300),
@@ -468,6 +468,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
         session = pipeline.add_session(
             "mouse01",
             dt.datetime(2024, 5, 2, 10, 30),
+            session_id=2,  # session 1 is the 2D demo's (same schemas by default)
             sex="F",
             subject_birth_date=dt.date(2024, 1, 2),
             description="element-lightning-pose multi-camera demo session",

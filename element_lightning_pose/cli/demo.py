@@ -40,9 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> 
     parser.add_argument("--models", type=int, help="ensemble size (default: 2; 1 with --multiview)")
     parser.add_argument("--epochs", type=int, help="training epochs per model (default: 120; 40 with --multiview)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="(default: %(default)s, ImageNet weights)")
-    parser.add_argument(
-        "--resize", type=int, help="network input size (default: 128; with --multiview the width, default 256)"
-    )
+    parser.add_argument("--resize", type=int, help="network input size (default: 128; with --multiview its width, 4:3)")
     parser.add_argument(
         "--image-size", type=int, help="synthetic frame size (default: 128; with --multiview the width, default 320)"
     )
