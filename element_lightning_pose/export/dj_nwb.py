@@ -5,11 +5,18 @@ ensemble-smoothed pose when an ``EnsembleSmoothing`` exists and otherwise each m
 ``PoseEstimation``, plus subject and session metadata from the upstream tables, and writes one
 DANDI-named file (``sub-<subject>_ses-<session>_behavior+image.nwb``) — or appends to an
 existing NWB file that already holds, say, the session's ephys.
+
+When the ``multicam`` schema is active, every ``Triangulation`` of the session becomes one
+``MultiCameraPoseEstimation`` (3D pose in the calibration's units and world frame, with its
+cameras as ``CalibratedCamera`` devices and the 2D pose each view was triangulated from);
+the recordings that are views of a triangulated rig are exported there only, not again as
+single cameras. ``dandi_layout=True`` lays the file and its videos out as a dandiset expects.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import date, datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
@@ -20,6 +27,7 @@ import numpy as np
 
 from .. import model, paths
 from ..dj_compat import fetch_dicts, fetch_keys
+from ..engine.multicam.cameras import CameraGroup
 from . import nwb
 
 LIKELIHOOD_DEFINITION = (
@@ -157,12 +165,15 @@ def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
     )
 
 
-def session_cameras(session_key: dict) -> list[nwb.CameraPose]:
-    """One CameraPose per recording: its ensemble if smoothed, else each model's pose."""
+def session_cameras(session_key: dict, *, exclude: frozenset[int] | set[int] = frozenset()) -> list[nwb.CameraPose]:
+    """One CameraPose per recording (except the ``exclude`` recording ids): its ensemble if
+    smoothed, else each model's pose."""
     from .. import ensemble
 
     cameras = []
     for rec in fetch_keys(model.VideoRecording & session_key, order_by="recording_id"):
+        if int(rec["recording_id"]) in exclude:
+            continue
         device = (model.VideoRecording & rec).fetch1("device")
         ensembles = fetch_keys(ensemble.EnsembleSmoothing & rec, order_by="ensemble_id")
         if ensembles:
@@ -172,9 +183,142 @@ def session_cameras(session_key: dict) -> list[nwb.CameraPose]:
         for pose in poses:
             suffix = pose["model_name"] if len(poses) > 1 else None
             cameras.append(_camera_from_pose(pose, _camera_name(device, rec, suffix)))
-    if not cameras:
-        raise ValueError(f"session {session_key}: no PoseEstimation or EnsembleSmoothing to export")
     return cameras
+
+
+# ----------------------------------------------------------------------------------------------
+# 3D pose of calibrated rigs (the multicam schema)
+
+
+def _multicam():
+    """The multicam schema module when it is activated, else None."""
+    from .. import multicam
+
+    return multicam if multicam.schema.is_activated() else None
+
+
+def _view_pose(task_key: dict, camera_name: str, nwb_name: str) -> nwb.CameraPose:
+    """The 2D pose a triangulation used for one camera (its PoseEstimation or EnsembleSmoothing)."""
+    from .. import ensemble
+
+    multicam = _multicam()
+    table, key = multicam.TriangulationTask.source_key(task_key, camera_name)
+    if not table & key:
+        raise ValueError(
+            f"triangulation {task_key}: the 2D source of camera {camera_name!r} ({table.__name__} {key}) is gone"
+        )
+    if table is ensemble.EnsembleSmoothing:
+        return _camera_from_ensemble(key, nwb_name)
+    return _camera_from_pose(key, nwb_name)
+
+
+def _in_order(camera: nwb.CameraPose, bodyparts: list[str]) -> nwb.CameraPose:
+    """``camera`` with its body parts (and every per-part array) in ``bodyparts`` order."""
+    if list(camera.bodyparts) == list(bodyparts):
+        return camera
+    order = [list(camera.bodyparts).index(bp) for bp in bodyparts]
+    arrays = {
+        name: np.asarray(getattr(camera, name))[:, order]
+        for name in ("x", "y", "likelihood", "posterior_var", "ensemble_var")
+        if getattr(camera, name) is not None
+    }
+    return replace(camera, bodyparts=list(bodyparts), **arrays)
+
+
+def _rig_pose(task_key: dict, camera_names: dict[str, str]) -> nwb.MultiCameraPose:
+    """One Triangulation as an ``nwb.MultiCameraPose`` (``camera_names``: calibration -> NWB name).
+
+    Times: each view's video starts at its own time so that rig frame ``t`` (video frame
+    ``t + frame_offset`` of every view) falls at one instant in all of them, and the 3D pose is
+    timed by rig frame; time 0 is the start of the video that started first.
+    """
+    multicam = _multicam()
+    row = (multicam.Triangulation & task_key).fetch1()
+    rig_key = {k: task_key[k] for k in multicam.MultiCameraRecording.primary_key}
+    calibration_id = (multicam.MultiCameraRecording & rig_key).fetch1("calibration_id")
+    calibration = (multicam.CameraCalibration & {"calibration_id": calibration_id}).fetch1()
+    cameras = [str(name) for name in row["cameras"]]
+    bodyparts = [str(bp) for bp in row["body_parts"]]
+    group = multicam.CameraCalibration.camera_group({"calibration_id": calibration_id}).subset(cameras)
+    offsets = {v["camera_name"]: int(v["frame_offset"]) for v in multicam.MultiCameraRecording.views(rig_key)}
+    lead = max(offsets[name] for name in cameras)
+    views = []
+    for name in cameras:
+        view = _in_order(_view_pose(task_key, name, camera_names[name]), bodyparts)
+        views.append(replace(view, starting_time=(lead - offsets[name]) / float(view.fps)))
+    parts = {r["body_part"]: r for r in fetch_dicts(multicam.Triangulation.BodyPartPosition3D & task_key)}
+    stack = lambda fields: np.stack(  # noqa: E731
+        [np.stack([np.asarray(parts[bp][f], dtype=np.float64) for f in fields], axis=-1) for bp in bodyparts], axis=1
+    )
+    params = (multicam.TriangulationParamSet & task_key).fetch1("params")
+    method = (params or {}).get("method", "smoother")
+    skeleton = (params or {}).get("skeleton")
+    sources = [
+        f"{name}: {table.__name__} {key.get('model_name', key.get('ensemble_id'))}"
+        for name in cameras
+        for table, key in [multicam.TriangulationTask.source_key(task_key, name)]
+    ]
+    rig_group = CameraGroup(
+        tuple(replace(camera, name=camera_names[camera.name]) for camera in group.cameras), dict(group.metadata)
+    )
+    first = views[0]
+    return nwb.MultiCameraPose(
+        name=_rig_pose_name(task_key),
+        rig=rig_group,
+        views=views,
+        bodyparts=bodyparts,
+        points=stack(("x", "y", "z")),
+        variance=stack(("x_var", "y_var", "z_var")),
+        reprojection_error=np.stack(
+            [np.asarray(parts[bp]["reprojection_error"], dtype=np.float64) for bp in bodyparts], axis=1
+        ),
+        cameras_used=np.stack([np.asarray(parts[bp]["cameras_used"], dtype=np.float64) for bp in bodyparts], axis=1),
+        units=calibration["units"],
+        reference_frame=calibration["reference_frame"],
+        description=(
+            f"3D pose triangulated by element-lightning-pose (method '{method}', triangulation parameter set "
+            f"{task_key['triangulation_paramset_idx']}) from calibration '{calibration_id}' and the 2D pose of "
+            f"{'; '.join(sources)}. Rig frame t is video frame t + frame_offset of each view "
+            f"(offsets {', '.join(f'{n}: {offsets[n]}' for n in cameras)})."
+        ),
+        scorer=f"triangulation {method}",
+        fps=float(first.fps),
+        starting_time=lead / float(first.fps),
+        skeleton_edges=[tuple(edge) for edge in skeleton] if skeleton else None,
+    )
+
+
+def _rig_pose_name(task_key: dict) -> str:
+    return (
+        f"rig{task_key['rig_recording_id']}_params{task_key['triangulation_paramset_idx']}"
+        f"_tri{task_key['triangulation_id']}"
+    )
+
+
+def session_rig_poses(session_key: dict) -> tuple[list[nwb.MultiCameraPose], set[int]]:
+    """Every Triangulation of the session as an ``nwb.MultiCameraPose``, and the recording ids
+    of their views; nothing when the multicam schema is not active.
+
+    Cameras keep their calibration names; when the session has several rig recordings, the
+    names get ``_rig<id>`` so that each rig's cameras and videos are distinct NWB objects.
+    """
+    multicam = _multicam()
+    if multicam is None:
+        return [], set()
+    session = {k: session_key[k] for k in model._linking_module.Session.primary_key}
+    order = ("rig_recording_id", "triangulation_paramset_idx", "triangulation_id")
+    tasks = sorted(fetch_keys(multicam.Triangulation & session), key=lambda k: tuple(int(k[f]) for f in order))
+    rigs = fetch_keys(multicam.MultiCameraRecording & session, order_by="rig_recording_id")
+    poses, covered = [], set()
+    for task in tasks:
+        rig_id = task["rig_recording_id"]
+        views = multicam.MultiCameraRecording.views({**session, "rig_recording_id": rig_id})
+        names = {
+            v["camera_name"]: v["camera_name"] if len(rigs) == 1 else f"{v['camera_name']}_rig{rig_id}" for v in views
+        }
+        poses.append(_rig_pose(task, names))
+        covered |= {int(v["recording_id"]) for v in views}
+    return poses, covered
 
 
 def _camera_name(device: str, rec: dict, suffix: str | None) -> str:
@@ -192,8 +336,10 @@ def export_session(
     overwrite: bool = False,
     subject: dict | None = None,
     session: dict | None = None,
+    dandi_layout: bool = False,
 ) -> Path:
-    """Write (or append) a session's pose to NWB; returns the file path.
+    """Write (or append) a session's pose (2D, and 3D of its triangulations) to NWB; returns
+    the file path.
 
     Args:
         session_key: restricts the upstream ``Session`` to one session.
@@ -204,15 +350,27 @@ def export_session(
         timezone: zone of the naive session datetime stored in the database.
         overwrite: replace an existing output file.
         subject, session: extra or overriding ``SubjectInfo`` / ``SessionInfo`` fields.
+        dandi_layout: ``out`` is a dandiset folder: the file goes to
+            ``sub-<subject>/sub-<subject>_ses-<session>_behavior+image.nwb`` in it and the source
+            videos are hard-linked (or copied) into the folder named after the file, referenced
+            relative to it. With ``append_to``, the videos are placed beside that file the same way.
     """
-    cameras = session_cameras(session_key)
+    rig_poses, covered = session_rig_poses(session_key)
+    cameras = session_cameras(session_key, exclude=covered)
+    if not cameras and not rig_poses:
+        raise ValueError(f"session {session_key}: no PoseEstimation, EnsembleSmoothing or Triangulation to export")
     if append_to is not None:
-        return nwb.append_pose(append_to, cameras)
+        return nwb.append_pose(append_to, cameras, multicam=rig_poses, place_videos_beside=dandi_layout)
     overrides = {**({"species": species} if species is not None else {}), **(subject or {})}
     subject_meta = subject_info(session_key, **overrides)
     session_meta = session_info(session_key, timezone=timezone, **(session or {}))
     target = Path(out) if out is not None else paths.processed_dir(model._linking_module) / "nwb"
-    if target.suffix != ".nwb":
+    if dandi_layout:
+        if target.suffix == ".nwb":
+            raise ValueError(f"with dandi_layout, out is the dandiset folder, not a file: {target}")
+    elif target.suffix != ".nwb":
         target.mkdir(parents=True, exist_ok=True)
         target = target / nwb.dandi_filename(subject_meta.subject_id, session_meta.session_id)
-    return nwb.write_nwb(target, session_meta, subject_meta, cameras, overwrite=overwrite)
+    return nwb.write_nwb(
+        target, session_meta, subject_meta, cameras, multicam=rig_poses, overwrite=overwrite, dandi_layout=dandi_layout
+    )

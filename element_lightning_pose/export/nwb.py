@@ -30,12 +30,14 @@ import stat
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from ndx_pose import (
+    CalibratedCamera,
+    MultiCameraPoseEstimation,
     PoseEstimation,
     PoseEstimationSeries,
     PoseTraining,
@@ -53,6 +55,7 @@ from pynwb.file import Subject
 from pynwb.image import GrayscaleImage, ImageSeries, RGBImage
 
 from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -371,14 +374,21 @@ def _edges_array(skeleton_edges: Sequence[tuple[int, int]] | None, n_parts: int,
 
 def _timing(camera: CameraPose, n_frames: int) -> dict:
     """Keyword arguments giving a TimeSeries its times: timestamps, or rate and starting time."""
-    where = f"CameraPose {camera.camera_name!r}"
-    if camera.timestamps is None:
-        if camera.fps is None or not np.isfinite(camera.fps) or camera.fps <= 0:
+    return _series_timing(
+        f"CameraPose {camera.camera_name!r}", camera.timestamps, camera.fps, camera.starting_time, n_frames
+    )
+
+
+def _series_timing(
+    where: str, timestamps: np.ndarray | None, fps: float | None, starting_time: float, n_frames: int
+) -> dict:
+    if timestamps is None:
+        if fps is None or not np.isfinite(fps) or fps <= 0:
             raise ValueError(f"{where}: fps must be a positive number when timestamps is None")
-        if not np.isfinite(camera.starting_time):
+        if not np.isfinite(starting_time):
             raise ValueError(f"{where}: starting_time must be finite")
-        return {"rate": float(camera.fps), "starting_time": float(camera.starting_time)}
-    timestamps = np.asarray(camera.timestamps, dtype=np.float64)
+        return {"rate": float(fps), "starting_time": float(starting_time)}
+    timestamps = np.asarray(timestamps, dtype=np.float64)
     if timestamps.shape != (n_frames,):
         raise ValueError(f"{where}: timestamps has shape {timestamps.shape}, expected ({n_frames},)")
     if not np.all(np.isfinite(timestamps)):
@@ -388,7 +398,6 @@ def _timing(camera: CameraPose, n_frames: int) -> dict:
     # DANDI's inspector flags timestamps whose steps agree to 9 decimals: store a rate instead.
     if n_frames > 2 and np.unique(np.diff(timestamps).round(9)).size == 1:
         step = (timestamps[-1] - timestamps[0]) / (n_frames - 1)
-        fps = camera.fps
         rate = float(fps) if fps and abs(1.0 / fps - step) < 1e-9 else 1.0 / step
         return {"rate": rate, "starting_time": float(timestamps[0])}
     return {"timestamps": timestamps}
@@ -475,17 +484,22 @@ def _check_no_clash(nwbfile: NWBFile, cameras: Sequence[CameraPose], video_paths
             if module is not None and name in module.data_interfaces:
                 raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
         _check_skeleton_fits(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
-        video = nwbfile.acquisition.get(names.video)
-        if video is not None:
-            existing = [str(f) for f in (video.external_file or [])]
-            if not isinstance(video, ImageSeries) or existing != [video_path]:
-                raise ValueError(
-                    f"acquisition/{names.video} already exists and is not an ImageSeries of "
-                    f"{video_path!r} (it holds {existing})"
-                )
+        _check_video_fits(nwbfile, camera.camera_name, video_path)
         device = nwbfile.devices.get(names.device)
         if device is not None and not isinstance(device, Device):
             raise ValueError(f"devices/{names.device} exists and is not a Device")
+
+
+def _check_video_fits(nwbfile: NWBFile, camera_name: str, video_path: str) -> None:
+    """An existing source video of this camera is reused only when it is the same file."""
+    name = camera_object_names(camera_name).video
+    video = nwbfile.acquisition.get(name)
+    if video is not None:
+        existing = [str(f) for f in (getattr(video, "external_file", None) or [])]
+        if not isinstance(video, ImageSeries) or existing != [video_path]:
+            raise ValueError(
+                f"acquisition/{name} already exists and is not an ImageSeries of {video_path!r} (it holds {existing})"
+            )
 
 
 def _camera_device(nwbfile: NWBFile, camera: CameraPose) -> Device:
@@ -554,40 +568,48 @@ def _variance_series(name: str, what: str, variance: np.ndarray, camera: CameraP
     )
 
 
-def _add_camera(nwbfile: NWBFile, camera: CameraPose, video_path: str) -> None:
-    names = camera_object_names(camera.camera_name)
-    n_frames = np.asarray(camera.x).shape[0]
-    timing = _timing(camera, n_frames)
+def _camera_pose_estimation(
+    nwbfile: NWBFile, camera: CameraPose, video_path: str, device: Device, skeleton: Skeleton, name: str
+) -> tuple[PoseEstimation, dict]:
+    """The ``PoseEstimation`` of one camera (not yet placed) and the timing its variances link to."""
+    timing = _timing(camera, np.asarray(camera.x).shape[0])
     series = _pose_series(camera, timing)
     linked = timing if "rate" in timing else {"timestamps": series[0]}
-    device = _camera_device(nwbfile, camera)
     video = _source_video(nwbfile, camera, video_path, device, linked)
-    skeleton = _skeleton(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
-    module = _behavior_module(nwbfile)
-    module.add(
-        PoseEstimation(
-            name=names.pose_estimation,
-            pose_estimation_series=series,
-            description=camera.description,
-            scorer=camera.scorer,
-            source_software=camera.source_software,
-            source_software_version=camera.source_software_version,
-            skeleton=skeleton,
-            device=device,
-            source_video=video,
-        )
+    pose = PoseEstimation(
+        name=name,
+        pose_estimation_series=series,
+        description=camera.description,
+        scorer=camera.scorer,
+        source_software=camera.source_software,
+        source_software_version=camera.source_software_version,
+        skeleton=skeleton,
+        device=device,
+        source_video=video,
     )
+    return pose, linked
+
+
+def _add_camera_variances(
+    module: ProcessingModule, camera: CameraPose, linked: dict, posterior_name: str, ensemble_name: str
+) -> None:
     variances = [
-        (names.posterior_variance, "Posterior variance", camera.posterior_var),
-        (
-            names.ensemble_variance,
-            "Ensemble variance (across ensemble members)",
-            camera.ensemble_var,
-        ),
+        (posterior_name, "Posterior variance", camera.posterior_var),
+        (ensemble_name, "Ensemble variance (across ensemble members)", camera.ensemble_var),
     ]
     for name, what, variance in variances:
         if variance is not None:
             module.add(_variance_series(name, what, variance, camera, linked))
+
+
+def _add_camera(nwbfile: NWBFile, camera: CameraPose, video_path: str) -> None:
+    names = camera_object_names(camera.camera_name)
+    device = _camera_device(nwbfile, camera)
+    skeleton = _skeleton(nwbfile, names.skeleton, camera.bodyparts, camera.skeleton_edges)
+    pose, linked = _camera_pose_estimation(nwbfile, camera, video_path, device, skeleton, names.pose_estimation)
+    module = _behavior_module(nwbfile)
+    module.add(pose)
+    _add_camera_variances(module, camera, linked, names.posterior_variance, names.ensemble_variance)
 
 
 def _relative_video_path(video_path: PathLike, nwb_dir: PathLike | None) -> str:
@@ -618,6 +640,359 @@ def add_pose(nwbfile: NWBFile, cameras: Sequence[CameraPose], *, nwb_dir: PathLi
     _check_no_clash(nwbfile, cameras, video_paths)
     for camera, video_path in zip(cameras, video_paths):
         _add_camera(nwbfile, camera, video_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-camera 3D pose (ndx-pose 0.4: CalibratedCamera, MultiCameraPoseEstimation)
+
+
+@dataclass(kw_only=True)
+class MultiCameraPose:
+    """3D pose of one calibrated rig, with the 2D pose of each of its camera views.
+
+    ``points`` and ``variance`` are (T, K, 3): world (x, y, z) in ``units`` (the calibration's,
+    e.g. 'mm') and their posterior variances in ``units``², NaN where a body part was not
+    triangulated (``variance`` None for methods without one). ``reprojection_error`` (T, K, C)
+    in pixels and ``cameras_used`` (T, K) are optional, with columns in ``views`` order.
+    ``rig`` holds the calibration of every camera in ``views`` (extra cameras are ignored);
+    each view's ``camera_name`` names its camera in ``rig``, and its body parts are
+    ``bodyparts``. Timing (``timestamps`` or ``fps`` + ``starting_time``) is that of the rig
+    frames; each view keeps its own. ``skeleton_edges`` are index or body-part-name pairs.
+    """
+
+    name: str
+    rig: CameraGroup
+    views: list[CameraPose]
+    bodyparts: list[str]
+    points: np.ndarray
+    units: str
+    reference_frame: str
+    description: str
+    scorer: str
+    variance: np.ndarray | None = None
+    reprojection_error: np.ndarray | None = None
+    cameras_used: np.ndarray | None = None
+    fps: float | None = None
+    starting_time: float = 0.0
+    timestamps: np.ndarray | None = None
+    skeleton_edges: Sequence[tuple[int, int]] | Sequence[tuple[str, str]] | None = None
+    source_software: str = "element-lightning-pose"
+    source_software_version: str = __version__
+
+
+@dataclass(frozen=True)
+class MultiCameraObjectNames:
+    """Where one rig's objects live in the file (names inside their containers)."""
+
+    pose_estimation: str  # processing["behavior"]: the MultiCameraPoseEstimation
+    skeleton: str  # processing["behavior"]["Skeletons"]
+    posterior_variance: str  # processing["behavior"]: TimeSeries (T, K, 3)
+    reprojection_error: str  # processing["behavior"]: TimeSeries (T, K, C)
+    cameras_used: str  # processing["behavior"]: TimeSeries (T, K)
+
+    def view(self, camera_name: str) -> CameraObjectNames:
+        """Names of a view's objects: its PoseEstimation inside the MultiCameraPoseEstimation,
+        its CalibratedCamera in devices, its video in acquisition, its 2D variances."""
+        names = camera_object_names(camera_name)
+        prefix = f"{self.pose_estimation}_{camera_name}"
+        return replace(
+            names,
+            skeleton=self.skeleton,
+            posterior_variance=f"{prefix}_posterior_variance",
+            ensemble_variance=f"{prefix}_ensemble_variance",
+        )
+
+
+def multicam_object_names(name: str) -> MultiCameraObjectNames:
+    """Names of the NWB objects written for the rig pose ``name``."""
+    pose_name = f"MultiCameraPoseEstimation_{name}"
+    return MultiCameraObjectNames(
+        pose_estimation=pose_name,
+        skeleton=f"Skeleton_{pose_name}",
+        posterior_variance=f"{pose_name}_posterior_variance",
+        reprojection_error=f"{pose_name}_reprojection_error",
+        cameras_used=f"{pose_name}_cameras_used",
+    )
+
+
+# nwbinspector's DANDI configuration accepts only these spelled-out length units on a SpatialSeries.
+_LENGTH_UNITS = {
+    "m": "meters",
+    "meter": "meters",
+    "meters": "meters",
+    "cm": "centimeters",
+    "centimeter": "centimeters",
+    "centimeters": "centimeters",
+    "mm": "millimeters",
+    "millimeter": "millimeters",
+    "millimeters": "millimeters",
+    "um": "micrometers",
+    "µm": "micrometers",
+    "μm": "micrometers",
+    "micrometer": "micrometers",
+    "micrometers": "micrometers",
+}
+
+
+def spatial_unit(units: str) -> str:
+    """The NWB unit of a calibration's length ``units`` ('mm' -> 'millimeters'); others raise."""
+    unit = _LENGTH_UNITS.get(str(units).strip().lower())
+    if unit is None:
+        raise ValueError(
+            f"units {units!r} is not a length unit NWB / DANDI accept; use one of m, cm, mm, um "
+            "(or meters, centimeters, millimeters, micrometers)"
+        )
+    return unit
+
+
+def _edge_indices(pose: MultiCameraPose, where: str) -> list[tuple[int, int]] | None:
+    if pose.skeleton_edges is None:
+        return None
+    edges = []
+    for edge in pose.skeleton_edges:
+        if len(edge) != 2:
+            raise ValueError(f"{where}: skeleton edge {edge!r} is not a pair")
+        pair = []
+        for end in edge:
+            if isinstance(end, str):
+                if end not in pose.bodyparts:
+                    raise ValueError(f"{where}: skeleton edge {edge!r} names {end!r}, not one of {pose.bodyparts}")
+                pair.append(pose.bodyparts.index(end))
+            else:
+                pair.append(end)
+        edges.append((pair[0], pair[1]))
+    return edges
+
+
+def validate_multicam(pose: MultiCameraPose) -> None:
+    """Raise ``ValueError`` naming the rig pose, camera and field at fault."""
+    where = f"MultiCameraPose {pose.name!r}"
+    if not isinstance(pose.name, str) or not _OBJECT_NAME.match(pose.name):
+        raise ValueError(f"{where}: name must start with a letter or digit and hold only letters, digits, '_-. '")
+    if not pose.bodyparts or len(set(pose.bodyparts)) != len(pose.bodyparts):
+        raise ValueError(f"{where}: bodyparts must be non-empty and unique")
+    for bodypart in pose.bodyparts:
+        if not isinstance(bodypart, str) or not _OBJECT_NAME.match(bodypart):
+            raise ValueError(f"{where}: body part name {bodypart!r} is not a valid object name")
+    for field in ("units", "reference_frame", "description", "scorer"):
+        value = getattr(pose, field)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: {field} must be a non-empty string")
+    try:
+        spatial_unit(pose.units)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    points = np.asarray(pose.points, dtype=np.float64)
+    if points.ndim != 3 or points.shape[0] == 0 or points.shape[1:] != (len(pose.bodyparts), 3):
+        raise ValueError(f"{where}: points has shape {points.shape}, expected (T>0, {len(pose.bodyparts)}, 3)")
+    if np.any(np.isinf(points)):
+        raise ValueError(f"{where}: points hold infinite values (use NaN where not triangulated)")
+    n_frames, n_parts = points.shape[:2]
+    if pose.variance is not None:
+        variance = _float_array(pose.variance, f"{where}: variance", (n_frames, n_parts, 3))
+        if np.any(variance[np.isfinite(variance)] < 0):
+            raise ValueError(f"{where}: variance holds negative values")
+    if not pose.views:
+        raise ValueError(f"{where}: no camera views")
+    view_names = [view.camera_name for view in pose.views]
+    duplicates = sorted({n for n in view_names if view_names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{where}: camera views repeat: {duplicates}")
+    missing = [n for n in view_names if n not in pose.rig.names]
+    if missing:
+        raise ValueError(f"{where}: views {missing} are not cameras of the calibration ({pose.rig.names})")
+    if pose.reprojection_error is not None:
+        _float_array(pose.reprojection_error, f"{where}: reprojection_error", (n_frames, n_parts, len(view_names)))
+    if pose.cameras_used is not None:
+        _float_array(pose.cameras_used, f"{where}: cameras_used", (n_frames, n_parts))
+    _edges_array(_edge_indices(pose, where), n_parts, where)
+    _series_timing(where, pose.timestamps, pose.fps, pose.starting_time, n_frames)
+    for view in pose.views:
+        validate_camera(view)
+        if list(view.bodyparts) != list(pose.bodyparts):
+            raise ValueError(
+                f"{where}: camera {view.camera_name!r} has body parts {list(view.bodyparts)}, "
+                f"the 3D pose has {list(pose.bodyparts)}"
+            )
+        size = pose.rig[view.camera_name].size
+        if (int(view.image_width), int(view.image_height)) != size:
+            raise ValueError(
+                f"{where}: camera {view.camera_name!r} video is {view.image_width}x{view.image_height} px, "
+                f"its calibration is for {size[0]}x{size[1]} px"
+            )
+
+
+def _calibration_matches(device: CalibratedCamera, camera: Camera) -> bool:
+    stored = [
+        device.intrinsic_matrix,
+        device.rotation_matrix,
+        device.translation_vector,
+        device.distortion_coefficients,
+    ]
+    wanted = [camera.matrix, camera.rotation, camera.translation, camera.distortion]
+    for value, expected in zip(stored, wanted):
+        if value is None or np.asarray(value[:]).shape != expected.shape:
+            return False
+        if not np.array_equal(np.asarray(value[:], dtype=np.float64), expected):
+            return False
+    return True
+
+
+def _check_multicam_clash(nwbfile: NWBFile, pose: MultiCameraPose, video_paths: list[str]) -> None:
+    names = multicam_object_names(pose.name)
+    module = nwbfile.processing.get(BEHAVIOR_MODULE)
+    taken = [names.pose_estimation, names.posterior_variance, names.reprojection_error, names.cameras_used]
+    for view in pose.views:
+        view_names = names.view(view.camera_name)
+        taken += [view_names.posterior_variance, view_names.ensemble_variance]
+    for name in taken:
+        if module is not None and name in module.data_interfaces:
+            raise ValueError(f"processing/{BEHAVIOR_MODULE}/{name} already exists in the NWB file")
+    _check_skeleton_fits(nwbfile, names.skeleton, pose.bodyparts, _edge_indices(pose, pose.name))
+    for view, video_path in zip(pose.views, video_paths):
+        device = nwbfile.devices.get(view.camera_name)
+        if device is not None and not (
+            isinstance(device, CalibratedCamera) and _calibration_matches(device, pose.rig[view.camera_name])
+        ):
+            raise ValueError(
+                f"devices/{view.camera_name} already exists in the NWB file and is not a CalibratedCamera "
+                "with this calibration"
+            )
+        _check_video_fits(nwbfile, view.camera_name, video_path)
+
+
+def _calibrated_camera(nwbfile: NWBFile, camera: Camera, units: str) -> CalibratedCamera:
+    """The camera's ``CalibratedCamera`` in devices (an identical existing one is reused)."""
+    if camera.name in nwbfile.devices:  # already checked to hold this calibration
+        return nwbfile.devices[camera.name]
+    model = (
+        "fisheye model (distortion k1 k2 k3 k4 on the angle, cv2.fisheye)"
+        if camera.fisheye
+        else "pinhole model with distortion k1 k2 p1 p2 k3 (cv2.projectPoints)"
+    )
+    device = CalibratedCamera(
+        name=camera.name,
+        description=(
+            f"Calibrated camera '{camera.name}', {camera.size[0]}x{camera.size[1]} px. OpenCV {model}: a world "
+            f"point X maps to the camera frame as R X + t (rotation_matrix R, translation_vector t in {units}), "
+            "then to pixels through the distortion and intrinsic_matrix K."
+        ),
+        intrinsic_matrix=camera.matrix,
+        rotation_matrix=camera.rotation,
+        translation_vector=camera.translation,
+        distortion_coefficients=camera.distortion,
+    )
+    nwbfile.add_device(device)
+    return device
+
+
+def _pose_series_3d(pose: MultiCameraPose, timing: dict) -> list[PoseEstimationSeries]:
+    points = np.asarray(pose.points, dtype=np.float64)
+    series: list[PoseEstimationSeries] = []
+    for k, bodypart in enumerate(pose.bodyparts):
+        shared = timing if not series or "rate" in timing else {"timestamps": series[0]}
+        series.append(
+            PoseEstimationSeries(
+                name=bodypart,
+                description=(
+                    f"3D position of '{bodypart}' triangulated from cameras {[v.camera_name for v in pose.views]}; "
+                    "NaN where it was not triangulated."
+                ),
+                data=points[:, k, :],
+                unit=spatial_unit(pose.units),
+                reference_frame=pose.reference_frame,
+                **shared,
+            )
+        )
+    return series
+
+
+def _rig_series(pose: MultiCameraPose, names: MultiCameraObjectNames, linked: dict) -> list[TimeSeries]:
+    """The 3D posterior variance, reprojection errors and view counts, beside the 3D pose."""
+    parts = list(pose.bodyparts)
+    cameras = [view.camera_name for view in pose.views]
+    unit = spatial_unit(pose.units)
+    items = [
+        (
+            names.posterior_variance,
+            pose.variance,
+            f"{unit}^2",
+            f"Posterior variance of the 3D positions in {names.pose_estimation}, in {unit} squared. "
+            f"Array axes: (frame, body part, coordinate); body parts in order {parts}; coordinates (x, y, z).",
+        ),
+        (
+            names.reprojection_error,
+            pose.reprojection_error,
+            "pixels",
+            f"Distance in pixels between each camera's 2D estimate and the projection of the 3D position in "
+            f"{names.pose_estimation}. Array axes: (frame, body part, camera); body parts in order {parts}; "
+            f"cameras in order {cameras}.",
+        ),
+        (
+            names.cameras_used,
+            pose.cameras_used,
+            "n.a.",
+            f"Number of camera views that contributed to each 3D position in {names.pose_estimation}. "
+            f"Array axes: (frame, body part); body parts in order {parts}.",
+        ),
+    ]
+    return [
+        TimeSeries(name=name, description=text, data=np.asarray(values, dtype=np.float64), unit=item_unit, **linked)
+        for name, values, item_unit, text in items
+        if values is not None
+    ]
+
+
+def _add_multicam(nwbfile: NWBFile, pose: MultiCameraPose, video_paths: list[str]) -> None:
+    names = multicam_object_names(pose.name)
+    skeleton = _skeleton(nwbfile, names.skeleton, pose.bodyparts, _edge_indices(pose, pose.name))
+    timing = _series_timing(
+        f"MultiCameraPose {pose.name!r}", pose.timestamps, pose.fps, pose.starting_time, np.shape(pose.points)[0]
+    )
+    series = _pose_series_3d(pose, timing)
+    linked = timing if "rate" in timing else {"timestamps": series[0]}
+    module = _behavior_module(nwbfile)
+    views = []
+    for view, video_path in zip(pose.views, video_paths):
+        view_names = names.view(view.camera_name)
+        device = _calibrated_camera(nwbfile, pose.rig[view.camera_name], spatial_unit(pose.units))
+        view_pose, view_timing = _camera_pose_estimation(
+            nwbfile, view, video_path, device, skeleton, view_names.pose_estimation
+        )
+        views.append(view_pose)
+        _add_camera_variances(module, view, view_timing, view_names.posterior_variance, view_names.ensemble_variance)
+    module.add(
+        MultiCameraPoseEstimation(
+            name=names.pose_estimation,
+            pose_estimation_series=series,
+            pose_estimations=views,
+            description=pose.description,
+            scorer=pose.scorer,
+            source_software=pose.source_software,
+            source_software_version=pose.source_software_version,
+            skeleton=skeleton,
+        )
+    )
+    for item in _rig_series(pose, names, linked):
+        module.add(item)
+
+
+def add_multicam_pose(nwbfile: NWBFile, poses: Sequence[MultiCameraPose], *, nwb_dir: PathLike | None = None) -> None:
+    """Add each rig's 3D pose to ``nwbfile``: one ``CalibratedCamera`` per camera (reused when an
+    identical one exists), one ``MultiCameraPoseEstimation`` (3D series + one 2D
+    ``PoseEstimation`` per view, each linked to its camera and source video) and the posterior
+    variance beside it. Validated before the file is touched; names that exist raise."""
+    names = [pose.name for pose in poses]
+    if len(set(names)) != len(names):
+        raise ValueError(f"multi-camera pose names repeat: {names}")
+    all_paths = []
+    for pose in poses:
+        validate_multicam(pose)
+        video_paths = [_relative_video_path(view.video_path, nwb_dir) for view in pose.views]
+        _check_multicam_clash(nwbfile, pose, video_paths)
+        all_paths.append(video_paths)
+    for pose, video_paths in zip(poses, all_paths):
+        _add_multicam(nwbfile, pose, video_paths)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -731,21 +1106,30 @@ def add_training(nwbfile: NWBFile, labels: Sequence[TrainingLabels]) -> None:
 # Files
 
 
+def _dandi_label(value: str, field: str) -> str:
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", str(value))).strip("-")
+    if not cleaned:
+        raise ValueError(f"{field} {value!r} leaves nothing usable in a DANDI file name")
+    return cleaned
+
+
 def dandi_filename(subject_id: str, session_id: str) -> str:
     """``sub-<id>_ses-<id>_behavior+image.nwb`` with each id reduced to letters, digits and '-'.
 
     DANDI separates entities with '_' and modalities with '+', so any other character in an id
     (including '_', '.', '/', spaces) becomes '-'.
     """
-
-    def label(value: str, field: str) -> str:
-        cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", str(value))).strip("-")
-        if not cleaned:
-            raise ValueError(f"{field} {value!r} leaves nothing usable in a DANDI file name")
-        return cleaned
-
-    subject, session = label(subject_id, "subject_id"), label(session_id, "session_id")
+    subject, session = _dandi_label(subject_id, "subject_id"), _dandi_label(session_id, "session_id")
     return f"sub-{subject}_ses-{session}_behavior+image.nwb"
+
+
+def dandi_path(subject_id: str, session_id: str) -> Path:
+    """Where ``dandi organize`` puts the file inside a dandiset: ``sub-<id>/<dandi_filename>``."""
+    return Path(f"sub-{_dandi_label(subject_id, 'subject_id')}") / dandi_filename(subject_id, session_id)
+
+
+def _all_views(cameras: Sequence[CameraPose], multicam: Sequence[MultiCameraPose]) -> list[CameraPose]:
+    return list(cameras) + [view for pose in multicam for view in pose.views]
 
 
 def _warn_missing_videos(path: Path, cameras: Sequence[CameraPose]) -> None:
@@ -759,38 +1143,168 @@ def _warn_missing_videos(path: Path, cameras: Sequence[CameraPose]) -> None:
             )
 
 
+def _video_destinations(nwb_path: Path, views: Sequence[CameraPose]) -> dict[Path, Path]:
+    """Each distinct source video -> its place in ``<nwb folder>/<nwb stem>/`` (its own file name;
+    the camera name in front when two sources share a name). Missing sources raise."""
+    folder = nwb_path.parent / nwb_path.stem
+    destinations: dict[Path, Path] = {}
+    for view in views:
+        source = Path(view.video_path).absolute()
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"source video {os.fspath(view.video_path)!r} of camera {view.camera_name!r} does not exist "
+                "(relative paths are read from the working directory when videos are placed beside the file)"
+            )
+        if source in destinations:
+            continue
+        target = folder / source.name
+        if target in destinations.values():
+            target = folder / f"{view.camera_name}_{source.name}"
+        destinations[source] = target
+    return destinations
+
+
+def _place_video(source: Path, target: Path, overwrite: bool) -> bool:
+    """Hard-link (or, across file systems, copy) ``source`` to ``target``; True when new (a
+    replaced file is not new: a later failure must not delete what stands in its place).
+
+    An existing ``target`` that is ``source`` itself (a hard link) is kept; another file there
+    raises unless ``overwrite``. A copy goes through a temporary, so no truncated video is left.
+    """
+    existed = target.exists()
+    if existed:
+        if os.path.samefile(source, target):
+            return False
+        if not overwrite:
+            raise FileExistsError(f"{target} exists and is not {source}; pass overwrite=True to replace it")
+    with atomic_output(target, mode=stat.S_IMODE(source.stat().st_mode)) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not allowed: copy the bytes
+            shutil.copyfile(source, tmp)
+    return not existed
+
+
+def place_videos(
+    nwb_path: PathLike,
+    cameras: Sequence[CameraPose] = (),
+    multicam: Sequence[MultiCameraPose] = (),
+    *,
+    overwrite: bool = False,
+) -> tuple[list[CameraPose], list[MultiCameraPose], list[Path]]:
+    """Put the source videos where DANDI wants them: ``<nwb folder>/<nwb stem>/`` (hard links
+    when the file system allows, else copies), and return the cameras and rig poses pointing at
+    them (stored relative to the file, e.g. ``sub-m1_ses-1_behavior+image/top.mp4``) and the
+    files created here (for the caller to remove if writing the NWB file fails)."""
+    nwb_path = Path(nwb_path)
+    destinations = _video_destinations(nwb_path, _all_views(cameras, multicam))
+    created: list[Path] = []
+    try:
+        for source, target in destinations.items():
+            if _place_video(source, target, overwrite):
+                created.append(target)
+    except BaseException:
+        _remove_placed(created)
+        raise
+
+    def moved(view: CameraPose) -> CameraPose:
+        return replace(view, video_path=destinations[Path(view.video_path).absolute()])
+
+    new_cameras = [moved(camera) for camera in cameras]
+    new_multicam = [replace(pose, views=[moved(view) for view in pose.views]) for pose in multicam]
+    return new_cameras, new_multicam, created
+
+
+def _remove_placed(created: Sequence[Path]) -> None:
+    for path in created:
+        path.unlink(missing_ok=True)
+    for folder in {path.parent for path in created}:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _check_camera_names_disjoint(cameras: Sequence[CameraPose], multicam: Sequence[MultiCameraPose]) -> None:
+    single = {camera.camera_name for camera in cameras}
+    for pose in multicam:
+        shared = sorted(single & {view.camera_name for view in pose.views})
+        if shared:
+            raise ValueError(
+                f"cameras {shared} are given both as single cameras and as views of the rig pose {pose.name!r}; "
+                "a rig view's 2D pose is written inside its MultiCameraPoseEstimation"
+            )
+
+
+def _add_everything(
+    nwbfile: NWBFile,
+    cameras: Sequence[CameraPose],
+    multicam: Sequence[MultiCameraPose],
+    training: Sequence[TrainingLabels],
+    nwb_dir: Path,
+) -> None:
+    _check_camera_names_disjoint(cameras, multicam)
+    for pose in multicam:  # validate the rig poses before the single cameras touch the file
+        validate_multicam(pose)
+    if cameras:
+        add_pose(nwbfile, cameras, nwb_dir=nwb_dir)
+    if multicam:
+        add_multicam_pose(nwbfile, multicam, nwb_dir=nwb_dir)
+    if training:
+        add_training(nwbfile, training)
+
+
 def write_nwb(
     path: PathLike,
     session: SessionInfo,
     subject: SubjectInfo,
     cameras: Sequence[CameraPose],
     *,
+    multicam: Sequence[MultiCameraPose] = (),
     training: Sequence[TrainingLabels] = (),
     overwrite: bool = False,
+    dandi_layout: bool = False,
 ) -> Path:
-    """Write a new NWB file with the session, subject, pose of ``cameras`` and optional labeled
-    ``training`` frames; return its path.
+    """Write a new NWB file with the session, subject, pose of ``cameras``, the 3D pose of
+    calibrated rigs (``multicam``) and optional labeled ``training`` frames; return its path.
 
     ``path`` is a file, or an existing folder in which :func:`dandi_filename` names the file.
+    With ``dandi_layout``, ``path`` is the dandiset's folder: the file goes to
+    :func:`dandi_path` inside it and the source videos are hard-linked (or copied) into the
+    folder named after the file (see :func:`place_videos`), as ``dandi organize`` lays them out.
     Refuses (``FileExistsError``) to replace an existing file unless ``overwrite``. The file is
-    written beside the target and renamed, so a failure leaves no file (and any old one intact).
+    written beside the target and renamed, so a failure leaves no file (and any old one intact),
+    and removes the videos it placed.
     """
     path = Path(path)
-    if path.is_dir():
+    if dandi_layout:
+        if path.suffix == ".nwb":
+            raise ValueError(f"with dandi_layout, path is the dandiset folder, not a file: {path}")
+        path = path / dandi_path(subject.subject_id, session.session_id)
+    elif path.is_dir():
         path = path / dandi_filename(subject.subject_id, session.session_id)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if not cameras and not training:
-        raise ValueError("nothing to write: no cameras and no training labels")
+    if not cameras and not multicam and not training:
+        raise ValueError("nothing to write: no cameras, no multi-camera pose and no training labels")
     nwbfile = build_nwbfile(session, subject)
-    if cameras:
-        add_pose(nwbfile, cameras, nwb_dir=path.parent)
-    if training:
-        add_training(nwbfile, training)
-    _warn_missing_videos(path, cameras)
-    with atomic_output(path) as tmp:  # the temporary keeps the .nwb suffix pynwb wants
-        with NWBHDF5IO(str(tmp), mode="w") as io:
-            io.write(nwbfile)
+    created: list[Path] = []
+    if dandi_layout:
+        for pose in multicam:  # bad input fails before any video is placed
+            validate_multicam(pose)
+        for camera in cameras:
+            validate_camera(camera)
+        cameras, multicam, created = place_videos(path, cameras, multicam, overwrite=overwrite)
+    try:
+        _add_everything(nwbfile, cameras, multicam, training, path.parent)
+        _warn_missing_videos(path, _all_views(cameras, multicam))
+        with atomic_output(path) as tmp:  # the temporary keeps the .nwb suffix pynwb wants
+            with NWBHDF5IO(str(tmp), mode="w") as io:
+                io.write(nwbfile)
+    except BaseException:
+        _remove_placed(created)
+        raise
     return path
 
 
@@ -798,40 +1312,58 @@ def append_pose(
     path: PathLike,
     cameras: Sequence[CameraPose],
     *,
+    multicam: Sequence[MultiCameraPose] = (),
     training: Sequence[TrainingLabels] = (),
     atomic: bool = True,
+    place_videos_beside: bool = False,
 ) -> Path:
-    """Add pose (and labeled ``training`` frames) to the existing NWB file ``path``, leaving
-    its other contents as they are.
+    """Add pose (3D pose of rigs, labeled ``training`` frames) to the existing NWB file
+    ``path``, leaving its other contents as they are.
 
     With ``atomic`` (the default) the file is copied beside itself, appended to, and renamed
     over the original, so a failure leaves the original untouched; ``atomic=False`` appends in
-    place, which avoids the copy for very large files at the cost of that guarantee.
+    place, which avoids the copy for very large files at the cost of that guarantee. With
+    ``place_videos_beside`` the source videos are placed as DANDI wants them (see
+    :func:`place_videos`).
     """
     path = Path(path)
-    if not cameras and not training:
-        raise ValueError("nothing to append: no cameras and no training labels")
+    if not cameras and not multicam and not training:
+        raise ValueError("nothing to append: no cameras, no multi-camera pose and no training labels")
     if not path.is_file():
         raise FileNotFoundError(f"NWB file {path} does not exist")
-    _warn_missing_videos(path, cameras)
-    if not atomic:
-        _append(path, path, cameras, training)
-        return path
-    # the appended copy keeps the original's mode, as an in-place append would
-    with atomic_output(path, mode=stat.S_IMODE(path.stat().st_mode)) as tmp:
-        shutil.copy2(path, tmp)
-        _append(tmp, path, cameras, training)
+    created: list[Path] = []
+    if place_videos_beside:
+        for pose in multicam:
+            validate_multicam(pose)
+        for camera in cameras:
+            validate_camera(camera)
+        cameras, multicam, created = place_videos(path, cameras, multicam)
+    try:
+        _warn_missing_videos(path, _all_views(cameras, multicam))
+        if not atomic:
+            _append(path, path, cameras, multicam, training)
+            return path
+        # the appended copy keeps the original's mode, as an in-place append would
+        with atomic_output(path, mode=stat.S_IMODE(path.stat().st_mode)) as tmp:
+            shutil.copy2(path, tmp)
+            _append(tmp, path, cameras, multicam, training)
+    except BaseException:
+        _remove_placed(created)
+        raise
     return path
 
 
-def _append(target: Path, path: Path, cameras: Sequence[CameraPose], training: Sequence[TrainingLabels]) -> None:
+def _append(
+    target: Path,
+    path: Path,
+    cameras: Sequence[CameraPose],
+    multicam: Sequence[MultiCameraPose],
+    training: Sequence[TrainingLabels],
+) -> None:
     """Append to the NWB file ``target`` (``path`` or its temporary copy; videos are relative to ``path``)."""
     with NWBHDF5IO(str(target), mode="a") as io:
         nwbfile = io.read()
-        if cameras:
-            add_pose(nwbfile, cameras, nwb_dir=path.parent)
-        if training:
-            add_training(nwbfile, training)
+        _add_everything(nwbfile, cameras, multicam, training, path.parent)
         io.write(nwbfile)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,14 +12,18 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from ndx_pose import CalibratedCamera, MultiCameraPoseEstimation
 from nwbinspector import Importance
 from pynwb import NWBHDF5IO, TimeSeries
 from pynwb.device import Device
 
 from element_lightning_pose.engine.io import read_image, read_labels
+from element_lightning_pose.engine.multicam.cameras import CameraGroup
+from element_lightning_pose.engine.multicam.rig import make_body, make_rig
 from element_lightning_pose.export.nwb import (
     REFERENCE_FRAME,
     CameraPose,
+    MultiCameraPose,
     SessionInfo,
     SubjectInfo,
     TrainingLabels,
@@ -27,6 +32,7 @@ from element_lightning_pose.export.nwb import (
     camera_object_names,
     dandi_filename,
     inspect_dandi,
+    multicam_object_names,
     training_frame_name,
     write_nwb,
 )
@@ -515,3 +521,281 @@ def test_missing_source_video_warns_and_is_critical_for_dandi(tmp_path, videos):
         path = write_nwb(tmp_path / "pose.nwb", session_info(), subject_info(), [camera])
     critical = [m for m in inspect_dandi(path) if m.importance == Importance.CRITICAL]
     assert [m.check_function_name for m in critical] == ["check_image_series_external_file_valid"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-camera 3D pose (CalibratedCamera, MultiCameraPoseEstimation) and the dandiset layout
+
+RIG_FRAME = "(0, 0, 0) is the arena centre on the floor; z points up; axes in millimeters"
+
+
+@pytest.fixture()
+def rig_pose(tmp_path: Path) -> MultiCameraPose:
+    """Three calibrated 64x48 cameras watching a synthetic body; 2D views are its projections."""
+    rig = make_rig(3, image_size=(WIDTH, HEIGHT))
+    body = make_body(N_FRAMES)
+    n_parts = 5  # enough for a skeleton; fewer series keep the inspector fast
+    bodyparts = list(body.bodyparts[:n_parts])
+    edges = [(bodyparts[a], bodyparts[b]) for a, b in body.edges if a < n_parts and b < n_parts]
+    assert edges
+    pixels = rig.project(body.points[:, :n_parts])  # (C, T, K, 2)
+    rng = np.random.default_rng(21)
+    shape = pixels.shape[1:3]
+    views = [
+        make_camera(
+            camera.name,
+            write_video(tmp_path / f"{camera.name}.mp4"),
+            seed=c,
+            bodyparts=bodyparts,
+            x=pixels[c, ..., 0],
+            y=pixels[c, ..., 1],
+            likelihood=rng.uniform(0, 1, shape),
+            skeleton_edges=None,
+            posterior_var=rng.uniform(0, 2, (*shape, 2)) if c == 0 else None,
+        )
+        for c, camera in enumerate(rig.cameras)
+    ]
+    points = body.points[:, :n_parts].copy()
+    points[3, 1] = np.nan  # a body part that was not triangulated in one frame
+    return MultiCameraPose(
+        name="rig1",
+        rig=rig,
+        views=views,
+        bodyparts=bodyparts,
+        points=points,
+        variance=rng.uniform(0, 5, points.shape),
+        reprojection_error=rng.uniform(0, 1, (*shape, 3)),
+        cameras_used=rng.integers(2, 4, shape),
+        units="mm",
+        reference_frame=RIG_FRAME,
+        description="3D smoother over the three views",
+        scorer="smoother",
+        fps=30.0,
+        skeleton_edges=edges,
+    )
+
+
+def assert_rig_pose_matches(nwbfile, pose: MultiCameraPose, video_dir: str = "") -> None:
+    names = multicam_object_names(pose.name)
+    behavior = nwbfile.processing["behavior"]
+    stored = behavior[names.pose_estimation]
+    assert isinstance(stored, MultiCameraPoseEstimation)
+    assert (stored.description, stored.scorer) == (pose.description, pose.scorer)
+    assert list(stored.skeleton.nodes[:]) == pose.bodyparts
+    assert stored.skeleton is behavior["Skeletons"][names.skeleton]
+    expected_edges = [(pose.bodyparts.index(a), pose.bodyparts.index(b)) for a, b in pose.skeleton_edges]
+    np.testing.assert_array_equal(stored.skeleton.edges[:], expected_edges)
+    assert sorted(stored.pose_estimation_series) == sorted(pose.bodyparts)  # HDF5 lists names sorted
+    for k, bodypart in enumerate(pose.bodyparts):
+        series = stored.pose_estimation_series[bodypart]
+        np.testing.assert_array_equal(series.data[:], pose.points[:, k, :])  # NaN where not triangulated
+        assert series.unit == "millimeters"
+        assert series.reference_frame == RIG_FRAME
+        assert (series.rate, series.starting_time) == (pose.fps, pose.starting_time)
+    np.testing.assert_array_equal(behavior[names.posterior_variance].data[:], pose.variance)
+    assert behavior[names.posterior_variance].unit == "millimeters^2"
+    np.testing.assert_array_equal(behavior[names.reprojection_error].data[:], pose.reprojection_error)
+    np.testing.assert_array_equal(behavior[names.cameras_used].data[:], pose.cameras_used)
+    assert sorted(stored.pose_estimations) == sorted(f"PoseEstimation_{view.camera_name}" for view in pose.views)
+    for view in pose.views:
+        camera = pose.rig[view.camera_name]
+        device = nwbfile.devices[view.camera_name]
+        assert isinstance(device, CalibratedCamera)
+        for stored_value, expected in (
+            (device.intrinsic_matrix, camera.matrix),
+            (device.rotation_matrix, camera.rotation),
+            (device.translation_vector, camera.translation),
+            (device.distortion_coefficients, camera.distortion),
+        ):
+            np.testing.assert_array_equal(stored_value[:], expected)  # float64, bit for bit
+        view_names = names.view(view.camera_name)
+        view_pose = stored.pose_estimations[view_names.pose_estimation]
+        assert view_pose.device is device
+        assert view_pose.skeleton is stored.skeleton
+        assert view_pose.source_video is nwbfile.acquisition[view_names.video]
+        assert list(view_pose.source_video.external_file[:]) == [f"{video_dir}{Path(view.video_path).name}"]
+        for k, bodypart in enumerate(pose.bodyparts):
+            series = view_pose.pose_estimation_series[bodypart]
+            np.testing.assert_array_equal(series.data[:], np.column_stack([view.x[:, k], view.y[:, k]]))
+            np.testing.assert_array_equal(series.confidence[:], view.likelihood[:, k])
+            assert series.unit == "pixels"
+        if view.posterior_var is None:
+            assert view_names.posterior_variance not in behavior.data_interfaces
+        else:
+            np.testing.assert_array_equal(behavior[view_names.posterior_variance].data[:], view.posterior_var)
+
+
+def test_rig_pose_round_trips_and_passes_dandi_inspection(tmp_path, rig_pose):
+    path = write_nwb(tmp_path / "rig.nwb", session_info(), subject_info(), [], multicam=[rig_pose])
+
+    with NWBHDF5IO(str(path), mode="r") as io:
+        assert_rig_pose_matches(io.read(), rig_pose)
+    assert_dandi_clean(path)
+
+
+def test_rig_pose_appends_beside_single_cameras_and_existing_content(tmp_path, rig_pose, two_cameras):
+    path = tmp_path / "existing.nwb"
+    make_existing_file(path)  # holds a plain Device "top", reused by the single camera "top"
+
+    append_pose(path, two_cameras)
+    append_pose(path, [], multicam=[rig_pose])
+    second = replace(rig_pose, name="rig1_robust", variance=None, reprojection_error=None, cameras_used=None)
+    append_pose(path, [], multicam=[second])  # the same rig again: cameras and videos are reused
+
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        np.testing.assert_array_equal(nwbfile.acquisition["wheel_position"].data[:], np.linspace(0, 1, 50))
+        assert_pose_matches(nwbfile, replace(two_cameras[0], camera_description="Existing top camera."), "top.mp4")
+        assert_pose_matches(nwbfile, two_cameras[1], "bot.mp4")
+        assert_rig_pose_matches(nwbfile, rig_pose)
+        second_pose = nwbfile.processing["behavior"][multicam_object_names("rig1_robust").pose_estimation]
+        first_pose = nwbfile.processing["behavior"][multicam_object_names("rig1").pose_estimation]
+        for view in rig_pose.views:
+            name = f"PoseEstimation_{view.camera_name}"
+            assert second_pose.pose_estimations[name].device is first_pose.pose_estimations[name].device
+        assert (
+            multicam_object_names("rig1_robust").posterior_variance
+            not in nwbfile.processing["behavior"].fields["data_interfaces"]
+        )
+    assert_dandi_clean(path)
+
+
+def moved_camera(rig_pose: MultiCameraPose) -> MultiCameraPose:
+    camera = rig_pose.rig.cameras[0]
+    moved = camera.with_pose(camera.rotation, camera.translation + 1.0)
+    return replace(rig_pose, rig=CameraGroup((moved, *rig_pose.rig.cameras[1:])), name="other")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: replace(p, rig=p.rig.subset(p.rig.names[:2])), r"views \['cam2'\] are not cameras"),
+        (lambda p: replace(p, units="furlongs"), "units 'furlongs'"),
+        (lambda p: replace(p, points=p.points[:, :, :2]), "points has shape"),
+        (lambda p: replace(p, variance=-np.ones_like(p.points)), "variance holds negative"),
+        (lambda p: replace(p, reprojection_error=np.ones(p.points.shape[:2])), "reprojection_error has shape"),
+        (lambda p: replace(p, skeleton_edges=[(p.bodyparts[0], "wing")]), "names 'wing'"),
+        (
+            lambda p: replace(p, views=[replace(p.views[0], bodyparts=p.bodyparts[::-1]), *p.views[1:]]),
+            "has body parts",
+        ),
+        (
+            lambda p: replace(p, views=[replace(p.views[0], image_width=WIDTH * 2), *p.views[1:]]),
+            "calibration is for 64x48",
+        ),
+        (lambda p: replace(p, views=[p.views[0], p.views[0], p.views[2]]), "camera views repeat"),
+        (lambda p: replace(p, fps=None), "fps must be a positive number"),
+    ],
+)
+def test_bad_rig_pose_is_rejected_before_writing(tmp_path, rig_pose, change, message):
+    target = tmp_path / "rig.nwb"
+    with pytest.raises(ValueError, match=message):
+        write_nwb(target, session_info(), subject_info(), [], multicam=[change(rig_pose)])
+    assert not target.exists()
+
+
+def test_append_refuses_another_calibration_of_a_stored_camera_and_leaves_the_file(tmp_path, rig_pose):
+    path = write_nwb(tmp_path / "rig.nwb", session_info(), subject_info(), [], multicam=[rig_pose])
+    before = sha256(path)
+
+    with pytest.raises(ValueError, match="devices/cam0 already exists .* not a CalibratedCamera with this calibration"):
+        append_pose(path, [], multicam=[moved_camera(rig_pose)])
+    with pytest.raises(ValueError, match="MultiCameraPoseEstimation_rig1 already exists"):
+        append_pose(path, [], multicam=[rig_pose])
+    with pytest.raises(ValueError, match=r"cameras \['cam0'\] are given both as single cameras and as views"):
+        append_pose(path, [rig_pose.views[0]], multicam=[replace(rig_pose, name="again")])
+
+    assert sha256(path) == before
+
+
+def dandi_executable() -> str | None:
+    """The DANDI CLI: $ELP_DANDI (path to a ``dandi`` executable), else ``dandi`` on PATH."""
+    import os
+    import shutil
+
+    return os.environ.get("ELP_DANDI") or shutil.which("dandi")
+
+
+def external_files(path: Path, cameras: list[str]) -> list[str]:
+    """The external file of each camera's source video, in ``cameras`` order."""
+    with NWBHDF5IO(str(path), mode="r") as io:
+        acquisition = io.read().acquisition
+        return [str(f) for camera in cameras for f in acquisition[camera_object_names(camera).video].external_file]
+
+
+def test_dandiset_layout_places_videos_beside_the_file_and_dandi_validates(tmp_path, rig_pose, two_cameras):
+    dandiset = tmp_path / "dandiset"
+    dandiset.mkdir()
+    (dandiset / "dandiset.yaml").write_text("identifier: '000000'\nname: ELP test\ndescription: NWB export test\n")
+    single = write_nwb(dandiset, session_info(), subject_info(), two_cameras, dandi_layout=True)
+    rig = write_nwb(dandiset, session_info(), subject_info(subject_id="m2"), [], multicam=[rig_pose], dandi_layout=True)
+
+    assert single.relative_to(dandiset).as_posix() == "sub-mouse-01/sub-mouse-01_ses-2024-03-01-a_behavior+image.nwb"
+    assert rig.relative_to(dandiset).as_posix() == "sub-m2/sub-m2_ses-2024-03-01-a_behavior+image.nwb"
+    for path, views in ((single, two_cameras), (rig, rig_pose.views)):
+        stored = external_files(path, [view.camera_name for view in views])
+        assert stored == [f"{path.stem}/{Path(view.video_path).name}" for view in views]
+        for view, relative in zip(views, stored):
+            placed = path.parent / relative
+            assert placed.resolve().is_relative_to(dandiset.resolve())
+            assert placed.samefile(view.video_path)  # a hard link, not a copy, on one file system
+    with NWBHDF5IO(str(rig), mode="r") as io:
+        assert_rig_pose_matches(io.read(), rig_pose, video_dir=f"{rig.stem}/")
+    assert_dandi_clean(rig)
+
+    dandi = dandi_executable()
+    if dandi is None:
+        pytest.skip("the DANDI CLI is not installed: set ELP_DANDI to a dandi executable (pip install dandi)")
+    result = subprocess.run(
+        [dandi, "validate", "--min-severity", "HINT", str(dandiset)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No errors found" in result.stdout, result.stdout
+
+
+def test_dandiset_layout_failure_leaves_no_file_and_no_placed_video(tmp_path, two_cameras):
+    top, bot = two_cameras
+    unwritable = replace(bot, description="ensemble \udc80")  # fails inside the HDF5 write
+    with pytest.raises(Exception, match="Could not create scalar dataset description"):
+        write_nwb(tmp_path / "ds", session_info(), subject_info(), [top, unwritable], dandi_layout=True)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "bot.mp4",
+        "ds",
+        "ds/sub-mouse-01",
+        "top.mp4",
+    ]
+
+    missing = replace(top, video_path=tmp_path / "absent.mp4")
+    with pytest.raises(FileNotFoundError, match="absent.mp4"):
+        write_nwb(tmp_path / "ds", session_info(), subject_info(), [missing], dandi_layout=True)
+
+
+def test_dandiset_layout_append_places_videos_beside_the_existing_file(tmp_path, two_cameras):
+    path = tmp_path / "sub-mouse-01_ses-1_ecephys.nwb"
+    make_existing_file(path)
+    append_pose(path, two_cameras[:1], place_videos_beside=True)
+    append_pose(path, two_cameras[1:], place_videos_beside=True)
+
+    assert external_files(path, ["top", "bot"]) == [
+        "sub-mouse-01_ses-1_ecephys/top.mp4",
+        "sub-mouse-01_ses-1_ecephys/bot.mp4",
+    ]
+    assert (tmp_path / "sub-mouse-01_ses-1_ecephys" / "bot.mp4").samefile(two_cameras[1].video_path)
+    assert_dandi_clean(path)
+
+
+def test_rig_pose_with_irregular_timestamps_shares_one_dataset(tmp_path, rig_pose):
+    timestamps = 1.0 + np.cumsum(np.random.default_rng(3).uniform(0.030, 0.036, N_FRAMES))
+    pose = replace(rig_pose, fps=None, timestamps=timestamps)
+    path = write_nwb(tmp_path / "rig.nwb", session_info(), subject_info(), [], multicam=[pose])
+
+    names = multicam_object_names("rig1")
+    with h5py.File(path, "r") as handle:
+        group = f"processing/behavior/{names.pose_estimation}"
+        owner = handle[f"{group}/{pose.bodyparts[0]}/timestamps"]
+        np.testing.assert_array_equal(owner[:], timestamps)
+        for other in [f"{group}/{bp}/timestamps" for bp in pose.bodyparts[1:]] + [
+            f"processing/behavior/{names.posterior_variance}/timestamps",
+            f"processing/behavior/{names.reprojection_error}/timestamps",
+        ]:
+            assert handle[other] == owner, other

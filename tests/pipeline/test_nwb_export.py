@@ -91,3 +91,16 @@ def test_missing_dandi_subject_field_is_named(lp, smoothed, tmp_path):
     with pytest.raises(ValueError, match="species"):
         dj_nwb.export_session(session, tmp_path, subject={"species": None})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dandiset_layout_places_the_file_and_its_video(lp, smoothed, tmp_path):
+    session, flow = smoothed
+    path = dj_nwb.export_session(session, tmp_path, species="Mus musculus", dandi_layout=True)
+    assert path.parent == tmp_path / "sub-mouse1"
+    video = lp.model.VideoRecording.file_paths(flow["rec"])[0]
+    with NWBHDF5IO(str(path), "r") as io:
+        stored = io.read().acquisition[nwb.camera_object_names("cam_top_rec1").video].external_file[:]
+    assert list(stored) == [f"{path.stem}/{video.name}"]
+    assert (path.parent / stored[0]).samefile(video)
+    serious = [m for m in nwb.inspect_dandi(path) if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+    assert serious == [], [m.message for m in serious]
