@@ -48,10 +48,10 @@ def demo_params(epochs: int, resize: int, backbone: str) -> dict:
 # Sizes of each demo when the command line leaves them out: (2D demo, --multiview).
 DEFAULTS = {
     "models": (2, 1),
-    "epochs": (120, 40),
+    "epochs": (120, 30),
     "resize": (128, 128),
     "image_size": (128, 320),
-    "labeled": (60, 40),
+    "labeled": (60, 30),
     "frames": (600, 300),
 }
 
@@ -390,7 +390,15 @@ def multiview_params(args: argparse.Namespace) -> dict:
     width, height = rig_sizes(args.resize)
     params["data"]["image_resize"] = [height, width]
     params["data"]["multiview"] = "shared"
+    limit = float(getattr(args, "max_train_s", 0) or 0)
+    if limit > 0:
+        params["training"]["max_time_s"] = limit
     return params
+
+
+def _time_cap(args: argparse.Namespace) -> str:
+    limit = float(getattr(args, "max_train_s", 0) or 0)
+    return f", at most {limit:.0f} s each" if limit > 0 else ""
 
 
 def run_multiview_demo(args: argparse.Namespace) -> dict:
@@ -445,7 +453,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
     height, width = multiview_params(args)["data"]["image_resize"]
     with Step(
         f"training {args.models} shared multi-view model(s) ({args.backbone}, {args.epochs} epochs, "
-        f"{width}x{height}px)",
+        f"{width}x{height}px{_time_cap(args)})",
         timings,
     ):
         idx = train.TrainingParamSet.insert_new_params("demo multi-view", multiview_params(args))
@@ -523,7 +531,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
         summary["nwb_findings"] = [f"{m.importance.name}: {m.message}" for m in messages]
         for message in serious:
             print(f"    nwbinspector: {message.importance.name}: {message.message}")
-        summary["nwb_3d"] = _nwb_has_3d(nwb_path)
+        summary["nwb_3d"] = _nwb_3d_contents(nwb_path)
 
     points_file = (multicam.Triangulation & task).fetch1("points_file")
     summary["outputs"]["3D points CSV"] = processed / points_file
@@ -616,14 +624,17 @@ def _rig_plots(lp, task: dict, arrays: dict, figures: Path) -> dict:
     return {"3D trace plot": traces, "reprojection plot": errors}
 
 
-def _nwb_has_3d(path: Path) -> bool:
-    """Whether the NWB file holds a ``MultiCameraPoseEstimation`` (the 3D export)."""
+def _nwb_3d_contents(path: Path) -> dict[str, int]:
+    """How many ``MultiCameraPoseEstimation`` (3D pose) and ``CalibratedCamera`` objects the
+    NWB file holds."""
     from pynwb import NWBHDF5IO
 
+    counts = {"MultiCameraPoseEstimation": 0, "CalibratedCamera": 0}
     with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
-        nwbfile = io.read()
-        objects = nwbfile.objects.values()
-        return any(type(o).__name__ == "MultiCameraPoseEstimation" for o in objects)
+        for obj in io.read().objects.values():
+            if type(obj).__name__ in counts:
+                counts[type(obj).__name__] += 1
+    return counts
 
 
 def print_multiview_summary(summary: dict, elapsed: float) -> None:
@@ -640,9 +651,11 @@ def print_multiview_summary(summary: dict, elapsed: float) -> None:
             f"  {camera:22s} {'-' if calibration is None else f'{calibration:11.2f}'}"
             f"   {summary['reprojection_error_px'][camera]:12.2f}   {summary['pixel_error_px'][camera]:17.2f}"
         )
+    contents = summary["nwb_3d"]
     print(
-        f"NWB serious inspector findings: {summary['nwb_serious_findings']}"
-        f" (3D pose in the file: {'yes' if summary['nwb_3d'] else 'no'})"
+        f"NWB serious inspector findings: {summary['nwb_serious_findings']}; the file holds "
+        f"{contents['MultiCameraPoseEstimation']} MultiCameraPoseEstimation (3D) and "
+        f"{contents['CalibratedCamera']} CalibratedCamera"
     )
     print("wall time per step:")
     for step, seconds in summary["timings"].items():

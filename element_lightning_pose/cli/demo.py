@@ -37,15 +37,22 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> 
         default=0.5,
         help="--multiview: 2D predictions below this likelihood are left out of the 3D (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-train-s",
+        type=float,
+        default=240.0,
+        help="--multiview: stop training a model after this many seconds, whatever the epochs, so that the demo "
+        "keeps its time on a busy machine; 0: no limit (default: %(default)s)",
+    )
     parser.add_argument("--models", type=int, help="ensemble size (default: 2; 1 with --multiview)")
-    parser.add_argument("--epochs", type=int, help="training epochs per model (default: 120; 40 with --multiview)")
+    parser.add_argument("--epochs", type=int, help="training epochs per model (default: 120; 30 with --multiview)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="(default: %(default)s, ImageNet weights)")
     parser.add_argument("--resize", type=int, help="network input size (default: 128; with --multiview its width, 4:3)")
     parser.add_argument(
         "--image-size", type=int, help="synthetic frame size (default: 128; with --multiview the width, default 320)"
     )
     parser.add_argument(
-        "--labeled", type=int, help="synthetic labeled frames (default: 60; per view 40 with --multiview)"
+        "--labeled", type=int, help="synthetic labeled frames (default: 60; per view 30 with --multiview)"
     )
     parser.add_argument("--frames", type=int, help="synthetic frames per video (default: 600; 300 with --multiview)")
 

@@ -52,6 +52,7 @@ def test_multiview_demo_runs_end_to_end(dj_connection, schema_prefix, tmp_path):
     assert all(math.isfinite(v) for v in summary["pixel_error_px"].values())
     assert summary["nwb_serious_findings"] == 0
     assert Path(summary["outputs"]["nwb"]).is_file()
+    assert summary["nwb_3d"] == {"MultiCameraPoseEstimation": 1, "CalibratedCamera": 3}
     assert Path(summary["outputs"]["3D trace plot"]).stat().st_size > 10_000
     steps = summary["timings"]
     assert any(s.startswith("calibration") for s in steps) and any(s.startswith("NWB") for s in steps)
