@@ -506,7 +506,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
                 session, 1, RIG_CALIBRATION, {c: recs[c]["recording_id"] for c in names}
             )
         # the 3D smoother: robust to confident 2D mistakes, a posterior variance per coordinate
-        triangulation = {"method": "smoother", "min_likelihood": float(getattr(args, "min_likelihood", 0.5))}
+        triangulation = {"method": "smoother", "min_likelihood": float(getattr(args, "min_likelihood", 0.1))}
         tidx = multicam.TriangulationParamSet.insert_new_params("demo 3D smoother", triangulation)
         task = {**rig_key, "triangulation_paramset_idx": tidx, "triangulation_id": 1}
         if not multicam.TriangulationTask & task:

@@ -34,8 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> 
     parser.add_argument(
         "--min-likelihood",
         type=float,
-        default=0.5,
-        help="--multiview: 2D predictions below this likelihood are left out of the 3D (default: %(default)s)",
+        default=0.1,
+        help="--multiview: 2D predictions below this likelihood are left out of the 3D; the demo's networks, "
+        "trained for minutes, are rarely more confident than 0.5 (default: %(default)s)",
     )
     parser.add_argument(
         "--max-train-s",
