@@ -318,8 +318,11 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
     """The synthetic rig: a labeled multi-view project (its board videos and true calibration
     included) and a session of the same rig with a different walk, its 3D ground truth.
 
-    Returns the project (``RigProject``), the session's videos {camera: path} and its truth
-    (T, K, 3) in the rig's world frame (mm). Reused when it exists with the same sizes."""
+    Returns a dict: the project's root, camera_names, board_videos and true calibration, the
+    true ``group``, the session's videos {camera: path}, its ``truth`` (T, K, 3) in the rig's
+    world frame (mm) and its ``bodyparts``. Reused when it exists with the same sizes (other
+    sizes in the same output folder and prefix would meet the first run's VideoSet: use
+    another ``--out`` and ``--prefix``)."""
     from .engine.multicam.cameras import read_calibration
     from .engine.multicam.project import make_rig_project
     from .engine.multicam.rig import make_body, render_body_videos
