@@ -5,12 +5,19 @@ labeled project with ground truth (or use ``--project``), register it, train two
 different seeds, evaluate them, predict a session video with each, smooth the ensemble with
 EKS, export NWB (checked with nwbinspector's DANDI config), draw trace plots and a labeled
 video, and print a summary. Running it again reuses what exists.
+
+``elp demo --multiview`` (:func:`run_multiview_demo`) runs a calibrated camera rig instead:
+rendered board videos -> ``Calibration`` -> a labeled multi-view project (one CSV per view)
+as one ``VideoSet`` -> one network shared by the views -> ``PoseEstimation`` per camera of a
+new session -> ``MultiCameraRecording`` -> ``Triangulation`` -> 3D plots -> NWB, and prints
+the 3D error against the ground truth, the reprojection errors and the time of each step.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -38,11 +45,32 @@ def demo_params(epochs: int, resize: int, backbone: str) -> dict:
     }
 
 
-class Step:
-    """Prints a step's name, then its duration when it ends."""
+# Sizes of each demo when the command line leaves them out: (2D demo, --multiview).
+DEFAULTS = {
+    "models": (2, 1),
+    "epochs": (120, 30),
+    "resize": (128, 128),
+    "image_size": (128, 320),
+    "labeled": (60, 30),
+    "frames": (600, 300),
+}
 
-    def __init__(self, name: str):
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Give every size the command line left out (None) its default for the chosen demo."""
+    multiview = bool(getattr(args, "multiview", False))
+    for name, values in DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, values[multiview])
+    return args
+
+
+class Step:
+    """Prints a step's name, then its duration when it ends (also kept in ``timings``)."""
+
+    def __init__(self, name: str, timings: dict | None = None):
         self.name = name
+        self.timings = timings
 
     def __enter__(self):
         print(f"==> {self.name} ...", flush=True)
@@ -51,7 +79,10 @@ class Step:
 
     def __exit__(self, *exc):
         if exc[0] is None:
-            print(f"    done in {time.perf_counter() - self.start:.1f} s", flush=True)
+            elapsed = time.perf_counter() - self.start
+            if self.timings is not None:
+                self.timings[self.name] = elapsed
+            print(f"    done in {elapsed:.1f} s", flush=True)
 
 
 def connect(backend: str) -> None:
@@ -266,6 +297,372 @@ def print_summary(summary: dict, elapsed: float) -> None:
     for name, fps in summary["inference_fps"].items():
         print(f"  {name:24s} {fps:7.1f} frames/s" if fps else f"  {name:24s} (loaded)")
     print(f"NWB serious inspector findings: {summary['nwb_serious_findings']}")
+    print("outputs:")
+    for what, path in summary["outputs"].items():
+        print(f"  {what:28s} {path}")
+    print(f"total {elapsed / 60:.1f} min")
+
+
+# --------------------------------------------------------------------------- --multiview
+
+RIG_CALIBRATION = "demo_rig"
+
+
+def rig_sizes(width: int) -> tuple[int, int]:
+    """(width, height) of a 4:3 frame ``width`` wide, the height a multiple of 32 (the
+    network's input must be), at least 32."""
+    return width, max(32, int(round(0.75 * width / 32)) * 32)
+
+
+def rig_data(root: Path, args: argparse.Namespace) -> dict:
+    """The synthetic rig: a labeled multi-view project (its board videos and true calibration
+    included) and a session of the same rig with a different walk, its 3D ground truth.
+
+    Returns a dict: the project's root, camera_names, board_videos and true calibration, the
+    true ``group``, the session's videos {camera: path}, its ``truth`` (T, K, 3) in the rig's
+    world frame (mm) and its ``bodyparts``. Reused when it exists with the same sizes (other
+    sizes in the same output folder and prefix would meet the first run's VideoSet: use
+    another ``--out`` and ``--prefix``)."""
+    from .engine.multicam.cameras import read_calibration
+    from .engine.multicam.project import make_rig_project
+    from .engine.multicam.rig import make_body, render_body_videos
+
+    width, height = args.image_size, int(round(args.image_size * 0.75))
+    sizes = {
+        "cameras": args.cameras,
+        "image_size": [width, height],
+        "frames": args.frames,
+        "labeled": args.labeled,
+        "board_frames": args.board_frames,
+    }
+    project_dir = root / "projects" / "rig"
+    session_dir = root / "sessions" / "rig_session"
+    stamp = project_dir / "demo_sizes.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == sizes):
+        for folder in (project_dir, session_dir):
+            if folder.exists():
+                shutil.rmtree(folder)
+        make_rig_project(
+            project_dir,
+            n_cameras=args.cameras,
+            image_size=(width, height),
+            n_frames=args.frames,
+            n_labeled=args.labeled,
+            n_board_frames=args.board_frames,
+            seed=0,
+        )
+    project = _load_rig_project(project_dir)
+    group = read_calibration(project["calibration"])
+    truth_file = session_dir / "ground_truth.npz"
+    if not truth_file.is_file():
+        body = make_body(args.frames, seed=1)  # another walk than the labeled one: a held-out session
+        radius = max(1, int(round(4 * width / 640)))  # as make_rig_project draws the labeled videos
+        render_body_videos(group, body.points, body.bodyparts, session_dir, radius=radius)
+        from .engine.atomic import atomic_output
+
+        with atomic_output(truth_file) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, points3d=body.points, bodyparts=np.array(body.bodyparts))
+    from .engine.atomic import write_text_atomic
+
+    write_text_atomic(stamp, json.dumps(sizes))
+    truth = np.load(truth_file)
+    return {
+        **project,
+        "group": group,
+        "session_videos": {name: session_dir / f"{name}.mp4" for name in group.names},
+        "truth": truth["points3d"],
+        "bodyparts": [str(b) for b in truth["bodyparts"]],
+    }
+
+
+def _load_rig_project(project_dir: Path) -> dict:
+    """The paths of a project :func:`make_rig_project` wrote (its layout is fixed)."""
+    truth = np.load(project_dir / "ground_truth.npz")
+    names = [str(n) for n in truth["camera_names"]]
+    return {
+        "root": project_dir,
+        "camera_names": names,
+        "board_videos": {n: project_dir / "calibration" / f"{n}.avi" for n in names},
+        "calibration": project_dir / "calibration.toml",
+    }
+
+
+def multiview_params(args: argparse.Namespace) -> dict:
+    """:func:`demo_params` with one network shared by the views and a 4:3 input."""
+    params = demo_params(args.epochs, args.resize, args.backbone)
+    width, height = rig_sizes(args.resize)
+    params["data"]["image_resize"] = [height, width]
+    params["data"]["multiview"] = "shared"
+    limit = float(getattr(args, "max_train_s", 0) or 0)
+    if limit > 0:
+        params["training"]["max_time_s"] = limit
+    return params
+
+
+def _time_cap(args: argparse.Namespace) -> str:
+    limit = float(getattr(args, "max_train_s", 0) or 0)
+    return f", at most {limit:.0f} s each" if limit > 0 else ""
+
+
+def run_multiview_demo(args: argparse.Namespace) -> dict:
+    """Run every step of the multi-camera demo; returns the summary (also written as
+    ``summary.json`` in the output folder)."""
+    out = Path(args.out).absolute()
+    root, processed = out / "data", out / "processed"
+    root.mkdir(parents=True, exist_ok=True)
+    processed.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    summary: dict = {"outputs": {}, "timings": timings}
+
+    with Step("database", timings):
+        connect(args.backend)
+        from . import dj_compat, pipeline
+
+        lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
+    train, model, multicam = lp.train, lp.model, lp.multicam
+
+    with Step(f"rig of {args.cameras} cameras: board videos, labeled views, session videos", timings):
+        data = rig_data(root, args)
+        names = data["camera_names"]
+
+    with Step("calibration from the board videos", timings):
+        cal = {"calibration_id": RIG_CALIBRATION}
+        if not multicam.CameraCalibration & cal:
+            from .engine.multicam.project import BOARD
+
+            board = {f: getattr(BOARD, f) for f in ("board_type", "board_x", "board_y", "square_length")}
+            board.update({f: getattr(BOARD, f) for f in ("marker_length", "marker_bits", "dict_size")})
+            if not multicam.CalibrationTask & cal:
+                multicam.CalibrationTask.create(RIG_CALIBRATION, board, data["board_videos"], units="mm")
+            _raise_errors(dj_compat.populate(multicam.Calibration, cal))
+        units = (multicam.CameraCalibration & cal).fetch1("units")
+        summary["units"] = units
+        summary["calibration_error_px"] = {
+            r["camera_name"]: r["reprojection_error"]
+            for r in dj_compat.fetch_dicts(multicam.CameraCalibration.Camera & cal, order_by="camera_name")
+        }
+
+    with Step("multi-view project as one VideoSet", timings):
+        project_rel = "projects/rig"
+        existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
+        vs_key = (
+            {"video_set_id": existing[0]["video_set_id"]}
+            if existing
+            else train.VideoSet.insert_project(project_rel, description="demo rig: one label CSV per view")
+        )
+        n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
+        print(f"    {project_rel}: {n_labeled} labeled frames in views {train.VideoSet.views(vs_key)}")
+
+    height, width = multiview_params(args)["data"]["image_resize"]
+    with Step(
+        f"training {args.models} shared multi-view model(s) ({args.backbone}, {args.epochs} epochs, "
+        f"{width}x{height}px{_time_cap(args)})",
+        timings,
+    ):
+        idx = train.TrainingParamSet.insert_new_params("demo multi-view", multiview_params(args))
+        for i in range(args.models):
+            train.TrainingTask.insert1(
+                {**vs_key, "paramset_idx": idx, "training_id": i + 1, "seed": i}, skip_duplicates=True
+            )
+        _raise_errors(dj_compat.populate(train.ModelTraining, {**vs_key, "paramset_idx": idx}, display_progress=True))
+        models = []
+        for i in range(args.models):
+            tkey = {**vs_key, "paramset_idx": idx, "training_id": i + 1}
+            name = f"demo_rig_seed{i}"
+            if not model.Model & {"model_name": name}:
+                model.Model.insert_from_training(tkey, model_name=name)
+            models.append(name)
+            row = (train.ModelTraining & tkey).fetch1()
+            print(f"    {name}: {row['n_epochs']} epochs in {row['wall_time_s']:.0f} s")
+
+    with Step("session: one recording per camera, pose estimation per camera", timings):
+        session = pipeline.add_session(
+            "mouse01",
+            dt.datetime(2024, 5, 2, 10, 30),
+            session_id=2,  # session 1 is the 2D demo's (same schemas by default)
+            sex="F",
+            subject_birth_date=dt.date(2024, 1, 2),
+            description="element-lightning-pose multi-camera demo session",
+        )
+        recs = {}
+        for i, camera in enumerate(names):
+            device = f"rig_{camera}"
+            lp.Device.insert1({"device": device, "device_description": f"rig camera {camera}"}, skip_duplicates=True)
+            rec = {**session, "recording_id": i + 1}
+            if not model.VideoRecording & rec:
+                with model.VideoRecording.connection.transaction:
+                    model.VideoRecording.insert1({**rec, "device": device})
+                    model.VideoRecording.File.insert1(
+                        {**rec, "file_id": 0, "file_path": _relative(root, data["session_videos"][camera])}
+                    )
+            recs[camera] = rec
+        _raise_errors(dj_compat.populate(model.RecordingInfo, list(recs.values())))
+        for rec in recs.values():
+            for name in models:
+                model.PoseEstimationTask.generate(rec, name, batch_size=16)
+        _raise_errors(dj_compat.populate(model.PoseEstimation, list(recs.values()), display_progress=True))
+
+    with Step("3D: MultiCameraRecording -> TriangulationTask -> Triangulation", timings):
+        rig_key = {**session, "rig_recording_id": 1}
+        if not multicam.MultiCameraRecording & rig_key:
+            multicam.MultiCameraRecording.insert_rig(
+                session, 1, RIG_CALIBRATION, {c: recs[c]["recording_id"] for c in names}
+            )
+        # the 3D smoother: robust to confident 2D mistakes, a posterior variance per coordinate
+        triangulation = {"method": "smoother", "min_likelihood": float(getattr(args, "min_likelihood", 0.1))}
+        tidx = multicam.TriangulationParamSet.insert_new_params("demo 3D smoother", triangulation)
+        task = {**rig_key, "triangulation_paramset_idx": tidx, "triangulation_id": 1}
+        if not multicam.TriangulationTask & task:
+            multicam.TriangulationTask.create(rig_key, tidx, models[0], description="demo: the first model per camera")
+        _raise_errors(dj_compat.populate(multicam.Triangulation, task))
+
+    summary.update(_rig_errors(lp, data, recs, models[0], task))
+
+    with Step("3D plots", timings):
+        figures = out / "figures"
+        figures.mkdir(exist_ok=True)
+        summary["outputs"].update(_rig_plots(lp, task, summary.pop("_arrays"), figures))
+
+    with Step("NWB export (checked with nwbinspector --config dandi)", timings):
+        from .export import dj_nwb, nwb
+
+        nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
+        messages = nwb.inspect_dandi(nwb_path)
+        serious = [m for m in messages if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+        summary["outputs"]["nwb"] = nwb_path
+        summary["nwb_serious_findings"] = len(serious)
+        summary["nwb_findings"] = [f"{m.importance.name}: {m.message}" for m in messages]
+        for message in serious:
+            print(f"    nwbinspector: {message.importance.name}: {message.message}")
+        summary["nwb_3d"] = _nwb_3d_contents(nwb_path)
+
+    points_file = (multicam.Triangulation & task).fetch1("points_file")
+    summary["outputs"]["3D points CSV"] = processed / points_file
+    from .engine.atomic import write_text_atomic
+
+    write_text_atomic(out / "summary.json", json.dumps(summary, default=str, indent=1) + "\n")
+    summary["outputs"]["summary"] = out / "summary.json"
+    return summary
+
+
+def _rig_errors(lp, data: dict, recs: dict, model_name: str, task: dict) -> dict:
+    """3D error against the truth, reprojection error per camera and each camera's 2D error
+    against the true projections. The board calibration's world frame is the first camera's
+    optical frame, so the truth is moved into it with that camera's true pose (the calibration
+    is in mm like the truth: no scale or alignment is fitted)."""
+    from .dj_compat import fetch_dicts
+
+    group, multicam = data["group"], lp.multicam
+    trajectory = multicam.Triangulation.get_trajectory(task)
+    bodyparts = list(dict.fromkeys(trajectory.columns.get_level_values(0)))
+    order = [data["bodyparts"].index(bp) for bp in bodyparts]
+    truth_world = data["truth"][:, order]
+    truth = group[data["camera_names"][0]].to_camera(truth_world)
+    estimate = np.stack([trajectory[bp][["x", "y", "z"]].to_numpy() for bp in bodyparts], axis=1)
+    variance = np.stack([trajectory[bp][["x_var", "y_var", "z_var"]].to_numpy() for bp in bodyparts], axis=1)
+    error = np.linalg.norm(estimate - truth, axis=-1)
+    finite = error[np.isfinite(error)]
+    cameras = [str(c) for c in (multicam.Triangulation & task).fetch1("cameras")]
+    rows = {r["body_part"]: r for r in fetch_dicts(multicam.Triangulation.BodyPartPosition3D & task)}
+    reprojection = np.stack([np.asarray(rows[bp]["reprojection_error"], float).T for bp in bodyparts], -1)  # (C,T,K)
+    pixel_error = {}
+    for camera in cameras:
+        pose = lp.model.PoseEstimation.get_trajectory({**recs[camera], "model_name": model_name})
+        pose_parts = list(dict.fromkeys(pose.columns.get_level_values(1)))
+        xy = pose.to_numpy().reshape(len(pose), len(pose_parts), 3)[:, [pose_parts.index(b) for b in bodyparts], :2]
+        true_px = group[camera].project(truth_world)
+        inside = np.all((true_px >= 0) & (true_px < np.array(group[camera].size)), axis=-1)
+        pixel_error[camera] = float(np.nanmean(np.linalg.norm(xy - true_px, axis=-1)[inside]))
+    with np.errstate(invalid="ignore"):
+        per_camera = {c: float(np.nanmean(reprojection[i])) for i, c in enumerate(cameras)}
+    return {
+        "error_3d": {
+            "mean": float(np.mean(finite)) if finite.size else float("nan"),
+            "median": float(np.median(finite)) if finite.size else float("nan"),
+            "p95": float(np.percentile(finite, 95)) if finite.size else float("nan"),
+            "triangulated": f"{finite.size} of {error.size} body-part frames",
+        },
+        "reprojection_error_px": per_camera,
+        "pixel_error_px": pixel_error,
+        "_arrays": {
+            "points": estimate,
+            "variance": variance,
+            "truth": truth,
+            "bodyparts": bodyparts,
+            "reprojection": reprojection,
+            "cameras": cameras,
+        },
+    }
+
+
+def _rig_plots(lp, task: dict, arrays: dict, figures: Path) -> dict:
+    """The 3D traces (a few body parts, with the truth dashed) and the reprojection errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from .plotting.multicam import plot_reprojection_errors, plot_traces_3d
+
+    units = (lp.multicam.CameraCalibration * lp.multicam.MultiCameraRecording & task).fetch1("units")
+    shown = [bp for bp in ("snout", "paw_fl", "tail_base") if bp in arrays["bodyparts"]] or arrays["bodyparts"][:3]
+    traces = figures / "traces_3d.png"
+    errors = figures / "reprojection_errors.png"
+    figure = plot_traces_3d(
+        arrays["points"],
+        arrays["bodyparts"],
+        variance=arrays["variance"],
+        ground_truth=arrays["truth"],
+        keypoints=shown,
+        fps=30.0,
+        units=units,
+        title="3D pose (calibration frame), 95% posterior band; truth dashed",
+        out=traces,
+    )
+    plt.close(figure)
+    figure = plot_reprojection_errors(
+        arrays["reprojection"], arrays["cameras"], fps=30.0, title="reprojection error per camera", out=errors
+    )
+    plt.close(figure)
+    return {"3D trace plot": traces, "reprojection plot": errors}
+
+
+def _nwb_3d_contents(path: Path) -> dict[str, int]:
+    """How many ``MultiCameraPoseEstimation`` (3D pose) and ``CalibratedCamera`` objects the
+    NWB file holds."""
+    from pynwb import NWBHDF5IO
+
+    counts = {"MultiCameraPoseEstimation": 0, "CalibratedCamera": 0}
+    with NWBHDF5IO(str(path), "r", load_namespaces=True) as io:
+        for obj in io.read().objects.values():
+            if type(obj).__name__ in counts:
+                counts[type(obj).__name__] += 1
+    return counts
+
+
+def print_multiview_summary(summary: dict, elapsed: float) -> None:
+    """The multi-camera demo's figures: 3D error, reprojection and 2D errors, step times, outputs."""
+    units = summary["units"]
+    e3 = summary["error_3d"]
+    print("\n================ multi-camera demo summary ================")
+    print(f"3D error against ground truth ({e3['triangulated']} triangulated), in {units}:")
+    print(f"  mean {e3['mean']:.2f}   median {e3['median']:.2f}   p95 {e3['p95']:.2f}")
+    print("per camera (px):          calibration   reprojection   2D error vs truth")
+    for camera in summary["reprojection_error_px"]:
+        calibration = summary["calibration_error_px"].get(camera)
+        print(
+            f"  {camera:22s} {'-' if calibration is None else f'{calibration:11.2f}'}"
+            f"   {summary['reprojection_error_px'][camera]:12.2f}   {summary['pixel_error_px'][camera]:17.2f}"
+        )
+    contents = summary["nwb_3d"]
+    print(
+        f"NWB serious inspector findings: {summary['nwb_serious_findings']}; the file holds "
+        f"{contents['MultiCameraPoseEstimation']} MultiCameraPoseEstimation (3D) and "
+        f"{contents['CalibratedCamera']} CalibratedCamera"
+    )
+    print("wall time per step:")
+    for step, seconds in summary["timings"].items():
+        print(f"  {seconds:7.1f} s  {step}")
     print("outputs:")
     for what, path in summary["outputs"].items():
         print(f"  {what:28s} {path}")

@@ -21,23 +21,53 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> 
     parser.add_argument("--prefix", default=demo.DEMO_PREFIX, help="schema prefix (default: %(default)s)")
     parser.add_argument("--project", help="an LP/DeepLabCut project folder to use instead of synthetic data")
     parser.add_argument("--videos", nargs="+", help="session video file(s) (default: the project's first video)")
-    parser.add_argument("--models", type=int, default=2, help="ensemble size (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=120, help="training epochs per model (default: %(default)s)")
+    parser.add_argument(
+        "--multiview",
+        action="store_true",
+        help="the calibrated multi-camera demo instead: board videos -> calibration -> multi-view training "
+        "-> pose per camera -> 3D -> plots -> NWB",
+    )
+    parser.add_argument("--cameras", type=int, default=3, help="--multiview: cameras of the rig (default: %(default)s)")
+    parser.add_argument(
+        "--board-frames", type=int, default=12, help="--multiview: frames of each board video (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--min-likelihood",
+        type=float,
+        default=0.1,
+        help="--multiview: 2D predictions below this likelihood are left out of the 3D; the demo's networks, "
+        "trained for minutes, are rarely more confident than 0.5 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-train-s",
+        type=float,
+        default=240.0,
+        help="--multiview: stop training a model after this many seconds, whatever the epochs, so that the demo "
+        "keeps its time on a busy machine; 0: no limit (default: %(default)s)",
+    )
+    parser.add_argument("--models", type=int, help="ensemble size (default: 2; 1 with --multiview)")
+    parser.add_argument("--epochs", type=int, help="training epochs per model (default: 120; 30 with --multiview)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="(default: %(default)s, ImageNet weights)")
-    parser.add_argument("--resize", type=int, default=128, help="network input size (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=128, help="synthetic frame size (default: %(default)s)")
-    parser.add_argument("--labeled", type=int, default=60, help="synthetic labeled frames (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=600, help="synthetic frames per video (default: %(default)s)")
+    parser.add_argument("--resize", type=int, help="network input size (default: 128; with --multiview its width, 4:3)")
+    parser.add_argument(
+        "--image-size", type=int, help="synthetic frame size (default: 128; with --multiview the width, default 320)"
+    )
+    parser.add_argument(
+        "--labeled", type=int, help="synthetic labeled frames (default: 60; per view 30 with --multiview)"
+    )
+    parser.add_argument("--frames", type=int, help="synthetic frames per video (default: 600; 300 with --multiview)")
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
-        summary = demo.run_demo(args)
+        demo.fill_defaults(args)
+        summary = demo.run_multiview_demo(args) if args.multiview else demo.run_demo(args)
     except Exception as exc:  # any failure of a long run: the cause plainly, the traceback one flag away
         if os.environ.get("ELP_DEBUG"):
             raise
         print(f"\ndemo failed: {type(exc).__name__}: {exc}\n(set ELP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    demo.print_summary(summary, time.perf_counter() - start)
+    printer = demo.print_multiview_summary if args.multiview else demo.print_summary
+    printer(summary, time.perf_counter() - start)
     return 0

@@ -27,3 +27,5 @@ def test_tutorial_notebook_executes(dj_connection, schema_prefix, tmp_path, monk
     assert "serious inspector findings: 0" in outputs
     assert "ensemble (EKS)" in outputs
     assert (tmp_path / "ensemble_traces.png").is_file()
+    assert "3D error against ground truth" in outputs  # section 7: the calibrated rig
+    assert (tmp_path / "traces_3d.png").is_file()
