@@ -9,8 +9,9 @@ directory layout is irrelevant to the scoring):
 
 - ``today``: the single stage at 256x256 as it was before issue #19: BatchNorm switched to batch
   statistics at unfreeze, the backbone at the full learning rate at once, no collapse guard.
-- ``stabilised``: the single stage at 256x256 with today's defaults (frozen BatchNorm statistics,
-  the backbone learning-rate ramp, the collapse guard).
+- ``stabilised``: the single stage at 256x256 with the defaults (BatchNorm on batch statistics
+  from the first epoch, the backbone learning-rate ramp, the collapse guard).
+- ``frozen_bn``: as ``stabilised`` with the pretrained BatchNorm statistics kept all along.
 - ``crop_zoom``: the preset ``small_animal_crop_zoom`` (detector at 128x128, pose model on crops
   at 256x256; the budget is shared by the two stages).
 - ``crop_train``: the preset ``full_resolution_crops`` (the frame at its own resolution, rounded to
@@ -55,7 +56,7 @@ from element_lightning_pose.engine.predict import load_model, predict_labeled, p
 from element_lightning_pose.engine.train import train  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-ARMS = ("today", "stabilised", "crop_zoom", "crop_train")
+ARMS = ("today", "stabilised", "frozen_bn", "crop_zoom", "crop_train")
 DATASETS = ("arena", "reaching", "mirror")
 TODAY = {
     "backbone_batchnorm": "train",
@@ -115,6 +116,9 @@ def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> di
         training.update(TODAY)
         return config
     if arm == "stabilised":
+        return config
+    if arm == "frozen_bn":
+        training["backbone_batchnorm"] = "frozen"
         return config
     # the new models are the presets elp train recommends (engine.advice), as a user gets them
     if arm == "crop_zoom":

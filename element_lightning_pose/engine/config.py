@@ -204,12 +204,12 @@ class TrainingConfig(_Section):
     backbone_lr_warmup_epochs: Int = Field(
         5, ge=0, description="epochs over which the backbone's learning rate ramps linearly up to the head's"
     )
-    backbone_batchnorm: Literal["auto", "frozen", "train"] = Field(
-        "auto",
-        description="backbone BatchNorm statistics: 'frozen' keeps the pretrained running statistics "
-        "(eval mode) all along; 'train' uses batch statistics once unfrozen; 'auto' = frozen with "
-        "pretrained weights, train without. Switching from running to batch statistics at unfreeze "
-        "sent the heatmaps back to flat (benchmarks/results/small_animal.md)",
+    backbone_batchnorm: Literal["train", "frozen", "after_unfreeze"] = Field(
+        "train",
+        description="backbone BatchNorm statistics: 'train' = batch statistics from the first epoch, also while "
+        "the backbone is frozen (Lightning Pose's train_bn); 'frozen' = the pretrained running statistics all "
+        "along; 'after_unfreeze' = running statistics until unfreeze, then batch statistics (this engine before "
+        "0.2: the switch sent the heatmaps back to flat, benchmarks/results/small_animal.md)",
     )
     collapse_guard: Bool = Field(
         True,

@@ -48,31 +48,44 @@ def test_flat_heatmap_loss_is_the_loss_of_a_flat_map():
     assert 0.045 < measured < 0.052  # ~1 / (4 pi sigma^2)
 
 
-def test_pretrained_backbone_keeps_its_batchnorm_statistics(tiny_project, classifier_weights):
-    config = TrainConfig.from_dict(
-        {**_config(unfreeze_epoch=0), "model": {"backbone": "resnet18", "pretrained": classifier_weights}}
-    )
-    module = HeatmapModule(config.to_dict(), ["a", "b"])
+def _uses_batch_statistics(config: dict, epoch: int, monkeypatch) -> bool:
+    module = HeatmapModule(TrainConfig.from_dict(config).to_dict(), ["a", "b"])
+    monkeypatch.setattr(HeatmapModule, "current_epoch", property(lambda self: epoch))  # the trainer's epoch
     module.train()
-    assert all(not bn.training for bn in _batchnorms(module))
+    modes = {bn.training for bn in _batchnorms(module)}
+    assert len(modes) == 1 and module.net.head.training
+    return modes.pop()
+
+
+@pytest.mark.parametrize(
+    "policy, while_frozen, after_unfreeze",
+    [("train", True, True), ("frozen", False, False), ("after_unfreeze", False, True)],
+)
+def test_batchnorm_policy_while_frozen_and_after_unfreeze(
+    classifier_weights, policy, while_frozen, after_unfreeze, monkeypatch
+):
+    config = {
+        **_config(unfreeze_epoch=3, backbone_batchnorm=policy),
+        "model": {"backbone": "resnet18", "pretrained": classifier_weights},
+    }
+    assert _uses_batch_statistics(config, 0, monkeypatch) is while_frozen
+    assert _uses_batch_statistics(config, 3, monkeypatch) is after_unfreeze
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(classifier_weights):
+    config = {
+        **_config(unfreeze_epoch=0, backbone_batchnorm="frozen"),
+        "model": {"backbone": "resnet18", "pretrained": classifier_weights},
+    }
+    module = HeatmapModule(TrainConfig.from_dict(config).to_dict(), ["a"])
+    module.train()
     running = [bn.running_mean.clone() for bn in _batchnorms(module)]
     module.net(torch.rand(2, 3, 64, 64))
     assert all(torch.equal(before, bn.running_mean) for before, bn in zip(running, _batchnorms(module)))
-    assert module.net.head.training  # only the backbone's statistics are frozen
 
 
-def test_batchnorm_train_mode_and_random_backbones_use_batch_statistics(classifier_weights):
-    trained = TrainConfig.from_dict(
-        {
-            **_config(unfreeze_epoch=0, backbone_batchnorm="train"),
-            "model": {"backbone": "resnet18", "pretrained": classifier_weights},
-        }
-    )
-    random_init = TrainConfig.from_dict(_config(unfreeze_epoch=0))  # pretrained: false, auto
-    for config in (trained, random_init):
-        module = HeatmapModule(config.to_dict(), ["a"])
-        module.train()
-        assert all(bn.training for bn in _batchnorms(module))
+def test_the_default_is_lightning_poses_batch_statistics_from_the_start():
+    assert TrainConfig().training.backbone_batchnorm == "train"
 
 
 def test_backbone_learning_rate_ramps_from_the_ratio_after_unfreeze(classifier_weights):
