@@ -29,7 +29,7 @@ def crop_zoom_recording(lp, lp_root):
     model_dir = lp.model.processed_dir() / "models" / MODEL_NAME
     train(config, project.root, model_dir, progress=False)
     lp.model.Model.insert_new_model(MODEL_NAME, model_dir, model_description="two stages")
-    session = pipeline.add_session("mouse_cropzoom", dt.datetime(2024, 6, 3, 9, 0), species="Mus musculus")
+    session = pipeline.add_session("mcz01", dt.datetime(2024, 6, 3, 9, 0), species="Mus musculus")
     lp.Device.insert1({"device": "cam_top", "device_description": "top camera"}, skip_duplicates=True)
     rec = {**session, "recording_id": 1}
     lp.model.VideoRecording.insert1({**rec, "device": "cam_top"})
