@@ -31,6 +31,15 @@ ensure_python() {
   PY=python3
 }
 
+# PyTorch with its CUDA libraries is ~5.5 GB: a second venv gets hard links to .venv's copy
+# (scripts/share_packages.py), so a CI disk holds it once; pip then finds it installed.
+share_torch_from_main_venv() {  # share_torch_from_main_venv NAME DIR
+  [ "$1" != .venv ] && [ -x "$REPO/.venv/bin/python" ] || return 0
+  local site; site="$("$2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  "$REPO/.venv/bin/python" "$REPO/scripts/share_packages.py" "$site" \
+    torch torchvision triton 'nvidia-*' 'cuda-*' >&2 || log "could not share PyTorch; pip installs it"
+}
+
 ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
   local name="$1" dir="$REPO/$1" extras="$2"; shift 2
   local stamp_text; stamp_text="$(cat "$REPO/pyproject.toml"; echo "$extras $*")"
@@ -41,6 +50,7 @@ ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
   log "building $name (element[$extras] $*) — the first time takes a few minutes"
   [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
   "$dir/bin/python" -m pip install -q --upgrade pip wheel >/dev/null
+  share_torch_from_main_venv "$name" "$dir"
   "$dir/bin/python" -m pip install -q -e "$REPO[$extras]" "$@"
   echo "$stamp" > "$dir/.elp-stamp"
 }
