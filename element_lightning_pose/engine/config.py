@@ -253,7 +253,9 @@ class AugmentationConfig(_Section):
         return value
 
 
-UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview")
+UNSUPERVISED_LOSSES = ("temporal", "pca_singleview", "pca_multiview", "reprojection", "limb_length")
+# losses that need a calibrated rig (losses.calibration) and synchronised clips of every camera
+GEOMETRIC_LOSSES = ("reprojection", "limb_length")
 KeypointRef = Int | str
 
 
@@ -326,6 +328,44 @@ class LossesConfig(_Section):
         le=1,
         description="PCA losses ignore keypoints predicted with a confidence below this (keeps them off until the labels have shaped the heatmaps)",
     )
+    calibration: str | None = Field(
+        None,
+        description="reprojection / limb_length: the rig's calibration.toml (anipose layout), relative to the project "
+        "folder or absolute; each view of the multi-view project must be one of its cameras",
+    )
+    camera_names: dict[str, str] = Field(
+        {}, description="view name -> camera name in the calibration, where they differ (default: the same name)"
+    )
+    reprojection_weight: Float = Field(
+        0.001, ge=0, description="weight of the calibrated reprojection loss (original pixels)"
+    )
+    reprojection_epsilon: Float | None = Field(
+        None,
+        ge=0,
+        description="reprojection loss: allowed reprojection error, pixels (default: the 95th percentile of the "
+        "training labels' own reprojection errors, at least 1 px)",
+    )
+    reprojection_min_confidence: Float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="geometric losses: a view predicted below this confidence does not triangulate (it is still "
+        "pulled to where the other views place the keypoint)",
+    )
+    limb_length_weight: Float = Field(
+        0.001, ge=0, description="weight of the limb-length loss (calibration units, e.g. mm)"
+    )
+    limb_bones: list[list[KeypointRef]] | None = Field(
+        None,
+        description="limb_length: pairs of keypoints whose 3D distance is a bone (default: the spanning tree of the "
+        "pairs whose triangulated label distances vary least)",
+    )
+    limb_length_epsilon: Float | None = Field(
+        None,
+        ge=0,
+        description="limb-length loss: allowed deviation from each bone's length, calibration units (default: the "
+        "95th percentile of the training labels' deviations per bone)",
+    )
 
     @field_validator("unsupervised")
     @classmethod
@@ -358,6 +398,19 @@ class LossesConfig(_Section):
     def _multiview_needs_groups(self) -> LossesConfig:
         if "pca_multiview" in self.unsupervised and not self.view_groups:
             raise ValueError("pca_multiview needs losses.view_groups (e.g. [[0, 1, 2], [3, 4, 5]]: keypoints per view)")
+        return self
+
+    @model_validator(mode="after")
+    def _geometry_needs_calibration(self) -> LossesConfig:
+        geometric = [name for name in self.unsupervised if name in GEOMETRIC_LOSSES]
+        if geometric and not self.calibration:
+            raise ValueError(
+                f"{geometric} need losses.calibration (the rig's calibration.toml) and a multi-view project "
+                "whose views are its cameras"
+            )
+        for bone in self.limb_bones or []:
+            if len(bone) != 2:
+                raise ValueError(f"limb_bones: each bone is a pair of keypoints, got {bone!r}")
         return self
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .config import ConfigError, TrainConfig
+from .config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
+from .geometry import RigGeometry, limb_length_loss, reprojection_loss, triangulate_views
 from .losses import heatmap_mse, pca_loss, temporal_loss
 from .networks import ContextHeatmapNet, build_net, heatmap_to_input, soft_argmax, spatial_softmax
 from .pca import KeypointPCA
@@ -34,6 +35,7 @@ class HeatmapModule(pl.LightningModule):
         bodyparts: list[str],
         build_pretrained: bool = True,
         pca: dict[str, dict] | None = None,
+        geometry: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -55,6 +57,12 @@ class HeatmapModule(pl.LightningModule):
         missing = [k for k in ("pca_singleview", "pca_multiview") if k in losses.unsupervised and k not in self.pcas]
         if missing:
             raise ValueError(f"losses {missing} need a fitted PCA (pca=...): see engine.pca.fit_pcas")
+        self.geometry = RigGeometry.from_dict(geometry) if geometry else None
+        geometric = [k for k in GEOMETRIC_LOSSES if k in losses.unsupervised]
+        if geometric and self.geometry is None:
+            raise ValueError(
+                f"losses {geometric} need the rig geometry (geometry=...): see engine.geometry.fit_rig_geometry"
+            )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -79,23 +87,56 @@ class HeatmapModule(pl.LightningModule):
         points = soft_argmax(spatial_softmax(outputs), sigma=self.config.model.heatmap_sigma)
         return torch.cat([heatmap_to_input(points[..., :2]), points[..., 2:]], dim=-1)
 
-    def unsupervised_losses(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each unsupervised loss (unweighted) on a clip; predictions in original-frame pixels."""
-        frames = clip["frames"]
+    def _clip_points(self, frames: torch.Tensor, to_original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, K, 2) original-frame pixels and (T, K) confidences of one camera's clip.
+
+        A context model predicts the interior frames 2..L-3 only (those with true neighbours).
+        """
         outputs = self.net.clip_logits(frames) if isinstance(self.net, ContextHeatmapNet) else self.net(frames)
-        points = self._points(outputs)  # context: interior frames 2..L-3 only (true neighbours)
-        to_original = clip["to_original"].to(points.dtype)
-        xy = points[..., :2] @ to_original[:, :2].T + to_original[:, 2]
+        points = self._points(outputs)
+        to_original = to_original.to(points.dtype)
+        return points[..., :2] @ to_original[:, :2].T + to_original[:, 2], points[..., 2]
+
+    def unsupervised_losses(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each unsupervised loss (unweighted) on a clip; predictions in original-frame pixels.
+
+        A synchronised multi-camera clip (``frames`` (C, L, 3, h, w)) gives every camera's
+        predictions of the same instants: the temporal and PCA losses see each camera's, the
+        geometric losses triangulate them (:mod:`.geometry`).
+        """
+        frames, to_original = clip["frames"], clip["to_original"]
+        if frames.ndim == 4:
+            frames, to_original = frames[None], to_original[None]
+        per_camera = [self._clip_points(f, m) for f, m in zip(frames, to_original)]
+        xy = torch.stack([p for p, _ in per_camera])  # (C, T, K, 2)
+        confidence = torch.stack([c for _, c in per_camera])  # (C, T, K)
         losses = self.config.losses
         values = {}
         if "temporal" in losses.unsupervised:
-            values["temporal"] = temporal_loss(
-                xy, points[..., 2], self.temporal_epsilon, losses.temporal_min_confidence
-            )
-        confident = points[..., 2].detach() >= losses.pca_min_confidence
+            values["temporal"] = torch.stack(
+                [temporal_loss(p, c, self.temporal_epsilon, losses.temporal_min_confidence) for p, c in per_camera]
+            ).mean()
+        flat_xy, flat_confidence = xy.flatten(0, 1), confidence.flatten(0, 1)
+        confident = flat_confidence.detach() >= losses.pca_min_confidence
         for kind, pca in self.pcas.items():
             mask = confident[..., pca.keypoint_indices()]
-            values[kind] = pca_loss(pca.residual_keypoints(xy), pca.epsilon, mask)
+            values[kind] = pca_loss(pca.residual_keypoints(flat_xy), pca.epsilon, mask)
+        if self.geometry is not None:
+            n_cameras, n_frames, n_keypoints = confidence.shape
+            if n_cameras != len(self.geometry.camera_names):
+                raise ValueError(
+                    f"a clip of {n_cameras} camera(s) for a rig of {len(self.geometry.camera_names)} "
+                    f"{self.geometry.camera_names}: the geometric losses need synchronised clips of every camera"
+                )
+            points, valid, error = triangulate_views(
+                xy.flatten(1, 2), confidence.flatten(1, 2), self.geometry, losses.reprojection_min_confidence
+            )
+            if "reprojection" in losses.unsupervised:
+                values["reprojection"] = reprojection_loss(error, valid, self.geometry.reprojection_epsilon)
+            if "limb_length" in losses.unsupervised:
+                values["limb_length"] = limb_length_loss(
+                    points.reshape(n_frames, n_keypoints, 3), valid.reshape(n_frames, n_keypoints), self.geometry
+                )
         return values
 
     def warmup_factor(self, batch_idx: int) -> float:

@@ -44,7 +44,7 @@ import pandas as pd
 
 from ..version import __version__
 from .atomic import atomic_directory, atomic_output
-from .config import TrainConfig
+from .config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
 from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
 
 PathLike = str | os.PathLike
@@ -254,11 +254,16 @@ def _fit(
     config.to_yaml(stage / "config.yaml")
     write_splits(stage / "splits.csv", labels.image_paths, splits)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, stage)
+    pcas, clips, geometry = _unsupervised_inputs(config, labels, splits, videos, stage)
     datamodule = PoseDataModule(labels, splits, config, clips)
     has_val = len(datamodule.rows("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
-    module = HeatmapModule(config.to_dict(), list(labels.bodyparts), pca={k: v.to_dict() for k, v in pcas.items()})
+    module = HeatmapModule(
+        config.to_dict(),
+        list(labels.bodyparts),
+        pca={k: v.to_dict() for k, v in pcas.items()},
+        geometry=geometry.to_dict() if geometry is not None else None,
+    )
     history = HistoryCallback()
     checkpoint = _staged_checkpoint(
         stage / "checkpoints",
@@ -411,10 +416,11 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
 def _unsupervised_inputs(
     config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
 ):
-    """Fitted PCAs (training split, original pixels) and the unlabeled clip dataset, or ({}, None)."""
+    """Fitted PCAs (training split, original pixels), the unlabeled clip dataset and the rig
+    geometry of the calibrated losses (None without them), or ({}, None, None)."""
     losses = config.losses
     if not losses.unsupervised:
-        return {}, None
+        return {}, None, None
     from .data import Augmenter
     from .pca import fit_pcas
     from .unlabeled import ClipDataset, build_frame_cache
@@ -426,6 +432,9 @@ def _unsupervised_inputs(
             f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
             f"{Path(labels.root) / config.data.video_dir} has none"
         )
+    if any(name in GEOMETRIC_LOSSES for name in losses.unsupervised):
+        geometry, clips = _geometric_inputs(config, labels, splits, videos, model_dir)
+        return pcas, clips, geometry
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
     cache = build_frame_cache(
         videos,
@@ -437,4 +446,38 @@ def _unsupervised_inputs(
     )
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
     steps = int(np.ceil(len(train_rows) / config.training.batch_size))
-    return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter)
+    return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter), None
+
+
+def _geometric_inputs(
+    config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
+):
+    """The rig geometry fitted on the training labels and synchronised clips of every camera."""
+    from .data import Augmenter
+    from .geometry import fit_rig_geometry, resolve_calibration
+    from .unlabeled import MultiCameraClipDataset, build_camera_caches
+
+    losses = config.losses
+    if labels.views is None:
+        raise ConfigError(
+            f"losses.unsupervised={losses.unsupervised}: the reprojection and limb-length losses need a multi-view "
+            "project (one label CSV per camera view, data.csv_file a list)"
+        )
+    views = list(dict.fromkeys(labels.views))
+    n = len(labels) // len(views)
+    train_instants = np.flatnonzero(splits[:n] == "train")
+    keypoints = labels.keypoints.reshape(len(views), n, *labels.keypoints.shape[1:])[:, train_instants]
+    geometry = fit_rig_geometry(resolve_calibration(losses, labels.root), views, keypoints, labels.bodyparts, losses)
+    cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
+    caches = build_camera_caches(
+        videos,
+        views,
+        config.data.image_resize,
+        cache_dir,
+        max_frames=losses.max_cached_frames,
+        clip_length=losses.clip_length,
+        seed=config.training.seed,
+    )
+    augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
+    steps = int(np.ceil(len(np.flatnonzero(splits == "train")) / config.training.batch_size))
+    return geometry, MultiCameraClipDataset(caches, losses.clip_length, steps, augmenter)

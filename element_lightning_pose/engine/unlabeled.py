@@ -238,3 +238,120 @@ def augment_clip(augmenter: Augmenter, frames: np.ndarray, rng: np.random.Genera
             warped = cv2.addWeighted(warped, alpha, warped, 0.0, float((1 - alpha) * warped.mean()))
         out[i] = warped
     return out, matrix
+
+
+# ------------------------------------------------------------------------------ synchronised cameras
+
+
+def session_videos(videos: Sequence[PathLike], view_names: Sequence[str]) -> list[dict[str, Path]]:
+    """The videos of each recording session, one per view: ``[{view: path}, ...]``.
+
+    A multi-view project names each camera's video after its view (``<session>_<view>.mp4``,
+    Lightning Pose's layout); videos whose names differ only by the view are one session. The
+    longest view name a file name contains wins (``cam1`` vs ``cam10``). A session missing a
+    view is an error naming it: the geometric losses need every camera of an instant.
+    """
+    sessions: dict[str, dict[str, Path]] = {}
+    for video in map(Path, videos):
+        matches = [v for v in view_names if v in video.name]
+        if not matches:
+            continue
+        view = max(matches, key=len)
+        key = video.name.replace(view, "{view}")
+        sessions.setdefault(key, {})[view] = video
+    incomplete = {k: sorted(set(view_names) - set(v)) for k, v in sessions.items() if len(v) != len(view_names)}
+    if incomplete:
+        key, missing = next(iter(incomplete.items()))
+        raise ProjectError(
+            f"unlabeled videos {key!r}: no video of view(s) {missing}; the reprojection and limb-length losses "
+            f"need every view of a session (views {list(view_names)})"
+        )
+    if not sessions:
+        raise ProjectError(f"no unlabeled video names one of the views {list(view_names)}")
+    return [sessions[k] for k in sorted(sessions)]
+
+
+def build_camera_caches(
+    videos: Sequence[PathLike],
+    view_names: Sequence[str],
+    size: tuple[int, int],
+    cache_dir: PathLike,
+    *,
+    max_frames: int = 5000,
+    clip_length: int = 16,
+    seed: int = 0,
+) -> list[FrameCache]:
+    """One frame cache per view (in view order) holding the SAME instants of every session.
+
+    The views of a session must have the same number of frames (synchronised cameras started
+    together); the segments are planned once on those lengths, so cache row ``i`` is one
+    instant in every view. ``max_frames`` bounds each view's cache.
+    """
+    sessions = session_videos(videos, view_names)
+    for session in sessions:
+        counts = {view: video_info(path).n_frames for view, path in session.items()}
+        if len(set(counts.values())) != 1:
+            raise ProjectError(
+                f"unlabeled videos {sorted(str(p) for p in session.values())}: frame counts differ between views "
+                f"{counts}; the geometric losses need synchronised videos of equal length"
+            )
+    caches = [
+        build_frame_cache(
+            [session[view] for session in sessions],
+            size,
+            Path(cache_dir) / view,
+            max_frames=max_frames,
+            clip_length=clip_length,
+            seed=seed,
+        )
+        for view in view_names
+    ]
+    first = caches[0].segments
+    for view, cache in zip(view_names, caches):
+        if cache.segments != first:  # a video decoded fewer frames than its header says
+            raise ProjectError(f"unlabeled videos of view {view!r} decoded to other frames than view {view_names[0]!r}")
+    return caches
+
+
+class MultiCameraClipDataset(Dataset):
+    """Synchronised clips: the same ``clip_length`` instants in every camera, ``n_clips`` per epoch.
+
+    Items: ``frames`` (C, L, 3, h, w) uint8, ``to_original`` (C, 2, 3) float32 (each camera is
+    augmented on its own and mapped back to its ORIGINAL pixels, where its calibration holds),
+    ``video`` and ``start``.
+    """
+
+    def __init__(
+        self, caches: Sequence[FrameCache], clip_length: int, n_clips: int, augmenter: Augmenter | None = None
+    ) -> None:
+        self.caches = list(caches)
+        self.cache = self.caches[0]  # what the trainer reports (frames per view)
+        self.clip_length = clip_length
+        self.n_clips = max(1, n_clips)
+        self.augmenter = augmenter
+        starts = np.array([max(0, s.length - clip_length + 1) for s in self.cache.segments], dtype=float)
+        self.weights = starts / starts.sum()
+
+    def __len__(self) -> int:
+        return self.n_clips
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        index = int(rng.choice(len(self.cache.segments), p=self.weights))
+        segment = self.cache.segments[index]
+        first = int(rng.integers(0, segment.length - self.clip_length + 1))
+        rows = slice(segment.offset + first, segment.offset + first + self.clip_length)
+        frames, maps = [], []
+        for cache in self.caches:
+            clip = np.array(cache.frames[rows])
+            matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            if self.augmenter is not None:
+                clip, matrix = augment_clip(self.augmenter, clip, rng)
+            frames.append(torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2))
+            maps.append(to_original_matrix(matrix, cache.size, cache.original_sizes[segment.video]).astype(np.float32))
+        return {
+            "frames": torch.stack(frames),
+            "to_original": torch.from_numpy(np.stack(maps)),
+            "video": torch.tensor(segment.video),
+            "start": torch.tensor(segment.start + first),
+        }

@@ -8,9 +8,9 @@
     calibration/<camera>.avi               each camera's ChArUco board video (lossless)
     board.toml                             the board in those videos (``boards.read_board``)
     calibration.toml                       the true calibration (``cameras.write_calibration``)
-    ground_truth.npz                       points3d (T, K, 3) mm, pixels (C, T, K, 2) and
-                                           visible (C, T, K) per camera, labeled_frames,
-                                           camera_names, bodyparts
+    ground_truth.npz                       points3d (T, K, 3) mm, pixels (C, T, K, 2),
+                                           visible (C, T, K) and occluded (C, T, K) per
+                                           camera, labeled_frames, camera_names, bodyparts
 
 The rig, the body and the rendering are :mod:`.rig`'s; this module only lays them out as a
 lab's project would be. The labels are the true projections (NaN where a point leaves the
@@ -65,12 +65,19 @@ def make_rig_project(
     seed: int = 0,
     session: str = "session0",
     fps: float = 30.0,
+    occlusion_rate: float = 0.0,
+    occlusion_length: float = 15.0,
 ) -> RigProject:
     """Write a labeled multi-view project of a body walking in a calibrated rig into ``root``.
 
     ``image_size`` is (width, height); ``n_labeled`` frames, spread over the video, are labeled
     in every view. Tiny sizes (e.g. 96x64, 30 frames, 6 labeled) keep tests fast; the dots are
     drawn with a radius scaled to the image width.
+
+    ``occlusion_rate`` > 0 hides each camera's points in runs (about that share of the frames
+    per camera and keypoint, mean ``occlusion_length`` frames; each camera on its own, so the
+    views are occluded in turn): a hidden point is not drawn and not labeled (a labeler cannot
+    see it), and ``ground_truth.npz`` marks it in ``occluded`` (C, T, K).
     """
     if not 1 <= n_labeled <= n_frames:
         raise ValueError(f"n_labeled={n_labeled} must be between 1 and n_frames={n_frames}")
@@ -84,23 +91,34 @@ def make_rig_project(
     labeled = np.sort(rng.choice(n_frames, size=n_labeled, replace=False))
     names = [cam.name for cam in group.cameras]
     radius = max(1, int(round(4 * image_size[0] / 640)))
+    occluded = np.zeros((n_cameras, n_frames, len(body.bodyparts)), dtype=bool)
+    if occlusion_rate > 0:
+        from .rig import occlusion_runs
+
+        occluded_rng = np.random.default_rng(seed + 6000)
+        occluded = np.stack(
+            [occlusion_runs(occluded_rng, occluded.shape[1:], occlusion_rate, occlusion_length) for _ in names]
+        )
 
     videos: dict[str, Path] = {}
     pixels, visible = [], []
     with tempfile.TemporaryDirectory(dir=root, prefix=".render-") as scratch:
-        rendered = render_body_videos(group, body.points, body.bodyparts, scratch, fps=fps, radius=radius)
+        rendered = render_body_videos(
+            group, body.points, body.bodyparts, scratch, fps=fps, radius=radius, hidden=occluded
+        )
         (root / "videos").mkdir(exist_ok=True)
         for name in names:
             video, _ = rendered[name]
             videos[name] = root / "videos" / f"{session}_{name}.mp4"
             os.replace(video, videos[name])
     csv_files = []
-    for cam in group.cameras:
+    for c, cam in enumerate(group.cameras):
         points = cam.project(body.points)  # (T, K, 2)
         inside = np.all((points >= 0) & (points < np.array(cam.size)), axis=-1)
         pixels.append(points)
         visible.append(inside)
-        csv_files.append(_write_view_labels(root, session, cam.name, videos[cam.name], labeled, points, inside, body))
+        seen = inside & ~occluded[c]
+        csv_files.append(_write_view_labels(root, session, cam.name, videos[cam.name], labeled, points, seen, body))
 
     board_dir = root / "calibration"
     if board_dir.exists():
@@ -120,6 +138,7 @@ def make_rig_project(
             points3d=body.points,
             pixels=np.stack(pixels),
             visible=np.stack(visible),
+            occluded=occluded,
             labeled_frames=labeled,
             camera_names=np.array(names),
             bodyparts=np.array(body.bodyparts),

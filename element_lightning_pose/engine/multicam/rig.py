@@ -191,7 +191,7 @@ class Observations:
     occluded: NDArray[np.bool_]
 
 
-def _occlusion_runs(
+def occlusion_runs(
     rng: np.random.Generator, shape: tuple[int, int], rate: float, mean_length: float
 ) -> NDArray[np.bool_]:
     """(T, K) runs of True covering about ``rate`` of the frames (lengths ~ exponential)."""
@@ -235,7 +235,7 @@ def observe(
         jump[..., None], pixels + radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], -1), pixels
     )
     likelihood = np.where(jump, rng.uniform(0.5, 1.0, shape), likelihood)
-    occluded = np.stack([_occlusion_runs(rng, shape[1:], occlusion_rate, occlusion_length) for _ in group.cameras])
+    occluded = np.stack([occlusion_runs(rng, shape[1:], occlusion_rate, occlusion_length) for _ in group.cameras])
     sizes = np.array([cam.size for cam in group.cameras], dtype=float)[:, None, None, :]
     outside = np.any((true < 0) | (true >= sizes), axis=-1)
     occluded |= outside
@@ -341,10 +341,18 @@ def render_board_videos(
 
 
 def render_body_videos(
-    group: CameraGroup, points: Array, bodyparts: list[str], directory: PathLike, fps: float = 30.0, radius: int = 4
+    group: CameraGroup,
+    points: Array,
+    bodyparts: list[str],
+    directory: PathLike,
+    fps: float = 30.0,
+    radius: int = 4,
+    hidden: NDArray[np.bool_] | None = None,
 ) -> dict[str, tuple[Path, Path]]:
     """Each view of a body as a video (coloured dots on grey, nearer points drawn last) and its
-    true labels (``<camera>.csv``, x / y / likelihood 1, NaN off-image): {camera: (video, labels)}."""
+    true labels (``<camera>.csv``, x / y / likelihood 1, NaN off-image): {camera: (video, labels)}.
+
+    ``hidden`` (C, T, K) marks occluded points: not drawn (their true labels are kept)."""
 
     from element_lightning_pose.engine.io import write_predictions
     from element_lightning_pose.engine.video import write_video
@@ -354,13 +362,13 @@ def render_body_videos(
         for k in range(len(bodyparts))
     ]
     out = {}
-    for cam in group.cameras:
+    for c, cam in enumerate(group.cameras):
         pixels = cam.project(points)  # (T, K, 2)
         depth = cam.to_camera(points)[..., 2]
         inside = np.all((pixels >= 0) & (pixels < np.array(cam.size)), axis=-1)
-
+        drawn = inside if hidden is None else inside & ~hidden[c]
         video = write_video(
-            Path(directory) / f"{cam.name}.mp4", _dot_frames(cam.size, pixels, depth, inside, colours, radius), fps
+            Path(directory) / f"{cam.name}.mp4", _dot_frames(cam.size, pixels, depth, drawn, colours, radius), fps
         )
         labels = np.concatenate([np.where(inside[..., None], pixels, np.nan), inside[..., None].astype(float)], -1)
         out[cam.name] = (video, write_predictions(Path(directory) / f"{cam.name}.csv", labels, bodyparts))
