@@ -395,12 +395,6 @@ class LossesConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _multiview_needs_groups(self) -> LossesConfig:
-        if "pca_multiview" in self.unsupervised and not self.view_groups:
-            raise ValueError("pca_multiview needs losses.view_groups (e.g. [[0, 1, 2], [3, 4, 5]]: keypoints per view)")
-        return self
-
-    @model_validator(mode="after")
     def _geometry_needs_calibration(self) -> LossesConfig:
         geometric = [name for name in self.unsupervised if name in GEOMETRIC_LOSSES]
         if geometric and not self.calibration:
@@ -481,6 +475,20 @@ class TrainConfig(_Section):
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="augmentation")
     losses: LossesConfig = Field(default_factory=LossesConfig, description="unsupervised losses")
     crop_zoom: CropZoomConfig = Field(default_factory=CropZoomConfig, description="two-stage detect, crop, zoom")
+
+    @model_validator(mode="after")
+    def _multiview_needs_groups(self) -> TrainConfig:
+        losses = self.losses
+        if (
+            "pca_multiview" in losses.unsupervised
+            and not losses.view_groups
+            and not isinstance(self.data.csv_file, list)
+        ):
+            raise ValueError(
+                "pca_multiview needs losses.view_groups (e.g. [[0, 1, 2], [3, 4, 5]]: keypoints per view of one "
+                "frame), or a multi-view project of separate cameras (data.csv_file: one label CSV per camera)"
+            )
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, source: str = "config") -> TrainConfig:

@@ -116,13 +116,19 @@ class HeatmapModule(pl.LightningModule):
             values["temporal"] = torch.stack(
                 [temporal_loss(p, c, self.temporal_epsilon, losses.temporal_min_confidence) for p, c in per_camera]
             ).mean()
+        n_cameras, n_frames, n_keypoints = confidence.shape
         flat_xy, flat_confidence = xy.flatten(0, 1), confidence.flatten(0, 1)
         confident = flat_confidence.detach() >= losses.pca_min_confidence
         for kind, pca in self.pcas.items():
+            if max(pca.keypoint_indices()) >= n_keypoints:  # a multi-view PCA across cameras: (T, C * K)
+                instant_xy = xy.transpose(0, 1).flatten(1, 2)
+                instant_confident = confidence.transpose(0, 1).flatten(1, 2).detach() >= losses.pca_min_confidence
+                mask = instant_confident[..., pca.keypoint_indices()]
+                values[kind] = pca_loss(pca.residual_keypoints(instant_xy), pca.epsilon, mask)
+                continue
             mask = confident[..., pca.keypoint_indices()]
             values[kind] = pca_loss(pca.residual_keypoints(flat_xy), pca.epsilon, mask)
         if self.geometry is not None:
-            n_cameras, n_frames, n_keypoints = confidence.shape
             if n_cameras != len(self.geometry.camera_names):
                 raise ValueError(
                     f"a clip of {n_cameras} camera(s) for a rig of {len(self.geometry.camera_names)} "

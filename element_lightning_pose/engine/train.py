@@ -425,6 +425,14 @@ def _unsupervised_inputs(
     from .pca import fit_pcas
     from .unlabeled import ClipDataset, build_frame_cache
 
+    geometric = [name for name in losses.unsupervised if name in GEOMETRIC_LOSSES]
+    if geometric and labels.views is None:
+        raise ConfigError(
+            f"losses.unsupervised: {geometric} need a multi-view project of separate cameras (data.csv_file: one "
+            f"label CSV per camera, data.view_names their names in losses.calibration); {labels.csv_path} is one view"
+        )
+    if labels.views is not None and (geometric or ("pca_multiview" in losses.unsupervised and not losses.view_groups)):
+        return _camera_rig_inputs(config, labels, splits, videos, model_dir)
     train_rows = np.flatnonzero(splits == "train")
     pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
     if not videos:
@@ -432,9 +440,6 @@ def _unsupervised_inputs(
             f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
             f"{Path(labels.root) / config.data.video_dir} has none"
         )
-    if any(name in GEOMETRIC_LOSSES for name in losses.unsupervised):
-        geometry, clips = _geometric_inputs(config, labels, splits, videos, model_dir)
-        return pcas, clips, geometry
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
     cache = build_frame_cache(
         videos,
@@ -449,25 +454,41 @@ def _unsupervised_inputs(
     return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter), None
 
 
-def _geometric_inputs(
+def _camera_rig_inputs(
     config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
 ):
-    """The rig geometry fitted on the training labels and synchronised clips of every camera."""
+    """PCAs, synchronised clips of every camera and the rig geometry (None without the
+    geometric losses) of a multi-view project of separate cameras.
+
+    Its multi-view PCA (no ``losses.view_groups``) spans the cameras: one sample is an
+    instant's keypoints in every view, (C * K) points, fitted on the training instants.
+    """
     from .data import Augmenter
     from .geometry import fit_rig_geometry, resolve_calibration
+    from .pca import fit_pca, fit_pcas
     from .unlabeled import MultiCameraClipDataset, build_camera_caches
 
     losses = config.losses
-    if labels.views is None:
-        raise ConfigError(
-            f"losses.unsupervised={losses.unsupervised}: the reprojection and limb-length losses need a multi-view "
-            "project (one label CSV per camera view, data.csv_file a list)"
-        )
+    assert labels.views is not None
     views = list(dict.fromkeys(labels.views))
-    n = len(labels) // len(views)
-    train_instants = np.flatnonzero(splits[:n] == "train")
-    keypoints = labels.keypoints.reshape(len(views), n, *labels.keypoints.shape[1:])[:, train_instants]
-    geometry = fit_rig_geometry(resolve_calibration(losses, labels.root), views, keypoints, labels.bodyparts, losses)
+    n, n_kp = len(labels) // len(views), len(labels.bodyparts)
+    train_rows = np.flatnonzero(splits == "train")
+    across = "pca_multiview" in losses.unsupervised and not losses.view_groups
+    rows_losses = losses.model_copy(
+        update={"unsupervised": [k for k in losses.unsupervised if not (across and k == "pca_multiview")]}
+    )
+    pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, rows_losses)
+    per_view = labels.keypoints.reshape(len(views), n, n_kp, 2)[:, np.flatnonzero(splits[:n] == "train")]
+    if across:
+        instants = per_view.transpose(1, 0, 2, 3).reshape(per_view.shape[1], len(views) * n_kp, 2)
+        names = [f"{view}/{part}" for view in views for part in labels.bodyparts]
+        groups: list[list[int | str]] = [[c * n_kp + k for k in range(n_kp)] for c in range(len(views))]
+        pcas["pca_multiview"] = fit_pca(
+            "pca_multiview", instants, names, losses.model_copy(update={"view_groups": groups})
+        )
+    geometry = None
+    if any(name in GEOMETRIC_LOSSES for name in losses.unsupervised):
+        geometry = fit_rig_geometry(resolve_calibration(losses, labels.root), views, per_view, labels.bodyparts, losses)
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
     caches = build_camera_caches(
         videos,
@@ -479,5 +500,5 @@ def _geometric_inputs(
         seed=config.training.seed,
     )
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
-    steps = int(np.ceil(len(np.flatnonzero(splits == "train")) / config.training.batch_size))
-    return geometry, MultiCameraClipDataset(caches, losses.clip_length, steps, augmenter)
+    steps = int(np.ceil(len(train_rows) / config.training.batch_size))
+    return pcas, MultiCameraClipDataset(caches, losses.clip_length, steps, augmenter), geometry

@@ -75,7 +75,6 @@ def test_moving_one_view_costs_and_its_gradient_moves_it_back(rig):
 
 def test_stretching_a_bone_costs_limb_length(rig):
     _, body, pixels, fitted, _ = rig
-    n_kp = len(body.bodyparts)
     snout = body.bodyparts.index("snout")
     points = torch.tensor(body.points[20:].copy())
     valid = torch.ones(points.shape[:2], dtype=torch.bool)
@@ -178,3 +177,31 @@ def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, t
     assert load_model(result.model_dir).bodyparts == rig_project.bodyparts
     saved = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
     assert saved["geometry"]["camera_names"] == rig_project.camera_names  # reloads without the file
+
+
+def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
+    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.engine.train import train
+
+    project = make_synthetic_project(tmp_path / "p", image_size=(64, 64), n_labeled=6, n_video_frames=20)
+    (project.root / "calibration.toml").write_text("")
+    config = {"losses": {"unsupervised": ["reprojection"], "calibration": "calibration.toml"}}
+    with pytest.raises(ConfigError, match=r"need a multi-view project of separate cameras"):
+        train(config, project.root, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
+    from element_lightning_pose.engine.train import train
+
+    config = {
+        "data": {"image_resize": [32, 64], "csv_file": rig_project.csv_files, "view_names": rig_project.camera_names},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4},
+        "losses": {"unsupervised": ["pca_multiview"], "warmup_epochs": 0, "clip_length": 3},
+    }
+    result = train(config, rig_project.root, tmp_path / "model", progress=False)
+    saved = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
+    n_kp = len(rig_project.bodyparts)
+    assert saved["pca"]["pca_multiview"]["views"] == [list(range(c * n_kp, (c + 1) * n_kp)) for c in range(3)]
+    assert "train_pca_multiview_loss" in pd.read_csv(result.model_dir / "metrics.csv").columns
