@@ -12,13 +12,15 @@ The smoother itself is ``element_lightning_pose.engine.eks`` (numpy, no database
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import datajoint as dj
 import numpy as np
 
 from . import model, paths, train
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
 from .engine.eks.params import SmoothingParams
 from .params import ImmutableParams
 
@@ -91,24 +93,16 @@ class SmoothingParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by :func:`validate_smoothing_params`, defaults filled in."""
+        return validate_smoothing_params(dict(params))
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, smoothing_paramset_idx: int | None = None) -> int:
-        """Validate and insert; returns the id of the new or identical existing set."""
-        canonical = validate_smoothing_params(dict(params))
-        digest = train.params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("smoothing_paramset_idx"))
-        if smoothing_paramset_idx is None:
-            smoothing_paramset_idx = max(fetch_column(cls, "smoothing_paramset_idx"), default=0) + 1
-        cls.insert1(
-            {
-                "smoothing_paramset_idx": smoothing_paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return smoothing_paramset_idx
+        """Validate and insert; returns the id of the new or identical existing set. A
+        ``smoothing_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`)."""
+        return cls.insert_canonical(paramset_desc, params, smoothing_paramset_idx)
 
 
 @schema

@@ -20,6 +20,7 @@ indexed by rig frame, ``0 .. n_frames - 1``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -579,24 +580,16 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by :func:`validate_triangulation_params`, defaults filled in."""
+        return validate_triangulation_params(dict(params))
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, triangulation_paramset_idx: int | None = None) -> int:
-        """Validate and insert; returns the id of the new or identical existing set."""
-        canonical = validate_triangulation_params(dict(params))
-        digest = train.params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("triangulation_paramset_idx"))
-        if triangulation_paramset_idx is None:
-            triangulation_paramset_idx = max(fetch_column(cls, "triangulation_paramset_idx"), default=0) + 1
-        cls.insert1(
-            {
-                "triangulation_paramset_idx": triangulation_paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return triangulation_paramset_idx
+        """Validate and insert; returns the id of the new or identical existing set. A
+        ``triangulation_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`)."""
+        return cls.insert_canonical(paramset_desc, params, triangulation_paramset_idx)
 
 
 @schema

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +26,7 @@ import datajoint as dj
 
 from . import paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
-from .params import ImmutableParams
+from .params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,6 @@ def _finite_or_none(value) -> float | None:
     import math
 
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def params_hash(params: dict) -> str:
-    """MD5 hex digest of the canonical JSON of ``params`` (key order does not matter)."""
-    canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.md5(canonical.encode()).hexdigest()
 
 
 def file_md5(path: Path) -> str:
@@ -385,32 +379,22 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by ``engine.config.TrainConfig``, defaults filled in."""
+        from .engine.config import TrainConfig
+
+        return TrainConfig.from_dict(dict(params), source="TrainingParamSet params").to_dict()
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, paramset_idx: int | None = None) -> int:
         """Validate ``params`` and insert them; returns the id of the new or existing set.
 
         Unknown keys and bad values raise ``ConfigError`` naming the key. Parameters that only
-        differ from an existing set by defaults or key order are the same set.
+        differ from an existing set by defaults or key order are the same set. A
+        ``paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`).
         """
-        from .engine.config import TrainConfig
-
-        canonical = TrainConfig.from_dict(params, source="TrainingParamSet params").to_dict()
-        digest = params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("paramset_idx"))
-        if paramset_idx is None:
-            paramset_idx = max(fetch_column(cls, "paramset_idx"), default=0) + 1
-        elif cls & {"paramset_idx": paramset_idx}:
-            raise ValueError(f"paramset_idx {paramset_idx} already holds different parameters")
-        cls.insert1(
-            {
-                "paramset_idx": paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return int(paramset_idx)
+        return cls.insert_canonical(paramset_desc, params, paramset_idx)
 
     @classmethod
     def insert_preset(cls, name: str, **options: Any) -> int:
