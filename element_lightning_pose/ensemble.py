@@ -19,13 +19,13 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import model, paths, train
+from . import model, paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
 from .engine.eks.params import SmoothingParams
 from .params import ImmutableParams
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
+_LINK = paths.LinkedSchema("ensemble")
 
 SMOOTHING_KEYS = set(SmoothingParams.model_fields)  # the engine's model owns the parameters
 
@@ -45,16 +45,14 @@ def activate(
         create_tables: create the tables if they do not exist yet.
         linking_module: the same linking module given to ``model.activate``.
     """
-    global _linking_module
     if not model.schema.is_activated():
         raise RuntimeError("ensemble.activate(): activate the model schema first")
-    _linking_module = train.check_linking_module(linking_module, ("get_lp_root_data_dir",), "ensemble")
-    schema.activate(
-        ensemble_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
+    _LINK.activate(
+        schema, ensemble_schema_name, linking_module, create_schema=create_schema, create_tables=create_tables
     )
+
+
+processed_dir = _LINK.processed_dir
 
 
 def validate_smoothing_params(params: dict) -> dict:
@@ -213,7 +211,7 @@ class EnsembleSmoothing(dj.Computed):
     def make_compute(self, key, members, files, params) -> tuple:
         from .engine import eks, io
 
-        processed = paths.processed_dir(_linking_module)
+        processed = processed_dir()
         arrays, bodyparts = [], None
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")

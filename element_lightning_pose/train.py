@@ -13,8 +13,6 @@ The schema is thin: validation and training live in ``element_lightning_pose.eng
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -31,9 +29,8 @@ from .params import ImmutableParams, params_hash  # noqa: F401  (train.params_ha
 logger = logging.getLogger(__name__)
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
-
 REQUIRED_FUNCTIONS = ("get_lp_root_data_dir",)
+_LINK = paths.LinkedSchema("train", REQUIRED_FUNCTIONS)
 
 
 def activate(
@@ -52,46 +49,12 @@ def activate(
         linking_module: a module (or its name) that provides ``get_lp_root_data_dir()`` and
             optionally ``get_lp_processed_data_dir()``.
     """
-    global _linking_module
-    _linking_module = check_linking_module(linking_module, REQUIRED_FUNCTIONS, "train")
-    schema.activate(
-        train_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
-    )
+    _LINK.activate(schema, train_schema_name, linking_module, create_schema=create_schema, create_tables=create_tables)
 
 
-def check_linking_module(linking_module, required: tuple[str, ...], schema_label: str) -> ModuleType:
-    """Import the linking module and check that it provides everything ``required``."""
-    if isinstance(linking_module, str):
-        linking_module = importlib.import_module(linking_module)
-    if not inspect.ismodule(linking_module):
-        raise TypeError(
-            f"{schema_label}.activate(): linking_module must be a module or a module name, "
-            f"not {type(linking_module).__name__}"
-        )
-    missing = [name for name in required if not hasattr(linking_module, name)]
-    if missing:
-        raise AttributeError(
-            f"{schema_label}.activate(): the linking module {linking_module.__name__!r} lacks "
-            f"{', '.join(missing)} (required: {', '.join(required)})"
-        )
-    return linking_module
-
-
-def linking_module() -> ModuleType:
-    if _linking_module is None:
-        raise RuntimeError("train schema is not activated: call train.activate(...) first")
-    return _linking_module
-
-
-def root_dirs() -> list[Path]:
-    return paths.root_dirs(linking_module())
-
-
-def processed_dir() -> Path:
-    return paths.processed_dir(linking_module())
+linking_module = _LINK.linking_module
+root_dirs = _LINK.root_dirs
+processed_dir = _LINK.processed_dir
 
 
 def _finite_or_none(value) -> float | None:
