@@ -436,24 +436,19 @@ class ModelTraining(dj.Computed):
         return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"], labels_config
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
-        from .engine.config import ConfigError, TrainConfig
-        from .engine.train import train
+        from .engine.config import TrainConfig
+        from .engine.multiview import train_one_network
 
-        config = TrainConfig.from_dict(params, source=f"TrainingParamSet {key['paramset_idx']}")
+        source = f"TrainingParamSet {key['paramset_idx']}"
+        config = TrainConfig.from_dict(params, source=source)
         config = config.model_copy(update={"training": config.training.model_copy(update={"seed": int(seed)})})
         # the labels are the VideoSet's (its CSV, its views), not the parameter set's file names
         config = config.model_copy(update={"data": config.data.model_copy(update=labels_config)})
         relative_model_dir = model_dir or TrainingTask.default_model_dir(key, model_prefix)
         full_model_dir = processed_dir() / relative_model_dir
         project = paths.find_full_path(root_dirs(), project_dir)
-        if config.data.multiview == "per_view" and labels_config["view_names"]:
-            # a Model row is one network; one network per camera is one VideoSet per view
-            raise ConfigError(
-                f"TrainingParamSet {key['paramset_idx']}: data.multiview=per_view trains several networks; "
-                "in the pipeline register each view as its own VideoSet (csv_file=CollectedData_<view>.csv), "
-                "or use data.multiview=shared"
-            )
-        result = train(config, project, full_model_dir, progress=False)
+        # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
+        result = train_one_network(config, project, full_model_dir, source=source, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (
             relative_model_dir,
