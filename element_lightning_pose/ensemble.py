@@ -12,18 +12,20 @@ The smoother itself is ``element_lightning_pose.engine.eks`` (numpy, no database
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import datajoint as dj
 import numpy as np
 
-from . import model, paths, train
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from . import model, paths
+from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
 from .engine.eks.params import SmoothingParams
 from .params import ImmutableParams
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
+_LINK = paths.LinkedSchema("ensemble")
 
 SMOOTHING_KEYS = set(SmoothingParams.model_fields)  # the engine's model owns the parameters
 
@@ -43,16 +45,14 @@ def activate(
         create_tables: create the tables if they do not exist yet.
         linking_module: the same linking module given to ``model.activate``.
     """
-    global _linking_module
     if not model.schema.is_activated():
         raise RuntimeError("ensemble.activate(): activate the model schema first")
-    _linking_module = train.check_linking_module(linking_module, ("get_lp_root_data_dir",), "ensemble")
-    schema.activate(
-        ensemble_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
+    _LINK.activate(
+        schema, ensemble_schema_name, linking_module, create_schema=create_schema, create_tables=create_tables
     )
+
+
+processed_dir = _LINK.processed_dir
 
 
 def validate_smoothing_params(params: dict) -> dict:
@@ -91,24 +91,16 @@ class SmoothingParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by :func:`validate_smoothing_params`, defaults filled in."""
+        return validate_smoothing_params(dict(params))
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, smoothing_paramset_idx: int | None = None) -> int:
-        """Validate and insert; returns the id of the new or identical existing set."""
-        canonical = validate_smoothing_params(dict(params))
-        digest = train.params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("smoothing_paramset_idx"))
-        if smoothing_paramset_idx is None:
-            smoothing_paramset_idx = max(fetch_column(cls, "smoothing_paramset_idx"), default=0) + 1
-        cls.insert1(
-            {
-                "smoothing_paramset_idx": smoothing_paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return smoothing_paramset_idx
+        """Validate and insert; returns the id of the new or identical existing set. A
+        ``smoothing_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`)."""
+        return cls.insert_canonical(paramset_desc, params, smoothing_paramset_idx)
 
 
 @schema
@@ -219,7 +211,7 @@ class EnsembleSmoothing(dj.Computed):
     def make_compute(self, key, members, files, params) -> tuple:
         from .engine import eks, io
 
-        processed = paths.processed_dir(_linking_module)
+        processed = processed_dir()
         arrays, bodyparts = [], None
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")

@@ -29,9 +29,9 @@ from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, f
 from .engine.config import SPLITS
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
-
 REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
+_LINK = paths.LinkedSchema("model", REQUIRED)
+_linking_module: ModuleType | None = None  # the same module as _LINK's (export.dj_nwb reads it)
 
 
 def activate(
@@ -53,30 +53,20 @@ def activate(
             ``get_lp_root_data_dir()`` and optionally ``get_lp_processed_data_dir()``.
     """
     global _linking_module
-    _linking_module = train.check_linking_module(linking_module, REQUIRED, "model")
+    module = _LINK.check(linking_module)
     if train_schema_name:
         train.activate(
-            train_schema_name,
-            create_schema=create_schema,
-            create_tables=create_tables,
-            linking_module=_linking_module,
+            train_schema_name, create_schema=create_schema, create_tables=create_tables, linking_module=module
         )
     elif not train.schema.is_activated():
         raise RuntimeError("model.activate(): activate the train schema first or pass train_schema_name")
-    schema.activate(
-        model_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
+    _linking_module = _LINK.activate(
+        schema, model_schema_name, module, create_schema=create_schema, create_tables=create_tables
     )
 
 
-def root_dirs() -> list[Path]:
-    return paths.root_dirs(_linking_module)
-
-
-def processed_dir() -> Path:
-    return paths.processed_dir(_linking_module)
+root_dirs = _LINK.root_dirs
+processed_dir = _LINK.processed_dir
 
 
 def _utcnow() -> datetime:

@@ -20,6 +20,7 @@ indexed by rig frame, ``0 .. n_frames - 1``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -28,13 +29,13 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import ensemble, model, paths, train
+from . import ensemble, model, paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
 from .engine.multicam.params import TriangulationParams
 from .params import ImmutableParams
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
+_LINK = paths.LinkedSchema("multicam")
 
 # The world frame engine.multicam.calibrate chooses (a task may describe its own instead).
 DEFAULT_REFERENCE_FRAME = (
@@ -58,24 +59,15 @@ def activate(
         create_tables: create the tables if they do not exist yet.
         linking_module: the same linking module given to ``model.activate``.
     """
-    global _linking_module
     if not model.schema.is_activated() or not ensemble.schema.is_activated():
         raise RuntimeError("multicam.activate(): activate the model and ensemble schemas first")
-    _linking_module = train.check_linking_module(linking_module, ("get_lp_root_data_dir",), "multicam")
-    schema.activate(
-        multicam_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
+    _LINK.activate(
+        schema, multicam_schema_name, linking_module, create_schema=create_schema, create_tables=create_tables
     )
 
 
-def root_dirs() -> list[Path]:
-    return paths.root_dirs(_linking_module)
-
-
-def processed_dir() -> Path:
-    return paths.processed_dir(_linking_module)
+root_dirs = _LINK.root_dirs
+processed_dir = _LINK.processed_dir
 
 
 class RigError(ValueError):
@@ -579,24 +571,16 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by :func:`validate_triangulation_params`, defaults filled in."""
+        return validate_triangulation_params(dict(params))
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, triangulation_paramset_idx: int | None = None) -> int:
-        """Validate and insert; returns the id of the new or identical existing set."""
-        canonical = validate_triangulation_params(dict(params))
-        digest = train.params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("triangulation_paramset_idx"))
-        if triangulation_paramset_idx is None:
-            triangulation_paramset_idx = max(fetch_column(cls, "triangulation_paramset_idx"), default=0) + 1
-        cls.insert1(
-            {
-                "triangulation_paramset_idx": triangulation_paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return triangulation_paramset_idx
+        """Validate and insert; returns the id of the new or identical existing set. A
+        ``triangulation_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`)."""
+        return cls.insert_canonical(paramset_desc, params, triangulation_paramset_idx)
 
 
 @schema

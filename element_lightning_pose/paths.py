@@ -3,15 +3,20 @@
 The linking module passed to ``activate()`` provides ``get_lp_root_data_dir()`` (one path or
 a list) and optionally ``get_lp_processed_data_dir()``. Tables store paths relative to one of
 those roots; these helpers turn them back into absolute paths on whichever machine runs the
-worker. No DataJoint import here.
+worker. :class:`LinkedSchema` is what every schema module (train, model, ensemble, multicam)
+keeps of its activation: the checked linking module, and the roots it names. No DataJoint
+import here (a schema's own ``activate`` is called).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 PathLike = str | os.PathLike
 
@@ -37,6 +42,70 @@ def processed_dir(linking_module: ModuleType) -> Path:
     getter = getattr(linking_module, "get_lp_processed_data_dir", None)
     found = _as_list(getter()) if getter else []
     return found[0] if found else root_dirs(linking_module)[0]
+
+
+def check_linking_module(linking_module: Any, required: Iterable[str], schema_label: str) -> ModuleType:
+    """Import the linking module (a module or its name) and check that it provides ``required``."""
+    if isinstance(linking_module, str):
+        linking_module = importlib.import_module(linking_module)
+    if not inspect.ismodule(linking_module):
+        raise TypeError(
+            f"{schema_label}.activate(): linking_module must be a module or a module name, "
+            f"not {type(linking_module).__name__}"
+        )
+    required = tuple(required)
+    missing = [name for name in required if not hasattr(linking_module, name)]
+    if missing:
+        raise AttributeError(
+            f"{schema_label}.activate(): the linking module {linking_module.__name__!r} lacks "
+            f"{', '.join(missing)} (required: {', '.join(required)})"
+        )
+    return linking_module
+
+
+class LinkedSchema:
+    """A schema module's activation: its checked linking module and the directories it names.
+
+    One per schema module (``_LINK = paths.LinkedSchema("model", REQUIRED)``); the module's
+    ``activate()`` checks its own prerequisites, then calls :meth:`activate`; its
+    ``root_dirs()`` and ``processed_dir()`` are this object's.
+    """
+
+    def __init__(self, schema_label: str, required: tuple[str, ...] = ("get_lp_root_data_dir",)) -> None:
+        self.schema_label = schema_label
+        self.required = required
+        self._module: ModuleType | None = None
+
+    def check(self, linking_module: Any) -> ModuleType:
+        """The linking module, imported and checked for everything this schema requires."""
+        return check_linking_module(linking_module, self.required, self.schema_label)
+
+    def activate(
+        self, schema: Any, schema_name: str, linking_module: Any, *, create_schema: bool, create_tables: bool
+    ) -> ModuleType:
+        """Check ``linking_module``, activate ``schema`` with its objects, and keep it."""
+        module = self.check(linking_module)
+        schema.activate(
+            schema_name, create_schema=create_schema, create_tables=create_tables, add_objects=module.__dict__
+        )
+        self._module = module
+        return module
+
+    def linking_module(self) -> ModuleType:
+        """The linking module given to ``activate()``."""
+        if self._module is None:
+            raise RuntimeError(
+                f"{self.schema_label} schema is not activated: call {self.schema_label}.activate(...) first"
+            )
+        return self._module
+
+    def root_dirs(self) -> list[Path]:
+        """The root data directories of the linking module (:func:`root_dirs`)."""
+        return root_dirs(self.linking_module())
+
+    def processed_dir(self) -> Path:
+        """Where this schema writes outputs (:func:`processed_dir`)."""
+        return processed_dir(self.linking_module())
 
 
 def find_full_path(roots: Iterable[PathLike], relative_path: PathLike) -> Path:

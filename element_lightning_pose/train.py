@@ -13,10 +13,8 @@ The schema is thin: validation and training live in ``element_lightning_pose.eng
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
-import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -26,14 +24,13 @@ import datajoint as dj
 
 from . import paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
-from .params import ImmutableParams
+from .params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
 logger = logging.getLogger(__name__)
 
 schema = dj.Schema()
-_linking_module: ModuleType | None = None
-
 REQUIRED_FUNCTIONS = ("get_lp_root_data_dir",)
+_LINK = paths.LinkedSchema("train", REQUIRED_FUNCTIONS)
 
 
 def activate(
@@ -52,46 +49,12 @@ def activate(
         linking_module: a module (or its name) that provides ``get_lp_root_data_dir()`` and
             optionally ``get_lp_processed_data_dir()``.
     """
-    global _linking_module
-    _linking_module = check_linking_module(linking_module, REQUIRED_FUNCTIONS, "train")
-    schema.activate(
-        train_schema_name,
-        create_schema=create_schema,
-        create_tables=create_tables,
-        add_objects=_linking_module.__dict__,
-    )
+    _LINK.activate(schema, train_schema_name, linking_module, create_schema=create_schema, create_tables=create_tables)
 
 
-def check_linking_module(linking_module, required: tuple[str, ...], schema_label: str) -> ModuleType:
-    """Import the linking module and check that it provides everything ``required``."""
-    if isinstance(linking_module, str):
-        linking_module = importlib.import_module(linking_module)
-    if not inspect.ismodule(linking_module):
-        raise TypeError(
-            f"{schema_label}.activate(): linking_module must be a module or a module name, "
-            f"not {type(linking_module).__name__}"
-        )
-    missing = [name for name in required if not hasattr(linking_module, name)]
-    if missing:
-        raise AttributeError(
-            f"{schema_label}.activate(): the linking module {linking_module.__name__!r} lacks "
-            f"{', '.join(missing)} (required: {', '.join(required)})"
-        )
-    return linking_module
-
-
-def linking_module() -> ModuleType:
-    if _linking_module is None:
-        raise RuntimeError("train schema is not activated: call train.activate(...) first")
-    return _linking_module
-
-
-def root_dirs() -> list[Path]:
-    return paths.root_dirs(linking_module())
-
-
-def processed_dir() -> Path:
-    return paths.processed_dir(linking_module())
+linking_module = _LINK.linking_module
+root_dirs = _LINK.root_dirs
+processed_dir = _LINK.processed_dir
 
 
 def _finite_or_none(value) -> float | None:
@@ -99,12 +62,6 @@ def _finite_or_none(value) -> float | None:
     import math
 
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def params_hash(params: dict) -> str:
-    """MD5 hex digest of the canonical JSON of ``params`` (key order does not matter)."""
-    canonical = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.md5(canonical.encode()).hexdigest()
 
 
 def file_md5(path: Path) -> str:
@@ -385,32 +342,22 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
     """
 
     @classmethod
+    def canonical_params(cls, params: Mapping[str, Any]) -> dict:
+        """``params`` checked by ``engine.config.TrainConfig``, defaults filled in."""
+        from .engine.config import TrainConfig
+
+        return TrainConfig.from_dict(dict(params), source="TrainingParamSet params").to_dict()
+
+    @classmethod
     def insert_new_params(cls, paramset_desc: str, params: dict, paramset_idx: int | None = None) -> int:
         """Validate ``params`` and insert them; returns the id of the new or existing set.
 
         Unknown keys and bad values raise ``ConfigError`` naming the key. Parameters that only
-        differ from an existing set by defaults or key order are the same set.
+        differ from an existing set by defaults or key order are the same set. A
+        ``paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
+        (:meth:`params.ImmutableParams.insert_canonical`).
         """
-        from .engine.config import TrainConfig
-
-        canonical = TrainConfig.from_dict(params, source="TrainingParamSet params").to_dict()
-        digest = params_hash(canonical)
-        existing = cls & {"param_set_hash": digest}
-        if existing:
-            return int(existing.fetch1("paramset_idx"))
-        if paramset_idx is None:
-            paramset_idx = max(fetch_column(cls, "paramset_idx"), default=0) + 1
-        elif cls & {"paramset_idx": paramset_idx}:
-            raise ValueError(f"paramset_idx {paramset_idx} already holds different parameters")
-        cls.insert1(
-            {
-                "paramset_idx": paramset_idx,
-                "paramset_desc": paramset_desc,
-                "param_set_hash": digest,
-                "params": canonical,
-            }
-        )
-        return int(paramset_idx)
+        return cls.insert_canonical(paramset_desc, params, paramset_idx)
 
     @classmethod
     def insert_preset(cls, name: str, **options: Any) -> int:
@@ -489,24 +436,19 @@ class ModelTraining(dj.Computed):
         return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"], labels_config
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
-        from .engine.config import ConfigError, TrainConfig
-        from .engine.train import train
+        from .engine.config import TrainConfig
+        from .engine.multiview import train_one_network
 
-        config = TrainConfig.from_dict(params, source=f"TrainingParamSet {key['paramset_idx']}")
+        source = f"TrainingParamSet {key['paramset_idx']}"
+        config = TrainConfig.from_dict(params, source=source)
         config = config.model_copy(update={"training": config.training.model_copy(update={"seed": int(seed)})})
         # the labels are the VideoSet's (its CSV, its views), not the parameter set's file names
         config = config.model_copy(update={"data": config.data.model_copy(update=labels_config)})
         relative_model_dir = model_dir or TrainingTask.default_model_dir(key, model_prefix)
         full_model_dir = processed_dir() / relative_model_dir
         project = paths.find_full_path(root_dirs(), project_dir)
-        if config.data.multiview == "per_view" and labels_config["view_names"]:
-            # a Model row is one network; one network per camera is one VideoSet per view
-            raise ConfigError(
-                f"TrainingParamSet {key['paramset_idx']}: data.multiview=per_view trains several networks; "
-                "in the pipeline register each view as its own VideoSet (csv_file=CollectedData_<view>.csv), "
-                "or use data.multiview=shared"
-            )
-        result = train(config, project, full_model_dir, progress=False)
+        # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
+        result = train_one_network(config, project, full_model_dir, source=source, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (
             relative_model_dir,

@@ -14,7 +14,10 @@ whose file names contain the view name. ``data.multiview`` chooses:
     ``model_dir/config.yaml`` keeps the whole configuration. The directory is replaced whole
     only when every view has trained.
 
-:func:`train_project` dispatches on the layout and is what ``elp train`` calls.
+:func:`train_project` dispatches on the layout and is what ``elp train`` calls;
+:func:`train_one_network` is what a caller that keeps one network per model directory calls
+(the pipeline's ``ModelTraining``: a ``Model`` row is one network), and it refuses
+``per_view`` on a multi-view project.
 """
 
 from __future__ import annotations
@@ -107,6 +110,36 @@ def train_project(
             )
         return train_per_view(config, project_root, model_dir, progress=progress)
     return train(config, project_root, model_dir, resume_from=resume_from, progress=progress)
+
+
+def train_one_network(
+    config: TrainConfig | dict | PathLike | None,
+    project_root: PathLike,
+    model_dir: PathLike,
+    *,
+    source: str = "",
+    progress: bool = True,
+) -> TrainResult:
+    """Train exactly one network into ``model_dir`` (:func:`engine.train.train`).
+
+    ``data.multiview=per_view`` on a multi-view project would be one network per view: it is
+    refused with a ``ConfigError`` naming the parameter, the views and what to do instead
+    (train each view's CSV as a project of its own, or ``data.multiview=shared``), before any
+    training. On a single-view project ``multiview`` has nothing to choose. ``source`` (e.g.
+    ``"TrainingParamSet 3"``) begins the message.
+    """
+    config = TrainConfig.load(config)
+    if config.data.multiview == "per_view":
+        views = project_views(config, project_root)
+        if views:
+            prefix = f"{source}: " if source else ""
+            raise ConfigError(
+                f"{prefix}data.multiview=per_view trains one network per view ({', '.join(v for v, _ in views)}), "
+                "but one network is trained here: train each view as a project of its own "
+                f"(data.csv_file={views[0][1]}, ...; in the pipeline, one VideoSet per view, "
+                "csv_file='CollectedData_<view>.csv'), or use data.multiview=shared"
+            )
+    return train(config, project_root, model_dir, progress=progress)
 
 
 def train_per_view(

@@ -4,7 +4,7 @@ As in test_join_ephys.py: under DataJoint 0.14 the published element-array-ephys
 on the same upstream Session as the pose element and its units are inserted directly; under
 DataJoint 2.x (which cannot import element-array-ephys) a unit table of the lab's own, keyed by
 the same Session, stands in. The 3D pose comes from a tiny synthetic rig (load-mode 2D
-sources, see test_multicam_pipeline.py) in a session of its own.
+sources, see rig_helpers.py) in a session of its own.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 
 from element_lightning_pose import dj_compat
 
+from .rig_helpers import add_sources, build_rig
 from .test_join_ephys import activate_ephys, insert_units, stand_in_units
-from .test_multicam_pipeline import add_sources, build_rig
 
 N_RIG = 20
 

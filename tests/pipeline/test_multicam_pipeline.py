@@ -3,7 +3,7 @@ recordings with frame offsets, triangulation from PoseEstimation and EnsembleSmo
 sources, and the bad inputs of issue 17 (each a clear error, nothing inserted).
 
 2D sources are load-mode PoseEstimationTasks reading predictions CSVs written from the rig's
-projected ground truth (plus pixel noise): the plumbing is tested, not a network. Everything
+projected ground truth (plus pixel noise; rig_helpers.py): the plumbing is tested, not a network. Everything
 here uses its own subject ('rig3d') and models ('rig_*'); every task it creates is populated
 by the end, so the shared-schema tests (the worker counts pending tasks) are unaffected.
 """
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat, pipeline
-from element_lightning_pose.engine.io import write_predictions
 from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board
-from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, write_calibration
+from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
+
+from .rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
 
 SIZE = (320, 240)
 N_RIG = 40  # rig frames
@@ -38,93 +39,11 @@ BOARD = {
 SUBJECT = "rig3d"
 
 
-def _insert_model(lp, name: str, bodyparts: list[str]) -> None:
-    """A Model row for load-mode tasks (no network: the predictions CSVs are written here)."""
-    lp.model.BodyPart.extend(bodyparts)
-    lp.model.Model.insert1(
-        {
-            "model_name": name,
-            "model_dir": f"rig3d/models/{name}",
-            "best_checkpoint": "none",
-            "backbone": "none",
-            "model_type": "loaded",
-            "resize_height": SIZE[1],
-            "resize_width": SIZE[0],
-            "config": {"loaded": True},
-            "engine_version": "test",
-            "model_description": "2D ground truth of the synthetic rig",
-        }
-    )
-    lp.model.Model.BodyPart.insert(
-        {"model_name": name, "body_part": bp, "body_part_index": i} for i, bp in enumerate(bodyparts)
-    )
-
-
-def _load_task(lp, rec: dict, model_name: str, values: np.ndarray, bodyparts: list[str]) -> dict:
-    key = lp.model.PoseEstimationTask.generate(rec, model_name, task_mode="load")
-    output_dir = lp.model.PoseEstimationTask.default_output_dir(key)
-    write_predictions(lp.model.processed_dir() / output_dir / "predictions.csv", values, bodyparts, scorer=model_name)
-    return key
-
-
-def build_rig(lp, subject: str, *, n_rig: int, lead: int, first_recording: int, when: dt.datetime) -> dict:
-    """Three cameras, a walking body, one video per camera (cam2 with ``lead`` extra leading
-    frames), their RecordingInfo, and the true calibration written as calibration.toml, for a
-    new session of ``subject``. Used by the 3D join test too."""
-    root = lp.model.root_dirs()[0]
-    base = root / subject
-    group = rig.make_rig(3, seed=0, image_size=SIZE)
-    body = rig.make_body(n_rig + lead, seed=0)
-    truth = body.points[lead:]  # rig frame t = body frame t + lead
-    calibration = write_calibration(group, base / "calibration.toml")
-    session = pipeline.add_session(subject, when, sex="M")
-    recs, projected = {}, {}
-    for i, cam in enumerate(group.cameras):
-        points = body.points if cam.name == "cam2" else truth
-        videos = rig.render_body_videos(group.subset([cam.name]), points, body.bodyparts, base / "videos")
-        lp.Device.insert1({"device": f"rig_{cam.name}"}, skip_duplicates=True)
-        rec = {**session, "recording_id": first_recording + i}
-        lp.model.VideoRecording.insert1({**rec, "device": f"rig_{cam.name}"})
-        video = videos[cam.name][0].relative_to(root).as_posix()
-        lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
-        recs[cam.name] = rec
-        projected[cam.name] = points
-    assert dj_compat.populate(lp.model.RecordingInfo, [recs[n] for n in group.names]).errors == []
-    return {
-        "root": root,
-        "base": base,
-        "group": group,
-        "body": body,
-        "truth": truth,
-        "calibration": calibration,
-        "session": session,
-        "recs": recs,
-        "points": projected,
-    }
-
-
-def _observations(group, name: str, points: np.ndarray, seed: int) -> np.ndarray:
-    """(T, K, 3) x, y, likelihood of one camera: the projection plus noise and a few confident jumps."""
-    obs = rig.observe(group.subset([name]), points, seed=seed, noise_px=0.5, jump_rate=0.02, occlusion_rate=0.0)
-    return np.concatenate([obs.pixels[0], obs.likelihood[0][..., None]], axis=-1)
-
-
-def add_sources(lp, rig_data: dict, model_name: str, seed: int = 0) -> dict:
-    """A load-mode model ``model_name`` on every view of the rig, populated; {camera: task key}."""
-    group, bodyparts = rig_data["group"], rig_data["body"].bodyparts
-    _insert_model(lp, model_name, bodyparts)
-    keys = {}
-    for i, name in enumerate(group.names):
-        values = _observations(group, name, rig_data["points"][name], seed=seed + i)
-        keys[name] = _load_task(lp, rig_data["recs"][name], model_name, values, bodyparts)
-    result = dj_compat.populate(lp.model.PoseEstimation, list(keys.values()))
-    assert result.errors == [] and result.success_count == len(keys)
-    return keys
-
-
 @pytest.fixture(scope="module")
 def rig3d(lp):
-    return build_rig(lp, SUBJECT, n_rig=N_RIG, lead=LEAD, first_recording=301, when=dt.datetime(2024, 6, 1, 9, 0))
+    return build_rig(
+        lp, SUBJECT, n_rig=N_RIG, lead=LEAD, first_recording=301, when=dt.datetime(2024, 6, 1, 9, 0), size=SIZE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -329,10 +248,10 @@ def test_elp_worker_triangulates(lp, lp_root, rig3d, sources, rig_key):
 def test_ensemble_sources(lp, rig3d, sources, rig_key, smoother_idx):
     """Each camera's 2D pose from an EnsembleSmoothing of two loaded models."""
     group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
-    _insert_model(lp, "rig_second", bodyparts)
+    insert_load_model(lp, rig3d, "rig_second")
     for i, name in enumerate(group.names):
-        values = _observations(group, name, rig3d["points"][name], seed=10 + i)
-        _load_task(lp, rig3d["recs"][name], "rig_second", values, bodyparts)
+        values = observations(group, name, rig3d["points"][name], seed=10 + i)
+        load_task(lp, rig3d["recs"][name], "rig_second", values, bodyparts)
     assert dj_compat.populate(lp.model.PoseEstimation, {"model_name": "rig_second"}).errors == []
     eks_idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})  # the shared default set
     for name in group.names:
@@ -354,10 +273,10 @@ def test_ensemble_sources(lp, rig3d, sources, rig_key, smoother_idx):
 def test_sources_with_different_body_parts_are_refused(lp, rig3d, sources, rig_key, smoother_idx):
     bodyparts = rig3d["body"].bodyparts
     fewer = [bp for bp in bodyparts if bp != "tail_base"]
-    _insert_model(lp, "rig_fewer", fewer)
-    values = _observations(rig3d["group"], "cam1", rig3d["points"]["cam1"], seed=1)
+    insert_load_model(lp, rig3d, "rig_fewer", fewer)
+    values = observations(rig3d["group"], "cam1", rig3d["points"]["cam1"], seed=1)
     keep = [bodyparts.index(bp) for bp in fewer]
-    _load_task(lp, rig3d["recs"]["cam1"], "rig_fewer", values[:, keep], fewer)
+    load_task(lp, rig3d["recs"]["cam1"], "rig_fewer", values[:, keep], fewer)
     assert dj_compat.populate(lp.model.PoseEstimation, {"model_name": "rig_fewer"}).errors == []
     spec = {"cam0": ("pose", "rig_truth"), "cam1": ("pose", "rig_fewer"), "cam2": ("pose", "rig_truth")}
     key = lp.multicam.TriangulationTask.create(rig_key, smoother_idx, spec, triangulation_id=3)
@@ -372,9 +291,9 @@ def test_sources_with_different_body_parts_are_refused(lp, rig3d, sources, rig_k
 
 def test_task_with_unpopulated_sources_names_them(lp, rig3d, sources, rig_key, smoother_idx):
     bodyparts = rig3d["body"].bodyparts
-    _insert_model(lp, "rig_late", bodyparts)
-    values = _observations(rig3d["group"], "cam1", rig3d["points"]["cam1"], seed=21)
-    late = _load_task(lp, rig3d["recs"]["cam1"], "rig_late", values, bodyparts)
+    insert_load_model(lp, rig3d, "rig_late")
+    values = observations(rig3d["group"], "cam1", rig3d["points"]["cam1"], seed=21)
+    late = load_task(lp, rig3d["recs"]["cam1"], "rig_late", values, bodyparts)
     spec = {"cam0": ("pose", "rig_truth"), "cam1": ("pose", "rig_late"), "cam2": ("pose", "rig_truth")}
     key = lp.multicam.TriangulationTask.create(rig_key, smoother_idx, spec, triangulation_id=4)
     assert list(lp.multicam.TriangulationTask.missing_sources(key)) == ["cam1"]

@@ -4,7 +4,7 @@ inspection; appending; the dandiset layout checked by the DANDI CLI.
 
 The rig is tiny and synthetic (three 160x120 cameras, 20 rig frames, one view with leading
 frames); its 2D pose comes from load-mode PoseEstimationTasks reading the projected ground
-truth, so no network is trained. Own subject ('nwb3d'), model ('nwb3d_truth') and
+truth (rig_helpers.py), so no network is trained. Own subject ('nwb3d'), model ('nwb3d_truth') and
 calibration ('nwb3d_true'); every task created here is populated.
 """
 
@@ -19,11 +19,10 @@ import pytest
 from ndx_pose import CalibratedCamera, MultiCameraPoseEstimation
 from pynwb import NWBHDF5IO, TimeSeries
 
-from element_lightning_pose import dj_compat, pipeline
-from element_lightning_pose.engine.io import write_predictions
-from element_lightning_pose.engine.multicam import rig
-from element_lightning_pose.engine.multicam.cameras import write_calibration
+from element_lightning_pose import dj_compat
 from element_lightning_pose.export import dj_nwb, nwb
+
+from .rig_helpers import add_sources, build_rig
 
 SIZE = (160, 120)
 N_RIG = 20
@@ -34,61 +33,30 @@ MODEL = "nwb3d_truth"
 SKELETON = [["neck", "head"], ["head", "snout"]]
 
 
-def _insert_model(lp, bodyparts: list[str]) -> None:
-    """A Model row for load-mode tasks (no network: the predictions CSVs are written here)."""
-    lp.model.BodyPart.extend(bodyparts)
-    lp.model.Model.insert1(
-        {
-            "model_name": MODEL,
-            "model_dir": f"{SUBJECT}/models/{MODEL}",
-            "best_checkpoint": "none",
-            "backbone": "none",
-            "model_type": "loaded",
-            "resize_height": SIZE[1],
-            "resize_width": SIZE[0],
-            "config": {"loaded": True},
-            "engine_version": "test",
-            "model_description": "2D ground truth of the synthetic rig",
-        }
-    )
-    lp.model.Model.BodyPart.insert(
-        {"model_name": MODEL, "body_part": bp, "body_part_index": i} for i, bp in enumerate(bodyparts)
-    )
-
-
 @pytest.fixture(scope="module")
 def exported_rig(lp):
     """Rig recording -> 2D pose per view (load mode) -> Triangulation (smoother with a skeleton)."""
-    root = lp.model.root_dirs()[0]
-    base = root / SUBJECT
-    group = rig.make_rig(3, seed=3, image_size=SIZE)
-    body = rig.make_body(N_RIG + LEAD, seed=3)
-    session = pipeline.add_session(
-        SUBJECT, dt.datetime(2024, 7, 1, 9, 0), species="Mus musculus", sex="F", subject_birth_date=dt.date(2024, 5, 1)
+    rig_data = build_rig(
+        lp,
+        SUBJECT,
+        n_rig=N_RIG,
+        lead=LEAD,
+        first_recording=401,
+        when=dt.datetime(2024, 7, 1, 9, 0),
+        size=SIZE,
+        seed=3,
+        lead_camera="cam1",
+        device_prefix=SUBJECT,
+        fps=FPS,
+        species="Mus musculus",
+        sex="F",
+        subject_birth_date=dt.date(2024, 5, 1),
     )
-    calibration = write_calibration(group, base / "calibration.toml")
+    root, session, recs = rig_data["root"], rig_data["session"], rig_data["recs"]
     lp.multicam.CameraCalibration.insert_from_file(
-        "nwb3d_true", calibration.relative_to(root), units="mm", reference_frame="arena floor centre, z up"
+        "nwb3d_true", rig_data["calibration"].relative_to(root), units="mm", reference_frame="arena floor centre, z up"
     )
-    _insert_model(lp, body.bodyparts)
-    recs, tasks = {}, []
-    for i, cam in enumerate(group.cameras):
-        points = body.points if cam.name == "cam1" else body.points[LEAD:]
-        videos = rig.render_body_videos(group.subset([cam.name]), points, body.bodyparts, base / "videos", fps=FPS)
-        lp.Device.insert1({"device": f"nwb3d_{cam.name}"}, skip_duplicates=True)
-        rec = {**session, "recording_id": 401 + i}
-        lp.model.VideoRecording.insert1({**rec, "device": f"nwb3d_{cam.name}"})
-        video = videos[cam.name][0].relative_to(root).as_posix()
-        lp.model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
-        recs[cam.name] = rec
-        obs = rig.observe(group.subset([cam.name]), points, seed=i, noise_px=0.5, jump_rate=0.0, occlusion_rate=0.0)
-        values = np.concatenate([obs.pixels[0], obs.likelihood[0][..., None]], axis=-1)
-        key = lp.model.PoseEstimationTask.generate(rec, MODEL, task_mode="load")
-        output_dir = lp.model.PoseEstimationTask.default_output_dir(key)
-        write_predictions(lp.model.processed_dir() / output_dir / "predictions.csv", values, body.bodyparts)
-        tasks.append(key)
-    assert dj_compat.populate(lp.model.RecordingInfo, list(recs.values())).errors == []
-    assert dj_compat.populate(lp.model.PoseEstimation, tasks).errors == []
+    add_sources(lp, rig_data, MODEL, jump_rate=0.0)
     views = {name: rec["recording_id"] for name, rec in recs.items()}
     views["cam1"] = (recs["cam1"]["recording_id"], LEAD)
     rig_key = lp.multicam.MultiCameraRecording.insert_rig(session, 1, "nwb3d_true", views)
@@ -97,7 +65,7 @@ def exported_rig(lp):
     )
     task = lp.multicam.TriangulationTask.create(rig_key, idx, MODEL)
     assert dj_compat.populate(lp.multicam.Triangulation, task).errors == []
-    return {"session": session, "task": task, "recs": recs, "group": group, "root": root}
+    return {"session": session, "task": task, "recs": recs, "group": rig_data["group"], "root": root}
 
 
 def _assert_rig_matches_database(lp, nwbfile, exported_rig, video_prefix: str | None = None) -> None:

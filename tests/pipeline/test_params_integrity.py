@@ -94,3 +94,50 @@ def test_update1_of_smoothing_params_is_refused(lp):
         table.update1({**key, "params": {**before["params"], "s": 9.0}})
     assert (table & key).fetch1("param_set_hash") == before["param_set_hash"]
     (table & key).delete_quick()
+
+
+@pytest.mark.parametrize(
+    ("table_name", "first", "second", "differing"),
+    [
+        (
+            "train.TrainingParamSet",
+            {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 5}},
+            {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 6}},
+            "training.max_epochs",
+        ),
+        ("ensemble.SmoothingParamSet", {"s": 2.75}, {"s": 3.25, "centre": "mean"}, "centre, s"),
+        (
+            "multicam.TriangulationParamSet",
+            {"method": "robust", "min_likelihood": 0.35},
+            {"method": "dlt", "min_likelihood": 0.35},
+            "method",
+        ),
+    ],
+    ids=["training", "smoothing", "triangulation"],
+)
+def test_given_idx_holding_other_params_is_refused(lp, table_name, first, second, differing):
+    """Every parameter-set table: the same parameters again return their id; other parameters
+    under a taken id are refused naming the table, id and keys; nothing is inserted."""
+    schema_name, class_name = table_name.split(".")
+    table = getattr(getattr(lp, schema_name), class_name)
+    (id_name,) = table.primary_key
+    idx = 901
+    assert not table & {id_name: idx}
+    try:
+        assert table.insert_new_params("first", first, idx) == idx
+        before = (table & {id_name: idx}).fetch1()
+        count = len(table())
+        with pytest.raises(ValueError) as caught:  # params.ParamSetConflictError
+            table.insert_new_params("second", second, idx)
+        message = str(caught.value)
+        assert f"{class_name} {id_name}={idx} already holds different parameters" in message
+        assert f"(differing: {differing})" in message
+        assert len(table()) == count
+        after = (table & {id_name: idx}).fetch1()
+        assert after["param_set_hash"] == before["param_set_hash"] and after["paramset_desc"] == "first"
+        # idempotent: the same parameters, with or without the id, are the set already there
+        assert table.insert_new_params("again", first, idx) == idx
+        assert table.insert_new_params("again", first) == idx
+        assert len(table()) == count
+    finally:
+        (table & {id_name: idx}).delete_quick()  # the flow tests count the parameter sets

@@ -93,3 +93,31 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
         (lp.model.Model.BodyPart & model_key).delete_quick()
         (lp.model.Model & model_key).delete_quick()
         _forget(lp, key)
+
+
+def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):
+    """A ModelTraining row is one network: the engine (multiview.train_one_network) refuses
+    data.multiview=per_view before training, naming the parameter and what to do instead."""
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+
+    root, _ = lp_root
+    make_rig_project(
+        root / "projects" / "rig_per_view", n_cameras=2, image_size=(96, 64), n_frames=24, n_labeled=6, n_board_frames=2
+    )
+    key = lp.train.VideoSet.insert_project("projects/rig_per_view", description="multi-view layout, per_view")
+    params = {**TINY_PARAMS, "data": {**TINY_PARAMS["data"], "multiview": "per_view"}}
+    idx = lp.train.TrainingParamSet.insert_new_params("tiny per view", params)
+    task = {**key, "paramset_idx": idx, "training_id": 1}
+    try:
+        lp.train.TrainingTask.insert1(task)
+        result = dj_compat.populate(lp.train.ModelTraining, task, suppress_errors=True)
+        assert result.success_count == 0 and len(result.errors) == 1
+        message = str(result.errors[0][1])
+        assert f"TrainingParamSet {idx}: data.multiview=per_view trains one network per view (cam0, cam1)" in message
+        assert "one VideoSet per view" in message and "or use data.multiview=shared" in message
+        assert not lp.train.ModelTraining & task
+        assert dj_compat.list_jobs([lp.train.ModelTraining], "error", [task]) == []  # nothing left pending
+        assert not (lp.train.processed_dir() / lp.train.TrainingTask.default_model_dir(task)).exists()
+    finally:
+        _forget(lp, key)
+        (lp.train.TrainingParamSet & {"paramset_idx": idx}).delete_quick()  # the flow tests count the sets
