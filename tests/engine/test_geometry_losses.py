@@ -205,3 +205,22 @@ def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
     n_kp = len(rig_project.bodyparts)
     assert saved["pca"]["pca_multiview"]["views"] == [list(range(c * n_kp, (c + 1) * n_kp)) for c in range(3)]
     assert "train_pca_multiview_loss" in pd.read_csv(result.model_dir / "metrics.csv").columns
+
+
+def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
+    from element_lightning_pose.engine.train import train
+
+    config = {
+        "data": {"image_resize": [32, 64], "csv_file": rig_project.csv_files, "view_names": rig_project.camera_names},
+        "model": {"backbone": "resnet18", "pretrained": False, "model_type": "context"},
+        "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4},
+        "losses": {
+            "unsupervised": ["reprojection", "temporal"],
+            "calibration": "calibration.toml",
+            "warmup_epochs": 0,
+            "clip_length": 5,
+        },
+    }
+    result = train(config, rig_project.root, tmp_path / "model", progress=False)
+    metrics = pd.read_csv(result.model_dir / "metrics.csv")
+    assert np.isfinite(metrics[["train_reprojection_loss", "train_temporal_loss"]].to_numpy()).all()
