@@ -55,6 +55,8 @@ def make_project(work: Path, args) -> Path:
             n_labeled=args.labeled,
             n_board_frames=2,
             occlusion_rate=args.occlusion,
+            decoys=args.decoys,
+            dot_radius=args.dot_radius,
             seed=args.project_seed,
         )
     return root
@@ -120,6 +122,47 @@ def evaluate(model_dir: Path, root: Path, truth: dict) -> dict:
     }
 
 
+def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
+    """What the reprojection loss can pull a model's predictions towards, measured on its own
+    predictions of the unlabeled frames: the 2D error of each view's raw prediction against
+    that of the reprojection of the OTHER views' triangulation (leave-one-view-out), on the
+    visible and on the occluded points. Where the other views do not place a point better
+    than the view itself, consistency has nothing to correct."""
+    from element_lightning_pose.engine.multicam.cameras import read_calibration
+    from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt
+    from element_lightning_pose.engine.predict import load_model, predict_video
+
+    names = [str(n) for n in truth["camera_names"]]
+    model = load_model(model_dir)
+    unlabeled = np.setdiff1d(np.arange(truth["pixels"].shape[1]), truth["labeled_frames"])
+    predictions = np.stack(
+        [predict_video(model, root / "videos" / f"session0_{n}.mp4", progress=False).predictions for n in names]
+    )[:, unlabeled]
+    pixels = truth["pixels"][:, unlabeled]
+    seen = (truth["visible"] & ~truth["occluded"])[:, unlabeled]
+    hidden = (truth["visible"] & truth["occluded"])[:, unlabeled]
+    group = read_calibration(root / "calibration.toml").subset(names)
+    out: dict = {}
+    raw = np.linalg.norm(predictions[..., :2] - pixels, axis=-1)
+    others = np.full_like(raw, np.nan)
+    for c, name in enumerate(names):
+        rest = [n for n in names if n != name]
+        index = [names.index(n) for n in rest]
+        tri = triangulate_dlt(group.subset(rest), predictions[index, ..., :2], predictions[index, ..., 2])
+        others[c] = np.linalg.norm(group[name].project(tri.points) - pixels[c], axis=-1)
+    for label, mask in (("visible", seen), ("occluded", hidden)):
+        out[f"{label}_raw_mean"] = float(np.nanmean(raw[mask]))
+        out[f"{label}_others_mean"] = float(np.nanmean(others[mask]))
+        out[f"{label}_others_better_share"] = float(np.nanmean((others < raw)[mask]))
+        out[f"{label}_confidence_mean"] = float(predictions[..., 2][mask].mean())
+    tri = triangulate_dlt(group, predictions[..., :2], predictions[..., 2])
+    consistency = np.linalg.norm(group.project(tri.points) - predictions[..., :2], axis=-1)
+    valid = np.isfinite(consistency) & truth["visible"][:, unlabeled]
+    out["reprojection_error_mean"] = float(consistency[valid].mean())
+    out["corr_reprojection_vs_true_error"] = float(np.corrcoef(consistency[valid], raw[valid])[0, 1])
+    return out
+
+
 def run(arm: str, seed: int, root: Path, work: Path, args, truth: dict) -> dict:
     from element_lightning_pose.engine.train import train
 
@@ -171,12 +214,15 @@ def report(rows: list[dict], args, elapsed: float) -> str:
         "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python benchmarks/bench_rig_losses.py "
         f"--seeds {args.seeds} --epochs {args.epochs} --occlusion {args.occlusion} --labeled {args.labeled} "
-        f"--frames {args.frames}` ({elapsed / 60:.1f} min this invocation; CPU: {cpu_model()}, "
+        f"--frames {args.frames}{' --decoys' if args.decoys else ''}"
+        f"{f' --dot-radius {args.dot_radius}' if args.dot_radius else ''}` ({elapsed / 60:.1f} min this invocation; CPU: {cpu_model()}, "
         f"{os.cpu_count()} cores, load average at the end {load[0]:.1f}).",
         "",
         f"Rig: {args.cameras} calibrated cameras, 320x240, {args.frames}-frame video, {args.labeled} labeled instants "
         f"(85% train / 15% val), points hidden in per-camera runs ({args.occlusion:.0%} of frames per camera and "
-        "keypoint, mean 15 frames; hidden = not drawn, not labeled). Shared efficientnet_lite0 (ImageNet), resize "
+        "keypoint, mean 15 frames; hidden = not labeled, and "
+        f"{'drawn at a fixed wrong offset (a decoy)' if args.decoys else 'not drawn'}; dots of radius "
+        f"{args.dot_radius or 2} px). Shared efficientnet_lite0 (ImageNet), resize "
         f"128x160, batch 8, {args.epochs} epochs, clip 4 frames x every camera per step, default loss weights "
         "(0.001). Errors on every unlabeled frame against the ground truth; mean ± SD over seeds.",
         "",
@@ -233,13 +279,23 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=20)
     parser.add_argument("--occlusion", type=float, default=0.25)
     parser.add_argument("--project-seed", type=int, default=0)
+    parser.add_argument("--decoys", action="store_true", help="a hidden point's dot is drawn in the wrong place")
+    parser.add_argument("--dot-radius", type=int, default=None, help="dot radius in pixels (default: 2 at 320 wide)")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-bench-rig"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="write the table from the saved runs")
+    parser.add_argument("--diagnose", nargs="*", default=None, help="run names (ARM-seedN) to diagnose and print")
     args = parser.parse_args()
     started = time.perf_counter()
     root = make_project(args.work, args)
     truth = dict(np.load(root / "ground_truth.npz"))
+    if args.diagnose is not None:
+        for name in args.diagnose:
+            print(
+                name,
+                json.dumps({k: round(v, 3) for k, v in diagnose(args.work / "models" / name, root, truth).items()}),
+            )
+        return
     rows = []
     for seed in range(args.seeds):  # seed-major: every arm has a paired run as early as possible
         for arm in args.arms.split(","):

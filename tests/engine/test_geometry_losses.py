@@ -224,3 +224,21 @@ def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
     metrics = pd.read_csv(result.model_dir / "metrics.csv")
     assert np.isfinite(metrics[["train_reprojection_loss", "train_temporal_loss"]].to_numpy()).all()
+
+
+def test_decoys_draw_a_hidden_point_in_the_wrong_place(tmp_path):
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.engine.video import read_frames
+
+    kwargs = {"n_cameras": 2, "image_size": (160, 120), "n_frames": 20, "n_labeled": 3, "n_board_frames": 2}
+    plain = make_rig_project(tmp_path / "plain", occlusion_rate=0.3, dot_radius=3, **kwargs)
+    decoy = make_rig_project(tmp_path / "decoy", occlusion_rate=0.3, dot_radius=3, decoys=True, **kwargs)
+    truth = np.load(decoy.ground_truth)
+    np.testing.assert_array_equal(truth["occluded"], np.load(plain.ground_truth)["occluded"])
+    a = read_frames(plain.videos["cam0"], list(range(20))).astype(int)
+    b = read_frames(decoy.videos["cam0"], list(range(20))).astype(int)
+    hidden = truth["occluded"][0] & truth["visible"][0]
+    assert hidden.any()
+    changed = np.abs(a - b).sum(-1) > 60  # a decoy is drawn where the plain video has background
+    assert changed[np.nonzero(hidden.any(1))[0]].any(axis=(1, 2)).all()
+    assert not changed[np.nonzero(~hidden.any(1))[0]].any()  # frames with nothing hidden are the same

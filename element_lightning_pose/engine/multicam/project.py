@@ -67,6 +67,8 @@ def make_rig_project(
     fps: float = 30.0,
     occlusion_rate: float = 0.0,
     occlusion_length: float = 15.0,
+    decoys: bool = False,
+    dot_radius: int | None = None,
 ) -> RigProject:
     """Write a labeled multi-view project of a body walking in a calibrated rig into ``root``.
 
@@ -77,7 +79,10 @@ def make_rig_project(
     ``occlusion_rate`` > 0 hides each camera's points in runs (about that share of the frames
     per camera and keypoint, mean ``occlusion_length`` frames; each camera on its own, so the
     views are occluded in turn): a hidden point is not drawn and not labeled (a labeler cannot
-    see it), and ``ground_truth.npz`` marks it in ``occluded`` (C, T, K).
+    see it), and ``ground_truth.npz`` marks it in ``occluded`` (C, T, K). ``decoys`` draws a
+    hidden point's dot at a fixed offset (8-20% of the image width, one direction per camera and
+    keypoint) instead: a look-alike in the wrong place, the case where a network jumps.
+    ``dot_radius`` overrides the radius scaled to the width.
     """
     if not 1 <= n_labeled <= n_frames:
         raise ValueError(f"n_labeled={n_labeled} must be between 1 and n_frames={n_frames}")
@@ -90,7 +95,7 @@ def make_rig_project(
     rng = np.random.default_rng(seed + 5000)
     labeled = np.sort(rng.choice(n_frames, size=n_labeled, replace=False))
     names = [cam.name for cam in group.cameras]
-    radius = max(1, int(round(4 * image_size[0] / 640)))
+    radius = dot_radius or max(1, int(round(4 * image_size[0] / 640)))
     occluded = np.zeros((n_cameras, n_frames, len(body.bodyparts)), dtype=bool)
     if occlusion_rate > 0:
         from .rig import occlusion_runs
@@ -99,12 +104,18 @@ def make_rig_project(
         occluded = np.stack(
             [occlusion_runs(occluded_rng, occluded.shape[1:], occlusion_rate, occlusion_length) for _ in names]
         )
+    offsets = None
+    if decoys:
+        decoy_rng = np.random.default_rng(seed + 7000)
+        shape = (n_cameras, len(body.bodyparts))
+        angle, length = decoy_rng.uniform(0, 2 * np.pi, shape), decoy_rng.uniform(0.08, 0.2, shape) * image_size[0]
+        offsets = np.stack([length * np.cos(angle), length * np.sin(angle)], axis=-1)
 
     videos: dict[str, Path] = {}
     pixels, visible = [], []
     with tempfile.TemporaryDirectory(dir=root, prefix=".render-") as scratch:
         rendered = render_body_videos(
-            group, body.points, body.bodyparts, scratch, fps=fps, radius=radius, hidden=occluded
+            group, body.points, body.bodyparts, scratch, fps=fps, radius=radius, hidden=occluded, decoy_offsets=offsets
         )
         (root / "videos").mkdir(exist_ok=True)
         for name in names:

@@ -348,11 +348,14 @@ def render_body_videos(
     fps: float = 30.0,
     radius: int = 4,
     hidden: NDArray[np.bool_] | None = None,
+    decoy_offsets: Array | None = None,
 ) -> dict[str, tuple[Path, Path]]:
     """Each view of a body as a video (coloured dots on grey, nearer points drawn last) and its
     true labels (``<camera>.csv``, x / y / likelihood 1, NaN off-image): {camera: (video, labels)}.
 
-    ``hidden`` (C, T, K) marks occluded points: not drawn (their true labels are kept)."""
+    ``hidden`` (C, T, K) marks occluded points: not drawn (their true labels are kept). With
+    ``decoy_offsets`` (C, K, 2) pixels, a hidden point's dot is drawn at that offset from
+    where it is instead (a look-alike in the wrong place: what makes networks jump)."""
 
     from element_lightning_pose.engine.io import write_predictions
     from element_lightning_pose.engine.video import write_video
@@ -366,9 +369,15 @@ def render_body_videos(
         pixels = cam.project(points)  # (T, K, 2)
         depth = cam.to_camera(points)[..., 2]
         inside = np.all((pixels >= 0) & (pixels < np.array(cam.size)), axis=-1)
-        drawn = inside if hidden is None else inside & ~hidden[c]
+        drawn, where = inside, pixels
+        if hidden is not None:
+            drawn = inside & ~hidden[c]
+            if decoy_offsets is not None:
+                decoy = np.clip(pixels + decoy_offsets[c][None], 0, np.array(cam.size) - 1)
+                where = np.where(hidden[c][..., None], decoy, pixels)
+                drawn = inside
         video = write_video(
-            Path(directory) / f"{cam.name}.mp4", _dot_frames(cam.size, pixels, depth, drawn, colours, radius), fps
+            Path(directory) / f"{cam.name}.mp4", _dot_frames(cam.size, where, depth, drawn, colours, radius), fps
         )
         labels = np.concatenate([np.where(inside[..., None], pixels, np.nan), inside[..., None].astype(float)], -1)
         out[cam.name] = (video, write_predictions(Path(directory) / f"{cam.name}.csv", labels, bodyparts))
