@@ -172,13 +172,18 @@ def triangulate_views(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triangulate per-camera predictions ``pixels`` (C, N, 2) with ``confidence`` (C, N).
 
-    Returns world points (N, 3), their validity (N,), and the reprojection error (C, N) in pixels.
+    Returns world points (N, 3), their validity (N,: two weighted views, in front of every
+    camera), and the reprojection error (C, N) in pixels, capped at the image diagonal.
     """
     matrix, dist, rotation, translation = geometry.tensors(pixels)
     weights = torch.where(confidence.detach() >= min_confidence, confidence.detach(), torch.zeros_like(confidence))
     points, valid = triangulate(undistort(pixels, matrix, dist), weights, rotation, translation)
+    depth = torch.einsum("cij,nj->cni", rotation, points.detach())[..., 2] + translation[:, None, 2]
+    valid = valid & (depth > 0).all(0)  # behind a camera: two confident views that disagree absurdly
     error = torch.linalg.norm(project(points, matrix, dist, rotation, translation) - pixels, dim=-1)
-    return points, valid, error
+    # an error beyond the image diagonal is a wrong triangulation, not a view to pull: no gradient
+    diagonal = 2 * torch.linalg.norm(matrix[:, :2, 2], dim=-1)[:, None]
+    return points, valid, torch.minimum(error, diagonal)
 
 
 # ------------------------------------------------------------------------------ the losses

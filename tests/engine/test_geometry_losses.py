@@ -242,3 +242,18 @@ def test_decoys_draw_a_hidden_point_in_the_wrong_place(tmp_path):
     changed = np.abs(a - b).sum(-1) > 60  # a decoy is drawn where the plain video has background
     assert changed[np.nonzero(hidden.any(1))[0]].any(axis=(1, 2)).all()
     assert not changed[np.nonzero(~hidden.any(1))[0]].any()  # frames with nothing hidden are the same
+
+
+def test_absurd_disagreement_is_capped_and_stays_finite(rig):
+    _, _, pixels, fitted, _ = rig
+    views = torch.tensor(pixels[:, 20:22].reshape(3, -1, 2))
+    views[0, :] = torch.tensor([0.0, 0.0], dtype=views.dtype)  # a corner in camera 0 for every point
+    views[1, :] = torch.tensor([319.0, 239.0], dtype=views.dtype)  # the opposite corner in camera 1
+    views.requires_grad_(True)
+    confidence = torch.ones(views.shape[:2], dtype=views.dtype)
+    points, valid, error = geometry.triangulate_views(views, confidence, fitted, 0.5)
+    diagonal = 2 * np.linalg.norm(fitted.matrix[:, :2, 2], axis=-1)
+    assert (error.detach().numpy() <= diagonal[:, None] + 1e-9).all()
+    loss = geometry.reprojection_loss(error, valid, fitted.reprojection_epsilon)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(views.grad).all()
