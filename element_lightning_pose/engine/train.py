@@ -355,7 +355,9 @@ def _guards(config: TrainConfig) -> list:
         return []
     from .callbacks import CollapseGuard, flat_heatmap_loss
 
-    return [CollapseGuard(flat_heatmap_loss(config.data.image_resize, config.model.heatmap_sigma))]
+    # a context model's supervised loss sums its two heads' (single-frame and context): two flat maps
+    heads = 2 if config.model.model_type == "context" else 1
+    return [CollapseGuard(heads * flat_heatmap_loss(config.data.image_resize, config.model.heatmap_sigma))]
 
 
 def _atomic_checkpoint_io():

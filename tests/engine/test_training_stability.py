@@ -48,6 +48,24 @@ def test_flat_heatmap_loss_is_the_loss_of_a_flat_map():
     assert 0.045 < measured < 0.052  # ~1 / (4 pi sigma^2)
 
 
+def test_a_context_model_is_guarded_against_its_own_flat_value(monkeypatch):
+    """The context model's supervised loss sums two heads: its flat value is twice one head's
+    (with one head's, a healthy context model looked collapsed and was restored again and again)."""
+    from element_lightning_pose.engine.train import _guards
+
+    values = {**TINY_CONFIG, "model": {**TINY_CONFIG["model"], "model_type": "context"}}
+    config = TrainConfig.from_dict(values)
+    module = HeatmapModule(config.to_dict(), ["a", "b"])
+    size = config.data.image_resize
+    flat = torch.zeros(2, 2, size[0] // 4, size[1] // 4)
+    monkeypatch.setattr(module.net, "forward", lambda images: (flat, flat))
+    centre = torch.tensor([[(size[1] - 1) / 2, (size[0] - 1) / 2]] * 2).expand(2, 2, 2)
+    loss, _ = module._loss({"image": torch.zeros(2, 5, 3, *size), "keypoints": centre})
+    (guard,) = _guards(config)
+    assert guard.flat_loss == pytest.approx(float(loss), rel=1e-5)
+    assert guard.flat_loss == pytest.approx(2 * flat_heatmap_loss(tuple(size), config.model.heatmap_sigma))
+
+
 def _uses_batch_statistics(config: dict, epoch: int, monkeypatch) -> bool:
     module = HeatmapModule(TrainConfig.from_dict(config).to_dict(), ["a", "b"])
     monkeypatch.setattr(HeatmapModule, "current_epoch", property(lambda self: epoch))  # the trainer's epoch
