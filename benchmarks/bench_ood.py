@@ -195,6 +195,73 @@ def eks_row(arm: str, seeds: list[int], project, work: Path) -> dict | None:
     return evaluate_predictions(preds, project, constraint_pcas(project.root, 0, VIEW_GROUPS, VIEW))
 
 
+def diagnose(arms: list[str], seeds: list[int], project, work: Path) -> list[str]:
+    """Why the losses can or cannot help: do the gross errors break the constraints the losses enforce?
+
+    For each arm's predictions on the new sessions: the share of gross (> 25% body length)
+    keypoint errors whose multi-view / pose PCA residual exceeds that PCA's epsilon (what the
+    loss would penalise) or that jump more than the temporal epsilon (20 px) from the previous
+    frame, against the same shares for correct keypoints; and the ground truth's own residuals
+    (true new poses the PCAs of the training labels would penalise). On ``new_distractor``: the
+    share of frames whose nose (view 1) is predicted on a distractor blob.
+    """
+    lines = [
+        "| arm | gross kp: MV res. > eps (%) | correct kp: MV res. > eps (%) | gross kp: pose res. > eps (%) "
+        "| correct kp: pose res. > eps (%) | gross kp: jump > 20 px (%) | nose on a distractor (% frames) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    truth_rows = {}
+    for arm in arms:
+        acc = {k: [] for k in ("gm", "cm", "gp", "cp", "gj", "dis")}
+        for seed in seeds:
+            pred_dir = work / "preds" / f"{arm}_{seed}"
+            if not pred_dir.is_dir():
+                continue
+            pcas = constraint_pcas(project.root, seed, VIEW_GROUPS, VIEW)
+            mv, pose = pcas["pca_multiview"], pcas["pca_singleview"]
+            for session in project.new_sessions:
+                pred = np.load(pred_dir / f"{session}.npy")[..., :2]
+                truth, _ = project.ground_truth(project.video(session))
+                body = np.median(np.linalg.norm(truth[:, 0] - truth[:, 3], axis=-1))
+                gross = np.linalg.norm(pred - truth, axis=-1) > 0.25 * body
+                mv_over = mv.residual_keypoints(pred) > mv.epsilon  # (T, 18)
+                pose_over = np.zeros_like(gross)
+                pose_over[:, VIEW] = pose.residual_keypoints(pred) > pose.epsilon
+                jump = np.zeros_like(gross)
+                jump[1:] = np.linalg.norm(np.diff(pred, axis=0), axis=-1) > 20.0
+                acc["gm"].append(mv_over[gross])
+                acc["cm"].append(mv_over[~gross])
+                acc["gp"].append(pose_over[:, VIEW][gross[:, VIEW]])
+                acc["cp"].append(pose_over[:, VIEW][~gross[:, VIEW]])
+                acc["gj"].append(jump[gross])
+                if session not in truth_rows:
+                    truth_rows[session] = (
+                        float((mv.residual_keypoints(truth) > mv.epsilon).mean()),
+                        float((pose.residual_keypoints(truth) > pose.epsilon).mean()),
+                    )
+                with np.load(project.root / "ground_truth" / f"{session}.npz") as gt:
+                    blobs = gt["distractors"]
+                if len(blobs):
+                    near = np.linalg.norm(pred[:, None, 0] - blobs[None], axis=-1).min(axis=1) < 0.1 * body
+                    acc["dis"].append(near)
+        if not acc["gm"]:
+            continue
+        cells = [f"{100 * np.concatenate(acc[k]).mean():.1f}" if acc[k] else "n/a" for k in acc]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    pcas = constraint_pcas(project.root, seeds[0], VIEW_GROUPS, VIEW)
+    lines += [
+        "",
+        f"Epsilons (seed {seeds[0]}): multi-view {pcas['pca_multiview'].epsilon:.3f} px, "
+        f"pose {pcas['pca_singleview'].epsilon:.3f} px.",
+        "",
+        "Ground truth of the new sessions against the PCAs of the training labels (share of keypoints above "
+        "epsilon, %: multi-view / pose): "
+        + ", ".join(f"{s} {100 * a:.1f} / {100 * b:.1f}" for s, (a, b) in truth_rows.items())
+        + ".",
+    ]
+    return lines
+
+
 def t_interval(values: np.ndarray) -> str:
     if len(values) < 2:
         return f"{values.mean():+.2f}"
@@ -387,6 +454,9 @@ def main() -> int:
     runs = {arm: rows for arm, rows in runs.items() if rows}
     eks = {arm: eks_row(arm, [r["seed"] for r in rows], project, work) for arm, rows in runs.items()}
     text = report(runs, eks, args, project, time.perf_counter() - started)
+    explain = " ".join(line.strip() for line in (diagnose.__doc__ or "").split("\n\n")[1].splitlines())
+    text += "\n## Diagnostics: what the losses could see\n\n" + explain
+    text += "\n\n" + "\n".join(diagnose(list(runs), list(range(args.seeds)), project, work)) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
