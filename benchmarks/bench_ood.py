@@ -204,21 +204,25 @@ def eks_row(arm: str, seeds: list[int], project, work: Path) -> dict | None:
 def diagnose(arms: list[str], seeds: list[int], project, work: Path) -> list[str]:
     """Why the losses can or cannot help: do the gross errors break the constraints the losses enforce?
 
-    For each arm's predictions on the new sessions: the share of gross (> 25% body length)
-    keypoint errors whose multi-view / pose PCA residual exceeds that PCA's epsilon (what the
-    loss would penalise) or that jump more than the temporal epsilon (20 px) from the previous
-    frame, against the same shares for correct keypoints; and the ground truth's own residuals
-    (true new poses the PCAs of the training labels would penalise). On ``new_distractor``: the
-    share of frames whose nose (view 1) is predicted on a distractor blob.
+    For each arm's predictions on the new sessions, gross (> 25% body length) keypoint errors
+    against correct ones: their multi-view PCA residual (what that loss penalises: its epsilon
+    is 0 here, the truth being exactly rank 3), the share above the pose PCA's epsilon, the
+    share that jump more than the temporal epsilon (20 px) from the previous frame; the
+    predicted pose's size (median nose-to-tail-base length over the true one); and the ground
+    truth's own residuals (true new poses the PCAs of the training labels would penalise). On
+    ``new_distractor``: the share of frames whose nose (view 1) is predicted on a distractor
+    blob.
     """
     lines = [
-        "| arm | gross kp: MV res. > eps (%) | correct kp: MV res. > eps (%) | gross kp: pose res. > eps (%) "
-        "| correct kp: pose res. > eps (%) | gross kp: jump > 20 px (%) | nose on a distractor (% frames) |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | gross kp: error (px) | gross kp: MV residual (px) | correct kp: MV residual (px) "
+        "| gross kp: pose res. > eps (%) | correct kp: pose res. > eps (%) | gross kp: jump > 20 px (%) "
+        "| nose on a distractor (% frames) | predicted / true body length, per new session |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     truth_rows = {}
     for arm in arms:
-        acc = {k: [] for k in ("gm", "cm", "gp", "cp", "gj", "dis")}
+        acc: dict[str, list] = {k: [] for k in ("ge", "gm", "cm", "gp", "cp", "gj", "dis")}
+        ratios: dict[str, list[float]] = {s: [] for s in project.new_sessions}
         for seed in seeds:
             pred_dir = work / "preds" / f"{arm}_{seed}"
             if not pred_dir.is_dir():
@@ -229,14 +233,19 @@ def diagnose(arms: list[str], seeds: list[int], project, work: Path) -> list[str
                 pred = np.load(pred_dir / f"{session}.npy")[..., :2]
                 truth, _ = project.ground_truth(project.video(session))
                 body = np.median(np.linalg.norm(truth[:, 0] - truth[:, 3], axis=-1))
-                gross = np.linalg.norm(pred - truth, axis=-1) > 0.25 * body
-                mv_over = mv.residual_keypoints(pred) > mv.epsilon  # (T, 18)
+                error = np.linalg.norm(pred - truth, axis=-1)
+                gross = error > 0.25 * body
+                mv_res = mv.residual_keypoints(pred)  # (T, 18)
+                ratios[session].append(
+                    float(np.median(np.linalg.norm(pred[:, 0] - pred[:, 3], axis=-1)) / body)  # nose - tail base
+                )
                 pose_over = np.zeros_like(gross)
                 pose_over[:, VIEW] = pose.residual_keypoints(pred) > pose.epsilon
                 jump = np.zeros_like(gross)
                 jump[1:] = np.linalg.norm(np.diff(pred, axis=0), axis=-1) > 20.0
-                acc["gm"].append(mv_over[gross])
-                acc["cm"].append(mv_over[~gross])
+                acc["ge"].append(error[gross])
+                acc["gm"].append(mv_res[gross])
+                acc["cm"].append(mv_res[~gross])
                 acc["gp"].append(pose_over[:, VIEW][gross[:, VIEW]])
                 acc["cp"].append(pose_over[:, VIEW][~gross[:, VIEW]])
                 acc["gj"].append(jump[gross])
@@ -252,7 +261,17 @@ def diagnose(arms: list[str], seeds: list[int], project, work: Path) -> list[str
                     acc["dis"].append(near)
         if not acc["gm"]:
             continue
-        cells = [f"{100 * np.concatenate(acc[k]).mean():.1f}" if acc[k] else "n/a" for k in acc]
+        cells = [
+            (
+                f"{np.concatenate(acc[k]).mean():.2f}"
+                if k in ("ge", "gm", "cm")
+                else f"{100 * np.concatenate(acc[k]).mean():.1f}"
+            )
+            if acc[k]
+            else "n/a"
+            for k in acc
+        ]
+        cells.append(", ".join(f"{s.removeprefix('new_')} {np.mean(v):.2f}" for s, v in ratios.items() if v))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     pcas = constraint_pcas(project.root, seeds[0], VIEW_GROUPS, VIEW)
     lines += [
