@@ -215,8 +215,14 @@ def _body_points(centre, heading, bends, height, pitch, tail_lift, phase) -> np.
     return np.concatenate([xy, np.clip(z, 0, Z_MAX)[:, None]], axis=1)
 
 
-def simulate_pose(n_frames: int, fps: float, layout: _Layout, rng: np.random.Generator) -> np.ndarray:
-    """World points (T, 9, 3) of a smooth random walk kept inside the view."""
+def simulate_pose(
+    n_frames: int, fps: float, layout: _Layout, rng: np.random.Generator, pose_range: float = 1.0
+) -> np.ndarray:
+    """World points (T, 9, 3) of a smooth random walk kept inside the view.
+
+    ``pose_range`` scales the spread of the spine bends, head pitch and tail lift (1: the
+    default animal; above 1: poses a network trained at 1 has rarely seen).
+    """
     x_extent, y_extent = layout.extent
     low, high = np.array([layout.pad, layout.pad]), np.array([x_extent, y_extent]) - layout.pad
     dt = 1.0 / fps
@@ -226,7 +232,7 @@ def simulate_pose(n_frames: int, fps: float, layout: _Layout, rng: np.random.Gen
     # smooth processes: bends (3), height, pitch, tail lift; values and velocities
     means = np.array([0.0, 0.0, 0.0, 0.1, 0.0, 0.05])
     taus = np.array([0.5, 0.5, 0.4, 0.8, 0.5, 0.6])
-    stds = np.array([0.35, 0.35, 0.35, 0.02, 0.02, 0.03])
+    stds = np.array([0.35, 0.35, 0.35, 0.02, 0.02, 0.03]) * np.array([pose_range] * 3 + [1.0] + [pose_range] * 2)
     shape, shape_velocity = means + stds * rng.standard_normal(6), np.zeros(6)
     points = np.empty((n_frames, len(BODY_PARTS), 3))
     for t in range(n_frames):
