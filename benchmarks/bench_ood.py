@@ -75,7 +75,8 @@ def arm_config(arm: str, epochs: int, seed: int, resize: tuple[int, int]) -> dic
         # The collapse guard compares the training loss with ONE head's flat-heatmap loss, but the
         # context model's loss sums two heads (about twice as large): the guard fired on normal
         # fluctuations late in training (context_semi, seed 0: epochs 77-79, the learning rate cut
-        # 8x). Off for the context arms until that is fixed in the engine.
+        # 8x). Fixed in the engine since (train._guards uses two heads' flat value); kept off here
+        # so that the committed results/ood.md reproduces as it was run.
         config["training"]["collapse_guard"] = False
     chosen = {"semi": list(LOSSES), "context_semi": list(LOSSES)}.get(name, [name] if name in LOSSES else [])
     if chosen:
