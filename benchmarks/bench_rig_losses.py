@@ -65,7 +65,7 @@ def make_project(work: Path, args) -> Path:
 def config_for(arm: str, seed: int, names: list[str], args) -> dict:
     return {
         "data": {
-            "image_resize": [128, 160],
+            "image_resize": list(args.resize),
             "csv_file": [f"CollectedData_{n}.csv" for n in names],
             "view_names": names,
             "train_prob": 0.85,
@@ -159,6 +159,16 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
     consistency = np.linalg.norm(group.project(tri.points) - predictions[..., :2], axis=-1)
     valid = np.isfinite(consistency) & truth["visible"][:, unlabeled]
     out["reprojection_error_mean"] = float(consistency[valid].mean())
+    # the predicted pose's size: median triangulated bone length / true length, per bone, then median
+    from element_lightning_pose.engine.multicam.rig import BODYPARTS, BONES
+
+    index = {name: i for i, name in enumerate(BODYPARTS)}
+    ratios = [
+        np.nanmedian(np.linalg.norm(tri.points[:, index[child]] - tri.points[:, index[parent]], axis=-1)) / length
+        for child, parent, length in BONES
+    ]
+    out["bone_length_ratio_median"] = float(np.median(ratios))
+    out["bone_length_ratio_min"] = float(np.min(ratios))
     out["corr_reprojection_vs_true_error"] = float(np.corrcoef(consistency[valid], raw[valid])[0, 1])
     return out
 
@@ -215,7 +225,7 @@ def report(rows: list[dict], args, elapsed: float) -> str:
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python benchmarks/bench_rig_losses.py "
         f"--seeds {args.seeds} --epochs {args.epochs} --occlusion {args.occlusion} --labeled {args.labeled} "
         f"--frames {args.frames}{' --decoys' if args.decoys else ''}"
-        f"{f' --dot-radius {args.dot_radius}' if args.dot_radius else ''}` ({elapsed / 60:.1f} min this invocation; CPU: {cpu_model()}, "
+        f"{f' --dot-radius {args.dot_radius}' if args.dot_radius else ''} --resize {args.resize[0]} {args.resize[1]}` ({elapsed / 60:.1f} min this invocation; CPU: {cpu_model()}, "
         f"{os.cpu_count()} cores, load average at the end {load[0]:.1f}).",
         "",
         f"Rig: {args.cameras} calibrated cameras, 320x240, {args.frames}-frame video, {args.labeled} labeled instants "
@@ -223,7 +233,7 @@ def report(rows: list[dict], args, elapsed: float) -> str:
         "keypoint, mean 15 frames; hidden = not labeled, and "
         f"{'drawn at a fixed wrong offset (a decoy)' if args.decoys else 'not drawn'}; dots of radius "
         f"{args.dot_radius or 2} px). Shared efficientnet_lite0 (ImageNet), resize "
-        f"128x160, batch 8, {args.epochs} epochs, clip 4 frames x every camera per step, default loss weights "
+        f"{args.resize[0]}x{args.resize[1]}, batch 8, {args.epochs} epochs, clip 4 frames x every camera per step, default loss weights "
         "(0.001). Errors on every unlabeled frame against the ground truth; mean ± SD over seeds.",
         "",
         "| arm | " + " | ".join(label for _, label in metrics) + " |",
@@ -280,6 +290,7 @@ def main() -> None:
     parser.add_argument("--occlusion", type=float, default=0.25)
     parser.add_argument("--project-seed", type=int, default=0)
     parser.add_argument("--decoys", action="store_true", help="a hidden point's dot is drawn in the wrong place")
+    parser.add_argument("--resize", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
     parser.add_argument("--dot-radius", type=int, default=None, help="dot radius in pixels (default: 2 at 320 wide)")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-bench-rig"))
     parser.add_argument("--out", type=Path, default=None)
