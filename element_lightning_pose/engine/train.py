@@ -423,7 +423,6 @@ def _unsupervised_inputs(
     losses = config.losses
     if not losses.unsupervised:
         return {}, None, None
-    from .data import Augmenter
     from .pca import fit_pcas
     from .unlabeled import ClipDataset, build_frame_cache
 
@@ -442,18 +441,22 @@ def _unsupervised_inputs(
             f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
             f"{Path(labels.root) / config.data.video_dir} has none"
         )
+    cache_dir, cache_options, augmenter, n_clips = _clip_settings(config, labels, splits, model_dir)
+    cache = build_frame_cache(videos, config.data.image_resize, cache_dir, **cache_options)
+    return pcas, ClipDataset(cache, losses.clip_length, n_clips, augmenter), None
+
+
+def _clip_settings(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, model_dir: Path):
+    """What one-camera and synchronised-camera clips share: the frame cache's folder and
+    options, the clip augmenter, and the clips per epoch (one per labeled training batch)."""
+    from .data import Augmenter
+
+    losses = config.losses
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
-    cache = build_frame_cache(
-        videos,
-        config.data.image_resize,
-        cache_dir,
-        max_frames=losses.max_cached_frames,
-        clip_length=losses.clip_length,
-        seed=config.training.seed,
-    )
+    options = {"max_frames": losses.max_cached_frames, "clip_length": losses.clip_length, "seed": config.training.seed}
     augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
-    steps = int(np.ceil(len(train_rows) / config.training.batch_size))
-    return pcas, ClipDataset(cache, losses.clip_length, steps, augmenter), None
+    n_clips = int(np.ceil(np.count_nonzero(splits == "train") / config.training.batch_size))
+    return cache_dir, options, augmenter, n_clips
 
 
 def _camera_rig_inputs(
@@ -465,7 +468,6 @@ def _camera_rig_inputs(
     Its multi-view PCA (no ``losses.view_groups``) spans the cameras: one sample is an
     instant's keypoints in every view, (C * K) points, fitted on the training instants.
     """
-    from .data import Augmenter
     from .geometry import fit_rig_geometry, resolve_calibration
     from .pca import fit_pca, fit_pcas
     from .unlabeled import MultiCameraClipDataset, build_camera_caches
@@ -491,16 +493,6 @@ def _camera_rig_inputs(
     geometry = None
     if any(name in GEOMETRIC_LOSSES for name in losses.unsupervised):
         geometry = fit_rig_geometry(resolve_calibration(losses, labels.root), views, per_view, labels.bodyparts, losses)
-    cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
-    caches = build_camera_caches(
-        videos,
-        views,
-        config.data.image_resize,
-        cache_dir,
-        max_frames=losses.max_cached_frames,
-        clip_length=losses.clip_length,
-        seed=config.training.seed,
-    )
-    augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
-    steps = int(np.ceil(len(train_rows) / config.training.batch_size))
-    return pcas, MultiCameraClipDataset(caches, losses.clip_length, steps, augmenter), geometry
+    cache_dir, cache_options, augmenter, n_clips = _clip_settings(config, labels, splits, model_dir)
+    caches = build_camera_caches(videos, views, config.data.image_resize, cache_dir, **cache_options)
+    return pcas, MultiCameraClipDataset(caches, losses.clip_length, n_clips, augmenter), geometry
