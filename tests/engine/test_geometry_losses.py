@@ -136,6 +136,16 @@ def rig_project(tmp_path_factory):
     )
 
 
+def rig_config(project, losses: dict, *, model_type: str = "heatmap", **training) -> dict:
+    """A tiny shared-network training config on the rig project's views, with ``losses``."""
+    return {
+        "data": {"image_resize": [32, 64], "csv_file": project.csv_files, "view_names": project.camera_names},
+        "model": {"backbone": "resnet18", "pretrained": False, "model_type": model_type},
+        "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4, **training},
+        "losses": {"warmup_epochs": 0, **losses},
+    }
+
+
 def test_occluded_points_are_not_labeled_and_recorded(rig_project):
     truth = np.load(rig_project.ground_truth)
     labels = pd.read_csv(rig_project.root / rig_project.csv_files[0], header=[0, 1, 2], index_col=0)
@@ -159,17 +169,8 @@ def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, t
     from element_lightning_pose.engine.predict import load_model
     from element_lightning_pose.engine.train import train
 
-    config = {
-        "data": {"image_resize": [32, 64], "csv_file": rig_project.csv_files, "view_names": rig_project.camera_names},
-        "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {"max_epochs": 2, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4, "log_every_n_steps": 1},
-        "losses": {
-            "unsupervised": ["reprojection", "limb_length"],
-            "calibration": "calibration.toml",
-            "warmup_epochs": 0,
-            "clip_length": 3,
-        },
-    }
+    losses = {"unsupervised": ["reprojection", "limb_length"], "calibration": "calibration.toml", "clip_length": 3}
+    config = rig_config(rig_project, losses, max_epochs=2, log_every_n_steps=1)
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
     metrics = pd.read_csv(result.model_dir / "metrics.csv")
     assert {"train_reprojection_loss", "train_limb_length_loss"} <= set(metrics.columns)
@@ -194,12 +195,7 @@ def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
 def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
     from element_lightning_pose.engine.train import train
 
-    config = {
-        "data": {"image_resize": [32, 64], "csv_file": rig_project.csv_files, "view_names": rig_project.camera_names},
-        "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4},
-        "losses": {"unsupervised": ["pca_multiview"], "warmup_epochs": 0, "clip_length": 3},
-    }
+    config = rig_config(rig_project, {"unsupervised": ["pca_multiview"], "clip_length": 3})
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
     saved = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
     n_kp = len(rig_project.bodyparts)
@@ -210,17 +206,8 @@ def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
 def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
     from element_lightning_pose.engine.train import train
 
-    config = {
-        "data": {"image_resize": [32, 64], "csv_file": rig_project.csv_files, "view_names": rig_project.camera_names},
-        "model": {"backbone": "resnet18", "pretrained": False, "model_type": "context"},
-        "training": {"max_epochs": 1, "unfreeze_epoch": 0, "num_workers": 0, "batch_size": 4},
-        "losses": {
-            "unsupervised": ["reprojection", "temporal"],
-            "calibration": "calibration.toml",
-            "warmup_epochs": 0,
-            "clip_length": 5,
-        },
-    }
+    losses = {"unsupervised": ["reprojection", "temporal"], "calibration": "calibration.toml", "clip_length": 5}
+    config = rig_config(rig_project, losses, model_type="context")
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
     metrics = pd.read_csv(result.model_dir / "metrics.csv")
     assert np.isfinite(metrics[["train_reprojection_loss", "train_temporal_loss"]].to_numpy()).all()
