@@ -152,12 +152,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             session_videos = [synth.videos[1]]
             truth = synth.ground_truth(synth.videos[1])[0]
             project_rel = "projects/synthetic"
-        existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
-        vs_key = (
-            {"video_set_id": existing[0]["video_set_id"]}
-            if existing
-            else train.VideoSet.insert_project(project_rel, description="demo project")
-        )
+        vs_key = _video_set(train, project_rel, "demo project")
         n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
         print(f"    {project_rel}: {n_labeled} labeled frames")
 
@@ -262,6 +257,16 @@ def _relative(root: Path, path: Path) -> str:
         if not link.exists():
             link.symlink_to(path)
         return link.relative_to(root).as_posix()
+
+
+def _video_set(train, project_rel: str, description: str) -> dict:
+    """The VideoSet key of the demo's project, registered on the first run, found on a rerun."""
+    from . import dj_compat
+
+    existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
+    if existing:
+        return {"video_set_id": existing[0]["video_set_id"]}
+    return train.VideoSet.insert_project(project_rel, description=description)
 
 
 def _raise_errors(result) -> None:
@@ -444,12 +449,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     with Step("multi-view project as one VideoSet", timings):
         project_rel = "projects/rig"
-        existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
-        vs_key = (
-            {"video_set_id": existing[0]["video_set_id"]}
-            if existing
-            else train.VideoSet.insert_project(project_rel, description="demo rig: one label CSV per view")
-        )
+        vs_key = _video_set(train, project_rel, "demo rig: one label CSV per view")
         n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
         print(f"    {project_rel}: {n_labeled} labeled frames in views {train.VideoSet.views(vs_key)}")
 
