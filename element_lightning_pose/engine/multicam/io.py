@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.io import ProjectError, read_keypoint_csv, write_keypoint_csv
+from element_lightning_pose.engine.safe_paths import check_name
 
 PathLike = str | os.PathLike
 Array = NDArray[np.float64]
@@ -133,6 +134,8 @@ def write_reprojections(
     from element_lightning_pose.engine.io import write_predictions
 
     directory = Path(directory)
+    for name in cameras:  # each name is a file name in directory: nothing is written unless all are safe
+        check_name(name, "camera name")
     paths = []
     for c, name in enumerate(cameras):
         lik = np.isfinite(pixels[c]).all(-1).astype(float) if likelihood is None else likelihood[c]
