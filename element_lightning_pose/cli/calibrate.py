@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     board = read_board(args.board)
     videos = parse_videos(args.video)
+    check_inputs_and_output(args, videos)
     detections, sizes = {}, {}
     for name, path in tqdm(videos.items(), desc="detecting", unit="video", disable=len(videos) < 2):
         detections[name], sizes[name], _ = detect_video(board, path)
@@ -67,3 +68,14 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.output}")
     return 0
+
+
+def check_inputs_and_output(args: argparse.Namespace, videos: dict[str, Path]) -> None:
+    """Before minutes of board detection: camera names that can name files, and an output that
+    can be written and is none of the inputs."""
+    from element_lightning_pose.engine.atomic import check_output
+    from element_lightning_pose.engine.safe_paths import check_name
+
+    for name in videos:
+        check_name(name, "--video: camera name")
+    check_output(args.output, inputs=[args.board, *videos.values()], what="-o")

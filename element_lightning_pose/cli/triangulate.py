@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
 
     group = read_calibration(args.calibration)
+    check_outputs(args, group.names)
     views = read_views(parse_views(args.view), group.names)
     edges = read_skeleton(args.skeleton, views.bodyparts) if args.skeleton else None
     if edges and args.method != "smooth":
@@ -124,3 +125,17 @@ def run(args: argparse.Namespace) -> int:
         paths = write_reprojections(args.reproject, group.names, projected, views.bodyparts, index=views.index)
         print(f"wrote {len(paths)} reprojected predictions CSVs in {args.reproject}")
     return 0
+
+
+def check_outputs(args: argparse.Namespace, cameras: list[str]) -> None:
+    """Before any work: ``-o`` and each ``--reproject DIR/<camera>.csv`` can be written, and none
+    is an input (the calibration, a view's CSV, the skeleton) or another of these outputs."""
+    from element_lightning_pose.engine.atomic import check_output
+
+    inputs = [args.calibration, *(p for paths in parse_views(args.view).values() for p in paths)]
+    inputs += [args.skeleton] if args.skeleton else []
+    check_output(args.output, inputs=inputs, what="-o")
+    if args.reproject:
+        check_output(args.reproject, folder=True, what="--reproject")
+        for name in cameras:
+            check_output(args.reproject / f"{name}.csv", inputs=[*inputs, args.output], what="--reproject")
