@@ -22,6 +22,7 @@ import numpy as np
 from . import model, paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
 from .engine.eks.params import SmoothingParams
+from .engine.safe_paths import inside_root
 from .params import ImmutableParams
 
 schema = dj.Schema()
@@ -212,6 +213,8 @@ class EnsembleSmoothing(dj.Computed):
         from .engine import eks, io
 
         processed = processed_dir()
+        recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
+        out = inside_root(processed, f"lp_ensembles/{recording}/ensemble{key['ensemble_id']}.csv", f"ensemble {key}")
         arrays, bodyparts = [], None
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")
@@ -232,8 +235,6 @@ class EnsembleSmoothing(dj.Computed):
         start = time.perf_counter()
         result = eks.smooth_ensemble(np.stack(arrays), bodyparts, smoothing)
         elapsed = time.perf_counter() - start
-        recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
-        out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"
         result.to_csv(out)
         return len(members), result, paths.relative_to_roots([processed], out), elapsed
 

@@ -32,6 +32,7 @@ import numpy as np
 from . import ensemble, model, paths
 from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
 from .engine.multicam.params import TriangulationParams
+from .engine.safe_paths import check_name, inside_root
 from .params import ImmutableParams
 
 schema = dj.Schema()
@@ -321,6 +322,9 @@ class CalibrationTask(dj.Manual):
             raise BoardError(f"calibration task {calibration_id!r}: board {board}: {exc}") from None
         if len(videos) < 2:
             raise ValueError(f"calibration task {calibration_id!r}: a rig needs at least 2 board videos, got {videos}")
+        paths.key_folder_name({"calibration_id": calibration_id}, ["calibration_id"])  # it names a folder
+        for name in videos:
+            check_name(name, f"calibration task {calibration_id!r}: camera name")
         if CameraCalibration & {"calibration_id": calibration_id}:
             raise ValueError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
         relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
@@ -379,6 +383,8 @@ class Calibration(dj.Computed):
         from .engine.multicam.calibrate import calibrate
         from .engine.multicam.cameras import write_calibration
 
+        folder = paths.key_folder_name(key, ["calibration_id"])
+        out = inside_root(processed_dir(), f"lp_calibrations/{folder}/calibration.toml", f"calibration task {key}")
         start = time.perf_counter()
         board = Board(**task["board"])
         detections, sizes = {}, {}
@@ -386,7 +392,6 @@ class Calibration(dj.Computed):
             detections[name], sizes[name], _ = detect_video(board, paths.find_full_path(root_dirs(), file_path))
         result = calibrate(board, detections, sizes, min_corners=int(task["min_corners"]))
         frames = len({d.frame for found in detections.values() for d in found})
-        out = processed_dir() / "lp_calibrations" / key["calibration_id"] / "calibration.toml"
         write_calibration(result.group, out)
         elapsed = time.perf_counter() - start
         return (
@@ -798,15 +803,15 @@ class Triangulation(dj.Computed):
         from .engine.multicam.io import Points3D, write_points3d
         from .engine.multicam.params import triangulate_views
 
+        rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
+        name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
+        out = inside_root(processed_dir(), f"lp_triangulations/{rig}/{name}", f"triangulation {key}")
         options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
         group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
         pixels, likelihood, variance, bodyparts = _read_sources(key, sources, n_frames)
         start = time.perf_counter()
         result = triangulate_views(group, pixels, likelihood, variance, bodyparts, options)
         elapsed = time.perf_counter() - start
-        rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
-        name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
-        out = processed_dir() / "lp_triangulations" / rig / name
         table = Points3D(
             result.points,
             result.variance,
