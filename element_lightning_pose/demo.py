@@ -90,18 +90,18 @@ def connect(backend: str) -> None:
     if os.environ.get("DJ_HOST"):
         print(f"using the database server at {os.environ['DJ_HOST']} (DJ_HOST)")
     else:
-        from . import localdb
+        from element_lightning_pose import localdb
 
         conn = localdb.start(backend)
         os.environ.update(conn.env())
         print(f"private {backend} server on {conn.host}:{conn.port} (data in {conn.data_dir})")
-    from . import dj_compat
+    from element_lightning_pose import dj_compat
 
     dj_compat.configure_from_env()
 
 
 def synthetic_data(root: Path, image_size: int, n_labeled: int, n_frames: int):
-    from .engine.synthetic import load_synthetic_project, make_synthetic_project
+    from element_lightning_pose.engine.synthetic import load_synthetic_project, make_synthetic_project
 
     project_dir = root / "projects" / "synthetic"
     if (project_dir / "synthetic.json").is_file():
@@ -130,8 +130,8 @@ def run_demo(args: argparse.Namespace) -> dict:
 
     with Step("database"):
         connect(args.backend)
-        from . import dj_compat, pipeline
-        from .engine import io
+        from element_lightning_pose import dj_compat, pipeline
+        from element_lightning_pose.engine import io
 
         lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
     train, model, ensemble = lp.train, lp.model, lp.ensemble
@@ -215,7 +215,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         summary["pixel_error_vs_truth"] = _errors_vs_truth(model, ensemble, rec, ens_key, names, truth)
 
     with Step("NWB export (checked with nwbinspector --config dandi)"):
-        from .export import dj_nwb, nwb
+        from element_lightning_pose.export import dj_nwb, nwb
 
         nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
         serious = [
@@ -227,7 +227,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             print(f"    nwbinspector: {message.importance.name}: {message.message}")
 
     with Step("plots and labeled video"):
-        from . import plotting
+        from element_lightning_pose import plotting
 
         figures = out / "figures"
         figures.mkdir(exist_ok=True)
@@ -261,7 +261,7 @@ def _relative(root: Path, path: Path) -> str:
 
 def _video_set(train, project_rel: str, description: str) -> dict:
     """The VideoSet key of the demo's project, registered on the first run, found on a rerun."""
-    from . import dj_compat
+    from element_lightning_pose import dj_compat
 
     existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
     if existing:
@@ -280,7 +280,7 @@ def _errors_vs_truth(model, ensemble, rec, ens_key, names, truth) -> dict:
     for name in names:
         pose = model.PoseEstimation.get_trajectory({**rec, "model_name": name}).to_numpy().reshape(len(truth), -1, 3)
         errors[name] = float(np.nanmean(np.linalg.norm(pose[..., :2] - truth, axis=-1)))
-    from .dj_compat import fetch_dicts
+    from element_lightning_pose.dj_compat import fetch_dicts
 
     rows = {r["body_part"]: r for r in fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & ens_key)}
     order = model.Model.bodyparts({"model_name": names[0]})
@@ -328,9 +328,9 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
     world frame (mm) and its ``bodyparts``. Reused when it exists with the same sizes (other
     sizes in the same output folder and prefix would meet the first run's VideoSet: use
     another ``--out`` and ``--prefix``)."""
-    from .engine.multicam.cameras import read_calibration
-    from .engine.multicam.project import make_rig_project
-    from .engine.multicam.rig import make_body, render_body_videos
+    from element_lightning_pose.engine.multicam.cameras import read_calibration
+    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.engine.multicam.rig import make_body, render_body_videos
 
     width, height = args.image_size, int(round(args.image_size * 0.75))
     sizes = {
@@ -363,11 +363,11 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
         body = make_body(args.frames, seed=1)  # another walk than the labeled one: a held-out session
         radius = max(1, int(round(4 * width / 640)))  # as make_rig_project draws the labeled videos
         render_body_videos(group, body.points, body.bodyparts, session_dir, radius=radius)
-        from .engine.atomic import atomic_output
+        from element_lightning_pose.engine.atomic import atomic_output
 
         with atomic_output(truth_file) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, points3d=body.points, bodyparts=np.array(body.bodyparts))
-    from .engine.atomic import write_text_atomic
+    from element_lightning_pose.engine.atomic import write_text_atomic
 
     write_text_atomic(stamp, json.dumps(sizes))
     truth = np.load(truth_file)
@@ -421,7 +421,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     with Step("database", timings):
         connect(args.backend)
-        from . import dj_compat, pipeline
+        from element_lightning_pose import dj_compat, pipeline
 
         lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
     train, model, multicam = lp.train, lp.model, lp.multicam
@@ -433,7 +433,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
     with Step("calibration from the board videos", timings):
         cal = {"calibration_id": RIG_CALIBRATION}
         if not multicam.CameraCalibration & cal:
-            from .engine.multicam.project import BOARD
+            from element_lightning_pose.engine.multicam.project import BOARD
 
             board = {f: getattr(BOARD, f) for f in ("board_type", "board_x", "board_y", "square_length")}
             board.update({f: getattr(BOARD, f) for f in ("marker_length", "marker_bits", "dict_size")})
@@ -524,7 +524,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
         summary["outputs"].update(_rig_plots(lp, task, summary.pop("_arrays"), figures))
 
     with Step("NWB export (checked with nwbinspector --config dandi)", timings):
-        from .export import dj_nwb, nwb
+        from element_lightning_pose.export import dj_nwb, nwb
 
         nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
         messages = nwb.inspect_dandi(nwb_path)
@@ -538,7 +538,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     points_file = (multicam.Triangulation & task).fetch1("points_file")
     summary["outputs"]["3D points CSV"] = processed / points_file
-    from .engine.atomic import write_text_atomic
+    from element_lightning_pose.engine.atomic import write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(summary, default=str, indent=1) + "\n")
     summary["outputs"]["summary"] = out / "summary.json"
@@ -550,7 +550,7 @@ def _rig_errors(lp, data: dict, recs: dict, model_name: str, task: dict) -> dict
     against the true projections. The board calibration's world frame is the first camera's
     optical frame, so the truth is moved into it with that camera's true pose (the calibration
     is in mm like the truth: no scale or alignment is fitted)."""
-    from .dj_compat import fetch_dicts
+    from element_lightning_pose.dj_compat import fetch_dicts
 
     group, multicam = data["group"], lp.multicam
     trajectory = multicam.Triangulation.get_trajectory(task)
@@ -602,7 +602,7 @@ def _rig_plots(lp, task: dict, arrays: dict, figures: Path) -> dict:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from .plotting.multicam import plot_reprojection_errors, plot_traces_3d
+    from element_lightning_pose.plotting.multicam import plot_reprojection_errors, plot_traces_3d
 
     units = (lp.multicam.CameraCalibration * lp.multicam.MultiCameraRecording & task).fetch1("units")
     shown = [bp for bp in ("snout", "paw_fl", "tail_base") if bp in arrays["bodyparts"]] or arrays["bodyparts"][:3]

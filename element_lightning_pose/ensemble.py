@@ -19,10 +19,10 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import model, paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
-from .engine.eks.params import SmoothingParams
-from .params import ImmutableParams
+from element_lightning_pose import model, paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
+from element_lightning_pose.engine.eks.params import SmoothingParams
+from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
 _LINK = paths.LinkedSchema("ensemble")
@@ -209,7 +209,7 @@ class EnsembleSmoothing(dj.Computed):
         return members, files, params
 
     def make_compute(self, key, members, files, params) -> tuple:
-        from .engine import eks, io
+        from element_lightning_pose.engine import eks, io
 
         processed = processed_dir()
         arrays, bodyparts = [], None

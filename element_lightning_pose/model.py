@@ -24,9 +24,9 @@ from types import ModuleType
 import datajoint as dj
 import numpy as np
 
-from . import paths, train
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
-from .engine.config import SPLITS
+from element_lightning_pose import paths, train
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.engine.config import SPLITS
 
 schema = dj.Schema()
 REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
@@ -140,7 +140,7 @@ class RecordingInfo(dj.Imported):
     """
 
     def make(self, key: dict) -> None:
-        from .engine.video import VideoError, video_info
+        from element_lightning_pose.engine.video import VideoError, video_info
 
         infos = [video_info(path) for path in VideoRecording.file_paths(key)]
         first = infos[0]
@@ -246,7 +246,7 @@ class Model(dj.Manual):
 
         The directory must hold ``model.json``, ``config.yaml`` and the checkpoint.
         """
-        from .engine.model_dir import read_model_info
+        from element_lightning_pose.engine.model_dir import read_model_info
 
         full_dir = _find_model_dir(model_dir)
         info = read_model_info(full_dir)  # raises naming the missing file
@@ -357,8 +357,8 @@ class ModelEvaluation(dj.Computed):
         return model_dir, project_dir, train.VideoSet.data_config(video_set)
 
     def make_compute(self, key, model_dir, project_dir, labels_config) -> tuple:
-        from .engine import io
-        from .engine.evaluate import evaluate
+        from element_lightning_pose.engine import io
+        from element_lightning_pose.engine.evaluate import evaluate
 
         project = paths.find_full_path(root_dirs(), project_dir)
         # every view of a multi-view project, every folder of a DeepLabCut one
@@ -491,7 +491,7 @@ class PoseEstimation(dj.Computed):
         return task["task_mode"], task["output_dir"], int(task["batch_size"]), files, model_dir, n_frames, bodyparts
 
     def make_compute(self, key, task_mode, output_dir, batch_size, files, model_dir, n_frames, expected) -> tuple:
-        from .engine import io
+        from element_lightning_pose.engine import io
 
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
         out_dir = processed_dir() / output_dir
@@ -501,7 +501,7 @@ class PoseEstimation(dj.Computed):
             predictions, bodyparts = io.read_predictions(source)
             elapsed, fps = 0.0, None
         else:
-            from .engine.predict import load_model, predict_video
+            from element_lightning_pose.engine.predict import load_model, predict_video
 
             source = out_dir / "predictions.csv"
             model = load_model(_find_model_dir(model_dir))
@@ -554,7 +554,7 @@ class PoseEstimation(dj.Computed):
         Columns are (scorer = model name, bodyparts, coords = x, y, likelihood); the index is
         the frame number.
         """
-        from .engine.io import keypoint_frame
+        from element_lightning_pose.engine.io import keypoint_frame
 
         keys = fetch_keys(cls & key)
         if len(keys) != 1:

@@ -29,10 +29,10 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import ensemble, model, paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
-from .engine.multicam.params import TriangulationParams
-from .params import ImmutableParams
+from element_lightning_pose import ensemble, model, paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.engine.multicam.params import TriangulationParams
+from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
 _LINK = paths.LinkedSchema("multicam")
@@ -190,7 +190,7 @@ class CameraCalibration(dj.Manual):
         The engine's reader validates it first: a missing or malformed field raises
         ``CalibrationError`` naming the file, the camera and the field, and nothing is inserted.
         """
-        from .engine.multicam.cameras import read_calibration
+        from element_lightning_pose.engine.multicam.cameras import read_calibration
 
         full = _find_file(path)
         group = read_calibration(full)
@@ -207,7 +207,7 @@ class CameraCalibration(dj.Manual):
     @classmethod
     def camera_group(cls, key: dict) -> Any:
         """The calibration as an engine ``CameraGroup``, cameras in ``camera_name`` order."""
-        from .engine.multicam.cameras import Camera, CameraGroup
+        from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
 
         calibration = {"calibration_id": (cls & key).fetch1("calibration_id")}
         rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
@@ -226,7 +226,7 @@ class CameraCalibration(dj.Manual):
 
 
 def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: str) -> list[dict]:
-    from .engine.multicam.cameras import CalibrationError
+    from element_lightning_pose.engine.multicam.cameras import CalibrationError
 
     per_camera = errors if errors is not None else group.metadata.get("errors")
     if not isinstance(per_camera, (list, tuple, np.ndarray)) or len(per_camera) != len(group):
@@ -313,7 +313,7 @@ class CalibrationTask(dj.Manual):
         The board is validated by the engine (``BoardError`` naming the field) and each video
         must exist; nothing is inserted otherwise.
         """
-        from .engine.multicam.boards import Board, BoardError
+        from element_lightning_pose.engine.multicam.boards import Board, BoardError
 
         try:
             Board(**board)
@@ -375,9 +375,9 @@ class Calibration(dj.Computed):
         return task, [(v["camera_name"], v["file_path"]) for v in videos]
 
     def make_compute(self, key, task, videos) -> tuple:
-        from .engine.multicam.boards import Board, detect_video
-        from .engine.multicam.calibrate import calibrate
-        from .engine.multicam.cameras import write_calibration
+        from element_lightning_pose.engine.multicam.boards import Board, detect_video
+        from element_lightning_pose.engine.multicam.calibrate import calibrate
+        from element_lightning_pose.engine.multicam.cameras import write_calibration
 
         start = time.perf_counter()
         board = Board(**task["board"])
@@ -795,8 +795,8 @@ class Triangulation(dj.Computed):
         return calibration_id, int(n_frames), sources, params
 
     def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
-        from .engine.multicam.io import Points3D, write_points3d
-        from .engine.multicam.params import triangulate_views
+        from element_lightning_pose.engine.multicam.io import Points3D, write_points3d
+        from element_lightning_pose.engine.multicam.params import triangulate_views
 
         options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
         group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
@@ -881,7 +881,7 @@ class Triangulation(dj.Computed):
 def _read_sources(key: dict, sources: list[tuple], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Each camera's 2D pose over the rig frames: pixels (C, T, K, 2), likelihood and 2D
     variance (C, T, K), body parts. Errors name the camera, its source and what differs."""
-    from .engine.io import read_keypoint_csv
+    from element_lightning_pose.engine.io import read_keypoint_csv
 
     arrays, variances, bodyparts, first = [], [], None, None
     for name, table_name, source_key, file, frames, offset in sources:

@@ -22,9 +22,9 @@ from typing import Any
 
 import datajoint as dj
 
-from . import paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
-from .params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
+from element_lightning_pose import paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from element_lightning_pose.params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _project_layout(
 
     Raises ProjectError (naming the file) for a layout that cannot be read, before anything
     is inserted."""
-    from .engine import io
+    from element_lightning_pose.engine import io
 
     if isinstance(csv_file, str) and csv_file == io.DEFAULT_CSV and not (full_dir / csv_file).exists():
         layout = io.detect_layout(full_dir)
@@ -212,7 +212,7 @@ class VideoSet(dj.Manual):
         (the old one keeps describing what earlier models were trained on). Passing a
         ``video_set_id`` other than the existing one's for the same project raises ``ValueError``.
         """
-        from .engine import io, video
+        from element_lightning_pose.engine import io, video
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
@@ -290,7 +290,7 @@ class VideoSet(dj.Manual):
     def read_labels(cls, key: dict, *, check_images: bool = False):
         """The labels of a registered project (every view, every DeepLabCut folder) as
         ``engine.io.LabeledFrames``, image paths relative to the project folder."""
-        from .engine import io
+        from element_lightning_pose.engine import io
 
         data = cls.data_config(key)
         return io.read_project_labels(
@@ -344,7 +344,7 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:
         """``params`` checked by ``engine.config.TrainConfig``, defaults filled in."""
-        from .engine.config import TrainConfig
+        from element_lightning_pose.engine.config import TrainConfig
 
         return TrainConfig.from_dict(dict(params), source="TrainingParamSet params").to_dict()
 
@@ -366,7 +366,7 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
         ``options`` go to :func:`element_lightning_pose.presets.insert_preset` (``frame_size``,
         ``base``, ``paramset_desc``, ``paramset_idx``).
         """
-        from . import presets
+        from element_lightning_pose import presets
 
         return presets.insert_preset(cls, name, **options)
 
@@ -436,8 +436,8 @@ class ModelTraining(dj.Computed):
         return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"], labels_config
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
-        from .engine.config import TrainConfig
-        from .engine.multiview import train_one_network
+        from element_lightning_pose.engine.config import TrainConfig
+        from element_lightning_pose.engine.multiview import train_one_network
 
         source = f"TrainingParamSet {key['paramset_idx']}"
         config = TrainConfig.from_dict(params, source=source)
@@ -460,7 +460,7 @@ class ModelTraining(dj.Computed):
         )
 
     def make_insert(self, key, model_dir, best_checkpoint, wall_time_s, n_epochs, best_val_loss, history):
-        from .version import __version__
+        from element_lightning_pose.version import __version__
 
         self.insert1(
             {

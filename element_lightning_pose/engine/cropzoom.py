@@ -37,10 +37,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_directory
-from .config import ConfigError, TrainConfig
-from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic, write_keypoint_csv
-from .video import resize_frame
+from element_lightning_pose.engine.atomic import atomic_directory
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.io import (
+    LabeledFrames,
+    ProjectError,
+    load_project,
+    read_image,
+    write_csv_atomic,
+    write_keypoint_csv,
+)
+from element_lightning_pose.engine.video import resize_frame
 
 PathLike = str | os.PathLike
 
@@ -169,7 +176,7 @@ def write_detector_project(labels: LabeledFrames, out: Path, target: str = "cent
     ``centre`` keypoint (``target="centre"``) or with every body part (``"keypoints"``)."""
     import shutil
 
-    from .labeled import image_file
+    from element_lightning_pose.engine.labeled import image_file
 
     out.mkdir(parents=True, exist_ok=True)
     root = Path(labels.root).resolve()
@@ -198,7 +205,7 @@ def write_pose_project(
     """
     import cv2
 
-    from .labeled import image_file
+    from element_lightning_pose.engine.labeled import image_file
 
     out.mkdir(parents=True, exist_ok=True)
     centres = label_centres(labels.keypoints)
@@ -270,10 +277,10 @@ def train_crop_zoom(
     :class:`engine.train.TrainResult` with ``model_dir`` the top-level directory and
     ``wall_time_s`` both stages'.
     """
-    from ..version import __version__
-    from .data import split_frames, splits_from_file, write_splits
-    from .model_dir import read_model_info, write_model_info
-    from .train import TrainResult, _check_replaceable, _frame_size, train
+    from element_lightning_pose.engine.data import split_frames, splits_from_file, write_splits
+    from element_lightning_pose.engine.model_dir import read_model_info, write_model_info
+    from element_lightning_pose.engine.train import TrainResult, _check_replaceable, _frame_size, train
+    from element_lightning_pose.version import __version__
 
     config = TrainConfig.load(config)
     _check_supported(config, resume_from)

@@ -25,11 +25,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .config import SPLITS, AugmentationConfig, DataConfig, TrainConfig
-from .io import LabeledFrames, ProjectError, write_csv_atomic
+from element_lightning_pose.engine.config import SPLITS, AugmentationConfig, DataConfig, TrainConfig
+from element_lightning_pose.engine.io import LabeledFrames, ProjectError, write_csv_atomic
 
 # light helpers shared with inference (engine.predict must not import Lightning): re-exported here
-from .labeled import image_file, load_context_resized, load_resized, read_splits, scale_points  # noqa: F401
+from element_lightning_pose.engine.labeled import (  # noqa: F401
+    image_file,
+    load_context_resized,
+    load_resized,
+    read_splits,
+    scale_points,
+)
 
 PathLike = str | os.PathLike
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import LabeledFrames
-from .labeled import read_splits
-from .metrics import long_table, pixel_errors
-from .predict import PoseModel, load_model, predict_labeled
+from element_lightning_pose.engine.io import LabeledFrames
+from element_lightning_pose.engine.labeled import read_splits
+from element_lightning_pose.engine.metrics import long_table, pixel_errors
+from element_lightning_pose.engine.predict import PoseModel, load_model, predict_labeled
 
 PathLike = str | os.PathLike
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, LossesConfig
+from element_lightning_pose.engine.config import ConfigError, LossesConfig
 
 PathLike = str | os.PathLike
 UNDISTORT_ITERATIONS = 10
@@ -220,7 +220,7 @@ def limb_length_loss(points: torch.Tensor, valid: torch.Tensor, geometry: RigGeo
 
 def rig_cameras(calibration: PathLike, view_names: Sequence[str], camera_names: Mapping[str, str]):
     """The calibration's cameras in view order (``camera_names`` maps a view to its camera)."""
-    from .multicam.cameras import read_calibration
+    from element_lightning_pose.engine.multicam.cameras import read_calibration
 
     group = read_calibration(calibration)
     wanted = [camera_names.get(view, view) for view in view_names]
@@ -279,7 +279,7 @@ def fit_rig_geometry(
     ``keypoints`` (C, F, K, 2): the same F labeled instants in each of the C views, original
     pixels, NaN where unlabeled.
     """
-    from .pca import resolve_keypoints
+    from element_lightning_pose.engine.pca import resolve_keypoints
 
     cameras = rig_cameras(calibration, view_names, losses.camera_names)
     geometry = RigGeometry(

@@ -23,8 +23,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from .atomic import atomic_output
-from .errors import ElpError
+from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import LabeledFrames, ProjectError, context_image_paths, read_image
-from .video import resize_frame
+from element_lightning_pose.engine.io import LabeledFrames, ProjectError, context_image_paths, read_image
+from element_lightning_pose.engine.video import resize_frame
 
 PathLike = str | os.PathLike
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_text_atomic
-from .errors import ElpError
+from element_lightning_pose.engine.atomic import write_text_atomic
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 

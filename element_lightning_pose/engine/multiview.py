@@ -28,12 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..version import __version__
-from .atomic import atomic_directory
-from .config import ConfigError, DataConfig, TrainConfig
-from .io import DEFAULT_CSV, LabeledFrames, ProjectError, derive_view_names, detect_layout, read_multiview_labels
-from .model_dir import write_model_info
-from .train import TrainResult, train
+from element_lightning_pose.engine.atomic import atomic_directory
+from element_lightning_pose.engine.config import ConfigError, DataConfig, TrainConfig
+from element_lightning_pose.engine.io import (
+    DEFAULT_CSV,
+    LabeledFrames,
+    ProjectError,
+    derive_view_names,
+    detect_layout,
+    read_multiview_labels,
+)
+from element_lightning_pose.engine.model_dir import write_model_info
+from element_lightning_pose.engine.train import TrainResult, train
+from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
 
@@ -69,7 +76,7 @@ def instant_splits(labels: LabeledFrames, train_prob: float, val_prob: float, se
     Rows are laid out as :func:`io.read_multiview_labels` gives them: view after view, row
     ``i`` of every view the same instant. A single-view project gets ``data.split_frames``.
     """
-    from .data import split_frames
+    from element_lightning_pose.engine.data import split_frames
 
     if labels.views is None:
         return split_frames(len(labels), train_prob, val_prob, seed)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, LossesConfig
+from element_lightning_pose.engine.config import ConfigError, LossesConfig
 
 
 class PCAFitError(ConfigError):

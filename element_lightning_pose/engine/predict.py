@@ -37,12 +37,31 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .config import TrainConfig
-from .io import LabeledFrames, ProjectError, read_image, write_csv_atomic, write_predictions
-from .model_dir import CROP_ZOOM, MODEL_JSON, ModelDirectoryError, ModelInfo, read_model_info
-from .networks import CONTEXT_RADIUS, ContextHeatmapNet, HeatmapNet, build_net, pad_edges, sliding_windows
-from .networks.backbones import InputNormalizedBackbone
-from .pca import KeypointPCA
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.io import (
+    LabeledFrames,
+    ProjectError,
+    read_image,
+    write_csv_atomic,
+    write_predictions,
+)
+from element_lightning_pose.engine.model_dir import (
+    CROP_ZOOM,
+    MODEL_JSON,
+    ModelDirectoryError,
+    ModelInfo,
+    read_model_info,
+)
+from element_lightning_pose.engine.networks import (
+    CONTEXT_RADIUS,
+    ContextHeatmapNet,
+    HeatmapNet,
+    build_net,
+    pad_edges,
+    sliding_windows,
+)
+from element_lightning_pose.engine.networks.backbones import InputNormalizedBackbone
+from element_lightning_pose.engine.pca import KeypointPCA
 
 PathLike = str | os.PathLike
 
@@ -115,7 +134,7 @@ class PoseModel:
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Keypoints (B, K, 3) in original pixels of full-size frames (B, H, W, 3) uint8 RGB."""
-        from .video import resize_frame
+        from element_lightning_pose.engine.video import resize_frame
 
         frames = np.asarray(frames)
         resized = np.stack([resize_frame(f, self.image_resize) for f in frames])
@@ -146,8 +165,8 @@ class CropZoomModel(PoseModel):
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
         """The detector's centre (B, 2) in original pixels of whole frames (B, H, W, 3); NaN = a miss."""
-        from .cropzoom import centres_from_detections
-        from .video import resize_frame
+        from element_lightning_pose.engine.cropzoom import centres_from_detections
+        from element_lightning_pose.engine.video import resize_frame
 
         detector = self._detector()
         frames = np.asarray(frames)
@@ -160,7 +179,7 @@ class CropZoomModel(PoseModel):
 
         A frame whose centre is NaN (a miss) gets NaN coordinates and likelihood 0.
         """
-        from .cropzoom import apply_affine, crop_frames, invert_affine
+        from element_lightning_pose.engine.cropzoom import apply_affine, crop_frames, invert_affine
 
         frames = np.asarray(frames)
         out = np.full((len(frames), len(self.bodyparts), 3), np.nan)
@@ -350,7 +369,7 @@ def predict_video(
     before any file is written. ``allow_short=True`` instead warns (:class:`ShortVideoWarning`)
     and gives the missing frames NaN coordinates and likelihood 0, so T is still the full count.
     """
-    from .video import iter_batches, video_info
+    from element_lightning_pose.engine.video import iter_batches, video_info
 
     info = video_info(video, allow_short=allow_short)
     original = (info.height, info.width)
@@ -393,7 +412,7 @@ def predict_video(
     index = np.arange(start, start + len(predictions))
     diagnostics = None
     if diagnostics_csv is not None:  # computed before anything is written: a failure leaves no file
-        from .metrics import diagnostics_table
+        from element_lightning_pose.engine.metrics import diagnostics_table
 
         diagnostics = diagnostics_table(predictions, model.bodyparts, model.pcas, index=index)
     if out_csv is not None:
@@ -440,7 +459,7 @@ def _stream_crop_zoom(model: CropZoomModel, batches, bar):
     held back that many frames (memory: one batch plus the lag); the result equals smoothing
     the whole video's detections at once.
     """
-    from .cropzoom import smooth_centres
+    from element_lightning_pose.engine.cropzoom import smooth_centres
 
     half = model.detection_smoothing // 2
     tail = np.empty((0, 2))  # detections of frames tail_start.. (the held frames and their left context)
@@ -476,7 +495,7 @@ def _progress_bar(total: int, name: str):
 
 def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int = 16) -> np.ndarray:
     """Predict the labeled frames of a project: (N, K, 3) in original-frame pixels."""
-    from .labeled import image_file
+    from element_lightning_pose.engine.labeled import image_file
 
     if list(labels.bodyparts) != list(model.bodyparts):
         raise ProjectError(
@@ -484,7 +503,7 @@ def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int 
         )
     out = np.empty((len(labels), len(model.bodyparts), 3))
     if model.is_context:
-        from .labeled import load_context_resized
+        from element_lightning_pose.engine.labeled import load_context_resized
 
         for row in range(len(labels)):  # each labeled frame with its neighbouring files
             original = read_image(image_file(labels, row)).shape[:2]

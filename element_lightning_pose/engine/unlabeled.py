@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .atomic import atomic_output, write_text_atomic
-from .data import Augmenter
-from .io import ProjectError
-from .video import iter_frames, resize_frame, video_info
+from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.data import Augmenter
+from element_lightning_pose.engine.io import ProjectError
+from element_lightning_pose.engine.video import iter_frames, resize_frame, video_info
 
 PathLike = str | os.PathLike
 CACHE_VERSION = 1

@@ -23,8 +23,7 @@ from element_lightning_pose.engine.cropzoom import (
     smooth_centres,
 )
 from element_lightning_pose.engine.model_dir import ModelDirectoryError, read_model_info
-
-from .conftest import TINY_CONFIG
+from tests.engine.conftest import TINY_CONFIG
 
 CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [32, 64]}}
 

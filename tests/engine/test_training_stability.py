@@ -16,8 +16,7 @@ from element_lightning_pose.engine.io import load_project
 from element_lightning_pose.engine.losses import heatmap_mse
 from element_lightning_pose.engine.module import HeatmapModule
 from element_lightning_pose.engine.train import train
-
-from .conftest import TINY_CONFIG
+from tests.engine.conftest import TINY_CONFIG
 
 
 def _config(**training) -> dict:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .conftest import TINY_PARAMS
+from tests.pipeline.conftest import TINY_PARAMS
 
 MODEL_NAME = "cropzoom_tiny"
 

@@ -21,8 +21,7 @@ from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
-
-from .rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
+from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
 
 SIZE = (320, 240)
 N_RIG = 40  # rig frames
@@ -233,7 +232,7 @@ def test_elp_worker_triangulates(lp, lp_root, rig3d, sources, rig_key):
     import json
     import subprocess
 
-    from .jobs_helpers import worker_command
+    from tests.pipeline.jobs_helpers import worker_command
 
     idx = lp.multicam.TriangulationParamSet.insert_new_params("dlt", {"method": "dlt"})
     key = lp.multicam.TriangulationTask.create(rig_key, idx, "rig_truth", triangulation_id=6)

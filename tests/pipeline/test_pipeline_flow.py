@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .conftest import TINY_PARAMS
+from tests.pipeline.conftest import TINY_PARAMS
 
 
 def test_paramset_is_deduplicated_by_content(lp, flow):

@@ -11,8 +11,7 @@ import subprocess
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
+from tests.pipeline.jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
 
 N_GOOD = 6
 
