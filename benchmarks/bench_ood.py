@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Out of distribution: do the unsupervised losses / the context model help on NEW sessions?
 
-The project (``engine.synthetic_sessions.make_session_project``): one animal, two labeled
+The project (``synthetic.sessions.make_session_project``): one animal, two labeled
 "training" sessions (``--labeled`` frames spread over them), four new sessions that each change
 two or three things a network has not seen (light, contrast and colour; camera distance, a
 striped floor and wider poses; a checkerboard floor with body-part-coloured distractor blobs
@@ -53,11 +53,8 @@ from bench_small_animal import cpu_model  # noqa: E402
 
 from element_lightning_pose.engine.eks import smooth_multiview  # noqa: E402
 from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.synthetic_sessions import (  # noqa: E402
-    load_session_project,
-    make_session_project,
-)
 from element_lightning_pose.engine.train import train  # noqa: E402
+from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project  # noqa: E402
 
 N_PARTS = 9
 VIEW = list(range(N_PARTS))

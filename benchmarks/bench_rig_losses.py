@@ -2,7 +2,7 @@
 
 Issue #18 part 3: with 20 labeled instants, does the calibrated reprojection loss (and the
 limb-length loss) lower the error of occluded views below supervised training and below the
-multi-view PCA loss? One synthetic rig project (engine.multicam.project.make_rig_project):
+multi-view PCA loss? One synthetic rig project (synthetic.rig_project.make_rig_project):
 3 calibrated cameras, a body walking in the arena, each camera's points hidden in runs
 (``--occlusion`` of the frames per camera and keypoint; hidden points are neither drawn nor
 labeled). Every arm trains the same shared network (efficientnet_lite0, ImageNet weights)
@@ -43,7 +43,7 @@ def cpu_model() -> str:
 
 
 def make_project(work: Path, args) -> Path:
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root = work / "project"
     if not (root / "ground_truth.npz").is_file():
@@ -160,7 +160,7 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
     valid = np.isfinite(consistency) & truth["visible"][:, unlabeled]
     out["reprojection_error_mean"] = float(consistency[valid].mean())
     # the predicted pose's size: median triangulated bone length / true length, per bone, then median
-    from element_lightning_pose.engine.multicam.rig import BODYPARTS, BONES
+    from element_lightning_pose.synthetic.rig import BODYPARTS, BONES
 
     index = {name: i for i, name in enumerate(BODYPARTS)}
     ratios = [

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does semi-supervised training / the context network help? Evidence on data with ground truth.
 
-Synthetic two-view project (``engine.synthetic``: 128x128 frames, two 64-wide views of one 3D
+Synthetic two-view project (``synthetic.projects``: 128x128 frames, two 64-wide views of one 3D
 pose, a 2,000-frame video, 40 labeled frames of it, occluder episodes), identical backbone,
 epochs and labeled batch for every arm, several seeds (the seed changes the split, the
 initialisation and the batch order; the project is the same):
@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
 from element_lightning_pose.engine.io import load_project  # noqa: E402
 from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.synthetic import make_synthetic_project  # noqa: E402
 from element_lightning_pose.engine.train import train  # noqa: E402
+from element_lightning_pose.synthetic.projects import make_synthetic_project  # noqa: E402
 
 MIRROR_MOUSE = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 VIEW = list(range(9))

@@ -79,7 +79,7 @@ def cpu_model() -> str:
 def dataset(name: str, work: Path) -> dict:
     """Project root, label CSV, frame size and (arena) the video with ground truth."""
     if name == "arena":
-        from element_lightning_pose.engine.synthetic import load_synthetic_project, make_synthetic_project
+        from element_lightning_pose.synthetic.projects import load_synthetic_project, make_synthetic_project
 
         root = work / "arena_project"
         project = (
@@ -193,7 +193,7 @@ def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if "video" in data:
-        from element_lightning_pose.engine.synthetic import load_synthetic_project
+        from element_lightning_pose.synthetic.projects import load_synthetic_project
 
         video = predict_video(model, data["video"], progress=False)
         truth, _ = load_synthetic_project(data["root"]).ground_truth(data["video"])

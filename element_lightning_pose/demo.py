@@ -101,7 +101,7 @@ def connect(backend: str) -> None:
 
 
 def synthetic_data(root: Path, image_size: int, n_labeled: int, n_frames: int):
-    from element_lightning_pose.engine.synthetic import load_synthetic_project, make_synthetic_project
+    from element_lightning_pose.synthetic.projects import load_synthetic_project, make_synthetic_project
 
     project_dir = root / "projects" / "synthetic"
     if (project_dir / "synthetic.json").is_file():
@@ -329,8 +329,8 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
     sizes in the same output folder and prefix would meet the first run's VideoSet: use
     another ``--out`` and ``--prefix``)."""
     from element_lightning_pose.engine.multicam.cameras import read_calibration
-    from element_lightning_pose.engine.multicam.project import make_rig_project
-    from element_lightning_pose.engine.multicam.rig import make_body, render_body_videos
+    from element_lightning_pose.synthetic.rig import make_body, render_body_videos
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     width, height = args.image_size, int(round(args.image_size * 0.75))
     sizes = {
@@ -433,7 +433,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
     with Step("calibration from the board videos", timings):
         cal = {"calibration_id": RIG_CALIBRATION}
         if not multicam.CameraCalibration & cal:
-            from element_lightning_pose.engine.multicam.project import BOARD
+            from element_lightning_pose.synthetic.rig_project import BOARD
 
             board = {f: getattr(BOARD, f) for f in ("board_type", "board_x", "board_y", "square_length")}
             board.update({f: getattr(BOARD, f) for f in ("marker_length", "marker_bits", "dict_size")})

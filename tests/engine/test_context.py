@@ -12,9 +12,9 @@ from element_lightning_pose.engine.evaluate import evaluate
 from element_lightning_pose.engine.io import load_project, read_image
 from element_lightning_pose.engine.networks import ContextHeatmapNet, pad_edges, sliding_windows
 from element_lightning_pose.engine.predict import load_model, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
 from element_lightning_pose.engine.video import read_frames, resize_frame
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 

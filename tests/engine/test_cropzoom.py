@@ -225,7 +225,7 @@ def elp(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_elp_train_and_predict_without_the_project(tmp_path):
     from element_lightning_pose.engine.io import read_predictions
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "project", seed=3, image_size=(64, 96), n_labeled=10, n_video_frames=20)
     sets = [

@@ -10,8 +10,8 @@ import torch
 from element_lightning_pose.engine import geometry
 from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
 from element_lightning_pose.engine.multicam.cameras import write_calibration
-from element_lightning_pose.engine.multicam.rig import make_body, make_rig
 from element_lightning_pose.engine.unlabeled import MultiCameraClipDataset, build_camera_caches, session_videos
+from element_lightning_pose.synthetic.rig import make_body, make_rig
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_a_bone_never_labeled_is_a_clear_error(rig):
 
 @pytest.fixture(scope="module")
 def rig_project(tmp_path_factory):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     return make_rig_project(
         tmp_path_factory.mktemp("rigproject"),
@@ -181,8 +181,8 @@ def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, t
 
 
 def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
     from element_lightning_pose.engine.train import train
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "p", image_size=(64, 64), n_labeled=6, n_video_frames=20)
     (project.root / "calibration.toml").write_text("")
@@ -214,8 +214,8 @@ def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
 
 
 def test_decoys_draw_a_hidden_point_in_the_wrong_place(tmp_path):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
     from element_lightning_pose.engine.video import read_frames
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     kwargs = {"n_cameras": 2, "image_size": (160, 120), "n_frames": 20, "n_labeled": 3, "n_board_frames": 2}
     plain = make_rig_project(tmp_path / "plain", occlusion_rate=0.3, dot_radius=3, **kwargs)

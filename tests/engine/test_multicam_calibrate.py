@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board, BoardError, detect, read_board
 from element_lightning_pose.engine.multicam.calibrate import CalibrationFailed, calibrate
 from element_lightning_pose.engine.multicam.cameras import read_calibration
+from element_lightning_pose.synthetic import rig
 
 REPO = Path(__file__).resolve().parents[2]
 BOARD = Board("charuco", 7, 5, 50.0, 37.0, 4, 50)

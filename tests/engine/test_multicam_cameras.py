@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.cameras import (
     CalibrationError,
     Camera,
@@ -20,6 +19,7 @@ from element_lightning_pose.engine.multicam.cameras import (
     rodrigues_to_matrix,
     write_calibration,
 )
+from element_lightning_pose.synthetic import rig
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

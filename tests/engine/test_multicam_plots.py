@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.smoother import smooth_3d
 from element_lightning_pose.plotting.core import POSTERIOR_BAND_GID
 from element_lightning_pose.plotting.multicam import plot_reprojection_errors, plot_traces_3d
+from element_lightning_pose.synthetic import rig
 
 
 @pytest.fixture(scope="module")

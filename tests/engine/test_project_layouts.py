@@ -157,7 +157,7 @@ def test_elp_train_names_a_project_without_labels(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def rig_project(tmp_path_factory):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     return make_rig_project(
         tmp_path_factory.mktemp("rig"), n_cameras=2, image_size=(96, 64), n_frames=30, n_labeled=6, n_board_frames=3
@@ -263,7 +263,7 @@ def test_per_view_needs_a_multiview_project(tmp_path):
 
 def test_rig_project_is_deterministic(tmp_path):
     from element_lightning_pose.engine.multicam.cameras import read_calibration
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     kwargs = {"n_cameras": 2, "image_size": (64, 48), "n_frames": 12, "n_labeled": 3, "n_board_frames": 2}
     first = make_rig_project(tmp_path / "a", seed=3, **kwargs)

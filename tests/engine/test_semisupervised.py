@@ -12,10 +12,10 @@ from element_lightning_pose.engine.io import load_project
 from element_lightning_pose.engine.losses import pca_loss, temporal_loss
 from element_lightning_pose.engine.pca import PCAFitError, fit_pca, held_out_residuals
 from element_lightning_pose.engine.predict import load_model, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
 from element_lightning_pose.engine.unlabeled import ClipDataset, build_frame_cache, plan_segments, to_original_matrix
 from element_lightning_pose.engine.video import read_frames, resize_frame
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 

@@ -21,8 +21,8 @@ from element_lightning_pose.engine.config import AugmentationConfig, ConfigError
 from element_lightning_pose.engine.data import Augmenter, LabeledDataset, read_splits, scale_points, split_frames
 from element_lightning_pose.engine.io import ProjectError, load_project
 from element_lightning_pose.engine.predict import load_model
-from element_lightning_pose.engine.synthetic import make_synthetic_project
 from element_lightning_pose.engine.train import train
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 

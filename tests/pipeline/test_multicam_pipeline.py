@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat, pipeline
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
+from element_lightning_pose.synthetic import rig
 from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
 
 SIZE = (320, 240)

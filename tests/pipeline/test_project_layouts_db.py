@@ -58,7 +58,7 @@ def test_bad_dlc_project_inserts_nothing(lp, lp_root):
 
 
 def test_multiview_project_registers_and_trains_shared(lp, lp_root):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root, _ = lp_root
     make_rig_project(
@@ -98,7 +98,7 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
 def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):
     """A ModelTraining row is one network: the engine (multiview.train_one_network) refuses
     data.multiview=per_view before training, naming the parameter and what to do instead."""
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root, _ = lp_root
     make_rig_project(

@@ -9,7 +9,7 @@
   confident jumps (tens to over a hundred px, likelihood still 0.5-1.0), runs of occlusion in
   single views (low likelihood, the point somewhere else), points outside the image;
 * :func:`render_board_videos` - a ChArUco board moving through the arena, rendered into each
-  camera through its true pose and distortion (for :mod:`.calibrate`);
+  camera through its true pose and distortion (for :mod:`element_lightning_pose.engine.multicam.calibrate`);
 * :func:`render_body_videos` - each view of the body drawn as dots on a grey background.
 
 Units: millimetres. The world frame has ``z`` up, the arena floor at ``z = 0``.

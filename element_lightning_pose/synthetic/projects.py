@@ -546,7 +546,7 @@ def load_synthetic_project(root: PathLike) -> SyntheticProject:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m element_lightning_pose.engine.synthetic",
+        prog="python -m element_lightning_pose.synthetic.projects",
         description="Write a synthetic Lightning Pose project with ground truth.",
     )
     parser.add_argument("out_dir", type=Path, help="new (or empty) project folder")

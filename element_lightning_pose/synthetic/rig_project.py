@@ -31,7 +31,7 @@ from element_lightning_pose.engine.atomic import atomic_output, write_text_atomi
 from element_lightning_pose.engine.io import write_keypoint_csv
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import write_calibration
-from element_lightning_pose.engine.multicam.rig import make_body, make_rig, render_board_videos, render_body_videos
+from element_lightning_pose.synthetic.rig import make_body, make_rig, render_board_videos, render_body_videos
 
 PathLike = str | os.PathLike
 
@@ -98,7 +98,7 @@ def make_rig_project(
     radius = dot_radius or max(1, int(round(4 * image_size[0] / 640)))
     occluded = np.zeros((n_cameras, n_frames, len(body.bodyparts)), dtype=bool)
     if occlusion_rate > 0:
-        from element_lightning_pose.engine.multicam.rig import occlusion_runs
+        from element_lightning_pose.synthetic.rig import occlusion_runs
 
         occluded_rng = np.random.default_rng(seed + 6000)
         occluded = np.stack(
