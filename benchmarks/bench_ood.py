@@ -42,19 +42,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_semisupervised import base_config, constraint_pcas, step_seconds
+from bench_small_animal import cpu_model
 from scipy import stats
 
+from element_lightning_pose.engine.eks import smooth_multiview
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training.single import train
+from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_semisupervised import base_config, constraint_pcas, step_seconds  # noqa: E402
-from bench_small_animal import cpu_model  # noqa: E402
-
-from element_lightning_pose.engine.eks import smooth_multiview  # noqa: E402
-from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.train import train  # noqa: E402
-from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project  # noqa: E402
 
 N_PARTS = 9
 VIEW = list(range(N_PARTS))

@@ -91,9 +91,10 @@ def config_for(arm: str, seed: int, names: list[str], args) -> dict:
 
 
 def evaluate(model_dir: Path, root: Path, truth: dict) -> dict:
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
     from element_lightning_pose.engine.multicam.cameras import read_calibration
     from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt
-    from element_lightning_pose.engine.predict import load_model, predict_video
 
     names = [str(n) for n in truth["camera_names"]]
     model = load_model(model_dir)
@@ -128,9 +129,10 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
     that of the reprojection of the OTHER views' triangulation (leave-one-view-out), on the
     visible and on the occluded points. Where the other views do not place a point better
     than the view itself, consistency has nothing to correct."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
     from element_lightning_pose.engine.multicam.cameras import read_calibration
     from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt
-    from element_lightning_pose.engine.predict import load_model, predict_video
 
     names = [str(n) for n in truth["camera_names"]]
     model = load_model(model_dir)
@@ -174,7 +176,7 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
 
 
 def run(arm: str, seed: int, root: Path, work: Path, args, truth: dict) -> dict:
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training.single import train
 
     out = work / "runs" / f"{arm}-seed{seed}.json"
     if out.is_file():

@@ -119,7 +119,7 @@ def run_eks_synthetic(
     """eks 4.6.2 ``fit_eks_multicam`` on the raw per-camera predictions (one member each), cached."""
     import pandas as pd
 
-    from element_lightning_pose.engine.io import write_predictions
+    from element_lightning_pose.engine.data.keypoints import write_predictions
 
     key = hashlib.sha256(np.ascontiguousarray(obs.pixels).tobytes() + obs.likelihood.tobytes()).hexdigest()[:16]
     out = args.peers / f"eks-synthetic-{key}"

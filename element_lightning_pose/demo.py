@@ -131,7 +131,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     with Step("database"):
         connect(args.backend)
         from element_lightning_pose import dj_compat, pipeline
-        from element_lightning_pose.engine import io
+        from element_lightning_pose.engine.data.projects import load_project
 
         lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
     train, model, ensemble = lp.train, lp.model, lp.ensemble
@@ -143,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             if not link.exists():
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(project_root, target_is_directory=True)
-            labels, project_videos = io.load_project(link)
+            labels, project_videos = load_project(link)
             session_videos = [Path(v).absolute() for v in (args.videos or project_videos[:1])]
             truth = None
             project_rel = f"projects/{project_root.name}"

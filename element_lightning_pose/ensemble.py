@@ -209,14 +209,15 @@ class EnsembleSmoothing(dj.Computed):
         return members, files, params
 
     def make_compute(self, key, members, files, params) -> tuple:
-        from element_lightning_pose.engine import eks, io
+        from element_lightning_pose.engine import eks
+        from element_lightning_pose.engine.data.keypoints import read_predictions
 
         processed = processed_dir()
         arrays, bodyparts = [], None
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")
         for name, file in zip(members, files):
-            values, parts = io.read_predictions(processed / file)
+            values, parts = read_predictions(processed / file)
             eks.require_predictions(values, f"{processed / file} (member {name!r})")
             if bodyparts is None:
                 bodyparts, first, first_len = parts, name, len(values)

@@ -140,7 +140,7 @@ class RecordingInfo(dj.Imported):
     """
 
     def make(self, key: dict) -> None:
-        from element_lightning_pose.engine.video import VideoError, video_info
+        from element_lightning_pose.engine.data.video import VideoError, video_info
 
         infos = [video_info(path) for path in VideoRecording.file_paths(key)]
         first = infos[0]
@@ -357,12 +357,12 @@ class ModelEvaluation(dj.Computed):
         return model_dir, project_dir, train.VideoSet.data_config(video_set)
 
     def make_compute(self, key, model_dir, project_dir, labels_config) -> tuple:
-        from element_lightning_pose.engine import io
-        from element_lightning_pose.engine.evaluate import evaluate
+        from element_lightning_pose.engine.data.projects import read_project_labels
+        from element_lightning_pose.engine.inference.evaluate import evaluate
 
         project = paths.find_full_path(root_dirs(), project_dir)
         # every view of a multi-view project, every folder of a DeepLabCut one
-        labels = io.read_project_labels(
+        labels = read_project_labels(
             project, labels_config["csv_file"], labels_config["view_names"] or None, check_images=False
         )
         errors = evaluate(_find_model_dir(model_dir), labels)
@@ -491,17 +491,18 @@ class PoseEstimation(dj.Computed):
         return task["task_mode"], task["output_dir"], int(task["batch_size"]), files, model_dir, n_frames, bodyparts
 
     def make_compute(self, key, task_mode, output_dir, batch_size, files, model_dir, n_frames, expected) -> tuple:
-        from element_lightning_pose.engine import io
+        from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
         out_dir = processed_dir() / output_dir
         start = time.perf_counter()
         if task_mode == "load":
             source = _find_predictions(out_dir)
-            predictions, bodyparts = io.read_predictions(source)
+            predictions, bodyparts = read_predictions(source)
             elapsed, fps = 0.0, None
         else:
-            from element_lightning_pose.engine.predict import load_model, predict_video
+            from element_lightning_pose.engine.inference.models import load_model
+            from element_lightning_pose.engine.inference.predict import predict_video
 
             source = out_dir / "predictions.csv"
             model = load_model(_find_model_dir(model_dir))
@@ -521,7 +522,7 @@ class PoseEstimation(dj.Computed):
         if n_frames is not None and len(predictions) != n_frames:
             raise ValueError(f"{source}: {len(predictions)} predicted frames but the recording has {n_frames}")
         if task_mode != "load":
-            io.write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
+            write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
         predictions_file = paths.relative_to_roots([processed_dir()], source)
         return predictions_file, predictions, bodyparts, elapsed, fps
 
@@ -554,7 +555,7 @@ class PoseEstimation(dj.Computed):
         Columns are (scorer = model name, bodyparts, coords = x, y, likelihood); the index is
         the frame number.
         """
-        from element_lightning_pose.engine.io import keypoint_frame
+        from element_lightning_pose.engine.data.keypoints import keypoint_frame
 
         keys = fetch_keys(cls & key)
         if len(keys) != 1:

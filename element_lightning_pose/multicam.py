@@ -881,7 +881,7 @@ class Triangulation(dj.Computed):
 def _read_sources(key: dict, sources: list[tuple], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Each camera's 2D pose over the rig frames: pixels (C, T, K, 2), likelihood and 2D
     variance (C, T, K), body parts. Errors name the camera, its source and what differs."""
-    from element_lightning_pose.engine.io import read_keypoint_csv
+    from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
 
     arrays, variances, bodyparts, first = [], [], None, None
     for name, table_name, source_key, file, frames, offset in sources:

@@ -80,24 +80,30 @@ def _project_layout(
 
     Raises ProjectError (naming the file) for a layout that cannot be read, before anything
     is inserted."""
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.dlc import DLC_CONFIG, dlc_label_files
+    from element_lightning_pose.engine.data.projects import (
+        DEFAULT_CSV,
+        derive_view_names,
+        detect_layout,
+    )
+    from element_lightning_pose.engine.errors import ProjectError
 
-    if isinstance(csv_file, str) and csv_file == io.DEFAULT_CSV and not (full_dir / csv_file).exists():
-        layout = io.detect_layout(full_dir)
+    if isinstance(csv_file, str) and csv_file == DEFAULT_CSV and not (full_dir / csv_file).exists():
+        layout = detect_layout(full_dir)
         csv_file = layout.csv_file
         view_names = layout.view_names or view_names
     if not isinstance(csv_file, str):
         files = list(csv_file)
         if not files:
-            raise io.ProjectError(f"{full_dir}: csv_file is an empty list (one label CSV per view expected)")
-        names = list(view_names) if view_names else io.derive_view_names(files)
+            raise ProjectError(f"{full_dir}: csv_file is an empty list (one label CSV per view expected)")
+        names = list(view_names) if view_names else derive_view_names(files)
         if len(names) != len(files) or len(set(names)) != len(names):
-            raise io.ProjectError(f"{full_dir}: view_names {names} must name each of {files} once")
+            raise ProjectError(f"{full_dir}: view_names {names} must name each of {files} once")
         return files[0], files, list(zip(names, files))
     if view_names:
-        raise io.ProjectError(f"{full_dir}: view_names {view_names} needs csv_file to be one CSV per view")
-    if Path(csv_file).name == io.DLC_CONFIG:
-        label_files = [Path(p).relative_to(full_dir).as_posix() for p in io.dlc_label_files(full_dir)]
+        raise ProjectError(f"{full_dir}: view_names {view_names} needs csv_file to be one CSV per view")
+    if Path(csv_file).name == DLC_CONFIG:
+        label_files = [Path(p).relative_to(full_dir).as_posix() for p in dlc_label_files(full_dir)]
         return csv_file, [csv_file, *label_files], []
     return csv_file, [csv_file], []
 
@@ -212,14 +218,18 @@ class VideoSet(dj.Manual):
         (the old one keeps describing what earlier models were trained on). Passing a
         ``video_set_id`` other than the existing one's for the same project raises ``ValueError``.
         """
-        from element_lightning_pose.engine import io, video
+        from element_lightning_pose.engine.data.projects import (
+            find_videos,
+            read_project_labels,
+        )
+        from element_lightning_pose.engine.data import video
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
         relative_dir = paths.relative_to_roots(roots, full_dir)
         stored_csv, label_files, views = _project_layout(full_dir, csv_file, view_names)
         video_dir_path = full_dir / video_dir
-        videos = io.find_videos(video_dir_path) if video_dir_path.is_dir() else []
+        videos = find_videos(video_dir_path) if video_dir_path.is_dir() else []
         if views:
             videos = [p for p in videos if any(name in p.name for name, _ in views)]
         video_files = [Path(p).relative_to(full_dir).as_posix() for p in videos]
@@ -239,9 +249,9 @@ class VideoSet(dj.Manual):
             )
             return existing
         if views:
-            labels = io.read_multiview_labels(full_dir, [c for _, c in views], [n for n, _ in views], check_images=True)
+            labels = read_project_labels(full_dir, [c for _, c in views], [n for n, _ in views], check_images=True)
         else:
-            labels = io.read_labels(full_dir / stored_csv, full_dir, check_images=True)
+            labels = read_project_labels(full_dir, stored_csv, check_images=True)
         for path in videos:
             video.video_info(path)  # raises VideoError naming the file
         if video_set_id is None:
@@ -290,10 +300,12 @@ class VideoSet(dj.Manual):
     def read_labels(cls, key: dict, *, check_images: bool = False):
         """The labels of a registered project (every view, every DeepLabCut folder) as
         ``engine.io.LabeledFrames``, image paths relative to the project folder."""
-        from element_lightning_pose.engine import io
+        from element_lightning_pose.engine.data.projects import (
+            read_project_labels,
+        )
 
         data = cls.data_config(key)
-        return io.read_project_labels(
+        return read_project_labels(
             cls.project_path(key), data["csv_file"], data["view_names"] or None, check_images=check_images
         )
 
@@ -437,7 +449,7 @@ class ModelTraining(dj.Computed):
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
         from element_lightning_pose.engine.config import TrainConfig
-        from element_lightning_pose.engine.multiview import train_one_network
+        from element_lightning_pose.engine.training.per_view import train_one_network
 
         source = f"TrainingParamSet {key['paramset_idx']}"
         config = TrainConfig.from_dict(params, source=source)

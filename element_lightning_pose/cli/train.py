@@ -27,10 +27,10 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from element_lightning_pose.engine.advice import advise_project
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
-    from element_lightning_pose.engine.io import DEFAULT_CSV, detect_layout
-    from element_lightning_pose.engine.multiview import MultiViewResult, train_project
+    from element_lightning_pose.engine.data.projects import DEFAULT_CSV, detect_layout
+    from element_lightning_pose.engine.training.advice import advise_project
+    from element_lightning_pose.engine.training.per_view import MultiViewResult, train_project
 
     source = Path(args.config_or_project)
     if source.is_dir():  # a project folder: default parameters (plus any --set)

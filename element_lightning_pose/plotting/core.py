@@ -278,7 +278,7 @@ def write_labeled_video(
         first_frame: the video frame of ``predictions[0]`` (predictions of a frame range).
         codec: four-character code for OpenCV's writer.
     """
-    from element_lightning_pose.engine.video import video_info, write_video
+    from element_lightning_pose.engine.data.video import video_info, write_video
 
     files = [Path(video_path)] if isinstance(video_path, (str, os.PathLike)) else [Path(p) for p in video_path]
     if not files:
@@ -329,7 +329,7 @@ def _skeleton_indices(skeleton, bodyparts: Sequence[str]) -> list[tuple[int, int
 
 def _recording_frames(files: list[Path], counts: list[int], start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
     """(recording frame number, RGB frame) for frames ``start:stop`` over consecutive files."""
-    from element_lightning_pose.engine.video import VideoError, iter_frames
+    from element_lightning_pose.engine.data.video import VideoError, iter_frames
 
     offset = 0
     for path, count in zip(files, counts):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
-from element_lightning_pose.engine.io import write_keypoint_csv
+from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import write_calibration
 from element_lightning_pose.synthetic.rig import make_body, make_rig, render_board_videos, render_body_videos
@@ -171,7 +171,7 @@ def _write_view_labels(
     and ``CollectedData_<camera>.csv``; returns the CSV's name."""
     import cv2
 
-    from element_lightning_pose.engine.video import read_frames
+    from element_lightning_pose.engine.data.video import read_frames
 
     folder = root / "labeled-data" / f"{session}_{camera}"
     folder.mkdir(parents=True, exist_ok=True)

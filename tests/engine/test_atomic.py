@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
-from element_lightning_pose.engine.io import write_predictions
+from element_lightning_pose.engine.data.keypoints import write_predictions
 
 
 def test_success_replaces_with_a_shareable_mode(tmp_path):

@@ -16,8 +16,8 @@ BLOCK_DATAJOINT = "import sys; sys.modules['datajoint'] = None; sys.modules['pym
 
 DATAJOINT_FREE = [
     "element_lightning_pose.engine",
-    "element_lightning_pose.engine.train",
-    "element_lightning_pose.engine.predict",
+    "element_lightning_pose.engine.training.single",
+    "element_lightning_pose.engine.inference.predict",
     "element_lightning_pose.engine.eks",
     "element_lightning_pose.export.nwb",
     "element_lightning_pose.plotting",

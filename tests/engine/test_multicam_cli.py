@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from element_lightning_pose.engine.io import write_predictions
+from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import write_calibration
 from element_lightning_pose.synthetic import rig
 

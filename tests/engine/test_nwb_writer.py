@@ -17,7 +17,7 @@ from nwbinspector import Importance
 from pynwb import NWBHDF5IO, TimeSeries
 from pynwb.device import Device
 
-from element_lightning_pose.engine.io import read_image, read_labels
+from element_lightning_pose.engine.data.labels import read_image, read_labels
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.export.nwb import (
     REFERENCE_FRAME,

@@ -55,7 +55,8 @@ def test_evaluation_per_split(lp, flow):
 
 
 def test_pose_estimation_equals_engine_output(lp, flow):
-    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     dj_compat.populate(lp.model.RecordingInfo, flow["rec"])
     result = dj_compat.populate(lp.model.PoseEstimation, flow["rec"], reserve_jobs=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from element_lightning_pose import dj_compat
-from element_lightning_pose.engine.io import ProjectError
+from element_lightning_pose.engine.errors import ProjectError
 from tests.engine.test_project_layouts import BODYPARTS, make_dlc_project
 from tests.pipeline.conftest import TINY_PARAMS
 

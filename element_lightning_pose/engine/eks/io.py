@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from element_lightning_pose.engine.io import ProjectError, read_predictions, write_keypoint_csv
+from element_lightning_pose.engine.data.keypoints import read_predictions, write_keypoint_csv
+from element_lightning_pose.engine.errors import ProjectError
 
 PathLike = str | os.PathLike
 

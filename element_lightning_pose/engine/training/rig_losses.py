@@ -279,7 +279,7 @@ def fit_rig_geometry(
     ``keypoints`` (C, F, K, 2): the same F labeled instants in each of the C views, original
     pixels, NaN where unlabeled.
     """
-    from element_lightning_pose.engine.pca import resolve_keypoints
+    from element_lightning_pose.engine.training.pca import resolve_keypoints
 
     cameras = rig_cameras(calibration, view_names, losses.camera_names)
     geometry = RigGeometry(

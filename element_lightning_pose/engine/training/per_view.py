@@ -26,20 +26,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.config import ConfigError, DataConfig, TrainConfig
-from element_lightning_pose.engine.io import (
+from element_lightning_pose.engine.data.projects import (
     DEFAULT_CSV,
-    LabeledFrames,
-    ProjectError,
     derive_view_names,
     detect_layout,
     read_multiview_labels,
 )
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import write_model_info
-from element_lightning_pose.engine.train import TrainResult, train
+from element_lightning_pose.engine.training.single import TrainResult, train
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -66,25 +63,6 @@ def project_views(config: TrainConfig, project_root: PathLike) -> list[tuple[str
         if layout.kind == "multiview":
             return list(zip(layout.view_names, list(layout.csv_file)))
     return []
-
-
-def instant_splits(labels: LabeledFrames, train_prob: float, val_prob: float, seed: int) -> np.ndarray:
-    """The train/val/test split of a multi-view project's rows with every instant in the same
-    split in every view (no frame of a test instant trains the shared network from another
-    view), and the split each per-view network gets from the same seed.
-
-    Rows are laid out as :func:`io.read_multiview_labels` gives them: view after view, row
-    ``i`` of every view the same instant. A single-view project gets ``data.split_frames``.
-    """
-    from element_lightning_pose.engine.data import split_frames
-
-    if labels.views is None:
-        return split_frames(len(labels), train_prob, val_prob, seed)
-    views = list(dict.fromkeys(labels.views))
-    n = len(labels) // len(views)
-    if n * len(views) != len(labels) or labels.views != [v for v in views for _ in range(n)]:
-        raise ProjectError(f"{labels.csv_path}: rows are not view after view with {n} frames each")
-    return np.tile(split_frames(n, train_prob, val_prob, seed), len(views))
 
 
 def view_config(config: TrainConfig, view: str, csv_file: str) -> TrainConfig:

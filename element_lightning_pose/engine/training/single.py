@@ -44,7 +44,10 @@ import pandas as pd
 
 from element_lightning_pose.engine.atomic import atomic_directory, atomic_output
 from element_lightning_pose.engine.config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
-from element_lightning_pose.engine.io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
+from element_lightning_pose.engine.data.keypoints import write_csv_atomic
+from element_lightning_pose.engine.data.labels import LabeledFrames, read_image
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -64,7 +67,7 @@ class TrainResult:
 
 def _frame_size(labels: LabeledFrames) -> list[int]:
     """(height, width) of the labeled frames (the first one; projects share one camera size)."""
-    from element_lightning_pose.engine.labeled import image_file
+    from element_lightning_pose.engine.data.labels import image_file
 
     return list(read_image(image_file(labels, 0)).shape[:2])
 
@@ -139,20 +142,18 @@ def train(
     starts empty and reuses only a matching frame cache. A non-empty folder that is not a model
     directory is refused rather than replaced.
     """
-    from element_lightning_pose.engine.data import read_splits, split_frames, splits_from_file
+    from element_lightning_pose.engine.data.splits import read_splits, split_frames, splits_from_file
 
     config = TrainConfig.load(config)
     if config.crop_zoom.enabled:  # two stages, each trained by this function (engine.cropzoom)
-        from element_lightning_pose.engine.cropzoom import train_crop_zoom
+        from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
 
         return train_crop_zoom(config, project_root, model_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(model_dir)
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
-    from element_lightning_pose.engine.advice import (
-        advise,  # the animal's size in heatmap pixels and what to train, in the log
-    )
+    from element_lightning_pose.engine.training.advice import advise
 
     logging.getLogger(__name__).info(advise(labels, config).summary())
     if resume_from is not None and not Path(resume_from).is_file():
@@ -167,7 +168,7 @@ def train(
         splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
     elif labels.views is not None:
         # one network over every view's frames: an instant is in the same split in every view
-        from element_lightning_pose.engine.multiview import instant_splits
+        from element_lightning_pose.engine.data.splits import instant_splits
 
         splits = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
     else:
@@ -250,8 +251,9 @@ def _fit(
     import pytorch_lightning as pl
     import torch
 
-    from element_lightning_pose.engine.data import PoseDataModule, write_splits
-    from element_lightning_pose.engine.module import HeatmapModule, HistoryCallback
+    from element_lightning_pose.engine.data.splits import write_splits
+    from element_lightning_pose.engine.training.datasets import PoseDataModule
+    from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
 
     config.to_yaml(stage / "config.yaml")
     write_splits(stage / "splits.csv", labels.image_paths, splits)
@@ -355,7 +357,7 @@ def _guards(config: TrainConfig) -> list:
     """The collapse guard (engine.callbacks), when enabled: it runs before the history records the epoch."""
     if not config.training.collapse_guard:
         return []
-    from element_lightning_pose.engine.callbacks import CollapseGuard, flat_heatmap_loss
+    from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 
     # a context model's supervised loss sums its two heads' (single-frame and context): two flat maps
     heads = 2 if config.model.model_type == "context" else 1
@@ -425,8 +427,8 @@ def _unsupervised_inputs(
     losses = config.losses
     if not losses.unsupervised:
         return {}, None, None
-    from element_lightning_pose.engine.pca import fit_pcas
-    from element_lightning_pose.engine.unlabeled import ClipDataset, build_frame_cache
+    from element_lightning_pose.engine.training.pca import fit_pcas
+    from element_lightning_pose.engine.training.unlabeled import ClipDataset, build_frame_cache
 
     geometric = [name for name in losses.unsupervised if name in GEOMETRIC_LOSSES]
     if geometric and labels.views is None:
@@ -451,7 +453,7 @@ def _unsupervised_inputs(
 def _clip_settings(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, model_dir: Path):
     """What one-camera and synchronised-camera clips share: the frame cache's folder and
     options, the clip augmenter, and the clips per epoch (one per labeled training batch)."""
-    from element_lightning_pose.engine.data import Augmenter
+    from element_lightning_pose.engine.training.augmentation import Augmenter
 
     losses = config.losses
     cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
@@ -470,9 +472,9 @@ def _camera_rig_inputs(
     Its multi-view PCA (no ``losses.view_groups``) spans the cameras: one sample is an
     instant's keypoints in every view, (C * K) points, fitted on the training instants.
     """
-    from element_lightning_pose.engine.geometry import fit_rig_geometry, resolve_calibration
-    from element_lightning_pose.engine.pca import fit_pca, fit_pcas
-    from element_lightning_pose.engine.unlabeled import MultiCameraClipDataset, build_camera_caches
+    from element_lightning_pose.engine.training.pca import fit_pca, fit_pcas
+    from element_lightning_pose.engine.training.rig_losses import fit_rig_geometry, resolve_calibration
+    from element_lightning_pose.engine.training.unlabeled import MultiCameraClipDataset, build_camera_caches
 
     losses = config.losses
     assert labels.views is not None

@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
-from element_lightning_pose.engine.data import Augmenter
-from element_lightning_pose.engine.io import ProjectError
-from element_lightning_pose.engine.video import iter_frames, resize_frame, video_info
+from element_lightning_pose.engine.data.video import iter_frames, resize_frame, video_info
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.training.augmentation import Augmenter
 
 PathLike = str | os.PathLike
 CACHE_VERSION = 1

@@ -18,8 +18,6 @@ import pytorch_lightning as pl
 import torch
 
 from element_lightning_pose.engine.config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
-from element_lightning_pose.engine.geometry import RigGeometry, limb_length_loss, reprojection_loss, triangulate_views
-from element_lightning_pose.engine.losses import heatmap_mse, pca_loss, temporal_loss
 from element_lightning_pose.engine.networks import (
     ContextHeatmapNet,
     build_net,
@@ -27,7 +25,14 @@ from element_lightning_pose.engine.networks import (
     soft_argmax,
     spatial_softmax,
 )
-from element_lightning_pose.engine.pca import KeypointPCA
+from element_lightning_pose.engine.training.losses import heatmap_mse, pca_loss, temporal_loss
+from element_lightning_pose.engine.training.pca import KeypointPCA
+from element_lightning_pose.engine.training.rig_losses import (
+    RigGeometry,
+    limb_length_loss,
+    reprojection_loss,
+    triangulate_views,
+)
 
 
 class HeatmapModule(pl.LightningModule):
