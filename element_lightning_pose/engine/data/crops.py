@@ -11,6 +11,7 @@ the same :func:`crop_frames`, so both see identically resampled pixels.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -154,8 +155,6 @@ def smooth_centres(centres: np.ndarray, window: int) -> np.ndarray:
     out = np.empty_like(centres)
     valid = ~missed
     if valid.any():
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows only at misses
             out[valid] = np.nanmedian(windows[valid], axis=-1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,6 @@ def _format_in_chunks(values: np.ndarray, frames: Sequence[int], significant: in
     n_rows = values.shape[0]
     if n_rows < 4096:
         return format_csv_body(values, frames, significant)
-    from concurrent.futures import ThreadPoolExecutor
 
     bounds = np.linspace(0, n_rows, 5).astype(int)
     with ThreadPoolExecutor(max_workers=2) as pool:

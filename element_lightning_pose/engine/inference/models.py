@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch.fx.experimental.optimization import fuse
 
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.data.crops import (
@@ -138,8 +139,6 @@ class CropZoomModel(PoseModel):
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
         """The detector's centre (B, 2) in original pixels of whole frames (B, H, W, 3); NaN = a miss."""
-        from element_lightning_pose.engine.data.video import resize_frame
-
         detector = self._detector()
         frames = np.asarray(frames)
         small = np.stack([resize_frame(f, detector.image_resize) for f in frames])
@@ -185,8 +184,6 @@ def fuse_batchnorm(net: _Net) -> _Net:
     Inference only (the statistics are frozen into the weights); outputs agree to float
     rounding and the forward pass gets ~20% faster on CPU.
     """
-    from torch.fx.experimental.optimization import fuse
-
     net.backbone = fuse(net.backbone.eval())
     return net
 

@@ -35,10 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from element_lightning_pose.engine.data.crops import smooth_centres
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_predictions
-from element_lightning_pose.engine.data.labels import LabeledFrames, read_image
+from element_lightning_pose.engine.data.labels import LabeledFrames, image_file, load_context_resized, read_image
+from element_lightning_pose.engine.data.video import iter_batches, video_info
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.inference.metrics import diagnostics_table
 from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel
 from element_lightning_pose.engine.model_dir import (
     ModelDirectoryError,
@@ -106,8 +110,6 @@ def predict_video(
     before any file is written. ``allow_short=True`` instead warns (:class:`ShortVideoWarning`)
     and gives the missing frames NaN coordinates and likelihood 0, so T is still the full count.
     """
-    from element_lightning_pose.engine.data.video import iter_batches, video_info
-
     info = video_info(video, allow_short=allow_short)
     original = (info.height, info.width)
     chunks: list[np.ndarray] = []
@@ -149,8 +151,6 @@ def predict_video(
     index = np.arange(start, start + len(predictions))
     diagnostics = None
     if diagnostics_csv is not None:  # computed before anything is written: a failure leaves no file
-        from element_lightning_pose.engine.inference.metrics import diagnostics_table
-
         diagnostics = diagnostics_table(predictions, model.bodyparts, model.pcas, index=index)
     if out_csv is not None:
         write_predictions(out_csv, predictions, model.bodyparts, index=index)
@@ -196,8 +196,6 @@ def _stream_crop_zoom(model: CropZoomModel, batches, bar):
     held back that many frames (memory: one batch plus the lag); the result equals smoothing
     the whole video's detections at once.
     """
-    from element_lightning_pose.engine.data.crops import smooth_centres
-
     half = model.detection_smoothing // 2
     tail = np.empty((0, 2))  # detections of frames tail_start.. (the held frames and their left context)
     tail_start = n_done = 0
@@ -225,23 +223,17 @@ def _stream_crop_zoom(model: CropZoomModel, batches, bar):
 
 
 def _progress_bar(total: int, name: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=name, unit="frame", unit_scale=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int = 16) -> np.ndarray:
     """Predict the labeled frames of a project: (N, K, 3) in original-frame pixels."""
-    from element_lightning_pose.engine.data.labels import image_file
-
     if list(labels.bodyparts) != list(model.bodyparts):
         raise ProjectError(
             f"{labels.csv_path}: body parts {labels.bodyparts} differ from the model's {model.bodyparts}"
         )
     out = np.empty((len(labels), len(model.bodyparts), 3))
     if model.is_context:
-        from element_lightning_pose.engine.data.labels import load_context_resized
-
         for row in range(len(labels)):  # each labeled frame with its neighbouring files
             original = read_image(image_file(labels, row)).shape[:2]
             window, _ = load_context_resized(labels, row, model.image_resize)

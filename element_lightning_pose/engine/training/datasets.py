@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from element_lightning_pose.engine.config import TrainConfig
@@ -155,7 +156,6 @@ class PoseDataModule(pl.LightningDataModule):
         labeled = self._loader("train", self.config.training.batch_size, shuffle=True)
         if self.clips is None:
             return labeled
-        from pytorch_lightning.utilities import CombinedLoader
 
         workers = self.config.training.num_workers
         clips = DataLoader(
