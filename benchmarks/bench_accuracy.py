@@ -28,7 +28,7 @@ import torch
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.metrics import summarize
-from element_lightning_pose.engine.training.single import train
+from element_lightning_pose.engine.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 

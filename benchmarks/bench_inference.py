@@ -183,7 +183,7 @@ def timed_command(command: list[str], cwd: Path) -> tuple[float, float]:
 
 def our_model_dir(backbone: str, out: Path) -> Path:
     """A real model directory (one training step, random init) to run ``elp predict`` on."""
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     project = DEFAULT_VIDEO.parents[1]
     config = {

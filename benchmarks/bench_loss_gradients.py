@@ -44,9 +44,10 @@ from bench_semisupervised import (
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
-from element_lightning_pose.engine.training.single import _unsupervised_inputs, train
+from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,7 @@ def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[
     config = TrainConfig.from_dict(config_dict)
     labels, videos = load_project(project.root)
     splits = split_frames(len(labels), 0.8, 0.1, seed)
-    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, model_dir / "gradient_cache")
+    pcas, clips, _ = unsupervised_inputs(config, labels, splits, videos, model_dir / "gradient_cache")
     module = HeatmapModule(
         config.to_dict(), list(labels.bodyparts), build_pretrained=False, pca={k: v.to_dict() for k, v in pcas.items()}
     )

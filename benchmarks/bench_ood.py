@@ -49,7 +49,7 @@ from scipy import stats
 from element_lightning_pose.engine.eks import smooth_multiview
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
-from element_lightning_pose.engine.training.single import train
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project
 
 REPO = Path(__file__).resolve().parents[1]

@@ -176,7 +176,7 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
 
 
 def run(arm: str, seed: int, root: Path, work: Path, args, truth: dict) -> dict:
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     out = work / "runs" / f"{arm}-seed{seed}.json"
     if out.is_file():

@@ -37,7 +37,7 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
-from element_lightning_pose.engine.training.single import train
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 REPO = Path(__file__).resolve().parents[1]

@@ -49,9 +49,9 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import split_frames
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_labeled, predict_video
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.advice import preset_params
 from element_lightning_pose.engine.training.callbacks import flat_heatmap_loss
-from element_lightning_pose.engine.training.single import train
 
 REPO = Path(__file__).resolve().parents[1]
 

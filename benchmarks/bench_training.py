@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from element_lightning_pose.engine.networks import HeatmapNet
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.losses import heatmap_mse
-from element_lightning_pose.engine.training.single import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -218,11 +218,11 @@ class VideoSet(dj.Manual):
         (the old one keeps describing what earlier models were trained on). Passing a
         ``video_set_id`` other than the existing one's for the same project raises ``ValueError``.
         """
+        from element_lightning_pose.engine.data import video
         from element_lightning_pose.engine.data.projects import (
             find_videos,
             read_project_labels,
         )
-        from element_lightning_pose.engine.data import video
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
@@ -449,7 +449,7 @@ class ModelTraining(dj.Computed):
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
         from element_lightning_pose.engine.config import TrainConfig
-        from element_lightning_pose.engine.training.per_view import train_one_network
+        from element_lightning_pose.engine.training import train
 
         source = f"TrainingParamSet {key['paramset_idx']}"
         config = TrainConfig.from_dict(params, source=source)
@@ -460,7 +460,7 @@ class ModelTraining(dj.Computed):
         full_model_dir = processed_dir() / relative_model_dir
         project = paths.find_full_path(root_dirs(), project_dir)
         # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
-        result = train_one_network(config, project, full_model_dir, source=source, progress=False)
+        result = train(config, project, full_model_dir, one_network=True, source=source, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (
             relative_model_dir,

@@ -34,7 +34,7 @@ def tiny_project(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_project, tmp_path_factory) -> Path:
     """The model directory of ``TINY_CONFIG`` trained on ``tiny_project`` (read-only)."""
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     return train(
         TINY_CONFIG, tiny_project.root, tmp_path_factory.mktemp("tiny_model") / "model", progress=False

@@ -14,8 +14,8 @@ from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
 from element_lightning_pose.engine.networks import ContextHeatmapNet, pad_edges, sliding_windows
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.datasets import LabeledDataset
-from element_lightning_pose.engine.training.single import train
 from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'

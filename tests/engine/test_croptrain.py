@@ -199,7 +199,7 @@ def test_training_with_crops_predicts_whole_frames_in_frame_pixels(tiny_project,
     from element_lightning_pose.engine.data.video import iter_batches
     from element_lightning_pose.engine.inference.models import load_model
     from element_lightning_pose.engine.inference.predict import predict_video
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     result = train(CROP_CONFIG, tiny_project.root, tmp_path / "model", progress=False)
     assert np.isfinite(result.history["val_pixel_error"]).all()  # validated on whole frames

@@ -31,7 +31,7 @@ CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [3
 @pytest.fixture(scope="module")
 def crop_zoom_dir(tiny_project, tmp_path_factory):
     """A two-stage model trained for one epoch each on the shared tiny project (read-only)."""
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     return train(CROP_ZOOM, tiny_project.root, tmp_path_factory.mktemp("cropzoom") / "model", progress=False).model_dir
 
@@ -119,7 +119,7 @@ def test_centres_from_detections_weigh_the_confident_keypoints():
 def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tmp_path):
     from element_lightning_pose.engine.inference.models import load_model
     from element_lightning_pose.engine.inference.predict import predict_video
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     config = {**CROP_ZOOM, "crop_zoom": {**CROP_ZOOM["crop_zoom"], "detector_target": "keypoints"}}
     config["training"] = {**config["training"], "max_steps": 1}
@@ -134,7 +134,7 @@ def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tm
 
 
 def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     config = TrainConfig.from_dict({**CROP_ZOOM, "model": {**CROP_ZOOM["model"], "model_type": "context"}})
     with pytest.raises(ConfigError, match="model_type"):

@@ -20,7 +20,7 @@ from element_lightning_pose.engine.eks import smooth
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
-from element_lightning_pose.engine.training.single import train
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.unlabeled import build_frame_cache
 from element_lightning_pose.export.nwb import CameraPose, SessionInfo, SubjectInfo, append_pose, write_nwb
 from element_lightning_pose.synthetic.projects import make_synthetic_project

@@ -167,7 +167,7 @@ def test_camera_clips_hold_the_same_instants_in_every_view(rig_project, tmp_path
 
 def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, tmp_path):
     from element_lightning_pose.engine.inference.models import load_model
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     losses = {"unsupervised": ["reprojection", "limb_length"], "calibration": "calibration.toml", "clip_length": 3}
     config = rig_config(rig_project, losses, max_epochs=2, log_every_n_steps=1)
@@ -181,7 +181,7 @@ def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, t
 
 
 def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
     from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "p", image_size=(64, 64), n_labeled=6, n_video_frames=20)
@@ -193,7 +193,7 @@ def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
 
 
 def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     config = rig_config(rig_project, {"unsupervised": ["pca_multiview"], "clip_length": 3})
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
@@ -204,7 +204,7 @@ def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
 
 
 def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     losses = {"unsupervised": ["reprojection", "temporal"], "calibration": "calibration.toml", "clip_length": 5}
     config = rig_config(rig_project, losses, model_type="context")

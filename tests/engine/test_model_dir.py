@@ -88,7 +88,7 @@ def test_one_error_class_for_a_bad_model_directory(tmp_path):
 
 
 def test_training_writes_model_json_through_the_one_writer(tmp_path, umask_022):
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
     from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "project", image_size=(64, 64), n_labeled=8, n_video_frames=12)

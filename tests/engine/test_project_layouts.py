@@ -208,9 +208,9 @@ def test_data_config_names_the_keys():
 
 @pytest.mark.slow  # trains a (tiny) network
 def test_shared_multiview_training(rig_project, tmp_path):
-    from element_lightning_pose.engine.training.per_view import train_project
+    from element_lightning_pose.engine.training import train
 
-    result = train_project(TINY, rig_project.root, tmp_path / "model", progress=False)
+    result = train(TINY, rig_project.root, tmp_path / "model", progress=False)
     info = json.loads((tmp_path / "model" / "model.json").read_text())
     assert info["n_train"] + info["n_val"] + info["n_test"] == 12  # both views' frames, one network
     assert info["bodyparts"] == rig_project.bodyparts
@@ -220,11 +220,11 @@ def test_shared_multiview_training(rig_project, tmp_path):
 @pytest.mark.slow  # trains a (tiny) network
 def test_per_view_training(rig_project, tmp_path):
     from element_lightning_pose.engine.model_dir import read_model_info
-    from element_lightning_pose.engine.training.per_view import MultiViewResult, train_project
+    from element_lightning_pose.engine.training import PerViewResult, train
 
     config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
-    result = train_project(config, rig_project.root, tmp_path / "model", progress=False)
-    assert isinstance(result, MultiViewResult) and list(result.views) == ["cam0", "cam1"]
+    result = train(config, rig_project.root, tmp_path / "model", progress=False)
+    assert isinstance(result, PerViewResult) and list(result.views) == ["cam0", "cam1"]
     top = json.loads((tmp_path / "model" / "model.json").read_text())
     assert top["multiview"] == "per_view" and list(top["views"]) == ["cam0", "cam1"]
     for view in ("cam0", "cam1"):
@@ -250,12 +250,12 @@ def test_per_view_training(rig_project, tmp_path):
 
 
 def test_per_view_needs_a_multiview_project(tmp_path):
-    from element_lightning_pose.engine.training.per_view import train_project
+    from element_lightning_pose.engine.training import train
 
     make_dlc_project(tmp_path / "dlc")
     config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
     with pytest.raises(ConfigError, match="is not a multi-view project"):
-        train_project(config, tmp_path / "dlc", tmp_path / "model", progress=False)
+        train(config, tmp_path / "dlc", tmp_path / "model", progress=False)
 
 
 # ------------------------------------------------------------------ synthetic rig project

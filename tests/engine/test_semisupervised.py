@@ -12,9 +12,9 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.video import read_frames, resize_frame
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.losses import pca_loss, temporal_loss
 from element_lightning_pose.engine.training.pca import PCAFitError, fit_pca, held_out_residuals
-from element_lightning_pose.engine.training.single import train
 from element_lightning_pose.engine.training.unlabeled import (
     ClipDataset,
     build_frame_cache,

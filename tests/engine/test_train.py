@@ -23,9 +23,9 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import read_splits, split_frames
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.augmentation import Augmenter
 from element_lightning_pose.engine.training.datasets import LabeledDataset
-from element_lightning_pose.engine.training.single import train
 from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'

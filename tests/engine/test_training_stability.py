@@ -12,11 +12,11 @@ import torch
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
 from element_lightning_pose.engine.training.losses import heatmap_mse
-from element_lightning_pose.engine.training.single import train
 from tests.engine.conftest import TINY_CONFIG
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from element_lightning_pose.engine.data import video
 from element_lightning_pose.engine.data.video import (
     VideoError,
     iter_batches,
@@ -16,7 +17,6 @@ from element_lightning_pose.engine.data.video import (
     video_info,
     write_video,
 )
-from element_lightning_pose.engine.data import video
 
 N_FRAMES, HEIGHT, WIDTH, FPS = 12, 48, 64, 25.0
 

@@ -21,7 +21,7 @@ def crop_zoom_recording(lp, lp_root):
     schema's models, tasks and pose rows.
     """
     from element_lightning_pose import pipeline
-    from element_lightning_pose.engine.training.single import train
+    from element_lightning_pose.engine.training import train
 
     root, project = lp_root
     config = {**TINY_PARAMS, "crop_zoom": {"enabled": True, "detector_resize": [32, 32], "min_detection_confidence": 0}}

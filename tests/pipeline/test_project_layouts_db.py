@@ -96,7 +96,7 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
 
 
 def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):
-    """A ModelTraining row is one network: the engine (multiview.train_one_network) refuses
+    """A ModelTraining row is one network: the engine (training.train with one_network=True) refuses
     data.multiview=per_view before training, naming the parameter and what to do instead."""
     from element_lightning_pose.synthetic.rig_project import make_rig_project
 

@@ -325,6 +325,11 @@ def image_file(labels: LabeledFrames, row: int) -> Path:
     return path if path.is_absolute() else Path(labels.root) / path
 
 
+def frame_size(labels: LabeledFrames) -> list[int]:
+    """(height, width) of the labeled frames (the first one; projects share one camera size)."""
+    return list(read_image(image_file(labels, 0)).shape[:2])
+
+
 def load_resized(
     labels: LabeledFrames, row: int, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:

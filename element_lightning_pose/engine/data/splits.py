@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from element_lightning_pose.engine.config import SPLITS
+from element_lightning_pose.engine.config import SPLITS, DataConfig
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.data.labels import LabeledFrames
 from element_lightning_pose.engine.errors import ProjectError
@@ -94,11 +94,9 @@ def instant_splits(labels: LabeledFrames, train_prob: float, val_prob: float, se
     split in every view (no frame of a test instant trains the shared network from another
     view), and the split each per-view network gets from the same seed.
 
-    Rows are laid out as :func:`io.read_multiview_labels` gives them: view after view, row
-    ``i`` of every view the same instant. A single-view project gets ``data.split_frames``.
+    Rows are laid out as :func:`.projects.read_multiview_labels` gives them: view after view,
+    row ``i`` of every view the same instant. A single-view project gets :func:`split_frames`.
     """
-    from element_lightning_pose.engine.data.splits import split_frames
-
     if labels.views is None:
         return split_frames(len(labels), train_prob, val_prob, seed)
     views = list(dict.fromkeys(labels.views))
@@ -106,3 +104,22 @@ def instant_splits(labels: LabeledFrames, train_prob: float, val_prob: float, se
     if n * len(views) != len(labels) or labels.views != [v for v in views for _ in range(n)]:
         raise ProjectError(f"{labels.csv_path}: rows are not view after view with {n} frames each")
     return np.tile(split_frames(n, train_prob, val_prob, seed), len(views))
+
+
+def project_splits(
+    labels: LabeledFrames, data: DataConfig, project_root: PathLike, saved: PathLike | None = None
+) -> np.ndarray:
+    """The split of each labeled row for one training run, in the order of precedence:
+
+    1. ``saved``, a model's ``splits.csv`` (a resumed run sees the same frames; rows it does not
+       list are ``"unused"``);
+    2. ``data.split_file``, relative to the project (several models share their test frames);
+    3. a multi-view project: every instant in the same split in every view (:func:`instant_splits`);
+    4. a seeded draw (:func:`split_frames`).
+    """
+    if saved is not None and Path(saved).is_file():
+        kept = read_splits(saved)
+        return np.array([kept.get(p, "unused") for p in labels.image_paths], dtype=object)
+    if data.split_file is not None:
+        return splits_from_file(Path(project_root) / data.split_file, labels.image_paths)
+    return instant_splits(labels, data.train_prob, data.val_prob, data.split_seed)

@@ -20,3 +20,29 @@ Modules, from the entry down:
 - :mod:`.callbacks` - the guard against a collapse to flat heatmaps;
 - :mod:`.advice` - how large the animal is to the network, and which preset to train.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from element_lightning_pose.engine.training.entry import train
+    from element_lightning_pose.engine.training.per_view import PerViewResult
+    from element_lightning_pose.engine.training.single import TrainResult
+
+__all__ = ["PerViewResult", "TrainResult", "train"]
+
+_LAZY = {
+    "train": "element_lightning_pose.engine.training.entry",
+    "PerViewResult": "element_lightning_pose.engine.training.per_view",
+    "TrainResult": "element_lightning_pose.engine.training.single",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The entry imports Lightning; inference imports this package's PCA (diagnostics) and must
+    # not load Lightning, so the package itself stays light and the entry loads on first use.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

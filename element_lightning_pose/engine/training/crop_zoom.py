@@ -9,7 +9,7 @@ crop side. Its keypoints are mapped back to original-frame pixels through the cr
 matrix, so every public boundary (predictions CSV, PoseEstimation, EKS, NWB) sees original
 pixels.
 
-Both stages are ordinary single-stage models trained by :func:`engine.train.train` on derived
+Both stages are ordinary single-stage models trained by :func:`.single.train_single` on derived
 projects written into a temporary folder: the detector's CSV names the original images with
 one ``centre`` keypoint; the pose stage's images are the crops, already at the network input
 size (cut with the same :func:`crop_frames` that inference uses, so training and prediction
@@ -22,17 +22,18 @@ see identically resampled pixels). The model directory holds both::
     model_dir/detector/           a complete single-stage model directory (1 keypoint)
     model_dir/pose/               a complete single-stage model directory (the body parts)
 
-Geometry: a crop is an integer pixel box (``x0, y0`` = its first pixel, padded with zeros
-where it leaves the frame); ``crop_matrix`` maps original pixels to crop-input pixels with
-the pixel-centre convention of the rest of the engine (0 = centre of the first pixel).
+The crop geometry (boxes, affine maps, detected centres) is
+:mod:`element_lightning_pose.engine.data.crops`, shared with inference.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -40,12 +41,19 @@ from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.data.crops import apply_affine, crop_frames, crop_size_from_labels, label_centres
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_keypoint_csv
-from element_lightning_pose.engine.data.labels import LabeledFrames, read_image
+from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size, image_file, read_image
 from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import project_splits, write_splits
+from element_lightning_pose.engine.model_dir import (
+    ModelInfo,
+    check_replaceable,
+    read_model_info,
+    write_model_info,
+)
+from element_lightning_pose.engine.training.single import TrainResult, train_single
 
 PathLike = str | os.PathLike
 
-KIND = "crop_zoom"
 DETECTOR_DIR = "detector"
 POSE_DIR = "pose"
 CENTRE = "centre"
@@ -66,9 +74,6 @@ def _relative_png(image_path: str) -> str:
 def write_detector_project(labels: LabeledFrames, out: Path, target: str = "centre") -> Path:
     """A project of the original images (linked, under their own paths) labeled with one
     ``centre`` keypoint (``target="centre"``) or with every body part (``"keypoints"``)."""
-    import shutil
-
-    from element_lightning_pose.engine.data.labels import image_file
 
     out.mkdir(parents=True, exist_ok=True)
     root = Path(labels.root).resolve()
@@ -95,9 +100,6 @@ def write_pose_project(
 
     The labels are in crop-input pixels; a keypoint outside its crop is NaN (no target).
     """
-    import cv2
-
-    from element_lightning_pose.engine.data.labels import image_file
 
     out.mkdir(parents=True, exist_ok=True)
     centres = label_centres(labels.keypoints)
@@ -154,39 +156,28 @@ def _check_supported(config: TrainConfig, resume_from: PathLike | None) -> None:
 
 
 def train_crop_zoom(
-    config: TrainConfig | dict | PathLike | None,
+    config: TrainConfig,
     project_root: PathLike,
     model_dir: PathLike,
     *,
     resume_from: PathLike | None = None,
     progress: bool = True,
-):
+) -> TrainResult:
     """Train the detector into ``model_dir/detector`` and the pose model into ``model_dir/pose``.
 
     Both stages share one train / val / test split of the labeled frames. The whole model
     directory is staged and renamed into place when both stages succeed (as
-    :func:`engine.train.train` does for one). Returns the pose stage's
-    :class:`engine.train.TrainResult` with ``model_dir`` the top-level directory and
-    ``wall_time_s`` both stages'.
+    :func:`.single.train_single` does for one). Returns the pose stage's :class:`TrainResult`
+    with ``model_dir`` the top-level directory and ``wall_time_s`` both stages'.
     """
-    from element_lightning_pose.engine.data.splits import split_frames, splits_from_file, write_splits
-    from element_lightning_pose.engine.model_dir import read_model_info, write_model_info
-    from element_lightning_pose.engine.training.single import TrainResult, _check_replaceable, _frame_size, train
-    from element_lightning_pose.version import __version__
-
-    config = TrainConfig.load(config)
     _check_supported(config, resume_from)
     model_dir = Path(model_dir)
     labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)
-    _check_replaceable(model_dir)
-    if config.data.split_file is not None:
-        splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
-    else:
-        splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
-    height, width = _frame_size(labels)
-    frame_size = (height, width)
+    check_replaceable(model_dir)
+    splits = project_splits(labels, config.data, project_root)
+    height, width = frame_size(labels)
     crop_size = config.crop_zoom.crop_size or crop_size_from_labels(
-        labels.keypoints[splits == "train"], frame_size, config.crop_zoom.margin
+        labels.keypoints[splits == "train"], (height, width), config.crop_zoom.margin
     )
     resolved = config.model_copy(deep=True)
     resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
@@ -200,8 +191,8 @@ def train_crop_zoom(
             labels, pose_rows, crop_size, config.data.image_resize, Path(tmp) / "pose"
         )
         _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
-        detector = train(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
-        pose = train(pose_config, pose_project, stage / POSE_DIR, progress=progress)
+        detector = train_single(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
+        pose = train_single(pose_config, pose_project, stage / POSE_DIR, progress=progress)
 
         resolved.to_yaml(stage / "config.yaml")
         write_splits(stage / "splits.csv", labels.image_paths, splits)
@@ -209,41 +200,30 @@ def train_crop_zoom(
             [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True
         )
         write_csv_atomic(history, stage / "metrics.csv")
-        pose_info = read_model_info(stage / POSE_DIR)
-        detector_info = read_model_info(stage / DETECTOR_DIR)
         wall_time = detector.wall_time_s + pose.wall_time_s
-        info = {
-            **{k: v for k, v in pose_info.to_dict().items() if k not in ("extra",)},
-            "frame_size": list(frame_size),
-            "engine_version": __version__,
-            "n_train": int((splits == "train").sum()),
-            "n_val": int((splits == "val").sum()),
-            "n_test": int((splits == "test").sum()),
-            "wall_time_s": round(float(wall_time), 3),
-            "best_checkpoint": f"{POSE_DIR}/checkpoints/best.ckpt",
-            "kind": KIND,
-            "crop_zoom": {
+        info = ModelInfo.of_crop_zoom(
+            read_model_info(stage / POSE_DIR),
+            read_model_info(stage / DETECTOR_DIR),
+            frame_size=[height, width],
+            splits=splits,
+            wall_time_s=wall_time,
+            settings={
                 "crop_size": [int(crop_size[0]), int(crop_size[1])],
                 "detector_resize": list(config.crop_zoom.detector_resize),
                 "detector_target": config.crop_zoom.detector_target,
                 "detection_smoothing": config.crop_zoom.detection_smoothing,
                 "min_detection_confidence": config.crop_zoom.min_detection_confidence,
-                "detector": {
-                    "dir": DETECTOR_DIR,
-                    "best_checkpoint": f"{DETECTOR_DIR}/{detector_info.best_checkpoint}",
-                    "epochs": detector.epochs,
-                    "best_val_loss": detector.best_val_loss,
-                    "wall_time_s": round(float(detector.wall_time_s), 3),
-                },
-                "pose": {
-                    "dir": POSE_DIR,
-                    "best_checkpoint": f"{POSE_DIR}/{pose_info.best_checkpoint}",
-                    "epochs": pose.epochs,
-                    "best_val_loss": pose.best_val_loss,
-                    "wall_time_s": round(float(pose.wall_time_s), 3),
-                },
             },
-        }
+            stages={
+                name: {
+                    "dir": name,
+                    "epochs": result.epochs,
+                    "best_val_loss": result.best_val_loss,
+                    "wall_time_s": round(float(result.wall_time_s), 3),
+                }
+                for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
+            },
+        )
         write_model_info(stage, info)
     return TrainResult(
         model_dir,

@@ -104,6 +104,16 @@ class KeypointPCA:
 
     # ------------------------------------------------------------------ (de)serialisation
 
+    def summary(self) -> dict[str, Any]:
+        """What ``model.json`` records of the fit (not the subspace itself, which the checkpoint keeps)."""
+        return {
+            "keypoints": self.views,
+            "components": int(self.components.shape[1]),
+            "explained_variance_ratio": round(self.explained_variance_ratio, 6),
+            "epsilon_px": round(self.epsilon, 4),
+            "n_samples": self.n_samples,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mean"] = self.mean.tolist()
