@@ -207,18 +207,24 @@ class CameraCalibration(dj.Manual):
     @classmethod
     def camera_group(cls, key: dict) -> Any:
         """The calibration as an engine ``CameraGroup``, cameras in ``camera_name`` order."""
-        from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
+        from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup, check_camera
 
         calibration = {"calibration_id": (cls & key).fetch1("calibration_id")}
         rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
+        where = f"CameraCalibration {calibration['calibration_id']!r}"
+        aliases = {"matrix": "intrinsic_matrix", "size": "image_width, image_height"}
         cameras = tuple(
             Camera(
-                str(r["camera_name"]),
-                (int(r["image_width"]), int(r["image_height"])),
-                np.asarray(r["intrinsic_matrix"], dtype=float),
-                np.asarray(r["distortion"], dtype=float),
-                np.asarray(r["rotation"], dtype=float),
-                np.asarray(r["translation"], dtype=float),
+                **check_camera(
+                    str(r["camera_name"]),
+                    (r["image_width"], r["image_height"]),
+                    r["intrinsic_matrix"],
+                    r["distortion"],
+                    r["rotation"],
+                    r["translation"],
+                    where=where,
+                    aliases=aliases,
+                )
             )
             for r in rows
         )
@@ -233,6 +239,7 @@ def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: s
         per_camera = [None] * len(group)
     rows = []
     for camera, error in zip(group.cameras, per_camera):
+        camera.check(where=f"calibration {calibration_id!r}")  # its arrays may have changed since it was made
         if camera.fisheye:
             raise CalibrationError(
                 f"{source}: camera {camera.name!r} uses the fisheye model; CameraCalibration stores "

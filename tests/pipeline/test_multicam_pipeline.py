@@ -11,6 +11,7 @@ by the end, so the shared-schema tests (the worker counts pending tasks) are una
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 
 from element_lightning_pose import dj_compat, pipeline
 from element_lightning_pose.engine.multicam.boards import Board
-from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text
+from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, read_calibration
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
 from element_lightning_pose.synthetic import rig
 from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
@@ -109,6 +110,59 @@ def test_calibration_file_missing_a_field_inserts_nothing(lp, rig3d, tmp_path):
         lp.multicam.CameraCalibration.insert_from_file("rig3d_broken", broken, units="mm", reference_frame="x")
     assert not lp.multicam.CameraCalibration & {"calibration_id": "rig3d_broken"}
     assert not lp.multicam.CameraCalibration.Camera & {"calibration_id": "rig3d_broken"}
+
+
+# issue 26, item 9: one camera validator for the file reader and the table
+
+
+@pytest.mark.parametrize(
+    "pattern, replacement, message",
+    [
+        (r"\[\[", "[[-", "camera 'cam1' ([cam_1]): field 'matrix': focal length fx = -"),
+        (r"1\.0\]\]$", "3.0]]", "camera 'cam1' ([cam_1]): field 'matrix': the last row is [0.0, 0.0, 3.0]"),
+        (r"\[\[[-\d.e+]+", "[[true", "camera 'cam1' ([cam_1]): field 'matrix' holds a non-number: True (bool)"),
+    ],
+)
+def test_calibration_file_with_a_degenerate_camera_inserts_nothing(lp, rig3d, tmp_path, pattern, replacement, message):
+    lines = calibration_text(rig3d["group"]).splitlines()
+    matrix = next(i for i in range(lines.index("[cam_1]"), len(lines)) if lines[i].startswith("matrix"))
+    lines[matrix] = re.sub(pattern, replacement, lines[matrix], count=1)
+    broken = tmp_path / "degenerate.toml"
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CalibrationError) as info:
+        lp.multicam.CameraCalibration.insert_from_file("rig3d_degenerate", broken, units="mm", reference_frame="x")
+    assert message in str(info.value) and "degenerate.toml" in str(info.value)
+    assert not lp.multicam.CameraCalibration & {"calibration_id": "rig3d_degenerate"}
+    assert not lp.multicam.CameraCalibration.Camera & {"calibration_id": "rig3d_degenerate"}
+
+
+def test_a_camera_changed_after_it_was_checked_is_refused_at_insert(lp, rig3d):
+    group = read_calibration(rig3d["calibration"])
+    group.cameras[2].matrix[1, 1] = 0.0  # the arrays of a Camera are writable
+    with pytest.raises(CalibrationError, match=r"camera 'cam2' \(calibration 'rig3d_mutated'\): field 'matrix'"):
+        lp.multicam.CameraCalibration.insert_group("rig3d_mutated", group, units="mm", reference_frame="x")
+    assert not lp.multicam.CameraCalibration & {"calibration_id": "rig3d_mutated"}
+
+
+def test_a_degenerate_stored_camera_is_refused_when_read(lp, rig3d):
+    key = {"calibration_id": "rig3d_stored_bad"}
+    group = read_calibration(rig3d["calibration"])
+    lp.multicam.CameraCalibration.insert_group(key["calibration_id"], group, units="mm", reference_frame="x")
+    camera = {**key, "camera_name": "cam0"}
+    row = (lp.multicam.CameraCalibration.Camera & camera).fetch1()
+    (lp.multicam.CameraCalibration.Camera & camera).delete_quick()
+    row["intrinsic_matrix"] = np.array([[0.0, 0, 160], [0, 500, 120], [0, 0, 1]])
+    lp.multicam.CameraCalibration.Camera.insert1(row)  # a Manual table: anyone may insert a row
+    try:
+        with pytest.raises(
+            CalibrationError,
+            match=r"camera 'cam0' \(CameraCalibration 'rig3d_stored_bad'\): field 'intrinsic_matrix': "
+            r"focal length fx = 0\.0 must be positive",
+        ):
+            lp.multicam.CameraCalibration.camera_group(key)
+    finally:
+        (lp.multicam.CameraCalibration.Camera & key).delete_quick()
+        (lp.multicam.CameraCalibration & key).delete_quick()
 
 
 def test_calibration_from_board_videos(lp, rig3d):
