@@ -317,26 +317,36 @@ class CalibrationTask(dj.Manual):
     ) -> dict:
         """Insert a task and its board videos (paths relative to a root); returns the key.
 
-        The board is validated by the engine (``BoardError`` naming the field) and each video
-        must exist; nothing is inserted otherwise.
+        Checked by the engine's rules first (nothing inserted otherwise): the board
+        (``BoardError`` naming the field; without ``board_type`` it is ChArUco when
+        ``marker_length`` is given, a checkerboard otherwise, and stored so), ``min_corners``
+        against the board, every video exists under a root, and no video is given to two cameras.
         """
-        from element_lightning_pose.engine.multicam.boards import Board, BoardError
+        from element_lightning_pose.engine.multicam.boards import BoardError, board_from_dict, check_distinct_videos
 
+        where = f"calibration task {calibration_id!r}"
+        if not isinstance(board, Mapping):
+            raise BoardError(f"{where}: board {board!r} must be a dict of board fields")
         try:
-            Board(**board)
-        except TypeError as exc:
-            raise BoardError(f"calibration task {calibration_id!r}: board {board}: {exc}") from None
+            checked = board_from_dict(board)
+            min_corners = checked.check_min_corners(min_corners)
+        except BoardError as exc:
+            raise BoardError(f"{where}: {exc}") from None
         if len(videos) < 2:
-            raise ValueError(f"calibration task {calibration_id!r}: a rig needs at least 2 board videos, got {videos}")
+            raise RigError(f"{where}: a rig needs at least 2 board videos, got {videos}")
         if CameraCalibration & {"calibration_id": calibration_id}:
-            raise ValueError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
+            raise RigError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
         relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
+        try:
+            check_distinct_videos({n: paths.find_full_path(root_dirs(), p) for n, p in relative.items()})
+        except BoardError as exc:
+            raise BoardError(f"{where}: {exc}") from None
         key = {"calibration_id": calibration_id}
         with cls.connection.transaction:
             cls.insert1(
                 {
                     **key,
-                    "board": dict(board),
+                    "board": {name: getattr(checked, name) for name in checked.__dataclass_fields__},
                     "units": units,
                     "reference_frame": reference_frame,
                     "min_corners": min_corners,
@@ -382,12 +392,12 @@ class Calibration(dj.Computed):
         return task, [(v["camera_name"], v["file_path"]) for v in videos]
 
     def make_compute(self, key, task, videos) -> tuple:
-        from element_lightning_pose.engine.multicam.boards import Board, detect_video
+        from element_lightning_pose.engine.multicam.boards import board_from_dict, detect_video
         from element_lightning_pose.engine.multicam.calibrate import calibrate
         from element_lightning_pose.engine.multicam.cameras import write_calibration
 
         start = time.perf_counter()
-        board = Board(**task["board"])
+        board = board_from_dict(task["board"])
         detections, sizes = {}, {}
         for name, file_path in videos:
             detections[name], sizes[name], _ = detect_video(board, paths.find_full_path(root_dirs(), file_path))

@@ -200,6 +200,33 @@ def test_calibration_task_with_a_bad_board_inserts_nothing(lp, rig3d):
     assert not lp.multicam.CalibrationTask & {"calibration_id": "rig3d_badboard"}
 
 
+def test_calibration_task_checks_board_corners_and_videos(lp, rig3d):
+    """Issue 26, items 14, 19 and 25: checked by the engine's rules before anything is inserted."""
+    from element_lightning_pose.engine.multicam.boards import BoardError
+
+    files = {n: rig3d["base"] / "videos" / f"{n}.mp4" for n in ("cam0", "cam1")}  # checked before decoding
+    assert all(f.is_file() for f in files.values())
+    key = {"calibration_id": "rig3d_task_checks"}
+    with pytest.raises(BoardError, match="board_x = 7.5 must be a whole number of squares"):
+        lp.multicam.CalibrationTask.create(key["calibration_id"], {**BOARD, "board_x": 7.5}, files, units="mm")
+    with pytest.raises(BoardError, match="min_corners = 0 must be a whole number from 4 to 24"):
+        lp.multicam.CalibrationTask.create(key["calibration_id"], BOARD, files, units="mm", min_corners=0)
+    link = rig3d["base"] / "videos" / "cam0_link.avi"
+    link.unlink(missing_ok=True)
+    link.symlink_to(files["cam0"])
+    for same in (files["cam0"], link):
+        with pytest.raises(BoardError, match="cameras 'cam0' and 'cam1' are given the same video"):
+            lp.multicam.CalibrationTask.create(key["calibration_id"], BOARD, {**files, "cam1": same}, units="mm")
+    assert not lp.multicam.CalibrationTask & key
+    no_type = {k: v for k, v in BOARD.items() if k != "board_type"}  # sleap-anipose's board.toml keys
+    lp.multicam.CalibrationTask.create(key["calibration_id"], no_type, files, units="mm")
+    try:
+        assert (lp.multicam.CalibrationTask & key).fetch1("board")["board_type"] == "charuco"
+    finally:
+        (lp.multicam.CalibrationTask.BoardVideo & key).delete_quick()
+        (lp.multicam.CalibrationTask & key).delete_quick()
+
+
 def test_calibration_task_for_an_existing_calibration_is_refused(lp, calibration_key):
     with pytest.raises(ValueError, match="'rig3d_true' is already in CameraCalibration"):
         lp.multicam.CalibrationTask.create("rig3d_true", BOARD, {"cam0": "a.avi", "cam1": "b.avi"}, units="mm")
