@@ -31,6 +31,7 @@ import numpy as np
 
 from element_lightning_pose import ensemble, model, paths
 from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.multicam.params import TriangulationParams
 from element_lightning_pose.params import ImmutableParams
 
@@ -70,7 +71,7 @@ root_dirs = _LINK.root_dirs
 processed_dir = _LINK.processed_dir
 
 
-class RigError(ValueError):
+class RigError(ElpError, ValueError):
     """A rig, its calibration, its views or a triangulation's sources do not fit together; the
     message names the camera, key or row at fault."""
 
@@ -485,11 +486,17 @@ class MultiCameraRecording(dj.Manual):
     ) -> dict:
         """Insert a rig recording; ``views`` maps camera name -> recording_id or (recording_id, offset).
 
-        Checked first (``RigError`` naming what is wrong, nothing inserted): every camera is in
-        the calibration; each recording exists with its ``RecordingInfo`` and the camera's image
-        size; offsets are >= 0; without offsets, every view has the same number of frames.
+        Checked first (``RigError`` naming what is wrong, nothing inserted): the session key has
+        the session's attributes; every camera is in the calibration; each value is an integer
+        recording_id or a pair of integers; no recording is given to two cameras; each recording
+        exists with its ``RecordingInfo`` and the camera's image size; offsets are >= 0; without
+        offsets, every view has the same number of frames.
         """
-        session = {k: session_key[k] for k in model.VideoRecording.primary_key if k != "recording_id"}
+        wanted = [k for k in model.VideoRecording.primary_key if k != "recording_id"]
+        lacking = [k for k in wanted if not isinstance(session_key, Mapping) or k not in session_key]
+        if lacking:
+            raise RigError(f"rig recording {rig_recording_id}: session key {session_key!r} lacks {lacking}")
+        session = {k: session_key[k] for k in wanted}
         cal = {"calibration_id": calibration_id}
         if not CameraCalibration & cal:
             raise RigError(f"calibration {calibration_id!r} is not in CameraCalibration")
@@ -502,13 +509,18 @@ class MultiCameraRecording(dj.Manual):
             )
         if len(views) < 2:
             raise RigError(f"rig recording {rig_recording_id}: a rig needs at least 2 views, got {sorted(views)}")
-        parsed = {}
-        for name, value in views.items():
-            pair = (value, 0) if isinstance(value, (int, np.integer)) else tuple(value)
-            if len(pair) != 2:
-                raise RigError(f"view {name!r}: {value!r} is not a recording_id or (recording_id, frame_offset)")
-            parsed[name] = pair
+        parsed = {name: _view_value(name, value) for name, value in views.items()}
         given_offsets = any(not isinstance(v, (int, np.integer)) for v in views.values())
+        by_recording: dict[int, list[str]] = {}
+        for name, (recording_id, _) in sorted(parsed.items()):
+            by_recording.setdefault(recording_id, []).append(name)
+        shared = {rec: names for rec, names in by_recording.items() if len(names) > 1}
+        if shared:
+            listed = "; ".join(f"recording {rec} is given to cameras {names}" for rec, names in shared.items())
+            raise RigError(
+                f"rig recording {rig_recording_id}: {listed}; each camera records its own video "
+                "(one recording as several cameras has no baseline to triangulate)"
+            )
         counts = {}
         for name, (recording_id, offset) in parsed.items():
             rec = {**session, "recording_id": int(recording_id)}
@@ -552,6 +564,22 @@ class MultiCameraRecording(dj.Manual):
     def views(cls, key: dict) -> list[dict]:
         """The View rows of a rig recording, in ``camera_name`` order (the calibration's)."""
         return fetch_dicts(cls.View & key, order_by="camera_name")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _view_value(name: str, value: Any) -> tuple[int, int]:
+    """A view of ``insert_rig``: a recording_id, or (recording_id, frame_offset), integers only
+    (``True`` or ``1.0`` is not taken as recording 1)."""
+    if _integer(value):
+        return int(value), 0
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_integer(v) for v in value):
+        return int(value[0]), int(value[1])
+    raise RigError(
+        f"view {name!r}: {value!r} is not a recording_id (an integer) or (recording_id, frame_offset) (two integers)"
+    )
 
 
 # --------------------------------------------------------------------------- triangulation

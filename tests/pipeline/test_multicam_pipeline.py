@@ -260,6 +260,45 @@ def test_views_with_different_frame_counts_and_no_offsets_are_refused(lp, rig3d,
     assert not lp.multicam.MultiCameraRecording.View & {**rig3d["session"], "rig_recording_id": 3}
 
 
+def test_one_recording_as_several_cameras_is_refused(lp, rig3d, calibration_key):
+    """Issue 26, item 10."""
+    first = rig3d["recs"]["cam0"]["recording_id"]
+    for views in ({"cam0": first, "cam1": first, "cam2": first}, {"cam0": (first, 0), "cam1": (first, 2)}):
+        with pytest.raises(lp.multicam.RigError, match=rf"recording {first} is given to cameras \['cam0', 'cam1'"):
+            lp.multicam.MultiCameraRecording.insert_rig(rig3d["session"], 4, "rig3d_true", views)
+    assert not lp.multicam.MultiCameraRecording & {**rig3d["session"], "rig_recording_id": 4}
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (True, "view 'cam0': True is not a recording_id"),
+        (301.0, "view 'cam0': 301.0 is not a recording_id"),
+        ("301", "view 'cam0': '301' is not a recording_id"),
+        ((301, 1.5), "view 'cam0': (301, 1.5) is not a recording_id"),
+        ((301,), "view 'cam0': (301,) is not a recording_id"),
+    ],
+)
+def test_malformed_views_are_refused(lp, rig3d, calibration_key, value, message):
+    """Issue 26, items 10 and 23: a clear RigError (an ElpError), not a traceback or a wrong recording."""
+    from element_lightning_pose.engine.errors import ElpError
+
+    views = {"cam0": value, "cam1": rig3d["recs"]["cam1"]["recording_id"]}
+    with pytest.raises(lp.multicam.RigError) as info:
+        lp.multicam.MultiCameraRecording.insert_rig(rig3d["session"], 5, "rig3d_true", views)
+    assert message in str(info.value) and isinstance(info.value, ElpError)
+    assert not lp.multicam.MultiCameraRecording & {**rig3d["session"], "rig_recording_id": 5}
+
+
+def test_session_key_without_its_attributes_is_refused(lp, rig3d, calibration_key):
+    views = {name: rec["recording_id"] for name, rec in rig3d["recs"].items() if name != "cam2"}
+    dropped = next(k for k in rig3d["session"] if k != "subject")  # session_id, or session_datetime (0.14)
+    session = {k: v for k, v in rig3d["session"].items() if k != dropped}
+    with pytest.raises(lp.multicam.RigError, match=rf"session key .* lacks \['{dropped}'\]"):
+        lp.multicam.MultiCameraRecording.insert_rig(session, 6, "rig3d_true", views)
+    assert not lp.multicam.MultiCameraRecording & {"rig_recording_id": 6}
+
+
 # --------------------------------------------------------------------------- triangulation
 
 
