@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -231,7 +232,7 @@ def _frame_rows(frames: tuple[int | None, int | None] | None, n_frames: int) -> 
 
 
 def _trace_legend(posterior_var, members, ground_truth, low, threshold) -> list:
-    handles = [Line2D([], [], color="0.25", linewidth=1.2, label="estimate (colour: body part)")]
+    handles: list[Artist] = [Line2D([], [], color="0.25", linewidth=1.2, label="estimate (colour: body part)")]
     if posterior_var is not None:
         handles.append(Patch(color="0.25", alpha=0.3, label="95% posterior interval"))
     if members is not None:
