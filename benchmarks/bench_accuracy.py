@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.inference.metrics import summarize
+from element_lightning_pose.engine.training import train
 
-from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
-from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.metrics import summarize  # noqa: E402
-from element_lightning_pose.engine.train import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 LP_SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _eks_synthetic import SyntheticEnsemble, make_ensemble, make_two_view_ensemble  # noqa: E402
 
 from element_lightning_pose.engine import eks  # noqa: E402
-from element_lightning_pose.engine.io import read_keypoint_csv, write_predictions  # noqa: E402
+from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, write_predictions  # noqa: E402
 
 REFERENCE = "ensemble-kalman-smoother==4.6.2"
 HERE = Path(__file__).resolve().parent

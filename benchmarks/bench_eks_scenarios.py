@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _eks_scenarios import SCENARIOS, make_scenario  # noqa: E402
 from bench_eks import ensure_reference, run_ours, run_reference  # noqa: E402
 
-from element_lightning_pose.engine.io import write_predictions  # noqa: E402
+from element_lightning_pose.engine.data.keypoints import write_predictions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

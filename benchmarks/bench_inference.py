@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.data.video import iter_batches, video_info, write_video
+from element_lightning_pose.engine.inference.models import PoseModel, fuse_batchnorm
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.networks import HeatmapNet, soft_argmax, spatial_softmax
 
-from element_lightning_pose.engine.config import TrainConfig  # noqa: E402
-from element_lightning_pose.engine.networks import HeatmapNet, soft_argmax, spatial_softmax  # noqa: E402
-from element_lightning_pose.engine.predict import PoseModel, fuse_batchnorm, predict_video  # noqa: E402
-from element_lightning_pose.engine.video import iter_batches, video_info, write_video  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "mirror-mouse-example" / "videos" / "test_vid.mp4"
 SIZE = (256, 256)
@@ -183,7 +183,7 @@ def timed_command(command: list[str], cwd: Path) -> tuple[float, float]:
 
 def our_model_dir(backbone: str, out: Path) -> Path:
     """A real model directory (one training step, random init) to run ``elp predict`` on."""
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     project = DEFAULT_VIDEO.parents[1]
     config = {

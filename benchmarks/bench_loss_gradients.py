@@ -30,12 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_semisupervised import (  # noqa: E402
+from bench_semisupervised import (
     BATCH,
     RESIZE,
     VIEW,
@@ -46,11 +41,15 @@ from bench_semisupervised import (  # noqa: E402
     video_metrics,
 )
 
-from element_lightning_pose.engine.config import TrainConfig  # noqa: E402
-from element_lightning_pose.engine.data import PoseDataModule, split_frames  # noqa: E402
-from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.module import HeatmapModule  # noqa: E402
-from element_lightning_pose.engine.train import _unsupervised_inputs, train  # noqa: E402
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.datasets import PoseDataModule
+from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
+from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def flat_gradient(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -83,7 +82,7 @@ def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[
     config = TrainConfig.from_dict(config_dict)
     labels, videos = load_project(project.root)
     splits = split_frames(len(labels), 0.8, 0.1, seed)
-    pcas, clips = _unsupervised_inputs(config, labels, splits, videos, model_dir / "gradient_cache")
+    pcas, clips, _ = unsupervised_inputs(config, labels, splits, videos, model_dir / "gradient_cache")
     module = HeatmapModule(
         config.to_dict(), list(labels.bodyparts), build_pretrained=False, pca={k: v.to_dict() for k, v in pcas.items()}
     )

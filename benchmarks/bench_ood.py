@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Out of distribution: do the unsupervised losses / the context model help on NEW sessions?
 
-The project (``engine.synthetic_sessions.make_session_project``): one animal, two labeled
+The project (``synthetic.sessions.make_session_project``): one animal, two labeled
 "training" sessions (``--labeled`` frames spread over them), four new sessions that each change
 two or three things a network has not seen (light, contrast and colour; camera distance, a
 striped floor and wider poses; a checkerboard floor with body-part-coloured distractor blobs
@@ -42,22 +42,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_semisupervised import base_config, constraint_pcas, step_seconds
+from bench_small_animal import cpu_model
 from scipy import stats
 
+from element_lightning_pose.engine.eks import smooth_multiview
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_semisupervised import base_config, constraint_pcas, step_seconds  # noqa: E402
-from bench_small_animal import cpu_model  # noqa: E402
-
-from element_lightning_pose.engine.eks import smooth_multiview  # noqa: E402
-from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.synthetic_sessions import (  # noqa: E402
-    load_session_project,
-    make_session_project,
-)
-from element_lightning_pose.engine.train import train  # noqa: E402
 
 N_PARTS = 9
 VIEW = list(range(N_PARTS))

@@ -2,7 +2,7 @@
 
 Issue #18 part 3: with 20 labeled instants, does the calibrated reprojection loss (and the
 limb-length loss) lower the error of occluded views below supervised training and below the
-multi-view PCA loss? One synthetic rig project (engine.multicam.project.make_rig_project):
+multi-view PCA loss? One synthetic rig project (synthetic.rig_project.make_rig_project):
 3 calibrated cameras, a body walking in the arena, each camera's points hidden in runs
 (``--occlusion`` of the frames per camera and keypoint; hidden points are neither drawn nor
 labeled). Every arm trains the same shared network (efficientnet_lite0, ImageNet weights)
@@ -43,7 +43,7 @@ def cpu_model() -> str:
 
 
 def make_project(work: Path, args) -> Path:
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root = work / "project"
     if not (root / "ground_truth.npz").is_file():
@@ -91,9 +91,10 @@ def config_for(arm: str, seed: int, names: list[str], args) -> dict:
 
 
 def evaluate(model_dir: Path, root: Path, truth: dict) -> dict:
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
     from element_lightning_pose.engine.multicam.cameras import read_calibration
     from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt
-    from element_lightning_pose.engine.predict import load_model, predict_video
 
     names = [str(n) for n in truth["camera_names"]]
     model = load_model(model_dir)
@@ -128,9 +129,10 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
     that of the reprojection of the OTHER views' triangulation (leave-one-view-out), on the
     visible and on the occluded points. Where the other views do not place a point better
     than the view itself, consistency has nothing to correct."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
     from element_lightning_pose.engine.multicam.cameras import read_calibration
     from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt
-    from element_lightning_pose.engine.predict import load_model, predict_video
 
     names = [str(n) for n in truth["camera_names"]]
     model = load_model(model_dir)
@@ -160,7 +162,7 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
     valid = np.isfinite(consistency) & truth["visible"][:, unlabeled]
     out["reprojection_error_mean"] = float(consistency[valid].mean())
     # the predicted pose's size: median triangulated bone length / true length, per bone, then median
-    from element_lightning_pose.engine.multicam.rig import BODYPARTS, BONES
+    from element_lightning_pose.synthetic.rig import BODYPARTS, BONES
 
     index = {name: i for i, name in enumerate(BODYPARTS)}
     ratios = [
@@ -174,7 +176,7 @@ def diagnose(model_dir: Path, root: Path, truth: dict) -> dict:
 
 
 def run(arm: str, seed: int, root: Path, work: Path, args, truth: dict) -> dict:
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     out = work / "runs" / f"{arm}-seed{seed}.json"
     if out.is_file():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does semi-supervised training / the context network help? Evidence on data with ground truth.
 
-Synthetic two-view project (``engine.synthetic``: 128x128 frames, two 64-wide views of one 3D
+Synthetic two-view project (``synthetic.projects``: 128x128 frames, two 64-wide views of one 3D
 pose, a 2,000-frame video, 40 labeled frames of it, occluder episodes), identical backbone,
 epochs and labeled batch for every arm, several seeds (the seed changes the split, the
 initialisation and the batch order; the project is the same):
@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
-from element_lightning_pose.engine.evaluate import evaluate  # noqa: E402
-from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.predict import load_model, predict_video  # noqa: E402
-from element_lightning_pose.engine.synthetic import make_synthetic_project  # noqa: E402
-from element_lightning_pose.engine.train import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MIRROR_MOUSE = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 VIEW = list(range(9))
@@ -83,8 +83,8 @@ def semi_losses(view_groups: list, single_view: list, epochs: int) -> dict:
 def constraint_pcas(project_root: Path, seed: int, groups: list, single_view: list) -> dict:
     """The pose and multi-view PCAs the semi arm of this seed fits (training split, held-out epsilon)."""
     from element_lightning_pose.engine.config import LossesConfig
-    from element_lightning_pose.engine.data import split_frames
-    from element_lightning_pose.engine.pca import fit_pcas
+    from element_lightning_pose.engine.data.splits import split_frames
+    from element_lightning_pose.engine.training.pca import fit_pcas
 
     labels, _ = load_project(project_root)
     train_rows = split_frames(len(labels), 0.8, 0.1, seed) == "train"

@@ -45,15 +45,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_labeled, predict_video
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.advice import preset_params
+from element_lightning_pose.engine.training.callbacks import flat_heatmap_loss
 
-from element_lightning_pose.engine.advice import preset_params  # noqa: E402
-from element_lightning_pose.engine.callbacks import flat_heatmap_loss  # noqa: E402
-from element_lightning_pose.engine.data import split_frames  # noqa: E402
-from element_lightning_pose.engine.io import load_project  # noqa: E402
-from element_lightning_pose.engine.predict import load_model, predict_labeled, predict_video  # noqa: E402
-from element_lightning_pose.engine.train import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 ARMS = ("today", "stabilised", "frozen_bn", "crop_zoom", "crop_train")
@@ -79,7 +79,7 @@ def cpu_model() -> str:
 def dataset(name: str, work: Path) -> dict:
     """Project root, label CSV, frame size and (arena) the video with ground truth."""
     if name == "arena":
-        from element_lightning_pose.engine.synthetic import load_synthetic_project, make_synthetic_project
+        from element_lightning_pose.synthetic.projects import load_synthetic_project, make_synthetic_project
 
         root = work / "arena_project"
         project = (
@@ -193,7 +193,7 @@ def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if "video" in data:
-        from element_lightning_pose.engine.synthetic import load_synthetic_project
+        from element_lightning_pose.synthetic.projects import load_synthetic_project
 
         video = predict_video(model, data["video"], progress=False)
         truth, _ = load_synthetic_project(data["root"]).ground_truth(data["video"])

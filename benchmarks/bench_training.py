@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from element_lightning_pose.engine.networks import HeatmapNet
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.losses import heatmap_mse
 
-from element_lightning_pose.engine.losses import heatmap_mse  # noqa: E402
-from element_lightning_pose.engine.networks import HeatmapNet  # noqa: E402
-from element_lightning_pose.engine.train import train  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 PEER_RECIPE = REPO.parent / "shared" / "peers" / "lightning_pose"

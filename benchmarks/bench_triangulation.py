@@ -6,7 +6,7 @@
 
 Sections:
 
-1. Synthetic rig (:mod:`element_lightning_pose.engine.multicam.rig`): 4 cameras, 12 keypoints,
+1. Synthetic rig (:mod:`element_lightning_pose.synthetic.rig`): 4 cameras, 12 keypoints,
    1.5 px noise, 7% confident jumps of 30-150 px with likelihood 0.5-1.0, occlusion runs in
    single views. 3D error against the truth (mean / median / p95 over the points a method
    returns), NaN share, wall time, 95% interval coverage (ours). aniposelib 0.8.0 runs in a
@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board, detect_video
 from element_lightning_pose.engine.multicam.calibrate import calibrate
 from element_lightning_pose.engine.multicam.cameras import CameraGroup, read_calibration, write_calibration
 from element_lightning_pose.engine.multicam.smoother import ensemble_observations, smooth_3d
 from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
+from element_lightning_pose.synthetic import rig
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "benchmarks" / "_aniposelib_runner.py"
@@ -119,7 +119,7 @@ def run_eks_synthetic(
     """eks 4.6.2 ``fit_eks_multicam`` on the raw per-camera predictions (one member each), cached."""
     import pandas as pd
 
-    from element_lightning_pose.engine.io import write_predictions
+    from element_lightning_pose.engine.data.keypoints import write_predictions
 
     key = hashlib.sha256(np.ascontiguousarray(obs.pixels).tobytes() + obs.likelihood.tobytes()).hexdigest()[:16]
     out = args.peers / f"eks-synthetic-{key}"

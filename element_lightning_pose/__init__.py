@@ -4,6 +4,6 @@ The engine (``element_lightning_pose.engine``) trains and runs the networks with
 database; the schema modules (``train``, ``model``, ``ensemble``) store what it produces.
 """
 
-from .version import __version__
+from element_lightning_pose.version import __version__
 
 __all__ = ["__version__"]

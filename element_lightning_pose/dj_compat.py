@@ -27,7 +27,7 @@ from typing import Any
 
 import datajoint as dj
 
-from .engine.atomic import pid_alive
+from element_lightning_pose.engine.atomic import pid_alive
 
 DJ_VERSION: str = dj.__version__
 DJ_MAJOR: int = int(DJ_VERSION.split(".")[0])

@@ -19,11 +19,11 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import model, paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
-from .engine.eks.params import SmoothingParams
-from .engine.safe_paths import inside_root
-from .params import ImmutableParams
+from element_lightning_pose import model, paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
+from element_lightning_pose.engine.eks.params import SmoothingParams
+from element_lightning_pose.engine.safe_paths import inside_root
+from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
 _LINK = paths.LinkedSchema("ensemble")
@@ -210,7 +210,8 @@ class EnsembleSmoothing(dj.Computed):
         return members, files, params
 
     def make_compute(self, key, members, files, params) -> tuple:
-        from .engine import eks, io
+        from element_lightning_pose.engine import eks
+        from element_lightning_pose.engine.data.keypoints import read_predictions
 
         processed = processed_dir()
         recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
@@ -219,7 +220,7 @@ class EnsembleSmoothing(dj.Computed):
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")
         for name, file in zip(members, files):
-            values, parts = io.read_predictions(processed / file)
+            values, parts = read_predictions(processed / file)
             eks.require_predictions(values, f"{processed / file} (member {name!r})")
             if bodyparts is None:
                 bodyparts, first, first_len = parts, name, len(values)

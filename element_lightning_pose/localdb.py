@@ -37,8 +37,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engine.atomic import pid_alive, write_text_atomic
-from .engine.errors import ElpError
+from element_lightning_pose.engine.atomic import pid_alive, write_text_atomic
+from element_lightning_pose.engine.errors import ElpError
 
 BACKENDS = ("postgresql", "mysql")
 DEFAULT_PORTS = {"postgresql": 15432, "mysql": 13306}

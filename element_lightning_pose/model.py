@@ -24,10 +24,10 @@ from types import ModuleType
 import datajoint as dj
 import numpy as np
 
-from . import paths, train
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
-from .engine.config import SPLITS
-from .engine.safe_paths import inside_root
+from element_lightning_pose import paths, train
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.engine.config import SPLITS
+from element_lightning_pose.engine.safe_paths import inside_root
 
 schema = dj.Schema()
 REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
@@ -141,7 +141,7 @@ class RecordingInfo(dj.Imported):
     """
 
     def make(self, key: dict) -> None:
-        from .engine.video import VideoError, video_info
+        from element_lightning_pose.engine.data.video import VideoError, video_info
 
         infos = [video_info(path) for path in VideoRecording.file_paths(key)]
         first = infos[0]
@@ -247,7 +247,7 @@ class Model(dj.Manual):
 
         The directory must hold ``model.json``, ``config.yaml`` and the checkpoint.
         """
-        from .engine.model_dir import read_model_info
+        from element_lightning_pose.engine.model_dir import read_model_info
 
         full_dir = _find_model_dir(model_dir)
         info = read_model_info(full_dir)  # raises naming the missing file
@@ -358,12 +358,12 @@ class ModelEvaluation(dj.Computed):
         return model_dir, project_dir, train.VideoSet.data_config(video_set)
 
     def make_compute(self, key, model_dir, project_dir, labels_config) -> tuple:
-        from .engine import io
-        from .engine.evaluate import evaluate
+        from element_lightning_pose.engine.data.projects import read_project_labels
+        from element_lightning_pose.engine.inference.evaluate import evaluate
 
         project = paths.find_full_path(root_dirs(), project_dir)
         # every view of a multi-view project, every folder of a DeepLabCut one
-        labels = io.read_project_labels(
+        labels = read_project_labels(
             project, labels_config["csv_file"], labels_config["view_names"] or None, check_images=False
         )
         errors = evaluate(_find_model_dir(model_dir), labels)
@@ -500,17 +500,18 @@ class PoseEstimation(dj.Computed):
         return task["task_mode"], task["output_dir"], int(task["batch_size"]), files, model_dir, n_frames, bodyparts
 
     def make_compute(self, key, task_mode, output_dir, batch_size, files, model_dir, n_frames, expected) -> tuple:
-        from .engine import io
+        from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
         out_dir = inside_root(processed_dir(), output_dir, f"PoseEstimationTask {key}: output_dir")
         start = time.perf_counter()
         if task_mode == "load":
             source = _find_predictions(out_dir)
-            predictions, bodyparts = io.read_predictions(source)
+            predictions, bodyparts = read_predictions(source)
             elapsed, fps = 0.0, None
         else:
-            from .engine.predict import load_model, predict_video
+            from element_lightning_pose.engine.inference.models import load_model
+            from element_lightning_pose.engine.inference.predict import predict_video
 
             source = out_dir / "predictions.csv"
             model = load_model(_find_model_dir(model_dir))
@@ -530,7 +531,7 @@ class PoseEstimation(dj.Computed):
         if n_frames is not None and len(predictions) != n_frames:
             raise ValueError(f"{source}: {len(predictions)} predicted frames but the recording has {n_frames}")
         if task_mode != "load":
-            io.write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
+            write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
         predictions_file = paths.relative_to_roots([processed_dir()], source)
         return predictions_file, predictions, bodyparts, elapsed, fps
 
@@ -563,7 +564,7 @@ class PoseEstimation(dj.Computed):
         Columns are (scorer = model name, bodyparts, coords = x, y, likelihood); the index is
         the frame number.
         """
-        from .engine.io import keypoint_frame
+        from element_lightning_pose.engine.data.keypoints import keypoint_frame
 
         keys = fetch_keys(cls & key)
         if len(keys) != 1:

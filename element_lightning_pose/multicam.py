@@ -29,11 +29,12 @@ from typing import Any
 import datajoint as dj
 import numpy as np
 
-from . import ensemble, model, paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
-from .engine.multicam.params import TriangulationParams
-from .engine.safe_paths import check_name, inside_root
-from .params import ImmutableParams
+from element_lightning_pose import ensemble, model, paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.multicam.params import TriangulationParams
+from element_lightning_pose.engine.safe_paths import check_name, inside_root
+from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
 _LINK = paths.LinkedSchema("multicam")
@@ -71,7 +72,7 @@ root_dirs = _LINK.root_dirs
 processed_dir = _LINK.processed_dir
 
 
-class RigError(ValueError):
+class RigError(ElpError, ValueError):
     """A rig, its calibration, its views or a triangulation's sources do not fit together; the
     message names the camera, key or row at fault."""
 
@@ -191,7 +192,7 @@ class CameraCalibration(dj.Manual):
         The engine's reader validates it first: a missing or malformed field raises
         ``CalibrationError`` naming the file, the camera and the field, and nothing is inserted.
         """
-        from .engine.multicam.cameras import read_calibration
+        from element_lightning_pose.engine.multicam.cameras import read_calibration
 
         full = _find_file(path)
         group = read_calibration(full)
@@ -208,18 +209,24 @@ class CameraCalibration(dj.Manual):
     @classmethod
     def camera_group(cls, key: dict) -> Any:
         """The calibration as an engine ``CameraGroup``, cameras in ``camera_name`` order."""
-        from .engine.multicam.cameras import Camera, CameraGroup
+        from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup, check_camera
 
         calibration = {"calibration_id": (cls & key).fetch1("calibration_id")}
         rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
+        where = f"CameraCalibration {calibration['calibration_id']!r}"
+        aliases = {"matrix": "intrinsic_matrix", "size": "image_width, image_height"}
         cameras = tuple(
             Camera(
-                str(r["camera_name"]),
-                (int(r["image_width"]), int(r["image_height"])),
-                np.asarray(r["intrinsic_matrix"], dtype=float),
-                np.asarray(r["distortion"], dtype=float),
-                np.asarray(r["rotation"], dtype=float),
-                np.asarray(r["translation"], dtype=float),
+                **check_camera(
+                    str(r["camera_name"]),
+                    (r["image_width"], r["image_height"]),
+                    r["intrinsic_matrix"],
+                    r["distortion"],
+                    r["rotation"],
+                    r["translation"],
+                    where=where,
+                    aliases=aliases,
+                )
             )
             for r in rows
         )
@@ -227,13 +234,14 @@ class CameraCalibration(dj.Manual):
 
 
 def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: str) -> list[dict]:
-    from .engine.multicam.cameras import CalibrationError
+    from element_lightning_pose.engine.multicam.cameras import CalibrationError
 
     per_camera = errors if errors is not None else group.metadata.get("errors")
     if not isinstance(per_camera, (list, tuple, np.ndarray)) or len(per_camera) != len(group):
         per_camera = [None] * len(group)
     rows = []
     for camera, error in zip(group.cameras, per_camera):
+        camera.check(where=f"calibration {calibration_id!r}")  # its arrays may have changed since it was made
         if camera.fisheye:
             raise CalibrationError(
                 f"{source}: camera {camera.name!r} uses the fisheye model; CameraCalibration stores "
@@ -311,29 +319,39 @@ class CalibrationTask(dj.Manual):
     ) -> dict:
         """Insert a task and its board videos (paths relative to a root); returns the key.
 
-        The board is validated by the engine (``BoardError`` naming the field) and each video
-        must exist; nothing is inserted otherwise.
+        Checked by the engine's rules first (nothing inserted otherwise): the board
+        (``BoardError`` naming the field; without ``board_type`` it is ChArUco when
+        ``marker_length`` is given, a checkerboard otherwise, and stored so), ``min_corners``
+        against the board, every video exists under a root, and no video is given to two cameras.
         """
-        from .engine.multicam.boards import Board, BoardError
+        from element_lightning_pose.engine.multicam.boards import BoardError, board_from_dict, check_distinct_videos
 
+        where = f"calibration task {calibration_id!r}"
+        if not isinstance(board, Mapping):
+            raise BoardError(f"{where}: board {board!r} must be a dict of board fields")
         try:
-            Board(**board)
-        except TypeError as exc:
-            raise BoardError(f"calibration task {calibration_id!r}: board {board}: {exc}") from None
+            checked = board_from_dict(board)
+            min_corners = checked.check_min_corners(min_corners)
+        except BoardError as exc:
+            raise BoardError(f"{where}: {exc}") from None
         if len(videos) < 2:
-            raise ValueError(f"calibration task {calibration_id!r}: a rig needs at least 2 board videos, got {videos}")
+            raise RigError(f"{where}: a rig needs at least 2 board videos, got {videos}")
         paths.key_folder_name({"calibration_id": calibration_id}, ["calibration_id"])  # it names a folder
         for name in videos:
-            check_name(name, f"calibration task {calibration_id!r}: camera name")
+            check_name(name, f"{where}: camera name")
         if CameraCalibration & {"calibration_id": calibration_id}:
-            raise ValueError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
+            raise RigError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
         relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
+        try:
+            check_distinct_videos({n: paths.find_full_path(root_dirs(), p) for n, p in relative.items()})
+        except BoardError as exc:
+            raise BoardError(f"{where}: {exc}") from None
         key = {"calibration_id": calibration_id}
         with cls.connection.transaction:
             cls.insert1(
                 {
                     **key,
-                    "board": dict(board),
+                    "board": {name: getattr(checked, name) for name in checked.__dataclass_fields__},
                     "units": units,
                     "reference_frame": reference_frame,
                     "min_corners": min_corners,
@@ -379,14 +397,14 @@ class Calibration(dj.Computed):
         return task, [(v["camera_name"], v["file_path"]) for v in videos]
 
     def make_compute(self, key, task, videos) -> tuple:
-        from .engine.multicam.boards import Board, detect_video
-        from .engine.multicam.calibrate import calibrate
-        from .engine.multicam.cameras import write_calibration
+        from element_lightning_pose.engine.multicam.boards import board_from_dict, detect_video
+        from element_lightning_pose.engine.multicam.calibrate import calibrate
+        from element_lightning_pose.engine.multicam.cameras import write_calibration
 
         folder = paths.key_folder_name(key, ["calibration_id"])
         out = inside_root(processed_dir(), f"lp_calibrations/{folder}/calibration.toml", f"calibration task {key}")
         start = time.perf_counter()
-        board = Board(**task["board"])
+        board = board_from_dict(task["board"])
         detections, sizes = {}, {}
         for name, file_path in videos:
             detections[name], sizes[name], _ = detect_video(board, paths.find_full_path(root_dirs(), file_path))
@@ -473,11 +491,17 @@ class MultiCameraRecording(dj.Manual):
     ) -> dict:
         """Insert a rig recording; ``views`` maps camera name -> recording_id or (recording_id, offset).
 
-        Checked first (``RigError`` naming what is wrong, nothing inserted): every camera is in
-        the calibration; each recording exists with its ``RecordingInfo`` and the camera's image
-        size; offsets are >= 0; without offsets, every view has the same number of frames.
+        Checked first (``RigError`` naming what is wrong, nothing inserted): the session key has
+        the session's attributes; every camera is in the calibration; each value is an integer
+        recording_id or a pair of integers; no recording is given to two cameras; each recording
+        exists with its ``RecordingInfo`` and the camera's image size; offsets are >= 0; without
+        offsets, every view has the same number of frames.
         """
-        session = {k: session_key[k] for k in model.VideoRecording.primary_key if k != "recording_id"}
+        wanted = [k for k in model.VideoRecording.primary_key if k != "recording_id"]
+        lacking = [k for k in wanted if not isinstance(session_key, Mapping) or k not in session_key]
+        if lacking:
+            raise RigError(f"rig recording {rig_recording_id}: session key {session_key!r} lacks {lacking}")
+        session = {k: session_key[k] for k in wanted}
         cal = {"calibration_id": calibration_id}
         if not CameraCalibration & cal:
             raise RigError(f"calibration {calibration_id!r} is not in CameraCalibration")
@@ -490,13 +514,18 @@ class MultiCameraRecording(dj.Manual):
             )
         if len(views) < 2:
             raise RigError(f"rig recording {rig_recording_id}: a rig needs at least 2 views, got {sorted(views)}")
-        parsed = {}
-        for name, value in views.items():
-            pair = (value, 0) if isinstance(value, (int, np.integer)) else tuple(value)
-            if len(pair) != 2:
-                raise RigError(f"view {name!r}: {value!r} is not a recording_id or (recording_id, frame_offset)")
-            parsed[name] = pair
+        parsed = {name: _view_value(name, value) for name, value in views.items()}
         given_offsets = any(not isinstance(v, (int, np.integer)) for v in views.values())
+        by_recording: dict[int, list[str]] = {}
+        for name, (recording_id, _) in sorted(parsed.items()):
+            by_recording.setdefault(recording_id, []).append(name)
+        shared = {rec: names for rec, names in by_recording.items() if len(names) > 1}
+        if shared:
+            listed = "; ".join(f"recording {rec} is given to cameras {names}" for rec, names in shared.items())
+            raise RigError(
+                f"rig recording {rig_recording_id}: {listed}; each camera records its own video "
+                "(one recording as several cameras has no baseline to triangulate)"
+            )
         counts = {}
         for name, (recording_id, offset) in parsed.items():
             rec = {**session, "recording_id": int(recording_id)}
@@ -540,6 +569,22 @@ class MultiCameraRecording(dj.Manual):
     def views(cls, key: dict) -> list[dict]:
         """The View rows of a rig recording, in ``camera_name`` order (the calibration's)."""
         return fetch_dicts(cls.View & key, order_by="camera_name")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _view_value(name: str, value: Any) -> tuple[int, int]:
+    """A view of ``insert_rig``: a recording_id, or (recording_id, frame_offset), integers only
+    (``True`` or ``1.0`` is not taken as recording 1)."""
+    if _integer(value):
+        return int(value), 0
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_integer(v) for v in value):
+        return int(value[0]), int(value[1])
+    raise RigError(
+        f"view {name!r}: {value!r} is not a recording_id (an integer) or (recording_id, frame_offset) (two integers)"
+    )
 
 
 # --------------------------------------------------------------------------- triangulation
@@ -800,8 +845,8 @@ class Triangulation(dj.Computed):
         return calibration_id, int(n_frames), sources, params
 
     def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
-        from .engine.multicam.io import Points3D, write_points3d
-        from .engine.multicam.params import triangulate_views
+        from element_lightning_pose.engine.multicam.io import Points3D, write_points3d
+        from element_lightning_pose.engine.multicam.params import triangulate_views
 
         rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
         name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
@@ -886,7 +931,7 @@ class Triangulation(dj.Computed):
 def _read_sources(key: dict, sources: list[tuple], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Each camera's 2D pose over the rig frames: pixels (C, T, K, 2), likelihood and 2D
     variance (C, T, K), body parts. Errors name the camera, its source and what differs."""
-    from .engine.io import read_keypoint_csv
+    from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
 
     arrays, variances, bodyparts, first = [], [], None, None
     for name, table_name, source_key, file, frames, offset in sources:

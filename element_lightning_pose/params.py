@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .dj_compat import fetch_column
+from element_lightning_pose.dj_compat import fetch_column
 
 
 class ParamSetUpdateError(ValueError):

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .engine.safe_paths import check_path_part
+from element_lightning_pose.engine.safe_paths import check_path_part
 
 PathLike = str | os.PathLike
 

@@ -25,7 +25,7 @@ from types import ModuleType, SimpleNamespace
 
 import datajoint as dj
 
-from . import dj_compat, ensemble, model, multicam, train
+from element_lightning_pose import dj_compat, ensemble, model, multicam, train
 
 _ROOT_DIRS: list[Path] = []
 _PROCESSED_DIR: Path | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine.advice import PRESET_DESCRIPTIONS, PRESETS, preset_params
+from element_lightning_pose.engine.training.advice import PRESET_DESCRIPTIONS, PRESETS, preset_params
 
 __all__ = ["PRESETS", "PRESET_DESCRIPTIONS", "insert_preset", "preset_params"]
 

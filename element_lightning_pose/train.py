@@ -22,10 +22,10 @@ from typing import Any
 
 import datajoint as dj
 
-from . import paths
-from .dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
-from .engine.safe_paths import inside_root
-from .params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
+from element_lightning_pose import paths
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from element_lightning_pose.engine.safe_paths import inside_root
+from element_lightning_pose.params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
 logger = logging.getLogger(__name__)
 
@@ -81,24 +81,30 @@ def _project_layout(
 
     Raises ProjectError (naming the file) for a layout that cannot be read, before anything
     is inserted."""
-    from .engine import io
+    from element_lightning_pose.engine.data.dlc import DLC_CONFIG, dlc_label_files
+    from element_lightning_pose.engine.data.projects import (
+        DEFAULT_CSV,
+        derive_view_names,
+        detect_layout,
+    )
+    from element_lightning_pose.engine.errors import ProjectError
 
-    if isinstance(csv_file, str) and csv_file == io.DEFAULT_CSV and not (full_dir / csv_file).exists():
-        layout = io.detect_layout(full_dir)
+    if isinstance(csv_file, str) and csv_file == DEFAULT_CSV and not (full_dir / csv_file).exists():
+        layout = detect_layout(full_dir)
         csv_file = layout.csv_file
         view_names = layout.view_names or view_names
     if not isinstance(csv_file, str):
         files = list(csv_file)
         if not files:
-            raise io.ProjectError(f"{full_dir}: csv_file is an empty list (one label CSV per view expected)")
-        names = list(view_names) if view_names else io.derive_view_names(files)
+            raise ProjectError(f"{full_dir}: csv_file is an empty list (one label CSV per view expected)")
+        names = list(view_names) if view_names else derive_view_names(files)
         if len(names) != len(files) or len(set(names)) != len(names):
-            raise io.ProjectError(f"{full_dir}: view_names {names} must name each of {files} once")
+            raise ProjectError(f"{full_dir}: view_names {names} must name each of {files} once")
         return files[0], files, list(zip(names, files))
     if view_names:
-        raise io.ProjectError(f"{full_dir}: view_names {view_names} needs csv_file to be one CSV per view")
-    if Path(csv_file).name == io.DLC_CONFIG:
-        label_files = [Path(p).relative_to(full_dir).as_posix() for p in io.dlc_label_files(full_dir)]
+        raise ProjectError(f"{full_dir}: view_names {view_names} needs csv_file to be one CSV per view")
+    if Path(csv_file).name == DLC_CONFIG:
+        label_files = [Path(p).relative_to(full_dir).as_posix() for p in dlc_label_files(full_dir)]
         return csv_file, [csv_file, *label_files], []
     return csv_file, [csv_file], []
 
@@ -213,14 +219,18 @@ class VideoSet(dj.Manual):
         (the old one keeps describing what earlier models were trained on). Passing a
         ``video_set_id`` other than the existing one's for the same project raises ``ValueError``.
         """
-        from .engine import io, video
+        from element_lightning_pose.engine.data import video
+        from element_lightning_pose.engine.data.projects import (
+            find_videos,
+            read_project_labels,
+        )
 
         roots = root_dirs()
         full_dir = paths.find_full_path(roots, project_dir)
         relative_dir = paths.relative_to_roots(roots, full_dir)
         stored_csv, label_files, views = _project_layout(full_dir, csv_file, view_names)
         video_dir_path = full_dir / video_dir
-        videos = io.find_videos(video_dir_path) if video_dir_path.is_dir() else []
+        videos = find_videos(video_dir_path) if video_dir_path.is_dir() else []
         if views:
             videos = [p for p in videos if any(name in p.name for name, _ in views)]
         video_files = [Path(p).relative_to(full_dir).as_posix() for p in videos]
@@ -240,9 +250,9 @@ class VideoSet(dj.Manual):
             )
             return existing
         if views:
-            labels = io.read_multiview_labels(full_dir, [c for _, c in views], [n for n, _ in views], check_images=True)
+            labels = read_project_labels(full_dir, [c for _, c in views], [n for n, _ in views], check_images=True)
         else:
-            labels = io.read_labels(full_dir / stored_csv, full_dir, check_images=True)
+            labels = read_project_labels(full_dir, stored_csv, check_images=True)
         for path in videos:
             video.video_info(path)  # raises VideoError naming the file
         if video_set_id is None:
@@ -291,10 +301,12 @@ class VideoSet(dj.Manual):
     def read_labels(cls, key: dict, *, check_images: bool = False):
         """The labels of a registered project (every view, every DeepLabCut folder) as
         ``engine.io.LabeledFrames``, image paths relative to the project folder."""
-        from .engine import io
+        from element_lightning_pose.engine.data.projects import (
+            read_project_labels,
+        )
 
         data = cls.data_config(key)
-        return io.read_project_labels(
+        return read_project_labels(
             cls.project_path(key), data["csv_file"], data["view_names"] or None, check_images=check_images
         )
 
@@ -345,7 +357,7 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:
         """``params`` checked by ``engine.config.TrainConfig``, defaults filled in."""
-        from .engine.config import TrainConfig
+        from element_lightning_pose.engine.config import TrainConfig
 
         return TrainConfig.from_dict(dict(params), source="TrainingParamSet params").to_dict()
 
@@ -367,7 +379,7 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
         ``options`` go to :func:`element_lightning_pose.presets.insert_preset` (``frame_size``,
         ``base``, ``paramset_desc``, ``paramset_idx``).
         """
-        from . import presets
+        from element_lightning_pose import presets
 
         return presets.insert_preset(cls, name, **options)
 
@@ -437,8 +449,8 @@ class ModelTraining(dj.Computed):
         return project_dir, params, task["seed"], task["model_prefix"], task["model_dir"], labels_config
 
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
-        from .engine.config import TrainConfig
-        from .engine.multiview import train_one_network
+        from element_lightning_pose.engine.config import TrainConfig
+        from element_lightning_pose.engine.training import train
 
         source = f"TrainingParamSet {key['paramset_idx']}"
         config = TrainConfig.from_dict(params, source=source)
@@ -449,7 +461,7 @@ class ModelTraining(dj.Computed):
         full_model_dir = inside_root(processed_dir(), relative_model_dir, f"TrainingTask {key}: model_dir")
         project = paths.find_full_path(root_dirs(), project_dir)
         # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
-        result = train_one_network(config, project, full_model_dir, source=source, progress=False)
+        result = train(config, project, full_model_dir, one_network=True, source=source, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (
             relative_model_dir,
@@ -461,7 +473,7 @@ class ModelTraining(dj.Computed):
         )
 
     def make_insert(self, key, model_dir, best_checkpoint, wall_time_s, n_epochs, best_val_loss, history):
-        from .version import __version__
+        from element_lightning_pose.version import __version__
 
         self.insert1(
             {

@@ -29,12 +29,12 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 
-from . import dj_compat
+from element_lightning_pose import dj_compat
 
 
 def table_names() -> list[str]:
     """Names of the computed tables a worker runs (``pipeline.computed_tables()`` owns them)."""
-    from .pipeline import computed_tables
+    from element_lightning_pose.pipeline import computed_tables
 
     return [t.__name__ for t in computed_tables()]
 
@@ -42,7 +42,7 @@ def table_names() -> list[str]:
 def activate(pipeline: str, prefix: str | None, root_dir: str | None, processed_dir: str | None) -> None:
     """Import the pipeline module; activate the reference pipeline when that is the one."""
     module = importlib.import_module(pipeline)
-    from . import model
+    from element_lightning_pose import model
 
     if not model.schema.is_activated() and hasattr(module, "activate_pipeline"):
         module.activate_pipeline(
@@ -56,7 +56,7 @@ def activate(pipeline: str, prefix: str | None, root_dir: str | None, processed_
 
 def selected_tables(names: Iterable[str] | None = None) -> list:
     """The computed tables to populate, in dependency order, optionally only ``names``."""
-    from .pipeline import computed_tables
+    from element_lightning_pose.pipeline import computed_tables
 
     tables = computed_tables()
     if not names:

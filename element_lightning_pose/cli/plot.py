@@ -10,7 +10,7 @@ import pandas as pd
 
 from element_lightning_pose.cli import fail
 from element_lightning_pose.engine.atomic import check_output
-from element_lightning_pose.engine.io import ProjectError
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.plotting.core import plot_evaluation, plot_traces, write_labeled_video
 
 
@@ -86,7 +86,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``elp plot traces|video|evaluation``; 2 on bad input, with the reason on stderr."""
-    from element_lightning_pose.engine.video import VideoError
+    from element_lightning_pose.engine.data.video import VideoError
 
     check_output(args.output, inputs=_inputs(args), what="-o")
     try:
@@ -113,7 +113,7 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
 
 def _read_estimates(path: Path) -> tuple[np.ndarray, list[str], np.ndarray | None, pd.Index]:
     """(T, K, 3) x/y/likelihood, body parts, (T, K, 2) posterior variance or None, index."""
-    from element_lightning_pose.engine.io import read_keypoint_csv
+    from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
 
     values, bodyparts, coords, index = read_keypoint_csv(path)
     missing = [c for c in ("x", "y", "likelihood") if c not in coords]
@@ -135,8 +135,8 @@ def _first_frame(index: pd.Index) -> int:
 
 
 def _traces(args: argparse.Namespace) -> Path:
+    from element_lightning_pose.engine.data.keypoints import read_predictions
     from element_lightning_pose.engine.eks import parse_fit_range
-    from element_lightning_pose.engine.io import read_predictions
 
     values, bodyparts, posterior, index = _read_estimates(args.predictions)
     if args.eks and posterior is None:

@@ -32,12 +32,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") 
 
 
 def run(args: argparse.Namespace) -> int:
-    from element_lightning_pose.engine.predict import (
-        ShortVideoWarning,
-        load_model,
-        output_names,
-        predict_video,
-    )
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import ShortVideoWarning, output_names, predict_video
 
     # FFmpeg's own decoder messages would bury the one-line error below (a user's setting wins)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")

@@ -15,7 +15,7 @@ from element_lightning_pose.engine.eks import (
     SmoothingParams,
     smooth_ensemble,
 )
-from element_lightning_pose.engine.io import ProjectError
+from element_lightning_pose.engine.errors import ProjectError
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "smooth") -> None:

@@ -28,10 +28,10 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from element_lightning_pose.engine.advice import advise_project
     from element_lightning_pose.engine.config import ConfigError, TrainConfig
-    from element_lightning_pose.engine.io import DEFAULT_CSV, detect_layout
-    from element_lightning_pose.engine.multiview import MultiViewResult, train_project
+    from element_lightning_pose.engine.data.projects import DEFAULT_CSV, detect_layout
+    from element_lightning_pose.engine.training import PerViewResult, train
+    from element_lightning_pose.engine.training.advice import advise_project
 
     source = Path(args.config_or_project)
     if source.is_dir():  # a project folder: default parameters (plus any --set)
@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     print(advise_project(project, config).summary(), flush=True)  # how large the animal is, what to train
     try:
         # any layout: Lightning Pose's (one CSV or one per view), DeepLabCut's (config.yaml + labeled-data/)
-        result = train_project(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
+        result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
-    if isinstance(result, MultiViewResult):
+    if isinstance(result, PerViewResult):
         for view, view_result in result.views.items():
             best = "n/a" if view_result.best_val_loss is None else f"{view_result.best_val_loss:.5g}"
             print(f"view {view}: {view_result.epochs} epoch(s), best val loss {best}; model in {view_result.model_dir}")

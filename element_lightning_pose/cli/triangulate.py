@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from element_lightning_pose.engine.atomic import check_output
 from element_lightning_pose.engine.errors import ElpError
 
 METHODS = ("dlt", "robust", "smooth")
@@ -130,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
 def check_outputs(args: argparse.Namespace, cameras: list[str]) -> None:
     """Before any work: ``-o`` and each ``--reproject DIR/<camera>.csv`` can be written, and none
     is an input (the calibration, a view's CSV, the skeleton) or another of these outputs."""
-    from element_lightning_pose.engine.atomic import check_output
-
     inputs = [args.calibration, *(p for paths in parse_views(args.view).values() for p in paths)]
     inputs += [args.skeleton] if args.skeleton else []
     check_output(args.output, inputs=inputs, what="-o")

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ElpError
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 

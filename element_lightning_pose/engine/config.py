@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from .atomic import write_text_atomic
-from .errors import ElpError
-from .safe_paths import UnsafePathError, check_name
+from element_lightning_pose.engine.atomic import write_text_atomic
+from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
 
 PathLike = str | os.PathLike
 

@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class ElpError(Exception):
     """A user-facing error: the message names the file, row, key or parameter at fault."""
+
+
+class ProjectError(ElpError, ValueError):
+    """A labeled project or keypoint file is malformed; the message names the file and place."""

@@ -7,10 +7,22 @@ The training engine writes (see ``engine.train``): ``config.yaml`` (the full Tra
 model directory that breaks the contract. Registering a model in a database needs only the
 description and the checkpoint's existence, so this stays cheap (no torch import).
 
-A two-stage "crop zoom" model (``engine.cropzoom``) is a directory of the same contract whose
-``model.json`` has ``"kind": "crop_zoom"`` and names its two stages, ``detector/`` and
-``pose/``, each a complete single-stage model directory; its ``best_checkpoint`` is the pose
-stage's. :attr:`ModelInfo.kind` and :meth:`ModelInfo.stage_dirs` tell them apart.
+Three kinds of model directory, each with one constructor of its ``model.json`` here
+(:attr:`ModelInfo.kind` tells them apart):
+
+``single_stage``
+    one network (:mod:`element_lightning_pose.engine.training.single`): :class:`ModelInfo` itself;
+``crop_zoom``
+    two stages, ``detector/`` and ``pose/``, each a complete single-stage model directory
+    (:mod:`element_lightning_pose.engine.training.crop_zoom`); its ``best_checkpoint`` is the pose
+    stage's and :meth:`ModelInfo.stage_dirs` finds them: :meth:`ModelInfo.of_crop_zoom`;
+``per_view``
+    one network per view of a multi-view project, ``<view>/`` each a model directory of its
+    own (:mod:`element_lightning_pose.engine.training.per_view`); it is loaded view by view:
+    :meth:`ModelInfo.of_per_view`.
+
+Training replaces a model directory whole; :func:`check_replaceable` is the one rule that
+refuses to replace a folder that is not one.
 """
 
 from __future__ import annotations
@@ -24,8 +36,9 @@ from typing import Any
 
 import yaml
 
-from .atomic import write_text_atomic
-from .errors import ElpError
+from element_lightning_pose.engine.atomic import write_text_atomic
+from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
 
@@ -34,6 +47,10 @@ CONFIG_YAML = "config.yaml"
 BEST_CHECKPOINT = "checkpoints/best.ckpt"
 SINGLE_STAGE = "single_stage"
 CROP_ZOOM = "crop_zoom"
+PER_VIEW = "per_view"
+KINDS = (SINGLE_STAGE, CROP_ZOOM, PER_VIEW)
+# what only a model directory holds: a folder with none of them is not replaced by training
+MODEL_DIR_MARKERS = (CONFIG_YAML, MODEL_JSON, "splits.csv", "checkpoints")
 
 # Fields read from model.json / config.yaml, not stored in model.json itself.
 _CONTEXT_FIELDS = ("extra", "model_dir", "config", "checkpoint")
@@ -90,10 +107,68 @@ class ModelInfo:
         extra = {k: v for k, v in data.items() if k not in stored}
         return cls(**known, extra=extra)
 
+    @classmethod
+    def of_crop_zoom(
+        cls,
+        pose: ModelInfo,
+        detector: ModelInfo,
+        *,
+        frame_size: list[int],
+        splits: Any,
+        wall_time_s: float,
+        settings: dict[str, Any],
+        stages: dict[str, dict[str, Any]],
+    ) -> ModelInfo:
+        """A crop-zoom model's description: the pose stage's (body parts, resize, backbone), with
+        the whole frame's size, both stages' split sizes and wall time, and the ``crop_zoom`` block
+        (``settings``: crop size and detection options; ``stages``: each stage's dir, epochs, loss)."""
+        fields = {k: v for k, v in pose.to_dict().items() if k not in pose.extra}
+        counts = {name: int((splits == name).sum()) for name in ("train", "val", "test")}
+        block = {**settings}
+        for name, info in (("detector", detector), ("pose", pose)):
+            stage = stages[name]
+            block[name] = {**stage, "best_checkpoint": f"{stage['dir']}/{info.best_checkpoint}"}
+        fields.update(
+            frame_size=list(frame_size),
+            n_train=counts["train"],
+            n_val=counts["val"],
+            n_test=counts["test"],
+            wall_time_s=round(float(wall_time_s), 3),
+            best_checkpoint=block["pose"]["best_checkpoint"],
+        )
+        return cls(**fields, extra={"kind": CROP_ZOOM, "crop_zoom": block})
+
+    @classmethod
+    def of_per_view(
+        cls,
+        bodyparts: list[str],
+        *,
+        image_resize: list[int],
+        backbone: str,
+        model_type: str,
+        wall_time_s: float,
+        views: dict[str, dict[str, Any]],
+    ) -> ModelInfo:
+        """A per-view model's description: what the views share and, per view, its directory, label
+        CSV, best validation loss and epochs (``views``: view -> those fields)."""
+        return cls(
+            bodyparts=list(bodyparts),
+            image_resize=list(image_resize),
+            backbone=backbone,
+            model_type=model_type,
+            engine_version=__version__,
+            wall_time_s=round(float(wall_time_s), 3),
+            # "multiview" is what readers before the "kind" key look for
+            extra={"kind": PER_VIEW, "multiview": PER_VIEW, "views": views},
+        )
+
     @property
     def kind(self) -> str:
-        """``"single_stage"`` (one network) or ``"crop_zoom"`` (detector + pose on crops)."""
-        return str(self.extra.get("kind", SINGLE_STAGE))
+        """``"single_stage"`` (one network), ``"crop_zoom"`` (detector + pose on crops) or
+        ``"per_view"`` (one network per view)."""
+        if "kind" in self.extra:
+            return str(self.extra["kind"])
+        return PER_VIEW if self.extra.get("multiview") == PER_VIEW else SINGLE_STAGE
 
     @property
     def crop_zoom(self) -> dict[str, Any]:
@@ -112,6 +187,26 @@ class ModelInfo:
         """The content of ``model.json``: the stored fields, then the unknown keys kept."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _CONTEXT_FIELDS}
         return {**data, **self.extra}
+
+
+def check_replaceable(model_dir: PathLike) -> None:
+    """Refuse to replace a folder that holds something other than a model (a wrong --model-dir).
+
+    Training writes a model directory whole, replacing what was there: an absent or empty
+    folder, or one with a model directory's files (:data:`MODEL_DIR_MARKERS`), may be replaced;
+    a file, or a folder of other things, raises ``FileExistsError`` naming it.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        return
+    if not model_dir.is_dir():
+        raise FileExistsError(f"{model_dir}: exists and is not a folder; choose another model directory")
+    names = {p.name for p in model_dir.iterdir() if not p.name.startswith(".")}
+    if names and not names & set(MODEL_DIR_MARKERS):
+        raise FileExistsError(
+            f"{model_dir}: not empty and not a model directory (no config.yaml, model.json or "
+            "checkpoints/); training replaces the whole folder, so choose another one"
+        )
 
 
 def write_model_info(model_dir: PathLike, info: ModelInfo | dict[str, Any]) -> Path:
@@ -141,13 +236,13 @@ def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> Model
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ModelDirectoryError(f"{model_dir}: unreadable model description ({exc})") from exc
     info = ModelInfo.from_dict(data, source=str(info_path))
-    if info.kind not in (SINGLE_STAGE, CROP_ZOOM):
-        raise ModelDirectoryError(f"{info_path}: unknown model kind {info.kind!r} (known: {SINGLE_STAGE}, {CROP_ZOOM})")
+    if info.kind not in KINDS:
+        raise ModelDirectoryError(f"{info_path}: unknown model kind {info.kind!r} (known: {', '.join(KINDS)})")
     if info.kind == CROP_ZOOM and not isinstance(info.extra.get("crop_zoom"), dict):
         raise ModelDirectoryError(f"{info_path}: a crop_zoom model lacks its 'crop_zoom' block (crop size, stages)")
     views = info.extra.get("views")
-    if info.extra.get("multiview") == "per_view" and isinstance(views, dict) and checkpoint is None:
-        # one network per view (engine.multiview): each camera's model is a directory of its own
+    if info.kind == PER_VIEW and isinstance(views, dict) and checkpoint is None:
+        # one network per view: each camera's model is a directory of its own
         raise ModelDirectoryError(
             f"{model_dir}: one network per view ({', '.join(views)}); load the view's own model directory, "
             f"e.g. {model_dir / next(iter(views), 'VIEW')}"

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ElpError
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 

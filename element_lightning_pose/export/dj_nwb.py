@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from .. import model, paths
-from ..dj_compat import fetch_dicts, fetch_keys
-from ..engine.multicam.cameras import CameraGroup
-from . import nwb
+from element_lightning_pose import model, paths
+from element_lightning_pose.dj_compat import fetch_dicts, fetch_keys
+from element_lightning_pose.engine.multicam.cameras import CameraGroup
+from element_lightning_pose.export import nwb
 
 LIKELIHOOD_DEFINITION = (
     "Network confidence in [0, 1]: the share of the keypoint's spatial-softmax heatmap mass "
@@ -145,7 +145,7 @@ def _camera_pose(
 
 
 def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
-    from .. import ensemble
+    from element_lightning_pose import ensemble
 
     members = sorted(r["model_name"] for r in fetch_dicts(ensemble.EnsembleSmoothingTask.Member & key, "model_name"))
     rows = fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & key)
@@ -168,7 +168,7 @@ def _camera_from_ensemble(key: dict, camera_name: str) -> nwb.CameraPose:
 def session_cameras(session_key: dict, *, exclude: frozenset[int] | set[int] = frozenset()) -> list[nwb.CameraPose]:
     """One CameraPose per recording (except the ``exclude`` recording ids): its ensemble if
     smoothed, else each model's pose."""
-    from .. import ensemble
+    from element_lightning_pose import ensemble
 
     cameras = []
     for rec in fetch_keys(model.VideoRecording & session_key, order_by="recording_id"):
@@ -192,14 +192,14 @@ def session_cameras(session_key: dict, *, exclude: frozenset[int] | set[int] = f
 
 def _multicam():
     """The multicam schema module when it is activated, else None."""
-    from .. import multicam
+    from element_lightning_pose import multicam
 
     return multicam if multicam.schema.is_activated() else None
 
 
 def _view_pose(task_key: dict, camera_name: str, nwb_name: str) -> nwb.CameraPose:
     """The 2D pose a triangulation used for one camera (its PoseEstimation or EnsembleSmoothing)."""
-    from .. import ensemble
+    from element_lightning_pose import ensemble
 
     multicam = _multicam()
     table, key = multicam.TriangulationTask.source_key(task_key, camera_name)

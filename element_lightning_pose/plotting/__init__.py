@@ -9,7 +9,7 @@
 ``elp plot`` is the command line (:mod:`element_lightning_pose.cli.plot`).
 """
 
-from .core import (
+from element_lightning_pose.plotting.core import (
     ALL_BODYPARTS,
     EVALUATION_COLUMNS,
     POSTERIOR_BAND_GID,
@@ -22,7 +22,12 @@ from .core import (
     save_figure,
     write_labeled_video,
 )
-from .db import labeled_video_for, plot_ensemble, plot_model_evaluation, plot_pose_estimation
+from element_lightning_pose.plotting.db import (
+    labeled_video_for,
+    plot_ensemble,
+    plot_model_evaluation,
+    plot_pose_estimation,
+)
 
 __all__ = [
     "ALL_BODYPARTS",

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -231,7 +232,7 @@ def _frame_rows(frames: tuple[int | None, int | None] | None, n_frames: int) -> 
 
 
 def _trace_legend(posterior_var, members, ground_truth, low, threshold) -> list:
-    handles = [Line2D([], [], color="0.25", linewidth=1.2, label="estimate (colour: body part)")]
+    handles: list[Artist] = [Line2D([], [], color="0.25", linewidth=1.2, label="estimate (colour: body part)")]
     if posterior_var is not None:
         handles.append(Patch(color="0.25", alpha=0.3, label="95% posterior interval"))
     if members is not None:
@@ -278,7 +279,7 @@ def write_labeled_video(
         first_frame: the video frame of ``predictions[0]`` (predictions of a frame range).
         codec: four-character code for OpenCV's writer.
     """
-    from element_lightning_pose.engine.video import video_info, write_video
+    from element_lightning_pose.engine.data.video import video_info, write_video
 
     files = [Path(video_path)] if isinstance(video_path, (str, os.PathLike)) else [Path(p) for p in video_path]
     if not files:
@@ -329,7 +330,7 @@ def _skeleton_indices(skeleton, bodyparts: Sequence[str]) -> list[tuple[int, int
 
 def _recording_frames(files: list[Path], counts: list[int], start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
     """(recording frame number, RGB frame) for frames ``start:stop`` over consecutive files."""
-    from element_lightning_pose.engine.video import VideoError, iter_frames
+    from element_lightning_pose.engine.data.video import VideoError, iter_frames
 
     offset = 0
     for path, count in zip(files, counts):

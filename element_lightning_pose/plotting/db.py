@@ -15,8 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from element_lightning_pose.engine.config import SPLITS
-
-from .core import ALL_BODYPARTS, _error_figure, plot_traces, write_labeled_video
+from element_lightning_pose.plotting.core import ALL_BODYPARTS, _error_figure, plot_traces, write_labeled_video
 
 PathLike = str | os.PathLike
 

@@ -26,7 +26,7 @@ TINY_CONFIG = {
 def tiny_project(tmp_path_factory):
     """A synthetic project: frames 64 high x 96 wide (so predictions must be mapped back from
     the 64x64 network input), 12 labeled frames, one 45-frame video."""
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     return make_synthetic_project(
         tmp_path_factory.mktemp("tiny_project"), image_size=(64, 96), n_labeled=12, n_video_frames=45
@@ -36,7 +36,7 @@ def tiny_project(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_project, tmp_path_factory) -> Path:
     """The model directory of ``TINY_CONFIG`` trained on ``tiny_project`` (read-only)."""
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     return train(
         TINY_CONFIG, tiny_project.root, tmp_path_factory.mktemp("tiny_model") / "model", progress=False

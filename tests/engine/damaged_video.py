@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from element_lightning_pose.engine.video import write_video
+from element_lightning_pose.engine.data.video import write_video
 
 N_FRAMES = 120
 SIZE = 64

@@ -8,8 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
-from element_lightning_pose.engine.io import write_predictions
+from element_lightning_pose.engine.atomic import OutputError, atomic_directory, atomic_output, write_text_atomic
+from element_lightning_pose.engine.data.keypoints import write_predictions
 
 
 def test_success_replaces_with_a_shareable_mode(tmp_path):
@@ -52,8 +52,6 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
 
 
 def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
-    from element_lightning_pose.engine.atomic import atomic_directory
-
     target = tmp_path / "model"
     with atomic_directory(target) as staging:
         (staging / "a.txt").write_text("first")
@@ -78,8 +76,6 @@ def _char_device(path):
 
 
 def test_a_device_node_is_refused_never_replaced(tmp_path):
-    from element_lightning_pose.engine.atomic import OutputError
-
     device = _char_device(tmp_path / "zero")
     with pytest.raises(OutputError, match="character device"):
         write_predictions(device, np.zeros((3, 2, 3)), ["a", "b"])
@@ -88,8 +84,6 @@ def test_a_device_node_is_refused_never_replaced(tmp_path):
 
 
 def test_a_named_pipe_is_refused_never_replaced(tmp_path):
-    from element_lightning_pose.engine.atomic import OutputError
-
     pipe = tmp_path / "pipe.csv"
     os.mkfifo(pipe)
     with pytest.raises(OutputError, match="named pipe"):
@@ -110,8 +104,6 @@ def test_the_null_device_discards_the_output(tmp_path):
 
 
 def test_a_folder_target_is_refused_before_the_writer_runs(tmp_path):
-    from element_lightning_pose.engine.atomic import OutputError
-
     (tmp_path / "out.csv").mkdir()
     ran = []
     with pytest.raises(OutputError, match="is a folder"):
@@ -121,8 +113,6 @@ def test_a_folder_target_is_refused_before_the_writer_runs(tmp_path):
 
 
 def test_atomic_directory_never_deletes_a_file_in_its_place(tmp_path):
-    from element_lightning_pose.engine.atomic import OutputError, atomic_directory
-
     labels = tmp_path / "CollectedData.csv"
     labels.write_text("precious")
     with pytest.raises(OutputError, match="not a folder"):

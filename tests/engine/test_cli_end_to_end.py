@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.synthetic import make_synthetic_project
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 

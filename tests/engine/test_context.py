@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from element_lightning_pose.engine.data import LabeledDataset, load_resized
-from element_lightning_pose.engine.evaluate import evaluate
-from element_lightning_pose.engine.io import load_project, read_image
+from element_lightning_pose.engine.data.labels import load_resized, read_image
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.video import read_frames, resize_frame
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
 from element_lightning_pose.engine.networks import ContextHeatmapNet, pad_edges, sliding_windows
-from element_lightning_pose.engine.predict import load_model, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
-from element_lightning_pose.engine.video import read_frames, resize_frame
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.datasets import LabeledDataset
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 
@@ -71,7 +73,7 @@ def test_labeled_item_is_the_window_of_neighbouring_files(project):
 
 def test_augmentation_is_the_same_for_every_frame_of_a_window(project):
     from element_lightning_pose.engine.config import AugmentationConfig
-    from element_lightning_pose.engine.data import Augmenter
+    from element_lightning_pose.engine.training.augmentation import Augmenter
 
     labels, _ = load_project(project.root)
     still = np.repeat(load_resized(labels, 0, (64, 64))[0][None], 5, axis=0)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from element_lightning_pose.engine.config import AugmentationConfig, ConfigError, TrainConfig
-from element_lightning_pose.engine.data import Augmenter, CropSampler, LabeledDataset, PoseDataModule
+from element_lightning_pose.engine.training.augmentation import Augmenter, CropSampler
+from element_lightning_pose.engine.training.datasets import LabeledDataset, PoseDataModule
 
 NO_AUGMENTATION = {
     "rotation_deg": 0.0,
@@ -163,7 +164,7 @@ CROP_CONFIG = {
 
 @pytest.mark.parametrize("model_type", ["heatmap", "context"])
 def test_training_items_are_crops_and_validation_sees_whole_frames(tiny_project, model_type):
-    from element_lightning_pose.engine.io import read_labels
+    from element_lightning_pose.engine.data.labels import read_labels
 
     labels = read_labels(tiny_project.root / "CollectedData.csv", tiny_project.root)
     config = TrainConfig.from_dict({**CROP_CONFIG, "model": {**CROP_CONFIG["model"], "model_type": model_type}})
@@ -179,8 +180,7 @@ def test_training_items_are_crops_and_validation_sees_whole_frames(tiny_project,
 
 
 def test_crop_without_augmentation_is_an_exact_copy(tiny_project):
-    from element_lightning_pose.engine.data import load_resized
-    from element_lightning_pose.engine.io import read_labels
+    from element_lightning_pose.engine.data.labels import load_resized, read_labels
 
     labels = read_labels(tiny_project.root / "CollectedData.csv", tiny_project.root)
     dataset = LabeledDataset(labels, [0], (64, 96), None, crop=CropSampler((32, 32), focus=1.0))
@@ -196,9 +196,10 @@ def test_crop_without_augmentation_is_an_exact_copy(tiny_project):
 
 
 def test_training_with_crops_predicts_whole_frames_in_frame_pixels(tiny_project, tmp_path):
-    from element_lightning_pose.engine.predict import load_model, predict_video
-    from element_lightning_pose.engine.train import train
-    from element_lightning_pose.engine.video import iter_batches
+    from element_lightning_pose.engine.data.video import iter_batches
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
 
     result = train(CROP_CONFIG, tiny_project.root, tmp_path / "model", progress=False)
     assert np.isfinite(result.history["val_pixel_error"]).all()  # validated on whole frames
@@ -221,7 +222,7 @@ def write_project(root, frame_size, keypoints):
     """A project of blank frames of ``frame_size`` (h, w) with ``keypoints`` (N, K, 2) as labels."""
     import cv2
 
-    from element_lightning_pose.engine.io import write_keypoint_csv
+    from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
 
     (root / "labeled-data" / "v").mkdir(parents=True)
     index = []
@@ -248,7 +249,7 @@ def small_animal_project(tmp_path):
 
 
 def test_advice_measures_the_animal_in_heatmap_pixels(small_animal_project):
-    from element_lightning_pose.engine.advice import advise_project
+    from element_lightning_pose.engine.training.advice import advise_project
 
     advice = advise_project(small_animal_project, {"model": {"backbone": "resnet18"}})
     assert advice.frame_size == (480, 640) and advice.image_resize == (256, 256)
@@ -261,8 +262,8 @@ def test_advice_measures_the_animal_in_heatmap_pixels(small_animal_project):
 
 
 def test_advice_recommends_crop_training_when_the_full_frame_fits_the_budget(small_animal_project):
-    from element_lightning_pose.engine.advice import advise, preset_params
-    from element_lightning_pose.engine.io import read_labels
+    from element_lightning_pose.engine.data.labels import read_labels
+    from element_lightning_pose.engine.training.advice import advise, preset_params
 
     labels = read_labels(small_animal_project / "CollectedData.csv", small_animal_project)
     advice = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=1.0)
@@ -279,8 +280,8 @@ def test_advice_recommends_crop_training_when_the_full_frame_fits_the_budget(sma
 
 
 def test_advice_recommends_crop_zoom_when_no_affordable_resolution_is_enough(small_animal_project):
-    from element_lightning_pose.engine.advice import advise
-    from element_lightning_pose.engine.io import read_labels
+    from element_lightning_pose.engine.data.labels import read_labels
+    from element_lightning_pose.engine.training.advice import advise
 
     labels = read_labels(small_animal_project / "CollectedData.csv", small_animal_project)
     advice = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=500.0)
@@ -290,7 +291,7 @@ def test_advice_recommends_crop_zoom_when_no_affordable_resolution_is_enough(sma
 
 
 def test_advice_keeps_the_default_for_a_large_animal(tmp_path):
-    from element_lightning_pose.engine.advice import advise_project
+    from element_lightning_pose.engine.training.advice import advise_project
 
     root = write_project(tmp_path / "large", (480, 640), np.stack([animal(100, 100, 300, 200)] * 2))
     advice = advise_project(root)
@@ -298,7 +299,7 @@ def test_advice_keeps_the_default_for_a_large_animal(tmp_path):
 
 
 def test_presets_are_valid_parameters():
-    from element_lightning_pose.engine.advice import PRESETS, preset_params
+    from element_lightning_pose.engine.training.advice import PRESETS, preset_params
 
     assert set(PRESETS) == {"default", "full_resolution_crops", "small_animal_crop_zoom"}
     with pytest.raises(ValueError, match="needs frame_size"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
-from element_lightning_pose.engine.cropzoom import (
+from element_lightning_pose.engine.data.crops import (
     apply_affine,
     centres_from_detections,
     crop_frames,
@@ -23,8 +23,7 @@ from element_lightning_pose.engine.cropzoom import (
     smooth_centres,
 )
 from element_lightning_pose.engine.model_dir import ModelDirectoryError, read_model_info
-
-from .conftest import TINY_CONFIG
+from tests.engine.conftest import TINY_CONFIG
 
 CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [32, 64]}}
 
@@ -32,7 +31,7 @@ CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [3
 @pytest.fixture(scope="module")
 def crop_zoom_dir(tiny_project, tmp_path_factory):
     """A two-stage model trained for one epoch each on the shared tiny project (read-only)."""
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     return train(CROP_ZOOM, tiny_project.root, tmp_path_factory.mktemp("cropzoom") / "model", progress=False).model_dir
 
@@ -118,8 +117,9 @@ def test_centres_from_detections_weigh_the_confident_keypoints():
 
 
 def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tmp_path):
-    from element_lightning_pose.engine.predict import load_model, predict_video
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
 
     config = {**CROP_ZOOM, "crop_zoom": {**CROP_ZOOM["crop_zoom"], "detector_target": "keypoints"}}
     config["training"] = {**config["training"], "max_steps": 1}
@@ -134,7 +134,7 @@ def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tm
 
 
 def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     config = TrainConfig.from_dict({**CROP_ZOOM, "model": {**CROP_ZOOM["model"], "model_type": "context"}})
     with pytest.raises(ConfigError, match="model_type"):
@@ -170,8 +170,9 @@ def test_a_missing_stage_names_the_file(crop_zoom_dir, tmp_path):
 
 
 def test_detector_miss_is_nan_with_likelihood_zero(crop_zoom_dir, tiny_project):
-    from element_lightning_pose.engine.predict import load_model, predict_video
-    from element_lightning_pose.engine.video import read_frames
+    from element_lightning_pose.engine.data.video import read_frames
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     model = load_model(crop_zoom_dir, device="cpu")
     frames = read_frames(tiny_project.videos[0], [0, 1, 2])
@@ -184,8 +185,9 @@ def test_detector_miss_is_nan_with_likelihood_zero(crop_zoom_dir, tiny_project):
 
 
 def test_streamed_prediction_equals_smoothing_the_whole_video(crop_zoom_dir, tiny_project):
-    from element_lightning_pose.engine.predict import load_model, predict_video
-    from element_lightning_pose.engine.video import read_frames
+    from element_lightning_pose.engine.data.video import read_frames
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     model = load_model(crop_zoom_dir, device="cpu")
     model.min_detection_confidence = 0.0
@@ -199,9 +201,10 @@ def test_streamed_prediction_equals_smoothing_the_whole_video(crop_zoom_dir, tin
 
 
 def test_predict_labeled_and_evaluate_in_original_pixels(crop_zoom_dir, tiny_project):
-    from element_lightning_pose.engine.evaluate import evaluate
-    from element_lightning_pose.engine.io import read_labels
-    from element_lightning_pose.engine.predict import load_model, predict_labeled
+    from element_lightning_pose.engine.data.labels import read_labels
+    from element_lightning_pose.engine.inference.evaluate import evaluate
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_labeled
 
     model = load_model(crop_zoom_dir, device="cpu")
     model.min_detection_confidence = 0.0
@@ -225,8 +228,8 @@ def elp(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_elp_train_and_predict_without_the_project(tmp_path):
-    from element_lightning_pose.engine.io import read_predictions
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.engine.data.keypoints import read_predictions
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "project", seed=3, image_size=(64, 96), n_labeled=10, n_video_frames=20)
     sets = [
@@ -259,7 +262,7 @@ def test_elp_train_and_predict_without_the_project(tmp_path):
 
 
 def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():
-    from element_lightning_pose.engine.cropzoom import stage_configs
+    from element_lightning_pose.engine.training.crop_zoom import stage_configs
 
     config = TrainConfig.from_dict(
         {

@@ -8,7 +8,8 @@ from scipy.stats import multivariate_normal
 
 from element_lightning_pose.cli import main as elp_main
 from element_lightning_pose.engine import eks
-from element_lightning_pose.engine.io import ProjectError, read_keypoint_csv, write_predictions
+from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, write_predictions
+from element_lightning_pose.engine.errors import ProjectError
 
 
 def pair_members(observed: np.ndarray, half_spread: float) -> np.ndarray:

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from element_lightning_pose.engine.eks import smooth
-from element_lightning_pose.engine.io import ProjectError
-from element_lightning_pose.engine.predict import load_model, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
-from element_lightning_pose.engine.unlabeled import build_frame_cache
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.unlabeled import build_frame_cache
 from element_lightning_pose.export.nwb import CameraPose, SessionInfo, SubjectInfo, append_pose, write_nwb
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 from tests.engine.test_train import break_validation_images
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'

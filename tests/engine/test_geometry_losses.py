@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from element_lightning_pose.engine import geometry
 from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
 from element_lightning_pose.engine.multicam.cameras import write_calibration
-from element_lightning_pose.engine.multicam.rig import make_body, make_rig
-from element_lightning_pose.engine.unlabeled import MultiCameraClipDataset, build_camera_caches, session_videos
+from element_lightning_pose.engine.training import rig_losses
+from element_lightning_pose.engine.training.unlabeled import MultiCameraClipDataset, build_camera_caches, session_videos
+from element_lightning_pose.synthetic.rig import make_body, make_rig
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +22,15 @@ def rig(tmp_path_factory):
     calibration = write_calibration(group, tmp_path_factory.mktemp("rig") / "calibration.toml")
     pixels = np.stack([cam.project(body.points) for cam in group.cameras])  # (C, T, K, 2)
     losses = LossesConfig(unsupervised=["reprojection", "limb_length"], calibration=str(calibration))
-    fitted = geometry.fit_rig_geometry(calibration, group.names, pixels[:, :20], body.bodyparts, losses)
+    fitted = rig_losses.fit_rig_geometry(calibration, group.names, pixels[:, :20], body.bodyparts, losses)
     return group, body, pixels, fitted, calibration
 
 
-def _losses(pixels: torch.Tensor, fitted: geometry.RigGeometry, n_keypoints: int):
+def _losses(pixels: torch.Tensor, fitted: rig_losses.RigGeometry, n_keypoints: int):
     confidence = torch.ones(pixels.shape[:2], dtype=pixels.dtype)
-    points, valid, error = geometry.triangulate_views(pixels, confidence, fitted, 0.5)
-    reprojection = geometry.reprojection_loss(error, valid, fitted.reprojection_epsilon)
-    limbs = geometry.limb_length_loss(points.reshape(-1, n_keypoints, 3), valid.reshape(-1, n_keypoints), fitted)
+    points, valid, error = rig_losses.triangulate_views(pixels, confidence, fitted, 0.5)
+    reprojection = rig_losses.reprojection_loss(error, valid, fitted.reprojection_epsilon)
+    limbs = rig_losses.limb_length_loss(points.reshape(-1, n_keypoints, 3), valid.reshape(-1, n_keypoints), fitted)
     return points, reprojection, limbs
 
 
@@ -50,7 +50,7 @@ def test_bones_are_fitted_on_the_labels(rig):
     truth = {(min(e), max(e)): length for e, length in zip(body.edges, body.lengths)}
     np.testing.assert_allclose(fitted.bone_lengths, [truth[b] for b in fitted.bones], rtol=1e-6)
     assert fitted.reprojection_epsilon == 1.0  # exact labels: the 1 px floor
-    assert geometry.RigGeometry.from_dict(fitted.to_dict()).bones == fitted.bones
+    assert rig_losses.RigGeometry.from_dict(fitted.to_dict()).bones == fitted.bones
 
 
 def test_moving_one_view_costs_and_its_gradient_moves_it_back(rig):
@@ -78,9 +78,9 @@ def test_stretching_a_bone_costs_limb_length(rig):
     snout = body.bodyparts.index("snout")
     points = torch.tensor(body.points[20:].copy())
     valid = torch.ones(points.shape[:2], dtype=torch.bool)
-    assert geometry.limb_length_loss(points, valid, fitted).item() == 0.0
+    assert rig_losses.limb_length_loss(points, valid, fitted).item() == 0.0
     points[:, snout] += torch.tensor([0.0, 0.0, 15.0], dtype=points.dtype)
-    assert geometry.limb_length_loss(points, valid, fitted).item() > 0
+    assert rig_losses.limb_length_loss(points, valid, fitted).item() > 0
 
 
 def test_occluded_view_is_ignored_by_triangulation_but_pulled_by_the_loss(rig):
@@ -89,7 +89,7 @@ def test_occluded_view_is_ignored_by_triangulation_but_pulled_by_the_loss(rig):
     views[2] += 40.0  # a wrong guess in camera 2 ...
     confidence = torch.ones(views.shape[:2], dtype=views.dtype)
     confidence[2] = 0.1  # ... with low confidence: the two others place the point
-    points, valid, error = geometry.triangulate_views(views, confidence, fitted, 0.5)
+    points, valid, error = rig_losses.triangulate_views(views, confidence, fitted, 0.5)
     np.testing.assert_allclose(points.numpy(), body.points[20], atol=1e-6)
     assert valid.all() and error[:2].max() < 1e-6 and error[2].min() > 30
 
@@ -103,9 +103,9 @@ def test_views_missing_from_the_calibration_are_named(rig):
     group, body, pixels, _, calibration = rig
     losses = LossesConfig(unsupervised=["reprojection"], calibration=str(calibration))
     with pytest.raises(ConfigError, match=r"none for view 'top' \(camera 'top'\); .*losses\.camera_names"):
-        geometry.fit_rig_geometry(calibration, ["cam0", "top"], pixels[:2, :5], body.bodyparts, losses)
+        rig_losses.fit_rig_geometry(calibration, ["cam0", "top"], pixels[:2, :5], body.bodyparts, losses)
     renamed = losses.model_copy(update={"camera_names": {"top": "cam1"}})
-    fitted = geometry.fit_rig_geometry(calibration, ["cam0", "top"], pixels[:2, :5], body.bodyparts, renamed)
+    fitted = rig_losses.fit_rig_geometry(calibration, ["cam0", "top"], pixels[:2, :5], body.bodyparts, renamed)
     assert fitted.camera_names == ["cam0", "cam1"]
 
 
@@ -115,7 +115,7 @@ def test_a_bone_never_labeled_is_a_clear_error(rig):
     labels[:, :, 0] = np.nan  # the snout never labeled
     losses = LossesConfig(unsupervised=["limb_length"], calibration=str(calibration), limb_bones=[["snout", "head"]])
     with pytest.raises(ConfigError, match=r"snout-head is triangulated in 0 training label"):
-        geometry.fit_rig_geometry(calibration, group.names, labels, body.bodyparts, losses)
+        rig_losses.fit_rig_geometry(calibration, group.names, labels, body.bodyparts, losses)
 
 
 # ------------------------------------------------------------------ synchronised clips and training
@@ -123,7 +123,7 @@ def test_a_bone_never_labeled_is_a_clear_error(rig):
 
 @pytest.fixture(scope="module")
 def rig_project(tmp_path_factory):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     return make_rig_project(
         tmp_path_factory.mktemp("rigproject"),
@@ -166,8 +166,8 @@ def test_camera_clips_hold_the_same_instants_in_every_view(rig_project, tmp_path
 
 
 def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, tmp_path):
-    from element_lightning_pose.engine.predict import load_model
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.training import train
 
     losses = {"unsupervised": ["reprojection", "limb_length"], "calibration": "calibration.toml", "clip_length": 3}
     config = rig_config(rig_project, losses, max_epochs=2, log_every_n_steps=1)
@@ -181,8 +181,8 @@ def test_training_with_the_geometric_losses_logs_them_and_reloads(rig_project, t
 
 
 def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "p", image_size=(64, 64), n_labeled=6, n_video_frames=20)
     (project.root / "calibration.toml").write_text("")
@@ -193,7 +193,7 @@ def test_geometric_losses_on_a_single_view_project_are_refused(tmp_path):
 
 
 def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     config = rig_config(rig_project, {"unsupervised": ["pca_multiview"], "clip_length": 3})
     result = train(config, rig_project.root, tmp_path / "model", progress=False)
@@ -204,7 +204,7 @@ def test_multiview_pca_spans_separate_cameras(rig_project, tmp_path):
 
 
 def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     losses = {"unsupervised": ["reprojection", "temporal"], "calibration": "calibration.toml", "clip_length": 5}
     config = rig_config(rig_project, losses, model_type="context")
@@ -214,8 +214,8 @@ def test_context_model_trains_with_the_reprojection_loss(rig_project, tmp_path):
 
 
 def test_decoys_draw_a_hidden_point_in_the_wrong_place(tmp_path):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
-    from element_lightning_pose.engine.video import read_frames
+    from element_lightning_pose.engine.data.video import read_frames
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     kwargs = {"n_cameras": 2, "image_size": (160, 120), "n_frames": 20, "n_labeled": 3, "n_board_frames": 2}
     plain = make_rig_project(tmp_path / "plain", occlusion_rate=0.3, dot_radius=3, **kwargs)
@@ -238,9 +238,9 @@ def test_absurd_disagreement_is_capped_and_stays_finite(rig):
     views[1, :] = torch.tensor([319.0, 239.0], dtype=views.dtype)  # the opposite corner in camera 1
     views.requires_grad_(True)
     confidence = torch.ones(views.shape[:2], dtype=views.dtype)
-    points, valid, error = geometry.triangulate_views(views, confidence, fitted, 0.5)
+    points, valid, error = rig_losses.triangulate_views(views, confidence, fitted, 0.5)
     diagonal = 2 * np.linalg.norm(fitted.matrix[:, :2, 2], axis=-1)
     assert (error.detach().numpy() <= diagonal[:, None] + 1e-9).all()
-    loss = geometry.reprojection_loss(error, valid, fitted.reprojection_epsilon)
+    loss = rig_losses.reprojection_loss(error, valid, fitted.reprojection_epsilon)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(views.grad).all()

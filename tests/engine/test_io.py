@@ -10,19 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from element_lightning_pose.engine.io import (
-    ProjectError,
-    context_image_paths,
-    find_videos,
+from element_lightning_pose.engine.data.keypoints import (
     keypoint_frame,
-    load_project,
-    read_image,
     read_keypoint_csv,
-    read_labels,
     read_predictions,
     write_keypoint_csv,
     write_predictions,
 )
+from element_lightning_pose.engine.data.labels import context_image_paths, read_image, read_labels
+from element_lightning_pose.engine.data.projects import find_videos, load_project
+from element_lightning_pose.engine.errors import ProjectError
 
 HEADER = "scorer,me,me,me,me\nbodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\n"
 
@@ -315,7 +312,7 @@ def test_vectorised_writer_keeps_the_layout_and_round_trips_the_printed_digits(t
     printed, and writing what was read gives the same bytes."""
     import csv
 
-    from element_lightning_pose.engine.io import write_keypoint_csv
+    from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
 
     rng = np.random.default_rng(0)
     values = rng.normal(300.0, 100.0, (50, 3, 4))

@@ -6,16 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from element_lightning_pose.engine.evaluate import evaluate
-from element_lightning_pose.engine.io import load_project
-from element_lightning_pose.engine.metrics import (
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.inference.metrics import (
     ALL,
     pixel_errors,
     summarize,
     temporal_norm,
     temporal_norm_table,
 )
-from element_lightning_pose.engine.predict import load_model, predict_labeled
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_labeled
 
 
 def test_pixel_error_is_euclidean_and_nan_when_unlabeled():

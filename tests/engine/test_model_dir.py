@@ -76,19 +76,20 @@ def test_writer_refuses_a_description_without_body_parts(tmp_path):
 
 
 def test_one_error_class_for_a_bad_model_directory(tmp_path):
-    """predict.load_model and model_dir.read_model_info raise the same class."""
-    from element_lightning_pose.engine import predict
+    """load_model and model_dir.read_model_info raise the same class."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import ModelDirError
 
-    assert predict.ModelDirError is ModelDirectoryError
+    assert ModelDirError is ModelDirectoryError
     with pytest.raises(ModelDirectoryError, match="best.ckpt"):
-        predict.load_model(tmp_path)
+        load_model(tmp_path)
     with pytest.raises(ModelDirectoryError, match="model.json"):
         read_model_info(tmp_path)
 
 
 def test_training_writes_model_json_through_the_one_writer(tmp_path, umask_022):
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     project = make_synthetic_project(tmp_path / "project", image_size=(64, 64), n_labeled=8, n_video_frames=12)
     config = {

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.cameras import (
     CalibrationError,
     Camera,
+    CameraBehindWarning,
     CameraGroup,
     calibration_text,
     matrix_to_rodrigues,
@@ -20,6 +22,8 @@ from element_lightning_pose.engine.multicam.cameras import (
     rodrigues_to_matrix,
     write_calibration,
 )
+from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
+from element_lightning_pose.synthetic import rig
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -183,3 +187,130 @@ def test_bad_calibration_names_camera_and_field(tmp_path, edit, message):
         read_calibration(path)
     assert message in str(info.value)
     assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------ issue 26, items 9 and 18
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t.replace("[[500.0, 0.0", "[[0.0, 0.0"),
+            "camera 'A' ([cam_0]): field 'matrix': focal length fx = 0.0 must be positive",
+        ),
+        (
+            lambda t: t.replace("[0.0, 500.0, 240.0]", "[0.0, -500.0, 240.0]"),
+            "camera 'A' ([cam_0]): field 'matrix': focal length fy = -500.0 must be positive",
+        ),
+        (
+            lambda t: t.replace("[0.0, 0.0, 1.0]]", "[0.0, 0.0, 2.0]]"),
+            "camera 'A' ([cam_0]): field 'matrix': the last row is [0.0, 0.0, 2.0], expected [0, 0, 1]",
+        ),
+        (
+            lambda t: t.replace("[0.0, 500.0, 240.0]", "[3.0, 500.0, 240.0]"),
+            "camera 'A' ([cam_0]): field 'matrix': element [1][0] is 3.0, expected 0",
+        ),
+        (
+            lambda t: t.replace("[[500.0, 0.0", "[[true, 0.0"),
+            "camera 'A' ([cam_0]): field 'matrix' holds a non-number: True (bool)",
+        ),
+        (
+            lambda t: t.replace("[[500.0, 0.0", '[["500.0", 0.0'),
+            "camera 'A' ([cam_0]): field 'matrix' holds a non-number: '500.0' (str)",
+        ),
+        (
+            lambda t: t.replace("translation = [0.0, 0.0, 100.0]", 'translation = [0.0, "0", 100.0]'),
+            "camera 'A' ([cam_0]): field 'translation' holds a non-number: '0' (str)",
+        ),
+        (
+            lambda t: t.replace("rotation = [0.0, 0.0, 0.0]", "rotation = [false, 0.0, 0.0]"),
+            "camera 'A' ([cam_0]): field 'rotation' holds a non-number: False (bool)",
+        ),
+        (
+            lambda t: t.replace("size = [640, 480]", "size = [true, 480]"),
+            "camera 'A' ([cam_0]): field 'size' holds a non-number: True (bool)",
+        ),
+        (
+            lambda t: t.replace("size = [640, 480]", "size = [640.5, 480]"),
+            "camera 'A' ([cam_0]): field 'size' must be two positive integers",
+        ),
+        (
+            lambda t: t + 'fisheye = "false"\n',
+            "camera 'A' ([cam_0]): field 'fisheye' must be true or false, got 'false'",
+        ),
+        (lambda t: t + "fisheye = 0\n", "camera 'A' ([cam_0]): field 'fisheye' must be true or false, got 0"),
+        (
+            lambda t: (
+                t
+                + "[metadata]\nerror = 0.3\n"
+                + t.replace("cam_0", "cam_1").replace('"A"', '"B"').replace("[[500.0", "[[-1.0")
+            ),
+            "camera 'B' ([cam_1]): field 'matrix': focal length fx = -1.0 must be positive",
+        ),
+        (lambda t: "metadata = 5\n" + t, "[metadata] must be a table, got 5"),
+        (lambda t: "cam_1 = 5\n" + t, "[cam_1] must be a table of camera fields, got 5"),
+    ],
+)
+def test_degenerate_cameras_are_refused_naming_camera_and_field(tmp_path, edit, message):
+    path = tmp_path / "calibration.toml"
+    path.write_text(edit(GOOD))
+    with pytest.raises(CalibrationError) as info:
+        read_calibration(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_fisheye_false_is_pinhole(tmp_path):
+    path = tmp_path / "calibration.toml"
+    path.write_text(GOOD + "fisheye = false\n")
+    assert read_calibration(path).cameras[0].fisheye is False
+
+
+def test_camera_objects_are_checked_by_the_same_rules():
+    good = dict(
+        name="A",
+        size=(640, 480),
+        matrix=np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]),
+        distortion=np.zeros(5),
+        rotation=np.eye(3),
+        translation=np.array([0, 0, 100.0]),
+    )
+    Camera(**good)
+    bad_cases = [
+        ({"matrix": np.array([[-500.0, 0, 320], [0, 500, 240], [0, 0, 1]])}, "field 'matrix': focal length fx"),
+        ({"matrix": np.array([[500.0, 0, 320], [0, 500, 240], [0, 1, 1]])}, "field 'matrix': the last row"),
+        ({"translation": np.array([True, False, True])}, "field 'translation' holds a non-number"),
+        ({"size": (True, 480)}, "field 'size' holds a non-number: True (bool)"),
+        ({"size": (0, 480)}, "field 'size' must be two positive integers"),
+        ({"fisheye": "false"}, "field 'fisheye' must be true or false"),
+    ]
+    for change, message in bad_cases:
+        with pytest.raises(CalibrationError, match=r"camera 'A': " + re.escape(message)):
+            Camera(**{**good, **change})
+
+
+def _looking_away(camera: Camera) -> Camera:
+    """The same camera turned half round about its own y axis: the scene is behind it."""
+    turn = np.diag([-1.0, 1.0, -1.0])
+    return camera.with_pose(turn @ camera.rotation, -(turn @ camera.rotation) @ camera.centre)
+
+
+@pytest.mark.parametrize("method", ["dlt", "robust"])
+def test_a_camera_with_the_points_behind_it_is_flagged(method):
+    true = rig.make_rig(3, seed=7)
+    points = _points(60) * 0.5
+    pixels = true.project(points)  # what the cameras saw
+    broken = CameraGroup((*true.cameras[:2], _looking_away(true.cameras[2])))
+    assert (broken.cameras[2].to_camera(points)[:, 2] < 0).all()
+    triangulate = triangulate_dlt if method == "dlt" else triangulate_robust
+    with pytest.warns(CameraBehindWarning, match=r"camera 'cam2': \d+ of \d+ triangulated points lie behind it"):
+        result = triangulate(broken, pixels)
+    in_front = broken.in_front(result.points)
+    assert not (result.used & ~in_front).any()  # a view that has the point behind it is not used
+    assert (result.n_views <= 2).all()
+    # the good rig triangulates without a warning, every view used
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CameraBehindWarning)
+        assert (triangulate(true, pixels).n_views == 3).all()

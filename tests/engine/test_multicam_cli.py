@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from element_lightning_pose.engine.io import write_predictions
-from element_lightning_pose.engine.multicam import rig
+from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import write_calibration
+from element_lightning_pose.synthetic import rig
 
 REPO = Path(__file__).resolve().parents[2]
 

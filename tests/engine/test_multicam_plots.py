@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.smoother import smooth_3d
 from element_lightning_pose.plotting.core import POSTERIOR_BAND_GID
 from element_lightning_pose.plotting.multicam import plot_reprojection_errors, plot_traces_3d
+from element_lightning_pose.synthetic import rig
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_reprojection_errors_one_row_per_camera(estimate, tmp_path):
 
 
 def test_rendered_body_videos_match_their_labels(tmp_path):
-    from element_lightning_pose.engine.io import read_predictions
-    from element_lightning_pose.engine.video import video_info
+    from element_lightning_pose.engine.data.keypoints import read_predictions
+    from element_lightning_pose.engine.data.video import video_info
 
     group = rig.make_rig(3, seed=8, image_size=(160, 120))
     body = rig.make_body(10, seed=8)

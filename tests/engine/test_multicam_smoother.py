@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam import smoother as sm
+from element_lightning_pose.synthetic import rig
 
 
 def _dense_precision(info, p, p0):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.triangulate import (
     TriangulationError,
     triangulate_dlt,
     triangulate_robust,
 )
+from element_lightning_pose.synthetic import rig
 
 
 @pytest.fixture(scope="module")

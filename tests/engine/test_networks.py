@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from element_lightning_pose.engine.losses import heatmap_mse
 from element_lightning_pose.engine.networks import (
     BACKBONE_NAMES,
     HeatmapNet,
@@ -19,6 +18,7 @@ from element_lightning_pose.engine.networks import (
     soft_argmax,
 )
 from element_lightning_pose.engine.networks.backbones import EfficientNetLite0, lite0_weights_path
+from element_lightning_pose.engine.training.losses import heatmap_mse
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)

@@ -17,9 +17,8 @@ from nwbinspector import Importance
 from pynwb import NWBHDF5IO, TimeSeries
 from pynwb.device import Device
 
-from element_lightning_pose.engine.io import read_image, read_labels
+from element_lightning_pose.engine.data.labels import read_image, read_labels
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
-from element_lightning_pose.engine.multicam.rig import make_body, make_rig
 from element_lightning_pose.export.nwb import (
     REFERENCE_FRAME,
     CameraPose,
@@ -36,6 +35,7 @@ from element_lightning_pose.export.nwb import (
     training_frame_name,
     write_nwb,
 )
+from element_lightning_pose.synthetic.rig import make_body, make_rig
 
 N_FRAMES = 24
 BODYPARTS = ["nose", "paw_left", "paw_right", "tail_base"]

@@ -12,9 +12,9 @@ from matplotlib.collections import PolyCollection
 from element_lightning_pose import plotting
 from element_lightning_pose.cli import main as elp_main
 from element_lightning_pose.engine import eks
-from element_lightning_pose.engine.io import write_predictions
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.video import read_frames, video_info
+from element_lightning_pose.engine.data.keypoints import write_predictions
+from element_lightning_pose.engine.data.video import read_frames, video_info
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 N_FRAMES = 30
 

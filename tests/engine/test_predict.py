@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from element_lightning_pose.cli import main as elp
-from element_lightning_pose.engine.io import load_project, read_predictions
-from element_lightning_pose.engine.predict import ModelDirError, load_model, predict_labeled, predict_video
-from element_lightning_pose.engine.video import read_frames, video_info
+from element_lightning_pose.engine.data.keypoints import read_predictions
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.video import read_frames, video_info
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import ModelDirError, predict_labeled, predict_video
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_predict_labeled_matches_frames(model, project):
     labels, _ = load_project(project.root)
     labeled = predict_labeled(model, labels, batch_size=5)
     assert labeled.shape == (len(labels), len(labels.bodyparts), 3)
-    from element_lightning_pose.engine.io import read_image
+    from element_lightning_pose.engine.data.labels import read_image
 
     first = model.predict_frames(read_image(labels.root / labels.image_paths[0])[None])[0]
     np.testing.assert_allclose(labeled[0], first, rtol=0, atol=1e-4)
@@ -113,7 +115,7 @@ def test_batchnorm_folding_keeps_the_predictions(model, project):
 
 
 def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
-    from element_lightning_pose.engine.video import ShortVideoError
+    from element_lightning_pose.engine.data.video import ShortVideoError
     from tests.engine.damaged_video import N_FRAMES as LISTED
     from tests.engine.damaged_video import corrupted, truncated_faststart
 
@@ -127,7 +129,7 @@ def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
 
 
 def test_allow_short_warns_and_fills_the_missing_frames(model, tmp_path):
-    from element_lightning_pose.engine.predict import ShortVideoWarning
+    from element_lightning_pose.engine.inference.predict import ShortVideoWarning
     from tests.engine.damaged_video import N_FRAMES as LISTED
     from tests.engine.damaged_video import corrupted
 
@@ -211,9 +213,10 @@ def test_inference_and_evaluation_load_no_lightning(model, project):
 
     script = f"""
 import sys
-from element_lightning_pose.engine.evaluate import evaluate
-from element_lightning_pose.engine.io import load_project
-from element_lightning_pose.engine.predict import load_model, predict_video
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
 model = load_model({str(model.model_dir)!r}, device="cpu")
 predict_video(model, {str(project.videos[0])!r}, stop=8, progress=False)
 labels, _ = load_project({str(project.root)!r})

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from element_lightning_pose.engine import io
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.data.dlc import read_dlc_project
+from element_lightning_pose.engine.data.projects import detect_layout, load_project
+from element_lightning_pose.engine.errors import ProjectError
 
 BODYPARTS = ["snout", "ear_l", "tail"]
 TINY = {
@@ -75,21 +77,21 @@ def test_dlc_project_merges_every_labeled_folder(tmp_path):
     truth = make_dlc_project(tmp_path)
     (tmp_path / "labeled-data" / "mouseA_labeled").mkdir()  # DeepLabCut's plots of the labels: not labels
     (tmp_path / "labeled-data" / "mouseC").mkdir()  # frames extracted, not labeled yet: skipped
-    assert io.detect_layout(tmp_path).kind == "deeplabcut"
-    labels, videos = io.load_project(tmp_path)
+    assert detect_layout(tmp_path).kind == "deeplabcut"
+    labels, videos = load_project(tmp_path)
     assert len(labels) == 5 and videos == []
     assert labels.bodyparts == BODYPARTS and labels.scorer == "Alice"
     assert labels.image_paths[0] == "labeled-data/mouseA/img003.png"
     assert labels.image_paths[3] == "labeled-data/mouseB/img003.png"
     np.testing.assert_array_equal(labels.keypoints, np.concatenate([truth["mouseA"], truth["mouseB"]]))
     assert all((tmp_path / p).is_file() for p in labels.image_paths)
-    explicit, _ = io.load_project(tmp_path, "config.yaml")  # or named explicitly
+    explicit, _ = load_project(tmp_path, "config.yaml")  # or named explicitly
     assert explicit.image_paths == labels.image_paths
 
 
 def test_dlc_h5_labels_and_bodypart_order(tmp_path):
     truth = make_dlc_project(tmp_path, folders={"v1": 3}, bodyparts=["tail", "snout", "ear_l"], h5=True)
-    labels = io.read_dlc_project(tmp_path)
+    labels = read_dlc_project(tmp_path)
     assert labels.bodyparts == BODYPARTS  # config.yaml's order
     np.testing.assert_array_equal(labels.keypoints, truth["v1"][:, [1, 2, 0]])
 
@@ -97,8 +99,8 @@ def test_dlc_h5_labels_and_bodypart_order(tmp_path):
 def test_dlc_h5_without_pytables_says_what_to_do(tmp_path, monkeypatch):
     make_dlc_project(tmp_path, folders={"v1": 2}, h5=True)
     monkeypatch.setitem(sys.modules, "tables", None)  # as on a machine without PyTables
-    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.h5: .*PyTables.*CollectedData_Alice\.csv"):
-        io.read_dlc_project(tmp_path)
+    with pytest.raises(ProjectError, match=r"CollectedData_Alice\.h5: .*PyTables.*CollectedData_Alice\.csv"):
+        read_dlc_project(tmp_path)
 
 
 def test_dlc_errors_name_the_file(tmp_path):
@@ -107,24 +109,24 @@ def test_dlc_errors_name_the_file(tmp_path):
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
 
     (tmp_path / "labeled-data" / "v1" / "img013.png").unlink()
-    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.csv \(labeled-data/v1/img013\.png\).*not found"):
-        io.load_project(tmp_path)
+    with pytest.raises(ProjectError, match=r"CollectedData_Alice\.csv \(labeled-data/v1/img013\.png\).*not found"):
+        load_project(tmp_path)
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "bodyparts": ["snout", "ear_l", "paw"]}))
-    with pytest.raises(io.ProjectError, match=r"CollectedData_Alice\.csv: body parts .* differ from .*config\.yaml"):
-        io.read_dlc_project(tmp_path, check_images=False)
+    with pytest.raises(ProjectError, match=r"CollectedData_Alice\.csv: body parts .* differ from .*config\.yaml"):
+        read_dlc_project(tmp_path, check_images=False)
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "scorer": "Bob"}))
-    with pytest.raises(io.ProjectError, match=r"CollectedData_Bob\.csv: not found, but \['CollectedData_Alice\.csv'\]"):
-        io.read_dlc_project(tmp_path)
+    with pytest.raises(ProjectError, match=r"CollectedData_Bob\.csv: not found, but \['CollectedData_Alice\.csv'\]"):
+        read_dlc_project(tmp_path)
 
     csv.rename(csv.with_name("notes.csv"))
-    with pytest.raises(io.ProjectError, match=r"CollectedData_Bob\.csv: no labeled folder has it"):
-        io.read_dlc_project(tmp_path)
+    with pytest.raises(ProjectError, match=r"CollectedData_Bob\.csv: no labeled folder has it"):
+        read_dlc_project(tmp_path)
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "multianimalproject": True}))
-    with pytest.raises(io.ProjectError, match=r"config\.yaml: a multi-animal DeepLabCut project"):
-        io.read_dlc_project(tmp_path)
+    with pytest.raises(ProjectError, match=r"config\.yaml: a multi-animal DeepLabCut project"):
+        read_dlc_project(tmp_path)
 
 
 @pytest.mark.slow  # trains a (tiny) network
@@ -157,7 +159,7 @@ def test_elp_train_names_a_project_without_labels(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def rig_project(tmp_path_factory):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     return make_rig_project(
         tmp_path_factory.mktemp("rig"), n_cameras=2, image_size=(96, 64), n_frames=30, n_labeled=6, n_board_frames=3
@@ -165,16 +167,16 @@ def rig_project(tmp_path_factory):
 
 
 def test_multiview_layout_reads_every_view(rig_project):
-    layout = io.detect_layout(rig_project.root)
+    layout = detect_layout(rig_project.root)
     assert layout.kind == "multiview" and layout.view_names == ["cam0", "cam1"]
-    labels, videos = io.load_project(rig_project.root)
+    labels, videos = load_project(rig_project.root)
     assert len(labels) == 12 and labels.views == ["cam0"] * 6 + ["cam1"] * 6
     assert [v.name for v in videos] == ["session0_cam0.mp4", "session0_cam1.mp4"]
     truth = np.load(rig_project.ground_truth)
     frames = truth["labeled_frames"]
     expected = np.where(truth["visible"][1][frames][..., None], truth["pixels"][1][frames], np.nan)
     np.testing.assert_allclose(labels.keypoints[6:], expected, rtol=1e-12)
-    one_view, videos = io.load_project(rig_project.root, ["CollectedData_cam1.csv"])
+    one_view, videos = load_project(rig_project.root, ["CollectedData_cam1.csv"])
     assert one_view.views == ["cam1"] * 6 and [v.name for v in videos] == ["session0_cam1.mp4"]
     subset = labels.subset([7, 0])
     assert subset.views == ["cam1", "cam0"]
@@ -185,14 +187,12 @@ def test_multiview_layout_errors(rig_project, tmp_path):
 
     root = tmp_path / "copy"
     shutil.copytree(rig_project.root, root)
-    with pytest.raises(io.ProjectError, match=r"data\.view_names has 1 name"):
-        io.load_project(root, ["CollectedData_cam0.csv", "CollectedData_cam1.csv"], view_names=["top"])
+    with pytest.raises(ProjectError, match=r"data\.view_names has 1 name"):
+        load_project(root, ["CollectedData_cam0.csv", "CollectedData_cam1.csv"], view_names=["top"])
     lines = (root / "CollectedData_cam1.csv").read_text().splitlines()
     (root / "CollectedData_cam1.csv").write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(
-        io.ProjectError, match=r"CollectedData_cam1\.csv: 5 labeled frames, CollectedData_cam0\.csv has 6"
-    ):
-        io.load_project(root)
+    with pytest.raises(ProjectError, match=r"CollectedData_cam1\.csv: 5 labeled frames, CollectedData_cam0\.csv has 6"):
+        load_project(root)
 
 
 def test_data_config_names_the_keys():
@@ -208,9 +208,9 @@ def test_data_config_names_the_keys():
 
 @pytest.mark.slow  # trains a (tiny) network
 def test_shared_multiview_training(rig_project, tmp_path):
-    from element_lightning_pose.engine.multiview import train_project
+    from element_lightning_pose.engine.training import train
 
-    result = train_project(TINY, rig_project.root, tmp_path / "model", progress=False)
+    result = train(TINY, rig_project.root, tmp_path / "model", progress=False)
     info = json.loads((tmp_path / "model" / "model.json").read_text())
     assert info["n_train"] + info["n_val"] + info["n_test"] == 12  # both views' frames, one network
     assert info["bodyparts"] == rig_project.bodyparts
@@ -220,11 +220,11 @@ def test_shared_multiview_training(rig_project, tmp_path):
 @pytest.mark.slow  # trains a (tiny) network
 def test_per_view_training(rig_project, tmp_path):
     from element_lightning_pose.engine.model_dir import read_model_info
-    from element_lightning_pose.engine.multiview import MultiViewResult, train_project
+    from element_lightning_pose.engine.training import PerViewResult, train
 
     config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
-    result = train_project(config, rig_project.root, tmp_path / "model", progress=False)
-    assert isinstance(result, MultiViewResult) and list(result.views) == ["cam0", "cam1"]
+    result = train(config, rig_project.root, tmp_path / "model", progress=False)
+    assert isinstance(result, PerViewResult) and list(result.views) == ["cam0", "cam1"]
     top = json.loads((tmp_path / "model" / "model.json").read_text())
     assert top["multiview"] == "per_view" and list(top["views"]) == ["cam0", "cam1"]
     for view in ("cam0", "cam1"):
@@ -242,20 +242,20 @@ def test_per_view_training(rig_project, tmp_path):
     splits = [pd.read_csv(tmp_path / "model" / view / "splits.csv") for view in ("cam0", "cam1")]
     assert [Path(p).name for p in splits[0]["image"]] == [Path(p).name for p in splits[1]["image"]]
     assert list(splits[0]["split"]) == list(splits[1]["split"])
-    from element_lightning_pose.engine.multiview import instant_splits
+    from element_lightning_pose.engine.data.splits import instant_splits
 
-    labels, _ = io.load_project(rig_project.root)
+    labels, _ = load_project(rig_project.root)
     shared = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
     assert list(shared) == list(splits[0]["split"]) * 2
 
 
 def test_per_view_needs_a_multiview_project(tmp_path):
-    from element_lightning_pose.engine.multiview import train_project
+    from element_lightning_pose.engine.training import train
 
     make_dlc_project(tmp_path / "dlc")
     config = TrainConfig.from_dict(TINY).with_overrides(["data.multiview=per_view"])
     with pytest.raises(ConfigError, match="is not a multi-view project"):
-        train_project(config, tmp_path / "dlc", tmp_path / "model", progress=False)
+        train(config, tmp_path / "dlc", tmp_path / "model", progress=False)
 
 
 # ------------------------------------------------------------------ synthetic rig project
@@ -263,7 +263,7 @@ def test_per_view_needs_a_multiview_project(tmp_path):
 
 def test_rig_project_is_deterministic(tmp_path):
     from element_lightning_pose.engine.multicam.cameras import read_calibration
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     kwargs = {"n_cameras": 2, "image_size": (64, 48), "n_frames": 12, "n_labeled": 3, "n_board_frames": 2}
     first = make_rig_project(tmp_path / "a", seed=3, **kwargs)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.multicam import rig
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.data.projects import read_multiview_labels
 from element_lightning_pose.engine.multicam.cameras import (
     CalibrationError,
     CameraGroup,
@@ -24,6 +25,8 @@ from element_lightning_pose.engine.multicam.cameras import (
 )
 from element_lightning_pose.engine.multicam.io import write_reprojections
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name, check_path_part, inside_root
+from element_lightning_pose.engine.training.unlabeled import build_camera_caches
+from element_lightning_pose.synthetic import rig
 
 # what a careless or hostile user tries as a name: parent folders, absolute paths, encoded and
 # Windows separators, NUL, hidden and option-like names, and one past the length limit
@@ -130,8 +133,6 @@ def test_reprojections_never_leave_their_folder(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["../x", "/tmp/x", "a\\b", ".."])
 def test_training_configuration_refuses_unsafe_view_names(name):
-    from element_lightning_pose.engine.config import ConfigError, TrainConfig
-
     with pytest.raises(ConfigError, match="data.view_names"):
         TrainConfig.from_dict({"data": {"csv_file": ["a.csv", "b.csv"], "view_names": [name, "b"]}})
 
@@ -139,16 +140,12 @@ def test_training_configuration_refuses_unsafe_view_names(name):
 def test_multiview_labels_refuse_unsafe_view_names(tmp_path):
     """The names a VideoSet.View row or a derived layout gives reach the per-view folders only
     through the label reader, which refuses them (nothing is trained, nothing written)."""
-    from element_lightning_pose.engine.io import read_multiview_labels
-
     with pytest.raises(UnsafePathError, match="view name '../x'"):
         read_multiview_labels(tmp_path, ["CollectedData_top.csv", "CollectedData_bot.csv"], ["../x", "bot"])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_frame_caches_refuse_unsafe_view_names(tmp_path):
-    from element_lightning_pose.engine.unlabeled import build_camera_caches
-
     with pytest.raises(UnsafePathError, match="view name"):
         build_camera_caches([tmp_path / "s_top.mp4"], ["top", "../../x"], (32, 32), tmp_path / "cache")
     assert list(tmp_path.iterdir()) == []

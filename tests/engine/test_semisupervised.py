@@ -8,14 +8,20 @@ import pytest
 import torch
 
 from element_lightning_pose.engine.config import ConfigError, LossesConfig, TrainConfig
-from element_lightning_pose.engine.io import load_project
-from element_lightning_pose.engine.losses import pca_loss, temporal_loss
-from element_lightning_pose.engine.pca import PCAFitError, fit_pca, held_out_residuals
-from element_lightning_pose.engine.predict import load_model, predict_video
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
-from element_lightning_pose.engine.unlabeled import ClipDataset, build_frame_cache, plan_segments, to_original_matrix
-from element_lightning_pose.engine.video import read_frames, resize_frame
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.video import read_frames, resize_frame
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_video
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.losses import pca_loss, temporal_loss
+from element_lightning_pose.engine.training.pca import PCAFitError, fit_pca, held_out_residuals
+from element_lightning_pose.engine.training.unlabeled import (
+    ClipDataset,
+    build_frame_cache,
+    plan_segments,
+    to_original_matrix,
+)
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 
@@ -294,7 +300,7 @@ def test_a_corrupt_unlabeled_video_is_a_clear_error_and_writes_nothing(project, 
     import yaml
 
     from element_lightning_pose.cli import main as elp
-    from element_lightning_pose.engine.video import VideoError
+    from element_lightning_pose.engine.data.video import VideoError
 
     broken = shutil.copytree(project.root, tmp_path / "broken")
     video = broken / "videos" / project.videos[0].name

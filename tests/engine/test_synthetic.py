@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.io import ProjectError, read_image, read_labels
-from element_lightning_pose.engine.synthetic import (
+from element_lightning_pose.engine.data.labels import read_image, read_labels
+from element_lightning_pose.engine.data.video import read_frames, video_info
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.synthetic.projects import (
     BODY_PARTS,
     PART_COLOURS,
     load_synthetic_project,
     main,
     make_synthetic_project,
 )
-from element_lightning_pose.engine.video import read_frames, video_info
 
 N_FRAMES = 60
 

@@ -8,16 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.io import ProjectError, read_image, read_labels
-from element_lightning_pose.engine.synthetic import PART_COLOURS, load_synthetic_project
-from element_lightning_pose.engine.synthetic_sessions import (
+from element_lightning_pose.engine.data.labels import read_image, read_labels
+from element_lightning_pose.engine.data.video import video_info
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.synthetic.projects import PART_COLOURS, load_synthetic_project
+from element_lightning_pose.synthetic.sessions import (
     DISTRACTOR_PARTS,
     SessionStyle,
     load_session_project,
     make_session_project,
     simulate_session,
 )
-from element_lightning_pose.engine.video import video_info
 
 SIZE = (64, 64)
 FRAMES = 60

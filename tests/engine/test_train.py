@@ -18,11 +18,15 @@ import yaml
 
 from element_lightning_pose.cli import main as elp
 from element_lightning_pose.engine.config import AugmentationConfig, ConfigError, TrainConfig
-from element_lightning_pose.engine.data import Augmenter, LabeledDataset, read_splits, scale_points, split_frames
-from element_lightning_pose.engine.io import ProjectError, load_project
-from element_lightning_pose.engine.predict import load_model
-from element_lightning_pose.engine.synthetic import make_synthetic_project
-from element_lightning_pose.engine.train import train
+from element_lightning_pose.engine.data.labels import scale_points
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import read_splits, split_frames
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.augmentation import Augmenter
+from element_lightning_pose.engine.training.datasets import LabeledDataset
+from element_lightning_pose.synthetic.projects import make_synthetic_project
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 
@@ -341,7 +345,7 @@ def test_cli_trains_from_a_project_folder_and_a_config(project, tmp_path, capsys
 
 
 def test_mirror_mouse_trains_and_predicts(mirror_mouse_dir, tmp_path):
-    from element_lightning_pose.engine.predict import predict_video
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     config = TrainConfig.from_dict(TINY).with_overrides(
         ["training.max_steps=3", "training.max_epochs=1", "data.image_resize=[64, 64]"]

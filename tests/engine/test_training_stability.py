@@ -9,15 +9,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from element_lightning_pose.engine.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.config import TrainConfig
-from element_lightning_pose.engine.data import PoseDataModule, split_frames
-from element_lightning_pose.engine.io import load_project
-from element_lightning_pose.engine.losses import heatmap_mse
-from element_lightning_pose.engine.module import HeatmapModule
-from element_lightning_pose.engine.train import train
-
-from .conftest import TINY_CONFIG
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.training import train
+from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
+from element_lightning_pose.engine.training.datasets import PoseDataModule
+from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
+from element_lightning_pose.engine.training.losses import heatmap_mse
+from tests.engine.conftest import TINY_CONFIG
 
 
 def _config(**training) -> dict:
@@ -51,7 +51,7 @@ def test_flat_heatmap_loss_is_the_loss_of_a_flat_map():
 def test_a_context_model_is_guarded_against_its_own_flat_value(monkeypatch):
     """The context model's supervised loss sums two heads: its flat value is twice one head's
     (with one head's, a healthy context model looked collapsed and was restored again and again)."""
-    from element_lightning_pose.engine.train import _guards
+    from element_lightning_pose.engine.training.single import _guards
 
     values = {**TINY_CONFIG, "model": {**TINY_CONFIG["model"], "model_type": "context"}}
     config = TrainConfig.from_dict(values)

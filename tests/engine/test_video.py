@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine import video
-from element_lightning_pose.engine.video import (
+from element_lightning_pose.engine.data import video
+from element_lightning_pose.engine.data.video import (
     VideoError,
     iter_batches,
     iter_frames,
@@ -161,7 +161,7 @@ def test_real_video_metadata(mirror_mouse_dir: Path) -> None:
 
 def test_truncated_video_is_a_short_video_error_naming_the_frame(tmp_path: Path) -> None:
     """A faststart mp4 cut short still opens and lists every frame: decoding it must not end quietly."""
-    from element_lightning_pose.engine.video import ShortVideoError
+    from element_lightning_pose.engine.data.video import ShortVideoError
     from tests.engine.damaged_video import N_FRAMES as LISTED
     from tests.engine.damaged_video import truncated_faststart
 
@@ -184,7 +184,7 @@ def test_truncated_video_is_a_short_video_error_naming_the_frame(tmp_path: Path)
 def test_corrupted_video_decoding_short_is_an_error(tmp_path: Path) -> None:
     """A fifth of the bytes overwritten: the container still lists every frame and the last one
     decodes, but sequential decoding stops part way."""
-    from element_lightning_pose.engine.video import ShortVideoError
+    from element_lightning_pose.engine.data.video import ShortVideoError
     from tests.engine.damaged_video import N_FRAMES as LISTED
     from tests.engine.damaged_video import corrupted
 

@@ -102,7 +102,7 @@ TINY_PARAMS = {
 @pytest.fixture(scope="session")
 def lp_root(tmp_path_factory):
     """A root data directory holding a tiny synthetic labeled project and session videos."""
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     root = tmp_path_factory.mktemp("lp_root")
     project = make_synthetic_project(

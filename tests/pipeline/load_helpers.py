@@ -14,7 +14,7 @@ import numpy as np
 
 from element_lightning_pose import dj_compat, pipeline
 from element_lightning_pose.dj_compat import fetch_keys
-from element_lightning_pose.engine.io import write_predictions
+from element_lightning_pose.engine.data.keypoints import write_predictions
 
 BODYPARTS = ["nose", "tail"]
 LOAD_MODELS = ("pc_load1", "pc_load2")

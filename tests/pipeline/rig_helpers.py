@@ -14,9 +14,9 @@ import datetime as dt
 import numpy as np
 
 from element_lightning_pose import dj_compat, pipeline
-from element_lightning_pose.engine.io import write_predictions
-from element_lightning_pose.engine.multicam import rig
+from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import write_calibration
+from element_lightning_pose.synthetic import rig
 
 
 def build_rig(

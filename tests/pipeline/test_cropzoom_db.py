@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .conftest import TINY_PARAMS
+from tests.pipeline.conftest import TINY_PARAMS
 
 MODEL_NAME = "cropzoom_tiny"
 
@@ -22,7 +21,7 @@ def crop_zoom_recording(lp, lp_root):
     schema's models, tasks and pose rows.
     """
     from element_lightning_pose import pipeline
-    from element_lightning_pose.engine.train import train
+    from element_lightning_pose.engine.training import train
 
     root, project = lp_root
     config = {**TINY_PARAMS, "crop_zoom": {"enabled": True, "detector_resize": [32, 32], "min_detection_confidence": 0}}
@@ -52,7 +51,8 @@ def crop_zoom_recording(lp, lp_root):
 
 
 def test_pose_estimation_runs_a_crop_zoom_model(lp, crop_zoom_recording):
-    from element_lightning_pose.engine.predict import CropZoomModel, load_model, predict_video
+    from element_lightning_pose.engine.inference.models import CropZoomModel, load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     rec, key, project = crop_zoom_recording["rec"], crop_zoom_recording["key"], crop_zoom_recording["project"]
     row = (lp.model.Model & {"model_name": MODEL_NAME}).fetch1()

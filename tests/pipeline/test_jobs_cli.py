@@ -10,9 +10,8 @@ import subprocess
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .conftest import lp_session
-from .jobs_helpers import TableLock, add_recording, jobs_command, reservations, wait_for, worker_command
+from tests.pipeline.conftest import lp_session
+from tests.pipeline.jobs_helpers import TableLock, add_recording, jobs_command, reservations, wait_for, worker_command
 
 
 def error_recordings(lp) -> list[int]:

@@ -14,9 +14,8 @@ import datetime as dt
 import numpy as np
 
 from element_lightning_pose import dj_compat
-
-from .rig_helpers import add_sources, build_rig
-from .test_join_ephys import activate_ephys, insert_units, stand_in_units
+from tests.pipeline.rig_helpers import add_sources, build_rig
+from tests.pipeline.test_join_ephys import activate_ephys, insert_units, stand_in_units
 
 N_RIG = 20
 

@@ -11,18 +11,18 @@ by the end, so the shared-schema tests (the worker counts pending tasks) are una
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat, pipeline
-from element_lightning_pose.engine.multicam import rig
 from element_lightning_pose.engine.multicam.boards import Board
-from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text
+from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, read_calibration
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
-
-from .rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
+from element_lightning_pose.synthetic import rig
+from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
 
 SIZE = (320, 240)
 N_RIG = 40  # rig frames
@@ -112,6 +112,59 @@ def test_calibration_file_missing_a_field_inserts_nothing(lp, rig3d, tmp_path):
     assert not lp.multicam.CameraCalibration.Camera & {"calibration_id": "rig3d_broken"}
 
 
+# issue 26, item 9: one camera validator for the file reader and the table
+
+
+@pytest.mark.parametrize(
+    "pattern, replacement, message",
+    [
+        (r"\[\[", "[[-", "camera 'cam1' ([cam_1]): field 'matrix': focal length fx = -"),
+        (r"1\.0\]\]$", "3.0]]", "camera 'cam1' ([cam_1]): field 'matrix': the last row is [0.0, 0.0, 3.0]"),
+        (r"\[\[[-\d.e+]+", "[[true", "camera 'cam1' ([cam_1]): field 'matrix' holds a non-number: True (bool)"),
+    ],
+)
+def test_calibration_file_with_a_degenerate_camera_inserts_nothing(lp, rig3d, tmp_path, pattern, replacement, message):
+    lines = calibration_text(rig3d["group"]).splitlines()
+    matrix = next(i for i in range(lines.index("[cam_1]"), len(lines)) if lines[i].startswith("matrix"))
+    lines[matrix] = re.sub(pattern, replacement, lines[matrix], count=1)
+    broken = tmp_path / "degenerate.toml"
+    broken.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CalibrationError) as info:
+        lp.multicam.CameraCalibration.insert_from_file("rig3d_degenerate", broken, units="mm", reference_frame="x")
+    assert message in str(info.value) and "degenerate.toml" in str(info.value)
+    assert not lp.multicam.CameraCalibration & {"calibration_id": "rig3d_degenerate"}
+    assert not lp.multicam.CameraCalibration.Camera & {"calibration_id": "rig3d_degenerate"}
+
+
+def test_a_camera_changed_after_it_was_checked_is_refused_at_insert(lp, rig3d):
+    group = read_calibration(rig3d["calibration"])
+    group.cameras[2].matrix[1, 1] = 0.0  # the arrays of a Camera are writable
+    with pytest.raises(CalibrationError, match=r"camera 'cam2' \(calibration 'rig3d_mutated'\): field 'matrix'"):
+        lp.multicam.CameraCalibration.insert_group("rig3d_mutated", group, units="mm", reference_frame="x")
+    assert not lp.multicam.CameraCalibration & {"calibration_id": "rig3d_mutated"}
+
+
+def test_a_degenerate_stored_camera_is_refused_when_read(lp, rig3d):
+    key = {"calibration_id": "rig3d_stored_bad"}
+    group = read_calibration(rig3d["calibration"])
+    lp.multicam.CameraCalibration.insert_group(key["calibration_id"], group, units="mm", reference_frame="x")
+    camera = {**key, "camera_name": "cam0"}
+    row = (lp.multicam.CameraCalibration.Camera & camera).fetch1()
+    (lp.multicam.CameraCalibration.Camera & camera).delete_quick()
+    row["intrinsic_matrix"] = np.array([[0.0, 0, 160], [0, 500, 120], [0, 0, 1]])
+    lp.multicam.CameraCalibration.Camera.insert1(row)  # a Manual table: anyone may insert a row
+    try:
+        with pytest.raises(
+            CalibrationError,
+            match=r"camera 'cam0' \(CameraCalibration 'rig3d_stored_bad'\): field 'intrinsic_matrix': "
+            r"focal length fx = 0\.0 must be positive",
+        ):
+            lp.multicam.CameraCalibration.camera_group(key)
+    finally:
+        (lp.multicam.CameraCalibration.Camera & key).delete_quick()
+        (lp.multicam.CameraCalibration & key).delete_quick()
+
+
 def test_calibration_from_board_videos(lp, rig3d):
     """Rendered ChArUco videos -> Calibration -> CameraCalibration; the rig is recovered."""
     group = rig3d["group"]
@@ -147,6 +200,33 @@ def test_calibration_task_with_a_bad_board_inserts_nothing(lp, rig3d):
     assert not lp.multicam.CalibrationTask & {"calibration_id": "rig3d_badboard"}
 
 
+def test_calibration_task_checks_board_corners_and_videos(lp, rig3d):
+    """Issue 26, items 14, 19 and 25: checked by the engine's rules before anything is inserted."""
+    from element_lightning_pose.engine.multicam.boards import BoardError
+
+    files = {n: rig3d["base"] / "videos" / f"{n}.mp4" for n in ("cam0", "cam1")}  # checked before decoding
+    assert all(f.is_file() for f in files.values())
+    key = {"calibration_id": "rig3d_task_checks"}
+    with pytest.raises(BoardError, match="board_x = 7.5 must be a whole number of squares"):
+        lp.multicam.CalibrationTask.create(key["calibration_id"], {**BOARD, "board_x": 7.5}, files, units="mm")
+    with pytest.raises(BoardError, match="min_corners = 0 must be a whole number from 4 to 24"):
+        lp.multicam.CalibrationTask.create(key["calibration_id"], BOARD, files, units="mm", min_corners=0)
+    link = rig3d["base"] / "videos" / "cam0_link.avi"
+    link.unlink(missing_ok=True)
+    link.symlink_to(files["cam0"])
+    for same in (files["cam0"], link):
+        with pytest.raises(BoardError, match="cameras 'cam0' and 'cam1' are given the same video"):
+            lp.multicam.CalibrationTask.create(key["calibration_id"], BOARD, {**files, "cam1": same}, units="mm")
+    assert not lp.multicam.CalibrationTask & key
+    no_type = {k: v for k, v in BOARD.items() if k != "board_type"}  # sleap-anipose's board.toml keys
+    lp.multicam.CalibrationTask.create(key["calibration_id"], no_type, files, units="mm")
+    try:
+        assert (lp.multicam.CalibrationTask & key).fetch1("board")["board_type"] == "charuco"
+    finally:
+        (lp.multicam.CalibrationTask.BoardVideo & key).delete_quick()
+        (lp.multicam.CalibrationTask & key).delete_quick()
+
+
 def test_calibration_task_for_an_existing_calibration_is_refused(lp, calibration_key):
     with pytest.raises(ValueError, match="'rig3d_true' is already in CameraCalibration"):
         lp.multicam.CalibrationTask.create("rig3d_true", BOARD, {"cam0": "a.avi", "cam1": "b.avi"}, units="mm")
@@ -178,6 +258,45 @@ def test_views_with_different_frame_counts_and_no_offsets_are_refused(lp, rig3d,
         lp.multicam.MultiCameraRecording.insert_rig(rig3d["session"], 3, "rig3d_true", views)
     assert not lp.multicam.MultiCameraRecording & {**rig3d["session"], "rig_recording_id": 3}
     assert not lp.multicam.MultiCameraRecording.View & {**rig3d["session"], "rig_recording_id": 3}
+
+
+def test_one_recording_as_several_cameras_is_refused(lp, rig3d, calibration_key):
+    """Issue 26, item 10."""
+    first = rig3d["recs"]["cam0"]["recording_id"]
+    for views in ({"cam0": first, "cam1": first, "cam2": first}, {"cam0": (first, 0), "cam1": (first, 2)}):
+        with pytest.raises(lp.multicam.RigError, match=rf"recording {first} is given to cameras \['cam0', 'cam1'"):
+            lp.multicam.MultiCameraRecording.insert_rig(rig3d["session"], 4, "rig3d_true", views)
+    assert not lp.multicam.MultiCameraRecording & {**rig3d["session"], "rig_recording_id": 4}
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (True, "view 'cam0': True is not a recording_id"),
+        (301.0, "view 'cam0': 301.0 is not a recording_id"),
+        ("301", "view 'cam0': '301' is not a recording_id"),
+        ((301, 1.5), "view 'cam0': (301, 1.5) is not a recording_id"),
+        ((301,), "view 'cam0': (301,) is not a recording_id"),
+    ],
+)
+def test_malformed_views_are_refused(lp, rig3d, calibration_key, value, message):
+    """Issue 26, items 10 and 23: a clear RigError (an ElpError), not a traceback or a wrong recording."""
+    from element_lightning_pose.engine.errors import ElpError
+
+    views = {"cam0": value, "cam1": rig3d["recs"]["cam1"]["recording_id"]}
+    with pytest.raises(lp.multicam.RigError) as info:
+        lp.multicam.MultiCameraRecording.insert_rig(rig3d["session"], 5, "rig3d_true", views)
+    assert message in str(info.value) and isinstance(info.value, ElpError)
+    assert not lp.multicam.MultiCameraRecording & {**rig3d["session"], "rig_recording_id": 5}
+
+
+def test_session_key_without_its_attributes_is_refused(lp, rig3d, calibration_key):
+    views = {name: rec["recording_id"] for name, rec in rig3d["recs"].items() if name != "cam2"}
+    dropped = next(k for k in rig3d["session"] if k != "subject")  # session_id, or session_datetime (0.14)
+    session = {k: v for k, v in rig3d["session"].items() if k != dropped}
+    with pytest.raises(lp.multicam.RigError, match=rf"session key .* lacks \['{dropped}'\]"):
+        lp.multicam.MultiCameraRecording.insert_rig(session, 6, "rig3d_true", views)
+    assert not lp.multicam.MultiCameraRecording & {"rig_recording_id": 6}
 
 
 # --------------------------------------------------------------------------- triangulation
@@ -233,7 +352,7 @@ def test_elp_worker_triangulates(lp, lp_root, rig3d, sources, rig_key):
     import json
     import subprocess
 
-    from .jobs_helpers import worker_command
+    from tests.pipeline.jobs_helpers import worker_command
 
     idx = lp.multicam.TriangulationParamSet.insert_new_params("dlt", {"method": "dlt"})
     key = lp.multicam.TriangulationTask.create(rig_key, idx, "rig_truth", triangulation_id=6)

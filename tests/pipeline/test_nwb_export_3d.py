@@ -21,8 +21,7 @@ from pynwb import NWBHDF5IO, TimeSeries
 
 from element_lightning_pose import dj_compat
 from element_lightning_pose.export import dj_nwb, nwb
-
-from .rig_helpers import add_sources, build_rig
+from tests.pipeline.rig_helpers import add_sources, build_rig
 
 SIZE = (160, 120)
 N_RIG = 20

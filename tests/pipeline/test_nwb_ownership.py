@@ -10,8 +10,7 @@ from pynwb import NWBHDF5IO
 
 from element_lightning_pose import dj_compat
 from element_lightning_pose.export import dj_nwb, nwb
-
-from .load_helpers import insert_load_models, load_task, recording
+from tests.pipeline.load_helpers import insert_load_models, load_task, recording
 
 META = {"species": "Mus musculus", "subject": {"age": "P90D"}}
 

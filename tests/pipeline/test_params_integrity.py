@@ -10,8 +10,7 @@ import pytest
 
 from element_lightning_pose import dj_compat
 from element_lightning_pose.params import ImmutableParams, ParamSetUpdateError
-
-from .conftest import TINY_PARAMS
+from tests.pipeline.conftest import TINY_PARAMS
 
 
 def test_update1_of_training_params_or_hash_is_refused(lp):

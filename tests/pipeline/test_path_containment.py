@@ -26,14 +26,14 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat, ensemble, model, multicam, paths, pipeline, train
-from element_lightning_pose.engine.io import write_predictions
-from element_lightning_pose.engine.multicam import rig
+from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.boards import Board
+from element_lightning_pose.engine.multicam.cameras import CalibrationError
 from element_lightning_pose.engine.safe_paths import UnsafePathError
-
-from .conftest import TINY_PARAMS
-from .load_helpers import BODYPARTS, WHEN, insert_load_models, load_task, predictions, recording
-from .rig_helpers import build_rig, insert_load_model, observations
+from element_lightning_pose.synthetic import rig
+from tests.pipeline.conftest import TINY_PARAMS
+from tests.pipeline.load_helpers import BODYPARTS, WHEN, insert_load_models, load_task, predictions, recording
+from tests.pipeline.rig_helpers import build_rig, insert_load_model, observations
 
 REFUSED_VALUES = ["../../e", "/e", ".."]  # at most 8 characters: element-animal's subject
 # (a backslash is tried on key_folder_name only: DataJoint 2.x on PostgreSQL does not find a row
@@ -313,8 +313,6 @@ def test_calibration_refuses_an_id_that_leaves_the_root(lp, board_videos, tmp_pa
 
 
 def test_a_calibration_file_with_an_unsafe_camera_name_is_refused(lp, pc_rig, tmp_path):
-    from element_lightning_pose.engine.multicam.cameras import CalibrationError
-
     text = pc_rig["calibration"].read_text().replace('name = "cam0"', 'name = "../../x"', 1)
     path = pc_rig["base"] / "unsafe_calibration.toml"
     path.write_text(text)
@@ -391,7 +389,7 @@ def test_schema_modules_join_no_unchecked_output_path():
     reads = {
         "model.py": ['full_dir = processed_dir() / row["model_dir"]'],
         "multicam.py": ["path = processed_dir() / file"],
-        "ensemble.py": ["io.read_predictions(processed / file)", 'f"{processed / file} (member'],
+        "ensemble.py": ["read_predictions(processed / file)", 'f"{processed / file} (member'],
     }
     package = Path(model.__file__).parent
     for name in ("model.py", "train.py", "ensemble.py", "multicam.py"):

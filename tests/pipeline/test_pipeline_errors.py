@@ -27,7 +27,7 @@ def test_corrupt_and_missing_video_fail_recording_info(lp, lp_root, flow):
 
 
 def test_project_with_missing_image_is_not_registered(lp, lp_root):
-    from element_lightning_pose.engine.io import ProjectError
+    from element_lightning_pose.engine.errors import ProjectError
 
     root, project = lp_root
     broken = root / "projects" / "broken"
@@ -55,7 +55,7 @@ def test_model_dir_without_checkpoint_is_refused(lp, flow, tmp_path):
 
 def test_loaded_predictions_with_other_body_parts_are_refused(lp, flow):
     """task_mode='load' with a CSV whose body parts differ from the model's."""
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
     dj_compat.populate(lp.model.PoseEstimation, flow["rec"])
     rec = {**flow["rec"], "recording_id": 910}
@@ -67,23 +67,23 @@ def test_loaded_predictions_with_other_body_parts_are_refused(lp, flow):
     assert dj_compat.populate(lp.model.RecordingInfo, rec).errors == []
     key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(
+    values, bodyparts = read_predictions(
         lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
     )
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
-    io.write_predictions(out_dir / "predictions.csv", values, ["renamed"] + bodyparts[1:])
+    write_predictions(out_dir / "predictions.csv", values, ["renamed"] + bodyparts[1:])
     result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
     assert len(result.errors) == 1 and "renamed" in result.errors[0][1]
     assert not lp.model.PoseEstimation & key
     # the same file with the right names loads
-    io.write_predictions(out_dir / "predictions.csv", values, bodyparts)
+    write_predictions(out_dir / "predictions.csv", values, bodyparts)
     assert dj_compat.populate(lp.model.PoseEstimation, key).success_count == 1
     assert (lp.model.PoseEstimation & key).fetch1("inference_time_s") == 0
 
 
 @pytest.mark.parametrize("damage", ["frames", "bodyparts"])
 def test_ensemble_members_must_match(lp, flow, damage):
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     ensemble_id = 20 if damage == "frames" else 21
@@ -92,12 +92,12 @@ def test_ensemble_members_must_match(lp, flow, damage):
     member = {**flow["rec"], "model_name": flow["names"][1]}
     path = lp.model.processed_dir() / (lp.model.PoseEstimation & member).fetch1("predictions_file")
     original = path.read_bytes()
-    values, bodyparts = io.read_predictions(path)
+    values, bodyparts = read_predictions(path)
     try:
         if damage == "frames":
-            io.write_predictions(path, values[:-5], bodyparts)
+            write_predictions(path, values[:-5], bodyparts)
         else:
-            io.write_predictions(path, values, bodyparts[::-1])
+            write_predictions(path, values, bodyparts[::-1])
         result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, key, suppress_errors=True)
         assert len(result.errors) == 1
         message = result.errors[0][1]
@@ -141,11 +141,11 @@ def test_short_video_fails_pose_estimation_before_writing(lp, lp_root, flow):
 
 def test_load_task_reads_predictions_csv_by_name(lp, flow):
     """task_mode='load' takes predictions.csv, not the alphabetically first CSV nor a hidden temporary."""
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(
+    values, bodyparts = read_predictions(
         lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
     )
     video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
@@ -154,27 +154,27 @@ def test_load_task_reads_predictions_csv_by_name(lp, flow):
     assert dj_compat.populate(lp.model.RecordingInfo, rec).errors == []
     key = lp.model.PoseEstimationTask.generate(rec, flow["names"][0], task_mode="load")
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
-    io.write_predictions(out_dir / "predictions.csv", values, bodyparts)
-    io.write_predictions(out_dir / "a_first.csv", values[:-3], ["other"] + bodyparts[1:])
-    io.write_predictions(out_dir / ".a_hidden.123.tmp.csv", values[:-3], bodyparts)
+    write_predictions(out_dir / "predictions.csv", values, bodyparts)
+    write_predictions(out_dir / "a_first.csv", values[:-3], ["other"] + bodyparts[1:])
+    write_predictions(out_dir / ".a_hidden.123.tmp.csv", values[:-3], bodyparts)
     assert dj_compat.populate(lp.model.PoseEstimation, key).success_count == 1
     assert (lp.model.PoseEstimation & key).fetch1("predictions_file").endswith("/predictions.csv")
     assert (lp.model.PoseEstimation & key).fetch1("n_frames") == len(values)
 
 
 def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     source = {**flow["rec"], "model_name": flow["names"][0]}
-    values, bodyparts = io.read_predictions(
+    values, bodyparts = read_predictions(
         lp.model.processed_dir() / (lp.model.PoseEstimation & source).fetch1("predictions_file")
     )
     video = flow["project"].videos[0].relative_to(lp.model.root_dirs()[0]).as_posix()
     key = lp.model.PoseEstimationTask.generate(_recording(lp, flow, 931, video), flow["names"][0], task_mode="load")
     out_dir = lp.model.processed_dir() / (lp.model.PoseEstimationTask & key).fetch1("output_dir")
     for name in ("session_a.csv", "session_b.csv"):
-        io.write_predictions(out_dir / name, values, bodyparts)
+        write_predictions(out_dir / name, values, bodyparts)
     result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
     assert len(result.errors) == 1
     message = result.errors[0][1]

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .conftest import TINY_PARAMS
+from tests.pipeline.conftest import TINY_PARAMS
 
 
 def test_paramset_is_deduplicated_by_content(lp, flow):
@@ -56,7 +55,8 @@ def test_evaluation_per_split(lp, flow):
 
 
 def test_pose_estimation_equals_engine_output(lp, flow):
-    from element_lightning_pose.engine.predict import load_model, predict_video
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
 
     dj_compat.populate(lp.model.RecordingInfo, flow["rec"])
     result = dj_compat.populate(lp.model.PoseEstimation, flow["rec"], reserve_jobs=True)

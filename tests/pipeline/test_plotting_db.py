@@ -46,7 +46,7 @@ def test_labeled_videos_from_keys(lp, populated, tmp_path):
     key = {**populated["rec"], "model_name": populated["names"][0]}
     out = plotting.labeled_video_for(key)
     assert out.name.endswith("_labeled.mp4") and out.is_relative_to(lp.model.processed_dir())
-    from element_lightning_pose.engine.video import video_info
+    from element_lightning_pose.engine.data.video import video_info
 
     assert video_info(out).n_frames == 48
     out = plotting.labeled_video_for(populated["ensemble_key"], tmp_path / "ens.mp4", start=10, stop=20)

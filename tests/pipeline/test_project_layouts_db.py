@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from element_lightning_pose import dj_compat
-from element_lightning_pose.engine.io import ProjectError
+from element_lightning_pose.engine.errors import ProjectError
 from tests.engine.test_project_layouts import BODYPARTS, make_dlc_project
 from tests.pipeline.conftest import TINY_PARAMS
 
@@ -58,7 +58,7 @@ def test_bad_dlc_project_inserts_nothing(lp, lp_root):
 
 
 def test_multiview_project_registers_and_trains_shared(lp, lp_root):
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root, _ = lp_root
     make_rig_project(
@@ -96,9 +96,9 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
 
 
 def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):
-    """A ModelTraining row is one network: the engine (multiview.train_one_network) refuses
+    """A ModelTraining row is one network: the engine (training.train with one_network=True) refuses
     data.multiview=per_view before training, naming the parameter and what to do instead."""
-    from element_lightning_pose.engine.multicam.project import make_rig_project
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     root, _ = lp_root
     make_rig_project(

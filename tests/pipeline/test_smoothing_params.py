@@ -55,7 +55,7 @@ def test_smoothing_params_are_stored_canonical_and_deduplicated(lp):
 
 
 def test_project_without_labeled_keypoints_is_not_registered(lp, lp_root):
-    from element_lightning_pose.engine.io import ProjectError
+    from element_lightning_pose.engine.errors import ProjectError
 
     root, project = lp_root
     blank = root / "projects" / "no_labels"
@@ -71,7 +71,7 @@ def test_project_without_labeled_keypoints_is_not_registered(lp, lp_root):
 
 def test_member_without_any_prediction_fails_naming_its_file(lp, flow):
     from element_lightning_pose import dj_compat
-    from element_lightning_pose.engine import io
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
     assert dj_compat.populate(lp.model.PoseEstimation, flow["rec"]).errors == []
     idx = lp.ensemble.SmoothingParamSet.insert_new_params("fixed s", {"s": 4.0})
@@ -79,9 +79,9 @@ def test_member_without_any_prediction_fails_naming_its_file(lp, flow):
     member = {**flow["rec"], "model_name": flow["names"][1]}
     path = lp.model.processed_dir() / (lp.model.PoseEstimation & member).fetch1("predictions_file")
     original = path.read_bytes()
-    values, bodyparts = io.read_predictions(path)
+    values, bodyparts = read_predictions(path)
     try:
-        io.write_predictions(path, np.full_like(values, np.nan), bodyparts)
+        write_predictions(path, np.full_like(values, np.nan), bodyparts)
         result = dj_compat.populate(lp.ensemble.EnsembleSmoothing, key, suppress_errors=True)
         assert len(result.errors) == 1
         message = result.errors[0][1]
@@ -97,7 +97,8 @@ def test_paramset_chooses_robust_options_and_the_multiview_smoother(lp, flow):
     """The robust options and view groups are stored, refused when bad, and EnsembleSmoothing
     runs the smoother they choose (the same numbers as the engine on the member files)."""
     from element_lightning_pose import dj_compat
-    from element_lightning_pose.engine import eks, io
+    from element_lightning_pose.engine import eks
+    from element_lightning_pose.engine.data.keypoints import read_predictions
 
     table = lp.ensemble.SmoothingParamSet
     with pytest.raises(ValueError, match="view_groups"):
@@ -121,9 +122,9 @@ def test_paramset_chooses_robust_options_and_the_multiview_smoother(lp, flow):
         for m in sorted(flow["names"])
     ]
     expected = eks.smooth_multiview(
-        [io.read_predictions(f)[0] for f in files],
+        [read_predictions(f)[0] for f in files],
         [[0, 1]],
-        io.read_predictions(files[0])[1],
+        read_predictions(files[0])[1],
         outliers="reject",
         outlier_threshold=4.0,
     )

@@ -11,8 +11,7 @@ import subprocess
 import pytest
 
 from element_lightning_pose import dj_compat
-
-from .jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
+from tests.pipeline.jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
 
 N_GOOD = 6
 
@@ -88,7 +87,7 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
     table holds it inside its final transaction (inference done, master row inserted but not
     committed, the part rows waiting), so it cannot finish first however fast it computes.
     """
-    from element_lightning_pose.engine.synthetic import make_synthetic_project
+    from element_lightning_pose.synthetic.projects import make_synthetic_project
 
     root, _ = lp_root
     n_frames = 300

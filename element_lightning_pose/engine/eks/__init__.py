@@ -23,10 +23,10 @@ Modules (each holds its own maths in its docstring):
 ``elp smooth`` is the command line (:mod:`element_lightning_pose.cli.smooth`).
 """
 
-from .ensemble import LIKELIHOOD_FLOOR, VAR_FLOOR, EnsembleStats, ensemble_stats
-from .io import EKS_COORDS, SmoothingResult, load_members, require_predictions
-from .multiview import smooth_ensemble, smooth_multiview
-from .params import (
+from element_lightning_pose.engine.eks.ensemble import LIKELIHOOD_FLOOR, VAR_FLOOR, EnsembleStats, ensemble_stats
+from element_lightning_pose.engine.eks.io import EKS_COORDS, SmoothingResult, load_members, require_predictions
+from element_lightning_pose.engine.eks.multiview import smooth_ensemble, smooth_multiview
+from element_lightning_pose.engine.eks.params import (
     CENTRES,
     NOISE_MODELS,
     OUTLIER_MODES,
@@ -42,8 +42,8 @@ from .params import (
     parse_groups,
     validate_smoothing_params,
 )
-from .robust import member_scales, reject_members
-from .singleview import (
+from element_lightning_pose.engine.eks.robust import member_scales, reject_members
+from element_lightning_pose.engine.eks.singleview import (
     LOG_S_BOUNDS,
     fit_range_mask,
     fit_smoothing_param,

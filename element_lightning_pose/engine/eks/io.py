@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from element_lightning_pose.engine.io import ProjectError, read_predictions, write_keypoint_csv
+from element_lightning_pose.engine.data.keypoints import read_predictions, write_keypoint_csv
+from element_lightning_pose.engine.errors import ProjectError
 
 PathLike = str | os.PathLike
 
@@ -117,7 +119,6 @@ def _read_all(files: list) -> list[tuple[np.ndarray, list[str]]]:
     """``read_predictions`` of every file, two at a time (pandas' parser releases the GIL)."""
     if len(files) < 2:
         return [read_predictions(f) for f in files]
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return list(pool.map(read_predictions, files))

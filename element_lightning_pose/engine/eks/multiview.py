@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from scipy.linalg import lapack
 
+from element_lightning_pose.engine.eks.ensemble import VAR_FLOOR, ensemble_stats
+from element_lightning_pose.engine.eks.io import SmoothingResult, load_members
 from element_lightning_pose.engine.eks.params import (
     CentreMode,
     FitRangeArg,
@@ -26,11 +28,8 @@ from element_lightning_pose.engine.eks.params import (
     SmoothingParams,
     VarMode,
 )
-
-from .ensemble import VAR_FLOOR, ensemble_stats
-from .io import SmoothingResult, load_members
-from .robust import smooth_rejecting
-from .singleview import (
+from element_lightning_pose.engine.eks.robust import smooth_rejecting
+from element_lightning_pose.engine.eks.singleview import (
     _LOG_2PI,
     NOISE_SCALE_BOUNDS,
     _fixed_s,

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..errors import ElpError
+from element_lightning_pose.engine.errors import ElpError
 
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]

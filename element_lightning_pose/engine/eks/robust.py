@@ -42,9 +42,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .ensemble import nanmedian, valid_members
-from .io import SmoothingResult
-from .params import SmoothingParams
+from element_lightning_pose.engine.eks.ensemble import nanmedian, valid_members
+from element_lightning_pose.engine.eks.io import SmoothingResult
+from element_lightning_pose.engine.eks.params import SmoothingParams
 
 # median of |e| for e ~ N(0, sigma^2 I_2) is sigma sqrt(2 ln 2)
 _RAYLEIGH_MEDIAN = float(np.sqrt(2.0 * np.log(2.0)))

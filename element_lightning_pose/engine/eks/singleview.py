@@ -60,6 +60,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack
 
+from element_lightning_pose.engine.eks.ensemble import VAR_FLOOR, ensemble_stats, nanmedian
+from element_lightning_pose.engine.eks.io import SmoothingResult, load_members
 from element_lightning_pose.engine.eks.params import (
     CentreMode,
     FitRangeArg,
@@ -68,10 +70,7 @@ from element_lightning_pose.engine.eks.params import (
     SmoothingParams,
     VarMode,
 )
-
-from .ensemble import VAR_FLOOR, ensemble_stats, nanmedian
-from .io import SmoothingResult, load_members
-from .robust import is_robust, smooth_rejecting
+from element_lightning_pose.engine.eks.robust import is_robust, smooth_rejecting
 
 PathLike = str | os.PathLike
 

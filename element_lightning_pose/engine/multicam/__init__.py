@@ -1,5 +1,5 @@
 """Multi-camera 3D: camera models and calibration files, board calibration, triangulation
-(linear, robust) and a robust Bayesian 3D smoother, synthetic calibrated rigs.
+(linear, robust) and a robust Bayesian 3D smoother.
 
 Modules:
 
@@ -9,8 +9,8 @@ Modules:
 * :mod:`.smoother` - the Bayesian 3D smoother (random walk, Student-t views, limb lengths);
 * :mod:`.calibrate` / :mod:`.boards` - ChArUco / checkerboard detection, intrinsics,
   extrinsics, bundle adjustment;
-* :mod:`.rig` - synthetic calibrated rigs, bodies, corrupted 2D observations, board videos;
 * :mod:`.io` - the 3D points CSV layout and reading per-camera predictions.
 
+Synthetic rigs with ground truth live beside the engine, in :mod:`element_lightning_pose.synthetic.rig`.
 Nothing here imports DataJoint.
 """

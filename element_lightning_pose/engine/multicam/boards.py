@@ -12,13 +12,16 @@
 
 anipose's own ``config.toml`` ``[calibration]`` section (``board_type``, ``board_size``,
 ``board_square_side_length``, ``board_marker_length``, ``board_marker_bits``,
-``board_marker_dict_number``) is accepted too.
+``board_marker_dict_number``) is accepted too, and so is sleap-anipose's ``board.toml``, which
+has no ``board_type``: a board with a ``marker_length`` is ChArUco, one without a checkerboard
+(:func:`board_from_dict` says which it chose).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +44,30 @@ _ANIPOSE_KEYS = {
 }
 
 
+# More squares per side than any printed board has; bounds the corner grids built from it.
+MAX_SQUARES = 100
+# A homography (the start of a board view's pose) needs four corners.
+MIN_CORNERS = 4
+
+
 class BoardError(ElpError):
     """A board description is malformed or a video cannot be read; the message names it."""
+
+
+def _whole(value: object) -> int | None:
+    """``value`` as an int if it is a whole number (not a boolean, not a string), else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    if not math.isfinite(value) or value != int(value):
+        return None
+    return int(value)
+
+
+def _positive(value: object) -> bool:
+    """Whether ``value`` is a finite number above 0 (not a boolean, not a string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(math.isfinite(value) and value > 0)
 
 
 @dataclass(frozen=True)
@@ -60,20 +85,56 @@ class Board:
     def __post_init__(self) -> None:
         if self.board_type not in ("charuco", "checkerboard"):
             raise BoardError(f"board_type {self.board_type!r} must be 'charuco' or 'checkerboard'")
-        if self.board_x < 2 or self.board_y < 2:
-            raise BoardError(f"board_x, board_y = {self.board_x}, {self.board_y}: need at least 2 squares each")
-        if not self.square_length > 0:
-            raise BoardError(f"square_length must be positive, got {self.square_length}")
+        for key in ("board_x", "board_y", "marker_bits", "dict_size"):
+            value = getattr(self, key)
+            whole = _whole(value)
+            if whole is None:
+                unit = " of squares" if key.startswith("board_") else ""
+                raise BoardError(f"{key} = {value!r} must be a whole number{unit}")
+            object.__setattr__(self, key, whole)
+        for key in ("board_x", "board_y"):
+            squares = getattr(self, key)
+            if not 2 <= squares <= MAX_SQUARES:
+                bound = "at least 2" if squares < 2 else f"at most {MAX_SQUARES}"
+                raise BoardError(f"{key} = {squares} squares: {bound} per side")
+        if not _positive(self.square_length):
+            raise BoardError(f"square_length = {self.square_length!r} must be a positive finite number")
+        object.__setattr__(self, "square_length", float(self.square_length))
         if self.board_type == "charuco":
-            if not 0 < self.marker_length < self.square_length:
+            if not _positive(self.marker_length) or not self.marker_length < self.square_length:
                 raise BoardError(
-                    f"marker_length {self.marker_length} must be in (0, square_length {self.square_length})"
+                    f"marker_length = {self.marker_length!r} must be in (0, square_length {self.square_length})"
                 )
+            object.__setattr__(self, "marker_length", float(self.marker_length))
             name = f"DICT_{self.marker_bits}X{self.marker_bits}_{self.dict_size}"
             if not hasattr(cv2.aruco, name):
                 raise BoardError(
                     f"marker_bits={self.marker_bits}, dict_size={self.dict_size}: no ArUco dictionary {name}"
                 )
+            markers = self.board_x * self.board_y // 2
+            if markers > self.dict_size:
+                raise BoardError(
+                    f"a {self.board_x} x {self.board_y} ChArUco board needs {markers} markers; {name} has "
+                    f"{self.dict_size} (dict_size)"
+                )
+
+    def check_min_corners(self, min_corners: object) -> int:
+        """``min_corners`` (corners a frame needs to count as a board view), checked against this board."""
+        whole = _whole(min_corners)
+        if whole is None or not MIN_CORNERS <= whole <= self.n_corners:
+            raise BoardError(
+                f"min_corners = {min_corners!r} must be a whole number from {MIN_CORNERS} to {self.n_corners} "
+                f"(a board view's pose needs {MIN_CORNERS} corners; this board has {self.n_corners})"
+            )
+        return whole
+
+    def describe(self) -> str:
+        """One line: the board as it will be detected."""
+        size = f"{self.board_x} x {self.board_y} squares of {self.square_length:g}"
+        if self.board_type == "checkerboard":
+            return f"checkerboard, {size}"
+        dictionary = f"DICT_{self.marker_bits}X{self.marker_bits}_{self.dict_size}"
+        return f"ChArUco, {size}, markers of {self.marker_length:g} ({dictionary})"
 
     @property
     def n_corners(self) -> int:
@@ -109,8 +170,50 @@ class Board:
         return np.where(cell % 2 == 0, 0, 255).astype(np.uint8)
 
 
-def read_board(path: PathLike) -> Board:
-    """Read ``BOARD.toml`` (or anipose's ``[calibration]`` section); errors name the file and key."""
+def board_from_dict(data: Mapping[str, object], notes: list[str] | None = None) -> Board:
+    """A :class:`Board` from its fields (anipose's ``[calibration]`` names accepted).
+
+    Without ``board_type`` (sleap-anipose's ``board.toml``) the board is ChArUco when
+    ``marker_length`` is given, a checkerboard otherwise; the choice is appended to ``notes``.
+    Unknown keys are ignored (anipose's section holds other settings).
+    """
+    values = dict(data)
+    if "board_size" in values:
+        size = values.pop("board_size")
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise BoardError(f"board_size = {size!r} must be [board_x, board_y]")
+        values["board_x"], values["board_y"] = size
+    for old, new in _ANIPOSE_KEYS.items():
+        if old in values:
+            values[new] = values.pop(old)
+    known = Board.__dataclass_fields__
+    values = {k: v for k, v in values.items() if k in known}
+    if "board_type" not in values and {"board_x", "board_y", "square_length"} <= set(values):
+        charuco = "marker_length" in values
+        values["board_type"] = "charuco" if charuco else "checkerboard"
+        if notes is not None:
+            notes.append(
+                "no board_type; ChArUco, since marker_length is given"
+                if charuco
+                else "no board_type; checkerboard, since no marker_length is given"
+            )
+    missing = [k for k in ("board_type", "board_x", "board_y", "square_length") if k not in values]
+    if values.get("board_type") == "charuco" and "marker_length" not in values:
+        missing.append("marker_length")
+    if missing:
+        raise BoardError(f"missing {missing}")
+    try:
+        return Board(**values)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise BoardError(str(exc)) from None
+
+
+def read_board(path: PathLike, notes: list[str] | None = None) -> Board:
+    """Read ``BOARD.toml`` (or anipose's ``[calibration]`` section); errors name the file and key.
+
+    ``notes``, if given, gets a line (naming the file) for each value the file left to
+    :func:`board_from_dict` to choose.
+    """
     path = Path(path)
     if not path.is_file():
         raise BoardError(f"{path}: board file not found")
@@ -118,23 +221,36 @@ def read_board(path: PathLike) -> Board:
         data: dict[str, Any] = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BoardError(f"{path}: not a TOML file ({exc})") from exc
-    data = dict(data.get("calibration", data))
-    if "board_size" in data:
-        data["board_x"], data["board_y"] = data.pop("board_size")
-    for old, new in _ANIPOSE_KEYS.items():
-        if old in data:
-            data[new] = data.pop(old)
-    known = Board.__dataclass_fields__
-    data = {k: v for k, v in data.items() if k in known}
-    missing = [k for k in ("board_type", "board_x", "board_y", "square_length") if k not in data]
-    if data.get("board_type") == "charuco" and "marker_length" not in data:
-        missing.append("marker_length")
-    if missing:
-        raise BoardError(f"{path}: missing {missing}")
+    section = data.get("calibration", data)
+    if not isinstance(section, Mapping):
+        raise BoardError(f"{path}: [calibration] must be a table, got {section!r}")
+    chosen: list[str] = []
     try:
-        return Board(**data)
-    except (BoardError, TypeError, ValueError) as exc:
+        board = board_from_dict(section, chosen)
+    except BoardError as exc:
         raise BoardError(f"{path}: {exc}") from exc
+    if notes is not None:
+        notes.extend(f"{path}: {note}" for note in chosen)
+    return board
+
+
+def check_distinct_videos(videos: Mapping[str, PathLike]) -> None:
+    """Refuse one video given to two cameras (compared after resolving links): both would be
+    calibrated at the same place, a rig with a zero baseline."""
+    seen: dict[object, str] = {}
+    for name, path in videos.items():
+        path = Path(path)
+        try:
+            stat = path.stat()
+            identity: object = (stat.st_dev, stat.st_ino)  # hard links too
+        except OSError:
+            identity = path.resolve()
+        if identity in seen:
+            raise BoardError(
+                f"cameras {seen[identity]!r} and {name!r} are given the same video {path}: each camera needs "
+                "its own board video"
+            )
+        seen[identity] = name
 
 
 @dataclass

@@ -14,12 +14,16 @@
    structure given (a residual depends on its camera and its frame only).
 
 The result is a :class:`~.cameras.CameraGroup` plus the reprojection error per camera (px,
-the mean distance over its corners).
+the mean distance over its corners). Two cameras closer together than ``MIN_BASELINE_SHARE``
+of the board's longest side get a :class:`ShortBaselineWarning`: rays from (nearly) one place
+cannot triangulate.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from itertools import combinations
 
 import cv2
 import numpy as np
@@ -39,10 +43,30 @@ from element_lightning_pose.engine.multicam.cameras import (
 
 Array = NDArray[np.float64]
 _N_INTRINSIC = 8  # fx fy cx cy k1 k2 p1 p2
+# A baseline below this share of the board's longest side is warned about.
+MIN_BASELINE_SHARE = 0.1
 
 
 class CalibrationFailed(ElpError):
     """The board views cannot calibrate the rig; the message names the camera and why."""
+
+
+class ShortBaselineWarning(UserWarning):
+    """Two calibrated cameras (nearly) share a centre: one video given twice, or a rig too narrow."""
+
+
+def short_baselines(group: CameraGroup, board: Board) -> list[str]:
+    """A line for each pair of cameras closer than ``MIN_BASELINE_SHARE`` of the board's longest side."""
+    board_size = max(board.board_x, board.board_y) * board.square_length
+    lines = []
+    for a, b in combinations(group.cameras, 2):
+        distance = float(np.linalg.norm(a.centre - b.centre))
+        if distance < MIN_BASELINE_SHARE * board_size:
+            lines.append(
+                f"cameras {a.name!r} and {b.name!r} are {distance:.3g} apart, under {MIN_BASELINE_SHARE:.0%} of "
+                f"the board's {board_size:g}: the same video twice, or cameras too close together to triangulate"
+            )
+    return lines
 
 
 @dataclass
@@ -173,6 +197,7 @@ def calibrate(
     ``tangential=False`` fixes the tangential coefficients ``p1, p2`` at 0 (on the
     benchmark's rendered rig fitting them gives the better camera centres).
     """
+    min_corners = board.check_min_corners(min_corners)
     names = list(detections)
     objects = board.object_points()
     intrinsics, poses = [], []
@@ -258,4 +283,7 @@ def calibrate(
         "board_views": n_frames,
     }
     n_used = np.array([len(p) for p in poses], dtype=np.int64)
-    return CalibrationResult(CameraGroup(tuple(cameras), metadata), errors, initial, n_used)
+    group = CameraGroup(tuple(cameras), metadata)
+    for line in short_baselines(group, board):
+        warnings.warn(line, ShortBaselineWarning, stacklevel=2)
+    return CalibrationResult(group, errors, initial, n_used)

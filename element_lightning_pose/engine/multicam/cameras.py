@@ -28,6 +28,12 @@ Jacobian) or by Newton on ``theta`` (fisheye), to machine precision, vectorised 
     [metadata]
     error = 0.4                        # optional, anything
 
+Every camera, read from a file, built in code or read back from a table, passes one
+validator, :func:`check_camera`: real numbers only (no booleans, no strings), finite,
+positive focal lengths, ``K``'s last row ``[0, 0, 1]``, ``fisheye`` a boolean. A point that
+triangulates behind a camera which saw it is flagged by :meth:`CameraGroup.in_front` and
+:func:`flag_views_behind`.
+
 The Rodrigues <-> matrix conversions here are exact in floating point (no ``arccos`` of a
 trace), including rotations of angle near 0 and near pi.
 """
@@ -36,8 +42,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,10 @@ _SMALL_ANGLE = 1e-4  # below this angle, Taylor series replace sin/cos ratios
 
 class CalibrationError(ElpError):
     """A calibration (file or object) is malformed; the message names the camera and field."""
+
+
+class CameraBehindWarning(UserWarning):
+    """Triangulated points lie behind a camera that saw them: its pose (or its 2D) is wrong."""
 
 
 # ------------------------------------------------------------------------------ rotations
@@ -177,6 +188,102 @@ def _undistort_pinhole(xy_d: Array, dist: Array, iterations: int = 20) -> Array:
 # ------------------------------------------------------------------------------ cameras
 
 
+# Focal lengths above this (px) are not a lens: a 1 px image would span 1e-7 rad.
+MAX_FOCAL_PX = 1e7
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _numbers(value: Any, label: str, name: str, shape: tuple[int, ...]) -> Array:
+    """``value`` as a float array of ``shape``: real numbers only (a boolean or a string is
+    refused, not converted), all finite. Errors name ``label`` (the camera) and field ``name``."""
+    if value is None:
+        raise CalibrationError(f"{label}: field {name!r} is missing")
+    raw = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object)
+    if raw.dtype.kind == "O":
+        bad = [v for v in raw.ravel() if not _is_real(v)]
+    else:
+        bad = [] if raw.dtype.kind in "iuf" or raw.size == 0 else [raw.ravel()[0].item()]
+    if bad:
+        raise CalibrationError(f"{label}: field {name!r} holds a non-number: {bad[0]!r} ({type(bad[0]).__name__})")
+    array = np.asarray(raw, dtype=float)
+    if array.shape != shape:
+        raise CalibrationError(
+            f"{label}: field {name!r} has shape {array.shape} (length {array.size}), expected {shape}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise CalibrationError(f"{label}: field {name!r} has non-finite values {array.tolist()}")
+    return array
+
+
+def check_camera(
+    name: Any,
+    size: Any,
+    matrix: Any,
+    distortion: Any,
+    rotation: Any,
+    translation: Any,
+    fisheye: Any = False,
+    *,
+    where: str = "",
+    aliases: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The one check of a camera (the file reader, :class:`Camera` and the pipeline's tables use it).
+
+    Returns the fields as :class:`Camera` stores them. Refused, with one line naming the
+    camera (``where``: e.g. its file section) and the field (``aliases``: the caller's name
+    of a field, e.g. ``distortions`` in ``calibration.toml``): a missing field, a boolean or a
+    string where a number belongs, a wrong shape, a non-finite value, a focal length that is
+    not positive (or above ``MAX_FOCAL_PX``), a matrix that is not
+    ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``, a size that is not two positive integers, a
+    rotation that is not one, a ``fisheye`` that is not true or false.
+    """
+    if not isinstance(name, str) or not name:
+        raise CalibrationError(f"{where or 'a camera'}: field 'name' is missing or not a string")
+    label = f"camera {name!r}" + (f" ({where})" if where else "")
+    alias = dict(aliases or {})
+
+    def called(attribute: str) -> str:
+        return alias.get(attribute, attribute)
+
+    if not isinstance(fisheye, (bool, np.bool_)):
+        raise CalibrationError(f"{label}: field {called('fisheye')!r} must be true or false, got {fisheye!r}")
+    fisheye = bool(fisheye)
+    pixels = _numbers(size, label, called("size"), (2,))
+    if np.any(pixels <= 0) or np.any(pixels != np.round(pixels)):
+        raise CalibrationError(
+            f"{label}: field {called('size')!r} must be two positive integers, got {pixels.tolist()}"
+        )
+    k = _numbers(matrix, label, called("matrix"), (3, 3))
+    for axis, focal in (("fx", float(k[0, 0])), ("fy", float(k[1, 1]))):
+        if not 0 < focal <= MAX_FOCAL_PX:
+            bound = "must be positive" if focal <= 0 else f"is above {MAX_FOCAL_PX:g} px"
+            raise CalibrationError(f"{label}: field {called('matrix')!r}: focal length {axis} = {focal!r} {bound}")
+    if k[1, 0] != 0:
+        raise CalibrationError(f"{label}: field {called('matrix')!r}: element [1][0] is {float(k[1, 0])!r}, expected 0")
+    if k[2].tolist() != [0.0, 0.0, 1.0]:
+        raise CalibrationError(
+            f"{label}: field {called('matrix')!r}: the last row is {k[2].tolist()}, expected [0, 0, 1]"
+        )
+    n_coefficients = 4 if fisheye else 5
+    dist = _numbers(distortion, label, called("distortion"), (n_coefficients,))
+    r = _numbers(rotation, label, called("rotation"), (3, 3))
+    if not np.allclose(r @ r.T, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+        raise CalibrationError(f"{label}: field {called('rotation')!r} is not a rotation")
+    t = _numbers(translation, label, called("translation"), (3,))
+    return {
+        "name": name,
+        "size": (int(pixels[0]), int(pixels[1])),
+        "matrix": k,
+        "distortion": dist,
+        "rotation": r,
+        "translation": t,
+        "fisheye": fisheye,
+    }
+
+
 @dataclass(frozen=True)
 class Camera:
     """One calibrated camera.
@@ -200,24 +307,12 @@ class Camera:
     fisheye: bool = False
 
     def __post_init__(self) -> None:
-        for attr, shape in (
-            ("matrix", (3, 3)),
-            ("rotation", (3, 3)),
-            ("translation", (3,)),
-            ("distortion", (4,) if self.fisheye else (5,)),
-        ):
-            value = np.asarray(getattr(self, attr), dtype=float)
-            if value.shape != shape:
-                raise CalibrationError(
-                    f"camera {self.name!r}: {attr} has shape {value.shape}, expected {shape}"
-                    f"{' (fisheye)' if self.fisheye and attr == 'distortion' else ''}"
-                )
-            if not np.all(np.isfinite(value)):
-                raise CalibrationError(f"camera {self.name!r}: {attr} has non-finite values {value.tolist()}")
-            object.__setattr__(self, attr, value)
-        if not np.allclose(self.rotation @ self.rotation.T, np.eye(3), atol=1e-6) or np.linalg.det(self.rotation) < 0:
-            raise CalibrationError(f"camera {self.name!r}: rotation is not a rotation matrix")
-        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        for name, value in check_camera(**{f.name: getattr(self, f.name) for f in fields(self)}).items():
+            object.__setattr__(self, name, value)
+
+    def check(self, where: str = "") -> None:
+        """Check the camera again (its arrays are writable); ``where`` goes into the message."""
+        check_camera(**{f.name: getattr(self, f.name) for f in fields(self)}, where=where)
 
     @property
     def rvec(self) -> Array:
@@ -310,6 +405,9 @@ class CameraGroup:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(self.cameras))
+        if not isinstance(self.metadata, Mapping):
+            raise CalibrationError(f"[metadata] must be a table, got {self.metadata!r}")
+        object.__setattr__(self, "metadata", dict(self.metadata))
         if not self.cameras:
             raise CalibrationError("a camera group needs at least one camera")
         names = [c.name for c in self.cameras]
@@ -343,6 +441,13 @@ class CameraGroup:
         """World points (..., 3) -> pixels (C, ..., 2), one slice per camera."""
         return np.stack([c.project(points) for c in self.cameras])
 
+    def in_front(self, points: ArrayLike) -> NDArray[np.bool_]:
+        """(C, ...): whether each point (..., 3) lies in front of each camera (positive depth);
+        False for a NaN point. A camera's rays are half-lines: a point behind it is not one it saw."""
+        points = np.asarray(points, dtype=float)
+        with np.errstate(invalid="ignore"):
+            return np.stack([camera.to_camera(points)[..., 2] > 0 for camera in self.cameras])
+
     def undistort(self, pixels: ArrayLike) -> Array:
         """Pixels (C, ..., 2) -> undistorted normalised coordinates (C, ..., 2)."""
         pixels = np.asarray(pixels, dtype=float)
@@ -353,45 +458,58 @@ class CameraGroup:
         return np.linalg.norm(self.project(points) - np.asarray(pixels, dtype=float), axis=-1)
 
 
+# A camera with at least this share of its triangulated points behind it gets a warning.
+BEHIND_WARNING_SHARE = 0.1
+
+
+def flag_views_behind(group: CameraGroup, points: ArrayLike, used: ArrayLike) -> NDArray[np.bool_]:
+    """``used`` (C, ...) without the views whose point (..., 3) lies behind the camera.
+
+    Warns (:class:`CameraBehindWarning`) naming each camera with at least
+    ``BEHIND_WARNING_SHARE`` of its used points behind it: the signature of a wrong rotation
+    or translation, or of 2D predictions that belong to another camera. Linear triangulation
+    cannot see this itself (it fits the camera's whole line, both sides of the centre).
+    """
+    used = np.asarray(used, dtype=bool)
+    front = group.in_front(points)
+    behind = used & ~front
+    for camera, seen, wrong in zip(group.cameras, used, behind):
+        n_seen, n_wrong = int(seen.sum()), int(wrong.sum())
+        if n_wrong and n_wrong >= BEHIND_WARNING_SHARE * n_seen:
+            warnings.warn(
+                f"camera {camera.name!r}: {n_wrong} of {n_seen} triangulated points lie behind it; its rotation "
+                "or translation is likely wrong (or its 2D predictions belong to another camera); those views "
+                "are not counted as used",
+                CameraBehindWarning,
+                stacklevel=3,
+            )
+    return np.asarray(used & front)
+
+
 # ------------------------------------------------------------------------------ calibration.toml
 
 
-def _field(table: Mapping[str, Any], key: str, section: str, name: str, shape: tuple[int, ...]) -> Array:
-    if key not in table:
-        raise CalibrationError(f"camera {name!r} ([{section}]): field {key!r} is missing")
-    try:
-        value = np.asarray(table[key], dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise CalibrationError(f"camera {name!r} ([{section}]): field {key!r} is not numeric ({exc})") from exc
-    if value.shape != shape:
-        raise CalibrationError(
-            f"camera {name!r} ([{section}]): field {key!r} has shape {value.shape} "
-            f"(length {value.size}), expected {shape}"
-        )
-    if not np.all(np.isfinite(value)):
-        raise CalibrationError(f"camera {name!r} ([{section}]): field {key!r} has non-finite values")
-    return value
-
-
 def camera_from_table(table: Mapping[str, Any], section: str = "cam") -> Camera:
-    """One ``[cam_N]`` table -> :class:`Camera` (errors name the camera and the field)."""
+    """One ``[cam_N]`` table -> :class:`Camera` (:func:`check_camera`; errors name the camera and field)."""
+    if not isinstance(table, Mapping):
+        raise CalibrationError(f"[{section}] must be a table of camera fields, got {table!r}")
+    where = f"[{section}]"
     name = table.get("name")
-    if not isinstance(name, str) or not name:
-        raise CalibrationError(f"[{section}]: field 'name' is missing or not a string")
-    fisheye = bool(table.get("fisheye", False))
-    size = _field(table, "size", section, name, (2,))
-    if np.any(size <= 0) or np.any(size != np.round(size)):
-        raise CalibrationError(f"camera {name!r} ([{section}]): field 'size' must be two positive integers")
-    rvec = _field(table, "rotation", section, name, (3,))
-    return Camera(
-        name=name,
-        size=(int(size[0]), int(size[1])),
-        matrix=_field(table, "matrix", section, name, (3, 3)),
-        distortion=_field(table, "distortions", section, name, (4,) if fisheye else (5,)),
-        rotation=rodrigues_to_matrix(rvec),
-        translation=_field(table, "translation", section, name, (3,)),
-        fisheye=fisheye,
+    rotation = None  # the file's Rodrigues vector: checked as numbers here, as a rotation by check_camera
+    if isinstance(name, str) and name and "rotation" in table:
+        rotation = rodrigues_to_matrix(_numbers(table["rotation"], f"camera {name!r} ({where})", "rotation", (3,)))
+    values = check_camera(
+        name,
+        table.get("size"),
+        table.get("matrix"),
+        table.get("distortions"),
+        rotation,
+        table.get("translation"),
+        table.get("fisheye", False),
+        where=where,
+        aliases={"distortion": "distortions"},
     )
+    return Camera(**values)
 
 
 def read_calibration(path: PathLike) -> CameraGroup:
@@ -408,7 +526,7 @@ def read_calibration(path: PathLike) -> CameraGroup:
         raise CalibrationError(f"{path}: no [cam_N] tables")
     try:
         cameras = tuple(camera_from_table(data[s], s) for s in sections)
-        return CameraGroup(cameras, dict(data.get("metadata", {})))
+        return CameraGroup(cameras, data.get("metadata", {}))
     except CalibrationError as exc:
         raise CalibrationError(f"{path}: {exc}") from exc
 

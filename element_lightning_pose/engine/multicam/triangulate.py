@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from element_lightning_pose.engine.errors import ElpError
-from element_lightning_pose.engine.multicam.cameras import CameraGroup
+from element_lightning_pose.engine.multicam.cameras import CameraGroup, flag_views_behind
 
 Array = NDArray[np.float64]
 
@@ -138,7 +138,7 @@ def _summary(
     batch: tuple[int, ...],
 ) -> Triangulation:
     err = np.linalg.norm(group.project(points) - pixels, axis=-1)  # (C, N)
-    used = np.logical_and(used, np.isfinite(points).all(-1))  # a NaN point used no view
+    used = flag_views_behind(group, points, used)  # a NaN point, or one behind a camera, used no view of it
     n_views = used.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_err = np.where(n_views > 0, np.where(used, err, 0.0).sum(0) / n_views, np.nan)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from .backbones import BACKBONE_NAMES, InputNormalizedBackbone, WeightsError, build_backbone
-from .context import CONTEXT_RADIUS, ContextHeatmapNet, pad_edges, sliding_windows
-from .heads import (
+from element_lightning_pose.engine.networks.backbones import (
+    BACKBONE_NAMES,
+    InputNormalizedBackbone,
+    WeightsError,
+    build_backbone,
+)
+from element_lightning_pose.engine.networks.context import CONTEXT_RADIUS, ContextHeatmapNet, pad_edges, sliding_windows
+from element_lightning_pose.engine.networks.heads import (
     HEATMAP_STRIDE,
     HeatmapHead,
     gaussian_targets,

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import BACKBONES
-from ..errors import ElpError
+from element_lightning_pose.engine.config import BACKBONES
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 

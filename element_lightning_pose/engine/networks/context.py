@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import InputNormalizedBackbone
-from .heads import HeatmapHead, heatmap_to_input, soft_argmax, spatial_softmax
+from element_lightning_pose.engine.networks.backbones import InputNormalizedBackbone
+from element_lightning_pose.engine.networks.heads import HeatmapHead, heatmap_to_input, soft_argmax, spatial_softmax
 
 CONTEXT_RADIUS = 2
 WINDOW = 2 * CONTEXT_RADIUS + 1

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, LossesConfig
+from element_lightning_pose.engine.config import ConfigError, LossesConfig
 
 
 class PCAFitError(ConfigError):
@@ -103,6 +103,16 @@ class KeypointPCA:
         return out
 
     # ------------------------------------------------------------------ (de)serialisation
+
+    def summary(self) -> dict[str, Any]:
+        """What ``model.json`` records of the fit (not the subspace itself, which the checkpoint keeps)."""
+        return {
+            "keypoints": self.views,
+            "components": int(self.components.shape[1]),
+            "explained_variance_ratio": round(self.explained_variance_ratio, 6),
+            "epsilon_px": round(self.epsilon, 4),
+            "n_samples": self.n_samples,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -1,4 +1,4 @@
-"""`elp demo --multiview` end to end at its smallest sizes, as a user runs it (a subprocess:
+"""`elp demo --rig` end to end at its smallest sizes, as a user runs it (a subprocess:
 the demo activates the pipeline under its own prefix, which must not re-point this process's
 tables). The network is barely trained here, so the 3D error is only checked to be finite and
 inside the arena's scale; the calibration from board videos is checked to be sub-pixel."""
@@ -35,7 +35,7 @@ SMALLEST = [
 def test_multiview_demo_runs_end_to_end(dj_connection, schema_prefix, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "element_lightning_pose.cli", "demo", "--multiview", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "element_lightning_pose.cli", "demo", "--rig", "--out", str(tmp_path)]
     # under the run's prefix, so the session fixture drops these schemas too
     command += ["--prefix", schema_prefix + "mvdemo_", *SMALLEST]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

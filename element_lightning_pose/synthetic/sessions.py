@@ -12,7 +12,7 @@ the animal (body, colours, gait) stays the same:
 - the behaviour: ``pose_range`` widens the spine bends, head pitch and tail lift;
 - occluders of new shapes (``disc``, ``bar``) and colour.
 
-Rendering and dynamics are :mod:`element_lightning_pose.engine.synthetic`'s; ground truth
+Rendering and dynamics are :mod:`element_lightning_pose.synthetic.projects`'s; ground truth
 (keypoints, occlusion flags) is known for every frame of every session.
 
 :func:`make_session_project` writes an OOD Lightning Pose project::
@@ -39,8 +39,10 @@ import cv2
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.io import PathLike, ProjectError, write_keypoint_csv
-from element_lightning_pose.engine.synthetic import (
+from element_lightning_pose.engine.data.keypoints import PathLike, write_keypoint_csv
+from element_lightning_pose.engine.data.video import write_video
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.synthetic.projects import (
     BLOB_RADIUS,
     LABEL_SCORER,
     METADATA_FILE,
@@ -54,7 +56,6 @@ from element_lightning_pose.engine.synthetic import (
     simulate_occluders,
     simulate_pose,
 )
-from element_lightning_pose.engine.video import write_video
 
 TEXTURES = ("noise", "stripes", "checker")
 OCCLUDER_SHAPES = ("box", "disc", "bar")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .networks.heads import gaussian_targets, input_to_heatmap, spatial_softmax
+from element_lightning_pose.engine.networks.heads import gaussian_targets, input_to_heatmap, spatial_softmax
 
 
 def heatmap_mse(

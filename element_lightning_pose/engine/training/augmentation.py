@@ -1,95 +1,20 @@
-"""Labeled-frame datasets, keypoint-aware augmentation and the Lightning data module.
+"""Keypoint-aware augmentation in network-input pixels: one OpenCV affine warp moves a frame and its labels.
 
-Frames are resized to the network input first (the same :func:`video.resize_frame` that
-inference uses, so training and prediction see identically resampled pixels); augmentation
-then works in that resized space with one OpenCV affine warp whose matrix also moves the
-labels. Keypoints travel as (K, 2) float arrays in network-input pixels, NaN = unlabeled
-(including labels pushed out of the frame by an augmentation).
-
-With ``data.train_crop`` (crop training at full resolution, DeepLabCut's way) each training
-item is a random crop of the resized frame (:class:`CropSampler`), cut by the same warp, so
-the labels move with it exactly; validation and test items stay whole frames, as prediction
-sees them (the network is fully convolutional).
+:class:`Augmenter` draws rotation, scale, translation, flips and photometric changes from
+``augmentation.*``; with ``data.train_crop`` a :class:`CropSampler` cuts a random crop of the
+resized frame with the same warp, so the labels move with it exactly. Labels pushed out of the
+frame become NaN (:func:`outside_to_nan`). The unlabeled clips of the unsupervised losses use
+the same augmenter (:mod:`.unlabeled`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
-import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .config import SPLITS, AugmentationConfig, DataConfig, TrainConfig
-from .io import LabeledFrames, ProjectError, write_csv_atomic
-
-# light helpers shared with inference (engine.predict must not import Lightning): re-exported here
-from .labeled import image_file, load_context_resized, load_resized, read_splits, scale_points  # noqa: F401
-
-PathLike = str | os.PathLike
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def split_frames(n_frames: int, train_prob: float, val_prob: float, seed: int) -> np.ndarray:
-    """Seeded assignment of ``n_frames`` labeled frames to train / val / test (array of str).
-
-    Validation gets at least one frame when ``val_prob > 0`` and there are two or more frames,
-    because the best checkpoint is chosen on it.
-    """
-    if n_frames < 1:
-        raise ProjectError("no labeled frames to split")
-    n_train = max(1, int(round(train_prob * n_frames)))
-    n_val = int(round(val_prob * n_frames))
-    if val_prob > 0 and n_frames >= 2:
-        n_val = max(1, n_val)
-    n_train = min(n_train, n_frames - n_val)
-    order = np.random.default_rng(seed).permutation(n_frames)
-    splits = np.full(n_frames, "test", dtype=object)
-    splits[order[:n_train]] = "train"
-    splits[order[n_train : n_train + n_val]] = "val"
-    return splits
-
-
-def write_splits(path: PathLike, image_paths: Sequence[str], splits: Sequence[str] | np.ndarray) -> Path:
-    frame = pd.DataFrame({"image": list(image_paths), "split": list(splits)}).set_index("image")
-    return write_csv_atomic(frame, path)
-
-
-def splits_from_file(path: PathLike, image_paths: Sequence[str]) -> np.ndarray:
-    """The split of each labeled image read from a fixed ``image,split`` CSV (``data.split_file``).
-
-    Lets several models (or another tool, e.g. Lightning Pose's ``set`` column) share the same
-    test frames. Every labeled image must be listed once with train, val or test; images listed
-    that are not labeled are an error too, since they usually mean a different project.
-    """
-    path = Path(path)
-    saved = read_splits(path)
-    bad = [(image, split) for image, split in saved.items() if split not in SPLITS]
-    if bad:
-        image, split = bad[0]
-        raise ProjectError(f"{path}: image {image!r} has split {split!r}; expected one of {', '.join(SPLITS)}")
-    missing = [p for p in image_paths if p not in saved]
-    if missing:
-        raise ProjectError(
-            f"{path}: labeled image {missing[0]!r} is not listed ({len(missing)} of {len(image_paths)} missing)"
-        )
-    extra = sorted(set(saved) - set(image_paths))
-    if extra:
-        raise ProjectError(f"{path}: image {extra[0]!r} is not in the labels ({len(extra)} unknown images)")
-    splits = np.array([saved[p] for p in image_paths], dtype=object)
-    if not (splits == "train").any():
-        raise ProjectError(f"{path}: no image has split 'train'")
-    return splits
-
-
-# --------------------------------------------------------------------------- training crops
+from element_lightning_pose.engine.config import AugmentationConfig, DataConfig
 
 
 class CropSampler:
@@ -165,9 +90,6 @@ def outside_to_nan(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     keypoints = keypoints.copy()
     keypoints[outside] = np.nan
     return keypoints
-
-
-# --------------------------------------------------------------------------- augmentation
 
 
 class Augmenter:
@@ -296,135 +218,3 @@ class Augmenter:
             y, x = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
             image[y : y + ph, x : x + pw] = rng.integers(0, 256, size=3, dtype=np.uint8)
         return image
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-class LabeledDataset(Dataset):
-    """Labeled frames ``rows`` of a project, resized (and augmented when ``augmenter`` is set).
-
-    With ``context=True`` an item's ``image`` is the window t-2..t+2 (5, 3, h, w). With
-    ``crop`` an item is a random crop of the resized (augmented) frame, labels in crop pixels.
-    """
-
-    def __init__(
-        self,
-        labels: LabeledFrames,
-        rows: Sequence[int] | np.ndarray,
-        size: tuple[int, int],
-        augmenter: Augmenter | None = None,
-        context: bool = False,
-        crop: CropSampler | None = None,
-    ) -> None:
-        self.labels = labels
-        self.rows = list(rows)
-        height, width = size
-        self.size = (height, width)
-        self.augmenter = augmenter
-        self.context = context
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        row = self.rows[item]
-        if self.context:
-            return self._context_item(row)
-        image, keypoints, _ = load_resized(self.labels, row, self.size)
-        if self.augmenter is not None or self.crop is not None:
-            rng = self._rng()
-            if self.augmenter is not None:
-                image, keypoints = self.augmenter(image, keypoints, rng, self.crop)
-            elif self.crop is not None:
-                image, keypoints = self.crop.crop(image, keypoints, rng)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
-            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
-            "row": torch.tensor(row),
-        }
-
-    @staticmethod
-    def _rng() -> np.random.Generator:
-        # seeded from torch so the DataLoader's generator / worker seeds make it reproducible
-        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-
-    def _context_item(self, row: int) -> dict[str, torch.Tensor]:
-        frames, keypoints = load_context_resized(self.labels, row, self.size)
-        if self.augmenter is not None or self.crop is not None:
-            rng = self._rng()
-            if self.augmenter is not None:
-                frames, keypoints = self.augmenter.augment_frames(frames, keypoints, rng, self.crop)
-            elif self.crop is not None:
-                frames, keypoints = self.crop.crop(frames, keypoints, rng)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
-            "keypoints": torch.from_numpy(keypoints.astype(np.float32)),
-            "row": torch.tensor(row),
-        }
-
-
-class PoseDataModule(pl.LightningDataModule):
-    """Train / val / test loaders over one labeled project and a fixed split."""
-
-    def __init__(
-        self,
-        labels: LabeledFrames,
-        splits: Sequence[str] | np.ndarray,
-        config: TrainConfig,
-        clips: Dataset | None = None,
-    ) -> None:
-        super().__init__()
-        self.labels = labels
-        self.splits = np.asarray(splits, dtype=object)
-        self.config = config
-        self.clips = clips  # unlabeled clips (unlabeled.ClipDataset) paired with each labeled batch
-        size = config.data.image_resize
-        augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
-        context = config.model.model_type == "context"
-        crop = CropSampler.from_config(config.data)  # training only: validation sees whole frames, as prediction does
-        self.datasets = {
-            "train": LabeledDataset(labels, self.rows("train"), size, augmenter, context, crop),
-            "val": LabeledDataset(labels, self.rows("val"), size, context=context),
-            "test": LabeledDataset(labels, self.rows("test"), size, context=context),
-        }
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.splits == split)
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.config.training.num_workers
-        generator = torch.Generator().manual_seed(self.config.training.seed)
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            generator=generator,
-        )
-
-    def train_dataloader(self):
-        labeled = self._loader("train", self.config.training.batch_size, shuffle=True)
-        if self.clips is None:
-            return labeled
-        from pytorch_lightning.utilities import CombinedLoader
-
-        workers = self.config.training.num_workers
-        clips = DataLoader(
-            self.clips,
-            batch_size=None,  # one clip per step
-            shuffle=False,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(self.config.training.seed + 1),
-        )
-        # each step: one labeled batch and one clip; the epoch ends with the labeled frames
-        return CombinedLoader({"labeled": labeled, "unlabeled": clips}, mode="min_size")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.config.training.val_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.config.training.val_batch_size, shuffle=False)

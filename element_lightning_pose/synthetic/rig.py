@@ -9,7 +9,7 @@
   confident jumps (tens to over a hundred px, likelihood still 0.5-1.0), runs of occlusion in
   single views (low likelihood, the point somewhere else), points outside the image;
 * :func:`render_board_videos` - a ChArUco board moving through the arena, rendered into each
-  camera through its true pose and distortion (for :mod:`.calibrate`);
+  camera through its true pose and distortion (for :mod:`element_lightning_pose.engine.multicam.calibrate`);
 * :func:`render_body_videos` - each view of the body drawn as dots on a grey background.
 
 Units: millimetres. The world frame has ``z`` up, the arena floor at ``z = 0``.
@@ -329,7 +329,7 @@ def render_board_videos(
 
     Returns {camera name: path}. The true poses are :func:`board_poses` with the same seed.
     """
-    from element_lightning_pose.engine.video import write_video
+    from element_lightning_pose.engine.data.video import write_video
 
     size = (board.board_x * board.square_length, board.board_y * board.square_length)
     rotations, translations = board_poses(n_frames, size, seed)
@@ -357,8 +357,8 @@ def render_body_videos(
     ``decoy_offsets`` (C, K, 2) pixels, a hidden point's dot is drawn at that offset from
     where it is instead (a look-alike in the wrong place: what makes networks jump)."""
 
-    from element_lightning_pose.engine.io import write_predictions
-    from element_lightning_pose.engine.video import write_video
+    from element_lightning_pose.engine.data.keypoints import write_predictions
+    from element_lightning_pose.engine.data.video import write_video
 
     colours = [
         tuple(int(255 * c) for c in ((k * 0.618) % 1, 0.4 + 0.5 * ((k * 0.37) % 1), 1 - (k * 0.29) % 1))

@@ -1,6 +1,8 @@
-"""Supervised training of a heatmap pose model: ``train(config, project, model_dir)``.
+"""One network trained into one model directory: :func:`train_single`.
 
-The model directory is a contract the DataJoint pipeline relies on::
+Reached through :func:`element_lightning_pose.engine.training.train`, which also trains the
+stages of a crop-zoom model and the views of a per-view model with it. The model directory is a
+contract the DataJoint pipeline relies on (:mod:`element_lightning_pose.engine.model_dir`)::
 
     model_dir/config.yaml            the full TrainConfig (every default spelled out)
     model_dir/model.json             body parts, frame size, resize, backbone, engine version,
@@ -14,7 +16,7 @@ The model directory is a contract the DataJoint pipeline relies on::
 
 Semi-supervised runs (``losses.unsupervised`` not empty) fit the PCA losses on the TRAINING
 split's labels in original pixels, decode the project's videos once into the frame cache and
-pair every labeled batch with one contiguous clip of it.
+pair every labeled batch with one contiguous clip of it (:mod:`.unsupervised`).
 
 A run is written into a hidden sibling of ``model_dir`` and renamed into place when it
 succeeds, so the directory always holds one whole model (the old one, or the new one). The
@@ -41,13 +43,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from ..version import __version__
-from .atomic import atomic_directory, atomic_output
-from .config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
-from .io import LabeledFrames, ProjectError, load_project, read_image, write_csv_atomic
+from element_lightning_pose.engine.atomic import atomic_directory, atomic_output
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.data.keypoints import write_csv_atomic
+from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import project_splits, write_splits
+from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
+from element_lightning_pose.engine.training.advice import advise
+from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
+from element_lightning_pose.engine.training.datasets import PoseDataModule
+from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
+from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
+from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,13 +77,6 @@ class TrainResult:
     epochs: int
     best_val_loss: float | None
     history: pd.DataFrame
-
-
-def _frame_size(labels: LabeledFrames) -> list[int]:
-    """(height, width) of the labeled frames (the first one; projects share one camera size)."""
-    from .labeled import image_file
-
-    return list(read_image(image_file(labels, 0)).shape[:2])
 
 
 _LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
@@ -102,13 +112,10 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _loggers(model_dir: Path) -> list:
-    from pytorch_lightning.loggers import CSVLogger, Logger
-
     # one numbered version per run (logs/version_N): a resumed run never overwrites earlier logs
     loggers: list[Logger] = [CSVLogger(save_dir=str(model_dir), name="logs")]
     try:
-        import tensorboard  # noqa: F401
-        from pytorch_lightning.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401  (optional: the TensorBoard logger needs it)
 
         loggers.append(TensorBoardLogger(save_dir=str(model_dir), name="logs", default_hp_metric=False))
     except ImportError:
@@ -116,17 +123,16 @@ def _loggers(model_dir: Path) -> list:
     return loggers
 
 
-def train(
-    config: TrainConfig | dict | PathLike | None,
+def train_single(
+    config: TrainConfig,
     project_root: PathLike,
     model_dir: PathLike,
     *,
     resume_from: PathLike | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a heatmap model on the labeled project at ``project_root`` into ``model_dir``.
+    """Train one heatmap network on the labeled project at ``project_root`` into ``model_dir``.
 
-    ``config`` is a TrainConfig, a (partial) dict, a YAML path, or None for the defaults.
     ``resume_from`` continues from a checkpoint (e.g. ``model_dir/checkpoints/last.ckpt``):
     optimizer, schedule, epoch counter and history carry on; the split is re-read from
     ``model_dir/splits.csv`` when present so resumed training sees the same frames.
@@ -139,37 +145,17 @@ def train(
     starts empty and reuses only a matching frame cache. A non-empty folder that is not a model
     directory is refused rather than replaced.
     """
-    from .data import read_splits, split_frames, splits_from_file
-
-    config = TrainConfig.load(config)
-    if config.crop_zoom.enabled:  # two stages, each trained by this function (engine.cropzoom)
-        from .cropzoom import train_crop_zoom
-
-        return train_crop_zoom(config, project_root, model_dir, resume_from=resume_from, progress=progress)
     model_dir = Path(model_dir)
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
-    from .advice import advise  # the animal's size in heatmap pixels and what to train, in the log
-
-    logging.getLogger(__name__).info(advise(labels, config).summary())
+    logger.info(advise(labels, config).summary())  # the animal's size in heatmap pixels, and what to train
     if resume_from is not None and not Path(resume_from).is_file():
         raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
-    _check_replaceable(model_dir)
-
-    splits_path = model_dir / "splits.csv"
-    if resume_from is not None and splits_path.is_file():
-        saved = read_splits(splits_path)
-        splits = np.array([saved.get(p, "unused") for p in labels.image_paths], dtype=object)
-    elif config.data.split_file is not None:
-        splits = splits_from_file(Path(project_root) / config.data.split_file, labels.image_paths)
-    elif labels.views is not None:
-        # one network over every view's frames: an instant is in the same split in every view
-        from .multiview import instant_splits
-
-        splits = instant_splits(labels, config.data.train_prob, config.data.val_prob, config.data.split_seed)
-    else:
-        splits = split_frames(len(labels), config.data.train_prob, config.data.val_prob, config.data.split_seed)
+    check_replaceable(model_dir)
+    splits = project_splits(
+        labels, config.data, project_root, saved=model_dir / "splits.csv" if resume_from is not None else None
+    )
     try:
         with _quiet_lightning(), atomic_directory(model_dir) as stage:
             _seed_stage(
@@ -194,23 +180,6 @@ class _OtherRank(Exception):
     def __init__(self, result: TrainResult) -> None:
         super().__init__("not global rank 0")
         self.result = result
-
-
-_MODEL_DIR_MARKERS = ("config.yaml", "model.json", "splits.csv", "checkpoints")
-
-
-def _check_replaceable(model_dir: Path) -> None:
-    """Refuse to replace a folder that holds something other than a model (a wrong --model-dir)."""
-    if not model_dir.exists():
-        return
-    if not model_dir.is_dir():
-        raise FileExistsError(f"{model_dir}: exists and is not a folder; choose another model directory")
-    names = {p.name for p in model_dir.iterdir() if not p.name.startswith(".")}
-    if names and not names & set(_MODEL_DIR_MARKERS):
-        raise FileExistsError(
-            f"{model_dir}: not empty and not a model directory (no config.yaml, model.json or "
-            "checkpoints/); training replaces the whole folder, so choose another one"
-        )
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -245,16 +214,11 @@ def _fit(
 ) -> tuple[TrainResult, bool]:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
     whether this process is global rank 0."""
-    import pytorch_lightning as pl
-    import torch
-
-    from .data import PoseDataModule, write_splits
-    from .module import HeatmapModule, HistoryCallback
 
     config.to_yaml(stage / "config.yaml")
     write_splits(stage / "splits.csv", labels.image_paths, splits)
     pl.seed_everything(config.training.seed, workers=True, verbose=False)
-    pcas, clips, geometry = _unsupervised_inputs(config, labels, splits, videos, stage)
+    pcas, clips, geometry = unsupervised_inputs(config, labels, splits, videos, stage)
     datamodule = PoseDataModule(labels, splits, config, clips)
     has_val = len(datamodule.rows("val")) > 0
     monitor = "val_loss" if has_val else "train_loss"
@@ -312,37 +276,25 @@ def _fit(
     write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, stage / "metrics.csv")
     best_val = float(best_score) if (best_score is not None and has_val) else None
     wall_time = history.elapsed() if history.rows else run_time
-    info = {
-        "bodyparts": list(labels.bodyparts),
-        "frame_size": _frame_size(labels),
-        "image_resize": list(config.data.image_resize),
-        "backbone": config.model.backbone,
-        "model_type": config.model.model_type,
-        "engine_version": __version__,
-        "torch_version": torch.__version__,
-        "n_train": int((splits == "train").sum()),
-        "n_val": int((splits == "val").sum()),
-        "n_test": int((splits == "test").sum()),
-        "epochs": int(trainer.current_epoch),
-        "steps": int(trainer.global_step),
-        "wall_time_s": round(float(wall_time), 3),
-        "best_val_loss": best_val,
-        "best_checkpoint": "checkpoints/best.ckpt",
-        "unsupervised_losses": list(config.losses.unsupervised),
-        "pca": {
-            kind: {
-                "keypoints": pca.views,
-                "components": int(pca.components.shape[1]),
-                "explained_variance_ratio": round(pca.explained_variance_ratio, 6),
-                "epsilon_px": round(pca.epsilon, 4),
-                "n_samples": pca.n_samples,
-            }
-            for kind, pca in pcas.items()
-        },
-        "unlabeled_frames_cached": clips.cache.n_frames if clips is not None else 0,
-    }
-    from .model_dir import write_model_info  # the one writer of model.json (atomic, 0644)
-
+    info = ModelInfo(
+        bodyparts=list(labels.bodyparts),
+        frame_size=frame_size(labels),
+        image_resize=list(config.data.image_resize),
+        backbone=config.model.backbone,
+        model_type=config.model.model_type,
+        engine_version=__version__,
+        torch_version=torch.__version__,
+        n_train=int((splits == "train").sum()),
+        n_val=int((splits == "val").sum()),
+        n_test=int((splits == "test").sum()),
+        epochs=int(trainer.current_epoch),
+        steps=int(trainer.global_step),
+        wall_time_s=round(float(wall_time), 3),
+        best_val_loss=best_val,
+        unsupervised_losses=list(config.losses.unsupervised),
+        pca={kind: pca.summary() for kind, pca in pcas.items()},
+        unlabeled_frames_cached=clips.cache.n_frames if clips is not None else 0,
+    )
     write_model_info(stage, info)
     final_best = model_dir / "checkpoints" / "best.ckpt"
     result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
@@ -353,7 +305,6 @@ def _guards(config: TrainConfig) -> list:
     """The collapse guard (engine.callbacks), when enabled: it runs before the history records the epoch."""
     if not config.training.collapse_guard:
         return []
-    from .callbacks import CollapseGuard, flat_heatmap_loss
 
     # a context model's supervised loss sums its two heads' (single-frame and context): two flat maps
     heads = 2 if config.model.model_type == "context" else 1
@@ -363,12 +314,9 @@ def _guards(config: TrainConfig) -> list:
 def _atomic_checkpoint_io():
     """Lightning's checkpoint writer, through atomic.py (Lightning's own stages in /tmp and,
     across file systems, rewrites the target in place)."""
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any = None) -> None:
-            import torch
-
             with atomic_output(path) as tmp:
                 torch.save(checkpoint, tmp)
 
@@ -391,7 +339,6 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
     model directory restores the best score as it did before staging (Lightning drops it when
     the directory in the checkpoint differs from the callback's).
     """
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     class StagedCheckpoint(ModelCheckpoint):
         @property
@@ -413,86 +360,3 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
 
     final = os.path.realpath(final_dir)
     return StagedCheckpoint(dirpath=stage_dir, **kwargs)
-
-
-def _unsupervised_inputs(
-    config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
-):
-    """Fitted PCAs (training split, original pixels), the unlabeled clip dataset and the rig
-    geometry of the calibrated losses (None without them), or ({}, None, None)."""
-    losses = config.losses
-    if not losses.unsupervised:
-        return {}, None, None
-    from .pca import fit_pcas
-    from .unlabeled import ClipDataset, build_frame_cache
-
-    geometric = [name for name in losses.unsupervised if name in GEOMETRIC_LOSSES]
-    if geometric and labels.views is None:
-        raise ConfigError(
-            f"losses.unsupervised: {geometric} need a multi-view project of separate cameras (data.csv_file: one "
-            f"label CSV per camera, data.view_names their names in losses.calibration); {labels.csv_path} is one view"
-        )
-    if labels.views is not None and (geometric or ("pca_multiview" in losses.unsupervised and not losses.view_groups)):
-        return _camera_rig_inputs(config, labels, splits, videos, model_dir)
-    train_rows = np.flatnonzero(splits == "train")
-    pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
-    if not videos:
-        raise ProjectError(
-            f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
-            f"{Path(labels.root) / config.data.video_dir} has none"
-        )
-    cache_dir, cache_options, augmenter, n_clips = _clip_settings(config, labels, splits, model_dir)
-    cache = build_frame_cache(videos, config.data.image_resize, cache_dir, **cache_options)
-    return pcas, ClipDataset(cache, losses.clip_length, n_clips, augmenter), None
-
-
-def _clip_settings(config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, model_dir: Path):
-    """What one-camera and synchronised-camera clips share: the frame cache's folder and
-    options, the clip augmenter, and the clips per epoch (one per labeled training batch)."""
-    from .data import Augmenter
-
-    losses = config.losses
-    cache_dir = Path(losses.cache_dir) if losses.cache_dir else model_dir / "frame_cache"
-    options = {"max_frames": losses.max_cached_frames, "clip_length": losses.clip_length, "seed": config.training.seed}
-    augmenter = Augmenter(config.augmentation, labels.bodyparts) if config.augmentation.enabled else None
-    n_clips = int(np.ceil(np.count_nonzero(splits == "train") / config.training.batch_size))
-    return cache_dir, options, augmenter, n_clips
-
-
-def _camera_rig_inputs(
-    config: TrainConfig, labels: LabeledFrames, splits: np.ndarray, videos: list[Path], model_dir: Path
-):
-    """PCAs, synchronised clips of every camera and the rig geometry (None without the
-    geometric losses) of a multi-view project of separate cameras.
-
-    Its multi-view PCA (no ``losses.view_groups``) spans the cameras: one sample is an
-    instant's keypoints in every view, (C * K) points, fitted on the training instants.
-    """
-    from .geometry import fit_rig_geometry, resolve_calibration
-    from .pca import fit_pca, fit_pcas
-    from .unlabeled import MultiCameraClipDataset, build_camera_caches
-
-    losses = config.losses
-    assert labels.views is not None
-    views = list(dict.fromkeys(labels.views))
-    n, n_kp = len(labels) // len(views), len(labels.bodyparts)
-    train_rows = np.flatnonzero(splits == "train")
-    across = "pca_multiview" in losses.unsupervised and not losses.view_groups
-    rows_losses = losses.model_copy(
-        update={"unsupervised": [k for k in losses.unsupervised if not (across and k == "pca_multiview")]}
-    )
-    pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, rows_losses)
-    per_view = labels.keypoints.reshape(len(views), n, n_kp, 2)[:, np.flatnonzero(splits[:n] == "train")]
-    if across:
-        instants = per_view.transpose(1, 0, 2, 3).reshape(per_view.shape[1], len(views) * n_kp, 2)
-        names = [f"{view}/{part}" for view in views for part in labels.bodyparts]
-        groups: list[list[int | str]] = [[c * n_kp + k for k in range(n_kp)] for c in range(len(views))]
-        pcas["pca_multiview"] = fit_pca(
-            "pca_multiview", instants, names, losses.model_copy(update={"view_groups": groups})
-        )
-    geometry = None
-    if any(name in GEOMETRIC_LOSSES for name in losses.unsupervised):
-        geometry = fit_rig_geometry(resolve_calibration(losses, labels.root), views, per_view, labels.bodyparts, losses)
-    cache_dir, cache_options, augmenter, n_clips = _clip_settings(config, labels, splits, model_dir)
-    caches = build_camera_caches(videos, views, config.data.image_resize, cache_dir, **cache_options)
-    return pcas, MultiCameraClipDataset(caches, losses.clip_length, n_clips, augmenter), geometry

@@ -1,15 +1,8 @@
-"""``elp demo``: the whole pipeline on a local database, from data to NWB, plots and video.
+"""``elp demo --rig``: a calibrated camera rig from board videos to 3D pose in NWB.
 
-Steps: connect (starting a private server when no ``DJ_HOST`` is set), generate a synthetic
-labeled project with ground truth (or use ``--project``), register it, train two models with
-different seeds, evaluate them, predict a session video with each, smooth the ensemble with
-EKS, export NWB (checked with nwbinspector's DANDI config), draw trace plots and a labeled
-video, and print a summary. Running it again reuses what exists.
-
-``elp demo --multiview`` (:func:`run_multiview_demo`) runs a calibrated camera rig instead:
-rendered board videos -> ``Calibration`` -> a labeled multi-view project (one CSV per view)
+Rendered board videos -> ``Calibration`` -> a labeled multi-view project (one CSV per view)
 as one ``VideoSet`` -> one network shared by the views -> ``PoseEstimation`` per camera of a
-new session -> ``MultiCameraRecording`` -> ``Triangulation`` -> 3D plots -> NWB, and prints
+new session -> ``MultiCameraRecording`` -> ``Triangulation`` -> 3D plots -> NWB; it prints
 the 3D error against the ground truth, the reprojection errors and the time of each step.
 """
 
@@ -18,297 +11,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 
-DEMO_PREFIX = "lp_demo_"
-
-
-def demo_params(epochs: int, resize: int, backbone: str) -> dict:
-    """Training parameters sized for a 2-core laptop: a few minutes per model."""
-    return {
-        "data": {"image_resize": [resize, resize], "train_prob": 0.8, "val_prob": 0.1},
-        "model": {"backbone": backbone, "pretrained": backbone == "efficientnet_lite0"},
-        "training": {
-            "batch_size": 8,
-            "max_epochs": epochs,
-            "unfreeze_epoch": 0,
-            "lr_milestones": [int(epochs * 0.6), int(epochs * 0.85)],
-            "num_workers": 0,
-            "check_val_every_n_epoch": max(1, epochs // 10),
-            "log_every_n_steps": 5,
-        },
-    }
-
-
-# Sizes of each demo when the command line leaves them out: (2D demo, --multiview).
-DEFAULTS = {
-    "models": (2, 1),
-    "epochs": (120, 30),
-    "resize": (128, 128),
-    "image_size": (128, 320),
-    "labeled": (60, 30),
-    "frames": (600, 300),
-}
-
-
-def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Give every size the command line left out (None) its default for the chosen demo."""
-    multiview = bool(getattr(args, "multiview", False))
-    for name, values in DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, values[multiview])
-    return args
-
-
-class Step:
-    """Prints a step's name, then its duration when it ends (also kept in ``timings``)."""
-
-    def __init__(self, name: str, timings: dict | None = None):
-        self.name = name
-        self.timings = timings
-
-    def __enter__(self):
-        print(f"==> {self.name} ...", flush=True)
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if exc[0] is None:
-            elapsed = time.perf_counter() - self.start
-            if self.timings is not None:
-                self.timings[self.name] = elapsed
-            print(f"    done in {elapsed:.1f} s", flush=True)
-
-
-def connect(backend: str) -> None:
-    """Use DJ_* when set, else start (or reuse) a private local server."""
-    if os.environ.get("DJ_HOST"):
-        print(f"using the database server at {os.environ['DJ_HOST']} (DJ_HOST)")
-    else:
-        from . import localdb
-
-        conn = localdb.start(backend)
-        os.environ.update(conn.env())
-        print(f"private {backend} server on {conn.host}:{conn.port} (data in {conn.data_dir})")
-    from . import dj_compat
-
-    dj_compat.configure_from_env()
-
-
-def synthetic_data(root: Path, image_size: int, n_labeled: int, n_frames: int):
-    from .engine.synthetic import load_synthetic_project, make_synthetic_project
-
-    project_dir = root / "projects" / "synthetic"
-    if (project_dir / "synthetic.json").is_file():
-        return load_synthetic_project(project_dir)
-    if project_dir.exists():
-        shutil.rmtree(project_dir)
-    # video00 feeds the labels; video01 plays the session recording (with ground truth)
-    return make_synthetic_project(
-        project_dir,
-        seed=0,
-        image_size=(image_size, image_size),
-        n_labeled=n_labeled,
-        n_video_frames=n_frames,
-        n_videos=2,
-        fps=30.0,
-    )
-
-
-def run_demo(args: argparse.Namespace) -> dict:
-    """Run every step; returns the summary dictionary printed at the end."""
-    out = Path(args.out).absolute()
-    root, processed = out / "data", out / "processed"
-    root.mkdir(parents=True, exist_ok=True)
-    processed.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"outputs": {}}
-
-    with Step("database"):
-        connect(args.backend)
-        from . import dj_compat, pipeline
-        from .engine import io
-
-        lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
-    train, model, ensemble = lp.train, lp.model, lp.ensemble
-
-    with Step("labeled project"):
-        if args.project:
-            project_root = Path(args.project).absolute()
-            link = root / "projects" / project_root.name
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(project_root, target_is_directory=True)
-            labels, project_videos = io.load_project(link)
-            session_videos = [Path(v).absolute() for v in (args.videos or project_videos[:1])]
-            truth = None
-            project_rel = f"projects/{project_root.name}"
-        else:
-            synth = synthetic_data(root, args.image_size, args.labeled, args.frames)
-            session_videos = [synth.videos[1]]
-            truth = synth.ground_truth(synth.videos[1])[0]
-            project_rel = "projects/synthetic"
-        vs_key = _video_set(train, project_rel, "demo project")
-        n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
-        print(f"    {project_rel}: {n_labeled} labeled frames")
-
-    with Step(f"training {args.models} models ({args.backbone}, {args.epochs} epochs, {args.resize}px)"):
-        idx = train.TrainingParamSet.insert_new_params("demo", demo_params(args.epochs, args.resize, args.backbone))
-        for i in range(args.models):
-            train.TrainingTask.insert1(
-                {**vs_key, "paramset_idx": idx, "training_id": i + 1, "seed": i}, skip_duplicates=True
-            )
-        result = dj_compat.populate(train.ModelTraining, display_progress=True)
-        _raise_errors(result)
-        names = []
-        for i in range(args.models):
-            tkey = {**vs_key, "paramset_idx": idx, "training_id": i + 1}
-            name = f"demo_seed{i}"
-            if not model.Model & {"model_name": name}:
-                model.Model.insert_from_training(tkey, model_name=name)
-            names.append(name)
-        for row in dj_compat.fetch_dicts(train.ModelTraining & vs_key & {"paramset_idx": idx}):
-            print(f"    training {row['training_id']}: {row['n_epochs']} epochs in {row['wall_time_s']:.0f} s")
-
-    with Step("evaluation on the labeled frames"):
-        _raise_errors(dj_compat.populate(model.ModelEvaluation))
-        summary["evaluation"] = {
-            r["model_name"]: (r["train_mean_px"], r["val_mean_px"], r["test_mean_px"])
-            for r in dj_compat.fetch_dicts(model.ModelEvaluation & [{"model_name": n} for n in names])
-        }
-
-    with Step("session recording and pose estimation"):
-        session = pipeline.add_session(
-            "mouse01",
-            dt.datetime(2024, 5, 1, 10, 30),
-            sex="F",
-            subject_birth_date=dt.date(2024, 1, 2),
-            description="element-lightning-pose demo session",
-        )
-        lp.Device.insert1({"device": "camera1", "device_description": "behaviour camera"}, skip_duplicates=True)
-        rec = {**session, "recording_id": 1}
-        if not model.VideoRecording & rec:
-            with model.VideoRecording.connection.transaction:
-                model.VideoRecording.insert1({**rec, "device": "camera1"})
-                model.VideoRecording.File.insert(
-                    {**rec, "file_id": i, "file_path": _relative(root, v)} for i, v in enumerate(session_videos)
-                )
-        _raise_errors(dj_compat.populate(model.RecordingInfo, rec))
-        for name in names:
-            model.PoseEstimationTask.generate(rec, name, batch_size=16)
-        _raise_errors(dj_compat.populate(model.PoseEstimation, rec, display_progress=True))
-        pose_rows = dj_compat.fetch_dicts(model.PoseEstimation & rec)
-        summary["inference_fps"] = {r["model_name"]: r["frames_per_s"] for r in pose_rows}
-
-    with Step("ensemble (Ensemble Kalman Smoother)"):
-        sidx = ensemble.SmoothingParamSet.insert_new_params("automatic s", {})
-        ens_key = {**rec, "ensemble_id": 1}
-        if not ensemble.EnsembleSmoothingTask & ens_key:
-            ensemble.EnsembleSmoothingTask.create(rec, names, sidx, ensemble_id=1, description="demo ensemble")
-        _raise_errors(dj_compat.populate(ensemble.EnsembleSmoothing, rec))
-
-    if truth is not None:
-        summary["pixel_error_vs_truth"] = _errors_vs_truth(model, ensemble, rec, ens_key, names, truth)
-
-    with Step("NWB export (checked with nwbinspector --config dandi)"):
-        from .export import dj_nwb, nwb
-
-        nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
-        serious = [
-            m for m in nwb.inspect_dandi(nwb_path) if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")
-        ]
-        summary["outputs"]["nwb"] = nwb_path
-        summary["nwb_serious_findings"] = len(serious)
-        for message in serious:
-            print(f"    nwbinspector: {message.importance.name}: {message.message}")
-
-    with Step("plots and labeled video"):
-        from . import plotting
-
-        figures = out / "figures"
-        figures.mkdir(exist_ok=True)
-        plotting.plot_ensemble(ens_key, figures / "ensemble_traces.png")
-        plotting.plot_model_evaluation({"model_name": names[0]}, figures / "evaluation.png")
-        video = plotting.labeled_video_for(ens_key, figures / "ensemble_labeled.mp4")
-        summary["outputs"].update(
-            {
-                "trace plot": figures / "ensemble_traces.png",
-                "evaluation plot": figures / "evaluation.png",
-                "labeled video": video,
-                "ensemble CSV": processed / (ensemble.EnsembleSmoothing & ens_key).fetch1("output_file"),
-            }
-        )
-        for r in pose_rows:
-            summary["outputs"][f"predictions {r['model_name']}"] = processed / r["predictions_file"]
-    return summary
-
-
-def _relative(root: Path, path: Path) -> str:
-    path = Path(path).absolute()
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        link = root / "videos_external" / path.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(path)
-        return link.relative_to(root).as_posix()
-
-
-def _video_set(train, project_rel: str, description: str) -> dict:
-    """The VideoSet key of the demo's project, registered on the first run, found on a rerun."""
-    from . import dj_compat
-
-    existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
-    if existing:
-        return {"video_set_id": existing[0]["video_set_id"]}
-    return train.VideoSet.insert_project(project_rel, description=description)
-
-
-def _raise_errors(result) -> None:
-    if result.errors:
-        key, message = result.errors[0]
-        raise RuntimeError(f"populate failed for {key}: {message}")
-
-
-def _errors_vs_truth(model, ensemble, rec, ens_key, names, truth) -> dict:
-    errors = {}
-    for name in names:
-        pose = model.PoseEstimation.get_trajectory({**rec, "model_name": name}).to_numpy().reshape(len(truth), -1, 3)
-        errors[name] = float(np.nanmean(np.linalg.norm(pose[..., :2] - truth, axis=-1)))
-    from .dj_compat import fetch_dicts
-
-    rows = {r["body_part"]: r for r in fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & ens_key)}
-    order = model.Model.bodyparts({"model_name": names[0]})
-    smoothed = np.stack([np.stack([rows[b]["x_pos"], rows[b]["y_pos"]], -1) for b in order], axis=1)
-    errors["ensemble (EKS)"] = float(np.nanmean(np.linalg.norm(smoothed - truth, axis=-1)))
-    return errors
-
-
-def print_summary(summary: dict, elapsed: float) -> None:
-    print("\n================ demo summary ================")
-    if "pixel_error_vs_truth" in summary:
-        print("mean pixel error against ground truth, every frame of the session video:")
-        for name, err in summary["pixel_error_vs_truth"].items():
-            print(f"  {name:24s} {err:6.2f} px")
-    print("labeled-frame error (train / val / test mean px):")
-    for name, values in summary["evaluation"].items():
-        print(f"  {name:24s} " + " / ".join("-" if v is None else f"{v:.2f}" for v in values))
-    print("inference speed:")
-    for name, fps in summary["inference_fps"].items():
-        print(f"  {name:24s} {fps:7.1f} frames/s" if fps else f"  {name:24s} (loaded)")
-    print(f"NWB serious inspector findings: {summary['nwb_serious_findings']}")
-    print("outputs:")
-    for what, path in summary["outputs"].items():
-        print(f"  {what:28s} {path}")
-    print(f"total {elapsed / 60:.1f} min")
-
-
-# --------------------------------------------------------------------------- --multiview
+from element_lightning_pose.demo.common import (
+    Step,
+    connect,
+    demo_params,
+    find_or_register_video_set,
+    raise_populate_errors,
+    relative_to_root,
+)
+from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.multicam.cameras import read_calibration
+from element_lightning_pose.synthetic.rig import make_body, render_body_videos
+from element_lightning_pose.synthetic.rig_project import BOARD, make_rig_project
 
 RIG_CALIBRATION = "demo_rig"
 
@@ -328,10 +47,6 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
     world frame (mm) and its ``bodyparts``. Reused when it exists with the same sizes (other
     sizes in the same output folder and prefix would meet the first run's VideoSet: use
     another ``--out`` and ``--prefix``)."""
-    from .engine.multicam.cameras import read_calibration
-    from .engine.multicam.project import make_rig_project
-    from .engine.multicam.rig import make_body, render_body_videos
-
     width, height = args.image_size, int(round(args.image_size * 0.75))
     sizes = {
         "cameras": args.cameras,
@@ -363,11 +78,9 @@ def rig_data(root: Path, args: argparse.Namespace) -> dict:
         body = make_body(args.frames, seed=1)  # another walk than the labeled one: a held-out session
         radius = max(1, int(round(4 * width / 640)))  # as make_rig_project draws the labeled videos
         render_body_videos(group, body.points, body.bodyparts, session_dir, radius=radius)
-        from .engine.atomic import atomic_output
 
         with atomic_output(truth_file) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, points3d=body.points, bodyparts=np.array(body.bodyparts))
-    from .engine.atomic import write_text_atomic
 
     write_text_atomic(stamp, json.dumps(sizes))
     truth = np.load(truth_file)
@@ -392,7 +105,7 @@ def _load_rig_project(project_dir: Path) -> dict:
     }
 
 
-def multiview_params(args: argparse.Namespace) -> dict:
+def rig_params(args: argparse.Namespace) -> dict:
     """:func:`demo_params` with one network shared by the views and a 4:3 input."""
     params = demo_params(args.epochs, args.resize, args.backbone)
     width, height = rig_sizes(args.resize)
@@ -409,7 +122,7 @@ def _time_cap(args: argparse.Namespace) -> str:
     return f", at most {limit:.0f} s each" if limit > 0 else ""
 
 
-def run_multiview_demo(args: argparse.Namespace) -> dict:
+def run_rig_demo(args: argparse.Namespace) -> dict:
     """Run every step of the multi-camera demo; returns the summary (also written as
     ``summary.json`` in the output folder)."""
     out = Path(args.out).absolute()
@@ -421,7 +134,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     with Step("database", timings):
         connect(args.backend)
-        from . import dj_compat, pipeline
+        from element_lightning_pose import dj_compat, pipeline
 
         lp = pipeline.activate_pipeline(args.prefix, root_dir=root, processed_dir=processed)
     train, model, multicam = lp.train, lp.model, lp.multicam
@@ -433,13 +146,11 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
     with Step("calibration from the board videos", timings):
         cal = {"calibration_id": RIG_CALIBRATION}
         if not multicam.CameraCalibration & cal:
-            from .engine.multicam.project import BOARD
-
             board = {f: getattr(BOARD, f) for f in ("board_type", "board_x", "board_y", "square_length")}
             board.update({f: getattr(BOARD, f) for f in ("marker_length", "marker_bits", "dict_size")})
             if not multicam.CalibrationTask & cal:
                 multicam.CalibrationTask.create(RIG_CALIBRATION, board, data["board_videos"], units="mm")
-            _raise_errors(dj_compat.populate(multicam.Calibration, cal))
+            raise_populate_errors(dj_compat.populate(multicam.Calibration, cal))
         units = (multicam.CameraCalibration & cal).fetch1("units")
         summary["units"] = units
         summary["calibration_error_px"] = {
@@ -449,22 +160,24 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     with Step("multi-view project as one VideoSet", timings):
         project_rel = "projects/rig"
-        vs_key = _video_set(train, project_rel, "demo rig: one label CSV per view")
+        vs_key = find_or_register_video_set(train, project_rel, "demo rig: one label CSV per view")
         n_labeled = (train.VideoSet & vs_key).fetch1("n_labeled_frames")
         print(f"    {project_rel}: {n_labeled} labeled frames in views {train.VideoSet.views(vs_key)}")
 
-    height, width = multiview_params(args)["data"]["image_resize"]
+    height, width = rig_params(args)["data"]["image_resize"]
     with Step(
         f"training {args.models} shared multi-view model(s) ({args.backbone}, {args.epochs} epochs, "
         f"{width}x{height}px{_time_cap(args)})",
         timings,
     ):
-        idx = train.TrainingParamSet.insert_new_params("demo multi-view", multiview_params(args))
+        idx = train.TrainingParamSet.insert_new_params("demo multi-view", rig_params(args))
         for i in range(args.models):
             train.TrainingTask.insert1(
                 {**vs_key, "paramset_idx": idx, "training_id": i + 1, "seed": i}, skip_duplicates=True
             )
-        _raise_errors(dj_compat.populate(train.ModelTraining, {**vs_key, "paramset_idx": idx}, display_progress=True))
+        raise_populate_errors(
+            dj_compat.populate(train.ModelTraining, {**vs_key, "paramset_idx": idx}, display_progress=True)
+        )
         models = []
         for i in range(args.models):
             tkey = {**vs_key, "paramset_idx": idx, "training_id": i + 1}
@@ -493,14 +206,14 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
                 with model.VideoRecording.connection.transaction:
                     model.VideoRecording.insert1({**rec, "device": device})
                     model.VideoRecording.File.insert1(
-                        {**rec, "file_id": 0, "file_path": _relative(root, data["session_videos"][camera])}
+                        {**rec, "file_id": 0, "file_path": relative_to_root(root, data["session_videos"][camera])}
                     )
             recs[camera] = rec
-        _raise_errors(dj_compat.populate(model.RecordingInfo, list(recs.values())))
+        raise_populate_errors(dj_compat.populate(model.RecordingInfo, list(recs.values())))
         for rec in recs.values():
             for name in models:
                 model.PoseEstimationTask.generate(rec, name, batch_size=16)
-        _raise_errors(dj_compat.populate(model.PoseEstimation, list(recs.values()), display_progress=True))
+        raise_populate_errors(dj_compat.populate(model.PoseEstimation, list(recs.values()), display_progress=True))
 
     with Step("3D: MultiCameraRecording -> TriangulationTask -> Triangulation", timings):
         rig_key = {**session, "rig_recording_id": 1}
@@ -514,7 +227,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
         task = {**rig_key, "triangulation_paramset_idx": tidx, "triangulation_id": 1}
         if not multicam.TriangulationTask & task:
             multicam.TriangulationTask.create(rig_key, tidx, models[0], description="demo: the first model per camera")
-        _raise_errors(dj_compat.populate(multicam.Triangulation, task))
+        raise_populate_errors(dj_compat.populate(multicam.Triangulation, task))
 
     summary.update(_rig_errors(lp, data, recs, models[0], task))
 
@@ -524,7 +237,7 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
         summary["outputs"].update(_rig_plots(lp, task, summary.pop("_arrays"), figures))
 
     with Step("NWB export (checked with nwbinspector --config dandi)", timings):
-        from .export import dj_nwb, nwb
+        from element_lightning_pose.export import dj_nwb, nwb
 
         nwb_path = dj_nwb.export_session(session, out / "nwb", species="Mus musculus", overwrite=True)
         messages = nwb.inspect_dandi(nwb_path)
@@ -538,7 +251,6 @@ def run_multiview_demo(args: argparse.Namespace) -> dict:
 
     points_file = (multicam.Triangulation & task).fetch1("points_file")
     summary["outputs"]["3D points CSV"] = processed / points_file
-    from .engine.atomic import write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(summary, default=str, indent=1) + "\n")
     summary["outputs"]["summary"] = out / "summary.json"
@@ -550,7 +262,7 @@ def _rig_errors(lp, data: dict, recs: dict, model_name: str, task: dict) -> dict
     against the true projections. The board calibration's world frame is the first camera's
     optical frame, so the truth is moved into it with that camera's true pose (the calibration
     is in mm like the truth: no scale or alignment is fitted)."""
-    from .dj_compat import fetch_dicts
+    from element_lightning_pose.dj_compat import fetch_dicts
 
     group, multicam = data["group"], lp.multicam
     trajectory = multicam.Triangulation.get_trajectory(task)
@@ -602,7 +314,7 @@ def _rig_plots(lp, task: dict, arrays: dict, figures: Path) -> dict:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from .plotting.multicam import plot_reprojection_errors, plot_traces_3d
+    from element_lightning_pose.plotting.multicam import plot_reprojection_errors, plot_traces_3d
 
     units = (lp.multicam.CameraCalibration * lp.multicam.MultiCameraRecording & task).fetch1("units")
     shown = [bp for bp in ("snout", "paw_fl", "tail_base") if bp in arrays["bodyparts"]] or arrays["bodyparts"][:3]
@@ -640,7 +352,7 @@ def _nwb_3d_contents(path: Path) -> dict[str, int]:
     return counts
 
 
-def print_multiview_summary(summary: dict, elapsed: float) -> None:
+def print_rig_summary(summary: dict, elapsed: float) -> None:
     """The multi-camera demo's figures: 3D error, reprojection and 2D errors, step times, outputs."""
     units = summary["units"]
     e3 = summary["error_3d"]

@@ -17,11 +17,22 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
-from .geometry import RigGeometry, limb_length_loss, reprojection_loss, triangulate_views
-from .losses import heatmap_mse, pca_loss, temporal_loss
-from .networks import ContextHeatmapNet, build_net, heatmap_to_input, soft_argmax, spatial_softmax
-from .pca import KeypointPCA
+from element_lightning_pose.engine.config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
+from element_lightning_pose.engine.networks import (
+    ContextHeatmapNet,
+    build_net,
+    heatmap_to_input,
+    soft_argmax,
+    spatial_softmax,
+)
+from element_lightning_pose.engine.training.losses import heatmap_mse, pca_loss, temporal_loss
+from element_lightning_pose.engine.training.pca import KeypointPCA
+from element_lightning_pose.engine.training.rig_losses import (
+    RigGeometry,
+    limb_length_loss,
+    reprojection_loss,
+    triangulate_views,
+)
 
 
 class HeatmapModule(pl.LightningModule):

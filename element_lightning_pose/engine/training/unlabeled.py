@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .atomic import atomic_output, write_text_atomic
-from .data import Augmenter
-from .io import ProjectError
-from .safe_paths import check_name
-from .video import iter_frames, resize_frame, video_info
+from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.data.video import iter_frames, resize_frame, video_info
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.safe_paths import check_name
+from element_lightning_pose.engine.training.augmentation import Augmenter
 
 PathLike = str | os.PathLike
 CACHE_VERSION = 1

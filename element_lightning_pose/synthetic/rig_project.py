@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_output, write_text_atomic
-from ..io import write_keypoint_csv
-from .boards import Board
-from .cameras import write_calibration
-from .rig import make_body, make_rig, render_board_videos, render_body_videos
+from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
+from element_lightning_pose.engine.multicam.boards import Board
+from element_lightning_pose.engine.multicam.cameras import write_calibration
+from element_lightning_pose.synthetic.rig import make_body, make_rig, render_board_videos, render_body_videos
 
 PathLike = str | os.PathLike
 
@@ -98,7 +98,7 @@ def make_rig_project(
     radius = dot_radius or max(1, int(round(4 * image_size[0] / 640)))
     occluded = np.zeros((n_cameras, n_frames, len(body.bodyparts)), dtype=bool)
     if occlusion_rate > 0:
-        from .rig import occlusion_runs
+        from element_lightning_pose.synthetic.rig import occlusion_runs
 
         occluded_rng = np.random.default_rng(seed + 6000)
         occluded = np.stack(
@@ -171,7 +171,7 @@ def _write_view_labels(
     and ``CollectedData_<camera>.csv``; returns the CSV's name."""
     import cv2
 
-    from ..video import read_frames
+    from element_lightning_pose.engine.data.video import read_frames
 
     folder = root / "labeled-data" / f"{session}_{camera}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, LossesConfig
+from element_lightning_pose.engine.config import ConfigError, LossesConfig
+from element_lightning_pose.engine.multicam.cameras import read_calibration
+from element_lightning_pose.engine.training.pca import resolve_keypoints
 
 PathLike = str | os.PathLike
 UNDISTORT_ITERATIONS = 10
@@ -220,8 +222,6 @@ def limb_length_loss(points: torch.Tensor, valid: torch.Tensor, geometry: RigGeo
 
 def rig_cameras(calibration: PathLike, view_names: Sequence[str], camera_names: Mapping[str, str]):
     """The calibration's cameras in view order (``camera_names`` maps a view to its camera)."""
-    from .multicam.cameras import read_calibration
-
     group = read_calibration(calibration)
     wanted = [camera_names.get(view, view) for view in view_names]
     missing = [f"view {view!r} (camera {name!r})" for view, name in zip(view_names, wanted) if name not in group.names]
@@ -279,8 +279,6 @@ def fit_rig_geometry(
     ``keypoints`` (C, F, K, 2): the same F labeled instants in each of the C views, original
     pixels, NaN where unlabeled.
     """
-    from .pca import resolve_keypoints
-
     cameras = rig_cameras(calibration, view_names, losses.camera_names)
     geometry = RigGeometry(
         [c.name for c in cameras],

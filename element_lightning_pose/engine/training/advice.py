@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import TrainConfig
-from .io import LabeledFrames, ProjectError, check_image, load_project
-from .networks.heads import HEATMAP_STRIDE
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.data.labels import LabeledFrames, check_image
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE
 
 PathLike = str | os.PathLike
 

@@ -43,8 +43,9 @@ import cv2
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.io import PathLike, ProjectError, write_keypoint_csv
-from element_lightning_pose.engine.video import write_video
+from element_lightning_pose.engine.data.keypoints import PathLike, write_keypoint_csv
+from element_lightning_pose.engine.data.video import write_video
+from element_lightning_pose.engine.errors import ProjectError
 
 BODY_PARTS = (
     "nose",
@@ -546,7 +547,7 @@ def load_synthetic_project(root: PathLike) -> SyntheticProject:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m element_lightning_pose.engine.synthetic",
+        prog="python -m element_lightning_pose.synthetic.projects",
         description="Write a synthetic Lightning Pose project with ground truth.",
     )
     parser.add_argument("out_dir", type=Path, help="new (or empty) project folder")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import LabeledFrames
-from .labeled import read_splits
-from .metrics import long_table, pixel_errors
-from .predict import PoseModel, load_model, predict_labeled
+from element_lightning_pose.engine.data.labels import LabeledFrames
+from element_lightning_pose.engine.data.splits import read_splits
+from element_lightning_pose.engine.inference.metrics import long_table, pixel_errors
+from element_lightning_pose.engine.inference.models import PoseModel, load_model
+from element_lightning_pose.engine.inference.predict import predict_labeled
 
 PathLike = str | os.PathLike
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import atomic_output
-from .errors import ElpError
+from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 

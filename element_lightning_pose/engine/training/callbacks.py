@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .networks.heads import HEATMAP_STRIDE, gaussian_targets
+from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE, gaussian_targets
 
 log = logging.getLogger("element_lightning_pose.train")
 

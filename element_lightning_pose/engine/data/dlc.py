@@ -1,0 +1,189 @@
+"""DeepLabCut projects as they are on disk: ``config.yaml`` and ``labeled-data/<video>/CollectedData_<scorer>.csv`` (or ``.h5``).
+
+The labels of every labeled folder are read through the label-table parser of :mod:`.labels` (with
+its checks), put in ``config.yaml``'s body-part order, and merged into one :class:`LabeledFrames`
+whose image paths are relative to the project root.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import replace
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from element_lightning_pose.engine.data.labels import (
+    LabeledFrames,
+    check_image,
+    concat_labels,
+    parse_label_rows,
+    read_labels,
+)
+from element_lightning_pose.engine.errors import ProjectError
+
+PathLike = str | os.PathLike
+logger = logging.getLogger(__name__)
+
+
+DLC_CONFIG = "config.yaml"  # a DeepLabCut project's settings (body parts, scorer, videos)
+
+
+DLC_LABELED_DIR = "labeled-data"
+
+
+def is_dlc_project(root: PathLike) -> bool:
+    """Whether ``root`` looks like a DeepLabCut project: ``config.yaml`` with ``bodyparts``
+    beside a ``labeled-data/`` folder."""
+    root = Path(root)
+    if not (root / DLC_CONFIG).is_file() or not (root / DLC_LABELED_DIR).is_dir():
+        return False
+    try:
+        config = yaml.safe_load((root / DLC_CONFIG).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(config, dict) and "bodyparts" in config
+
+
+def read_dlc_config(root: PathLike) -> dict:
+    """The parts of a DeepLabCut ``config.yaml`` that labels need: ``scorer``, ``bodyparts``,
+    ``video_sets``; a multi-animal project is refused (its labels have another header)."""
+    path = Path(root) / DLC_CONFIG
+    if not path.is_file():
+        raise ProjectError(f"{path}: DeepLabCut config not found")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ProjectError(f"{path}: expected a mapping of DeepLabCut settings")
+    if config.get("multianimalproject"):
+        raise ProjectError(f"{path}: a multi-animal DeepLabCut project (multianimalproject: true) is not supported")
+    bodyparts = config.get("bodyparts")
+    if not isinstance(bodyparts, list) or not bodyparts or not all(isinstance(b, str) and b for b in bodyparts):
+        raise ProjectError(f"{path}: bodyparts must be a non-empty list of names, got {bodyparts!r}")
+    if len(set(bodyparts)) != len(bodyparts):
+        raise ProjectError(f"{path}: bodyparts repeats a name: {bodyparts}")
+    scorer = config.get("scorer")
+    if not isinstance(scorer, str) or not scorer:
+        raise ProjectError(
+            f"{path}: scorer must be a name (labels are labeled-data/<video>/CollectedData_<scorer>.csv)"
+        )
+    video_sets = config.get("video_sets") or {}
+    return {"scorer": scorer, "bodyparts": list(bodyparts), "video_sets": video_sets}
+
+
+def dlc_label_files(root: PathLike) -> list[Path]:
+    """The label file of each labeled folder of a DeepLabCut project (CSV, else .h5).
+
+    Folders without labels (frames extracted, not labeled yet, and DeepLabCut's ``*_labeled``
+    plots) are skipped, as DeepLabCut does; a folder labeled by another scorer than
+    ``config.yaml``'s, or a project with no labels at all, is a ProjectError naming the file.
+    """
+    root = Path(root)
+    scorer = read_dlc_config(root)["scorer"]
+    labeled = root / DLC_LABELED_DIR
+    if not labeled.is_dir():
+        raise ProjectError(f"{labeled}: folder not found (DeepLabCut keeps labels in labeled-data/<video>/)")
+    files = []
+    for folder in sorted(p for p in labeled.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder.name.endswith("_labeled"):
+            continue
+        csv_path, h5_path = folder / f"CollectedData_{scorer}.csv", folder / f"CollectedData_{scorer}.h5"
+        if csv_path.is_file() or h5_path.is_file():
+            files.append(csv_path if csv_path.is_file() else h5_path)
+            continue
+        others = sorted(p.name for p in folder.glob("CollectedData_*"))
+        if others:
+            raise ProjectError(
+                f"{csv_path}: not found, but {others} are: the scorer in {root / DLC_CONFIG} is {scorer!r}"
+            )
+        logger.warning("%s: no CollectedData_%s.csv or .h5 (not labeled yet); skipped", folder, scorer)
+    if not files:
+        raise ProjectError(
+            f"{labeled / '<video>' / f'CollectedData_{scorer}.csv'}: no labeled folder has it (or the .h5); "
+            f"scorer {scorer!r} from {root / DLC_CONFIG}"
+        )
+    return files
+
+
+def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFrames:
+    """Every labeled folder of a DeepLabCut project merged into one LabeledFrames.
+
+    Image paths are relative to the project root (``labeled-data/<video>/img042.png``), body
+    parts in ``config.yaml``'s order; the labels of each folder must name exactly the body parts
+    of ``config.yaml``. Errors name the file at fault (the CSV or .h5, the config, an image).
+    """
+    root = Path(root)
+    config = read_dlc_config(root)
+    parts = []
+    for path in dlc_label_files(root):
+        part = _read_dlc_h5(path, root) if path.suffix == ".h5" else read_labels(path, root, check_images=False)
+        part = _dlc_images_under_root(part, path.parent, root)
+        part = _in_config_order(part, config["bodyparts"], root / DLC_CONFIG)
+        if check_images:
+            for image in part.image_paths:
+                check_image(root / image, f"{path} ({image})")
+        parts.append(part)
+    labels = concat_labels(parts, root, root / DLC_CONFIG)
+    return replace(labels, scorer=config["scorer"])
+
+
+def _read_dlc_h5(path: Path, root: Path) -> LabeledFrames:
+    """DeepLabCut's HDF5 labels (a pandas table), through the CSV parser and its checks."""
+    try:
+        import tables  # noqa: F401  (pandas' HDF5 backend)
+    except ImportError:
+        raise ProjectError(
+            f"{path}: reading DeepLabCut's .h5 labels needs PyTables (pip install tables); or save "
+            f"the labels as {path.with_suffix('.csv').name} beside it (DeepLabCut writes both)"
+        ) from None
+    try:
+        frame = pd.read_hdf(path)
+    except Exception as exc:  # pandas and PyTables raise many types for a damaged file
+        raise ProjectError(f"{path}: unreadable HDF5 label file ({exc})") from exc
+    if not isinstance(frame, pd.DataFrame) or frame.columns.nlevels != 3:
+        levels = getattr(getattr(frame, "columns", None), "nlevels", 0)
+        raise ProjectError(
+            f"{path}: expected columns (scorer, bodyparts, coords), found {levels} level(s)"
+            + (" (a multi-animal project?)" if levels == 4 else "")
+        )
+    text = frame.to_csv()
+    rows = [
+        (line, [cell.strip() for cell in row])
+        for line, row in enumerate(csv.reader(StringIO(text)), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+    return parse_label_rows(path, rows, root, check_images=False)
+
+
+def _dlc_images_under_root(labels: LabeledFrames, folder: Path, root: Path) -> LabeledFrames:
+    """Image paths relative to the project root; a bare ``img042.png`` (older DeepLabCut) is in ``folder``."""
+    prefix = folder.relative_to(root).as_posix()
+    fixed = [
+        path if "/" in path or (root / path).is_file() or not (folder / path).is_file() else f"{prefix}/{path}"
+        for path in labels.image_paths
+    ]
+    return replace(labels, image_paths=fixed)
+
+
+def _in_config_order(labels: LabeledFrames, bodyparts: list[str], config_path: Path) -> LabeledFrames:
+    """``labels`` with its keypoints in ``bodyparts``' order; other body parts are an error."""
+    if set(labels.bodyparts) != set(bodyparts) or len(labels.bodyparts) != len(bodyparts):
+        missing = [b for b in bodyparts if b not in labels.bodyparts]
+        extra = [b for b in labels.bodyparts if b not in bodyparts]
+        raise ProjectError(
+            f"{labels.csv_path}: body parts {labels.bodyparts} differ from {config_path}'s {bodyparts} "
+            f"(missing {missing}, not in config.yaml {extra})"
+        )
+    order = [labels.bodyparts.index(b) for b in bodyparts]
+    return replace(
+        labels,
+        bodyparts=list(bodyparts),
+        keypoints=labels.keypoints[:, order],
+        visible=None if labels.visible is None else labels.visible[:, order],
+    )

@@ -1,0 +1,268 @@
+"""Streaming inference: ``load_model(model_dir)`` then ``predict_video(model, video)``.
+
+A background thread decodes and resizes the next batches (``video.iter_batches``) while the
+network runs on the current one; only ``batch_size x prefetch`` frames are ever in memory, so
+memory does not grow with the video's length. The heatmap -> keypoint step runs on the
+device in a handful of tensor operations (a local soft-argmax, see ``networks.heads``).
+Coordinates returned are ORIGINAL-frame pixels (0 = centre of the first pixel).
+
+Context models (``model_type: context``) stream too: the backbone features of the last four
+frames are kept between batches, so frame t is predicted from frames t-2..t+2 exactly as if
+each frame had been given its true neighbours (the video's first / last frame repeated at the
+edges). ``diagnostics_csv`` writes per-frame temporal norms and PCA residuals beside the
+predictions, to find frames worth relabeling.
+
+A video that decodes fewer frames than it lists (truncated, damaged) is an error
+(:class:`video.ShortVideoError`) and nothing is written; ``allow_short=True`` predicts what
+decodes, warns, and fills the missing frames with NaN (likelihood 0). Evaluation on labeled
+frames is ``engine.evaluate``. Nothing here imports Lightning.
+
+A two-stage crop-zoom model directory (``engine.cropzoom``) loads as a :class:`CropZoomModel`:
+the detector finds the animal's centre on a downscaled frame, the centre is smoothed over
+time (a running median), the pose model runs on the crop around it, and its keypoints are
+mapped back to original-frame pixels; a frame whose detection is below the confidence
+threshold is NaN with likelihood 0 for every keypoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from element_lightning_pose.engine.data.crops import smooth_centres
+from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_predictions
+from element_lightning_pose.engine.data.labels import LabeledFrames, image_file, load_context_resized, read_image
+from element_lightning_pose.engine.data.video import iter_batches, video_info
+from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.inference.metrics import diagnostics_table
+from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel
+from element_lightning_pose.engine.model_dir import (
+    ModelDirectoryError,
+)
+from element_lightning_pose.engine.networks import (
+    CONTEXT_RADIUS,
+    pad_edges,
+    sliding_windows,
+)
+
+PathLike = str | os.PathLike
+
+# The former name of the one model-directory error (tests and docs import it from here).
+ModelDirError = ModelDirectoryError
+
+
+class ShortVideoWarning(UserWarning):
+    """``allow_short=True``: a video decoded fewer frames than it lists; the rest are NaN."""
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_video` produced for one video."""
+
+    predictions: np.ndarray  # (T, K, 3) x, y (original pixels), likelihood
+    frame_index: np.ndarray  # (T,) frame numbers in the video
+    bodyparts: list[str]
+    video: Path
+    out_csv: Path | None
+    diagnostics_csv: Path | None
+    n_decoded: int  # frames decoded; fewer than T only with allow_short (the rest are NaN)
+    elapsed_s: float  # decode + inference wall time (files not included)
+
+    @property
+    def n_frames(self) -> int:
+        return int(len(self.predictions))
+
+    @property
+    def frames_per_s(self) -> float:
+        """Inference speed over the frames decoded."""
+        return self.n_decoded / max(self.elapsed_s, 1e-9)
+
+
+def predict_video(
+    model: PoseModel,
+    video: PathLike,
+    *,
+    batch_size: int = 16,
+    out_csv: PathLike | None = None,
+    progress: bool = True,
+    prefetch: int = 4,
+    start: int = 0,
+    stop: int | None = None,
+    diagnostics_csv: PathLike | None = None,
+    allow_short: bool = False,
+) -> PredictionResult:
+    """Predict frames ``start:stop`` (default: all) of ``video``; ``.predictions`` is (T, K, 3).
+
+    x, y are original-frame pixels. Writes the LP/DLC predictions CSV (index = frame number)
+    to ``out_csv`` when given, and per-frame diagnostics (temporal norm, PCA residuals; see
+    :func:`metrics.diagnostics_table`) to ``diagnostics_csv``. A context model treats
+    ``start`` / ``stop - 1`` as the video's edges (their frames repeated as neighbours).
+
+    A video that decodes fewer frames than it lists raises :class:`video.ShortVideoError`
+    before any file is written. ``allow_short=True`` instead warns (:class:`ShortVideoWarning`)
+    and gives the missing frames NaN coordinates and likelihood 0, so T is still the full count.
+    """
+    info = video_info(video, allow_short=allow_short)
+    original = (info.height, info.width)
+    chunks: list[np.ndarray] = []
+    total = max((min(stop, info.n_frames) if stop is not None else info.n_frames) - start, 0)
+    bar = _progress_bar(total, Path(video).name) if progress else None
+    started = time.perf_counter()
+    # a crop-zoom model crops the whole frames itself
+    size = None if isinstance(model, CropZoomModel) else model.image_resize
+    batches = iter_batches(
+        video, batch_size, size=size, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
+    )
+    try:
+        if isinstance(model, CropZoomModel):
+            chunks = list(_stream_crop_zoom(model, batches, bar))
+        elif model.is_context:
+            chunks = list(_stream_context(model, batches, original, bar))
+        else:
+            for indices, frames in batches:
+                chunks.append(model.predict_resized(frames, original))
+                if bar is not None:
+                    bar.update(len(indices))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    k = len(model.bodyparts)
+    predictions = np.concatenate(chunks) if chunks else np.empty((0, k, 3))
+    n_decoded = len(predictions)
+    if n_decoded < total:  # only with allow_short: a short decode raised otherwise
+        warnings.warn(
+            f"{video}: decoding stopped at frame {start + n_decoded} of {info.n_frames}; frames "
+            f"{start + n_decoded}-{start + total - 1} are NaN with likelihood 0",
+            ShortVideoWarning,
+            stacklevel=2,
+        )
+        missing = np.full((total - n_decoded, k, 3), np.nan, dtype=predictions.dtype)
+        missing[..., 2] = 0.0
+        predictions = np.concatenate([predictions, missing])
+    index = np.arange(start, start + len(predictions))
+    diagnostics = None
+    if diagnostics_csv is not None:  # computed before anything is written: a failure leaves no file
+        diagnostics = diagnostics_table(predictions, model.bodyparts, model.pcas, index=index)
+    if out_csv is not None:
+        write_predictions(out_csv, predictions, model.bodyparts, index=index)
+    if diagnostics is not None and diagnostics_csv is not None:
+        write_csv_atomic(diagnostics, diagnostics_csv)
+    return PredictionResult(
+        predictions,
+        index,
+        list(model.bodyparts),
+        Path(video),
+        Path(out_csv) if out_csv is not None else None,
+        Path(diagnostics_csv) if diagnostics_csv is not None else None,
+        n_decoded,
+        elapsed,
+    )
+
+
+@torch.inference_mode()
+def _stream_context(model: PoseModel, batches, original: tuple[int, int], bar):
+    """Yield keypoint chunks of a context model, keeping the features of the last 4 frames between batches."""
+    net = model._context_net()
+    pending = None  # features of frames whose windows are not complete yet (plus the left padding)
+    for indices, frames in batches:
+        feats = net.features(model._to_device(frames))
+        if pending is None:
+            pending = pad_edges(feats[:1], CONTEXT_RADIUS, 0)[:CONTEXT_RADIUS]  # frame 0 repeated before the start
+        sequence = torch.cat([pending, feats])
+        if len(sequence) > 2 * CONTEXT_RADIUS:
+            yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
+        pending = sequence[-2 * CONTEXT_RADIUS :]
+        if bar is not None:
+            bar.update(len(indices))
+    if pending is not None:
+        # the last frame repeated after the end completes the final two windows
+        sequence = pad_edges(pending, 0, CONTEXT_RADIUS)
+        yield model._to_original(net.keypoints_from_features(sliding_windows(sequence)), original)
+
+
+def _stream_crop_zoom(model: CropZoomModel, batches, bar):
+    """Yield keypoint chunks of a crop-zoom model, its detections smoothed over time.
+
+    The running median of frame t needs the detections up to t + window // 2, so frames are
+    held back that many frames (memory: one batch plus the lag); the result equals smoothing
+    the whole video's detections at once.
+    """
+    half = model.detection_smoothing // 2
+    tail = np.empty((0, 2))  # detections of frames tail_start.. (the held frames and their left context)
+    tail_start = n_done = 0
+    held: list[np.ndarray] = []  # whole frames n_done..
+
+    def finish(upto: int) -> np.ndarray:
+        nonlocal tail, tail_start, held, n_done
+        smoothed = smooth_centres(tail, model.detection_smoothing)[n_done - tail_start : upto - tail_start]
+        frames, held = np.stack(held[: upto - n_done]), held[upto - n_done :]
+        points = model.predict_crops(frames, smoothed)
+        keep = max(upto - half - tail_start, 0)
+        tail, tail_start, n_done = tail[keep:], tail_start + keep, upto
+        return points
+
+    for indices, frames in batches:
+        tail = np.concatenate([tail, model.detect(frames)])
+        held.extend(frames)
+        ready = tail_start + len(tail) - half
+        if ready > n_done:
+            yield finish(ready)
+        if bar is not None:
+            bar.update(len(indices))
+    if held:
+        yield finish(tail_start + len(tail))
+
+
+def _progress_bar(total: int, name: str):
+    return tqdm(total=total, desc=name, unit="frame", unit_scale=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int = 16) -> np.ndarray:
+    """Predict the labeled frames of a project: (N, K, 3) in original-frame pixels."""
+    if list(labels.bodyparts) != list(model.bodyparts):
+        raise ProjectError(
+            f"{labels.csv_path}: body parts {labels.bodyparts} differ from the model's {model.bodyparts}"
+        )
+    out = np.empty((len(labels), len(model.bodyparts), 3))
+    if model.is_context:
+        for row in range(len(labels)):  # each labeled frame with its neighbouring files
+            original = read_image(image_file(labels, row)).shape[:2]
+            window, _ = load_context_resized(labels, row, model.image_resize)
+            out[row] = model.predict_windows(window[None], original)[0]
+        return out
+    for start in range(0, len(labels), batch_size):
+        rows = range(start, min(start + batch_size, len(labels)))
+        frames = [read_image(image_file(labels, r)) for r in rows]
+        sizes = {f.shape[:2] for f in frames}
+        if len(sizes) == 1:
+            out[start : start + len(frames)] = model.predict_frames(np.stack(frames))
+        else:  # mixed frame sizes: one at a time
+            for r, f in zip(rows, frames):
+                out[r] = model.predict_frames(f[None])[0]
+    return out
+
+
+def output_names(videos: list[PathLike]) -> list[str]:
+    """``<video name>`` of each video's outputs; two videos with the same name are an error.
+
+    Checked before any work: the second video's predictions would overwrite the first's.
+    """
+    seen: dict[str, PathLike] = {}
+    for video in videos:
+        stem = Path(video).stem
+        if stem in seen:
+            raise ProjectError(
+                f"{seen[stem]} and {video} would both write {stem}.csv: "
+                f"predict them into different --out-dir folders (or rename one)"
+            )
+        seen[stem] = video
+    return list(seen)

@@ -1,0 +1,238 @@
+"""Two stages for a small animal in a large frame: detect, crop, zoom.
+
+A *detector* (the same heatmap network as the pose model, trained at the low resolution
+``crop_zoom.detector_resize`` to predict ONE keypoint, the animal's centre = the mean of the
+labeled keypoints) finds the animal in the whole frame. A crop of ``crop_zoom.crop_size``
+ORIGINAL pixels centred on that detection is resized to ``data.image_resize`` and given to the
+*pose* model, trained on label-centred crops shifted at random by up to ``jitter_frac`` of the
+crop side. Its keypoints are mapped back to original-frame pixels through the crop's affine
+matrix, so every public boundary (predictions CSV, PoseEstimation, EKS, NWB) sees original
+pixels.
+
+Both stages are ordinary single-stage models trained by :func:`.single.train_single` on derived
+projects written into a temporary folder: the detector's CSV names the original images with
+one ``centre`` keypoint; the pose stage's images are the crops, already at the network input
+size (cut with the same :func:`crop_frames` that inference uses, so training and prediction
+see identically resampled pixels). The model directory holds both::
+
+    model_dir/model.json          "kind": "crop_zoom", the crop size, both stages
+    model_dir/config.yaml         the full TrainConfig (crop_zoom.crop_size resolved)
+    model_dir/splits.csv          original image path -> train | val | test (both stages)
+    model_dir/metrics.csv         both stages' per-epoch history (column "stage")
+    model_dir/detector/           a complete single-stage model directory (1 keypoint)
+    model_dir/pose/               a complete single-stage model directory (the body parts)
+
+The crop geometry (boxes, affine maps, detected centres) is
+:mod:`element_lightning_pose.engine.data.crops`, shared with inference.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from element_lightning_pose.engine.atomic import atomic_directory
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.data.crops import apply_affine, crop_frames, crop_size_from_labels, label_centres
+from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_keypoint_csv
+from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size, image_file, read_image
+from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.splits import project_splits, write_splits
+from element_lightning_pose.engine.model_dir import (
+    ModelInfo,
+    check_replaceable,
+    read_model_info,
+    write_model_info,
+)
+from element_lightning_pose.engine.training.single import TrainResult, train_single
+
+PathLike = str | os.PathLike
+
+DETECTOR_DIR = "detector"
+POSE_DIR = "pose"
+CENTRE = "centre"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+# --------------------------------------------------------------------------- labels -> stages
+
+
+def _relative_png(image_path: str) -> str:
+    path = Path(image_path)
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    return str(Path(*parts).with_suffix(".png"))
+
+
+def write_detector_project(labels: LabeledFrames, out: Path, target: str = "centre") -> Path:
+    """A project of the original images (linked, under their own paths) labeled with one
+    ``centre`` keypoint (``target="centre"``) or with every body part (``"keypoints"``)."""
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(labels.root).resolve()
+    for top in sorted({Path(p).parts[0] for p in labels.image_paths}):
+        try:
+            (out / top).symlink_to(root / top, target_is_directory=(root / top).is_dir())
+        except OSError:  # no symbolic links here: copy the labeled images themselves
+            for row, path in enumerate(labels.image_paths):
+                (out / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(image_file(labels, row), out / path)
+            break
+    if target == "keypoints":
+        points, names = labels.keypoints, list(labels.bodyparts)
+    else:
+        points, names = label_centres(labels.keypoints)[:, None, :], [CENTRE]
+    write_keypoint_csv(out / "CollectedData.csv", points, names, ("x", "y"), labels.scorer, labels.image_paths)
+    return out
+
+
+def write_pose_project(
+    labels: LabeledFrames, rows: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int], out: Path
+) -> tuple[Path, list[str]]:
+    """A project of label-centred crops (already at ``input_size``) of labeled ``rows``; its image paths.
+
+    The labels are in crop-input pixels; a keypoint outside its crop is NaN (no target).
+    """
+
+    out.mkdir(parents=True, exist_ok=True)
+    centres = label_centres(labels.keypoints)
+    images, points = [], []
+    for row in rows:
+        frame = read_image(image_file(labels, int(row)))
+        crops, matrices = crop_frames(frame[None], centres[row][None], crop_size, input_size)
+        moved = apply_affine(matrices[0], labels.keypoints[row])
+        h, w = input_size
+        outside = (moved[:, 0] < -0.5) | (moved[:, 0] > w - 0.5) | (moved[:, 1] < -0.5) | (moved[:, 1] > h - 0.5)
+        moved[outside] = np.nan
+        relative = _relative_png(labels.image_paths[row])
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / relative), cv2.cvtColor(crops[0], cv2.COLOR_RGB2BGR))
+        images.append(relative)
+        points.append(moved)
+    write_keypoint_csv(out / "CollectedData.csv", np.stack(points), labels.bodyparts, ("x", "y"), labels.scorer, images)
+    return out, images
+
+
+def _write_split_file(path: Path, images: list[str], splits: np.ndarray) -> Path:
+    return write_csv_atomic(pd.DataFrame({"image": images, "split": list(splits)}).set_index("image"), path)
+
+
+def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
+    """The detector's and the pose stage's single-stage configs derived from a crop-zoom config."""
+    base = config.to_dict()
+    base["crop_zoom"] = {"enabled": False}
+    base["data"].update({"csv_file": "CollectedData.csv", "video_dir": "videos", "split_file": "splits_fixed.csv"})
+    detector = {**base, "data": {**base["data"], "image_resize": list(config.crop_zoom.detector_resize)}}
+    # the crop's jitter is the pose stage's translation augmentation, a fraction of the crop side
+    augmentation = dict(base["augmentation"])
+    augmentation["translate_frac"] = max(augmentation["translate_frac"], config.crop_zoom.jitter_frac)
+    if config.crop_zoom.jitter_frac > 0:
+        augmentation["enabled"] = True
+    pose = {**base, "augmentation": augmentation}  # input: data.image_resize, the size the crops are cut at
+    budget = config.training.max_time_s
+    if budget:
+        # one wall-time budget for the whole model, shared by the stages as their pixels per frame
+        detector_pixels = float(np.prod(config.crop_zoom.detector_resize))
+        share = detector_pixels / (detector_pixels + float(np.prod(config.data.image_resize)))
+        detector["training"] = {**base["training"], "max_time_s": budget * share}
+        pose["training"] = {**base["training"], "max_time_s": budget * (1 - share)}
+    return TrainConfig.from_dict(detector, "crop_zoom detector"), TrainConfig.from_dict(pose, "crop_zoom pose")
+
+
+def _check_supported(config: TrainConfig, resume_from: PathLike | None) -> None:
+    if config.model.model_type != "heatmap":
+        raise ConfigError("crop_zoom.enabled: model.model_type must be 'heatmap' (context models are not cropped)")
+    if config.losses.unsupervised:
+        raise ConfigError("crop_zoom.enabled: losses.unsupervised must be empty (the pose stage trains on crops)")
+    if resume_from is not None:
+        raise ConfigError("crop_zoom.enabled: resuming is not supported; train the two stages again")
+
+
+def train_crop_zoom(
+    config: TrainConfig,
+    project_root: PathLike,
+    model_dir: PathLike,
+    *,
+    resume_from: PathLike | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the detector into ``model_dir/detector`` and the pose model into ``model_dir/pose``.
+
+    Both stages share one train / val / test split of the labeled frames. The whole model
+    directory is staged and renamed into place when both stages succeed (as
+    :func:`.single.train_single` does for one). Returns the pose stage's :class:`TrainResult`
+    with ``model_dir`` the top-level directory and ``wall_time_s`` both stages'.
+    """
+    _check_supported(config, resume_from)
+    model_dir = Path(model_dir)
+    labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    check_replaceable(model_dir)
+    splits = project_splits(labels, config.data, project_root)
+    height, width = frame_size(labels)
+    crop_size = config.crop_zoom.crop_size or crop_size_from_labels(
+        labels.keypoints[splits == "train"], (height, width), config.crop_zoom.margin
+    )
+    resolved = config.model_copy(deep=True)
+    resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
+    detector_config, pose_config = stage_configs(resolved)
+    # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
+    pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
+    with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, atomic_directory(model_dir) as stage:
+        detector_project = write_detector_project(labels, Path(tmp) / "detector", config.crop_zoom.detector_target)
+        _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
+        pose_project, pose_images = write_pose_project(
+            labels, pose_rows, crop_size, config.data.image_resize, Path(tmp) / "pose"
+        )
+        _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
+        detector = train_single(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
+        pose = train_single(pose_config, pose_project, stage / POSE_DIR, progress=progress)
+
+        resolved.to_yaml(stage / "config.yaml")
+        write_splits(stage / "splits.csv", labels.image_paths, splits)
+        history = pd.concat(
+            [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True
+        )
+        write_csv_atomic(history, stage / "metrics.csv")
+        wall_time = detector.wall_time_s + pose.wall_time_s
+        info = ModelInfo.of_crop_zoom(
+            read_model_info(stage / POSE_DIR),
+            read_model_info(stage / DETECTOR_DIR),
+            frame_size=[height, width],
+            splits=splits,
+            wall_time_s=wall_time,
+            settings={
+                "crop_size": [int(crop_size[0]), int(crop_size[1])],
+                "detector_resize": list(config.crop_zoom.detector_resize),
+                "detector_target": config.crop_zoom.detector_target,
+                "detection_smoothing": config.crop_zoom.detection_smoothing,
+                "min_detection_confidence": config.crop_zoom.min_detection_confidence,
+            },
+            stages={
+                name: {
+                    "dir": name,
+                    "epochs": result.epochs,
+                    "best_val_loss": result.best_val_loss,
+                    "wall_time_s": round(float(result.wall_time_s), 3),
+                }
+                for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
+            },
+        )
+        write_model_info(stage, info)
+    return TrainResult(
+        model_dir,
+        model_dir / POSE_DIR / "checkpoints" / "best.ckpt",
+        float(wall_time),
+        pose.epochs,
+        pose.best_val_loss,
+        pose.history,
+    )
+
+
+# --------------------------------------------------------------------------- detections

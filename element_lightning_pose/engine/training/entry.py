@@ -1,0 +1,85 @@
+"""The one way to train: :func:`train` (``elp train``, the pipeline's ``ModelTraining``, the docs).
+
+It chooses, from the configuration and the project on disk:
+
+- the **layout**: one network over every view (``data.multiview=shared``, and any single-view
+  project), or one network per view of a multi-view project (``per_view``, :mod:`.per_view`);
+- the **kind** of each network: one stage (:mod:`.single`), or a detector and a pose model on
+  crops (``crop_zoom.enabled``, :mod:`.crop_zoom`).
+
+The trainers below never import this module: :func:`train_per_view` is handed the kind
+dispatch (:func:`train_network`) for its views.
+"""
+
+from __future__ import annotations
+
+import os
+
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
+from element_lightning_pose.engine.training.per_view import PerViewResult, project_views, train_per_view
+from element_lightning_pose.engine.training.single import TrainResult, train_single
+
+PathLike = str | os.PathLike
+
+
+def train(
+    config: TrainConfig | dict | PathLike | None,
+    project_root: PathLike,
+    model_dir: PathLike,
+    *,
+    resume_from: PathLike | None = None,
+    progress: bool = True,
+    one_network: bool = False,
+    source: str = "",
+) -> TrainResult | PerViewResult:
+    """Train on the labeled project at ``project_root`` into ``model_dir``.
+
+    ``config`` is a TrainConfig, a (partial) dict, a YAML path, or None for the defaults.
+    ``resume_from`` continues one network from a checkpoint (e.g.
+    ``model_dir/checkpoints/last.ckpt``). Returns a :class:`TrainResult` for one network, a
+    :class:`PerViewResult` for one network per view.
+
+    ``one_network=True`` is for a caller that keeps one network per model directory (the
+    pipeline: a ``Model`` row is one network): ``data.multiview=per_view`` on a multi-view
+    project is then refused before any training, with a ``ConfigError`` that begins with
+    ``source`` (e.g. ``"TrainingParamSet 3"``) and says what to do instead. Without it, the same
+    parameter on a single-view project is refused (there are no views to train apart).
+    """
+    config = TrainConfig.load(config)
+    if config.data.multiview == "per_view":
+        views = project_views(config, project_root)
+        if one_network and views:
+            prefix = f"{source}: " if source else ""
+            raise ConfigError(
+                f"{prefix}data.multiview=per_view trains one network per view ({', '.join(v for v, _ in views)}), "
+                "but one network is trained here: train each view as a project of its own "
+                f"(data.csv_file={views[0][1]}, ...; in the pipeline, one VideoSet per view, "
+                "csv_file='CollectedData_<view>.csv'), or use data.multiview=shared"
+            )
+        if not one_network:
+            if not views:
+                raise ConfigError(
+                    f"data.multiview=per_view: {project_root} is not a multi-view project "
+                    "(set data.csv_file to one CSV per view, or lay it out as CollectedData_<view>.csv)"
+                )
+            if resume_from is not None:
+                raise ConfigError(
+                    "data.multiview=per_view: --resume is not supported (resume each view's model_dir/<view>)"
+                )
+            return train_per_view(config, project_root, model_dir, train_network=train_network, progress=progress)
+    return train_network(config, project_root, model_dir, resume_from=resume_from, progress=progress)
+
+
+def train_network(
+    config: TrainConfig,
+    project_root: PathLike,
+    model_dir: PathLike,
+    *,
+    resume_from: PathLike | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """One network of the kind ``config`` asks for: crop zoom (two stages) or one stage."""
+    if config.crop_zoom.enabled:
+        return train_crop_zoom(config, project_root, model_dir, resume_from=resume_from, progress=progress)
+    return train_single(config, project_root, model_dir, resume_from=resume_from, progress=progress)
