@@ -27,7 +27,7 @@ import torch
 
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.inference.evaluate import evaluate
-from element_lightning_pose.engine.inference.metrics import summarize
+from element_lightning_pose.engine.inference.metrics import summarise
 from element_lightning_pose.engine.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         result = train(config, args.project, Path(tmp) / "model", progress=False)
         wall = time.perf_counter() - started
-        summary = summarize(evaluate(result.model_dir, labels), "error_px", by=("split",))
+        summary = summarise(evaluate(result.model_dir, labels), "error_px", by=("split",))
         errors = summary.loc[["train", "val", "test"], ["mean", "median", "count"]].to_dict("index")
     weights = "ImageNet" if args.pretrained else "random init"
     print(json.dumps({"wall_s": wall, "errors": errors}, indent=1))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up everything it needs (packages, venvs, private database servers),
 # then runs
-#   0. lint: ruff (lint + format check) over the repository and mypy over the engine,
+#   0. lint: ruff (lint + format check) and codespell over the repository, mypy over the engine,
 #   1. the database-free engine tests once (DataJoint 2.x venv),
 #   2. the pipeline tests on DataJoint 2.x + PostgreSQL 15,
 #   3. the pipeline tests on DataJoint 0.14.10 + MariaDB with element-lab/-session/-array-ephys.
@@ -36,10 +36,11 @@ run_group() {  # run_group NAME VENV PATHS...
 }
 PYTEST_ARGS=("$@")
 run_lint() {  # findings fail the run like failing tests do
-  log "lint: ruff check, ruff format --check, mypy (engine)"
+  log "lint: ruff check, ruff format --check, codespell, mypy (engine)"
   local bin="$REPO/.venv/bin"
   "$bin/ruff" check --no-cache . || status=1
   "$bin/ruff" format --check --no-cache . || status=1
+  "$bin/codespell" element_lightning_pose tests docs benchmarks scripts README.md CONTRIBUTING.md CHANGELOG.md || status=1
   "$bin/mypy" --no-incremental || status=1
 }
 
