@@ -11,7 +11,7 @@ The API pages (``docs/api.md``, ``docs/schemas.md``) are rendered from the docst
 mkdocstrings when the site is built, so they need no generator.
 
 The output depends only on the code (not on the Python version's help formatter or the
-terminal width), so ``tests/engine/test_docs.py`` can require the committed pages to equal
+terminal width), so ``tests/test_docs.py`` can require the committed pages to equal
 freshly generated ones.
 """
 

@@ -2,7 +2,7 @@
 # The test command: sets up everything it needs (packages, venvs, private database servers),
 # then runs
 #   0. lint: ruff (lint + format check) and codespell over the repository, mypy over the engine,
-#   1. the database-free engine tests once (DataJoint 2.x venv),
+#   1. the database-free tests once (engine, command line, NWB writer, plots; DataJoint 2.x venv),
 #   2. the pipeline tests on DataJoint 2.x + PostgreSQL 15,
 #   3. the pipeline tests on DataJoint 0.14.10 + MariaDB with element-lab/-session/-array-ephys.
 # Extra arguments go to every pytest call (e.g. `-k nwb -x`). ELP_TEST_GROUPS selects groups.
@@ -46,7 +46,8 @@ run_lint() {  # findings fail the run like failing tests do
 
 has lint && run_lint
 
-has engine && run_group engine .venv tests/engine
+# every test but the pipeline's runs without a database server
+has engine && run_group engine .venv tests --ignore=tests/pipeline
 # start_server exports the DJ_* variables of the server each group talks to
 if has dj2-postgresql; then start_server postgresql; run_group dj2-postgresql .venv tests/pipeline; fi
 if has dj014-mariadb; then start_server mysql; run_group dj014-mariadb .venv014 tests/pipeline; fi

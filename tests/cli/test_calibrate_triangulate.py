@@ -14,8 +14,9 @@ import pytest
 from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import write_calibration
 from element_lightning_pose.synthetic import rig
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT  # the repository root
 
 
 def elp(*args: str | Path) -> subprocess.CompletedProcess:
