@@ -57,7 +57,7 @@ def parameters_page() -> str:
         "",
         "A training run is described by a `TrainConfig` (`element_lightning_pose.engine.config`):",
         "a nested mapping of sections, given as a YAML file to `elp train`, as a dict to",
-        "`engine.train.train()`, or stored as `params` of a `train.TrainingParamSet` row.",
+        "`engine.training.train()`, or stored as `params` of a `train.TrainingParamSet` row.",
         "Any key left out takes the default below; an unknown key is an error that names it",
         "(a typo never passes silently). On the command line, `--set section.key=value`",
         "overrides one value (parsed as YAML).",

@@ -77,7 +77,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
         "evaluation",
         help="pixel error per body part and split",
         description="Bar plot of a per-image error table (columns image, "
-        "split, bodypart, error_px) as engine.evaluate.evaluate writes.",
+        "split, bodypart, error_px) as engine.inference.evaluate.evaluate writes.",
     )
     evaluation.add_argument("errors", type=Path, help="errors CSV (one header row)")
     evaluation.add_argument("-o", "--output", type=Path, required=True, help="figure to write")

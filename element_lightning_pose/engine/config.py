@@ -1,6 +1,6 @@
 """Validated training parameters (pydantic v2) with the defaults of the reference method.
 
-A :class:`TrainConfig` is what ``engine.train.train`` consumes and what a model directory
+A :class:`TrainConfig` is what ``engine.training.train`` consumes and what a model directory
 keeps as ``config.yaml``. Every section forbids unknown keys so that a typo (``lerning_rate``)
 fails loudly instead of being silently ignored; :class:`ConfigError` names the dotted key at
 fault. :func:`parameter_reference` lists every parameter for the documentation.

@@ -411,7 +411,7 @@ def plot_evaluation(errors: pd.DataFrame, out: PathLike | None = None, *, title:
 
     Args:
         errors: long table with columns ``image, split, bodypart, error_px`` (the output of
-            ``engine.evaluate.evaluate``); NaN errors (unlabeled keypoints) are ignored.
+            ``engine.inference.evaluate.evaluate``); NaN errors (unlabeled keypoints) are ignored.
         out: save the figure there, atomically.
         title: figure title.
     """
@@ -419,7 +419,7 @@ def plot_evaluation(errors: pd.DataFrame, out: PathLike | None = None, *, title:
     if missing:
         raise ValueError(
             f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
-            "(the output of engine.evaluate.evaluate)"
+            "(the output of engine.inference.evaluate.evaluate)"
         )
     labeled = errors.dropna(subset=["error_px"])
     if labeled.empty:

@@ -1,6 +1,6 @@
 """Evaluation metrics: pixel error on labeled frames, temporal norm and PCA residuals on video predictions.
 
-Pure numpy / pandas: running a model on labeled frames is ``engine.evaluate``.
+Pure numpy / pandas: running a model on labeled frames is :mod:`.evaluate`.
 
 Long-format tables (one row per frame x keypoint) keep the split and body part beside each
 value, so any summary is one ``groupby`` away; :func:`summarise` gives mean / median / p90
