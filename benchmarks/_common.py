@@ -79,7 +79,7 @@ def machine_line() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = f"{os.cpu_count()} cores" + (f" ({usable} usable)" if usable != os.cpu_count() else "")
     torch = sys.modules.get("torch")  # reported only where the benchmark uses it: never imported here
-    torch_part = f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else "torch not used"
+    torch_part = f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else "torch not imported"
     threads = ", ".join(f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
