@@ -326,8 +326,7 @@ def triangulate_views(
     and 2D ``variance`` (C, T, K) px^2 (None: 0), cameras in ``group`` order.
 
     Refused (:class:`~.triangulate.TriangulationError`, naming what is wrong): fewer than two
-    cameras, a camera whose intrinsics are not a physical camera's
-    (:func:`~.triangulate.check_cameras`), and inputs where no body part is seen by two
+    cameras (:func:`~.triangulate.check_cameras`), and inputs where no body part is seen by two
     cameras with ``min_likelihood`` in any frame (the result would be all NaN).
     ``progress(done, total)`` follows the smoother's iterations.
     """

@@ -70,29 +70,14 @@ def _check(group: CameraGroup, pixels: ArrayLike, weights: ArrayLike | None) -> 
     return pixels, np.where(valid, w, 0.0)
 
 
-# A focal length (px) outside this range x the image's larger side is no camera's: the field of
-# view would be under 0.06 degree or over 179.9 degrees, and the projections overflow or vanish.
-FOCAL_RANGE = (1e-3, 1e3)
-
-
 def check_cameras(group: CameraGroup) -> None:
-    """Refuse a rig that cannot triangulate: fewer than two cameras, or a camera whose focal
-    lengths are not a physical camera's for its image size (the error names it)."""
+    """Refuse a rig that cannot triangulate: fewer than two cameras. (Each camera's numbers
+    are checked when it is made, by ``cameras.check_camera``.)"""
     if len(group) < 2:
         raise TriangulationError(
             f"triangulation needs at least two cameras, got {len(group)} ({group.names}): "
             "a calibration of one camera cannot place a point in 3D"
         )
-    low, high = FOCAL_RANGE
-    for camera in group.cameras:
-        side = max(camera.size)
-        for label, focal in (("fx", camera.matrix[0, 0]), ("fy", camera.matrix[1, 1])):
-            if side <= 0 or not low * side <= focal <= high * side:
-                raise TriangulationError(
-                    f"camera {camera.name!r}: focal length {label} = {focal:g} px is not a physical camera's "
-                    f"for its {camera.size[0]}x{camera.size[1]} px image (expected {low:g} to {high:g} x "
-                    f"{side} px); check the calibration's intrinsic matrix"
-                )
 
 
 def _dlt(group: CameraGroup, normalised: Array, weights: Array) -> Array:
