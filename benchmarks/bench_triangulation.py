@@ -40,7 +40,7 @@ from _common import HERE, REPO, command_line, header, write_results
 from element_lightning_pose.engine.multicam.boards import Board, detect_video
 from element_lightning_pose.engine.multicam.calibrate import calibrate
 from element_lightning_pose.engine.multicam.cameras import CameraGroup, read_calibration, write_calibration
-from element_lightning_pose.engine.multicam.smoother import ensemble_observations, smooth_3d
+from element_lightning_pose.engine.multicam.smoother import smooth_3d
 from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
 from element_lightning_pose.synthetic import rig
 
@@ -298,18 +298,18 @@ def anipose_calibration(
 
 
 def fly_section(args: argparse.Namespace) -> list[str]:
-    from element_lightning_pose.engine.multicam.io import read_views
+    from element_lightning_pose.engine.multicam.io import ViewSource, read_views
 
     fly = args.fly
     if not (fly / "calibration.toml").is_file():
         return ["## 3. Real data (fly)", "", f"skipped: {fly} not found"]
     group = read_calibration(fly / "calibration.toml")
     files = {name: sorted(fly.glob(f"*{name}*.csv")) for name in group.names}
-    views = read_views(files, group.names)
-    pixels, likelihood, variance = ensemble_observations(views.members, MIN_LIKELIHOOD)
+    views = read_views([ViewSource(name, tuple(files[name])) for name in group.names], min_likelihood=MIN_LIKELIHOOD)
+    pixels, likelihood, variance = views.pixels, views.likelihood, views.variance
     lines = [
         f"## 3. Real data: eks-examples/fly ({pixels.shape[1]} frames x {pixels.shape[2]} keypoints, "
-        f"{views.members.shape[1]} seeds per camera)",
+        f"{max(len(f) for f in files.values())} seeds per camera)",
         "",
         "Median reprojection error per camera (px) of the 3D estimate against the ensemble median.",
         "",
