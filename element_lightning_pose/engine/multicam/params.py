@@ -28,7 +28,6 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.errors import ElpError, describe_validation_error
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.engine.multicam.smoother import MAX_ITERATIONS, Progress, SmootherOptions, smooth_3d
 from element_lightning_pose.engine.multicam.triangulate import (
@@ -237,7 +236,7 @@ class TriangulationParams(_Options):
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
-            raise TriangulationParamError(_describe(exc, source, key_names or {})) from None
+            raise TriangulationParamError(describe_validation_error(exc, source, cls, key_names=key_names)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, defaults filled in, as plain Python (what a parameter set stores and hashes)."""
@@ -250,36 +249,6 @@ class TriangulationParams(_Options):
 def validate_triangulation_params(params: Mapping[str, Any] | None, source: str = "triangulation parameters") -> dict:
     """Check triangulation parameters; returns the canonical dict (defaults filled in)."""
     return TriangulationParams.from_dict(params, source).to_dict()
-
-
-def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -> str:
-    """One line: ``SOURCE: KEY message; KEY message`` with dotted keys for nested options
-    (shown as ``key_names`` spells them)."""
-    problems = []
-    for error in exc.errors():
-        dotted = ".".join(str(p) for p in error["loc"])
-        key = key_names.get(dotted, dotted)
-        field = str(error["loc"][-1]) if error["loc"] else ""
-        if error["type"] == "extra_forbidden":
-            parent = error["loc"][:-1]
-            model: type[BaseModel] = TriangulationParams
-            for name in parent:
-                annotation = model.model_fields[str(name)].annotation
-                model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else model
-            problems.append(f"unknown key {key!r} (known: {', '.join(model.model_fields)})")
-        elif error["type"] == "value_error":
-            message = str(error["ctx"]["error"])
-            if not key:  # a rule over several keys names them itself
-                for name, shown in key_names.items():
-                    message = re.sub(rf"\b{name}\b", shown, message)
-                problems.append(message)
-            elif message.startswith(field):
-                problems.append(key + message[len(field) :])
-            else:
-                problems.append(f"{key}: {message}")
-        else:
-            problems.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
-    return f"{source}: " + "; ".join(dict.fromkeys(problems))
 
 
 # ------------------------------------------------------------------------------ running
