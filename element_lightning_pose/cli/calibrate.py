@@ -7,11 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from element_lightning_pose.engine.errors import ElpError
-
-
-class ArgumentError(ElpError):
-    """A command-line value is malformed; the message names the option."""
+from element_lightning_pose.cli import ArgumentError
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "calibrate") -> None:

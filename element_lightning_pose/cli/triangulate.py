@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.cli import ArgumentError
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.engine.multicam.io import (
     Points3D,
@@ -32,10 +32,6 @@ METHOD_ALIASES = {"smooth": "smoother"}
 
 # How this command spells the parameters it sets itself, so that an error names the option typed.
 CLI_NAMES = {"method": "--method", "min_likelihood": "--min-likelihood", "skeleton": "--skeleton"}
-
-
-class ArgumentError(ElpError):
-    """A command-line value is malformed; the message names the option."""
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "triangulate") -> None:
