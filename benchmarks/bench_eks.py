@@ -17,8 +17,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -27,8 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, command_line, header, write_results  # noqa: E402
 from _eks_synthetic import SyntheticEnsemble, make_ensemble, make_two_view_ensemble  # noqa: E402
 
 from element_lightning_pose.engine import eks  # noqa: E402
@@ -154,11 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours (median)")
     parser.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("EKS_REF_VENV", "/tmp/eks-ref-venv")))
     parser.add_argument("--no-reference", action="store_true")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "eks.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "eks.md")
     args = parser.parse_args(argv)
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line(argv)
 
     python, ref_error = (None, "skipped (--no-reference)") if args.no_reference else ensure_reference(args.ref_venv)
     work = Path(tempfile.mkdtemp(prefix="eks-bench-"))
@@ -319,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling = _scaling(args, python, work)
     shutil.rmtree(work, ignore_errors=True)
     lines += _markdown(command, rows, scaling, ref_error, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(args.out, lines))
     return 0
 
 
@@ -366,11 +359,6 @@ def _multiview_rows(args: argparse.Namespace) -> list[tuple[str, str, str, str]]
     ]
 
 
-def _cpu_model() -> str:
-    done = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True)
-    return done.stdout.strip() or platform.processor() or platform.machine()
-
-
 def _ref_times(report: dict | None, phase: str, error: str) -> str:
     if report is None:
         return f"not run: {error}"
@@ -392,17 +380,13 @@ def _fmt(report: dict | None, metric, spec: str = ".3f") -> str:
 
 def _markdown(command: str, rows, scaling, ref_error: str, args) -> list[str]:
     lines = [
-        "# Ensemble Kalman Smoother: ours vs eks 4.6.2",
-        "",
-        f"Produced by: `{command}`",
-        "",
+        *header("Ensemble Kalman Smoother: ours vs eks 4.6.2", command),
         f"Synthetic ensemble: T={args.frames}, K={args.keypoints}, M={args.members}; random-walk truth "
         "(step sd 1-3 px); member noise sd 1-4 px; 2% single-member outliers of 30-120 px "
         "(likelihood 0.01-0.2); 0.3% of (frame, keypoint) where 3 of 5 members jump together by "
-        "30-120 px; variant with 1% of frames all-NaN (runs of 1-5 frames). Machine: "
-        f"{_cpu_model()}, {os.cpu_count()} CPUs shared with other "
-        f"jobs (load average {os.getloadavg()[0]:.1f} at the end), "
-        f"numpy {np.__version__}, OMP_NUM_THREADS=2 for both sides. The reference runs in a "
+        "30-120 px; variant with 1% of frames all-NaN (runs of 1-5 frames). The machine is shared "
+        "with other jobs. Threads: ours as in the command's variables (2 unless set), the reference "
+        "OMP_NUM_THREADS=2 and 2 XLA threads. The reference runs in a "
         "subprocess from its own venv on the same CSV files, doing what its fit_eks_singlecam "
         "does in three timed phases (read CSVs, ensemble_kalman_smoother_singlecam, to_csv); "
         "'cold' is its first call in the process (includes JAX compilation), 'warm' a repeat "

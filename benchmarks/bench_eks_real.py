@@ -35,20 +35,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "2")
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, RESULTS, command_line, header, write_results  # noqa: E402
 from bench_eks import ensure_reference, run_ours, run_reference  # noqa: E402
 
 from element_lightning_pose.engine import eks  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 FAR = 5.0  # px
 
 
@@ -97,16 +93,14 @@ def pca_residual(views: list[np.ndarray], fit_views: list[np.ndarray], spread: n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data" / "eks-examples")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "eks-examples")
     parser.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("EKS_REF_VENV", "/tmp/eks-ref-venv")))
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "eks_real.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "eks_real.md")
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         args.data = Path("/work/shared/data/eks-examples")
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks_real.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line(argv)
     python, error = ensure_reference(args.ref_venv)
     if python is None:
         raise SystemExit(error)
@@ -138,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     multiview = _pca_rows(outputs, rows)
     figure_note = _figure(outputs, args.figure) if args.figure else ""
-    lines = _markdown(command, rows, multiview, figure_note)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(args.out, _markdown(command, rows, multiview, figure_note)))
     return 0
 
 
@@ -240,16 +231,10 @@ def _members_of(key: tuple[str, str]) -> np.ndarray:
 
 
 def _markdown(command: str, rows: list[dict], multiview: list[str], figure_note: str) -> list[str]:
-    cpu = subprocess.run(
-        ["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True
-    ).stdout.strip()
     lines = [
-        "# Real ensembles: ours vs eks 4.6.2 (single-camera smoothers)",
-        "",
-        f"Produced by: `{command}`",
-        "",
-        f"Data: the eks repository's examples (`eks-examples/`, see its README). CPU: {cpu}, 2 cores "
-        f"shared with other jobs (load average {os.getloadavg()[0]:.1f} at the end). s fitted on "
+        *header("Real ensembles: ours vs eks 4.6.2 (single-camera smoothers)", command),
+        "Data: the eks repository's examples (`eks-examples/`, see its README). The machine is shared "
+        "with other jobs. s fitted on "
         "both sides, defaults otherwise (ours: robust rejection, calibrated noise). Time: end to end "
         "(read CSVs, smooth, write CSV), ours median of 3, eks warm (second call).",
         "",

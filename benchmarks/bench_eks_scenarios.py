@@ -19,22 +19,17 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "2")
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, command_line, header, write_results  # noqa: E402
 from _eks_scenarios import SCENARIOS, make_scenario  # noqa: E402
 from bench_eks import ensure_reference, run_ours, run_reference  # noqa: E402
 
 from element_lightning_pose.engine.data.keypoints import write_predictions  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
 
 
 def metrics(values: np.ndarray, truth: np.ndarray, where: np.ndarray) -> tuple[float, float]:
@@ -53,11 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated scenario numbers (0-based)")
     parser.add_argument("--ref-venv", type=Path, default=Path(os.environ.get("EKS_REF_VENV", "/tmp/eks-ref-venv")))
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "eks_scenarios.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "eks_scenarios.md")
     args = parser.parse_args(argv)
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_eks_scenarios.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line(argv)
     python, error = ensure_reference(args.ref_venv)
     if python is None:
         raise SystemExit(error)
@@ -93,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    lines = markdown(command, rows, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_results(args.out, markdown(command, rows, args)))
     return 0
 
 
@@ -109,19 +99,12 @@ def run_ours_plain(csvs: list[Path], out: Path) -> np.ndarray:
 
 
 def markdown(command: str, rows: list[tuple], args: argparse.Namespace) -> list[str]:
-    cpu = subprocess.run(
-        ["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"], capture_output=True, text=True
-    ).stdout.strip()
     met = sum(r[3] <= 0.9 for r in rows)
     covered = sum(0.93 <= r[4] <= 0.97 for r in rows)
     lines = [
-        "# Ensemble Kalman Smoother scenarios: ours vs eks 4.6.2",
-        "",
-        f"Produced by: `{command}`",
-        "",
+        *header("Ensemble Kalman Smoother scenarios: ours vs eks 4.6.2", command),
         f"T={args.frames} frames, K={args.keypoints} keypoints, M={args.members} members per scenario, "
-        f"s fitted on both sides. CPU: {cpu}, 2 cores shared with other jobs (load average "
-        f"{os.getloadavg()[0]:.1f} at the end). Scenarios: `benchmarks/_eks_scenarios.py`. "
+        "s fitted on both sides. The machine is shared with other jobs. Scenarios: `benchmarks/_eks_scenarios.py`. "
         "RMSE and coverage on the entries where eks's output is finite; 'ours, all' includes the "
         "frames eks leaves NaN (every member missing). Targets: ours <= 0.9x eks's RMSE and "
         "coverage 0.93-0.97 in every scenario.",

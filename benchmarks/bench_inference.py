@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,14 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import REPO, RESULTS, header, markdown_table, write_results
 
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.data.video import iter_batches, video_info, write_video
 from element_lightning_pose.engine.inference.models import PoseModel, fuse_batchnorm
 from element_lightning_pose.engine.inference.predict import predict_video
 from element_lightning_pose.engine.networks import HeatmapNet, soft_argmax, spatial_softmax
-
-REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "mirror-mouse-example" / "videos" / "test_vid.mp4"
 SIZE = (256, 256)
@@ -233,7 +231,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="limit the frames timed (default: all)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inference.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "inference.md")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of the resnet50 RSS run (default: all)")
     parser.add_argument(
         "--repeats", type=int, default=2, help="alternations of end-to-end and bare forward (best kept)"
@@ -299,32 +297,35 @@ def main() -> None:
     print("synthetic RSS", rss_short, rss_long, flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
 
-    command = (
-        "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_inference.py"
-        + (f" --frames {args.frames}" if args.frames else "")
-        + (f" --rss-frames {args.rss_frames}" if args.rss_frames else "")
-        + (f" --repeats {args.repeats}" if args.repeats != 2 else "")
-        + (f" --lp-models {' '.join(args.lp_models)}" if args.lp_models else "")
-    )
     lines = [
-        "# Video inference benchmark",
-        "",
-        f"Command: `{command}` (torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        "",
+        *header("Video inference benchmark"),
         f"Video: `{args.video.name}`, {n} frames of {info.height}x{info.width}, network input {SIZE[0]}x{SIZE[1]}, "
         f"{N_KEYPOINTS} keypoints, batch {args.batch_size}, random weights (speed does not depend on them), "
         "BatchNorm folded into the convolutions as `load_model` does. End-to-end and bare forward alternate "
         f"{args.repeats} time(s); best of each. The NCHW column times the first 160 frames only.",
         "",
-        "| backbone | end-to-end fps (decode+resize+net+keypoints+CSV) | bare forward fps (channels_last) | end-to-end / bare | bare forward fps (NCHW) | keypoint step ms/frame |",
-        "|---|---|---|---|---|---|",
+        *markdown_table(
+            (
+                "backbone",
+                "end-to-end fps (decode+resize+net+keypoints+CSV)",
+                "bare forward fps (channels_last)",
+                "end-to-end / bare",
+                "bare forward fps (NCHW)",
+                "keypoint step ms/frame",
+            ),
+            [
+                (
+                    backbone,
+                    f"{e2e:.1f}",
+                    f"{bare_cl:.1f}",
+                    f"{100 * e2e / bare_cl:.0f}%",
+                    f"{bare_nchw:.1f}",
+                    f"{kp_ms:.3f}",
+                )
+                for backbone, e2e, bare_cl, bare_nchw, kp_ms in rows
+            ],
+        ),
     ]
-    for backbone, e2e, bare_cl, bare_nchw, kp_ms in rows:
-        lines.append(
-            f"| {backbone} | {e2e:.1f} | {bare_cl:.1f} | {100 * e2e / bare_cl:.0f}% | {bare_nchw:.1f} | {kp_ms:.3f} |"
-        )
     if cli_rows:
         lines += [
             "",
@@ -358,8 +359,7 @@ def main() -> None:
         "Reference: Lightning Pose's heatmap -> keypoint step measured 31-37 ms/frame on this machine.",
         "Noise: the machine is shared; repeated runs vary by ~10-20%.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_results(args.out, lines)
     print(f"wrote {args.out}")
 
 

@@ -20,8 +20,6 @@ Usage: python benchmarks/bench_loss_gradients.py [--epochs 10 30 150] [--steps 2
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import RESULTS, header, write_results
 from bench_semisupervised import (
     BATCH,
     RESIZE,
@@ -48,8 +47,6 @@ from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def flat_gradient(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
@@ -122,10 +119,8 @@ def measure(project, model_dir: Path, steps: int, seed: int, eps_variants: list[
 
 def report(tables: list[tuple[int, float, list[dict]]], args, elapsed: float) -> str:
     lines = [
-        "# Gradients of the unsupervised losses: signal or noise?",
-        "",
-        f"Command: `OMP_NUM_THREADS=2 python benchmarks/bench_loss_gradients.py --epochs {' '.join(map(str, args.epochs))} "
-        f"--steps {args.steps}` ({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU).",
+        *header("Gradients of the unsupervised losses: signal or noise?"),
+        f"Wall time: {elapsed / 60:.1f} min, CPU only.",
         "",
         "Synthetic two-view project of `bench_semisupervised.py` (128x128, 40 labeled frames, seed 0), "
         f"efficientnet_lite0 ImageNet, resize {RESIZE[0]}, supervised models trained for the given epochs. "
@@ -155,7 +150,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, nargs="+", default=[10, 30, 150])
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--eps", type=float, nargs="*", default=[3.0], help="extra multi-view epsilons to measure (px)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "loss_gradients.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "loss_gradients.md")
     args = parser.parse_args()
     started = time.perf_counter()
     tables = []
@@ -170,10 +165,7 @@ def main() -> int:
             rows = measure(project, model_dir, args.steps, 0, args.eps)
             tables.append((epochs, error, rows))
             print(epochs, round(error, 2), rows, flush=True)
-    text = report(tables, args, time.perf_counter() - started)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    print(write_results(args.out, report(tables, args, time.perf_counter() - started)))
     return 0
 
 

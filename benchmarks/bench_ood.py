@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, cpu_model, header, write_results
 from bench_semisupervised import base_config, constraint_pcas, step_seconds
-from bench_small_animal import cpu_model
 from scipy import stats
 
 from element_lightning_pose.engine.eks import smooth_multiview
@@ -51,8 +50,6 @@ from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.synthetic.sessions import load_session_project, make_session_project
-
-REPO = Path(__file__).resolve().parents[1]
 
 N_PARTS = 9
 VIEW = list(range(N_PARTS))
@@ -169,6 +166,7 @@ def run_one(arm: str, seed: int, args, project, work: Path) -> dict:
         predict_s=predict_s,
         epochs=int(result.epochs),
         collapse_guard=bool(config["training"].get("collapse_guard", True)),
+        cpu=cpu_model(),  # runs resume across calls, maybe on another machine
         history={c: [float(v) for v in history[c]] for c in history.columns if history[c].dtype.kind in "fi"},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,18 +340,10 @@ def paired(runs: dict[str, list[dict]]) -> list[str]:
 
 
 def report(runs, eks, args, project, wall_s: float) -> str:
-    cmd = (
-        f"OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ood.py --seeds {args.seeds} "
-        f"--epochs {args.epochs} --resize {args.resize[0]} {args.resize[1]} --size {args.size[0]} {args.size[1]} "
-        f"--labeled {args.labeled} --frames {args.frames} --arms {','.join(args.arms)}"
-    )
-    load = os.getloadavg()
+    cpus = sorted({r.get("cpu", "not recorded") for rows in runs.values() for r in rows})
     lines = [
-        "# Out of distribution: new sessions, few labels",
-        "",
-        f"Command: `{cmd}` ({wall_s / 60:.1f} min this call; {cpu_model()}, {os.cpu_count()} cores, "
-        f"1 torch thread, CPU only; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}: "
-        "another benchmark ran on the other core).",
+        *header("Out of distribution: new sessions, few labels"),
+        f"Wall time: {wall_s / 60:.1f} min this call, CPU only; the saved runs ran on: {', '.join(cpus) or '-'}.",
         "",
         f"Project (`make_session_project`, seed 0): {args.size[0]}x{args.size[1]} frames, two views side by side, "
         f"{args.frames} frames per session, {args.labeled} labeled frames from the training sessions "
@@ -453,7 +443,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-ood"))
     parser.add_argument("--redo", action="store_true", help="repeat runs already saved")
     parser.add_argument("--no-train", action="store_true", help="only rebuild the report from saved runs")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ood.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "ood.md")
     args = parser.parse_args()
     started = time.perf_counter()
     work = (
@@ -476,16 +466,16 @@ def main() -> int:
                     continue
                 runs[arm].append(run_one(arm, seed, args, project, work))
                 done = {a: r for a, r in runs.items() if r}
-                args.out.write_text(report(done, {}, args, project, time.perf_counter() - started) + "\n(partial)\n")
+                write_results(
+                    args.out, report(done, {}, args, project, time.perf_counter() - started) + "\n(partial)\n"
+                )
     runs = {arm: rows for arm, rows in runs.items() if rows}
     eks = {arm: eks_row(arm, [r["seed"] for r in rows], project, work) for arm, rows in runs.items()}
     text = report(runs, eks, args, project, time.perf_counter() - started)
     explain = " ".join(line.strip() for line in (diagnose.__doc__ or "").split("\n\n")[1].splitlines())
     text += "\n## Diagnostics: what the losses could see\n\n" + explain
     text += "\n\n" + "\n".join(diagnose(list(runs), list(range(args.seeds)), project, work)) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    print(write_results(args.out, text))
     return 0
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model, header, write_results
 
 ARMS = {
     "supervised": [],
@@ -33,13 +32,6 @@ ARMS = {
     "reprojection": ["reprojection"],
     "reprojection+limb": ["reprojection", "limb_length"],
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def make_project(work: Path, args) -> Path:
@@ -187,6 +179,7 @@ def run(arm: str, seed: int, root: Path, work: Path, args, truth: dict) -> dict:
     result = train(config_for(arm, seed, names, args), root, model_dir, progress=False)
     wall = time.perf_counter() - started
     row = {"arm": arm, "seed": seed, "train_s": wall, "epochs": result.epochs, **evaluate(model_dir, root, truth)}
+    row["cpu"] = cpu_model()  # runs resume across calls, maybe on another machine
     history = result.history
     row["steps"] = int(history["step"].iloc[-1]) if len(history) else 0
     row["s_per_step"] = wall / max(1, row["steps"])
@@ -220,15 +213,10 @@ def report(rows: list[dict], args, elapsed: float) -> str:
         ("error3d_p95", "3D p95 mm"),
         ("s_per_step", "s / step"),
     ]
-    load = os.getloadavg()
+    cpus = sorted({r.get("cpu", "not recorded") for r in rows})
     lines = [
-        "# Calibrated reprojection and limb-length losses on an occluded rig",
-        "",
-        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python benchmarks/bench_rig_losses.py "
-        f"--seeds {args.seeds} --epochs {args.epochs} --occlusion {args.occlusion} --labeled {args.labeled} "
-        f"--frames {args.frames}{' --decoys' if args.decoys else ''}"
-        f"{f' --dot-radius {args.dot_radius}' if args.dot_radius else ''} --resize {args.resize[0]} {args.resize[1]}` ({elapsed / 60:.1f} min this invocation; CPU: {cpu_model()}, "
-        f"{os.cpu_count()} cores, load average at the end {load[0]:.1f}).",
+        *header("Calibrated reprojection and limb-length losses on an occluded rig"),
+        f"Wall time: {elapsed / 60:.1f} min this invocation; the saved runs ran on: {', '.join(cpus) or '-'}.",
         "",
         f"Rig: {args.cameras} calibrated cameras, 320x240, {args.frames}-frame video, {args.labeled} labeled instants "
         f"(85% train / 15% val), points hidden in per-camera runs ({args.occlusion:.0%} of frames per camera and "
@@ -321,7 +309,7 @@ def main() -> None:
     text = report(rows, args, time.perf_counter() - started)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_results(args.out, text)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ Usage: python benchmarks/bench_semisupervised.py [--seeds 3] [--epochs 30] [--ou
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _common import REPO, RESULTS, header, write_results
 
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.inference.evaluate import evaluate
@@ -39,8 +38,6 @@ from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_video
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.synthetic.projects import make_synthetic_project
-
-REPO = Path(__file__).resolve().parents[1]
 
 MIRROR_MOUSE = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 VIEW = list(range(9))
@@ -238,18 +235,8 @@ def mean_sd(rows: list[dict], key: str) -> str:
 
 def report(results, mirror, args, elapsed: float) -> str:
     lines = [
-        "# Semi-supervised losses and the context model: evidence",
-        "",
-        f"Command: `OMP_NUM_THREADS=2 python benchmarks/bench_semisupervised.py --seeds {args.seeds} "
-        f"--epochs {args.epochs} --mm-epochs {args.mm_epochs} --arms {args.arms}"
-        + (" --no-mirror-mouse" if args.no_mirror_mouse else "")
-        + "".join(f" --semi {a}" for a in args.semi)
-        + (f" --n-labeled {args.n_labeled}" if args.n_labeled != 40 else "")
-        + (f" --resize {args.resize}" if args.resize != RESIZE[0] else "")
-        + (f" --view2-labeled {args.view2_labeled}" if args.view2_labeled is not None else "")
-        + "` "
-        f"({elapsed / 60:.1f} min, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, CPU only).",
+        *header("Semi-supervised losses and the context model: evidence"),
+        f"Wall time: {elapsed / 60:.1f} min, CPU only.",
         "",
         f"Synthetic two-view project: 128x128 frames, 2,000-frame video, {args.n_labeled} labeled frames of it "
         f"(split 80/10/10%)"
@@ -350,7 +337,7 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override a losses.* parameter of the semi arms, e.g. --semi pca_min_confidence=0.5",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semisupervised.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "semisupervised.md")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="elp-bench-semi-") as tmp:
@@ -358,9 +345,8 @@ def main() -> int:
         overrides = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.semi)}
 
         def partial(results):
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(
-                report(results, None, args, time.perf_counter() - started) + "\n(partial: run in progress)\n"
+            write_results(
+                args.out, report(results, None, args, time.perf_counter() - started) + "\n(partial: run in progress)\n"
             )
 
         results = synthetic_arms(
@@ -379,10 +365,7 @@ def main() -> int:
             if args.no_mirror_mouse or not MIRROR_MOUSE.is_dir()
             else mirror_mouse_arms(work, args.mm_epochs, overrides)
         )
-    text = report(results, mirror, args, time.perf_counter() - started)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    print(write_results(args.out, report(results, mirror, args, time.perf_counter() - started)))
     return 0
 
 

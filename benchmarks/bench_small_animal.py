@@ -36,14 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from _common import REPO, RESULTS, cpu_model, header, write_results
 
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import split_frames
@@ -52,8 +51,6 @@ from element_lightning_pose.engine.inference.predict import predict_labeled, pre
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.advice import preset_params
 from element_lightning_pose.engine.training.callbacks import flat_heatmap_loss
-
-REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 ARMS = ("today", "stabilised", "frozen_bn", "crop_zoom", "crop_train")
@@ -64,16 +61,6 @@ TODAY = {
     "backbone_lr_warmup_epochs": 0,
     "collapse_guard": False,
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def dataset(name: str, work: Path) -> dict:
@@ -208,13 +195,12 @@ def _px(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def table(results: list[dict], command: str) -> str:
+def table(results: list[dict]) -> str:
     cpu = sorted({r["cpu"] for r in results})
     lines = [
-        "# Small animals in large frames (issue #19)",
-        "",
-        f"Command: `{command}`  ",
-        f"CPU: {', '.join(cpu)} (2 cores; other jobs shared the machine, so wall times are per run, not exclusive)",
+        *header("Small animals in large frames (issue #19)"),
+        f"The saved runs ran on: {', '.join(cpu)} (other jobs shared the machine, so wall times are per run, "
+        "not exclusive).",
         "",
         "Errors in original-frame pixels; test = the labeled test split (seed 0, 10%); video = every frame of the "
         "arena's second video against ground truth (gross = share of keypoints off by more than 30 px). "
@@ -246,7 +232,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300.0, help="training wall time per run")
     parser.add_argument("--unfreeze-epoch", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-small-animal"))
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "small_animal.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "small_animal.md")
     parser.add_argument("--redo", action="store_true", help="repeat runs already saved in --work")
     parser.add_argument(
         "--rescore", action="store_true", help="recompute the flat-loss columns of saved runs from their model dirs"
@@ -260,7 +246,6 @@ def main() -> None:
                 result["returned_to_flat"], result["guard_restores"], result["epochs"] = flat_returns(model_dir)
                 saved.write_text(json.dumps(result, indent=2))
     (args.work / "results").mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_small_animal.py " + " ".join(sys.argv[1:])
     for name in args.datasets:
         for arm in args.arms:
             saved = args.work / "results" / f"{name}_{arm}.json"
@@ -271,8 +256,7 @@ def main() -> None:
             saved.write_text(json.dumps(result, indent=2))
             print(json.dumps(result), flush=True)
     results = [json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))]
-    args.out.write_text(table(results, command))
-    print(args.out.read_text())
+    print(write_results(args.out, table(results)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -30,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import REPO, RESULTS, header, markdown_table, write_results
 
 from element_lightning_pose.engine.networks import HeatmapNet
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.losses import heatmap_mse
-
-REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_PROJECT = REPO.parent / "shared" / "data" / "mirror-mouse-example"
 PEER_RECIPE = REPO.parent / "shared" / "peers" / "lightning_pose"
@@ -104,7 +102,7 @@ def main() -> None:
         "--lp-venv", type=Path, default=Path("/tmp/peers/venv"), help="Lightning Pose 2.4.3 venv (peer recipe)"
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "training.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "training.md")
     args = parser.parse_args()
     torch.set_num_threads(2)
     size, batch = (256, 256), 8
@@ -153,33 +151,34 @@ def main() -> None:
             f"Lightning Pose per-epoch times: {', '.join(f'{s:.2f}' for s in lp_epoch_s)} s (epoch 0 includes start-up).",
         ]
 
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_training.py" + (
-        f" --epochs {args.epochs}" if args.epochs != 6 else ""
-    )
     lines = [
-        "# Supervised training throughput",
-        "",
-        f"Command: `{command}` (torch {torch.__version__}, 2 threads, {args.workers} DataLoader workers, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
-        "",
+        *header("Supervised training throughput"),
         f"Project: mirror-mouse-example ({n_train} training frames of 406x396), resnet18 random init, "
         f"{size[0]}x{size[1]}, batch {batch}, augmentation on (defaults), validation every {VAL_EVERY} epochs "
-        "(as in the Lightning Pose peer config), 2 DataLoader workers each.",
+        f"(as in the Lightning Pose peer config), {args.workers} DataLoader workers each.",
         "",
-        "| run | s / epoch | labeled frames / s |",
-        "|---|---|---|",
-        f"| ours, `train()` (median of epochs 1..{args.epochs - 1}; includes validation and checkpointing) | "
-        f"{np.median(epoch_s):.2f} | {fps_train:.1f} |",
-        f"| bare forward + backward + Adam on a fixed batch (ceiling) | {n_train / fps_bare:.2f} | {fps_bare:.1f} |",
+        *markdown_table(
+            ("run", "s / epoch", "labeled frames / s"),
+            [
+                (
+                    f"ours, `train()` (median of epochs 1..{args.epochs - 1}; includes validation and checkpointing)",
+                    f"{np.median(epoch_s):.2f}",
+                    f"{fps_train:.1f}",
+                ),
+                (
+                    "bare forward + backward + Adam on a fixed batch (ceiling)",
+                    f"{n_train / fps_bare:.2f}",
+                    f"{fps_bare:.1f}",
+                ),
+            ],
+        ),
         *lp_rows,
         "",
         f"Per-epoch times of our run (epochs 1..): {', '.join(f'{s:.2f}' for s in epoch_s)} s.",
         f"`train()` reaches {100 * fps_train / fps_bare:.0f}% of the bare ceiling.",
         "Noise: the machine is shared; repeated runs vary by ~10-20%.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_results(args.out, lines)
     print(f"wrote {args.out}")
 
 

@@ -1,6 +1,6 @@
 """Multi-camera 3D benchmark: ours (DLT, robust, smoother) vs aniposelib 0.8.0, side by side.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_triangulation.py \
+    OMP_NUM_THREADS=1 python benchmarks/bench_triangulation.py \
         [--frames 3000] [--cameras 4] [--seed 0] [--scaling 1000,10000,100000] \
         [--peers /tmp/peers] [--out benchmarks/results/triangulation.md]
 
@@ -30,23 +30,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import HERE, REPO, command_line, header, write_results
 
 from element_lightning_pose.engine.multicam.boards import Board, detect_video
 from element_lightning_pose.engine.multicam.calibrate import calibrate
 from element_lightning_pose.engine.multicam.cameras import CameraGroup, read_calibration, write_calibration
-from element_lightning_pose.engine.multicam.smoother import ensemble_observations, smooth_3d
+from element_lightning_pose.engine.multicam.smoother import smooth_3d
 from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
 from element_lightning_pose.synthetic import rig
 
-REPO = Path(__file__).resolve().parents[1]
-RUNNER = REPO / "benchmarks" / "_aniposelib_runner.py"
+RUNNER = HERE / "_aniposelib_runner.py"
 MIN_LIKELIHOOD = 0.5
 
 
@@ -135,7 +133,7 @@ def run_eks_synthetic(
         subprocess.run(
             [
                 str(python),
-                str(REPO / "benchmarks" / "_eks_multicam_runner.py"),
+                str(HERE / "_eks_multicam_runner.py"),
                 str(out / "calibration.toml"),
                 str(out),
                 *items,
@@ -300,18 +298,18 @@ def anipose_calibration(
 
 
 def fly_section(args: argparse.Namespace) -> list[str]:
-    from element_lightning_pose.engine.multicam.io import read_views
+    from element_lightning_pose.engine.multicam.io import ViewSource, read_views
 
     fly = args.fly
     if not (fly / "calibration.toml").is_file():
         return ["## 3. Real data (fly)", "", f"skipped: {fly} not found"]
     group = read_calibration(fly / "calibration.toml")
     files = {name: sorted(fly.glob(f"*{name}*.csv")) for name in group.names}
-    views = read_views(files, group.names)
-    pixels, likelihood, variance = ensemble_observations(views.members, MIN_LIKELIHOOD)
+    views = read_views([ViewSource(name, tuple(files[name])) for name in group.names], min_likelihood=MIN_LIKELIHOOD)
+    pixels, likelihood, variance = views.pixels, views.likelihood, views.variance
     lines = [
         f"## 3. Real data: eks-examples/fly ({pixels.shape[1]} frames x {pixels.shape[2]} keypoints, "
-        f"{views.members.shape[1]} seeds per camera)",
+        f"{max(len(f) for f in files.values())} seeds per camera)",
         "",
         "Median reprojection error per camera (px) of the 3D estimate against the ensemble median.",
         "",
@@ -363,7 +361,7 @@ def run_eks_fly(args: argparse.Namespace, files: dict[str, list[Path]]) -> tuple
         subprocess.run(
             [
                 str(python),
-                str(REPO / "benchmarks" / "_eks_multicam_runner.py"),
+                str(HERE / "_eks_multicam_runner.py"),
                 str(args.fly / "calibration.toml"),
                 str(out),
                 *items,
@@ -405,23 +403,6 @@ def scaling_section(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    load = os.getloadavg()
-    return (
-        f"CPU: {cpu}, {os.cpu_count()} cores (shared with other jobs; load average at the start "
-        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}); Python {platform.python_version()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000)
@@ -430,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board-frames", type=int, default=60)
     parser.add_argument("--scaling", type=lambda s: [int(x) for x in s.split(",") if x], default=[1000, 10000, 100000])
     parser.add_argument("--peers", type=Path, default=Path("/tmp/peers"))
-    parser.add_argument("--fly", type=Path, default=REPO.parent.parent / "shared" / "data" / "eks-examples" / "fly")
+    parser.add_argument("--fly", type=Path, default=REPO.parent / "shared" / "data" / "eks-examples" / "fly")
     parser.add_argument("--skip-aniposelib", action="store_true")
     parser.add_argument("--skip-eks", action="store_true", help="no eks 4.6.2 multi-camera comparison")
     parser.add_argument("--anipose-calibration", action="store_true", help="also run aniposelib's calibrate_videos")
@@ -438,18 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.peers.mkdir(parents=True, exist_ok=True)
-    command = "PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_triangulation.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    lines = ["# Multi-camera 3D benchmark", "", f"Command: `{command}`", "", machine(), ""]
+    lines = header("Multi-camera 3D benchmark", command_line(argv))
     sections = {"1": accuracy_section, "2": calibration_section, "3": fly_section, "4": scaling_section}
     for key in args.sections.split(","):
         lines += sections[key](args) + [""]
         print("\n".join(lines), flush=True)
         if args.out:  # after every section: a later section that fails keeps the earlier ones
-            from element_lightning_pose.engine.atomic import write_text_atomic
-
-            write_text_atomic(args.out, "\n".join(lines))
+            write_results(args.out, lines)
     return 0
 
 

@@ -14,6 +14,8 @@ Differences handled (verified against datajoint 0.14.10 and 2.3.5):
   the port, and needs ``database.use_tls = False`` for a server without TLS.
 - ``populate()`` returns ``{"success_count", "error_list"}`` on 2.x, other shapes on 0.14.
 - jobs: one ``schema.jobs`` table on 0.14; one ``Table.jobs`` per table on 2.x.
+- a delete whose cascade reaches a part table without its master is refused by both; 0.14
+  includes the masters with ``force_masters=True``, 2.x with ``part_integrity="cascade"``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,19 @@ def fetch_column(expression: Any, attr: str, order_by: str | None = None) -> lis
     if IS_DJ2:
         return list(expression.to_arrays(attr, order_by=order_by))
     return list(expression.fetch(attr, order_by=order_by))
+
+
+def delete_cascading(expression: Any, *, prompt: bool | None = None) -> int:
+    """Delete rows and everything that depends on them, the masters of part tables reached
+    included (a ``Triangulation`` whose ``PoseSource`` is a deleted ``PoseEstimation``).
+
+    A plain ``delete()`` refuses such a cascade on both generations. ``prompt`` (default:
+    ``dj.config['safemode']``) asks before committing. Returns the rows deleted from
+    ``expression``'s own table.
+    """
+    if IS_DJ2:
+        return int(expression.delete(prompt=prompt, part_integrity="cascade"))
+    return int(expression.delete(safemode=prompt, force_masters=True))
 
 
 # --------------------------------------------------------------------------- populate

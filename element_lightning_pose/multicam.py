@@ -7,14 +7,24 @@ CalibrationTask (+ BoardVideo)       board videos of a rig to calibrate it from
 Calibration                          runs the board calibration, fills CameraCalibration
 MultiCameraRecording (+ View)        which VideoRecording of a session is which camera
 TriangulationParamSet                method (smoother | robust | dlt), priors, skeleton
-TriangulationTask (+ Source)         a rig recording x a 2D source per camera x a parameter set
-Triangulation (+ BodyPartPosition3D) x, y, z per frame with posterior variance and
-                                     reprojection error per camera
+TriangulationTask (+ PoseSource,     a rig recording x a 2D source per camera x a parameter set
+  EnsembleSource)                    (foreign keys to the 2D tasks)
+Triangulation (+ BodyPartPosition3D, x, y, z per frame with posterior variance and
+  PoseSource, EnsembleSource)        reprojection error per camera; foreign keys to the 2D
+                                     rows it was computed from
 
 The maths is ``element_lightning_pose.engine.multicam`` (numpy, no database): this module reads
 and stores. Frames: rig frame ``t`` is video frame ``t + frame_offset`` of each view (the
 offset is the number of leading frames a video has before the rig's frame 0); 3D arrays are
 indexed by rig frame, ``0 .. n_frames - 1``.
+
+A triangulation depends on its 2D sources through foreign keys (one part table per source
+kind, since a nullable foreign key cannot be part of a primary key): deleting a
+``PoseEstimation`` or ``EnsembleSmoothing`` it was computed from deletes it too, and deleting
+a ``PoseEstimationTask`` or ``EnsembleSmoothingTask`` (or the ``Model``) deletes the tasks
+that name it. The cascade passes through part tables, so DataJoint refuses such a delete
+unless told to include their masters: ``dj_compat.delete_cascading`` does (0.14:
+``force_masters=True``; 2.x: ``part_integrity="cascade"``). 3D is never left beside changed 2D.
 """
 
 from __future__ import annotations
@@ -30,9 +40,14 @@ import datajoint as dj
 import numpy as np
 
 from element_lightning_pose import ensemble, model, paths
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts, fetch_keys
 from element_lightning_pose.engine.errors import ElpError
-from element_lightning_pose.engine.multicam.params import TriangulationParams
+from element_lightning_pose.engine.multicam.io import Points3D, ViewError, ViewSource, read_views, write_points3d
+from element_lightning_pose.engine.multicam.params import (
+    TriangulationParamError,
+    TriangulationParams,
+    triangulate_views,
+)
 from element_lightning_pose.engine.safe_paths import check_name, inside_root
 from element_lightning_pose.params import ImmutableParams
 
@@ -609,6 +624,7 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
             (smoother: nu, floor_px, iterations, q, limb_sd, limb_iterations, min_weight; robust:
             sigma_px, nu, iterations, min_weight; dlt: sigma_px). Validated at insert by
             ``engine.multicam.params.TriangulationParams``; unknown keys are refused.
+            ``elp triangulate`` takes the same parameters (``--method``, ``--set KEY=VALUE``).
     """
 
     definition = f"""
@@ -629,13 +645,26 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
     def insert_new_params(cls, paramset_desc: str, params: dict, triangulation_paramset_idx: int | None = None) -> int:
         """Validate and insert; returns the id of the new or identical existing set. A
         ``triangulation_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
-        (:meth:`params.ImmutableParams.insert_canonical`)."""
+        (:meth:`params.ImmutableParams.insert_canonical`). ``params`` that are not a mapping
+        (a method name, None) raise ``TriangulationParamError``."""
+        if not isinstance(params, Mapping):
+            raise TriangulationParamError(
+                f"TriangulationParamSet.insert_new_params({paramset_desc!r}, ...): params must be a mapping of "
+                f"parameters, e.g. {{'method': 'smoother'}}, got {type(params).__name__} {params!r}"
+            )
         return cls.insert_canonical(paramset_desc, params, triangulation_paramset_idx)
+
+
+SOURCE_KINDS = ("pose", "ensemble")  # TriangulationTask.create's names of the 2D source tables
 
 
 @schema
 class TriangulationTask(dj.Manual):
     """3D pose of a rig recording: one 2D source per camera, and a parameter set.
+
+    The sources are foreign keys (one part table per kind): ``PoseSource`` names a
+    ``PoseEstimationTask``, ``EnsembleSource`` an ``EnsembleSmoothingTask``, on the view's
+    recording. Cameras of the rig without a source are not used (``create(unused_cameras=...)``).
 
     Attributes:
         triangulation_id (int): unique within the rig recording and parameter set.
@@ -650,24 +679,24 @@ class TriangulationTask(dj.Manual):
     triangulation_description = '' : varchar(1000)
     """
 
-    class Source(dj.Part):
-        """The 2D pose of one camera: a model's ``PoseEstimation`` or an ``EnsembleSmoothing``
-        on the view's recording.
+    class PoseSource(dj.Part):
+        """A camera whose 2D pose is a model's ``PoseEstimation`` on the view's recording."""
 
-        Attributes:
-            camera_name (varchar): a view of the rig recording.
-            source_kind (enum): 'pose' or 'ensemble'.
-            model_name (varchar): for 'pose': PoseEstimation of (session, View.recording_id, model_name).
-            ensemble_id (int): for 'ensemble': EnsembleSmoothing of (session, recording_id, ensemble_id).
+        definition = """
+        -> master
+        -> MultiCameraRecording.View
+        ---
+        -> model.PoseEstimationTask
         """
 
-        definition = f"""
+    class EnsembleSource(dj.Part):
+        """A camera whose 2D pose is an ``EnsembleSmoothing`` of the view's recording."""
+
+        definition = """
         -> master
-        camera_name        : varchar(32)
+        -> MultiCameraRecording.View
         ---
-        source_kind        : enum('pose', 'ensemble')
-        model_name = null  : varchar(64)
-        ensemble_id = null : {INT16}
+        -> ensemble.EnsembleSmoothingTask
         """
 
     @classmethod
@@ -675,71 +704,115 @@ class TriangulationTask(dj.Manual):
         cls,
         rig_key: dict,
         triangulation_paramset_idx: int,
-        sources: dict[str, tuple[str, str | int]] | str,
+        sources: Mapping[str, tuple[str, str | int]] | str,
         *,
         triangulation_id: int = 1,
         description: str = "",
+        unused_cameras: list[str] | tuple[str, ...] = (),
     ) -> dict:
         """Insert a task; ``sources`` maps each camera to ('pose', model_name) or ('ensemble',
         ensemble_id), or is one model name for every camera. Returns the task key.
 
-        Checked first (nothing inserted): every view has a source and every source names a
-        view; the PoseEstimationTask / EnsembleSmoothingTask exists on the view's recording.
+        ``unused_cameras``: views of the rig to leave out (a camera that failed, or that no
+        model tracks); the others, at least two, are triangulated.
+
+        Checked first (``RigError`` naming the camera, nothing inserted): every view has a
+        source or is named unused, every source names a view; each source is a (kind, name)
+        pair; the PoseEstimationTask / EnsembleSmoothingTask exists on the view's recording.
         """
         rig = {k: rig_key[k] for k in MultiCameraRecording.primary_key}
         views = {v["camera_name"]: v for v in MultiCameraRecording.views(rig)}
         if not views:
             raise RigError(f"no MultiCameraRecording {rig}")
+        if isinstance(unused_cameras, str) or not all(isinstance(n, str) for n in unused_cameras):
+            raise RigError(f"triangulation task of {rig}: unused_cameras must be a list of camera names")
+        unused = sorted(set(unused_cameras))
+        if set(unused) - set(views):
+            raise RigError(
+                f"triangulation task of {rig}: unused_cameras {sorted(set(unused) - set(views))} are not views "
+                f"of the rig recording (its views: {sorted(views)})"
+            )
         if isinstance(sources, str):
-            sources = {name: ("pose", sources) for name in views}
-        if set(sources) != set(views):
+            sources = {name: ("pose", sources) for name in views if name not in unused}
+        if not isinstance(sources, Mapping):
+            raise RigError(
+                f"triangulation task of {rig}: sources must be a model name or a mapping camera -> "
+                f"('pose', model_name) | ('ensemble', ensemble_id), got {type(sources).__name__} {sources!r}"
+            )
+        wanted = set(views) - set(unused)
+        if set(sources) != wanted:
             raise RigError(
                 f"triangulation task of {rig}: sources for {sorted(sources)} but the rig's views are {sorted(views)} "
-                f"(missing: {sorted(set(views) - set(sources))}, not views: {sorted(set(sources) - set(views))})"
+                f"(missing: {sorted(wanted - set(sources))}, not views: {sorted(set(sources) - set(views))}"
+                + (f", unused: {unused}" if unused else "")
+                + "); give a source per view, or name the views to leave out in unused_cameras"
+            )
+        if len(wanted) < 2:
+            raise RigError(
+                f"triangulation task of {rig}: {sorted(wanted)} leaves fewer than two cameras to triangulate with"
             )
         key = {**rig, "triangulation_paramset_idx": triangulation_paramset_idx, "triangulation_id": triangulation_id}
-        rows = []
-        for name, (kind, ident) in sorted(sources.items()):
-            row = {**key, "camera_name": name, "source_kind": kind, "model_name": None, "ensemble_id": None}
+        rows: dict[str, list[dict]] = {kind: [] for kind in SOURCE_KINDS}
+        for name, spec in sorted(sources.items()):
+            kind, ident = _source_spec(name, spec)
             rec = {**{k: rig[k] for k in rig if k != "rig_recording_id"}, "recording_id": views[name]["recording_id"]}
-            if kind == "pose":
-                row["model_name"] = str(ident)
-                task_table, task_key = model.PoseEstimationTask, {**rec, "model_name": ident}
-            elif kind == "ensemble":
-                row["ensemble_id"] = int(ident)
-                task_table, task_key = ensemble.EnsembleSmoothingTask, {**rec, "ensemble_id": ident}
-            else:
-                raise RigError(f"camera {name!r}: source kind {kind!r} must be 'pose' or 'ensemble'")
+            task_table = model.PoseEstimationTask if kind == "pose" else ensemble.EnsembleSmoothingTask
+            task_key = {**rec, ("model_name" if kind == "pose" else "ensemble_id"): ident}
             if not task_table & task_key:
                 raise RigError(f"camera {name!r}: no {task_table.__name__} {task_key}")
-            rows.append(row)
+            rows[kind].append({**key, **task_key, "camera_name": name})
         with cls.connection.transaction:
             cls.insert1({**key, "triangulation_description": description})
-            cls.Source.insert(rows)
+            cls.PoseSource.insert(rows["pose"])
+            cls.EnsembleSource.insert(rows["ensemble"])
         return key
+
+    @classmethod
+    def sources(cls, task_key: dict) -> list[tuple[str, Any, dict]]:
+        """The 2D source of each camera of a task, in ``camera_name`` order: (camera,
+        ``model.PoseEstimation`` or ``ensemble.EnsembleSmoothing``, its key)."""
+        task = {k: task_key[k] for k in cls.primary_key}
+        found = []
+        for part, table in ((cls.PoseSource, model.PoseEstimation), (cls.EnsembleSource, ensemble.EnsembleSmoothing)):
+            for row in fetch_dicts(part & task):
+                found.append((str(row["camera_name"]), table, {k: row[k] for k in table.primary_key}))
+        return sorted(found, key=lambda source: source[0])
 
     @classmethod
     def source_key(cls, task_key: dict, camera_name: str) -> tuple[Any, dict]:
         """The 2D source of one camera of a task: (``model.PoseEstimation`` or
         ``ensemble.EnsembleSmoothing``, its key)."""
-        task = {k: task_key[k] for k in cls.primary_key}
-        source = (cls.Source & task & {"camera_name": camera_name}).fetch1()
-        rig = {k: task[k] for k in MultiCameraRecording.primary_key}
-        recording_id = (MultiCameraRecording.View & rig & {"camera_name": camera_name}).fetch1("recording_id")
-        rec = {**{k: rig[k] for k in rig if k != "rig_recording_id"}, "recording_id": int(recording_id)}
-        if source["source_kind"] == "pose":
-            return model.PoseEstimation, {**rec, "model_name": source["model_name"]}
-        return ensemble.EnsembleSmoothing, {**rec, "ensemble_id": int(source["ensemble_id"])}
+        for name, table, key in cls.sources(task_key):
+            if name == camera_name:
+                return table, key
+        raise RigError(f"triangulation task {task_key}: camera {camera_name!r} has no source")
+
+    @classmethod
+    def unused_cameras(cls, task_key: dict) -> list[str]:
+        """Views of the task's rig recording that it does not triangulate with."""
+        used = {name for name, _, _ in cls.sources(task_key)}
+        rig = {k: task_key[k] for k in MultiCameraRecording.primary_key}
+        return [str(v["camera_name"]) for v in MultiCameraRecording.views(rig) if v["camera_name"] not in used]
 
     @classmethod
     def missing_sources(cls, task_key: dict) -> dict[str, str]:
         """Cameras whose source is not populated yet: {camera: 'Table {key}'}."""
-        missing = {}
-        for name in fetch_column(cls.Source & task_key, "camera_name", order_by="camera_name"):
-            table, key = cls.source_key(task_key, name)
-            if not table & key:
-                missing[str(name)] = f"{table.__name__} {key}"
-        return missing
+        return {name: f"{table.__name__} {key}" for name, table, key in cls.sources(task_key) if not table & key}
+
+
+def _source_spec(camera: str, spec: Any) -> tuple[str, str | int]:
+    """A task's source of one camera, checked: ('pose', model name) or ('ensemble', ensemble id)."""
+    usage = "('pose', model_name) or ('ensemble', ensemble_id)"
+    if isinstance(spec, str) or not isinstance(spec, (tuple, list)) or len(spec) != 2:
+        raise RigError(f"camera {camera!r}: source {spec!r} is not {usage}")
+    kind, ident = spec
+    if kind == "pose" and isinstance(ident, str) and ident:
+        return kind, ident
+    if kind == "ensemble" and isinstance(ident, (int, np.integer)) and not isinstance(ident, bool):
+        return kind, int(ident)
+    if kind not in SOURCE_KINDS:
+        raise RigError(f"camera {camera!r}: source kind {kind!r} must be 'pose' or 'ensemble'")
+    raise RigError(f"camera {camera!r}: source {spec!r} is not {usage}")
 
 
 @schema
@@ -750,7 +823,9 @@ class Triangulation(dj.Computed):
     first, and waits for sources that other workers compute); ``Triangulation.populate()``
     called without ``suppress_errors`` refuses, naming the cameras and the missing rows, while
     a task it would run has sources missing. The 3D points are also
-    written as a 3D points CSV (``engine.multicam.io``) under the processed-data root.
+    written as a 3D points CSV (``engine.multicam.io``) under the processed-data root. The
+    part tables ``PoseSource`` / ``EnsembleSource`` are foreign keys to the 2D rows read:
+    deleting one of those deletes this row (see the module's docstring).
 
     Attributes:
         n_frames (int): rig frames.
@@ -799,14 +874,35 @@ class Triangulation(dj.Computed):
         cameras_used       : {BLOB}
         """
 
+    class PoseSource(dj.Part):
+        """The ``PoseEstimation`` a camera's 2D pose was read from."""
+
+        definition = """
+        -> master
+        -> MultiCameraRecording.View
+        ---
+        -> model.PoseEstimation
+        """
+
+    class EnsembleSource(dj.Part):
+        """The ``EnsembleSmoothing`` a camera's 2D pose was read from."""
+
+        definition = """
+        -> master
+        -> MultiCameraRecording.View
+        ---
+        -> ensemble.EnsembleSmoothing
+        """
+
     @property
     def key_source(self):
         # Tasks whose every 2D source is populated: a worker waits for the others (as
         # EnsembleSmoothing waits for its members) instead of recording an error while a
         # parallel worker is still computing a source.
-        with_sources = TriangulationTask & TriangulationTask.Source
+        task = TriangulationTask
+        with_sources = task & [task.PoseSource.proj(), task.EnsembleSource.proj()]
         done = fetch_keys(with_sources & self.proj())
-        ready = [key for key in fetch_keys(with_sources - self.proj()) if not TriangulationTask.missing_sources(key)]
+        ready = [key for key in fetch_keys(with_sources - self.proj()) if not task.missing_sources(key)]
         return with_sources & (done + ready)
 
     def populate(self, *restrictions, **kwargs):
@@ -814,7 +910,9 @@ class Triangulation(dj.Computed):
         restrictions) whose 2D sources are not all populated, naming each camera and missing row;
         nothing is populated then. With ``suppress_errors`` (``elp worker``) they wait."""
         if not kwargs.get("suppress_errors"):
-            waiting = (TriangulationTask & TriangulationTask.Source & dj.AndList(restrictions)) - self.proj()
+            task = TriangulationTask
+            with_sources = task & [task.PoseSource.proj(), task.EnsembleSource.proj()]
+            waiting = (with_sources & dj.AndList(restrictions)) - self.proj()
             problems = []
             for key in fetch_keys(waiting):
                 missing = TriangulationTask.missing_sources(key)
@@ -832,43 +930,51 @@ class Triangulation(dj.Computed):
             raise RigError(f"triangulation {key}: 2D source(s) not populated yet ({listed}); populate them first")
         rig = {k: key[k] for k in MultiCameraRecording.primary_key}
         calibration_id, n_frames = (MultiCameraRecording & rig).fetch1("calibration_id", "n_frames")
+        offsets = {v["camera_name"]: int(v["frame_offset"]) for v in MultiCameraRecording.views(rig)}
         sources = []
-        for view in MultiCameraRecording.views(rig):
-            table, source_key = TriangulationTask.source_key(key, view["camera_name"])
-            if table is model.PoseEstimation:
-                file, frames = (table & source_key).fetch1("predictions_file", "n_frames")
-            else:
-                file, frames = (table & source_key).fetch1("output_file", "n_frames")
-            name, offset = str(view["camera_name"]), int(view["frame_offset"])
-            sources.append((name, table.__name__, source_key, str(file), int(frames), offset))
+        for name, table, source_key in TriangulationTask.sources(key):
+            column = "predictions_file" if table is model.PoseEstimation else "output_file"
+            file, frames = (table & source_key).fetch1(column, "n_frames")
+            sources.append((name, table.__name__, source_key, str(file), int(frames), offsets[name]))
         params = (TriangulationParamSet & key).fetch1("params")
         return calibration_id, int(n_frames), sources, params
 
     def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
-        from element_lightning_pose.engine.multicam.io import Points3D, write_points3d
-        from element_lightning_pose.engine.multicam.params import triangulate_views
-
         rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
-        name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
-        out = inside_root(processed_dir(), f"lp_triangulations/{rig}/{name}", f"triangulation {key}")
+        file_name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
+        out = inside_root(processed_dir(), f"lp_triangulations/{rig}/{file_name}", f"triangulation {key}")
         options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
         group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
-        pixels, likelihood, variance, bodyparts = _read_sources(key, sources, n_frames)
+        views = [
+            ViewSource(name, (processed_dir() / file,), offset, frames, f"{table_name} {source_key}")
+            for name, table_name, source_key, file, frames, offset in sources
+        ]
+        try:
+            read = read_views(
+                views,
+                n_frames=n_frames,
+                min_likelihood=options.min_likelihood,
+                image_sizes={camera.name: camera.size for camera in group.cameras},
+                context=f"triangulation {key}: ",
+            )
+        except ViewError as exc:
+            raise RigError(str(exc)) from None
         start = time.perf_counter()
-        result = triangulate_views(group, pixels, likelihood, variance, bodyparts, options)
+        result = triangulate_views(group, read.pixels, read.likelihood, read.variance, read.bodyparts, options)
         elapsed = time.perf_counter() - start
         table = Points3D(
             result.points,
             result.variance,
             result.mean_reprojection_error,
             result.n_views.astype(float),
-            list(bodyparts),
+            list(read.bodyparts),
             list(range(n_frames)),
         )
         write_points3d(out, table)
-        return group.names, bodyparts, result, paths.relative_to_roots([processed_dir()], out), elapsed
+        inputs = [(name, table_name, source_key) for name, table_name, source_key, *_ in sources]
+        return group.names, read.bodyparts, result, paths.relative_to_roots([processed_dir()], out), elapsed, inputs
 
-    def make_insert(self, key, cameras, bodyparts, result, points_file, elapsed) -> None:
+    def make_insert(self, key, cameras, bodyparts, result, points_file, elapsed, inputs) -> None:
         with np.errstate(invalid="ignore"):
             finite = np.isfinite(result.mean_reprojection_error)
             mean = float(np.mean(result.mean_reprojection_error[finite])) if finite.any() else None
@@ -899,6 +1005,9 @@ class Triangulation(dj.Computed):
             }
             for k, bp in enumerate(bodyparts)
         )
+        for name, table_name, source_key in inputs:
+            part = self.PoseSource if table_name == model.PoseEstimation.__name__ else self.EnsembleSource
+            part.insert1({**key, **source_key, "camera_name": name})
 
     @classmethod
     def get_trajectory(cls, key: dict, body_parts: list[str] | str = "all"):
@@ -926,41 +1035,3 @@ class Triangulation(dj.Computed):
         frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["bodyparts", "coords"])
         frame.index.name = "frame"
         return frame
-
-
-def _read_sources(key: dict, sources: list[tuple], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """Each camera's 2D pose over the rig frames: pixels (C, T, K, 2), likelihood and 2D
-    variance (C, T, K), body parts. Errors name the camera, its source and what differs."""
-    from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
-
-    arrays, variances, bodyparts, first = [], [], None, None
-    for name, table_name, source_key, file, frames, offset in sources:
-        path = processed_dir() / file
-        where = f"triangulation {key}: camera {name!r} ({table_name} {source_key}, {path})"
-        if table_name == "EnsembleSmoothing":
-            values, parts, _, _ = read_keypoint_csv(
-                path, ("x", "y", "likelihood", "x_posterior_var", "y_posterior_var")
-            )
-            variance = values[..., 3:5].mean(-1)  # the smoother's 2D uncertainty, px^2
-            values = values[..., :3]
-        else:
-            values, parts, _, _ = read_keypoint_csv(path, ("x", "y", "likelihood"))
-            variance = np.zeros(values.shape[:-1])
-        if len(values) != frames or len(values) < offset + n_frames:
-            raise RigError(
-                f"{where}: {len(values)} predicted frames; the rig needs {n_frames} from frame_offset {offset}"
-                f"{f' (the table says {frames})' if len(values) != frames else ''}"
-            )
-        if bodyparts is None:
-            bodyparts, first = parts, name
-        elif set(parts) != set(bodyparts):
-            raise RigError(
-                f"{where}: body parts differ from camera {first!r}'s: only in {name!r}: "
-                f"{sorted(set(parts) - set(bodyparts))}, only in {first!r}: {sorted(set(bodyparts) - set(parts))}"
-            )
-        order = [parts.index(bp) for bp in bodyparts]
-        window = slice(offset, offset + n_frames)
-        arrays.append(values[window][:, order])
-        variances.append(variance[window][:, order])
-    stacked = np.stack(arrays)
-    return stacked[..., :2], np.nan_to_num(stacked[..., 2]), np.stack(variances), list(bodyparts)

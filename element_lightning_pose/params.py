@@ -22,13 +22,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from element_lightning_pose.dj_compat import fetch_column
+from element_lightning_pose.engine.errors import ElpError
 
 
-class ParamSetUpdateError(ValueError):
+class ParamSetUpdateError(ElpError, ValueError):
     """An ``update1`` that would change a parameter set's parameters or hash."""
 
 
-class ParamSetConflictError(ValueError):
+class ParamSetConflictError(ElpError, ValueError):
     """A parameter-set id given at insert already holds different parameters."""
 
 

@@ -1,4 +1,4 @@
-"""Named training presets for ``TrainingParamSet`` (defined in ``engine.advice``, chosen by ``elp train``'s advice).
+"""Named training presets for ``TrainingParamSet`` (defined in ``engine.training.advice``, chosen by ``elp train``'s advice).
 
     from element_lightning_pose import presets, train
     presets.insert_preset(train.TrainingParamSet, "small_animal_crop_zoom")

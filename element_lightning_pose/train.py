@@ -210,7 +210,7 @@ class VideoSet(dj.Manual):
         every view, the videos are those whose name contains a view name); a DeepLabCut
         project (``csv_file="config.yaml"``, its ``labeled-data/<video>/CollectedData_<scorer>``
         files merged). With the default ``csv_file`` and no ``CollectedData.csv``, the layout
-        is found on disk (``engine.io.detect_layout``).
+        is found on disk (``engine.data.projects.detect_layout``).
 
         A project registered before is not registered again: when a VideoSet has the same
         project folder (relative to the data roots), the same label CSV, the same label bytes
@@ -300,7 +300,7 @@ class VideoSet(dj.Manual):
     @classmethod
     def read_labels(cls, key: dict, *, check_images: bool = False):
         """The labels of a registered project (every view, every DeepLabCut folder) as
-        ``engine.io.LabeledFrames``, image paths relative to the project folder."""
+        ``engine.data.labels.LabeledFrames``, image paths relative to the project folder."""
         from element_lightning_pose.engine.data.projects import (
             read_project_labels,
         )

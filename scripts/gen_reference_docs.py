@@ -11,7 +11,7 @@ The API pages (``docs/api.md``, ``docs/schemas.md``) are rendered from the docst
 mkdocstrings when the site is built, so they need no generator.
 
 The output depends only on the code (not on the Python version's help formatter or the
-terminal width), so ``tests/engine/test_docs.py`` can require the committed pages to equal
+terminal width), so ``tests/test_docs.py`` can require the committed pages to equal
 freshly generated ones.
 """
 
@@ -57,7 +57,7 @@ def parameters_page() -> str:
         "",
         "A training run is described by a `TrainConfig` (`element_lightning_pose.engine.config`):",
         "a nested mapping of sections, given as a YAML file to `elp train`, as a dict to",
-        "`engine.train.train()`, or stored as `params` of a `train.TrainingParamSet` row.",
+        "`engine.training.train()`, or stored as `params` of a `train.TrainingParamSet` row.",
         "Any key left out takes the default below; an unknown key is an error that names it",
         "(a typo never passes silently). On the command line, `--set section.key=value`",
         "overrides one value (parsed as YAML).",

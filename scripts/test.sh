@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up everything it needs (packages, venvs, private database servers),
 # then runs
-#   0. lint: ruff (lint + format check) over the repository and mypy over the engine,
-#   1. the database-free engine tests once (DataJoint 2.x venv),
+#   0. lint: ruff (lint + format check) and codespell over the repository, mypy over the engine,
+#   1. the database-free tests once (engine, command line, NWB writer, plots; DataJoint 2.x venv),
 #   2. the pipeline tests on DataJoint 2.x + PostgreSQL 15,
 #   3. the pipeline tests on DataJoint 0.14.10 + MariaDB with element-lab/-session/-array-ephys.
 # Extra arguments go to every pytest call (e.g. `-k nwb -x`). ELP_TEST_GROUPS selects groups.
@@ -36,16 +36,18 @@ run_group() {  # run_group NAME VENV PATHS...
 }
 PYTEST_ARGS=("$@")
 run_lint() {  # findings fail the run like failing tests do
-  log "lint: ruff check, ruff format --check, mypy (engine)"
+  log "lint: ruff check, ruff format --check, codespell, mypy (engine)"
   local bin="$REPO/.venv/bin"
   "$bin/ruff" check --no-cache . || status=1
   "$bin/ruff" format --check --no-cache . || status=1
+  "$bin/codespell" element_lightning_pose tests docs benchmarks scripts README.md CONTRIBUTING.md CHANGELOG.md || status=1
   "$bin/mypy" --no-incremental || status=1
 }
 
 has lint && run_lint
 
-has engine && run_group engine .venv tests/engine
+# every test but the pipeline's runs without a database server
+has engine && run_group engine .venv tests --ignore=tests/pipeline
 # start_server exports the DJ_* variables of the server each group talks to
 if has dj2-postgresql; then start_server postgresql; run_group dj2-postgresql .venv tests/pipeline; fi
 if has dj014-mariadb; then start_server mysql; run_group dj014-mariadb .venv014 tests/pipeline; fi

@@ -37,6 +37,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ArgumentError(ElpError):
+    """A command-line argument that argparse cannot check (NAME=PATH pairs, files it names)."""
+
+
 def fail(command: str, message: object, status: int = 2) -> int:
     """Print ``elp COMMAND: error: MESSAGE`` on stderr and return ``status`` (2: bad input)."""
     print(f"elp {command}: error: {message}", file=sys.stderr)

@@ -7,13 +7,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from element_lightning_pose.cli import ArgumentError
 from element_lightning_pose.engine.atomic import check_output
-from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.safe_paths import check_name
-
-
-class ArgumentError(ElpError):
-    """A command-line value is malformed; the message names the option."""
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "calibrate") -> None:

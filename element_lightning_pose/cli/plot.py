@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from element_lightning_pose.cli import fail
+from element_lightning_pose.cli import ArgumentError, fail
 from element_lightning_pose.engine.atomic import check_output
-from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, read_predictions
+from element_lightning_pose.engine.eks import parse_fit_range
+from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.plotting.core import plot_evaluation, plot_traces, write_labeled_video
 
 
@@ -78,7 +80,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
         "evaluation",
         help="pixel error per body part and split",
         description="Bar plot of a per-image error table (columns image, "
-        "split, bodypart, error_px) as engine.evaluate.evaluate writes.",
+        "split, bodypart, error_px) as engine.inference.evaluate.evaluate writes.",
     )
     evaluation.add_argument("errors", type=Path, help="errors CSV (one header row)")
     evaluation.add_argument("-o", "--output", type=Path, required=True, help="figure to write")
@@ -86,8 +88,6 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``elp plot traces|video|evaluation``; 2 on bad input, with the reason on stderr."""
-    from element_lightning_pose.engine.data.video import VideoError
-
     check_output(args.output, inputs=_inputs(args), what="-o")
     try:
         if args.plot_command == "traces":
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             path = _video(args)
         else:
             path = _evaluation(args)
-    except (ProjectError, VideoError, ValueError, FileNotFoundError) as exc:
+    except ElpError as exc:  # every bad input (files, options, video) names itself
         return fail(f"plot {args.plot_command}", exc)
     print(f"wrote {path}")
     return 0
@@ -113,8 +113,6 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
 
 def _read_estimates(path: Path) -> tuple[np.ndarray, list[str], np.ndarray | None, pd.Index]:
     """(T, K, 3) x/y/likelihood, body parts, (T, K, 2) posterior variance or None, index."""
-    from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
-
     values, bodyparts, coords, index = read_keypoint_csv(path)
     missing = [c for c in ("x", "y", "likelihood") if c not in coords]
     if missing:
@@ -135,9 +133,6 @@ def _first_frame(index: pd.Index) -> int:
 
 
 def _traces(args: argparse.Namespace) -> Path:
-    from element_lightning_pose.engine.data.keypoints import read_predictions
-    from element_lightning_pose.engine.eks import parse_fit_range
-
     values, bodyparts, posterior, index = _read_estimates(args.predictions)
     if args.eks and posterior is None:
         raise ProjectError(
@@ -160,7 +155,7 @@ def _traces(args: argparse.Namespace) -> Path:
     if args.frames:
         ranges = parse_fit_range(args.frames)
         if len(ranges) != 1:
-            raise ValueError(f"--frames takes one START:STOP, got {args.frames!r}")
+            raise ArgumentError(f"--frames takes one START:STOP, got {args.frames!r}")
         frames = ranges[0]
     plot_traces(
         values[..., 0],
@@ -188,7 +183,7 @@ def _video(args: argparse.Namespace) -> Path:
         for edge in args.skeleton.split(","):
             a, sep, b = edge.strip().partition("-")
             if not sep or not a or not b:
-                raise ValueError(f"--skeleton: {edge!r} is not A-B")
+                raise ArgumentError(f"--skeleton: {edge!r} is not A-B")
             skeleton.append((a, b))
     return write_labeled_video(
         args.video,
@@ -206,6 +201,6 @@ def _video(args: argparse.Namespace) -> Path:
 
 def _evaluation(args: argparse.Namespace) -> Path:
     if not args.errors.is_file():
-        raise FileNotFoundError(f"{args.errors}: errors table not found")
+        raise ArgumentError(f"{args.errors}: errors table not found")
     plot_evaluation(pd.read_csv(args.errors), args.output, title=args.errors.name)
     return args.output

@@ -1,6 +1,6 @@
 """Validated training parameters (pydantic v2) with the defaults of the reference method.
 
-A :class:`TrainConfig` is what ``engine.train.train`` consumes and what a model directory
+A :class:`TrainConfig` is what ``engine.training.train`` consumes and what a model directory
 keeps as ``config.yaml``. Every section forbids unknown keys so that a typo (``lerning_rate``)
 fails loudly instead of being silently ignored; :class:`ConfigError` names the dotted key at
 fault. :func:`parameter_reference` lists every parameter for the documentation.
@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from element_lightning_pose.engine.atomic import write_text_atomic
-from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.errors import ElpError, describe_validation_error
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
 
 PathLike = str | os.PathLike
@@ -506,7 +506,7 @@ class TrainConfig(_Section):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, source)) from None
+            raise ConfigError(describe_validation_error(exc, source, cls, per_key_lines=True)) from None
 
     @classmethod
     def from_yaml(cls, path: PathLike) -> TrainConfig:
@@ -561,24 +561,6 @@ def _parse_override_value(assignment: str, raw: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at character {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem}{where})") from None
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    problems: dict[str, list[str]] = {}
-    for error in exc.errors():
-        # drop pydantic's union-branch names (e.g. "bool") so the path is the user's key
-        loc = ".".join(str(p) for p in error["loc"] if not _is_type_tag(p)) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            message = f"{error['msg']} (got {error.get('input')!r})"
-        problems.setdefault(loc, []).append(message)
-    lines = [f"{loc}: " + "; or ".join(dict.fromkeys(messages)) for loc, messages in problems.items()]
-    return f"{source}: invalid configuration\n  " + "\n  ".join(lines)
-
-
-def _is_type_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part in {"bool", "str", "int", "float"} or "[" in part)
 
 
 def _type_name(annotation: Any) -> str:

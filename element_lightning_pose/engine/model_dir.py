@@ -1,6 +1,6 @@
 """The model directory: its description (``model.json``) written and read in one place.
 
-The training engine writes (see ``engine.train``): ``config.yaml`` (the full TrainConfig),
+The training engine writes (see ``engine.training.single``): ``config.yaml`` (the full TrainConfig),
 ``model.json`` (body parts, frame size, resize, backbone, versions, split sizes) and
 ``checkpoints/best.ckpt``. :func:`write_model_info` is the only writer of ``model.json``,
 :func:`read_model_info` its only reader, and :class:`ModelDirectoryError` the one error for a

@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 
 from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.config import SPLITS
+from element_lightning_pose.engine.errors import ElpError
 
 PathLike = str | os.PathLike
 
@@ -40,6 +41,10 @@ EVALUATION_COLUMNS = ("image", "split", "bodypart", "error_px")
 
 
 # --------------------------------------------------------------------------------- shared
+
+
+class PlotError(ElpError, ValueError):
+    """What a plot was given does not fit (shapes, body parts, frames, files); the message names it."""
 
 
 def bodypart_colours(n: int) -> np.ndarray:
@@ -80,14 +85,14 @@ def _select_keypoints(bodyparts: Sequence[str], keypoints: Sequence[str | int] |
     for item in keypoints:
         if isinstance(item, (int, np.integer)):
             if not -len(bodyparts) <= item < len(bodyparts):
-                raise ValueError(f"keypoint index {item} out of range for {len(bodyparts)} body parts")
+                raise PlotError(f"keypoint index {item} out of range for {len(bodyparts)} body parts")
             chosen.append(int(item) % len(bodyparts))
         elif item in bodyparts:
             chosen.append(list(bodyparts).index(item))
         else:
-            raise ValueError(f"unknown body part {item!r}; known: {list(bodyparts)}")
+            raise PlotError(f"unknown body part {item!r}; known: {list(bodyparts)}")
     if not chosen:
-        raise ValueError("no keypoints selected")
+        raise PlotError("no keypoints selected")
     return chosen
 
 
@@ -102,7 +107,7 @@ def _check_shape(name: str, value: np.ndarray | None, expected: tuple, *, min_la
         ok = value.shape == expected
     if not ok:
         want = expected if min_last is None else (*expected[:-1], f">={min_last}")
-        raise ValueError(f"{name} has shape {value.shape}, expected {want}")
+        raise PlotError(f"{name} has shape {value.shape}, expected {want}")
     return value
 
 
@@ -146,20 +151,20 @@ def plot_traces(
     """
     x, y, likelihood = (np.asarray(a, dtype=float) for a in (x, y, likelihood))
     if x.ndim != 2 or y.shape != x.shape or likelihood.shape != x.shape:
-        raise ValueError(
+        raise PlotError(
             f"x, y, likelihood must be (T, K) arrays of one shape, got {x.shape}, {y.shape}, {likelihood.shape}"
         )
     n_frames, n_keypoints = x.shape
     if len(bodyparts) != n_keypoints:
-        raise ValueError(f"{len(bodyparts)} body part names for {n_keypoints} keypoints")
+        raise PlotError(f"{len(bodyparts)} body part names for {n_keypoints} keypoints")
     posterior_var = _check_shape("posterior_var", posterior_var, (n_frames, n_keypoints, 2))
     ground_truth = _check_shape("ground_truth", ground_truth, (n_frames, n_keypoints, 2), min_last=2)
     if members is not None:
         members = np.asarray(members, dtype=float)
         if members.ndim != 4 or members.shape[1:3] != (n_frames, n_keypoints) or members.shape[3] < 2:
-            raise ValueError(f"members has shape {members.shape}, expected (M, {n_frames}, {n_keypoints}, >=2)")
+            raise PlotError(f"members has shape {members.shape}, expected (M, {n_frames}, {n_keypoints}, >=2)")
     if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be positive, got {fps}")
+        raise PlotError(f"fps must be positive, got {fps}")
     chosen = _select_keypoints(bodyparts, keypoints)
     rows = _frame_rows(frames, n_frames)
     frame_numbers = first_frame + np.arange(n_frames)[rows]
@@ -224,10 +229,10 @@ def _frame_rows(frames: tuple[int | None, int | None] | None, n_frames: int) -> 
     if frames is None:
         return slice(0, n_frames)
     if len(frames) != 2:
-        raise ValueError(f"frames must be (start, stop), got {frames!r}")
+        raise PlotError(f"frames must be (start, stop), got {frames!r}")
     start, stop = (0 if frames[0] is None else int(frames[0])), (n_frames if frames[1] is None else int(frames[1]))
     if not 0 <= start < min(stop, n_frames):
-        raise ValueError(f"frames {frames} select no rows of {n_frames}")
+        raise PlotError(f"frames {frames} select no rows of {n_frames}")
     return slice(start, min(stop, n_frames))
 
 
@@ -283,10 +288,10 @@ def write_labeled_video(
 
     files = [Path(video_path)] if isinstance(video_path, (str, os.PathLike)) else [Path(p) for p in video_path]
     if not files:
-        raise ValueError("no video file given")
+        raise PlotError("no video file given")
     predictions = np.asarray(predictions, dtype=float)
     if predictions.ndim != 3 or predictions.shape[2] < 3 or predictions.shape[1] != len(bodyparts):
-        raise ValueError(
+        raise PlotError(
             f"predictions have shape {predictions.shape}, expected (T, {len(bodyparts)}, 3) "
             f"for body parts {list(bodyparts)}"
         )
@@ -294,12 +299,10 @@ def write_labeled_video(
     n_video = sum(info.n_frames for info in infos)
     stop = n_video if stop is None else min(int(stop), n_video)
     if not 0 <= start < stop:
-        raise ValueError(
-            f"{files[0]}: frame range start={start}, stop={stop} is empty (the video has {n_video} frames)"
-        )
+        raise PlotError(f"{files[0]}: frame range start={start}, stop={stop} is empty (the video has {n_video} frames)")
     covered = (first_frame, first_frame + len(predictions))
     if start < covered[0] or stop > covered[1] or covered[1] > n_video:
-        raise ValueError(
+        raise PlotError(
             f"predictions cover video frames {covered[0]}..{covered[1] - 1} but the video "
             f"{files[0]}{f' (+{len(files) - 1} files)' if len(files) > 1 else ''} has {n_video} frames "
             f"and frames {start}..{stop - 1} were requested: wrong video, or pass start/stop/first_frame"
@@ -308,7 +311,7 @@ def write_labeled_video(
     first = infos[0]
     radius = dot_radius if dot_radius is not None else max(2, round(min(first.width, first.height) / 100))
     if radius < 1:
-        raise ValueError(f"dot_radius must be >= 1, got {radius}")
+        raise PlotError(f"dot_radius must be >= 1, got {radius}")
     style = _MarkerStyle(bodypart_colours(len(bodyparts)), radius, likelihood_threshold, first.height)
 
     def labeled_frames() -> Iterator[np.ndarray]:
@@ -322,7 +325,7 @@ def _skeleton_indices(skeleton, bodyparts: Sequence[str]) -> list[tuple[int, int
     pairs = []
     for pair in skeleton or []:
         if len(pair) != 2:
-            raise ValueError(f"skeleton edge {pair!r} must be a pair of body parts")
+            raise PlotError(f"skeleton edge {pair!r} must be a pair of body parts")
         a, b = _select_keypoints(bodyparts, list(pair))
         pairs.append((a, b))
     return pairs
@@ -411,19 +414,19 @@ def plot_evaluation(errors: pd.DataFrame, out: PathLike | None = None, *, title:
 
     Args:
         errors: long table with columns ``image, split, bodypart, error_px`` (the output of
-            ``engine.evaluate.evaluate``); NaN errors (unlabeled keypoints) are ignored.
+            ``engine.inference.evaluate.evaluate``); NaN errors (unlabeled keypoints) are ignored.
         out: save the figure there, atomically.
         title: figure title.
     """
     missing = [c for c in EVALUATION_COLUMNS if c not in errors.columns]
     if missing:
-        raise ValueError(
+        raise PlotError(
             f"errors table lacks column(s) {missing}; expected {list(EVALUATION_COLUMNS)} "
-            "(the output of engine.evaluate.evaluate)"
+            "(the output of engine.inference.evaluate.evaluate)"
         )
     labeled = errors.dropna(subset=["error_px"])
     if labeled.empty:
-        raise ValueError("errors table has no finite error_px value to plot")
+        raise PlotError("errors table has no finite error_px value to plot")
     bodyparts = list(dict.fromkeys(errors["bodypart"]))
     summary = _summarise_errors(labeled, bodyparts)
     points = pd.concat([labeled, labeled.assign(bodypart=ALL_BODYPARTS)])

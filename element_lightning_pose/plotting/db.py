@@ -15,7 +15,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from element_lightning_pose.engine.config import SPLITS
-from element_lightning_pose.plotting.core import ALL_BODYPARTS, _error_figure, plot_traces, write_labeled_video
+from element_lightning_pose.plotting.core import (
+    ALL_BODYPARTS,
+    PlotError,
+    _error_figure,
+    plot_traces,
+    write_labeled_video,
+)
 
 PathLike = str | os.PathLike
 
@@ -25,7 +31,7 @@ def _one_key(table, key: dict, what: str) -> dict:
 
     keys = fetch_keys(table & key)
     if len(keys) != 1:
-        raise ValueError(f"{what}: {len(keys)} rows match {key}; restrict the key to exactly one")
+        raise PlotError(f"{what}: {len(keys)} rows match {key}; restrict the key to exactly one")
     return keys[0]
 
 
@@ -50,7 +56,7 @@ def _pose_array(key: dict, bodyparts: list[str] | None = None) -> tuple[np.ndarr
     frame = model.PoseEstimation.get_trajectory(key, "all" if bodyparts is None else bodyparts)
     names = list(dict.fromkeys(frame.columns.get_level_values("bodyparts")))
     if bodyparts is not None and names != list(bodyparts):
-        raise ValueError(f"PoseEstimation {key} has body parts {names}, expected {list(bodyparts)}")
+        raise PlotError(f"PoseEstimation {key} has body parts {names}, expected {list(bodyparts)}")
     return frame.to_numpy().reshape(len(frame), len(names), 3), names
 
 
@@ -85,7 +91,7 @@ def _ensemble_arrays(key: dict) -> dict:
     members = sorted(r["model_name"] for r in fetch_dicts(ensemble.EnsembleSmoothingTask.Member & key, "model_name"))
     rows = {r["body_part"]: r for r in fetch_dicts(ensemble.EnsembleSmoothing.BodyPartPosition & key)}
     if not members or not rows:
-        raise ValueError(f"ensemble {key} has no members or no smoothed body parts")
+        raise PlotError(f"ensemble {key} has no members or no smoothed body parts")
     bodyparts = [bp for bp in model.Model.bodyparts({"model_name": members[0]}) if bp in rows]
     recording = _recording_key(key)
     member_values = np.stack([_pose_array({**recording, "model_name": m}, bodyparts)[0] for m in members])
@@ -183,6 +189,6 @@ def plot_model_evaluation(model_key: dict, out: PathLike | None = None) -> Figur
     summary = pd.concat([summary, overall], ignore_index=True)
     summary = summary[summary["frames"] > 0].astype({"mean": float, "p90": float, "frames": float})
     if summary.empty:
-        raise ValueError(f"ModelEvaluation {key} has no labeled frames in any split")
+        raise PlotError(f"ModelEvaluation {key} has no labeled frames in any split")
     bodyparts = [*model.Model.bodyparts(key), ALL_BODYPARTS]
     return _error_figure(summary, bodyparts, None, out, f"pixel error of model {key['model_name']} (bars: mean)")

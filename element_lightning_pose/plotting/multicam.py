@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from element_lightning_pose.plotting.core import (
     POSTERIOR_BAND_GID,
     Z_95,
+    PlotError,
     _new_figure,
     _select_keypoints,
     bodypart_colours,
@@ -63,10 +64,10 @@ def plot_traces_3d(
     """
     points = np.asarray(points, dtype=float)
     if points.ndim != 3 or points.shape[1:] != (len(bodyparts), 3):
-        raise ValueError(f"points have shape {points.shape}, expected (T, {len(bodyparts)}, 3)")
+        raise PlotError(f"points have shape {points.shape}, expected (T, {len(bodyparts)}, 3)")
     for name, value in (("variance", variance), ("ground_truth", ground_truth)):
         if value is not None and np.shape(value) != points.shape:
-            raise ValueError(f"{name} has shape {np.shape(value)}, expected {points.shape}")
+            raise PlotError(f"{name} has shape {np.shape(value)}, expected {points.shape}")
     chosen = _select_keypoints(bodyparts, keypoints)
     colours = bodypart_colours(len(bodyparts)) / 255.0
     time, label = _time_axis(len(points), first_frame, fps)
@@ -113,7 +114,7 @@ def plot_reprojection_errors(
     """
     errors = np.asarray(errors, dtype=float)
     if errors.ndim != 3 or errors.shape[0] != len(cameras):
-        raise ValueError(f"errors have shape {errors.shape}, expected ({len(cameras)}, T, K)")
+        raise PlotError(f"errors have shape {errors.shape}, expected ({len(cameras)}, T, K)")
     time, label = _time_axis(errors.shape[1], first_frame, fps)
     figure = _new_figure(10, 1.5 * len(cameras) + 0.6)
     axes = figure.subplots(len(cameras), 1, sharex=True, squeeze=False)[:, 0]

@@ -8,8 +8,6 @@ test that needs to change a model or a project makes its own.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,23 +39,3 @@ def tiny_model_dir(tiny_project, tmp_path_factory) -> Path:
     return train(
         TINY_CONFIG, tiny_project.root, tmp_path_factory.mktemp("tiny_model") / "model", progress=False
     ).model_dir
-
-
-@pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder this account cannot write: 0555 for an ordinary user; a read-only tmpfs for root
-    (permissions do not stop root, a read-only mount does); skipped where neither is possible."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)

@@ -24,7 +24,7 @@ from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.unlabeled import build_frame_cache
 from element_lightning_pose.export.nwb import CameraPose, SessionInfo, SubjectInfo, append_pose, write_nwb
 from element_lightning_pose.synthetic.projects import make_synthetic_project
-from tests.engine.test_train import break_validation_images
+from tests.engine.training.test_train import break_validation_images
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
 

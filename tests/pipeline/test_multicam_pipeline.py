@@ -20,6 +20,7 @@ import pytest
 from element_lightning_pose import dj_compat, pipeline
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, read_calibration
+from element_lightning_pose.engine.multicam.io import read_points3d
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
 from element_lightning_pose.synthetic import rig
 from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
@@ -439,5 +440,149 @@ def test_task_whose_sources_do_not_cover_the_views_is_refused(lp, rig_key, smoot
 
 def _delete_task(lp, key: dict) -> None:
     """Remove a task that cannot run, so that a later worker pass over the schema finds no failing key."""
-    (lp.multicam.TriangulationTask.Source & key).delete_quick()
+    (lp.multicam.TriangulationTask.PoseSource & key).delete_quick()
+    (lp.multicam.TriangulationTask.EnsembleSource & key).delete_quick()
     (lp.multicam.TriangulationTask & key).delete_quick()
+
+
+# --------------------------------------------------------------------------- one route (issue 23, item 3)
+
+
+@pytest.fixture(scope="module")
+def cli_ensembles(lp, rig3d, sources):
+    """EnsembleSmoothing (ensemble_id 3) of 'rig_truth' and 'rig_cli' on every view, populated."""
+    group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
+    insert_load_model(lp, rig3d, "rig_cli")
+    for i, name in enumerate(group.names):
+        load_task(
+            lp, rig3d["recs"][name], "rig_cli", observations(group, name, rig3d["points"][name], 40 + i), bodyparts
+        )
+    assert dj_compat.populate(lp.model.PoseEstimation, {"model_name": "rig_cli"}).errors == []
+    eks_idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})
+    recs = [rig3d["recs"][n] for n in group.names]
+    for rec in recs:
+        lp.ensemble.EnsembleSmoothingTask.create(rec, ["rig_truth", "rig_cli"], eks_idx, ensemble_id=3)
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, [{**r, "ensemble_id": 3} for r in recs]).errors == []
+    return 3
+
+
+@pytest.mark.parametrize("case", ["pose_smoother_skeleton", "ensemble_robust"])
+def test_elp_triangulate_gives_the_tables_trajectory(
+    lp, rig3d, sources, rig_key, cli_ensembles, tmp_path, capsys, case
+):
+    """The same 2D (with cam2's frame offset), calibration and parameters: `elp triangulate`
+    writes what `Triangulation` stores, to the last digit of the CSV."""
+    from element_lightning_pose.cli import main
+
+    body = rig3d["body"]
+    skeleton = [[body.bodyparts[a], body.bodyparts[b]] for a, b in body.edges]
+    (tmp_path / "edges.txt").write_text("".join(f"{a} {b}\n" for a, b in skeleton))
+    if case == "pose_smoother_skeleton":
+        params = {"method": "smoother", "skeleton": skeleton, "smoother": {"iterations": 12}}
+        spec, options, tid = "rig_truth", ["--skeleton", tmp_path / "edges.txt", "--set", "smoother.iterations=12"], 7
+    else:
+        params = {"method": "robust", "min_likelihood": 0.6, "robust": {"nu": 2.0}}
+        spec = {name: ("ensemble", cli_ensembles) for name in rig3d["group"].names}
+        options, tid = ["--method", "robust", "--min-likelihood", "0.6", "--set", "robust.nu=2"], 8
+    idx = lp.multicam.TriangulationParamSet.insert_new_params(f"cli parity {case}", params)
+    key = lp.multicam.TriangulationTask.create(rig_key, idx, spec, triangulation_id=tid)
+    assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
+    views = []
+    for name in rig3d["group"].names:
+        table, source_key = lp.multicam.TriangulationTask.source_key(key, name)
+        column = "predictions_file" if table is lp.model.PoseEstimation else "output_file"
+        views += ["--view", f"{name}={lp.model.processed_dir() / (table & source_key).fetch1(column)}"]
+    out = tmp_path / "points3d.csv"
+    code = main(
+        ["triangulate", str(rig3d["calibration"]), *views, "--frame-offset", f"cam2={LEAD}"]
+        + [str(o) for o in options]
+        + ["-o", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    cli = read_points3d(out)
+    stored = read_points3d(lp.model.processed_dir() / (lp.multicam.Triangulation & key).fetch1("points_file"))
+    assert cli.bodyparts == stored.bodyparts and cli.index == stored.index == list(range(N_RIG))
+    np.testing.assert_array_equal(cli.values(), stored.values())
+    trajectory = lp.multicam.Triangulation.get_trajectory(key)
+    for k, bp in enumerate(cli.bodyparts):
+        for c, coord in enumerate(("x", "y", "z")):
+            np.testing.assert_allclose(cli.points[:, k, c], trajectory[(bp, coord)], rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(cli.variance[:, k, c], trajectory[(bp, f"{coord}_var")], rtol=1e-9, atol=0)
+        np.testing.assert_array_equal(cli.n_views[:, k], trajectory[(bp, "n_cameras")])
+    assert np.isfinite(cli.points).any()
+
+
+# --------------------------------------------------------------------------- 3D follows its 2D (issue 26, item 7)
+
+
+def test_deleting_the_2d_deletes_the_3d_computed_from_it(lp, rig3d, rig_key, smoother_idx, monkeypatch):
+    """Triangulation's sources are foreign keys: a plain delete of a source PoseEstimation is
+    refused (it would leave 3D beside changed 2D); a cascading one deletes the Triangulation,
+    which repopulates from the new 2D; deleting the Model deletes the task that names it."""
+    import datajoint as dj
+
+    monkeypatch.setitem(dj.config, "safemode", False)
+    group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
+    insert_load_model(lp, rig3d, "rig_cascade")
+    pose = {}
+    for i, name in enumerate(group.names):
+        values = observations(group, name, rig3d["points"][name], seed=50 + i)
+        pose[name] = load_task(lp, rig3d["recs"][name], "rig_cascade", values, bodyparts)
+    assert dj_compat.populate(lp.model.PoseEstimation, list(pose.values())).errors == []
+    key = lp.multicam.TriangulationTask.create(rig_key, smoother_idx, "rig_cascade", triangulation_id=10)
+    assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
+    with pytest.raises(dj.errors.DataJointError, match="part table"):
+        (lp.model.PoseEstimation & pose["cam1"]).delete()
+    assert lp.model.PoseEstimation & pose["cam1"] and lp.multicam.Triangulation & key
+    assert len(lp.multicam.Triangulation.PoseSource & key) == 3
+    assert dj_compat.delete_cascading(lp.model.PoseEstimation & pose["cam1"]) == 1
+    assert not lp.multicam.Triangulation & key
+    assert not lp.multicam.Triangulation.BodyPartPosition3D & key and not lp.multicam.Triangulation.PoseSource & key
+    assert lp.multicam.TriangulationTask & key and lp.model.PoseEstimation & pose["cam0"]
+    # the 2D computed again (here from the same file): the task runs again
+    assert dj_compat.populate(lp.model.PoseEstimation, pose["cam1"]).errors == []
+    assert dj_compat.populate(lp.multicam.Triangulation, key).success_count == 1
+    dj_compat.delete_cascading(lp.model.Model & {"model_name": "rig_cascade"})
+    assert not lp.multicam.TriangulationTask & key and not lp.multicam.Triangulation & key
+    assert not lp.model.PoseEstimationTask & {"model_name": "rig_cascade"}
+
+
+# --------------------------------------------------------------------------- API arguments (issue 26, items 23, 24)
+
+
+def test_malformed_triangulation_arguments_are_clear_errors(lp, rig_key, smoother_idx):
+    before = len(lp.multicam.TriangulationParamSet())
+    for params in ("smoother", None, ["method", "dlt"]):
+        with pytest.raises(TriangulationParamError, match=r"params must be a mapping of parameters.*'method'"):
+            lp.multicam.TriangulationParamSet.insert_new_params("malformed", params)
+    assert len(lp.multicam.TriangulationParamSet()) == before
+    good = {"cam0": ("pose", "rig_truth"), "cam1": ("pose", "rig_truth")}
+    for source in (("pose", "rig_truth", 3), "rig_truth", ("pose",), ("ensemble", "one"), ("video", "rig_truth")):
+        with pytest.raises(lp.multicam.RigError, match="camera 'cam2'"):
+            lp.multicam.TriangulationTask.create(rig_key, smoother_idx, {**good, "cam2": source}, triangulation_id=11)
+    with pytest.raises(lp.multicam.RigError, match="sources must be a model name or a mapping"):
+        lp.multicam.TriangulationTask.create(rig_key, smoother_idx, ["rig_truth"] * 3, triangulation_id=11)
+    assert not lp.multicam.TriangulationTask & {**rig_key, "triangulation_id": 11}
+
+
+def test_task_that_leaves_a_camera_out(lp, rig3d, sources, rig_key, smoother_idx):
+    """A rig whose camera failed: the views named, at least two, are triangulated; the task
+    says which camera it leaves out."""
+    key = lp.multicam.TriangulationTask.create(
+        rig_key, smoother_idx, "rig_truth", triangulation_id=12, unused_cameras=["cam1"]
+    )
+    assert lp.multicam.TriangulationTask.unused_cameras(key) == ["cam1"]
+    assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
+    assert list((lp.multicam.Triangulation & key).fetch1("cameras")) == ["cam0", "cam2"]
+    part = (lp.multicam.Triangulation.BodyPartPosition3D & key & {"body_part": "snout"}).fetch1()
+    assert part["reprojection_error"].shape == (N_RIG, 2) and part["cameras_used"].max() == 2
+    assert np.median(_error_mm(lp, key, rig3d["truth"])) < 3.0
+    with pytest.raises(lp.multicam.RigError, match="fewer than two cameras"):
+        lp.multicam.TriangulationTask.create(
+            rig_key, smoother_idx, "rig_truth", triangulation_id=13, unused_cameras=["cam1", "cam2"]
+        )
+    with pytest.raises(lp.multicam.RigError, match=r"unused_cameras \['cam9'\] are not views"):
+        lp.multicam.TriangulationTask.create(
+            rig_key, smoother_idx, "rig_truth", triangulation_id=13, unused_cameras=["cam9"]
+        )
+    assert not lp.multicam.TriangulationTask & {**rig_key, "triangulation_id": 13}

@@ -1,7 +1,7 @@
 """Every place where a key value, a folder column, a camera or a view name becomes a path part in
 the tables stays inside its root (issue 26, items 1-3). The engine's places (``<camera>.csv``,
 view folders, placed videos) are walked in tests/engine/test_safe_paths.py and
-tests/engine/test_cli_outputs.py.
+tests/cli/test_outputs.py.
 
 Each table that writes a file is tried with what a user who may insert rows can put there:
 ``..``, absolute paths, encoded separators (``%2F``), backslashes, and a folder inside the root
@@ -261,7 +261,11 @@ def test_triangulation_refuses_a_subject_that_leaves_the_root(lp, pc_rig, no_esc
     try:
         refused_in_populate(lp.multicam.Triangulation, key, "key value subject='../../t'")
     finally:
-        delete(lp.multicam.TriangulationTask.Source & key, lp.multicam.TriangulationTask & key)
+        delete(
+            lp.multicam.TriangulationTask.PoseSource & key,
+            lp.multicam.TriangulationTask.EnsembleSource & key,
+            lp.multicam.TriangulationTask & key,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +392,7 @@ def test_schema_modules_join_no_unchecked_output_path():
     stored itself (listed here)."""
     reads = {
         "model.py": ['full_dir = processed_dir() / row["model_dir"]'],
-        "multicam.py": ["path = processed_dir() / file"],
+        "multicam.py": ["(processed_dir() / file,)"],  # the 2D files the sources stored
         "ensemble.py": ["read_predictions(processed / file)", 'f"{processed / file} (member'],
     }
     package = Path(model.__file__).parent

@@ -119,8 +119,8 @@ def _recording(lp, flow, recording_id: int, file_path: str) -> dict:
 def test_short_video_fails_pose_estimation_before_writing(lp, lp_root, flow):
     """A damaged video, PoseEstimation run before RecordingInfo (the README's order):
     an error naming the video and the frame reached; no rows, no predictions.csv."""
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import corrupted
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import corrupted
 
     root, _ = lp_root
     (root / "bad_videos").mkdir(exist_ok=True)
@@ -186,8 +186,8 @@ def test_load_task_with_several_candidate_csvs_is_an_error(lp, flow):
 def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow):
     """A faststart mp4 cut short lists every frame: RecordingInfo must not record the frames that
     happen to decode as if the recording were that long."""
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import truncated_faststart
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import truncated_faststart
 
     root, _ = lp_root
     (root / "bad_videos").mkdir(exist_ok=True)

@@ -6,7 +6,7 @@ import pytest
 
 from element_lightning_pose import dj_compat
 from element_lightning_pose.engine.errors import ProjectError
-from tests.engine.test_project_layouts import BODYPARTS, make_dlc_project
+from tests.engine.data.test_projects import BODYPARTS, make_dlc_project
 from tests.pipeline.conftest import TINY_PARAMS
 
 

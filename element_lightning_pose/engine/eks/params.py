@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
-from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.errors import ElpError, describe_validation_error
 
 CentreMode = Literal["median", "mean"]
 VarMode = Literal["confidence_weighted", "plain"]
@@ -178,7 +177,7 @@ class SmoothingParams(BaseModel):
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
-            raise SmoothingParamError(_describe(exc, source, key_names or {})) from None
+            raise SmoothingParamError(describe_validation_error(exc, source, cls, key_names=key_names)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, defaults filled in, as plain Python (what a parameter set stores).
@@ -262,26 +261,3 @@ def parse_groups(text: str | None) -> list[list[int | str]] | None:
         if items:
             groups.append([int(item) if item.isdigit() else item for item in items])
     return groups
-
-
-def _describe(exc: ValidationError, source: str, key_names: Mapping[str, str]) -> str:
-    """One line: ``SOURCE: KEY message; KEY message`` (our validators' messages start with the key)."""
-    known = ", ".join(key_names.get(k, k) for k in SmoothingParams.model_fields)
-    problems = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"])
-        name = key_names.get(key, key)
-        if error["type"] == "extra_forbidden":
-            problems.append(f"unknown key {name!r} (known: {known})")
-        elif error["type"] == "value_error" and not key:  # a rule over several keys: name each
-            message = str(error["ctx"]["error"])
-            for field, shown in key_names.items():
-                message = re.sub(rf"\b{field}\b", shown, message)
-            problems.append(message)
-        elif error["type"] == "value_error":
-            message = str(error["ctx"]["error"])
-            # messages start with the field name; show the caller's name for it
-            problems.append(name + message[len(key) :] if message.startswith(key) else f"{name}: {message}")
-        else:
-            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
-    return f"{source}: " + "; ".join(dict.fromkeys(problems))

@@ -1,9 +1,9 @@
 """Evaluation metrics: pixel error on labeled frames, temporal norm and PCA residuals on video predictions.
 
-Pure numpy / pandas: running a model on labeled frames is ``engine.evaluate``.
+Pure numpy / pandas: running a model on labeled frames is :mod:`.evaluate`.
 
 Long-format tables (one row per frame x keypoint) keep the split and body part beside each
-value, so any summary is one ``groupby`` away; :func:`summarize` gives mean / median / p90
+value, so any summary is one ``groupby`` away; :func:`summarise` gives mean / median / p90
 per body part plus an ``__all__`` row.
 """
 
@@ -59,7 +59,7 @@ def temporal_norm_table(predictions: np.ndarray, bodyparts: Sequence[str]) -> pd
     return long_table(norm, bodyparts, np.arange(len(norm)), "frame", "temporal_norm_px")
 
 
-def summarize(table: pd.DataFrame, value: str | None = None, by: Sequence[str] = ("bodypart",)) -> pd.DataFrame:
+def summarise(table: pd.DataFrame, value: str | None = None, by: Sequence[str] = ("bodypart",)) -> pd.DataFrame:
     """mean / median / p90 / count of ``value`` per group of ``by``, plus an overall ``__all__`` row.
 
     ``value`` defaults to the table's last column. NaNs (unlabeled keypoints) are ignored.

@@ -42,7 +42,7 @@ from element_lightning_pose.engine.networks import (
     pad_edges,
     sliding_windows,
 )
-from element_lightning_pose.engine.networks.backbones import InputNormalizedBackbone
+from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
 from element_lightning_pose.engine.training.pca import KeypointPCA
 
 PathLike = str | os.PathLike
@@ -175,7 +175,7 @@ def _pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-_Net = TypeVar("_Net", bound=InputNormalizedBackbone)
+_Net = TypeVar("_Net", bound=InputNormalisedBackbone)
 
 
 def fuse_batchnorm(net: _Net) -> _Net:
@@ -283,7 +283,7 @@ def _net_from_weights(
             heatmap_sigma=config.model.heatmap_sigma,
         )
     net.load_state_dict(weights, strict=True, assign=True)
-    net.reset_input_normalization()
+    net.reset_input_normalisation()
     left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if left:
         raise ModelDirectoryError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")

@@ -1,4 +1,4 @@
-"""Streaming inference: ``load_model(model_dir)`` then ``predict_video(model, video)``.
+"""Streaming inference: ``predict_video(model, video)`` with a model from :func:`.models.load_model`.
 
 A background thread decodes and resizes the next batches (``video.iter_batches``) while the
 network runs on the current one; only ``batch_size x prefetch`` frames are ever in memory, so
@@ -13,15 +13,13 @@ edges). ``diagnostics_csv`` writes per-frame temporal norms and PCA residuals be
 predictions, to find frames worth relabeling.
 
 A video that decodes fewer frames than it lists (truncated, damaged) is an error
-(:class:`video.ShortVideoError`) and nothing is written; ``allow_short=True`` predicts what
-decodes, warns, and fills the missing frames with NaN (likelihood 0). Evaluation on labeled
-frames is ``engine.evaluate``. Nothing here imports Lightning.
+(:class:`~element_lightning_pose.engine.data.video.ShortVideoError`) and nothing is written;
+``allow_short=True`` predicts what decodes, warns, and fills the missing frames with NaN
+(likelihood 0). Evaluation on labeled frames is :mod:`.evaluate`. Nothing here imports Lightning.
 
-A two-stage crop-zoom model directory (``engine.cropzoom``) loads as a :class:`CropZoomModel`:
-the detector finds the animal's centre on a downscaled frame, the centre is smoothed over
-time (a running median), the pose model runs on the crop around it, and its keypoints are
-mapped back to original-frame pixels; a frame whose detection is below the confidence
-threshold is NaN with likelihood 0 for every keypoint.
+A two-stage crop-zoom model (:class:`~.models.CropZoomModel`) streams with its detections
+smoothed over time (a running median held back by half its window); a frame whose detection is
+below the confidence threshold is NaN with likelihood 0 for every keypoint.
 """
 
 from __future__ import annotations

@@ -13,9 +13,14 @@ hashed at insert); ``multicam.Triangulation`` turns it back into the engine's ca
     robust          {sigma_px, nu, iterations, min_weight}
     dlt             {sigma_px}
 
-Errors (:class:`TriangulationParamError`) name every key at fault, dotted for the nested
-ones (``smoother.nu``, ``skeleton.1``). Checks that need the data (a skeleton body part the
-sources do not have) are made by :func:`triangulate_views`, naming the body part.
+Iteration counts are at most ``smoother.MAX_ITERATIONS`` (the smoother stops earlier once it
+has converged). Errors (:class:`TriangulationParamError`) name every key at fault, dotted for
+the nested ones (``smoother.nu``, ``skeleton.1``), or as the caller spells them (``key_names``,
+e.g. ``elp triangulate``'s options). Checks that need the data (a skeleton body part the
+sources do not have, fewer than two cameras) are made by :func:`triangulate_views`.
+
+``elp triangulate`` and ``multicam.Triangulation`` both validate here, read their views with
+``io.read_views`` and run :func:`triangulate_views`: one route from 2D to 3D.
 """
 
 from __future__ import annotations
@@ -31,10 +36,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.errors import ElpError, describe_validation_error
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
-from element_lightning_pose.engine.multicam.smoother import SmootherOptions, smooth_3d
-from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
+from element_lightning_pose.engine.multicam.smoother import MAX_ITERATIONS, Progress, SmootherOptions, smooth_3d
+from element_lightning_pose.engine.multicam.triangulate import (
+    TriangulationError,
+    check_cameras,
+    triangulate_dlt,
+    triangulate_robust,
+)
 
 Array = NDArray[np.float64]
 METHODS = ("smoother", "robust", "dlt")
@@ -60,9 +70,11 @@ def _number(key: str, value: Any, *, low: float, low_open: bool = False, high: f
     return float(value)
 
 
-def _integer(key: str, value: Any, low: int) -> int:
-    if not (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and int(value) >= low):
-        raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+def _integer(key: str, value: Any, low: int, high: int) -> int:
+    if not (
+        isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) and low <= int(value) <= high
+    ):
+        raise ValueError(f"{key} must be an integer in {low} .. {high}, got {value!r}")
     return int(value)
 
 
@@ -94,7 +106,7 @@ class SmootherParams(_Options):
     @field_validator("iterations", "limb_iterations", mode="before")
     @classmethod
     def _count(cls, value: Any, info: Any) -> int:
-        return _integer(info.field_name, value, 1)
+        return _integer(info.field_name, value, 1, MAX_ITERATIONS)
 
     @field_validator("min_weight", mode="before")
     @classmethod
@@ -118,7 +130,7 @@ class RobustParams(_Options):
     @field_validator("iterations", mode="before")
     @classmethod
     def _count(cls, value: Any) -> int:
-        return _integer("iterations", value, 1)
+        return _integer("iterations", value, 1, MAX_ITERATIONS)
 
     @field_validator("min_weight", mode="before")
     @classmethod
@@ -205,20 +217,26 @@ class TriangulationParams(_Options):
 
     @classmethod
     def from_dict(
-        cls, values: Mapping[str, Any] | None, source: str = "triangulation parameters"
+        cls,
+        values: Mapping[str, Any] | None,
+        source: str = "triangulation parameters",
+        key_names: Mapping[str, str] | None = None,
     ) -> TriangulationParams:
         """Validate a (partial) mapping; missing keys take their defaults.
 
-        Raises :class:`TriangulationParamError` naming ``source`` and every offending key.
+        Raises :class:`TriangulationParamError` naming ``source`` and every offending key
+        (``key_names`` renames keys in the message, e.g. to command-line options).
         """
         if values is None:
             values = {}
         if not isinstance(values, Mapping):
-            raise TriangulationParamError(f"{source}: expected a mapping of parameters, got {type(values).__name__}")
+            raise TriangulationParamError(
+                f"{source}: expected a mapping of parameters, got {type(values).__name__} {values!r}"
+            )
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
-            raise TriangulationParamError(_describe(exc, source)) from None
+            raise TriangulationParamError(describe_validation_error(exc, source, cls, key_names=key_names)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, defaults filled in, as plain Python (what a parameter set stores and hashes)."""
@@ -231,32 +249,6 @@ class TriangulationParams(_Options):
 def validate_triangulation_params(params: Mapping[str, Any] | None, source: str = "triangulation parameters") -> dict:
     """Check triangulation parameters; returns the canonical dict (defaults filled in)."""
     return TriangulationParams.from_dict(params, source).to_dict()
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    """One line: ``SOURCE: KEY message; KEY message`` with dotted keys for nested options."""
-    problems = []
-    for error in exc.errors():
-        key = ".".join(str(p) for p in error["loc"])
-        field = str(error["loc"][-1]) if error["loc"] else ""
-        if error["type"] == "extra_forbidden":
-            parent = error["loc"][:-1]
-            model: type[BaseModel] = TriangulationParams
-            for name in parent:
-                annotation = model.model_fields[str(name)].annotation
-                model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else model
-            problems.append(f"unknown key {key!r} (known: {', '.join(model.model_fields)})")
-        elif error["type"] == "value_error":
-            message = str(error["ctx"]["error"])
-            if not key:
-                problems.append(message)  # a rule over several keys names them itself
-            elif message.startswith(field):
-                problems.append(key + message[len(field) :])
-            else:
-                problems.append(f"{key}: {message}")
-        else:
-            problems.append(f"{key}: {error['msg']} (got {error.get('input')!r})")
-    return f"{source}: " + "; ".join(dict.fromkeys(problems))
 
 
 # ------------------------------------------------------------------------------ running
@@ -297,14 +289,36 @@ def triangulate_views(
     variance: Array | None,
     bodyparts: Sequence[str],
     params: TriangulationParams,
+    progress: Progress | None = None,
 ) -> Result3D:
     """Run the method of ``params`` on ``pixels`` (C, T, K, 2) with ``likelihood`` (C, T, K)
-    and 2D ``variance`` (C, T, K) px^2 (None: 0), cameras in ``group`` order."""
+    and 2D ``variance`` (C, T, K) px^2 (None: 0), cameras in ``group`` order.
+
+    Refused (:class:`~.triangulate.TriangulationError`, naming what is wrong): fewer than two
+    cameras (:func:`~.triangulate.check_cameras`), and inputs where no body part is seen by two
+    cameras with ``min_likelihood`` in any frame (the result would be all NaN).
+    ``progress(done, total)`` follows the smoother's iterations.
+    """
+    check_cameras(group)
+    confident = np.isfinite(pixels).all(-1) & (np.nan_to_num(likelihood) >= params.min_likelihood)
+    if not (confident.sum(axis=0) >= 2).any():
+        raise TriangulationError(
+            f"no body part is seen by two of the cameras {group.names} with likelihood >= "
+            f"{params.min_likelihood:g} in any frame: nothing to triangulate"
+        )
     if params.method == "smoother":
         options = SmootherOptions(min_likelihood=params.min_likelihood, **params.smoother.model_dump())
         edges = skeleton_edges(params.skeleton, bodyparts) if params.skeleton else None
         result = smooth_3d(
-            group, pixels, likelihood, variance, skeleton=edges, bone_lengths=params.bone_lengths, options=options
+            group,
+            pixels,
+            likelihood,
+            variance,
+            skeleton=edges,
+            bone_lengths=params.bone_lengths,
+            options=options,
+            progress=progress,
+            keypoint_names=list(bodyparts),
         )
         points, var, error, n_views = result.points, result.variance, result.reprojection_error, result.n_views
     else:

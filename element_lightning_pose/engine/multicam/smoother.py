@@ -74,6 +74,12 @@ Progress = Callable[[int, int], None]
 
 _LOG_Q_GRID = np.linspace(-7.0, 4.0, 12)  # natural log of q relative to the typical step^2
 _LOCAL_GRID = np.linspace(-1.0, 1.0, 5)  # later iterations: around the previous q
+# q within [1e-8, 1e2] x scene extent^2: beyond, the random-walk precision is ~1e10 times the
+# weakest term of H and the banded Cholesky loses positive definiteness (or the walk no longer
+# bridges a gap). On weak 2D the evidence can keep preferring a smaller q for ever.
+_LOG_Q_BOUNDS = (np.log(1e-8), np.log(1e2))
+CONVERGED = 1e-6  # EM stops when no point moves by more than this fraction of the scene extent
+MAX_ITERATIONS = 1000  # iterations and limb_iterations are at most this
 
 
 @dataclass
@@ -84,9 +90,12 @@ class SmootherOptions:
         nu: Student-t degrees of freedom of the pixel noise (smaller: more robust).
         min_likelihood: predictions below this likelihood are missing.
         floor_px: pixel noise floor ``f`` (px) added to the ensemble variance.
-        iterations: EM / Gauss-Newton iterations.
+        iterations: the most EM / Gauss-Newton iterations (1 .. ``MAX_ITERATIONS``); the
+            smoother stops earlier once no point moves by more than ``CONVERGED`` x the scene
+            extent (with the posterior covariances of the E-step up to date).
         q: fixed process noise (world units^2 / frame), one value or one per keypoint;
-            None fits it by maximum marginal likelihood.
+            None fits it by maximum marginal likelihood. Either is kept within
+            [1e-8, 1e2] x the scene extent^2 (numerical range of the solver).
         limb_sd: standard deviation of the limb-length prior (world units).
         limb_iterations: Gauss-Newton iterations of the skeleton stage.
         min_weight: a view whose final Student-t weight is below this counts as not used.
@@ -116,6 +125,7 @@ class Smoothed3D:
         camera_sigma: (C,) typical pixel noise per camera, ``sqrt(s_c (f^2 + median V))``.
         bone_lengths: (E,) limb lengths used (empty without a skeleton).
         log_likelihood: per keypoint, the evidence of the final linearised model.
+        iterations: EM iterations run (fewer than ``options.iterations`` once converged).
     """
 
     points: Array
@@ -127,6 +137,16 @@ class Smoothed3D:
     camera_sigma: Array
     bone_lengths: Array
     log_likelihood: Array
+    iterations: int = 0
+
+
+class _NotPositiveDefinite(Exception):
+    """The banded system lost positive definiteness: at series ``series``, frame ``frame``,
+    row ``row`` within the frame's block (which keypoint that is depends on the stage)."""
+
+    def __init__(self, series: int, frame: int, row: int) -> None:
+        super().__init__(series, frame, row)
+        self.series, self.frame, self.row = series, frame, row
 
 
 @dataclass
@@ -161,7 +181,12 @@ def _band(info: Array, p: Array, p0: float) -> Array:
 def _solve(info: Array, rhs: Array, p: Array, p0: float) -> tuple[Array, Array]:
     """Posterior mean (S, T, B) and log det H per series (S,) of the banded system."""
     n_s, n_t, b, _ = info.shape
-    factor = cholesky_banded(_band(info, p, p0), lower=False, check_finite=False)
+    try:
+        factor = cholesky_banded(_band(info, p, p0), lower=False, check_finite=False)
+    except np.linalg.LinAlgError as exc:  # "<i>-th leading minor not positive definite"
+        digits = str(exc).split("-", 1)[0]
+        row = int(digits) - 1 if digits.isdigit() else 0
+        raise _NotPositiveDefinite(row // (n_t * b), row % (n_t * b) // b, row % b) from None
     mean = cho_solve_banded((factor, False), rhs.reshape(-1), check_finite=False)
     logdet = 2.0 * np.log(factor[b].reshape(n_s, -1)).sum(axis=1)
     return mean.reshape(n_s, n_t, b), logdet
@@ -183,7 +208,11 @@ def block_covariances(info: Array, p: Array, p0: float) -> Array:
             g = g + p0 * eye
         else:
             g = g - pm * previous
-        previous = np.linalg.inv(g)
+        try:
+            previous = np.linalg.inv(g)
+        except np.linalg.LinAlgError:
+            series = int(np.argmin(np.abs(np.linalg.det(g))))
+            raise _NotPositiveDefinite(series, t, 0) from None
         g_inv[:, t] = previous
     cov = np.empty_like(info)
     cov[:, -1] = g_inv[:, -1]
@@ -213,7 +242,7 @@ def ensemble_observations(members: ArrayLike, min_likelihood: float = 0.5) -> tu
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected
         median = np.nanmedian(xy, axis=1)
         var = np.where(n_good >= 2, np.nanvar(xy, axis=1).mean(-1), 0.0)
-    likelihood = np.where(n_good > 0, np.nanmean(np.where(good, values[..., 2], np.nan), axis=1), 0.0)
+        likelihood = np.where(n_good > 0, np.nanmean(np.where(good, values[..., 2], np.nan), axis=1), 0.0)
     return median, np.nan_to_num(likelihood), np.nan_to_num(var)
 
 
@@ -317,12 +346,21 @@ def _evidence(
 
 
 def _fit_q(
-    info: Array, vector: Array, x_bar: Array, r: Array, precision: Array, p0: float, log_q: Array, offsets: Array
+    info: Array,
+    vector: Array,
+    x_bar: Array,
+    r: Array,
+    precision: Array,
+    p0: float,
+    log_q: Array,
+    offsets: Array,
+    log_q_bounds: tuple[float, float],
 ) -> tuple[Array, Array]:
     """The q per keypoint maximising the evidence over the grid ``log_q + offsets`` (evenly
-    spaced), refined by a parabola through the best point and its neighbours. (q (K,), evidence (K,))."""
+    spaced, clipped to ``log_q_bounds``), refined by a parabola through the best point and its
+    neighbours. (q (K,), evidence (K,))."""
     grad, const = _data_terms(x_bar, r, precision, info, vector)
-    grid = log_q[:, None] + offsets[None, :]  # (K, G) log q
+    grid = np.clip(log_q[:, None] + offsets[None, :], *log_q_bounds)  # (K, G) log q
     scores = np.empty(grid.shape)
     rhs = vector + _prior_vector(x_bar, p0)
     for g in range(grid.shape[1]):
@@ -335,7 +373,7 @@ def _fit_q(
     curvature = lo - 2 * mid + hi
     h = float(offsets[1] - offsets[0])
     offset = np.where(curvature < 0, 0.5 * h * (lo - hi) / np.where(curvature < 0, curvature, -1.0), 0.0)
-    return np.exp(grid[rows, best] + np.clip(offset, -h, h)), scores.max(axis=1)
+    return np.exp(np.clip(grid[rows, best] + np.clip(offset, -h, h), *log_q_bounds)), scores.max(axis=1)
 
 
 def _prior_vector(x_bar: Array, p0: float) -> Array:
@@ -354,6 +392,7 @@ def smooth_3d(
     bone_lengths: ArrayLike | None = None,
     options: SmootherOptions | None = None,
     progress: Progress | None = None,
+    keypoint_names: Sequence[str] | None = None,
 ) -> Smoothed3D:
     """Smooth 2D predictions of all cameras into 3D trajectories with posterior variances.
 
@@ -366,22 +405,77 @@ def smooth_3d(
         bone_lengths: (E,) limb lengths; None fits them from the unconstrained estimate.
         options: :class:`SmootherOptions`.
         progress: called as ``progress(done, total)`` after each iteration.
+        keypoint_names: K names, for the error that names a keypoint the solver cannot place.
     """
     options = options or SmootherOptions()
+    for name in ("iterations", "limb_iterations"):
+        value = getattr(options, name)
+        if not 1 <= value <= MAX_ITERATIONS:
+            raise TriangulationError(f"3D smoother: {name} must be in 1 .. {MAX_ITERATIONS}, got {value!r}")
     views = _views(group, pixels, likelihood, variance, options)
-    x, seen = _initial_trajectory(group, views, sigma_px=2.0 * options.floor_px)
+    # the start is a robust triangulation at a network's typical noise, whatever the floor
+    x, seen = _initial_trajectory(group, views, sigma_px=2.0 * max(options.floor_px, 1.0))
+    n_k = x.shape[1]
+    names = list(keypoint_names) if keypoint_names is not None else [f"keypoint {k}" for k in range(n_k)]
+    if len(names) != n_k:
+        raise TriangulationError(f"{len(names)} keypoint names for {n_k} keypoints")
+    in_limb_stage = False
+    try:
+        x, cov, q, scale, evidence, weights, done = _em_stage(group, views, x, options, skeleton, progress)
+        lengths = np.zeros(0)
+        if skeleton:
+            in_limb_stage = True
+            total = done + options.limb_iterations
+            x, cov, lengths, weights = _skeleton_stage(
+                group, views, x, q, _p0(x), scale, skeleton, bone_lengths, options, progress, done, total
+            )
+    except _NotPositiveDefinite as exc:
+        keypoint = exc.row // 3 if in_limb_stage else exc.series  # the limb stage: one block per frame
+        stage = "the 3D smoother's limb-length stage" if in_limb_stage else "the 3D smoother"
+        raise TriangulationError(
+            f"{stage} cannot place {names[keypoint]!r} (frame {exc.frame}): its linearised system is "
+            "numerically singular (2D views too few, too uncertain or contradicting each other, or a "
+            "limb_sd far below the scene's size); try method 'robust', a higher min_likelihood, a fixed q "
+            "or a larger limb_sd"
+        ) from None
+    return _result(group, views, x, cov, weights, q, scale, lengths, evidence, seen, options, done)
+
+
+def _extent(x: Array) -> float:
+    """The scene's size: the largest range of the trajectory along an axis (1 if none)."""
+    return float(np.nanmax(np.ptp(x.reshape(-1, 3), axis=0))) or 1.0
+
+
+def _p0(x: Array) -> float:
+    """Precision of the weak prior on each keypoint's first position: (10 x scene size)^-2."""
+    return 1.0 / (10.0 * _extent(x)) ** 2
+
+
+def _em_stage(
+    group: CameraGroup,
+    views: _Views,
+    x: Array,
+    options: SmootherOptions,
+    skeleton: Sequence[tuple[int, int]] | None,
+    progress: Progress | None,
+) -> tuple[Array, Array, Array, Array, Array, Array, int]:
+    """EM over every keypoint independently: (x, cov, q, scale, evidence, weights, iterations)."""
     n_t, n_k, _ = x.shape
     total = options.iterations + (options.limb_iterations if skeleton else 0)
     scale = np.ones(len(group)) * 4.0  # s_c: start from (2 f)^2, EM adapts it
-    extent = float(np.nanmax(np.ptp(x.reshape(-1, 3), axis=0))) or 1.0
-    p0 = 1.0 / (10.0 * extent) ** 2
+    extent = _extent(x)
+    p0 = _p0(x)
+    log_q_bounds = (_LOG_Q_BOUNDS[0] + 2 * np.log(extent), _LOG_Q_BOUNDS[1] + 2 * np.log(extent))
     steps = np.diff(x, axis=0)
     step2 = np.maximum(np.median(np.sum(steps**2, -1), axis=0) / 3.0, 1e-8 * extent**2) if n_t > 1 else np.ones(n_k)
     fixed_q = None if options.q is None else np.broadcast_to(np.asarray(options.q, dtype=float), (n_k,)).copy()
     q = fixed_q if fixed_q is not None else step2.copy()
+    q = np.exp(np.clip(np.log(q), *log_q_bounds))
     cov: Array | None = None
     evidence = np.full(n_k, np.nan)
     weights = np.zeros(views.valid.shape)
+    fresh = refresh = False  # Sigma_t of the current iterate known; keep it so until the end
+    done = 0
     for iteration in range(options.iterations):
         r, j = _linearise(group, x, views)
         weights, scale, precision = _em_weights(r, j, cov, views, scale, options.nu)
@@ -389,26 +483,30 @@ def smooth_3d(
         if fixed_q is None:
             # a wide grid first, then a narrow one around the last optimum
             centre, offsets = (np.log(step2), _LOG_Q_GRID) if iteration == 0 else (np.log(q), _LOCAL_GRID)
-            q, evidence = _fit_q(info, vector, x, r, precision, p0, centre, offsets)
+            q, evidence = _fit_q(info, vector, x, r, precision, p0, centre, offsets, log_q_bounds)
         p = np.repeat((1.0 / q)[:, None], 3, axis=1)
         mean, _ = _solve(info, vector + _prior_vector(x, p0), p, p0)
-        x = mean.transpose(1, 0, 2)
-        if iteration >= options.iterations - 3 or iteration == 0:  # the E-step needs Sigma_t
+        x_new = mean.transpose(1, 0, 2)
+        change = float(np.max(np.abs(x_new - x))) / extent
+        x, e_step_fresh, done = x_new, fresh, iteration + 1
+        fresh = refresh or iteration == 0 or iteration >= options.iterations - 3  # the E-step needs Sigma_t
+        if fresh:
             cov = block_covariances(info, p, p0)  # for the E-step and the final variance
+        converged = change <= CONVERGED
+        if converged and e_step_fresh:
+            total -= options.iterations - done  # the iterations left are not run
         if progress:
-            progress(iteration + 1, total)
-    lengths = np.zeros(0)
-    if skeleton:
-        x, cov, lengths, weights = _skeleton_stage(
-            group, views, x, q, p0, scale, skeleton, bone_lengths, options, progress, total
-        )
-    else:
+            progress(done, total)
+        if converged and e_step_fresh:
+            break
+        refresh = refresh or converged  # converged on a stale Sigma_t: refresh it and confirm
+    if not skeleton:
         r, j = _linearise(group, x, views)
         weights, _, precision = _em_weights(r, j, cov, views, scale, options.nu)
         info, _ = _observation_terms(x, r, j, precision)
         cov = block_covariances(info, np.repeat((1.0 / q)[:, None], 3, axis=1), p0)
     assert cov is not None
-    return _result(group, views, x, cov, weights, q, scale, lengths, evidence, seen, options)
+    return x, cov, q, scale, evidence, weights, done
 
 
 def _em_weights(
@@ -437,6 +535,7 @@ def _skeleton_stage(
     bone_lengths: ArrayLike | None,
     options: SmootherOptions,
     progress: Progress | None,
+    done: int,
     total: int,
 ) -> tuple[Array, Array, Array, Array]:
     """Gauss-Newton with the limb-length prior, all keypoints of a frame in one block."""
@@ -480,7 +579,7 @@ def _skeleton_stage(
         full = block_covariances(info, p, p0)[0].reshape(n_t, n_k, 3, n_k, 3)
         cov_k = full[:, kk, :, kk, :]  # (K, T, 3, 3)
         if progress:
-            progress(options.iterations + it + 1, total)
+            progress(done + it + 1, total)
     assert cov_k is not None
     return x, cov_k, lengths, weights
 
@@ -497,6 +596,7 @@ def _result(
     evidence: Array,
     seen: NDArray[np.bool_],
     options: SmootherOptions,
+    iterations: int,
 ) -> Smoothed3D:
     variance = np.diagonal(cov, axis1=-2, axis2=-1).transpose(1, 0, 2).copy()  # (T, K, 3)
     points = x.copy()
@@ -511,5 +611,14 @@ def _result(
         [np.median(v[ok]) if ok.any() else options.floor_px**2 for v, ok in zip(views.base_var, views.valid)]
     )
     return Smoothed3D(
-        points, variance, mean_error, n_views.astype(np.int64), weights, q, np.sqrt(scale * base), lengths, evidence
+        points,
+        variance,
+        mean_error,
+        n_views.astype(np.int64),
+        weights,
+        q,
+        np.sqrt(scale * base),
+        lengths,
+        evidence,
+        iterations,
     )

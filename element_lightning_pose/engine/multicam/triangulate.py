@@ -31,6 +31,7 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.multicam.cameras import CameraGroup, flag_views_behind
 
 Array = NDArray[np.float64]
+_DEGENERATE = 1e-12  # det(A^T A) below this x (its mean eigenvalue)^3: rays too close to parallel
 
 
 class TriangulationError(ElpError):
@@ -69,6 +70,16 @@ def _check(group: CameraGroup, pixels: ArrayLike, weights: ArrayLike | None) -> 
     return pixels, np.where(valid, w, 0.0)
 
 
+def check_cameras(group: CameraGroup) -> None:
+    """Refuse a rig that cannot triangulate: fewer than two cameras. (Each camera's numbers
+    are checked when it is made, by ``cameras.check_camera``.)"""
+    if len(group) < 2:
+        raise TriangulationError(
+            f"triangulation needs at least two cameras, got {len(group)} ({group.names}): "
+            "a calibration of one camera cannot place a point in 3D"
+        )
+
+
 def _dlt(group: CameraGroup, normalised: Array, weights: Array) -> Array:
     """Weighted inhomogeneous DLT; normalised (C, N, 2), weights (C, N) -> (N, 3) (NaN if < 2 views)."""
     n = normalised.shape[1]
@@ -82,9 +93,15 @@ def _dlt(group: CameraGroup, normalised: Array, weights: Array) -> Array:
         ata += w[:, None, None] * np.einsum("nri,nrj->nij", a, a)
         atb += w[:, None] * np.einsum("nri,nr->ni", a, b)
     enough = np.sum(weights > 0, axis=0) >= 2
-    ata[~enough] = np.eye(3)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # rays that (nearly) coincide, or numbers past float range, place no point
+        size = np.trace(ata, axis1=-2, axis2=-1) / 3.0
+        solvable = enough & np.isfinite(ata).all((-2, -1)) & np.isfinite(atb).all(-1) & (size > 0)
+        solvable &= np.linalg.det(np.where(solvable[:, None, None], ata, np.eye(3))) > _DEGENERATE * size**3
+    ata[~solvable] = np.eye(3)
+    atb[~solvable] = 0.0
     out = np.linalg.solve(ata, atb[..., None])[..., 0]
-    out[~enough] = np.nan
+    out[~solvable] = np.nan
     return np.asarray(out, dtype=float)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from element_lightning_pose.engine.networks.backbones import (
     BACKBONE_NAMES,
-    InputNormalizedBackbone,
+    InputNormalisedBackbone,
     WeightsError,
     build_backbone,
 )
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-class HeatmapNet(InputNormalizedBackbone):
+class HeatmapNet(InputNormalisedBackbone):
     """Backbone + heatmap head with the backbone's input normalisation built in."""
 
     def __init__(self, backbone: str, n_keypoints: int, pretrained=False, heatmap_sigma: float = 1.25) -> None:
@@ -57,7 +57,7 @@ class HeatmapNet(InputNormalizedBackbone):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Heatmap logits (B, K, H/4, W/4)."""
-        return self.head(self.backbone(self.normalize(images)))
+        return self.head(self.backbone(self.normalise(images)))
 
     def keypoints(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K, 3): x, y in network-input pixels and a confidence in [0, 1]."""

@@ -221,7 +221,7 @@ def build_backbone(
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}")
 
 
-class InputNormalizedBackbone(nn.Module):
+class InputNormalisedBackbone(nn.Module):
     """A backbone with the input normalisation its weights were trained with built in.
 
     Base of the heatmap networks: images come in as ``uint8`` or floats in [0, 1].
@@ -229,7 +229,7 @@ class InputNormalizedBackbone(nn.Module):
     device can rebuild its (non-persistent) normalisation buffers (see ``predict.load_model``).
     """
 
-    mean: torch.Tensor  # (1, 3, 1, 1) buffers, rebuilt by reset_input_normalization
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers, rebuilt by reset_input_normalisation
     std: torch.Tensor
 
     def __init__(self, backbone: str, pretrained: bool | str = False) -> None:
@@ -237,9 +237,9 @@ class InputNormalizedBackbone(nn.Module):
         self.backbone_name = backbone
         self.backbone, self.channels, mean, std = build_backbone(backbone, pretrained)
         self.input_mean, self.input_std = tuple(mean), tuple(std)
-        self.reset_input_normalization()
+        self.reset_input_normalisation()
 
-    def reset_input_normalization(self) -> None:
+    def reset_input_normalisation(self) -> None:
         """(Re)build the ``mean`` / ``std`` buffers from ``input_mean`` / ``input_std``."""
         self.register_buffer(
             "mean", torch.tensor(self.input_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
@@ -248,7 +248,7 @@ class InputNormalizedBackbone(nn.Module):
             "std", torch.tensor(self.input_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
         )
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
         return (images - self.mean) / self.std

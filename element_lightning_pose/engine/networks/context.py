@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from element_lightning_pose.engine.networks.backbones import InputNormalizedBackbone
+from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
 from element_lightning_pose.engine.networks.heads import HeatmapHead, heatmap_to_input, soft_argmax, spatial_softmax
 
 CONTEXT_RADIUS = 2
@@ -43,7 +43,7 @@ class TemporalMixer(nn.Module):
         return window[:, CONTEXT_RADIUS] + self.mix(reduced)
 
 
-class ContextHeatmapNet(InputNormalizedBackbone):
+class ContextHeatmapNet(InputNormalisedBackbone):
     """Shared backbone, single-frame head and temporal-context head.
 
     ``forward(windows)`` takes (B, 5, 3, H, W) windows (uint8 or [0, 1] floats) centred on
@@ -62,7 +62,7 @@ class ContextHeatmapNet(InputNormalizedBackbone):
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, C, h, w) of single frames (N, 3, H, W)."""
-        return self.backbone(self.normalize(frames))
+        return self.backbone(self.normalise(frames))
 
     def heads(self, window_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of both heads from (B, 5, C, h, w) window features."""

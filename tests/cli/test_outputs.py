@@ -18,8 +18,9 @@ import pytest
 from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import calibration_text, write_calibration
 from element_lightning_pose.synthetic import rig
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 BOARD_TOML = """board_type = "checkerboard"
 board_x = 5
 board_y = 4

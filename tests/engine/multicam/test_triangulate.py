@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.engine.multicam.triangulate import (
     TriangulationError,
     triangulate_dlt,
@@ -77,3 +80,18 @@ def test_bad_shapes_are_clear_errors(scene):
         triangulate_dlt(group, np.zeros((3, 10, 2)))
     with pytest.raises(TriangulationError, match="weights have shape"):
         triangulate_robust(group, np.zeros((4, 10, 2)), np.ones((4, 9)))
+
+
+def test_rays_that_coincide_place_no_point_instead_of_failing_the_batch(scene):
+    """Two cameras at one place see a point along one ray: no point (NaN) where only they see
+    it, the others triangulated; before, one singular system raised LinAlgError for all."""
+    group, body = scene
+    first = group.cameras[0]
+    twin = CameraGroup((first, replace(first, name="twin"), group.cameras[1]))
+    pixels = twin.project(body.points)
+    weights = np.ones(pixels.shape[:-1])
+    weights[2, :25] = 0.0  # the third camera misses the first 25 frames
+    for method in (triangulate_dlt, triangulate_robust):
+        result = method(twin, pixels, weights)
+        assert np.isnan(result.points[:25]).all(), method.__name__
+        np.testing.assert_allclose(result.points[25:], body.points[25:], atol=1e-6)

@@ -116,8 +116,8 @@ def test_batchnorm_folding_keeps_the_predictions(model, project):
 
 def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
     from element_lightning_pose.engine.data.video import ShortVideoError
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import corrupted, truncated_faststart
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import corrupted, truncated_faststart
 
     out = tmp_path / "out"
     for video in (corrupted(tmp_path / "corrupt.mp4"), truncated_faststart(tmp_path / "cut.mp4")):
@@ -130,8 +130,8 @@ def test_short_decode_is_an_error_and_writes_nothing(model, tmp_path):
 
 def test_allow_short_warns_and_fills_the_missing_frames(model, tmp_path):
     from element_lightning_pose.engine.inference.predict import ShortVideoWarning
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import corrupted
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import corrupted
 
     video = corrupted(tmp_path / "corrupt.mp4")
     with pytest.warns(ShortVideoWarning, match="corrupt.mp4: decoding stopped at frame"):
@@ -158,8 +158,8 @@ def test_cli_short_video_is_one_line_on_stderr(model, tmp_path, capsys):
     import subprocess
     import sys
 
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import corrupted
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import corrupted
 
     video = corrupted(tmp_path / "corrupt.mp4")
     out = tmp_path / "out"

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from element_lightning_pose.engine.multicam import smoother as sm
+from element_lightning_pose.engine.multicam.params import TriangulationParamError, TriangulationParams
+from element_lightning_pose.engine.multicam.triangulate import TriangulationError
 from element_lightning_pose.synthetic import rig
 
 
@@ -149,3 +151,52 @@ def test_ensemble_observations_take_median_and_spread():
     np.testing.assert_allclose(pixels[0, :, 0], [[12.0, 5.0], [10.5, 5.0]])
     assert variance[0, 0, 0] > 1000 and variance[0, 1, 0] == pytest.approx(0.125)
     np.testing.assert_allclose(likelihood[0, :, 0], [0.9, 0.9])
+
+
+# ------------------------------------------------------------------------------ long runs (issue 26, item 22)
+
+
+def _weak_views(seed: int = 0):
+    """Three cameras, 80% occlusion, 40% confident jumps, 20 px noise, random likelihoods."""
+    group = rig.make_rig(3, seed=seed)
+    body = rig.make_body(60, seed=seed)
+    obs = rig.observe(group, body.points, seed=seed, noise_px=20.0, jump_rate=0.4, occlusion_rate=0.8)
+    likelihood = np.random.default_rng(seed).uniform(0, 1, obs.likelihood.shape)
+    return group, body, obs.pixels, likelihood
+
+
+def test_smoother_stops_at_convergence_on_low_confidence_views():
+    """300 EM iterations on weak 2D raised LinAlgError (q shrank by e per iteration until the
+    banded Cholesky failed); now q stays in range and EM stops once the trajectory is still."""
+    group, body, pixels, likelihood = _weak_views()
+    result = sm.smooth_3d(group, pixels, likelihood, options=sm.SmootherOptions(iterations=300))
+    assert np.isfinite(result.points).all() and np.isfinite(result.variance).all()
+    assert result.iterations < 300
+    assert np.median(np.linalg.norm(result.points - body.points, axis=-1)) < 60.0
+    again = sm.smooth_3d(group, pixels, likelihood, options=sm.SmootherOptions(iterations=sm.MAX_ITERATIONS))
+    assert again.iterations == result.iterations  # the cap is not reached: it converged
+    np.testing.assert_allclose(again.points, result.points)
+
+
+def test_smoother_iterations_are_bounded():
+    for key in ("iterations", "limb_iterations"):
+        with pytest.raises(TriangulationParamError, match=rf"smoother\.{key} must be an integer in 1 \.\. 1000"):
+            TriangulationParams.from_dict({"smoother": {key: 1_000_000_000}})
+    with pytest.raises(TriangulationParamError, match=r"robust\.iterations must be an integer in 1 \.\. 1000"):
+        TriangulationParams.from_dict({"method": "robust", "robust": {"iterations": 10**9}})
+    group, _, pixels, likelihood = _weak_views()
+    with pytest.raises(TriangulationError, match="iterations must be in 1 .. 1000, got 1000000000"):
+        sm.smooth_3d(group, pixels, likelihood, options=sm.SmootherOptions(iterations=1_000_000_000))
+
+
+def test_smoother_names_the_keypoint_it_cannot_place():
+    """A limb prior far stiffer than the scene's scale makes the system numerically singular:
+    the error names the body part and the frame instead of a LinAlgError."""
+    group, body = rig.make_rig(3, seed=0), rig.make_body(40, seed=0)
+    obs = rig.observe(group, body.points, seed=0, noise_px=1.0, jump_rate=0.05, occlusion_rate=0.1)
+    options = sm.SmootherOptions(limb_sd=1e-9)
+    with pytest.raises(TriangulationError, match=r"cannot place '(\w+)' \(frame \d+\)") as caught:
+        sm.smooth_3d(
+            group, obs.pixels, obs.likelihood, skeleton=body.edges, options=options, keypoint_names=body.bodyparts
+        )
+    assert any(f"'{name}'" in str(caught.value) for name in body.bodyparts)

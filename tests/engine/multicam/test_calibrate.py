@@ -14,8 +14,9 @@ from element_lightning_pose.engine.multicam.boards import Board, BoardError, det
 from element_lightning_pose.engine.multicam.calibrate import CalibrationFailed, calibrate
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.synthetic import rig
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT  # the repository root
 BOARD = Board("charuco", 7, 5, 50.0, 37.0, 4, 50)
 BOARD_TOML = """board_type = "charuco"
 board_x = 7

@@ -6,11 +6,12 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
+
+REPO = REPO_ROOT  # the repository root
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -11,7 +11,7 @@ from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.metrics import (
     ALL,
     pixel_errors,
-    summarize,
+    summarise,
     temporal_norm,
     temporal_norm_table,
 )
@@ -43,7 +43,7 @@ def test_temporal_norm_is_the_frame_to_frame_displacement():
 
 def test_summaries_per_keypoint_and_overall():
     table = pd.DataFrame({"bodypart": ["a"] * 10 + ["b"] * 4, "error_px": list(range(10)) + [1.0, 3.0, np.nan, 5.0]})
-    summary = summarize(table, "error_px")
+    summary = summarise(table, "error_px")
     assert summary.loc["a", "mean"] == 4.5 and summary.loc["a", "median"] == 4.5
     assert summary.loc["a", "p90"] == pytest.approx(np.percentile(np.arange(10), 90))
     assert summary.loc["b", "count"] == 3 and summary.loc["b", "mean"] == 3.0
@@ -62,7 +62,7 @@ def test_evaluate_reports_each_labeled_keypoint_with_its_split(tiny_project, tin
     assert set(table["split"]) <= {"train", "val", "test"}
     expected = pixel_errors(predict_labeled(load_model(model_dir), labels), labels.keypoints)
     np.testing.assert_allclose(table["error_px"].to_numpy(), expected.reshape(-1), rtol=0, atol=1e-6)
-    by_split = summarize(table, "error_px", by=("split", "bodypart"))
+    by_split = summarise(table, "error_px", by=("split", "bodypart"))
     assert (ALL, ALL) in by_split.index
     # frames outside the model's split (e.g. newly labeled) are reported as unused
     import dataclasses

@@ -162,8 +162,8 @@ def test_real_video_metadata(mirror_mouse_dir: Path) -> None:
 def test_truncated_video_is_a_short_video_error_naming_the_frame(tmp_path: Path) -> None:
     """A faststart mp4 cut short still opens and lists every frame: decoding it must not end quietly."""
     from element_lightning_pose.engine.data.video import ShortVideoError
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import truncated_faststart
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import truncated_faststart
 
     path = truncated_faststart(tmp_path / "cut.mp4")
     with pytest.raises(ShortVideoError, match=f"cut.mp4: decoding stopped at frame \\d+ of {LISTED}") as error:
@@ -185,8 +185,8 @@ def test_corrupted_video_decoding_short_is_an_error(tmp_path: Path) -> None:
     """A fifth of the bytes overwritten: the container still lists every frame and the last one
     decodes, but sequential decoding stops part way."""
     from element_lightning_pose.engine.data.video import ShortVideoError
-    from tests.engine.damaged_video import N_FRAMES as LISTED
-    from tests.engine.damaged_video import corrupted
+    from tests.engine.data.damaged_video import N_FRAMES as LISTED
+    from tests.engine.data.damaged_video import corrupted
 
     path = corrupted(tmp_path / "corrupt.mp4")
     assert video_info(path).n_frames == LISTED

@@ -24,8 +24,9 @@ from element_lightning_pose.engine.multicam.cameras import (
 )
 from element_lightning_pose.engine.multicam.triangulate import triangulate_dlt, triangulate_robust
 from element_lightning_pose.synthetic import rig
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT  # the repository root
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -18,7 +18,7 @@ from element_lightning_pose.export.nwb import (
     dandi_filename,
     write_nwb,
 )
-from tests.engine.test_nwb_writer import make_camera, session_info, sha256, subject_info, write_video
+from tests.export.test_nwb import make_camera, session_info, sha256, subject_info, write_video
 
 
 def stored_ids(path) -> tuple[str, str]:

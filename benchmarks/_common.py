@@ -1,0 +1,124 @@
+"""What every benchmark repeats: the machine it ran on, its command, and how its results are written.
+
+A results file starts with :func:`header`: the title, the exact command (with the thread
+variables it ran under) and :func:`machine_line` (the CPU's model name and the instruction sets
+that decide CPU speed here, cores, torch and its threads, load). Timings from different CPUs
+are not comparable, so a table that does not name its CPU model cannot be quoted.
+
+Scripts run as ``python benchmarks/bench_x.py`` from the repository root: Python puts this
+folder on ``sys.path``, so ``from _common import header`` needs no path edits.
+
+``python benchmarks/_common.py`` prints the header this machine would get.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from element_lightning_pose.engine.atomic import write_text_atomic
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+
+# the variables that set how many threads numpy, torch and OpenMP use: part of the command
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# what decides CPU inference and training speed here: AVX2 / AVX-512 kernels, bf16 and AMX tiles
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The first value of ``key`` in /proc/cpuinfo (None where there is no such file or key)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key and value.strip():
+            return value.strip()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (e.g. "AMD EPYC 7B13"), never just the architecture."""
+    model = _cpuinfo("model name")
+    if model:
+        return model
+    try:  # ARM kernels leave "model name" out of /proc/cpuinfo; lscpu reads it elsewhere
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        listing = ""
+    for line in listing.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "Model name" and value.strip():
+            return value.strip()
+    return f"unknown {platform.machine()} CPU (no model name in /proc/cpuinfo or lscpu)"
+
+
+def cpu_flags() -> str:
+    """Which of :data:`CPU_FLAGS` the CPU has, e.g. "avx2, no avx512f, ..."."""
+    flags = _cpuinfo("flags")
+    if flags is None:
+        return "instruction sets unknown"
+    present = set(flags.split())
+    return ", ".join(flag if flag in present else f"no {flag}" for flag in CPU_FLAGS)
+
+
+def machine_line() -> str:
+    """One line naming the machine: CPU model and flags, cores, torch and its threads, load, time."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = f"{os.cpu_count()} cores" + (f" ({usable} usable)" if usable != os.cpu_count() else "")
+    torch = sys.modules.get("torch")  # reported only where the benchmark uses it: never imported here
+    torch_part = f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else "torch not imported"
+    threads = ", ".join(f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"Machine: {cpu_model()} ({cpu_flags()}), {cores}; {torch_part}; numpy {np.__version__}; "
+        f"Python {platform.python_version()}; {threads or 'no thread variables set'}; "
+        f"load average {load}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    )
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that ran this script, as it can be typed again from the repository root.
+
+    ``argv`` (without the program name) is for a ``main(argv)`` called from Python; by default
+    the process's own arguments. The thread variables set in the environment lead the line.
+    """
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    script = f"benchmarks/{Path(sys.argv[0]).name}"
+    threads = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
+    return " ".join([*threads, "python", script, *map(shlex.quote, arguments)])
+
+
+def header(title: str, command: str | None = None) -> list[str]:
+    """The opening lines of a results file: title, command (default: :func:`command_line`), machine."""
+    return [f"# {title}", "", f"Command: `{command or command_line()}`", "", machine_line(), ""]
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table: the header, the separator, one line per row (cells already formatted)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def write_results(path: Path, lines: Sequence[str] | str) -> str:
+    """Write a results file atomically (its folder created) and return its text."""
+    text = lines if isinstance(lines, str) else "\n".join(lines) + "\n"
+    write_text_atomic(path, text)
+    return text
+
+
+if __name__ == "__main__":
+    print("\n".join(header("Benchmark header on this machine")))
