@@ -22,6 +22,7 @@ import numpy as np
 from element_lightning_pose import model, paths
 from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
 from element_lightning_pose.engine.eks.params import SmoothingParams
+from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
@@ -213,6 +214,8 @@ class EnsembleSmoothing(dj.Computed):
         from element_lightning_pose.engine.data.keypoints import read_predictions
 
         processed = processed_dir()
+        recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
+        out = inside_root(processed, f"lp_ensembles/{recording}/ensemble{key['ensemble_id']}.csv", f"ensemble {key}")
         arrays, bodyparts = [], None
         # parameters stored before validation at insert (or inserted by hand) fail here, key named
         smoothing = SmoothingParams.from_dict(params, source=f"SmoothingParamSet of ensemble {key}")
@@ -233,8 +236,6 @@ class EnsembleSmoothing(dj.Computed):
         start = time.perf_counter()
         result = eks.smooth_ensemble(np.stack(arrays), bodyparts, smoothing)
         elapsed = time.perf_counter() - start
-        recording = paths.key_folder_name(key, model.VideoRecording.primary_key)
-        out = processed / "lp_ensembles" / recording / f"ensemble{key['ensemble_id']}.csv"
         result.to_csv(out)
         return len(members), result, paths.relative_to_roots([processed], out), elapsed
 

@@ -27,6 +27,7 @@ import numpy as np
 from element_lightning_pose import paths, train
 from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
 from element_lightning_pose.engine.config import SPLITS
+from element_lightning_pose.engine.safe_paths import inside_root
 
 schema = dj.Schema()
 REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
@@ -427,15 +428,23 @@ class PoseEstimationTask(dj.Manual):
 
     @staticmethod
     def default_output_dir(key: dict) -> str:
+        """``lp_predictions/<session>/recording<id>/<model>`` (``paths.key_folder_name``: one
+        folder per key; values as fetched from the database, a datetime as a datetime)."""
         session = paths.key_folder_name(key, [k for k in key if k not in ("recording_id", "model_name")])
-        return f"lp_predictions/{session}/recording{key['recording_id']}/{key['model_name']}"
+        model_folder = paths.key_folder_name(key, ["model_name"])
+        return f"lp_predictions/{session}/recording{key['recording_id']}/{model_folder}"
 
     @classmethod
     def generate(
         cls, recording_key: dict, model_name: str, *, task_mode: str = "trigger", batch_size: int = 16
     ) -> dict:
         """Insert a task for a recording and a model with the default output folder."""
-        key = {**{k: recording_key[k] for k in VideoRecording.primary_key}, "model_name": model_name}
+        recording = {k: recording_key[k] for k in VideoRecording.primary_key}
+        # the database's values (a datetime as a datetime) spell the folder as populate() will
+        found = fetch_keys(VideoRecording & recording)
+        if len(found) != 1:
+            raise ValueError(f"PoseEstimationTask.generate: no VideoRecording {recording}")
+        key = {**found[0], "model_name": model_name}
         cls.insert1(
             {**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key), "batch_size": batch_size},
             skip_duplicates=True,
@@ -494,7 +503,7 @@ class PoseEstimation(dj.Computed):
         from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
-        out_dir = processed_dir() / output_dir
+        out_dir = inside_root(processed_dir(), output_dir, f"PoseEstimationTask {key}: output_dir")
         start = time.perf_counter()
         if task_mode == "load":
             source = _find_predictions(out_dir)

@@ -48,6 +48,7 @@ from element_lightning_pose.engine.multicam.params import (
     TriangulationParams,
     triangulate_views,
 )
+from element_lightning_pose.engine.safe_paths import check_name, inside_root
 from element_lightning_pose.params import ImmutableParams
 
 schema = dj.Schema()
@@ -350,6 +351,9 @@ class CalibrationTask(dj.Manual):
             raise BoardError(f"{where}: {exc}") from None
         if len(videos) < 2:
             raise RigError(f"{where}: a rig needs at least 2 board videos, got {videos}")
+        paths.key_folder_name({"calibration_id": calibration_id}, ["calibration_id"])  # it names a folder
+        for name in videos:
+            check_name(name, f"{where}: camera name")
         if CameraCalibration & {"calibration_id": calibration_id}:
             raise RigError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
         relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
@@ -412,6 +416,8 @@ class Calibration(dj.Computed):
         from element_lightning_pose.engine.multicam.calibrate import calibrate
         from element_lightning_pose.engine.multicam.cameras import write_calibration
 
+        folder = paths.key_folder_name(key, ["calibration_id"])
+        out = inside_root(processed_dir(), f"lp_calibrations/{folder}/calibration.toml", f"calibration task {key}")
         start = time.perf_counter()
         board = board_from_dict(task["board"])
         detections, sizes = {}, {}
@@ -419,7 +425,6 @@ class Calibration(dj.Computed):
             detections[name], sizes[name], _ = detect_video(board, paths.find_full_path(root_dirs(), file_path))
         result = calibrate(board, detections, sizes, min_corners=int(task["min_corners"]))
         frames = len({d.frame for found in detections.values() for d in found})
-        out = processed_dir() / "lp_calibrations" / key["calibration_id"] / "calibration.toml"
         write_calibration(result.group, out)
         elapsed = time.perf_counter() - start
         return (
@@ -935,6 +940,9 @@ class Triangulation(dj.Computed):
         return calibration_id, int(n_frames), sources, params
 
     def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
+        rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
+        file_name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
+        out = inside_root(processed_dir(), f"lp_triangulations/{rig}/{file_name}", f"triangulation {key}")
         options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
         group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
         views = [
@@ -954,9 +962,6 @@ class Triangulation(dj.Computed):
         start = time.perf_counter()
         result = triangulate_views(group, read.pixels, read.likelihood, read.variance, read.bodyparts, options)
         elapsed = time.perf_counter() - start
-        rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
-        name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
-        out = processed_dir() / "lp_triangulations" / rig / name
         table = Points3D(
             result.points,
             result.variance,

@@ -10,13 +10,19 @@ import here (a schema's own ``activate`` is called).
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import importlib
 import inspect
+import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from element_lightning_pose.engine.safe_paths import check_path_part
 
 PathLike = str | os.PathLike
 
@@ -142,8 +148,46 @@ def relative_to_roots(roots: Iterable[PathLike], path: PathLike) -> str:
     return path.absolute().relative_to(find_root_directory(roots, path)).as_posix()
 
 
-def key_folder_name(key: dict, attributes: Iterable[str]) -> str:
-    """A folder name for the values of ``attributes`` in ``key``: joined by ``_``, with spaces
-    and colons (a datetime's) replaced so the name is portable. The one spelling of a key as a
-    folder, shared by the prediction and ensemble outputs."""
-    return "_".join(str(key[a]).replace(" ", "_").replace(":", "-") for a in attributes)
+def key_folder_name(key: Mapping[str, Any], attributes: Iterable[str]) -> str:
+    """The folder name of the values of ``attributes`` in ``key`` (as fetched from the database:
+    a datetime as a datetime). The one spelling of a key as a folder, shared by every output.
+
+    Different keys never share a folder. A key whose string values are plain (letters, digits,
+    ``_ - . +``, a letter or digit first) keeps the historical name, the values joined by ``_``
+    (datetimes with ``_`` and ``-`` for the space and colons), as long as no string value after
+    the first holds ``_`` (the join would be ambiguous); any other key gets a readable stem plus
+    ``~`` and 12 hex digits of the SHA-256 of its exact values (``k 1`` and ``k_1``, ``a:b`` and
+    ``a-b`` get different folders). A value holding ``/``, ``\\`` or NUL, or that is empty,
+    ``.`` or ``..``, is refused (:class:`~element_lightning_pose.engine.safe_paths.UnsafePathError`
+    naming the attribute and value).
+    """
+    attributes = list(attributes)
+    values = [key[a] for a in attributes]
+    for attribute, value in zip(attributes, values):
+        check_path_part(str(value), f"key value {attribute}={value!r}")
+    spelled = [_spelling(v) for v in values]
+    strings = [s for s, v in zip(spelled, values) if isinstance(v, str)]
+    typed = [s for s, v in zip(spelled, values) if not isinstance(v, str)]
+    historical = "_".join(spelled)
+    if (
+        all(_PLAIN_STRING.fullmatch(s) for s in strings)
+        and not any("_" in s for s in strings[1:])
+        and all(_PLAIN_TYPED.fullmatch(s) for s in typed)
+        and len(historical) <= _MAX_FOLDER_NAME
+    ):
+        return historical
+    exact = json.dumps([[a, str(v)] for a, v in zip(attributes, values)], ensure_ascii=False)
+    digest = hashlib.sha256(exact.encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_.+-]+", "_", historical).lstrip("._-+")[:80]
+    return f"{stem or 'key'}~{digest}"
+
+
+_PLAIN_STRING = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_PLAIN_TYPED = re.compile(r"[A-Za-z0-9_.+-]+")  # ints (a sign), dates, datetimes after _spelling
+_MAX_FOLDER_NAME = 200
+
+
+def _spelling(value: Any) -> str:
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return str(value).replace(" ", "_").replace(":", "-")
+    return str(value)

@@ -24,6 +24,7 @@ import datajoint as dj
 
 from element_lightning_pose import paths
 from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
 logger = logging.getLogger(__name__)
@@ -457,7 +458,7 @@ class ModelTraining(dj.Computed):
         # the labels are the VideoSet's (its CSV, its views), not the parameter set's file names
         config = config.model_copy(update={"data": config.data.model_copy(update=labels_config)})
         relative_model_dir = model_dir or TrainingTask.default_model_dir(key, model_prefix)
-        full_model_dir = processed_dir() / relative_model_dir
+        full_model_dir = inside_root(processed_dir(), relative_model_dir, f"TrainingTask {key}: model_dir")
         project = paths.find_full_path(root_dirs(), project_dir)
         # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
         result = train(config, project, full_model_dir, one_network=True, source=source, progress=False)

@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 
 from element_lightning_pose.cli import ArgumentError
+from element_lightning_pose.engine.atomic import check_output
+from element_lightning_pose.engine.safe_paths import check_name
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "calibrate") -> None:
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     board = read_board(args.board, notes=notes)
     min_corners = board.check_min_corners(args.min_corners)
     videos = parse_videos(args.video)
+    check_inputs_and_output(args, videos)
     print(f"board: {board.describe()}")
     for note in notes:
         print(note)
@@ -85,3 +88,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return 0
+
+
+def check_inputs_and_output(args: argparse.Namespace, videos: dict[str, Path]) -> None:
+    """Before minutes of board detection: camera names that can name files, and an output that
+    can be written and is none of the inputs."""
+    for name in videos:
+        check_name(name, "--video: camera name")
+    check_output(args.output, inputs=[args.board, *videos.values()], what="-o")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from element_lightning_pose import localdb
+from element_lightning_pose.engine.atomic import check_output
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "db") -> None:
@@ -34,6 +35,7 @@ def _describe(conn: localdb.Connection) -> str:
 def run(args: argparse.Namespace) -> int:
     data_dir = args.dir or localdb.default_dir(args.backend)
     if args.action == "start":
+        check_output(data_dir, folder=True, what="--dir")
         conn = localdb.start(args.backend, data_dir, args.port, args.install)
         print(_describe(conn))
         # Never the password: stdout ends up in scrollback and CI logs. `elp db env` is the

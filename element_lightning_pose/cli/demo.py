@@ -8,6 +8,7 @@ import sys
 import time
 
 from element_lightning_pose import demo
+from element_lightning_pose.engine.atomic import check_output
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> None:
@@ -60,6 +61,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "demo") -> 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    check_output(args.out, folder=True, what="--out")
     try:
         demo.fill_defaults(args)
         summary = demo.run_rig_demo(args) if args.rig else demo.run_demo(args)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from element_lightning_pose.cli import ArgumentError, fail
+from element_lightning_pose.engine.atomic import check_output
 from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, read_predictions
 from element_lightning_pose.engine.eks import parse_fit_range
 from element_lightning_pose.engine.errors import ElpError, ProjectError
@@ -87,6 +88,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "plot") -> 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``elp plot traces|video|evaluation``; 2 on bad input, with the reason on stderr."""
+    check_output(args.output, inputs=_inputs(args), what="-o")
     try:
         if args.plot_command == "traces":
             path = _traces(args)
@@ -98,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"plot {args.plot_command}", exc)
     print(f"wrote {path}")
     return 0
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The files a plot reads (its output must be none of them)."""
+    if args.plot_command == "traces":
+        return [args.predictions, *(args.members or [])]
+    if args.plot_command == "video":
+        return [args.video, args.predictions]
+    return [args.errors]
 
 
 def _read_estimates(path: Path) -> tuple[np.ndarray, list[str], np.ndarray | None, pd.Index]:

@@ -8,6 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from element_lightning_pose.engine.atomic import check_output
+
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") -> None:
     parser.add_argument("model_dir", help="trained model folder (from elp train)")
@@ -37,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     # bad input raises ElpErrors (a model directory, a video, two videos of one name): cli.main prints them
     names = output_names(args.videos)
-    model = load_model(args.model_dir, device=args.device)
     out_dir = Path(args.out_dir)
+    check_output(out_dir, folder=True, what="-o")
+    for name in names:  # before the model loads: no planned CSV is a video given
+        for suffix in ("", "_diagnostics") if getattr(args, "diagnostics", False) else ("",):
+            check_output(out_dir / f"{name}{suffix}.csv", inputs=args.videos, what="-o")
+    model = load_model(args.model_dir, device=args.device)
     for video, name in zip(args.videos, names):
         out_csv = out_dir / f"{name}.csv"
         diagnostics = out_dir / f"{name}_diagnostics.csv" if getattr(args, "diagnostics", False) else None

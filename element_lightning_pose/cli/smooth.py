@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from element_lightning_pose.cli import fail
+from element_lightning_pose.engine.atomic import check_output
 from element_lightning_pose.engine.eks import (
     CENTRES,
     NOISE_MODELS,
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     Bad input (a parameter, a member file) is one line on stderr and exit status 2; nothing
     is written.
     """
+    check_output(args.output, inputs=args.members, what="-o")
     try:
         params = SmoothingParams.from_dict(
             {

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from element_lightning_pose.cli import fail
+from element_lightning_pose.engine.atomic import check_output
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train") -> None:
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--project is required when the first argument is a config file")
         project, config = Path(args.project), TrainConfig.from_yaml(source)
     config = config.with_overrides(args.overrides)
+    # the model folder is replaced whole at the end: it must not be, or hold, the project
+    check_output(args.model_dir, folder=True, replaced_whole=True, inputs=[project], what="--model-dir")
     if config.data.csv_file == DEFAULT_CSV:  # say which layout was found when none was named
         layout = detect_layout(project)
         if layout.kind != "lightning_pose":

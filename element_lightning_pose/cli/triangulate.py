@@ -16,6 +16,7 @@ import yaml
 from tqdm import tqdm
 
 from element_lightning_pose.cli import ArgumentError
+from element_lightning_pose.engine.atomic import check_output
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.engine.multicam.io import (
     Points3D,
@@ -187,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     params = parameters(args)  # checked before any predictions file is read
     group = read_calibration(args.calibration)
     group, unused = select_cameras(group, list(files))
+    check_outputs(args, group.names)
     sources = [ViewSource(name, tuple(files[name]), offsets.get(name, 0)) for name in group.names]
     views = read_views(
         sources,
@@ -228,3 +230,15 @@ def run(args: argparse.Namespace) -> int:
         paths = write_reprojections(args.reproject, group.names, projected, views.bodyparts, index=index)
         print(f"wrote {len(paths)} reprojected predictions CSVs in {args.reproject}")
     return 0
+
+
+def check_outputs(args: argparse.Namespace, cameras: list[str]) -> None:
+    """Before any work: ``-o`` and each ``--reproject DIR/<camera>.csv`` can be written, and none
+    is an input (the calibration, a view's CSV, the skeleton) or another of these outputs."""
+    inputs = [args.calibration, *(p for paths in parse_views(args.view).values() for p in paths)]
+    inputs += [args.skeleton] if args.skeleton else []
+    check_output(args.output, inputs=inputs, what="-o")
+    if args.reproject:
+        check_output(args.reproject, folder=True, what="--reproject")
+        for name in cameras:
+            check_output(args.reproject / f"{name}.csv", inputs=[*inputs, args.output], what="--reproject")

@@ -29,6 +29,7 @@ from pydantic import (
 
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError, describe_validation_error
+from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
 
 PathLike = str | os.PathLike
 
@@ -160,6 +161,11 @@ class DataConfig(_Section):
                 )
             if len(set(self.view_names)) != len(self.view_names) or not all(self.view_names):
                 raise ValueError(f"data.view_names must be distinct, non-empty names, got {self.view_names}")
+        for name in self.view_names or []:  # per-view model folders and frame caches are named by them
+            try:
+                check_name(name, "data.view_names:")
+            except UnsafePathError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 

@@ -345,7 +345,9 @@ def export_session(
         session_key: restricts the upstream ``Session`` to one session.
         out: a folder (the DANDI file name is used) or a file path; default: the
             processed-data root's ``nwb/`` folder.
-        append_to: an existing NWB file to add the pose to instead (its other content stays).
+        append_to: an existing NWB file to add the pose to instead (its other content stays); its
+            subject and session must be this one's (``subject={"subject_id": ...}`` /
+            ``session={"session_id": ...}`` give the ids a file written elsewhere uses).
         species: Latin binomial when the upstream Subject has no species attribute.
         timezone: zone of the naive session datetime stored in the database.
         overwrite: replace an existing output file.
@@ -359,11 +361,18 @@ def export_session(
     cameras = session_cameras(session_key, exclude=covered)
     if not cameras and not rig_poses:
         raise ValueError(f"session {session_key}: no PoseEstimation, EnsembleSmoothing or Triangulation to export")
-    if append_to is not None:
-        return nwb.append_pose(append_to, cameras, multicam=rig_poses, place_videos_beside=dandi_layout)
     overrides = {**({"species": species} if species is not None else {}), **(subject or {})}
     subject_meta = subject_info(session_key, **overrides)
     session_meta = session_info(session_key, timezone=timezone, **(session or {}))
+    if append_to is not None:  # only into this subject's and session's file
+        return nwb.append_pose(
+            append_to,
+            cameras,
+            multicam=rig_poses,
+            place_videos_beside=dandi_layout,
+            subject_id=subject_meta.subject_id,
+            session_id=session_meta.session_id,
+        )
     target = Path(out) if out is not None else paths.processed_dir(model._linking_module) / "nwb"
     if dandi_layout:
         if target.suffix == ".nwb":

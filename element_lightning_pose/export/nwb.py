@@ -55,7 +55,9 @@ from pynwb.file import Subject
 from pynwb.image import GrayscaleImage, ImageSeries, RGBImage
 
 from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
+from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -1128,6 +1130,44 @@ def dandi_path(subject_id: str, session_id: str) -> Path:
     return Path(f"sub-{_dandi_label(subject_id, 'subject_id')}") / dandi_filename(subject_id, session_id)
 
 
+class ForeignNWBFileError(ElpError):
+    """An existing NWB file belongs to another subject or session than the pose to write into it."""
+
+
+def nwb_identity(path: PathLike) -> tuple[str | None, str | None]:
+    """``(subject_id, session_id)`` of the NWB file ``path`` (None where the file has none)."""
+    try:
+        with NWBHDF5IO(str(path), mode="r") as io:
+            nwbfile = io.read()
+            subject = nwbfile.subject.subject_id if nwbfile.subject is not None else None
+            return subject, nwbfile.session_id
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # h5py and pynwb's ways of saying "not NWB"
+        raise ForeignNWBFileError(
+            f"{path}: exists and is not a readable NWB file ({exc}); it is left as it is"
+        ) from None
+
+
+def check_same_subject_and_session(
+    path: PathLike, subject_id: str | None, session_id: str | None, *, action: str, strict: bool
+) -> None:
+    """Refuse (:class:`ForeignNWBFileError`) to ``action`` the NWB file ``path`` when its subject or
+    session differs from ``subject_id`` / ``session_id`` (None: not compared). ``strict``: a file
+    that does not say counts as another's (a file to be replaced); otherwise it is accepted (a
+    file to append to, written by another tool)."""
+    found = dict(zip(("subject_id", "session_id"), nwb_identity(path)))
+    differences = [
+        f"{field} {found[field]!r}, not {expected!r}"
+        for field, expected in (("subject_id", subject_id), ("session_id", session_id))
+        if expected is not None and (found[field] is not None or strict) and found[field] != expected
+    ]
+    if differences:
+        raise ForeignNWBFileError(
+            f"{path}: belongs to {' and '.join(differences)}; not going to {action} another subject's or "
+            "session's file (DANDI names can coincide for different ids: choose another file name, or give "
+            "the ids that file uses if it really is this session)"
+        )
+
+
 def _all_views(cameras: Sequence[CameraPose], multicam: Sequence[MultiCameraPose]) -> list[CameraPose]:
     return list(cameras) + [view for pose in multicam for view in pose.views]
 
@@ -1159,7 +1199,7 @@ def _video_destinations(nwb_path: Path, views: Sequence[CameraPose]) -> dict[Pat
             continue
         target = folder / source.name
         if target in destinations.values():
-            target = folder / f"{view.camera_name}_{source.name}"
+            target = inside_root(folder, f"{view.camera_name}_{source.name}", f"video of camera {view.camera_name!r}")
         destinations[source] = target
     return destinations
 
@@ -1273,7 +1313,9 @@ def write_nwb(
     With ``dandi_layout``, ``path`` is the dandiset's folder: the file goes to
     :func:`dandi_path` inside it and the source videos are hard-linked (or copied) into the
     folder named after the file (see :func:`place_videos`), as ``dandi organize`` lays them out.
-    Refuses (``FileExistsError``) to replace an existing file unless ``overwrite``. The file is
+    Refuses (``FileExistsError``) to replace an existing file unless ``overwrite``, and even then
+    a file of another subject or session (:class:`ForeignNWBFileError`; ``"m 1"`` and ``"m_1"``
+    share a DANDI name). The file is
     written beside the target and renamed, so a failure leaves no file (and any old one intact),
     and removes the videos it placed.
     """
@@ -1286,6 +1328,8 @@ def write_nwb(
         path = path / dandi_filename(subject.subject_id, session.session_id)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if path.exists():  # overwrite=True replaces this subject's and session's file only
+        check_same_subject_and_session(path, subject.subject_id, session.session_id, action="replace", strict=True)
     if not cameras and not multicam and not training:
         raise ValueError("nothing to write: no cameras, no multi-camera pose and no training labels")
     nwbfile = build_nwbfile(session, subject)
@@ -1316,6 +1360,8 @@ def append_pose(
     training: Sequence[TrainingLabels] = (),
     atomic: bool = True,
     place_videos_beside: bool = False,
+    subject_id: str | None = None,
+    session_id: str | None = None,
 ) -> Path:
     """Add pose (3D pose of rigs, labeled ``training`` frames) to the existing NWB file
     ``path``, leaving its other contents as they are.
@@ -1324,13 +1370,15 @@ def append_pose(
     over the original, so a failure leaves the original untouched; ``atomic=False`` appends in
     place, which avoids the copy for very large files at the cost of that guarantee. With
     ``place_videos_beside`` the source videos are placed as DANDI wants them (see
-    :func:`place_videos`).
+    :func:`place_videos`). ``subject_id`` / ``session_id``, when given, must be the file's (a
+    file that has none is accepted): :class:`ForeignNWBFileError` otherwise, before anything is written.
     """
     path = Path(path)
     if not cameras and not multicam and not training:
         raise ValueError("nothing to append: no cameras, no multi-camera pose and no training labels")
     if not path.is_file():
         raise FileNotFoundError(f"NWB file {path} does not exist")
+    check_same_subject_and_session(path, subject_id, session_id, action="append to", strict=False)
     created: list[Path] = []
     if place_videos_beside:
         for pose in multicam:

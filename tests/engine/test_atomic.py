@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.atomic import OutputError, atomic_directory, atomic_output, write_text_atomic
 from element_lightning_pose.engine.data.keypoints import write_predictions
 
 
@@ -52,8 +52,6 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
 
 
 def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
-    from element_lightning_pose.engine.atomic import atomic_directory
-
     target = tmp_path / "model"
     with atomic_directory(target) as staging:
         (staging / "a.txt").write_text("first")
@@ -66,3 +64,59 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         (staging / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def _char_device(path):
+    """A character device node like /dev/zero (1, 5) at ``path``; skips where mknod is not allowed."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    return path
+
+
+def test_a_device_node_is_refused_never_replaced(tmp_path):
+    device = _char_device(tmp_path / "zero")
+    with pytest.raises(OutputError, match="character device"):
+        write_predictions(device, np.zeros((3, 2, 3)), ["a", "b"])
+    assert stat.S_ISCHR(device.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zero"]
+
+
+def test_a_named_pipe_is_refused_never_replaced(tmp_path):
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(OutputError, match="named pipe"):
+        write_text_atomic(pipe, "x")
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.csv"]
+
+
+def test_the_null_device_discards_the_output(tmp_path):
+    """``-o /dev/null`` means "discard": the writer runs, /dev/null stays the null device."""
+    null = tmp_path / "null-link"
+    null.symlink_to(os.devnull)
+    before = os.stat(os.devnull)
+    assert write_predictions(null, np.zeros((3, 2, 3)), ["a", "b"]) == null
+    after = os.stat(os.devnull)
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    assert null.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["null-link"]
+
+
+def test_a_folder_target_is_refused_before_the_writer_runs(tmp_path):
+    (tmp_path / "out.csv").mkdir()
+    ran = []
+    with pytest.raises(OutputError, match="is a folder"):
+        with atomic_output(tmp_path / "out.csv") as tmp:
+            ran.append(tmp)
+    assert ran == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_atomic_directory_never_deletes_a_file_in_its_place(tmp_path):
+    labels = tmp_path / "CollectedData.csv"
+    labels.write_text("precious")
+    with pytest.raises(OutputError, match="not a folder"):
+        with atomic_directory(labels) as staging:
+            (staging / "model.json").write_text("{}")
+    assert labels.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CollectedData.csv"]

@@ -3,7 +3,7 @@ and every import goes down the layers or stays in its own package.
 
 Layers, bottom up (``docs/engine.md``)::
 
-    base       errors, atomic, config, model_dir (and the package itself)
+    base       errors, atomic, safe_paths, config, model_dir (and the package itself)
     data, networks
     eks, multicam
     training

@@ -22,6 +22,7 @@ from element_lightning_pose.engine.data.dlc import (
 )
 from element_lightning_pose.engine.data.labels import LabeledFrames, concat_labels, read_labels
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.safe_paths import check_name
 
 PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ def read_multiview_labels(
         )
     if len(set(names)) != len(names):
         raise ProjectError(f"{root}: data.view_names repeats a view: {names}")
+    for name in names:  # a view names per-view model folders and frame caches
+        check_name(name, f"{root}: view name")
     parts = [read_labels(root / name, root, check_images=check_images) for name in csv_files]
     first = parts[0]
     for part in parts[1:]:

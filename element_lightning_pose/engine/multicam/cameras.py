@@ -54,6 +54,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
 
 PathLike = str | os.PathLike
 Array = NDArray[np.float64]
@@ -410,6 +411,11 @@ class CameraGroup:
         if not self.cameras:
             raise CalibrationError("a camera group needs at least one camera")
         names = [c.name for c in self.cameras]
+        for name in names:  # names become file names (elp triangulate --reproject DIR/<camera>.csv)
+            try:
+                check_name(name, "camera name")
+            except UnsafePathError as exc:
+                raise CalibrationError(str(exc)) from None
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise CalibrationError(f"duplicate camera name(s) {duplicates} in {names}")

@@ -22,6 +22,7 @@ from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, writ
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.engine.multicam.smoother import ensemble_observations
+from element_lightning_pose.engine.safe_paths import check_name
 
 PathLike = str | os.PathLike
 Array = NDArray[np.float64]
@@ -311,6 +312,8 @@ def write_reprojections(
     from element_lightning_pose.engine.data.keypoints import write_predictions
 
     directory = Path(directory)
+    for name in cameras:  # each name is a file name in directory: nothing is written unless all are safe
+        check_name(name, "camera name")
     paths = []
     for c, name in enumerate(cameras):
         lik = np.isfinite(pixels[c]).all(-1).astype(float) if likelihood is None else likelihood[c]

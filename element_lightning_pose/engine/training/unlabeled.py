@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
 from element_lightning_pose.engine.data.video import iter_frames, resize_frame, video_info
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.augmentation import Augmenter
 
 PathLike = str | os.PathLike
@@ -287,6 +288,8 @@ def build_camera_caches(
     together); the segments are planned once on those lengths, so cache row ``i`` is one
     instant in every view. ``max_frames`` bounds each view's cache.
     """
+    for view in view_names:  # each names a cache folder below
+        check_name(view, "view name")
     sessions = session_videos(videos, view_names)
     for session in sessions:
         counts = {view: video_info(path).n_frames for view, path in session.items()}
