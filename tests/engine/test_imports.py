@@ -18,10 +18,10 @@ DATAJOINT_FREE_PACKAGES = [
     "element_lightning_pose.engine",
     "element_lightning_pose.synthetic",
     "element_lightning_pose.plotting",
+    "element_lightning_pose.export.nwb",
 ]
 # and these modules (their packages also hold modules that do import DataJoint)
 DATAJOINT_FREE_MODULES = [
-    "element_lightning_pose.export.nwb",
     "element_lightning_pose.plotting.core",
     "element_lightning_pose.cli.train",
     "element_lightning_pose.cli.predict",

@@ -11,13 +11,8 @@ from pynwb import NWBHDF5IO, NWBFile
 from pynwb.file import Subject
 
 from element_lightning_pose.engine.safe_paths import UnsafePathError
-from element_lightning_pose.export.nwb import (
-    ForeignNWBFileError,
-    _video_destinations,
-    append_pose,
-    dandi_filename,
-    write_nwb,
-)
+from element_lightning_pose.export.nwb import ForeignNWBFileError, append_pose, dandi_filename, write_nwb
+from element_lightning_pose.export.nwb.files import _video_destinations
 from tests.export.test_nwb import make_camera, session_info, sha256, subject_info, write_video
 
 
