@@ -212,6 +212,13 @@ def load_model(
         )
     saved = read_checkpoint(ckpt_path)
     config, bodyparts = saved.config, saved.bodyparts
+    # the checkpoint alone is enough to predict; a model.json beside it must be valid
+    info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
+    if info is not None and info.bodyparts != bodyparts:
+        raise ModelDirectoryError(
+            f"{ckpt_path}: the checkpoint predicts {bodyparts}, but {model_dir / MODEL_JSON} describes "
+            f"{info.bodyparts}; was one of them replaced?"
+        )
     pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (saved.hyper_parameters.get("pca") or {}).items()}
     net = _net_from_weights(config, len(bodyparts), saved.network_weights)
     device = _pick_device(device)
@@ -221,8 +228,6 @@ def load_model(
     net = net.to(device)
     # channels_last pays off on GPUs (tensor cores) and oneDNN CPU convolutions alike
     net = net.to(memory_format=torch.channels_last)
-    # the checkpoint alone is enough to predict; a model.json beside it must be valid
-    info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
     return PoseModel(net, bodyparts, config.data.image_resize, config, device, model_dir, info, pcas=pcas)
 
 
