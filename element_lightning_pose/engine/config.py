@@ -96,6 +96,13 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_ExponentFloatLoader)  # a SafeLoader: no Python objects
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text and where, on one line (PyYAML's message spans several)."""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

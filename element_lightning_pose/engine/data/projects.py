@@ -17,6 +17,7 @@ from pathlib import Path
 from element_lightning_pose.engine.data.dlc import (
     DLC_CONFIG,
     DLC_LABELED_DIR,
+    explain_dlc_project,
     is_dlc_project,
     read_dlc_project,
 )
@@ -96,6 +97,7 @@ def detect_layout(root: PathLike) -> ProjectLayout:
     per_view = sorted(p.name for p in root.glob("CollectedData_*.csv") if p.is_file())
     if len(per_view) >= 2:
         return ProjectLayout("multiview", per_view, derive_view_names(per_view))
+    explain_dlc_project(root)  # a broken config.yaml, or no labeled-data/: say so, not "no labels"
     raise ProjectError(
         f"{root}: no labels found: neither {DEFAULT_CSV}, nor a DeepLabCut {DLC_CONFIG} (with bodyparts) "
         f"beside {DLC_LABELED_DIR}/, nor two or more CollectedData_<view>.csv (found {per_view or 'none'})"
