@@ -196,6 +196,58 @@ def test_multiview_layout_errors(rig_project, tmp_path):
         load_project(root)
 
 
+def _rewrite_rows(csv: Path, edit) -> None:
+    """Apply ``edit`` to the data rows (lines after the 3-row header) of a label CSV."""
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:3] + edit(lines[3:])) + "\n")
+
+
+def _renumbered(rows: list[str], shift: int) -> list[str]:
+    """Rows whose image is another frame: img<N>.png -> img<N + shift>.png (the image copied)."""
+    import re
+
+    return [re.sub(r"img(\d+)\.png", lambda m: f"img{int(m.group(1)) + shift:05d}.png", row) for row in rows]
+
+
+@pytest.mark.parametrize("case", ["other_frames", "other_order", "other_session"])
+def test_multiview_views_must_label_the_same_instants(rig_project, tmp_path, case):
+    """Issue 26, item 12: views with the same number of rows were paired row by row whatever
+    frames they held (a view of frames 100..139 with views of frames 0..39)."""
+    import shutil
+
+    root = Path(shutil.copytree(rig_project.root, tmp_path / "copy"))
+    csv = root / "CollectedData_cam1.csv"
+    folder = root / "labeled-data" / "session0_cam1"
+    if case == "other_frames":
+        for image in sorted(folder.glob("img*.png"), reverse=True):  # the images exist: only the frames differ
+            shutil.copy(image, folder / f"img{int(image.stem[3:]) + 100:05d}.png")
+        _rewrite_rows(csv, lambda rows: _renumbered(rows, 100))
+        words = ["CollectedData_cam1.csv, row 1 (labeled-data/session0_cam1/img00", "not the instant of row 1 of"]
+    elif case == "other_order":
+        _rewrite_rows(csv, lambda rows: rows[1:] + rows[:1])
+        words = ["row 1", "the same frames in another order: sort the CSVs alike"]
+    else:
+        other = root / "labeled-data" / "session9_cam1"
+        shutil.copytree(folder, other)
+        _rewrite_rows(csv, lambda rows: [rows[0].replace("session0_cam1", "session9_cam1"), *rows[1:]])
+        words = ["row 1 (labeled-data/session9_cam1/", "(labeled-data/session0_cam0/"]
+    with pytest.raises(ProjectError) as caught:
+        load_project(root)
+    message = str(caught.value)
+    assert message.startswith(f"{csv}, row ") and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_multiview_instants_are_the_frame_in_the_session():
+    from element_lightning_pose.engine.data.projects import instant_of
+
+    top = instant_of("labeled-data/stopwatch_top/img00042.png", "top")
+    assert top == instant_of("labeled-data/stopwatch_bot/img042.png", "bot") == ("labeled-data/stopwatch_", "42")
+    assert instant_of("top/frame_7.png", "top") == instant_of("side/frame_7.png", "side")
+    assert instant_of("camA/7.png", "top") == (None, "7")  # a folder without the view's name: the frame only
+
+
 def test_data_config_names_the_keys():
     config = TrainConfig.from_dict({"data": {"csv_file": ["a.csv", "b.csv"], "view_names": ["top", "side"]}})
     assert config.data.multiview == "shared"
