@@ -128,6 +128,22 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
         _forget(lp, key)
 
 
+def test_multiview_project_whose_views_are_other_instants_inserts_nothing(lp, lp_root):
+    """Issue 26, item 12: views of the same number of rows but other frames were one project."""
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    root, _ = lp_root
+    project = root / "projects" / "rig_shuffled"
+    make_rig_project(project, n_cameras=2, image_size=(96, 64), n_frames=24, n_labeled=6, n_board_frames=2)
+    csv = project / "CollectedData_cam1.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:3] + lines[4:] + lines[3:4]) + "\n")  # the first instant moved last
+    before = len(lp.train.VideoSet()), len(lp.train.VideoSet.File())
+    with pytest.raises(ProjectError, match=r"CollectedData_cam1\.csv, row 1 .* another order"):
+        lp.train.VideoSet.insert_project("projects/rig_shuffled")
+    assert (len(lp.train.VideoSet()), len(lp.train.VideoSet.File())) == before
+
+
 def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):
     """A ModelTraining row is one network: the engine (training.train with one_network=True) refuses
     data.multiview=per_view before training, naming the parameter and what to do instead."""
