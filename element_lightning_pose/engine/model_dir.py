@@ -38,6 +38,7 @@ import yaml
 
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.safe_paths import UnsafePathError, check_path_part
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -199,10 +200,12 @@ class ModelInfo:
                     f"{type(stage).__name__} {stage!r}"
                 )
             folder = stage.get("dir", name)
-            if not isinstance(folder, str) or folder in ("", ".", "..") or any(c in folder for c in "/\\\0"):
-                raise ModelDirectoryError(
-                    f"{source}: crop_zoom.{name}.dir must name a folder inside the model directory, got {folder!r}"
-                )
+            if not isinstance(folder, str):
+                raise ModelDirectoryError(f"{source}: crop_zoom.{name}.dir must be a folder name, got {folder!r}")
+            try:  # the stage is a folder of the model directory, never a path out of it
+                check_path_part(folder, f"{source}: crop_zoom.{name}.dir {folder!r}")
+            except UnsafePathError as exc:
+                raise ModelDirectoryError(f"{exc}; it names the stage's folder inside the model directory") from None
             dirs[name] = self.model_dir / folder
         return dirs
 

@@ -217,9 +217,9 @@ def test_a_replaced_stage_checkpoint_is_refused(crop_zoom_dir, tiny_model_dir, t
     [
         ("detector", "crop_zoom.detector must be an object with the stage's 'dir', got str 'detector'"),
         (["detector"], "crop_zoom.detector must be an object"),
-        ({"dir": 5}, "crop_zoom.detector.dir must name a folder inside the model directory, got 5"),
-        ({"dir": "../detector"}, "crop_zoom.detector.dir must name a folder inside the model directory"),
-        ({"dir": ".."}, "crop_zoom.detector.dir must name a folder inside the model directory"),
+        ({"dir": 5}, "crop_zoom.detector.dir must be a folder name, got 5"),
+        ({"dir": "../detector"}, "crop_zoom.detector.dir '../detector' cannot name a folder: it holds '/'"),
+        ({"dir": ".."}, "crop_zoom.detector.dir '..' cannot name a folder"),
     ],
     ids=["string", "list", "number", "parent", "dotdot"],
 )
