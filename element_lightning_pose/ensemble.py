@@ -90,6 +90,7 @@ class SmoothingParamSet(ImmutableParams, dj.Lookup):
     params                 : {BLOB}
     unique index (param_set_hash)
     """
+    params_example = "{'s': None}"
 
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:

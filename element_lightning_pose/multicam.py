@@ -44,7 +44,6 @@ from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.multicam.io import Points3D, ViewError, ViewSource, read_views, write_points3d
 from element_lightning_pose.engine.multicam.params import (
-    TriangulationParamError,
     TriangulationParams,
     triangulate_views,
 )
@@ -635,6 +634,7 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
     params                     : {BLOB}
     unique index (param_set_hash)
     """
+    params_example = "{'method': 'smoother'}"
 
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:
@@ -646,12 +646,7 @@ class TriangulationParamSet(ImmutableParams, dj.Lookup):
         """Validate and insert; returns the id of the new or identical existing set. A
         ``triangulation_paramset_idx`` holding other parameters raises ``params.ParamSetConflictError``
         (:meth:`params.ImmutableParams.insert_canonical`). ``params`` that are not a mapping
-        (a method name, None) raise ``TriangulationParamError``."""
-        if not isinstance(params, Mapping):
-            raise TriangulationParamError(
-                f"TriangulationParamSet.insert_new_params({paramset_desc!r}, ...): params must be a mapping of "
-                f"parameters, e.g. {{'method': 'smoother'}}, got {type(params).__name__} {params!r}"
-            )
+        (a method name, None) raise ``params.ParamSetTypeError``."""
         return cls.insert_canonical(paramset_desc, params, triangulation_paramset_idx)
 
 

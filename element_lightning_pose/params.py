@@ -5,12 +5,13 @@ dict and its hash (``param_set_hash``, unique). They share one way in,
 :meth:`ImmutableParams.insert_canonical` (each table's ``insert_new_params`` calls it): the
 parameters are validated by the table's engine model and stored with defaults filled in; the
 same parameters again return the existing set's id; an id given for a set that already holds
-other parameters is refused, naming the keys that differ, and nothing is inserted.
+other parameters is refused, naming the keys that differ, and nothing is inserted; parameters
+that are not a mapping (a method name, None, a list) are refused naming the table.
 
 Updating ``params`` in place would leave the hash describing other parameters, and would
 silently change what every result computed with the set claims to have used; so those updates
-are refused. A new set is inserted instead. Descriptions may change. No engine import here
-(each table validates with its own engine model); the DataJoint calls are the ones both
+are refused. A new set is inserted instead. Descriptions may change. No engine model is
+imported here (each table validates with its own); the DataJoint calls are the ones both
 generations share, or ``dj_compat``'s.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,6 +33,10 @@ class ParamSetUpdateError(ElpError, ValueError):
 
 class ParamSetConflictError(ElpError, ValueError):
     """A parameter-set id given at insert already holds different parameters."""
+
+
+class ParamSetTypeError(ElpError, TypeError):
+    """Parameters given at insert are not a mapping of parameter names to values."""
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -51,6 +57,8 @@ class ImmutableParams:
     """
 
     immutable_attributes: tuple[str, ...] = ("params", "param_set_hash")
+    # shown in the error for parameters that are not a mapping
+    params_example: str = "{}"
 
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:
@@ -64,8 +72,14 @@ class ImmutableParams:
         Parameters that only differ from an existing set by defaults or key order are that set
         (its id is returned, whatever ``idx`` says). Without ``idx`` the new set gets the next
         free id. An ``idx`` that holds other parameters raises :class:`ParamSetConflictError`
-        naming the table, the id and the differing keys; nothing is inserted.
+        naming the table, the id and the differing keys; nothing is inserted. ``params`` that are
+        not a mapping raise :class:`ParamSetTypeError` naming the table.
         """
+        if not isinstance(params, Mapping):
+            raise ParamSetTypeError(
+                f"{cls.__name__}.insert_new_params({paramset_desc!r}, ...): params must be a mapping of "
+                f"parameters, e.g. {cls.params_example}, got {type(params).__name__} {reprlib.repr(params)}"
+            )
         table = cls()
         (id_name,) = table.primary_key  # type: ignore[attr-defined]
         canonical = cls.canonical_params(dict(params))

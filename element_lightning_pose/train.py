@@ -353,6 +353,7 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
     params         : {BLOB}
     unique index (param_set_hash)
     """
+    params_example = "{'training': {'max_epochs': 10}}"
 
     @classmethod
     def canonical_params(cls, params: Mapping[str, Any]) -> dict:

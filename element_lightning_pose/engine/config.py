@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -54,10 +55,15 @@ def _plain_bool(value: Any) -> Any:
     return bool(value) if _is_numpy_bool(value) else value
 
 
-# Strict scalars: lax pydantic stores `max_epochs: true` as 1 and "5" as 5; a YAML typo must fail instead
+# Strict scalars: lax pydantic stores `max_epochs: true` as 1 and "5" as 5; a YAML typo must fail instead.
+# No parameter means anything at inf or NaN (`.inf` seconds overflowed the trainer's timedelta).
 Int = Annotated[int, BeforeValidator(_plain_integer), Strict()]
-Float = Annotated[float, BeforeValidator(_plain_real), Strict()]
+Float = Annotated[float, BeforeValidator(_plain_real), Strict(), Field(allow_inf_nan=False)]
 Bool = Annotated[bool, BeforeValidator(_plain_bool), Strict()]
+
+# The largest training.max_time_s (about 32 years): the trainer holds it as a timedelta, whose range ends
+# near 8.6e13 s; a limit beyond any run is better left empty (null)
+MAX_TIME_S = 1e9
 
 # The one list of backbones: networks.backbones builds these, the parameter model accepts them.
 Backbone = Literal["resnet18", "resnet34", "resnet50", "efficientnet_lite0"]
@@ -68,6 +74,33 @@ SPLITS = ("train", "val", "test")
 
 class ConfigError(ElpError, ValueError):
     """A configuration is invalid; the message names each offending key."""
+
+
+class _ExponentFloatLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1), reading ``1e-9`` as the number YAML 1.2 and JSON make it.
+
+    YAML 1.1 wants a dot in a float (``1.0e-9``): without this, ``1e-9`` is a string, which a
+    parameter then refuses as "not a valid number".
+    """
+
+
+_ExponentFloatLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parameters written as YAML (a config file, a ``--set`` value), ``1e-9`` read as a number."""
+    return yaml.load(text, Loader=_ExponentFloatLoader)  # a SafeLoader: no Python objects
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong in a YAML text and where, on one line (PyYAML's message spans several)."""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 class _Section(BaseModel):
@@ -196,7 +229,11 @@ class TrainingConfig(_Section):
     max_epochs: Int = Field(300, gt=0, description="number of epochs")
     max_steps: Int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
     max_time_s: Float | None = Field(
-        None, gt=0, description="stop after this much training wall time, in seconds (with the epoch and step limits)"
+        None,
+        gt=0,
+        le=MAX_TIME_S,
+        description="stop after this much training wall time, in seconds (with the epoch and step limits); "
+        "empty: no time limit",
     )
     learning_rate: Float = Field(1e-3, gt=0, description="Adam learning rate")
     unfreeze_epoch: Int = Field(20, ge=0, description="backbone frozen before this epoch")
@@ -514,7 +551,7 @@ class TrainConfig(_Section):
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text())
+            values = load_yaml(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         return cls.from_dict(values, source=str(path))
@@ -555,7 +592,7 @@ class TrainConfig(_Section):
 def _parse_override_value(assignment: str, raw: str) -> Any:
     """``raw`` parsed as YAML; invalid YAML is a one-line ConfigError naming the override."""
     try:
-        return yaml.safe_load(raw)
+        return load_yaml(raw)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         mark = getattr(exc, "problem_mark", None)

@@ -38,6 +38,7 @@ import yaml
 
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.safe_paths import UnsafePathError, check_path_part
 from element_lightning_pose.version import __version__
 
 PathLike = str | os.PathLike
@@ -51,6 +52,11 @@ PER_VIEW = "per_view"
 KINDS = (SINGLE_STAGE, CROP_ZOOM, PER_VIEW)
 # what only a model directory holds: a folder with none of them is not replaced by training
 MODEL_DIR_MARKERS = (CONFIG_YAML, MODEL_JSON, "splits.csv", "checkpoints")
+
+# A crop-zoom model's stages (sub-directories) and the one keypoint of a detector of the animal's centre
+CROP_ZOOM_STAGES = ("detector", "pose")
+DETECTOR_CENTRE = "centre"
+DETECTOR_TARGETS = ("centre", "keypoints")  # crop_zoom.detector_target: one centre, or every body part
 
 # Fields read from model.json / config.yaml, not stored in model.json itself.
 _CONTEXT_FIELDS = ("extra", "model_dir", "config", "checkpoint")
@@ -177,11 +183,54 @@ class ModelInfo:
         return dict(block) if isinstance(block, dict) else {}
 
     def stage_dirs(self) -> dict[str, Path]:
-        """``{"detector": path, "pose": path}`` of a crop-zoom model (needs ``model_dir``); else {}."""
+        """``{"detector": path, "pose": path}`` of a crop-zoom model (needs ``model_dir``); else {}.
+
+        A stage's entry in the ``crop_zoom`` block is an object whose ``dir`` (default: the
+        stage's name) is a folder name inside the model directory; else ModelDirectoryError.
+        """
         if self.kind != CROP_ZOOM or self.model_dir is None:
             return {}
-        block = self.crop_zoom
-        return {name: self.model_dir / str((block.get(name) or {}).get("dir", name)) for name in ("detector", "pose")}
+        block, source = self.crop_zoom, self.model_dir / MODEL_JSON
+        dirs = {}
+        for name in CROP_ZOOM_STAGES:
+            stage = block.get(name, {})
+            if not isinstance(stage, dict):
+                raise ModelDirectoryError(
+                    f"{source}: crop_zoom.{name} must be an object with the stage's 'dir', got "
+                    f"{type(stage).__name__} {stage!r}"
+                )
+            folder = stage.get("dir", name)
+            if not isinstance(folder, str):
+                raise ModelDirectoryError(f"{source}: crop_zoom.{name}.dir must be a folder name, got {folder!r}")
+            try:  # the stage is a folder of the model directory, never a path out of it
+                check_path_part(folder, f"{source}: crop_zoom.{name}.dir {folder!r}")
+            except UnsafePathError as exc:
+                raise ModelDirectoryError(f"{exc}; it names the stage's folder inside the model directory") from None
+            dirs[name] = self.model_dir / folder
+        return dirs
+
+    @property
+    def detector_target(self) -> str:
+        """What a crop-zoom model's detector predicts: ``"centre"`` (one keypoint) or
+        ``"keypoints"`` (every body part); ``model.json``'s ``crop_zoom.detector_target``, else
+        config.yaml's, else ``"centre"``."""
+        config_block = self.config.get("crop_zoom") if isinstance(self.config, dict) else None
+        default = config_block.get("detector_target", "centre") if isinstance(config_block, dict) else "centre"
+        target = self.crop_zoom.get("detector_target", default)
+        if target not in DETECTOR_TARGETS:
+            raise ModelDirectoryError(
+                f"{(self.model_dir or Path('.')) / MODEL_JSON}: crop_zoom.detector_target must be one of "
+                f"{list(DETECTOR_TARGETS)}, got {target!r}"
+            )
+        return str(target)
+
+    def stage_bodyparts(self) -> dict[str, list[str]]:
+        """What each stage of a crop-zoom model predicts (the pose stage the model's body parts,
+        the detector per :attr:`detector_target`); else {}."""
+        if self.kind != CROP_ZOOM:
+            return {}
+        detector = [DETECTOR_CENTRE] if self.detector_target == "centre" else list(self.bodyparts)
+        return {"detector": detector, "pose": list(self.bodyparts)}
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``model.json``: the stored fields, then the unknown keys kept."""
@@ -251,6 +300,13 @@ def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> Model
     if not ckpt.is_file():
         raise ModelDirectoryError(f"{ckpt}: no checkpoint in model directory {model_dir}")
     info = dataclasses.replace(info, model_dir=model_dir, config=config, checkpoint=ckpt)
-    for stage in info.stage_dirs().values():  # each stage is a whole model directory of its own
-        read_model_info(stage)
+    expected = info.stage_bodyparts()
+    for name, stage in info.stage_dirs().items():  # each stage is a whole model directory of its own
+        predicts = read_model_info(stage).bodyparts
+        if predicts != expected[name]:
+            raise ModelDirectoryError(
+                f"{stage / MODEL_JSON}: the crop-zoom {name} stage predicts {predicts}, but {info_path} "
+                f"needs {expected[name]} (crop_zoom.detector_target {info.detector_target!r}); "
+                "was the stage replaced by another model?"
+            )
     return info

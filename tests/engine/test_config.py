@@ -135,3 +135,32 @@ def test_invalid_yaml_in_an_override_is_one_line_naming_it():
     message = str(info.value)
     assert "data.image_resize=[64, 64" in message and "not valid YAML" in message
     assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- numbers (issue 26, item 20)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e15", "1.0e15"])
+def test_max_time_s_beyond_a_timedelta_or_not_finite_is_refused(value):
+    """`.inf` and 1e15 passed validation, then training crashed with OverflowError (timedelta)."""
+    with pytest.raises(ConfigError, match=r"training\.max_time_s: Input should be (a finite number|less than)"):
+        TrainConfig().with_overrides([f"training.max_time_s={value}"])
+    with pytest.raises(ConfigError, match=r"training\.max_time_s"):
+        TrainConfig.from_dict({"training": {"max_time_s": float(value.replace(".inf", "inf").replace(".nan", "nan"))}})
+
+
+@pytest.mark.parametrize("key", ["training.learning_rate", "model.heatmap_sigma", "augmentation.scale_range"])
+def test_no_float_parameter_takes_inf_or_nan(key):
+    value = "[.nan, 1.0]" if key == "augmentation.scale_range" else ".inf"
+    with pytest.raises(ConfigError, match=rf"{key}.*finite number"):
+        TrainConfig().with_overrides([f"{key}={value}"])
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads `1e-9` as a string ("not a valid number"); YAML 1.2 and JSON read a number."""
+    config = TrainConfig().with_overrides(["training.max_time_s=1e-9", "training.learning_rate=3E-4"])
+    assert config.training.max_time_s == 1e-9 and config.training.learning_rate == 3e-4
+    (tmp_path / "c.yaml").write_text("training:\n  max_time_s: 1e-9\n  learning_rate: 2e-3\ndata:\n  csv_file: 1e5x\n")
+    config = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert config.training.max_time_s == 1e-9 and config.training.learning_rate == 2e-3
+    assert config.data.csv_file == "1e5x"  # not every string with an e is a number

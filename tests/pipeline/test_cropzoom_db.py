@@ -70,3 +70,32 @@ def test_pose_estimation_runs_a_crop_zoom_model(lp, crop_zoom_recording):
     assert np.isfinite(stored).all()
     crop = model.crop_size[0]
     assert (stored[..., :2] > -crop).all() and (stored[..., :2] < 64 + crop).all()
+
+
+def test_a_crop_zoom_model_with_a_replaced_detector_is_refused(lp, crop_zoom_recording):
+    """Issue 26, item 15: detector/ replaced by a model of the body parts predicted with rc 0.
+    Registering such a directory is refused; one tampered with after registration fails its
+    PoseEstimation naming the stage, and stores nothing."""
+    import shutil
+
+    from element_lightning_pose.engine.model_dir import ModelDirectoryError
+
+    rec, key, model_dir = crop_zoom_recording["rec"], crop_zoom_recording["key"], crop_zoom_recording["model_dir"]
+    tampered = model_dir.with_name(MODEL_NAME + "_tampered")
+    shutil.copytree(model_dir, tampered)
+    try:
+        shutil.rmtree(tampered / "detector")
+        shutil.copytree(tampered / "pose", tampered / "detector")  # a complete model of every body part
+        with pytest.raises(ModelDirectoryError, match=r"detector/model\.json: the crop-zoom detector stage predicts"):
+            lp.model.Model.insert_new_model(MODEL_NAME + "_tampered", tampered)
+        assert not lp.model.Model & {"model_name": MODEL_NAME + "_tampered"}
+
+        shutil.rmtree(model_dir / "detector")
+        shutil.copytree(tampered / "detector", model_dir / "detector")  # the registered model's, after the fact
+        dj_compat.populate(lp.model.RecordingInfo, rec)
+        result = dj_compat.populate(lp.model.PoseEstimation, key, suppress_errors=True)
+        assert result.success_count == 0 and len(result.errors) == 1
+        assert "the crop-zoom detector stage predicts" in result.errors[0][1]
+        assert not lp.model.PoseEstimation & key
+    finally:
+        shutil.rmtree(tampered, ignore_errors=True)

@@ -22,6 +22,7 @@ from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, read_calibration
 from element_lightning_pose.engine.multicam.io import read_points3d
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
+from element_lightning_pose.params import ParamSetTypeError
 from element_lightning_pose.synthetic import rig
 from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
 
@@ -553,7 +554,7 @@ def test_deleting_the_2d_deletes_the_3d_computed_from_it(lp, rig3d, rig_key, smo
 def test_malformed_triangulation_arguments_are_clear_errors(lp, rig_key, smoother_idx):
     before = len(lp.multicam.TriangulationParamSet())
     for params in ("smoother", None, ["method", "dlt"]):
-        with pytest.raises(TriangulationParamError, match=r"params must be a mapping of parameters.*'method'"):
+        with pytest.raises(ParamSetTypeError, match=r"params must be a mapping of parameters.*'method'"):
             lp.multicam.TriangulationParamSet.insert_new_params("malformed", params)
     assert len(lp.multicam.TriangulationParamSet()) == before
     good = {"cam0": ("pose", "rig_truth"), "cam1": ("pose", "rig_truth")}

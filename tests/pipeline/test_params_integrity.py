@@ -9,7 +9,8 @@ import datajoint as dj
 import pytest
 
 from element_lightning_pose import dj_compat
-from element_lightning_pose.params import ImmutableParams, ParamSetUpdateError
+from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.params import ImmutableParams, ParamSetTypeError, ParamSetUpdateError
 from tests.pipeline.conftest import TINY_PARAMS
 
 
@@ -140,3 +141,41 @@ def test_given_idx_holding_other_params_is_refused(lp, table_name, first, second
         assert len(table()) == count
     finally:
         (table & {id_name: idx}).delete_quick()  # the flow tests count the parameter sets
+
+
+@pytest.mark.parametrize("params", ["smoother", None, ["s", 2.0], 5], ids=["string", "none", "list", "number"])
+@pytest.mark.parametrize(
+    ("table_name", "example"),
+    [
+        ("train.TrainingParamSet", "{'training': {'max_epochs': 10}}"),
+        ("ensemble.SmoothingParamSet", "{'s': None}"),
+        ("multicam.TriangulationParamSet", "{'method': 'smoother'}"),
+    ],
+    ids=["training", "smoothing", "triangulation"],
+)
+def test_params_that_are_not_a_mapping_are_refused(lp, table_name, example, params):
+    """Every parameter-set table (issue 26): a string, None or a list as params was a TypeError
+    or ValueError traceback from ``dict(params)`` (triangulation had a check of its own)."""
+    schema_name, class_name = table_name.split(".")
+    table = getattr(getattr(lp, schema_name), class_name)
+    before = len(table())
+    with pytest.raises(ParamSetTypeError) as caught:
+        table.insert_new_params("malformed", params)
+    message = str(caught.value)
+    assert isinstance(caught.value, ElpError) and "\n" not in message
+    assert message.startswith(f"{class_name}.insert_new_params('malformed', ...): params must be a mapping")
+    assert f"e.g. {example}, got {type(params).__name__}" in message
+    assert len(table()) == before
+
+
+def test_training_params_beyond_a_timedelta_are_refused_at_insert(lp):
+    """Issue 26, item 20: max_time_s=1e15 was stored, then training crashed with OverflowError."""
+    from element_lightning_pose.engine.config import ConfigError
+
+    table = lp.train.TrainingParamSet
+    before = len(table())
+    for value in (1e15, float("inf")):
+        params = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_time_s": value}}
+        with pytest.raises(ConfigError, match=r"training\.max_time_s"):
+            table.insert_new_params("too long", params)
+    assert len(table()) == before

@@ -57,6 +57,39 @@ def test_bad_dlc_project_inserts_nothing(lp, lp_root):
     assert (len(lp.train.VideoSet()), len(lp.train.VideoSet.File())) == before
 
 
+@pytest.mark.parametrize("case", ["h5_disagrees", "config_not_yaml", "config_a_list", "no_labeled_data"])
+def test_dlc_project_with_a_broken_file_names_it_and_inserts_nothing(lp, lp_root, case):
+    """Issue 26, items 13 and 21: a .h5 that disagrees with the CSV was ignored; a broken
+    config.yaml, or no labeled-data/, was "no labels found"."""
+    import shutil
+
+    import pandas as pd
+
+    root, _ = lp_root
+    project = root / "projects" / f"dlc_{case}"
+    make_dlc_project(project, folders={"a": 2})
+    csv = project / "labeled-data" / "a" / "CollectedData_Alice.csv"
+    if case == "h5_disagrees":
+        frame = pd.read_csv(csv, header=[0, 1, 2], index_col=[0, 1, 2])
+        frame.iloc[0, 0] += 3.0
+        frame.to_hdf(csv.with_suffix(".h5"), key="df_with_missing", mode="w")
+        words = f"{csv}: disagrees with CollectedData_Alice.h5"
+    elif case == "config_not_yaml":
+        (project / "config.yaml").write_text("scorer: Alice\nbodyparts: [snout, tail\n")
+        words = "config.yaml: not valid YAML"
+    elif case == "config_a_list":
+        (project / "config.yaml").write_text("- snout\n- tail\n")
+        words = "config.yaml: a YAML list, not a mapping"
+    else:
+        shutil.rmtree(project / "labeled-data")
+        words = "labeled-data: folder not found"
+    before = len(lp.train.VideoSet()), len(lp.train.VideoSet.File())
+    with pytest.raises(ProjectError) as caught:
+        lp.train.VideoSet.insert_project(f"projects/dlc_{case}")
+    assert words in str(caught.value) and "no labels found" not in str(caught.value)
+    assert (len(lp.train.VideoSet()), len(lp.train.VideoSet.File())) == before
+
+
 def test_multiview_project_registers_and_trains_shared(lp, lp_root):
     from element_lightning_pose.synthetic.rig_project import make_rig_project
 
@@ -93,6 +126,22 @@ def test_multiview_project_registers_and_trains_shared(lp, lp_root):
         (lp.model.Model.BodyPart & model_key).delete_quick()
         (lp.model.Model & model_key).delete_quick()
         _forget(lp, key)
+
+
+def test_multiview_project_whose_views_are_other_instants_inserts_nothing(lp, lp_root):
+    """Issue 26, item 12: views of the same number of rows but other frames were one project."""
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    root, _ = lp_root
+    project = root / "projects" / "rig_shuffled"
+    make_rig_project(project, n_cameras=2, image_size=(96, 64), n_frames=24, n_labeled=6, n_board_frames=2)
+    csv = project / "CollectedData_cam1.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:3] + lines[4:] + lines[3:4]) + "\n")  # the first instant moved last
+    before = len(lp.train.VideoSet()), len(lp.train.VideoSet.File())
+    with pytest.raises(ProjectError, match=r"CollectedData_cam1\.csv, row 1 .* another order"):
+        lp.train.VideoSet.insert_project("projects/rig_shuffled")
+    assert (len(lp.train.VideoSet()), len(lp.train.VideoSet.File())) == before
 
 
 def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_root):

@@ -14,9 +14,11 @@ from dataclasses import replace
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from element_lightning_pose.engine.config import yaml_problem
 from element_lightning_pose.engine.data.labels import (
     LabeledFrames,
     check_image,
@@ -49,18 +51,34 @@ def is_dlc_project(root: PathLike) -> bool:
     return isinstance(config, dict) and "bodyparts" in config
 
 
-def read_dlc_config(root: PathLike) -> dict:
-    """The parts of a DeepLabCut ``config.yaml`` that labels need: ``scorer``, ``bodyparts``,
-    ``video_sets``; a multi-animal project is refused (its labels have another header)."""
-    path = Path(root) / DLC_CONFIG
+def _load_dlc_yaml(path: Path) -> dict:
+    """``config.yaml`` as a mapping; ProjectError saying what is wrong with the file otherwise."""
     if not path.is_file():
         raise ProjectError(f"{path}: DeepLabCut config not found")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ProjectError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ProjectError(
+            f"{path}: not a text file (byte {exc.object[exc.start]:#04x} at {exc.start} is not UTF-8)"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ProjectError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
+    except OSError as exc:
+        raise ProjectError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if config is None:
+        raise ProjectError(f"{path}: empty; a DeepLabCut config.yaml holds the project's scorer and bodyparts")
     if not isinstance(config, dict):
-        raise ProjectError(f"{path}: expected a mapping of DeepLabCut settings")
+        raise ProjectError(
+            f"{path}: a YAML {type(config).__name__}, not a mapping of DeepLabCut settings (scorer, bodyparts, ...)"
+        )
+    return config
+
+
+def read_dlc_config(root: PathLike) -> dict:
+    """The parts of a DeepLabCut ``config.yaml`` that labels need: ``scorer``, ``bodyparts``,
+    ``video_sets``; a multi-animal project is refused (its labels have another header)."""
+    path = Path(root) / DLC_CONFIG
+    config = _load_dlc_yaml(path)
     if config.get("multianimalproject"):
         raise ProjectError(f"{path}: a multi-animal DeepLabCut project (multianimalproject: true) is not supported")
     bodyparts = config.get("bodyparts")
@@ -75,6 +93,26 @@ def read_dlc_config(root: PathLike) -> dict:
         )
     video_sets = config.get("video_sets") or {}
     return {"scorer": scorer, "bodyparts": list(bodyparts), "video_sets": video_sets}
+
+
+def explain_dlc_project(root: PathLike) -> None:
+    """Raise ProjectError saying what is wrong with the DeepLabCut project ``root`` seems to be.
+
+    For a folder that :func:`is_dlc_project` turned down although it has a ``config.yaml``: the
+    file is not YAML, not text, empty or not a mapping, its settings are wrong, or
+    ``labeled-data/`` is missing. A mapping without ``bodyparts`` is another tool's
+    ``config.yaml`` (Lightning Pose's, say): nothing is raised for it.
+    """
+    root = Path(root)
+    if not (root / DLC_CONFIG).is_file() or "bodyparts" not in _load_dlc_yaml(root / DLC_CONFIG):
+        return
+    read_dlc_config(root)
+    labeled = root / DLC_LABELED_DIR
+    if not labeled.is_dir():
+        raise ProjectError(
+            f"{labeled}: folder not found; {root / DLC_CONFIG} is a DeepLabCut config, whose labels are "
+            f"{DLC_LABELED_DIR}/<video>/CollectedData_<scorer>.csv"
+        )
 
 
 def dlc_label_files(root: PathLike) -> list[Path]:
@@ -122,15 +160,62 @@ def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFra
     config = read_dlc_config(root)
     parts = []
     for path in dlc_label_files(root):
-        part = _read_dlc_h5(path, root) if path.suffix == ".h5" else read_labels(path, root, check_images=False)
-        part = _dlc_images_under_root(part, path.parent, root)
-        part = _in_config_order(part, config["bodyparts"], root / DLC_CONFIG)
+        part = _read_label_file(path, root, config["bodyparts"])
+        h5 = path.with_suffix(".h5")
+        if path.suffix == ".csv" and h5.is_file():
+            _check_h5_agrees(part, h5, root, config["bodyparts"])
         if check_images:
             for image in part.image_paths:
                 check_image(root / image, f"{path} ({image})")
         parts.append(part)
     labels = concat_labels(parts, root, root / DLC_CONFIG)
     return replace(labels, scorer=config["scorer"])
+
+
+def _read_label_file(path: Path, root: Path, bodyparts: list[str]) -> LabeledFrames:
+    """One labeled folder's CSV or .h5: image paths under ``root``, body parts in ``bodyparts``' order."""
+    part = _read_dlc_h5(path, root) if path.suffix == ".h5" else read_labels(path, root, check_images=False)
+    part = _dlc_images_under_root(part, path.parent, root)
+    return _in_config_order(part, bodyparts, root / DLC_CONFIG)
+
+
+# labels that differ by less than this (px) are the same label written twice (CSV text and HDF5 floats)
+_SAME_LABEL_PX = 1e-3
+
+
+def _check_h5_agrees(labels: LabeledFrames, h5: Path, root: Path, bodyparts: list[str]) -> None:
+    """Refuse a CSV whose .h5 beside it holds other labels: DeepLabCut trains from the .h5, this
+    engine reads the CSV, and the two would silently train different models."""
+    csv_path = labels.csv_path
+    try:
+        import tables  # noqa: F401  (pandas' HDF5 backend)
+    except ImportError:
+        logger.warning(
+            "%s: read; %s beside it is not compared (reading .h5 needs PyTables: pip install tables)", csv_path, h5.name
+        )
+        return
+    other = _read_label_file(h5, root, bodyparts)
+    where = f"{csv_path}: disagrees with {h5.name} beside it (DeepLabCut trains from the .h5, this reads the CSV)"
+    only_csv = sorted(set(labels.image_paths) - set(other.image_paths))
+    only_h5 = sorted(set(other.image_paths) - set(labels.image_paths))
+    if only_csv or only_h5:
+        raise ProjectError(
+            f"{where}: images only in the CSV {only_csv[:3]}, only in the .h5 {only_h5[:3]} "
+            f"({len(only_csv)} and {len(only_h5)}); save the labels again in DeepLabCut, or remove the stale file"
+        )
+    rows = [other.image_paths.index(image) for image in labels.image_paths]
+    mine, theirs = labels.keypoints, other.keypoints[rows]
+    with np.errstate(invalid="ignore"):
+        differ = (np.isnan(mine) != np.isnan(theirs)) | (np.abs(mine - theirs) > _SAME_LABEL_PX)
+    differ = differ.any(axis=-1)
+    if differ.any():
+        row, k = np.argwhere(differ)[0]
+        raise ProjectError(
+            f"{where}: {labels.image_paths[row]} keypoint {bodyparts[k]!r} is {mine[row, k].tolist()} in the CSV, "
+            f"{theirs[row, k].tolist()} in the .h5 ({int(differ.sum())} label(s) differ); save the labels again in "
+            "DeepLabCut, or remove the stale file"
+        )
+    logger.info("%s: read (the labels of %s beside it are the same)", csv_path, h5.name)
 
 
 def _read_dlc_h5(path: Path, root: Path) -> LabeledFrames:

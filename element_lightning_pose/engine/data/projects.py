@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from element_lightning_pose.engine.data.dlc import (
     DLC_CONFIG,
     DLC_LABELED_DIR,
+    explain_dlc_project,
     is_dlc_project,
     read_dlc_project,
 )
@@ -96,6 +98,7 @@ def detect_layout(root: PathLike) -> ProjectLayout:
     per_view = sorted(p.name for p in root.glob("CollectedData_*.csv") if p.is_file())
     if len(per_view) >= 2:
         return ProjectLayout("multiview", per_view, derive_view_names(per_view))
+    explain_dlc_project(root)  # a broken config.yaml, or no labeled-data/: say so, not "no labels"
     raise ProjectError(
         f"{root}: no labels found: neither {DEFAULT_CSV}, nor a DeepLabCut {DLC_CONFIG} (with bodyparts) "
         f"beside {DLC_LABELED_DIR}/, nor two or more CollectedData_<view>.csv (found {per_view or 'none'})"
@@ -141,7 +144,8 @@ def read_multiview_labels(
 
     Returns the views' labels concatenated (view after view, each in its CSV's row order, so
     row ``i`` of every view is the same instant), ``views`` naming each row's view. The views
-    must list the same body parts and the same number of frames.
+    must list the same body parts and the same instants in the same order: row ``i`` of every
+    view must be the same frame (:func:`instant_of`), not only the same number of rows.
     """
     root = Path(root)
     csv_files = list(csv_files)
@@ -169,4 +173,46 @@ def read_multiview_labels(
                 f"{part.csv_path}: {len(part)} labeled frames, {first.csv_path.name} has {len(first)}; "
                 "the same frames must be labeled in every view"
             )
+    for part, name in zip(parts[1:], names[1:]):
+        _check_same_instants(first, names[0], part, name)
     return concat_labels(parts, root, first.csv_path, names)
+
+
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def instant_of(image_path: str, view: str) -> tuple[str | None, str]:
+    """What names the instant of a view's labeled image, to compare it with the other views':
+    its folder with the view's name (its last occurrence) taken out, None when the folder does
+    not hold the name, and its frame (the last number in the file name, else the file name
+    without the view's name).
+
+    Lightning Pose's layout, ``labeled-data/<session>_<view>/img<frame>.png``, gives
+    ``("labeled-data/<session>_", "<frame>")`` in every view.
+    """
+    path = PurePosixPath(image_path)
+    head, found, tail = str(path.parent).rpartition(view)  # the last one: "stopwatch_top" is session "stopwatch"
+    folder = head + tail if found else None
+    number = _LAST_NUMBER.search(path.stem)
+    frame = str(int(number.group(1))) if number else path.name.replace(view, "")
+    return folder, frame
+
+
+def _check_same_instants(first: LabeledFrames, first_view: str, part: LabeledFrames, view: str) -> None:
+    """Row ``i`` of ``part`` must be the instant of row ``i`` of ``first`` (same frame; same
+    folder where both folders name their view)."""
+    ours = [instant_of(p, first_view) for p in first.image_paths]
+    theirs = [instant_of(p, view) for p in part.image_paths]
+    for row, ((folder_a, frame_a), (folder_b, frame_b)) in enumerate(zip(ours, theirs)):
+        same_folder = folder_a is None or folder_b is None or folder_a == folder_b
+        if frame_a != frame_b or not same_folder:
+            order = (
+                "; they list the same frames in another order: sort the CSVs alike"
+                if sorted(map(str, ours)) == sorted(map(str, theirs))
+                else ""
+            )
+            raise ProjectError(
+                f"{part.csv_path}, row {row + 1} ({part.image_paths[row]}): not the instant of row {row + 1} of "
+                f"{first.csv_path.name} ({first.image_paths[row]}); row i of every view must be the same "
+                f"frame{order}"
+            )

@@ -43,6 +43,7 @@ from element_lightning_pose.engine.networks import (
     sliding_windows,
 )
 from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
+from element_lightning_pose.engine.networks.checkpoint import read_checkpoint
 from element_lightning_pose.engine.training.pca import KeypointPCA
 
 PathLike = str | os.PathLike
@@ -209,17 +210,17 @@ def load_model(
         raise ModelDirectoryError(
             f"{ckpt_path}: no checkpoint in model directory {model_dir} (was training completed?)"
         )
-    # mmap: the optimizer state in a training checkpoint (2x the weights) is never read
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    try:
-        hparams = state["hyper_parameters"]
-        config = TrainConfig.from_dict(hparams["config"], source=str(ckpt_path))
-        bodyparts = list(hparams["bodyparts"])
-    except KeyError as exc:
-        raise ModelDirectoryError(f"{ckpt_path}: not a checkpoint of this engine (missing {exc})") from exc
-    pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (hparams.get("pca") or {}).items()}
-    weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    net = _net_from_weights(config, len(bodyparts), weights)
+    saved = read_checkpoint(ckpt_path)
+    config, bodyparts = saved.config, saved.bodyparts
+    # the checkpoint alone is enough to predict; a model.json beside it must be valid
+    info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
+    if info is not None and info.bodyparts != bodyparts:
+        raise ModelDirectoryError(
+            f"{ckpt_path}: the checkpoint predicts {bodyparts}, but {model_dir / MODEL_JSON} describes "
+            f"{info.bodyparts}; was one of them replaced?"
+        )
+    pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (saved.hyper_parameters.get("pca") or {}).items()}
+    net = _net_from_weights(config, len(bodyparts), saved.network_weights)
     device = _pick_device(device)
     net = net.eval()
     if fuse:
@@ -227,8 +228,6 @@ def load_model(
     net = net.to(device)
     # channels_last pays off on GPUs (tensor cores) and oneDNN CPU convolutions alike
     net = net.to(memory_format=torch.channels_last)
-    # the checkpoint alone is enough to predict; a model.json beside it must be valid
-    info = read_model_info(model_dir, f"checkpoints/{checkpoint}") if (model_dir / MODEL_JSON).is_file() else None
     return PoseModel(net, bodyparts, config.data.image_resize, config, device, model_dir, info, pcas=pcas)
 
 

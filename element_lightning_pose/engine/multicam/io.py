@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,6 +160,9 @@ def read_views(
     * An eks-layout CSV (``x_posterior_var``, ``y_posterior_var``) gives its posterior variance.
     * ``image_sizes`` (camera -> (width, height)): a finite coordinate more than an image size
       beyond the border is refused (a corrupt file, or a calibration of another resolution).
+    * Frame indices: a file's index (its first column) names each row's frame once; where they
+      are frame numbers, the rig frames of every camera (index minus frame offset) must be the
+      same frames, and the files of an ensemble the same rows. Likelihoods lie in [0, 1].
 
     Errors (:class:`ViewError`) start with ``context`` and name the camera, its ``label``, the
     file and what is wrong.
@@ -169,6 +173,7 @@ def read_views(
     if len(set(names)) != len(names):
         raise ViewError(f"{context}camera(s) {sorted({n for n in names if names.count(n) > 1})} given twice")
     read: list[list[tuple[Path, Array, Array]]] = []
+    frames_of: list[tuple[Path, NDArray[np.int64] | None]] = []  # each camera's first file and its frame numbers
     reference: tuple[str, Path, list[str]] | None = None
     index: list = []
     for source in sources:
@@ -178,8 +183,18 @@ def read_views(
         if source.frame_offset < 0:
             raise ViewError(f"{where}: frame offset {source.frame_offset} is negative")
         members: list[tuple[Path, Array, Array]] = []
+        first_index: pd.Index | None = None  # the camera's first file's: an ensemble's files list the same frames
         for path in map(Path, source.files):
             values, parts, coords, file_index = _read_view_file(where, path)
+            numbers = _frame_numbers(where, path, file_index)
+            if first_index is None:
+                first_index = file_index
+                frames_of.append((path, numbers))
+            elif len(file_index) == len(first_index) and not file_index.equals(first_index):
+                raise ViewError(
+                    f"{where}: {path} and {members[0][0]} are members of one ensemble but list other frames "
+                    f"(frame index {_first_difference(file_index, first_index)})"
+                )
             if reference is None:
                 reference, index = (source.camera, path, parts), list(file_index)
             elif set(parts) != set(reference[2]):
@@ -199,9 +214,12 @@ def read_views(
         read.append(members)
     assert reference is not None
     window = _rig_frames(context, sources, read, n_frames)
+    _check_same_frames(context, sources, frames_of, window)
     pixels, likelihood, variance = [], [], []  # per camera
     for source, members in zip(sources, read):
         frames = slice(source.frame_offset, source.frame_offset + window)
+        for path, values, _ in members:
+            _check_likelihood(_where(context, source), path, values[frames, :, 2], source.frame_offset, reference[2])
         if image_sizes is not None and source.camera in image_sizes:
             for path, values, _ in members:
                 _check_pixels(_where(context, source), path, values[frames], image_sizes[source.camera], reference[2])
@@ -251,6 +269,61 @@ def _read_view_file(where: str, path: Path) -> tuple[Array, list[str], list[str]
     return values[..., [file_coords.index(c) for c in coords]], bodyparts, coords, index
 
 
+def _frame_numbers(where: str, path: Path, index: pd.Index) -> NDArray[np.int64] | None:
+    """The frame number of each row of a file (its index), each once; None for an index that
+    is not numbers (image names, say), which is only checked for repeats."""
+    if index.has_duplicates:
+        repeated = _plain(index[index.duplicated()][0])
+        rows = np.flatnonzero(index == repeated)[:2].tolist()
+        raise ViewError(f"{where}: {path}: frame index {repeated!r} on rows {rows[0]} and {rows[1]}; each frame once")
+    if not pd.api.types.is_numeric_dtype(index):
+        return None
+    values = index.to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ViewError(f"{where}: {path}: frame index {_plain(index[row])!r} (row {row}) is not a frame number")
+    return values.astype(np.int64)
+
+
+def _first_difference(index: pd.Index, other: pd.Index) -> str:
+    """The first row where two indices of one length differ, for a message."""
+    row = int(np.flatnonzero(index.to_numpy() != other.to_numpy())[0])
+    return f"{_plain(index[row])!r} and {_plain(other[row])!r} on row {row}"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, for messages (``7``, not ``np.int64(7)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_same_frames(
+    context: str, sources: Sequence[ViewSource], frames_of: list[tuple[Path, NDArray[np.int64] | None]], window: int
+) -> None:
+    """Rig frame ``t`` of every camera is frame ``t + frame_offset`` of its file: where the files
+    number their frames, row ``t + frame_offset`` must be frame number ``t + frame_offset`` less
+    the same shift in every camera (a view indexed 100..139 is not the instants of views 0..39)."""
+    numbered = [
+        (source, path, numbers[source.frame_offset : source.frame_offset + window] - source.frame_offset)
+        for source, (path, numbers) in zip(sources, frames_of)
+        if numbers is not None
+    ]
+    if len(numbered) < 2:
+        return
+    first, first_path, expected = numbered[0]
+    for source, path, rig_frames in numbered[1:]:
+        differ = np.flatnonzero(rig_frames != expected)
+        if differ.size:
+            t = int(differ[0])
+            offsets = " after the frame offsets" if any(s.frame_offset for s in sources) else ""
+            raise ViewError(
+                f"{_where(context, source)}: {path}: row {t + source.frame_offset} is frame "
+                f"{rig_frames[t] + source.frame_offset}, but the same rig frame of camera {first.camera!r} "
+                f"({first_path}, row {t + first.frame_offset}) is frame {expected[t] + first.frame_offset}: "
+                f"the views must index the same frames{offsets} ({differ.size} rig frame(s) differ)"
+            )
+
+
 def _rig_frames(context: str, sources: Sequence[ViewSource], read: list, n_frames: int | None) -> int:
     """The number of rig frames, checked against every camera's rows and offset."""
     rows = {s.camera: len(members[0][1]) for s, members in zip(sources, read)}
@@ -280,6 +353,18 @@ def _rig_frames(context: str, sources: Sequence[ViewSource], read: list, n_frame
             f"{context}no frame is common to all views after the frame offsets (frames after offset: {after})"
         )
     return window
+
+
+def _check_likelihood(where: str, path: Path, likelihood: Array, first_row: int, bodyparts: list[str]) -> None:
+    """Refuse a likelihood outside [0, 1] (rows from ``first_row`` of the file; NaN: not predicted)."""
+    with np.errstate(invalid="ignore"):
+        outside = np.isfinite(likelihood) & ((likelihood < 0) | (likelihood > 1))
+    if outside.any():
+        t, k = np.argwhere(outside)[0]
+        raise ViewError(
+            f"{where}: {path}: likelihood {likelihood[t, k]:g} (row {t + first_row}, body part {bodyparts[k]!r}) "
+            f"is not in [0, 1]; {int(outside.sum())} value(s) like it"
+        )
 
 
 def _check_pixels(where: str, path: Path, values: Array, size: tuple[int, int], bodyparts: list[str]) -> None:

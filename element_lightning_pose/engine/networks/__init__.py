@@ -2,7 +2,8 @@
 
 :class:`HeatmapNet` maps images (B, 3, H, W) -- ``uint8`` or floats in [0, 1]; normalisation
 happens inside -- to heatmap logits (B, K, H/4, W/4). :meth:`HeatmapNet.keypoints` returns
-(x, y, confidence) in network-input pixels.
+(x, y, confidence) in network-input pixels. A trained network's checkpoint file is read (and
+described: configuration, body parts) by :mod:`.checkpoint`.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size,
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
 from element_lightning_pose.engine.model_dir import (
+    DETECTOR_CENTRE,
     ModelInfo,
     check_replaceable,
     read_model_info,
@@ -56,7 +57,6 @@ PathLike = str | os.PathLike
 
 DETECTOR_DIR = "detector"
 POSE_DIR = "pose"
-CENTRE = "centre"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -88,7 +88,7 @@ def write_detector_project(labels: LabeledFrames, out: Path, target: str = "cent
     if target == "keypoints":
         points, names = labels.keypoints, list(labels.bodyparts)
     else:
-        points, names = label_centres(labels.keypoints)[:, None, :], [CENTRE]
+        points, names = label_centres(labels.keypoints)[:, None, :], [DETECTOR_CENTRE]
     write_keypoint_csv(out / "CollectedData.csv", points, names, ("x", "y"), labels.scorer, labels.image_paths)
     return out
 

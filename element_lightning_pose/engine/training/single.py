@@ -50,12 +50,13 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from element_lightning_pose.engine.atomic import atomic_directory, atomic_output
-from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
+from element_lightning_pose.engine.networks.checkpoint import Checkpoint, read_checkpoint
 from element_lightning_pose.engine.training.advice import advise
 from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
@@ -135,7 +136,9 @@ def train_single(
 
     ``resume_from`` continues from a checkpoint (e.g. ``model_dir/checkpoints/last.ckpt``):
     optimizer, schedule, epoch counter and history carry on; the split is re-read from
-    ``model_dir/splits.csv`` when present so resumed training sees the same frames.
+    ``model_dir/splits.csv`` when present so resumed training sees the same frames. A checkpoint
+    of another network (body parts, backbone or head, :func:`check_resumable`) is refused
+    before anything is written.
 
     The run writes into a staging directory beside ``model_dir`` that replaces it whole only
     when training succeeds: a failed run (bad video, exception mid-fit, a kill) leaves an
@@ -150,8 +153,10 @@ def train_single(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
     logger.info(advise(labels, config).summary())  # the animal's size in heatmap pixels, and what to train
-    if resume_from is not None and not Path(resume_from).is_file():
-        raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
+    if resume_from is not None:
+        if not Path(resume_from).is_file():
+            raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
+        check_resumable(read_checkpoint(resume_from), config, labels.bodyparts)
     check_replaceable(model_dir)
     splits = project_splits(
         labels, config.data, project_root, saved=model_dir / "splits.csv" if resume_from is not None else None
@@ -172,6 +177,27 @@ def train_single(
     except _OtherRank as other:
         return other.result
     return result
+
+
+def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list[str]) -> None:
+    """Refuse to resume from a checkpoint of another network than this run's.
+
+    Its heatmap channels must be the project's body parts in the same order (a channel would
+    otherwise go on learning another body part), and its backbone and head
+    (``model.model_type``) the configuration's (their weights would not fit). The
+    :class:`ConfigError` names each difference.
+    """
+    theirs, ours = checkpoint.config.model, config.model
+    differences = []
+    if list(checkpoint.bodyparts) != list(bodyparts):
+        order = " (the same body parts in another order)" if sorted(checkpoint.bodyparts) == sorted(bodyparts) else ""
+        differences.append(f"body parts {list(checkpoint.bodyparts)}, the project's are {list(bodyparts)}{order}")
+    if theirs.backbone != ours.backbone:
+        differences.append(f"backbone {theirs.backbone!r}, model.backbone is {ours.backbone!r}")
+    if theirs.model_type != ours.model_type:
+        differences.append(f"head {theirs.model_type!r}, model.model_type is {ours.model_type!r}")
+    if differences:
+        raise ConfigError(f"{checkpoint.path}: cannot resume from this checkpoint: it has " + "; ".join(differences))
 
 
 class _OtherRank(Exception):

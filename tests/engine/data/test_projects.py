@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -195,6 +196,58 @@ def test_multiview_layout_errors(rig_project, tmp_path):
         load_project(root)
 
 
+def _rewrite_rows(csv: Path, edit) -> None:
+    """Apply ``edit`` to the data rows (lines after the 3-row header) of a label CSV."""
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:3] + edit(lines[3:])) + "\n")
+
+
+def _renumbered(rows: list[str], shift: int) -> list[str]:
+    """Rows whose image is another frame: img<N>.png -> img<N + shift>.png (the image copied)."""
+    import re
+
+    return [re.sub(r"img(\d+)\.png", lambda m: f"img{int(m.group(1)) + shift:05d}.png", row) for row in rows]
+
+
+@pytest.mark.parametrize("case", ["other_frames", "other_order", "other_session"])
+def test_multiview_views_must_label_the_same_instants(rig_project, tmp_path, case):
+    """Issue 26, item 12: views with the same number of rows were paired row by row whatever
+    frames they held (a view of frames 100..139 with views of frames 0..39)."""
+    import shutil
+
+    root = Path(shutil.copytree(rig_project.root, tmp_path / "copy"))
+    csv = root / "CollectedData_cam1.csv"
+    folder = root / "labeled-data" / "session0_cam1"
+    if case == "other_frames":
+        for image in sorted(folder.glob("img*.png"), reverse=True):  # the images exist: only the frames differ
+            shutil.copy(image, folder / f"img{int(image.stem[3:]) + 100:05d}.png")
+        _rewrite_rows(csv, lambda rows: _renumbered(rows, 100))
+        words = ["CollectedData_cam1.csv, row 1 (labeled-data/session0_cam1/img00", "not the instant of row 1 of"]
+    elif case == "other_order":
+        _rewrite_rows(csv, lambda rows: rows[1:] + rows[:1])
+        words = ["row 1", "the same frames in another order: sort the CSVs alike"]
+    else:
+        other = root / "labeled-data" / "session9_cam1"
+        shutil.copytree(folder, other)
+        _rewrite_rows(csv, lambda rows: [rows[0].replace("session0_cam1", "session9_cam1"), *rows[1:]])
+        words = ["row 1 (labeled-data/session9_cam1/", "(labeled-data/session0_cam0/"]
+    with pytest.raises(ProjectError) as caught:
+        load_project(root)
+    message = str(caught.value)
+    assert message.startswith(f"{csv}, row ") and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_multiview_instants_are_the_frame_in_the_session():
+    from element_lightning_pose.engine.data.projects import instant_of
+
+    top = instant_of("labeled-data/stopwatch_top/img00042.png", "top")
+    assert top == instant_of("labeled-data/stopwatch_bot/img042.png", "bot") == ("labeled-data/stopwatch_", "42")
+    assert instant_of("top/frame_7.png", "top") == instant_of("side/frame_7.png", "side")
+    assert instant_of("camA/7.png", "top") == (None, "7")  # a folder without the view's name: the frame only
+
+
 def test_data_config_names_the_keys():
     config = TrainConfig.from_dict({"data": {"csv_file": ["a.csv", "b.csv"], "view_names": ["top", "side"]}})
     assert config.data.multiview == "shared"
@@ -282,3 +335,112 @@ def test_rig_project_is_deterministic(tmp_path):
     assert [cam.name for cam in group.cameras] == first.camera_names == ["cam0", "cam1"]
     assert a["pixels"].shape == (2, 12, len(first.bodyparts), 2)
     assert set(first.board_videos) == {"cam0", "cam1"} and all(p.is_file() for p in first.board_videos.values())
+
+
+# ------------------------------------------------------------------ DeepLabCut's two label files (issue 26, item 13)
+
+
+def _h5_beside_the_csv(folder: Path, edit=None) -> Path:
+    """DeepLabCut writes both files; the .h5 from the CSV's labels, changed by ``edit`` (a DataFrame edit)."""
+    csv = folder / "CollectedData_Alice.csv"
+    frame = pd.read_csv(csv, header=[0, 1, 2], index_col=[0, 1, 2])
+    if edit is not None:
+        frame = edit(frame)
+    frame.to_hdf(csv.with_suffix(".h5"), key="df_with_missing", mode="w")
+    return csv
+
+
+def test_a_dlc_csv_and_the_same_h5_read_as_the_csv(tmp_path, caplog):
+    truth = make_dlc_project(tmp_path, folders={"v1": 3})
+    csv = _h5_beside_the_csv(tmp_path / "labeled-data" / "v1")
+    with caplog.at_level("INFO", logger="element_lightning_pose"):
+        labels = read_dlc_project(tmp_path)
+    np.testing.assert_array_equal(labels.keypoints, truth["v1"])
+    assert f"{csv}: read (the labels of CollectedData_Alice.h5 beside it are the same)" in caplog.text
+
+
+def _moved(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[1, 2] += 4.0  # ear_l's x of the second image, moved by 4 px
+    return frame
+
+
+def _unlabeled(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.iloc[2, 0:2] = np.nan  # snout of the third image no longer labeled
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (_moved, ["labeled-data/v1/img013.png keypoint 'ear_l' is [", "in the .h5 (1 label(s) differ)"]),
+        (_unlabeled, ["labeled-data/v1/img023.png keypoint 'snout'", "nan"]),
+        (lambda f: f.iloc[:2], ["images only in the CSV ['labeled-data/v1/img023.png']"]),
+    ],
+    ids=["moved", "unlabeled", "fewer_images"],
+)
+def test_a_dlc_csv_that_disagrees_with_its_h5_is_refused(tmp_path, edit, words):
+    """The CSV won silently over a disagreeing .h5, from which DeepLabCut trains."""
+    make_dlc_project(tmp_path, folders={"v1": 3})
+    csv = _h5_beside_the_csv(tmp_path / "labeled-data" / "v1", edit)
+    with pytest.raises(ProjectError) as caught:
+        read_dlc_project(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{csv}: disagrees with CollectedData_Alice.h5 beside it") and "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_dlc_h5_not_compared_without_pytables_is_said(tmp_path, monkeypatch, caplog):
+    make_dlc_project(tmp_path, folders={"v1": 2})
+    _h5_beside_the_csv(tmp_path / "labeled-data" / "v1", _moved)
+    monkeypatch.setitem(sys.modules, "tables", None)  # as on a machine without PyTables
+    with caplog.at_level("WARNING", logger="element_lightning_pose"):
+        read_dlc_project(tmp_path)
+    assert "CollectedData_Alice.h5 beside it is not compared" in caplog.text and "PyTables" in caplog.text
+
+
+# ------------------------------------------------------------------ a broken DeepLabCut project (issue 26, item 21)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("scorer: Alice\nbodyparts: [snout, tail\n", "config.yaml: not valid YAML (expected ',' or ']'"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe\x00", "config.yaml: not a text file (byte 0x89 at 0 is not UTF-8)"),
+        (b"scorer: \x00", "config.yaml: not valid YAML (unacceptable character #x0000"),
+        ("", "config.yaml: empty"),
+        ("- snout\n- tail\n", "config.yaml: a YAML list, not a mapping of DeepLabCut settings"),
+        ("scorer: Alice\nbodyparts: snout\n", "config.yaml: bodyparts must be a non-empty list of names"),
+    ],
+    ids=["invalid", "binary", "nul", "empty", "list", "bodyparts"],
+)
+def test_a_broken_dlc_config_says_what_is_wrong(tmp_path, capsys, content, words):
+    """Each was reported as "no labels found"."""
+    from element_lightning_pose.cli import main
+
+    make_dlc_project(tmp_path / "dlc", folders={"v1": 2})
+    config = tmp_path / "dlc" / "config.yaml"
+    config.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ProjectError) as caught:
+        load_project(tmp_path / "dlc")
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert main(["train", str(tmp_path / "dlc"), "--model-dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "no labels found" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_dlc_config_without_labeled_data_says_so(tmp_path):
+    make_dlc_project(tmp_path, folders={"v1": 2})
+    shutil.rmtree(tmp_path / "labeled-data")
+    with pytest.raises(ProjectError, match=r"labeled-data: folder not found; .*config\.yaml is a DeepLabCut config"):
+        detect_layout(tmp_path)
+
+
+def test_another_tools_config_yaml_is_not_taken_for_deeplabcuts(tmp_path):
+    """A Lightning Pose config.yaml (no bodyparts) beside no labels: still "no labels found"."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"image_resize": [64, 64]}}))
+    with pytest.raises(ProjectError, match="no labels found"):
+        detect_layout(tmp_path)

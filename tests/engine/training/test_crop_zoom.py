@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,6 +168,70 @@ def test_a_missing_stage_names_the_file(crop_zoom_dir, tmp_path):
     (broken / "detector" / "checkpoints" / "best.ckpt").unlink()
     with pytest.raises(ModelDirectoryError, match="detector"):
         read_model_info(broken)
+
+
+def _copy_with(crop_zoom_dir, tmp_path, edit=None, detector=None):
+    """A copy of the crop-zoom model, its model.json's crop_zoom block edited, its detector/ replaced."""
+    model = Path(shutil.copytree(crop_zoom_dir, tmp_path / "model"))
+    if edit is not None:
+        data = json.loads((model / "model.json").read_text())
+        edit(data["crop_zoom"])
+        (model / "model.json").write_text(json.dumps(data))
+    if detector is not None:
+        shutil.rmtree(model / "detector")
+        shutil.copytree(detector, model / "detector")
+    return model
+
+
+def test_a_replaced_detector_stage_is_refused(crop_zoom_dir, tiny_model_dir, tmp_path):
+    """Issue 26, item 15: detector/ replaced by a 9-keypoint model predicted with rc 0."""
+    from element_lightning_pose.engine.inference.models import load_model
+
+    model = _copy_with(crop_zoom_dir, tmp_path, detector=tiny_model_dir)
+    message = r"detector/model\.json: the crop-zoom detector stage predicts \['nose', .*needs \['centre'\]"
+    with pytest.raises(ModelDirectoryError, match=message):
+        read_model_info(model)
+    with pytest.raises(ModelDirectoryError, match=message):
+        load_model(model, device="cpu")
+
+
+def test_a_detector_target_other_than_the_detectors_is_refused(crop_zoom_dir, tmp_path):
+    model = _copy_with(crop_zoom_dir, tmp_path, edit=lambda block: block.update(detector_target="keypoints"))
+    with pytest.raises(ModelDirectoryError, match=r"predicts \['centre'\].*detector_target 'keypoints'"):
+        read_model_info(model)
+
+
+def test_a_replaced_stage_checkpoint_is_refused(crop_zoom_dir, tiny_model_dir, tmp_path):
+    """The stage's model.json kept, its checkpoint another model's: the checkpoint is compared too."""
+    from element_lightning_pose.engine.inference.models import load_model
+
+    model = _copy_with(crop_zoom_dir, tmp_path)
+    shutil.copy(tiny_model_dir / "checkpoints" / "best.ckpt", model / "detector" / "checkpoints" / "best.ckpt")
+    read_model_info(model)  # the descriptions agree
+    with pytest.raises(ModelDirectoryError, match=r"detector/checkpoints/best\.ckpt: the checkpoint predicts \['nose'"):
+        load_model(model, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("detector", "crop_zoom.detector must be an object with the stage's 'dir', got str 'detector'"),
+        (["detector"], "crop_zoom.detector must be an object"),
+        ({"dir": 5}, "crop_zoom.detector.dir must be a folder name, got 5"),
+        ({"dir": "../detector"}, "crop_zoom.detector.dir '../detector' cannot name a folder: it holds '/'"),
+        ({"dir": ".."}, "crop_zoom.detector.dir '..' cannot name a folder"),
+    ],
+    ids=["string", "list", "number", "parent", "dotdot"],
+)
+def test_a_malformed_stage_entry_is_one_error(crop_zoom_dir, tmp_path, value, words):
+    """Issue 26, item 23: crop_zoom.detector as a string was an AttributeError traceback."""
+    from element_lightning_pose.engine.inference.models import load_model
+
+    model = _copy_with(crop_zoom_dir, tmp_path, edit=lambda block: block.update(detector=value))
+    for load in (read_model_info, lambda m: load_model(m, device="cpu")):
+        with pytest.raises(ModelDirectoryError) as caught:
+            load(model)
+        assert words in str(caught.value) and str(model / "model.json") in str(caught.value)
 
 
 def test_detector_miss_is_nan_with_likelihood_zero(crop_zoom_dir, tiny_project):

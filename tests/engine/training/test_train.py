@@ -23,6 +23,7 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import read_splits, split_frames
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.model_dir import ModelDirectoryError
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.augmentation import Augmenter
 from element_lightning_pose.engine.training.datasets import LabeledDataset
@@ -460,3 +461,72 @@ def test_cli_invalid_yaml_in_set_is_one_line_and_writes_nothing(project, tmp_pat
     assert code == 2 and captured.out == ""
     assert captured.err.count("\n") == 1 and "data.image_resize=[64, 64" in captured.err
     assert "Traceback" not in captured.err and not (tmp_path / "m").exists()
+
+
+# --------------------------------------------------------------------------- resume: the same network (issue 26, item 11)
+
+
+def reordered_project(project_root: Path, copy_to: Path) -> Path:
+    """A copy of the project whose label CSV lists the body parts in reverse order."""
+    copy = Path(shutil.copytree(project_root, copy_to))
+    frame = pd.read_csv(copy / "CollectedData.csv", header=[0, 1, 2], index_col=0)
+    parts = list(dict.fromkeys(frame.columns.get_level_values(1)))
+    frame[[c for part in reversed(parts) for c in frame.columns if c[1] == part]].to_csv(copy / "CollectedData.csv")
+    return copy
+
+
+@pytest.mark.parametrize("case", ["bodypart_order", "backbone", "head", "csv", "other_program"])
+def test_resume_refuses_a_checkpoint_of_another_network(trained, project, tmp_path, case):
+    """Body parts in another order resumed with rc 0 (a heatmap channel went on from another body
+    part); another backbone or head, or a CSV as checkpoint, was a raw traceback."""
+    model_dir = Path(shutil.copytree(trained.model_dir, tmp_path / "model"))
+    checkpoint = model_dir / "checkpoints" / "last.ckpt"
+    root, config = project.root, TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
+    if case == "bodypart_order":
+        root = reordered_project(project.root, tmp_path / "reordered")
+        error, words = (
+            ConfigError,
+            ["body parts ['nose', 'head'", "the project's are ['paw_right_hind'", "another order"],
+        )
+    elif case == "backbone":
+        config = config.with_overrides(["model.backbone=resnet34"])
+        error, words = ConfigError, ["backbone 'resnet18', model.backbone is 'resnet34'"]
+    elif case == "head":
+        config = config.with_overrides(["model.model_type=context"])
+        error, words = ConfigError, ["head 'heatmap', model.model_type is 'context'"]
+    elif case == "csv":
+        checkpoint = project.root / "CollectedData.csv"
+        error, words = ModelDirectoryError, ["CollectedData.csv: not a checkpoint"]
+    else:
+        checkpoint = tmp_path / "other.ckpt"
+        torch.save({"epoch": 3, "state_dict": {}}, checkpoint)
+        error, words = ModelDirectoryError, ["other.ckpt: not a checkpoint of this engine"]
+    before = snapshot(model_dir)
+    with pytest.raises(error) as caught:
+        train(config, root, model_dir, resume_from=checkpoint, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{checkpoint}: ")
+    for word in words:
+        assert word in message, (word, message)
+    assert snapshot(model_dir) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no stage left
+
+
+def test_cli_resume_from_a_csv_is_one_line(trained, project, tmp_path, capsys):
+    model_dir = Path(shutil.copytree(trained.model_dir, tmp_path / "model"))
+    csv = project.root / "CollectedData.csv"
+    sets = ["--set=model.backbone=resnet18", "--set=model.pretrained=false", "--set=data.image_resize=[64,64]"]
+    code = elp(
+        ["train", str(project.root), "--model-dir", str(model_dir), "--no-progress", "--resume", str(csv), *sets]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and f"{csv}: not a checkpoint" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_a_time_limit_of_a_nanosecond_trains_the_contract(project, tmp_path):
+    """1e-9 s (issue 26, item 20) was refused as a string; it stops before the first step."""
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_time_s=1e-9"])
+    result = train(config, project.root, tmp_path / "m", progress=False)
+    assert result.best_checkpoint.is_file() and (tmp_path / "m" / "model.json").is_file()
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["steps"] == 0

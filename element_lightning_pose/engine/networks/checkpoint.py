@@ -1,0 +1,70 @@
+"""A trained network's checkpoint file, read in one place: :func:`read_checkpoint`.
+
+A checkpoint (``model_dir/checkpoints/best.ckpt``, ``last.ckpt``) is the training module's
+Lightning checkpoint: the weights (``state_dict``, the network's under ``net.``), the optimiser
+state, and the ``hyper_parameters`` the module saved, which rebuild the network without the
+project: the full training configuration (``config``), the body parts in heatmap-channel order
+(``bodyparts``) and the fitted PCAs (``pca``). Inference loads the weights from it; a resumed
+run compares it with the project and the configuration before training.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.model_dir import ModelDirectoryError
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint holds: the network's description (``config``, ``bodyparts``), every
+    hyper-parameter the module saved, and the state dict (memory-mapped: tensors not used
+    are never read)."""
+
+    path: Path
+    config: TrainConfig
+    bodyparts: list[str]
+    hyper_parameters: Mapping[str, Any]
+    state_dict: Mapping[str, torch.Tensor]
+
+    @property
+    def network_weights(self) -> dict[str, torch.Tensor]:
+        """The network's tensors, named as in the network (``net.`` prefix removed)."""
+        return {k.removeprefix("net."): v for k, v in self.state_dict.items() if k.startswith("net.")}
+
+
+def read_checkpoint(path: PathLike) -> Checkpoint:
+    """The checkpoint at ``path``, on the CPU; :class:`ModelDirectoryError` naming the file for a
+    file that is not one (a CSV, a truncated copy) or a checkpoint of another program."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch's own error misleads
+        raise ModelDirectoryError(f"{path}: not a checkpoint (not a PyTorch archive)")
+    try:
+        # mmap: the optimizer state (twice the weights) is never read unless used
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # torch and pickle raise many types for a damaged archive
+        raise ModelDirectoryError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    hparams = state.get("hyper_parameters") if isinstance(state, Mapping) else None
+    if not (
+        isinstance(hparams, Mapping)
+        and isinstance(hparams.get("config"), Mapping)
+        and isinstance(hparams.get("bodyparts"), list)
+        and isinstance(state.get("state_dict"), Mapping)
+    ):
+        raise ModelDirectoryError(
+            f"{path}: not a checkpoint of this engine (no hyper-parameters 'config' and 'bodyparts', or no state dict)"
+        )
+    config = TrainConfig.from_dict(dict(hparams["config"]), source=str(path))
+    return Checkpoint(path, config, list(hparams["bodyparts"]), hparams, state["state_dict"])
