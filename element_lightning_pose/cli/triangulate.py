@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from element_lightning_pose.cli import ArgumentError
+from element_lightning_pose.engine import config
 from element_lightning_pose.engine.atomic import check_output
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.engine.multicam.io import (
@@ -147,15 +147,7 @@ def read_skeleton(path: Path, bodyparts: list[str] | None = None) -> list[list[s
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items -> a nested dict (dotted keys), values read as YAML."""
     values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ArgumentError(f"--set {item!r} is not KEY=VALUE, e.g. smoother.iterations=20")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ArgumentError(f"--set {item!r}: the value is not valid YAML ({type(exc).__name__})") from None
+    for item, parts, value in config.parse_assignments(items, "--set", "smoother.iterations=20"):
         node = values
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -575,29 +575,35 @@ class TrainConfig(_Section):
     def with_overrides(self, assignments: list[str]) -> TrainConfig:
         """Apply ``section.key=value`` strings (values parsed as YAML), e.g. from ``--set``."""
         values = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. training.max_epochs=10")
+        for assignment, parts, value in parse_assignments(assignments, "override", "training.max_epochs=10"):
             node = values
-            parts = key.strip().split(".")
             for part in parts[:-1]:
                 if not isinstance(node.get(part), dict):
                     raise ConfigError(f"override {assignment!r}: unknown section {part!r}")
                 node = node[part]
-            node[parts[-1]] = _parse_override_value(assignment, raw)
+            node[parts[-1]] = value
         return TrainConfig.from_dict(values, source="overrides")
 
 
-def _parse_override_value(assignment: str, raw: str) -> Any:
-    """``raw`` parsed as YAML; invalid YAML is a one-line ConfigError naming the override."""
-    try:
-        return load_yaml(raw)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at character {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem}{where})") from None
+def parse_assignments(items: list[str], what: str, example: str) -> list[tuple[str, list[str], Any]]:
+    """``KEY=VALUE`` strings (``--set``) as ``(item, dotted key parts, value)``, each value read as
+    YAML (:func:`load_yaml`: ``1e-9`` is a number). ``what`` and ``example`` word the one-line
+    :class:`ConfigError` of an item that is not ``KEY=VALUE`` or whose value is not YAML."""
+    parsed = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE, e.g. {example}")
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at character {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({problem}{where})") from None
+        parsed.append((item, [part.strip() for part in parts], value))
+    return parsed
 
 
 def _type_name(annotation: Any) -> str:

@@ -299,3 +299,15 @@ def test_calibration_with_more_cameras_than_views(tmp_path, capsys):
     )
     assert done.returncode == 2 and "at least two cameras" in done.stderr and "['cam1']" in done.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_set_values_are_read_as_the_training_configuration_reads_them():
+    """One --set parser for `elp train` and `elp triangulate`: 1e-3 is a number in both (YAML 1.1 alone
+    reads it as a string), dotted keys nest, and a bad item is one line naming it."""
+    from element_lightning_pose.cli.triangulate import parse_assignments
+    from element_lightning_pose.engine.config import ConfigError
+
+    values = parse_assignments(["robust.sigma_px=1e-3", "method=robust", "smoother.iterations=20"])
+    assert values == {"robust": {"sigma_px": 0.001}, "method": "robust", "smoother": {"iterations": 20}}
+    with pytest.raises(ConfigError, match=r"--set 'robust': expected KEY=VALUE, e.g. smoother.iterations=20"):
+        parse_assignments(["robust"])
