@@ -23,8 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from element_lightning_pose.engine.safe_paths import check_path_part
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 def _as_list(value) -> list[Path]:

@@ -35,8 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from element_lightning_pose.engine.errors import ElpError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 # Kernel pseudo-file systems: writing there changes the system, never makes an output file.
 _PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"))

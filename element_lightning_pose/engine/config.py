@@ -9,7 +9,6 @@ fault. :func:`parameter_reference` lists every parameter for the documentation.
 from __future__ import annotations
 
 import numbers
-import os
 import re
 import types
 import typing
@@ -31,8 +30,7 @@ from pydantic import (
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError, describe_validation_error
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 def _is_numpy_bool(value: Any) -> bool:

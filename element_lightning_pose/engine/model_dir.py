@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,8 @@ import yaml
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_path_part
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
-
-PathLike = str | os.PathLike
 
 MODEL_JSON = "model.json"
 CONFIG_YAML = "config.yaml"

@@ -23,8 +23,7 @@ import re
 from pathlib import Path
 
 from element_lightning_pose.engine.errors import ElpError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")

@@ -29,8 +29,7 @@ from matplotlib.patches import Patch
 from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.config import SPLITS
 from element_lightning_pose.engine.errors import ElpError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 POSTERIOR_BAND_GID = "posterior_band"  # marks the EKS band's PolyCollection in a figure
 Z_95 = 1.959963984540054  # two-sided 95% interval of a Gaussian

@@ -7,7 +7,6 @@ The schema modules (and so DataJoint) are imported only when one of these is cal
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from element_lightning_pose.engine.config import SPLITS
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.plotting.core import (
     ALL_BODYPARTS,
     PlotError,
@@ -22,8 +22,6 @@ from element_lightning_pose.plotting.core import (
     plot_traces,
     write_labeled_video,
 )
-
-PathLike = str | os.PathLike
 
 
 def _one_key(table, key: dict, what: str) -> dict:

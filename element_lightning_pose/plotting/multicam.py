@@ -12,13 +12,13 @@ one predictions CSV per camera, which :func:`~element_lightning_pose.plotting.co
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.plotting.core import (
     POSTERIOR_BAND_GID,
     Z_95,
@@ -29,7 +29,6 @@ from element_lightning_pose.plotting.core import (
     save_figure,
 )
 
-PathLike = str | os.PathLike
 AXES = ("x", "y", "z")
 
 

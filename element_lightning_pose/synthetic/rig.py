@@ -17,7 +17,6 @@ Units: millimetres. The world frame has ``z`` up, the arena floor at ``z = 0``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,8 @@ from numpy.typing import NDArray
 
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 Array = NDArray[np.float64]
 
 

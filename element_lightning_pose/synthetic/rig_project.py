@@ -31,9 +31,8 @@ from element_lightning_pose.engine.atomic import atomic_output, write_text_atomi
 from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import write_calibration
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.synthetic.rig import make_body, make_rig, render_board_videos, render_body_videos
-
-PathLike = str | os.PathLike
 
 # The board of the calibration videos: 7 x 5 ChArUco squares of 50 mm (markers 37 mm, 4x4 bits).
 BOARD = Board("charuco", 7, 5, 50.0, 37.0, 4, 50)

@@ -39,9 +39,10 @@ import cv2
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.data.keypoints import PathLike, write_keypoint_csv
+from element_lightning_pose.engine.data.keypoints import write_keypoint_csv
 from element_lightning_pose.engine.data.video import write_video
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.synthetic.projects import (
     BLOB_RADIUS,
     LABEL_SCORER,

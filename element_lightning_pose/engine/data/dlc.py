@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from dataclasses import replace
 from io import StringIO
 from pathlib import Path
@@ -27,8 +26,8 @@ from element_lightning_pose.engine.data.labels import (
     read_labels,
 )
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)
 
 

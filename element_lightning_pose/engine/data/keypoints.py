@@ -9,7 +9,6 @@ leaves a truncated CSV behind.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +18,7 @@ import pandas as pd
 
 from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.errors import ProjectError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HEADER_LABELS = ("scorer", "bodyparts", "coords")

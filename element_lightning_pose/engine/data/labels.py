@@ -12,7 +12,6 @@ training and inference share them.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,9 +24,7 @@ from PIL import Image
 from element_lightning_pose.engine.data.keypoints import HEADER_LABELS, IMAGE_SUFFIXES
 from element_lightning_pose.engine.data.video import resize_frame
 from element_lightning_pose.engine.errors import ProjectError
-
-PathLike = str | os.PathLike
-
+from element_lightning_pose.engine.types import PathLike
 
 # Coordinates a label file may hold; "likelihood" is tolerated (some tools write it) and ignored.
 LABEL_COORDS = ("x", "y", "visible", "likelihood")

@@ -9,7 +9,6 @@ entry: the labels of any layout as one :class:`~.labels.LabeledFrames`, and the 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from element_lightning_pose.engine.data.dlc import (
 from element_lightning_pose.engine.data.labels import LabeledFrames, concat_labels, read_labels
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.safe_paths import check_name
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)
 
 

@@ -7,7 +7,6 @@ project, or a seeded draw), and ``splits.csv`` in a model directory is written a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from element_lightning_pose.engine.config import SPLITS, DataConfig
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.data.labels import LabeledFrames
 from element_lightning_pose.engine.errors import ProjectError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 def split_frames(n_frames: int, train_prob: float, val_prob: float, seed: int) -> np.ndarray:

@@ -7,7 +7,6 @@ the batches (OpenCV releases the GIL while it decodes and resizes).
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -19,8 +18,7 @@ import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.errors import ElpError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 # Forward gaps up to this many frames are crossed by decoding (grab) rather than seeking:
 # a seek restarts decoding at the previous key frame, which costs about as much.

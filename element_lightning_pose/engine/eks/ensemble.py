@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +13,6 @@ from element_lightning_pose.engine.eks.params import (
     VarMode,
     check_choice,
 )
-
-PathLike = str | os.PathLike
 
 VAR_FLOOR = 1e-12  # eks clips R_t to this; keeps w_t = 1/R_t finite when all members agree
 LIKELIHOOD_FLOOR = 1e-5  # eks: a single member's variance is 1 / max(likelihood, 1e-5)

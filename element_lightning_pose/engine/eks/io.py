@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,8 +11,7 @@ import numpy as np
 
 from element_lightning_pose.engine.data.keypoints import read_predictions, write_keypoint_csv
 from element_lightning_pose.engine.errors import ProjectError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 # Columns of each keypoint in the smoothed CSV, in eks's order.
 EKS_COORDS = (

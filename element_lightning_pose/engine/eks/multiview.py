@@ -10,7 +10,6 @@ that this module reuses.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +39,7 @@ from element_lightning_pose.engine.eks.singleview import (
     shrink_variance,
     smooth,
 )
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 @dataclass

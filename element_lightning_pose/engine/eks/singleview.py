@@ -52,7 +52,6 @@ smoother bridges them and its variance grows across the gap; they never produce 
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,8 +70,7 @@ from element_lightning_pose.engine.eks.params import (
     VarMode,
 )
 from element_lightning_pose.engine.eks.robust import is_robust, smooth_rejecting
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 LOG_S_BOUNDS = (-10.0, 12.0)  # natural log of s in px^2/frame; eks clamps to (-8, 8)
 _LOG_2PI = float(np.log(2.0 * np.pi))

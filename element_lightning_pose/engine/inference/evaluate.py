@@ -6,7 +6,6 @@ imports neither the network nor the predictor.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,8 +15,7 @@ from element_lightning_pose.engine.data.splits import read_splits
 from element_lightning_pose.engine.inference.metrics import long_table, pixel_errors
 from element_lightning_pose.engine.inference.models import PoseModel, load_model
 from element_lightning_pose.engine.inference.predict import predict_labeled
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 def evaluate(

@@ -9,13 +9,11 @@ per body part plus an ``__all__`` row.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-PathLike = str | os.PathLike
 ALL = "__all__"
 
 

@@ -11,7 +11,6 @@ keypoints are mapped back to original-frame pixels.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -45,8 +44,7 @@ from element_lightning_pose.engine.networks import (
 from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
 from element_lightning_pose.engine.networks.checkpoint import read_checkpoint
 from element_lightning_pose.engine.training.pca import KeypointPCA
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 @dataclass

@@ -24,7 +24,6 @@ below the confidence threshold is NaN with likelihood 0 for every keypoint.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
@@ -50,8 +49,7 @@ from element_lightning_pose.engine.networks import (
     pad_edges,
     sliding_windows,
 )
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 # The former name of the one model-directory error (tests and docs import it from here).
 ModelDirError = ModelDirectoryError

@@ -20,7 +20,6 @@ has no ``board_type``: a board with a ``marker_length`` is ChArUco, one without 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ import tomllib
 from numpy.typing import NDArray
 
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 Array = NDArray[np.float64]
 
 _ANIPOSE_KEYS = {

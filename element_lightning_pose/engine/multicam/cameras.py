@@ -41,7 +41,6 @@ trace), including rotations of angle near 0 and near pi.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -55,8 +54,8 @@ from numpy.typing import ArrayLike, NDArray
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_name
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 Array = NDArray[np.float64]
 
 _SMALL_ANGLE = 1e-4  # below this angle, Taylor series replace sin/cos ratios

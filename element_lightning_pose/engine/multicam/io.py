@@ -8,7 +8,6 @@ row per frame (index: frame number), coords :data:`POINTS3D_COORDS` in calibrati
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.engine.multicam.smoother import ensemble_observations
 from element_lightning_pose.engine.safe_paths import check_name
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 Array = NDArray[np.float64]
 
 POINTS3D_COORDS = ("x", "y", "z", "x_var", "y_var", "z_var", "reprojection_error", "n_views")

@@ -19,8 +19,7 @@ from torch.nn import functional as F
 
 from element_lightning_pose.engine.config import BACKBONES
 from element_lightning_pose.engine.errors import ElpError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 BACKBONE_NAMES = BACKBONES  # named in engine.config, the parameters' owner
 

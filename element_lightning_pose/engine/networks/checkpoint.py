@@ -10,7 +10,6 @@ run compares it with the project and the configuration before training.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ import torch
 
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.model_dir import ModelDirectoryError
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 @dataclass(frozen=True)

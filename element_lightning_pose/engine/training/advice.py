@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,7 @@ from element_lightning_pose.engine.data.labels import LabeledFrames, check_image
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 # An animal spanning fewer heatmap pixels than this gets a crop (zoom, or full-resolution crops).
 # 16 heatmap pixels are 64 network-input pixels: two cells of the backbone's deepest, stride-32

@@ -28,7 +28,6 @@ The crop geometry (boxes, affine maps, detected centres) is
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,8 +51,7 @@ from element_lightning_pose.engine.model_dir import (
     write_model_info,
 )
 from element_lightning_pose.engine.training.single import TrainResult, train_single
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 DETECTOR_DIR = "detector"
 POSE_DIR = "pose"

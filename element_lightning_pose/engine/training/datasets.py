@@ -14,7 +14,6 @@ sees them (the network is fully convolutional).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,9 +31,6 @@ from element_lightning_pose.engine.data.labels import (
     load_resized,
 )
 from element_lightning_pose.engine.training.augmentation import Augmenter, CropSampler
-
-PathLike = str | os.PathLike
-
 
 # --------------------------------------------------------------------------- splits
 

@@ -13,14 +13,11 @@ dispatch (:func:`train_network`) for its views.
 
 from __future__ import annotations
 
-import os
-
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
 from element_lightning_pose.engine.training.per_view import PerViewResult, project_views, train_per_view
 from element_lightning_pose.engine.training.single import TrainResult, train_single
-
-PathLike = str | os.PathLike
+from element_lightning_pose.engine.types import PathLike
 
 
 def train(

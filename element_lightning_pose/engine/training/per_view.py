@@ -20,7 +20,6 @@ each view's network is trained (one stage or crop zoom) and passes that trainer 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,8 @@ from element_lightning_pose.engine.data.projects import (
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
 from element_lightning_pose.engine.training.single import TrainResult
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 # trains one network (any kind) on (config, project_root, model_dir) and says what it produced
 NetworkTrainer = Callable[..., TrainResult]
 

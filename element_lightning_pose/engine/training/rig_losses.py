@@ -33,7 +33,6 @@ It travels in the checkpoint's hyper-parameters, so a model reloads without the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +44,8 @@ import torch
 from element_lightning_pose.engine.config import ConfigError, LossesConfig
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.engine.training.pca import resolve_keypoints
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 UNDISTORT_ITERATIONS = 10
 
 

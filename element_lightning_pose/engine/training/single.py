@@ -62,9 +62,9 @@ from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
 
-PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)
 
 

@@ -15,7 +15,6 @@ clip back to ORIGINAL-frame pixels, where the losses' epsilons are defined.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from element_lightning_pose.engine.data.video import iter_frames, resize_frame, 
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.augmentation import Augmenter
+from element_lightning_pose.engine.types import PathLike
 
-PathLike = str | os.PathLike
 CACHE_VERSION = 1
 
 

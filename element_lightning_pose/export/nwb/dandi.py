@@ -5,7 +5,6 @@ nwbinspector's DANDI configuration reads them, the file names of a dandiset's la
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from datetime import datetime, timezone
@@ -14,9 +13,8 @@ from pathlib import Path
 from pynwb import NWBFile
 from pynwb.file import Subject
 
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.export.nwb.inputs import NwbError, SessionInfo, SubjectInfo
-
-PathLike = str | os.PathLike
 
 DANDI_SEXES = ("M", "F", "U", "O")
 

@@ -16,13 +16,12 @@ from pynwb import NWBHDF5IO, NWBFile
 
 from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.safe_paths import inside_root
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.export.nwb.dandi import build_nwbfile, dandi_filename, dandi_path
 from element_lightning_pose.export.nwb.inputs import CameraPose, NwbError, SessionInfo, SubjectInfo, TrainingLabels
 from element_lightning_pose.export.nwb.pose import add_pose, relative_video_path, validate_camera
 from element_lightning_pose.export.nwb.pose3d import MultiCameraPose, add_multicam_pose, validate_multicam
 from element_lightning_pose.export.nwb.training import add_training
-
-PathLike = str | os.PathLike
 
 
 class ForeignNWBFileError(NwbError):

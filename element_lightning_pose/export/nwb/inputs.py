@@ -15,9 +15,6 @@ import numpy as np
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.version import __version__
 
-PathLike = str | os.PathLike
-
-
 BEHAVIOR_MODULE = "behavior"
 SKELETONS_NAME = "Skeletons"
 REFERENCE_FRAME = "(0,0) is the top-left corner of the video frame; x to the right, y down, in pixels"

@@ -38,6 +38,7 @@ from pynwb import NWBFile, ProcessingModule, TimeSeries
 from pynwb.device import Device
 from pynwb.image import ImageSeries
 
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.export.nwb.inputs import (
     BEHAVIOR_MODULE,
     OBJECT_NAME,
@@ -47,9 +48,6 @@ from element_lightning_pose.export.nwb.inputs import (
     NwbError,
     camera_object_names,
 )
-
-PathLike = str | os.PathLike
-
 
 # ----------------------------------------------------------------------------------------------
 # Inputs

@@ -5,7 +5,6 @@ the posterior variance and the reprojection error per camera as ``TimeSeries``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -18,6 +17,7 @@ from ndx_pose import (
 from pynwb import NWBFile, TimeSeries
 
 from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup
+from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.export.nwb.inputs import (
     BEHAVIOR_MODULE,
     OBJECT_NAME,
@@ -40,8 +40,6 @@ from element_lightning_pose.export.nwb.pose import (
     validate_camera,
 )
 from element_lightning_pose.version import __version__
-
-PathLike = str | os.PathLike
 
 
 @dataclass(kw_only=True)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 
@@ -35,8 +34,6 @@ from element_lightning_pose.export.nwb.pose import (
     float_array,
     skeleton_for,
 )
-
-PathLike = str | os.PathLike
 
 
 def training_frame_name(image_path: str) -> str:
