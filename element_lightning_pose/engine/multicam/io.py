@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from element_lightning_pose.engine.data.keypoints import read_keypoint_csv, write_keypoint_csv
+from element_lightning_pose.engine.data.keypoints import (
+    keypoint_frame,
+    read_keypoint_csv,
+    write_keypoint_csv,
+    write_predictions,
+)
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.engine.multicam.smoother import ensemble_observations
@@ -393,8 +398,6 @@ def write_reprojections(
 
     ``likelihood`` (C, T, K) defaults to 1 where the point is finite, 0 elsewhere.
     """
-    from element_lightning_pose.engine.data.keypoints import write_predictions
-
     directory = Path(directory)
     for name in cameras:  # each name is a file name in directory: nothing is written unless all are safe
         check_name(name, "camera name")
@@ -408,6 +411,4 @@ def write_reprojections(
 
 def frame_table(table: Points3D) -> pd.DataFrame:
     """The 3D table as a pandas DataFrame with the (scorer, bodyparts, coords) columns."""
-    from element_lightning_pose.engine.data.keypoints import keypoint_frame
-
     return keypoint_frame(table.values(), table.bodyparts, POINTS3D_COORDS, "element-lightning-pose", table.index)
