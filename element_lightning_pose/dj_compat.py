@@ -141,7 +141,8 @@ def fetch_column(expression: Any, attr: str, order_by: str | None = None) -> lis
 
 def delete_cascading(expression: Any, *, prompt: bool | None = None) -> int:
     """Delete rows and everything that depends on them, the masters of part tables reached
-    included (a ``Triangulation`` whose ``PoseSource`` is a deleted ``PoseEstimation``).
+    included (a ``Triangulation`` whose ``PoseSource``, or an ``EnsembleSmoothing`` whose
+    ``Member``, is a deleted ``PoseEstimation``).
 
     A plain ``delete()`` refuses such a cascade on both generations. ``prompt`` (default:
     ``dj.config['safemode']``) asks before committing. Returns the rows deleted from

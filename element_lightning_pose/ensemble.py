@@ -4,9 +4,19 @@ Tables
 ------
 SmoothingParamSet                 Ensemble Kalman Smoother parameters, deduplicated by hash
 EnsembleSmoothingTask (+ Member)  the pose-estimation tasks (one per model) of one recording
-EnsembleSmoothing (+ BodyPartPosition)  smoothed traces with ensemble and posterior variance
+EnsembleSmoothing (+ BodyPartPosition,  smoothed traces with ensemble and posterior variance;
+  Member)                         foreign keys to the members' PoseEstimation rows read
 
 The smoother itself is ``element_lightning_pose.engine.eks`` (numpy, no database).
+
+A smoothing depends on the 2D it was computed from: ``EnsembleSmoothing.Member`` is a foreign
+key to each member's ``PoseEstimation``, so deleting one of those (to compute it again from a
+changed video, say) deletes the smoothing, its body-part rows and, through
+``multicam.Triangulation.EnsembleSource``, the triangulations computed from it. The cascade
+reaches a part table without its master, which DataJoint refuses by default (an error naming
+the part table, nothing deleted): ``dj_compat.delete_cascading`` includes the masters (0.14:
+``force_masters=True``; 2.x: ``part_integrity="cascade"``). A smoothing is never left beside
+changed 2D.
 """
 
 from __future__ import annotations
@@ -156,6 +166,9 @@ class EnsembleSmoothingTask(dj.Manual):
 class EnsembleSmoothing(dj.Computed):
     """Smoothed pose of an ensemble (Ensemble Kalman Smoother).
 
+    The part table ``Member`` is a foreign key to each ``PoseEstimation`` read: deleting one of
+    those deletes this row (see the module's docstring).
+
     Attributes:
         n_members (int): models in the ensemble.
         n_frames (int): frames.
@@ -171,6 +184,14 @@ class EnsembleSmoothing(dj.Computed):
     output_file      : varchar(1000)
     smoothing_time_s : {FLOAT64}
     """
+
+    class Member(dj.Part):
+        """The ``PoseEstimation`` a member's pose was read from (see the module's docstring)."""
+
+        definition = """
+        -> master
+        -> model.PoseEstimation
+        """
 
     class BodyPartPosition(dj.Part):
         """Smoothed trajectory of one body part, in original-frame pixels.
@@ -238,13 +259,13 @@ class EnsembleSmoothing(dj.Computed):
         result = eks.smooth_ensemble(np.stack(arrays), bodyparts, smoothing)
         elapsed = time.perf_counter() - start
         result.to_csv(out)
-        return len(members), result, paths.relative_to_roots([processed], out), elapsed
+        return members, result, paths.relative_to_roots([processed], out), elapsed
 
-    def make_insert(self, key, n_members, result, output_file, elapsed) -> None:
+    def make_insert(self, key, members, result, output_file, elapsed) -> None:
         self.insert1(
             {
                 **key,
-                "n_members": n_members,
+                "n_members": len(members),
                 "n_frames": int(result.x.shape[0]),
                 "output_file": output_file,
                 "smoothing_time_s": float(elapsed),
@@ -264,3 +285,4 @@ class EnsembleSmoothing(dj.Computed):
             }
             for i, bp in enumerate(result.bodyparts)
         )
+        self.Member.insert({**key, "model_name": name} for name in members)

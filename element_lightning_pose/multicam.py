@@ -20,7 +20,8 @@ indexed by rig frame, ``0 .. n_frames - 1``.
 
 A triangulation depends on its 2D sources through foreign keys (one part table per source
 kind, since a nullable foreign key cannot be part of a primary key): deleting a
-``PoseEstimation`` or ``EnsembleSmoothing`` it was computed from deletes it too, and deleting
+``PoseEstimation`` or ``EnsembleSmoothing`` it was computed from (or a ``PoseEstimation`` that
+smoothing read: ``ensemble.EnsembleSmoothing.Member``) deletes it too, and deleting
 a ``PoseEstimationTask`` or ``EnsembleSmoothingTask`` (or the ``Model``) deletes the tasks
 that name it. The cascade passes through part tables, so DataJoint refuses such a delete
 unless told to include their masters: ``dj_compat.delete_cascading`` does (0.14:

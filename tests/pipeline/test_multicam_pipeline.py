@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from element_lightning_pose import dj_compat, pipeline
+from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.boards import Board
 from element_lightning_pose.engine.multicam.cameras import CalibrationError, calibration_text, read_calibration
 from element_lightning_pose.engine.multicam.io import read_points3d
@@ -546,6 +547,62 @@ def test_deleting_the_2d_deletes_the_3d_computed_from_it(lp, rig3d, rig_key, smo
     dj_compat.delete_cascading(lp.model.Model & {"model_name": "rig_cascade"})
     assert not lp.multicam.TriangulationTask & key and not lp.multicam.Triangulation & key
     assert not lp.model.PoseEstimationTask & {"model_name": "rig_cascade"}
+
+
+def test_deleting_a_members_2d_deletes_the_ensemble_and_its_3d(lp, rig3d, sources, rig_key, smoother_idx, monkeypatch):
+    """EnsembleSmoothing's members are foreign keys to the PoseEstimation rows it read: a plain
+    delete of one is refused; a cascading one deletes the smoothing (its body parts too) and the
+    Triangulation computed from it, and both follow the member's changed 2D when populated again."""
+    import datajoint as dj
+
+    monkeypatch.setitem(dj.config, "safemode", False)
+    group, bodyparts = rig3d["group"], rig3d["body"].bodyparts
+    insert_load_model(lp, rig3d, "rig_ens_cascade")
+    pose = {}
+    for i, name in enumerate(group.names):
+        values = observations(group, name, rig3d["points"][name], seed=60 + i)
+        pose[name] = load_task(lp, rig3d["recs"][name], "rig_ens_cascade", values, bodyparts)
+    assert dj_compat.populate(lp.model.PoseEstimation, list(pose.values())).errors == []
+    eks_idx = lp.ensemble.SmoothingParamSet.insert_new_params("auto s", {})  # the shared default set
+    members = ["rig_truth", "rig_ens_cascade"]
+    ens = {
+        n: lp.ensemble.EnsembleSmoothingTask.create(rig3d["recs"][n], members, eks_idx, ensemble_id=4)
+        for n in group.names
+    }
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, list(ens.values())).errors == []
+    key = lp.multicam.TriangulationTask.create(
+        rig_key, smoother_idx, {n: ("ensemble", 4) for n in group.names}, triangulation_id=14
+    )
+    assert dj_compat.populate(lp.multicam.Triangulation, key).errors == []
+    before = (lp.ensemble.EnsembleSmoothing.BodyPartPosition & ens["cam1"] & {"body_part": bodyparts[0]}).fetch1(
+        "x_pos"
+    )
+
+    with pytest.raises(dj.errors.DataJointError, match="part table"):
+        (lp.model.PoseEstimation & pose["cam1"]).delete()
+    assert lp.model.PoseEstimation & pose["cam1"] and lp.ensemble.EnsembleSmoothing & ens["cam1"]
+    assert dj_compat.delete_cascading(lp.model.PoseEstimation & pose["cam1"]) == 1
+    assert not lp.ensemble.EnsembleSmoothing & ens["cam1"]
+    assert not lp.ensemble.EnsembleSmoothing.BodyPartPosition & ens["cam1"]
+    assert not lp.ensemble.EnsembleSmoothing.Member & ens["cam1"]
+    assert not lp.multicam.Triangulation & key
+    # what did not read the deleted 2D stands: the other cameras' smoothing, the tasks, rig_truth's 2D
+    assert len(lp.ensemble.EnsembleSmoothing & [ens["cam0"], ens["cam2"]]) == 2
+    assert lp.ensemble.EnsembleSmoothingTask & ens["cam1"] and lp.multicam.TriangulationTask & key
+    assert lp.model.PoseEstimation & {**rig3d["recs"]["cam1"], "model_name": "rig_truth"}
+
+    # the member's 2D changes (another file) and is computed again: the smoothing and the 3D follow it
+    changed = observations(group, "cam1", rig3d["points"]["cam1"], seed=70)
+    output_dir = lp.model.PoseEstimationTask.default_output_dir(pose["cam1"])
+    write_predictions(lp.model.processed_dir() / output_dir / "predictions.csv", changed, bodyparts)
+    assert dj_compat.populate(lp.model.PoseEstimation, pose["cam1"]).errors == []
+    assert dj_compat.populate(lp.ensemble.EnsembleSmoothing, ens["cam1"]).success_count == 1
+    after = (lp.ensemble.EnsembleSmoothing.BodyPartPosition & ens["cam1"] & {"body_part": bodyparts[0]}).fetch1("x_pos")
+    assert not np.allclose(before, after)
+    assert len(lp.ensemble.EnsembleSmoothing.Member & ens["cam1"]) == 2
+    assert dj_compat.populate(lp.multicam.Triangulation, key).success_count == 1
+    dj_compat.delete_cascading(lp.model.Model & {"model_name": "rig_ens_cascade"})
+    assert not lp.ensemble.EnsembleSmoothingTask & list(ens.values()) and not lp.multicam.TriangulationTask & key
 
 
 # --------------------------------------------------------------------------- API arguments (issue 26, items 23, 24)
