@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import calibration_text, write_calibration
 from element_lightning_pose.engine.multicam.params import TriangulationParamError, TriangulationParams
 from element_lightning_pose.synthetic import rig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, elp
 
 REPO = REPO_ROOT  # the repository root
 
@@ -28,18 +26,6 @@ def elp_here(capsys, *args: str | Path) -> subprocess.CompletedProcess:
     code = main([str(a) for a in args])
     out = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), code, out.out, out.err)
-
-
-def elp(*args: str | Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "element_lightning_pose.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=REPO,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import calibration_text, write_calibration
 from element_lightning_pose.synthetic import rig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, elp
 
 REPO = REPO_ROOT
 BOARD_TOML = """board_type = "checkerboard"
@@ -26,18 +25,6 @@ board_x = 5
 board_y = 4
 square_length = 10.0
 """
-
-
-def elp(*args: str | Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "element_lightning_pose.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=REPO,
-    )
 
 
 def refused(done: subprocess.CompletedProcess, *fragments: str) -> None:

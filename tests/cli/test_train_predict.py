@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 
 from element_lightning_pose.synthetic.projects import make_synthetic_project
+from tests.conftest import elp
 
 pytestmark = pytest.mark.slow  # trains networks: deselect with -m 'not slow'
-
-
-def elp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "element_lightning_pose.cli", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def test_train_predict_and_load_in_movement(tmp_path):

@@ -18,6 +18,17 @@ from element_lightning_pose.engine.data.keypoints import write_predictions
 from element_lightning_pose.engine.multicam.cameras import write_calibration
 from element_lightning_pose.synthetic import rig
 
+# the ChArUco board of the rig tests (anipose's board.toml fields)
+BOARD = {
+    "board_type": "charuco",
+    "board_x": 7,
+    "board_y": 5,
+    "square_length": 50.0,
+    "marker_length": 37.0,
+    "marker_bits": 4,
+    "dict_size": 50,
+}
+
 
 def build_rig(
     lp,

@@ -25,20 +25,11 @@ from element_lightning_pose.engine.multicam.io import read_points3d
 from element_lightning_pose.engine.multicam.params import TriangulationParamError
 from element_lightning_pose.params import ParamSetTypeError
 from element_lightning_pose.synthetic import rig
-from tests.pipeline.rig_helpers import add_sources, build_rig, insert_load_model, load_task, observations
+from tests.pipeline.rig_helpers import BOARD, add_sources, build_rig, insert_load_model, load_task, observations
 
 SIZE = (320, 240)
 N_RIG = 40  # rig frames
 LEAD = 3  # cam2's video starts LEAD frames before the others: its frame_offset
-BOARD = {
-    "board_type": "charuco",
-    "board_x": 7,
-    "board_y": 5,
-    "square_length": 50.0,
-    "marker_length": 37.0,
-    "marker_bits": 4,
-    "dict_size": 50,
-}
 SUBJECT = "rig3d"
 
 

@@ -33,21 +33,12 @@ from element_lightning_pose.engine.safe_paths import UnsafePathError
 from element_lightning_pose.synthetic import rig
 from tests.pipeline.conftest import TINY_PARAMS
 from tests.pipeline.load_helpers import BODYPARTS, WHEN, insert_load_models, load_task, predictions, recording
-from tests.pipeline.rig_helpers import build_rig, insert_load_model, observations
+from tests.pipeline.rig_helpers import BOARD, build_rig, insert_load_model, observations
 
 REFUSED_VALUES = ["../../e", "/e", ".."]  # at most 8 characters: element-animal's subject
 # (a backslash is tried on key_folder_name only: DataJoint 2.x on PostgreSQL does not find a row
 # restricted by a value holding one)
 KEPT_INSIDE = ["%2F..", "a%2Fb", "..a", "k 1"]  # odd, but one folder name inside the root
-BOARD = {
-    "board_type": "charuco",
-    "board_x": 7,
-    "board_y": 5,
-    "square_length": 50.0,
-    "marker_length": 37.0,
-    "marker_bits": 4,
-    "dict_size": 50,
-}
 
 
 # ----------------------------------------------------------------------------- helpers

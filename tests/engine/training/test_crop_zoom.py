@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from element_lightning_pose.engine.data.crops import (
     smooth_centres,
 )
 from element_lightning_pose.engine.model_dir import ModelDirectoryError, read_model_info
+from tests.conftest import elp
 from tests.engine.conftest import TINY_CONFIG
 
 CROP_ZOOM = {**TINY_CONFIG, "crop_zoom": {"enabled": True, "detector_resize": [32, 64]}}
@@ -283,12 +282,6 @@ def test_predict_labeled_and_evaluate_in_original_pixels(crop_zoom_dir, tiny_pro
     table = evaluate(crop_zoom_dir, labels, model=model)
     assert set(table["split"]) <= {"train", "val", "test"} and (table["split"] == "train").sum() > 0
     assert np.allclose(table["likelihood"], predictions[..., 2].reshape(-1))
-
-
-def elp(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "element_lightning_pose.cli", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 @pytest.mark.slow
