@@ -8,6 +8,7 @@ Layers, bottom up (``docs/engine.md``)::
     eks, multicam
     training
     inference
+    labeling
 
 A package of one layer never imports a package of the same layer (data and networks, eks and
 multicam stay apart), and nothing in the engine imports the rest of the element (schemas,
@@ -31,6 +32,7 @@ LAYERS = {
     "multicam": 2,
     "training": 3,
     "inference": 4,
+    "labeling": 5,
 }
 ALLOWED_OUTSIDE = {"element_lightning_pose.version"}
 
