@@ -159,7 +159,7 @@ def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFra
     config = read_dlc_config(root)
     parts = []
     for path in dlc_label_files(root):
-        part = _read_label_file(path, root, config["bodyparts"])
+        part = read_dlc_label_file(path, root, config["bodyparts"])
         h5 = path.with_suffix(".h5")
         if path.suffix == ".csv" and h5.is_file():
             _check_h5_agrees(part, h5, root, config["bodyparts"])
@@ -171,9 +171,16 @@ def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFra
     return replace(labels, scorer=config["scorer"])
 
 
-def _read_label_file(path: Path, root: Path, bodyparts: list[str]) -> LabeledFrames:
-    """One labeled folder's CSV or .h5: image paths under ``root``, body parts in ``bodyparts``' order."""
-    part = _read_dlc_h5(path, root) if path.suffix == ".h5" else read_labels(path, root, check_images=False)
+def read_dlc_label_file(
+    path: Path, root: Path, bodyparts: list[str], *, require_keypoints: bool = True
+) -> LabeledFrames:
+    """One labeled folder's CSV or .h5: image paths under ``root``, body parts in ``bodyparts``' order.
+
+    ``require_keypoints=False`` accepts a folder whose frames are queued but not labeled yet."""
+    if path.suffix == ".h5":
+        part = _read_dlc_h5(path, root, require_keypoints=require_keypoints)
+    else:
+        part = read_labels(path, root, check_images=False, require_keypoints=require_keypoints)
     part = _dlc_images_under_root(part, path.parent, root)
     return _in_config_order(part, bodyparts, root / DLC_CONFIG)
 
@@ -193,7 +200,7 @@ def _check_h5_agrees(labels: LabeledFrames, h5: Path, root: Path, bodyparts: lis
             "%s: read; %s beside it is not compared (reading .h5 needs PyTables: pip install tables)", csv_path, h5.name
         )
         return
-    other = _read_label_file(h5, root, bodyparts)
+    other = read_dlc_label_file(h5, root, bodyparts)
     where = f"{csv_path}: disagrees with {h5.name} beside it (DeepLabCut trains from the .h5, this reads the CSV)"
     only_csv = sorted(set(labels.image_paths) - set(other.image_paths))
     only_h5 = sorted(set(other.image_paths) - set(labels.image_paths))
@@ -217,7 +224,7 @@ def _check_h5_agrees(labels: LabeledFrames, h5: Path, root: Path, bodyparts: lis
     logger.info("%s: read (the labels of %s beside it are the same)", csv_path, h5.name)
 
 
-def _read_dlc_h5(path: Path, root: Path) -> LabeledFrames:
+def _read_dlc_h5(path: Path, root: Path, *, require_keypoints: bool = True) -> LabeledFrames:
     """DeepLabCut's HDF5 labels (a pandas table), through the CSV parser and its checks."""
     try:
         import tables  # noqa: F401  (pandas' HDF5 backend)
@@ -242,7 +249,7 @@ def _read_dlc_h5(path: Path, root: Path) -> LabeledFrames:
         for line, row in enumerate(csv.reader(StringIO(text)), start=1)
         if any(cell.strip() for cell in row)
     ]
-    return parse_label_rows(path, rows, root, check_images=False)
+    return parse_label_rows(path, rows, root, check_images=False, require_keypoints=require_keypoints)
 
 
 def _dlc_images_under_root(labels: LabeledFrames, folder: Path, root: Path) -> LabeledFrames:

@@ -62,13 +62,17 @@ class LabeledFrames:
         )
 
 
-def read_labels(csv_path: PathLike, root: PathLike | None = None, *, check_images: bool = True) -> LabeledFrames:
+def read_labels(
+    csv_path: PathLike, root: PathLike | None = None, *, check_images: bool = True, require_keypoints: bool = True
+) -> LabeledFrames:
     """Read and validate an LP/DeepLabCut ``CollectedData.csv``.
 
     The header has three rows (scorer / bodyparts / coords, coords being ``x``, ``y`` and
     optionally ``visible``); the index is the image path relative to ``root`` (default: the
     CSV's folder), either one column or DeepLabCut's three (``labeled-data``, video, image).
-    Raises :class:`ProjectError` naming the file, line, image and keypoint at fault.
+    Raises :class:`ProjectError` naming the file, line, image and keypoint at fault. A table
+    without any labeled keypoint is refused (nothing to train on) unless ``require_keypoints``
+    is False (the labeling loop's tables, whose frames are chosen before they are labeled).
     """
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
@@ -76,11 +80,11 @@ def read_labels(csv_path: PathLike, root: PathLike | None = None, *, check_image
         raise ProjectError(f"{csv_path}: label file not found")
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         rows = [(line, row) for line, row in _numbered_rows(handle) if any(c.strip() for c in row)]
-    return parse_label_rows(csv_path, rows, root, check_images)
+    return parse_label_rows(csv_path, rows, root, check_images, require_keypoints=require_keypoints)
 
 
 def parse_label_rows(
-    csv_path: Path, rows: list[tuple[int, list[str]]], root: Path, check_images: bool
+    csv_path: Path, rows: list[tuple[int, list[str]]], root: Path, check_images: bool, *, require_keypoints: bool = True
 ) -> LabeledFrames:
     """Validate the (line number, cells) rows of a label table read from ``csv_path`` (a CSV, or
     DeepLabCut's .h5 printed as CSV by :mod:`.dlc`)."""
@@ -119,7 +123,7 @@ def parse_label_rows(
             elif coord == "visible" and visible is not None:
                 visible[i, k] = np.isfinite(value) and value != 0
         _check_pairs(keypoints[i], bodyparts, where)
-    if not np.isfinite(keypoints).any():
+    if require_keypoints and not np.isfinite(keypoints).any():
         # every x and y empty (or no rows): training on it would "converge" to loss 0 on nothing
         raise ProjectError(f"no labeled keypoints in {csv_path} ({len(body)} row(s), every x and y empty)")
     if check_images:
