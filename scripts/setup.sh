@@ -55,6 +55,10 @@ ensure_venv() {  # ensure_venv DIR EXTRAS [EXTRA PIP REQUIREMENTS...]
   echo "$stamp" > "$dir/.elp-stamp"
 }
 
+ensure_browser_installed() {  # the app's browser tests drive Debian's chromium (Playwright cannot download its own here)
+  ensure_apt chromium
+}
+
 ensure_servers_installed() {
   ensure_apt postgresql mariadb-server mariadb-client
 }

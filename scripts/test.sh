@@ -12,6 +12,7 @@ GROUPS_TO_RUN="${ELP_TEST_GROUPS:-lint engine dj2-postgresql dj014-mariadb}"
 has() { [[ " $GROUPS_TO_RUN " == *" $1 "* ]]; }
 
 ensure_servers_installed
+has engine && ensure_browser_installed
 ensure_venv .venv "postgres,dev"
 has dj014-mariadb && ensure_venv .venv014 "elements,dev" "datajoint==0.14.10"
 # the DANDI CLI, in a venv of its own (never a dependency): `dandi validate` checks the dandiset layout

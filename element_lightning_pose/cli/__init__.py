@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "3D keypoints from the predictions of calibrated cameras",
     ),
     "calibrate": ("element_lightning_pose.cli.calibrate", "calibrate a camera rig from ChArUco / checkerboard videos"),
+    "app": ("element_lightning_pose.cli.app", "the browser app: label, train, review and relabel"),
 }
 
 

@@ -1,0 +1,7 @@
+"""The app's routes, one module per page's concern; ``common`` resolves what every route is given.
+
+- :mod:`.pages` - the HTML pages (server-rendered; each page's script calls the API);
+- :mod:`.projects` - list, open, create and describe projects, edit a skeleton;
+- :mod:`.media` - video frames (decoded on the server) and labeled images;
+- :mod:`.labels` - the label store: queued frames, one frame's labels, saving a frame.
+"""
