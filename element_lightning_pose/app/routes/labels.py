@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Body, Request
 
+from element_lightning_pose.app.locations import Location
 from element_lightning_pose.app.projects import open_store, read_settings
 from element_lightning_pose.app.routes.common import project_at
 from element_lightning_pose.engine.data.labels import context_image_paths
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.labeling.store import PointEdit
+from element_lightning_pose.engine.labeling.views import epipolar_curve, project_from_views
+from element_lightning_pose.engine.multicam.cameras import CameraGroup, read_calibration
 
 router = APIRouter(prefix="/api/labels")
 
@@ -59,6 +62,60 @@ def frame(request: Request, p: str, image: str) -> dict[str, Any]:
         "context": context_image_paths(location.path, image),
         "instant": instant,
     }
+
+
+@router.get("/views")
+def views(request: Request, p: str, image: str) -> dict[str, Any]:
+    """A multi-view instant seen by a calibrated rig: each view's labels, the projection of the
+    body parts triangulated from the labeled views, each view's residual, and in ``image``'s
+    view the epipolar curve of every body part labeled in another view. Empty without a
+    calibration (``calibration.toml`` in the project, or ``calibration`` in its settings)."""
+    location = project_at(request, p)
+    location.child(image, "image")
+    store = open_store(location.path)
+    table = next((t for t in store.tables if image in t.image_paths), None)
+    if table is None or table.view is None:
+        return {"calibrated": False, "views": {}}
+    group = project_calibration(location)
+    if group is None:
+        return {"calibrated": False, "views": {}}
+    row = table.image_paths.index(image)
+    instant = {str(t.view): t for t in store.tables if t.view is not None and row < len(t.image_paths)}
+    labels = {view: t.keypoints[row] for view, t in instant.items() if view in group.names}
+    agreement = project_from_views(group, labels)
+    curves: dict[str, dict[str, list]] = {}
+    for view, points in labels.items():
+        if view == table.view:
+            continue
+        for k, bodypart in enumerate(store.bodyparts):
+            if np.isfinite(points[k]).all():
+                curve = epipolar_curve(group, view, points[k], str(table.view))
+                curves.setdefault(bodypart, {})[view] = np.round(curve, 2).tolist()
+    return {
+        "calibrated": True,
+        "view": table.view,
+        "views": {
+            view: {
+                "image": instant[view].image_paths[row],
+                "points": _nan_to_none(labels[view]),
+                "projected": _nan_to_none(agreement.projected[view]),
+                "residual": [None if not np.isfinite(r) else round(float(r), 2) for r in agreement.residual[view]],
+            }
+            for view in labels
+        },
+        "epipolar": curves,
+    }
+
+
+def project_calibration(location: Location) -> CameraGroup | None:
+    """The rig's calibration of a multi-view project, or None when it has none."""
+    named = read_settings(location.path).get("calibration")
+    path = location.child(str(named), "calibration").path if named else location.path / "calibration.toml"
+    return read_calibration(path) if path.is_file() else None
+
+
+def _nan_to_none(points: np.ndarray) -> list:
+    return [None if not np.isfinite(xy).all() else [round(float(xy[0]), 2), round(float(xy[1]), 2)] for xy in points]
 
 
 @router.post("/frame")

@@ -7,10 +7,16 @@
 // Space: next frame that is not fully labeled; O: occluded; X/Delete: clear; C: copy the previous
 // frame's points; Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y): undo / redo; Ctrl+S: save; +/- or the wheel:
 // zoom, right- or middle-drag: pan, 0: fit. A frame is saved when you leave it.
+// A model's prediction, when the project has one for the frame, fills the unplaced points
+// (dashed until touched; saving accepts them as "prefilled"). In a calibrated multi-view
+// project the other views' labels give each unplaced point a projection (a cross; P places
+// them all), the current body part's epipolar curves, and each point's residual (red when the
+// views disagree by more than RESIDUAL_PX); the other views of the instant are one click away.
 
 import { api, element, params, query, say, start } from "./app.js";
 
 const HIT_RADIUS = 8; // css px around a point that grabs it
+const RESIDUAL_PX = 10; // a view that disagrees with the others by more is marked
 const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"];
 
 const state = {
@@ -28,6 +34,7 @@ const state = {
   bitmap: null,
   view: { scale: 1, x: 0, y: 0 },
   drag: null,
+  geometry: null, // a calibrated multi-view instant: {view, views: {view: {image, residual}}, epipolar, projected}
 };
 
 const canvas = () => document.getElementById("canvas");
@@ -114,6 +121,7 @@ function render() {
     g.lineTo(to.x, to.y);
     g.stroke();
   }
+  drawGeometry(g);
   state.bodyparts.forEach((name, index) => {
     const point = state.points[name];
     if (!point || point.state !== "labeled") return;
@@ -128,6 +136,61 @@ function render() {
     g.setLineDash([]);
   });
   renderList();
+  renderViews();
+}
+
+function drawGeometry(g) {
+  const geometry = state.geometry;
+  if (!geometry) return;
+  const name = state.bodyparts[state.current];
+  g.lineWidth = 1;
+  g.setLineDash([6, 4]);
+  g.strokeStyle = COLOURS[state.current % COLOURS.length];
+  for (const curve of Object.values(geometry.epipolar[name] || {})) {
+    g.beginPath();
+    curve.forEach(([x, y], i) => { const at = toCanvas(x, y); if (i) g.lineTo(at.x, at.y); else g.moveTo(at.x, at.y); });
+    g.stroke();
+  }
+  g.setLineDash([]);
+  const projected = geometry.views[geometry.view]?.projected || [];
+  state.bodyparts.forEach((part, index) => {
+    const xy = projected[index];
+    if (!xy || state.points[part]?.state === "labeled") return;
+    const at = toCanvas(xy[0], xy[1]);
+    g.strokeStyle = COLOURS[index % COLOURS.length];
+    g.beginPath();
+    g.moveTo(at.x - 5, at.y - 5); g.lineTo(at.x + 5, at.y + 5);
+    g.moveTo(at.x + 5, at.y - 5); g.lineTo(at.x - 5, at.y + 5);
+    g.stroke();
+  });
+}
+
+function residualOf(index) {
+  const geometry = state.geometry;
+  if (!geometry || state.dirty) return null; // residuals describe the saved labels
+  return geometry.views[geometry.view]?.residual?.[index] ?? null;
+}
+
+function renderViews() {
+  const strip = document.getElementById("views");
+  if (!strip) return;
+  const geometry = state.geometry;
+  strip.replaceChildren(
+    ...(geometry ? Object.entries(geometry.views) : []).map(([view, entry]) =>
+      element("button", { type: "button", class: view === geometry.view ? "secondary current" : "secondary", "data-view": view, text: view, onclick: () => open(entry.image).catch((e) => say(e.message, "error")) })),
+  );
+}
+
+function placeProjected() {
+  const projected = state.geometry?.views[state.geometry.view]?.projected || [];
+  const missing = state.bodyparts.filter((part, index) => projected[index] && state.points[part]?.state !== "labeled");
+  if (!missing.length) return say("nothing to project: no unplaced body part is labeled in two other views");
+  remember();
+  for (const part of missing) {
+    const [x, y] = projected[state.bodyparts.indexOf(part)];
+    state.points[part] = { x, y, state: "labeled", origin: "projected", touched: true };
+  }
+  render();
 }
 
 function renderList() {
@@ -136,9 +199,11 @@ function renderList() {
     ...state.bodyparts.map((name, index) => {
       const point = state.points[name];
       const where = !point || point.state === "unlabeled" ? "-" : point.state === "occluded" ? "occluded" : `${point.x.toFixed(1)}, ${point.y.toFixed(1)}`;
+      const residual = residualOf(index);
       const item = element("li", { class: index === state.current ? "current" : "", "data-bodypart": name, onclick: () => { state.current = index; render(); } },
         element("span", { class: "swatch", style: { background: COLOURS[index % COLOURS.length] } }),
         element("span", { text: `${name} ` }),
+        residual === null ? "" : element("span", { class: residual > RESIDUAL_PX ? "residual bad" : "residual", title: "distance to the other views' triangulation", text: `${residual.toFixed(1)} px` }),
         element("span", { class: "where", text: where }));
       return item;
     }),
@@ -214,6 +279,8 @@ async function open(image) {
     const occluded = frame.occluded.includes(name);
     state.points[name] = xy ? { x: xy[0], y: xy[1], state: "labeled", origin: "manual", touched: false } : { x: null, y: null, state: occluded ? "occluded" : "unlabeled", origin: "manual", touched: false };
   }
+  await prefill(image);
+  state.geometry = frame.view ? await api(`/api/labels/views?${query({ p: state.project, image })}`).then((g) => (g.calibrated ? g : null)) : null;
   state.current = Math.max(0, state.bodyparts.findIndex((b) => state.points[b].state === "unlabeled"));
   state.undo = [];
   state.redo = [];
@@ -226,6 +293,24 @@ async function open(image) {
   window.history.replaceState(null, "", url);
   render();
   document.body.dataset.frame = image; // the frame on screen, for tests and scripts (no eval needed)
+}
+
+// A model's prediction of the frame, when the project keeps one (sent from the review page or
+// the selection): it fills the points nobody placed, dashed until touched.
+async function prefill(image) {
+  let predicted;
+  try {
+    predicted = await api(`/api/labels/prefill?${query({ p: state.project, image })}`);
+  } catch (error) {
+    if (error.status === 404) return; // no prediction kept for this frame
+    throw error;
+  }
+  for (const [name, value] of Object.entries(predicted.points || {})) {
+    const point = state.points[name];
+    if (point && point.state === "unlabeled" && value && Number.isFinite(value[0])) {
+      state.points[name] = { x: value[0], y: value[1], state: "labeled", origin: "prefilled", touched: false };
+    }
+  }
 }
 
 function step(offset, onlyUnfinished = false) {
@@ -254,6 +339,7 @@ function onKey(event) {
   else if (key === "o") setState("occluded");
   else if (key === "x" || key === "Delete" || key === "Backspace") setState("unlabeled");
   else if (key === "c") copyPrevious().catch((e) => say(e.message, "error"));
+  else if (key === "p") placeProjected();
   else if (key === "+" || key === "=") zoom(1.25);
   else if (key === "-") zoom(0.8);
   else if (key === "0") { fit(); render(); }
