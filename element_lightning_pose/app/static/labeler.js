@@ -99,6 +99,7 @@ function render() {
     c.width = Math.round(c.clientWidth * ratio);
     c.height = Math.round(c.clientHeight * ratio);
   }
+  Object.assign(c.dataset, { scale: state.view.scale, x: state.view.x, y: state.view.y }); // the view, for tests and scripts
   const g = c.getContext("2d");
   g.setTransform(1, 0, 0, 1, 0, 0);
   g.fillStyle = "#222";
