@@ -83,6 +83,7 @@ DECILES_TO_SD = 2.5631  # (90th - 10th percentile) / sd of a normal distribution
 # one can tell apart in a frame) are never called exchanged.
 SWAP_FLOOR = 0.05
 SWAP_NEIGHBOURS = 8  # frames whose poses predict a frame's pair
+DISTANCE_BLOCK = 512  # frames whose pose distances to all others are computed at once
 CHI2_2_MEDIAN = 2 * np.log(2)  # median of chi-square with 2 degrees of freedom
 MIN_KEYPOINTS_TO_ALIGN = 3
 
@@ -422,23 +423,43 @@ def _swap_gains(shapes: np.ndarray, a: int, b: int) -> np.ndarray:
     neighbours = min(SWAP_NEIGHBOURS, len(candidates) - 1)
     if neighbours < 1:
         return gains
-    for f in candidates:
-        squared = np.sum((others[candidates] - others[f]) ** 2, -1)  # (n, K-2)
-        common = np.isfinite(squared).sum(1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            distance2 = np.where(common >= MIN_KEYPOINTS_TO_ALIGN, np.nanmean(squared, 1), np.inf)
-        distance2[candidates == f] = np.inf
-        nearest = np.argsort(distance2)[:neighbours]
-        if not np.isfinite(distance2[nearest]).all():
-            continue
-        places = aligned[candidates[nearest]][:, [a, b]]  # (n, 2, 2)
-        predicted = np.median(places, 0)
-        spread2 = np.median(np.sum((places - predicted) ** 2, -1)) / CHI2_2_MEDIAN
-        variance = max(spread2, float(np.mean(distance2[nearest])) / 2, SWAP_FLOOR**2)
-        x_a, x_b = aligned[f, a], aligned[f, b]
-        gains[f] = 2 * float(np.dot(x_b - x_a, predicted[0] - predicted[1])) / variance
+    pair = aligned[candidates][:, [a, b]]  # (n, 2, 2)
+    for start in range(0, len(candidates), DISTANCE_BLOCK):
+        block = np.arange(start, min(start + DISTANCE_BLOCK, len(candidates)))
+        distance2 = _pose_distances(others[candidates[block]], others[candidates])  # (b, n)
+        distance2[np.arange(len(block)), block] = np.inf  # a frame is not its own neighbour
+        nearest = np.argpartition(distance2, neighbours - 1, axis=1)[:, :neighbours]
+        nearest_distance2 = np.take_along_axis(distance2, nearest, 1)
+        places = pair[nearest]  # (b, m, 2, 2)
+        predicted = np.median(places, 1)  # (b, 2, 2)
+        residual2 = np.sum((places - predicted[:, None]) ** 2, -1).reshape(len(block), -1)
+        with np.errstate(invalid="ignore"):  # a frame with too few neighbours: NaN, not judged
+            variance = np.maximum.reduce(
+                [
+                    np.median(residual2, 1) / CHI2_2_MEDIAN,
+                    nearest_distance2.mean(1) / 2,
+                    np.full(len(block), SWAP_FLOOR**2),
+                ]
+            )
+            labeled_ab = pair[block, 1] - pair[block, 0]  # x_b - x_a
+            gain = 2 * np.sum(labeled_ab * (predicted[:, 0] - predicted[:, 1]), -1) / variance
+        gains[candidates[block]] = np.where(np.isfinite(nearest_distance2).all(1), gain, np.nan)
     return gains
+
+
+def _pose_distances(rows: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(R, F) mean squared distance between the keypoints (.., K, 2) that each of ``rows`` and
+    each of ``frames`` both hold; inf where they share fewer than three."""
+    held_r, held_f = np.isfinite(rows[..., 0]).astype(float), np.isfinite(frames[..., 0]).astype(float)
+    p_r, p_f = np.nan_to_num(rows), np.nan_to_num(frames)
+    common = held_r @ held_f.T
+    total = (
+        np.sum(p_r**2, -1) @ held_f.T
+        + held_r @ np.sum(p_f**2, -1).T
+        - 2 * (p_r[..., 0] @ p_f[..., 0].T + p_r[..., 1] @ p_f[..., 1].T)
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(common >= MIN_KEYPOINTS_TO_ALIGN, np.maximum(total, 0) / common, np.inf)
 
 
 def _check_swaps(
