@@ -104,7 +104,8 @@ class LabelCheckParams(BaseModel):
     swap_margin: float = Field(
         16.0,
         gt=0,
-        description="how much lower the exchanged pair's pose cost (sum of squared Mahalanobis distances) must be",
+        description="how much closer the exchanged pair must lie to where the frame's nearest poses put it, "
+        "in squared standard deviations of that prediction",
     )
     bone_z: float = Field(6.0, gt=0, description="robust standard deviations a bone length may stray from its median")
     bone_min_spread: float = Field(
@@ -112,10 +113,10 @@ class LabelCheckParams(BaseModel):
     )
     label_noise_px: float = Field(2.0, ge=0, description="a bone's standard deviation is at least this many pixels")
     reprojection_px: float = Field(
-        6.0, gt=0, description="a view's reprojection error (px) below this is never flagged"
+        6.0, gt=0, description="a view's disagreement with the others (px) below this is never flagged"
     )
     reprojection_factor: float = Field(
-        5.0, gt=0, description="a view is flagged above this many times the median reprojection error"
+        5.0, gt=0, description="a view is flagged above this many times the project's median disagreement"
     )
     model_distance: float = Field(
         0.3, gt=0, description="label-to-prediction distance, in animal sizes (rms radius), that is flagged"
