@@ -33,6 +33,7 @@ It travels in the checkpoint's hyper-parameters, so a model reloads without the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,12 +249,22 @@ def resolve_calibration(losses: LossesConfig, project_root: PathLike) -> Path:
     return path
 
 
-def _bone_tree(distances: np.ndarray) -> list[tuple[int, int]]:
+def bone_tree(distances: np.ndarray, *, robust: bool = False) -> list[tuple[int, int]]:
     """Spanning tree (Prim) of the keypoint pairs with the lowest coefficient of variation of
-    their distance over the labeled frames (F, K, K); pairs seen in under 3 frames are skipped."""
+    their distance over the labeled frames (F, K, K); pairs seen in under 3 frames are skipped.
+
+    ``robust``: the coefficient of variation is 1.4826 MAD / median instead of sd / mean, so a
+    few wrong labels do not push a true bone out of the tree (the label checks want that; the
+    losses fit on labels already trusted).
+    """
     n_seen = np.isfinite(distances).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cv = np.nanstd(distances, 0) / np.nanmean(distances, 0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs: their cv is dropped below
+        if robust:
+            centre = np.nanmedian(distances, 0)
+            cv = 1.4826 * np.nanmedian(np.abs(distances - centre), 0) / centre
+        else:
+            cv = np.nanstd(distances, 0) / np.nanmean(distances, 0)
     cv = np.where((n_seen >= 3) & np.isfinite(cv), cv, np.inf)
     k = distances.shape[1]
     in_tree, bones = {0}, []
@@ -309,7 +320,7 @@ def fit_rig_geometry(
             i, j = resolve_keypoints([a, b], bodyparts, "limb_bones")
             bones.append((i, j))
     else:
-        bones = _bone_tree(distances)
+        bones = bone_tree(distances)
     lengths, epsilons = [], []
     for i, j in bones:
         d = distances[:, i, j][np.isfinite(distances[:, i, j])]
