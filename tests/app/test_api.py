@@ -259,3 +259,35 @@ def test_bad_settings_name_the_option(tmp_path, kwargs, message):
     arguments = {"roots": [tmp_path]} | kwargs
     with pytest.raises(AppSettingsError, match=message):
         AppSettings.build(arguments.pop("roots"), **arguments)
+
+
+def test_the_label_check_flags_a_planted_swap_and_links_its_frame(tmp_path):
+    root = tmp_path / "root"
+    project = make_synthetic_project(root / "mouse", image_size=(96, 96), n_labeled=30, n_video_frames=60)
+    labels = read_labels(project.csv_path)
+    left, right = labels.bodyparts.index("paw_left_hind"), labels.bodyparts.index("paw_right_hind")
+    text = project.csv_path.read_text().splitlines()
+    row = 3 + 7  # the 8th labeled frame (after the 3-row header)
+    cells = text[row].split(",")
+    for coord in (1, 2):  # x, y columns of the two paws, swapped
+        a, b = 1 + 2 * left + coord - 1, 1 + 2 * right + coord - 1
+        cells[a], cells[b] = cells[b], cells[a]
+    text[row] = ",".join(cells)
+    project.csv_path.write_text("\n".join(text) + "\n")
+    settings, _ = AppSettings.build([root])
+    client = TestClient(create_app(settings), base_url=LOCAL)
+    report = client.get("/api/checks", params={"p": "0:mouse"}).json()
+    top = report["flags"][0]
+    assert top["kind"] == "left_right_swap" and top["image"] == labels.image_paths[7]
+    assert set(top["bodyparts"]) == {"paw_left_hind", "paw_right_hind"}
+    assert client.get("/check", params={"p": "0:mouse"}).status_code == 200
+
+
+def test_the_label_check_of_a_project_without_labels_says_so(tmp_path):
+    root = tmp_path / "root"
+    (root / "new").mkdir(parents=True)
+    (root / "new" / "elp_project.yaml").write_text("bodyparts: [snout]\n")
+    settings, _ = AppSettings.build([root])
+    client = TestClient(create_app(settings), base_url=LOCAL)
+    report = client.get("/api/checks", params={"p": "0:new"}).json()
+    assert report["flags"] == [] and "no labels to check yet" in report["notes"][0]

@@ -3,5 +3,7 @@
 - :mod:`.pages` - the HTML pages (server-rendered; each page's script calls the API);
 - :mod:`.projects` - list, open, create and describe projects, edit a skeleton;
 - :mod:`.media` - video frames (decoded on the server) and labeled images;
-- :mod:`.labels` - the label store: queued frames, one frame's labels, saving a frame.
+- :mod:`.labels` - the label store: queued frames, one frame's labels, saving a frame, a
+  calibrated instant's projections and epipolar curves;
+- :mod:`.checks` - flags in the human labels, against a held-out model's predictions too.
 """

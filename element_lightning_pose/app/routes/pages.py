@@ -43,6 +43,11 @@ def project_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "project.html", "Project")
 
 
+@router.get("/check", response_class=HTMLResponse)
+def check_page(request: Request, p: str) -> HTMLResponse:
+    return _project_page(request, p, "check.html", "Check labels")
+
+
 @router.get("/label", response_class=HTMLResponse)
 def label_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "label.html", "Label")
