@@ -129,7 +129,7 @@ async function show(frame) {
   state.frame = frame;
   const request = ++state.request;
   const [blob, keypoints] = await Promise.all([
-    fetch(`/api/frame?${query({ p: state.project, video: state.video, frame })}`, { credentials: "same-origin" }).then((r) => {
+    fetch(`/api/frame?${query({ p: state.project, video: state.video, frame, width: frameWidth() })}`, { credentials: "same-origin" }).then((r) => {
       if (!r.ok) return r.json().then((e) => { throw new Error(e.error); });
       return r.blob();
     }),
@@ -151,6 +151,15 @@ async function show(frame) {
     url.searchParams.set("frame", String(frame));
     window.history.replaceState(null, "", url);
   }
+}
+
+// the width to ask the server for: what the canvas shows in device pixels (in steps of 64, so
+// that a resized window reuses the server's cache), never more than the video's (0: as it is)
+function frameWidth() {
+  const canvas = $("frame");
+  const scale = Math.min(canvas.clientWidth / state.info.width, canvas.clientHeight / state.info.height);
+  const wanted = Math.ceil((state.info.width * scale * (window.devicePixelRatio || 1)) / 64) * 64;
+  return wanted >= state.info.width ? 0 : wanted;
 }
 
 function fitCanvas(canvas) {
