@@ -135,10 +135,11 @@ def test_send_to_labeler_exports_the_frame_and_its_context_queues_it_and_keeps_t
     assert image in read_labels(project.csv_path, check_images=False, require_keypoints=False).image_paths
     prefill = client.get("/api/labels/prefill", params={"p": P, "image": image}).json()
     predictions, _ = read_predictions(project.root / PREDICTIONS)
-    assert list(prefill) == project.bodyparts
-    np.testing.assert_allclose(prefill[project.bodyparts[0]], predictions[BAD_FRAME, 0], atol=1e-4)
+    assert list(prefill["points"]) == project.bodyparts
+    assert prefill["source"] == PREDICTIONS and prefill["frame"] == BAD_FRAME
+    np.testing.assert_allclose(prefill["points"][project.bodyparts[0]], predictions[BAD_FRAME, 0], atol=1e-4)
     other = client.get("/api/labels/prefill", params={"p": P, "image": "labeled-data/video00/img00022.png"})
-    assert other.json() == {}
+    assert other.status_code == 200 and other.json()["points"] == {}
     again = client.post(
         "/api/review/send", params={"p": P}, json={**body, "base_revision": listed["revision"]}, headers=CHANGE
     )

@@ -341,12 +341,14 @@ def send_to_labeler(request: Request, p: str, body: dict[str, Any] = Body(...)) 
 @router.get("/labels/prefill")
 def prefill(request: Request, p: str, image: str) -> dict[str, Any]:
     """The model's prediction kept for ``image`` when it was sent to the labeler:
-    ``{bodypart: [x, y, likelihood]}`` (``{}`` when none was kept)."""
+    ``{image, points: {bodypart: [x, y, likelihood]}, source, frame}``; ``points`` is empty
+    when none was kept (the labeler then starts from nothing)."""
     project = project_at(request, p)
     path = project.child(image, "image").path
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ProjectError(f"image {image!r}: not an image of the project")
-    return read_prefill(project.path, image)
+    entry = read_prefill(project.path, image) or {"points": {}, "source": None, "frame": None}
+    return {"image": image, "points": entry["points"], "source": entry["source"], "frame": entry["frame"]}
 
 
 # ------------------------------------------------------------------------------------ predicting

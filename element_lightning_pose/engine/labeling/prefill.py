@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ProjectError
@@ -44,12 +45,13 @@ def save_prefill(root: PathLike, image: str, points: Mapping[str, Sequence[float
     return write_text_atomic(path, old + json.dumps(entry) + "\n")
 
 
-def read_prefill(root: PathLike, image: str) -> dict[str, list[float | None]]:
-    """The prefill of ``image``: ``{bodypart: [x, y, likelihood]}``, empty when there is none."""
+def read_prefill(root: PathLike, image: str) -> dict[str, Any] | None:
+    """The latest prefill entry of ``image`` (``image``, ``source``, ``frame``, ``time`` and
+    ``points``: ``{bodypart: [x, y, likelihood]}``), None when there is none."""
     path = Path(root) / PREFILL_FILE
     if not path.is_file():
-        return {}
-    found: dict[str, list[float | None]] = {}
+        return None
+    found = None
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -58,8 +60,7 @@ def read_prefill(root: PathLike, image: str) -> dict[str, list[float | None]]:
         except json.JSONDecodeError:
             raise ProjectError(f"{path}, line {number}: not a JSON object") from None
         if isinstance(entry, dict) and entry.get("image") == image:
-            points = entry.get("points")
-            if not isinstance(points, dict):
+            if not isinstance(entry.get("points"), dict):
                 raise ProjectError(f"{path}, line {number}: 'points' is not a mapping of body parts")
-            found = points
+            found = entry
     return found

@@ -132,9 +132,11 @@ def test_a_file_of_labeled_images_is_not_a_video_prediction(tmp_path):
 
 
 def test_the_prefill_of_an_image_is_its_latest_entry(tmp_path):
-    assert read_prefill(tmp_path, "labeled-data/v/img00001.png") == {}
+    assert read_prefill(tmp_path, "labeled-data/v/img00001.png") is None
     save_prefill(tmp_path, "labeled-data/v/img00001.png", {"nose": (1.0, 2.0, 0.5)}, source="a.csv", frame=1)
     save_prefill(tmp_path, "labeled-data/v/img00002.png", {"nose": (3.0, float("nan"), 0.0)}, source="a.csv", frame=2)
     save_prefill(tmp_path, "labeled-data/v/img00001.png", {"nose": (5.0, 6.0, 0.9)}, source="b.csv", frame=1)
-    assert read_prefill(tmp_path, "labeled-data/v/img00001.png") == {"nose": [5.0, 6.0, 0.9]}
-    assert read_prefill(tmp_path, "labeled-data/v/img00002.png") == {"nose": [3.0, None, 0.0]}
+    latest = read_prefill(tmp_path, "labeled-data/v/img00001.png")
+    assert latest is not None and latest["points"] == {"nose": [5.0, 6.0, 0.9]} and latest["source"] == "b.csv"
+    second = read_prefill(tmp_path, "labeled-data/v/img00002.png")
+    assert second is not None and second["points"] == {"nose": [3.0, None, 0.0]} and second["frame"] == 2
