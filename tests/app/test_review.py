@@ -217,3 +217,41 @@ def test_a_model_predicts_a_video_and_its_round_is_evaluated(review, monkeypatch
     assert client.get("/api/review/rounds", params={"p": P}).json()["models"][0]["evaluation"] == summary
     outside = client.post("/api/review/evaluate", params={"p": P}, json={"model": "../../../x"}, headers=CHANGE)
     assert outside.status_code == 403
+
+
+def test_a_multiview_frame_is_sent_with_every_view_of_its_instant(tmp_path):
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    root = tmp_path / "root"
+    rig = make_rig_project(root / "rig", n_cameras=2, image_size=(96, 64), n_frames=30, n_labeled=4, n_board_frames=2)
+    truth = np.load(rig.root / "ground_truth.npz")
+    cameras, labeled = [str(c) for c in truth["camera_names"]], set(truth["labeled_frames"].tolist())
+    frame = next(t for t in range(2, 28) if not labeled & set(range(t - 2, t + 3)))
+    pixels = truth["pixels"][0]
+    predictions = np.concatenate([pixels, np.full((*pixels.shape[:2], 1), 0.9)], axis=-1)
+    bodyparts = [str(b) for b in truth["bodyparts"]]
+    write_keypoint_csv(rig.root / f"models/m1/predictions/session0_{cameras[0]}.csv", predictions, bodyparts)
+    write_keypoint_csv(rig.root / f"reprojections/{cameras[0]}.csv", predictions, bodyparts)  # a rig's reprojection
+    client = TestClient(create_app(AppSettings.build([root])[0]), base_url=LOCAL)
+    video = f"videos/session0_{cameras[0]}.mp4"
+    files = client.get("/api/review/sources", params={"p": "0:rig", "video": video}).json()["files"]
+    assert [f["file"] for f in files] == [
+        f"models/m1/predictions/session0_{cameras[0]}.csv",
+        f"reprojections/{cameras[0]}.csv",
+    ]
+    revision = client.get("/api/labels", params={"p": "0:rig"}).json()["revision"]
+    body = {"file": files[0]["file"], "video": video, "frame": frame, "base_revision": revision}
+    answer = client.post("/api/review/send", params={"p": "0:rig"}, json=body, headers=CHANGE)
+    assert answer.status_code == 200, answer.text
+    images = answer.json()["images"]
+    assert images == {c: [f"labeled-data/session0_{c}/img{frame:05d}.png"] for c in cameras}
+    tables = {c: read_labels(rig.root / f"CollectedData_{c}.csv", rig.root, require_keypoints=False) for c in cameras}
+    rows = {c: tables[c].image_paths.index(images[c][0]) for c in cameras}
+    assert len(set(rows.values())) == 1  # the same instant on the same row of every view's table
+    for c in cameras:
+        assert (rig.root / images[c][0]).is_file()
+        assert (rig.root / f"labeled-data/session0_{c}/img{frame + 2:05d}.png").is_file()
+    kept = client.get("/api/labels/prefill", params={"p": "0:rig", "image": images[cameras[0]][0]}).json()
+    np.testing.assert_allclose(kept["points"][bodyparts[0]][:2], pixels[frame, 0], atol=1e-3)
+    other = client.get("/api/labels/prefill", params={"p": "0:rig", "image": images[cameras[1]][0]}).json()
+    assert other["points"] == {}
