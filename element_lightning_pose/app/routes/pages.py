@@ -51,3 +51,8 @@ def check_page(request: Request, p: str) -> HTMLResponse:
 @router.get("/label", response_class=HTMLResponse)
 def label_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "label.html", "Label")
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, p: str) -> HTMLResponse:
+    return _project_page(request, p, "review.html", "Review")

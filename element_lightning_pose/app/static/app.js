@@ -3,6 +3,9 @@
 
 export const params = new URLSearchParams(window.location.search);
 
+// One colour per body part (by its index in the project's list), the same on every page.
+export const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"];
+
 // Every change carries X-ELP-Request (the server refuses changes without it: a page of another
 // site cannot send it); errors arrive as {error: message} and are thrown with that message.
 export async function api(path, { method = "GET", body = undefined } = {}) {

@@ -13,11 +13,10 @@
 // them all), the current body part's epipolar curves, and each point's residual (red when the
 // views disagree by more than RESIDUAL_PX); the other views of the instant are one click away.
 
-import { api, element, params, query, say, start } from "./app.js";
+import { COLOURS, api, element, params, query, say, start } from "./app.js";
 
 const HIT_RADIUS = 8; // css px around a point that grabs it
 const RESIDUAL_PX = 10; // a view that disagrees with the others by more is marked
-const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"];
 
 const state = {
   project: params.get("p"),

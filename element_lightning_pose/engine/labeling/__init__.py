@@ -8,5 +8,8 @@ browser app (:mod:`element_lightning_pose.app`) and the command line call it, it
   diagnostics, spread by k-means), each suggestion with the reason it was picked; and the
   export of the chosen frames with their context frames into a project's ``labeled-data/``;
 - :mod:`.checks` - flags in the human labels: left/right swaps, bone lengths far from the
-  project's, views of one instant that disagree in 3D, labels far from a cross-validated model.
+  project's, views of one instant that disagree in 3D, labels far from a cross-validated model;
+- :mod:`.traces` - a video's prediction files (a model's, an ensemble's, a rig's reprojections,
+  diagnostics): their series by range, decimated with every spike kept, and the worst frames;
+- :mod:`.prefill` - the model's prediction of a frame sent to the labeler, which labeling starts from.
 """

@@ -1,0 +1,468 @@
+"""The review: a video's prediction files, their traces by range, one frame's keypoints, the worst
+frames and "send to the labeler", predicting a video with a model, and "did this round help".
+
+Every file is named relative to its project (``file=models/m1/predictions/video00.csv``) and
+checked to lie inside it; the browser gets ranges and decimated traces, never a whole file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+
+from element_lightning_pose.app.locations import Location
+from element_lightning_pose.app.projects import MODELS_DIR, open_store
+from element_lightning_pose.app.review import SYNC_WAIT_S, review_state
+from element_lightning_pose.app.routes.common import project_at
+from element_lightning_pose.engine.atomic import write_bytes_atomic
+from element_lightning_pose.engine.data.labels import IMAGE_SUFFIXES, context_image_paths
+from element_lightning_pose.engine.data.projects import VIDEO_SUFFIXES, read_project_labels
+from element_lightning_pose.engine.data.video import read_frames, video_info
+from element_lightning_pose.engine.errors import ElpError, ProjectError
+from element_lightning_pose.engine.inference.evaluate import evaluate
+from element_lightning_pose.engine.inference.metrics import summarise
+from element_lightning_pose.engine.labeling.prefill import read_prefill, save_prefill
+from element_lightning_pose.engine.labeling.store import LabelConflictError
+from element_lightning_pose.engine.labeling.traces import (
+    CRITERIA,
+    PredictionTable,
+    companion_of,
+    find_prediction_files,
+    minmax_decimate,
+    series_names,
+    worst_frames,
+)
+from element_lightning_pose.engine.model_dir import MODEL_JSON, read_model_info
+
+router = APIRouter(prefix="/api")
+MAX_KEYPOINT_FRAMES = 1000  # frames of keypoints one request may ask for (the page asks for pages of them)
+MAX_TRACE_POINTS = 20000
+CONTEXT_RADIUS = 2  # frames each side of a frame sent to the labeler (the context model's window)
+PREDICTIONS_DIR = "predictions"
+_IMAGE_NUMBER = re.compile(r"img(\d+)\.png$")
+
+
+def _finite(values: np.ndarray, digits: int = 3) -> list:
+    """A float array as nested lists for JSON: rounded, NaN as null."""
+    rounded = np.round(values.astype(float), digits)
+    cells = rounded.astype(object)
+    cells[~np.isfinite(rounded)] = None
+    return cells.tolist()
+
+
+def _video_of(project: Location, video: str) -> Path:
+    path = project.child(video, "video").path
+    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+        raise ProjectError(f"video {video!r}: not a video of the project")
+    return path
+
+
+def _table_of(request: Request, project: Location, file: str) -> PredictionTable:
+    path = project.child(file, "file").path
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        raise ProjectError(f"file {file!r}: not a CSV file of the project")
+    return review_state(request.app).tables.get(path)
+
+
+def _view_of(project: Location, video: Path) -> tuple[str | None, list[str | None]]:
+    """The view a video shows (the longest view name in its file name) and the project's views."""
+    views = open_store(project.path).views
+    named = [v for v in views if v is not None and v in video.name]
+    if views != [None] and not named:
+        raise ProjectError(f"{video.name}: its name contains none of the project's views {views}")
+    return (max(named, key=len) if named else None), views
+
+
+def _model_dirs(project: Location) -> list[Path]:
+    """The project's model directories (``models/<name>/`` with a ``model.json``), oldest first."""
+    folder = project.path / MODELS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MODEL_JSON).is_file()]
+    return sorted(found, key=lambda p: ((p / MODEL_JSON).stat().st_mtime, p.name))
+
+
+def _model_dir(project: Location, key: str) -> Path:
+    path = project.child(key, "model").path
+    if path.resolve() not in [d.resolve() for d in _model_dirs(project)]:
+        raise ProjectError(f"model {key!r}: not a model directory of the project ({MODELS_DIR}/<name>/model.json)")
+    return path
+
+
+# ------------------------------------------------------------------------------------ sources
+
+
+@router.get("/review/sources")
+def sources(request: Request, p: str, video: str) -> dict[str, Any]:
+    """The prediction files about ``video`` anywhere in the project, and the models that have
+    none for it yet (which the page offers to run)."""
+    project = project_at(request, p)
+    path = _video_of(project, video)
+    view, _ = _view_of(project, path)
+    info = video_info(path)
+    files = []
+    for found in find_prediction_files(project.path, path.stem, view):
+        relative = found.path.relative_to(project.path).as_posix()
+        parts = relative.split("/")
+        model = parts[1] if len(parts) > 2 and parts[0] == MODELS_DIR else None
+        companion = companion_of(found.path)
+        files.append(
+            {
+                "file": relative,
+                "kind": found.kind,
+                "bodyparts": found.bodyparts,
+                "model": model,
+                "diagnostics": companion.relative_to(project.path).as_posix() if companion.is_file() else None,
+            }
+        )
+    with_files = {f["model"] for f in files if f["model"] is not None and f["kind"] != "diagnostics"}
+    models = [
+        {"model": d.name, "path": d.relative_to(project.path).as_posix()}
+        for d in _model_dirs(project)
+        if d.name not in with_files
+    ]
+    size = {"n_frames": info.n_frames, "fps": info.fps, "width": info.width, "height": info.height}
+    return {"video": video, **size, "files": files, "models_without_predictions": models}
+
+
+@router.get("/review/table")
+def table_info(request: Request, p: str, file: str) -> dict[str, Any]:
+    """What a prediction file holds: body parts, frames, series, worst-frame criteria."""
+    table = _table_of(request, project_at(request, p), file)
+    return {
+        "file": file,
+        "kind": table.kind,
+        "bodyparts": table.bodyparts,
+        "first_frame": int(table.frames[0]),
+        "last_frame": int(table.frames[-1]),
+        "n_frames": len(table.frames),
+        "series": list(table.series),
+        "criteria": {name: CRITERIA.get(name, name.replace("_", " ")) for name in table.criteria()},
+        "has_positions": table.has_positions,
+    }
+
+
+@router.get("/review/traces")
+def traces(
+    request: Request,
+    p: str,
+    file: str,
+    start: int | None = Query(None, ge=0),
+    stop: int | None = Query(None, ge=0),
+    max_points: int = Query(1000, ge=2, le=MAX_TRACE_POINTS),
+    series: str | None = None,
+    bodyparts: str | None = None,
+) -> dict[str, Any]:
+    """The series of frames ``start:stop`` (default: all), at most ``max_points`` points per body
+    part and series (min/max per bucket of frames, so spikes survive). ``series`` and
+    ``bodyparts`` are comma-separated names (default: all)."""
+    table = _table_of(request, project_at(request, p), file)
+    names = series_names(table, series.split(",") if series else None)
+    parts = bodyparts.split(",") if bodyparts else table.bodyparts
+    unknown = [b for b in parts if b not in table.bodyparts]
+    if unknown:
+        raise ProjectError(f"bodyparts {unknown}: {file} has {table.bodyparts}")
+    columns = [table.bodyparts.index(b) for b in parts]
+    rows = table.rows(start, stop)
+    out: dict[str, Any] = {}
+    for name in names:
+        frames, values = minmax_decimate(table.frames[rows], table.series[name][rows][:, columns], max_points)
+        out[name] = {
+            part: {"frames": frames[:, k].tolist(), "values": _finite(values[:, k])} for k, part in enumerate(parts)
+        }
+    first, last = rows.start, rows.stop
+    return {
+        "file": file,
+        "start": int(table.frames[first]) if last > first else start,
+        "stop": int(table.frames[last - 1]) + 1 if last > first else stop,
+        "n_frames": last - first,
+        "decimated": last - first > max_points,
+        "series": out,
+    }
+
+
+@router.get("/review/keypoints")
+def keypoints(
+    request: Request,
+    p: str,
+    file: str,
+    start: int = Query(ge=0),
+    stop: int | None = Query(None, ge=0),
+) -> dict[str, Any]:
+    """x, y, likelihood (and posterior sd) of frames ``start:stop`` (default: ``start`` alone),
+    at most :data:`MAX_KEYPOINT_FRAMES` of them: ``points[i][k] = [x, y, likelihood]``."""
+    table = _table_of(request, project_at(request, p), file)
+    if not table.has_positions:
+        raise ProjectError(f"file {file!r}: diagnostics hold no positions; choose the predictions beside it")
+    stop = start + 1 if stop is None else stop
+    if not 0 < stop - start <= MAX_KEYPOINT_FRAMES:
+        raise ProjectError(f"start={start}, stop={stop}: ask for 1 to {MAX_KEYPOINT_FRAMES} frames at a time")
+    rows = table.rows(start, stop)
+    points = np.stack([table.series[c][rows] for c in ("x", "y", "likelihood")], axis=-1)
+    answer = {"file": file, "bodyparts": table.bodyparts, "frames": table.frames[rows].tolist()}
+    answer["points"] = _finite(points, 2)
+    if "posterior_sd" in table.series:
+        answer["posterior_sd"] = _finite(table.series["posterior_sd"][rows], 2)
+    return answer
+
+
+@router.get("/review/worst")
+def worst(
+    request: Request,
+    p: str,
+    file: str,
+    criterion: str,
+    n: int = Query(20, ge=1, le=200),
+    min_gap: int = Query(10, ge=1),
+    start: int | None = Query(None, ge=0),
+    stop: int | None = Query(None, ge=0),
+) -> dict[str, Any]:
+    """The ``n`` worst frames by ``criterion``, no two closer than ``min_gap`` frames."""
+    table = _table_of(request, project_at(request, p), file)
+    found = worst_frames(table, criterion, n=n, min_gap=min_gap, start=start, stop=stop)
+    return {
+        "file": file,
+        "criterion": criterion,
+        "frames": [
+            {"frame": w.frame, "score": round(w.score, 4), "bodypart": w.bodypart, "reason": w.reason} for w in found
+        ],
+    }
+
+
+# ------------------------------------------------------------------------------------ to the labeler
+
+
+def export_video_frames(root: Path, video: Path, frame: int, *, radius: int = CONTEXT_RADIUS) -> tuple[str, list[Path]]:
+    """Write frame ``frame`` of ``video`` and its ``radius`` neighbours each side (those inside the
+    video) as PNGs into ``labeled-data/<video name>/`` of the project at ``root``.
+
+    Images are named ``img<number>.png`` with the zero padding the folder already uses (at least
+    five digits otherwise); an image already there is kept as it is. Returns the frame's image
+    (relative to ``root``) and the files written, so that a failure later can take them back.
+    The select page's exporter (``engine.labeling.selection``) will replace this one.
+    """
+    n_frames = video_info(video).n_frames
+    if not 0 <= frame < n_frames:
+        raise ProjectError(f"frame {frame}: outside {video.name}'s frames 0..{n_frames - 1}")
+    folder = root / "labeled-data" / video.stem
+    existing = [m.group(1) for p in folder.glob("img*.png") if (m := _IMAGE_NUMBER.search(p.name))]
+    digits = len(existing[0]) if existing else max(5, len(str(n_frames - 1)))
+    wanted = [t for t in range(frame - radius, frame + radius + 1) if 0 <= t < n_frames]
+    missing = [t for t in wanted if not (folder / f"img{t:0{digits}d}.png").is_file()]
+    written: list[Path] = []
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for t, rgb in zip(missing, read_frames(video, missing)):
+                ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                if not ok:
+                    raise ProjectError(f"{video}: frame {t} could not be encoded as PNG")
+                written.append(write_bytes_atomic(folder / f"img{t:0{digits}d}.png", png.tobytes()))
+        except BaseException:
+            _remove(written)
+            raise
+    return f"labeled-data/{video.stem}/img{frame:0{digits}d}.png", written
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+@router.post("/review/send")
+def send_to_labeler(request: Request, p: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    """Queue a frame of a video for labeling: ``{file, video, frame, base_revision}``.
+
+    The frame and its context frames are written into ``labeled-data/`` (in a multi-view project,
+    the same instant of every view's video), queued in the label tables, and the prediction of
+    ``file`` at that frame is kept as the labeler's prefill (:mod:`...engine.labeling.prefill`).
+    """
+    project = project_at(request, p)
+    file, video_key = str(body.get("file", "")), str(body.get("video", ""))
+    frame = body.get("frame")
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+        raise ProjectError(f"frame {frame!r}: give a frame number (0 or more)")
+    video = _video_of(project, video_key)
+    table = _table_of(request, project, file)
+    if not table.has_positions:
+        raise ProjectError(f"file {file!r}: diagnostics hold no positions to prefill; send from the predictions")
+    rows = table.rows(frame, frame + 1)
+    if rows.stop == rows.start:
+        raise ProjectError(f"frame {frame}: not in {file} (frames {int(table.frames[0])}..{int(table.frames[-1])})")
+    store = open_store(project.path)
+    shared = [b for b in table.bodyparts if b in store.bodyparts]
+    if not shared:
+        raise ProjectError(
+            f"file {file!r}: its body parts {table.bodyparts} are none of the project's {store.bodyparts}"
+        )
+    view, views = _view_of(project, video)
+    base_revision, current = str(body.get("base_revision", "")), store.revision()
+    if base_revision != current:  # before any frame is written
+        raise LabelConflictError(
+            f"{p}: the labels changed since this page read them (revision {base_revision}, now {current}); reload"
+        )
+    videos = {view: video} if view is None else {v: video.with_name(video.name.replace(view, str(v))) for v in views}
+    for other in videos.values():
+        if not other.is_file():
+            raise ProjectError(f"{other.name}: no video of that view for the instant of {video.name}")
+    written: list[Path] = []
+    try:
+        images = {}
+        for name, path in videos.items():
+            image, files = export_video_frames(project.path, path, frame)
+            images[name] = [image]
+            written += files
+        queued = images[view][0]
+        already = any(queued in t.image_paths for t in store.tables)
+        revision = store.add_frames(images, base_revision=base_revision)
+    except BaseException:
+        _remove(written)
+        raise
+    row = rows.start
+    points = {
+        b: [float(table.series[c][row, table.bodyparts.index(b)]) for c in ("x", "y", "likelihood")] for b in shared
+    }
+    save_prefill(project.path, queued, points, source=file, frame=frame)
+    return {
+        "image": queued,
+        "images": {str(k) if k is not None else "": v for k, v in images.items()},
+        "context": context_image_paths(project.path, queued, CONTEXT_RADIUS),
+        "already_queued": already,
+        "revision": revision,
+    }
+
+
+@router.get("/labels/prefill")
+def prefill(request: Request, p: str, image: str) -> dict[str, Any]:
+    """The model's prediction kept for ``image`` when it was sent to the labeler:
+    ``{image, points: {bodypart: [x, y, likelihood]}, source, frame}``; ``points`` is empty
+    when none was kept (the labeler then starts from nothing)."""
+    project = project_at(request, p)
+    path = project.child(image, "image").path
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ProjectError(f"image {image!r}: not an image of the project")
+    entry = read_prefill(project.path, image) or {"points": {}, "source": None, "frame": None}
+    return {"image": image, "points": entry["points"], "source": entry["source"], "frame": entry["frame"]}
+
+
+# ------------------------------------------------------------------------------------ predicting
+
+
+@router.post("/review/predict")
+def predict(request: Request, p: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
+    """Predict ``video`` with the model directory ``model`` (``models/<name>``) into
+    ``models/<name>/predictions/<video>.csv`` (and its diagnostics), in a job of the server.
+
+    The answer waits up to :data:`~element_lightning_pose.app.review.SYNC_WAIT_S` seconds: a short
+    video's predictions are done by then (200, state ``done``); a longer one answers 202 with the
+    job to poll at ``GET /api/review/predict?job=``. Existing predictions are never replaced.
+    """
+    project = project_at(request, p)
+    model_key, video_key = str(body.get("model", "")), str(body.get("video", ""))
+    model_dir = _model_dir(project, model_key)
+    video = _video_of(project, video_key)
+    out_csv = model_dir / PREDICTIONS_DIR / f"{video.stem}.csv"
+    if out_csv.exists() or companion_of(out_csv).exists():
+        raise ProjectError(f"{model_key}/{PREDICTIONS_DIR}/{video.stem}.csv: exists already; review it")
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    job = review_state(request.app).jobs.start(model_dir, video, out_csv, model=model_key, video_key=video_key)
+    job.done.wait(SYNC_WAIT_S)
+    return _job_answer(project, job)
+
+
+@router.get("/review/predict")
+def prediction_job(request: Request, p: str, job: str) -> JSONResponse:
+    """The state of a prediction job (``queued``, ``running``, ``done`` with its file, ``failed`` with why)."""
+    project = project_at(request, p)
+    found = review_state(request.app).jobs.get(job)
+    if found is None:
+        raise ProjectError(f"job {job!r}: no such prediction job on this server")
+    return _job_answer(project, found)
+
+
+def _job_answer(project: Location, job) -> JSONResponse:
+    answer = job.to_dict()
+    if job.state == "done":
+        answer["file"] = job.out_csv.relative_to(project.path).as_posix()
+    if job.state == "failed":
+        return JSONResponse({"error": f"predicting {job.video} with {job.model}: {job.error}", **answer}, 400)
+    return JSONResponse(answer, status_code=200 if job.state == "done" else 202)
+
+
+# ------------------------------------------------------------------------------------ did this round help
+
+
+def _model_entry(project: Location, model_dir: Path) -> dict[str, Any]:
+    info = read_model_info(model_dir)
+    return {
+        "model": model_dir.name,
+        "path": model_dir.relative_to(project.path).as_posix(),
+        "n_train": info.n_train,
+        "n_val": info.n_val,
+        "n_test": info.n_test,
+        "trained": (model_dir / MODEL_JSON).stat().st_mtime,
+    }
+
+
+def _evaluation_key(project: Location, model_dir: Path) -> tuple:
+    checkpoint = read_model_info(model_dir).checkpoint
+    stamp = checkpoint.stat().st_mtime_ns if checkpoint is not None and checkpoint.is_file() else None
+    return (str(model_dir.resolve()), stamp, open_store(project.path).revision())
+
+
+@router.get("/review/rounds")
+def rounds(request: Request, p: str) -> dict[str, Any]:
+    """Every model of the project, oldest first, with the number of labels it was trained on and
+    its evaluation on the labels of now where one was computed (``POST /api/review/evaluate``)."""
+    project = project_at(request, p)
+    cache = review_state(request.app).evaluations
+    models = []
+    for model_dir in _model_dirs(project):
+        try:
+            entry = _model_entry(project, model_dir)
+            entry["evaluation"] = cache.get(_evaluation_key(project, model_dir))
+        except ElpError as exc:
+            entry = {"model": model_dir.name, "error": str(exc)}
+        models.append(entry)
+    return {"models": models}
+
+
+@router.post("/review/evaluate")
+def evaluate_model(request: Request, p: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    """Evaluate one model (``{model: "models/<name>"}``) on the project's labeled frames of now.
+
+    Frames the model never saw in training are its split ``unused``: the labels added since, on
+    which the next round's model can be compared with this one.
+    """
+    project = project_at(request, p)
+    model_key = str(body.get("model", ""))
+    model_dir = _model_dir(project, model_key)
+    key = _evaluation_key(project, model_dir)
+    cache = review_state(request.app).evaluations
+    summary = cache.get(key)
+    if summary is None:
+        labels = read_project_labels(project.path)
+        labels = labels.subset(np.flatnonzero(np.isfinite(labels.keypoints).all(axis=-1).any(axis=1)))
+        info = read_model_info(model_dir)
+        if info.bodyparts != labels.bodyparts:
+            raise ProjectError(f"model {model_key!r} predicts {info.bodyparts}, the project labels {labels.bodyparts}")
+        table = evaluate(model_dir, labels)
+        by_split = summarise(table, "error_px", by=("split",))
+        frames = table.dropna(subset=["error_px"]).groupby("split")["image"].nunique()
+        summary = {
+            split: {
+                "mean_px": round(float(row["mean"]), 3) if np.isfinite(row["mean"]) else None,
+                "p90_px": round(float(row["p90"]), 3) if np.isfinite(row["p90"]) else None,
+                "keypoints": int(row["count"]),
+                "frames": int(frames.get(split, 0)) if split != "__all__" else int(frames.sum()),
+            }
+            for split, row in by_split.iterrows()
+        }
+        cache.put(key, summary)
+    return {**_model_entry(project, model_dir), "evaluation": summary}
