@@ -9,6 +9,7 @@ are on disk.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from element_lightning_pose.engine.data.video import VideoError, video_info
+from element_lightning_pose.engine.data.video import VideoError, VideoInfo, video_info
 
 JPEG_QUALITY = 90
 MAX_OPEN_VIDEOS = 4
@@ -25,10 +26,23 @@ MAX_CACHED_FRAMES = 256
 READ_ON_LIMIT = 30
 
 
+def cached_video_info(path: Path) -> VideoInfo:
+    """:func:`~element_lightning_pose.engine.data.video.video_info`, read once per file version:
+    checking a video's length decodes its last frame, which costs hundreds of milliseconds on a
+    long-GOP H.264 file (a changed file, by size or time, is read again)."""
+    stat = Path(path).stat()
+    return _video_info(Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _video_info(path: Path, size: int, mtime_ns: int) -> VideoInfo:
+    return video_info(path)
+
+
 class _Decoder:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.n_frames = video_info(path).n_frames
+        self.n_frames = cached_video_info(path).n_frames
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
             raise VideoError(f"{path}: cannot be opened")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from element_lightning_pose.app.frames import cached_video_info
 from element_lightning_pose.app.locations import Location
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.data.dlc import is_dlc_project, read_dlc_config
@@ -185,7 +186,7 @@ def summarise(location: Location, *, with_videos: bool = True) -> ProjectSummary
         for video in project_videos(folder):
             relative = video.relative_to(folder).as_posix()
             try:
-                info = video_info(video)
+                info = cached_video_info(video)
                 summary.videos.append(VideoSummary(relative, info.n_frames, info.fps, info.width, info.height))
             except VideoError as exc:
                 summary.videos.append(VideoSummary(relative, None, None, None, None, error=str(exc)))

@@ -243,16 +243,19 @@ async function copyPrevious() {
   render();
 }
 
-function edits() {
+function edits(acceptPrefilled) {
   return Object.entries(state.points)
-    .filter(([, p]) => p.touched || p.origin === "prefilled")
+    .filter(([, p]) => p.touched || (acceptPrefilled && p.origin === "prefilled"))
     .map(([bodypart, p]) => ({ bodypart, state: p.state, x: p.state === "labeled" ? p.x : null, y: p.state === "labeled" ? p.y : null, origin: p.origin }));
 }
 
-async function save() {
+// explicit: Ctrl+S or the button, which also accepts the model's untouched points; leaving a
+// frame saves only what was edited, so an unseen prediction never becomes a label by itself
+async function save(explicit = false) {
+  if (explicit && Object.values(state.points).some((p) => p.origin === "prefilled" && !p.touched)) state.dirty = true;
   if (!state.dirty || !state.image) return true;
   try {
-    const answer = await api(`/api/labels/frame?${query({ p: state.project })}`, { method: "POST", body: { image: state.image, base_revision: state.revision, edits: edits() } });
+    const answer = await api(`/api/labels/frame?${query({ p: state.project })}`, { method: "POST", body: { image: state.image, base_revision: state.revision, edits: edits(explicit) } });
     state.revision = answer.revision;
     state.dirty = false;
     const entry = state.queue.find((f) => f.image === state.image);
@@ -329,7 +332,7 @@ function onKey(event) {
   const ctrl = event.ctrlKey || event.metaKey;
   if (ctrl && key.toLowerCase() === "z" && !event.shiftKey) { if (state.undo.length) { state.redo.push(snapshot()); restore(state.undo.pop()); } }
   else if (ctrl && (key.toLowerCase() === "y" || (key.toLowerCase() === "z" && event.shiftKey))) { if (state.redo.length) { state.undo.push(snapshot()); restore(state.redo.pop()); } }
-  else if (ctrl && key.toLowerCase() === "s") save();
+  else if (ctrl && key.toLowerCase() === "s") save(true);
   else if (ctrl) return;
   else if (key === "w" || key === "ArrowUp") { state.current = (state.current + state.bodyparts.length - 1) % state.bodyparts.length; render(); }
   else if (key === "s" || key === "ArrowDown") { state.current = (state.current + 1) % state.bodyparts.length; render(); }
@@ -394,7 +397,7 @@ function attach() {
   window.addEventListener("keydown", onKey);
   window.addEventListener("resize", () => { fit(); render(); });
   window.addEventListener("beforeunload", (event) => { if (state.dirty) event.preventDefault(); });
-  document.getElementById("save").addEventListener("click", save);
+  document.getElementById("save").addEventListener("click", () => save(true));
   document.getElementById("next").addEventListener("click", () => step(1, true));
 }
 

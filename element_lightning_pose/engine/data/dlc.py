@@ -154,12 +154,17 @@ def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFra
     Image paths are relative to the project root (``labeled-data/<video>/img042.png``), body
     parts in ``config.yaml``'s order; the labels of each folder must name exactly the body parts
     of ``config.yaml``. Errors name the file at fault (the CSV or .h5, the config, an image).
+    A folder whose frames are queued but not labeled yet (a table without any labeled keypoint,
+    as the labeling loop leaves it) is skipped, as DeepLabCut skips a folder without labels.
     """
     root = Path(root)
     config = read_dlc_config(root)
     parts = []
     for path in dlc_label_files(root):
-        part = read_dlc_label_file(path, root, config["bodyparts"])
+        part = read_dlc_label_file(path, root, config["bodyparts"], require_keypoints=False)
+        if not np.isfinite(part.keypoints).any():
+            logger.warning("%s: frames queued, none labeled yet; skipped", path)
+            continue
         h5 = path.with_suffix(".h5")
         if path.suffix == ".csv" and h5.is_file():
             _check_h5_agrees(part, h5, root, config["bodyparts"])
@@ -167,6 +172,8 @@ def read_dlc_project(root: PathLike, *, check_images: bool = True) -> LabeledFra
             for image in part.image_paths:
                 check_image(root / image, f"{path} ({image})")
         parts.append(part)
+    if not parts:
+        raise ProjectError(f"{root / DLC_LABELED_DIR}: no labeled keypoints in any labeled folder yet")
     labels = concat_labels(parts, root, root / DLC_CONFIG)
     return replace(labels, scorer=config["scorer"])
 

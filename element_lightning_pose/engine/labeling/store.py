@@ -84,6 +84,11 @@ class LabelTable:
     dlc_index: bool = False  # DeepLabCut's three index columns (labeled-data, video, image)
     h5_twin: Path | None = None  # DeepLabCut's .h5 beside the CSV, kept equal to it
 
+    @property
+    def image_paths_folder(self) -> str:
+        """The folder of a DeepLabCut table's images (its own folder, relative to the project)."""
+        return self.path.parent.name and f"labeled-data/{self.path.parent.name}"
+
 
 @dataclass
 class FrameLabels:
@@ -111,6 +116,7 @@ class LabelStore:
             raise ProjectError(f"{self.root}: project folder not found")
         self._new_bodyparts = list(bodyparts) if bodyparts else None
         self._new_views = list(views) if views else None
+        self.dlc_scorer: str | None = None  # a DeepLabCut project's scorer: one table per labeled folder
         self.tables, self.bodyparts = self._read_tables()
 
     # ------------------------------------------------------------------ reading
@@ -142,6 +148,7 @@ class LabelStore:
 
     def _read_dlc(self) -> tuple[list[LabelTable], list[str]]:
         config = read_dlc_config(self.root)
+        self.dlc_scorer = config["scorer"]
         tables = []
         for path in dlc_label_files(self.root):
             labels = read_dlc_label_file(path, self.root, config["bodyparts"], require_keypoints=False)
@@ -217,9 +224,14 @@ class LabelStore:
         counts = {len(v) for v in images_by_view.values()}
         if len(counts) != 1:
             raise ProjectError(f"{self.root}: new frames differ in number between the views ({sorted(counts)})")
+        if self.dlc_scorer is not None:
+            self._add_dlc_tables(images_by_view[None])
         changed = []
         for table in self.tables:
-            fresh = [image for image in images_by_view[table.view] if image not in table.image_paths]
+            wanted = images_by_view[table.view]
+            if table.dlc_index:  # DeepLabCut: each labeled folder's table holds its own images
+                wanted = [image for image in wanted if PurePosixPath(image).parent == PurePosixPath(table.image_paths_folder)]
+            fresh = [image for image in wanted if image not in table.image_paths]
             for image in fresh:
                 if not (self.root / image).is_file():
                     raise ProjectError(f"{self.root / image}: image not found (export the frame first)")
@@ -231,6 +243,20 @@ class LabelStore:
         for table in changed:
             self._write(table)
         return self.revision()
+
+    def _add_dlc_tables(self, images: Sequence[str]) -> None:
+        """A table for each labeled folder of ``images`` that has none yet (DeepLabCut keeps
+        ``labeled-data/<video>/CollectedData_<scorer>.csv``, and its ``.h5`` where PyTables is)."""
+        known = {t.image_paths_folder for t in self.tables}
+        for folder in sorted({str(PurePosixPath(image).parent) for image in images} - known):
+            parts = PurePosixPath(folder).parts
+            if len(parts) != 2 or parts[0] != "labeled-data":
+                raise ProjectError(f"{self.root}: DeepLabCut keeps labeled frames in labeled-data/<video>/, not {folder}/")
+            csv_path = self.root / folder / f"CollectedData_{self.dlc_scorer}.csv"
+            empty = np.full((0, len(self.bodyparts), 2), np.nan)
+            table = LabelTable(csv_path, None, str(self.dlc_scorer), [], empty, dlc_index=True)
+            table.h5_twin = csv_path.with_suffix(".h5") if _has_pytables() else None
+            self.tables.append(table)
 
     def save_frame(self, image: str, edits: Sequence[PointEdit], *, base_revision: str) -> str:
         """Save the points of ``image`` that ``edits`` names; others stay as they are. Returns the
@@ -280,6 +306,14 @@ class LabelStore:
         if table.h5_twin is not None:
             with atomic_output(table.h5_twin) as tmp:
                 frame.to_hdf(tmp, key="df_with_missing", mode="w")
+
+
+def _has_pytables() -> bool:
+    try:
+        import tables  # noqa: F401  (optional: pandas' HDF5 backend, for DeepLabCut's .h5)
+    except ImportError:
+        return False
+    return True
 
 
 def _history_path(table: Path) -> Path:

@@ -145,3 +145,21 @@ def test_unknown_images_and_body_parts_are_refused_and_write_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ProjectError, match="give the body parts"):
         LabelStore(tmp_path / "empty")
+
+
+def test_new_deeplabcut_frames_go_to_their_own_folders_table(tmp_path):
+    pytest.importorskip("tables")
+    make_dlc_project(tmp_path, folders={"mouseA": 2, "mouseB": 2})
+    store = LabelStore(tmp_path)
+    new = write_images(tmp_path, "mouseB", [50]) + write_images(tmp_path, "mouseC", [7])
+    store.add_frames({None: new}, base_revision=store.revision())
+    labels = read_dlc_project(tmp_path, check_images=False)
+    assert new[0] in labels.image_paths
+    assert new[1] not in labels.image_paths  # a folder with frames queued, none labeled: skipped by the reader
+    table_b = read_labels(tmp_path / "labeled-data" / "mouseB" / "CollectedData_Alice.csv", tmp_path, require_keypoints=False)
+    assert table_b.image_paths[-1] == new[0] and len(table_b) == 3  # not in mouseA's table, not twice
+    assert (tmp_path / "labeled-data" / "mouseC" / "CollectedData_Alice.csv").is_file()
+    assert (tmp_path / "labeled-data" / "mouseC" / "CollectedData_Alice.h5").is_file()  # DeepLabCut trains from it
+    store = LabelStore(tmp_path)
+    store.save_frame(new[1], [PointEdit(store.bodyparts[0], "labeled", 3.0, 4.0)], base_revision=store.revision())
+    assert new[1] in read_dlc_project(tmp_path, check_images=False).image_paths  # labeled now: read
