@@ -230,7 +230,9 @@ class LabelStore:
         for table in self.tables:
             wanted = images_by_view[table.view]
             if table.dlc_index:  # DeepLabCut: each labeled folder's table holds its own images
-                wanted = [image for image in wanted if PurePosixPath(image).parent == PurePosixPath(table.image_paths_folder)]
+                wanted = [
+                    image for image in wanted if PurePosixPath(image).parent == PurePosixPath(table.image_paths_folder)
+                ]
             fresh = [image for image in wanted if image not in table.image_paths]
             for image in fresh:
                 if not (self.root / image).is_file():
@@ -251,7 +253,9 @@ class LabelStore:
         for folder in sorted({str(PurePosixPath(image).parent) for image in images} - known):
             parts = PurePosixPath(folder).parts
             if len(parts) != 2 or parts[0] != "labeled-data":
-                raise ProjectError(f"{self.root}: DeepLabCut keeps labeled frames in labeled-data/<video>/, not {folder}/")
+                raise ProjectError(
+                    f"{self.root}: DeepLabCut keeps labeled frames in labeled-data/<video>/, not {folder}/"
+                )
             csv_path = self.root / folder / f"CollectedData_{self.dlc_scorer}.csv"
             empty = np.full((0, len(self.bodyparts), 2), np.nan)
             table = LabelTable(csv_path, None, str(self.dlc_scorer), [], empty, dlc_index=True)

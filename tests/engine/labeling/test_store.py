@@ -156,7 +156,9 @@ def test_new_deeplabcut_frames_go_to_their_own_folders_table(tmp_path):
     labels = read_dlc_project(tmp_path, check_images=False)
     assert new[0] in labels.image_paths
     assert new[1] not in labels.image_paths  # a folder with frames queued, none labeled: skipped by the reader
-    table_b = read_labels(tmp_path / "labeled-data" / "mouseB" / "CollectedData_Alice.csv", tmp_path, require_keypoints=False)
+    table_b = read_labels(
+        tmp_path / "labeled-data" / "mouseB" / "CollectedData_Alice.csv", tmp_path, require_keypoints=False
+    )
     assert table_b.image_paths[-1] == new[0] and len(table_b) == 3  # not in mouseA's table, not twice
     assert (tmp_path / "labeled-data" / "mouseC" / "CollectedData_Alice.csv").is_file()
     assert (tmp_path / "labeled-data" / "mouseC" / "CollectedData_Alice.h5").is_file()  # DeepLabCut trains from it
