@@ -11,7 +11,7 @@ picked), best first:
   all in numpy: no scikit-learn.
 - :func:`select_uniform` - evenly spaced frames.
 - :func:`select_model_guided` - frames ranked by a model's or an ensemble's diagnostics
-  (:class:`FrameScores`, assembled from the files a user has by :func:`frame_scores`): low
+  (:class:`FrameScores`, assembled from the files a user has by :func:`read_frame_scores`): low
   likelihood, temporal jumps, PCA residuals, ensemble spread, EKS posterior sd and a calibrated
   rig's reprojection error in this camera. Each criterion is divided by that keypoint's median
   over the video, so that criteria and keypoints compare; a frame's score is its worst
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from element_lightning_pose.engine.atomic import atomic_output
-from element_lightning_pose.engine.data.keypoints import read_keypoint_csv
 from element_lightning_pose.engine.data.labels import read_image
 from element_lightning_pose.engine.data.video import iter_grey_batches, read_frames, video_info
 from element_lightning_pose.engine.eks.io import load_members
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.inference.metrics import temporal_norm
+from element_lightning_pose.engine.labeling.traces import PredictionTable, read_prediction_table
+from element_lightning_pose.engine.labeling.traces import frame_scores as traces_frame_scores
 from element_lightning_pose.engine.model_dir import CROP_ZOOM, MODEL_JSON, read_model_info
 from element_lightning_pose.engine.safe_paths import check_path_part, inside_root
 from element_lightning_pose.engine.types import PathLike
@@ -303,21 +303,23 @@ def select_uniform(
 
 @dataclass(frozen=True)
 class Criterion:
-    """How one diagnostic is read: its name in reasons, its unit, whether low values are the bad
-    ones (likelihood), and the smallest typical value it is divided by (so that a keypoint that
-    barely moves does not turn a 2 px jump into a 20-fold outlier)."""
+    """How one diagnostic reads in a reason, and the smallest typical value it is divided by (so
+    that a keypoint that barely moves does not turn a 2 px jump into a 20-fold outlier).
+    ``inverted``: the badness is 1 - the value shown (likelihood)."""
 
     label: str
     unit: str
     floor: float
-    low_is_bad: bool = False
+    inverted: bool = False
 
 
+# The criteria's names are those of the review's traces (engine.labeling.traces) and of
+# elp predict's diagnostics file; their badness (larger is worse) is traces.frame_scores'.
 CRITERIA: dict[str, Criterion] = {
-    "likelihood": Criterion("likelihood", "", 0.01, low_is_bad=True),
+    "likelihood": Criterion("likelihood", "", 0.01, inverted=True),
     "jump": Criterion("temporal jump", "px", 1.0),
-    "pca_singleview": Criterion("PCA residual (single-view)", "px", 1.0),
-    "pca_multiview": Criterion("PCA residual (multi-view)", "px", 1.0),
+    "pca_singleview_residual": Criterion("PCA residual (single-view)", "px", 1.0),
+    "pca_multiview_residual": Criterion("PCA residual (multi-view)", "px", 1.0),
     "ensemble_sd": Criterion("ensemble sd", "px", 0.5),
     "posterior_sd": Criterion("EKS posterior sd", "px", 0.5),
     "reprojection": Criterion("reprojection error in this camera", "px", 1.0),
@@ -328,9 +330,10 @@ CRITERIA: dict[str, Criterion] = {
 class FrameScores:
     """Per-frame, per-keypoint diagnostics of one video's predictions.
 
-    ``criteria`` maps names of :data:`CRITERIA` to (T, K) raw values (NaN where unknown);
-    ``frames`` (T,) are the rows' frame numbers in the video; ``poses`` (T, K, 2) the predicted
-    positions (for spreading the selection), or None; ``sources`` says which file gave what.
+    ``criteria`` maps names of :data:`CRITERIA` to (T, K) badness, larger is worse (NaN where
+    unknown): likelihood as 1 - likelihood, the others in pixels; ``frames`` (T,) are the rows'
+    frame numbers in the video; ``poses`` (T, K, 2) the predicted positions (for spreading the
+    selection), or None; ``sources`` says which file gave what.
     """
 
     criteria: Mapping[str, np.ndarray]
@@ -359,30 +362,31 @@ class FrameScores:
         criterion's floor): 1 is typical, 5 is five times the typical badness."""
         out = {}
         for name, values in self.criteria.items():
-            spec = CRITERIA[name]
-            bad = 1.0 - np.asarray(values, dtype=float) if spec.low_is_bad else np.asarray(values, dtype=float)
-            with np.errstate(invalid="ignore"), _quiet_nan_slices():
+            bad = np.asarray(values, dtype=float)
+            floor = CRITERIA[name].floor
+            with _quiet_nan_slices():
                 typical = np.nanmedian(bad, axis=0)
-            out[name] = bad / np.fmax(np.nan_to_num(typical, nan=spec.floor), spec.floor)
+            out[name] = bad / np.fmax(np.nan_to_num(typical, nan=floor), floor)
         return out
 
 
 @contextmanager
 def _quiet_nan_slices() -> Iterator[None]:
     """np.nanmedian and np.nanvar warn for an all-NaN keypoint; here that only means "unknown"."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
 
 
 def _describe(scores: FrameScores, name: str, row: int, keypoint: int, ratio: float) -> str:
     spec = CRITERIA[name]
-    value = float(scores.criteria[name][row, keypoint])
+    bad = float(scores.criteria[name][row, keypoint])
     part = scores.bodyparts[keypoint]
-    if spec.low_is_bad:
-        typical = float(np.nanmedian(scores.criteria[name][:, keypoint]))
-        return f"{spec.label} {value:.2f} on {part} (its median {typical:.2f})"
-    return f"{spec.label} {value:.1f} {spec.unit} on {part} ({ratio:.1f}x its median)".replace("  ", " ")
+    if spec.inverted:
+        with _quiet_nan_slices():
+            typical = 1.0 - float(np.nanmedian(scores.criteria[name][:, keypoint]))
+        return f"{spec.label} {1.0 - bad:.2f} on {part} (its median {typical:.2f})"
+    return f"{spec.label} {bad:.1f} {spec.unit} on {part} ({ratio:.1f}x its median)"
 
 
 def select_model_guided(
@@ -464,20 +468,6 @@ def _spread(
 # ------------------------------------------------------------------------------ assembling scores
 
 
-def _read_coords(path: PathLike, coords: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    values, bodyparts, _, index = read_keypoint_csv(path, coords)
-    return values, bodyparts, _frame_numbers(index)
-
-
-def _frame_numbers(index: pd.Index) -> np.ndarray | None:
-    """A table's index as frame numbers, or None when it is not whole numbers (image paths)."""
-    try:
-        numbers = np.asarray(index, dtype=np.int64)
-        return numbers if np.array_equal(numbers, np.asarray(index, dtype=float)) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def model_pcas(model: PathLike) -> dict[str, KeypointPCA]:
     """The PCAs a model was trained with, read from its checkpoint (a model directory, whose
     ``checkpoints/best.ckpt`` is read, or a checkpoint file); a crop-zoom model's pose stage's."""
@@ -503,7 +493,13 @@ def _checkpoint_pcas(model: PathLike) -> tuple[dict[str, KeypointPCA], list[str]
     return pcas, saved.bodyparts
 
 
-def frame_scores(
+def _sd(x_variance: np.ndarray, y_variance: np.ndarray) -> np.ndarray:
+    """A 2D spread in px: the root of the mean of the x and y variances, as the review's traces
+    and the rig's smoother read an eks file's variances."""
+    return np.sqrt((x_variance + y_variance) / 2)
+
+
+def read_frame_scores(
     *,
     predictions_csv: PathLike | None = None,
     members: Sequence[PathLike] = (),
@@ -512,146 +508,116 @@ def frame_scores(
     diagnostics_csv: PathLike | None = None,
     reprojection: PathLike | np.ndarray | None = None,
 ) -> FrameScores:
-    """The diagnostics of one video's predictions, from whichever of these files a user has:
+    """The diagnostics of one video's predictions, from whichever of these files a user has
+    (read by :func:`~element_lightning_pose.engine.labeling.traces.read_prediction_table`, the
+    review's reader, so that a reason's value is the one its trace shows):
 
     - ``predictions_csv``: one model's predictions (x, y, likelihood): low likelihood and
       temporal jumps (a frame far from both its neighbours: the smaller of its displacements
       from the previous and to the next frame, so a one-frame glitch stands out and a fast
-      but smooth movement does not);
-    - ``members``: an ensemble's prediction CSVs: the members' spread (root of the summed x and
-      y variances);
-    - ``eks_csv``: an Ensemble Kalman Smoother output in eks's layout: the posterior sd (root
-      of the summed x and y posterior variances), and the ensemble spread it records when no
-      ``members`` are given;
+      but smooth movement does not); with its ``<name>_diagnostics.csv`` beside it, that
+      file's PCA residuals too;
+    - ``members``: an ensemble's prediction CSVs: the members' spread (root of the mean of
+      their x and y variances);
+    - ``eks_csv``: an Ensemble Kalman Smoother output in eks's layout: the posterior sd, and
+      the ensemble sd it records when no ``members`` are given;
     - ``pca``: the model's PCAs (its model directory, a checkpoint, or ``{kind: KeypointPCA}``):
       the residual of each keypoint; ``diagnostics_csv`` (``elp predict --diagnostics``) gives
-      the same residuals already computed;
+      such residuals already computed;
     - ``reprojection``: for a calibrated rig, this camera's reprojection error (T, K) px, or
-      the CSV of the 3D points projected into this camera (``multicam.io.write_reprojections``),
-      whose distance to the predictions is the error.
+      this camera's CSV of the rig's reprojection (``elp triangulate --reproject``), whose
+      distance to the predictions is the error.
 
     Likelihood, jumps, PCA and reprojection are measured on the predictions of
     ``predictions_csv``, else the EKS output, else the members' median (also the poses used to
-    spread a selection). Every file must have the same rows and body parts; an error names the
-    file that differs.
+    spread a selection). Every file must cover the same frames and body parts; an error names
+    the file that differs.
     """
     if predictions_csv is None and not members and eks_csv is None and diagnostics_csv is None:
         raise SelectionError("frame scores: give at least one of predictions_csv, members, eks_csv or diagnostics_csv")
     criteria: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
-    reference: tuple[str, list[str], int] | None = None
-    frames: np.ndarray | None = None
+    first: PredictionTable | None = None
 
-    def agree(path: PathLike, bodyparts: list[str], n_rows: int, index: np.ndarray | None) -> None:
-        nonlocal reference, frames
-        if reference is None:
-            reference = (str(path), bodyparts, n_rows)
-            frames = index
-            return
-        first, parts, rows = reference
-        if bodyparts != parts:
-            raise SelectionError(f"{path}: body parts {bodyparts} differ from {first}'s {parts}")
-        if n_rows != rows:
-            raise SelectionError(f"{path}: {n_rows} rows, {first} has {rows}: not predictions of the same frames")
+    def read(path: PathLike) -> PredictionTable:
+        nonlocal first
+        table = read_prediction_table(path)
+        if first is None:
+            first = table
+        elif table.bodyparts != first.bodyparts:
+            raise SelectionError(f"{path}: body parts {table.bodyparts} differ from {first.path}'s {first.bodyparts}")
+        elif not np.array_equal(table.frames, first.frames):
+            raise SelectionError(
+                f"{path}: {len(table.frames)} frames ({table.frames[0]}-{table.frames[-1]}), {first.path} has "
+                f"{len(first.frames)} ({first.frames[0]}-{first.frames[-1]}): not predictions of the same frames"
+            )
+        return table
 
-    predicted: np.ndarray | None = None  # (T, K, 3) the predictions measured on
+    def take(table: PredictionTable, only: Sequence[str] | None = None) -> None:
+        for name in table.criteria():
+            if name in CRITERIA and name not in criteria and (only is None or name in only):
+                criteria[name] = traces_frame_scores(table, name)
+                sources[name] = str(table.path)
+
+    measured: PredictionTable | None = None  # the predictions the likelihood, jumps, PCA are measured on
     if predictions_csv is not None:
-        values, bodyparts, index = _read_coords(predictions_csv, ("x", "y", "likelihood"))
-        agree(predictions_csv, bodyparts, len(values), index)
-        predicted, sources["predictions"] = values, str(predictions_csv)
-    stacked: np.ndarray | None = None  # (M, T, K, 3) the members
+        measured = read(predictions_csv)
+        take(measured)
     if members:
-        arrays = []
-        for path in members:
-            values, bodyparts, index = _read_coords(path, ("x", "y", "likelihood"))
-            agree(path, bodyparts, len(values), index)
-            arrays.append(values)
-        stacked, _ = load_members(arrays)  # refuses a member that predicts nothing
-        with np.errstate(invalid="ignore"), _quiet_nan_slices():
-            spread = np.nanvar(stacked[..., 0], axis=0) + np.nanvar(stacked[..., 1], axis=0)
-        criteria["ensemble_sd"] = np.sqrt(spread)
+        tables = [read(path) for path in members]
+        stacked = np.stack([np.stack([t.series[c] for c in ("x", "y", "likelihood")], axis=-1) for t in tables])
+        load_members(stacked)  # refuses a member that predicts nothing
+        with _quiet_nan_slices():
+            criteria["ensemble_sd"] = _sd(np.nanvar(stacked[..., 0], axis=0), np.nanvar(stacked[..., 1], axis=0))
+            median = np.nanmedian(stacked, axis=0)
         sources["ensemble_sd"] = f"{len(members)} members"
     if eks_csv is not None:
-        coords = ("x", "y", "likelihood", "x_ens_var", "y_ens_var", "x_posterior_var", "y_posterior_var")
-        values, bodyparts, index = _read_coords(eks_csv, coords)
-        agree(eks_csv, bodyparts, len(values), index)
-        criteria["posterior_sd"] = np.sqrt(values[..., 5] + values[..., 6])
-        sources["posterior_sd"] = str(eks_csv)
-        if "ensemble_sd" not in criteria:
-            criteria["ensemble_sd"] = np.sqrt(values[..., 3] + values[..., 4])
-            sources["ensemble_sd"] = str(eks_csv)
-        if predicted is None:
-            predicted, sources["predictions"] = values[..., :3], str(eks_csv)
-    if predicted is None and stacked is not None:
-        with _quiet_nan_slices():
-            predicted = np.nanmedian(stacked, axis=0)
-        sources["predictions"] = "members' median"
-    if predicted is not None:
-        criteria["likelihood"] = np.nan_to_num(predicted[..., 2], nan=0.0)
-        steps = temporal_norm(predicted)  # steps[t]: from t-1 to t
-        after = np.concatenate([steps[1:], np.full((1, steps.shape[1]), np.nan)])
-        criteria["jump"] = np.fmin(steps, after)
+        smoothed = read(eks_csv)
+        take(smoothed, only=None if measured is None else ("posterior_sd", "ensemble_sd"))
+        measured = measured or smoothed
+    if measured is None and members:
+        series = {name: median[..., c].astype(np.float32) for c, name in enumerate(("x", "y", "likelihood"))}
+        series["temporal_norm"] = temporal_norm(median).astype(np.float32)
+        assert first is not None
+        measured = PredictionTable(Path("members' median"), "predictions", first.bodyparts, first.frames, series)
+        take(measured)
     if diagnostics_csv is not None:
-        table = _read_diagnostics(diagnostics_csv)
-        parts = list(dict.fromkeys(table.columns.get_level_values(1)))
-        agree(diagnostics_csv, parts, len(table), _frame_numbers(table.index))
-        for metric in dict.fromkeys(table.columns.get_level_values(0)):
-            kind = str(metric).removesuffix("_residual")
-            if kind in ("pca_singleview", "pca_multiview"):
-                criteria[kind] = table[metric][parts].to_numpy(dtype=float)
-                sources[kind] = str(diagnostics_csv)
-            elif metric == "temporal_norm" and "jump" not in criteria:
-                steps = table[metric][parts].to_numpy(dtype=float)
-                after = np.concatenate([steps[1:], np.full((1, steps.shape[1]), np.nan)])
-                criteria["jump"] = np.fmin(steps, after)
-                sources["jump"] = str(diagnostics_csv)
-    assert reference is not None
-    first, bodyparts, n_rows = reference
+        take(read(diagnostics_csv))
+    assert first is not None
+    bodyparts = first.bodyparts
+    poses = None if measured is None else np.stack([measured.series["x"], measured.series["y"]], axis=-1)
     if pca is not None:
-        if predicted is None:
+        if poses is None:
             raise SelectionError(f"pca {pca}: no predictions to measure its residuals on (give predictions_csv)")
         if isinstance(pca, Mapping):
             pcas = dict(pca)
         else:
             pcas, model_parts = _checkpoint_pcas(pca)
             if model_parts != bodyparts:
-                raise SelectionError(f"{pca}: the model predicts {model_parts}, {first} has {bodyparts}")
+                raise SelectionError(f"{pca}: the model predicts {model_parts}, {first.path} has {bodyparts}")
         for kind, fitted in pcas.items():
             if max(fitted.keypoint_indices(), default=-1) >= len(bodyparts):
                 raise SelectionError(f"pca {kind}: covers keypoint indices beyond the {len(bodyparts)} body parts")
-            criteria[kind] = fitted.residual_table(predicted[..., :2], len(bodyparts))
-            sources[kind] = str(pca) if not isinstance(pca, Mapping) else "given"
+            criteria[f"{kind}_residual"] = fitted.residual_table(poses.astype(float), len(bodyparts))
+            sources[f"{kind}_residual"] = "given" if isinstance(pca, Mapping) else str(pca)
     if reprojection is not None:
         if isinstance(reprojection, np.ndarray):
             error = np.asarray(reprojection, dtype=float)
-            if error.shape != (n_rows, len(bodyparts)):
+            if error.shape != (len(first.frames), len(bodyparts)):
                 raise SelectionError(
-                    f"reprojection: shape {error.shape}, expected ({n_rows}, {len(bodyparts)}) (frames, body parts)"
+                    f"reprojection: shape {error.shape}, expected ({len(first.frames)}, {len(bodyparts)}) "
+                    "(frames, body parts)"
                 )
         else:
-            if predicted is None:
+            if poses is None:
                 raise SelectionError(f"{reprojection}: no 2D predictions to compare the reprojection with")
-            projected, parts, index = _read_coords(reprojection, ("x", "y"))
-            agree(reprojection, parts, len(projected), index)
-            error = np.linalg.norm(predicted[..., :2] - projected, axis=-1)
-        criteria["reprojection"] = error
+            projected = read(reprojection)
+            error = np.hypot(projected.series["x"] - poses[..., 0], projected.series["y"] - poses[..., 1])
+        criteria["reprojection"] = error.astype(float)
         sources["reprojection"] = "given" if isinstance(reprojection, np.ndarray) else str(reprojection)
-    poses = None if predicted is None else predicted[..., :2]
-    numbers = frames if frames is not None else np.arange(n_rows)
-    return FrameScores(criteria, list(bodyparts), numbers, poses, sources)
-
-
-def _read_diagnostics(path: PathLike) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise SelectionError(f"{path}: diagnostics file not found")
-    try:
-        table = pd.read_csv(path, header=[0, 1], index_col=0)
-    except Exception as exc:  # pandas raises many types for a malformed file
-        raise SelectionError(f"{path}: not a diagnostics CSV (two header rows: metric, bodypart) ({exc})") from None
-    if table.columns.nlevels != 2 or len(table) == 0:
-        raise SelectionError(f"{path}: not a diagnostics CSV (two header rows: metric, bodypart, then frames)")
-    return table
+    if measured is not None:
+        sources["poses"] = str(measured.path)
+    return FrameScores(criteria, list(bodyparts), first.frames, poses, sources)
 
 
 # ------------------------------------------------------------------------------ export

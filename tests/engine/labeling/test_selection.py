@@ -23,14 +23,15 @@ from element_lightning_pose.engine.labeling.selection import (
     SelectionError,
     Suggestion,
     export_frames,
-    frame_scores,
     kmeans,
     model_pcas,
     pca_features,
+    read_frame_scores,
     select_kmeans,
     select_model_guided,
     select_uniform,
 )
+from element_lightning_pose.engine.multicam.io import write_reprojections
 from element_lightning_pose.engine.safe_paths import UnsafePathError
 from element_lightning_pose.engine.training.pca import fit_pca
 from element_lightning_pose.synthetic.projects import SyntheticProject, make_synthetic_project
@@ -164,7 +165,7 @@ def test_a_planted_jump_is_among_the_first_five_and_its_reason_names_the_keypoin
     values, bodyparts = _predictions(project)
     values[70, 2, :2] += 25.0  # one frame's third keypoint jumps away and back
     csv = write_predictions(tmp_path / "pred.csv", values, bodyparts)
-    suggestions = select_model_guided(frame_scores(predictions_csv=csv), 10)
+    suggestions = select_model_guided(read_frame_scores(predictions_csv=csv), 10)
     assert 70 in _top_frames(suggestions)
     first = next(s for s in suggestions if s.frame == 70)
     assert first == suggestions[0]
@@ -176,7 +177,7 @@ def test_a_planted_low_likelihood_is_among_the_first_five(project: SyntheticProj
     values, bodyparts = _predictions(project, seed=1)
     values[33, 1, 2] = 0.05
     csv = write_predictions(tmp_path / "pred.csv", values, bodyparts)
-    suggestions = select_model_guided(frame_scores(predictions_csv=csv), 10)
+    suggestions = select_model_guided(read_frame_scores(predictions_csv=csv), 10)
     assert 33 in _top_frames(suggestions)
     reason = next(s.reason for s in suggestions if s.frame == 33)
     assert reason.startswith("likelihood 0.05 on " + bodyparts[1])
@@ -193,14 +194,14 @@ def test_a_planted_eks_variance_is_among_the_first_five(project: SyntheticProjec
     values, bodyparts = _predictions(project, seed=2)
     rng = np.random.default_rng(0)
     posterior = rng.uniform(0.5, 1.5, values.shape[:2] + (2,))
-    posterior[90, 3] = 150.0  # sd about 17 px on the fourth keypoint
+    posterior[90, 3] = 150.0  # sd about 12 px on the fourth keypoint
     csv = write_keypoint_csv(tmp_path / "eks.csv", _eks_values(values, posterior), bodyparts, EKS_COORDS, "eks")
-    scores = frame_scores(eks_csv=csv)
+    scores = read_frame_scores(eks_csv=csv)
     assert set(scores.criteria) == {"posterior_sd", "ensemble_sd", "likelihood", "jump"}
     suggestions = select_model_guided(scores, 10)
     assert 90 in _top_frames(suggestions)
     reason = next(s.reason for s in suggestions if s.frame == 90)
-    assert reason.startswith(f"EKS posterior sd 17.3 px on {bodyparts[3]} (")
+    assert reason.startswith(f"EKS posterior sd 12.2 px on {bodyparts[3]} (")
 
 
 def test_ensemble_spread_flags_the_frame_where_members_disagree(project: SyntheticProject, tmp_path: Path) -> None:
@@ -211,10 +212,10 @@ def test_ensemble_spread_flags_the_frame_where_members_disagree(project: Synthet
             values[50, 0, :2] += [20.0, -15.0]
             values[49:52, 0, 2] = 0.95  # its likelihood says nothing
         members.append(write_predictions(tmp_path / f"m{seed}.csv", values, bodyparts))
-    suggestions = select_model_guided(frame_scores(members=members), 10)
+    suggestions = select_model_guided(read_frame_scores(members=members), 10)
     assert 50 in _top_frames(suggestions)
     reason = next(s.reason for s in suggestions if s.frame == 50)
-    assert re.match(rf"ensemble sd 1[12]\.\d px on {bodyparts[0]} \(", reason), reason  # 25 px off: 11.8 px
+    assert re.match(rf"ensemble sd 8\.\d px on {bodyparts[0]} \(", reason), reason  # (20, -15) px off: 8.3 px
 
 
 def test_pca_residual_and_reprojection_error_are_criteria(project: SyntheticProject, tmp_path: Path) -> None:
@@ -226,15 +227,15 @@ def test_pca_residual_and_reprojection_error_are_criteria(project: SyntheticProj
     bent[19, 1, :2] += 3.0
     bent[21, 1, :2] += 3.0
     csv = write_predictions(tmp_path / "pred.csv", bent, bodyparts)
-    scores = frame_scores(predictions_csv=csv, pca={"pca_singleview": pca})
-    assert "pca_singleview" in scores.criteria
+    scores = read_frame_scores(predictions_csv=csv, pca={"pca_singleview": pca})
+    assert "pca_singleview_residual" in scores.criteria
     top = select_model_guided(scores, 5)[0]
     assert top.frame == 20 and top.reason.startswith("PCA residual (single-view) ")
     # this camera's view of the rig's 3D points: far from the prediction in frame 80
     projected = values[..., :2].copy()
     projected[80, 4] += [12.0, 9.0]
-    projected_csv = write_keypoint_csv(tmp_path / "cam.csv", projected, bodyparts, ("x", "y"), "rig")
-    top = select_model_guided(frame_scores(predictions_csv=csv, reprojection=projected_csv), 5)[0]
+    projected_csv = write_reprojections(tmp_path / "rig", ["cam"], projected[None], bodyparts)[0]
+    top = select_model_guided(read_frame_scores(predictions_csv=csv, reprojection=projected_csv), 5)[0]
     assert top.frame == 80 and top.reason.startswith(f"reprojection error in this camera 15.0 px on {bodyparts[4]}")
 
 
@@ -246,13 +247,13 @@ def test_the_diagnostics_file_of_elp_predict_gives_pca_residuals(project: Synthe
     values[63, 6, :2] += 2.5
     values[65, 6, :2] += 2.5
     diagnostics = write_csv_atomic(diagnostics_table(values, bodyparts, {"pca_singleview": pca}), tmp_path / "d.csv")
-    scores = frame_scores(diagnostics_csv=diagnostics)
-    assert set(scores.criteria) == {"pca_singleview", "jump"} and scores.poses is None
+    scores = read_frame_scores(diagnostics_csv=diagnostics)
+    assert set(scores.criteria) == {"pca_singleview_residual", "jump"} and scores.poses is None
     top = select_model_guided(scores, 3)[0]
     assert top.frame == 64 and top.reason.startswith("PCA residual (single-view) ") and bodyparts[6] in top.reason
     csv = write_predictions(tmp_path / "pred.csv", values, bodyparts)
-    both = frame_scores(predictions_csv=csv, diagnostics_csv=diagnostics)
-    assert both.sources["pca_singleview"] == str(diagnostics) and both.poses is not None
+    both = read_frame_scores(predictions_csv=csv, diagnostics_csv=diagnostics)
+    assert both.sources["pca_singleview_residual"] == str(diagnostics) and both.poses is not None
 
 
 @pytest.mark.slow  # trains a one-epoch network
@@ -275,11 +276,11 @@ def test_the_pca_of_a_trained_model_is_read_from_its_directory(tmp_path: Path) -
     values[24, 5, :2] += [4.5, -3.5]
     values[26, 5, :2] += [4.5, -3.5]
     csv = write_predictions(tmp_path / "pred.csv", values, labeled.bodyparts)
-    scores = frame_scores(predictions_csv=csv, pca=model_dir)
-    assert scores.sources["pca_singleview"] == str(model_dir)
+    scores = read_frame_scores(predictions_csv=csv, pca=model_dir)
+    assert scores.sources["pca_singleview_residual"] == str(model_dir)
     renamed = write_predictions(tmp_path / "renamed.csv", values, [f"kp{k}" for k in range(len(labeled.bodyparts))])
     with pytest.raises(SelectionError, match=r"model: the model predicts \['nose'.*renamed.csv has \['kp0'"):
-        frame_scores(predictions_csv=renamed, pca=model_dir)
+        read_frame_scores(predictions_csv=renamed, pca=model_dir)
     top = select_model_guided(scores, 3)[0]
     assert top.frame == 25 and top.reason.startswith("PCA residual (single-view) "), top
 
@@ -289,7 +290,7 @@ def test_spread_keeps_a_burst_from_filling_the_queue(project: SyntheticProject) 
     values[40:52, 0, 2] = np.linspace(0.1, 0.2, 12)  # twelve bad frames in a row
     values[100, 3, 2] = 0.3  # and one elsewhere, less bad than all of them
     scores = FrameScores(
-        {"likelihood": values[..., 2]}, bodyparts, np.arange(N_FRAMES), values[..., :2], {"likelihood": "test"}
+        {"likelihood": 1 - values[..., 2]}, bodyparts, np.arange(N_FRAMES), values[..., :2], {"likelihood": "test"}
     )
     plain = [s.frame for s in select_model_guided(scores, 5, spread=False)]
     assert all(40 <= f < 52 for f in plain)  # what spreading prevents
@@ -302,16 +303,16 @@ def test_model_guided_excludes_frames_and_checks_its_inputs(project: SyntheticPr
     values, bodyparts = _predictions(project, seed=5)
     values[70, 2, 2] = 0.01
     csv = write_predictions(tmp_path / "pred.csv", values, bodyparts)
-    scores = frame_scores(predictions_csv=csv)
+    scores = read_frame_scores(predictions_csv=csv)
     assert 70 not in [s.frame for s in select_model_guided(scores, 10, exclude=[70])]
     other = write_predictions(tmp_path / "other.csv", values[..., :1, :], bodyparts[:1])
     with pytest.raises(SelectionError, match=r"other.csv: body parts .* differ from .*pred.csv"):
-        frame_scores(predictions_csv=csv, members=[other, other])
+        read_frame_scores(predictions_csv=csv, members=[other, other])
     short = write_predictions(tmp_path / "short.csv", values[:50], bodyparts)
-    with pytest.raises(SelectionError, match=r"short.csv: 50 rows, .*pred.csv has 120"):
-        frame_scores(predictions_csv=csv, members=[short, short])
+    with pytest.raises(SelectionError, match=r"short.csv: 50 frames \(0-49\), .*pred.csv has 120 \(0-119\)"):
+        read_frame_scores(predictions_csv=csv, members=[short, short])
     with pytest.raises(SelectionError, match="give at least one"):
-        frame_scores()
+        read_frame_scores()
     with pytest.raises(SelectionError, match="unknown criterion 'nonsense'"):
         FrameScores({"nonsense": values[..., 2]}, bodyparts, np.arange(N_FRAMES))
 
