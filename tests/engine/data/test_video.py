@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,7 +14,10 @@ from element_lightning_pose.engine.data.video import (
     VideoError,
     iter_batches,
     iter_frames,
+    iter_grey_batches,
+    iter_grey_frames,
     read_frames,
+    shrink_frame,
     video_info,
     write_video,
 )
@@ -195,3 +199,56 @@ def test_corrupted_video_decoding_short_is_an_error(tmp_path: Path) -> None:
     assert 0 < error.value.reached < LISTED
     assert isinstance(error.value, VideoError)
     assert sum(len(i) for i, _ in iter_batches(path, 8, allow_short=True)) == error.value.reached
+
+
+def _grey(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def test_grey_frames_are_the_luma_plane_of_a_yuv_video(tiny_video: Path, capfd: pytest.CaptureFixture) -> None:
+    """mp4v decodes to planar YUV 4:2:0: its luma plane, as stored (video range), is the grey frame,
+    read without OpenCV's warnings about unconverted frames and with its log level left as it was."""
+    level = cv2.utils.logging.getLogLevel()
+    colour = [_grey(f) for f in iter_frames(tiny_video)]
+    grey = list(iter_grey_frames(tiny_video))
+    assert len(grey) == N_FRAMES
+    for t, (luma, reference) in enumerate(zip(grey, colour)):
+        assert luma.shape == (HEIGHT, WIDTH) and luma.dtype == np.uint8
+        # video range 16-235 against the full-range grey of the colour conversion: one line
+        assert np.abs(16 + reference.astype(float) * 219 / 255 - luma).max() < 4, f"frame {t}"
+    part = list(iter_grey_frames(tiny_video, start=3, stop=7))
+    assert all(np.array_equal(a, b) for a, b in zip(part, grey[3:7]))
+    assert cv2.utils.logging.getLogLevel() == level
+    assert "WARN" not in capfd.readouterr().err
+
+
+def test_grey_frames_of_an_rgb_video_are_its_colour_frames_in_grey(tmp_path: Path) -> None:
+    """A lossless RGB codec has no luma plane: its colour frames are converted."""
+    frames = [_smooth_frame(t) for t in range(4)]
+    path = write_video(tmp_path / "rgb.avi", frames, fps=FPS, codec="png ")
+    for grey, frame in zip(iter_grey_frames(path), frames):
+        np.testing.assert_array_equal(grey, _grey(frame))
+
+
+def test_shrink_frame_averages_whole_blocks() -> None:
+    frame = np.arange(7 * 9, dtype=np.uint8).reshape(7, 9)
+    shrunk = shrink_frame(frame, 3)
+    assert shrunk.shape == (2, 3)  # the last row and the partial blocks are dropped
+    expected = frame[:6].reshape(2, 3, 3, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(shrunk, expected, atol=0.5)
+    assert shrink_frame(frame, 1) is frame
+    with pytest.raises(ValueError, match="cannot shrink"):
+        shrink_frame(frame, 8)
+
+
+def test_iter_grey_batches_shrinks_every_frame_in_order(tiny_video: Path) -> None:
+    grey = np.stack(list(iter_grey_frames(tiny_video)))
+    batches = list(iter_grey_batches(tiny_video, 5, shrink=4))
+    assert [len(i) for i, _ in batches] == [5, 5, 2]
+    indices = np.concatenate([i for i, _ in batches])
+    frames = np.concatenate([b for _, b in batches])
+    np.testing.assert_array_equal(indices, np.arange(N_FRAMES))
+    assert frames.shape == (N_FRAMES, HEIGHT // 4, WIDTH // 4)
+    np.testing.assert_array_equal(frames, np.stack([shrink_frame(g, 4) for g in grey]))
+    with pytest.raises(ValueError, match="shrink"):
+        iter_grey_batches(tiny_video, 5, shrink=0)
