@@ -21,7 +21,8 @@ from element_lightning_pose.engine.data.dlc import is_dlc_project, read_dlc_conf
 from element_lightning_pose.engine.data.projects import VIDEO_SUFFIXES, detect_layout
 from element_lightning_pose.engine.data.video import VideoError, video_info
 from element_lightning_pose.engine.errors import ElpError, ProjectError
-from element_lightning_pose.engine.labeling.store import LabelStore
+from element_lightning_pose.engine.labeling.selection import export_frames
+from element_lightning_pose.engine.labeling.store import LabelConflictError, LabelStore
 from element_lightning_pose.engine.safe_paths import check_name
 
 SETTINGS_FILE = "elp_project.yaml"
@@ -257,6 +258,45 @@ def create_project(
         _remove_tree(folder)
         raise
     return folder
+
+
+def project_video(location: Location, video: str) -> Path:
+    """The project's ``video`` (relative to the project): a video file inside the roots."""
+    path = location.child(video, "video").path
+    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
+        raise ProjectError(f"video {video!r}: not a video of the project")
+    return path
+
+
+def view_of_video(store: LabelStore, video: Path) -> str | None:
+    """The view a video shows in a multi-view project (the longest view name in its file name)."""
+    named = [v for v in store.views if v is not None and v in video.name]
+    if store.views != [None] and not named:
+        raise ProjectError(f"{video.name}: its name contains none of the project's views {store.views}")
+    return max(named, key=len) if named else None
+
+
+def queue_frames(location: Location, video: Path, frames: list[int], base_revision: str) -> tuple[dict, str]:
+    """Export ``frames`` of ``video`` with their context frames into the project's
+    ``labeled-data/`` and queue them in its label tables; in a multi-view project the same
+    frames of every view's video (named alike, the view's name swapped). Refused before any
+    file is written when the labels changed since ``base_revision``. Returns the queued images
+    by view and the new revision."""
+    store = open_store(location.path)
+    current = store.revision()
+    if base_revision != current:
+        raise LabelConflictError(
+            f"{location.key}: the labels changed since this page read them (revision {base_revision}, now {current}); reload"
+        )
+    view = view_of_video(store, video)
+    videos = (
+        {view: video} if view is None else {v: video.with_name(video.name.replace(view, str(v))) for v in store.views}
+    )
+    for other in videos.values():
+        if not other.is_file():
+            raise ProjectError(f"{other.name}: no video of that view for the instant of {video.name}")
+    images = {name: export_frames(path, frames, location.path) for name, path in videos.items()}
+    return images, store.add_frames(images, base_revision=base_revision)
 
 
 def _remove_tree(folder: Path) -> None:

@@ -11,24 +11,21 @@ import re
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 
 from element_lightning_pose.app.locations import Location
-from element_lightning_pose.app.projects import MODELS_DIR, open_store
+from element_lightning_pose.app.projects import MODELS_DIR, open_store, project_video, queue_frames, view_of_video
 from element_lightning_pose.app.review import SYNC_WAIT_S, review_state
 from element_lightning_pose.app.routes.common import project_at
-from element_lightning_pose.engine.atomic import write_bytes_atomic
 from element_lightning_pose.engine.data.labels import IMAGE_SUFFIXES, context_image_paths
-from element_lightning_pose.engine.data.projects import VIDEO_SUFFIXES, read_project_labels
-from element_lightning_pose.engine.data.video import read_frames, video_info
+from element_lightning_pose.engine.data.projects import read_project_labels
+from element_lightning_pose.engine.data.video import video_info
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.metrics import summarise
 from element_lightning_pose.engine.labeling.prefill import read_prefill, save_prefill
-from element_lightning_pose.engine.labeling.store import LabelConflictError
 from element_lightning_pose.engine.labeling.traces import (
     CRITERIA,
     PredictionTable,
@@ -56,27 +53,11 @@ def _finite(values: np.ndarray, digits: int = 3) -> list:
     return cells.tolist()
 
 
-def _video_of(project: Location, video: str) -> Path:
-    path = project.child(video, "video").path
-    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
-        raise ProjectError(f"video {video!r}: not a video of the project")
-    return path
-
-
 def _table_of(request: Request, project: Location, file: str) -> PredictionTable:
     path = project.child(file, "file").path
     if path.suffix.lower() != ".csv" or not path.is_file():
         raise ProjectError(f"file {file!r}: not a CSV file of the project")
     return review_state(request.app).tables.get(path)
-
-
-def _view_of(project: Location, video: Path) -> tuple[str | None, list[str | None]]:
-    """The view a video shows (the longest view name in its file name) and the project's views."""
-    views = open_store(project.path).views
-    named = [v for v in views if v is not None and v in video.name]
-    if views != [None] and not named:
-        raise ProjectError(f"{video.name}: its name contains none of the project's views {views}")
-    return (max(named, key=len) if named else None), views
 
 
 def _model_dirs(project: Location) -> list[Path]:
@@ -103,8 +84,8 @@ def sources(request: Request, p: str, video: str) -> dict[str, Any]:
     """The prediction files about ``video`` anywhere in the project, and the models that have
     none for it yet (which the page offers to run)."""
     project = project_at(request, p)
-    path = _video_of(project, video)
-    view, _ = _view_of(project, path)
+    path = project_video(project, video)
+    view = view_of_video(open_store(project.path), path)
     info = video_info(path)
     files = []
     for found in find_prediction_files(project.path, path.stem, view):
@@ -238,43 +219,6 @@ def worst(
 # ------------------------------------------------------------------------------------ to the labeler
 
 
-def export_video_frames(root: Path, video: Path, frame: int, *, radius: int = CONTEXT_RADIUS) -> tuple[str, list[Path]]:
-    """Write frame ``frame`` of ``video`` and its ``radius`` neighbours each side (those inside the
-    video) as PNGs into ``labeled-data/<video name>/`` of the project at ``root``.
-
-    Images are named ``img<number>.png`` with the zero padding the folder already uses (at least
-    five digits otherwise); an image already there is kept as it is. Returns the frame's image
-    (relative to ``root``) and the files written, so that a failure later can take them back.
-    The select page's exporter (``engine.labeling.selection``) will replace this one.
-    """
-    n_frames = video_info(video).n_frames
-    if not 0 <= frame < n_frames:
-        raise ProjectError(f"frame {frame}: outside {video.name}'s frames 0..{n_frames - 1}")
-    folder = root / "labeled-data" / video.stem
-    existing = [m.group(1) for p in folder.glob("img*.png") if (m := _IMAGE_NUMBER.search(p.name))]
-    digits = len(existing[0]) if existing else max(5, len(str(n_frames - 1)))
-    wanted = [t for t in range(frame - radius, frame + radius + 1) if 0 <= t < n_frames]
-    missing = [t for t in wanted if not (folder / f"img{t:0{digits}d}.png").is_file()]
-    written: list[Path] = []
-    if missing:
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            for t, rgb in zip(missing, read_frames(video, missing)):
-                ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                if not ok:
-                    raise ProjectError(f"{video}: frame {t} could not be encoded as PNG")
-                written.append(write_bytes_atomic(folder / f"img{t:0{digits}d}.png", png.tobytes()))
-        except BaseException:
-            _remove(written)
-            raise
-    return f"labeled-data/{video.stem}/img{frame:0{digits}d}.png", written
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
-
 @router.post("/review/send")
 def send_to_labeler(request: Request, p: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     """Queue a frame of a video for labeling: ``{file, video, frame, base_revision}``.
@@ -288,7 +232,7 @@ def send_to_labeler(request: Request, p: str, body: dict[str, Any] = Body(...)) 
     frame = body.get("frame")
     if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
         raise ProjectError(f"frame {frame!r}: give a frame number (0 or more)")
-    video = _video_of(project, video_key)
+    video = project_video(project, video_key)
     table = _table_of(request, project, file)
     if not table.has_positions:
         raise ProjectError(f"file {file!r}: diagnostics hold no positions to prefill; send from the predictions")
@@ -301,29 +245,10 @@ def send_to_labeler(request: Request, p: str, body: dict[str, Any] = Body(...)) 
         raise ProjectError(
             f"file {file!r}: its body parts {table.bodyparts} are none of the project's {store.bodyparts}"
         )
-    view, views = _view_of(project, video)
-    base_revision, current = str(body.get("base_revision", "")), store.revision()
-    if base_revision != current:  # before any frame is written
-        raise LabelConflictError(
-            f"{p}: the labels changed since this page read them (revision {base_revision}, now {current}); reload"
-        )
-    videos = {view: video} if view is None else {v: video.with_name(video.name.replace(view, str(v))) for v in views}
-    for other in videos.values():
-        if not other.is_file():
-            raise ProjectError(f"{other.name}: no video of that view for the instant of {video.name}")
-    written: list[Path] = []
-    try:
-        images = {}
-        for name, path in videos.items():
-            image, files = export_video_frames(project.path, path, frame)
-            images[name] = [image]
-            written += files
-        queued = images[view][0]
-        already = any(queued in t.image_paths for t in store.tables)
-        revision = store.add_frames(images, base_revision=base_revision)
-    except BaseException:
-        _remove(written)
-        raise
+    before = {image for image, _ in store.images()}
+    images, revision = queue_frames(project, video, [frame], str(body.get("base_revision", "")))
+    queued = images[view_of_video(store, video)][0]
+    already = queued in before
     row = rows.start
     points = {
         b: [float(table.series[c][row, table.bodyparts.index(b)]) for c in ("x", "y", "likelihood")] for b in shared
@@ -366,7 +291,7 @@ def predict(request: Request, p: str, body: dict[str, Any] = Body(...)) -> JSONR
     project = project_at(request, p)
     model_key, video_key = str(body.get("model", "")), str(body.get("video", ""))
     model_dir = _model_dir(project, model_key)
-    video = _video_of(project, video_key)
+    video = project_video(project, video_key)
     out_csv = model_dir / PREDICTIONS_DIR / f"{video.stem}.csv"
     if out_csv.exists() or companion_of(out_csv).exists():
         raise ProjectError(f"{model_key}/{PREDICTIONS_DIR}/{video.stem}.csv: exists already; review it")
