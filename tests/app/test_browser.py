@@ -98,3 +98,37 @@ def test_the_projects_page_lists_and_creates_projects(tmp_path):
         page.wait_for_selector("#videos td:text('videos/video00.mp4')")
         shoot(page, "project")
     assert (root / "reach" / "videos" / "video00.mp4").is_symlink()
+
+
+def test_kmeans_frames_are_selected_queued_and_labeled(tmp_path):
+    root = tmp_path / "root"
+    project = make_synthetic_project(root / "mouse", image_size=(96, 128), n_labeled=4, n_video_frames=120)
+    with served_app([root]) as url, browser_page() as page:
+        page.goto(f"{url}/select?p=0:mouse")
+        page.wait_for_selector("select[name=video] option", state="attached")
+        page.fill("input[name=n]", "10")
+        page.click("#select button[type=submit]")
+        page.wait_for_selector("body[data-suggested='10']")
+        reasons = page.locator("#suggestions tbody td:nth-child(4)").all_inner_texts()
+        assert len(reasons) == 10 and all("cluster" in r for r in reasons)
+        shoot(page, "select")
+        page.click("#queue")
+        page.wait_for_selector("body[data-queued='10']")
+        page.click("#queued a")
+        page.wait_for_selector("body[data-frame]")
+        image = page.locator("body").get_attribute("data-frame")
+        bodyparts = LabelStore(project.root).bodyparts
+        page.mouse.click(*canvas_point(page, 40, 30))  # the first body part
+        page.mouse.click(*canvas_point(page, 50, 35))  # the second
+        page.keyboard.press("Control+z")  # undo the second
+        page.keyboard.press("s")  # S: the next body part is current: the third
+        page.mouse.click(*canvas_point(page, 60, 40))
+        page.keyboard.press("Control+s")
+        page.wait_for_selector(".message.note")
+    labels = read_labels(project.csv_path, require_keypoints=False)
+    row = labels.image_paths.index(image)
+    assert len(labels) == 4 + 10
+    np.testing.assert_allclose(labels.keypoints[row, 0], [40, 30], atol=1.0)
+    assert np.isnan(labels.keypoints[row, 1]).all()
+    np.testing.assert_allclose(labels.keypoints[row, 2], [60, 40], atol=1.0)
+    assert bodyparts[0] and len(bodyparts) > 3

@@ -5,6 +5,7 @@
 - :mod:`.media` - video frames (decoded on the server) and labeled images;
 - :mod:`.labels` - the label store: queued frames, one frame's labels, saving a frame, a
   calibrated instant's projections and epipolar curves;
+- :mod:`.select` - frames to label next (k-means, uniform, model-guided) and queuing them;
 - :mod:`.checks` - flags in the human labels, against a held-out model's predictions too;
 - :mod:`.review` - a video's prediction files, traces by range, worst frames, send to the
   labeler (and the prefill it keeps), predicting a video, "did this round help".

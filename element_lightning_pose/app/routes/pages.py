@@ -43,6 +43,11 @@ def project_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "project.html", "Project")
 
 
+@router.get("/select", response_class=HTMLResponse)
+def select_page(request: Request, p: str) -> HTMLResponse:
+    return _project_page(request, p, "select.html", "Select frames")
+
+
 @router.get("/check", response_class=HTMLResponse)
 def check_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "check.html", "Check labels")

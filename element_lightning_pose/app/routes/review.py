@@ -15,13 +15,13 @@ import numpy as np
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 
+from element_lightning_pose.app.frames import cached_video_info
 from element_lightning_pose.app.locations import Location
 from element_lightning_pose.app.projects import MODELS_DIR, open_store, project_video, queue_frames, view_of_video
 from element_lightning_pose.app.review import SYNC_WAIT_S, review_state
 from element_lightning_pose.app.routes.common import project_at
 from element_lightning_pose.engine.data.labels import IMAGE_SUFFIXES, context_image_paths
 from element_lightning_pose.engine.data.projects import read_project_labels
-from element_lightning_pose.engine.data.video import video_info
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.inference.evaluate import evaluate
 from element_lightning_pose.engine.inference.metrics import summarise
@@ -86,7 +86,7 @@ def sources(request: Request, p: str, video: str) -> dict[str, Any]:
     project = project_at(request, p)
     path = project_video(project, video)
     view = view_of_video(open_store(project.path), path)
-    info = video_info(path)
+    info = cached_video_info(path)
     files = []
     for found in find_prediction_files(project.path, path.stem, view):
         relative = found.path.relative_to(project.path).as_posix()
