@@ -132,3 +132,43 @@ def test_kmeans_frames_are_selected_queued_and_labeled(tmp_path):
     assert np.isnan(labels.keypoints[row, 1]).all()
     np.testing.assert_allclose(labels.keypoints[row, 2], [60, 40], atol=1.0)
     assert bodyparts[0] and len(bodyparts) > 3
+
+
+def test_model_guided_frames_from_a_tiny_ensemble_put_a_planted_error_first(tmp_path):
+    """Two tiny networks trained for a few steps with different seeds predict the video; one
+    member's prediction of frame 37 is planted far off, so the members disagree there."""
+    from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
+    from tests.engine.conftest import TINY_CONFIG
+
+    root = tmp_path / "root"
+    project = make_synthetic_project(root / "mouse", image_size=(64, 64), n_labeled=8, n_video_frames=60)
+    members = []
+    for seed in (0, 1):
+        config = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "seed": seed, "max_steps": 3}}
+        model_dir = project.root / "models" / f"seed{seed}"
+        train(config, project.root, model_dir, progress=False)
+        csv = model_dir / "predictions" / "video00.csv"
+        predict_video(load_model(model_dir, device="cpu"), project.videos[0], out_csv=csv, progress=False)
+        members.append(csv)
+    values, bodyparts = read_predictions(members[1])
+    values[37, 2, :2] += 30.0  # one member places body part 2 far off at frame 37
+    write_predictions(members[1], values, bodyparts)
+    with served_app([root]) as url, browser_page() as page:
+        page.goto(f"{url}/select?p=0:mouse")
+        page.wait_for_selector("select[name=video] option", state="attached")
+        page.check("input[name=method][value=model]")
+        for member in members:
+            page.check(f"#files input[value='{member.relative_to(project.root).as_posix()}']")
+        page.fill("input[name=n]", "5")
+        page.click("#select button[type=submit]")
+        page.wait_for_selector("body[data-suggested='5']")
+        frames = [
+            int(f) for f in page.locator("#suggestions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.frame)")
+        ]
+        reason = page.locator("#suggestions tbody tr[data-frame='37'] td:nth-child(4)").inner_text()
+        shoot(page, "select-model")
+    assert 37 in frames
+    assert bodyparts[2] in reason  # the criterion that stands out first there names the planted body part
