@@ -303,11 +303,11 @@ class TrainingJobs:
     def jobs(self, project: Path) -> list[TrainingJob]:
         """The project's jobs: this server's, and those an earlier server recorded, newest first."""
         folder = project / MODELS_DIR / JOBS_DIR
-        if folder.is_dir():
+        if folder.is_dir() and not folder.is_symlink():
             for path in folder.iterdir():
                 key = (project, path.name)
-                if key in self._jobs or not (path / JOB_FILE).is_file():
-                    continue
+                if key in self._jobs or path.is_symlink() or not (path / JOB_FILE).is_file():
+                    continue  # a link is not a record this app wrote
                 record = JobRecord.read(path / JOB_FILE)
                 if record is not None and record.name == path.name:
                     self._jobs[key] = TrainingJob(project, record)

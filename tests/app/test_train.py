@@ -191,8 +191,11 @@ def test_a_model_name_outside_the_project_is_refused(lab, tmp_path):
     outside.mkdir()
     os.symlink(outside, project.root / "models")
     answer = start(client, "fine")
-    assert answer.status_code == 400 and "outside" in answer.json()["fields"]["name"]
+    assert answer.status_code == 403 and "outside" in answer.json()["error"]
     assert list(outside.iterdir()) == []
+    (outside / "m").mkdir()  # nothing there is listed, read or evaluated
+    assert client.get("/api/train/models", params=P).status_code == 403
+    assert client.get("/api/train/jobs", params=P).status_code == 403
     unknown = client.post("/api/train/evaluate", params={**P, "model": "../mouse"}, headers=CHANGE)
     assert unknown.status_code == 403
 

@@ -62,6 +62,14 @@ class ParameterError(ElpError):
         self.fields = fields
 
 
+def project_of(request: Request, p: str) -> Path:
+    """The project named by ``p``, whose ``models/`` folder (models, staging folders, job
+    records) lies inside the same root: a link out of it is refused, not followed."""
+    location = project_at(request, p)
+    location.child(rounds.MODELS_DIR, "models folder")
+    return location.path
+
+
 def jobs_of(request: Request) -> TrainingJobs:
     """The server's training jobs (one list per app, made on first use)."""
     with _jobs_lock:
@@ -187,7 +195,7 @@ def _advice_dict(advice: Any) -> dict[str, Any] | None:
 
 
 def _checked(request: Request, p: str, body: dict[str, Any]):
-    project = project_at(request, p).path
+    project = project_of(request, p)
     advice, advice_error = _advice(project)
     frame = tuple(advice.frame_size) if advice else None
     budget = tuple(advice.budget_resize) if advice else None
@@ -200,8 +208,8 @@ def _checked(request: Request, p: str, body: dict[str, Any]):
 def presets(request: Request, p: str) -> dict[str, Any]:
     """The presets, the engine's advice for the project (what ``elp train`` prints), and the
     form's defaults and choices."""
-    location = project_at(request, p)
-    advice, advice_error = _advice(location.path)
+    project = project_of(request, p)
+    advice, advice_error = _advice(project)
     listed = []
     for name in PRESETS:
         try:
@@ -233,7 +241,7 @@ def presets(request: Request, p: str) -> dict[str, Any]:
             "backbone": list(typing.get_args(Backbone)),
             "model_type": list(typing.get_args(ModelConfig.model_fields["model_type"].annotation)),
         },
-        "suggested_name": _suggested_name(location.path),
+        "suggested_name": _suggested_name(project),
     }
 
 
@@ -315,25 +323,25 @@ def _name_problems(request: Request, p: str, body: dict[str, Any]) -> dict[str, 
 @router.get("/jobs")
 def jobs(request: Request, p: str) -> dict[str, Any]:
     """The project's jobs, newest first, each with its epochs so far."""
-    project = project_at(request, p).path
+    project = project_of(request, p)
     return {"jobs": [job.status() for job in jobs_of(request).jobs(project)]}
 
 
 @router.get("/job")
 def job(request: Request, p: str, name: str) -> dict[str, Any]:
-    return jobs_of(request).get(project_at(request, p).path, name).status()
+    return jobs_of(request).get(project_of(request, p), name).status()
 
 
 @router.post("/cancel")
 def cancel(request: Request, p: str, name: str) -> dict[str, Any]:
-    return jobs_of(request).cancel(project_at(request, p).path, name).status()
+    return jobs_of(request).cancel(project_of(request, p), name).status()
 
 
 @router.get("/models")
 def models(request: Request, p: str) -> dict[str, Any]:
     """The project's models, oldest first, with their cached evaluation (``current`` says
     whether it was computed on the labels as they are now)."""
-    project = project_at(request, p).path
+    project = project_of(request, p)
     listed = []
     for model in rounds.project_models(project):
         entry = model.to_dict()
@@ -345,7 +353,7 @@ def models(request: Request, p: str) -> dict[str, Any]:
 @router.post("/evaluate")
 def evaluate(request: Request, p: str, model: str) -> dict[str, Any]:
     """Evaluate one model on the labels as they are now (from its cache when current)."""
-    project = project_at(request, p).path
+    project = project_of(request, p)
     check_name(model, "model name")
     found = next((m for m in rounds.project_models(project) if m.name == model), None)
     if found is None:
