@@ -75,6 +75,9 @@ class JobRecord:
     cancel_requested: bool = False
     replace: bool = False
     fields: dict[str, Any] = field(default_factory=dict)  # the page's form, to show what was asked
+    # the epochs of a run that left no model (cancelled, failed): its staging folder is gone
+    epochs: list[dict[str, float | None]] = field(default_factory=list)
+    stage: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> JobRecord | None:
@@ -94,6 +97,7 @@ class TrainingJob:
         self.record = record
         self.process = process
         self.lock = threading.Lock()
+        self._seen: tuple[str | None, list[dict[str, float | None]]] = (None, [])  # the latest epochs read
 
     @property
     def model_dir(self) -> Path:
@@ -137,6 +141,8 @@ class TrainingJob:
                 record.state = CANCELLED
             else:
                 record.state = ABANDONED if returncode is None else FAILED
+            if record.state != FINISHED:
+                record.stage, record.epochs = self._seen
             if self.process is not None:  # this server's child: its group may hold data-loading workers
                 _kill_group(self.process.pid, signal.SIGKILL)
             remove_stale_temporaries(self.model_dir)  # a killed run's staging folder
@@ -164,6 +170,19 @@ class TrainingJob:
         timer.daemon = True
         timer.start()
 
+    def follow(self, every_s: float = 1.0) -> None:
+        """Read the run's epochs while its process runs (they vanish with the staging folder of
+        a cancelled or failed run, and stay in the record), then record its end."""
+        assert self.process is not None
+        while True:
+            try:
+                self.process.wait(every_s)
+                break
+            except subprocess.TimeoutExpired:
+                self._epochs()
+        self._epochs()
+        self.running()
+
     def wait(self, timeout: float | None = None) -> str:
         """Wait for the process of a job this server started; its final state."""
         if self.process is not None:
@@ -178,7 +197,7 @@ class TrainingJob:
     def status(self, *, log_lines: int = LOG_TAIL_LINES) -> dict[str, Any]:
         running = self.running()
         record = self.record
-        stage, metrics_path = self._metrics_file()
+        stage, epochs = self._epochs()
         log_tail = _tail(self.job_dir / LOG_FILE, log_lines)
         end = record.ended_at or time.time()
         return {
@@ -193,10 +212,20 @@ class TrainingJob:
             "overrides": record.overrides,
             "fields": record.fields,
             "stage": stage,
-            "epochs": _read_metrics(metrics_path) if metrics_path else [],
+            "epochs": epochs,
             "error": _error_line(log_tail) if record.state == FAILED else None,
             "log_tail": log_tail,
         }
+
+    def _epochs(self) -> tuple[str | None, list[dict[str, float | None]]]:
+        """The stage and the epochs of the run so far: its metrics.csv, else what the record kept."""
+        stage, path = self._metrics_file()
+        if path is None:
+            return (self.record.stage, self.record.epochs) if self.record.state != RUNNING else self._seen
+        epochs = _read_metrics(path)
+        if epochs and self.record.state == RUNNING:
+            self._seen = (stage, epochs)
+        return stage, epochs
 
     def _metrics_file(self) -> tuple[str | None, Path | None]:
         """The ``metrics.csv`` written last by the run (the stage it is in, for a two-stage or
@@ -296,8 +325,8 @@ class TrainingJobs:
             record.process_start = _process_start(job.process.pid)
             job.save()
             self._jobs[(project, name)] = job
-        # records the end as soon as it comes (state, staging folder removed), polled or not
-        threading.Thread(target=job.wait, name=f"elp-train-{name}", daemon=True).start()
+        # follows its epochs and records its end as soon as it comes, whether a page polls or not
+        threading.Thread(target=job.follow, name=f"elp-train-{name}", daemon=True).start()
         return job
 
     def jobs(self, project: Path) -> list[TrainingJob]:

@@ -137,6 +137,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_model(lab):
     assert cancelled.status_code == 200
     status = wait_for(client, "long", lambda s: not s["running"], timeout=60)
     assert status["state"] == "cancelled"
+    assert len(status["epochs"]) >= len(running["epochs"])  # what it trained stays on the page
     models = project.root / "models"
     assert sorted(p.name for p in models.iterdir()) == [JOBS_DIR]  # no model, no staging folder left
     assert client.get("/api/train/models", params=P).json()["models"] == []
@@ -148,6 +149,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_model(lab):
     restarted = TestClient(create_app(settings), base_url=LOCAL)
     jobs = restarted.get("/api/train/jobs", params=P).json()["jobs"]
     assert [(j["name"], j["state"], j["running"]) for j in jobs] == [("long", "cancelled", False)]
+    assert jobs[0]["epochs"] == status["epochs"]
     assert (models / JOBS_DIR / "long" / JOB_FILE).is_file()
 
 
