@@ -23,8 +23,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
+from element_lightning_pose.app import pipeline
 from element_lightning_pose.app.jobs import TrainingJobs
-from element_lightning_pose.app.routes.common import project_at
+from element_lightning_pose.app.routes.common import project_at, settings_of
 from element_lightning_pose.engine.config import (
     Backbone,
     ConfigError,
@@ -138,20 +139,25 @@ def parameters(body: dict[str, Any], frame_size: tuple[int, int] | None = None, 
         errors[EXTRA] = str(exc)
     if errors:
         raise ParameterError(errors)
-    nested = TrainConfig().to_dict()
-    for key, value in values.items():
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ParameterError({_field_of(key): f"{key}: unknown section {part!r}"})
-            node = node[part]
-        node[parts[-1]] = value
     try:
-        config = TrainConfig.from_dict(nested, source="parameters")
+        config = TrainConfig.from_dict(nested(values), source="parameters")
     except ConfigError as exc:
         raise ParameterError(_per_field(str(exc))) from None
     return values, config
+
+
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted parameters as the nested sections TrainConfig reads (a later key wins, as with ``--set``)."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        node = tree
+        *sections, name = key.split(".")
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                node[section] = {}
+            node = node[section]
+        node[name] = value
+    return tree
 
 
 def _field_of(key: str) -> str:
@@ -242,6 +248,7 @@ def presets(request: Request, p: str) -> dict[str, Any]:
             "model_type": list(typing.get_args(ModelConfig.model_fields["model_type"].annotation)),
         },
         "suggested_name": _suggested_name(project),
+        "pipeline": pipeline.describe(settings_of(request).roots),
     }
 
 
@@ -359,3 +366,32 @@ def evaluate(request: Request, p: str, model: str) -> dict[str, Any]:
     if found is None:
         raise ElpError(f"model {model!r}: no model directory of that name in {rounds.MODELS_DIR}/")
     return {"name": model, "evaluation": rounds.evaluate_model(found, project)}
+
+
+@router.get("/pipeline")
+def pipeline_tasks(request: Request, p: str) -> dict[str, Any]:
+    """With a database: the TrainingTasks of the project's VideoSets and what became of them."""
+    project = project_of(request, p)
+    described = pipeline.describe(settings_of(request).roots)
+    if not described["configured"]:
+        return {**described, "tasks": []}
+    return {**described, "tasks": pipeline.tasks(settings_of(request).roots, project)}
+
+
+@router.post("/pipeline")
+def pipeline_submit(request: Request, p: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
+    """Register the project as a VideoSet (a new one when relabeled), the parameters and a
+    TrainingTask for a worker: ``{name, preset, fields, extra}`` as for a job."""
+    try:
+        project, values, _, advice_error = _checked(request, p, body)
+    except ParameterError as exc:
+        return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=400)
+    if advice_error is not None:
+        raise ElpError(advice_error)
+    name = str(body.get("name") or "").strip()
+    try:
+        check_name(name, "model name")
+    except ElpError as exc:
+        return JSONResponse({"error": str(exc), "fields": {"name": str(exc)}}, status_code=400)
+    keys = pipeline.submit(settings_of(request).roots, project, nested(values), name=name)
+    return JSONResponse({**keys, "worker": pipeline.describe(settings_of(request).roots)["worker"]})

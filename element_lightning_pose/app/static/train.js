@@ -1,6 +1,9 @@
 // The training page: presets with the engine's advice, parameters checked per field, a job
 // followed epoch by epoch (losses and validation error drawn on a canvas), cancel, the models.
 //
+// With a database, a round can instead be registered for a worker (VideoSet, parameters,
+// TrainingTask) and the project's registered rounds are listed.
+//
 // State for tests and scripts is on <body>: data-job-state (running, finished, failed,
 // cancelled, abandoned), data-job-epochs (epochs reported), data-models-evaluated (models whose
 // evaluation is shown).
@@ -66,8 +69,10 @@ function checkSoon() {
 
 async function submit(event) {
   event.preventDefault();
+  const throughPipeline = form().elements.where.value === "pipeline";
   try {
-    const response = await fetch(`/api/train/start?${query({ p: state.project })}`, {
+    const route = throughPipeline ? "/api/train/pipeline" : "/api/train/start";
+    const response = await fetch(`${route}?${query({ p: state.project })}`, {
       method: "POST",
       headers: { "X-ELP-Request": "1", "Content-Type": "application/json" },
       credentials: "same-origin",
@@ -80,6 +85,12 @@ async function submit(event) {
       return;
     }
     showErrors({});
+    if (throughPipeline) {
+      const made = answer.new_video_set ? "a new VideoSet" : "the VideoSet";
+      say(`registered: ${made} ${answer.video_set_id}, parameters ${answer.paramset_idx}, training ${answer.training_id}; a worker must run: ${answer.worker}`);
+      await showTasks();
+      return;
+    }
     say(`training ${answer.name} started`);
     showJob(answer);
     poll();
@@ -259,6 +270,24 @@ function countEvaluated() {
   document.body.dataset.modelsEvaluated = String(document.querySelectorAll('#models tr[data-evaluated="1"]').length);
 }
 
+// ---------------------------------------------------------------- the pipeline (with a database)
+
+async function showTasks() {
+  const problem = document.getElementById("pipeline-error");
+  try {
+    const { tasks } = await api(`/api/train/pipeline?${query({ p: state.project })}`);
+    problem.hidden = true;
+    const tbody = document.querySelector("#tasks tbody");
+    tbody.replaceChildren(
+      ...tasks.map((t) => element("tr", { "data-task": `${t.video_set_id}-${t.paramset_idx}-${t.training_id}` }, element("td", { text: String(t.video_set_id) }), element("td", { text: String(t.n_labeled_frames ?? "") }), element("td", { text: String(t.paramset_idx) }), element("td", { text: String(t.training_id) }), element("td", { text: t.name }), element("td", { class: t.state === "failed" ? "error" : "", title: t.error || "", text: t.state }), element("td", { text: t.epochs === null ? "" : String(t.epochs) }), element("td", { text: t.model_dir || "" }))),
+    );
+    if (!tasks.length) tbody.append(element("tr", {}, element("td", { colspan: "8", text: "no round of this project registered yet" })));
+  } catch (error) {
+    problem.textContent = error.message;
+    problem.hidden = false;
+  }
+}
+
 // ---------------------------------------------------------------- start
 
 async function main() {
@@ -275,9 +304,18 @@ async function main() {
   describePreset();
   showAdvice(setup.advice, setup.advice_error);
   f.elements.preset.addEventListener("change", () => { describePreset(); checkSoon(); });
-  f.addEventListener("input", (event) => { if (event.target.name !== "preset") checkSoon(); });
+  f.addEventListener("input", (event) => { if (event.target.name !== "preset" && event.target.name !== "where") checkSoon(); });
+  f.addEventListener("change", (event) => {
+    if (event.target.name === "where") document.getElementById("start").textContent = f.elements.where.value === "pipeline" ? "register for a worker" : "start training";
+  });
   f.addEventListener("submit", submit);
   document.getElementById("cancel").addEventListener("click", cancel);
+  if (setup.pipeline.configured) {
+    document.getElementById("where").hidden = false;
+    document.getElementById("pipeline").hidden = false;
+    document.getElementById("worker-command").textContent = setup.pipeline.worker;
+    showTasks();
+  }
   drawCurves([]);
   const { jobs } = await api(`/api/train/jobs?${query({ p: state.project })}`);
   if (jobs.length) {
