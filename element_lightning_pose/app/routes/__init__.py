@@ -8,5 +8,6 @@
 - :mod:`.select` - frames to label next (k-means, uniform, model-guided) and queuing them;
 - :mod:`.checks` - flags in the human labels, against a held-out model's predictions too;
 - :mod:`.review` - a video's prediction files, traces by range, worst frames, send to the
-  labeler (and the prefill it keeps), predicting a video, "did this round help".
+  labeler (and the prefill it keeps), predicting a video, "did this round help";
+- :mod:`.train` - presets and advice, parameters checked per field, training jobs, the models.
 """

@@ -61,3 +61,8 @@ def label_page(request: Request, p: str) -> HTMLResponse:
 @router.get("/review", response_class=HTMLResponse)
 def review_page(request: Request, p: str) -> HTMLResponse:
     return _project_page(request, p, "review.html", "Review")
+
+
+@router.get("/train", response_class=HTMLResponse)
+def train_page(request: Request, p: str) -> HTMLResponse:
+    return _project_page(request, p, "train.html", "Train")

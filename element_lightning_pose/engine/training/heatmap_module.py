@@ -12,12 +12,15 @@ weights ramp up linearly over ``losses.warmup_epochs``. Each loss is logged on i
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 
 from element_lightning_pose.engine.config import GEOMETRIC_LOSSES, ConfigError, TrainConfig
+from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.networks import (
     ContextHeatmapNet,
     build_net,
@@ -305,9 +308,14 @@ class HeatmapModule(pl.LightningModule):
 
 
 class HistoryCallback(pl.Callback):
-    """Per-epoch losses and cumulative training time, kept in checkpoints so resume continues them."""
+    """Per-epoch losses and cumulative training time, kept in checkpoints so resume continues them.
 
-    def __init__(self) -> None:
+    With ``path``, the history is also rewritten there (atomically) after every epoch, so that
+    whoever watches a run (the app's training page) sees its epochs while it trains.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.rows: list[dict[str, float]] = []
         self.elapsed_before = 0.0
         self._started = 0.0
@@ -327,6 +335,8 @@ class HistoryCallback(pl.Callback):
         if len(groups) > 1:
             row["backbone_lr"] = float(groups[1]["lr"])
         self.rows.append(row)
+        if self.path is not None and trainer.is_global_zero:
+            write_csv_atomic(pd.DataFrame(self.rows).set_index("epoch"), self.path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "elapsed": self.elapsed()}

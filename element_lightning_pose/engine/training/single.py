@@ -10,7 +10,8 @@ contract the DataJoint pipeline relies on (:mod:`element_lightning_pose.engine.m
     model_dir/splits.csv             image path -> train | val | test
     model_dir/checkpoints/best.ckpt  best validation loss; loads without the project
     model_dir/checkpoints/last.ckpt  end of the latest epoch (resume from it)
-    model_dir/metrics.csv            per-epoch history (losses, pixel error, lr, elapsed time)
+    model_dir/metrics.csv            per-epoch history (losses, pixel error, lr, elapsed time),
+                                     rewritten after every epoch, so a running stage can be followed
     model_dir/logs/version_N/        Lightning CSV logs of each run (and TensorBoard when installed)
     model_dir/frame_cache/           decoded unlabeled frames (semi-supervised runs; losses.cache_dir moves it)
 
@@ -254,7 +255,7 @@ def _fit(
         pca={k: v.to_dict() for k, v in pcas.items()},
         geometry=geometry.to_dict() if geometry is not None else None,
     )
-    history = HistoryCallback()
+    history = HistoryCallback(stage / "metrics.csv")  # grows per epoch: a run can be followed
     checkpoint = _staged_checkpoint(
         stage / "checkpoints",
         model_dir / "checkpoints",
