@@ -10,7 +10,7 @@ call the API. The app imports the engine; the engine never imports the app.
 - :mod:`.projects` - projects under the roots: found, described, created;
 - :mod:`.frames` - video frames decoded on the server, frame-exact, cached;
 - :mod:`.review` - what the review keeps between requests: parsed prediction files, prediction
-  jobs, evaluations;
+  jobs;
 - :mod:`.jobs` - training jobs: ``elp train`` in a process of its own, followed and cancelled;
 - :mod:`.server` - :func:`create_app`, errors as messages;
 - :mod:`.routes` - the pages and the API, one module per concern.

@@ -21,13 +21,13 @@ from element_lightning_pose.engine.data.dlc import is_dlc_project, read_dlc_conf
 from element_lightning_pose.engine.data.projects import VIDEO_SUFFIXES, detect_layout
 from element_lightning_pose.engine.data.video import VideoError, video_info
 from element_lightning_pose.engine.errors import ElpError, ProjectError
+from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
 from element_lightning_pose.engine.labeling.selection import export_frames
 from element_lightning_pose.engine.labeling.store import LabelConflictError, LabelStore
 from element_lightning_pose.engine.safe_paths import check_name
 
 SETTINGS_FILE = "elp_project.yaml"
 VIDEO_DIR = "videos"
-MODELS_DIR = "models"
 # folders a project keeps its own things in: not searched for other projects
 _NOT_PROJECTS = {"labeled-data", VIDEO_DIR, MODELS_DIR, "checkpoints", "logs", "frame_cache", "__pycache__"}
 MAX_DEPTH = 3

@@ -1,4 +1,4 @@
-"""What the review page keeps between requests: parsed prediction files, prediction jobs, evaluations.
+"""What the review page keeps between requests: parsed prediction files and prediction jobs.
 
 - **Parsed files.** A prediction file is parsed once (:func:`~element_lightning_pose.engine.
   labeling.traces.read_prediction_table`) and kept while its file and its companion diagnostics
@@ -31,7 +31,6 @@ from element_lightning_pose.engine.labeling.traces import PredictionTable, compa
 
 MAX_CACHED_BYTES = 512 * 2**20
 MAX_CACHED_FILES = 16
-MAX_EVALUATIONS = 128
 # how long a request that starts a prediction waits for it before answering with a job to poll
 SYNC_WAIT_S = 15.0
 
@@ -136,29 +135,10 @@ class PredictionJobs:
                 job.done.set()
 
 
-class EvaluationCache:
-    """Summaries of models' evaluations, by (model directory, checkpoint time, label revision)."""
-
-    def __init__(self) -> None:
-        self._values: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> dict[str, Any] | None:
-        with self._lock:
-            return self._values.get(key)
-
-    def put(self, key: tuple, value: dict[str, Any]) -> None:
-        with self._lock:
-            self._values[key] = value
-            while len(self._values) > MAX_EVALUATIONS:
-                self._values.popitem(last=False)
-
-
 @dataclass
 class ReviewState:
     tables: TableCache = field(default_factory=TableCache)
     jobs: PredictionJobs = field(default_factory=PredictionJobs)
-    evaluations: EvaluationCache = field(default_factory=EvaluationCache)
 
 
 _STATE_LOCK = threading.Lock()

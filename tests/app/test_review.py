@@ -208,14 +208,14 @@ def test_a_model_predicts_a_video_and_its_round_is_evaluated(review, monkeypatch
     listed = client.get("/api/review/sources", params={"p": P, "video": "videos/video00.mp4"}).json()
     assert listed["models_without_predictions"] == []
     assert next(f for f in listed["files"] if f["model"] == "m2")["diagnostics"].endswith("_diagnostics.csv")
-    rounds = client.get("/api/review/rounds", params={"p": P}).json()["models"]
-    assert [(m["model"], m["evaluation"]) for m in rounds] == [("m2", None)] and rounds[0]["n_train"] >= 1
-    evaluated = client.post("/api/review/evaluate", params={"p": P}, json={"model": "models/m2"}, headers=CHANGE)
-    summary = evaluated.json()["evaluation"]
-    assert summary["__all__"]["frames"] == 6 and summary["train"]["frames"] == rounds[0]["n_train"]
-    assert summary["__all__"]["mean_px"] > 0
-    assert client.get("/api/review/rounds", params={"p": P}).json()["models"][0]["evaluation"] == summary
-    outside = client.post("/api/review/evaluate", params={"p": P}, json={"model": "../../../x"}, headers=CHANGE)
+    rounds = client.get("/api/train/models", params={"p": P}).json()["models"]  # the review shows these
+    assert [(m["name"], m["evaluation"]) for m in rounds] == [("m2", None)] and rounds[0]["n_train"] >= 1
+    evaluated = client.post("/api/train/evaluate", params={"p": P, "model": "m2"}, headers=CHANGE)
+    splits = evaluated.json()["evaluation"]["splits"]
+    assert sum(s["frames"] for s in splits.values()) == 6 and splits["train"]["frames"] == rounds[0]["n_train"]
+    assert splits["train"]["mean_px"] > 0
+    assert client.get("/api/train/models", params={"p": P}).json()["models"][0]["evaluation"]["current"]
+    outside = client.post("/api/train/evaluate", params={"p": P, "model": "../../../x"}, headers=CHANGE)
     assert outside.status_code == 403
 
 

@@ -17,15 +17,13 @@ from fastapi.responses import JSONResponse
 
 from element_lightning_pose.app.frames import cached_video_info
 from element_lightning_pose.app.locations import Location
-from element_lightning_pose.app.projects import MODELS_DIR, open_store, project_video, queue_frames, view_of_video
+from element_lightning_pose.app.projects import open_store, project_video, queue_frames, view_of_video
 from element_lightning_pose.app.review import SYNC_WAIT_S, review_state
 from element_lightning_pose.app.routes.common import project_at
 from element_lightning_pose.engine.data.labels import IMAGE_SUFFIXES, context_image_paths
-from element_lightning_pose.engine.data.projects import read_project_labels
-from element_lightning_pose.engine.errors import ElpError, ProjectError
-from element_lightning_pose.engine.inference.evaluate import evaluate
-from element_lightning_pose.engine.inference.metrics import summarise
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.labeling.prefill import read_prefill, save_prefill
+from element_lightning_pose.engine.labeling.rounds import MODELS_DIR, project_models
 from element_lightning_pose.engine.labeling.traces import (
     CRITERIA,
     PredictionTable,
@@ -35,7 +33,6 @@ from element_lightning_pose.engine.labeling.traces import (
     series_names,
     worst_frames,
 )
-from element_lightning_pose.engine.model_dir import MODEL_JSON, read_model_info
 
 router = APIRouter(prefix="/api")
 MAX_KEYPOINT_FRAMES = 1000  # frames of keypoints one request may ask for (the page asks for pages of them)
@@ -61,12 +58,8 @@ def _table_of(request: Request, project: Location, file: str) -> PredictionTable
 
 
 def _model_dirs(project: Location) -> list[Path]:
-    """The project's model directories (``models/<name>/`` with a ``model.json``), oldest first."""
-    folder = project.path / MODELS_DIR
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MODEL_JSON).is_file()]
-    return sorted(found, key=lambda p: ((p / MODEL_JSON).stat().st_mtime, p.name))
+    """The project's readable model directories, oldest first (:func:`rounds.project_models`)."""
+    return [model.path for model in project_models(project.path) if model.info is not None]
 
 
 def _model_dir(project: Location, key: str) -> Path:
@@ -321,73 +314,3 @@ def _job_answer(project: Location, job) -> JSONResponse:
 
 
 # ------------------------------------------------------------------------------------ did this round help
-
-
-def _model_entry(project: Location, model_dir: Path) -> dict[str, Any]:
-    info = read_model_info(model_dir)
-    return {
-        "model": model_dir.name,
-        "path": model_dir.relative_to(project.path).as_posix(),
-        "n_train": info.n_train,
-        "n_val": info.n_val,
-        "n_test": info.n_test,
-        "trained": (model_dir / MODEL_JSON).stat().st_mtime,
-    }
-
-
-def _evaluation_key(project: Location, model_dir: Path) -> tuple:
-    checkpoint = read_model_info(model_dir).checkpoint
-    stamp = checkpoint.stat().st_mtime_ns if checkpoint is not None and checkpoint.is_file() else None
-    return (str(model_dir.resolve()), stamp, open_store(project.path).revision())
-
-
-@router.get("/review/rounds")
-def rounds(request: Request, p: str) -> dict[str, Any]:
-    """Every model of the project, oldest first, with the number of labels it was trained on and
-    its evaluation on the labels of now where one was computed (``POST /api/review/evaluate``)."""
-    project = project_at(request, p)
-    cache = review_state(request.app).evaluations
-    models = []
-    for model_dir in _model_dirs(project):
-        try:
-            entry = _model_entry(project, model_dir)
-            entry["evaluation"] = cache.get(_evaluation_key(project, model_dir))
-        except ElpError as exc:
-            entry = {"model": model_dir.name, "error": str(exc)}
-        models.append(entry)
-    return {"models": models}
-
-
-@router.post("/review/evaluate")
-def evaluate_model(request: Request, p: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    """Evaluate one model (``{model: "models/<name>"}``) on the project's labeled frames of now.
-
-    Frames the model never saw in training are its split ``unused``: the labels added since, on
-    which the next round's model can be compared with this one.
-    """
-    project = project_at(request, p)
-    model_key = str(body.get("model", ""))
-    model_dir = _model_dir(project, model_key)
-    key = _evaluation_key(project, model_dir)
-    cache = review_state(request.app).evaluations
-    summary = cache.get(key)
-    if summary is None:
-        labels = read_project_labels(project.path)
-        labels = labels.subset(np.flatnonzero(np.isfinite(labels.keypoints).all(axis=-1).any(axis=1)))
-        info = read_model_info(model_dir)
-        if info.bodyparts != labels.bodyparts:
-            raise ProjectError(f"model {model_key!r} predicts {info.bodyparts}, the project labels {labels.bodyparts}")
-        table = evaluate(model_dir, labels)
-        by_split = summarise(table, "error_px", by=("split",))
-        frames = table.dropna(subset=["error_px"]).groupby("split")["image"].nunique()
-        summary = {
-            split: {
-                "mean_px": round(float(row["mean"]), 3) if np.isfinite(row["mean"]) else None,
-                "p90_px": round(float(row["p90"]), 3) if np.isfinite(row["p90"]) else None,
-                "keypoints": int(row["count"]),
-                "frames": int(frames.get(split, 0)) if split != "__all__" else int(frames.sum()),
-            }
-            for split, row in by_split.iterrows()
-        }
-        cache.put(key, summary)
-    return {**_model_entry(project, model_dir), "evaluation": summary}

@@ -20,8 +20,8 @@ async function main() {
   const p = params.get("p");
   const form = document.getElementById("options");
   try {
-    const { models } = await api(`/api/models?${query({ p })}`);
-    form.model.append(...models.map((m) => element("option", { value: m.path, text: m.name })));
+    const { models } = await api(`/api/train/models?${query({ p })}`);
+    form.model.append(...models.filter((m) => !m.error).map((m) => element("option", { value: `models/${m.name}`, text: m.name })));
   } catch {
     // no model list on this server: the check runs without a model
   }

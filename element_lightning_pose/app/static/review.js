@@ -454,7 +454,7 @@ function cell(value) {
 }
 
 async function loadRounds() {
-  const answer = await api(`/api/review/rounds?${query({ p: state.project })}`);
+  const answer = await api(`/api/train/models?${query({ p: state.project })}`);
   const body = document.querySelector("#rounds tbody");
   if (!answer.models.length) {
     body.replaceChildren(element("tr", {}, element("td", { colspan: "5", class: "hint", text: "no model directories in the project's models/ yet" })));
@@ -462,10 +462,10 @@ async function loadRounds() {
   }
   body.replaceChildren(
     ...answer.models.map((m) => {
-      if (m.error) return element("tr", {}, element("td", { text: m.model }), element("td", { colspan: "4", class: "hint", text: m.error }));
-      const e = m.evaluation;
-      return element("tr", { "data-model": m.model, "data-evaluated": e ? "1" : "0" },
-        element("td", { text: m.model }),
+      if (m.error) return element("tr", {}, element("td", { text: m.name }), element("td", { colspan: "4", class: "hint", text: m.error }));
+      const e = m.evaluation && m.evaluation.current ? m.evaluation.splits : null; // on the labels of now
+      return element("tr", { "data-model": m.name, "data-evaluated": e ? "1" : "0" },
+        element("td", { text: m.name }),
         element("td", { text: m.n_train === null ? "?" : String(m.n_train) }),
         e ? cell(errorOf(e, ["train"])) : element("td", { colspan: "3", class: "hint", text: "not evaluated yet" }),
         ...(e ? [cell(errorOf(e, ["val", "test"])), cell(errorOf(e, ["unused"]))] : []));
@@ -479,9 +479,9 @@ async function evaluateAll() {
   button.disabled = true;
   try {
     const models = await loadRounds();
-    for (const m of models.filter((m) => !m.error && !m.evaluation)) {
-      button.textContent = `evaluating ${m.model}...`;
-      await api(`/api/review/evaluate?${query({ p: state.project })}`, { method: "POST", body: { model: m.path } });
+    for (const m of models.filter((m) => !m.error && !(m.evaluation && m.evaluation.current))) {
+      button.textContent = `evaluating ${m.name}...`;
+      await api(`/api/train/evaluate?${query({ p: state.project, model: m.name })}`, { method: "POST" });
       await loadRounds();
     }
   } catch (error) {
