@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.browser import browser_page, require_browser, served_app, shoot
-
-pytest.importorskip("sleap_io")
-from tests.engine.labeling.test_sleap_import import LABELED, make_slp  # noqa: E402
+from tests.engine.labeling.test_sleap_import import LABELED, make_slp
 
 pytestmark = pytest.mark.browser
 

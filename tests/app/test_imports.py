@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("sleap_io")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from element_lightning_pose.app.server import create_app  # noqa: E402
