@@ -18,7 +18,7 @@ from element_lightning_pose.app.frames import cached_video_info
 from element_lightning_pose.app.locations import Location
 from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.data.dlc import is_dlc_project, read_dlc_config
-from element_lightning_pose.engine.data.projects import VIDEO_SUFFIXES, detect_layout
+from element_lightning_pose.engine.data.projects import SETTINGS_FILE, VIDEO_SUFFIXES, detect_layout
 from element_lightning_pose.engine.data.video import VideoError, video_info
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
@@ -26,7 +26,6 @@ from element_lightning_pose.engine.labeling.selection import export_frames
 from element_lightning_pose.engine.labeling.store import LabelConflictError, LabelStore
 from element_lightning_pose.engine.safe_paths import check_name
 
-SETTINGS_FILE = "elp_project.yaml"
 VIDEO_DIR = "videos"
 # folders a project keeps its own things in: not searched for other projects
 _NOT_PROJECTS = {"labeled-data", VIDEO_DIR, MODELS_DIR, "checkpoints", "logs", "frame_cache", "__pycache__"}

@@ -2,6 +2,7 @@
 
 - :mod:`.pages` - the HTML pages (server-rendered; each page's script calls the API);
 - :mod:`.projects` - list, open, create and describe projects, edit a skeleton;
+- :mod:`.imports` - a SLEAP file (``.slp``, ``.pkg.slp``) imported as a new project;
 - :mod:`.media` - video frames (decoded on the server) and labeled images;
 - :mod:`.labels` - the label store: queued frames, one frame's labels, saving a frame, a
   calibrated instant's projections and epipolar curves;

@@ -9,6 +9,8 @@ Modules, in the order data flows through them:
 - :mod:`.labels` - hand labels: :class:`LabeledFrames`, the label-table parser with its checks
   (:func:`read_labels`), images, and a labeled frame resized for the network with its labels;
 - :mod:`.dlc` - DeepLabCut projects (``config.yaml`` + ``labeled-data/``, CSV or .h5 labels);
+- :mod:`.sleap` - a SLEAP labels file (through the optional sleap-io) read as one single-animal
+  table (:func:`read_sleap`);
 - :mod:`.projects` - which layout a project folder holds and :func:`load_project`, the one
   entry to a project's labels (any layout) and videos;
 - :mod:`.video` - streaming decode and atomic write (OpenCV), :func:`resize_frame`;

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 DEFAULT_CSV = "CollectedData.csv"
+# what the labels do not say (a new project's body parts and views, a skeleton): the app's, and an import's
+SETTINGS_FILE = "elp_project.yaml"
 
 
 def find_videos(video_dir: PathLike) -> list[Path]:

@@ -11,6 +11,7 @@ browser app (:mod:`element_lightning_pose.app`) and the command line call it, it
   project's, views of one instant that disagree in 3D, labels far from a cross-validated model;
 - :mod:`.traces` - a video's prediction files (a model's, an ensemble's, a rig's reprojections,
   diagnostics): their series by range, decimated with every spike kept, and the worst frames;
+- :mod:`.imports` - another tool's labels (a SLEAP file) written as a new Lightning Pose project;
 - :mod:`.prefill` - the model's prediction of a frame sent to the labeler, which labeling starts from;
 - :mod:`.rounds` - the loop's rounds: a project's models, each with its pixel error on the labels
   as they are now (per split, cached in the model directory) beside the labels it was trained on.
