@@ -329,3 +329,18 @@ def test_the_predictions_read_through_the_app_are_the_rows(lp, run):
     file = next(p["file"] for p in rows.videos[0].pose_estimations if p["model_name"] == TRAINED)
     values, _ = read_predictions(rows.file(file.reference))
     np.testing.assert_allclose(values, run["values"], atol=1e-4)
+
+
+def test_the_rows_route_lists_a_rig_videos_triangulation(lp, rig):
+    client = _client([rig["root"]])
+    camera = rig["cameras"][1]
+    video = rig["project"].videos[camera].relative_to(rig["project"].root).as_posix()
+    answer = client.get("/api/pipeline/rows", params={"p": "0:projects/app_rig", "video": video})
+    assert answer.status_code == 200, answer.text
+    (listed,) = answer.json()["videos"]
+    assert listed["video"] == video and [p["model_name"] for p in listed["pose_estimations"]] == [RIG_MODEL]
+    (triangulation,) = listed["triangulations"]
+    assert triangulation["camera"] == camera and triangulation["cameras"] == rig["cameras"]
+    assert triangulation["file"]["role"] == POINTS3D and triangulation["file"]["location"].startswith("0:processed/")
+    assert 0 <= triangulation["mean_reprojection_error"] < 1  # the true 2D
+    assert triangulation["file"]["key"]["rig_recording_id"] == 1 and triangulation["source"] == f"model {RIG_MODEL}"
