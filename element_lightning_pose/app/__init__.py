@@ -11,6 +11,8 @@ call the API. The app imports the engine; the engine never imports the app.
 - :mod:`.frames` - video frames decoded on the server, frame-exact, cached;
 - :mod:`.review` - what the review keeps between requests: parsed prediction files, prediction
   jobs;
+- :mod:`.pipeline` - with a database, a round registered for a worker to train;
+- :mod:`.pipeline_rows` - with a database, the pipeline's rows about a project and their files;
 - :mod:`.jobs` - training jobs: ``elp train`` in a process of its own, followed and cancelled;
 - :mod:`.server` - :func:`create_app`, errors as messages;
 - :mod:`.routes` - the pages and the API, one module per concern.

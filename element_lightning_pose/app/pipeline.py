@@ -17,14 +17,15 @@ use, not when the app starts. A project must lie under the pipeline's data roots
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shlex
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from element_lightning_pose import paths
 from element_lightning_pose.engine.errors import ElpError
@@ -33,6 +34,20 @@ DEFAULT_PIPELINE = "element_lightning_pose.pipeline"
 DEFAULT_PREFIX = "lp_"
 _lock = threading.Lock()
 _submit_lock = threading.Lock()  # the next training_id is read, then inserted
+# the process has one DataJoint connection, which the server's threads share: one user at a time
+DB_LOCK = threading.RLock()
+_Result = TypeVar("_Result")
+
+
+def one_at_a_time(function: Callable[..., _Result]) -> Callable[..., _Result]:
+    """``function`` run under :data:`DB_LOCK` (it queries the process's DataJoint connection)."""
+
+    @functools.wraps(function)
+    def locked(*args: Any, **kwargs: Any) -> _Result:
+        with DB_LOCK:
+            return function(*args, **kwargs)
+
+    return locked
 
 
 class PipelineError(ElpError):
@@ -104,6 +119,7 @@ def activate(roots: Sequence[Path]) -> Any:
     return train
 
 
+@one_at_a_time
 def submit(
     roots: Sequence[Path], project: Path, params: dict[str, Any], *, name: str = "", description: str = ""
 ) -> dict[str, Any]:
@@ -133,6 +149,7 @@ def submit(
     }
 
 
+@one_at_a_time
 def tasks(roots: Sequence[Path], project: Path) -> list[dict[str, Any]]:
     """The TrainingTasks of every VideoSet of ``project``, newest first: trained (with the
     ModelTraining row's epochs, loss and model directory), failed (with the worker's error),

@@ -19,7 +19,18 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from element_lightning_pose.app.frames import FrameServer
-from element_lightning_pose.app.routes import checks, imports, labels, media, pages, projects, review, select, train
+from element_lightning_pose.app.routes import (
+    checks,
+    imports,
+    labels,
+    media,
+    pages,
+    pipeline_rows,
+    projects,
+    review,
+    select,
+    train,
+)
 from element_lightning_pose.app.security import Guard
 from element_lightning_pose.app.settings import AppSettings
 from element_lightning_pose.engine.errors import ElpError
@@ -44,7 +55,7 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.state.frames = FrameServer()
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (pages, projects, media, labels, checks, review, select, train, imports):
+    for module in (pages, projects, media, labels, checks, review, select, train, pipeline_rows, imports):
         app.include_router(module.router)
     app.add_exception_handler(ElpError, _elp_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -10,5 +10,8 @@
 - :mod:`.checks` - flags in the human labels, against a held-out model's predictions too;
 - :mod:`.review` - a video's prediction files, traces by range, worst frames, send to the
   labeler (and the prefill it keeps), predicting a video, "did this round help";
-- :mod:`.train` - presets and advice, parameters checked per field, training jobs, the models.
+- :mod:`.train` - presets and advice, parameters checked per field, training jobs, the models;
+- :mod:`.pipeline_rows` - with a database, the pipeline's rows about a project (VideoSets,
+  models, PoseEstimation, EnsembleSmoothing, Triangulation) and their files for the review and
+  select routes.
 """

@@ -20,6 +20,7 @@ from element_lightning_pose.app.locations import Location
 from element_lightning_pose.app.projects import open_store, project_video, queue_frames, view_of_video
 from element_lightning_pose.app.review import SYNC_WAIT_S, review_state
 from element_lightning_pose.app.routes.common import project_at
+from element_lightning_pose.app.routes.pipeline_rows import add_review_sources, prediction_file
 from element_lightning_pose.engine.data.labels import IMAGE_SUFFIXES, context_image_paths
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.labeling.prefill import read_prefill, save_prefill
@@ -51,7 +52,7 @@ def _finite(values: np.ndarray, digits: int = 3) -> list:
 
 
 def _table_of(request: Request, project: Location, file: str) -> PredictionTable:
-    path = project.child(file, "file").path
+    path = prediction_file(request, project, file)
     if path.suffix.lower() != ".csv" or not path.is_file():
         raise ProjectError(f"file {file!r}: not a CSV file of the project")
     return review_state(request.app).tables.get(path)
@@ -102,7 +103,8 @@ def sources(request: Request, p: str, video: str) -> dict[str, Any]:
         if d.name not in with_files
     ]
     size = {"n_frames": info.n_frames, "fps": info.fps, "width": info.width, "height": info.height}
-    return {"video": video, **size, "files": files, "models_without_predictions": models}
+    answer = {"video": video, **size, "files": files, "models_without_predictions": models}
+    return add_review_sources(request, project, path, answer)  # with a pipeline, its rows' files too
 
 
 @router.get("/review/table")

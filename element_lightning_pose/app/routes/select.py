@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Request
 
 from element_lightning_pose.app.projects import open_store, project_video, queue_frames
 from element_lightning_pose.app.routes.common import project_at
+from element_lightning_pose.app.routes.pipeline_rows import prediction_file
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.labeling.selection import (
     read_frame_scores,
@@ -67,14 +68,14 @@ def suggest(request: Request, p: str, body: dict[str, Any] = Body(...)) -> dict[
 
         def file(key: str) -> Any:
             value = body.get(key)
-            return project.child(str(value), key).path if value else None
+            return prediction_file(request, project, str(value), key) if value else None
 
         members = body.get("members") or []
         if not isinstance(members, list):
             raise ProjectError("members: give a list of the ensemble's prediction files")
         scores = read_frame_scores(
             predictions_csv=file("predictions"),
-            members=[project.child(str(m), "member").path for m in members],
+            members=[prediction_file(request, project, str(m), "member") for m in members],
             eks_csv=file("eks"),
             diagnostics_csv=file("diagnostics"),
             pca=file("model"),

@@ -53,9 +53,11 @@ async function loadVideo(video) {
   state.playing = false;
   const answer = await api(`/api/review/sources?${query({ p: state.project, video })}`);
   state.info = answer;
-  state.files = answer.files.filter((f) => f.kind !== "diagnostics");
+  const sources = answer.files.filter((f) => f.kind !== "diagnostics");
+  state.files = sources.filter(readable);
   const select = $("source");
-  select.replaceChildren(...state.files.map((f) => element("option", { value: f.file, text: `${f.model ? `${f.model}: ` : ""}${f.file} (${f.kind})` })));
+  select.replaceChildren(...sources.map((f) => element("option", { value: f.file, text: sourceLabel(f), disabled: !readable(f) })));
+  if (answer.pipeline && answer.pipeline.error) say(answer.pipeline.error, "error");
   $("offers").replaceChildren(
     ...answer.models_without_predictions.map((m) => element("button", { type: "button", class: "secondary", "data-model": m.path, text: `predict with ${m.model}`, onclick: () => predict(m) })),
   );
@@ -65,12 +67,23 @@ async function loadVideo(video) {
   if (!state.files.length) {
     state.file = null;
     state.table = null;
-    say(answer.models_without_predictions.length ? "no predictions of this video yet: predict it with a model" : "no predictions of this video in the project");
+    if (sources.length) say(`the pipeline's files about this video cannot be read here: ${sources[0].state}`, "error");
+    else say(answer.models_without_predictions.length ? "no predictions of this video yet: predict it with a model" : "no predictions of this video in the project");
   } else {
     const wanted = params.get("file");
     await loadFile(state.files.some((f) => f.file === wanted) ? wanted : state.files[0].file);
   }
   await show(Math.min(Number(params.get("frame") || 0), answer.n_frames - 1));
+}
+
+// a pipeline row's file is listed even where the app may not read it (outside its roots)
+function readable(f) {
+  return !f.table || f.state === "readable";
+}
+
+function sourceLabel(f) {
+  if (!f.table) return `${f.model ? `${f.model}: ` : ""}${f.file} (${f.kind})`;
+  return `${f.table} ${f.model}: ${readable(f) ? f.location : `${f.stored}, ${f.state}`} (${f.kind})`;
 }
 
 async function loadFile(file) {

@@ -13,9 +13,11 @@ async function showSources(video) {
     box.replaceChildren(element("span", { text: "no prediction file about this video yet: predict it on the review page, or use k-means" }));
     return;
   }
+  // a pipeline row's file (f.table) is listed even where the app may not read it (outside its roots)
+  const label = (f) => (f.table ? `${f.table} ${f.model}: ${f.location || `${f.stored}, ${f.state}`}` : f.file);
   box.replaceChildren(
     ...files.map((f) =>
-      element("label", {}, element("input", { type: f.kind === "predictions" ? "checkbox" : "radio", name: f.kind, value: f.file, "data-kind": f.kind }), ` ${f.file} (${f.kind})`),
+      element("label", {}, element("input", { type: f.kind === "predictions" ? "checkbox" : "radio", name: f.kind, value: f.file, "data-kind": f.kind, disabled: Boolean(f.table) && f.state !== "readable" }), ` ${label(f)} (${f.kind})`),
     ),
   );
 }
