@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,18 @@ FLOAT64: str = "float64" if IS_DJ2 else "double"
 FLOAT32: str = "float32" if IS_DJ2 else "float"
 INT32: str = "int32" if IS_DJ2 else "int"
 INT16: str = "int16" if IS_DJ2 else "smallint"
+
+
+def match(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A restriction by ``values`` that is safe on both generations.
+
+    DataJoint 0.14 writes a string between double quotes without escaping a double quote inside
+    it (2.x doubles its single quotes), so a value that holds one (a folder name, a subject name)
+    would end the literal early and change the query; doubled, MySQL reads it as one quote.
+    """
+    if IS_DJ2:
+        return dict(values)
+    return {k: v.replace('"', '""') if isinstance(v, str) else v for k, v in values.items()}
 
 
 def backend() -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import datajoint as dj
 
 from element_lightning_pose import paths
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, match
 from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
@@ -317,7 +317,7 @@ class VideoSet(dj.Manual):
         """The key of a VideoSet with this folder, label file, label bytes and videos, if any."""
         if labels_hash is None:
             return None
-        candidates = cls & {"project_dir": project_dir, "csv_file": csv_file, "labels_hash": labels_hash}
+        candidates = cls & match({"project_dir": project_dir, "csv_file": csv_file, "labels_hash": labels_hash})
         for video_set_id in sorted(fetch_column(candidates, "video_set_id")):
             key = {"video_set_id": int(video_set_id)}
             rows = fetch_dicts(cls.File & key & {"file_type": "video"}, "file_path", order_by="file_id")

@@ -158,7 +158,14 @@ def tasks(roots: Sequence[Path], project: Path) -> list[dict[str, Any]]:
 
     train = activate(roots)
     project_dir = _project_dir(train, project)
-    sets = train.VideoSet & {"project_dir": project_dir}
+    # matched in Python, never by a restriction built from the path: DataJoint 0.14 puts a
+    # string into its SQL without escaping a double quote, and a folder name may hold one
+    ids = [
+        r["video_set_id"]
+        for r in dj_compat.fetch_dicts(train.VideoSet, "video_set_id", "project_dir")
+        if r["project_dir"] == project_dir
+    ]
+    sets = train.VideoSet & [{"video_set_id": int(i)} for i in ids]
     fields = ("video_set_id", "paramset_idx", "training_id", "model_prefix", "seed")
     rows = dj_compat.fetch_dicts(train.TrainingTask & sets.proj(), *fields)
     labels = {

@@ -170,3 +170,24 @@ def test_per_view_params_on_a_multiview_set_are_refused_by_the_engine(lp, lp_roo
     finally:
         _forget(lp, key)
         (lp.train.TrainingParamSet & {"paramset_idx": idx}).delete_quick()  # the flow tests count the sets
+
+
+def test_a_folder_name_with_a_double_quote_is_matched_as_a_name_not_as_sql(lp, lp_root):
+    """DataJoint 0.14 writes a restriction's string between double quotes without escaping one
+    inside: a project folder named with a quote broke the query (or, crafted, changed it), so
+    the same project was not found again and a different one could match."""
+    root, _ = lp_root
+    make_dlc_project(root / "projects" / 'quo"te', folders={"a": 2}, seed=2)
+    make_dlc_project(root / "projects" / 'x" OR "1"="1', folders={"a": 2}, seed=3)
+    first = lp.train.VideoSet.insert_project('projects/quo"te', description="a quote in the name")
+    keys = [first]
+    try:
+        assert lp.train.VideoSet.insert_project('projects/quo"te') == first  # the same project, found again
+        other = lp.train.VideoSet.insert_project('projects/x" OR "1"="1')
+        keys.append(other)
+        assert other != first  # not taken for the first by a query the name rewrote
+        stored = {r["video_set_id"]: r["project_dir"] for r in dj_compat.fetch_dicts(lp.train.VideoSet & keys)}
+        assert stored == {first["video_set_id"]: 'projects/quo"te', other["video_set_id"]: 'projects/x" OR "1"="1'}
+    finally:
+        for key in keys:
+            _forget(lp, key)
