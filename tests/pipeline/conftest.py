@@ -129,7 +129,8 @@ def flow(lp, lp_root):
     idx = train.TrainingParamSet.insert_new_params("tiny", TINY_PARAMS)
     for training_id, seed in ((1, 0), (2, 1)):
         train.TrainingTask.insert1({**vs_key, "paramset_idx": idx, "training_id": training_id, "seed": seed})
-    trained = dj_compat.populate(train.ModelTraining, reserve_jobs=True)
+    # restricted to its own set: other modules may have left tasks of their own waiting
+    trained = dj_compat.populate(train.ModelTraining, vs_key, reserve_jobs=True)
     assert trained.errors == [] and trained.success_count == 2
     names = []
     for training_id in (1, 2):

@@ -24,11 +24,17 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def app_project(lp, lp_root):
-    """A project of its own under the pipeline's data root (the flow's project stays untouched)."""
+    """A project of its own under the pipeline's data root (the flow's project stays untouched).
+
+    The tasks registered here and never trained are deleted afterwards: a later worker test
+    populating everything would otherwise train them too."""
     root, _ = lp_root
-    return root, make_synthetic_project(
+    yield root, make_synthetic_project(
         root / "projects" / "app_round", image_size=(48, 64), n_labeled=6, n_video_frames=20
     )
+    train = lp.train
+    ours = train.VideoSet & {"project_dir": "projects/app_round"}
+    ((train.TrainingTask & ours.proj()) - train.ModelTraining).delete_quick()
 
 
 def relabel(project) -> None:
