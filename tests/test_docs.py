@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,38 @@ def test_mkdocs_builds_strict(tmp_path):
     schemas = (site / "schemas" / "index.html").read_text()
     assert "VideoSet" in schemas and "insert_project" in schemas and "EnsembleSmoothing" in schemas
     assert "scripts/demo.sh" in (site / "index.html").read_text()
+
+
+def tracked_text_files() -> list[Path]:
+    """The repository's tracked files that read as UTF-8 text (skipped outside a git checkout)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = []
+    for name in listed.stdout.decode().split("\0"):
+        path = REPO_ROOT / name
+        if name and path.is_file() and path.suffix not in {".png", ".jpg", ".mp4", ".gz", ".h5", ".slp"}:
+            files.append(path)
+    return files
+
+
+def test_no_tracked_file_holds_a_merge_conflict():
+    """A conflict resolved by committing both sides once reached docs/app.md unseen."""
+    markers = re.compile(r"^(<{7} |={7}$|>{7} )", re.MULTILINE)
+    conflicted = [
+        str(path.relative_to(REPO_ROOT))
+        for path in tracked_text_files()
+        if markers.search(path.read_text(encoding="utf-8", errors="replace"))
+    ]
+    assert conflicted == []
+
+
+def test_every_app_page_has_its_screenshot_on_the_app_page():
+    """docs/app.md links a screenshot of every page the app serves (the browser tests take them),
+    and every screenshot kept is linked."""
+    page = (REPO_ROOT / "docs" / "app.md").read_text()
+    linked = set(re.findall(r"\]\(img/app/([\w.-]+)\.png\)", page))
+    on_disk = {path.stem for path in (REPO_ROOT / "docs" / "img" / "app").glob("*.png")}
+    pages = {path.stem for path in (REPO_ROOT / "element_lightning_pose" / "app" / "templates").glob("*.html")}
+    assert linked == on_disk
+    assert pages - {"base", "message"} <= linked
