@@ -116,6 +116,11 @@ def shoot(page, name: str) -> Path | None:
         return None
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # lazy thumbnails below the fold would be blank in a full-page shot: load them all first
+    page.evaluate(
+        """() => Promise.all([...document.images].map((image) => image.complete ? null :
+             new Promise((done) => { image.onload = image.onerror = done; image.loading = "eager"; })))"""
+    )
     page.screenshot(path=str(path), full_page=True)
     return path
 

@@ -15,6 +15,7 @@ from element_lightning_pose.app.server import create_app  # noqa: E402
 from element_lightning_pose.app.settings import AppSettings, AppSettingsError  # noqa: E402
 from element_lightning_pose.engine.data.labels import read_labels  # noqa: E402
 from element_lightning_pose.synthetic.projects import make_synthetic_project  # noqa: E402
+from tests.app.planted import swap_labels  # noqa: E402
 
 CHANGE = {"X-ELP-Request": "1"}
 LOCAL = "http://127.0.0.1:8765"
@@ -266,14 +267,7 @@ def test_the_label_check_flags_a_planted_swap_and_links_its_frame(tmp_path):
     project = make_synthetic_project(root / "mouse", image_size=(96, 96), n_labeled=30, n_video_frames=60)
     labels = read_labels(project.csv_path)
     left, right = labels.bodyparts.index("paw_left_hind"), labels.bodyparts.index("paw_right_hind")
-    text = project.csv_path.read_text().splitlines()
-    row = 3 + 7  # the 8th labeled frame (after the 3-row header)
-    cells = text[row].split(",")
-    for coord in (1, 2):  # x, y columns of the two paws, swapped
-        a, b = 1 + 2 * left + coord - 1, 1 + 2 * right + coord - 1
-        cells[a], cells[b] = cells[b], cells[a]
-    text[row] = ",".join(cells)
-    project.csv_path.write_text("\n".join(text) + "\n")
+    swap_labels(project.csv_path, 7, left, right)
     settings, _ = AppSettings.build([root])
     client = TestClient(create_app(settings), base_url=LOCAL)
     report = client.get("/api/checks", params={"p": "0:mouse"}).json()
