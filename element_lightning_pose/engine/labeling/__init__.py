@@ -14,5 +14,6 @@ browser app (:mod:`element_lightning_pose.app`) and the command line call it, it
 - :mod:`.imports` - another tool's labels (a SLEAP file) written as a new Lightning Pose project;
 - :mod:`.prefill` - the model's prediction of a frame sent to the labeler, which labeling starts from;
 - :mod:`.rounds` - the loop's rounds: a project's models, each with its pixel error on the labels
-  as they are now (per split, cached in the model directory) beside the labels it was trained on.
+  as they are now (per split, cached in the model directory) beside the labels it was trained on;
+- :mod:`.journal` - the JSON-lines files kept beside the labels (the label history, the prefills).
 """

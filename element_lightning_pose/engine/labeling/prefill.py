@@ -11,15 +11,14 @@ prefilled point becomes a label only when the labeler saves it (its history says
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.labeling.journal import append_entries, read_entries
 from element_lightning_pose.engine.types import PathLike
 
 PREFILL_FILE = "elp_prefill.jsonl"
@@ -39,27 +38,16 @@ def save_prefill(root: PathLike, image: str, points: Mapping[str, Sequence[float
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "points": {part: [_number(v) for v in values] for part, values in points.items()},
     }
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    return write_text_atomic(path, old + json.dumps(entry) + "\n")
+    return append_entries(path, [entry])
 
 
 def read_prefill(root: PathLike, image: str) -> dict[str, Any] | None:
     """The latest prefill entry of ``image`` (``image``, ``source``, ``frame``, ``time`` and
     ``points``: ``{bodypart: [x, y, likelihood]}``), None when there is none."""
     path = Path(root) / PREFILL_FILE
-    if not path.is_file():
-        return None
     found = None
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise ProjectError(f"{path}, line {number}: not a JSON object") from None
-        if isinstance(entry, dict) and entry.get("image") == image:
+    for number, entry in read_entries(path):
+        if entry.get("image") == image:
             if not isinstance(entry.get("points"), dict):
                 raise ProjectError(f"{path}, line {number}: 'points' is not a mapping of body parts")
             found = entry

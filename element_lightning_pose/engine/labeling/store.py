@@ -25,7 +25,6 @@ once, so row ``i`` stays the same instant in every view.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,11 +33,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from element_lightning_pose.engine.atomic import atomic_output, write_text_atomic
+from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.data.dlc import dlc_label_files, read_dlc_config, read_dlc_label_file
 from element_lightning_pose.engine.data.labels import LabeledFrames, read_labels
 from element_lightning_pose.engine.data.projects import DEFAULT_CSV, detect_layout
 from element_lightning_pose.engine.errors import ElpError, ProjectError
+from element_lightning_pose.engine.labeling.journal import append_entries, read_entries
 from element_lightning_pose.engine.types import PathLike
 
 ORIGINS = ("manual", "prefilled", "projected", "copied")
@@ -280,9 +280,7 @@ class LabelStore:
                 | ({"x": edit.x, "y": edit.y} if edit.state == "labeled" else {})
             )
         self._write(table)
-        history = _history_path(table.path)
-        old = history.read_text(encoding="utf-8") if history.is_file() else ""
-        write_text_atomic(history, old + "".join(json.dumps(e) + "\n" for e in entries))
+        append_entries(_history_path(table.path), entries)
         return self.revision()
 
     def _check_revision(self, base_revision: str) -> None:
@@ -325,20 +323,7 @@ def _history_path(table: Path) -> Path:
 
 
 def _read_history(table: Path, image: str) -> list[dict]:
-    path = _history_path(table)
-    if not path.is_file():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise ProjectError(f"{path}, line {number}: not a JSON object") from None
-        if isinstance(entry, dict) and entry.get("image") == image:
-            entries.append(entry)
-    return entries
+    return [entry for _, entry in read_entries(_history_path(table)) if entry.get("image") == image]
 
 
 def _last_states(history: list[dict]) -> dict[str, dict]:
