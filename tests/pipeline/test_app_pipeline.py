@@ -29,12 +29,13 @@ def app_project(lp, lp_root):
     The tasks registered here and never trained are deleted afterwards: a later worker test
     populating everything would otherwise train them too."""
     root, _ = lp_root
-    yield root, make_synthetic_project(
-        root / "projects" / "app_round", image_size=(48, 64), n_labeled=6, n_video_frames=20
+    yield (
+        root,
+        make_synthetic_project(root / "projects" / "app_round", image_size=(48, 64), n_labeled=6, n_video_frames=20),
     )
     train = lp.train
     ours = train.VideoSet & {"project_dir": "projects/app_round"}
-    ((train.TrainingTask & ours.proj()) - train.ModelTraining).delete_quick()
+    ((train.TrainingTask & ours.proj()) - train.ModelTraining.proj()).delete_quick()
 
 
 def relabel(project) -> None:
