@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Request
 
 from element_lightning_pose.app import projects
 from element_lightning_pose.app.locations import locate
-from element_lightning_pose.app.routes.common import settings_of
+from element_lightning_pose.app.routes.common import folder_listing, settings_of
 from element_lightning_pose.engine.data.sleap import SLEAP_SUFFIX, check_sleap_file
 from element_lightning_pose.engine.errors import ElpError, ProjectError
 from element_lightning_pose.engine.labeling.imports import import_sleap
@@ -27,16 +27,7 @@ router = APIRouter(prefix="/api/import")
 @router.get("/files")
 def list_sleap_files(request: Request, p: str = "0:") -> dict[str, Any]:
     """SLEAP files and folders directly in a folder of the roots (to pick the file to import)."""
-    location = locate(settings_of(request), p, "folder")
-    if not location.path.is_dir():
-        raise ProjectError(f"folder {p!r}: not a folder")
-    entries = []
-    for child in sorted(location.path.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_dir() or (child.is_file() and child.suffix.lower() == SLEAP_SUFFIX):
-            entries.append({"name": child.name, "key": location.child(child.name).key, "folder": child.is_dir()})
-    return {"folder": location.key, "entries": entries}
+    return folder_listing(request, p, lambda path: path.suffix.lower() == SLEAP_SUFFIX)
 
 
 @router.post("/sleap")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Request
 
 from element_lightning_pose.app import projects
 from element_lightning_pose.app.locations import locate
-from element_lightning_pose.app.routes.common import project_at, settings_of
+from element_lightning_pose.app.routes.common import folder_listing, project_at, settings_of
 from element_lightning_pose.engine.errors import ProjectError
 
 router = APIRouter(prefix="/api")
@@ -63,14 +63,4 @@ def save_skeleton(request: Request, p: str, body: dict[str, Any] = Body(...)) ->
 @router.get("/files")
 def list_videos(request: Request, p: str = "0:") -> dict[str, Any]:
     """Videos and folders directly in a folder of the roots (to pick a new project's videos)."""
-    location = locate(settings_of(request), p, "folder")
-    if not location.path.is_dir():
-        raise ProjectError(f"folder {p!r}: not a folder")
-    entries = []
-    for child in sorted(location.path.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_dir() or child.suffix.lower() in projects.VIDEO_SUFFIXES:
-            key = location.child(child.name).key
-            entries.append({"name": child.name, "key": key, "folder": child.is_dir()})
-    return {"folder": location.key, "entries": entries}
+    return folder_listing(request, p, lambda path: path.suffix.lower() in projects.VIDEO_SUFFIXES)
