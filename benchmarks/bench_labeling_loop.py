@@ -18,8 +18,13 @@ frames, spread evenly over the pool videos), a model trained on it (round 0, sha
 ``--rounds`` rounds: each strategy selects ``--per-round`` frames over the pool videos (the same
 quota per video for every strategy, frames already labeled excluded), the oracle labels them
 through the app's own path (``selection.export_frames`` then ``labeling.store.LabelStore``:
-``add_frames``, ``save_frame``), a model is trained FROM SCRATCH (ImageNet weights) on all labels
-so far, and its predictions of the held-out sessions are scored. Strategies:
+``add_frames``, ``save_frame``), and a model is trained FROM SCRATCH (ImageNet weights) on all
+labels so far and its predictions of the held-out sessions are scored. What is trained: k-means
+and uniform selections depend on no model, so by default they are selected and labeled round
+after round and trained only on their final labeled set; model-guided needs its model after
+every round to select the next (per seed: round 0, model-guided after each round, k-means and
+uniform once: 6 trainings for 3 rounds). ``--every-round`` trains every strategy after every
+round (the report says which was run). Strategies:
 
 - ``model``: ``select_model_guided`` over ``read_frame_scores`` of the previous round's model:
   its predictions CSV of the pool video (likelihood, temporal jumps) and the PCAs of the labels
@@ -39,14 +44,16 @@ Metrics on the held-out sessions (every frame x every keypoint, original pixels)
 the gross-error share (error > 25% of the body length, the session's median true nose to tail
 base distance in view 1, as ``results/ood.md``). For the diagnosis, each selection also records
 the previous model's TRUE error on the frames it picked (what a perfect "where is the model
-wrong" would pick) and where those errors rank in their pool video.
+wrong" would pick) and where those errors rank in their pool video (for a k-means or uniform
+round whose previous round trained no model: round 0's model); and for each model that a
+selection used, how well its model-guided frame score ranks its true errors (Spearman).
 
 Resumable: each (strategy, seed, round) result is saved as JSON in ``--work`` as soon as it
 ends, with its selections and predictions; a rerun skips what is done and the report is
 rebuilt from every saved run. A hand-written section of an existing ``--out`` (from a heading
 ``## Reading these numbers (written by hand``) is kept when the report is rewritten.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_labeling_loop.py --seeds 3 --rounds 3 --steps 300
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_labeling_loop.py --seeds 3 --rounds 3 --steps 200
 """
 
 from __future__ import annotations
@@ -368,14 +375,27 @@ def initial_round(source: SessionProject, seed: int, args: argparse.Namespace, w
     return row
 
 
+def trains_at(strategy: str, round_index: int, args: argparse.Namespace) -> bool:
+    """Whether ``strategy`` trains a model after ``round_index``: always after the last round; after
+    every round with ``--every-round``, or where a next selection needs the model (model-guided)."""
+    return args.every_round or strategy == "model" or round_index == args.rounds
+
+
 def next_round(
     strategy: str, source: SessionProject, seed: int, round_index: int, args: argparse.Namespace, work: Path
 ) -> dict:
-    """Round ``round_index`` of ``strategy``: select from the previous round's state, label, train, score."""
+    """Round ``round_index`` of ``strategy``: select from the previous round's labels (and model),
+    label, and train and score where ``trains_at`` says so."""
     path = work / "runs" / f"{strategy}_s{seed}_r{round_index}.json"
+    train_now = trains_at(strategy, round_index, args)
     if path.is_file() and not args.redo:
-        return json.loads(path.read_text())
+        saved = json.loads(path.read_text())
+        if saved.get("trained", True) or not train_now:
+            return saved
     previous = work / f"seed{seed}" / (INITIAL if round_index == 1 else strategy) / f"r{round_index - 1}"
+    # k-means and uniform picks need no model; where the previous round trained none, the picks'
+    # true error (the diagnosis) is that of the newest model there is: the shared round 0's
+    scored_by = previous if any((previous / "pool_preds").glob("*.npy")) else work / f"seed{seed}" / INITIAL / "r0"
     folder = work / f"seed{seed}" / strategy / f"r{round_index}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -383,7 +403,8 @@ def next_round(
     started = time.perf_counter()
     picks, rows, info = select(strategy, source, previous, round_index, seed, args)
     select_s = time.perf_counter() - started
-    diagnostics = selection_diagnostics(rows, source, previous, LabelStore(previous / "project"))
+    diagnostics = selection_diagnostics(rows, source, scored_by, LabelStore(previous / "project"))
+    diagnostics["scored_by_round"] = 0 if scored_by.parent.name == INITIAL else round_index - 1
     shutil.copytree(previous / "project", folder / "project")
     rng = np.random.default_rng([seed, STRATEGIES.index(strategy) + 1, round_index])
     oracle_label(folder / "project", source, picks, args.label_noise, rng)
@@ -394,11 +415,16 @@ def next_round(
         "selected": rows,
         "selection": diagnostics | info | {"select_s": select_s},
         "cpu": cpu_model(),
+        "trained": train_now,
     }
-    row.update(fit_and_score(folder, source, seed, args, predict_pool=round_index < args.rounds))
+    if train_now:
+        row.update(fit_and_score(folder, source, seed, args, predict_pool=round_index < args.rounds))
+    else:
+        row["n_labels"] = len(LabelStore(folder / "project").images())
     save_run(path, row)
     print(
-        f"seed {seed} {strategy} round {round_index} ({row['n_labels']} labels): {_short(row)}; picked frames' "
+        f"seed {seed} {strategy} round {round_index} ({row['n_labels']} labels): "
+        f"{_short(row) if train_now else 'not trained'}; picked frames' "
         f"true error {diagnostics['picked_error_mean']:.1f} px (pool {diagnostics['pool_error_mean']:.1f}, "
         f"percentile {diagnostics['picked_error_percentile']:.0f})",
         flush=True,
@@ -434,8 +460,14 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
     strategies = [s for s in args.strategies if any(k[0] == s for k in runs)]
     rounds = list(range(args.rounds + 1))
 
-    def at(strategy: str, seed: int, r: int) -> dict | None:
+    def picked(strategy: str, seed: int, r: int) -> dict | None:
         return runs.get((INITIAL, seed, 0)) if r == 0 else runs.get((strategy, seed, r))
+
+    def at(strategy: str, seed: int, r: int) -> dict | None:  # a round whose model was trained and scored
+        row = picked(strategy, seed, r)
+        return row if row is not None and "held_out" in row else None
+
+    final_only = any(not row.get("trained", True) for row in runs.values())
 
     cpus = sorted({row.get("cpu", "not recorded") for row in runs.values()})
     lines = [
@@ -443,6 +475,17 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
         f"Wall time: {wall_s / 60:.1f} min this call, CPU only; the saved runs ran on: {', '.join(cpus) or '-'}.",
         "",
         project_note,
+        "",
+        (
+            "**Trained: final round only for k-means and uniform** (the default). Their selections need no model, "
+            "so their rounds 1 to "
+            f"{args.rounds - 1} were selected and labeled without training and only the final labeled set was "
+            "trained; model-guided trains after every round (it selects with the previous round's model). Their "
+            "columns of rounds 1 to "
+            f"{args.rounds - 1} are 'not trained'. (`--every-round` trains every strategy after every round.)"
+            if final_only
+            else "**Trained: every strategy after every round** (`--every-round`)."
+        ),
         "",
         "## Held-out error after each round (mean px / p95 px / gross-error share %)",
         "",
@@ -453,7 +496,14 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
     table_rows = []
     for seed in seeds:
         for strategy in strategies:
-            cells = [_cell(row["held_out"]) if (row := at(strategy, seed, r)) else "-" for r in rounds]
+            cells = [
+                _cell(row["held_out"])
+                if (row := at(strategy, seed, r))
+                else "not trained"
+                if picked(strategy, seed, r)
+                else "-"
+                for r in rounds
+            ]
             table_rows.append([str(seed), strategy, *cells])
     lines += markdown_table(["seed", "strategy", *[f"round {r}" for r in rounds]], table_rows)
     lines += ["", "Mean ± SD over seeds, after each round:", ""]
@@ -508,13 +558,14 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
         "Per round (mean over seeds): the mean keypoint error (px) of the previous round's model on the frames "
         "picked, its worst keypoint's error, and the percentile of the picked frames' error among the pool video's "
         "frames not yet labeled (50 = a random frame, 100 = the frame it got most wrong); the pool's mean for "
-        "comparison.",
+        "comparison. Where the previous round trained no model (k-means and uniform by default), the model that "
+        "scores the picks is the newest one there is, round 0's ('scored by').",
         "",
     ]
     pick_rows = []
     for strategy in strategies:
         for r in rounds[1:]:
-            found = [row["selection"] for seed in seeds if (row := at(strategy, seed, r))]
+            found = [row["selection"] for seed in seeds if (row := picked(strategy, seed, r))]
             if not found:
                 continue
             pick_rows.append(
@@ -525,10 +576,19 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
                     f"{np.mean([f['picked_error_worst'] for f in found]):.2f}",
                     f"{np.mean([f['picked_error_percentile'] for f in found]):.0f}",
                     f"{np.mean([f['pool_error_mean'] for f in found]):.2f}",
+                    ", ".join(sorted({f"round {f.get('scored_by_round', r - 1)}" for f in found})),
                 ]
             )
     lines += markdown_table(
-        ["strategy", "round", "picked: mean error", "picked: worst kp", "picked: percentile", "pool: mean error"],
+        [
+            "strategy",
+            "round",
+            "picked: mean error",
+            "picked: worst kp",
+            "picked: percentile",
+            "pool: mean error",
+            "scored by model of",
+        ],
         pick_rows,
     )
     reasons: dict[str, int] = {}
@@ -566,7 +626,8 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
 
     lines += ["", "## Cost", ""]
     for strategy in [INITIAL, *strategies]:
-        found = [row for key, row in runs.items() if key[0] == strategy]
+        selections = [row for key, row in runs.items() if key[0] == strategy]
+        found = [row for row in selections if "train_s" in row]
         if found:
             capped = sum(row.get("hit_time_cap", False) for row in found)
             lines.append(
@@ -575,7 +636,7 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
                 f"{np.mean([r['predict_s'] for r in found]):.0f} s per training"
                 + (f"; {capped} stopped by the time cap" if capped else "")
                 + (
-                    f"; selection {np.mean([r['selection']['select_s'] for r in found]):.1f} s per round"
+                    f"; selection {np.mean([r['selection']['select_s'] for r in selections]):.1f} s per round"
                     if strategy != INITIAL
                     else ""
                 )
@@ -687,6 +748,59 @@ def diagnose(runs: dict, work: Path, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
+
+
+def ranking(runs: dict, work: Path, args: argparse.Namespace) -> list[str]:
+    """Can a model rank its own errors? For every model whose pool predictions a selection used,
+    its model-guided frame score (the largest normalised criterion over keypoints, as
+    ``select_model_guided`` ranks before spreading) against its true mean error, per pool video
+    over the frames not labeled yet: the Spearman rank correlation, and the share of its 10% worst
+    scored frames that are among its 10% truly worst (10% = chance)."""
+    rows = []
+    for (strategy, seed, r), row in sorted(runs.items()):
+        folder = work / f"seed{seed}" / strategy / f"r{r}"
+        if strategy not in (INITIAL, "model") or not any((folder / "pool_preds").glob("*.npy")):
+            continue
+        source = load_session_project(work / f"seed{seed}" / "sessions")
+        store = LabelStore(folder / "project")
+        pcas, _ = label_pcas(folder / "project")
+        rhos, overlaps = [], []
+        for session in source.train_sessions:
+            video = source.video(session)
+            truth, _ = source.ground_truth(video)
+            pred = np.load(folder / "pool_preds" / f"{session}.npy")[..., :2]
+            true_error = np.linalg.norm(pred - truth, axis=-1).mean(axis=1)
+            scores = read_frame_scores(predictions_csv=folder / "pool_preds" / f"{session}.csv", pca=pcas)
+            stacked = np.stack(list(scores.normalised().values()))  # (C, T, K)
+            frame_score = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=(0, 2))
+            open_rows = ~np.isin(scores.frames, sorted(labeled_frames(store, video.stem)))
+            score, error = frame_score[open_rows], true_error[scores.frames[open_rows]]
+            rhos.append(float(np.corrcoef(_ranks(score), _ranks(error))[0, 1]))
+            top = max(1, len(score) // 10)
+            overlaps.append(len(set(np.argsort(-score)[:top]) & set(np.argsort(-error)[:top])) / top)
+        rows.append(
+            [
+                str(seed),
+                "initial (round 0)" if strategy == INITIAL else f"model (round {r})",
+                str(row["n_labels"]),
+                f"{np.mean(rhos):+.2f} ({min(rhos):+.2f} to {max(rhos):+.2f})",
+                f"{100 * np.mean(overlaps):.0f}",
+            ]
+        )
+    return markdown_table(
+        [
+            "seed",
+            "model",
+            "labels",
+            "Spearman: frame score vs true error (mean over pool videos, range)",
+            "worst 10% by score that are in the truly worst 10% (%)",
+        ],
+        rows,
+    )
+
+
 def _picks_row(strategy: str, rows: list[dict], truth: dict, speed) -> list[str]:
     occluded, speeds = [], []
     for row in rows:
@@ -771,11 +885,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resize", type=int, nargs=2, default=[64, 128], metavar=("H", "W"))
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of ImageNet")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per training")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per training")
     parser.add_argument("--max-time-s", type=float, default=1800.0, help="cap per training (0: none)")
     parser.add_argument("--label-noise", type=float, default=0.0, help="oracle's label noise, px SD per coordinate")
     parser.add_argument("--keep-models", action="store_true", help="keep each round's model directory")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-labeling-loop"))
+    parser.add_argument(
+        "--every-round",
+        action="store_true",
+        help="train every strategy after every round (default: k-means and uniform only after the last)",
+    )
     parser.add_argument("--redo", action="store_true", help="repeat runs already saved")
     parser.add_argument("--no-train", action="store_true", help="only rebuild the report from saved runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "labeling_loop.md")
@@ -797,6 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["", "## Diagnosis: what the picks were, where the held-out errors remain", ""]
         lines += [" ".join(line.strip() for line in (diagnose.__doc__ or "").split("\n\n")[1].splitlines()), ""]
         lines += diagnose(runs, work, args)
+        lines += ["", "### Can a model rank its own errors?", ""]
+        lines += [" ".join(line.strip() for line in (ranking.__doc__ or "? ").split("? ", 1)[1].splitlines()), ""]
+        lines += ranking(runs, work, args)
     text = "\n".join(lines) + "\n" + tail
     print(write_results(args.out, text))
     return 0
