@@ -468,6 +468,8 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
         return row if row is not None and "held_out" in row else None
 
     final_only = any(not row.get("trained", True) for row in runs.values())
+    complete = [seed for seed in seeds if all(at(s, seed, args.rounds) for s in strategies)]
+    partial = [seed for seed in seeds if seed not in complete]
 
     cpus = sorted({row.get("cpu", "not recorded") for row in runs.values()})
     lines = [
@@ -493,6 +495,13 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
         f"({args.initial} k-means frames); round r has {args.initial} + {args.per_round}·r labels.",
         "",
     ]
+    if partial:
+        lines += [
+            f"**PARTIAL RESULTS: seed(s) {', '.join(map(str, partial))} did not finish** (of the {args.seeds} "
+            f"asked for); the summary over seeds and the target count the finished seeds only "
+            f"({', '.join(map(str, complete)) or 'none'}).",
+            "",
+        ]
     table_rows = []
     for seed in seeds:
         for strategy in strategies:
@@ -512,7 +521,7 @@ def report(runs: dict, args: argparse.Namespace, command: str, project_note: str
         for metric, scale, name in (("mean", 1, "mean px"), ("p95", 1, "p95 px"), ("gross25", 100, "gross %")):
             cells = []
             for r in rounds:
-                values = [scale * row["held_out"][metric] for seed in seeds if (row := at(strategy, seed, r))]
+                values = [scale * row["held_out"][metric] for seed in complete if (row := at(strategy, seed, r))]
                 cells.append(_mean_sd(values) if values else "-")
             summary.append([strategy, name, *cells])
     lines += markdown_table(["strategy", "metric", *[f"round {r}" for r in rounds]], summary)
@@ -759,7 +768,7 @@ def ranking(runs: dict, work: Path, args: argparse.Namespace) -> list[str]:
     over the frames not labeled yet: the Spearman rank correlation, and the share of its 10% worst
     scored frames that are among its 10% truly worst (10% = chance)."""
     rows = []
-    for (strategy, seed, r), row in sorted(runs.items()):
+    for (strategy, seed, r), row in sorted(runs.items(), key=lambda item: (item[0][1], item[0][2])):
         folder = work / f"seed{seed}" / strategy / f"r{r}"
         if strategy not in (INITIAL, "model") or not any((folder / "pool_preds").glob("*.npy")):
             continue
