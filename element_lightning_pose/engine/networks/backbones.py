@@ -259,6 +259,8 @@ class InputNormalisedBackbone(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, C, H/32, W/32), fp32, of images (N, 3, H, W) (uint8 or [0, 1] floats)."""
         normalised = self.normalise(images)
+        if normalised.dim() == 4:  # channels-last, as the weights are kept (a no-op where it already is)
+            normalised = normalised.contiguous(memory_format=torch.channels_last)
         if self.backbone_autocast is None:
             return self.backbone(normalised)
         with torch.autocast(normalised.device.type, dtype=self.backbone_autocast):
