@@ -8,7 +8,8 @@ PyTorch's quantised CPU kernels use, picks the fastest of them by itself. This m
 reads flags: whether a fast path also keeps the keypoints is checked by the accuracy gate
 (``engine.inference.precision``), and whether it is faster there by timing it.
 
-:func:`cpu_model` and :func:`cpu_flags` are also what the benchmarks' results headers name.
+:func:`cpu_model` and :func:`cpu_flags` are also what the benchmarks' results headers name, so
+this module imports torch only where a CUDA device is asked about (a header must not import it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import functools
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # instruction sets that make bf16 / int8 convolutions faster than fp32 on a CPU
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -61,19 +64,25 @@ def cpu_model() -> str:
     return f"unknown {platform.machine()} CPU (no model name in /proc/cpuinfo or lscpu)"
 
 
+def _device_type(device: torch.device | str) -> str:
+    return str(device).split(":")[0]
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bf16 natively (faster than fp32), not by emulation."""
-    device = torch.device(device)
-    if device.type == "cuda":
+    kind = _device_type(device)
+    if kind == "cuda":
+        import torch  # only for a GPU: see the module's docstring
+
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
-    if device.type == "cpu":
+    if kind == "cpu":
         return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
     return False
 
 
 def fast_int8(device: torch.device | str) -> bool:
     """Whether ``device`` is a CPU with 8-bit dot-product instructions (PyTorch's int8 kernels are CPU-only)."""
-    return torch.device(device).type == "cpu" and bool(cpu_flags() & set(FAST_INT8_FLAGS))
+    return _device_type(device) == "cpu" and bool(cpu_flags() & set(FAST_INT8_FLAGS))
 
 
 def device_signature(device: torch.device | str) -> str:
@@ -82,8 +91,10 @@ def device_signature(device: torch.device | str) -> str:
     A precision checked on one machine holds on another with the same signature; a model
     directory moved to a machine with another one is checked again.
     """
-    device = torch.device(device)
-    if device.type == "cuda":
+    kind = _device_type(device)
+    if kind == "cuda":
+        import torch  # only for a GPU: see the module's docstring
+
         return f"cuda:{torch.cuda.get_device_name(device)}"
     present = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS + FAST_INT8_FLAGS))
-    return f"{device.type}:{platform.machine()}:" + ("+".join(present) or "plain")
+    return f"{kind}:{platform.machine()}:" + ("+".join(present) or "plain")

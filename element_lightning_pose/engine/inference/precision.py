@@ -48,7 +48,7 @@ from element_lightning_pose.engine.data.projects import read_project_labels
 from element_lightning_pose.engine.data.splits import read_splits
 from element_lightning_pose.engine.data.video import resize_frame
 from element_lightning_pose.engine.errors import ElpError
-from element_lightning_pose.engine.hardware import cpu_flags, cpu_model, device_signature, native_bf16
+from element_lightning_pose.engine.hardware import cpu_model, device_signature, fast_int8, native_bf16
 from element_lightning_pose.engine.inference.metrics import pixel_errors
 from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel
 from element_lightning_pose.engine.inference.predict import predict_labeled
@@ -189,7 +189,7 @@ def int8_engine() -> str:
     """The quantised-kernel library for this CPU: oneDNN where it has 8-bit dot products (AMX, VNNI),
     else PyTorch's x86 default (FBGEMM)."""
     engines = torch.backends.quantized.supported_engines
-    if "onednn" in engines and cpu_flags() & {"amx_int8", "avx512_vnni", "avx_vnni"}:
+    if "onednn" in engines and fast_int8("cpu"):
         return "onednn"
     return "x86" if "x86" in engines else engines[-1]
 
