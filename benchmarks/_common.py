@@ -27,7 +27,17 @@ from element_lightning_pose.engine.atomic import write_text_atomic
 from element_lightning_pose.engine.hardware import cpu_flags as hardware_flags
 from element_lightning_pose.engine.hardware import cpu_model
 
-__all__ = ["cpu_model", "cpu_flags", "machine_line", "command_line", "header", "markdown_table", "write_results"]
+__all__ = [
+    "THREADS",
+    "thread_env",
+    "cpu_model",
+    "cpu_flags",
+    "machine_line",
+    "command_line",
+    "header",
+    "markdown_table",
+    "write_results",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -35,6 +45,16 @@ RESULTS = HERE / "results"
 
 # the variables that set how many threads numpy, torch and OpenMP use: part of the command
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# threads of every process a benchmark compares (ours and the peers'): OMP_NUM_THREADS where set, so that
+# a run shares a busy machine on fair terms; 2 (this machine's cores) otherwise
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def thread_env() -> dict[str, str]:
+    """The environment of a child process that runs at :data:`THREADS` threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+
+
 # what decides CPU inference and training speed here: AVX2 / AVX-512 kernels, bf16 and AMX tiles
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
