@@ -234,7 +234,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--frames", type=int, default=None, help="limit the frames timed (default: all)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument(
+        "--backbones", nargs="*", default=["resnet18", "resnet50"], help="of the in-process table (none: skip it)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "inference.md")
     parser.add_argument("--rss-frames", type=int, default=None, help="frames of the resnet50 RSS run (default: all)")
     parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-memory runs")
@@ -259,7 +261,7 @@ def main() -> None:
     parser.add_argument(
         "--cli-precisions", nargs="+", help="precisions of the `elp predict` runs (default: each available and auto)"
     )
-    parser.add_argument("--cli-backbones", nargs="+", help="backbones of the command-line runs (default: --backbones)")
+    parser.add_argument("--cli-backbones", nargs="*", help="backbones of the command-line runs (default: --backbones)")
     parser.add_argument("--multi-videos", type=int, default=8, help="videos of the one-call vs N-calls run (0: skip)")
     parser.add_argument("--multi-frames", type=int, default=2000, help="frames of each of those videos")
     parser.add_argument("--multi-backbone", default="resnet18")
@@ -394,93 +396,96 @@ def write_report(args, info, n, precisions, rows, gates, cli_rows, multi, rss) -
     from element_lightning_pose.engine.inference.precision import GATE_ERROR_RISE, GATE_MEDIAN_PX, GATE_P99_PX
 
     fp32_bare = {b: bare for b, p, _, bare in rows if p == "fp32"}
-    lines = [
-        *header("Video inference benchmark"),
-        f"Video: `{args.video.name}`, {n} frames of {info.height}x{info.width}, network input {SIZE[0]}x{SIZE[1]}, "
-        f"{N_KEYPOINTS} keypoints, batch {args.batch_size}, random weights (speed does not depend on them), "
-        "BatchNorm folded into the convolutions as `load_model` does, channels-last. bf16: the backbone under "
-        "autocast; int8: the backbone quantised (PyTorch FX, oneDNN kernels where the CPU has 8-bit dot products), "
-        "calibrated on 64 frames; heads and the keypoint step fp32 in both. End-to-end and bare forward alternate "
-        f"{args.repeats} time(s); best of each.",
-        "",
-        *markdown_table(
-            (
-                "backbone",
-                "precision",
-                "end-to-end fps (decode+resize+net+keypoints+CSV)",
-                "bare forward fps",
-                "bare / fp32 bare",
-                "end-to-end / bare",
-            ),
-            [
-                (b, p, f"{e2e:.1f}", f"{bare:.1f}", f"{bare / fp32_bare[b]:.2f}x", f"{100 * e2e / bare:.0f}%")
-                for b, p, e2e, bare in rows
-            ],
-        ),
-        "",
-        f"Accuracy gate (`elp predict --precision`): on the model's labeled frames, keypoints within {GATE_MEDIAN_PX} px "
-        f"median and {GATE_P99_PX} px p99 of fp32, labeled-frame error up by at most {GATE_ERROR_RISE:.0%}. "
-        "Distances and errors in original-frame pixels; frames/s of the network on 16 resized labeled frames.",
-        "",
-    ]
-    gate_rows = []
-    for backbone, trained, _ in cli_rows:
-        for precision, g in gates[backbone].items():
-            gate_rows.append(
+    lines = [*header("Video inference benchmark")]
+    if rows:
+        lines += [
+            f"Video: `{args.video.name}`, {n} frames of {info.height}x{info.width}, network input {SIZE[0]}x{SIZE[1]}, "
+            f"{N_KEYPOINTS} keypoints, batch {args.batch_size}, random weights (speed does not depend on them), "
+            "BatchNorm folded into the convolutions as `load_model` does, channels-last. bf16: the backbone under "
+            "autocast; int8: the backbone quantised (PyTorch FX, oneDNN kernels where the CPU has 8-bit dot products), "
+            "calibrated on 64 frames; heads and the keypoint step fp32 in both. End-to-end and bare forward alternate "
+            f"{args.repeats} time(s); best of each.",
+            "",
+            *markdown_table(
                 (
-                    backbone + ("" if trained else " (1 training step: untrained)"),
-                    precision,
-                    g.frames,
-                    f"{g.median_px:.3f}",
-                    f"{g.p99_px:.3f}",
-                    f"{g.fp32_error_px:.3f}",
-                    f"{g.error_px:.3f} ({100 * (g.error_px / g.fp32_error_px - 1):+.2f}%)",
-                    f"{g.speedup:.2f}x",
-                    "**pass**" if g.passed else "fail: " + "; ".join(g.failures()),
+                    "backbone",
+                    "precision",
+                    "end-to-end fps (decode+resize+net+keypoints+CSV)",
+                    "bare forward fps",
+                    "bare / fp32 bare",
+                    "end-to-end / bare",
+                ),
+                [
+                    (b, p, f"{e2e:.1f}", f"{bare:.1f}", f"{bare / fp32_bare[b]:.2f}x", f"{100 * e2e / bare:.0f}%")
+                    for b, p, e2e, bare in rows
+                ],
+            ),
+        ]
+    if cli_rows:
+        lines += [
+            f"Accuracy gate (`elp predict --precision`): on the model's labeled frames, keypoints within {GATE_MEDIAN_PX} px "
+            f"median and {GATE_P99_PX} px p99 of fp32, labeled-frame error up by at most {GATE_ERROR_RISE:.0%}. "
+            "Distances and errors in original-frame pixels; frames/s of the network on 16 resized labeled frames.",
+            "",
+        ]
+        gate_rows = []
+        for backbone, trained, _ in cli_rows:
+            for precision, g in gates[backbone].items():
+                gate_rows.append(
+                    (
+                        backbone + ("" if trained else " (1 training step: untrained)"),
+                        precision,
+                        g.frames,
+                        f"{g.median_px:.3f}",
+                        f"{g.p99_px:.3f}",
+                        f"{g.fp32_error_px:.3f}",
+                        f"{g.error_px:.3f} ({100 * (g.error_px / g.fp32_error_px - 1):+.2f}%)",
+                        f"{g.speedup:.2f}x",
+                        "**pass**" if g.passed else "fail: " + "; ".join(g.failures()),
+                    )
                 )
-            )
-    lines += markdown_table(
-        (
-            "model",
-            "precision",
-            "labeled frames",
-            "median px to fp32",
-            "p99 px to fp32",
-            "fp32 error px",
-            "error px",
-            "frames/s vs fp32",
-            "gate",
-        ),
-        gate_rows,
-    )
-    lines += [
-        "",
-        f"Command lines side by side on the whole video ({info.n_frames} frames; process start to CSV written, model "
-        "loading and imports included; `/usr/bin/time`): `elp predict MODEL_DIR VIDEO -o DIR --precision P` (the "
-        "gate already run and kept in the model directory, as on every run after the first) vs Lightning Pose "
-        "2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize.",
-        "",
-    ]
-    table = []
-    for backbone, _, timings in cli_rows:
-        lp = timings.get("litpose")
-        for name, (seconds, mib) in timings.items():
-            ratio = f"**{lp[0] / seconds:.2f}x**" if lp and name != "litpose" else ""
-            label = "litpose predict" if name == "litpose" else f"elp predict --precision {name}"
-            checked = gates[backbone].get(name)
-            if checked is not None and not checked.passed:
-                label += " (gate failed: ran fp32)"
-            if name == "auto":
-                passing = [g for g in gates[backbone].values() if g.passed and g.speedup > 1]
-                label += f" (ran {max(passing, key=lambda g: g.speedup).precision if passing else 'fp32'})"
-            table.append((backbone, label, f"{seconds:.1f}", f"{info.n_frames / seconds:.1f}", ratio, f"{mib:.0f}"))
-    lines += markdown_table(("backbone", "command", "s", "frames/s", "speed-up vs litpose", "peak RSS MiB"), table)
-    if not any("litpose" in t for _, _, t in cli_rows):
-        lines += ["", "`litpose predict`: not run (no --lp-models given)."]
-    lines += [
-        "",
-        "Targets: resnet50 and resnet18 >= 4x `litpose predict` on a CPU with AMX (>= 3x on AVX2-only), keypoints within the gate.",
-    ]
+        lines += markdown_table(
+            (
+                "model",
+                "precision",
+                "labeled frames",
+                "median px to fp32",
+                "p99 px to fp32",
+                "fp32 error px",
+                "error px",
+                "frames/s vs fp32",
+                "gate",
+            ),
+            gate_rows,
+        )
+        lines += [
+            "",
+            f"Command lines side by side on the whole video ({info.n_frames} frames; process start to CSV written, model "
+            "loading and imports included; `/usr/bin/time`): `elp predict MODEL_DIR VIDEO -o DIR --precision P` (the "
+            "gate already run and kept in the model directory, as on every run after the first) vs Lightning Pose "
+            "2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize.",
+            "",
+        ]
+        table = []
+        for backbone, _, timings in cli_rows:
+            lp = timings.get("litpose")
+            for name, (seconds, mib) in timings.items():
+                ratio = f"**{lp[0] / seconds:.2f}x**" if lp and name != "litpose" else ""
+                label = "litpose predict" if name == "litpose" else f"elp predict --precision {name}"
+                checked = gates[backbone].get(name)
+                if checked is not None and not checked.passed:
+                    label += " (gate failed: ran fp32)"
+                if name == "auto":
+                    passing = [g for g in gates[backbone].values() if g.passed and g.speedup > 1]
+                    label += f" (ran {max(passing, key=lambda g: g.speedup).precision if passing else 'fp32'})"
+                table.append((backbone, label, f"{seconds:.1f}", f"{info.n_frames / seconds:.1f}", ratio, f"{mib:.0f}"))
+        lines += markdown_table(("backbone", "command", "s", "frames/s", "speed-up vs litpose", "peak RSS MiB"), table)
+        if not any("litpose" in t for _, _, t in cli_rows):
+            lines += ["", "`litpose predict`: not run (no --lp-models given)."]
+        lines += [
+            "",
+            "Targets: resnet50 and resnet18 >= 4x `litpose predict` on a CPU with AMX (>= 3x on AVX2-only), keypoints within the gate.",
+        ]
     if multi:
         one_s, one_mib = multi["one"]
         many_s, many_mib = multi["many"]
