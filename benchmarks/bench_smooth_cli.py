@@ -27,8 +27,12 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, THREADS, header, markdown_table, thread_env, write_results
-from _eks_synthetic import make_ensemble
-from bench_eks import ensure_reference, write_members
+
+# bench_eks (imported next) gives the BLAS variables it finds unset 2 threads: this run's are OMP_NUM_THREADS's
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+from _eks_synthetic import make_ensemble  # noqa: E402
+from bench_eks import ensure_reference, write_members  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
