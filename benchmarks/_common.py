@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,20 @@ from pathlib import Path
 import numpy as np
 
 from element_lightning_pose.engine.atomic import write_text_atomic
+from element_lightning_pose.engine.hardware import cpu_flags as hardware_flags
+from element_lightning_pose.engine.hardware import cpu_model
+
+__all__ = [
+    "THREADS",
+    "thread_env",
+    "cpu_model",
+    "cpu_flags",
+    "machine_line",
+    "command_line",
+    "header",
+    "markdown_table",
+    "write_results",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -32,45 +45,25 @@ RESULTS = HERE / "results"
 
 # the variables that set how many threads numpy, torch and OpenMP use: part of the command
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# threads of every process a benchmark compares (ours and the peers'): OMP_NUM_THREADS where set, so that
+# a run shares a busy machine on fair terms; 2 (this machine's cores) otherwise
+THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def thread_env() -> dict[str, str]:
+    """The environment of a child process that runs at :data:`THREADS` threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+
+
 # what decides CPU inference and training speed here: AVX2 / AVX-512 kernels, bf16 and AMX tiles
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def _cpuinfo(key: str) -> str | None:
-    """The first value of ``key`` in /proc/cpuinfo (None where there is no such file or key)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == key and value.strip():
-            return value.strip()
-    return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (e.g. "AMD EPYC 7B13"), never just the architecture."""
-    model = _cpuinfo("model name")
-    if model:
-        return model
-    try:  # ARM kernels leave "model name" out of /proc/cpuinfo; lscpu reads it elsewhere
-        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        listing = ""
-    for line in listing.splitlines():
-        name, _, value = line.partition(":")
-        if name.strip() == "Model name" and value.strip():
-            return value.strip()
-    return f"unknown {platform.machine()} CPU (no model name in /proc/cpuinfo or lscpu)"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def cpu_flags() -> str:
     """Which of :data:`CPU_FLAGS` the CPU has, e.g. "avx2, no avx512f, ..."."""
-    flags = _cpuinfo("flags")
-    if flags is None:
+    present = hardware_flags()
+    if not present:
         return "instruction sets unknown"
-    present = set(flags.split())
     return ", ".join(flag if flag in present else f"no {flag}" for flag in CPU_FLAGS)
 
 

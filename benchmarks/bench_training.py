@@ -14,7 +14,14 @@ Side by side in one run, resnet18, 256x256, batch 8, random init:
   run_baseline.sh (``--lp-venv``); per-epoch times from its TensorBoard log (the peer's
   ``epoch_times.py``). Runs only when that venv exists.
 
-Usage: python benchmarks/bench_training.py [--project DIR] [--epochs 6] [--lp-venv /tmp/peers/venv]
+* ``bf16``: the same ``train()`` with ``training.precision: bf16`` (CPUs with native bf16), run to
+  the same epochs: its validation error must stay within 5% of fp32's.
+
+The peer venv is built by its recipe when missing (``ensure_peer_venv``); where that fails the
+table says so with the error.
+
+Usage: python benchmarks/bench_training.py [--project DIR] [--epochs 30] [--lp-epochs 6]
+       [--lp-venv /tmp/peers/venv] [--keep-models DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO, RESULTS, header, markdown_table, write_results
+from _common import REPO, RESULTS, THREADS, header, markdown_table, thread_env, write_results
 
 from element_lightning_pose.engine.networks import HeatmapNet
 from element_lightning_pose.engine.training import train
@@ -45,7 +52,7 @@ def lightning_pose_epochs(venv: Path, project: Path, epochs: int, out_dir: Path)
     config = out_dir / "config_mirror_cpu.yaml"
     config.write_text((PEER_RECIPE / "config_mirror_cpu.yaml").read_text().replace("__DATA__", str(project)))
     run_dir = out_dir / "lp_model"
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    env = thread_env()
     subprocess.run(
         [
             str(venv / "bin" / "litpose"),
@@ -75,9 +82,12 @@ def lightning_pose_epochs(venv: Path, project: Path, epochs: int, out_dir: Path)
     return json.loads(summary.read_text())["epoch_seconds"]
 
 
-def bare_fps(backbone: str, batch_size: int, size: tuple[int, int], n_keypoints: int, steps: int) -> float:
+def bare_fps(
+    backbone: str, batch_size: int, size: tuple[int, int], n_keypoints: int, steps: int, bf16: bool = False
+) -> float:
     torch.manual_seed(0)
-    net = HeatmapNet(backbone, n_keypoints, pretrained=False).train()
+    net = HeatmapNet(backbone, n_keypoints, pretrained=False).train().to(memory_format=torch.channels_last)
+    net.backbone_autocast = torch.bfloat16 if bf16 else None
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (batch_size, 3, *size), dtype=torch.uint8)
     keypoints = torch.rand(batch_size, n_keypoints, 2) * torch.tensor([size[1] - 1, size[0] - 1])
@@ -94,90 +104,202 @@ def bare_fps(backbone: str, batch_size: int, size: tuple[int, int], n_keypoints:
     return steps * batch_size / (time.perf_counter() - started)
 
 
+def ensure_peer_venv(venv: Path) -> str | None:
+    """Build the Lightning Pose venv by its recipe where it is missing; the error in words where that fails."""
+    if (venv / "bin" / "litpose").exists():
+        return None
+    env = {**os.environ, "PEERS": str(venv.parent), "STEPS": "setup", "WAIT_QUIET": "0"}
+    run = subprocess.run(
+        ["bash", str(PEER_RECIPE / "run_baseline.sh")], env=env, capture_output=True, text=True, check=False
+    )
+    if run.returncode or not (venv / "bin" / "litpose").exists():
+        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+        return f"the peer recipe could not install Lightning Pose 2.4.3 (rc {run.returncode}): {' / '.join(tail)}"
+    return None
+
+
+def ours(config: dict, project: Path, model_dir: Path) -> dict:
+    """One ``train()`` run: total wall time, per-epoch times and throughput, validation and test errors."""
+    from element_lightning_pose.engine.data.projects import load_project
+    from element_lightning_pose.engine.inference.evaluate import evaluate
+
+    started = time.perf_counter()
+    result = train(config, project, model_dir, progress=False)
+    total = time.perf_counter() - started
+    history = result.history
+    validated = history.dropna(subset=["val_pixel_error"])
+    labels, _ = load_project(project)
+    errors = evaluate(result.model_dir, labels)
+    by_split = errors.groupby("split")["error_px"].mean()
+    return {
+        "model_dir": result.model_dir,
+        "total_s": total,
+        "epoch_s": history["epoch_s"].to_numpy()[1:],  # epoch 0 (start-up) excluded
+        "frames_per_s": history["train_frames_per_s"].to_numpy()[1:],
+        "n_train": int(history["train_frames"].iloc[0]),
+        "val_px": float(validated["val_pixel_error"].iloc[-1]),
+        "best_val_loss": float(result.best_val_loss or float("nan")),
+        "val_px_orig": float(by_split.get("val", float("nan"))),
+        "test_px": float(by_split.get("test", float("nan"))),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of each of our runs (fp32, bf16)")
+    parser.add_argument("--lp-epochs", type=int, default=6, help="epochs of the Lightning Pose run (timing only)")
     parser.add_argument(
         "--lp-venv", type=Path, default=Path("/tmp/peers/venv"), help="Lightning Pose 2.4.3 venv (peer recipe)"
     )
+    parser.add_argument("--no-peer", action="store_true", help="skip Lightning Pose")
+    parser.add_argument("--keep-models", type=Path, help="keep our trained models here (fp32/, bf16/)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "training.md")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     size, batch = (256, 256), 8
-    config = {
-        "data": {"image_resize": list(size)},
-        "model": {"backbone": "resnet18", "pretrained": False},
-        "training": {
-            "max_epochs": args.epochs,
-            "unfreeze_epoch": 0,
-            "batch_size": batch,
-            "num_workers": args.workers,
-            "check_val_every_n_epoch": VAL_EVERY,
-        },
-    }
+    from element_lightning_pose.engine.hardware import native_bf16
+
+    def config(precision: str) -> dict:
+        return {
+            "data": {"image_resize": list(size)},
+            "model": {"backbone": "resnet18", "pretrained": False},
+            "training": {
+                "max_epochs": args.epochs,
+                "unfreeze_epoch": 0,
+                "batch_size": batch,
+                "num_workers": args.workers,
+                "check_val_every_n_epoch": VAL_EVERY,
+                # the Lightning Pose peer config's schedule, scaled to the epochs
+                "lr_milestones": [args.epochs // 2, args.epochs * 2 // 3, args.epochs * 5 // 6],
+                "precision": precision,
+            },
+        }
+
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        result = train(config, args.project, Path(tmp) / "model", progress=False)
-        ours_total = time.perf_counter() - started
-        n_train = json.loads((result.model_dir / "model.json").read_text())["n_train"]
+        keep = args.keep_models or Path(tmp) / "models"
+        runs = {"fp32": ours(config("fp32"), args.project, keep / "fp32")}
+        print("fp32", {k: v for k, v in runs["fp32"].items() if k not in ("epoch_s", "frames_per_s")}, flush=True)
+        if native_bf16("cpu"):
+            runs["bf16"] = ours(config("bf16"), args.project, keep / "bf16")
+            print("bf16", {k: v for k, v in runs["bf16"].items() if k not in ("epoch_s", "frames_per_s")}, flush=True)
+        n_train = runs["fp32"]["n_train"]
         lp_epoch_s: list[float] = []
         lp_total = None
-        if (args.lp_venv / "bin" / "litpose").exists():
+        peer_error = "not run (--no-peer)" if args.no_peer else ensure_peer_venv(args.lp_venv)
+        if peer_error is None:
             started = time.perf_counter()
-            lp_epoch_s = lightning_pose_epochs(args.lp_venv, args.project.resolve(), args.epochs, Path(tmp))
-            lp_total = time.perf_counter() - started
-    history = result.history
-    epoch_s = np.diff(np.concatenate([[0.0], history["elapsed_s"].to_numpy()]))[1:]  # epoch 0 (start-up) excluded
-    fps_train = n_train / np.median(epoch_s)
-    n_keypoints = 17
-    fps_bare = bare_fps("resnet18", batch, size, n_keypoints, steps=9)
-    print(
-        f"train(): {np.median(epoch_s):.2f} s/epoch ({n_train} frames) = {fps_train:.1f} frames/s; bare {fps_bare:.1f} frames/s"
-    )
-    lp_rows: list[str] = []
+            try:
+                lp_epoch_s = lightning_pose_epochs(args.lp_venv, args.project.resolve(), args.lp_epochs, Path(tmp))
+                lp_total = time.perf_counter() - started
+            except subprocess.CalledProcessError as exc:
+                peer_error = f"`litpose train` failed: {exc}"
+    fps_bare = {
+        "fp32": bare_fps("resnet18", batch, size, 17, steps=9),
+    }
+    if "bf16" in runs:
+        fps_bare["bf16"] = bare_fps("resnet18", batch, size, 17, steps=9, bf16=True)
+    timing_epochs = min(args.lp_epochs - 1, len(runs["fp32"]["epoch_s"]))  # epochs 1.. as Lightning Pose's
+    rows = []
+    for name, run in runs.items():
+        median = float(np.median(run["epoch_s"][:timing_epochs]))
+        rows.append(
+            (
+                f"ours, `train()` {name} (median of epochs 1..{timing_epochs}; validation and checkpoints included)",
+                f"{median:.2f}",
+                f"{n_train / median:.1f}",
+                f"{np.median(run['frames_per_s'][:timing_epochs]):.1f}",
+            )
+        )
+        rows.append(
+            (
+                f"bare forward + backward + Adam, {name}, fixed batch (ceiling)",
+                f"{n_train / fps_bare[name]:.2f}",
+                f"{fps_bare[name]:.1f}",
+                "",
+            )
+        )
+    lines = [
+        *header("Supervised training throughput and bf16 accuracy"),
+        f"Project: mirror-mouse-example ({n_train} training frames of 406x396), resnet18 random init, "
+        f"{size[0]}x{size[1]}, batch {batch}, augmentation on (defaults), validation every {VAL_EVERY} epochs "
+        f"(as in the Lightning Pose peer config), {args.workers} DataLoader workers each; our runs "
+        f"{args.epochs} epochs (learning rate halved at 1/2, 2/3, 5/6), channels-last.",
+        "",
+        *markdown_table(
+            ("run", "s / epoch", "labeled frames / s (epoch)", "frames / s (training batches, metrics.csv)"), rows
+        ),
+    ]
+    fp32_median = float(np.median(runs["fp32"]["epoch_s"][:timing_epochs]))
     if lp_epoch_s:
         lp_median = float(np.median(lp_epoch_s[1:]))
         print(f"lightning pose: {lp_median:.2f} s/epoch; per epoch {lp_epoch_s}")
-        lp_rows = [
-            f"| Lightning Pose 2.4.3 `litpose train`, same settings, same run (median of epochs 1..{args.epochs - 1}) | "
-            f"{lp_median:.2f} | {n_train / lp_median:.1f} |",
+        lines += [
             "",
-            f"**Ours / Lightning Pose training throughput: {lp_median / np.median(epoch_s):.2f}x** (target >= 1.3x). "
-            f"Whole runs, process start to end, {args.epochs} epochs: ours `train()` {ours_total:.0f} s, "
-            f"`litpose train` {lp_total:.0f} s (start-up, data setup and the final predictions LP writes included).",
+            *markdown_table(
+                ("peer", "s / epoch", "labeled frames / s"),
+                [
+                    (
+                        f"Lightning Pose 2.4.3 `litpose train`, same settings, same run (median of epochs 1..{args.lp_epochs - 1})",
+                        f"{lp_median:.2f}",
+                        f"{n_train / lp_median:.1f}",
+                    )
+                ],
+            ),
             "",
-            f"Lightning Pose per-epoch times: {', '.join(f'{s:.2f}' for s in lp_epoch_s)} s (epoch 0 includes start-up).",
+            f"**Ours fp32 / Lightning Pose per epoch: {lp_median / fp32_median:.2f}x**"
+            + (
+                f"; **ours bf16 / Lightning Pose: {lp_median / float(np.median(runs['bf16']['epoch_s'][:timing_epochs])):.2f}x**"
+                if "bf16" in runs
+                else ""
+            )
+            + f" (target >= 2x). Lightning Pose's whole run ({args.lp_epochs} epochs, start-up and its final predictions "
+            f"included): {lp_total:.0f} s; per epoch {', '.join(f'{s:.2f}' for s in lp_epoch_s)} s (epoch 0 includes start-up).",
         ]
-
-    lines = [
-        *header("Supervised training throughput"),
-        f"Project: mirror-mouse-example ({n_train} training frames of 406x396), resnet18 random init, "
-        f"{size[0]}x{size[1]}, batch {batch}, augmentation on (defaults), validation every {VAL_EVERY} epochs "
-        f"(as in the Lightning Pose peer config), {args.workers} DataLoader workers each.",
+    else:
+        lines += ["", f"Lightning Pose: {peer_error}."]
+    lines += [
+        "",
+        f"Accuracy after {args.epochs} epochs, same seed, same split (bf16 trains the backbone under autocast; the heads, "
+        "losses and weights stay fp32):",
         "",
         *markdown_table(
-            ("run", "s / epoch", "labeled frames / s"),
+            (
+                "run",
+                "whole run s",
+                "last val pixel error (input px)",
+                "best val loss",
+                "val mean px (original)",
+                "test mean px (original)",
+            ),
             [
                 (
-                    f"ours, `train()` (median of epochs 1..{args.epochs - 1}; includes validation and checkpointing)",
-                    f"{np.median(epoch_s):.2f}",
-                    f"{fps_train:.1f}",
-                ),
-                (
-                    "bare forward + backward + Adam on a fixed batch (ceiling)",
-                    f"{n_train / fps_bare:.2f}",
-                    f"{fps_bare:.1f}",
-                ),
+                    name,
+                    f"{run['total_s']:.0f}",
+                    f"{run['val_px']:.2f}",
+                    f"{run['best_val_loss']:.5f}",
+                    f"{run['val_px_orig']:.2f}",
+                    f"{run['test_px']:.2f}",
+                )
+                for name, run in runs.items()
             ],
         ),
-        *lp_rows,
-        "",
-        f"Per-epoch times of our run (epochs 1..): {', '.join(f'{s:.2f}' for s in epoch_s)} s.",
-        f"`train()` reaches {100 * fps_train / fps_bare:.0f}% of the bare ceiling.",
-        "Noise: the machine is shared; repeated runs vary by ~10-20%.",
     ]
+    if "bf16" in runs:
+        ratio = runs["bf16"]["val_px"] / runs["fp32"]["val_px"]
+        lines += [
+            "",
+            f"bf16 / fp32 validation pixel error: {ratio:.3f} (target: within 5%, i.e. <= 1.05: "
+            f"{'met' if ratio <= 1.05 else 'missed'}).",
+        ]
+    else:
+        lines += ["", "bf16: this CPU has no native bf16 (AMX or AVX512-BF16); not run."]
+    for name, run in runs.items():
+        lines.append(
+            f"Per-epoch times of our {name} run (epochs 1..): {', '.join(f'{s:.2f}' for s in run['epoch_s'])} s."
+        )
+    lines.append("Noise: the machine is shared; repeated runs vary by ~10-20% (see the load average above).")
     write_results(args.out, lines)
     print(f"wrote {args.out}")
 

@@ -16,6 +16,7 @@ and ``get_lp_root_data_dir()`` (plus optionally ``get_lp_processed_data_dir()``)
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from element_lightning_pose.engine.config import SPLITS
 from element_lightning_pose.engine.safe_paths import inside_root
 
 schema = dj.Schema()
+logger = logging.getLogger(__name__)
 REQUIRED = ("Session", "Device", "get_lp_root_data_dir")
 _LINK = paths.LinkedSchema("model", REQUIRED)
 _linking_module: ModuleType | None = None  # the same module as _LINK's (export.dj_nwb reads it)
@@ -415,6 +417,10 @@ class PoseEstimationTask(dj.Manual):
             output_dir (or its only CSV; hidden files ignored, several CSVs an error).
         output_dir (varchar): relative to the processed-data root; derived when empty.
         batch_size (int): frames per network batch.
+        precision (enum): the network's arithmetic, as ``elp predict --precision``: 'fp32'; 'bf16'
+            or 'int8' where the machine has them and they pass the accuracy gate against fp32 on
+            the model's labeled frames (else fp32, logged); 'auto' the fastest that passes
+            (``engine.inference.precision``). Tables declared before this attribute run fp32.
     """
 
     definition = f"""
@@ -424,6 +430,7 @@ class PoseEstimationTask(dj.Manual):
     task_mode = 'trigger' : enum('load', 'trigger')
     output_dir = ''       : varchar(1000)  # relative to the processed-data root
     batch_size = 16       : {INT16}
+    precision = 'fp32'    : enum('fp32', 'bf16', 'int8', 'auto')  # network arithmetic (elp predict --precision)
     """
 
     @staticmethod
@@ -436,19 +443,28 @@ class PoseEstimationTask(dj.Manual):
 
     @classmethod
     def generate(
-        cls, recording_key: dict, model_name: str, *, task_mode: str = "trigger", batch_size: int = 16
+        cls,
+        recording_key: dict,
+        model_name: str,
+        *,
+        task_mode: str = "trigger",
+        batch_size: int = 16,
+        precision: str = "fp32",
     ) -> dict:
         """Insert a task for a recording and a model with the default output folder."""
+        from element_lightning_pose.engine.inference.precision import check_name
+
+        check_name(precision, "PoseEstimationTask.generate: precision")
         recording = {k: recording_key[k] for k in VideoRecording.primary_key}
         # the database's values (a datetime as a datetime) spell the folder as populate() will
         found = fetch_keys(VideoRecording & recording)
         if len(found) != 1:
             raise ValueError(f"PoseEstimationTask.generate: no VideoRecording {recording}")
         key = {**found[0], "model_name": model_name}
-        cls.insert1(
-            {**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key), "batch_size": batch_size},
-            skip_duplicates=True,
-        )
+        row = {**key, "task_mode": task_mode, "output_dir": cls.default_output_dir(key), "batch_size": batch_size}
+        if precision != "fp32" or "precision" in cls.heading.names:  # a table declared before the attribute
+            row["precision"] = precision
+        cls.insert1(row, skip_duplicates=True)
         return key
 
 
@@ -462,6 +478,7 @@ class PoseEstimation(dj.Computed):
         inference_time_s (float64): wall time of inference (0 when loaded).
         frames_per_s (float64): inference speed (null when loaded).
         pose_estimation_time (datetime): when it was done (UTC).
+        precision (varchar): the arithmetic the network ran in (fp32, bf16, int8; null when loaded).
     """
 
     definition = f"""
@@ -472,6 +489,7 @@ class PoseEstimation(dj.Computed):
     inference_time_s      : {FLOAT64}
     frames_per_s = null   : {FLOAT64}
     pose_estimation_time  : datetime
+    precision = null      : varchar(8)  # arithmetic used: fp32, bf16 or int8 (null when loaded)
     """
 
     class BodyPartPosition(dj.Part):
@@ -497,28 +515,43 @@ class PoseEstimation(dj.Computed):
         model_dir = (Model & key).fetch1("model_dir")
         n_frames = (RecordingInfo & key).fetch1("n_frames") if RecordingInfo & key else None
         bodyparts = Model.bodyparts(key)
-        return task["task_mode"], task["output_dir"], int(task["batch_size"]), files, model_dir, n_frames, bodyparts
+        precision = task.get("precision", "fp32")  # absent from tables declared before the attribute
+        project = None
+        if precision != "fp32":  # the labeled project the accuracy gate checks on, when this pipeline trained it
+            video_set_id = (Model & key).fetch1("video_set_id")
+            if video_set_id is not None:
+                project = (train.VideoSet & {"video_set_id": video_set_id}).fetch1("project_dir")
+        run = (task["task_mode"], task["output_dir"], int(task["batch_size"]), precision, project)
+        return run, files, model_dir, n_frames, bodyparts
 
-    def make_compute(self, key, task_mode, output_dir, batch_size, files, model_dir, n_frames, expected) -> tuple:
+    def make_compute(self, key, run, files, model_dir, n_frames, expected) -> tuple:
         from element_lightning_pose.engine.data.keypoints import read_predictions, write_predictions
 
+        task_mode, output_dir, batch_size, precision, project = run
         output_dir = output_dir or PoseEstimationTask.default_output_dir(key)
         out_dir = inside_root(processed_dir(), output_dir, f"PoseEstimationTask {key}: output_dir")
         start = time.perf_counter()
         if task_mode == "load":
             source = _find_predictions(out_dir)
             predictions, bodyparts = read_predictions(source)
-            elapsed, fps = 0.0, None
+            elapsed, fps, used = 0.0, None, None
         else:
             from element_lightning_pose.engine.inference.models import load_model
-            from element_lightning_pose.engine.inference.predict import predict_video
+            from element_lightning_pose.engine.inference.precision import select_precision
+            from element_lightning_pose.engine.inference.predict import predict_videos
 
             source = out_dir / "predictions.csv"
             model = load_model(_find_model_dir(model_dir))
+            project_dir = paths.find_full_path(root_dirs(), project) if project else None
+            model, choice = select_precision(
+                model, precision, project=project_dir, batch_size=batch_size, report=logger.info
+            )
+            used = choice.used
             videos = [paths.find_full_path(root_dirs(), f) for f in files]
-            # a video that decodes short raises (video.ShortVideoError) before anything is written
-            chunks = [predict_video(model, v, batch_size=batch_size, progress=False).predictions for v in videos]
-            predictions = np.concatenate(chunks, axis=0)
+            # the next file decodes while the network works on this one; a video that decodes
+            # short raises (video.ShortVideoError) before anything is written
+            results = predict_videos(model, videos, [None] * len(videos), batch_size=batch_size, progress=False)
+            predictions = np.concatenate([result.predictions for result in results], axis=0)
             bodyparts = list(model.bodyparts)
             elapsed = time.perf_counter() - start
             fps = len(predictions) / elapsed if elapsed > 0 else None
@@ -533,19 +566,20 @@ class PoseEstimation(dj.Computed):
         if task_mode != "load":
             write_predictions(source, predictions, bodyparts, scorer=key["model_name"])
         predictions_file = paths.relative_to_roots([processed_dir()], source)
-        return predictions_file, predictions, bodyparts, elapsed, fps
+        return predictions_file, predictions, bodyparts, elapsed, fps, used
 
-    def make_insert(self, key, predictions_file, predictions, bodyparts, elapsed, fps) -> None:
-        self.insert1(
-            {
-                **key,
-                "predictions_file": predictions_file,
-                "n_frames": int(len(predictions)),
-                "inference_time_s": float(elapsed),
-                "frames_per_s": fps,
-                "pose_estimation_time": _utcnow(),
-            }
-        )
+    def make_insert(self, key, predictions_file, predictions, bodyparts, elapsed, fps, used) -> None:
+        row = {
+            **key,
+            "predictions_file": predictions_file,
+            "n_frames": int(len(predictions)),
+            "inference_time_s": float(elapsed),
+            "frames_per_s": fps,
+            "pose_estimation_time": _utcnow(),
+        }
+        if "precision" in self.heading.names:  # a table declared before the attribute has no column for it
+            row["precision"] = used
+        self.insert1(row)
         self.BodyPartPosition.insert(
             {
                 **key,

@@ -24,6 +24,20 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") 
         help="also write <video name>_diagnostics.csv: per-frame temporal norm and PCA residuals",
     )
     parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="arithmetic of the network: fp32; bf16 (CPUs with AMX or AVX512-BF16, recent GPUs); int8 (CPU, "
+        "calibrated on the project's frames); auto = the fastest that passes the accuracy gate here. A fast "
+        "path is checked against fp32 on the model's labeled frames once (kept in MODEL_DIR/precision.json); "
+        "one that fails or is missing here is said so and fp32 is used (default fp32)",
+    )
+    parser.add_argument(
+        "--project",
+        help="the labeled project the model was trained on, for the precision check (default: the one "
+        "model.json names)",
+    )
+    parser.add_argument(
         "--allow-short-video",
         action="store_true",
         help="a video that decodes fewer frames than it lists (truncated, damaged) is a warning, "
@@ -33,7 +47,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") 
 
 def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.inference.models import load_model
-    from element_lightning_pose.engine.inference.predict import ShortVideoWarning, output_names, predict_video
+    from element_lightning_pose.engine.inference.precision import select_precision
+    from element_lightning_pose.engine.inference.predict import ShortVideoWarning, output_names, predict_videos
 
     # FFmpeg's own decoder messages would bury the one-line error below (a user's setting wins)
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -45,24 +60,34 @@ def run(args: argparse.Namespace) -> int:
         for suffix in ("", "_diagnostics") if getattr(args, "diagnostics", False) else ("",):
             check_output(out_dir / f"{name}{suffix}.csv", inputs=args.videos, what="-o")
     model = load_model(args.model_dir, device=args.device)
-    for video, name in zip(args.videos, names):
-        out_csv = out_dir / f"{name}.csv"
-        diagnostics = out_dir / f"{name}_diagnostics.csv" if getattr(args, "diagnostics", False) else None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ShortVideoWarning)
-            result = predict_video(
-                model,
-                video,
-                batch_size=args.batch_size,
-                out_csv=out_csv,
-                progress=not args.no_progress,
-                diagnostics_csv=diagnostics,
-                allow_short=getattr(args, "allow_short_video", False),
-            )
-        for warning in caught:
-            if issubclass(warning.category, ShortVideoWarning):
-                print(f"elp predict: warning: {warning.message}", file=sys.stderr)
-            else:
-                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-        print(f"{video}: {result.n_frames} frames -> {out_csv} ({result.frames_per_s:.1f} frames/s)")
+    model, _ = select_precision(
+        model,
+        getattr(args, "precision", "fp32"),
+        project=getattr(args, "project", None),
+        batch_size=args.batch_size,
+        report=lambda message: print(f"elp predict: {message}", file=sys.stderr),
+    )
+    diagnostics = getattr(args, "diagnostics", False)
+    out_csvs = [out_dir / f"{name}.csv" for name in names]
+
+    def done(result) -> None:
+        print(f"{result.video}: {result.n_frames} frames -> {result.out_csv} ({result.frames_per_s:.1f} frames/s)")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ShortVideoWarning)
+        predict_videos(
+            model,
+            args.videos,
+            out_csvs,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            diagnostics_csvs=[out_dir / f"{name}_diagnostics.csv" if diagnostics else None for name in names],
+            allow_short=getattr(args, "allow_short_video", False),
+            on_done=done,
+        )
+    for warning in caught:
+        if issubclass(warning.category, ShortVideoWarning):
+            print(f"elp predict: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return 0

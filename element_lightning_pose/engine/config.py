@@ -265,6 +265,12 @@ class TrainingConfig(_Section):
     )
     devices: Int | str = Field("auto", description="PyTorch Lightning devices")
     num_workers: Int = Field(2, ge=0, description="data-loading worker processes")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="arithmetic of the backbone in training: fp32; bf16 autocast (heads and losses stay fp32) on "
+        "hardware with native bf16 (CPUs with AMX or AVX512-BF16, Ampere or later GPUs; elsewhere fp32 with a "
+        "warning); auto = bf16 where native, else fp32 (benchmarks/results/training.md)",
+    )
     check_val_every_n_epoch: Int = Field(1, gt=0, description="validation period, in epochs")
     log_every_n_steps: Int = Field(10, gt=0, description="logging period, in steps")
 

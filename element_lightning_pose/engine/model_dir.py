@@ -23,6 +23,13 @@ Three kinds of model directory, each with one constructor of its ``model.json`` 
 
 Training replaces a model directory whole; :func:`check_replaceable` is the one rule that
 refuses to replace a folder that is not one.
+
+Inference adds what it checked once per model (``engine.inference.precision``):
+``precision.json`` (the accuracy gate's results of bf16 / int8 against fp32, per kind of
+processor, tied to the checkpoint's SHA-256) and ``precision/`` (the int8 weights calibrated on
+the project's frames). :func:`read_precision_checks`, :func:`write_precision_checks` and
+:func:`write_quantised_weights` are their reader and writers; a new training run replaces them
+with the rest of the directory.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from element_lightning_pose.engine.atomic import write_text_atomic
+from element_lightning_pose.engine.atomic import write_bytes_atomic, write_text_atomic
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.safe_paths import UnsafePathError, check_path_part
 from element_lightning_pose.engine.types import PathLike
@@ -50,6 +57,8 @@ PER_VIEW = "per_view"
 KINDS = (SINGLE_STAGE, CROP_ZOOM, PER_VIEW)
 # what only a model directory holds: a folder with none of them is not replaced by training
 MODEL_DIR_MARKERS = (CONFIG_YAML, MODEL_JSON, "splits.csv", "checkpoints")
+PRECISION_JSON = "precision.json"
+QUANTISED_DIR = "precision"
 
 # A crop-zoom model's stages (sub-directories) and the one keypoint of a detector of the animal's centre
 CROP_ZOOM_STAGES = ("detector", "pose")
@@ -91,6 +100,7 @@ class ModelInfo:
     unsupervised_losses: list[str] = field(default_factory=list)
     pca: dict[str, Any] = field(default_factory=dict)
     unlabeled_frames_cached: int = 0
+    project_root: str | None = None  # the labeled project it was trained on (absolute, as given then)
     extra: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = field(default=None, compare=False)
     config: dict[str, Any] | None = field(default=None, compare=False)
@@ -308,3 +318,38 @@ def read_model_info(model_dir: PathLike, checkpoint: str | None = None) -> Model
                 "was the stage replaced by another model?"
             )
     return info
+
+
+def read_precision_checks(model_dir: PathLike) -> dict[str, Any]:
+    """``model_dir/precision.json`` (what the accuracy gate found), or {} where there is none.
+
+    A file that does not parse as a JSON object raises :class:`ModelDirectoryError` naming it.
+    """
+    path = Path(model_dir) / PRECISION_JSON
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirectoryError(f"{path}: unreadable precision checks ({exc}); delete it to check again") from exc
+    if not isinstance(data, dict):
+        raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(data).__name__}; delete it")
+    return data
+
+
+def write_precision_checks(model_dir: PathLike, checks: dict[str, Any]) -> Path:
+    """Write ``model_dir/precision.json`` atomically (0666 less the umask)."""
+    return write_text_atomic(Path(model_dir) / PRECISION_JSON, json.dumps(checks, indent=2))
+
+
+def quantised_weights_path(model_dir: PathLike, name: str) -> Path:
+    """Where the quantised weights called ``name`` (one path part) live in ``model_dir``."""
+    check_path_part(name, f"quantised weights name {name!r}")
+    return Path(model_dir) / QUANTISED_DIR / name
+
+
+def write_quantised_weights(model_dir: PathLike, name: str, data: bytes) -> Path:
+    """Write quantised weights (serialised by the caller) atomically into ``model_dir/precision/``."""
+    path = quantised_weights_path(model_dir, name)
+    path.parent.mkdir(exist_ok=True)
+    return write_bytes_atomic(path, data)

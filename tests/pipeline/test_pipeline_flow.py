@@ -99,3 +99,31 @@ def test_ensemble_equals_engine_smoother(lp, flow):
         np.testing.assert_allclose(row["x_pos"], expected.x[:, i], atol=1e-6)
         np.testing.assert_allclose(row["posterior_var"], expected.posterior_var[:, i], atol=1e-6)
         assert np.isfinite(row["x_pos"]).all()
+
+
+def test_pose_estimation_at_a_checked_precision(lp, flow):
+    """A task's precision runs through the accuracy gate on the VideoSet's labeled frames; the row
+    records the arithmetic used, and the model directory keeps what was checked."""
+    import json
+
+    from element_lightning_pose.engine.inference.precision import unavailable_reason
+    from element_lightning_pose.engine.model_dir import PRECISION_JSON
+
+    model = lp.model
+    name = flow["names"][0]
+    rec = {**flow["rec"], "recording_id": 2}
+    model.VideoRecording.insert1({**rec, "device": "cam_top"})
+    video = (model.VideoRecording.File & flow["rec"]).fetch1("file_path")
+    model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
+    key = model.PoseEstimationTask.generate(rec, name, batch_size=8, precision="int8")
+    assert (model.PoseEstimationTask & key).fetch1("precision") == "int8"
+    result = dj_compat.populate(model.PoseEstimation, key, reserve_jobs=True)
+    assert result.errors == []
+    used = (model.PoseEstimation & key).fetch1("precision")
+    model_dir = model.Model.model_path({"model_name": name})
+    if unavailable_reason("int8", __import__("torch").device("cpu")) is not None:
+        assert used == "fp32"
+        return
+    checks = json.loads((model_dir / PRECISION_JSON).read_text())
+    (device,) = checks["devices"].values()
+    assert used == ("int8" if device["results"]["int8"]["passed"] else "fp32")

@@ -25,10 +25,13 @@ below the confidence threshold is NaN with likelihood 0 for every keypoint.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +97,8 @@ def predict_video(
     stop: int | None = None,
     diagnostics_csv: PathLike | None = None,
     allow_short: bool = False,
+    _batches: Iterator[tuple[np.ndarray, np.ndarray]] | None = None,
+    _bar: Any = None,
 ) -> PredictionResult:
     """Predict frames ``start:stop`` (default: all) of ``video``; ``.predictions`` is (T, K, 3).
 
@@ -110,12 +115,13 @@ def predict_video(
     original = (info.height, info.width)
     chunks: list[np.ndarray] = []
     total = max((min(stop, info.n_frames) if stop is not None else info.n_frames) - start, 0)
-    bar = _progress_bar(total, Path(video).name) if progress else None
+    own_bar = _bar is None and progress
+    bar = _progress_bar(total, Path(video).name) if own_bar else _bar
     started = time.perf_counter()
-    # a crop-zoom model crops the whole frames itself
-    size = None if isinstance(model, CropZoomModel) else model.image_resize
-    batches = iter_batches(
-        video, batch_size, size=size, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
+    batches = (
+        _batches
+        if _batches is not None
+        else _video_batches(model, video, batch_size, start, stop, prefetch, allow_short)
     )
     try:
         if isinstance(model, CropZoomModel):
@@ -128,7 +134,7 @@ def predict_video(
                 if bar is not None:
                     bar.update(len(indices))
     finally:
-        if bar is not None:
+        if own_bar and bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
     k = len(model.bodyparts)
@@ -162,6 +168,116 @@ def predict_video(
         n_decoded,
         elapsed,
     )
+
+
+def _video_batches(
+    model: PoseModel, video: PathLike, batch_size: int, start: int, stop: int | None, prefetch: int, allow_short: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The decoded batches the model needs (resized, except for a crop-zoom model, which crops whole frames)."""
+    size = None if isinstance(model, CropZoomModel) else model.image_resize
+    return iter_batches(
+        video, batch_size, size=size, start=start, stop=stop, prefetch=prefetch, allow_short=allow_short
+    )
+
+
+class _DecodingAhead:
+    """A video's batches whose decoding starts now, in the background, not at the first ``next``.
+
+    :func:`predict_videos` opens the next video this way while the network still works on the
+    current one, so the cores never wait on a video's opening and first frames.
+    """
+
+    def __init__(self, batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+        self._batches = batches
+        self._first: list[tuple[np.ndarray, np.ndarray]] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, daemon=True, name="elp-decode-ahead")
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._first.append(next(self._batches))
+        except StopIteration:
+            pass
+        except BaseException as error:  # re-raised where the batches are consumed
+            self._error = error
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        self._first.clear()
+        yield from self._batches
+
+    def close(self) -> None:
+        self._thread.join()
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+
+
+def predict_videos(
+    model: PoseModel,
+    videos: Sequence[PathLike],
+    out_csvs: Sequence[PathLike | None],
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    prefetch: int = 4,
+    diagnostics_csvs: Sequence[PathLike | None] | None = None,
+    allow_short: bool = False,
+    on_done: Callable[[PredictionResult], None] | None = None,
+) -> list[PredictionResult]:
+    """Predict several videos in one pass: one CSV each (None: none), as :func:`predict_video` writes it alone.
+
+    Every video is opened first (a missing or unreadable one raises before any work). The next
+    video decodes in the background while the network works on the current one, and one progress
+    bar counts the frames of them all. Memory holds at most two videos' decoded-ahead batches.
+    ``on_done`` is called with each video's result as soon as its CSV is written.
+    """
+    if len(videos) != len(out_csvs):
+        raise ValueError(f"{len(videos)} videos but {len(out_csvs)} output CSVs")
+    diagnostics = list(diagnostics_csvs) if diagnostics_csvs is not None else [None] * len(videos)
+    infos = [video_info(video, allow_short=allow_short) for video in videos]
+    bar = _progress_bar(sum(info.n_frames for info in infos), f"{len(videos)} videos") if progress else None
+    results: list[PredictionResult] = []
+    upcoming: _DecodingAhead | None = None
+    try:
+        for i, video in enumerate(videos):
+            current = upcoming or _DecodingAhead(
+                _video_batches(model, video, batch_size, 0, None, prefetch, allow_short)
+            )
+            upcoming = None
+            if i + 1 < len(videos):
+                upcoming = _DecodingAhead(
+                    _video_batches(model, videos[i + 1], batch_size, 0, None, prefetch, allow_short)
+                )
+            if bar is not None:
+                bar.set_description(f"{Path(video).name} ({i + 1}/{len(videos)})")
+            try:
+                result = predict_video(
+                    model,
+                    video,
+                    batch_size=batch_size,
+                    out_csv=out_csvs[i],
+                    diagnostics_csv=diagnostics[i],
+                    allow_short=allow_short,
+                    progress=False,  # the one bar of the batch counts
+                    _batches=iter(current),
+                    _bar=bar,
+                )
+            finally:
+                current.close()
+            results.append(result)
+            if on_done is not None:
+                on_done(result)
+    finally:
+        if upcoming is not None:
+            upcoming.close()
+        if bar is not None:
+            bar.close()
+    return results
 
 
 @torch.inference_mode()

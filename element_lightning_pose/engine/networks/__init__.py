@@ -58,7 +58,7 @@ class HeatmapNet(InputNormalisedBackbone):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Heatmap logits (B, K, H/4, W/4)."""
-        return self.head(self.backbone(self.normalise(images)))
+        return self.head(self.encode(images))
 
     def keypoints(self, images: torch.Tensor) -> torch.Tensor:
         """(B, K, 3): x, y in network-input pixels and a confidence in [0, 1]."""

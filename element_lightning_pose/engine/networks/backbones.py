@@ -230,6 +230,10 @@ class InputNormalisedBackbone(nn.Module):
 
     mean: torch.Tensor  # (1, 3, 1, 1) buffers, rebuilt by reset_input_normalisation
     std: torch.Tensor
+    # bf16 for the backbone only (training and inference on hardware with native bf16): the head
+    # and the heatmap -> keypoint step stay fp32, where sub-pixel positions are decided. A plain
+    # attribute, not in the state dict: checkpoints are the same at every precision.
+    backbone_autocast: torch.dtype | None = None
 
     def __init__(self, backbone: str, pretrained: bool | str = False) -> None:
         super().__init__()
@@ -251,3 +255,13 @@ class InputNormalisedBackbone(nn.Module):
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
         return (images - self.mean) / self.std
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features (N, C, H/32, W/32), fp32, of images (N, 3, H, W) (uint8 or [0, 1] floats)."""
+        normalised = self.normalise(images)
+        if normalised.dim() == 4:  # channels-last, as the weights are kept (a no-op where it already is)
+            normalised = normalised.contiguous(memory_format=torch.channels_last)
+        if self.backbone_autocast is None:
+            return self.backbone(normalised)
+        with torch.autocast(normalised.device.type, dtype=self.backbone_autocast):
+            return self.backbone(normalised).float()

@@ -62,7 +62,7 @@ class ContextHeatmapNet(InputNormalisedBackbone):
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """Backbone features (N, C, h, w) of single frames (N, 3, H, W)."""
-        return self.backbone(self.normalise(frames))
+        return self.encode(frames)
 
     def heads(self, window_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of both heads from (B, 5, C, h, w) window features."""

@@ -170,7 +170,9 @@ def train_single(
                 resume=resume_from is not None,
                 frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
             )
-            result, global_zero = _fit(config, labels, videos, splits, stage, model_dir, resume_from, progress)
+            result, global_zero = _fit(
+                config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
+            )
             if not global_zero:
                 # DDP runs train() in every process; only global rank 0's stage holds the
                 # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
@@ -238,6 +240,7 @@ def _fit(
     model_dir: Path,
     resume_from: PathLike | None,
     progress: bool,
+    project_root: Path,
 ) -> tuple[TrainResult, bool]:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
     whether this process is global rank 0."""
@@ -321,6 +324,7 @@ def _fit(
         unsupervised_losses=list(config.losses.unsupervised),
         pca={kind: pca.summary() for kind, pca in pcas.items()},
         unlabeled_frames_cached=clips.cache.n_frames if clips is not None else 0,
+        project_root=str(project_root.resolve()),  # where inference finds the labeled frames to check a precision on
     )
     write_model_info(stage, info)
     final_best = model_dir / "checkpoints" / "best.ckpt"

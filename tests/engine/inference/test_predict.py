@@ -227,3 +227,33 @@ print("LOADED", loaded)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "LOADED []" in run.stdout, run.stdout
+
+
+def test_multi_video_prediction_writes_the_csvs_of_single_video_prediction(model, project, tmp_path):
+    """One call over several videos (the next decoding while the network works) = one call per video."""
+    from element_lightning_pose.engine.data.video import iter_frames, write_video
+
+    first = project.videos[0]
+    frames = list(iter_frames(first))
+    second = write_video(tmp_path / "reversed.mp4", reversed(frames), fps=30.0)
+    third = write_video(tmp_path / "short.mp4", frames[:7], fps=30.0)
+    videos = [first, second, third]
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    assert elp(["predict", str(model.model_dir), *map(str, videos), "-o", str(together), "--no-progress"]) == 0
+    for video in videos:
+        assert elp(["predict", str(model.model_dir), str(video), "-o", str(alone), "--no-progress"]) == 0
+    for video in videos:
+        name = f"{video.stem}.csv"
+        assert (together / name).read_bytes() == (alone / name).read_bytes(), name
+    assert sorted(p.name for p in together.iterdir()) == sorted(f"{v.stem}.csv" for v in videos)
+
+
+def test_predict_videos_opens_every_video_before_any_work(model, project, tmp_path):
+    from element_lightning_pose.engine.data.video import VideoError
+    from element_lightning_pose.engine.inference.predict import predict_videos
+
+    missing = tmp_path / "missing.mp4"
+    out = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    with pytest.raises((VideoError, FileNotFoundError), match="missing.mp4"):
+        predict_videos(model, [project.videos[0], missing], out, progress=False)
+    assert not out[0].exists()

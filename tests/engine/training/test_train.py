@@ -530,3 +530,31 @@ def test_a_time_limit_of_a_nanosecond_trains_the_contract(project, tmp_path):
     result = train(config, project.root, tmp_path / "m", progress=False)
     assert result.best_checkpoint.is_file() and (tmp_path / "m" / "model.json").is_file()
     assert json.loads((tmp_path / "m" / "model.json").read_text())["steps"] == 0
+
+
+def test_metrics_report_training_frames_per_second(tiny_model_dir):
+    """metrics.csv: each epoch's labeled frames and training throughput (data loading in, validation out)."""
+    history = pd.read_csv(tiny_model_dir / "metrics.csv")
+    n_train = json.loads((tiny_model_dir / "model.json").read_text())["n_train"]
+    assert (history["train_frames"] == n_train).all()
+    assert (history["train_frames_per_s"] > 0).all() and (history["epoch_s"] > 0).all()
+
+
+def test_bf16_training_where_the_cpu_has_it(tiny_project, tmp_path):
+    """training.precision auto: the backbone under bf16 autocast where native, fp32 elsewhere; the
+    checkpoint is fp32 either way and predicts in any precision."""
+    from element_lightning_pose.engine.hardware import native_bf16
+    from element_lightning_pose.engine.training.heatmap_module import HeatmapModule
+
+    config = {
+        "data": {"image_resize": [64, 64]},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "training": {"max_steps": 2, "unfreeze_epoch": 0, "num_workers": 0, "precision": "auto"},
+    }
+    module = HeatmapModule(TrainConfig.from_dict(config).to_dict(), ["a"], build_pretrained=False)
+    assert module.uses_bf16() == native_bf16("cpu")
+    result = train(config, tiny_project.root, tmp_path / "model", progress=False)
+    assert np.isfinite(result.history["train_loss"]).all()
+    model = load_model(result.model_dir)
+    assert model.net.backbone_autocast is None  # inference chooses its own precision
+    assert all(t.dtype == torch.float32 for t in model.net.state_dict().values() if t.is_floating_point())

@@ -1,0 +1,120 @@
+"""Inference precision chosen at run time: the accuracy gate, its fallback to fp32, and what the
+model directory keeps (``engine.inference.precision``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from element_lightning_pose.cli import main as elp
+from element_lightning_pose.engine.data.keypoints import read_predictions
+from element_lightning_pose.engine.hardware import native_bf16
+from element_lightning_pose.engine.inference import precision
+from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.predict import predict_labeled
+from element_lightning_pose.engine.model_dir import PRECISION_JSON, QUANTISED_DIR
+
+INT8_HERE = precision.unavailable_reason(precision.INT8, __import__("torch").device("cpu")) is None
+needs_int8 = pytest.mark.skipif(not INT8_HERE, reason="this torch has no FX int8 quantisation")
+
+
+@pytest.fixture
+def model_dir(tiny_model_dir, tmp_path):
+    """A private copy of the shared tiny model: the precision checks write into it."""
+    return shutil.copytree(tiny_model_dir, tmp_path / "model")
+
+
+@needs_int8
+def test_a_failing_gate_falls_back_to_fp32_and_says_so(model_dir, tiny_project, monkeypatch):
+    # the real int8 path, measured on the real labeled frames; only the tolerance is made impossible
+    monkeypatch.setattr(precision, "GATE_MEDIAN_PX", -1.0)
+    model = load_model(model_dir, device="cpu")
+    said = []
+    used, choice = precision.select_precision(model, "int8", project=tiny_project.root, report=said.append)
+    assert choice.used == "fp32" and used is model
+    assert "median distance to fp32" in choice.message and "using fp32" in choice.message
+    assert said[-1] == choice.message
+    # the failed check is kept: the next run says so again without re-checking
+    again = []
+    _, choice = precision.select_precision(load_model(model_dir, device="cpu"), "int8", report=again.append)
+    assert choice.used == "fp32" and not any("checking" in m for m in again)
+
+
+@needs_int8
+def test_a_quantised_model_round_trips_through_its_model_directory(model_dir, tiny_project, monkeypatch):
+    # the tiny model's one epoch leaves broad heatmaps whose peaks int8 may move past the gate;
+    # this test is about what the directory keeps, so any int8 result is let through
+    for tolerance in ("GATE_MEDIAN_PX", "GATE_P99_PX", "GATE_ERROR_RISE"):
+        monkeypatch.setattr(precision, tolerance, float("inf"))
+    model = load_model(model_dir, device="cpu")
+    said = []
+    fast, choice = precision.select_precision(model, "int8", project=tiny_project.root, report=said.append)
+    assert choice.used == "int8", choice.message
+    assert any("checking int8" in m for m in said)
+    assert choice.gates["int8"].passed
+    labels = precision.labeled_frames_of(model, tiny_project.root)
+    first = predict_labeled(fast, labels)
+    assert not np.array_equal(first, predict_labeled(model, labels))  # int8 really ran
+
+    record = json.loads((model_dir / PRECISION_JSON).read_text())
+    weights = list((model_dir / QUANTISED_DIR).iterdir())
+    assert len(weights) == 1 and record["checkpoint_sha256"]
+    for path in (model_dir / PRECISION_JSON, *weights):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not list(model_dir.glob(".*tmp*"))
+
+    # a new process's view: load the directory again; no project, no re-calibration, same keypoints
+    said = []
+    reloaded, choice = precision.select_precision(load_model(model_dir, device="cpu"), "int8", report=said.append)
+    assert choice.used == "int8" and not any("checking" in m for m in said)
+    assert np.array_equal(predict_labeled(reloaded, labels), first)
+
+
+@needs_int8
+def test_checks_of_another_checkpoint_are_not_trusted(model_dir, tiny_project):
+    precision.select_precision(load_model(model_dir, device="cpu"), "int8", project=tiny_project.root)
+    record = json.loads((model_dir / PRECISION_JSON).read_text())
+    record["checkpoint_sha256"] = "0" * 64  # as if the checkpoint had been replaced since
+    (model_dir / PRECISION_JSON).write_text(json.dumps(record))
+    said = []
+    precision.select_precision(
+        load_model(model_dir, device="cpu"), "int8", project=tiny_project.root, report=said.append
+    )
+    assert any("checking int8" in m for m in said)
+
+
+def test_without_labeled_frames_a_fast_path_is_not_used(model_dir, tmp_path):
+    model = load_model(model_dir, device="cpu")
+    model.info.project_root = str(tmp_path / "moved-away")
+    _, choice = precision.select_precision(model, "auto")
+    assert choice.used == "fp32" and "fp32" in choice.message
+    assert not (model_dir / PRECISION_JSON).exists()
+
+
+def test_bf16_is_refused_without_native_bf16(model_dir, tiny_project):
+    model = load_model(model_dir, device="cpu")
+    _, choice = precision.select_precision(model, "bf16", project=tiny_project.root)
+    if native_bf16("cpu"):
+        assert choice.used in ("bf16", "fp32") and "bf16" in choice.message
+    else:
+        assert choice.used == "fp32" and "no native bf16" in choice.message
+
+
+def test_unknown_precision_is_one_error(model_dir):
+    with pytest.raises(precision.PrecisionError, match="'fp16'.*auto, fp32, bf16, int8"):
+        precision.select_precision(load_model(model_dir, device="cpu"), "fp16")
+
+
+@needs_int8
+def test_cli_auto_says_which_precision_it_used(model_dir, tiny_project, tmp_path, capsys):
+    video = tiny_project.videos[0]
+    code = elp(
+        ["predict", str(model_dir), str(video), "-o", str(tmp_path / "out"), "--no-progress", "--precision", "auto"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "elp predict: precision" in err
+    assert read_predictions(tmp_path / "out" / f"{video.stem}.csv")[0].shape[0] > 0
