@@ -478,7 +478,9 @@ class PoseEstimation(dj.Computed):
         inference_time_s (float64): wall time of inference (0 when loaded).
         frames_per_s (float64): inference speed (null when loaded).
         pose_estimation_time (datetime): when it was done (UTC).
-        precision (varchar): the arithmetic the network ran in (fp32, bf16, int8; null when loaded).
+        precision_used (varchar): the arithmetic the network ran in (fp32, bf16, int8; null when
+            loaded). Not named ``precision``: joined with its task, a shared name would be a join
+            condition ('auto' never equals what ran).
     """
 
     definition = f"""
@@ -489,7 +491,7 @@ class PoseEstimation(dj.Computed):
     inference_time_s      : {FLOAT64}
     frames_per_s = null   : {FLOAT64}
     pose_estimation_time  : datetime
-    precision = null      : varchar(8)  # arithmetic used: fp32, bf16 or int8 (null when loaded)
+    precision_used = null : varchar(8)  # arithmetic used: fp32, bf16 or int8 (null when loaded)
     """
 
     class BodyPartPosition(dj.Part):
@@ -577,8 +579,8 @@ class PoseEstimation(dj.Computed):
             "frames_per_s": fps,
             "pose_estimation_time": _utcnow(),
         }
-        if "precision" in self.heading.names:  # a table declared before the attribute has no column for it
-            row["precision"] = used
+        if "precision_used" in self.heading.names:  # a table declared before the attribute has no column for it
+            row["precision_used"] = used
         self.insert1(row)
         self.BodyPartPosition.insert(
             {

@@ -119,7 +119,9 @@ def test_pose_estimation_at_a_checked_precision(lp, flow):
     assert (model.PoseEstimationTask & key).fetch1("precision") == "int8"
     result = dj_compat.populate(model.PoseEstimation, key, reserve_jobs=True)
     assert result.errors == []
-    used = (model.PoseEstimation & key).fetch1("precision")
+    used = (model.PoseEstimation & key).fetch1("precision_used")
+    # the task joined with its result (the usual query) is one row: no shared secondary attribute
+    assert len((model.PoseEstimationTask * model.PoseEstimation) & key) == 1
     model_dir = model.Model.model_path({"model_name": name})
     if unavailable_reason("int8", __import__("torch").device("cpu")) is not None:
         assert used == "fp32"
