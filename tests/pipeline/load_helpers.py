@@ -21,27 +21,34 @@ LOAD_MODELS = ("pc_load1", "pc_load2")
 WHEN = dt.datetime(2024, 7, 1, 12, 0)
 
 
+def insert_loaded_model(lp, name: str, bodyparts: list[str], folder: str) -> None:
+    """A Model row ``name`` (in ``folder``/``name``) for load-mode tasks: no network, the test
+    writes its predictions. Nothing is inserted when the row exists."""
+    lp.model.BodyPart.extend(bodyparts)
+    if lp.model.Model & {"model_name": name}:
+        return
+    lp.model.Model.insert1(
+        {
+            "model_name": name,
+            "model_dir": f"{folder}/{name}",
+            "best_checkpoint": "none",
+            "backbone": "none",
+            "model_type": "loaded",
+            "resize_height": 64,
+            "resize_width": 64,
+            "config": {"loaded": True},
+            "engine_version": "test",
+        }
+    )
+    lp.model.Model.BodyPart.insert(
+        {"model_name": name, "body_part": bp, "body_part_index": i} for i, bp in enumerate(bodyparts)
+    )
+
+
 def insert_load_models(lp) -> tuple[str, ...]:
     """Model rows :data:`LOAD_MODELS` (body parts :data:`BODYPARTS`) for load-mode tasks."""
-    lp.model.BodyPart.extend(BODYPARTS)
     for name in LOAD_MODELS:
-        if not lp.model.Model & {"model_name": name}:
-            lp.model.Model.insert1(
-                {
-                    "model_name": name,
-                    "model_dir": f"pc/{name}",
-                    "best_checkpoint": "none",
-                    "backbone": "none",
-                    "model_type": "loaded",
-                    "resize_height": 64,
-                    "resize_width": 64,
-                    "config": {"loaded": True},
-                    "engine_version": "test",
-                }
-            )
-            lp.model.Model.BodyPart.insert(
-                {"model_name": name, "body_part": bp, "body_part_index": i} for i, bp in enumerate(BODYPARTS)
-            )
+        insert_loaded_model(lp, name, BODYPARTS, "pc")
     return LOAD_MODELS
 
 

@@ -34,6 +34,7 @@ from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.multicam.io import read_points3d
 from element_lightning_pose.engine.safe_paths import UnsafePathError
 from element_lightning_pose.synthetic.projects import make_synthetic_project
+from tests.pipeline.load_helpers import insert_loaded_model
 
 TINY = {
     "data": {"image_resize": [64, 64]},
@@ -42,27 +43,6 @@ TINY = {
 }
 TRAINED, LOADED, RIG_MODEL = "rows_trained", "rows_loaded", "rows_rig_truth"
 CHANGE = {"X-ELP-Request": "1"}
-
-
-def load_model_row(lp, name: str, bodyparts: list[str]) -> None:
-    """A Model row for load-mode tasks (no network: the test writes its predictions)."""
-    lp.model.BodyPart.extend(bodyparts)
-    lp.model.Model.insert1(
-        {
-            "model_name": name,
-            "model_dir": f"rows/{name}",
-            "best_checkpoint": "none",
-            "backbone": "none",
-            "model_type": "loaded",
-            "resize_height": 64,
-            "resize_width": 64,
-            "config": {"loaded": True},
-            "engine_version": "test",
-        }
-    )
-    lp.model.Model.BodyPart.insert(
-        {"model_name": name, "body_part": bp, "body_part_index": i} for i, bp in enumerate(bodyparts)
-    )
 
 
 def load_pose(lp, rec: dict, name: str, values: np.ndarray, bodyparts: list[str]) -> dict:
@@ -98,7 +78,7 @@ def run(lp, lp_root):
     trained = lp.model.PoseEstimationTask.generate(rec, TRAINED, batch_size=8)
     assert dj_compat.populate(lp.model.PoseEstimation, trained).errors == []
     values = lp.model.PoseEstimation.get_trajectory(trained).to_numpy().reshape(20, -1, 3)
-    load_model_row(lp, LOADED, project.bodyparts)
+    insert_loaded_model(lp, LOADED, project.bodyparts, "rows")
     shifted = values + np.array([1.5, -1.0, 0.0])
     loaded = load_pose(lp, rec, LOADED, shifted, project.bodyparts)
     assert dj_compat.populate(lp.model.PoseEstimation, loaded).errors == []
@@ -128,7 +108,7 @@ def rig(lp, lp_root):
         root / "projects" / "app_rig", n_cameras=2, image_size=(96, 64), n_frames=30, n_labeled=4, n_board_frames=2
     )
     truth = np.load(project.ground_truth)
-    load_model_row(lp, RIG_MODEL, project.bodyparts)
+    insert_loaded_model(lp, RIG_MODEL, project.bodyparts, "rows")
     recs = {}
     for i, camera in enumerate(project.camera_names):
         video = project.videos[camera].relative_to(root).as_posix()
