@@ -2,7 +2,8 @@
 
 A checkpoint (``model_dir/checkpoints/best.ckpt``, ``last.ckpt``) is the training module's
 Lightning checkpoint: the weights (``state_dict``, the network's under ``net.``), the optimiser
-state, and the ``hyper_parameters`` the module saved, which rebuild the network without the
+state (``last.ckpt`` only: ``best.ckpt`` is for inference and holds the weights alone, a third of
+the size, since Adam keeps two moments per weight), and the ``hyper_parameters`` the module saved, which rebuild the network without the
 project: the full training configuration (``config``), the body parts in heatmap-channel order
 (``bodyparts``) and the fitted PCAs (``pca``). Inference loads the weights from it; a resumed
 run compares it with the project and the configuration before training.
@@ -34,6 +35,7 @@ class Checkpoint:
     bodyparts: list[str]
     hyper_parameters: Mapping[str, Any]
     state_dict: Mapping[str, torch.Tensor]
+    has_optimizer_state: bool = True
 
     @property
     def network_weights(self) -> dict[str, torch.Tensor]:
@@ -65,4 +67,6 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
             f"{path}: not a checkpoint of this engine (no hyper-parameters 'config' and 'bodyparts', or no state dict)"
         )
     config = TrainConfig.from_dict(dict(hparams["config"]), source=str(path))
-    return Checkpoint(path, config, list(hparams["bodyparts"]), hparams, state["state_dict"])
+    return Checkpoint(
+        path, config, list(hparams["bodyparts"]), hparams, state["state_dict"], bool(state.get("optimizer_states"))
+    )

@@ -8,7 +8,7 @@ contract the DataJoint pipeline relies on (:mod:`element_lightning_pose.engine.m
     model_dir/model.json             body parts, frame size, resize, backbone, engine version,
                                      split sizes, wall time, best validation loss
     model_dir/splits.csv             image path -> train | val | test
-    model_dir/checkpoints/best.ckpt  best validation loss; loads without the project
+    model_dir/checkpoints/best.ckpt  best validation loss, the weights alone; loads without the project
     model_dir/checkpoints/last.ckpt  end of the latest epoch (resume from it)
     model_dir/metrics.csv            per-epoch history (losses, pixel error, lr, elapsed time),
                                      rewritten after every epoch, so a running stage can be followed
@@ -201,6 +201,11 @@ def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list
         differences.append(f"head {theirs.model_type!r}, model.model_type is {ours.model_type!r}")
     if differences:
         raise ConfigError(f"{checkpoint.path}: cannot resume from this checkpoint: it has " + "; ".join(differences))
+    if not checkpoint.has_optimizer_state:
+        raise ConfigError(
+            f"{checkpoint.path}: cannot resume from this checkpoint: it holds the weights alone (best.ckpt is "
+            "saved for inference); resume from the model directory's checkpoints/last.ckpt"
+        )
 
 
 class _OtherRank(Exception):
@@ -301,7 +306,7 @@ def _fit(
             best_score = torch.tensor(scores["val_loss"])
             if history.rows:
                 history.rows[-1].update({k: float(v) for k, v in scores.items()})
-        trainer.save_checkpoint(best)
+        trainer.save_checkpoint(best, weights_only=True)
     frame = pd.DataFrame(history.rows)
     write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, stage / "metrics.csv")
     best_val = float(best_score) if (best_score is not None and has_val) else None
@@ -378,6 +383,18 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
 
         def state_dict(self) -> dict[str, Any]:
             return _rebase(super().state_dict(), str(self.dirpath), final)
+
+        def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+            # best.ckpt serves inference: the weights alone, a third of a full checkpoint (Adam
+            # keeps two moments per weight); last.ckpt keeps the optimizer, to resume from
+            keep, self.save_weights_only = (
+                self.save_weights_only,
+                self.save_weights_only or filepath != self.last_model_path,
+            )
+            try:
+                super()._save_checkpoint(trainer, filepath)
+            finally:
+                self.save_weights_only = keep
 
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
             # compared (and warned about) as the model directory, then moved into the stage

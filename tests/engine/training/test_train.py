@@ -284,6 +284,21 @@ def test_resume_continues_epochs_and_history(trained, project, tmp_path):
         train(config, project.root, model_dir, resume_from=model_dir / "nope.ckpt", progress=False)
 
 
+def test_best_checkpoint_holds_the_weights_alone_and_last_the_optimizer(trained, project, tmp_path):
+    checkpoints = trained.model_dir / "checkpoints"
+    best = torch.load(checkpoints / "best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in best and len(last["optimizer_states"]) == 1
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    # a third of the size: Adam's two moments per weight stay in last.ckpt
+    assert (checkpoints / "best.ckpt").stat().st_size < 0.5 * (checkpoints / "last.ckpt").stat().st_size
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
+    model_dir = tmp_path / "resumed"
+    with pytest.raises(ConfigError, match=r"best\.ckpt: cannot resume.*weights alone.*last\.ckpt"):
+        train(config, project.root, model_dir, resume_from=checkpoints / "best.ckpt", progress=False)
+    assert not model_dir.exists()
+
+
 def test_bad_config_fails_before_training(project, tmp_path):
     with pytest.raises(ConfigError, match="training.max_epoch"):
         train({"training": {"max_epoch": 1}}, project.root, tmp_path / "m", progress=False)
