@@ -374,14 +374,20 @@ class TrainingParamSet(ImmutableParams, dj.Lookup):
         return cls.insert_canonical(paramset_desc, params, paramset_idx)
 
     @classmethod
-    def insert_preset(cls, name: str, **options: Any) -> int:
-        """Insert a named preset (``presets.PRESETS``: e.g. ``small_animal_crop_zoom``); returns its id.
+    def insert_preset(cls, name: str, video_set: dict | None = None, **options: Any) -> int:
+        """Insert a named preset (``presets.PRESETS``: e.g. ``small_animal_crop_zoom``), or
+        ``"auto"``: the one the rule picks for ``video_set`` (a VideoSet key); returns its id.
 
         ``options`` go to :func:`element_lightning_pose.presets.insert_preset` (``frame_size``,
         ``base``, ``paramset_desc``, ``paramset_idx``).
         """
         from element_lightning_pose import presets
 
+        if video_set is not None:
+            # the rule reads the VideoSet's labels: its folder, its CSV, its views
+            base = dict(options.pop("base", None) or {})
+            base["data"] = {**base.get("data", {}), **VideoSet.data_config(video_set)}
+            options.update(base=base, project_root=VideoSet.project_path(video_set))
         return presets.insert_preset(cls, name, **options)
 
 
@@ -452,6 +458,7 @@ class ModelTraining(dj.Computed):
     def make_compute(self, key, project_dir, params, seed, model_prefix, model_dir, labels_config) -> tuple:
         from element_lightning_pose.engine.config import TrainConfig
         from element_lightning_pose.engine.training import train
+        from element_lightning_pose.engine.training.advice import differences_from_auto
 
         source = f"TrainingParamSet {key['paramset_idx']}"
         config = TrainConfig.from_dict(params, source=source)
@@ -461,6 +468,16 @@ class ModelTraining(dj.Computed):
         relative_model_dir = model_dir or TrainingTask.default_model_dir(key, model_prefix)
         full_model_dir = inside_root(processed_dir(), relative_model_dir, f"TrainingTask {key}: model_dir")
         project = paths.find_full_path(root_dirs(), project_dir)
+        if config.preset != "auto":  # a set written by hand: say where it parts from the rule's pick
+            auto, differences = differences_from_auto(config, project)
+            if differences:
+                logger.warning(
+                    "%s differs from what preset auto trains on VideoSet %s (%s): %s",
+                    source,
+                    key["video_set_id"],
+                    auto.config.preset,
+                    "; ".join(differences),
+                )
         # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
         result = train(config, project, full_model_dir, one_network=True, source=source, progress=False)
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}

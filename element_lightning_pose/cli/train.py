@@ -7,6 +7,7 @@ from pathlib import Path
 
 from element_lightning_pose.cli import fail
 from element_lightning_pose.engine.atomic import check_output
+from element_lightning_pose.engine.config import PRESETS
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train") -> None:
@@ -23,24 +24,28 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
         metavar="KEY=VALUE",
         help="override a parameter, e.g. --set training.max_epochs=20 (repeatable)",
     )
+    parser.add_argument(
+        "--preset",
+        help="the parameters to start from, before --set: 'auto' (the default for a project folder: picked from the "
+        "project, see docs/small_animals.md), " + ", ".join(PRESETS) + ", or 'none' (the config as written)",
+    )
     parser.add_argument("--resume", help="checkpoint to resume from (e.g. MODEL_DIR/checkpoints/last.ckpt)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from element_lightning_pose.engine.config import ConfigError, TrainConfig
+    from element_lightning_pose.engine.config import AUTO_PRESET, ConfigError, TrainConfig
     from element_lightning_pose.engine.data.projects import DEFAULT_CSV, detect_layout
     from element_lightning_pose.engine.training import PerViewResult, train
-    from element_lightning_pose.engine.training.advice import advise_project
+    from element_lightning_pose.engine.training.advice import advise_project, resolve_preset
 
     source = Path(args.config_or_project)
-    if source.is_dir():  # a project folder: default parameters (plus any --set)
-        project, config = Path(args.project) if args.project else source, TrainConfig()
+    if source.is_dir():  # a project folder: the defaults, with preset auto unless --preset names another
+        project, config = Path(args.project) if args.project else source, TrainConfig(preset=AUTO_PRESET)
     else:
         if not args.project:
             raise ConfigError("--project is required when the first argument is a config file")
         project, config = Path(args.project), TrainConfig.from_yaml(source)
-    config = config.with_overrides(args.overrides)
     # the model folder is replaced whole at the end: it must not be, or hold, the project
     check_output(args.model_dir, folder=True, replaced_whole=True, inputs=[project], what="--model-dir")
     if config.data.csv_file == DEFAULT_CSV:  # say which layout was found when none was named
@@ -48,8 +53,15 @@ def run(args: argparse.Namespace) -> int:
         if layout.kind != "lightning_pose":
             views = f", views {layout.view_names}" if layout.view_names else ""
             print(f"{project}: {layout.kind} project ({layout.csv_file}{views})")
-    print(advise_project(project, config).summary(), flush=True)  # how large the animal is, what to train
+    if args.preset == "none":
+        config = config.model_copy(update={"preset": None})
     try:
+        # the preset first, then --set on top of it
+        resolved = resolve_preset(config, project, args.preset if args.preset != "none" else None, args.overrides)
+        config = resolved.config
+        print(advise_project(project, config).summary(), flush=True)  # how large the animal is, what to train
+        for note in resolved.notes:  # what the preset resolved to, and why
+            print(note, flush=True)
         # any layout: Lightning Pose's (one CSV or one per view), DeepLabCut's (config.yaml + labeled-data/)
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's

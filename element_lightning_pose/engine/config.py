@@ -513,15 +513,45 @@ class CropZoomConfig(_Section):
         return value
 
 
+# The named starting points of a training run: each is a partial set of parameters that
+# engine.training.advice completes for a project (preset_params) and chooses among for
+# ``preset: auto`` (its rule, from the project alone).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # data.image_resize and data.train_crop come from the project's frame size (preset_params)
+    "full_resolution_crops": {"data": {"train_crop_focus": 0.5}},
+    "small_animal_crop_zoom": {"crop_zoom": {"enabled": True}},
+}
+PRESET_DESCRIPTIONS = {
+    "default": "single stage, the whole frame resized to data.image_resize",
+    "full_resolution_crops": "single stage at the frame's resolution, trained on random crops, predicting whole frames",
+    "small_animal_crop_zoom": "two stages: a detector finds the animal, the pose model sees a zoomed crop",
+}
+AUTO_PRESET = "auto"
+
+
 class TrainConfig(_Section):
     """All the parameters of one training run."""
 
+    preset: str | None = Field(
+        None,
+        description="the preset the parameters start from: 'auto' (chosen from the project when training starts, "
+        "by the rule of engine.training.advice), one of " + ", ".join(PRESETS) + ", or null (as written). "
+        "A model's config.yaml and model.json record the preset it was resolved to",
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="labels, resizing, split")
     model: ModelConfig = Field(default_factory=ModelConfig, description="network")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="schedule")
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig, description="augmentation")
     losses: LossesConfig = Field(default_factory=LossesConfig, description="unsupervised losses")
     crop_zoom: CropZoomConfig = Field(default_factory=CropZoomConfig, description="two-stage detect, crop, zoom")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value != AUTO_PRESET and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; known: {AUTO_PRESET}, {', '.join(PRESETS)}")
+        return value
 
     @model_validator(mode="after")
     def _multiview_needs_groups(self) -> TrainConfig:
@@ -629,16 +659,18 @@ def parameter_reference() -> list[dict[str, str]]:
     rows = []
     for section_name, section_field in TrainConfig.model_fields.items():
         section_cls = section_field.annotation
-        if not (isinstance(section_cls, type) and issubclass(section_cls, BaseModel)):
-            raise TypeError(f"TrainConfig.{section_name} is not a config section: {section_cls!r}")
+        if not (isinstance(section_cls, type) and issubclass(section_cls, BaseModel)):  # a top-level value (preset)
+            rows.append(_reference_row(section_name, section_field))
+            continue
         for name, field in section_cls.model_fields.items():
-            default = field.get_default(call_default_factory=True)
-            rows.append(
-                {
-                    "field": f"{section_name}.{name}",
-                    "type": _type_name(field.annotation),
-                    "default": repr(default),
-                    "description": field.description or "",
-                }
-            )
+            rows.append(_reference_row(f"{section_name}.{name}", field))
     return rows
+
+
+def _reference_row(name: str, field: Any) -> dict[str, str]:
+    return {
+        "field": name,
+        "type": _type_name(field.annotation),
+        "default": repr(field.get_default(call_default_factory=True)),
+        "description": field.description or "",
+    }

@@ -87,6 +87,7 @@ class ModelInfo:
     image_resize: list[int] | None = None
     backbone: str | None = None
     model_type: str | None = None
+    preset: str | None = None  # the preset its parameters were resolved from (config.yaml's preset)
     engine_version: str = "unknown"
     torch_version: str | None = None
     n_train: int | None = None
@@ -162,6 +163,7 @@ class ModelInfo:
         model_type: str,
         wall_time_s: float,
         views: dict[str, dict[str, Any]],
+        preset: str | None = None,
     ) -> ModelInfo:
         """A per-view model's description: what the views share and, per view, its directory, label
         CSV, best validation loss and epochs (``views``: view -> those fields)."""
@@ -170,6 +172,7 @@ class ModelInfo:
             image_resize=list(image_resize),
             backbone=backbone,
             model_type=model_type,
+            preset=preset,
             engine_version=__version__,
             wall_time_s=round(float(wall_time_s), 3),
             # "multiview" is what readers before the "kind" key look for

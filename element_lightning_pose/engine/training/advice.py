@@ -1,42 +1,62 @@
 """Choose for the user: how large the animal is to the network, and which model to train.
 
-:func:`advise` reads the labels and the config and reports the original pixels per heatmap
-pixel, the animal's size in heatmap pixels, and a recommendation among the named
-:data:`PRESETS` (``elp train`` prints it before training)::
+:func:`advise` reads the labels and reports the original pixels per heatmap pixel, the
+animal's size in heatmap pixels, and the preset its rule picks among :data:`PRESETS` from the
+project alone (the config given changes what is reported, never the pick)::
 
-    default                 the animal is large enough at data.image_resize
-    full_resolution_crops   single stage at the frame's own resolution, trained on random crops
-                            (data.train_crop), predicting the whole frame
+    default                 the animal is large enough at the default input (256x256)
     small_animal_crop_zoom  two stages: detect the animal, then the pose model on a crop (crop_zoom)
+    full_resolution_crops   single stage at the frame's own resolution, trained on random crops
+                            (data.train_crop), predicting the whole frame (never picked: see
+                            SMALL_ANIMAL_HEATMAP_PX; a lab may still name it)
 
-The pipeline inserts a preset with :func:`element_lightning_pose.presets.insert_preset`.
+:func:`resolve_preset` applies a preset to a configuration (``preset: auto`` resolved by the
+rule, the backbone swapped for one whose ImageNet weights can be had); ``elp train``,
+:func:`element_lightning_pose.engine.training.train` and the pipeline's
+:func:`element_lightning_pose.presets.insert_preset` go through it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.config import (
+    AUTO_PRESET,
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    parse_assignments,
+)
 from element_lightning_pose.engine.data.labels import LabeledFrames, check_image
-from element_lightning_pose.engine.data.projects import load_project
+from element_lightning_pose.engine.data.projects import load_project, project_views
 from element_lightning_pose.engine.errors import ProjectError
+from element_lightning_pose.engine.networks.backbones import imagenet_weights_available
 from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE
 from element_lightning_pose.engine.types import PathLike
 
-# An animal spanning fewer heatmap pixels than this gets a crop (zoom, or full-resolution crops).
-# 16 heatmap pixels are 64 network-input pixels: two cells of the backbone's deepest, stride-32
-# features, so the whole pose is read from about four feature vectors; and with the target
-# Gaussian's sigma of 1.25 heatmap pixels (+-2 sigma = 5 px), the 4-5 keypoints of such an
-# animal sit one or two target widths apart, so their maps overlap and a one-pixel heatmap error
-# is 1/16 of the body. The open-field mouse of issue 19 (1/6 of a 640-pixel frame wide: ~11
-# heatmap pixels at 256x256) trains poorly (test mean 20-36 px, tail base off the body);
-# mirror-mouse, whose animal fills the frame (59 heatmap pixels), trains to 6-7 px.
+# The rule of ``preset: auto``: crop zoom when the animal spans fewer heatmap pixels than this at
+# the default input (DEFAULT_RESIZE), else the default single stage. 16 heatmap pixels are 64
+# network-input pixels: two cells of the backbone's deepest, stride-32 features, so the whole
+# pose is read from about four feature vectors; and with the target Gaussian's sigma of 1.25
+# heatmap pixels (+-2 sigma = 5 px), the 4-5 keypoints of such an animal sit one or two target
+# widths apart, so their maps overlap and a one-pixel heatmap error is 1/16 of the body.
+# Evidence, efficientnet_lite0 at an equal training budget (benchmarks/results/presets.md,
+# benchmarks/results/small_animal.md, and issue 27's outside check):
+#   DeepLabCut's open-field mouse, ~11 heatmap px: crop zoom 1.89 px test mean, default 4.00,
+#     full-resolution crops 4.67 (outside check, 30 min each);
+#   the synthetic arena, 480x640, ~8 heatmap px: crop zoom 18.1 px, default 33.5, crops 33.5;
+#   DeepLabCut's reaching example, 18.8 heatmap px: default 13.4 px, crop zoom 45.8, crops 82.6;
+#   mirror-mouse, 58.7 heatmap px: the default (the animal fills the frame).
+# Full-resolution crop training never won, so the rule never picks it.
 SMALL_ANIMAL_HEATMAP_PX = 16.0
 
 # The frame rate a whole-frame model must keep on a CPU (issue 19's target for a 640x480 video).
@@ -68,17 +88,13 @@ def train_crop_for(resize: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    # data.image_resize and data.train_crop come from the project's frame size (preset_params)
-    "full_resolution_crops": {"data": {"train_crop_focus": 0.5}},
-    "small_animal_crop_zoom": {"crop_zoom": {"enabled": True}},
-}
-PRESET_DESCRIPTIONS = {
-    "default": "single stage, the whole frame resized to data.image_resize",
-    "full_resolution_crops": "single stage at the frame's resolution, trained on random crops, predicting whole frames",
-    "small_animal_crop_zoom": "two stages: a detector finds the animal, the pose model sees a zoomed crop",
-}
+# The input the rule measures the animal at: the default data.image_resize (the pick must not
+# depend on the config given, or a config that already asks for crop zoom would "recommend" it).
+DEFAULT_RESIZE: tuple[int, int] = (int(DataConfig().image_resize[0]), int(DataConfig().image_resize[1]))
+
+# Backbones tried, in order, when the configured one's ImageNet weights cannot be had (no cache,
+# no internet): efficientnet_lite0's ship with a package.
+FALLBACK_BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
 
 
 def round_to_32(size: tuple[int, int]) -> tuple[int, int]:
@@ -169,7 +185,7 @@ def budget_resize(
 
 @dataclass(frozen=True)
 class Advice:
-    """How large the animal is to the network, and the preset recommended for it."""
+    """How large the animal is to the network, and the preset the rule picks for the project."""
 
     frame_size: tuple[int, int]  # (height, width) of the labeled frames
     image_resize: tuple[int, int]  # the network input of the config
@@ -177,11 +193,13 @@ class Advice:
     n_frames_measured: int  # labeled frames with two or more labeled keypoints
     animal_frame_px: float  # median over those frames of the keypoints' larger extent, frame pixels
     animal_heatmap_px: float  # the same in heatmap pixels at image_resize (median of the frames)
+    animal_heatmap_px_default: float  # the same at DEFAULT_RESIZE: what the rule reads
     full_resize: tuple[int, int]  # the frame rounded to multiples of 32
     full_resize_frames_per_s: float  # estimated CPU prediction rate of the whole frame at full_resize
     budget_resize: tuple[int, int]  # the largest input (<= full_resize) that predicts at min_frames_per_s
     animal_heatmap_px_budget: float  # the animal in heatmap pixels at budget_resize
-    preset: str  # the recommended key of PRESETS
+    n_views: int  # label files of the project (cameras); 1 for one file, mirror views included
+    preset: str  # the key of PRESETS the rule picks
     reason: str
     params: dict[str, Any] = field(default_factory=dict)  # the preset's parameters for this project
 
@@ -209,14 +227,14 @@ def advise(
     config: TrainConfig | dict | PathLike | None = None,
     *,
     min_frames_per_s: float = MIN_FRAMES_PER_S,
+    n_views: int = 1,
 ) -> Advice:
-    """The advice for training ``config`` on ``labels`` (see :data:`SMALL_ANIMAL_HEATMAP_PX`).
+    """The advice for training on ``labels`` (see :data:`SMALL_ANIMAL_HEATMAP_PX`).
 
-    The animal is small when it spans fewer than ``SMALL_ANIMAL_HEATMAP_PX`` heatmap pixels at
-    ``data.image_resize``. Then: crop training (``full_resolution_crops``) at the frame's own
-    resolution, or at the largest one whose whole frame still predicts at ``min_frames_per_s``
-    on a CPU (:func:`budget_resize`), when the animal is large enough there; crop zoom when it
-    is not. Otherwise the default.
+    The pick reads the project alone: the animal's extent in heatmap pixels at
+    :data:`DEFAULT_RESIZE` and the number of camera views (``n_views``: crop zoom trains one
+    view). ``config`` sets what is reported about its own input (``image_resize``) and the
+    backbone of the CPU rate estimates.
     """
     config = TrainConfig.load(config)
     if len(labels) == 0:
@@ -230,9 +248,10 @@ def advise(
     scale = _px_per_heatmap_px(frame_size, resize)
     animal_px = float(np.median(extent.max(axis=1))) if len(extent) else math.nan
     animal_hm = _median_heatmap_extent(extent, scale)
+    animal_hm_default = _median_heatmap_extent(extent, _px_per_heatmap_px(frame_size, DEFAULT_RESIZE))
     animal_hm_budget = _median_heatmap_extent(extent, _px_per_heatmap_px(frame_size, within))
     full_rate = cpu_frames_per_s(config.model.backbone, full)
-    preset, reason = _choose(config, resize, full, full_rate, within, animal_hm, animal_hm_budget, min_frames_per_s)
+    preset, reason = choose_preset(animal_hm_default, n_views)
     params = preset_params(preset, frame_size=frame_size, image_resize=within) if preset != "default" else {}
     return Advice(
         frame_size,
@@ -241,21 +260,140 @@ def advise(
         len(extent),
         animal_px,
         animal_hm,
+        animal_hm_default,
         full,
         full_rate,
         within,
         animal_hm_budget,
+        n_views,
         preset,
         reason,
         params,
     )
 
 
+def choose_preset(animal_heatmap_px: float, n_views: int = 1) -> tuple[str, str]:
+    """The rule of ``preset: auto``: (preset, why) from the animal's median extent in heatmap
+    pixels at :data:`DEFAULT_RESIZE` and the number of camera views (the evidence is at
+    :data:`SMALL_ANIMAL_HEATMAP_PX`)."""
+    small = SMALL_ANIMAL_HEATMAP_PX
+    at = f"{DEFAULT_RESIZE[0]}x{DEFAULT_RESIZE[1]}"
+    if math.isnan(animal_heatmap_px):
+        return "default", "fewer than two keypoints labeled per frame: the animal's size is unknown"
+    if animal_heatmap_px >= small:
+        return "default", f"the animal spans {animal_heatmap_px:.1f} >= {small:g} heatmap pixels at {at}"
+    if n_views > 1:
+        return "default", (
+            f"the animal spans {animal_heatmap_px:.1f} < {small:g} heatmap pixels at {at}, but crop zoom trains "
+            f"one camera view and this project has {n_views}"
+        )
+    return "small_animal_crop_zoom", (
+        f"the animal spans {animal_heatmap_px:.1f} < {small:g} heatmap pixels at {at}: "
+        "a detector finds it and the pose model sees it zoomed"
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedPreset:
+    """A configuration with its preset applied, and what to tell the user about it."""
+
+    config: TrainConfig  # ``preset`` holds the resolved name (never 'auto')
+    advice: Advice | None  # the rule's reading of the project (None for a named preset)
+    notes: list[str]  # one line each: what was chosen and why, a backbone swapped
+
+
+def resolve_preset(
+    config: TrainConfig | dict | PathLike | None,
+    project_root: PathLike,
+    name: str | None = None,
+    overrides: Sequence[str] = (),
+) -> ResolvedPreset:
+    """``config`` with preset ``name`` (default: ``config.preset``) applied for the project at
+    ``project_root``, then ``overrides`` (``elp train --set KEY=VALUE``) on top.
+
+    The preset's parameters are merged over the config's and ``preset`` is set to the preset
+    resolved. ``auto`` picks by :func:`choose_preset` (crop zoom only for what it can train) and,
+    unless ``overrides`` name the backbone, swaps a backbone whose ImageNet weights cannot be had
+    here (no cache, no internet) for the first of :data:`FALLBACK_BACKBONES` whose weights can.
+    Without a preset, the overrides alone are applied.
+    """
+    config = TrainConfig.load(config)
+    name = config.preset if name is None else name
+    if name is None:
+        return ResolvedPreset(config.with_overrides(list(overrides)), None, [])
+    if name != AUTO_PRESET and name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {AUTO_PRESET}, {', '.join(PRESETS)}")
+    advice = advise_project(project_root, config) if name == AUTO_PRESET else None
+    chosen = advice.preset if advice is not None else name
+    notes = [f"training with preset {chosen} ({'picked by preset auto' if advice is not None else 'named'})"]
+    if name == AUTO_PRESET and chosen == "small_animal_crop_zoom":
+        unsupported = _crop_zoom_unsupported(config)
+        if unsupported:
+            chosen = "default"
+            notes = [
+                f"training with preset default: crop zoom, picked by preset auto, does not train {unsupported} yet"
+            ]
+    frame = advice.frame_size if advice is not None else None
+    if chosen == "full_resolution_crops" and frame is None:
+        frame = advise_project(project_root, config).frame_size
+    values = preset_params(chosen, frame_size=frame, base=config.to_dict())
+    values["preset"] = chosen
+    resolved = TrainConfig.from_dict(values, source=f"preset {chosen}").with_overrides(list(overrides))
+    named = {".".join(parts) for _, parts, _ in parse_assignments(list(overrides), "override", "model.backbone=x")}
+    backbone = resolved.model.backbone
+    if (
+        name == AUTO_PRESET
+        and not named & {"model.backbone", "model.pretrained"}
+        and resolved.model.pretrained is True
+        and not imagenet_weights_available(backbone)
+    ):
+        usable = next((b for b in FALLBACK_BACKBONES if b != backbone and imagenet_weights_available(b)), None)
+        if usable is not None:
+            resolved = resolved.model_copy(update={"model": resolved.model.model_copy(update={"backbone": usable})})
+            notes.append(
+                f"model.backbone {usable} instead of {backbone}: {backbone}'s ImageNet weights are not cached and "
+                f"could not be downloaded, {usable}'s are installed"
+            )
+    return ResolvedPreset(resolved, advice, notes)
+
+
+def differences_from_auto(config: TrainConfig | dict, project_root: PathLike) -> tuple[ResolvedPreset, list[str]]:
+    """What ``preset: auto`` would train on the project, and the parameters of ``config`` that
+    differ from it (``'key=ours (auto: theirs)'``, dotted keys; the preset's name aside). The
+    pipeline logs them when a parameter set was not written with ``preset: auto``."""
+    config = TrainConfig.load(config)
+    auto = resolve_preset(config, project_root, AUTO_PRESET)
+    ours, theirs = _flatten(config.to_dict()), _flatten(auto.config.to_dict())
+    keys = sorted(k for k in ours.keys() | theirs.keys() if k != "preset" and ours.get(k) != theirs.get(k))
+    return auto, [f"{k}={ours.get(k)!r} (auto: {theirs.get(k)!r})" for k in keys]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def advise_project(project_root: PathLike, config: TrainConfig | dict | PathLike | None = None) -> Advice:
-    """:func:`advise` for the labels of the project at ``project_root`` (``data.csv_file``)."""
+    """:func:`advise` for the labels of the project at ``project_root`` (``data.csv_file``; one
+    view per label file)."""
     config = TrainConfig.load(config)
     labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)  # train()'s checks
-    return advise(labels, config)
+    n_views = max(1, len(project_views(project_root, config.data.csv_file, config.data.view_names)))
+    return advise(labels, config, n_views=n_views)
+
+
+def _crop_zoom_unsupported(config: TrainConfig) -> str:
+    """What of ``config`` crop zoom cannot train (training.crop_zoom refuses it), or ''."""
+    if config.model.model_type != "heatmap":
+        return f"a {config.model.model_type} model"
+    if config.losses.unsupervised:
+        return "the unsupervised losses (" + ", ".join(config.losses.unsupervised) + ")"
+    return ""
 
 
 def _image_file(labels: LabeledFrames, row: int) -> Path:
@@ -272,37 +410,3 @@ def _median_heatmap_extent(extent: np.ndarray, scale: tuple[float, float]) -> fl
     if not len(extent):
         return math.nan
     return float(np.median(np.maximum(extent[:, 0] / scale[1], extent[:, 1] / scale[0])))
-
-
-def _choose(
-    config: TrainConfig,
-    resize: tuple[int, int],
-    full: tuple[int, int],
-    full_rate: float,
-    within: tuple[int, int],
-    animal_hm: float,
-    animal_hm_budget: float,
-    min_frames_per_s: float,
-) -> tuple[str, str]:
-    small = SMALL_ANIMAL_HEATMAP_PX
-    if getattr(getattr(config, "crop_zoom", None), "enabled", False):
-        return "small_animal_crop_zoom", "crop_zoom.enabled is already set"
-    if config.data.train_crop is not None:
-        return "full_resolution_crops", f"data.train_crop {tuple(config.data.train_crop)} is already set"
-    if math.isnan(animal_hm):
-        return "default", "fewer than two keypoints labeled per frame: the animal's size is unknown"
-    if animal_hm >= small:
-        return "default", f"the animal spans {animal_hm:.1f} >= {small:g} heatmap pixels"
-    small_here = f"the animal spans {animal_hm:.1f} < {small:g} heatmap pixels at {resize[0]}x{resize[1]}"
-    if within == full:
-        where = (
-            f"the frame's resolution {full[0]}x{full[1]} (whole frames predict at ~{full_rate:.0f} frames/s on a CPU)"
-        )
-    else:
-        where = (
-            f"{within[0]}x{within[1]}, the largest input that predicts at >= {min_frames_per_s:g} frames/s on a CPU "
-            f"(the frame's {full[0]}x{full[1]}: ~{full_rate:.0f} frames/s)"
-        )
-    if animal_hm_budget >= small and within[0] * within[1] > resize[0] * resize[1]:
-        return "full_resolution_crops", f"{small_here}, {animal_hm_budget:.1f} at {where}"
-    return "small_animal_crop_zoom", f"{small_here}, and only {animal_hm_budget:.1f} at {where}"

@@ -13,11 +13,17 @@ dispatch (:func:`train_network`) for its views.
 
 from __future__ import annotations
 
-from element_lightning_pose.engine.config import ConfigError, TrainConfig
+import logging
+
+from element_lightning_pose.engine.config import AUTO_PRESET, ConfigError, TrainConfig
+from element_lightning_pose.engine.data.projects import project_views
+from element_lightning_pose.engine.training.advice import resolve_preset
 from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
-from element_lightning_pose.engine.training.per_view import PerViewResult, project_views, train_per_view
+from element_lightning_pose.engine.training.per_view import PerViewResult, train_per_view
 from element_lightning_pose.engine.training.single import TrainResult, train_single
 from element_lightning_pose.engine.types import PathLike
+
+logger = logging.getLogger(__name__)
 
 
 def train(
@@ -32,7 +38,9 @@ def train(
 ) -> TrainResult | PerViewResult:
     """Train on the labeled project at ``project_root`` into ``model_dir``.
 
-    ``config`` is a TrainConfig, a (partial) dict, a YAML path, or None for the defaults.
+    ``config`` is a TrainConfig, a (partial) dict, a YAML path, or None for the defaults; with
+    ``preset: auto`` the preset is picked for the project first
+    (:func:`.advice.resolve_preset`).
     ``resume_from`` continues one network from a checkpoint (e.g.
     ``model_dir/checkpoints/last.ckpt``). Returns a :class:`TrainResult` for one network, a
     :class:`PerViewResult` for one network per view.
@@ -44,8 +52,13 @@ def train(
     parameter on a single-view project is refused (there are no views to train apart).
     """
     config = TrainConfig.load(config)
+    if config.preset == AUTO_PRESET:  # picked from the project now; config.yaml and model.json record the pick
+        resolved = resolve_preset(config, project_root)
+        for note in resolved.notes:
+            logger.info(note)
+        config = resolved.config
     if config.data.multiview == "per_view":
-        views = project_views(config, project_root)
+        views = project_views(project_root, config.data.csv_file, config.data.view_names)
         if one_network and views:
             prefix = f"{source}: " if source else ""
             raise ConfigError(

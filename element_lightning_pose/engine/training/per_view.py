@@ -26,12 +26,7 @@ from pathlib import Path
 
 from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.config import DataConfig, TrainConfig
-from element_lightning_pose.engine.data.projects import (
-    DEFAULT_CSV,
-    derive_view_names,
-    detect_layout,
-    read_multiview_labels,
-)
+from element_lightning_pose.engine.data.projects import project_views, read_multiview_labels
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
 from element_lightning_pose.engine.training.single import TrainResult
@@ -48,20 +43,6 @@ class PerViewResult:
     model_dir: Path
     views: dict[str, TrainResult]
     wall_time_s: float
-
-
-def project_views(config: TrainConfig, project_root: PathLike) -> list[tuple[str, str]]:
-    """``(view name, label CSV)`` of each view of the project, from the config or the layout
-    found on disk (no ``data.csv_file`` given); empty for a single-view project."""
-    data = config.data
-    if isinstance(data.csv_file, list):
-        names = data.view_names or derive_view_names(data.csv_file)
-        return list(zip(names, data.csv_file))
-    if data.csv_file == DEFAULT_CSV and not (Path(project_root) / DEFAULT_CSV).exists():
-        layout = detect_layout(project_root)
-        if layout.kind == "multiview":
-            return list(zip(layout.view_names, list(layout.csv_file)))
-    return []
 
 
 def view_config(config: TrainConfig, view: str, csv_file: str) -> TrainConfig:
@@ -81,7 +62,7 @@ def train_per_view(
     """One network per view into ``model_dir/<view>/`` (each by ``train_network``), and the
     ``model.json`` listing them."""
     model_dir = Path(model_dir)
-    views = project_views(config, project_root)
+    views = project_views(project_root, config.data.csv_file, config.data.view_names)
     if not views:
         raise ProjectError(f"{project_root}: not a multi-view project (no per-view label CSVs)")
     # every view's labels checked (same body parts, same frames) before hours of training
@@ -100,6 +81,7 @@ def train_per_view(
             image_resize=list(config.data.image_resize),
             backbone=config.model.backbone,
             model_type=config.model.model_type,
+            preset=config.preset,
             wall_time_s=wall_time,
             # each view's network is a whole model directory of its own: load those
             views={

@@ -317,6 +317,7 @@ def _fit(
         image_resize=list(config.data.image_resize),
         backbone=config.model.backbone,
         model_type=config.model.model_type,
+        preset=config.preset,
         engine_version=__version__,
         torch_version=torch.__version__,
         n_train=int((splits == "train").sum()),
