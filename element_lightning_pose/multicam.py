@@ -39,10 +39,12 @@ from typing import Any
 
 import datajoint as dj
 import numpy as np
+import pandas as pd
 
 from element_lightning_pose import ensemble, model, paths
 from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts, fetch_keys
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.inference.metrics import error_scale_px
 from element_lightning_pose.engine.multicam.io import Points3D, ViewError, ViewSource, read_views, write_points3d
 from element_lightning_pose.engine.multicam.params import (
     TriangulationParams,
@@ -796,6 +798,49 @@ class TriangulationTask(dj.Manual):
         return {name: f"{table.__name__} {key}" for name, table, key in cls.sources(task_key) if not table & key}
 
 
+def _evaluation_rows(task_key: dict) -> dict[str, list[dict]]:
+    """``ModelEvaluation.BodyPart`` rows of the model(s) behind each camera's 2D source (an
+    ensemble's: its members'), {camera: rows}; a camera whose models are not evaluated is an
+    error naming them."""
+    rows, missing = {}, []
+    for name, table, source_key in TriangulationTask.sources(task_key):
+        if table is model.PoseEstimation:
+            names = [source_key["model_name"]]
+        else:
+            names = [m["model_name"] for m in fetch_dicts(ensemble.EnsembleSmoothing.Member & source_key, "model_name")]
+        found = fetch_dicts(
+            model.ModelEvaluation.BodyPart & [{"model_name": m} for m in names],
+            "body_part",
+            "split",
+            "n_frames",
+            "mean_px",
+        )
+        if not found:
+            missing.append(f"camera {name!r}: model(s) {names}")
+        rows[name] = found
+    if missing:
+        raise RigError(
+            f"triangulation {task_key}: smoother.error_px='evaluation' needs ModelEvaluation of the 2D sources' "
+            f"models ({'; '.join(missing)}); populate model.ModelEvaluation first"
+        )
+    return rows
+
+
+def _evaluation_scales(key: dict, rows: dict[str, list[dict]], cameras: list[str], bodyparts: list[str]) -> np.ndarray:
+    """(C, K) 2D error scale (px) of each camera's model(s) per body part (``error_scale_px``)."""
+    out = np.empty((len(cameras), len(bodyparts)))
+    for c, camera in enumerate(cameras):
+        scales = error_scale_px(pd.DataFrame(rows[camera], columns=["body_part", "split", "n_frames", "mean_px"]))
+        missing = [bp for bp in bodyparts if bp not in scales]
+        if missing:
+            raise RigError(
+                f"triangulation {key}: smoother.error_px='evaluation': camera {camera!r}'s model evaluation has no "
+                f"labeled frame of body part(s) {missing}"
+            )
+        out[c] = [scales[bp] for bp in bodyparts]
+    return out
+
+
 def _source_spec(camera: str, spec: Any) -> tuple[str, str | int]:
     """A task's source of one camera, checked: ('pose', model name) or ('ensemble', ensemble id)."""
     usage = "('pose', model_name) or ('ensemble', ensemble_id)"
@@ -933,12 +978,16 @@ class Triangulation(dj.Computed):
             file, frames = (table & source_key).fetch1(column, "n_frames")
             sources.append((name, table.__name__, source_key, str(file), int(frames), offsets[name]))
         params = (TriangulationParamSet & key).fetch1("params")
+        if (params.get("smoother") or {}).get("error_px") == "evaluation":
+            params = {**params, "_evaluation": _evaluation_rows(key)}
         return calibration_id, int(n_frames), sources, params
 
     def make_compute(self, key, calibration_id, n_frames, sources, params) -> tuple:
         rig = paths.key_folder_name(key, MultiCameraRecording.primary_key)
         file_name = f"triangulation{key['triangulation_paramset_idx']}_{key['triangulation_id']}.csv"
         out = inside_root(processed_dir(), f"lp_triangulations/{rig}/{file_name}", f"triangulation {key}")
+        params = dict(params)
+        evaluation = params.pop("_evaluation", None)
         options = TriangulationParams.from_dict(params, source=f"TriangulationParamSet of triangulation {key}")
         group = CameraCalibration.camera_group({"calibration_id": calibration_id}).subset([s[0] for s in sources])
         views = [
@@ -955,8 +1004,11 @@ class Triangulation(dj.Computed):
             )
         except ViewError as exc:
             raise RigError(str(exc)) from None
+        scales = None if evaluation is None else _evaluation_scales(key, evaluation, group.names, read.bodyparts)
         start = time.perf_counter()
-        result = triangulate_views(group, read.pixels, read.likelihood, read.variance, read.bodyparts, options)
+        result = triangulate_views(
+            group, read.pixels, read.likelihood, read.variance, read.bodyparts, options, evaluation_error_px=scales
+        )
         elapsed = time.perf_counter() - start
         table = Points3D(
             result.points,

@@ -108,3 +108,29 @@ def diagnostics_table(
     frame_index = pd.Index(np.arange(len(predictions)) if index is None else np.asarray(index), name="frame")
     values = np.concatenate([blocks[m] for m in blocks], axis=1) if len(predictions) else np.empty((0, len(columns)))
     return pd.DataFrame(values, index=frame_index, columns=columns)
+
+
+HELD_OUT_SPLITS = ("val", "test")
+RAYLEIGH_MEAN = float(np.sqrt(np.pi / 2.0))  # mean distance of a 2D Gaussian error, in sds per axis
+
+
+def error_scale_px(summary: pd.DataFrame) -> dict[str, float]:
+    """A model's 2D error scale per body part: the sd per image axis (px) of a Gaussian error
+    with the mean pixel distance the model has on labeled frames it did not train on.
+
+    ``summary`` has one row per body part and split (``ModelEvaluation.BodyPart``): columns
+    ``bodypart`` (or ``body_part``), ``split``, ``n_frames``, ``mean_px``. The held-out splits
+    (val, test) are pooled, weighted by their frames; a body part with none falls back to train
+    (an optimistic scale). Body parts with no labeled frame at all are left out.
+    """
+    table = summary.rename(columns={"body_part": "bodypart"})
+    table = table[np.isfinite(table["mean_px"].astype(float)) & (table["n_frames"] > 0)]
+    scales = {}
+    for bodypart, rows in table.groupby("bodypart", sort=False):
+        held = rows[rows["split"].isin(HELD_OUT_SPLITS)]
+        use = held if len(held) else rows[rows["split"] == "train"]
+        if len(use):
+            weights = use["n_frames"].to_numpy(dtype=float)
+            mean = float(np.sum(weights * use["mean_px"].to_numpy(dtype=float)) / weights.sum())
+            scales[str(bodypart)] = mean / RAYLEIGH_MEAN
+    return scales

@@ -9,7 +9,11 @@ hashed at insert); ``multicam.Triangulation`` turns it back into the engine's ca
     min_likelihood  2D predictions below this likelihood are ignored (default 0.5)
     skeleton        limb-length prior of the smoother: [[body part, body part], ...] or None
     bone_lengths    one length per skeleton edge (calibration units), or None (fitted)
-    smoother        {nu, floor_px, iterations, q, limb_sd, limb_iterations, min_weight}
+    smoother        {nu, floor_px, iterations, q, limb_sd, limb_iterations, min_weight, error_px}
+                    error_px: the 2D sources' own error (px sd per image axis), added to the
+                    3D posterior as an error the views share: a number, {body part: number},
+                    'variance' (each view's 2D variance: an ensemble's spread, EKS posterior),
+                    'evaluation' (the pipeline: each camera's model's ModelEvaluation) or None
     robust          {sigma_px, nu, iterations, min_weight}
     dlt             {sigma_px}
 
@@ -48,6 +52,7 @@ from element_lightning_pose.engine.multicam.triangulate import (
 
 Array = NDArray[np.float64]
 METHODS = ("smoother", "robust", "dlt")
+ERROR_SOURCES = ("variance", "evaluation")  # smoother.error_px's names of where the 2D error scale comes from
 
 # Defaults come from the engine functions themselves: one owner per default.
 _SMOOTHER = SmootherOptions()
@@ -92,6 +97,23 @@ class SmootherParams(_Options):
     limb_sd: float = _SMOOTHER.limb_sd
     limb_iterations: int = _SMOOTHER.limb_iterations
     min_weight: float = _SMOOTHER.min_weight
+    error_px: float | dict[str, float] | str | None = None
+
+    @field_validator("error_px", mode="before")
+    @classmethod
+    def _error(cls, value: Any) -> float | dict[str, float] | str | None:
+        if value is None or value in ERROR_SOURCES:
+            return value
+        if isinstance(value, Mapping):
+            if not value or not all(isinstance(name, str) and name for name in value):
+                raise ValueError(f"error_px must map body-part names to px, got {value!r}")
+            return {name: _number(f"error_px.{name}", v, low=0.0) for name, v in value.items()}
+        if isinstance(value, str):
+            raise ValueError(
+                f"error_px must be a number, {{body part: number}}, {' or '.join(map(repr, ERROR_SOURCES))} "
+                f"or None, got {value!r}"
+            )
+        return _number("error_px", value, low=0.0)
 
     @field_validator("nu", "floor_px", "limb_sd", mode="before")
     @classmethod
@@ -290,9 +312,14 @@ def triangulate_views(
     bodyparts: Sequence[str],
     params: TriangulationParams,
     progress: Progress | None = None,
+    evaluation_error_px: Array | None = None,
 ) -> Result3D:
     """Run the method of ``params`` on ``pixels`` (C, T, K, 2) with ``likelihood`` (C, T, K)
     and 2D ``variance`` (C, T, K) px^2 (None: 0), cameras in ``group`` order.
+
+    ``smoother.error_px='evaluation'`` takes the error scale (C, K) px of each camera's model
+    from ``evaluation_error_px`` (the pipeline reads it from ``ModelEvaluation``; see
+    :func:`~element_lightning_pose.engine.inference.metrics.error_scale_px`).
 
     Refused (:class:`~.triangulate.TriangulationError`, naming what is wrong): fewer than two
     cameras (:func:`~.triangulate.check_cameras`), and inputs where no body part is seen by two
@@ -307,7 +334,9 @@ def triangulate_views(
             f"{params.min_likelihood:g} in any frame: nothing to triangulate"
         )
     if params.method == "smoother":
-        options = SmootherOptions(min_likelihood=params.min_likelihood, **params.smoother.model_dump())
+        settings = params.smoother.model_dump()
+        settings["error_px"] = _error_px(params.smoother.error_px, bodyparts, evaluation_error_px)
+        options = SmootherOptions(min_likelihood=params.min_likelihood, **settings)
         edges = skeleton_edges(params.skeleton, bodyparts) if params.skeleton else None
         result = smooth_3d(
             group,
@@ -331,3 +360,28 @@ def triangulate_views(
     with np.errstate(invalid="ignore"):
         per_camera = group.reprojection_error(points, pixels)  # NaN wherever either side is NaN
     return Result3D(points, var, per_camera, error, np.asarray(n_views, dtype=np.int64))
+
+
+def _error_px(
+    error_px: float | dict[str, float] | str | None, bodyparts: Sequence[str], evaluation: Array | None
+) -> float | Array | str | None:
+    """``smoother.error_px`` as :class:`SmootherOptions` takes it: body-part names to an array
+    in ``bodyparts`` order, ``'evaluation'`` to ``evaluation`` (C, K)."""
+    if isinstance(error_px, dict):
+        missing = [name for name in bodyparts if name not in error_px]
+        unknown = sorted(set(error_px) - set(bodyparts))
+        if missing or unknown:
+            raise TriangulationParamError(
+                f"smoother.error_px: no error scale for body part(s) {missing}"
+                + (f"; not in the predictions: {unknown}" if unknown else "")
+                + f" (the predictions' body parts: {list(bodyparts)})"
+            )
+        return np.array([error_px[name] for name in bodyparts])
+    if error_px == "evaluation":
+        if evaluation is None:
+            raise TriangulationParamError(
+                "smoother.error_px='evaluation' needs the models' evaluation on labeled frames (the pipeline's "
+                "ModelEvaluation); outside it give numbers: error_px=12 or {body part: px}"
+            )
+        return np.asarray(evaluation, dtype=float)
+    return error_px

@@ -50,9 +50,28 @@ the Gauss-Newton terms of the limb-length residuals.
 Posterior covariance blocks come from a block LDL^T recursion over time (vectorised over
 keypoints; the one Python loop over frames): ``G_0 = D_0``, ``G_t = D_t - P G_{t-1}^-1 P``
 (``P = q^-1 I``), then ``Sigma_{T-1} = G^-1``, ``Sigma_t = G_t^-1 + G_t^-1 P Sigma_{t+1} P G_t^-1``.
-The reported variance per point and axis is the diagonal of ``Sigma_t``. A frame that no
+The reported variance per point and axis is the diagonal of ``Sigma_t``, plus the variance of
+the 2D sources' own error where it is given (``error_px``, below). A frame that no
 camera (or only one) sees is bridged by the random walk: it gets a position and a variance
 that grows with the gap (or along the one camera's ray); a keypoint no camera ever sees is NaN.
+
+**The sources' own error** (``SmootherOptions.error_px``). A network's 2D mistakes are largely
+the same mistake in every view (it places the point where it believes the body part is, in
+3D) and persist over tens of frames: the reprojection residuals cannot see them and the random
+walk cannot average them away, so a posterior fitted to the residuals alone is far too narrow
+(the rig demo: 15-16 px network errors, 3-5 px residuals, 95% intervals covering 9-15% of the
+truth). The smoother therefore tracks the network's 3D point ``X_t = T_t + b_t`` and reports
+the truth ``T_t`` with the source's error ``b_t`` added to the variance: ``b_t`` isotropic in
+3D, of the size that shows a pixel error of ``sigma`` (px per image axis) in the views::
+
+    var(b_tk) = sum_c sigma_ck^2 / sum_c (|J_tck|_F^2 / 2)      over the views used
+
+(``|J|_F^2 / 2`` is the squared pixels per world unit of a displacement, averaged over
+directions). ``sigma`` is a per-body-part error scale (e.g. from the model's evaluation on
+labeled frames, :func:`~element_lightning_pose.engine.inference.metrics.error_scale_px`) or,
+with ``error_px="variance"``, each view's 2D variance (an ensemble's spread or EKS posterior).
+Putting that error into the per-view observation noise instead was measured and fails (35-47%
+coverage): views and frames then average it down as if it were independent.
 """
 
 from __future__ import annotations
@@ -99,6 +118,10 @@ class SmootherOptions:
         limb_sd: standard deviation of the limb-length prior (world units).
         limb_iterations: Gauss-Newton iterations of the skeleton stage.
         min_weight: a view whose final Student-t weight is below this counts as not used.
+        error_px: the 2D sources' own error, an error the views share (see the module
+            docstring): its sd in px per image axis, one value, one per keypoint (K,) or per
+            camera and keypoint (C, K); ``"variance"``: each view's 2D ``variance``; None: the
+            posterior of the residuals alone (the sources' error unknown).
     """
 
     nu: float = 3.0
@@ -109,6 +132,7 @@ class SmootherOptions:
     limb_sd: float = 2.0
     limb_iterations: int = 3
     min_weight: float = 0.1
+    error_px: float | Sequence[float] | ArrayLike | str | None = None
 
 
 @dataclass
@@ -156,6 +180,7 @@ class _Views:
     pixels: Array  # (C, T, K, 2), 0 where missing
     valid: NDArray[np.bool_]  # (C, T, K)
     base_var: Array  # (C, T, K) f^2 + V
+    source_var: Array | None  # (C, T, K) the sources' own error variance px^2 (None: not given)
 
 
 # ------------------------------------------------------------------------------ banded algebra
@@ -264,8 +289,45 @@ def _views(
         if value.shape != px.shape[:-1]:
             raise TriangulationError(f"{name} has shape {value.shape}, expected {px.shape[:-1]}")
     valid = np.isfinite(px).all(-1) & np.isfinite(lik) & (lik >= options.min_likelihood)
-    base = options.floor_px**2 + np.where(np.isfinite(var), np.maximum(var, 0.0), 0.0)
-    return _Views(np.where(valid[..., None], px, 0.0), valid, base)
+    given = np.where(np.isfinite(var), np.maximum(var, 0.0), 0.0)
+    base = options.floor_px**2 + given
+    return _Views(np.where(valid[..., None], px, 0.0), valid, base, _source_variance(options.error_px, given))
+
+
+def _source_variance(error_px: float | Sequence[float] | ArrayLike | str | None, given: Array) -> Array | None:
+    """The sources' own error variance (C, T, K) px^2 from ``error_px`` (see :class:`SmootherOptions`)."""
+    if error_px is None:
+        return None
+    if isinstance(error_px, str):
+        if error_px != "variance":
+            raise TriangulationError(f"3D smoother: error_px must be a number, numbers or 'variance', got {error_px!r}")
+        return given
+    sigma = np.asarray(error_px, dtype=float)
+    n_c, _, n_k = given.shape
+    if sigma.ndim == 1:
+        sigma = sigma[None, :]  # one per keypoint
+    if sigma.ndim > 2 or (sigma.ndim == 2 and (sigma.shape[0] not in (1, n_c) or sigma.shape[1] not in (1, n_k))):
+        raise TriangulationError(
+            f"3D smoother: error_px has shape {sigma.shape}, expected one value, ({n_k},) keypoints or "
+            f"({n_c}, {n_k}) cameras x keypoints"
+        )
+    if not (np.isfinite(sigma).all() and (sigma >= 0).all()):
+        raise TriangulationError(f"3D smoother: error_px must be finite and >= 0, got {sigma.tolist()}")
+    per_view = sigma**2 if sigma.ndim == 0 else (sigma**2)[:, None, :]
+    return np.broadcast_to(per_view, given.shape).astype(float)
+
+
+def source_error_variance(group: CameraGroup, points: Array, source_var: Array, used: NDArray[np.bool_]) -> Array:
+    """Per-axis variance (T, K) of a 3D error that shows ``source_var`` (C, T, K) px^2 in the
+    ``used`` (C, T, K) views at ``points`` (T, K, 3): ``sum_c sigma_c^2 / sum_c |J_c|_F^2 / 2``.
+    NaN where no view is used."""
+    gain = np.stack(
+        [np.sum(cam.project_jacobian(np.nan_to_num(points))[1] ** 2, axis=(-2, -1)) / 2.0 for cam in group.cameras]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        numerator = np.where(used, source_var, 0.0).sum(axis=0)
+        denominator = np.where(used, np.nan_to_num(gain), 0.0).sum(axis=0)
+        return np.where(used.any(axis=0) & (denominator > 0), numerator / denominator, np.nan)
 
 
 # ------------------------------------------------------------------------------ the smoother
@@ -599,10 +661,16 @@ def _result(
     iterations: int,
 ) -> Smoothed3D:
     variance = np.diagonal(cov, axis1=-2, axis2=-1).transpose(1, 0, 2).copy()  # (T, K, 3)
+    used = views.valid & (weights >= options.min_weight)
+    if views.source_var is not None:
+        # a frame no view is used in takes the error of the nearest frames with views: the
+        # bridged position inherits their (persistent) mistake
+        shared = pd.DataFrame(source_error_variance(group, x, views.source_var, used))
+        shared = shared.interpolate(limit_direction="both").to_numpy()
+        variance += np.nan_to_num(shared)[..., None]
     points = x.copy()
     points[:, ~seen] = np.nan
     variance[:, ~seen] = np.nan
-    used = views.valid & (weights >= options.min_weight)
     error = np.linalg.norm(group.project(x) - views.pixels, axis=-1)
     n_views = used.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -200,3 +200,92 @@ def test_smoother_names_the_keypoint_it_cannot_place():
             group, obs.pixels, obs.likelihood, skeleton=body.edges, options=options, keypoint_names=body.bodyparts
         )
     assert any(f"'{name}'" in str(caught.value) for name in body.bodyparts)
+
+
+def _shared_errors(group, points, scale_mm: float, seed: int, frames: float = 10.0):
+    """Pixels of a network that errs the same way in every view: each keypoint displaced in 3D
+    by a smooth random offset (sd ``scale_mm`` per axis, correlated over ~``frames``) before
+    projection, plus 1 px of independent noise per view."""
+    rng = np.random.default_rng(seed)
+    n_t = points.shape[0]
+    kernel = np.exp(-0.5 * (np.arange(-30, 31) / frames) ** 2)
+    white = rng.normal(size=(n_t + 60,) + points.shape[1:])
+    offset = np.apply_along_axis(lambda s: np.convolve(s, kernel, mode="valid"), 0, white)[:n_t]
+    offset *= scale_mm / offset.std(axis=0, keepdims=True)
+    pixels = group.project(points + offset)
+    return pixels + rng.normal(0, 1.0, pixels.shape)
+
+
+def test_source_error_variance_grows_with_the_error_scale(scene):
+    group, body = scene
+    pixels = group.project(body.points) + np.random.default_rng(1).normal(0, 1.0, (4,) + body.points.shape[:2] + (2,))
+    variance = {
+        error: sm.smooth_3d(group, pixels, options=sm.SmootherOptions(error_px=error)).variance
+        for error in (None, 2.0, 4.0)
+    }
+    added_2, added_4 = variance[2.0] - variance[None], variance[4.0] - variance[None]
+    assert np.all(added_2 > 0)
+    np.testing.assert_allclose(added_4, 4 * added_2, rtol=1e-6)  # a variance: the scale squared
+    # one value per keypoint: only the keypoint given an error grows
+    per_keypoint = np.zeros(body.points.shape[1])
+    per_keypoint[3] = 2.0
+    result = sm.smooth_3d(group, pixels, options=sm.SmootherOptions(error_px=per_keypoint))
+    np.testing.assert_allclose(result.variance[:, 3], variance[2.0][:, 3])
+    np.testing.assert_allclose(result.variance[:, 0], variance[None][:, 0])
+
+
+def test_smoother_with_the_sources_error_scale_covers_errors_the_views_share():
+    # the rig demo's failure: 2D errors the views share (a network that places the point where
+    # it believes it is in 3D), persistent over frames: residuals are small, the truth far
+    group = rig.make_rig(3, seed=3)
+    body = rig.make_body(300, seed=3)
+    pixels = _shared_errors(group, body.points, scale_mm=15.0, seed=3)
+    # what an evaluation on labeled frames would measure: the pixel error's sd per image axis
+    error_px = np.sqrt(np.mean((pixels - group.project(body.points)) ** 2, axis=(0, 1, 3)))
+
+    def coverage(options):
+        result = sm.smooth_3d(group, pixels, options=options)
+        return np.mean(np.abs(result.points - body.points) / np.sqrt(result.variance) < 1.96)
+
+    assert coverage(sm.SmootherOptions()) < 0.5
+    assert 0.9 <= coverage(sm.SmootherOptions(error_px=error_px)) <= 0.99
+
+
+def test_smoother_error_px_variance_uses_each_views_2d_variance(scene):
+    group, body = scene
+    pixels = group.project(body.points)
+    variance = np.full(pixels.shape[:-1], 9.0)
+    given = sm.smooth_3d(group, pixels, variance=variance, options=sm.SmootherOptions(error_px="variance"))
+    scale = sm.smooth_3d(group, pixels, variance=variance, options=sm.SmootherOptions(error_px=3.0))
+    np.testing.assert_allclose(given.variance, scale.variance)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("posterior", "error_px must be a number"), (-1.0, "error_px must be a number >= 0"), ({"": 2}, "body-part")],
+)
+def test_error_px_is_validated(value, message):
+    with pytest.raises(TriangulationParamError, match=message):
+        TriangulationParams.from_dict({"smoother": {"error_px": value}})
+
+
+def test_error_px_by_body_part_names_the_missing_one(scene):
+    from element_lightning_pose.engine.multicam.params import triangulate_views
+
+    group, body = scene
+    pixels = group.project(body.points[:20])
+    likelihood = np.ones(pixels.shape[:-1])
+    names = list(body.bodyparts)
+    params = TriangulationParams.from_dict({"smoother": {"error_px": {n: 2.0 for n in names[1:]}}})
+    with pytest.raises(TriangulationParamError, match=f"no error scale for body part\\(s\\) \\['{names[0]}'\\]"):
+        triangulate_views(group, pixels, likelihood, None, names, params)
+    params = TriangulationParams.from_dict({"smoother": {"error_px": "evaluation"}})
+    with pytest.raises(TriangulationParamError, match="ModelEvaluation"):
+        triangulate_views(group, pixels, likelihood, None, names, params)
+    evaluated = triangulate_views(
+        group, pixels, likelihood, None, names, params, evaluation_error_px=np.full((4, len(names)), 2.0)
+    )
+    numbers = triangulate_views(
+        group, pixels, likelihood, None, names, TriangulationParams.from_dict({"smoother": {"error_px": 2.0}})
+    )
+    np.testing.assert_allclose(evaluated.variance, numbers.variance)
