@@ -44,7 +44,7 @@ from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE
 from element_lightning_pose.engine.types import PathLike
 
 # The rule of ``preset: auto``: crop zoom when the animal spans fewer heatmap pixels than this at
-# the default input (DEFAULT_RESIZE), else the default single stage. 16 heatmap pixels are 64
+# the default input (DEFAULT_RESIZE), else the default single stage (any number of views). 16 heatmap pixels are 64
 # network-input pixels: two cells of the backbone's deepest, stride-32 features, so the whole
 # pose is read from about four feature vectors; and with the target Gaussian's sigma of 1.25
 # heatmap pixels (+-2 sigma = 5 px), the 4-5 keypoints of such an animal sit one or two target
@@ -232,9 +232,8 @@ def advise(
     """The advice for training on ``labels`` (see :data:`SMALL_ANIMAL_HEATMAP_PX`).
 
     The pick reads the project alone: the animal's extent in heatmap pixels at
-    :data:`DEFAULT_RESIZE` and the number of camera views (``n_views``: crop zoom trains one
-    view). ``config`` sets what is reported about its own input (``image_resize``) and the
-    backbone of the CPU rate estimates.
+    :data:`DEFAULT_RESIZE`. ``config`` sets what is reported about its own input
+    (``image_resize``) and the backbone of the CPU rate estimates; ``n_views`` is reported.
     """
     config = TrainConfig.load(config)
     if len(labels) == 0:
@@ -251,7 +250,7 @@ def advise(
     animal_hm_default = _median_heatmap_extent(extent, _px_per_heatmap_px(frame_size, DEFAULT_RESIZE))
     animal_hm_budget = _median_heatmap_extent(extent, _px_per_heatmap_px(frame_size, within))
     full_rate = cpu_frames_per_s(config.model.backbone, full)
-    preset, reason = choose_preset(animal_hm_default, n_views)
+    preset, reason = choose_preset(animal_hm_default)
     params = preset_params(preset, frame_size=frame_size, image_resize=within) if preset != "default" else {}
     return Advice(
         frame_size,
@@ -272,21 +271,17 @@ def advise(
     )
 
 
-def choose_preset(animal_heatmap_px: float, n_views: int = 1) -> tuple[str, str]:
+def choose_preset(animal_heatmap_px: float) -> tuple[str, str]:
     """The rule of ``preset: auto``: (preset, why) from the animal's median extent in heatmap
-    pixels at :data:`DEFAULT_RESIZE` and the number of camera views (the evidence is at
-    :data:`SMALL_ANIMAL_HEATMAP_PX`)."""
+    pixels at :data:`DEFAULT_RESIZE` (the evidence is at :data:`SMALL_ANIMAL_HEATMAP_PX`). A
+    multi-view project is measured over all its views' labels: crop zoom crops each view's
+    frames, with one network over the views or one per view."""
     small = SMALL_ANIMAL_HEATMAP_PX
     at = f"{DEFAULT_RESIZE[0]}x{DEFAULT_RESIZE[1]}"
     if math.isnan(animal_heatmap_px):
         return "default", "fewer than two keypoints labeled per frame: the animal's size is unknown"
     if animal_heatmap_px >= small:
         return "default", f"the animal spans {animal_heatmap_px:.1f} >= {small:g} heatmap pixels at {at}"
-    if n_views > 1:
-        return "default", (
-            f"the animal spans {animal_heatmap_px:.1f} < {small:g} heatmap pixels at {at}, but crop zoom trains "
-            f"one camera view and this project has {n_views}"
-        )
     return "small_animal_crop_zoom", (
         f"the animal spans {animal_heatmap_px:.1f} < {small:g} heatmap pixels at {at}: "
         "a detector finds it and the pose model sees it zoomed"

@@ -334,3 +334,33 @@ def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():
     assert pose.training.max_time_s == pytest.approx(80.0)
     untimed = stage_configs(TrainConfig.from_dict({"crop_zoom": {"enabled": True}}))
     assert untimed[0].training.max_time_s is None and untimed[1].training.max_time_s is None
+
+
+@pytest.mark.parametrize("multiview", ["shared", "per_view"])
+def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview):
+    """One network over the views, or one per view: each crops its views' frames around the animal."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    rig = make_rig_project(
+        tmp_path / "rig", n_cameras=2, image_size=(160, 120), n_frames=24, n_labeled=8, n_board_frames=4
+    )
+    root = rig.root
+    config = TrainConfig.from_dict(CROP_ZOOM).with_overrides([f"data.multiview={multiview}"])
+    result = train(config, root, tmp_path / "model", progress=False)
+    kind = json.loads((tmp_path / "model" / "model.json").read_text())["kind"]
+    if multiview == "per_view":
+        assert kind == "per_view" and set(result.views) == {"cam0", "cam1"}
+        models = {view: tmp_path / "model" / view for view in ("cam0", "cam1")}
+    else:
+        assert kind == "crop_zoom"
+        models = {view: tmp_path / "model" for view in ("cam0", "cam1")}
+    for view, model_dir in models.items():
+        assert read_model_info(model_dir).kind == "crop_zoom"
+        predicted = predict_video(load_model(model_dir, device="cpu"), rig.videos[view], progress=False).predictions
+        assert predicted.shape == (24, len(rig.bodyparts), 3)
+        found = np.isfinite(predicted[..., 0])
+        assert found.any()  # in original pixels: inside the 160x120 frame, wherever the detector found it
+        assert (predicted[found][:, 0] > -1).all() and (predicted[found][:, 0] < 161).all()
