@@ -343,6 +343,7 @@ class HistoryCallback(pl.Callback):
         self.elapsed_before = 0.0
         self._started = 0.0
         self._epoch_started = self._last_batch_end = 0.0
+        self._epoch_cpu = self._last_batch_cpu = 0.0
         self._frames = 0
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -350,12 +351,14 @@ class HistoryCallback(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._epoch_started = self._last_batch_end = time.perf_counter()
+        self._epoch_cpu = self._last_batch_cpu = time.process_time()
         self._frames = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         labeled = batch["labeled"] if "labeled" in batch else batch
         self._frames += len(labeled["image"])
         self._last_batch_end = time.perf_counter()
+        self._last_batch_cpu = time.process_time()
 
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._started if self._started else 0.0)
@@ -366,7 +369,10 @@ class HistoryCallback(pl.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "elapsed_s": self.elapsed()}
         # training throughput: data loading included, validation (which runs before this hook) not
         train_s = self._last_batch_end - self._epoch_started
-        row.update(epoch_s=now - self._epoch_started, train_frames=self._frames)
+        # the CPU seconds the process spent on the epoch's batches (all its threads): unlike the
+        # wall time, not inflated by other jobs on a shared machine
+        row.update(epoch_s=now - self._epoch_started, train_cpu_s=self._last_batch_cpu - self._epoch_cpu)
+        row["train_frames"] = self._frames
         row["train_frames_per_s"] = self._frames / train_s if train_s > 0 else float("nan")
         row.update({k.removesuffix("_epoch"): v for k, v in metrics.items()})
         groups = trainer.optimizers[0].param_groups

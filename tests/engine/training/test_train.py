@@ -553,6 +553,7 @@ def test_metrics_report_training_frames_per_second(tiny_model_dir):
     n_train = json.loads((tiny_model_dir / "model.json").read_text())["n_train"]
     assert (history["train_frames"] == n_train).all()
     assert (history["train_frames_per_s"] > 0).all() and (history["epoch_s"] > 0).all()
+    assert (history["train_cpu_s"] > 0).all()
 
 
 def test_bf16_training_where_the_cpu_has_it(tiny_project, tmp_path):
