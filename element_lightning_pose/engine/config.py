@@ -322,7 +322,9 @@ class LossesConfig(_Section):
     warmup_epochs: Float = Field(
         2.0, ge=0, description="unsupervised weights grow linearly from 0 over this many epochs"
     )
-    clip_length: Int = Field(16, ge=2, description="contiguous unlabeled frames per training step")
+    # 4 keeps a step with the losses within 1.5x of a supervised step (labeled batch 8, 256x256:
+    # 1.40x at 4 frames, 1.73x at 8, 2.98x at 16; benchmarks/results/unsupervised_cost.md)
+    clip_length: Int = Field(4, ge=2, description="contiguous unlabeled frames per training step")
     max_cached_frames: Int = Field(
         5000,
         ge=2,
