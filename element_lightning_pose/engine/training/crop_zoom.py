@@ -126,7 +126,11 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
     """The detector's and the pose stage's single-stage configs derived from a crop-zoom config."""
     base = config.to_dict()
     base["crop_zoom"] = {"enabled": False}
-    base["data"].update({"csv_file": "CollectedData.csv", "video_dir": "videos", "split_file": "splits_fixed.csv"})
+    # each stage's derived project is one CSV of every labeled image, the views of a multi-view project
+    # pooled (one network for the views, as data.multiview=shared trains them)
+    base["data"].update(
+        {"csv_file": "CollectedData.csv", "view_names": [], "video_dir": "videos", "split_file": "splits_fixed.csv"}
+    )
     detector = {**base, "data": {**base["data"], "image_resize": list(config.crop_zoom.detector_resize)}}
     # the crop's jitter is the pose stage's translation augmentation, a fraction of the crop side
     augmentation = dict(base["augmentation"])

@@ -334,3 +334,28 @@ def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():
     assert pose.training.max_time_s == pytest.approx(80.0)
     untimed = stage_configs(TrainConfig.from_dict({"crop_zoom": {"enabled": True}}))
     assert untimed[0].training.max_time_s is None and untimed[1].training.max_time_s is None
+
+
+def test_crop_zoom_trains_and_predicts_a_multiview_project(tmp_path):
+    """A multi-view project (one CSV per view, data.view_names) trains one detector and one pose
+    model for the views, and predicts each view's video in original pixels."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    rig = make_rig_project(
+        tmp_path / "rig", n_cameras=2, image_size=(96, 64), n_frames=20, n_labeled=4, n_board_frames=2
+    )
+    config = {
+        **CROP_ZOOM,
+        "data": {"image_resize": [64, 64], "csv_file": list(rig.csv_files), "view_names": list(rig.camera_names)},
+    }
+    model_dir = train(config, rig.root, tmp_path / "model", progress=False).model_dir
+    info = read_model_info(model_dir)
+    assert info.n_train + info.n_val + info.n_test == 4 * len(rig.camera_names)
+    model = load_model(model_dir)
+    video = rig.videos[rig.camera_names[1]]
+    predictions = predict_video(model, video, progress=False).predictions
+    assert predictions.shape == (20, len(rig.bodyparts), 3)
+    assert np.isfinite(predictions[..., 2]).all()
