@@ -31,11 +31,14 @@ def demo_params(epochs: int, resize: int, backbone: str) -> dict:
     }
 
 
-# Sizes of each demo when the command line leaves them out: (single camera, --rig).
+# Sizes of each demo when the command line leaves them out: (single camera, --rig). The rig's
+# --resize is the side of its pose network's square crops (demo.rig.rig_params: crop zoom); its
+# epochs are those that fit the time cap (--max-train-s) on a 2-core CPU, its learning rate
+# decaying in them (benchmarks/results/rig_demo.md).
 DEFAULTS = {
     "models": (2, 1),
-    "epochs": (120, 30),
-    "resize": (128, 128),
+    "epochs": (120, 70),
+    "resize": (128, 96),
     "image_size": (128, 320),
     "labeled": (60, 30),
     "frames": (600, 300),
@@ -49,6 +52,18 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, name, None) is None:
             setattr(args, name, values[rig])
     return args
+
+
+def busy_machine_threads() -> int | None:
+    """1 when other processes already keep every core busy (1-minute load average >= cores) and
+    the thread count is not set (OMP_NUM_THREADS), else None (torch's default: one per core).
+    On a busy machine OpenMP's threads wait on each other: at a load average of 6-8 on 2 cores,
+    2 threads trained the rig demo's detector about 10x slower than 1 thread beside it
+    (benchmarks/results/rig_demo.md)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if cores > 1 and os.getloadavg()[0] >= cores else None
 
 
 class Step:

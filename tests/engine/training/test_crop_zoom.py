@@ -338,7 +338,8 @@ def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():
 
 @pytest.mark.parametrize("multiview", ["shared", "per_view"])
 def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview):
-    """One network over the views, or one per view: each crops its views' frames around the animal."""
+    """A multi-view project found on disk: one network over the views, or one per view; each
+    crops its views' frames around the animal and predicts in original pixels."""
     from element_lightning_pose.engine.inference.models import load_model
     from element_lightning_pose.engine.inference.predict import predict_video
     from element_lightning_pose.engine.training import train
@@ -347,9 +348,8 @@ def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview)
     rig = make_rig_project(
         tmp_path / "rig", n_cameras=2, image_size=(160, 120), n_frames=24, n_labeled=8, n_board_frames=4
     )
-    root = rig.root
     config = TrainConfig.from_dict(CROP_ZOOM).with_overrides([f"data.multiview={multiview}"])
-    result = train(config, root, tmp_path / "model", progress=False)
+    result = train(config, rig.root, tmp_path / "model", progress=False)
     kind = json.loads((tmp_path / "model" / "model.json").read_text())["kind"]
     if multiview == "per_view":
         assert kind == "per_view" and set(result.views) == {"cam0", "cam1"}
@@ -364,3 +364,28 @@ def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview)
         found = np.isfinite(predicted[..., 0])
         assert found.any()  # in original pixels: inside the 160x120 frame, wherever the detector found it
         assert (predicted[found][:, 0] > -1).all() and (predicted[found][:, 0] < 161).all()
+
+
+def test_crop_zoom_trains_and_predicts_a_multiview_project_named_in_the_config(tmp_path):
+    """A multi-view project named in the config (one CSV per view, data.view_names) trains one
+    detector and one pose model for the views, and predicts each view's video in original pixels."""
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    rig = make_rig_project(
+        tmp_path / "rig", n_cameras=2, image_size=(96, 64), n_frames=20, n_labeled=4, n_board_frames=2
+    )
+    config = {
+        **CROP_ZOOM,
+        "data": {"image_resize": [64, 64], "csv_file": list(rig.csv_files), "view_names": list(rig.camera_names)},
+    }
+    model_dir = train(config, rig.root, tmp_path / "model", progress=False).model_dir
+    info = read_model_info(model_dir)
+    assert info.n_train + info.n_val + info.n_test == 4 * len(rig.camera_names)
+    model = load_model(model_dir)
+    video = rig.videos[rig.camera_names[1]]
+    predictions = predict_video(model, video, progress=False).predictions
+    assert predictions.shape == (20, len(rig.bodyparts), 3)
+    assert np.isfinite(predictions[..., 2]).all()
