@@ -245,14 +245,19 @@ def summarise(results: list[dict]) -> dict[str, dict[str, dict]]:
 def _summary_rows(summary: dict[str, dict[str, dict]]) -> tuple[list[list[str]], list[str]]:
     rows, winners = [], []
     for name, arms in summary.items():
-        ranked = {arm: s["mean"] for arm, s in arms.items() if s["mean"] is not None}
+        # a missed keypoint is a frame without a pose for the user: an arm with misses ranks after every other
+        ranked = {arm: s["mean"] for arm, s in arms.items() if s["mean"] is not None and not s["missed"]}
         best_arm = min(ranked, key=ranked.__getitem__) if ranked else None
         best = ranked[best_arm] if best_arm else None
         for arm, s in arms.items():
-            if s["mean"] is None or best is None:
-                versus, tie = "-", "no (a run placed no test keypoint)"
+            versus = "-" if s["mean"] is None or best is None else f"{s['mean'] / best:.2f}"
+            if s["mean"] is None:
+                tie = "no (a run placed no test keypoint)"
+            elif s["missed"]:
+                tie = f"no ({s['missed']} keypoints missed)"
+            elif best is None:
+                tie = "-"
             else:
-                versus = f"{s['mean'] / best:.2f}"
                 tie = "best" if arm == best_arm else ("yes" if s["mean"] <= WITHIN * best else "no")
             spread = f" ({s['range'][0]:.1f}-{s['range'][1]:.1f})" if s["range"] else ""
             rows.append(
@@ -270,7 +275,7 @@ def _summary_rows(summary: dict[str, dict[str, dict]]) -> tuple[list[list[str]],
                 ]
             )
         if best_arm is None:
-            winners.append(f"- **{name}**: no arm scored on every seed")
+            winners.append(f"- **{name}**: no arm placed every test keypoint on every seed")
             continue
         ties = [a for a in ranked if a != best_arm and ranked[a] <= WITHIN * best]
         winners.append(
@@ -342,7 +347,8 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             summary_rows,
         ),
         "",
-        "Best arm per project (lowest mean test error over seeds):",
+        "Best arm per project (lowest mean test error over seeds, among the arms that placed every test keypoint; "
+        "a miss leaves the user without a pose on that frame):",
         "",
         *winners,
         "",

@@ -61,10 +61,11 @@ def test_best_arm_is_the_lowest_mean_over_seeds_and_the_band_is_10_percent(bench
     assert winners == ["- **mirror**: default (11.0 px, mean of 2 seeds); within 10%: full_resolution_crops"]
 
 
-def test_an_arm_with_a_run_that_placed_no_test_keypoint_is_never_best(benches):
+def test_an_arm_that_missed_test_keypoints_is_never_best_however_low_its_mean(benches):
     _, presets = benches
     results = [
         _run("fly", "default", 0, 5.0),
+        _run("fly", "full_resolution_crops", 0, 1.0, missed=3, n=7),  # a low mean over the keypoints it placed
         _run("fly", "small_animal_crop_zoom", 0, 1.0),
         _run("fly", "small_animal_crop_zoom", 1, None, missed=10, n=0),
     ]
@@ -73,4 +74,9 @@ def test_an_arm_with_a_run_that_placed_no_test_keypoint_is_never_best(benches):
     assert summary["fly"]["small_animal_crop_zoom"]["missed"] == 10
     rows, winners = presets._summary_rows(summary)
     assert winners[0].startswith("- **fly**: default")
-    assert [row[-1] for row in rows if row[1] == "small_animal_crop_zoom"] == ["no (a run placed no test keypoint)"]
+    verdict = {row[1]: row[-1] for row in rows}
+    assert verdict == {
+        "default": "best",
+        "full_resolution_crops": "no (3 keypoints missed)",
+        "small_animal_crop_zoom": "no (a run placed no test keypoint)",
+    }
