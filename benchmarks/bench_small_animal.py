@@ -46,15 +46,18 @@ from _common import REPO, RESULTS, cpu_model, header, write_results
 
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import split_frames
+from element_lightning_pose.engine.inference.metrics import temporal_norm
 from element_lightning_pose.engine.inference.models import load_model
 from element_lightning_pose.engine.inference.predict import predict_labeled, predict_video
 from element_lightning_pose.engine.training import train
 from element_lightning_pose.engine.training.advice import preset_params
 from element_lightning_pose.engine.training.callbacks import flat_heatmap_loss
+from element_lightning_pose.synthetic.projects import load_synthetic_project, make_synthetic_project
 
 SHARED = REPO.parent / "shared" / "data"
 ARMS = ("today", "stabilised", "frozen_bn", "crop_zoom", "crop_train")
 DATASETS = ("arena", "reaching", "mirror")
+JUMP_PX = 30.0  # a keypoint moving farther than this between two frames is a jump (issue #27's count)
 TODAY = {
     "backbone_batchnorm": "train",
     "backbone_lr_ratio": 1.0,
@@ -66,8 +69,6 @@ TODAY = {
 def dataset(name: str, work: Path) -> dict:
     """Project root, label CSV, frame size and (arena) the video with ground truth."""
     if name == "arena":
-        from element_lightning_pose.synthetic.projects import load_synthetic_project, make_synthetic_project
-
         root = work / "arena_project"
         project = (
             load_synthetic_project(root)
@@ -76,7 +77,13 @@ def dataset(name: str, work: Path) -> dict:
                 root, seed=1, image_size=(480, 640), n_labeled=116, n_video_frames=600, n_videos=2, scene="arena"
             )
         )
-        return {"root": project.root, "csv": "CollectedData.csv", "size": (480, 640), "video": project.videos[1]}
+        return {
+            "root": project.root,
+            "csv": "CollectedData.csv",
+            "size": (480, 640),
+            "video": project.videos[1],
+            "synthetic": True,
+        }
     if name == "reaching":
         root = SHARED / "dlc-reaching-example"
         return {"root": root, "csv": "labeled-data/reachingvideo1/CollectedData_Mackenzie.csv", "size": (747, 832)}
@@ -85,20 +92,26 @@ def dataset(name: str, work: Path) -> dict:
     raise ValueError(f"unknown dataset {name!r}; known: {DATASETS}")
 
 
-def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> dict:
-    training = {
-        "max_epochs": 1000,
-        "max_time_s": budget_s,
-        "unfreeze_epoch": unfreeze_epoch,
-        "lr_milestones": [],
-        "num_workers": 0,
-        "seed": 0,
-    }
-    config: dict = {
+def base_config(data: dict, budget_s: float, unfreeze_epoch: int, seed: int = 0) -> dict:
+    """What every arm shares: the labels, 256x256, ImageNet efficientnet_lite0, the wall-time budget,
+    the backbone unfrozen at ``unfreeze_epoch``, no step decay, no loader processes, the seed."""
+    return {
         "data": {"csv_file": data["csv"], "image_resize": [256, 256]},
         "model": {"backbone": "efficientnet_lite0", "pretrained": True},
-        "training": training,
+        "training": {
+            "max_epochs": 1000,
+            "max_time_s": budget_s,
+            "unfreeze_epoch": unfreeze_epoch,
+            "lr_milestones": [],
+            "num_workers": 0,
+            "seed": seed,
+        },
     }
+
+
+def arm_config(arm: str, data: dict, budget_s: float, unfreeze_epoch: int) -> dict:
+    config = base_config(data, budget_s, unfreeze_epoch)
+    training = config["training"]
     if arm == "today":
         training.update(TODAY)
         return config
@@ -140,22 +153,41 @@ def flat_returns(model_dir: Path) -> tuple[bool, int, int]:
     return returned, restores, epochs
 
 
-def _summary(errors: np.ndarray) -> dict:
-    errors = errors[np.isfinite(errors)]
-    if not len(errors):
-        return {"mean": None, "median": None, "p95": None, "n": 0}
+def error_summary(errors: np.ndarray) -> dict:
+    """Mean / median / p95 of the finite errors, how many there are, and how many are missing
+    (NaN: a keypoint the model did not place, e.g. a crop-zoom frame whose detection failed)."""
+    finite = errors[np.isfinite(errors)]
+    missed = int(np.sum(~np.isfinite(errors)))
+    if not len(finite):
+        return {"mean": None, "median": None, "p95": None, "n": 0, "missed": missed}
     return {
-        "mean": float(errors.mean()),
-        "median": float(np.median(errors)),
-        "p95": float(np.percentile(errors, 95)),
-        "n": int(len(errors)),
+        "mean": float(finite.mean()),
+        "median": float(np.median(finite)),
+        "p95": float(np.percentile(finite, 95)),
+        "n": int(len(finite)),
+        "missed": missed,
     }
 
 
-def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
-    data = dataset(dataset_name, args.work)
-    config = arm_config(arm, data, args.budget_s, args.unfreeze_epoch)
-    model_dir = args.work / "models" / f"{dataset_name}_{arm}"
+def video_stability(predictions: np.ndarray, jump_px: float = JUMP_PX) -> dict:
+    """Frames whose any keypoint moved more than ``jump_px`` since the previous frame, frames with
+    a keypoint not placed (NaN: no jump can be seen there), and the likelihood: the median over
+    every (frame, keypoint) and the range of the per-keypoint medians."""
+    moved = temporal_norm(predictions)
+    per_keypoint = np.nanmedian(predictions[..., 2], axis=0)
+    return {
+        "video_frames": int(len(predictions)),
+        "jump_frames": int(np.sum((moved > jump_px).any(axis=1))),
+        "missed_frames": int(np.sum(~np.isfinite(predictions[..., :2]).all(axis=(1, 2)))),
+        "likelihood_median": float(np.nanmedian(predictions[..., 2])),
+        "likelihood_keypoint_medians": [float(per_keypoint.min()), float(per_keypoint.max())],
+    }
+
+
+def train_and_score(data: dict, config: dict, model_dir: Path) -> dict:
+    """Train ``config`` on ``data`` into ``model_dir``; score it on the test split of seed 0 in
+    original-frame pixels and, where ``data`` has a video, on every frame of it (against ground
+    truth when ``data["synthetic"]``)."""
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     train(config, data["root"], model_dir, progress=False)
@@ -165,30 +197,37 @@ def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
     model = load_model(model_dir)
     predictions = predict_labeled(model, labels.subset(test_rows))
     errors = np.linalg.norm(predictions[..., :2] - labels.keypoints[test_rows], axis=-1)
+    labeled = np.isfinite(labels.keypoints[test_rows]).all(axis=-1)  # an unlabeled keypoint is not a miss
     returned, restores, epochs = flat_returns(model_dir)
     result = {
-        "dataset": dataset_name,
-        "arm": arm,
-        "test": _summary(errors.ravel()),
+        "test": error_summary(errors[labeled]),
         "train_wall_s": train_s,
         "epochs": epochs,
         "returned_to_flat": returned,
         "guard_restores": restores,
-        "budget_s": args.budget_s,
-        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-        "cpu": cpu_model(),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    if "video" in data:
-        from element_lightning_pose.synthetic.projects import load_synthetic_project
-
+    if data.get("video"):
         video = predict_video(model, data["video"], progress=False)
-        truth, _ = load_synthetic_project(data["root"]).ground_truth(data["video"])
-        video_errors = np.linalg.norm(video.predictions[..., :2] - truth, axis=-1)
-        result["video"] = _summary(video_errors.ravel())
-        result["video_gross_share"] = float(np.mean(~(video_errors <= 30)))  # a miss (NaN) is gross too
+        result.update(video_stability(video.predictions))
         result["frames_per_s"] = video.frames_per_s
+        if data.get("synthetic"):
+            truth, _ = load_synthetic_project(data["root"]).ground_truth(data["video"])
+            video_errors = np.linalg.norm(video.predictions[..., :2] - truth, axis=-1)
+            result["video"] = error_summary(video_errors.ravel())
+            result["video_gross_share"] = float(np.mean(~(video_errors <= 30)))  # a miss (NaN) is gross too
+    result.update(
+        load_average=[round(load_before, 1), round(os.getloadavg()[0], 1)],
+        cpu=cpu_model(),
+        when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    )
     return result
+
+
+def run(dataset_name: str, arm: str, args: argparse.Namespace) -> dict:
+    data = dataset(dataset_name, args.work)
+    config = arm_config(arm, data, args.budget_s, args.unfreeze_epoch)
+    model_dir = args.work / "models" / f"{dataset_name}_{arm}"
+    return {"dataset": dataset_name, "arm": arm, "budget_s": args.budget_s, **train_and_score(data, config, model_dir)}
 
 
 def _px(value) -> str:
