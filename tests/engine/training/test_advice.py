@@ -88,11 +88,11 @@ def test_the_rule_reads_the_project_not_the_config(small_animal_project):
         {"data": {"image_resize": [480, 640], "train_crop": [352, 480]}},  # ...or crop training
         {"model": {"backbone": "efficientnet_lite0"}},
     ]
-    advices = [advise(labels, config) for config in configs]
-    assert {(a.preset, a.reason) for a in advices} == {(advices[0].preset, advices[0].reason)}
-    assert advices[0].preset == "small_animal_crop_zoom" and advices[0].params == {"crop_zoom": {"enabled": True}}
-    assert "10.0 < 16 heatmap pixels at 256x256" in advices[0].reason
-    assert advices[1].animal_heatmap_px == pytest.approx(25.0)  # what is reported follows the config
+    readings = [advise(labels, config) for config in configs]
+    assert {(a.preset, a.reason) for a in readings} == {(readings[0].preset, readings[0].reason)}
+    assert readings[0].preset == "small_animal_crop_zoom" and readings[0].params == {"crop_zoom": {"enabled": True}}
+    assert "10.0 < 16 heatmap pixels at 256x256" in readings[0].reason
+    assert readings[1].animal_heatmap_px == pytest.approx(25.0)  # what is reported follows the config
     # the CPU budget changes the reported budget input, never the pick
     slow = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=500.0)
     fast = advise(labels, {"model": {"backbone": "resnet18"}}, min_frames_per_s=1.0)
