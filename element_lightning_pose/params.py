@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from element_lightning_pose.dj_compat import fetch_column
+from element_lightning_pose.engine.config import dotted_params
 from element_lightning_pose.engine.errors import ElpError
 
 
@@ -129,12 +130,8 @@ def differing_keys(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 
 def _leaves(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
     """(dotted key, canonical JSON of the value) of every non-dict value in nested dicts."""
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from _leaves(value, name + ".")
-        else:
-            yield name, json.dumps(_as_python(value), sort_keys=True, default=str)
+    for name, value in dotted_params(params, prefix).items():
+        yield name, json.dumps(_as_python(value), sort_keys=True, default=str)
 
 
 def _as_python(value: Any) -> Any:

@@ -12,14 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from element_lightning_pose.engine.config import AUTO_PRESET
-from element_lightning_pose.engine.training.advice import (
-    PRESET_DESCRIPTIONS,
-    PRESETS,
-    advise_project,
-    preset_params,
-    resolve_preset,
-)
+from element_lightning_pose.engine.config import AUTO_PRESET, PRESET_DESCRIPTIONS, PRESETS
+from element_lightning_pose.engine.training.advice import advise_project, preset_params, resolve_preset
 from element_lightning_pose.engine.types import PathLike
 
 __all__ = ["PRESETS", "PRESET_DESCRIPTIONS", "insert_preset", "preset_params"]

@@ -12,6 +12,7 @@ import numbers
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -619,6 +620,18 @@ class TrainConfig(_Section):
                 node = node[part]
             node[parts[-1]] = value
         return TrainConfig.from_dict(values, source="overrides")
+
+
+def dotted_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as ``{dotted key: value}`` (``{"training.max_epochs": 10}``), in order;
+    the one flattening of parameter dicts (``--set`` options, diffs, the app's form)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(dotted_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def parse_assignments(items: list[str], what: str, example: str) -> list[tuple[str, list[str], Any]]:

@@ -27,17 +27,20 @@ from element_lightning_pose.app import pipeline
 from element_lightning_pose.app.jobs import TrainingJobs
 from element_lightning_pose.app.routes.common import project_at, settings_of
 from element_lightning_pose.engine.config import (
+    PRESET_DESCRIPTIONS,
+    PRESETS,
     Backbone,
     ConfigError,
     ModelConfig,
     TrainConfig,
+    dotted_params,
     load_yaml,
     parse_assignments,
 )
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.labeling import rounds
 from element_lightning_pose.engine.safe_paths import check_name
-from element_lightning_pose.engine.training.advice import PRESET_DESCRIPTIONS, PRESETS, advise_project, preset_params
+from element_lightning_pose.engine.training.advice import advise_project, preset_params
 
 router = APIRouter(prefix="/api/train")
 
@@ -80,16 +83,6 @@ def jobs_of(request: Request) -> TrainingJobs:
 
 
 # ---- parameters ------------------------------------------------------------------------------
-def _dotted(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _resize(text: str) -> list[int]:
     numbers = re.findall(r"\d+", text)
     if len(numbers) != 2 or re.sub(r"[\d\sx,\[\]()]", "", text.lower()):
@@ -101,7 +94,7 @@ def _preset_values(preset: str, frame_size: tuple[int, int] | None, budget: tupl
     if preset not in PRESETS:
         raise ParameterError({"preset": f"unknown preset {preset!r} (known: {', '.join(PRESETS)})"})
     try:
-        return _dotted(preset_params(preset, frame_size=frame_size, image_resize=budget))
+        return dotted_params(preset_params(preset, frame_size=frame_size, image_resize=budget))
     except ValueError as exc:  # full_resolution_crops needs the frames' size: the project has no labels
         raise ParameterError({"preset": str(exc)}) from None
 
@@ -196,7 +189,7 @@ def _advice_dict(advice: Any) -> dict[str, Any] | None:
         "summary": advice.summary(),
         "frame_size": list(advice.frame_size),
         "animal_heatmap_px": advice.animal_heatmap_px if advice.animal_heatmap_px == advice.animal_heatmap_px else None,
-        "params": _dotted(advice.params),
+        "params": dotted_params(advice.params),
     }
 
 

@@ -34,6 +34,7 @@ from element_lightning_pose.engine.config import (
     ConfigError,
     DataConfig,
     TrainConfig,
+    dotted_params,
     parse_assignments,
 )
 from element_lightning_pose.engine.data.labels import LabeledFrames, check_image
@@ -139,13 +140,10 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def set_options(params: dict[str, Any], prefix: str = "") -> list[str]:
     """Nested parameters as ``elp train --set`` options (``--set 'data.image_resize=[480, 640]'``)."""
     options = []
-    for key, value in params.items():
-        if isinstance(value, dict):
-            options += set_options(value, f"{prefix}{key}.")
-        else:
-            text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list | tuple) else value
-            text = str(text).lower() if isinstance(value, bool) else text
-            options.append(f"--set '{prefix}{key}={text}'")
+    for key, value in dotted_params(params, prefix).items():
+        text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list | tuple) else value
+        text = str(text).lower() if isinstance(value, bool) else text
+        options.append(f"--set '{key}={text}'")
     return options
 
 
@@ -358,19 +356,9 @@ def differences_from_auto(config: TrainConfig | dict, project_root: PathLike) ->
     pipeline logs them when a parameter set was not written with ``preset: auto``."""
     config = TrainConfig.load(config)
     auto = resolve_preset(config, project_root, AUTO_PRESET)
-    ours, theirs = _flatten(config.to_dict()), _flatten(auto.config.to_dict())
+    ours, theirs = dotted_params(config.to_dict()), dotted_params(auto.config.to_dict())
     keys = sorted(k for k in ours.keys() | theirs.keys() if k != "preset" and ours.get(k) != theirs.get(k))
     return auto, [f"{k}={ours.get(k)!r} (auto: {theirs.get(k)!r})" for k in keys]
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def advise_project(project_root: PathLike, config: TrainConfig | dict | PathLike | None = None) -> Advice:
