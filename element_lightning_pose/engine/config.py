@@ -497,7 +497,14 @@ class CropZoomConfig(_Section):
         0.1,
         ge=0,
         le=1,
-        description="a frame whose detector confidence is below this is a miss: every keypoint NaN, likelihood 0",
+        description="a detection below this confidence is not trusted: the frame is cropped at the confident "
+        "detections around it (within detection_smoothing), or, with none, as on_miss says",
+    )
+    on_miss: Literal["best_guess", "nan"] = Field(
+        "best_guess",
+        description="a frame with no confident detection around it: 'best_guess' crops at the detector's faint "
+        "peak and lets the pose model's likelihoods judge; 'nan' gives it no pose (every keypoint NaN, "
+        "likelihood 0)",
     )
 
     @field_validator("detector_resize")
@@ -514,6 +521,23 @@ class CropZoomConfig(_Section):
         if value is not None and min(value) < 2:
             raise ValueError(f"must be (height, width) of at least 2 pixels each (got {tuple(value)})")
         return value
+
+
+def crop_zoom_unsupported(config: TrainConfig) -> str:
+    """What of ``config`` crop zoom cannot train, in words ('' when it can train all of it).
+
+    Each camera is cropped around its own detection, so the losses that relate separate cameras
+    (the geometric ones, a multi-view PCA across cameras) have no common frame; the temporal and
+    pose PCA losses, and the multi-view PCA across views of one frame (``losses.view_groups``),
+    train on the cropped clips.
+    """
+    losses = config.losses
+    spanning = [name for name in losses.unsupervised if name in GEOMETRIC_LOSSES]
+    if "pca_multiview" in losses.unsupervised and (config.data.view_names or not losses.view_groups):
+        spanning.append("pca_multiview")
+    if spanning:
+        return f"the losses that relate separate cameras ({', '.join(spanning)})"
+    return ""
 
 
 # The named starting points of a training run: each is a partial set of parameters that

@@ -139,11 +139,12 @@ def centres_from_detections(detections: np.ndarray, min_confidence: float) -> np
     return centres
 
 
-def smooth_centres(centres: np.ndarray, window: int) -> np.ndarray:
+def smooth_centres(centres: np.ndarray, window: int, *, fill_misses: bool = False) -> np.ndarray:
     """Running median (centred, ``window`` frames) of detected centres (T, 2); NaN = a miss.
 
-    Misses stay misses and are left out of their neighbours' medians; the window is cut at
-    the ends of the sequence.
+    Misses are left out of their neighbours' medians; the window is cut at the ends of the
+    sequence. A miss stays a miss, unless ``fill_misses``: then it takes the median of the
+    detections in its window (still NaN when the window holds none).
     """
     centres = np.asarray(centres, dtype=np.float64)
     if window <= 1 or len(centres) == 0:
@@ -152,11 +153,29 @@ def smooth_centres(centres: np.ndarray, window: int) -> np.ndarray:
     padded = np.pad(centres, ((half, half), (0, 0)), constant_values=np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)  # (T, 2, w)
     missed = ~np.isfinite(centres).all(axis=1)
-    out = np.empty_like(centres)
-    valid = ~missed
-    if valid.any():
+    out = np.full_like(centres, np.nan)
+    computed = np.isfinite(windows).all(axis=1).any(axis=-1) & (fill_misses | ~missed)
+    if computed.any():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows only at misses
-            out[valid] = np.nanmedian(windows[valid], axis=-1)
-    out[missed] = np.nan
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[computed] = np.nanmedian(windows[computed], axis=-1)
     return out
+
+
+def crop_centres(detections: np.ndarray, min_confidence: float, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where to crop each of T consecutive frames, from the detector's outputs (T, K, 3) in original pixels.
+
+    Returns the centres (T, 2), always finite, and ``weak`` (T,): the frames without a
+    confident detection (:func:`centres_from_detections`) anywhere in their ``window``. A frame
+    with one takes the running median of the confident detections around it (its own, or its
+    neighbours' when its own is below ``min_confidence``); a weak frame takes its detector's
+    best guess (the peak, or the confidence-weighted mean of every keypoint, however faint).
+    An undertrained detector's peaks are mostly right while its confidence is low: cropping
+    there gives the pose network its chance, where a miss would give the frame no pose at all.
+    """
+    detections = np.asarray(detections, dtype=np.float64)
+    centres = smooth_centres(centres_from_detections(detections, min_confidence), window, fill_misses=True)
+    weak = ~np.isfinite(centres).all(axis=1)
+    if weak.any():
+        centres[weak] = centres_from_detections(detections[weak], 0.0)
+    return centres, weak

@@ -341,23 +341,31 @@ def load_resized(
     return resize_frame(image, size), keypoints, original
 
 
-def load_context_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Frames t-2..t+2 of labeled ``row`` (5, h, w, 3) resized, and the labels of t in resized pixels.
+def load_context_frames(labels: LabeledFrames, row: int) -> np.ndarray:
+    """Frames t-2..t+2 of labeled ``row`` (5, H, W, 3) at their own size.
 
-    Neighbours come from the files next to the labeled image (``io.context_image_paths``:
-    a missing neighbour is replaced by the nearest one towards the centre).
+    Neighbours come from the files next to the labeled image (``context_image_paths``: a
+    missing neighbour is replaced by the nearest one towards the centre); a neighbour of
+    another size than the labeled frame is an error naming both.
     """
-    image, keypoints, original = load_resized(labels, row, size)
+    image = read_image(image_file(labels, row))
     frames = []
     for path in context_image_paths(labels.root, labels.image_paths[row]):
         if path == labels.image_paths[row]:
             frames.append(image)
             continue
         neighbour = read_image(Path(labels.root) / path)
-        if neighbour.shape[:2] != original:
+        if neighbour.shape[:2] != image.shape[:2]:
             raise ProjectError(
                 f"{path}: context frame of {labels.image_paths[row]} is {neighbour.shape[:2]}, "
-                f"the labeled frame {original}"
+                f"the labeled frame {image.shape[:2]}"
             )
-        frames.append(resize_frame(neighbour, size))
-    return np.stack(frames), keypoints
+        frames.append(neighbour)
+    return np.stack(frames)
+
+
+def load_context_resized(labels: LabeledFrames, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames t-2..t+2 of labeled ``row`` (5, h, w, 3) resized, and the labels of t in resized pixels."""
+    frames = load_context_frames(labels, row)
+    keypoints = scale_points(labels.keypoints[row], frames.shape[1:3], size)
+    return np.stack([resize_frame(frame, size) for frame in frames]), keypoints

@@ -22,7 +22,7 @@ from torch.fx.experimental.optimization import fuse
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.data.crops import (
     apply_affine,
-    centres_from_detections,
+    crop_centres,
     crop_frames,
     invert_affine,
 )
@@ -37,12 +37,11 @@ from element_lightning_pose.engine.model_dir import (
 from element_lightning_pose.engine.networks import (
     ContextHeatmapNet,
     HeatmapNet,
-    build_net,
     pad_edges,
     sliding_windows,
 )
 from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
-from element_lightning_pose.engine.networks.checkpoint import read_checkpoint
+from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
 from element_lightning_pose.engine.training.pca import KeypointPCA
 from element_lightning_pose.engine.types import PathLike
 
@@ -127,6 +126,7 @@ class CropZoomModel(PoseModel):
     crop_size: tuple[int, int] = (0, 0)
     detection_smoothing: int = 1
     min_detection_confidence: float = 0.0
+    on_miss: str = "best_guess"
 
     def _detector(self) -> PoseModel:
         if self.detector is None:
@@ -137,35 +137,65 @@ class CropZoomModel(PoseModel):
         raise TypeError("a crop-zoom model predicts from whole frames: use predict_frames or predict_video")
 
     def detect(self, frames: np.ndarray) -> np.ndarray:
-        """The detector's centre (B, 2) in original pixels of whole frames (B, H, W, 3); NaN = a miss."""
+        """The detector's outputs (B, K, 3) in original pixels of whole frames (B, H, W, 3)."""
         detector = self._detector()
         frames = np.asarray(frames)
         small = np.stack([resize_frame(f, detector.image_resize) for f in frames])
-        found = detector.predict_resized(small, frames.shape[1:3])
-        return centres_from_detections(found, self.min_detection_confidence)
+        return detector.predict_resized(small, frames.shape[1:3]).astype(np.float64)
 
-    def predict_crops(self, frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    def crop_centres(self, detections: np.ndarray, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Crop centres (T, 2) and weak frames (T,) of consecutive frames' detections (T, K, 3)
+        (:func:`crops.crop_centres`; ``window``: the model's ``detection_smoothing``)."""
+        window = self.detection_smoothing if window is None else window
+        return crop_centres(detections, self.min_detection_confidence, window)
+
+    def predict_crops(self, frames: np.ndarray, centres: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
         """Keypoints (B, K, 3) in original pixels from crops of ``frames`` around ``centres`` (B, 2).
 
-        A frame whose centre is NaN (a miss) gets NaN coordinates and likelihood 0.
+        A frame whose centre is NaN, or a ``weak`` one when ``on_miss`` is ``"nan"``, gets NaN
+        coordinates and likelihood 0.
         """
 
         frames = np.asarray(frames)
-        out = np.full((len(frames), len(self.bodyparts), 3), np.nan)
-        out[..., 2] = 0.0
-        found = np.flatnonzero(np.isfinite(centres).all(axis=1))
-        if len(found):
-            crops, matrices = crop_frames(frames[found], centres[found], self.crop_size, self.image_resize)
-            # original_size = the input size: keypoints stay in crop-input pixels, then the matrix maps them back
-            points = PoseModel.predict_resized(self, crops, self.image_resize).astype(np.float64)
-            out[found, :, :2] = apply_affine(invert_affine(matrices), points[..., :2])
-            out[found, :, 2] = points[..., 2]
+        crops, matrices = crop_frames(frames, np.nan_to_num(centres), self.crop_size, self.image_resize)
+        # original_size = the input size: keypoints stay in crop-input pixels, then the matrix maps them back
+        return self.to_frame(
+            PoseModel.predict_resized(self, crops, self.image_resize), matrices, self.missed(centres, weak)
+        )
+
+    def missed(self, centres: np.ndarray, weak: np.ndarray | None) -> np.ndarray:
+        """The frames (B,) that get no pose: no centre, or weak with ``on_miss: nan``."""
+        missed = ~np.isfinite(centres).all(axis=1)
+        if weak is not None and self.on_miss == "nan":
+            missed |= weak
+        return missed
+
+    @staticmethod
+    def to_frame(points: np.ndarray, matrices: np.ndarray, missed: np.ndarray) -> np.ndarray:
+        """Crop-input keypoints (B, K, 3) mapped to original pixels through their crops' matrices (B, 2, 3)."""
+        out = np.asarray(points, dtype=np.float64).copy()
+        out[..., :2] = apply_affine(invert_affine(matrices), out[..., :2])
+        out[missed, :, :2] = np.nan
+        out[missed, :, 2] = 0.0
         return out
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """Keypoints (B, K, 3) in original pixels of independent whole frames (no temporal smoothing)."""
         frames = np.asarray(frames)
-        return self.predict_crops(frames, self.detect(frames))
+        centres, weak = self.crop_centres(self.detect(frames), window=1)
+        return self.predict_crops(frames, centres, weak)
+
+    def predict_window(self, window: np.ndarray) -> np.ndarray:
+        """Keypoints (K, 3) in original pixels of the middle frame of whole frames t-2..t+2 (5, H, W, 3)
+        (a context model): all five are cropped around the middle frame's detection, as in training."""
+        window = np.asarray(window)
+        middle = len(window) // 2
+        centres, weak = self.crop_centres(self.detect(window[middle : middle + 1]), window=1)
+        crops, matrices = crop_frames(
+            window, np.repeat(centres, len(window), axis=0), self.crop_size, self.image_resize
+        )
+        points = PoseModel.predict_windows(self, crops[None], self.image_resize)
+        return self.to_frame(points, matrices[middle : middle + 1], self.missed(centres, weak))[0]
 
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
@@ -218,7 +248,7 @@ def load_model(
             f"{info.bodyparts}; was one of them replaced?"
         )
     pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (saved.hyper_parameters.get("pca") or {}).items()}
-    net = _net_from_weights(config, len(bodyparts), saved.network_weights)
+    net = network_from_weights(config, len(bodyparts), saved.network_weights)
     device = _pick_device(device)
     net = net.eval()
     if fuse:
@@ -259,29 +289,5 @@ def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> 
         min_detection_confidence=float(
             block.get("min_detection_confidence", config.crop_zoom.min_detection_confidence)
         ),
+        on_miss=str(block.get("on_miss", config.crop_zoom.on_miss)),
     )
-
-
-def _net_from_weights(
-    config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]
-) -> HeatmapNet | ContextHeatmapNet:
-    """The network with ``weights`` loaded, skipping the random initialisation they replace.
-
-    The modules are built on the meta device (no memory, no init: a ResNet-50's init costs
-    ~0.5 s of a CPU start-up), then the checkpoint tensors are assigned; only the input
-    normalisation buffers, which are not in the state dict, are rebuilt.
-    """
-    with torch.device("meta"):
-        net = build_net(
-            config.model.model_type,
-            config.model.backbone,
-            n_keypoints,
-            pretrained=False,
-            heatmap_sigma=config.model.heatmap_sigma,
-        )
-    net.load_state_dict(weights, strict=True, assign=True)
-    net.reset_input_normalisation()
-    left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
-    if left:
-        raise ModelDirectoryError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")
-    return net

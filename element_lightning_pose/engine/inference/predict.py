@@ -18,8 +18,9 @@ A video that decodes fewer frames than it lists (truncated, damaged) is an error
 (likelihood 0). Evaluation on labeled frames is :mod:`.evaluate`. Nothing here imports Lightning.
 
 A two-stage crop-zoom model (:class:`~.models.CropZoomModel`) streams with its detections
-smoothed over time (a running median held back by half its window); a frame whose detection is
-below the confidence threshold is NaN with likelihood 0 for every keypoint.
+smoothed over time (a running median held back by half its window); a frame without a
+confident detection around it is cropped at the detector's best guess, or is NaN with
+likelihood 0 for every keypoint with ``crop_zoom.on_miss: nan`` (:func:`.crops.crop_centres`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from element_lightning_pose.engine.data.crops import smooth_centres
+from element_lightning_pose.engine.data.crops import crop_frames
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_predictions
-from element_lightning_pose.engine.data.labels import LabeledFrames, image_file, load_context_resized, read_image
+from element_lightning_pose.engine.data.labels import (
+    LabeledFrames,
+    image_file,
+    load_context_frames,
+    load_context_resized,
+    read_image,
+)
 from element_lightning_pose.engine.data.video import iter_batches, video_info
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.inference.metrics import diagnostics_table
@@ -306,32 +313,50 @@ def _stream_crop_zoom(model: CropZoomModel, batches, bar):
 
     The running median of frame t needs the detections up to t + window // 2, so frames are
     held back that many frames (memory: one batch plus the lag); the result equals smoothing
-    the whole video's detections at once.
+    the whole video's detections at once. The crops then go through the pose network as a
+    stream of their own: a context pose model sees each frame's crop beside its neighbours'
+    crops (each cut around its own frame's centre), exactly as for whole frames.
     """
     half = model.detection_smoothing // 2
-    tail = np.empty((0, 2))  # detections of frames tail_start.. (the held frames and their left context)
+    tail = np.empty((0, 0, 3))  # detections of frames tail_start.. (the held frames and their left context)
     tail_start = n_done = 0
     held: list[np.ndarray] = []  # whole frames n_done..
+    placed: list[tuple[np.ndarray, np.ndarray]] = []  # (matrices, missed) of crops not yet predicted
 
-    def finish(upto: int) -> np.ndarray:
+    def crops_upto(upto: int) -> tuple[np.ndarray, np.ndarray]:
         nonlocal tail, tail_start, held, n_done
-        smoothed = smooth_centres(tail, model.detection_smoothing)[n_done - tail_start : upto - tail_start]
+        centres, weak = model.crop_centres(tail)
+        centres, weak = centres[n_done - tail_start : upto - tail_start], weak[n_done - tail_start : upto - tail_start]
         frames, held = np.stack(held[: upto - n_done]), held[upto - n_done :]
-        points = model.predict_crops(frames, smoothed)
+        crops, matrices = crop_frames(frames, centres, model.crop_size, model.image_resize)
+        placed.append((matrices, model.missed(centres, weak)))
         keep = max(upto - half - tail_start, 0)
         tail, tail_start, n_done = tail[keep:], tail_start + keep, upto
-        return points
+        return np.arange(len(crops)), crops
 
-    for indices, frames in batches:
-        tail = np.concatenate([tail, model.detect(frames)])
-        held.extend(frames)
-        ready = tail_start + len(tail) - half
-        if ready > n_done:
-            yield finish(ready)
-        if bar is not None:
-            bar.update(len(indices))
-    if held:
-        yield finish(tail_start + len(tail))
+    def crop_batches():
+        nonlocal tail
+        for indices, frames in batches:
+            detections = model.detect(frames)
+            tail = np.concatenate([tail, detections]) if len(tail) else detections
+            held.extend(frames)
+            ready = tail_start + len(tail) - half
+            if ready > n_done:
+                yield crops_upto(ready)
+            if bar is not None:
+                bar.update(len(indices))
+        if held:
+            yield crops_upto(tail_start + len(tail))
+
+    if model.is_context:
+        chunks = _stream_context(model, crop_batches(), model.image_resize, None)
+    else:
+        chunks = (PoseModel.predict_resized(model, crops, model.image_resize) for _, crops in crop_batches())
+    for points in chunks:  # in order; a context model's chunks lag its crops by two frames
+        matrices, missed = (np.concatenate(parts) for parts in zip(*placed))
+        n = len(points)
+        yield model.to_frame(points, matrices[:n], missed[:n])
+        placed[:] = [(matrices[n:], missed[n:])]
 
 
 def _progress_bar(total: int, name: str):
@@ -345,6 +370,10 @@ def predict_labeled(model: PoseModel, labels: LabeledFrames, *, batch_size: int 
             f"{labels.csv_path}: body parts {labels.bodyparts} differ from the model's {model.bodyparts}"
         )
     out = np.empty((len(labels), len(model.bodyparts), 3))
+    if isinstance(model, CropZoomModel) and model.is_context:
+        for row in range(len(labels)):  # each labeled frame with its neighbours, cropped around its detection
+            out[row] = model.predict_window(load_context_frames(labels, row))
+        return out
     if model.is_context:
         for row in range(len(labels)):  # each labeled frame with its neighbouring files
             original = read_image(image_file(labels, row)).shape[:2]

@@ -21,6 +21,7 @@ import torch
 
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.model_dir import ModelDirectoryError
+from element_lightning_pose.engine.networks import ContextHeatmapNet, HeatmapNet, build_net
 from element_lightning_pose.engine.types import PathLike
 
 
@@ -70,3 +71,28 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
     return Checkpoint(
         path, config, list(hparams["bodyparts"]), hparams, state["state_dict"], bool(state.get("optimizer_states"))
     )
+
+
+def network_from_weights(
+    config: TrainConfig, n_keypoints: int, weights: dict[str, torch.Tensor]
+) -> HeatmapNet | ContextHeatmapNet:
+    """The network with ``weights`` loaded, skipping the random initialisation they replace.
+
+    The modules are built on the meta device (no memory, no init: a ResNet-50's init costs
+    ~0.5 s of a CPU start-up), then the checkpoint tensors are assigned; only the input
+    normalisation buffers, which are not in the state dict, are rebuilt.
+    """
+    with torch.device("meta"):
+        net = build_net(
+            config.model.model_type,
+            config.model.backbone,
+            n_keypoints,
+            pretrained=False,
+            heatmap_sigma=config.model.heatmap_sigma,
+        )
+    net.load_state_dict(weights, strict=True, assign=True)
+    net.reset_input_normalisation()
+    left = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if left:
+        raise ModelDirectoryError(f"checkpoint does not set {left[:3]} ({len(left)} tensors)")
+    return net

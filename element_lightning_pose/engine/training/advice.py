@@ -34,6 +34,7 @@ from element_lightning_pose.engine.config import (
     ConfigError,
     DataConfig,
     TrainConfig,
+    crop_zoom_unsupported,
     dotted_params,
     parse_assignments,
 )
@@ -320,12 +321,10 @@ def resolve_preset(
     chosen = advice.preset if advice is not None else name
     notes = [f"training with preset {chosen} ({'picked by preset auto' if advice is not None else 'named'})"]
     if name == AUTO_PRESET and chosen == "small_animal_crop_zoom":
-        unsupported = _crop_zoom_unsupported(config)
+        unsupported = crop_zoom_unsupported(config)
         if unsupported:
             chosen = "default"
-            notes = [
-                f"training with preset default: crop zoom, picked by preset auto, does not train {unsupported} yet"
-            ]
+            notes = [f"training with preset default: crop zoom, picked by preset auto, does not train {unsupported}"]
     frame = advice.frame_size if advice is not None else None
     if chosen == "full_resolution_crops" and frame is None:
         frame = advise_project(project_root, config).frame_size
@@ -368,15 +367,6 @@ def advise_project(project_root: PathLike, config: TrainConfig | dict | PathLike
     labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)  # train()'s checks
     n_views = max(1, len(project_views(project_root, config.data.csv_file, config.data.view_names)))
     return advise(labels, config, n_views=n_views)
-
-
-def _crop_zoom_unsupported(config: TrainConfig) -> str:
-    """What of ``config`` crop zoom cannot train (training.crop_zoom refuses it), or ''."""
-    if config.model.model_type != "heatmap":
-        return f"a {config.model.model_type} model"
-    if config.losses.unsupervised:
-        return "the unsupervised losses (" + ", ".join(config.losses.unsupervised) + ")"
-    return ""
 
 
 def _image_file(labels: LabeledFrames, row: int) -> Path:

@@ -13,7 +13,9 @@ Both stages are ordinary single-stage models trained by :func:`.single.train_sin
 projects written into a temporary folder: the detector's CSV names the original images with
 one ``centre`` keypoint; the pose stage's images are the crops, already at the network input
 size (cut with the same :func:`crop_frames` that inference uses, so training and prediction
-see identically resampled pixels). The model directory holds both::
+see identically resampled pixels). A context pose model gets each labeled frame's neighbours
+cropped around the same centre; the unsupervised losses get the project's videos cropped by
+the trained detector (:func:`write_cropped_videos`). The model directory holds both::
 
     model_dir/model.json          "kind": "crop_zoom", the crop size, both stages
     model_dir/config.yaml         the full TrainConfig (crop_zoom.crop_size resolved)
@@ -35,14 +37,31 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.config import ConfigError, TrainConfig
-from element_lightning_pose.engine.data.crops import apply_affine, crop_frames, crop_size_from_labels, label_centres
+from element_lightning_pose.engine.config import ConfigError, TrainConfig, crop_zoom_unsupported
+from element_lightning_pose.engine.data.crops import (
+    apply_affine,
+    crop_centres,
+    crop_frames,
+    crop_size_from_labels,
+    label_centres,
+)
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_keypoint_csv
-from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size, image_file, read_image
+from element_lightning_pose.engine.data.labels import (
+    LabeledFrames,
+    context_image_paths,
+    frame_size,
+    image_file,
+    load_context_frames,
+    read_image,
+    scale_points,
+)
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
+from element_lightning_pose.engine.data.video import iter_batches, video_info, write_video
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import (
     DETECTOR_CENTRE,
     ModelInfo,
@@ -50,7 +69,9 @@ from element_lightning_pose.engine.model_dir import (
     read_model_info,
     write_model_info,
 )
+from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
 from element_lightning_pose.engine.training.single import TrainResult, train_single
+from element_lightning_pose.engine.training.unlabeled import plan_segments
 from element_lightning_pose.engine.types import PathLike
 
 DETECTOR_DIR = "detector"
@@ -92,11 +113,20 @@ def write_detector_project(labels: LabeledFrames, out: Path, target: str = "cent
 
 
 def write_pose_project(
-    labels: LabeledFrames, rows: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int], out: Path
+    labels: LabeledFrames,
+    rows: np.ndarray,
+    crop_size: tuple[int, int],
+    input_size: tuple[int, int],
+    out: Path,
+    *,
+    context: bool = False,
 ) -> tuple[Path, list[str]]:
     """A project of label-centred crops (already at ``input_size``) of labeled ``rows``; its image paths.
 
-    The labels are in crop-input pixels; a keypoint outside its crop is NaN (no target).
+    The labels are in crop-input pixels; a keypoint outside its crop is NaN (no target). With
+    ``context`` (a context pose model), the neighbouring files t-2..t+2 of each labeled frame
+    are cropped around the SAME centre and written beside it under their own names, where the
+    context model looks for them; a neighbour that is itself labeled keeps its own crop.
     """
 
     out.mkdir(parents=True, exist_ok=True)
@@ -114,8 +144,70 @@ def write_pose_project(
         cv2.imwrite(str(out / relative), cv2.cvtColor(crops[0], cv2.COLOR_RGB2BGR))
         images.append(relative)
         points.append(moved)
+    if context:
+        written = set(images)
+        for row in rows:
+            window = load_context_frames(labels, int(row))
+            paths = context_image_paths(labels.root, labels.image_paths[int(row)])
+            crops, _ = crop_frames(window, np.repeat(centres[row][None], len(window), axis=0), crop_size, input_size)
+            for path, crop in zip(paths, crops):
+                relative = _relative_png(path)
+                if relative not in written:
+                    cv2.imwrite(str(out / relative), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                    written.add(relative)
     write_keypoint_csv(out / "CollectedData.csv", np.stack(points), labels.bodyparts, ("x", "y"), labels.scorer, images)
     return out, images
+
+
+def write_cropped_videos(
+    detector_dir: Path,
+    videos: list[Path],
+    config: TrainConfig,
+    crop_size: tuple[int, int],
+    out: Path,
+    *,
+    batch_size: int = 32,
+) -> list[Path]:
+    """The unlabeled videos as the pose stage will see them: cropped around the trained detector's
+    detections, at the pose input size; one video per segment the frame cache would keep.
+
+    The segments are the frame cache's (``losses.max_cached_frames``, ``losses.clip_length``,
+    the training seed; :func:`unlabeled.plan_segments`), so the pose stage's own cache takes them
+    whole. Each frame is cropped around its own temporally smoothed detection, weak frames at
+    the detector's best guess (:func:`crops.crop_centres`): what inference does, so the
+    unsupervised losses see the crops the pose model will be given. Written losslessly enough
+    for training (Motion JPEG), under ``out``; returns their paths.
+    """
+    saved = read_checkpoint(detector_dir / "checkpoints" / "best.ckpt")
+    net = network_from_weights(saved.config, len(saved.bodyparts), saved.network_weights).eval()
+    detector_size = saved.config.data.image_resize
+    infos = [video_info(v) for v in videos]
+    losses = config.losses
+    plan = plan_segments(
+        [i.n_frames for i in infos], losses.max_cached_frames, losses.clip_length, config.training.seed
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, (video, start, length) in enumerate(plan):
+        info = infos[video]
+        detections = []
+        with torch.inference_mode():
+            for _, small in iter_batches(videos[video], batch_size, detector_size, start=start, stop=start + length):
+                batch = torch.from_numpy(small).permute(0, 3, 1, 2)
+                points = net.keypoints(batch).numpy().astype(np.float64)
+                points[..., :2] = scale_points(points[..., :2], detector_size, (info.height, info.width))
+                detections.append(points)
+        centres, _ = crop_centres(
+            np.concatenate(detections), config.crop_zoom.min_detection_confidence, config.crop_zoom.detection_smoothing
+        )
+
+        def crops(video: int = video, start: int = start, centres: np.ndarray = centres):
+            for indices, frames in iter_batches(videos[video], batch_size, start=start, stop=start + len(centres)):
+                yield from crop_frames(frames, centres[indices - start], crop_size, config.data.image_resize)[0]
+
+        path = out / f"{Path(videos[video]).stem}_{number:03d}.avi"
+        written.append(write_video(path, crops(), info.fps if info.fps > 0 else 30.0, codec="MJPG"))
+    return written
 
 
 def _write_split_file(path: Path, images: list[str], splits: np.ndarray) -> Path:
@@ -130,13 +222,22 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
     base["data"].update(
         {"csv_file": "CollectedData.csv", "view_names": [], "video_dir": "videos", "split_file": "splits_fixed.csv"}
     )
-    detector = {**base, "data": {**base["data"], "image_resize": list(config.crop_zoom.detector_resize)}}
+    # the detector looks at single whole frames, supervised: the context model and the unlabeled
+    # clips are the pose stage's
+    detector = {
+        **base,
+        "data": {**base["data"], "image_resize": list(config.crop_zoom.detector_resize)},
+        "model": {**base["model"], "model_type": "heatmap"},
+        "losses": {**base["losses"], "unsupervised": []},
+    }
     # the crop's jitter is the pose stage's translation augmentation, a fraction of the crop side
     augmentation = dict(base["augmentation"])
     augmentation["translate_frac"] = max(augmentation["translate_frac"], config.crop_zoom.jitter_frac)
     if config.crop_zoom.jitter_frac > 0:
         augmentation["enabled"] = True
-    pose = {**base, "augmentation": augmentation}  # input: data.image_resize, the size the crops are cut at
+    # input: data.image_resize, the size the crops are cut at; the frame cache of the cropped clips
+    # is the pose stage's own (a shared losses.cache_dir holds whole frames)
+    pose = {**base, "augmentation": augmentation, "losses": {**base["losses"], "cache_dir": None}}
     budget = config.training.max_time_s
     if budget:
         # one wall-time budget for the whole model, shared by the stages as their pixels per frame
@@ -148,10 +249,9 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
 
 
 def _check_supported(config: TrainConfig, resume_from: PathLike | None) -> None:
-    if config.model.model_type != "heatmap":
-        raise ConfigError("crop_zoom.enabled: model.model_type must be 'heatmap' (context models are not cropped)")
-    if config.losses.unsupervised:
-        raise ConfigError("crop_zoom.enabled: losses.unsupervised must be empty (the pose stage trains on crops)")
+    unsupported = crop_zoom_unsupported(config)
+    if unsupported:
+        raise ConfigError(f"crop_zoom.enabled: crop zoom does not train {unsupported}")
     if resume_from is not None:
         raise ConfigError("crop_zoom.enabled: resuming is not supported; train the two stages again")
 
@@ -173,7 +273,7 @@ def train_crop_zoom(
     """
     _check_supported(config, resume_from)
     model_dir = Path(model_dir)
-    labels, _ = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    labels, videos = load_project(project_root, config.data.csv_file, config.data.video_dir)
     check_replaceable(model_dir)
     splits = project_splits(labels, config.data, project_root)
     height, width = frame_size(labels)
@@ -189,10 +289,22 @@ def train_crop_zoom(
         detector_project = write_detector_project(labels, Path(tmp) / "detector", config.crop_zoom.detector_target)
         _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
         pose_project, pose_images = write_pose_project(
-            labels, pose_rows, crop_size, config.data.image_resize, Path(tmp) / "pose"
+            labels,
+            pose_rows,
+            crop_size,
+            config.data.image_resize,
+            Path(tmp) / "pose",
+            context=config.model.model_type == "context",
         )
         _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
         detector = train_single(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
+        if config.losses.unsupervised:
+            if not videos:
+                raise ProjectError(
+                    f"losses.unsupervised={config.losses.unsupervised} needs unlabeled videos, but "
+                    f"{Path(project_root) / config.data.video_dir} has none"
+                )
+            write_cropped_videos(stage / DETECTOR_DIR, videos, resolved, crop_size, pose_project / "videos")
         pose = train_single(pose_config, pose_project, stage / POSE_DIR, progress=progress)
 
         resolved.to_yaml(stage / "config.yaml")
@@ -214,6 +326,7 @@ def train_crop_zoom(
                 "detector_target": config.crop_zoom.detector_target,
                 "detection_smoothing": config.crop_zoom.detection_smoothing,
                 "min_detection_confidence": config.crop_zoom.min_detection_confidence,
+                "on_miss": config.crop_zoom.on_miss,
             },
             stages={
                 name: {

@@ -152,11 +152,18 @@ def test_resolve_auto_applies_the_pick_and_the_overrides_on_top(small_animal_pro
 
 
 def test_auto_does_not_pick_crop_zoom_for_what_it_cannot_train(small_animal_project):
-    config = {"model": {"backbone": "resnet18", "model_type": "context"}}
+    cameras = {"csv_file": ["CollectedData.csv"], "view_names": ["top"]}
+    config = {"model": {"backbone": "resnet18"}, "data": cameras, "losses": {"unsupervised": ["pca_multiview"]}}
     resolved = resolve_preset(config, small_animal_project, "auto")
     assert resolved.advice.preset == "small_animal_crop_zoom"  # the rule's pick is unchanged...
     assert resolved.config.preset == "default" and not resolved.config.crop_zoom.enabled  # ...and not applied
-    assert "crop zoom, picked by preset auto, does not train a context model yet" in resolved.notes[0]
+    assert (
+        "crop zoom, picked by preset auto, does not train the losses that relate separate cameras"
+        in (resolved.notes[0])
+    )
+    # a context model and the temporal loss it does train
+    config = {"model": {"backbone": "resnet18", "model_type": "context"}, "losses": {"unsupervised": ["temporal"]}}
+    assert resolve_preset(config, small_animal_project, "auto").config.crop_zoom.enabled
 
 
 def test_auto_swaps_a_backbone_whose_weights_cannot_be_had(large_animal_project, offline):

@@ -6,13 +6,16 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.config import ConfigError, TrainConfig, crop_zoom_unsupported
 from element_lightning_pose.engine.data.crops import (
     apply_affine,
     centres_from_detections,
+    crop_centres,
     crop_frames,
     crop_matrix,
     crop_origin,
@@ -134,14 +137,93 @@ def test_a_keypoints_detector_gives_the_centre_of_its_keypoints(tiny_project, tm
 
 
 def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
-    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
 
-    config = TrainConfig.from_dict({**CROP_ZOOM, "model": {**CROP_ZOOM["model"], "model_type": "context"}})
-    with pytest.raises(ConfigError, match="model_type"):
-        train(config, tiny_project.root, tmp_path / "model", progress=False)
+    cameras = {"csv_file": ["top.csv", "side.csv"], "view_names": ["top", "side"]}
+    config = TrainConfig.from_dict({**CROP_ZOOM, "data": cameras, "losses": {"unsupervised": ["pca_multiview"]}})
+    assert crop_zoom_unsupported(config) == "the losses that relate separate cameras (pca_multiview)"
+    with pytest.raises(ConfigError, match="does not train the losses that relate separate cameras .pca_multiview"):
+        train_crop_zoom(config, tiny_project.root, tmp_path / "model", progress=False)
     assert not (tmp_path / "model").exists()
+    one_frame = {"unsupervised": ["temporal", "pca_multiview"], "view_groups": [[0, 1], [2, 3]]}
+    assert crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": one_frame})) == ""
     with pytest.raises(ConfigError, match="detector_resize"):
         TrainConfig.from_dict({"crop_zoom": {"detector_resize": [100, 128]}})
+
+
+def test_a_context_pose_model_trains_on_cropped_windows_and_predicts_in_frame_pixels(tiny_project, tmp_path):
+    """Issue 27, item 3: crop zoom with the context model. Each labeled frame's neighbours are
+    cropped around its centre in training; in a video each frame is cropped around its own."""
+    from element_lightning_pose.engine.data.labels import context_image_paths, load_context_frames, read_labels
+    from element_lightning_pose.engine.data.video import read_frames
+    from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel, load_model
+    from element_lightning_pose.engine.inference.predict import predict_labeled, predict_video
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.engine.training.crop_zoom import write_pose_project
+
+    labels = read_labels(tiny_project.csv_path)
+    out, images = write_pose_project(labels, np.arange(2), (40, 40), (32, 32), tmp_path / "pose", context=True)
+    window = load_context_frames(labels, 0)
+    expected, _ = crop_frames(window, np.repeat(label_centres(labels.keypoints[:1]), 5, axis=0), (40, 40), (32, 32))
+    neighbour = context_image_paths(labels.root, labels.image_paths[0])[1]
+    assert neighbour != labels.image_paths[0] and neighbour not in images
+    written = cv2.cvtColor(cv2.imread(str(out / neighbour)), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(written, expected[1])  # frame t-1, cut around frame t's labels
+
+    config = {**CROP_ZOOM, "model": {**CROP_ZOOM["model"], "model_type": "context"}}
+    model_dir = train(config, tiny_project.root, tmp_path / "model", progress=False).model_dir
+    assert read_model_info(model_dir / "pose").model_type == "context"
+    assert read_model_info(model_dir / "detector").model_type == "heatmap"
+    model = load_model(model_dir, device="cpu")
+    assert isinstance(model, CropZoomModel) and model.is_context
+    model.min_detection_confidence = 0.3
+    frames = read_frames(tiny_project.videos[0], range(45))
+    centres, weak = model.crop_centres(model.detect(frames))
+    crops, matrices = crop_frames(frames, centres, model.crop_size, model.image_resize)
+    # the whole video's crops as one sequence through the context network (edges repeated)
+    expected = model.to_frame(
+        PoseModel.predict_resized(model, crops, model.image_resize), matrices, model.missed(centres, weak)
+    )
+    for batch_size in (1, 7, 64):
+        result = predict_video(model, tiny_project.videos[0], progress=False, batch_size=batch_size)
+        assert np.allclose(result.predictions, expected, atol=1e-4), batch_size
+    labeled = predict_labeled(model, labels)
+    assert labeled.shape == (len(labels), len(labels.bodyparts), 3) and np.isfinite(labeled).all()
+    assert np.allclose(labeled[0], model.predict_window(load_context_frames(labels, 0)))
+
+
+def test_the_unsupervised_losses_train_on_clips_cropped_by_the_detector(tiny_project, tmp_path):
+    """Issue 27, item 3: the temporal and pose PCA losses with crop zoom. The pose stage's
+    unlabeled clips are the project's video cropped around the trained detector's detections,
+    at the pose input size, as inference will crop it."""
+    from element_lightning_pose.engine.data.video import read_frames, video_info
+    from element_lightning_pose.engine.inference.models import load_model
+    from element_lightning_pose.engine.training import train
+    from element_lightning_pose.engine.training.crop_zoom import write_cropped_videos
+
+    losses = {"unsupervised": ["temporal"], "clip_length": 4}
+    config = {**CROP_ZOOM, "losses": losses}
+    model_dir = train(config, tiny_project.root, tmp_path / "model", progress=False).model_dir
+    pose_stage = model_dir / "pose"
+    assert TrainConfig.from_yaml(pose_stage / "config.yaml").losses.unsupervised == ["temporal"]
+    assert TrainConfig.from_yaml(model_dir / "detector" / "config.yaml").losses.unsupervised == []
+    cache = json.loads((pose_stage / "frame_cache" / "frames.json").read_text())
+    assert cache["original_sizes"] == [list(CROP_ZOOM["data"]["image_resize"])]  # crops, not whole frames
+    history = pd.read_csv(pose_stage / "metrics.csv")
+    assert "train_temporal_loss" in history.columns, list(history.columns)
+
+    # the clips are the video's frames cropped as inference crops them
+    model = load_model(model_dir, device="cpu")
+    resolved = TrainConfig.from_yaml(model_dir / "config.yaml")
+    videos = write_cropped_videos(
+        model_dir / "detector", tiny_project.videos, resolved, model.crop_size, tmp_path / "c"
+    )
+    assert len(videos) == 1 and video_info(videos[0]).n_frames == 45
+    frames = read_frames(tiny_project.videos[0], range(45))
+    centres, _ = model.crop_centres(model.detect(frames))
+    expected, _ = crop_frames(frames, centres, model.crop_size, model.image_resize)
+    clipped = read_frames(videos[0], range(45))
+    assert np.abs(clipped.astype(float) - expected).mean() < 6  # Motion JPEG
 
 
 # --------------------------------------------------------------------------- the two-stage model
@@ -233,19 +315,42 @@ def test_a_malformed_stage_entry_is_one_error(crop_zoom_dir, tmp_path, value, wo
         assert words in str(caught.value) and str(model / "model.json") in str(caught.value)
 
 
-def test_detector_miss_is_nan_with_likelihood_zero(crop_zoom_dir, tiny_project):
+def test_a_frame_without_a_confident_detection_is_cropped_at_the_detectors_best_guess(crop_zoom_dir, tiny_project):
+    """Issue 27: an undertrained detector (confidence below the threshold everywhere) gave no pose
+    at all; its faint peaks are mostly right, so a weak frame is cropped there and the pose
+    model's likelihoods judge. ``on_miss: nan`` keeps the old behaviour."""
     from element_lightning_pose.engine.data.video import read_frames
     from element_lightning_pose.engine.inference.models import load_model
     from element_lightning_pose.engine.inference.predict import predict_video
 
     model = load_model(crop_zoom_dir, device="cpu")
+    assert model.on_miss == "best_guess"
     frames = read_frames(tiny_project.videos[0], [0, 1, 2])
     points = model.predict_crops(frames, np.array([[40.0, 30.0], [np.nan, np.nan], [50.0, 20.0]]))
     assert np.isnan(points[1, :, :2]).all() and (points[1, :, 2] == 0).all()
     assert np.isfinite(points[[0, 2]]).all()
-    model.min_detection_confidence = 1.01  # nothing is ever confident enough: every frame a miss
+    model.min_detection_confidence = 1.01  # nothing is ever confident enough
+    weak = predict_video(model, tiny_project.videos[0], progress=False).predictions
+    assert np.isfinite(weak).all()
+    guesses = centres_from_detections(model.detect(read_frames(tiny_project.videos[0], range(45))), 0.0)
+    assert np.allclose(weak, model.predict_crops(read_frames(tiny_project.videos[0], range(45)), guesses), atol=1e-4)
+    model.on_miss = "nan"
     result = predict_video(model, tiny_project.videos[0], progress=False)
     assert np.isnan(result.predictions[..., :2]).all() and (result.predictions[..., 2] == 0).all()
+
+
+def test_crop_centres_fill_a_weak_frame_from_its_confident_neighbours():
+    detections = np.zeros((7, 1, 3))
+    detections[:, 0, 0] = np.arange(7) * 10.0
+    detections[:, 0, 2] = [0.9, 0.9, 0.05, 0.9, 0.9, 0.05, 0.05]
+    centres, weak = crop_centres(detections, 0.1, 3)
+    assert not weak[:6].any() and weak[6]
+    assert np.allclose(centres[2], [(10 + 30) / 2, 0])  # its window's confident detections
+    assert np.allclose(centres[5], [40, 0]) and np.allclose(centres[6], [60, 0])  # none around 6: its own peak
+    centres, weak = crop_centres(detections, 0.1, 1)  # no smoothing: every faint frame is its own guess
+    assert list(weak) == [False, False, True, False, False, True, True] and np.allclose(
+        centres[:, 0], np.arange(7) * 10
+    )
 
 
 def test_streamed_prediction_equals_smoothing_the_whole_video(crop_zoom_dir, tiny_project):
@@ -254,10 +359,10 @@ def test_streamed_prediction_equals_smoothing_the_whole_video(crop_zoom_dir, tin
     from element_lightning_pose.engine.inference.predict import predict_video
 
     model = load_model(crop_zoom_dir, device="cpu")
-    model.min_detection_confidence = 0.0
+    model.min_detection_confidence = 0.3  # a mix of confident and weak frames
     video = tiny_project.videos[0]
     frames = read_frames(video, range(45))
-    expected = model.predict_crops(frames, smooth_centres(model.detect(frames), model.detection_smoothing))
+    expected = model.predict_crops(frames, *model.crop_centres(model.detect(frames)))
     for batch_size in (1, 4, 64):
         result = predict_video(model, video, progress=False, batch_size=batch_size)
         assert result.predictions.shape == (45, len(tiny_project.bodyparts), 3)
