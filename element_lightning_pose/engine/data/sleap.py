@@ -12,7 +12,9 @@ when a SLEAP file is read. What :func:`read_sleap` takes, and how:
   Lightning Pose and DeepLabCut all put the centre of the top-left pixel at (0, 0);
 - each video's frames come from its source video when it is found (where SLEAP recorded it,
   else beside the ``.slp``) and from the images a labels package (``.pkg.slp``) embeds
-  (:func:`read_embedded`);
+  (:func:`read_embedded`); whether it embeds them is read from the file's HDF5 groups, not from
+  metadata that SLEAP 1.x did not write, and a source that is itself a SLEAP file (a package
+  made from another) is not a video;
 - a multi-view SLEAP session (a RecordingSession of two or more cameras), a cropped video and an
   image sequence without embedded images are refused.
 
@@ -180,21 +182,44 @@ def _recorded_name(video: Any) -> str:
     return str(filename[0] if isinstance(filename, list) and filename else filename)
 
 
-def _has_embedded_images(video: Any, path: Path) -> bool:
-    """Whether ``video`` is images embedded in the SLEAP file ``path`` (a labels package)."""
-    if video.backend_metadata.get("has_embedded_images"):
-        return True
-    filename = video.filename
-    return (
-        video.backend_metadata.get("type") == "HDF5Video"
-        and isinstance(filename, str)
-        and Path(filename).resolve() == path.resolve()
-    )
+def _embedding(path: Path, videos: list[Any], indices: list[int]) -> set[int]:
+    """The indices (of ``indices``) of the videos whose frames the SLEAP file ``path`` embeds.
+
+    Decided from the file, as SLEAP and sleap-io lay a package out: the video points at the file
+    itself (``"."``, which sleap-io reads as ``path``) and its dataset (``video<index>/video``
+    unless the metadata names another) holds images beside a non-empty ``frame_numbers``. The
+    metadata's ``has_embedded_images`` and ``type`` are not asked: SLEAP 1.x wrote neither."""
+    import h5py  # comes with sleap-io, as optional as it
+
+    embedding = set()
+    try:
+        with h5py.File(path, "r") as h5:
+            for index, video in zip(indices, videos):
+                filename = video.filename
+                if not isinstance(filename, str) or Path(filename).resolve() != path.resolve():
+                    continue
+                stored = h5.get(video.backend_metadata.get("dataset") or f"video{index}/video")
+                if isinstance(stored, h5py.Group):
+                    stored = stored.get("video")
+                if not isinstance(stored, h5py.Dataset) or not stored.shape or not stored.shape[0]:
+                    continue
+                numbers = stored.parent.get("frame_numbers")
+                if isinstance(numbers, h5py.Dataset) and numbers.shape and numbers.shape[0]:
+                    embedding.add(index)
+    except (OSError, KeyError, ValueError) as exc:  # h5py's errors for a damaged file or a bad name
+        raise ProjectError(f"{path}: not a readable SLEAP labels file ({type(exc).__name__}: {exc})") from None
+    return embedding
+
+
+def _is_sleap_file(recorded: str) -> bool:
+    """Whether a recorded source is a SLEAP file: a package re-saved from another, not a video."""
+    return PureWindowsPath(recorded).suffix.lower() == SLEAP_SUFFIX
 
 
 def _videos(
     path: Path, videos: list[Any], indices: list[int], roots: list[Path] | None, notes: list[str]
 ) -> list[SleapVideo]:
+    embedding = _embedding(path, videos, indices)
     found: list[SleapVideo] = []
     taken: set[str] = set()
     for index, video in zip(indices, videos):
@@ -203,7 +228,7 @@ def _videos(
             raise ProjectError(
                 f"{path}: video {index} ({recorded}) is a crop of a video; cropped videos are not imported"
             )
-        embedded = video if _has_embedded_images(video, path) else None
+        embedded = video if index in embedding else None
         source_video = video.source_video if embedded is not None and video.source_video is not None else video
         is_sequence = isinstance(source_video.filename, list)
         if is_sequence and embedded is None:
@@ -211,7 +236,9 @@ def _videos(
                 f"{path}: video {index} is an image sequence ({recorded}, ...); export a labels package "
                 "(.pkg.slp, frames embedded) from SLEAP to import it"
             )
-        source = None if is_sequence or source_video is embedded else _find_video(path, recorded, roots)
+        from_package = embedded is not None and _is_sleap_file(recorded)
+        skip = is_sequence or source_video is embedded or from_package
+        source = None if skip else _find_video(path, recorded, roots)
         if source is None and embedded is None:
             raise ProjectError(
                 f"{path}: video {index} ({recorded}): not found where SLEAP recorded it nor beside the .slp"
@@ -221,8 +248,8 @@ def _videos(
             )
         if source is None:
             notes.append(
-                f"video {index} ({recorded}): not found; labeled frames taken from the images the file embeds, "
-                "without context frames"
+                f"video {index} ({recorded}): {'a SLEAP file, not a video' if from_package else 'not found'}; "
+                "labeled frames taken from the images the file embeds, without context frames"
             )
         name = _folder_name(recorded, index, path, taken)
         taken.add(name)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -83,6 +87,39 @@ def make_slp(
     return path
 
 
+def make_sleap1_package(folder: Path, name: str = "val.pkg.slp") -> tuple[Path, dict[int, np.ndarray]]:
+    """A labels package laid out as SLEAP 1.x wrote the osg-htc tutorial's ``val.pkg.slp``, and its
+    greyscale frames: the video's metadata is ``{"backend": {"filename": ".", "dataset": ...}}``
+    (no ``type``, no ``has_embedded_images``), the frames are variable-length PNG bytes in
+    ``video0/video`` listed out of order in ``video0/frame_numbers``, and ``source_video`` names
+    the package the frames were copied from, not a video."""
+    skeleton = sio.Skeleton(list(NODES), edges=list(EDGES), name="mouse")
+    movie = sio.Video(filename="placeholder.mp4", open_backend=False)  # its metadata is rewritten below
+    frames = [
+        sio.LabeledFrame(video=movie, frame_idx=f, instances=[sio.Instance.from_numpy(points(o), skeleton=skeleton)])
+        for f, o in LABELED.items()
+    ]
+    path = folder / name
+    sio.save_slp(sio.Labels(labeled_frames=frames, videos=[movie], skeletons=[skeleton]), str(path), verbose=False)
+    rng = np.random.default_rng(3)
+    images = {frame: rng.integers(0, 256, (HEIGHT, WIDTH), dtype=np.uint8) for frame in LABELED}
+    order = sorted(LABELED, reverse=True)
+    backend = {"filename": ".", "dataset": "video0/video", "input_format": "channels_last", "convert_range": False}
+    source = {"filename": "sleap_labels.pkg.slp", "dataset": "video0/video"} | {
+        k: backend[k] for k in ("input_format", "convert_range")
+    }
+    with h5py.File(path, "r+") as h5:
+        del h5["videos_json"]
+        h5.create_dataset("videos_json", data=np.array([json.dumps({"backend": backend}).encode()]))
+        stored = h5.create_dataset("video0/video", (len(order),), dtype=h5py.vlen_dtype(np.dtype("int8")))
+        for i, frame in enumerate(order):
+            stored[i] = cv2.imencode(".png", images[frame])[1].ravel().view(np.int8)
+        stored.attrs.update(channels=np.int32(1), format="png", height=np.int32(HEIGHT), width=np.int32(WIDTH))
+        h5.create_dataset("video0/frame_numbers", data=np.array(order, dtype=np.int32))
+        h5.create_group("video0/source_video").attrs["json"] = json.dumps({"backend": source})
+    return path, images
+
+
 def expected_keypoints() -> np.ndarray:
     return np.stack([points(offset) for offset in LABELED.values()])
 
@@ -151,6 +188,26 @@ def test_embedded_images_that_another_video_does_not_show_are_refused(tmp_path):
     message = refused(slp, tmp_path / "imported")
     assert str(slp) in message and "differs from frame" in message and "imported" in message
     assert ".tmp" not in message  # the staging folder is not named
+
+
+def test_a_sleap1_package_without_embedding_metadata_imports_its_embedded_frames(tmp_path):
+    slp, images = make_sleap1_package(tmp_path)
+    done = import_sleap(slp, tmp_path / "imported")
+    labels, videos = load_project(tmp_path / "imported")
+    assert labels.image_paths == [f"labeled-data/sleap_labels.pkg/img{f:08d}.png" for f in LABELED]
+    np.testing.assert_allclose(labels.keypoints, expected_keypoints(), rtol=0, atol=1e-9)
+    for image, frame in zip(labels.image_paths, LABELED):
+        np.testing.assert_array_equal(read_image(tmp_path / "imported" / image)[..., 0], images[frame])
+    assert videos == [] and any("without context frames" in note for note in done.notes)
+
+
+def test_a_package_whose_source_is_another_package_beside_it_reads_its_own_frames(tmp_path):
+    slp, images = make_sleap1_package(tmp_path)
+    shutil.copy(slp, tmp_path / "sleap_labels.pkg.slp")  # the package it was made from: no video
+    import_sleap(slp, tmp_path / "imported")
+    labels, videos = load_project(tmp_path / "imported")
+    assert videos == [] and len(labels.image_paths) == len(LABELED)
+    np.testing.assert_array_equal(read_image(tmp_path / "imported" / labels.image_paths[0])[..., 0], images[3])
 
 
 def test_the_video_is_looked_for_beside_the_slp_when_it_moved(tmp_path):
