@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import RESULTS, header, markdown_table, write_results
-from bench_small_animal import base_config, dataset, train_and_score
+from bench_small_animal import base_config, dataset, score, train_and_score
 
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.training.advice import PRESETS, advise, animal_extent, preset_params
@@ -144,6 +144,45 @@ def run(name: str, arm: str, seed: int, args: argparse.Namespace) -> dict:
         "input": f"{input_size[0]}x{input_size[1]}",
         **result,
     }
+
+
+SCORES = ("test", "jump_frames", "video_frames", "missed_frames", "likelihood_median", "video", "video_gross_share")
+
+
+def rescore(args: argparse.Namespace, results_dir: Path) -> None:
+    """Score saved models again (inference changed, training did not); keep what they replace."""
+    for seed in args.seeds:
+        for name in args.projects:
+            for arm in args.arms:
+                saved = results_dir / f"{name}_{arm}_s{seed}.json"
+                if not saved.is_file():
+                    continue
+                result = json.loads(saved.read_text())
+                print(f"{saved.stem}: scoring the saved model again", flush=True)
+                before = {k: result[k] for k in SCORES if k in result}
+                fresh = score(project_data(name, args), args.work / "models" / saved.stem)
+                result.setdefault("before_rescore", []).append(
+                    {**before, "when": result.get("rescored", result["when"])}
+                )
+                result.update({k: v for k, v in fresh.items() if k not in ("load_average", "when", "cpu")})
+                result["rescored"] = fresh["when"]
+                saved.write_text(json.dumps(result, indent=2))
+                print(json.dumps(result), flush=True)
+
+
+def _rescore_notes(results: list[dict]) -> list[str]:
+    lines = []
+    for r in results:
+        for before in r.get("before_rescore", []):
+            test = before["test"]
+            lines.append(
+                f"- {r['project']} {r['arm']} seed {r['seed']}: scored again on {r['rescored']} with the inference "
+                f"code of that day (training unchanged); before: test mean {_num(test['mean'])} px, "
+                f"{test.get('missed', 0)} test keypoints missed"
+                + (f", {before['jump_frames']} jump frames" if "jump_frames" in before else "")
+                + f" ({before['when']})"
+            )
+    return lines
 
 
 def _num(value, digits: int = 1) -> str:
@@ -377,6 +416,9 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         ),
         "",
     ]
+    rescored = _rescore_notes(results)
+    if rescored:
+        lines += ["Runs scored again after training (`--rescore`):", "", *rescored, ""]
     failed = sorted(p.stem for p in (args.work / "results").glob("*.failed"))
     if failed:
         lines += [f"Failed runs (see `{args.work}/results/*.failed`): {', '.join(failed)}", ""]
@@ -403,12 +445,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "presets.md")
     parser.add_argument("--redo", action="store_true", help="repeat runs already saved in --work")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from the saved runs")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the saved models of --projects / --arms / --seeds again with today's inference code (no "
+        "training); the scores they replace are kept in the run's JSON and listed under the table",
+    )
     args = parser.parse_args()
     results_dir = args.work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in args.projects:
         print(name, json.dumps(features_of(name, args)), flush=True)
-    for seed in [] if args.table_only else args.seeds:
+    if args.rescore:
+        rescore(args, results_dir)
+    for seed in [] if args.table_only or args.rescore else args.seeds:
         for name in args.projects:
             for arm in args.arms:
                 key = f"{name}_{arm}_s{seed}"

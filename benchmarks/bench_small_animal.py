@@ -192,20 +192,23 @@ def train_and_score(data: dict, config: dict, model_dir: Path) -> dict:
     started = time.perf_counter()
     train(config, data["root"], model_dir, progress=False)
     train_s = time.perf_counter() - started
+    returned, restores, epochs = flat_returns(model_dir)
+    result = {"train_wall_s": train_s, "epochs": epochs, "returned_to_flat": returned, "guard_restores": restores}
+    result.update(score(data, model_dir))
+    result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    return result
+
+
+def score(data: dict, model_dir: Path) -> dict:
+    """The scores of :func:`train_and_score` of a trained ``model_dir``, with today's inference code."""
+    load_before = os.getloadavg()[0]
     labels, _ = load_project(data["root"], data["csv"])
     test_rows = np.flatnonzero(split_frames(len(labels), 0.8, 0.1, 0) == "test")
     model = load_model(model_dir)
     predictions = predict_labeled(model, labels.subset(test_rows))
     errors = np.linalg.norm(predictions[..., :2] - labels.keypoints[test_rows], axis=-1)
     labeled = np.isfinite(labels.keypoints[test_rows]).all(axis=-1)  # an unlabeled keypoint is not a miss
-    returned, restores, epochs = flat_returns(model_dir)
-    result = {
-        "test": error_summary(errors[labeled]),
-        "train_wall_s": train_s,
-        "epochs": epochs,
-        "returned_to_flat": returned,
-        "guard_restores": restores,
-    }
+    result: dict = {"test": error_summary(errors[labeled])}
     if data.get("video"):
         video = predict_video(model, data["video"], progress=False)
         result.update(video_stability(video.predictions))
