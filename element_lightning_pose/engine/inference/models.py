@@ -282,7 +282,7 @@ def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> 
         model_dir,
         info,
         pose.channels_last,
-        pose.pcas,
+        {},  # the pose stage's PCAs are in crop pixels, its predictions in frame pixels: no residuals from them
         detector=detector,
         crop_size=crop_size,
         detection_smoothing=int(block.get("detection_smoothing", config.crop_zoom.detection_smoothing)),
