@@ -94,6 +94,25 @@ def train_crop_for(resize: tuple[int, int]) -> tuple[int, int]:
 # depend on the config given, or a config that already asks for crop zoom would "recommend" it).
 DEFAULT_RESIZE: tuple[int, int] = (int(DataConfig().image_resize[0]), int(DataConfig().image_resize[1]))
 
+# Frames smaller than the network input on both sides are predicted at their own size (rounded to
+# multiples of 32) by preset auto's default, when the animal still spans SMALL_ANIMAL_HEATMAP_PX
+# heatmap pixels there: an upsampled input adds pixels, not information, and costs their time.
+# The SLEAP fly (192x192 frames, the animal 33 heatmap px at its own size), 480 s of training
+# each (benchmarks/results/presets.md): 3.9 px test mean at 192x192 (49 epochs), 4.4 px at the
+# default 256x256 (29 epochs). A tiny frame whose animal is smaller than that keeps the
+# upsampled input, where the heatmap's resolution is what limits the keypoints.
+
+
+def own_size_input(advice: Advice, image_resize: tuple[int, int]) -> tuple[int, int] | None:
+    """The input for frames smaller than ``image_resize`` on both sides (see above), or None."""
+    (h, w), (rh, rw) = advice.frame_size, image_resize
+    if not (h < rh and w < rw) or math.isnan(advice.animal_frame_px):
+        return None
+    own = round_to_32((h, w))
+    animal = advice.animal_frame_px / HEATMAP_STRIDE * min(own[0] / h, own[1] / w)
+    return own if animal >= SMALL_ANIMAL_HEATMAP_PX else None
+
+
 # Backbones tried, in order, when the configured one's ImageNet weights cannot be had (no cache,
 # no internet): efficientnet_lite0's ship with a package.
 FALLBACK_BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
@@ -330,8 +349,18 @@ def resolve_preset(
         frame = advise_project(project_root, config).frame_size
     values = preset_params(chosen, frame_size=frame, base=config.to_dict())
     values["preset"] = chosen
-    resolved = TrainConfig.from_dict(values, source=f"preset {chosen}").with_overrides(list(overrides))
     named = {".".join(parts) for _, parts, _ in parse_assignments(list(overrides), "override", "model.backbone=x")}
+    if advice is not None and chosen == "default" and "data.image_resize" not in named:
+        given = tuple(config.data.image_resize)
+        own = own_size_input(advice, (int(given[0]), int(given[1])))
+        if own is not None:
+            values["data"]["image_resize"] = list(own)
+            notes.append(
+                f"data.image_resize {own[0]}x{own[1]} instead of {given[0]}x{given[1]}: the frames "
+                f"({advice.frame_size[0]}x{advice.frame_size[1]}) are smaller than the input and the animal spans "
+                f">= {SMALL_ANIMAL_HEATMAP_PX:g} heatmap pixels at their own size; upsampling adds pixels, not detail"
+            )
+    resolved = TrainConfig.from_dict(values, source=f"preset {chosen}").with_overrides(list(overrides))
     backbone = resolved.model.backbone
     if (
         name == AUTO_PRESET

@@ -213,3 +213,27 @@ def test_train_resolves_auto_itself(large_animal_project, tmp_path):
     info = json.loads((result.model_dir / "model.json").read_text())
     assert info["preset"] == "default"
     assert yaml.safe_load((result.model_dir / "config.yaml").read_text())["preset"] == "default"
+
+
+def test_auto_predicts_small_frames_at_their_own_size_unless_the_animal_needs_the_upsampling(tmp_path):
+    """The default preset of ``auto`` does not upsample a frame smaller than the input when the
+    animal spans >= 16 heatmap px at the frame's own size (the SLEAP fly in the presets benchmark)."""
+    fly = write_project(tmp_path / "fly", (192, 192), np.stack([animal(30, 40, 130, 100)] * 3))
+    resolved = resolve_preset(TrainConfig(), fly, "auto", ["model.backbone=resnet18"])
+    assert resolved.config.preset == "default" and resolved.config.data.image_resize == (192, 192)
+    assert any("data.image_resize 192x192 instead of 256x256" in note for note in resolved.notes)
+    # named on the command line: kept
+    kept = resolve_preset(TrainConfig(), fly, "auto", ["model.backbone=resnet18", "data.image_resize=[256,256]"])
+    assert kept.config.data.image_resize == (256, 256)
+    # a tiny frame whose animal is 40 frame px (10 heatmap px at its own 96x96): upsampled as before
+    tiny = write_project(tmp_path / "tiny", (96, 96), np.stack([animal(20, 20, 40, 30)] * 3))
+    assert resolve_preset(TrainConfig(), tiny, "auto", ["model.backbone=resnet18"]).config.data.image_resize == (
+        256,
+        256,
+    )
+    # frames larger than the input on one side are not "smaller"
+    wide = write_project(tmp_path / "wide", (200, 400), np.stack([animal(30, 40, 130, 100)] * 3))
+    assert resolve_preset(TrainConfig(), wide, "auto", ["model.backbone=resnet18"]).config.data.image_resize == (
+        256,
+        256,
+    )
