@@ -273,7 +273,9 @@ def train_crop_zoom(
     """
     _check_supported(config, resume_from)
     model_dir = Path(model_dir)
-    labels, videos = load_project(project_root, config.data.csv_file, config.data.video_dir)
+    labels, videos = load_project(
+        project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
+    )
     check_replaceable(model_dir)
     splits = project_splits(labels, config.data, project_root)
     height, width = frame_size(labels)

@@ -453,7 +453,8 @@ def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview)
     rig = make_rig_project(
         tmp_path / "rig", n_cameras=2, image_size=(160, 120), n_frames=24, n_labeled=8, n_board_frames=4
     )
-    config = TrainConfig.from_dict(CROP_ZOOM).with_overrides([f"data.multiview={multiview}"])
+    config = TrainConfig.from_dict({**CROP_ZOOM, "losses": {"unsupervised": ["temporal"], "clip_length": 4}})
+    config = config.with_overrides([f"data.multiview={multiview}"])
     result = train(config, rig.root, tmp_path / "model", progress=False)
     kind = json.loads((tmp_path / "model" / "model.json").read_text())["kind"]
     if multiview == "per_view":
@@ -464,6 +465,11 @@ def test_crop_zoom_trains_and_predicts_a_multi_view_project(tmp_path, multiview)
         models = {view: tmp_path / "model" for view in ("cam0", "cam1")}
     for view, model_dir in models.items():
         assert read_model_info(model_dir).kind == "crop_zoom"
+        # the pose stage's clips: the videos of its views, cropped by its detector
+        cached = json.loads((model_dir / "pose" / "frame_cache" / "frames.json").read_text())["videos"]
+        expected = {view} if multiview == "per_view" else {"cam0", "cam1"}
+        assert {next(v for v in expected if v in Path(path).name) for path in cached} == expected
+        assert all(Path(path).suffix == ".avi" for path in cached)
         predicted = predict_video(load_model(model_dir, device="cpu"), rig.videos[view], progress=False).predictions
         assert predicted.shape == (24, len(rig.bodyparts), 3)
         found = np.isfinite(predicted[..., 0])
