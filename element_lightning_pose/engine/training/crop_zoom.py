@@ -30,6 +30,7 @@ The crop geometry (boxes, affine maps, detected centres) is
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -73,6 +74,8 @@ from element_lightning_pose.engine.networks.checkpoint import network_from_weigh
 from element_lightning_pose.engine.training.single import TrainResult, train_single
 from element_lightning_pose.engine.training.unlabeled import plan_segments
 from element_lightning_pose.engine.types import PathLike
+
+logger = logging.getLogger(__name__)
 
 DETECTOR_DIR = "detector"
 POSE_DIR = "pose"
@@ -187,6 +190,11 @@ def write_cropped_videos(
         [i.n_frames for i in infos], losses.max_cached_frames, losses.clip_length, config.training.seed
     )
     out.mkdir(parents=True, exist_ok=True)
+    logger.info(
+        "crop zoom: cropping %d frames of %d video(s) around the detector's detections for the unsupervised losses",
+        sum(p[2] for p in plan),
+        len({p[0] for p in plan}),
+    )
     written = []
     for number, (video, start, length) in enumerate(plan):
         info = infos[video]
