@@ -7,7 +7,8 @@ two 600-frame videos with ground truth). Both arms train the two crop-zoom stage
 
 - ``supervised``: the labeled crops alone;
 - ``semi``: plus the temporal and pose-PCA losses on the project's videos cropped by the trained
-  detector (``training.crop_zoom.write_cropped_videos``), 4-frame clips.
+  detector (``training.crop_zoom.write_cropped_videos``), 4-frame clips;
+- ``semi_temporal`` / ``semi_pca``: one of the two losses (``--arms``), to tell which does what.
 
 Scores (``bench_small_animal.score``): the labeled test split of seed 0, and every frame of the
 project's second video against its ground truth (error, gross share = keypoints > 30 px off),
@@ -28,8 +29,13 @@ from pathlib import Path
 from _common import RESULTS, header, markdown_table, write_results
 from bench_small_animal import dataset, train_and_score
 
-ARMS = ("supervised", "semi")
-SEMI_LOSSES = {"unsupervised": ["temporal", "pca_singleview"], "clip_length": 4}
+# the losses of each arm (``--arms``); the last two tell which loss does what
+ARMS = {
+    "supervised": None,
+    "semi": {"unsupervised": ["temporal", "pca_singleview"], "clip_length": 4},
+    "semi_temporal": {"unsupervised": ["temporal"], "clip_length": 4},
+    "semi_pca": {"unsupervised": ["pca_singleview"], "clip_length": 4},
+}
 
 
 def arm_config(arm: str, data: dict, args: argparse.Namespace, seed: int) -> dict:
@@ -45,8 +51,8 @@ def arm_config(arm: str, data: dict, args: argparse.Namespace, seed: int) -> dic
         },
         "crop_zoom": {"enabled": True, "detector_resize": [args.detector_input] * 2},
     }
-    if arm == "semi":
-        config["losses"] = dict(SEMI_LOSSES)
+    if ARMS[arm] is not None:
+        config["losses"] = dict(ARMS[arm])
     return config
 
 
@@ -56,7 +62,8 @@ def _num(value, digits: int = 1) -> str:
 
 def table(results: list[dict], args: argparse.Namespace) -> list[str]:
     rows = []
-    for r in sorted(results, key=lambda r: (r["seed"], ARMS.index(r["arm"]))):
+    order = list(ARMS)
+    for r in sorted(results, key=lambda r: (r["seed"], order.index(r["arm"]))):
         video = r.get("video", {})
         rows.append(
             [
@@ -77,7 +84,7 @@ def table(results: list[dict], args: argparse.Namespace) -> list[str]:
     pairs = []
     for seed in sorted({r["seed"] for r in results}):
         by_arm = {r["arm"]: r for r in results if r["seed"] == seed}
-        if set(ARMS) <= by_arm.keys():
+        if {"supervised", "semi"} <= by_arm.keys():
             s, m = by_arm["supervised"], by_arm["semi"]
             pairs.append(
                 {
@@ -131,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--arms", nargs="+", default=["supervised", "semi"], choices=list(ARMS))
     parser.add_argument("--pose-input", type=int, default=128)
     parser.add_argument("--detector-input", type=int, default=64)
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/elp-cropzoom-semi"))
@@ -141,7 +149,7 @@ def main() -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     data = dataset("arena", args.work)
     for seed in [] if args.table_only else args.seeds:
-        for arm in ARMS:
+        for arm in args.arms:
             saved = results_dir / f"{arm}_s{seed}.json"
             if saved.is_file():
                 continue

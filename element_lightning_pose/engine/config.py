@@ -350,6 +350,11 @@ class LossesConfig(_Section):
     pca_singleview_components: Int | None = Field(
         None, gt=0, description="pose PCA components (default: enough for pca_explained_variance)"
     )
+    pca_singleview_centred: Bool = Field(
+        False,
+        description="pose PCA of each frame's keypoints relative to their mean (the pose, not where the animal "
+        "is); crop zoom's pose stage always uses it, its crops being centred on a detection",
+    )
     pca_explained_variance: Float = Field(
         0.99, gt=0, le=1, description="pose PCA keeps components up to this explained variance"
     )
@@ -527,16 +532,17 @@ def crop_zoom_unsupported(config: TrainConfig) -> str:
     """What of ``config`` crop zoom cannot train, in words ('' when it can train all of it).
 
     Each camera is cropped around its own detection, so the losses that relate separate cameras
-    (the geometric ones, a multi-view PCA across cameras) have no common frame; the temporal and
-    pose PCA losses, and the multi-view PCA across views of one frame (``losses.view_groups``),
-    train on the cropped clips.
+    (the geometric ones) have no common frame. The multi-view PCA is refused too: a crop shifts
+    the keypoints of every view in it by the detector's error, a move its subspace reads as
+    views that disagree. The temporal and pose PCA losses train on the cropped clips (the pose
+    PCA of keypoints relative to their mean, ``losses.pca_singleview_centred``).
     """
     losses = config.losses
     spanning = [name for name in losses.unsupervised if name in GEOMETRIC_LOSSES]
-    if "pca_multiview" in losses.unsupervised and (config.data.view_names or not losses.view_groups):
-        spanning.append("pca_multiview")
     if spanning:
         return f"the losses that relate separate cameras ({', '.join(spanning)})"
+    if "pca_multiview" in losses.unsupervised:
+        return "the multi-view PCA loss (a crop moves every view's keypoints by the detector's error)"
     return ""
 
 

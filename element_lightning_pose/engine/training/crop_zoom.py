@@ -245,7 +245,12 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
         augmentation["enabled"] = True
     # input: data.image_resize, the size the crops are cut at; the frame cache of the cropped clips
     # is the pose stage's own (a shared losses.cache_dir holds whole frames)
-    pose = {**base, "augmentation": augmentation, "losses": {**base["losses"], "cache_dir": None}}
+    # and its pose PCA is of the keypoints relative to their mean: the labeled crops are centred on the
+    # labels, the clips on a detection off by up to tens of pixels, which an uncentred subspace reads
+    # as an implausible pose (the arena's true poses in detector crops: 12 px median residual, 1.6 px
+    # in label-centred ones, epsilon 6 px; benchmarks/results/cropzoom_semi.md)
+    losses = {**base["losses"], "cache_dir": None, "pca_singleview_centred": True}
+    pose = {**base, "augmentation": augmentation, "losses": losses}
     budget = config.training.max_time_s
     if budget:
         # one wall-time budget for the whole model, shared by the stages as their pixels per frame

@@ -4,7 +4,8 @@ Both are linear subspaces of keypoint coordinates; a prediction far from the sub
 implausible pose (single view) or views that disagree about one 3D point (multi-view).
 
 * single view: one sample per labeled frame with every chosen keypoint labeled, the vector
-  (x1, y1, x2, y2, ...); components kept up to the explained-variance target (or a count);
+  (x1, y1, x2, y2, ...), or the same relative to the keypoints' mean (``centred``); components
+  kept up to the explained-variance target (or a count);
 * multi view: one sample per (frame, keypoint) labeled in all V views, the vector
   (x_view1, y_view1, ..., x_viewV, y_viewV); 3 components by default (a 3D point).
 
@@ -21,7 +22,7 @@ pixels; Lightning Pose fitted in resized coordinates and evaluated in original o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,9 @@ class KeypointPCA:
     explained_variance_ratio: float
     epsilon: float
     n_samples: int
+    # single view: each frame's keypoints taken relative to their mean, so the subspace holds the
+    # pose and not where the animal is (crop zoom's crops are centred on a detection, not on it)
+    centred: bool = False
 
     # ------------------------------------------------------------------ layout
 
@@ -60,6 +64,11 @@ class KeypointPCA:
         shape = gathered.shape[:-2]
         v, p = index.shape
         if self.kind == "pca_singleview":
+            if self.centred:
+                middle = (
+                    gathered.mean(-2, keepdims=True) if isinstance(gathered, np.ndarray) else gathered.mean(-2, True)
+                )
+                gathered = gathered - middle
             return gathered.reshape(*shape, 1, p * 2)
         # (..., V, P, 2) -> (..., P, V, 2) -> (..., P, 2V)
         per_view = gathered.reshape(*shape, v, p, 2)
@@ -171,7 +180,7 @@ def held_out_residuals(pca: KeypointPCA, keypoints: np.ndarray, folds: int = HEL
         if len(samples) <= n_components:
             continue
         mean, components, _ = _fit_subspace(samples, n_components, 1.0)
-        fold_pca = KeypointPCA(pca.kind, pca.views, mean, components, 0.0, 0.0, len(samples))
+        fold_pca = replace(pca, mean=mean, components=components, explained_variance_ratio=0.0, epsilon=0.0)
         out.append(fold_pca.residual_keypoints(keypoints[fold]).ravel())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -216,7 +225,8 @@ def fit_pca(
         components = losses.pca_multiview_components
     else:
         raise ConfigError(f"unknown PCA loss {kind!r}")
-    pca = KeypointPCA(kind, views, np.zeros(0), np.zeros((0, 0)), 0.0, 0.0, 0)
+    centred = kind == "pca_singleview" and losses.pca_singleview_centred
+    pca = KeypointPCA(kind, views, np.zeros(0), np.zeros((0, 0)), 0.0, 0.0, 0, centred)
     complete = _complete_samples(pca, keypoints)
     dims = complete.shape[1]
     unit = (

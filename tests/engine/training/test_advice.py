@@ -157,10 +157,7 @@ def test_auto_does_not_pick_crop_zoom_for_what_it_cannot_train(small_animal_proj
     resolved = resolve_preset(config, small_animal_project, "auto")
     assert resolved.advice.preset == "small_animal_crop_zoom"  # the rule's pick is unchanged...
     assert resolved.config.preset == "default" and not resolved.config.crop_zoom.enabled  # ...and not applied
-    assert (
-        "crop zoom, picked by preset auto, does not train the losses that relate separate cameras"
-        in (resolved.notes[0])
-    )
+    assert "crop zoom, picked by preset auto, does not train the multi-view PCA loss" in (resolved.notes[0])
     # a context model and the temporal loss it does train
     config = {"model": {"backbone": "resnet18", "model_type": "context"}, "losses": {"unsupervised": ["temporal"]}}
     assert resolve_preset(config, small_animal_project, "auto").config.crop_zoom.enabled

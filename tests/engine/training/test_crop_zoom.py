@@ -140,13 +140,16 @@ def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
     from element_lightning_pose.engine.training.crop_zoom import train_crop_zoom
 
     cameras = {"csv_file": ["top.csv", "side.csv"], "view_names": ["top", "side"]}
-    config = TrainConfig.from_dict({**CROP_ZOOM, "data": cameras, "losses": {"unsupervised": ["pca_multiview"]}})
-    assert crop_zoom_unsupported(config) == "the losses that relate separate cameras (pca_multiview)"
-    with pytest.raises(ConfigError, match="does not train the losses that relate separate cameras .pca_multiview"):
+    rig = {"unsupervised": ["reprojection"], "calibration": "calibration.toml"}
+    config = TrainConfig.from_dict({**CROP_ZOOM, "data": cameras, "losses": rig})
+    assert crop_zoom_unsupported(config) == "the losses that relate separate cameras (reprojection)"
+    with pytest.raises(ConfigError, match="does not train the losses that relate separate cameras .reprojection"):
         train_crop_zoom(config, tiny_project.root, tmp_path / "model", progress=False)
     assert not (tmp_path / "model").exists()
+    # views of one frame: a crop moves them all by the detector's error, which the subspace reads as disagreement
     one_frame = {"unsupervised": ["temporal", "pca_multiview"], "view_groups": [[0, 1], [2, 3]]}
-    assert crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": one_frame})) == ""
+    assert "multi-view PCA" in crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": one_frame}))
+    assert crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": {"unsupervised": ["temporal"]}})) == ""
     with pytest.raises(ConfigError, match="detector_resize"):
         TrainConfig.from_dict({"crop_zoom": {"detector_resize": [100, 128]}})
 
@@ -422,6 +425,14 @@ def test_elp_train_and_predict_without_the_project(tmp_path):
     values, bodyparts = read_predictions(tmp_path / "preds" / "video.csv")
     assert bodyparts == project.bodyparts and values.shape == (20, len(bodyparts), 3)
     assert np.isfinite(values).all()
+
+
+def test_the_pose_stage_fits_its_pose_pca_relative_to_the_keypoints_mean():
+    from element_lightning_pose.engine.training.crop_zoom import stage_configs
+
+    detector, pose = stage_configs(TrainConfig.from_dict({**CROP_ZOOM, "losses": {"unsupervised": ["temporal"]}}))
+    assert pose.losses.pca_singleview_centred and pose.losses.unsupervised == ["temporal"]
+    assert detector.losses.unsupervised == [] and detector.model.model_type == "heatmap"
 
 
 def test_a_wall_time_budget_is_shared_by_the_stages_as_their_pixels():

@@ -102,6 +102,29 @@ def test_pca_epsilon_is_the_99th_percentile_of_training_residuals():
     assert fit_pca("pca_singleview", points, list("abcd"), LossesConfig()).components.shape[1] == 2
 
 
+def test_a_centred_pose_pca_reads_the_pose_not_where_the_animal_is():
+    """Crop zoom's clips are centred on a detection, its labeled crops on the labels: an uncentred
+    pose PCA fitted on the labels calls a true pose shifted by the detector's error implausible."""
+    rng = np.random.default_rng(0)
+    points = _labels(300, rng)
+    shifted = points + rng.uniform(-15, 15, size=(300, 1, 2))  # the same poses, each moved as a whole
+    plain = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
+    centred = fit_pca(
+        "pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2, pca_singleview_centred=True)
+    )
+    assert centred.centred and not plain.centred
+    assert np.median(plain.residual_keypoints(shifted)) > 5 * np.median(plain.residual_keypoints(points))
+    assert np.allclose(centred.residual_keypoints(shifted), centred.residual_keypoints(points))
+    assert np.median(centred.residual_keypoints(shifted)) < 1.0
+    # the loss computes the same residual on tensors, and the flag survives the checkpoint's dict
+    as_torch = centred.residual_keypoints(torch.tensor(shifted, dtype=torch.float64)).numpy()
+    assert np.allclose(as_torch, centred.residual_keypoints(shifted))
+    again = type(centred).from_dict(centred.to_dict())
+    assert again.centred and np.allclose(again.residual_keypoints(shifted), centred.residual_keypoints(shifted))
+    legacy = {k: v for k, v in plain.to_dict().items() if k != "centred"}  # a checkpoint from before the flag
+    assert not type(plain).from_dict(legacy).centred
+
+
 def test_held_out_epsilon_is_the_99th_percentile_of_out_of_fold_residuals():
     points = _labels(60, np.random.default_rng(3))
     pca = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
