@@ -57,7 +57,7 @@ from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
-from element_lightning_pose.engine.networks.checkpoint import Checkpoint, read_checkpoint
+from element_lightning_pose.engine.networks.checkpoint import Checkpoint, load_checkpoint_file, read_checkpoint
 from element_lightning_pose.engine.training.advice import advise
 from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
@@ -350,12 +350,18 @@ def _guards(config: TrainConfig) -> list:
 
 def _atomic_checkpoint_io():
     """Lightning's checkpoint writer, through atomic.py (Lightning's own stages in /tmp and,
-    across file systems, rewrites the target in place)."""
+    across file systems, rewrites the target in place), and its reader (resuming), through the
+    engine's weights-only reader."""
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any = None) -> None:
             with atomic_output(path) as tmp:
                 torch.save(checkpoint, tmp)
+
+        def load_checkpoint(self, path: PathLike, map_location: Any = None, weights_only: bool | None = None) -> Any:
+            # whatever Lightning passes (its weights_only is None by default, and before 2.6 it
+            # had none: torch's default then decides, which an environment variable can turn off)
+            return load_checkpoint_file(path)
 
     return AtomicCheckpointIO()
 

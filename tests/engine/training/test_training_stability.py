@@ -3,6 +3,8 @@ at unfreeze, and the guard that restores the best weights when the heatmaps go f
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,7 +216,7 @@ def _as_single_group(checkpoint_path, module: HeatmapModule) -> None:
     schedule = checkpoint["lr_schedulers"][0]
     checkpoint["lr_schedulers"] = [
         {
-            "milestones": {150: 1},
+            "milestones": Counter({150: 1}),  # as MultiStepLR.state_dict() holds them
             "gamma": 0.5,
             "base_lrs": schedule["base_lrs"][:1],
             "last_epoch": schedule["last_epoch"],
