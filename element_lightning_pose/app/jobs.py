@@ -3,8 +3,8 @@
 A job is one ``python -m element_lightning_pose.cli train PROJECT --model-dir models/<name>
 --no-progress --set KEY=VALUE ...``, started from an argument list (never a shell) in a session
 of its own, so that cancelling it reaches its data-loading workers too: SIGTERM to the process
-group (Lightning stops at the next batch and the engine deletes the run's staging folder), then
-SIGKILL after a grace period. A CPU has no room for two trainings, so a project runs one job at
+group (the engine stops the run where it is, deletes its staging folder and ``elp train`` exits
+143), then SIGKILL after a grace period. A CPU has no room for two trainings, so a project runs one job at
 a time by default.
 
 Where a job's things are, for a project ``P`` and a model name ``N``::
@@ -47,7 +47,7 @@ from element_lightning_pose.engine.safe_paths import check_name
 JOBS_DIR = ".jobs"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
-GRACE_S = 10.0  # from SIGTERM to SIGKILL: Lightning stops at the end of the batch it is in
+GRACE_S = 10.0  # from SIGTERM to SIGKILL: the engine stops at once, then removes its staging folder
 LOG_TAIL_LINES = 30
 RUNNING, FINISHED, FAILED, CANCELLED, ABANDONED = "running", "finished", "failed", "cancelled", "abandoned"
 METRIC_COLUMNS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_pixel_error", "lr")
@@ -133,9 +133,10 @@ class TrainingJob:
             record = self.record
             record.returncode = returncode
             record.ended_at = time.time()
-            # Lightning ends a run it was asked to stop (SIGTERM) with status 0 and no model:
-            # what tells a finished job is its completed model directory
-            if self._model_completed() and (returncode in (0, None) or record.cancel_requested):
+            # elp train exits 0 only with its model written (a run stopped by a signal exits 143);
+            # the model directory tells where there is no status (a process of an earlier server)
+            # and where a cancel came after the model was complete
+            if returncode == 0 or ((returncode is None or record.cancel_requested) and self._model_completed()):
                 record.state = FINISHED
             elif record.cancel_requested:
                 record.state = CANCELLED

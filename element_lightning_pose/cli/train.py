@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from element_lightning_pose.cli import fail
@@ -36,7 +37,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
 def run(args: argparse.Namespace) -> int:
     from element_lightning_pose.engine.config import AUTO_PRESET, ConfigError, TrainConfig
     from element_lightning_pose.engine.data.projects import DEFAULT_CSV, detect_layout
-    from element_lightning_pose.engine.training import PerViewResult, train
+    from element_lightning_pose.engine.training import PerViewResult, TrainingInterrupted, train
     from element_lightning_pose.engine.training.advice import advise_project, resolve_preset
 
     source = Path(args.config_or_project)
@@ -66,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, project, args.model_dir, resume_from=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
+    except TrainingInterrupted as exc:  # not a failure of the input: the status a shell gives the signal
+        print(f"elp train: {exc}", file=sys.stderr)
+        return int(exc.code)
     if isinstance(result, PerViewResult):
         for view, view_result in result.views.items():
             best = "n/a" if view_result.best_val_loss is None else f"{view_result.best_val_loss:.5g}"

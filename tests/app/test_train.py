@@ -137,6 +137,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_model(lab):
     assert cancelled.status_code == 200
     status = wait_for(client, "long", lambda s: not s["running"], timeout=60)
     assert status["state"] == "cancelled"
+    assert status["returncode"] == 143, status["log_tail"]  # elp train says it was stopped
     assert len(status["epochs"]) >= len(running["epochs"])  # what it trained stays on the page
     models = project.root / "models"
     assert sorted(p.name for p in models.iterdir()) == [JOBS_DIR]  # no model, no staging folder left

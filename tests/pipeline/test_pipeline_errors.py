@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -197,3 +200,39 @@ def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow
     assert len(result.errors) == 1
     assert "cut.mp4" in result.errors[0][1] and f"of {LISTED}" in result.errors[0][1]
     assert not lp.model.RecordingInfo & rec
+
+
+def test_training_stopped_by_sigterm_inserts_no_model_and_stops_populate(lp, lp_root):
+    """A scheduler's SIGTERM mid-training: populate stops (even with suppress_errors), no row, no model."""
+    from element_lightning_pose.engine.training import TrainingInterrupted
+    from tests.pipeline.conftest import TINY_PARAMS
+
+    root, _ = lp_root
+    train = lp.train
+    vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
+    endless = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 10_000}}
+    key = {**vs_key, "paramset_idx": train.TrainingParamSet.insert_new_params("endless", endless), "training_id": 1}
+    # a model folder of its own: other tests' deleted tasks leave theirs behind
+    train.TrainingTask.insert1({**key, "seed": 0, "model_prefix": "sigterm"})
+    model_dir = root / "processed" / train.TrainingTask.default_model_dir(key, "sigterm")
+
+    def stop_once_training() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(model_dir.parent.glob(f".{model_dir.name}.*.tmp/metrics.csv")):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_training, daemon=True).start()
+    try:
+        with pytest.raises(
+            TrainingInterrupted, match=f"stopped by SIGTERM.*no model directory was written.*{model_dir}"
+        ):
+            dj_compat.populate(train.ModelTraining, key, reserve_jobs=True, suppress_errors=True)
+        assert len(train.ModelTraining & key) == 0
+        assert not model_dir.exists() and not list(model_dir.parent.glob(f".{model_dir.name}.*"))
+        errors = dj_compat.list_jobs([train.ModelTraining], status="error", restrictions=[key])
+        assert [row["error_message"].split(":")[0] for row in errors] == ["TrainingInterrupted"]
+    finally:  # the flow tests populate every task of this VideoSet and count the parameter sets
+        dj_compat.clear_job(train.ModelTraining, key)
+        (train.TrainingTask & key).delete_quick()
+        (train.TrainingParamSet & {"paramset_idx": key["paramset_idx"]}).delete_quick()

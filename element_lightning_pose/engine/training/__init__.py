@@ -27,14 +27,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from element_lightning_pose.engine.training.entry import train
+    from element_lightning_pose.engine.training.entry import TrainingInterrupted, train
     from element_lightning_pose.engine.training.per_view import PerViewResult
     from element_lightning_pose.engine.training.single import TrainResult
 
-__all__ = ["PerViewResult", "TrainResult", "train"]
+__all__ = ["PerViewResult", "TrainResult", "TrainingInterrupted", "train"]
 
 _LAZY = {
     "train": "element_lightning_pose.engine.training.entry",
+    "TrainingInterrupted": "element_lightning_pose.engine.training.entry",
     "PerViewResult": "element_lightning_pose.engine.training.per_view",
     "TrainResult": "element_lightning_pose.engine.training.single",
 }
