@@ -16,6 +16,8 @@ Differences handled (verified against datajoint 0.14.10 and 2.3.5):
 - jobs: one ``schema.jobs`` table on 0.14; one ``Table.jobs`` per table on 2.x.
 - a delete whose cascade reaches a part table without its master is refused by both; 0.14
   includes the masters with ``force_masters=True``, 2.x with ``part_integrity="cascade"``.
+- text in a restriction: 0.14 leaves a double quote unescaped, 2.x on PostgreSQL doubles a
+  backslash; :func:`match` for restrictions, :class:`KeyTextChecked` for names in keys.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import datajoint as dj
+import pandas as pd
 
 from element_lightning_pose.engine.atomic import pid_alive
+from element_lightning_pose.engine.errors import ElpError
 
 DJ_VERSION: str = dj.__version__
 DJ_MAJOR: int = int(DJ_VERSION.split(".")[0])
@@ -59,16 +64,112 @@ INT32: str = "int32" if IS_DJ2 else "int"
 INT16: str = "int16" if IS_DJ2 else "smallint"
 
 
-def match(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A restriction by ``values`` that is safe on both generations.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-    DataJoint 0.14 writes a string between double quotes without escaping a double quote inside
-    it (2.x doubles its single quotes), so a value that holds one (a folder name, a subject name)
-    would end the literal early and change the query; doubled, MySQL reads it as one quote.
+
+def match(restriction: Any) -> Any:
+    """``restriction`` made safe to restrict by on both generations; use it for every
+    restriction that holds text from a user or a caller (a folder, a name, a key passed in).
+
+    A mapping (attribute = value, all of them) comes back as a restriction that matches the
+    values exactly; a list (any of its restrictions) item by item; anything else (a query, a
+    string of SQL written in the code) unchanged. DataJoint 0.14 writes a string between
+    double quotes without escaping a double quote inside it, so a value holding one ends the
+    literal early and changes the query (``x" OR "1"="1`` matched every row); doubled, MySQL
+    reads it as one. DataJoint 2.x doubles a backslash, which PostgreSQL (standard strings)
+    reads as two: such a value is compared with its backslashes spelled ``chr(92)`` instead.
     """
-    if IS_DJ2:
+    if isinstance(restriction, Mapping):
+        return _match_values(restriction)
+    if isinstance(restriction, list):
+        return [match(item) for item in restriction]
+    return restriction
+
+
+def _match_values(values: Mapping[str, Any]) -> Any:
+    if not IS_DJ2:
+        return {k: v.replace('"', '""') if isinstance(v, str) else v for k, v in values.items()}
+    if backend() != "postgresql":
         return dict(values)
-    return {k: v.replace('"', '""') if isinstance(v, str) else v for k, v in values.items()}
+    plain = {k: v for k, v in values.items() if not (isinstance(v, str) and "\\" in v)}
+    if len(plain) == len(values):
+        return plain
+    conditions: list[Any] = [plain]
+    for name, value in values.items():
+        if name in plain:
+            continue
+        if not _IDENTIFIER.match(name):  # attribute names are the code's, never a user's
+            raise ValueError(f"restriction attribute {name!r} is not a plain identifier")
+        # no backslash in the SQL: DataJoint reads a string restriction's column names with a
+        # MySQL parser, which takes a backslash before a quote for an escape
+        pieces = " || chr(92) || ".join("'" + piece.replace("'", "''") + "'" for piece in value.split("\\"))
+        conditions.append(f'"{name}" = {pieces}')
+    return dj.AndList(conditions)
+
+
+class KeyTextError(ElpError, ValueError):
+    """A name that would be part of a primary key holds a character a restriction cannot carry."""
+
+
+def check_key_text(source: str, values: Mapping[str, Any]) -> None:
+    """Refuse a string in ``values`` (a key's attributes) that holds a double quote or a
+    backslash, with a :class:`KeyTextError` naming ``source``, the attribute and the value.
+
+    Restrictions by such a value break inside DataJoint itself, where :func:`match` cannot
+    reach: 0.14's ``populate`` restricts by each key (``key in table``) with the quote
+    unescaped, a syntax error or, crafted, another condition; 2.x on PostgreSQL never finds a
+    key with a backslash. So a name that becomes part of a key (a subject, a model, a body
+    part, a view, a camera, a calibration) is refused where it enters, on both generations
+    alike, before anything is inserted.
+    """
+    for name, value in values.items():
+        if isinstance(value, str) and ('"' in value or "\\" in value):
+            what, why = (
+                ("a double quote", "DataJoint 0.14 writes it into its SQL unescaped")
+                if '"' in value
+                else ("a backslash", "DataJoint 2.x on PostgreSQL cannot restrict by it")
+            )
+            raise KeyTextError(
+                f"{source}: {name} {value!r} holds {what}, which a name in a key may not hold ({why}); rename it"
+            )
+
+
+class KeyTextChecked:
+    """Mixin for a table where names enter a primary key (``class Model(KeyTextChecked,
+    dj.Manual)``): every insert is checked by :func:`check_key_text` first, rows given as
+    mappings, numpy records, sequences in heading order or a pandas DataFrame; nothing is
+    inserted when one row is refused. Rows copied from a query are already in the database."""
+
+    def insert(self, rows: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = _checked_key_rows(self, rows)
+        return super().insert(rows, *args, **kwargs)  # type: ignore[misc]
+
+
+def _checked_key_rows(table: Any, rows: Any) -> Any:
+    source = type(table).__name__
+    key = list(table.primary_key)
+    if isinstance(rows, pd.DataFrame):
+        frame = rows.reset_index()
+        for name in key:
+            if name in frame.columns:
+                for value in frame[name]:
+                    check_key_text(source, {name: value})
+        return rows
+    if isinstance(rows, (dj.expression.QueryExpression, os.PathLike, str)) or not isinstance(rows, Iterable):
+        return rows
+    rows = list(rows)
+    names = list(table.heading.names)
+    for row in rows:
+        if isinstance(row, Mapping):
+            values = {name: row.get(name) for name in key}
+        elif hasattr(row, "dtype") and getattr(row.dtype, "names", None):
+            values = {name: row[name] for name in key if name in row.dtype.names}
+        elif isinstance(row, (list, tuple)):
+            values = {name: row[names.index(name)] for name in key if names.index(name) < len(row)}
+        else:
+            continue
+        check_key_text(source, values)
+    return rows
 
 
 def backend() -> str:
@@ -300,7 +401,7 @@ def _matches(table: Any, key: dict, restrictions: Iterable[dict]) -> bool:
         return False
     if not key:  # 0.14 error rows always carry their key; be safe with a malformed row
         return False
-    return len(source & key & dj.AndList(restrictions)) > 0
+    return len(source & match(key) & dj.AndList([match(r) for r in restrictions])) > 0
 
 
 def list_jobs(tables: Iterable[Any], status: str | None = None, restrictions: Iterable[dict] = ()) -> list[dict]:

@@ -30,7 +30,7 @@ import datajoint as dj
 import numpy as np
 
 from element_lightning_pose import model, paths
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts, match
 from element_lightning_pose.engine.eks.params import SmoothingParams
 from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.params import ImmutableParams
@@ -152,7 +152,7 @@ class EnsembleSmoothingTask(dj.Manual):
     ) -> dict:
         """Insert an ensemble over the given models' tasks on a recording; returns its key."""
         rec = {k: recording_key[k] for k in model.VideoRecording.primary_key}
-        missing = [m for m in model_names if not model.PoseEstimationTask & {**rec, "model_name": m}]
+        missing = [m for m in model_names if not model.PoseEstimationTask & match({**rec, "model_name": m})]
         if missing:
             raise ValueError(f"no PoseEstimationTask on recording {rec} for model(s) {missing}")
         key = {**rec, "ensemble_id": ensemble_id}

@@ -26,7 +26,17 @@ import datajoint as dj
 import numpy as np
 
 from element_lightning_pose import paths, train
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, fetch_keys
+from element_lightning_pose.dj_compat import (
+    BLOB,
+    FLOAT64,
+    INT16,
+    INT32,
+    KeyTextChecked,
+    fetch_column,
+    fetch_dicts,
+    fetch_keys,
+    match,
+)
 from element_lightning_pose.engine.config import SPLITS
 from element_lightning_pose.engine.safe_paths import inside_root
 
@@ -80,7 +90,7 @@ def _utcnow() -> datetime:
 
 
 @schema
-class VideoRecording(dj.Manual):
+class VideoRecording(KeyTextChecked, dj.Manual):
     """Behaviour video of a session taken by one camera; one or more consecutive files.
 
     Attributes:
@@ -113,7 +123,7 @@ class VideoRecording(dj.Manual):
     @classmethod
     def file_paths(cls, key: dict) -> list[Path]:
         """Absolute paths of the recording's files on this machine, in order."""
-        rows = fetch_dicts(cls.File & key, "file_path", order_by="file_id")
+        rows = fetch_dicts(cls.File & match(key), "file_path", order_by="file_id")
         if not rows:
             raise FileNotFoundError(f"VideoRecording {key} has no File rows")
         return [paths.find_full_path(root_dirs(), row["file_path"]) for row in rows]
@@ -171,7 +181,7 @@ class RecordingInfo(dj.Imported):
 
 
 @schema
-class BodyPart(dj.Lookup):
+class BodyPart(KeyTextChecked, dj.Lookup):
     """Body-part names known to the pipeline.
 
     Attributes:
@@ -193,7 +203,7 @@ class BodyPart(dj.Lookup):
 
 
 @schema
-class Model(dj.Manual):
+class Model(KeyTextChecked, dj.Manual):
     """A trained model directory, trained by ``train.ModelTraining`` or elsewhere.
 
     Attributes:
@@ -289,11 +299,11 @@ class Model(dj.Manual):
 
     @classmethod
     def model_path(cls, key: dict) -> Path:
-        return _find_model_dir((cls & key).fetch1("model_dir"))
+        return _find_model_dir((cls & match(key)).fetch1("model_dir"))
 
     @classmethod
     def bodyparts(cls, key: dict) -> list[str]:
-        return [r["body_part"] for r in fetch_dicts(cls.BodyPart & key, "body_part", order_by="body_part_index")]
+        return [r["body_part"] for r in fetch_dicts(cls.BodyPart & match(key), "body_part", order_by="body_part_index")]
 
 
 def _find_model_dir(model_dir: str | Path) -> Path:
@@ -457,7 +467,7 @@ class PoseEstimationTask(dj.Manual):
         check_name(precision, "PoseEstimationTask.generate: precision")
         recording = {k: recording_key[k] for k in VideoRecording.primary_key}
         # the database's values (a datetime as a datetime) spell the folder as populate() will
-        found = fetch_keys(VideoRecording & recording)
+        found = fetch_keys(VideoRecording & match(recording))
         if len(found) != 1:
             raise ValueError(f"PoseEstimationTask.generate: no VideoRecording {recording}")
         key = {**found[0], "model_name": model_name}
@@ -602,7 +612,7 @@ class PoseEstimation(dj.Computed):
         """
         from element_lightning_pose.engine.data.keypoints import keypoint_frame
 
-        keys = fetch_keys(cls & key)
+        keys = fetch_keys(cls & match(key))
         if len(keys) != 1:
             raise ValueError(f"get_trajectory: {len(keys)} pose estimations match {key}; restrict to one")
         key = keys[0]

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from element_lightning_pose import ensemble, model, paths
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_dicts, fetch_keys
+from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, KeyTextChecked, fetch_dicts, fetch_keys, match
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.inference.metrics import error_scale_px
 from element_lightning_pose.engine.multicam.io import Points3D, ViewError, ViewSource, read_views, write_points3d
@@ -120,7 +120,7 @@ def _number_or_none(value: Any) -> float | None:
 
 
 @schema
-class CameraCalibration(dj.Manual):
+class CameraCalibration(KeyTextChecked, dj.Manual):
     """A calibrated camera rig: one row per calibration, one ``Camera`` part per camera.
 
     Attributes:
@@ -140,7 +140,7 @@ class CameraCalibration(dj.Manual):
     mean_reprojection_error = null : {FLOAT64}
     """
 
-    class Camera(dj.Part):
+    class Camera(KeyTextChecked, dj.Part):
         """One calibrated camera (OpenCV's pinhole model with 5 distortion coefficients).
 
         Attributes:
@@ -228,8 +228,8 @@ class CameraCalibration(dj.Manual):
         """The calibration as an engine ``CameraGroup``, cameras in ``camera_name`` order."""
         from element_lightning_pose.engine.multicam.cameras import Camera, CameraGroup, check_camera
 
-        calibration = {"calibration_id": (cls & key).fetch1("calibration_id")}
-        rows = fetch_dicts(cls.Camera & calibration, order_by="camera_name")
+        calibration = {"calibration_id": (cls & match(key)).fetch1("calibration_id")}
+        rows = fetch_dicts(cls.Camera & match(calibration), order_by="camera_name")
         where = f"CameraCalibration {calibration['calibration_id']!r}"
         aliases = {"matrix": "intrinsic_matrix", "size": "image_width, image_height"}
         cameras = tuple(
@@ -283,7 +283,7 @@ def _camera_rows(calibration_id: str, group: Any, errors: list | None, source: s
 
 
 @schema
-class CalibrationTask(dj.Manual):
+class CalibrationTask(KeyTextChecked, dj.Manual):
     """Board videos of a rig, to be calibrated into ``CameraCalibration`` under ``calibration_id``.
 
     Attributes:
@@ -307,7 +307,7 @@ class CalibrationTask(dj.Manual):
     calibration_description = ''  : varchar(1000)
     """
 
-    class BoardVideo(dj.Part):
+    class BoardVideo(KeyTextChecked, dj.Part):
         """One camera's board video (frames synchronous across cameras).
 
         Attributes:
@@ -356,7 +356,7 @@ class CalibrationTask(dj.Manual):
         paths.key_folder_name({"calibration_id": calibration_id}, ["calibration_id"])  # it names a folder
         for name in videos:
             check_name(name, f"{where}: camera name")
-        if CameraCalibration & {"calibration_id": calibration_id}:
+        if CameraCalibration & match({"calibration_id": calibration_id}):
             raise RigError(f"calibration_id {calibration_id!r} is already in CameraCalibration")
         relative = {name: paths.relative_to_roots(root_dirs(), path) for name, path in videos.items()}
         try:
@@ -464,7 +464,7 @@ class Calibration(dj.Computed):
 
 
 @schema
-class MultiCameraRecording(dj.Manual):
+class MultiCameraRecording(KeyTextChecked, dj.Manual):
     """Synchronised recordings of one session by the cameras of a calibrated rig.
 
     Attributes:
@@ -481,7 +481,7 @@ class MultiCameraRecording(dj.Manual):
     n_frames         : {INT32}
     """
 
-    class View(dj.Part):
+    class View(KeyTextChecked, dj.Part):
         """Which ``VideoRecording`` of the session a camera of the calibration recorded.
 
         Attributes:
@@ -520,9 +520,9 @@ class MultiCameraRecording(dj.Manual):
             raise RigError(f"rig recording {rig_recording_id}: session key {session_key!r} lacks {lacking}")
         session = {k: session_key[k] for k in wanted}
         cal = {"calibration_id": calibration_id}
-        if not CameraCalibration & cal:
+        if not CameraCalibration & match(cal):
             raise RigError(f"calibration {calibration_id!r} is not in CameraCalibration")
-        cameras = {r["camera_name"]: r for r in fetch_dicts(CameraCalibration.Camera & cal)}
+        cameras = {r["camera_name"]: r for r in fetch_dicts(CameraCalibration.Camera & match(cal))}
         unknown = sorted(set(views) - set(cameras))
         if unknown:
             raise RigError(
@@ -546,11 +546,11 @@ class MultiCameraRecording(dj.Manual):
         counts = {}
         for name, (recording_id, offset) in parsed.items():
             rec = {**session, "recording_id": int(recording_id)}
-            if not model.VideoRecording & rec:
+            if not model.VideoRecording & match(rec):
                 raise RigError(f"view {name!r}: no VideoRecording {rec}")
-            if not model.RecordingInfo & rec:
+            if not model.RecordingInfo & match(rec):
                 raise RigError(f"view {name!r}: recording {rec} has no RecordingInfo (populate RecordingInfo first)")
-            n, width, height = (model.RecordingInfo & rec).fetch1("n_frames", "width", "height")
+            n, width, height = (model.RecordingInfo & match(rec)).fetch1("n_frames", "width", "height")
             camera = cameras[name]
             if (int(width), int(height)) != (camera["image_width"], camera["image_height"]):
                 raise RigError(
@@ -585,7 +585,7 @@ class MultiCameraRecording(dj.Manual):
     @classmethod
     def views(cls, key: dict) -> list[dict]:
         """The View rows of a rig recording, in ``camera_name`` order (the calibration's)."""
-        return fetch_dicts(cls.View & key, order_by="camera_name")
+        return fetch_dicts(cls.View & match(key), order_by="camera_name")
 
 
 def _integer(value: Any) -> bool:
@@ -756,7 +756,7 @@ class TriangulationTask(dj.Manual):
             rec = {**{k: rig[k] for k in rig if k != "rig_recording_id"}, "recording_id": views[name]["recording_id"]}
             task_table = model.PoseEstimationTask if kind == "pose" else ensemble.EnsembleSmoothingTask
             task_key = {**rec, ("model_name" if kind == "pose" else "ensemble_id"): ident}
-            if not task_table & task_key:
+            if not task_table & match(task_key):
                 raise RigError(f"camera {name!r}: no {task_table.__name__} {task_key}")
             rows[kind].append({**key, **task_key, "camera_name": name})
         with cls.connection.transaction:
@@ -772,7 +772,7 @@ class TriangulationTask(dj.Manual):
         task = {k: task_key[k] for k in cls.primary_key}
         found = []
         for part, table in ((cls.PoseSource, model.PoseEstimation), (cls.EnsembleSource, ensemble.EnsembleSmoothing)):
-            for row in fetch_dicts(part & task):
+            for row in fetch_dicts(part & match(task)):
                 found.append((str(row["camera_name"]), table, {k: row[k] for k in table.primary_key}))
         return sorted(found, key=lambda source: source[0])
 
@@ -1066,7 +1066,7 @@ class Triangulation(dj.Computed):
         """
         import pandas as pd
 
-        keys = fetch_keys(cls & key)
+        keys = fetch_keys(cls & match(key))
         if len(keys) != 1:
             raise ValueError(f"get_trajectory: {len(keys)} triangulations match {key}; restrict to one")
         key = keys[0]

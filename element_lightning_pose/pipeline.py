@@ -73,7 +73,7 @@ def _minimal_upstream(prefix: str) -> dict:
     schema = dj.Schema(prefix + "session")
 
     @schema
-    class Subject(dj.Manual):
+    class Subject(dj_compat.KeyTextChecked, dj.Manual):
         """An animal. Fields follow what DANDI asks for in NWB files."""
 
         definition = """
@@ -214,8 +214,10 @@ def add_session(
     description: str = "",
 ) -> dict:
     """Insert a subject (if new) and a session into whichever upstream is active; returns the
-    session key. A convenience for demos and tests: labs insert into their own tables."""
+    session key. A convenience for demos and tests: labs insert into their own tables. A subject
+    name with a double quote or a backslash is refused (``dj_compat.check_key_text``)."""
     lp = _require_active()
+    dj_compat.check_key_text("Subject", {"subject": subject})
     if lp.upstream == "elements":
         if len(subject) > 8:
             raise ValueError(f"subject {subject!r}: element-animal's Subject.subject holds at most 8 characters")

@@ -23,7 +23,16 @@ from typing import Any
 import datajoint as dj
 
 from element_lightning_pose import paths
-from element_lightning_pose.dj_compat import BLOB, FLOAT64, INT16, INT32, fetch_column, fetch_dicts, match
+from element_lightning_pose.dj_compat import (
+    BLOB,
+    FLOAT64,
+    INT16,
+    INT32,
+    KeyTextChecked,
+    fetch_column,
+    fetch_dicts,
+    match,
+)
 from element_lightning_pose.engine.safe_paths import inside_root
 from element_lightning_pose.params import ImmutableParams, params_hash  # noqa: F401  (train.params_hash: the hash of every set)
 
@@ -168,7 +177,7 @@ class VideoSet(dj.Manual):
         file_type : enum('labels', 'image', 'video')
         """
 
-    class View(dj.Part):
+    class View(KeyTextChecked, dj.Part):
         """One camera view of a multi-view project (Lightning Pose's layout: one label CSV per
         view, the same frames labeled in each). Single-view projects have no rows here; the
         part table is created beside an older database's tables on activation.

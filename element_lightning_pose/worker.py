@@ -96,7 +96,11 @@ def populate_table(
     for _ in range(max_restarts):
         try:
             result = dj_compat.populate(
-                table, *restrictions, reserve_jobs=True, suppress_errors=True, display_progress=False
+                table,
+                *map(dj_compat.match, restrictions),
+                reserve_jobs=True,
+                suppress_errors=True,
+                display_progress=False,
             )
         except Exception as exc:  # noqa: BLE001 - only duplicates are survivable; others re-raised
             if not dj_compat.is_duplicate_error(exc):
@@ -105,7 +109,7 @@ def populate_table(
             continue
         done += result.success_count
         for key, message in result.errors:
-            if dj_compat.is_duplicate_error(message) and table & key:
+            if dj_compat.is_duplicate_error(message) and table & dj_compat.match(key):
                 dj_compat.clear_job(table, key, "error")
                 log(f"{table.__name__} {key}: already populated by another worker; skipped")
             else:

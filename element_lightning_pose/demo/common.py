@@ -111,7 +111,7 @@ def relative_to_root(root: Path, path: Path) -> str:
 
 def find_or_register_video_set(train, project_rel: str, description: str) -> dict:
     """The VideoSet key of the demo's project, registered on the first run, found on a rerun."""
-    existing = dj_compat.fetch_dicts(train.VideoSet & {"project_dir": project_rel})
+    existing = dj_compat.fetch_dicts(train.VideoSet & dj_compat.match({"project_dir": project_rel}))
     if existing:
         return {"video_set_id": existing[0]["video_set_id"]}
     return train.VideoSet.insert_project(project_rel, description=description)

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from element_lightning_pose import model, paths
-from element_lightning_pose.dj_compat import fetch_dicts, fetch_keys
+from element_lightning_pose.dj_compat import fetch_dicts, fetch_keys, match
 from element_lightning_pose.engine.multicam.cameras import CameraGroup
 from element_lightning_pose.export import nwb
 
@@ -45,7 +45,7 @@ def _upstream(name: str):
 
 
 def _row(table, key: dict) -> dict:
-    rows = fetch_dicts(table & key)
+    rows = fetch_dicts(table & match(key))
     return rows[0] if len(rows) == 1 else {}
 
 
@@ -171,7 +171,7 @@ def session_cameras(session_key: dict, *, exclude: frozenset[int] | set[int] = f
     from element_lightning_pose import ensemble
 
     cameras = []
-    for rec in fetch_keys(model.VideoRecording & session_key, order_by="recording_id"):
+    for rec in fetch_keys(model.VideoRecording & match(session_key), order_by="recording_id"):
         if int(rec["recording_id"]) in exclude:
             continue
         device = (model.VideoRecording & rec).fetch1("device")
@@ -307,8 +307,8 @@ def session_rig_poses(session_key: dict) -> tuple[list[nwb.MultiCameraPose], set
         return [], set()
     session = {k: session_key[k] for k in model._linking_module.Session.primary_key}
     order = ("rig_recording_id", "triangulation_paramset_idx", "triangulation_id")
-    tasks = sorted(fetch_keys(multicam.Triangulation & session), key=lambda k: tuple(int(k[f]) for f in order))
-    rigs = fetch_keys(multicam.MultiCameraRecording & session, order_by="rig_recording_id")
+    tasks = sorted(fetch_keys(multicam.Triangulation & match(session)), key=lambda k: tuple(int(k[f]) for f in order))
+    rigs = fetch_keys(multicam.MultiCameraRecording & match(session), order_by="rig_recording_id")
     poses, covered = [], set()
     for task in tasks:
         rig_id = task["rig_recording_id"]

@@ -25,9 +25,9 @@ from element_lightning_pose.plotting.core import (
 
 
 def _one_key(table, key: dict, what: str) -> dict:
-    from element_lightning_pose.dj_compat import fetch_keys
+    from element_lightning_pose.dj_compat import fetch_keys, match
 
-    keys = fetch_keys(table & key)
+    keys = fetch_keys(table & match(key))
     if len(keys) != 1:
         raise PlotError(f"{what}: {len(keys)} rows match {key}; restrict the key to exactly one")
     return keys[0]
