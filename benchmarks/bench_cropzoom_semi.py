@@ -38,6 +38,13 @@ ARMS = {
 }
 
 
+# arms run by an earlier version of the engine, kept in the table (they cannot be run again)
+EARLIER = {
+    "semi_uncentred": "semi before the pose stage's PCA was centred (the defect this benchmark found, fixed in "
+    "the commit 'Crop zoom's pose PCA is of the keypoints relative to their mean')",
+}
+
+
 def arm_config(arm: str, data: dict, args: argparse.Namespace, seed: int) -> dict:
     config = {
         "data": {"csv_file": data["csv"], "image_resize": [args.pose_input] * 2},
@@ -62,7 +69,7 @@ def _num(value, digits: int = 1) -> str:
 
 def table(results: list[dict], args: argparse.Namespace) -> list[str]:
     rows = []
-    order = list(ARMS)
+    order = [*ARMS, *EARLIER]
     for r in sorted(results, key=lambda r: (r["seed"], order.index(r["arm"]))):
         video = r.get("video", {})
         rows.append(
@@ -121,6 +128,8 @@ def table(results: list[dict], args: argparse.Namespace) -> list[str]:
         ),
         "",
     ]
+    lines += [f"- `{arm}`: {about}" for arm, about in EARLIER.items() if any(r["arm"] == arm for r in results)]
+    lines += [""]
     if pairs:
         n = len(pairs)
         lines += [
