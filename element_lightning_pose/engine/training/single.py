@@ -403,6 +403,17 @@ def _staged_checkpoint(stage_dir: Path, final_dir: Path, **kwargs: Any):
             finally:
                 self.save_weights_only = keep
 
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            super().on_train_epoch_end(trainer, pl_module)
+            # Lightning 2.6 writes last.ckpt only in an epoch that also wrote a new best: resuming
+            # would go back to the best epoch and train the epochs after it again
+            if (
+                self.save_last
+                and self._should_save_on_train_epoch_end(trainer)
+                and not self._should_skip_saving_checkpoint(trainer)
+            ):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
         def load_state_dict(self, state_dict: dict[str, Any]) -> None:
             # compared (and warned about) as the model directory, then moved into the stage
             stage, self.dirpath = self.dirpath, final
