@@ -49,6 +49,10 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"" for p in sorted(folder.rglob("*"))}
 
 
+def _deliver_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_elp_train(project_root: Path, model_dir: Path, signum: int) -> subprocess.CompletedProcess:
     """``elp train`` as a user runs it, sent ``signum`` once its first epoch is written."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
@@ -56,7 +60,17 @@ def _stop_elp_train(project_root: Path, model_dir: Path, signum: int) -> subproc
     command += ["--model-dir", str(model_dir), "--no-progress", "--preset", "none"]
     for assignment in LONG_SETS:
         command += ["--set", assignment]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # as from a terminal: a shell without job control starts background commands (a CI
+        # script run with `&`) with SIGINT ignored, their children inherit that, and train()
+        # rightly leaves an ignored signal ignored
+        preexec_fn=_deliver_sigint,
+    )
     try:
         _staged_epoch(model_dir)
         process.send_signal(signum)
