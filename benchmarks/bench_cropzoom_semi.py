@@ -13,8 +13,9 @@ two 600-frame videos with ground truth). Both arms train the two crop-zoom stage
 Scores (``bench_small_animal.score``): the labeled test split of seed 0, and every frame of the
 project's second video against its ground truth (error, gross share = keypoints > 30 px off),
 jumps (a keypoint moving > 30 px between frames), likelihood. The clips come from the project's
-videos, the scored one included: transductive, as a lab's own videos are (the labels are not
-from it). Runs are saved as JSON in ``--work/results``; ``--table-only`` rebuilds the table.
+videos, the scored one included: transductive, as a lab's own videos are. The arena's labels
+come from both videos (58 of the scored video's 600 frames are labeled), so the video error is
+not all on unseen frames; the test split is. Runs are saved as JSON in ``--work/results``; ``--table-only`` rebuilds the table.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_cropzoom_semi.py --epochs 30 --seeds 0 1
 """
