@@ -62,7 +62,6 @@ from element_lightning_pose.engine.data.labels import (
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
 from element_lightning_pose.engine.data.video import iter_batches, video_info, write_video
-from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import (
     DETECTOR_CENTRE,
     ModelInfo,
@@ -73,6 +72,7 @@ from element_lightning_pose.engine.model_dir import (
 from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
 from element_lightning_pose.engine.training.single import TrainResult, train_single
 from element_lightning_pose.engine.training.unlabeled import plan_segments
+from element_lightning_pose.engine.training.unsupervised import require_unlabeled_videos
 from element_lightning_pose.engine.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -289,6 +289,7 @@ def train_crop_zoom(
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
+    require_unlabeled_videos(config, videos, project_root)  # before the detector trains, not after
     check_replaceable(model_dir)
     splits = project_splits(labels, config.data, project_root)
     height, width = frame_size(labels)
@@ -314,11 +315,6 @@ def train_crop_zoom(
         _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
         detector = train_single(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
         if config.losses.unsupervised:
-            if not videos:
-                raise ProjectError(
-                    f"losses.unsupervised={config.losses.unsupervised} needs unlabeled videos, but "
-                    f"{Path(project_root) / config.data.video_dir} has none"
-                )
             write_cropped_videos(stage / DETECTOR_DIR, videos, resolved, crop_size, pose_project / "videos")
         pose = train_single(pose_config, pose_project, stage / POSE_DIR, progress=progress)
 

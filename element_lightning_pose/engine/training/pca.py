@@ -180,7 +180,9 @@ def held_out_residuals(pca: KeypointPCA, keypoints: np.ndarray, folds: int = HEL
         if len(samples) <= n_components:
             continue
         mean, components, _ = _fit_subspace(samples, n_components, 1.0)
-        fold_pca = replace(pca, mean=mean, components=components, explained_variance_ratio=0.0, epsilon=0.0)
+        fold_pca = replace(
+            pca, mean=mean, components=components, explained_variance_ratio=0.0, epsilon=0.0, n_samples=len(samples)
+        )
         out.append(fold_pca.residual_keypoints(keypoints[fold]).ravel())
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -26,6 +26,7 @@ from element_lightning_pose.engine.training.unlabeled import (
     build_camera_caches,
     build_frame_cache,
 )
+from element_lightning_pose.engine.types import PathLike
 
 
 class UnsupervisedInputs(NamedTuple):
@@ -55,14 +56,19 @@ def unsupervised_inputs(
         return camera_rig_inputs(config, labels, splits, videos, model_dir)
     train_rows = np.flatnonzero(splits == "train")
     pcas = fit_pcas(labels.keypoints[train_rows], labels.bodyparts, losses)
-    if not videos:
-        raise ProjectError(
-            f"losses.unsupervised={losses.unsupervised} needs unlabeled videos, but "
-            f"{Path(labels.root) / config.data.video_dir} has none"
-        )
+    require_unlabeled_videos(config, videos, labels.root)
     cache_dir, cache_options, augmenter, n_clips = clip_settings(config, labels, splits, model_dir)
     cache = build_frame_cache(videos, config.data.image_resize, cache_dir, **cache_options)
     return UnsupervisedInputs(pcas, ClipDataset(cache, losses.clip_length, n_clips, augmenter), None)
+
+
+def require_unlabeled_videos(config: TrainConfig, videos: list[Path], project_root: PathLike) -> None:
+    """A :class:`ProjectError` when the unsupervised losses are asked for and the project has no videos."""
+    if config.losses.unsupervised and not videos:
+        raise ProjectError(
+            f"losses.unsupervised={config.losses.unsupervised} needs unlabeled videos, but "
+            f"{Path(project_root) / config.data.video_dir} has none"
+        )
 
 
 def clip_settings(

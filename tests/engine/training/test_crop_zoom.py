@@ -24,6 +24,7 @@ from element_lightning_pose.engine.data.crops import (
     label_centres,
     smooth_centres,
 )
+from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import ModelDirectoryError, read_model_info
 from tests.conftest import elp
 from tests.engine.conftest import TINY_CONFIG
@@ -150,6 +151,12 @@ def test_crop_zoom_refuses_what_it_cannot_crop(tiny_project, tmp_path):
     one_frame = {"unsupervised": ["temporal", "pca_multiview"], "view_groups": [[0, 1], [2, 3]]}
     assert "multi-view PCA" in crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": one_frame}))
     assert crop_zoom_unsupported(TrainConfig.from_dict({**CROP_ZOOM, "losses": {"unsupervised": ["temporal"]}})) == ""
+    # no videos for the unlabeled clips: said before the detector trains
+    no_videos = Path(shutil.copytree(tiny_project.root, tmp_path / "no_videos", ignore=shutil.ignore_patterns("*.mp4")))
+    temporal = TrainConfig.from_dict({**CROP_ZOOM, "losses": {"unsupervised": ["temporal"]}})
+    with pytest.raises(ProjectError, match="needs unlabeled videos, but .*videos has none"):
+        train_crop_zoom(temporal, no_videos, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model").exists()
     with pytest.raises(ConfigError, match="detector_resize"):
         TrainConfig.from_dict({"crop_zoom": {"detector_resize": [100, 128]}})
 
