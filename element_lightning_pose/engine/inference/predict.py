@@ -30,6 +30,8 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from element_lightning_pose.engine.allocation import reuse_freed_memory
 from element_lightning_pose.engine.data.crops import crop_frames
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic, write_predictions
 from element_lightning_pose.engine.data.labels import (
@@ -118,6 +121,7 @@ def predict_video(
     before any file is written. ``allow_short=True`` instead warns (:class:`ShortVideoWarning`)
     and gives the missing frames NaN coordinates and likelihood 0, so T is still the full count.
     """
+    reuse_freed_memory()  # each batch's activations reuse the last one's pages
     info = video_info(video, allow_short=allow_short)
     original = (info.height, info.width)
     chunks: list[np.ndarray] = []
@@ -235,19 +239,33 @@ def predict_videos(
     diagnostics_csvs: Sequence[PathLike | None] | None = None,
     allow_short: bool = False,
     on_done: Callable[[PredictionResult], None] | None = None,
+    at_once: int | None = None,
 ) -> list[PredictionResult]:
     """Predict several videos in one pass: one CSV each (None: none), as :func:`predict_video` writes it alone.
 
-    Every video is opened first (a missing or unreadable one raises before any work). The next
-    video decodes in the background while the network works on the current one, and one progress
-    bar counts the frames of them all. Memory holds at most two videos' decoded-ahead batches.
-    ``on_done`` is called with each video's result as soon as its CSV is written.
+    Every video is opened first (a missing or unreadable one raises before any work), and one
+    progress bar counts the frames of them all. On a CPU with several threads and at least as
+    many videos, ``at_once`` videos (default: :func:`videos_at_once`) are predicted side by side,
+    each at one thread, sharing the model: one network call per core scales better than one call
+    split over the cores. Otherwise the videos go one after another at every thread, the next one
+    decoding in the background while the network works on the current one (memory: two videos'
+    decoded-ahead batches). ``on_done`` is called, in this thread, with each video's result as
+    soon as its CSV is written; the results are returned in the videos' order.
     """
     if len(videos) != len(out_csvs):
         raise ValueError(f"{len(videos)} videos but {len(out_csvs)} output CSVs")
     diagnostics = list(diagnostics_csvs) if diagnostics_csvs is not None else [None] * len(videos)
     infos = [video_info(video, allow_short=allow_short) for video in videos]
     bar = _progress_bar(sum(info.n_frames for info in infos), f"{len(videos)} videos") if progress else None
+    n_at_once = videos_at_once(model, len(videos)) if at_once is None else max(1, min(at_once, len(videos)))
+    if n_at_once > 1:
+        try:
+            return _predict_side_by_side(
+                model, videos, out_csvs, diagnostics, n_at_once, batch_size, prefetch, allow_short, on_done, bar
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     results: list[PredictionResult] = []
     upcoming: _DecodingAhead | None = None
     try:
@@ -285,6 +303,102 @@ def predict_videos(
         if bar is not None:
             bar.close()
     return results
+
+
+def videos_at_once(model: PoseModel, n_videos: int) -> int:
+    """How many videos :func:`predict_videos` predicts side by side: the CPU's threads, given as many videos.
+
+    On mirror-mouse's video (resnet18, bf16, 2-core Xeon) two videos side by side at one thread
+    each ran 142 frames/s against 122 for one video at two threads
+    (``benchmarks/results/inference_videos.md``). Torch's thread count is one setting for the
+    whole process, so fewer videos than threads go one at a time at every thread instead of
+    leaving cores idle; a GPU runs one video at a time.
+    """
+    threads = torch.get_num_threads()
+    if model.device.type != "cpu" or threads < 2 or n_videos < threads:
+        return 1
+    return threads
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Stopped(Exception):
+    """Raised in a worker's batches when another video failed or the caller was interrupted."""
+
+
+def _until(stop: threading.Event, batches: Iterator[tuple[np.ndarray, np.ndarray]]):
+    try:
+        for batch in batches:
+            if stop.is_set():
+                raise _Stopped
+            yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+class _LockedBar:
+    """One progress bar updated from several worker threads."""
+
+    def __init__(self, bar) -> None:
+        self._bar, self._lock = bar, threading.Lock()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self._bar.update(n)
+
+
+def _predict_side_by_side(
+    model, videos, out_csvs, diagnostics, n_at_once, batch_size, prefetch, allow_short, on_done, bar
+) -> list[PredictionResult]:
+    """:func:`predict_videos` with ``n_at_once`` worker threads at one torch thread each."""
+    stop = threading.Event()
+    shared_bar = _LockedBar(bar) if bar is not None else None
+
+    def one(i: int) -> PredictionResult:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            batches = _video_batches(model, videos[i], batch_size, 0, None, prefetch, allow_short)
+            return predict_video(
+                model,
+                videos[i],
+                batch_size=batch_size,
+                out_csv=out_csvs[i],
+                diagnostics_csv=diagnostics[i],
+                allow_short=allow_short,
+                progress=False,
+                _batches=_until(stop, batches),
+                _bar=shared_bar,
+            )
+        except BaseException:
+            stop.set()  # before this worker takes the next video: no video starts after a failure
+            raise
+
+    results: list[PredictionResult | None] = [None] * len(videos)
+    with _torch_threads(1), ThreadPoolExecutor(n_at_once, thread_name_prefix="elp-video") as pool:
+        futures = {pool.submit(one, i): i for i in range(len(videos))}  # started in the videos' order
+        try:
+            for future in as_completed(futures):
+                result = future.result()  # the first failure is raised here, the others stop
+                results[futures[future]] = result
+                if on_done is not None:
+                    on_done(result)
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+    return [result for result in results if result is not None]
 
 
 @torch.inference_mode()

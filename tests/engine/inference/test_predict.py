@@ -257,3 +257,49 @@ def test_predict_videos_opens_every_video_before_any_work(model, project, tmp_pa
     with pytest.raises((VideoError, FileNotFoundError), match="missing.mp4"):
         predict_videos(model, [project.videos[0], missing], out, progress=False)
     assert not out[0].exists()
+
+
+def test_videos_side_by_side_equal_videos_one_after_another(model, project, tmp_path):
+    """Two worker threads at one torch thread each write what one video at a time writes."""
+    from element_lightning_pose.engine.data.video import iter_frames, write_video
+    from element_lightning_pose.engine.inference.predict import predict_videos
+
+    frames = list(iter_frames(project.videos[0]))
+    videos = [project.videos[0]] + [
+        write_video(tmp_path / f"v{i}.mp4", frames[i * 3 :], fps=30.0) for i in range(1, 4)
+    ]
+    threads = torch.get_num_threads()
+    done_in: list[tuple[str, str]] = []
+
+    def done(result) -> None:
+        import threading
+
+        done_in.append((result.video.name, threading.current_thread().name))
+
+    outputs = {}
+    for at_once in (1, 2):
+        out = [tmp_path / f"at{at_once}" / f"{v.stem}.csv" for v in videos]
+        results = predict_videos(model, videos, out, progress=False, at_once=at_once, on_done=done)
+        assert [r.video for r in results] == videos  # the videos' order, whichever finished first
+        assert torch.get_num_threads() == threads  # restored
+        outputs[at_once] = [p.read_bytes() for p in out]
+        for r, v in zip(results, videos):
+            assert len(r.predictions) == video_info(v).n_frames
+    assert outputs[1] == outputs[2]
+    assert sorted(name for name, _ in done_in) == sorted(v.name for v in videos * 2)
+    assert {thread for _, thread in done_in} == {"MainThread"}  # the caller's callback, in the caller's thread
+
+
+def test_a_failing_video_side_by_side_stops_the_others_and_raises_its_error(model, project, tmp_path):
+    from element_lightning_pose.engine.inference.predict import predict_videos
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    videos = [project.videos[0]] * 4
+    out = [tmp_path / "ok0.csv", blocker / "bad.csv", tmp_path / "ok2.csv", tmp_path / "ok3.csv"]
+    threads = torch.get_num_threads()
+    with pytest.raises(Exception, match="not_a_folder"):
+        predict_videos(model, videos, out, progress=False, at_once=2)
+    assert torch.get_num_threads() == threads
+    assert not out[3].exists()  # queued behind the failure: never started
+    assert not list(tmp_path.glob("*.tmp*"))  # nothing half-written
