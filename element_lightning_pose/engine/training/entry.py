@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from element_lightning_pose.engine.allocation import reuse_freed_memory
 from element_lightning_pose.engine.config import AUTO_PRESET, ConfigError, TrainConfig
 from element_lightning_pose.engine.data.projects import project_views
 from element_lightning_pose.engine.errors import ElpError
@@ -164,6 +165,7 @@ def train(
     SIGTERM or SIGINT during the run raises :class:`TrainingInterrupted` (a run is never
     returned unfinished); ``model_dir`` is then as it was.
     """
+    reuse_freed_memory()  # each batch's activations and gradients reuse the last one's pages
     with _signals_stop_the_run(Path(model_dir), resume_from):
         return _train(config, project_root, model_dir, resume_from, progress, one_network, source)
 
