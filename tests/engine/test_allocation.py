@@ -38,9 +38,7 @@ def _run(script: str, **env: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
-)
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_a_batchs_memory_is_reused_by_the_next_instead_of_faulted_in_again():
     system = _run(FORWARD_FAULTS, ELP_SYSTEM_ALLOCATOR="1")
     ours = _run(FORWARD_FAULTS)

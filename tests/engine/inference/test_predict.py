@@ -265,9 +265,7 @@ def test_videos_side_by_side_equal_videos_one_after_another(model, project, tmp_
     from element_lightning_pose.engine.inference.predict import predict_videos
 
     frames = list(iter_frames(project.videos[0]))
-    videos = [project.videos[0]] + [
-        write_video(tmp_path / f"v{i}.mp4", frames[i * 3 :], fps=30.0) for i in range(1, 4)
-    ]
+    videos = [project.videos[0]] + [write_video(tmp_path / f"v{i}.mp4", frames[i * 3 :], fps=30.0) for i in range(1, 4)]
     threads = torch.get_num_threads()
     done_in: list[tuple[str, str]] = []
 
