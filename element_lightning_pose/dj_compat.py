@@ -22,8 +22,10 @@ Differences handled (verified against datajoint 0.14.10 and 2.3.5):
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import pathlib
 import platform
 import re
 from collections.abc import Iterable, Mapping
@@ -137,8 +139,9 @@ def check_key_text(source: str, values: Mapping[str, Any]) -> None:
 class KeyTextChecked:
     """Mixin for a table where names enter a primary key (``class Model(KeyTextChecked,
     dj.Manual)``): every insert is checked by :func:`check_key_text` first, rows given as
-    mappings, numpy records, sequences in heading order or a pandas DataFrame; nothing is
-    inserted when one row is refused. Rows copied from a query are already in the database."""
+    mappings, numpy records, sequences in heading order, a pandas or polars DataFrame, a pyarrow
+    Table or a CSV file's ``pathlib.Path``; nothing is inserted when one row is refused. Rows
+    copied from a query are already in the database."""
 
     def insert(self, rows: Any, *args: Any, **kwargs: Any) -> Any:
         rows = _checked_key_rows(self, rows)
@@ -155,6 +158,7 @@ def _checked_key_rows(table: Any, rows: Any) -> Any:
                 for value in frame[name]:
                     check_key_text(source, {name: value})
         return rows
+    rows = _as_row_list(rows)
     if isinstance(rows, (dj.expression.QueryExpression, os.PathLike, str)) or not isinstance(rows, Iterable):
         return rows
     rows = list(rows)
@@ -169,6 +173,23 @@ def _checked_key_rows(table: Any, rows: Any) -> Any:
         else:
             continue
         check_key_text(source, values)
+    return rows
+
+
+def _as_row_list(rows: Any) -> Any:
+    """The rows DataJoint itself would read from a CSV path, a polars DataFrame or a pyarrow Table.
+
+    Read here once and passed on as dicts, so the rows checked are the rows inserted (the file is
+    not read a second time). Both generations read a ``pathlib.Path`` as a CSV with a header row.
+    """
+    if isinstance(rows, pathlib.Path):
+        with open(rows, newline="") as data_file:
+            return list(csv.DictReader(data_file, delimiter=","))
+    module, name = type(rows).__module__, type(rows).__name__
+    if module.startswith("polars") and name == "DataFrame":
+        return rows.to_dicts()
+    if module.startswith("pyarrow") and name == "Table":
+        return rows.to_pylist()
     return rows
 
 

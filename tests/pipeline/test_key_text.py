@@ -55,6 +55,22 @@ def test_a_key_name_with_a_quote_or_a_backslash_is_refused_where_it_enters(lp, n
     assert "kt_part" not in dj_compat.fetch_column(lp.model.BodyPart, "body_part")
 
 
+def test_rows_from_a_csv_file_are_checked_like_any_other(lp, tmp_path):
+    """Both generations insert a pathlib.Path as a CSV's rows: the names in it are checked too."""
+    bad = tmp_path / "parts.csv"
+    bad.write_text(f'body_part,body_part_description\nkt_csv_ok,fine\n"{QUOTE.replace(chr(34), chr(34) * 2)}",quoted\n')
+    with pytest.raises(dj_compat.KeyTextError, match=r"BodyPart: body_part .* holds a double quote"):
+        lp.model.BodyPart.insert(bad)
+    assert "kt_csv_ok" not in dj_compat.fetch_column(lp.model.BodyPart, "body_part")  # nothing of the file
+    good = tmp_path / "good.csv"
+    good.write_text("body_part,body_part_description\nkt_csv_ok,fine\n")
+    try:
+        lp.model.BodyPart.insert(good)
+        assert "kt_csv_ok" in dj_compat.fetch_column(lp.model.BodyPart, "body_part")
+    finally:
+        dj_compat.delete_cascading(lp.model.BodyPart & dj_compat.match({"body_part": "kt_csv_ok"}), prompt=False)
+
+
 def test_a_restriction_by_a_crafted_name_matches_that_name_only(lp, recording):
     # the worker's --restrict: on 0.14 the crafted subject used to match every pending key
     done, errors = worker.populate_table(lp.model.RecordingInfo, [{"subject": CRAFTED}], log=lambda _: None)
