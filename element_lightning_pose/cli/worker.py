@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 
 from element_lightning_pose import dj_compat, worker
@@ -42,6 +44,14 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -
         parser.add_argument(
             "--max-idle", type=int, default=None, help="with --loop, stop after this many passes that found nothing"
         )
+        parser.add_argument(
+            "--processes",
+            type=_positive_int,
+            default=1,
+            help="workers to run side by side on this machine, the cores split between them (OMP_NUM_THREADS = "
+            "cores / N each, unless set): one network per core predicts more frames per second than one "
+            "network over all cores (default 1)",
+        )
     else:
         parser.add_argument("action", choices=["list", "clear"])
         parser.add_argument(
@@ -67,16 +77,22 @@ def run(args: argparse.Namespace) -> int:
         dj_compat.check_restrictions(tables, args.restrict)
     except ValueError as exc:
         return fail(args.command, exc)
+    if args.command == "worker" and args.processes > 1:
+        return _run_side_by_side(args)
     if args.command == "worker":
+        label = os.environ.get(WORKER_LABEL, "")
+        prefix = f"[worker {label}] " if label else ""
+        if label:
+            print(f"{prefix}pid {os.getpid()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", flush=True)
         total = worker.run(
             tables,
             args.restrict,
             loop=args.loop,
             sleep_s=args.sleep,
             max_idle=args.max_idle,
-            log=lambda m: print(m, flush=True),
+            log=lambda m: print(f"{prefix}{m}", flush=True),
         )
-        print(f"worker done: {total} key(s) populated", flush=True)
+        print(f"{prefix}worker done: {total} key(s) populated", flush=True)
         return 0
     if args.action == "list":
         rows = dj_compat.list_jobs(tables, args.status, args.restrict)
@@ -97,6 +113,64 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+WORKER_LABEL = "ELP_WORKER_LABEL"  # "i/N" of a worker started by --processes; its lines start with it
+
+
+def _run_side_by_side(args: argparse.Namespace) -> int:
+    """``--processes N``: N workers of the same arguments, the cores split between them.
+
+    Each is a process of its own (the jobs table gives each key to one of them). SIGTERM and
+    SIGINT are passed on to them; the status is the worst of theirs.
+    """
+    n = args.processes
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    command = [sys.executable, "-m", "element_lightning_pose.cli", "worker", *_worker_arguments(args)]
+    children: list[subprocess.Popen] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for i in range(n):
+            env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, WORKER_LABEL: f"{i + 1}/{n}"}
+            children.append(subprocess.Popen(command, env=env))
+        statuses = [child.wait() for child in children]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    worst = max((128 - code if code < 0 else code) for code in statuses)  # a signal's death as the shell says it
+    print(f"elp worker: {n} workers done at {threads} thread(s) each; exit statuses {statuses}", flush=True)
+    return worst
+
+
+def _worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker of ``args`` (everything but ``--processes``)."""
+    out = ["--pipeline", args.pipeline]
+    for option, value in (("--prefix", args.prefix), ("--root-dir", args.root_dir)):
+        if value is not None:
+            out += [option, value]
+    if args.processed_dir is not None:
+        out += ["--processed-dir", args.processed_dir]
+    for table in args.table or []:
+        out += ["--table", table]
+    for restriction in args.restrict:
+        out += ["--restrict", json.dumps(restriction)]
+    out += ["--loop", "--sleep", str(args.sleep)] if args.loop else ["--once"]
+    if args.max_idle is not None:
+        out += ["--max-idle", str(args.max_idle)]
+    return out
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def format_job(row: dict) -> str:

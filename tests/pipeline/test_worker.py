@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 
 import pytest
 
-from element_lightning_pose import dj_compat
+from element_lightning_pose import dj_compat, pipeline
 from tests.pipeline.jobs_helpers import TableLock, add_recording, jobs_command, wait_for, worker_command
 
 N_GOOD = 6
@@ -132,3 +133,39 @@ def test_killed_worker_leaves_no_partial_rows(lp, lp_root, flow, tmp_path_factor
     subprocess.run(worker_command(lp, lp_root, *only_this), check=True, capture_output=True)
     assert len(lp.model.PoseEstimation & key) == 1
     assert (lp.model.PoseEstimation & key).fetch1("n_frames") == n_frames
+
+
+def test_processes_split_the_cores_between_workers_that_share_the_keys(lp, lp_root, flow):
+    """`elp worker --processes 2`: two reserve_jobs workers at cores / 2 threads each, every key once."""
+    root, project = lp_root
+    session = pipeline.add_session("wsplit", dt.datetime(2024, 7, 1, 9, 0))  # its own subject: 4 keys to restrict to
+    videos = root / "split_videos"
+    videos.mkdir()
+    recordings = []
+    for i in range(4):
+        shutil.copy(project.videos[0], videos / f"split{i}.mp4")
+        recordings.append(add_recording(lp, session, 300 + i, f"split_videos/split{i}.mp4"))
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        run = subprocess.run(
+            worker_command(
+                lp, lp_root, "--processes", "2", "--table", "RecordingInfo", "--restrict", '{"subject": "wsplit"}'
+            ),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        threads = str(max(1, (os.cpu_count() or 1) // 2))
+        lines = run.stdout.splitlines()
+        starts = [line for line in lines if ", OMP_NUM_THREADS=" in line]
+        assert sorted(line.split()[1] for line in starts) == ["1/2]", "2/2]"], run.stdout
+        assert all(line.endswith(f"OMP_NUM_THREADS={threads}") for line in starts), run.stdout
+        assert len({line.split()[3] for line in starts}) == 2  # two processes
+        done = [int(line.rsplit("worker done: ", 1)[1].split()[0]) for line in lines if "worker done: " in line]
+        assert sum(done) == len(recordings) and len(done) == 2, run.stdout  # each key once, by one of them
+        assert f"2 workers done at {threads} thread(s) each; exit statuses [0, 0]" in run.stdout
+        assert all(len(lp.model.RecordingInfo & dj_compat.match(rec)) == 1 for rec in recordings)
+    finally:
+        dj_compat.delete_cascading(lp.Subject & {"subject": "wsplit"}, prompt=False)
