@@ -155,13 +155,16 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip Lightning Pose")
     parser.add_argument("--keep-models", type=Path, help="keep our trained models here (fp32/, bf16/)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds of the fp32 / bf16 accuracy comparison (seed 0 is also timed)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "training.md")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     size, batch = (256, 256), 8
     from element_lightning_pose.engine.hardware import native_bf16
 
-    def config(precision: str) -> dict:
+    def config(precision: str, seed: int = 0) -> dict:
         return {
             "data": {"image_resize": list(size)},
             "model": {"backbone": "resnet18", "pretrained": False},
@@ -174,6 +177,7 @@ def main() -> None:
                 # the Lightning Pose peer config's schedule, scaled to the epochs
                 "lr_milestones": [args.epochs // 2, args.epochs * 2 // 3, args.epochs * 5 // 6],
                 "precision": precision,
+                "seed": seed,
             },
         }
 
@@ -184,6 +188,13 @@ def main() -> None:
         if native_bf16("cpu"):
             runs["bf16"] = ours(config("bf16"), args.project, keep / "bf16")
             print("bf16", {k: v for k, v in runs["bf16"].items() if k not in ("epoch_s", "frames_per_s")}, flush=True)
+        by_seed = {0: runs} if "bf16" in runs else {}
+        for seed in range(1, args.seeds if "bf16" in runs else 0):
+            by_seed[seed] = {
+                precision: ours(config(precision, seed), args.project, keep / f"seed{seed}" / precision)
+                for precision in ("fp32", "bf16")
+            }
+            print(f"seed {seed}", {p: (r["val_px"], r["test_px"]) for p, r in by_seed[seed].items()}, flush=True)
         n_train = runs["fp32"]["n_train"]
         lp_epoch_s: list[float] = []
         lp_total = None
@@ -293,6 +304,42 @@ def main() -> None:
             f"bf16 / fp32 validation pixel error: {ratio:.3f} (target: within 5%, i.e. <= 1.05: "
             f"{'met' if ratio <= 1.05 else 'missed'}).",
         ]
+        if len(by_seed) > 1:
+            seed_rows = []
+            for seed, pair in by_seed.items():
+                seed_rows.append(
+                    (
+                        seed,
+                        f"{pair['fp32']['val_px']:.2f}",
+                        f"{pair['bf16']['val_px']:.2f}",
+                        f"{pair['bf16']['val_px'] / pair['fp32']['val_px']:.3f}",
+                        f"{pair['fp32']['test_px']:.2f}",
+                        f"{pair['bf16']['test_px']:.2f}",
+                    )
+                )
+            mean = {p: float(np.mean([pair[p]["val_px"] for pair in by_seed.values()])) for p in ("fp32", "bf16")}
+            mean_test = {p: float(np.mean([pair[p]["test_px"] for pair in by_seed.values()])) for p in ("fp32", "bf16")}
+            lines += [
+                "",
+                f"By seed (weights, augmentation and batch order; the split is fixed), {args.epochs} epochs each:",
+                "",
+                *markdown_table(
+                    (
+                        "seed",
+                        "fp32 val px (input)",
+                        "bf16 val px (input)",
+                        "bf16 / fp32",
+                        "fp32 test px (original)",
+                        "bf16 test px (original)",
+                    ),
+                    seed_rows,
+                ),
+                "",
+                f"**Mean over {len(by_seed)} seeds, bf16 / fp32 validation pixel error: "
+                f"{mean['bf16'] / mean['fp32']:.3f}** ({mean['bf16']:.2f} vs {mean['fp32']:.2f}; target <= 1.05: "
+                f"{'met' if mean['bf16'] <= 1.05 * mean['fp32'] else 'missed'}); test: "
+                f"{mean_test['bf16'] / mean_test['fp32']:.3f} ({mean_test['bf16']:.2f} vs {mean_test['fp32']:.2f}).",
+            ]
     else:
         lines += ["", "bf16: this CPU has no native bf16 (AMX or AVX512-BF16); not run."]
     for name, run in runs.items():
