@@ -151,11 +151,13 @@ def _run_side_by_side(args: argparse.Namespace) -> int:
 def _worker_arguments(args: argparse.Namespace) -> list[str]:
     """The command line of one worker of ``args`` (everything but ``--processes``)."""
     out = ["--pipeline", args.pipeline]
-    for option, value in (("--prefix", args.prefix), ("--root-dir", args.root_dir)):
+    for option, value in (
+        ("--prefix", args.prefix),
+        ("--root-dir", args.root_dir),
+        ("--processed-dir", args.processed_dir),
+    ):
         if value is not None:
             out += [option, value]
-    if args.processed_dir is not None:
-        out += ["--processed-dir", args.processed_dir]
     for table in args.table or []:
         out += ["--table", table]
     for restriction in args.restrict:
