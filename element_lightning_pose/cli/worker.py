@@ -82,17 +82,17 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "worker":
         label = os.environ.get(WORKER_LABEL, "")
         prefix = f"[worker {label}] " if label else ""
+
+        def say(message: str) -> None:
+            # one write per line: a pipe keeps a short write whole, so workers side by side never
+            # interleave within a line (print writes the text and its newline apart when unbuffered)
+            sys.stdout.write(f"{prefix}{message}\n")
+            sys.stdout.flush()
+
         if label:
-            print(f"{prefix}pid {os.getpid()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", flush=True)
-        total = worker.run(
-            tables,
-            args.restrict,
-            loop=args.loop,
-            sleep_s=args.sleep,
-            max_idle=args.max_idle,
-            log=lambda m: print(f"{prefix}{m}", flush=True),
-        )
-        print(f"{prefix}worker done: {total} key(s) populated", flush=True)
+            say(f"pid {os.getpid()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+        total = worker.run(tables, args.restrict, loop=args.loop, sleep_s=args.sleep, max_idle=args.max_idle, log=say)
+        say(f"worker done: {total} key(s) populated")
         return 0
     if args.action == "list":
         rows = dj_compat.list_jobs(tables, args.status, args.restrict)
