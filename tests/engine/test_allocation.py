@@ -11,22 +11,32 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-FORWARD_FAULTS = """
-import resource
-import element_lightning_pose  # sets THP_MEM_ALLOC_ENABLE before torch is imported
+HEAP_BLOCKS = """
+import ctypes
+import element_lightning_pose
 import torch
 from element_lightning_pose.engine.allocation import reuse_freed_memory
 
 print("APPLIED", reuse_freed_memory())
-torch.set_num_threads(1)
-net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1))
-x = torch.rand(8, 3, 128, 128)  # 17 MB activations, as a small batch of a pose network's
-with torch.inference_mode():
-    net(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        net(x)
-print("FAULTS", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+
+class MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2 (glibc >= 2.33)
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+mapped = []
+for _ in range(5):  # a 20 MiB tensor, as a small batch's activations, made and freed again and again
+    before = mallinfo2().hblks
+    block = torch.empty(20 * 2**20, dtype=torch.uint8)
+    block.fill_(1)
+    mapped.append(mallinfo2().hblks - before)
+    del block
+print("MAPPED", ",".join(map(str, mapped)))
 """
 
 
@@ -39,12 +49,20 @@ def _run(script: str, **env: str) -> dict[str, str]:
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
-def test_a_batchs_memory_is_reused_by_the_next_instead_of_faulted_in_again():
-    system = _run(FORWARD_FAULTS, ELP_SYSTEM_ALLOCATOR="1")
-    ours = _run(FORWARD_FAULTS)
+def test_a_batch_sized_block_comes_from_the_heap_not_freshly_mapped_from_the_kernel():
+    """Deterministic part of the page-fault saving (the saving itself: benchmarks/bench_allocation.py).
+
+    The page-fault counts of a real forward vary with the kernel's free huge pages and the heap's
+    layout (98,070 against 676 in one run here, 4,073 against 2,080 in another), so they are
+    measured by the benchmark; this checks the setting behind them. glibc alone maps the first
+    20 MiB block from the kernel (its threshold then adapts); with the engine's settings no
+    block up to 32 MiB is ever mapped fresh.
+    """
+    system = _run(HEAP_BLOCKS, ELP_SYSTEM_ALLOCATOR="1", THP_MEM_ALLOC_ENABLE="0")
+    ours = _run(HEAP_BLOCKS, THP_MEM_ALLOC_ENABLE="0")
     assert system["APPLIED"] == "False" and ours["APPLIED"] == "True"
-    # measured here: 98,070 page faults for 20 forwards with the system's settings, 676 with ours
-    assert int(ours["FAULTS"]) * 10 < int(system["FAULTS"]), (ours, system)
+    assert system["MAPPED"].split(",")[0] == "1", system
+    assert ours["MAPPED"] == "0,0,0,0,0", ours
 
 
 ENVIRONMENT = """
