@@ -1,20 +1,21 @@
 """Keep a batch's memory for the next batch instead of handing it back to the system each time.
 
-A network's activations for one batch are tens of megabytes. By default glibc's allocator maps
-blocks that large afresh from the kernel and unmaps them when freed, and PyTorch's CPU
-allocator takes them from glibc with 4 KiB pages, so every batch touches its activations
-page by page for the first time: on mirror-mouse's video (resnet18, bf16, one thread, Intel
-Xeon) ``elp predict`` took 1.8 million page faults, 3.0 s of system time in a 15.2 s process.
-Two settings remove most of them (0.21 million faults, 12.5 s):
+A network's activations for one batch are tens of megabytes. glibc's allocator maps blocks over
+32 MiB afresh from the kernel every time and unmaps them when freed; smaller ones too until its
+threshold adapts, and it hands freed heap back above a trim threshold. PyTorch's CPU allocator
+takes all of them with 4 KiB pages, so every batch touches much of its activations page by page
+for the first time: on mirror-mouse's video (resnet18, bf16, one thread, Intel Xeon)
+``elp predict`` took 1.8 million page faults, 3.0 s of system time in a 15.2 s process. Two
+settings remove most of them (0.22 million faults, 13.6 s; the thresholds alone: 1.2 million):
 
-- :func:`reuse_freed_memory`: glibc keeps freed blocks up to 32 MiB in its heap, and keeps up
-  to 256 MiB of freed heap before returning it (``mallopt``; the process's resident memory may
-  stay that much higher). It works at any time, on glibc systems only.
+- :func:`reuse_freed_memory`: glibc keeps freed blocks up to 32 MiB in its heap from the first
+  one on, and keeps up to 256 MiB of freed heap before returning it (``mallopt``; the process's
+  resident memory may stay that much higher). It works at any time, on glibc systems only.
 - :func:`prefer_huge_pages`: PyTorch aligns its allocations of 2 MiB and more to huge pages and
   asks the kernel for them (``THP_MEM_ALLOC_ENABLE``), where transparent huge pages are on
-  (``always`` or ``madvise``). PyTorch reads the setting once, when it is imported, so this
-  works only before ``import torch``: the package calls it on import and the ``elp`` command
-  before anything else.
+  (``always`` or ``madvise``): one fault per 2 MiB. PyTorch reads the setting once, when it is
+  imported, so this works only before ``import torch``: the package calls it when it is
+  imported (the ``elp`` command imports it first).
 
 Neither changes a result: the same arithmetic runs on the same values. A setting the user made
 (the environment variables ``THP_MEM_ALLOC_ENABLE``, ``MALLOC_MMAP_THRESHOLD_`` or
