@@ -384,13 +384,11 @@ def _predict_side_by_side(
             stop.set()  # before this worker takes the next video: no video starts after a failure
             raise
 
-    results: list[PredictionResult | None] = [None] * len(videos)
     with _torch_threads(1), ThreadPoolExecutor(n_at_once, thread_name_prefix="elp-video") as pool:
-        futures = {pool.submit(one, i): i for i in range(len(videos))}  # started in the videos' order
+        futures = [pool.submit(one, i) for i in range(len(videos))]  # started in the videos' order
         try:
             for future in as_completed(futures):
                 result = future.result()  # the first failure is raised here, the others stop
-                results[futures[future]] = result
                 if on_done is not None:
                     on_done(result)
         except BaseException:
@@ -398,7 +396,7 @@ def _predict_side_by_side(
             for future in futures:
                 future.cancel()
             raise
-    return [result for result in results if result is not None]
+    return [future.result() for future in futures]  # all done: in the videos' order
 
 
 @torch.inference_mode()
