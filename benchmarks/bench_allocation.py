@@ -32,13 +32,17 @@ def run_measured(command: list[str], system: str) -> dict:
     """Wall, user, system seconds, minor faults and peak RSS (MiB) of one child process."""
     env = {**thread_env(), "ELP_SYSTEM_ALLOCATOR": system}
     env.pop("THP_MEM_ALLOC_ENABLE", None)  # set in this process by importing the package: each child decides
-    started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
-    if status != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({status}):\n{stderr[-3000:]}")
+    # stderr to a file, not a pipe: a pipe nobody reads until wait4 returns would stall a chatty child
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        if status != 0:
+            stderr.seek(0)
+            raise SystemExit(
+                f"{' '.join(command)} failed ({status}):\n{stderr.read().decode(errors='replace')[-3000:]}"
+            )
     return {
         "wall": wall,
         "user": usage.ru_utime,
@@ -48,7 +52,10 @@ def run_measured(command: list[str], system: str) -> dict:
     }
 
 
-def compare(name: str, commands: dict[str, list[str]], repeats: int, outputs: dict[str, Path] | None) -> list:
+def compare(
+    name: str, commands: dict[str, list[str]], repeats: int, outputs: dict[str, Path] | None
+) -> tuple[list[list[str]], float, bool | None]:
+    """Rows of the best run of each setting, the system / ours wall-time ratio, and whether the outputs agree."""
     best: dict[str, dict] = {}
     for _ in range(repeats):
         for label, system in SETTINGS.items():
