@@ -53,7 +53,9 @@ SIGMA_FLOOR = 0.05  # px: members that agree exactly (synthetic copies) still ge
 
 def member_distances(members: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """(M, T, K) distance of each member's x, y to the smoothed trace ``mean`` (T, K, 2)."""
-    return np.sqrt(((members[..., :2] - mean[None]) ** 2).sum(axis=-1))
+    dx = members[..., 0] - mean[None, ..., 0]
+    dy = members[..., 1] - mean[None, ..., 1]
+    return np.sqrt(dx * dx + dy * dy)  # not a sum over an axis of 2, several times slower
 
 
 def member_scales(distances: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ Choosing ``s``: per keypoint (or per group of keypoints) the ``s`` that maximise
 likelihood above **with the same time-varying noise R_t that the smoother uses** (calibrated:
 the likelihood profiled over c). eks 4.6.2 instead fits ``s`` by Adam on a likelihood whose
 noise is the *constant* median of R_t. The search evaluates a grid of ``log s`` for all series
-at once, then refines every group's optimum by a vectorised golden-section search. ``s`` is
+at once, then refines every group's optimum by a vectorised Brent search. ``s`` is
 reported as used in the model, i.e. relative to the (shrunk) ensemble variance: the random
 walk's variance in px^2/frame is ``s * c``. Passing the reported ``s`` back with
 ``noise="calibrated"`` reproduces the result.
@@ -52,6 +52,7 @@ smoother bridges them and its variance grows across the gap; they never produce 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,6 @@ from element_lightning_pose.engine.types import PathLike
 
 LOG_S_BOUNDS = (-10.0, 12.0)  # natural log of s in px^2/frame; eks clamps to (-8, 8)
 _LOG_2PI = float(np.log(2.0 * np.pi))
-_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass
@@ -100,6 +100,16 @@ class _Series:
         w = np.where(observed, 1.0 / np.maximum(np.where(observed, variances, 1.0), VAR_FLOOR), 0.0)
         return cls(np.where(observed, values - offset[:, None], 0.0), w, offset, prior_var)
 
+    @functools.cached_property
+    def weighted(self) -> np.ndarray:
+        """(N, T) w * y, the right-hand side of the posterior mean (the prior mean is 0 after centring)."""
+        return self.w * self.y
+
+    @functools.cached_property
+    def n_obs(self) -> np.ndarray:
+        """(N,) observed frames per series."""
+        return (self.w > 0).sum(axis=1)
+
     def crop(self, keep: np.ndarray) -> _Series:
         """Only frames where ``keep`` (T,) count as observed; time is cut to their span."""
         frames = np.flatnonzero(keep)
@@ -123,15 +133,14 @@ def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     diag[:, -1] -= inv_s[:, 0]
     off = np.repeat(-inv_s, n_frames, axis=1)
     off[:, -1] = 0.0  # no coupling between the end of one series and the start of the next
-    d, lower, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1])
+    d, lower, info = lapack.dpttrf(diag.ravel(), off.ravel()[:-1], overwrite_d=1, overwrite_e=1)
     if info != 0:
         raise FloatingPointError(f"posterior precision not positive definite (dpttrf info={info})")
     return d, lower
 
 
 def _posterior_mean(series: _Series, d: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    rhs = series.w * series.y  # the prior mean is 0 after centring
-    mean, info = lapack.dpttrs(d, lower, rhs.ravel())
+    mean, info = lapack.dpttrs(d, lower, series.weighted.ravel())
     if info != 0:
         raise FloatingPointError(f"posterior mean solve failed (dpttrs info={info})")
     return mean.reshape(series.w.shape)
@@ -178,7 +187,7 @@ def _log_likelihood_at(
     residual = (series.w * (series.y - mean) ** 2).sum(axis=1)
     residual += mean[:, 0] ** 2 / series.prior_var + (np.diff(mean, axis=1) ** 2).sum(axis=1) / s
     log_det = np.log(d).reshape(series.w.shape).sum(axis=1)
-    n_obs = (series.w > 0).sum(axis=1)
+    n_obs = series.n_obs
     if noise_scale is None:
         noise_scale = np.clip(residual / np.maximum(n_obs, 1), *NOISE_SCALE_BOUNDS)
     log_lik = (
@@ -196,7 +205,7 @@ def fit_smoothing_param(
     groups: np.ndarray,
     fit_noise_scale: bool = True,
     grid_step: float = 1.0,
-    refine_steps: int = 16,
+    tolerance: float = 0.005,
     around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maximise the marginal likelihood over log s, one s per group (``groups``: (N,) ids).
@@ -213,54 +222,145 @@ def fit_smoothing_param(
         ll, _ = _log_likelihood(series, s[groups], constant, unit)
         return np.bincount(groups, weights=ll, minlength=n_groups)
 
-    return maximise_over_log_s(group_ll, n_groups, grid_step, refine_steps, around)
+    return maximise_over_log_s(group_ll, n_groups, grid_step, tolerance, around)
 
 
 def maximise_over_log_s(
     log_lik: Callable[[np.ndarray], np.ndarray],
     n_groups: int,
     grid_step: float = 1.0,
-    refine_steps: int = 16,
+    tolerance: float = 0.005,
     around: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
 
-    A grid of log s (every group evaluated in the same call), then a golden-section search in
-    the bracket of one grid step either side of each group's best grid point (again one call
-    per step for all groups). ``around`` (s per group, e.g. from an earlier pass) skips the
-    grid: the bracket is ``grid_step`` either side of its log.
+    A grid of log s (every group evaluated in the same call), then Brent's method in the
+    bracket of one grid step either side of each group's best grid point, down to
+    ``tolerance`` in log s (every group's next probe again in one call). ``around`` (s per
+    group, e.g. from an earlier pass) skips the grid: the bracket is ``grid_step`` either side
+    of its log.
+
+    Brent's parabolic steps use that the likelihood is smooth in log s: it needs about a third
+    of the evaluations of a golden-section search for the same precision (each one factors
+    every series), and falls back to golden steps where a parabola would not help.
     """
 
     def at(log_s: np.ndarray) -> np.ndarray:
-        return log_lik(np.exp(log_s))
+        ll = log_lik(np.exp(log_s))
+        return np.where(np.isfinite(ll), -ll, np.inf)  # minimised; a failed evaluation is the worst
 
     if around is not None:
-        centre = np.clip(np.log(around), *LOG_S_BOUNDS)
-        low = np.maximum(centre - grid_step, LOG_S_BOUNDS[0])
-        high = np.minimum(centre + grid_step, LOG_S_BOUNDS[1])
-        best_log_s, best_ll = centre, at(centre)
+        x = np.clip(np.log(around), *LOG_S_BOUNDS)
+        low = np.maximum(x - grid_step, LOG_S_BOUNDS[0])
+        high = np.minimum(x + grid_step, LOG_S_BOUNDS[1])
+        # two neighbours seed the parabola (an earlier pass's s is usually close)
+        left, right = np.maximum(x - AROUND_SEED, low), np.minimum(x + AROUND_SEED, high)
+        fx, f_left, f_right = at(x), at(left), at(right)
+        # the likelihood is unimodal in log s: a centre better than both neighbours brackets the maximum
+        inside = (fx <= f_left) & (fx <= f_right)
+        low, high = np.where(inside, left, low), np.where(inside, right, high)
+        order = np.argsort(np.stack([fx, f_left, f_right]), axis=0, kind="stable")
+        points = np.take_along_axis(np.stack([x, left, right]), order, axis=0)
+        values = np.take_along_axis(np.stack([fx, f_left, f_right]), order, axis=0)
+        search = _BrentSearch(low, high, points[0], values[0], points[1], values[1], points[2], values[2])
     else:
         grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
         scores = np.stack([at(np.full(n_groups, g)) for g in grid])  # (G, n_groups)
-        best = np.argmax(np.where(np.isfinite(scores), scores, -np.inf), axis=0)
-        low = grid[np.maximum(best - 1, 0)]
-        high = grid[np.minimum(best + 1, grid.size - 1)]
-        best_log_s, best_ll = grid[best], scores[best, np.arange(n_groups)]
-    inner_low, inner_high = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
-    ll_low, ll_high = at(inner_low), at(inner_high)
-    for _ in range(refine_steps):
-        keep_lower = ll_low > ll_high  # the maximum lies in [low, inner_high]
-        high = np.where(keep_lower, inner_high, high)
-        low = np.where(keep_lower, low, inner_low)
-        probe = np.where(keep_lower, high - _GOLDEN * (high - low), low + _GOLDEN * (high - low))
-        ll_probe = at(probe)
-        # keep_lower: old inner_low becomes inner_high, probe is the new inner_low; else mirrored
-        inner_low, inner_high = (np.where(keep_lower, probe, inner_high), np.where(keep_lower, inner_low, probe))
-        ll_low, ll_high = (np.where(keep_lower, ll_probe, ll_high), np.where(keep_lower, ll_low, ll_probe))
-    for candidate, ll in ((inner_low, ll_low), (inner_high, ll_high)):
-        better = ll > best_ll
-        best_log_s, best_ll = np.where(better, candidate, best_log_s), np.where(better, ll, best_ll)
-    return np.exp(best_log_s), best_ll
+        best = np.argmin(scores, axis=0)
+        below, above = np.maximum(best - 1, 0), np.minimum(best + 1, grid.size - 1)
+        each = np.arange(n_groups)
+        f_below, f_above = scores[below, each], scores[above, each]
+        # the grid neighbours seed the parabola: the first step is already parabolic
+        nearer = f_below <= f_above
+        search = _BrentSearch(
+            grid[below],
+            grid[above],
+            grid[best],
+            scores[best, each],
+            np.where(nearer, grid[below], grid[above]),
+            np.where(nearer, f_below, f_above),
+            np.where(nearer, grid[above], grid[below]),
+            np.where(nearer, f_above, f_below),
+        )
+    for _ in range(MAX_BRENT_STEPS):
+        probe = search.next_probe(tolerance)
+        if probe is None:
+            break
+        search.update(probe, at(probe))
+    return np.exp(search.x), -search.fx
+
+
+AROUND_SEED = 0.5  # log s either side of an earlier pass's s, probed first
+MAX_BRENT_STEPS = 50  # a safeguard: golden steps alone shrink a bracket of 6 below 1e-9 in 50
+_CGOLD = (3.0 - np.sqrt(5.0)) / 2.0  # golden section of a bracket, from its nearer end
+
+
+class _BrentSearch:
+    """Brent's minimisation (as in Numerical Recipes' ``brent``), one independent search per
+    group, vectorised: ``x`` is the best point so far, ``w`` the second best, ``v`` the one before
+    it, ``[low, high]`` the bracket; a group that has converged proposes its own ``x`` again
+    and ignores the result."""
+
+    def __init__(self, low, high, x, fx, w, fw, v, fv) -> None:  # noqa: ANN001 - (n_groups,) arrays
+        self.low, self.high = np.asarray(low, float), np.asarray(high, float)
+        self.x, self.fx = np.asarray(x, float), np.asarray(fx, float)
+        self.w, self.fw, self.v, self.fv = w, fw, v, fv
+        self.step = np.zeros_like(self.x)  # the last step, d
+        self.before = np.zeros_like(self.x)  # the step before it, e
+        self.done = np.zeros(self.x.shape, dtype=bool)
+
+    def next_probe(self, tolerance: float) -> np.ndarray | None:
+        """The next point of every group, or None once every bracket is within ``tolerance``."""
+        x, low, high = self.x, self.low, self.high
+        middle = 0.5 * (low + high)
+        self.done = np.abs(x - middle) <= 2.0 * tolerance - 0.5 * (high - low)
+        if self.done.all():
+            return None
+        # the vertex of the parabola through x, w, v
+        r = (x - self.w) * (self.fx - self.fv)
+        q = (x - self.v) * (self.fx - self.fw)
+        p = (x - self.v) * q - (x - self.w) * r
+        q = 2.0 * (q - r)
+        p = np.where(q > 0, -p, p)
+        q = np.abs(q)
+        # accepted when it falls inside the bracket and moves less than half the step before last
+        parabolic = (
+            (np.abs(self.before) > tolerance)
+            & (np.abs(p) < np.abs(0.5 * q * self.before))
+            & (p > q * (low - x))
+            & (p < q * (high - x))
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vertex_step = np.where(parabolic, p / q, 0.0)
+        golden_span = np.where(x >= middle, low - x, high - x)
+        step = np.where(parabolic, vertex_step, _CGOLD * golden_span)
+        # never closer than the tolerance to a bracket end or to x itself
+        towards_middle = np.where(middle >= x, tolerance, -tolerance)
+        near_end = parabolic & ((x + step - low < 2.0 * tolerance) | (high - x - step < 2.0 * tolerance))
+        step = np.where(near_end, towards_middle, step)
+        step = np.where(np.abs(step) >= tolerance, step, np.where(step >= 0, tolerance, -tolerance))
+        self.before = np.where(self.done, self.before, np.where(parabolic, self.step, golden_span))
+        self.step = np.where(self.done, self.step, step)
+        return np.where(self.done, x, x + self.step)
+
+    def update(self, u: np.ndarray, fu: np.ndarray) -> None:
+        """Take the values ``fu`` at the probes ``u`` into the bracket and the three best points."""
+        x = self.x
+        better = ~self.done & (fu <= self.fx)
+        worse = ~self.done & ~better
+        self.low = np.where(better & (u >= x), x, np.where(worse & (u < x), u, self.low))
+        self.high = np.where(better & (u < x), x, np.where(worse & (u >= x), u, self.high))
+        second = worse & ((fu <= self.fw) | (self.w == x))
+        third = worse & ~second & ((fu <= self.fv) | (self.v == x) | (self.v == self.w))
+        self.v, self.fv = (
+            np.where(better | second, self.w, np.where(third, u, self.v)),
+            np.where(better | second, self.fw, np.where(third, fu, self.fv)),
+        )
+        self.w, self.fw = (
+            np.where(better, x, np.where(second, u, self.w)),
+            np.where(better, self.fx, np.where(second, fu, self.fw)),
+        )
+        self.x, self.fx = np.where(better, u, x), np.where(better, fu, self.fx)
 
 
 def smooth(
@@ -339,8 +439,8 @@ def _smooth_members(
 ) -> SmoothingResult:
     """One pass of the smoother over (M, T, K, 3) members (NaN members are missing).
 
-    ``coarse``: a grid of 3 in log s and 5 golden steps; ``around`` (s per keypoint from an
-    earlier pass): golden section within 3 of its log (removing outliers moves s by up to e^2).
+    ``coarse``: a grid of 3 in log s, refined to 0.1; ``around`` (s per keypoint from an earlier
+    pass): a search within 3 of its log (removing outliers moves s by up to e^2), to 0.01.
     """
     s = params.s
     stats = ensemble_stats(data, params.centre, params.var_mode, lone)
@@ -353,7 +453,7 @@ def _smooth_members(
         if around is not None:
             first = np.unique(groups, return_index=True)[1]  # s of each group's first keypoint
             s_group, _ = fit_smoothing_param(
-                fit_series, np.repeat(groups, 2), calibrated, grid_step=3.0, refine_steps=9, around=around[first]
+                fit_series, np.repeat(groups, 2), calibrated, grid_step=3.0, tolerance=0.01, around=around[first]
             )
         else:
             s_group, _ = fit_smoothing_param(
@@ -361,18 +461,19 @@ def _smooth_members(
                 np.repeat(groups, 2),
                 calibrated,
                 grid_step=3.0 if coarse else 1.0,
-                refine_steps=5 if coarse else 16,
+                tolerance=0.1 if coarse else 0.005,
             )
         s_keypoint = s_group[groups]
     else:
         s_keypoint = _fixed_s(s, n_keypoints)
     s_series = np.repeat(s_keypoint, 2)
-    scale = (
-        _log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
-        if calibrated
-        else np.ones(2 * n_keypoints)
-    )
-    mean, variance, log_lik = _smooth_series(series, s_series, scale)
+    if not calibrated:
+        scale = np.ones(2 * n_keypoints)
+    elif fit_series is series:
+        scale = None  # fitted on the smoothing's own factors below
+    else:
+        scale = _log_likelihood(fit_series, s_series, fit_series.constant_log_likelihood(), None)[1]
+    mean, variance, log_lik, scale = _smooth_series(series, s_series, scale)
     mean, variance = _from_series(mean, n_keypoints), _from_series(variance, n_keypoints)
     _blank_unobserved(series, mean, variance, names)
     return SmoothingResult(
@@ -408,14 +509,15 @@ def shrink_variance(variance: np.ndarray) -> np.ndarray:
 
 
 def _smooth_series(
-    series: _Series, s: np.ndarray, noise_scale: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Posterior mean (offset restored), posterior variance and log-likelihood per series."""
+    series: _Series, s: np.ndarray, noise_scale: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean (offset restored), posterior variance, log-likelihood and noise scale per
+    series; ``noise_scale`` None fits it at ``s`` from the same factors (see ``_log_likelihood``)."""
     d, lower = _factor(series, s)
     mean = _posterior_mean(series, d, lower)
-    log_lik, _ = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
+    log_lik, noise_scale = _log_likelihood_at(series, s, series.constant_log_likelihood(), d, mean, noise_scale)
     variance = _posterior_variance(d, lower, series.w.shape) * noise_scale[:, None]
-    return mean + series.offset[:, None], variance, log_lik
+    return mean + series.offset[:, None], variance, log_lik, noise_scale
 
 
 def _to_series(values: np.ndarray) -> np.ndarray:

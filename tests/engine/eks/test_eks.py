@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
@@ -467,3 +469,72 @@ def test_cli_robust_and_view_group_options_name_the_option(tmp_path, capsys):
     expected = eks.smooth_multiview(members, [["a_top", "a_bot"], ["b_top", "b_bot"]], names, outliers="reject")
     values = read_keypoint_csv(out)[0]
     assert np.allclose(values[..., 0], expected.x, rtol=1e-9, atol=1e-6)
+
+
+def test_sorting_network_sorts_every_zero_one_input():
+    """By the 0-1 principle a comparator network that sorts every 0/1 input sorts everything."""
+    import itertools
+
+    from element_lightning_pose.engine.eks.ensemble import sorting_network
+
+    for n in range(1, 13):
+        pairs = sorting_network(n)
+        assert all(0 <= i < j < n for i, j in pairs)
+        for bits in itertools.product((0, 1), repeat=n):
+            items = list(bits)
+            for i, j in pairs:
+                if items[i] > items[j]:
+                    items[i], items[j] = items[j], items[i]
+            assert items == sorted(items), (n, bits)
+
+
+@pytest.mark.parametrize("n_members", [1, 2, 3, 5, 8, 17])
+def test_ensemble_centre_and_variance_equal_numpys_nan_statistics(n_members):
+    """The sorting-network median (and the np.sort one above 16 members) and the masked mean and
+    variance equal numpy's nan-aware statistics, with members missing anywhere."""
+    rng = np.random.default_rng(n_members)
+    members = np.concatenate(
+        [rng.normal(100, 5, (n_members, 40, 3, 2)), rng.uniform(0.2, 1, (n_members, 40, 3, 1))], -1
+    )
+    clean = eks.ensemble_stats(members, var_mode="plain")
+    np.testing.assert_allclose(clean.centre, np.median(members[..., :2], axis=0), rtol=1e-14)
+    if n_members > 1:  # one member: the variance comes from its likelihood
+        np.testing.assert_allclose(clean.variance, members[..., :2].var(axis=0), rtol=1e-12)
+    members[rng.random(members.shape[:3]) < 0.3] = np.nan
+    members[:, 0, 0] = np.nan  # a frame no member saw
+    stats = eks.ensemble_stats(members, var_mode="plain")
+    coords = members[..., :2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_allclose(stats.centre, np.nanmedian(coords, axis=0), rtol=1e-14)
+        expected_var = np.nanvar(coords, axis=0)
+        expected_likelihood = np.nanmean(members[..., 2], axis=0)
+    n_valid = np.isfinite(members[..., 0]).sum(axis=0)
+    several = n_valid >= 2
+    np.testing.assert_allclose(stats.variance[several], expected_var[several], rtol=1e-12)
+    assert np.isnan(stats.centre[0, 0]).all() and np.isnan(stats.variance[0, 0]).all()
+    np.testing.assert_allclose(stats.likelihood[n_valid > 0], expected_likelihood[n_valid > 0])
+
+
+def test_maximiser_finds_each_groups_peak_within_the_tolerance():
+    """Brent's search, from the grid or around a previous estimate, lands within the tolerance
+    of every group's maximum, also at the edge of the bounds and for a flat-topped peak."""
+    peaks = np.array([-7.3, -0.4, 2.2, 5.9, 11.95])
+    calls = []
+
+    def log_lik(s):
+        calls.append(1)
+        offset = np.log(s) - peaks
+        return -(offset**2) - 0.3 * offset**4
+
+    for tolerance in (0.005, 0.1):
+        calls.clear()
+        s, best = eks.maximise_over_log_s(log_lik, peaks.size, grid_step=1.0, tolerance=tolerance)
+        assert np.abs(np.log(s) - peaks).max() <= tolerance
+        np.testing.assert_allclose(best, log_lik(s))
+        assert len(calls) <= 23 + 12  # the grid of 23 points, then a handful of steps
+    calls.clear()
+    shifted = np.exp(np.clip(peaks + np.array([2.5, -2.5, 0.3, -0.1, 0.0]), -10, 12))
+    s, _ = eks.maximise_over_log_s(log_lik, peaks.size, grid_step=3.0, tolerance=0.01, around=shifted)
+    assert np.abs(np.log(s) - peaks).max() <= 0.01
+    assert len(calls) <= 16
