@@ -335,3 +335,50 @@ def test_vectorised_writer_keeps_the_layout_and_round_trips_the_printed_digits(t
     again = write_keypoint_csv(tmp_path / "again.csv", back, names, coords, significant=10)
     assert again.read_bytes() == fast.read_bytes()
     assert fast_rows[9][1:5] == ["1.0", "0.1", "100000.0", "-0.001"]  # 10 digits, carry kept
+
+
+@pytest.mark.parametrize("significant", [1, 3, 6, 10, 12])
+def test_vectorised_writer_rounds_to_the_last_printed_digit(tmp_path: Path, significant: int) -> None:
+    """Every plain cell is ``-?int.frac`` with no padding zeros, within half a unit of its last
+    printed digit of the value, with at most ``significant`` digits (or its whole integer part);
+    a decimal that already has that few digits is printed as Python's repr prints it, carries
+    (9.99.. -> 10.0) included."""
+    import re
+
+    from element_lightning_pose.engine.data.keypoints import format_csv_body
+
+    rng = np.random.default_rng(significant)
+    magnitudes = 10.0 ** rng.uniform(-3, 11, 4000)
+    values = (magnitudes * rng.choice([-1.0, 1.0], 4000)).reshape(400, 10)
+    # decimals of at most `significant` digits: m / 10^k, signed, with a carry case
+    mantissas = rng.integers(1, 10**significant, 400) * rng.choice([-1, 1], 400)
+    short = np.append(mantissas / 10.0 ** rng.integers(0, 4, 400), 10.0**significant - 1)
+    cells = [row.split(",")[1:] for row in format_csv_body(values, range(400), significant).decode().splitlines()]
+    pattern = re.compile(r"-?(0|[1-9][0-9]*)\.([0-9]*[1-9]|0)")
+    for value, cell in zip(values.ravel(), (c for row in cells for c in row)):
+        assert pattern.fullmatch(cell), cell
+        decimals = min(max(significant - 1 - int(np.floor(np.log10(abs(value)))), 0), 15)
+        assert abs(float(cell) - value) <= 0.5 * 10.0**-decimals * (1 + 1e-9) + 4 * np.spacing(abs(value)), (
+            value,
+            cell,
+        )
+        digits = cell.lstrip("-").replace(".", "").lstrip("0").rstrip("0") or "0"
+        integer_digits = len(cell.lstrip("-").split(".")[0])  # printed in full when more than `significant`
+        assert len(digits) <= max(significant, integer_digits), (value, cell)
+    printed = format_csv_body(short[:, None], range(short.size), significant).decode().splitlines()
+    assert [row.split(",")[1] for row in printed] == [repr(float(v)) for v in short]
+
+
+def test_keypoint_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    """Spreadsheet programs save CSVs with a UTF-8 byte-order mark; it is not part of 'scorer'."""
+    rng = np.random.default_rng(3)
+    plain = write_predictions(tmp_path / "plain.csv", rng.uniform(0, 100, (20, 2, 3)), ["nose", "tail"])
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    for got, expected in zip(read_keypoint_csv(marked), read_keypoint_csv(plain)):
+        if isinstance(got, np.ndarray):
+            np.testing.assert_array_equal(got, expected)
+        elif isinstance(got, pd.Index):
+            assert got.equals(expected) and got.dtype == expected.dtype and got.name == expected.name
+        else:
+            assert got == expected
