@@ -14,6 +14,7 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -65,7 +66,16 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     module.configure_parser(parser, name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
+    """Run one ``elp`` command; ``argv`` defaults to this process's arguments.
+
+    ``freeze_imports`` (the console script): once the command's module and its dependencies are
+    imported, their objects are moved out of the garbage collector's sight (``gc.freeze``).
+    They live as long as the process anyway; without it every full collection, and the ones
+    Python runs at exit, traverse the hundreds of thousands of objects numpy, scipy and pandas
+    create (``elp smooth``: 75 ms of its exit, of 0.9 s in all). Not for a caller that goes
+    on after ``main`` returns (tests): garbage that exists at that moment would never be freed.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -73,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    if freeze_imports:
+        gc.freeze()
     try:
         return int(module.run(args) or 0)
     except ElpError as exc:
         return fail(args.command, exc)
+
+
+def console() -> None:
+    """The ``elp`` console script (and ``python -m element_lightning_pose.cli``)."""
+    sys.exit(main(freeze_imports=True))

@@ -373,6 +373,37 @@ def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
         assert not out.exists()
 
 
+def test_console_script_freezes_import_objects_and_main_leaves_the_collector_alone(tmp_path):
+    """``elp`` (the console script) moves the objects of its imports out of the collector's
+    sight before it runs; ``main`` called from Python (a notebook, these tests) does not."""
+    import gc
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    values = np.concatenate([random_walk(rng, 50, 1, 1.0), np.ones((50, 1, 1))], -1)
+    member = str(write_predictions(tmp_path / "m.csv", values, ["nose"]))
+    before = gc.get_freeze_count()
+    assert elp_main(["smooth", member, member, "-o", str(tmp_path / "in_process.csv")]) == 0
+    assert gc.get_freeze_count() == before
+    script = (
+        "import gc, sys\n"
+        "from element_lightning_pose import cli\n"
+        "sys.argv = ['elp', 'smooth', sys.argv[1], sys.argv[1], '-o', sys.argv[2]]\n"
+        "try:\n    cli.console()\n"
+        "except SystemExit as done:\n    print('frozen', gc.get_freeze_count(), 'status', done.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, member, str(tmp_path / "console.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    frozen, status = done.stdout.split()[-3], done.stdout.split()[-1]
+    assert status == "0" and int(frozen) > 10_000, done.stdout + done.stderr  # numpy, pandas, scipy: many
+    assert (tmp_path / "console.csv").read_bytes() == (tmp_path / "in_process.csv").read_bytes()
+
+
 def noisy_members(rng: np.random.Generator, truth: np.ndarray, n_members: int = 5, noise_sd: float = 2.0) -> np.ndarray:
     """(M, T, K, 3) members: truth + Gaussian noise, likelihood 0.8-1."""
     xy = truth[None] + rng.normal(0.0, noise_sd, (n_members, *truth.shape))
