@@ -9,7 +9,7 @@ leaves a truncated CSV behind.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -88,37 +88,37 @@ def write_keypoint_csv(
         )
     )
     frames = list(index) if index is not None else range(values.shape[0])
-    body = _format_in_chunks(values.reshape(values.shape[0], -1), frames, significant)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(header.encode("utf-8"))
-            handle.write(body)
+            for block in _format_in_blocks(values.reshape(values.shape[0], -1), frames, significant):
+                handle.write(block)  # while the next blocks are formatted
     return Path(path)
 
 
 FORMAT_BLOCK_CELLS = 2**16  # cells formatted at once: their temporaries stay in the CPU's cache
 
 
-def _format_in_chunks(values: np.ndarray, frames: Sequence[int], significant: int) -> bytes:
-    """:func:`format_csv_body` on blocks of rows, in two threads (numpy releases the GIL).
+def _format_in_blocks(values: np.ndarray, frames: Sequence[int], significant: int) -> Iterator[bytes]:
+    """:func:`format_csv_body` on blocks of rows, in two threads (numpy releases the GIL), in order.
 
     Blocks of some 65,000 cells run 1.4x faster than one whole-array pass even in one thread
     (the formatter's dozens of temporaries stay in cache); the second thread adds 1.2x (the
-    final ``translate`` and joins hold the GIL).
+    final ``translate`` and joins hold the GIL); the caller writes each block while the next
+    ones are formatted.
     """
     n_rows = values.shape[0]
     rows_per_block = max(FORMAT_BLOCK_CELLS // max(values.shape[1], 1), 1)
     if n_rows <= rows_per_block:
-        return format_csv_body(values, frames, significant)
-    starts = range(0, n_rows, rows_per_block)
+        yield format_csv_body(values, frames, significant)
+        return
     with ThreadPoolExecutor(max_workers=2) as pool:
-        parts = pool.map(
+        yield from pool.map(
             lambda start: format_csv_body(
                 values[start : start + rows_per_block], frames[start : start + rows_per_block], significant
             ),
-            starts,
+            range(0, n_rows, rows_per_block),
         )
-        return b"".join(parts)
 
 
 def _is_frame_numbers(index: Sequence | np.ndarray) -> bool:
