@@ -418,7 +418,7 @@ def _markdown(command: str, rows, scaling, ref_error: str, args) -> list[str]:
         "(median of the ensemble variance); ours (noise='calibrated', the default when s is "
         "fitted) shrinks each frame's ensemble variance halfway to the series' median, scales "
         "it by a noise factor c per series and maximises the marginal likelihood over s with "
-        "c profiled out in closed form (grid over log s, then golden section), using the same "
+        "c profiled out in closed form (grid over log s, then Brent's method), using the same "
         "time-varying noise as the smoother. 'noise=eks' is our s search with eks's noise "
         "model, for comparison. Our s is relative to the shrunk ensemble variance; s x c is "
         "the random walk's variance in px^2/frame.",
