@@ -45,6 +45,9 @@ RESULTS = HERE / "results"
 
 # the variables that set how many threads numpy, torch and OpenMP use: part of the command
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Caps on the instruction sets the kernel libraries use (oneDNN's convolutions, PyTorch's own
+# kernels, MKL's BLAS): set together, they make this CPU run what an AVX2-only CPU would.
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 # threads of every process a benchmark compares (ours and the peers'): OMP_NUM_THREADS where set, so that
 # a run shares a busy machine on fair terms; 2 (this machine's cores) otherwise
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)
@@ -75,10 +78,12 @@ def machine_line() -> str:
     torch_part = f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else "torch not imported"
     threads = ", ".join(f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    capped = ", ".join(f"{name}={os.environ[name]}" for name in ISA_VARIABLES if name in os.environ)
     return (
         f"Machine: {cpu_model()} ({cpu_flags()}), {cores}; {torch_part}; numpy {np.__version__}; "
         f"Python {platform.python_version()}; {threads or 'no thread variables set'}; "
-        f"load average {load}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        + (f"**instruction sets capped: {capped}**; " if capped else "")
+        + f"load average {load}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
     )
 
 
@@ -86,12 +91,13 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     """The command that ran this script, as it can be typed again from the repository root.
 
     ``argv`` (without the program name) is for a ``main(argv)`` called from Python; by default
-    the process's own arguments. The thread variables set in the environment lead the line.
+    the process's own arguments. The thread and instruction-set variables set in the
+    environment lead the line.
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     script = f"benchmarks/{Path(sys.argv[0]).name}"
-    threads = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
-    return " ".join([*threads, "python", script, *map(shlex.quote, arguments)])
+    settings = [f"{name}={os.environ[name]}" for name in (*THREAD_VARIABLES, *ISA_VARIABLES) if name in os.environ]
+    return " ".join([*settings, "python", script, *map(shlex.quote, arguments)])
 
 
 def header(title: str, command: str | None = None) -> list[str]:

@@ -15,6 +15,7 @@ this module imports torch only where a CUDA device is asked about (a header must
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -64,6 +65,52 @@ def cpu_model() -> str:
     return f"unknown {platform.machine()} CPU (no model name in /proc/cpuinfo or lscpu)"
 
 
+# oneDNN's ISA names from the least to the most capable (``ONEDNN_MAX_CPU_ISA``; the AVX10
+# names are the newer spellings of the AVX512_CORE_FP16 / AMX ones), and the rank each of our
+# fast-path flags needs: under a lower cap oneDNN does not use that instruction set.
+_ONEDNN_ISA_RANK = {
+    name: rank
+    for rank, names in enumerate(
+        [
+            ("SSE41",),
+            ("AVX",),
+            ("AVX2",),
+            ("AVX2_VNNI",),
+            ("AVX2_VNNI_2",),
+            ("AVX512_CORE",),
+            ("AVX512_CORE_VNNI",),
+            ("AVX512_CORE_BF16",),
+            ("AVX512_CORE_FP16", "AVX10_1_512"),
+            ("AVX512_CORE_AMX", "AVX10_1_512_AMX"),
+            ("AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16"),
+            ("ALL", "DEFAULT"),
+        ]
+    )
+    for name in names
+}
+_FLAG_NEEDS_ISA = {
+    "avx_vnni": "AVX2_VNNI",
+    "avx512_vnni": "AVX512_CORE_VNNI",
+    "avx512_bf16": "AVX512_CORE_BF16",
+    "amx_bf16": "AVX512_CORE_AMX",
+    "amx_int8": "AVX512_CORE_AMX",
+}
+
+
+def usable_cpu_flags() -> frozenset[str]:
+    """:func:`cpu_flags` less the fast-path flags above oneDNN's instruction-set cap.
+
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (set by a user, or by a benchmark that runs this CPU as an
+    AVX2-only one) keeps oneDNN's convolutions off AVX-512 and AMX: bf16 is then emulated, 30x
+    slower than fp32 on an AMX Xeon, so it must not count as native. An unknown cap is ignored.
+    """
+    cap = _ONEDNN_ISA_RANK.get(os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper())
+    flags = cpu_flags()
+    if cap is None:
+        return flags
+    return frozenset(flag for flag in flags if _ONEDNN_ISA_RANK[_FLAG_NEEDS_ISA.get(flag, "SSE41")] <= cap)
+
+
 def _device_type(device: torch.device | str) -> str:
     return str(device).split(":")[0]
 
@@ -76,13 +123,13 @@ def native_bf16(device: torch.device | str) -> bool:
 
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
     if kind == "cpu":
-        return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+        return bool(usable_cpu_flags() & set(NATIVE_BF16_FLAGS))
     return False
 
 
 def fast_int8(device: torch.device | str) -> bool:
     """Whether ``device`` is a CPU with 8-bit dot-product instructions (PyTorch's int8 kernels are CPU-only)."""
-    return _device_type(device) == "cpu" and bool(cpu_flags() & set(FAST_INT8_FLAGS))
+    return _device_type(device) == "cpu" and bool(usable_cpu_flags() & set(FAST_INT8_FLAGS))
 
 
 def device_signature(device: torch.device | str) -> str:
@@ -96,5 +143,5 @@ def device_signature(device: torch.device | str) -> str:
         import torch  # only for a GPU: see the module's docstring
 
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    present = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS + FAST_INT8_FLAGS))
+    present = sorted(usable_cpu_flags() & set(NATIVE_BF16_FLAGS + FAST_INT8_FLAGS))
     return f"{kind}:{platform.machine()}:" + ("+".join(present) or "plain")
