@@ -47,7 +47,7 @@ RESULTS = HERE / "results"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Caps on the instruction sets the kernel libraries use (oneDNN's convolutions, PyTorch's own
 # kernels, MKL's BLAS): set together, they make this CPU run what an AVX2-only CPU would.
-ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 # threads of every process a benchmark compares (ours and the peers'): OMP_NUM_THREADS where set, so that
 # a run shares a busy machine on fair terms; 2 (this machine's cores) otherwise
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)

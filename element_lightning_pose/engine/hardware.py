@@ -100,11 +100,13 @@ _FLAG_NEEDS_ISA = {
 def usable_cpu_flags() -> frozenset[str]:
     """:func:`cpu_flags` less the fast-path flags above oneDNN's instruction-set cap.
 
-    ``ONEDNN_MAX_CPU_ISA=AVX2`` (set by a user, or by a benchmark that runs this CPU as an
-    AVX2-only one) keeps oneDNN's convolutions off AVX-512 and AMX: bf16 is then emulated, 30x
-    slower than fp32 on an AMX Xeon, so it must not count as native. An unknown cap is ignored.
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (or its older name ``DNNL_MAX_CPU_ISA``), set by a user or by a
+    benchmark that runs this CPU as an AVX2-only one, keeps oneDNN's convolutions off AVX-512
+    and AMX: bf16 is then emulated, 30x slower than fp32 on an AMX Xeon, so it must not count
+    as native. An unknown cap is ignored.
     """
-    cap = _ONEDNN_ISA_RANK.get(os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper())
+    setting = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    cap = _ONEDNN_ISA_RANK.get(setting.strip().upper())  # oneDNN reads either name, in either case
     flags = cpu_flags()
     if cap is None:
         return flags

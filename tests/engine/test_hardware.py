@@ -25,6 +25,7 @@ def test_a_onednn_isa_cap_removes_the_fast_paths_above_it(monkeypatch, cap, bf16
     """An AMX Xeon with oneDNN capped at AVX2 is an AVX2 CPU for the precision choice: bf16
     there is emulated and far slower than fp32, so ``auto`` must not take it as native."""
     monkeypatch.setattr(hardware, "cpu_flags", lambda: XEON)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     if cap is None:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     else:
@@ -32,3 +33,11 @@ def test_a_onednn_isa_cap_removes_the_fast_paths_above_it(monkeypatch, cap, bf16
     assert hardware.native_bf16("cpu") is bf16
     assert hardware.fast_int8("cpu") is int8
     assert hardware.device_signature("cpu").endswith(":" + signature)
+
+
+def test_the_older_variable_name_caps_too(monkeypatch):
+    """oneDNN also reads DNNL_MAX_CPU_ISA, in any case (checked: bf16 ran emulated under both)."""
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: XEON)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx2")
+    assert not hardware.native_bf16("cpu") and not hardware.fast_int8("cpu")

@@ -180,6 +180,8 @@ def format_csv_body(values: np.ndarray, frames: Sequence[int], significant: int 
     if not 1 <= significant <= 12:
         raise ValueError(f"significant must be 1-12 digits, got {significant}")
     n_rows, n_cols = values.shape
+    if values.size == 0:
+        return b""
     cells = values.ravel()
     magnitude = np.abs(cells)
     finite = np.isfinite(cells)

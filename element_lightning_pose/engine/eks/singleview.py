@@ -235,8 +235,8 @@ def maximise_over_log_s(
     """Per-group argmax of ``log_lik(s (n_groups,)) -> (n_groups,)`` over s in ``LOG_S_BOUNDS``.
 
     A grid of log s (every group evaluated in the same call), then Brent's method in the
-    bracket of one grid step either side of each group's best grid point, down to
-    ``tolerance`` in log s (every group's next probe again in one call). ``around`` (s per
+    bracket of one grid step either side of each group's best grid point, to within about
+    twice ``tolerance`` in log s (every group's next probe again in one call). ``around`` (s per
     group, e.g. from an earlier pass) skips the grid: the bracket is ``grid_step`` either side
     of its log.
 
@@ -253,7 +253,7 @@ def maximise_over_log_s(
         x = np.clip(np.log(around), *LOG_S_BOUNDS)
         low = np.maximum(x - grid_step, LOG_S_BOUNDS[0])
         high = np.minimum(x + grid_step, LOG_S_BOUNDS[1])
-        # two neighbours seed the parabola (an earlier pass's s is usually close)
+        # two neighbours seed w and v (an earlier pass's s is usually close)
         left, right = np.maximum(x - AROUND_SEED, low), np.minimum(x + AROUND_SEED, high)
         fx, f_left, f_right = at(x), at(left), at(right)
         # the likelihood is unimodal in log s: a centre better than both neighbours brackets the maximum
@@ -270,7 +270,7 @@ def maximise_over_log_s(
         below, above = np.maximum(best - 1, 0), np.minimum(best + 1, grid.size - 1)
         each = np.arange(n_groups)
         f_below, f_above = scores[below, each], scores[above, each]
-        # the grid neighbours seed the parabola: the first step is already parabolic
+        # the grid neighbours seed w and v: parabolic steps are possible from the second step on
         nearer = f_below <= f_above
         search = _BrentSearch(
             grid[below],
@@ -306,7 +306,9 @@ class _BrentSearch:
         self.x, self.fx = np.asarray(x, float), np.asarray(fx, float)
         self.w, self.fw, self.v, self.fv = w, fw, v, fv
         self.step = np.zeros_like(self.x)  # the last step, d
-        self.before = np.zeros_like(self.x)  # the step before it, e
+        # the step before it, e: 0, as in Brent's method, so the first step is a golden one (a
+        # parabolic first step through the seeds was tried: one evaluation more on the benchmark)
+        self.before = np.zeros_like(self.x)
         self.done = np.zeros(self.x.shape, dtype=bool)
 
     def next_probe(self, tolerance: float) -> np.ndarray | None:
@@ -316,20 +318,22 @@ class _BrentSearch:
         self.done = np.abs(x - middle) <= 2.0 * tolerance - 0.5 * (high - low)
         if self.done.all():
             return None
-        # the vertex of the parabola through x, w, v
-        r = (x - self.w) * (self.fx - self.fv)
-        q = (x - self.v) * (self.fx - self.fw)
-        p = (x - self.v) * q - (x - self.w) * r
-        q = 2.0 * (q - r)
-        p = np.where(q > 0, -p, p)
-        q = np.abs(q)
-        # accepted when it falls inside the bracket and moves less than half the step before last
-        parabolic = (
-            (np.abs(self.before) > tolerance)
-            & (np.abs(p) < np.abs(0.5 * q * self.before))
-            & (p > q * (low - x))
-            & (p < q * (high - x))
-        )
+        # the vertex of the parabola through x, w, v (a group with a non-finite value gets NaN
+        # here, which no test below accepts: it takes a golden step)
+        with np.errstate(invalid="ignore"):
+            r = (x - self.w) * (self.fx - self.fv)
+            q = (x - self.v) * (self.fx - self.fw)
+            p = (x - self.v) * q - (x - self.w) * r
+            q = 2.0 * (q - r)
+            p = np.where(q > 0, -p, p)
+            q = np.abs(q)
+            # accepted when it falls inside the bracket and moves less than half the step before last
+            parabolic = (
+                (np.abs(self.before) > tolerance)
+                & (np.abs(p) < np.abs(0.5 * q * self.before))
+                & (p > q * (low - x))
+                & (p < q * (high - x))
+            )
         with np.errstate(divide="ignore", invalid="ignore"):
             vertex_step = np.where(parabolic, p / q, 0.0)
         golden_span = np.where(x >= middle, low - x, high - x)

@@ -382,3 +382,9 @@ def test_keypoint_csv_with_a_byte_order_mark_reads_like_one_without(tmp_path: Pa
             assert got.equals(expected) and got.dtype == expected.dtype and got.name == expected.name
         else:
             assert got == expected
+
+
+def test_vectorised_writer_with_no_cells_writes_no_rows() -> None:
+    from element_lightning_pose.engine.data.keypoints import format_csv_body
+
+    assert format_csv_body(np.zeros((0, 3)), [], 6) == b""

@@ -569,3 +569,21 @@ def test_maximiser_finds_each_groups_peak_within_the_tolerance():
     s, _ = eks.maximise_over_log_s(log_lik, peaks.size, grid_step=3.0, tolerance=0.01, around=shifted)
     assert np.abs(np.log(s) - peaks).max() <= 0.01
     assert len(calls) <= 16
+
+
+def test_maximiser_takes_a_failed_evaluation_as_the_worst_without_warnings():
+    """A group whose likelihood is NaN or infinite somewhere still gets the best finite s, and
+    the search raises no floating-point warning (the parabola through an infinite value is
+    refused, a golden step taken)."""
+    peaks = np.array([1.0, -2.0, 3.0])
+
+    def log_lik(s):
+        value = -((np.log(s) - peaks) ** 2)
+        value[1] = np.nan if np.log(s[1]) > 0 else value[1]  # group 1 fails above log s = 0
+        value[2] = -np.inf if np.log(s[2]) < 2.5 else value[2]  # group 2 fails below 2.5
+        return value
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, best = eks.maximise_over_log_s(log_lik, 3, grid_step=1.0, tolerance=0.005)
+    assert np.abs(np.log(s) - peaks).max() <= 0.01 and np.isfinite(best).all()
