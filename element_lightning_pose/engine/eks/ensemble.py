@@ -95,42 +95,37 @@ def nanmedian(values: np.ndarray, axis: int = 0) -> np.ndarray:
     """``np.nanmedian`` along ``axis`` by one sort (numpy's falls back to a Python loop over the
     other axes when NaN are present); NaN where a slice has no finite value."""
     moved = np.moveaxis(values, axis, 0)
-    n_valid = (~np.isnan(moved)).sum(axis=0)
-    ordered = np.sort(moved, axis=0)  # NaN sort last
-    low = np.take_along_axis(ordered, (np.maximum(n_valid - 1, 0) // 2)[None], axis=0)[0]
-    high = np.take_along_axis(ordered, np.minimum(n_valid // 2, moved.shape[0] - 1)[None], axis=0)[0]
-    return np.where(n_valid > 0, (low + high) / 2.0, np.nan)
+    valid = ~np.isnan(moved)
+    return _median_members(np.where(valid, moved, np.inf), valid.sum(axis=0))
 
 
 NETWORK_MEMBERS = 16  # up to this many members, a sorting network beats np.sort over axis 0
 
 
 def _median_members(values: np.ndarray, n_valid: np.ndarray | None) -> np.ndarray:
-    """Median over axis 0 of ``values`` whose invalid entries are +inf (they sort last);
-    ``n_valid`` (broadcast against ``values[0]``) counts the valid ones, ``None``: all are.
-    NaN where none is valid. ``values`` is scratch: it is sorted in place."""
-    n_members = values.shape[0]
+    """Median over axis 0 (the members, or any axis :func:`nanmedian` moved there) of ``values``
+    whose invalid entries are +inf (they sort last); ``n_valid`` (broadcast against
+    ``values[0]``) counts the valid ones, ``None``: all are. NaN where none is valid. ``values``
+    is scratch: it may be sorted in place."""
+    n_members, shape = values.shape[0], values.shape[1:]
+    ordered = values.reshape(n_members, -1)  # a view where values is contiguous, else a copy
     if n_members > NETWORK_MEMBERS:
-        values.sort(axis=0)
-        ordered = values
+        ordered.sort(axis=0)
     else:
-        ordered = values
         for i, j in sorting_network(n_members):
             low = np.minimum(ordered[i], ordered[j])
             np.maximum(ordered[i], ordered[j], out=ordered[j])
             ordered[i] = low
     median = (ordered[(n_members - 1) // 2] + ordered[n_members // 2]) / 2.0
-    if n_valid is None:
-        return median
-    # entries with fewer valid members (a few, usually) take their own middle
-    n = np.broadcast_to(n_valid, ordered.shape[1:]).ravel()
-    partial = np.flatnonzero(n < n_members)
-    ordered = ordered.reshape(n_members, -1)[:, partial]
-    n = n[partial]
-    low = np.take_along_axis(ordered, (np.maximum(n - 1, 0) // 2)[None], axis=0)[0]
-    high = np.take_along_axis(ordered, (n // 2)[None], axis=0)[0]
-    np.put(median, partial, np.where(n > 0, (low + high) / 2.0, np.nan))  # C-order indices, any layout
-    return median
+    if n_valid is not None:
+        # entries with fewer valid members (a few, usually) take their own middle
+        n = np.broadcast_to(n_valid, shape).ravel()
+        partial = np.flatnonzero(n < n_members)
+        picked, n = ordered[:, partial], n[partial]
+        low = np.take_along_axis(picked, (np.maximum(n - 1, 0) // 2)[None], axis=0)[0]
+        high = np.take_along_axis(picked, (n // 2)[None], axis=0)[0]
+        median[partial] = np.where(n > 0, (low + high) / 2.0, np.nan)
+    return median.reshape(shape)
 
 
 @functools.cache
