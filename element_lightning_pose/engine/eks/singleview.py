@@ -119,9 +119,8 @@ class _Series:
 
     def constant_log_likelihood(self) -> np.ndarray:
         """The terms of log p(y) that do not depend on s: -n/2 log 2pi + 1/2 sum log w - 1/2 log S0."""
-        observed = self.w > 0
-        log_w = np.log(np.where(observed, self.w, 1.0)).sum(axis=1)
-        return -0.5 * observed.sum(axis=1) * _LOG_2PI + 0.5 * log_w - 0.5 * np.log(self.prior_var)
+        log_w = np.log(np.where(self.w > 0, self.w, 1.0)).sum(axis=1)
+        return -0.5 * self.n_obs * _LOG_2PI + 0.5 * log_w - 0.5 * np.log(self.prior_var)
 
 
 def _factor(series: _Series, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,9 +258,10 @@ def maximise_over_log_s(
         # the likelihood is unimodal in log s: a centre better than both neighbours brackets the maximum
         inside = (fx <= f_left) & (fx <= f_right)
         low, high = np.where(inside, left, low), np.where(inside, right, high)
-        order = np.argsort(np.stack([fx, f_left, f_right]), axis=0, kind="stable")
+        values = np.stack([fx, f_left, f_right])
+        order = np.argsort(values, axis=0, kind="stable")
         points = np.take_along_axis(np.stack([x, left, right]), order, axis=0)
-        values = np.take_along_axis(np.stack([fx, f_left, f_right]), order, axis=0)
+        values = np.take_along_axis(values, order, axis=0)
         search = _BrentSearch(low, high, points[0], values[0], points[1], values[1], points[2], values[2])
     else:
         grid = np.arange(LOG_S_BOUNDS[0], LOG_S_BOUNDS[1] + 1e-9, grid_step)
@@ -535,7 +535,7 @@ def _from_series(values: np.ndarray, n_keypoints: int) -> np.ndarray:
 
 def _blank_unobserved(series: _Series, mean: np.ndarray, variance: np.ndarray, names: list[str]) -> None:
     """A keypoint never observed has no estimate at all: NaN rather than a made-up 0."""
-    never = np.asarray(~(series.w > 0).any(axis=1).reshape(-1, 2).any(axis=1))
+    never = np.asarray(~(series.n_obs > 0).reshape(-1, 2).any(axis=1))
     if never.any():
         warnings.warn(
             f"no member ever predicted {[n for n, b in zip(names, never.tolist()) if b]}; left NaN", stacklevel=3
