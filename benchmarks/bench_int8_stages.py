@@ -2,9 +2,10 @@
 
 ``elp predict --precision int8`` quantises the whole backbone (FX post-training quantisation,
 calibrated on the project's training frames) and fails the gate on our models (p99 distance to
-fp32 above 2 px). This script quantises the backbone with some of its top-level stages left in
-fp32 (the stem, the last one or two stages) and runs the same gate as ``elp predict`` on each
-layout: median and p99 distance to fp32's keypoints, labeled-frame error, frames/s vs fp32.
+fp32 above 2 px). This script quantises the backbone with ``precision.quantise_backbone``,
+some of its top-level stages left in fp32 (the stem, the last one or two stages), and runs the
+same gate as ``elp predict`` on each layout: median and p99 distance to fp32's keypoints,
+labeled-frame error, frames/s vs fp32.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_int8_stages.py --model-dirs resnet18=DIR resnet50=DIR
 
@@ -18,32 +19,14 @@ same CPU runs what an AVX2-only one would (the quantised engine is then FBGEMM's
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import RESULTS, THREADS, header, markdown_table, write_results
-from torch.ao.quantization import get_default_qconfig_mapping
 
 from element_lightning_pose.engine.inference import precision as gate_module
 from element_lightning_pose.engine.inference.models import load_model
-
-
-def quantised_backbone(net: torch.nn.Module, calibration: torch.Tensor, keep_fp32: list[str]) -> torch.nn.Module:
-    """``precision.quantise_backbone`` with the stages named in ``keep_fp32`` left out of int8."""
-    engine = gate_module.int8_engine()
-    torch.backends.quantized.engine = engine
-    mapping = get_default_qconfig_mapping(engine)
-    for name in keep_fp32:
-        mapping = mapping.set_module_name(name, None)
-    quantize_fx = gate_module._quantize_fx()
-    with gate_module._quiet_quantisation(), torch.no_grad():
-        example = net.normalise(calibration[:1])
-        prepared = quantize_fx.prepare_fx(copy.deepcopy(net.backbone).eval(), mapping, (example,))
-        for start in range(0, len(calibration), 16):
-            prepared(net.normalise(calibration[start : start + 16]))
-        return quantize_fx.convert_fx(prepared)
 
 
 def layouts(stages: list[str]) -> list[list[str]]:
@@ -73,7 +56,9 @@ def main() -> None:
         fp32_fps = gate_module._frames_per_s(model, timed, original)
         calibration = gate_module._calibration_frames(model, labels, gate_module._input_size(model, "net"))
         for keep in layouts(stages):
-            fast = gate_module.with_int8(model, {"net": quantised_backbone(net, calibration, keep)})
+            fast = gate_module.with_int8(
+                model, {"net": gate_module.quantise_backbone(net, calibration, keep_fp32=keep)}
+            )
             result = gate_module.gate(
                 model, fast, "int8", labels, fp32_points=reference, timing=(timed, original, fp32_fps)
             )

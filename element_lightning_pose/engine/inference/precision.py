@@ -33,7 +33,7 @@ import hashlib
 import io
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,28 +207,37 @@ def _quiet_quantisation() -> Iterator[None]:
         yield
 
 
-def _prepared_backbone(net: HeatmapNet | ContextHeatmapNet, example: torch.Tensor, engine: str) -> nn.Module:
+def _prepared_backbone(
+    net: HeatmapNet | ContextHeatmapNet, example: torch.Tensor, engine: str, keep_fp32: Sequence[str] = ()
+) -> nn.Module:
     quantize_fx = _quantize_fx()
     if quantize_fx is None:
         raise PrecisionError(unavailable_reason(INT8, torch.device("cpu")))
     from torch.ao.quantization import get_default_qconfig_mapping
 
     torch.backends.quantized.engine = engine
-    return quantize_fx.prepare_fx(copy.deepcopy(net.backbone).eval(), get_default_qconfig_mapping(engine), (example,))
+    mapping = get_default_qconfig_mapping(engine)
+    for name in keep_fp32:
+        mapping = mapping.set_module_name(name, None)
+    return quantize_fx.prepare_fx(copy.deepcopy(net.backbone).eval(), mapping, (example,))
 
 
 def quantise_backbone(
-    net: HeatmapNet | ContextHeatmapNet, calibration: torch.Tensor, engine: str | None = None
+    net: HeatmapNet | ContextHeatmapNet,
+    calibration: torch.Tensor,
+    engine: str | None = None,
+    keep_fp32: Sequence[str] = (),
 ) -> nn.Module:
     """The backbone of ``net`` quantised to int8, activation ranges from ``calibration`` (N, 3, h, w) uint8.
 
     Takes and returns fp32 tensors (quantised at its entry, dequantised at its exit), so it
-    replaces ``net.backbone`` as it is.
+    replaces ``net.backbone`` as it is. ``keep_fp32`` names backbone submodules left in fp32
+    (``benchmarks/bench_int8_stages.py`` tries them; ``elp predict`` quantises everything).
     """
     engine = engine or int8_engine()
     with _quiet_quantisation(), torch.no_grad():
         example = net.normalise(calibration[:1])
-        prepared = _prepared_backbone(net, example, engine)
+        prepared = _prepared_backbone(net, example, engine, keep_fp32)
         for start in range(0, len(calibration), 16):
             prepared(net.normalise(calibration[start : start + 16]))
         return _quantize_fx().convert_fx(prepared)
