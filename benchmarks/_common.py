@@ -76,9 +76,9 @@ def machine_line() -> str:
     cores = f"{os.cpu_count()} cores" + (f" ({usable} usable)" if usable != os.cpu_count() else "")
     torch = sys.modules.get("torch")  # reported only where the benchmark uses it: never imported here
     torch_part = f"torch {torch.__version__}, {torch.get_num_threads()} threads" if torch else "torch not imported"
-    threads = ", ".join(f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ)
+    threads = ", ".join(_settings(THREAD_VARIABLES))
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    capped = ", ".join(f"{name}={os.environ[name]}" for name in ISA_VARIABLES if name in os.environ)
+    capped = ", ".join(_settings(ISA_VARIABLES))
     return (
         f"Machine: {cpu_model()} ({cpu_flags()}), {cores}; {torch_part}; numpy {np.__version__}; "
         f"Python {platform.python_version()}; {threads or 'no thread variables set'}; "
@@ -96,8 +96,12 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     script = f"benchmarks/{Path(sys.argv[0]).name}"
-    settings = [f"{name}={os.environ[name]}" for name in (*THREAD_VARIABLES, *ISA_VARIABLES) if name in os.environ]
-    return " ".join([*settings, "python", script, *map(shlex.quote, arguments)])
+    return " ".join([*_settings((*THREAD_VARIABLES, *ISA_VARIABLES)), "python", script, *map(shlex.quote, arguments)])
+
+
+def _settings(names: Sequence[str]) -> list[str]:
+    """``NAME=value`` of each of ``names`` set in the environment."""
+    return [f"{name}={os.environ[name]}" for name in names if name in os.environ]
 
 
 def header(title: str, command: str | None = None) -> list[str]:
