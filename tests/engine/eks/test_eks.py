@@ -374,8 +374,9 @@ def test_cli_errors_name_the_option_on_one_stderr_line(tmp_path):
 
 
 def test_console_script_freezes_import_objects_and_main_leaves_the_collector_alone(tmp_path):
-    """``elp`` (the console script) moves the objects of its imports out of the collector's
-    sight before it runs; ``main`` called from Python (a notebook, these tests) does not."""
+    """``elp`` (the console script) collects nothing while the command's imports run and moves
+    their objects out of the collector's sight before it runs; ``main`` called from Python (a
+    notebook, these tests) does neither."""
     import gc
     import subprocess
     import sys
@@ -386,12 +387,21 @@ def test_console_script_freezes_import_objects_and_main_leaves_the_collector_alo
     before = gc.get_freeze_count()
     assert elp_main(["smooth", member, member, "-o", str(tmp_path / "in_process.csv")]) == 0
     assert gc.get_freeze_count() == before
+    assert gc.isenabled()
     script = (
         "import gc, sys\n"
         "from element_lightning_pose import cli\n"
+        "during_imports = []\n"
+        "def count(phase, info):\n"
+        "    module = sys.modules.get('element_lightning_pose.cli.smooth')\n"
+        "    if phase == 'start' and not hasattr(module, 'run'):  # before the command module is done\n"
+        "        during_imports.append(info['generation'])\n"
+        "gc.callbacks.append(count)\n"
         "sys.argv = ['elp', 'smooth', sys.argv[1], sys.argv[1], '-o', sys.argv[2]]\n"
         "try:\n    cli.console()\n"
-        "except SystemExit as done:\n    print('frozen', gc.get_freeze_count(), 'status', done.code)\n"
+        "except SystemExit as done:\n"
+        "    print('collections', len(during_imports), 'enabled', gc.isenabled())\n"
+        "    print('frozen', gc.get_freeze_count(), 'status', done.code)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, member, str(tmp_path / "console.csv")],
@@ -401,6 +411,7 @@ def test_console_script_freezes_import_objects_and_main_leaves_the_collector_alo
     )
     frozen, status = done.stdout.split()[-3], done.stdout.split()[-1]
     assert status == "0" and int(frozen) > 10_000, done.stdout + done.stderr  # numpy, pandas, scipy: many
+    assert "collections 0 enabled True" in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "console.csv").read_bytes() == (tmp_path / "in_process.csv").read_bytes()
 
 
