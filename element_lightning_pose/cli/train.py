@@ -30,7 +30,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
         help="the parameters to start from, before --set: 'auto' (the default for a project folder: picked from the "
         "project, see docs/small_animals.md), " + ", ".join(PRESETS) + ", or 'none' (the config as written)",
     )
-    parser.add_argument("--resume", help="checkpoint to resume from (e.g. MODEL_DIR/checkpoints/last.ckpt)")
+    parser.add_argument(
+        "--resume",
+        help="checkpoint to resume from: MODEL_DIR/checkpoints/last.ckpt, or MODEL_DIR.stopped/checkpoints/last.ckpt "
+        "(what a run stopped by a signal kept)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

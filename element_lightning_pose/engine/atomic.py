@@ -184,17 +184,31 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, default_dir_mode())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}", dir=path.parent))
-            os.replace(path, old / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_directory(source: PathLike, target: PathLike) -> Path:
+    """Move the folder ``source`` to ``target`` on the same file system, replacing a folder there
+    whole, and give it the mode a new folder gets (:func:`default_dir_mode`).
+
+    Two renames (the old folder aside, the new one in): a crash between them can leave no
+    folder at ``target``, never a mixed one.
+    """
+    source, target = Path(source), Path(target)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"output folder {target}: exists and is not a folder; it is not replaced")
+    os.chmod(source, default_dir_mode())
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=f".tmp{target.suffix}", dir=target.parent))
+        os.replace(target, old / "old")
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+    return target
 
 
 def write_text_atomic(path: PathLike, text: str, mode: int | None = None) -> Path:

@@ -8,6 +8,8 @@ Modules, from the entry down:
   its checkpoints, ``metrics.csv`` and ``model.json``;
 - :mod:`.per_view` - one network per view of a multi-view project, ``model_dir/<view>/``;
 - :mod:`.crop_zoom` - detector + pose stages for a small animal in a large frame;
+- :mod:`.stopping` - a run stopped by SIGTERM/SIGINT: the error it raises, and the stopped
+  run kept as ``<model_dir>.stopped`` to resume from;
 - :mod:`.datasets` - labeled-frame datasets and the Lightning data module;
 - :mod:`.augmentation` - keypoint-aware affine augmentation and training crops;
 - :mod:`.unlabeled` - the decoded-once frame cache and unlabeled clips (one camera or a rig);
@@ -27,15 +29,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from element_lightning_pose.engine.training.entry import TrainingInterrupted, train
+    from element_lightning_pose.engine.training.entry import train
     from element_lightning_pose.engine.training.per_view import PerViewResult
     from element_lightning_pose.engine.training.single import TrainResult
+    from element_lightning_pose.engine.training.stopping import TrainingInterrupted
 
 __all__ = ["PerViewResult", "TrainResult", "TrainingInterrupted", "train"]
 
 _LAZY = {
     "train": "element_lightning_pose.engine.training.entry",
-    "TrainingInterrupted": "element_lightning_pose.engine.training.entry",
+    "TrainingInterrupted": "element_lightning_pose.engine.training.stopping",
     "PerViewResult": "element_lightning_pose.engine.training.per_view",
     "TrainResult": "element_lightning_pose.engine.training.single",
 }

@@ -36,7 +36,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,6 +62,7 @@ from element_lightning_pose.engine.training.advice import advise
 from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
+from element_lightning_pose.engine.training.stopping import discard_stopped, keep_if_stopped, stopped_folder
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
@@ -132,6 +133,7 @@ def train_single(
     *,
     resume_from: PathLike | None = None,
     progress: bool = True,
+    keep_stopped: bool = False,
 ) -> TrainResult:
     """Train one heatmap network on the labeled project at ``project_root`` into ``model_dir``.
 
@@ -148,6 +150,11 @@ def train_single(
     from the existing directory's files (earlier logs and checkpoints carry on); a fresh run
     starts empty and reuses only a matching frame cache. A non-empty folder that is not a model
     directory is refused rather than replaced.
+
+    ``keep_stopped`` (a model directory of its own, :mod:`.stopping`): a run stopped by a signal
+    after its first epoch keeps its stage as ``<model_dir>.stopped``. Resuming from a checkpoint
+    in there starts the stage from that folder's files (splits, history, logs, frame cache)
+    instead of ``model_dir``'s, and the run that completes removes it.
     """
     model_dir = Path(model_dir)
     labels, videos = load_project(
@@ -159,27 +166,40 @@ def train_single(
             raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
         check_resumable(read_checkpoint(resume_from), config, labels.bodyparts)
     check_replaceable(model_dir)
+    run_folder = _resumed_folder(model_dir, resume_from)
     splits = project_splits(
-        labels, config.data, project_root, saved=model_dir / "splits.csv" if resume_from is not None else None
+        labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
     try:
         with _quiet_lightning(), atomic_directory(model_dir) as stage:
-            _seed_stage(
-                model_dir,
-                stage,
-                resume=resume_from is not None,
-                frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
-            )
-            result, global_zero = _fit(
-                config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
-            )
+            with keep_if_stopped(stage, model_dir) if keep_stopped else nullcontext():
+                _seed_stage(
+                    run_folder,
+                    stage,
+                    resume=resume_from is not None,
+                    frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
+                )
+                result, global_zero = _fit(
+                    config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
+                )
             if not global_zero:
                 # DDP runs train() in every process; only global rank 0's stage holds the
                 # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
                 raise _OtherRank(result)
     except _OtherRank as other:
         return other.result
+    if keep_stopped:
+        discard_stopped(model_dir)
     return result
+
+
+def _resumed_folder(model_dir: Path, resume_from: PathLike | None) -> Path:
+    """The folder whose files a resumed run carries on: the stopped run kept for ``model_dir``
+    when ``resume_from`` is inside it, else ``model_dir``."""
+    kept = stopped_folder(model_dir)
+    if resume_from is not None and Path(resume_from).resolve().is_relative_to(kept.resolve()):
+        return kept
+    return model_dir
 
 
 def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list[str]) -> None:
@@ -225,15 +245,16 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def _seed_stage(model_dir: Path, stage: Path, *, resume: bool, frame_cache: bool) -> None:
-    """Start the staging directory from ``model_dir``: all of it to resume, else only its frame cache."""
-    if not model_dir.is_dir():
+def _seed_stage(run_folder: Path, stage: Path, *, resume: bool, frame_cache: bool) -> None:
+    """Start the staging directory from ``run_folder`` (the model directory, or the stopped run
+    resumed): all of it to resume, else only its frame cache."""
+    if not run_folder.is_dir():
         return
     if resume:
-        shutil.copytree(model_dir, stage, dirs_exist_ok=True, copy_function=_link_or_copy)
-    elif frame_cache and (model_dir / "frame_cache").is_dir():
+        shutil.copytree(run_folder, stage, dirs_exist_ok=True, copy_function=_link_or_copy)
+    elif frame_cache and (run_folder / "frame_cache").is_dir():
         # build_frame_cache checks the videos and parameters and rebuilds when they differ
-        shutil.copytree(model_dir / "frame_cache", stage / "frame_cache", copy_function=_link_or_copy)
+        shutil.copytree(run_folder / "frame_cache", stage / "frame_cache", copy_function=_link_or_copy)
 
 
 def _fit(

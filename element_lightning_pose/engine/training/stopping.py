@@ -1,0 +1,214 @@
+"""A run stopped by a signal: what it raises, and what it keeps to resume from.
+
+SIGTERM (a scheduler's kill or pre-emption, the app's cancel) and SIGINT (Ctrl-C) stop a run
+where it is (:func:`signals_stop_the_run`) and raise :class:`TrainingInterrupted`. Lightning
+alone catches SIGTERM and ends ``fit()`` as if training had finished, so the caller would be
+handed a result for a run that left no model.
+
+A one-network run writes into a staging folder that becomes the model directory only when it
+finishes. When such a run is stopped after at least one epoch, its staging folder is kept
+beside the model directory as ``<model_dir>.stopped`` (:func:`keep_if_stopped`), checkpoints,
+splits, history and frame cache included, so the epochs are not lost: resuming from its
+``checkpoints/last.ckpt`` into the same model directory carries on from there
+(:func:`stopped_checkpoint` finds it for a caller that resumes by itself, the pipeline), and the
+run that completes the model directory removes it (:func:`discard_stopped`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import yaml
+
+from element_lightning_pose.engine.atomic import replace_directory
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.types import PathLike
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOPPED_SUFFIX = ".stopped"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class TrainingInterrupted(ElpError, SystemExit):
+    """A run stopped by a signal before it finished; the message says what is left.
+
+    Also a :class:`SystemExit` whose ``code`` is the status a shell gives a process that the
+    signal ended (128 + its number: 143 for SIGTERM, 130 for SIGINT): uncaught, a script exits
+    with it, and DataJoint's ``populate(suppress_errors=True)`` stops rather than going on to the
+    next key (as it does for its own SIGTERM handler's ``SystemExit``), inserting no row.
+    ``kept`` is the stopped run's folder (``<model_dir>.stopped``) when one was kept.
+    """
+
+    def __init__(self, message: str, signum: int, kept: Path | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.code = 128 + signum
+        self.kept = kept
+
+
+class RunStopped(BaseException):
+    """Raised by the signal handler of a run; :func:`signals_stop_the_run` turns it into
+    :class:`TrainingInterrupted`. ``kept``: where :func:`keep_if_stopped` kept the run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.kept: Path | None = None
+
+
+def stopped_folder(model_dir: PathLike) -> Path:
+    """Where a stopped run into ``model_dir`` is kept: ``<model_dir>.stopped`` beside it."""
+    model_dir = Path(model_dir)
+    return model_dir.with_name(model_dir.name + STOPPED_SUFFIX)
+
+
+@contextmanager
+def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the run where it is (:class:`RunStopped`), and become
+    :class:`TrainingInterrupted` once the staging folders are gone or kept.
+
+    The caller's handlers are restored afterwards; a signal the caller ignores stays ignored,
+    and outside the main thread (where Python cannot set handlers) nothing changes. A forked
+    data-loading worker inherits the handler and ignores the signal: its parent stops it.
+    """
+    before = _identity(model_dir)
+    owner = os.getpid()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() == owner:
+            raise RunStopped(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    except BaseException as exc:
+        stopped = stop_behind(exc)
+        if stopped is None:
+            raise
+        name = signal.Signals(stopped.signum).name
+        left = _what_is_left(model_dir, before, resume_from, stopped.kept)
+        raise TrainingInterrupted(
+            f"training stopped by {name} before it finished: {left}", stopped.signum, stopped.kept
+        ) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_behind(exc: BaseException | None) -> RunStopped | None:
+    """The stop that ``exc`` is, or that it arose while handling: a signal sent to a process group
+    (the app's cancel) also ends the data-loading workers, and torch raises their deaths while
+    Lightning tears the stopped run down."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, RunStopped):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
+@contextmanager
+def keep_if_stopped(stage: Path, model_dir: Path) -> Iterator[None]:
+    """Keep the staging folder ``stage`` of a run into ``model_dir`` as ``<model_dir>.stopped``
+    when a signal stops the run after its first epoch's checkpoint (an earlier stopped run kept
+    there is replaced); a run stopped before it, or failing otherwise, keeps nothing."""
+    try:
+        yield
+    except BaseException as exc:
+        stopped = stop_behind(exc)
+        if stopped is not None and (stage / LAST_CHECKPOINT).is_file():
+            try:
+                stopped.kept = replace_directory(stage, stopped_folder(model_dir))
+            except OSError as keep_error:  # the stop goes on; the message says nothing was kept
+                logger.warning("the stopped run's folder %s could not be kept: %s", stage, keep_error)
+        raise
+
+
+def stopped_checkpoint(model_dir: PathLike, config: TrainConfig) -> Path | None:
+    """The last checkpoint of a stopped run into ``model_dir`` with the same configuration as
+    ``config`` (a caller that resumes by itself: the pipeline re-populating a pre-empted key),
+    else None. A stopped run of another configuration is left alone, and logged."""
+    folder = stopped_folder(model_dir)
+    checkpoint = folder / LAST_CHECKPOINT
+    if not checkpoint.is_file():
+        return None
+    try:
+        theirs = TrainConfig.load(folder / "config.yaml").to_dict()
+    except (ElpError, OSError, ValueError, yaml.YAMLError) as exc:
+        logger.warning("%s: not resumed: its config.yaml cannot be read (%s)", folder, exc)
+        return None
+    if theirs != config.to_dict():
+        logger.warning("%s: not resumed: it was trained with another configuration", folder)
+        return None
+    return checkpoint
+
+
+def discard_stopped(model_dir: PathLike) -> None:
+    """Remove the stopped run kept for ``model_dir``: the model directory now holds a whole model."""
+    folder = stopped_folder(model_dir)
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        found = folder.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _finished_epochs(folder: Path) -> int:
+    """Rows of the kept run's ``metrics.csv`` (one per finished epoch), 0 if it has none."""
+    try:
+        with open(folder / "metrics.csv", "rb") as handle:
+            return max(sum(1 for line in handle if line.strip()) - 1, 0)
+    except OSError:
+        return 0
+
+
+def _what_is_left(
+    model_dir: Path, before: tuple[int, int] | None, resume_from: PathLike | None, kept: Path | None
+) -> str:
+    """What a stopped run leaves: its staging folder kept as ``<model_dir>.stopped``
+    (:func:`keep_if_stopped`) or deleted, and whatever was in ``model_dir`` before it."""
+    after = _identity(model_dir)
+    if after is not None and after != before:  # the signal came after the new model was renamed into place
+        return f"the run had completed: {model_dir} holds its model"
+    if after is None:
+        unchanged = f"no model directory was written ({model_dir} does not exist)"
+    else:
+        unchanged = f"{model_dir} is unchanged"
+    if kept is not None:
+        epochs = _finished_epochs(kept)
+        if epochs:
+            done = f"its {epochs} finished epoch{' is' if epochs == 1 else 's are'}"
+        else:
+            done = "its checkpoints are"
+        return (
+            f"{unchanged}; {done} kept in {kept}: resume from {kept / LAST_CHECKPOINT} into {model_dir} "
+            "(elp train --resume, train(resume_from=...)) to go on from there"
+        )
+    gone = "the run's staging folder was deleted with its checkpoints, so nothing of this run is left to resume from"
+    if resume_from is not None:
+        return f"{unchanged}; {gone}: resume from {resume_from} again"
+    earlier = model_dir / LAST_CHECKPOINT
+    if after is not None and earlier.is_file():
+        return f"{unchanged} (the earlier model, whose {earlier} can be resumed); {gone}"
+    return f"{unchanged}; {gone}"

@@ -1,0 +1,143 @@
+"""What a stopped run keeps (``<model_dir>.stopped``), what resumes from it, and what its message says.
+
+The whole path, with real signals and training, is in ``test_stopped.py``; these check each rule
+on folders made by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+
+from element_lightning_pose.engine.atomic import OutputError, default_dir_mode, replace_directory
+from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.training.stopping import (
+    RunStopped,
+    _what_is_left,
+    discard_stopped,
+    keep_if_stopped,
+    stopped_checkpoint,
+    stopped_folder,
+)
+
+
+def _stage(parent: Path, *, checkpoint: bool, epochs: int = 2, config: TrainConfig | None = None) -> Path:
+    stage = parent / ".model.123.abc.tmp"
+    (stage / "checkpoints").mkdir(parents=True)
+    stage.chmod(0o700)  # as tempfile.mkdtemp makes it
+    if checkpoint:
+        (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    (stage / "metrics.csv").write_text("epoch,train_loss\n" + "".join(f"{e},0.5\n" for e in range(epochs)))
+    (config or TrainConfig()).to_yaml(stage / "config.yaml")
+    return stage
+
+
+def test_stopped_folder_is_beside_the_model_directory(tmp_path):
+    assert stopped_folder(tmp_path / "models" / "m.v2") == tmp_path / "models" / "m.v2.stopped"
+
+
+def test_a_stop_after_a_checkpoint_keeps_the_stage_and_replaces_an_older_kept_run(tmp_path):
+    model_dir = tmp_path / "model"
+    older = stopped_folder(model_dir)
+    (older / "checkpoints").mkdir(parents=True)
+    (older / "stale.txt").write_text("from an earlier stop")
+    stage = _stage(tmp_path, checkpoint=True)
+    with pytest.raises(RunStopped) as info, keep_if_stopped(stage, model_dir):
+        raise RunStopped(signal.SIGTERM)
+    assert info.value.kept == older
+    assert not stage.exists()
+    assert (older / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
+    assert not (older / "stale.txt").exists()  # replaced whole, never mixed
+    assert older.stat().st_mode & 0o777 == default_dir_mode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.stopped"]
+
+
+def test_a_stop_behind_another_error_keeps_the_stage(tmp_path):
+    """The app's cancel signals the process group: the data workers die too, and torch raises
+    their deaths while Lightning tears the stopped run down."""
+    stage = _stage(tmp_path, checkpoint=True)
+    with pytest.raises(RuntimeError) as info, keep_if_stopped(stage, tmp_path / "model"):
+        try:
+            raise RunStopped(signal.SIGINT)
+        except RunStopped:
+            raise RuntimeError("DataLoader worker (pid 42) exited unexpectedly") from None
+    assert isinstance(info.value.__context__, RunStopped) and info.value.__context__.kept == tmp_path / "model.stopped"
+    assert (tmp_path / "model.stopped" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("checkpoint, error", [(False, RunStopped(signal.SIGTERM)), (True, ValueError("bad frame"))])
+def test_nothing_is_kept_before_the_first_checkpoint_or_for_a_failure(tmp_path, checkpoint, error):
+    stage = _stage(tmp_path, checkpoint=checkpoint)
+    with pytest.raises(type(error)), keep_if_stopped(stage, tmp_path / "model"):
+        raise error
+    assert stage.is_dir()  # left for atomic_directory, which deletes it
+    assert not stopped_folder(tmp_path / "model").exists()
+    if isinstance(error, RunStopped):
+        assert error.kept is None
+
+
+def test_replace_directory_refuses_a_file_in_the_way(tmp_path):
+    source = tmp_path / "new"
+    source.mkdir()
+    (tmp_path / "target").write_text("a user's file")
+    with pytest.raises(OutputError, match=f"{tmp_path / 'target'}: exists and is not a folder"):
+        replace_directory(source, tmp_path / "target")
+    assert (tmp_path / "target").read_text() == "a user's file" and source.is_dir()
+
+
+def test_stopped_checkpoint_only_for_the_same_configuration(tmp_path, caplog):
+    model_dir = tmp_path / "model"
+    config = TrainConfig.from_dict({"training": {"max_epochs": 7}})
+    assert stopped_checkpoint(model_dir, config) is None  # nothing kept
+    stage = _stage(tmp_path, checkpoint=True, config=config)
+    replace_directory(stage, stopped_folder(model_dir))
+    assert stopped_checkpoint(model_dir, config) == stopped_folder(model_dir) / "checkpoints" / "last.ckpt"
+
+    other = TrainConfig.from_dict({"training": {"max_epochs": 8}})
+    with caplog.at_level(logging.WARNING):
+        assert stopped_checkpoint(model_dir, other) is None
+    assert f"{stopped_folder(model_dir)}: not resumed: it was trained with another configuration" in caplog.text
+
+    (stopped_folder(model_dir) / "config.yaml").write_text("training: [unclosed")
+    with caplog.at_level(logging.WARNING):
+        assert stopped_checkpoint(model_dir, config) is None
+    assert "its config.yaml cannot be read" in caplog.text
+
+
+def test_discard_stopped_removes_the_kept_run_but_never_follows_a_link(tmp_path):
+    model_dir = tmp_path / "model"
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "checkpoints").mkdir(parents=True)
+    stopped_folder(model_dir).symlink_to(elsewhere)
+    discard_stopped(model_dir)
+    assert (elsewhere / "checkpoints").is_dir()
+    stopped_folder(model_dir).unlink()
+    replace_directory(_stage(tmp_path, checkpoint=True), stopped_folder(model_dir))
+    discard_stopped(model_dir)
+    assert not stopped_folder(model_dir).exists()
+
+
+def test_the_message_says_what_is_kept_and_how_to_resume(tmp_path):
+    model_dir = tmp_path / "model"
+    kept = stopped_folder(model_dir)
+    replace_directory(_stage(tmp_path, checkpoint=True, epochs=1), kept)
+    text = _what_is_left(model_dir, None, None, kept)
+    assert text == (
+        f"no model directory was written ({model_dir} does not exist); its 1 finished epoch is kept in {kept}: "
+        f"resume from {kept / 'checkpoints' / 'last.ckpt'} into {model_dir} "
+        "(elp train --resume, train(resume_from=...)) to go on from there"
+    )
+    (kept / "metrics.csv").write_text("epoch,train_loss\n0,1\n1,1\n2,1\n")
+    model_dir.mkdir()
+    identity = (model_dir.stat().st_dev, model_dir.stat().st_ino)
+    assert _what_is_left(model_dir, identity, None, kept).startswith(
+        f"{model_dir} is unchanged; its 3 finished epochs are kept in {kept}: "
+    )
+    # stopped before any checkpoint: nothing of the run is left, an earlier model's last.ckpt is
+    (model_dir / "checkpoints").mkdir()
+    (model_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert "(the earlier model, whose" in _what_is_left(model_dir, identity, None, None)
+    assert _what_is_left(model_dir, identity, "x.ckpt", None).endswith("resume from x.ckpt again")
