@@ -432,6 +432,10 @@ class TrainingTask(dj.Manual):
 class ModelTraining(dj.Computed):
     """A trained network. Training runs outside any database transaction (three-part make).
 
+    A worker stopped by SIGTERM (a pre-empted or timed-out cluster job) inserts nothing, and
+    the run's epochs are kept beside the model directory (``<model_dir>.stopped``); the next
+    ``populate`` of the key goes on from them when the parameters are the same.
+
     Attributes:
         model_dir (varchar): model directory, relative to the processed-data root.
         best_checkpoint (varchar): best checkpoint, relative to model_dir.
@@ -487,8 +491,11 @@ class ModelTraining(dj.Computed):
                     auto.config.preset,
                     "; ".join(differences),
                 )
-        # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set
-        result = train(config, project, full_model_dir, one_network=True, source=source, progress=False)
+        # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set.
+        # A run of this key stopped by a signal (a pre-empted worker) was kept: go on from it.
+        result = train(
+            config, project, full_model_dir, one_network=True, source=source, progress=False, resume_stopped=True
+        )
         history = {str(col): result.history[col].to_numpy() for col in result.history.columns}
         return (
             relative_model_dir,

@@ -202,37 +202,51 @@ def test_truncated_video_fails_recording_info_naming_the_count(lp, lp_root, flow
     assert not lp.model.RecordingInfo & rec
 
 
-def test_training_stopped_by_sigterm_inserts_no_model_and_stops_populate(lp, lp_root):
-    """A scheduler's SIGTERM mid-training: populate stops (even with suppress_errors), no row, no model."""
+def test_training_stopped_by_sigterm_inserts_no_model_and_the_next_populate_goes_on(lp, lp_root):
+    """A scheduler's SIGTERM mid-training: populate stops (even with suppress_errors) and inserts
+    nothing; the run's epochs are kept, and the next populate of the key goes on from them."""
     from element_lightning_pose.engine.training import TrainingInterrupted
     from tests.pipeline.conftest import TINY_PARAMS
 
     root, _ = lp_root
     train = lp.train
     vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
-    endless = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": 10_000}}
-    key = {**vs_key, "paramset_idx": train.TrainingParamSet.insert_new_params("endless", endless), "training_id": 1}
+    epochs = 6  # far more than the signal, sent within 0.2 s of the first checkpoint, lets finish
+    params = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": epochs}}
+    key = {**vs_key, "paramset_idx": train.TrainingParamSet.insert_new_params("stopped", params), "training_id": 1}
     # a model folder of its own: other tests' deleted tasks leave theirs behind
     train.TrainingTask.insert1({**key, "seed": 0, "model_prefix": "sigterm"})
     model_dir = root / "processed" / train.TrainingTask.default_model_dir(key, "sigterm")
+    kept = model_dir.with_name(model_dir.name + ".stopped")
 
     def stop_once_training() -> None:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any(model_dir.parent.glob(f".{model_dir.name}.*.tmp/metrics.csv")):
+        staged = f".{model_dir.name}.*.tmp/checkpoints/last.ckpt"
+        while time.monotonic() < deadline and not any(model_dir.parent.glob(staged)):
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_once_training, daemon=True).start()
     try:
         with pytest.raises(
-            TrainingInterrupted, match=f"stopped by SIGTERM.*no model directory was written.*{model_dir}"
+            TrainingInterrupted,
+            match=f"stopped by SIGTERM.*no model directory was written.*{model_dir}.*kept in {kept}",
         ):
             dj_compat.populate(train.ModelTraining, key, reserve_jobs=True, suppress_errors=True)
         assert len(train.ModelTraining & key) == 0
-        assert not model_dir.exists() and not list(model_dir.parent.glob(f".{model_dir.name}.*"))
+        assert not model_dir.exists() and (kept / "checkpoints" / "last.ckpt").is_file()
         errors = dj_compat.list_jobs([train.ModelTraining], status="error", restrictions=[key])
         assert [row["error_message"].split(":")[0] for row in errors] == ["TrainingInterrupted"]
+
+        # the worker's next populate: the same parameters, so the kept epochs are not trained again
+        dj_compat.clear_job(train.ModelTraining, key)
+        dj_compat.populate(train.ModelTraining, key, reserve_jobs=True)
+        row = (train.ModelTraining & key).fetch1()
+        assert row["n_epochs"] == epochs and list(row["history"]["epoch"]) == list(range(epochs))
+        assert sorted(p.name for p in (model_dir / "logs").iterdir()) == ["version_0", "version_1"]  # two runs
+        assert not kept.exists()
     finally:  # the flow tests populate every task of this VideoSet and count the parameter sets
         dj_compat.clear_job(train.ModelTraining, key)
+        (train.ModelTraining & key).delete_quick()
         (train.TrainingTask & key).delete_quick()
         (train.TrainingParamSet & {"paramset_idx": key["paramset_idx"]}).delete_quick()
