@@ -3,8 +3,9 @@
 A job is one ``python -m element_lightning_pose.cli train PROJECT --model-dir models/<name>
 --no-progress --set KEY=VALUE ...``, started from an argument list (never a shell) in a session
 of its own, so that cancelling it reaches its data-loading workers too: SIGTERM to the process
-group (the engine stops the run where it is, deletes its staging folder and ``elp train`` exits
-143), then SIGKILL after a grace period. A CPU has no room for two trainings, so a project runs one job at
+group (the engine stops the run where it is, keeps its staging folder as ``models/N.stopped/``
+when an epoch was finished, else deletes it, and ``elp train`` exits 143), then SIGKILL after a
+grace period. A job whose run was kept can be resumed: the same command with ``--resume``. A CPU has no room for two trainings, so a project runs one job at
 a time by default.
 
 Where a job's things are, for a project ``P`` and a model name ``N``::
@@ -13,8 +14,10 @@ Where a job's things are, for a project ``P`` and a model name ``N``::
                                     trains into a hidden sibling ``P/models/.N.<pid>.<random>.tmp/``
                                     (where its ``metrics.csv`` grows epoch by epoch) and renames
                                     it into place, so a cancelled or failed job leaves no model
+    P/models/N.stopped/             a cancelled run's finished epochs (checkpoints, history), until
+                                    a resumed run completes ``P/models/N/``
     P/models/.jobs/N/job.json       the job's record: parameters, process, state, times, exit status
-    P/models/.jobs/N/train.log      the process's output
+    P/models/.jobs/N/train.log      the process's output (a resumed job's appended)
 
 The record and the log live beside the model directory, not in it, because training replaces
 the model directory whole. The server keeps its jobs in memory and in the records, so a page
@@ -43,6 +46,7 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
 from element_lightning_pose.engine.model_dir import MODEL_JSON, check_replaceable
 from element_lightning_pose.engine.safe_paths import check_name
+from element_lightning_pose.engine.training.stopping import LAST_CHECKPOINT, stopped_folder
 
 JOBS_DIR = ".jobs"
 JOB_FILE = "job.json"
@@ -78,6 +82,7 @@ class JobRecord:
     # the epochs of a run that left no model (cancelled, failed): its staging folder is gone
     epochs: list[dict[str, float | None]] = field(default_factory=list)
     stage: str | None = None
+    resumed_from: str | None = None  # the kept checkpoint a resumed job went on from
 
     @classmethod
     def read(cls, path: Path) -> JobRecord | None:
@@ -106,6 +111,11 @@ class TrainingJob:
     @property
     def job_dir(self) -> Path:
         return self.project / MODELS_DIR / JOBS_DIR / self.record.name
+
+    @property
+    def kept_checkpoint(self) -> Path:
+        """Where a stopped run of this job keeps its last epoch (``models/<name>.stopped/``)."""
+        return stopped_folder(self.model_dir) / LAST_CHECKPOINT
 
     def save(self) -> None:
         write_text_atomic(self.job_dir / JOB_FILE, json.dumps(asdict(self.record), indent=2))
@@ -216,6 +226,9 @@ class TrainingJob:
             "epochs": epochs,
             "error": _error_line(log_tail) if record.state == FAILED else None,
             "log_tail": log_tail,
+            "resumed": record.resumed_from is not None,
+            # a cancelled (or failed, abandoned) run that kept its epochs: POST /api/train/resume
+            "resumable": not running and self.kept_checkpoint.is_file(),
         }
 
     def _epochs(self) -> tuple[str | None, list[dict[str, float | None]]]:
@@ -273,9 +286,11 @@ class TrainingJobs:
         *,
         replace: bool = False,
         fields: dict[str, Any] | None = None,
+        resume_from: Path | None = None,
     ) -> TrainingJob:
         """Start ``elp train`` on ``project`` into ``models/<name>`` with ``overrides`` (checked
-        ``KEY=VALUE`` strings). An existing model is replaced only when ``replace`` is given."""
+        ``KEY=VALUE`` strings). An existing model is replaced only when ``replace`` is given.
+        ``resume_from``: a kept checkpoint to go on from (:meth:`resume`)."""
         check_name(name, "model name")
         model_dir = project / MODELS_DIR / name
         with self._lock:
@@ -307,12 +322,22 @@ class TrainingJobs:
                 str(model_dir),
                 "--no-progress",
             ]
+            if resume_from is not None:
+                command += ["--resume", str(resume_from)]
             for override in overrides:
                 command += ["--set", override]
-            record = JobRecord(name, list(overrides), command, time.time(), replace=replace, fields=fields or {})
+            record = JobRecord(
+                name,
+                list(overrides),
+                command,
+                time.time(),
+                replace=replace,
+                fields=fields or {},
+                resumed_from=str(resume_from) if resume_from is not None else None,
+            )
             job = TrainingJob(project, record)
             job.job_dir.mkdir(parents=True, exist_ok=True)
-            with open(job.job_dir / LOG_FILE, "wb") as log:
+            with open(job.job_dir / LOG_FILE, "ab" if resume_from is not None else "wb") as log:
                 job.process = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
@@ -354,6 +379,22 @@ class TrainingJobs:
         job = self.get(project, name)
         job.cancel(self.grace_s)
         return job
+
+    def resume(self, project: Path, name: str) -> TrainingJob:
+        """Start job ``name`` again from the epochs its stopped run kept, with its parameters."""
+        job = self.get(project, name)
+        if job.running():
+            raise TrainJobError(f"job {name!r}: still running; there is nothing to resume")
+        checkpoint = job.kept_checkpoint
+        if not checkpoint.is_file():
+            raise TrainJobError(
+                f"job {name!r}: nothing of its run was kept to resume from ({MODELS_DIR}/{checkpoint.parent.parent.name}/ "
+                "holds no checkpoint: it was stopped before its first epoch ended, or a later run completed the model)"
+            )
+        record = job.record
+        return self.start(
+            project, name, record.overrides, replace=record.replace, fields=record.fields, resume_from=checkpoint
+        )
 
     def cancel_all(self, timeout: float | None = None) -> None:
         """Cancel every job this server started that still runs, and wait for them to end

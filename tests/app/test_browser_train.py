@@ -4,6 +4,8 @@ models table with its evaluation."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from element_lightning_pose.synthetic.projects import make_synthetic_project
@@ -50,3 +52,44 @@ def test_a_short_training_is_followed_in_the_page_and_its_model_evaluated(tmp_pa
         assert cells[0] == name and cells[4] == str(EPOCHS) and " / " in cells[5]  # train px: mean / median / p95
         shoot(page, "train")
     assert (project.root / "models" / name / "model.json").is_file()
+
+
+def test_a_cancelled_training_is_resumed_from_the_page(tmp_path):
+    """Cancel keeps the finished epochs; resume goes on from them, the epoch table carrying on."""
+    root = tmp_path / "root"
+    project = make_synthetic_project(root / "mouse", image_size=(96, 128), n_labeled=6, n_video_frames=20)
+    models = project.root / "models"
+    with served_app([root]) as url, browser_page(1300, 1000) as page:
+        page.goto(f"{url}/train?p=0:mouse")
+        page.wait_for_selector("#params select[name=preset] option", state="attached")
+        page.select_option("select[name=preset]", "default")
+        page.select_option("select[name=backbone]", "resnet18")
+        page.fill("input[name=image_resize]", "64x64")
+        page.fill("input[name=max_epochs]", "100000")
+        page.fill("textarea[name=extra]", TINY_EXTRA)
+        page.wait_for_selector("label.invalid", state="detached")
+        name = page.input_value("input[name=name]")
+        page.click("#start")
+        page.wait_for_selector("body[data-job-state=running]", timeout=60_000)
+        assert page.locator("#resume").is_disabled()
+        deadline = time.monotonic() + 240
+        while not any(models.glob(f".{name}.*.tmp/checkpoints/last.ckpt")):  # an epoch's checkpoint written
+            assert time.monotonic() < deadline, "no epoch's checkpoint within 240 s"
+            time.sleep(0.2)
+        page.click("#cancel")
+        page.wait_for_selector("body[data-job-state=cancelled]", timeout=60_000)
+        assert "resume goes on from them" in page.locator("#job-state").inner_text()
+        kept = int(page.get_attribute("body", "data-job-epochs"))
+        assert kept >= 1 and (models / f"{name}.stopped" / "checkpoints" / "last.ckpt").is_file()
+
+        page.click("#resume")
+        page.wait_for_selector("body[data-job-state=running]", timeout=60_000)
+        deadline = time.monotonic() + 240  # the page's strict CSP forbids wait_for_function's eval
+        while int(page.get_attribute("body", "data-job-epochs")) <= kept + 1:
+            assert time.monotonic() < deadline and page.get_attribute("body", "data-job-state") == "running"
+            time.sleep(0.3)
+        epochs = page.locator("#epochs tbody tr td:first-child").all_inner_texts()  # newest first
+        assert [int(e) for e in epochs] == sorted((int(e) for e in epochs), reverse=True) and int(epochs[0]) > kept
+        page.click("#cancel")
+        page.wait_for_selector("body[data-job-state=cancelled]", timeout=60_000)
+    assert not (models / name).exists()

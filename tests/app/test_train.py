@@ -124,23 +124,35 @@ def test_a_tiny_training_runs_to_the_end_and_its_model_is_evaluated(lab):
     assert (project.root / "models" / "round1" / "model.json").is_file()
 
 
-def test_cancel_stops_a_running_job_and_leaves_no_model(lab):
+def _kept_epochs(models, name, timeout=JOB_TIMEOUT_S):
+    """Wait until the job's run has written an epoch's checkpoint into its staging folder."""
+    deadline = time.monotonic() + timeout
+    while not any(models.glob(f".{name}.*.tmp/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline, f"no checkpoint of job {name} within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_cancel_stops_a_running_job_and_leaves_no_model_but_its_epochs_to_resume(lab):
     client, project = lab
+    models = project.root / "models"
     assert start(client, "long", fields={"max_epochs": "100000"}).status_code == 200
     # epochs are reported while the job runs (the engine rewrites metrics.csv after each one)
     running = wait_for(client, "long", lambda s: len(s["epochs"]) >= 1 or not s["running"])
     assert running["running"], running["log_tail"]
+    assert not running["resumable"]
     busy = start(client, "other")
     assert busy.status_code == 400 and "is running" in busy.json()["error"]
 
+    _kept_epochs(models, "long")
     cancelled = client.post("/api/train/cancel", params={**P, "name": "long"}, headers=CHANGE)
     assert cancelled.status_code == 200
     status = wait_for(client, "long", lambda s: not s["running"], timeout=60)
     assert status["state"] == "cancelled"
     assert status["returncode"] == 143, status["log_tail"]  # elp train says it was stopped
     assert len(status["epochs"]) >= len(running["epochs"])  # what it trained stays on the page
-    models = project.root / "models"
-    assert sorted(p.name for p in models.iterdir()) == [JOBS_DIR]  # no model, no staging folder left
+    # no model and no staging folder, but the finished epochs, kept to resume from
+    assert sorted(p.name for p in models.iterdir()) == [JOBS_DIR, "long.stopped"]
+    assert status["resumable"] and "kept in" in status["log_tail"][-1]
     assert client.get("/api/train/models", params=P).json()["models"] == []
     again = client.post("/api/train/cancel", params={**P, "name": "long"}, headers=CHANGE)
     assert again.status_code == 400 and "not running" in again.json()["error"]
@@ -149,9 +161,34 @@ def test_cancel_stops_a_running_job_and_leaves_no_model(lab):
     settings, _ = AppSettings.build([project.root.parent.parent])
     restarted = TestClient(create_app(settings), base_url=LOCAL)
     jobs = restarted.get("/api/train/jobs", params=P).json()["jobs"]
-    assert [(j["name"], j["state"], j["running"]) for j in jobs] == [("long", "cancelled", False)]
+    assert [(j["name"], j["state"], j["running"], j["resumable"]) for j in jobs] == [("long", "cancelled", False, True)]
     assert jobs[0]["epochs"] == status["epochs"]
     assert (models / JOBS_DIR / "long" / JOB_FILE).is_file()
+
+    # resumed: the same parameters from the kept checkpoint, its epochs carried on, then cancelled again
+    kept = len(jobs[0]["epochs"])
+    resumed = restarted.post("/api/train/resume", params={**P, "name": "long"}, headers=CHANGE)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["running"] and resumed.json()["resumed"] and not resumed.json()["resumable"]
+    more = wait_for(restarted, "long", lambda s: len(s["epochs"]) > kept + 1 or not s["running"])
+    assert more["running"], more["log_tail"]
+    assert [e["epoch"] for e in more["epochs"]] == list(range(len(more["epochs"])))
+    restarted.post("/api/train/cancel", params={**P, "name": "long"}, headers=CHANGE)
+    wait_for(restarted, "long", lambda s: not s["running"], timeout=60)
+    # one log for the job: the resumed run's output follows the first run's
+    assert (models / JOBS_DIR / "long" / LOG_FILE).read_text().count("training stopped by SIGTERM") == 2
+    unknown = restarted.post("/api/train/resume", params={**P, "name": "other"}, headers=CHANGE)
+    assert unknown.status_code == 400
+
+
+def test_resume_needs_a_kept_run(lab):
+    client, project = lab
+    assert start(client, "short").status_code == 200
+    done = wait_for(client, "short", lambda s: not s["running"])
+    assert done["state"] == "finished" and not done["resumable"]
+    refused = client.post("/api/train/resume", params={**P, "name": "short"}, headers=CHANGE)
+    assert refused.status_code == 400
+    assert "nothing of its run was kept to resume from (models/short.stopped/" in refused.json()["error"]
 
 
 def test_bad_parameters_give_per_field_errors_and_start_nothing(lab):

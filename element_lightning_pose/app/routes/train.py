@@ -337,6 +337,12 @@ def cancel(request: Request, p: str, name: str) -> dict[str, Any]:
     return jobs_of(request).cancel(project_of(request, p), name).status()
 
 
+@router.post("/resume")
+def resume(request: Request, p: str, name: str) -> dict[str, Any]:
+    """Go on with a cancelled job from the epochs its run kept (``models/<name>.stopped/``)."""
+    return jobs_of(request).resume(project_of(request, p), name).status()
+
+
 @router.get("/models")
 def models(request: Request, p: str) -> dict[str, Any]:
     """The project's models, oldest first, with their cached evaluation (``current`` says

@@ -1,5 +1,5 @@
 // The training page: presets with the engine's advice, parameters checked per field, a job
-// followed epoch by epoch (losses and validation error drawn on a canvas), cancel, the models.
+// followed epoch by epoch (losses and validation error drawn on a canvas), cancel and resume, the models.
 //
 // With a database, a round can instead be registered for a worker (VideoSet, parameters,
 // TrainingTask) and the project's registered rounds are listed.
@@ -113,10 +113,12 @@ function showJob(job) {
   const parts = [`${job.state}${stage}`, `${job.epochs.length} epoch(s)`, `${job.elapsed_s.toFixed(0)} s`];
   if (last && last.val_pixel_error !== null) parts.push(`validation error ${last.val_pixel_error.toFixed(2)} px`);
   if (job.error) parts.push(job.error);
+  if (job.resumable) parts.push("its finished epochs are kept: resume goes on from them");
   const line = document.getElementById("job-state");
   line.textContent = parts.join(" - ");
   line.className = `job-state ${job.state}`;
   document.getElementById("cancel").disabled = !job.running;
+  document.getElementById("resume").disabled = !job.resumable;
   document.querySelector("#epochs tbody").replaceChildren(
     ...job.epochs.slice(-EPOCH_ROWS).reverse().map((e) => element("tr", {}, element("td", { text: String(e.epoch) }), element("td", { text: fixed(e.train_loss, 5) }), element("td", { text: fixed(e.val_loss, 5) }), element("td", { text: fixed(e.val_pixel_error, 2) }), element("td", { text: fixed(e.elapsed_s, 1) }))),
   );
@@ -146,6 +148,16 @@ async function cancel() {
   if (!state.job) return;
   try {
     showJob(await api(`/api/train/cancel?${query({ p: state.project, name: state.job.name })}`, { method: "POST" }));
+    poll();
+  } catch (error) {
+    say(error.message, "error");
+  }
+}
+
+async function resume() {
+  if (!state.job) return;
+  try {
+    showJob(await api(`/api/train/resume?${query({ p: state.project, name: state.job.name })}`, { method: "POST" }));
     poll();
   } catch (error) {
     say(error.message, "error");
@@ -310,6 +322,7 @@ async function main() {
   });
   f.addEventListener("submit", submit);
   document.getElementById("cancel").addEventListener("click", cancel);
+  document.getElementById("resume").addEventListener("click", resume);
   if (setup.pipeline.configured) {
     document.getElementById("where").hidden = false;
     document.getElementById("pipeline").hidden = false;
