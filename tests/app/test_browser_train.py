@@ -4,10 +4,15 @@ models table with its evaluation."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
+from element_lightning_pose.app.jobs import JOB_FILE, JOBS_DIR, LOG_FILE
 from element_lightning_pose.synthetic.projects import make_synthetic_project
 from tests.app.browser import browser_page, require_browser, served_app, shoot
 
@@ -54,7 +59,23 @@ def test_a_short_training_is_followed_in_the_page_and_its_model_evaluated(tmp_pa
     assert (project.root / "models" / name / "model.json").is_file()
 
 
-def test_a_cancelled_training_is_resumed_from_the_page(tmp_path):
+@pytest.fixture
+def no_leftover_jobs(tmp_path):
+    """Jobs outlive the app's server by design: stop any ``elp train`` a failed test left running."""
+    yield
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in arguments and any(str(tmp_path).encode() in a for a in arguments):
+            try:
+                os.killpg(int(cmdline.parent.name), signal.SIGKILL)  # each job is a session of its own
+            except ProcessLookupError:  # ended in the meantime
+                pass
+
+
+def test_a_cancelled_training_is_resumed_from_the_page(tmp_path, no_leftover_jobs):
     """Cancel keeps the finished epochs; resume goes on from them, the epoch table carrying on."""
     root = tmp_path / "root"
     project = make_synthetic_project(root / "mouse", image_size=(96, 128), n_labeled=6, n_video_frames=20)
@@ -92,4 +113,8 @@ def test_a_cancelled_training_is_resumed_from_the_page(tmp_path):
         assert [int(e) for e in epochs] == sorted((int(e) for e in epochs), reverse=True) and int(epochs[0]) > kept
         page.click("#cancel")
         page.wait_for_selector("body[data-job-state=cancelled]", timeout=60_000)
+    # the resumed job itself was cancelled (its record), and its run was stopped (the job's log)
+    record = json.loads((models / JOBS_DIR / name / JOB_FILE).read_text())
+    assert (record["state"], record["cancel_requested"], bool(record["resumed_from"])) == ("cancelled", True, True)
+    assert (models / JOBS_DIR / name / LOG_FILE).read_text().count("training stopped by SIGTERM") == 2
     assert not (models / name).exists()
