@@ -432,7 +432,7 @@ class TrainingTask(dj.Manual):
 class ModelTraining(dj.Computed):
     """A trained network. Training runs outside any database transaction (three-part make).
 
-    A worker stopped by SIGTERM (a pre-empted or timed-out cluster job) inserts nothing, and
+    A worker stopped by SIGTERM (a preempted or timed-out cluster job) inserts nothing, and
     the run's epochs are kept beside the model directory (``<model_dir>.stopped``); the next
     ``populate`` of the key goes on from them when the parameters are the same.
 
@@ -492,7 +492,7 @@ class ModelTraining(dj.Computed):
                     "; ".join(differences),
                 )
         # a ModelTraining row is one network: the engine refuses multiview=per_view on a multi-view set.
-        # A run of this key stopped by a signal (a pre-empted worker) was kept: go on from it.
+        # A run of this key stopped by a signal (a preempted worker) was kept: go on from it.
         result = train(
             config, project, full_model_dir, one_network=True, source=source, progress=False, resume_stopped=True
         )

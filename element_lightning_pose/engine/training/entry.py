@@ -68,7 +68,7 @@ def train(
     SIGTERM or SIGINT during the run raises :class:`TrainingInterrupted` (a run is never
     returned unfinished); ``model_dir`` is then as it was. A one-network run stopped after its
     first epoch is kept as ``<model_dir>.stopped`` (the message says how to resume from it);
-    ``resume_stopped=True`` (the pipeline re-populating a pre-empted key) resumes from it by
+    ``resume_stopped=True`` (the pipeline re-populating a preempted key) resumes from it by
     itself when it was trained with the same configuration and ``resume_from`` is not given.
     """
     reuse_freed_memory()  # each batch's activations and gradients reuse the last one's pages

@@ -142,7 +142,7 @@ def keep_if_stopped(stage: Path, model_dir: Path) -> Iterator[None]:
 
 def stopped_checkpoint(model_dir: PathLike, config: TrainConfig) -> Path | None:
     """The last checkpoint of a stopped run into ``model_dir`` with the same configuration as
-    ``config`` (a caller that resumes by itself: the pipeline re-populating a pre-empted key),
+    ``config`` (a caller that resumes by itself: the pipeline re-populating a preempted key),
     else None. A stopped run of another configuration is left alone, and logged."""
     folder = stopped_folder(model_dir)
     checkpoint = folder / LAST_CHECKPOINT

@@ -3,7 +3,7 @@ trained, and keeps its finished epochs to resume from.
 
 Lightning catches SIGTERM and ends ``fit()`` as though training had finished: ``elp train`` then
 exited 0 with no model, and ``train()`` returned a result for a run that left nothing. A stopped
-run then deleted its staging folder, checkpoints included: hours of a pre-empted cluster job lost.
+run then deleted its staging folder, checkpoints included: hours of a preempted cluster job lost.
 """
 
 from __future__ import annotations
