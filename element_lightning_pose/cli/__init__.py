@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     on after ``main`` returns (tests): garbage that exists at that moment would never be freed.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    collecting = gc.isenabled()
     if freeze_imports:
         # Imports create objects by the hundred thousand and almost no garbage; collections
         # while they run would only traverse what is about to be frozen (30-40 ms of them).
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None, freeze_imports: bool = False) -> int:
     finally:
         if freeze_imports:
             gc.freeze()
-            gc.enable()
+            if collecting:
+                gc.enable()
     try:
         return int(module.run(args) or 0)
     except ElpError as exc:

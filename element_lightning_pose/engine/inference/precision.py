@@ -437,9 +437,12 @@ def select_precision(
     digest = _checkpoint_digest(model)
     records = _read_records(model, digest)
     device_record = records.get("devices", {}).get(signature, {})
-    # OpenVINO's results hold for the OpenVINO that was checked: another version is checked again
-    stale = device_record.get("openvino_version") != openvino_version()
-    todo = [p for p in usable if p not in device_record.get("results", {}) or (p in OPENVINO_PATHS and stale)]
+    # OpenVINO's results hold for the OpenVINO that was checked: with another version installed,
+    # all of them are forgotten (and those asked for checked again)
+    if device_record.get("openvino_version") != openvino_version():
+        kept = {p: r for p, r in device_record.get("results", {}).items() if p not in OPENVINO_PATHS}
+        device_record = {**device_record, "results": kept}
+    todo = [p for p in usable if p not in device_record.get("results", {})]
     backbones: dict[str, dict[str, nn.Module]] = {}
     if todo:
         labels = labeled_frames_of(model, project)

@@ -49,6 +49,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_only
 
 from element_lightning_pose.engine.atomic import atomic_directory, atomic_output
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
@@ -172,13 +173,15 @@ def train_single(
     )
     try:
         with _quiet_lightning(), atomic_directory(model_dir) as stage:
-            with keep_if_stopped(stage, model_dir) if keep_stopped else nullcontext():
-                _seed_stage(
-                    run_folder,
-                    stage,
-                    resume=resume_from is not None,
-                    frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
-                )
+            _seed_stage(
+                run_folder,
+                stage,
+                resume=resume_from is not None,
+                frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
+            )
+            # kept only once seeded (a half-copied stage must not replace the run it came from),
+            # and only by global rank 0, whose stage holds the checkpoints
+            with keep_if_stopped(stage, model_dir, when=_global_rank_zero) if keep_stopped else nullcontext():
                 result, global_zero = _fit(
                     config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
                 )
@@ -191,6 +194,12 @@ def train_single(
     if keep_stopped:
         discard_stopped(model_dir)
     return result
+
+
+def _global_rank_zero() -> bool:
+    """Whether this process is DDP's global rank 0, or the only one (Lightning sets the rank as a
+    run starts; before, it is read from the launcher's environment)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _resumed_folder(model_dir: Path, resume_from: PathLike | None) -> Path:

@@ -21,7 +21,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,7 @@ import yaml
 from element_lightning_pose.engine.atomic import replace_directory
 from element_lightning_pose.engine.config import TrainConfig
 from element_lightning_pose.engine.errors import ElpError
+from element_lightning_pose.engine.model_dir import MODEL_JSON
 from element_lightning_pose.engine.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -80,13 +81,19 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
 
     The caller's handlers are restored afterwards; a signal the caller ignores stays ignored,
     and outside the main thread (where Python cannot set handlers) nothing changes. A forked
-    data-loading worker inherits the handler and ignores the signal: its parent stops it.
+    data-loading worker inherits the handler and ignores the signal: its parent stops it. Once
+    a signal has stopped the run, further ones are ignored while it winds down (a second Ctrl-C,
+    a scheduler's repeated SIGTERM): an exception raised in the middle of keeping the stopped
+    run could lose it. SIGKILL still ends the process at once.
     """
     before = _identity(model_dir)
     owner = os.getpid()
+    stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() == owner:
+        nonlocal stopping
+        if os.getpid() == owner and not stopping:
+            stopping = True
             raise RunStopped(signum)
 
     previous = {}
@@ -124,19 +131,25 @@ def stop_behind(exc: BaseException | None) -> RunStopped | None:
 
 
 @contextmanager
-def keep_if_stopped(stage: Path, model_dir: Path) -> Iterator[None]:
+def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lambda: True) -> Iterator[None]:
     """Keep the staging folder ``stage`` of a run into ``model_dir`` as ``<model_dir>.stopped``
     when a signal stops the run after its first epoch's checkpoint (an earlier stopped run kept
-    there is replaced); a run stopped before it, or failing otherwise, keeps nothing."""
+    there is replaced); a run stopped before it, or failing otherwise, keeps nothing. ``when``
+    is asked at that moment (a DDP process other than global rank 0 keeps nothing). A model
+    directory named like the kept folder (one with a ``model.json``) is never replaced."""
     try:
         yield
     except BaseException as exc:
         stopped = stop_behind(exc)
-        if stopped is not None and (stage / LAST_CHECKPOINT).is_file():
-            try:
-                stopped.kept = replace_directory(stage, stopped_folder(model_dir))
-            except OSError as keep_error:  # the stop goes on; the message says nothing was kept
-                logger.warning("the stopped run's folder %s could not be kept: %s", stage, keep_error)
+        target = stopped_folder(model_dir)
+        if stopped is not None and (stage / LAST_CHECKPOINT).is_file() and when():
+            if (target / MODEL_JSON).exists():
+                logger.warning("the stopped run is not kept: %s is a model directory", target)
+            else:
+                try:
+                    stopped.kept = replace_directory(stage, target)
+                except OSError as keep_error:  # the stop goes on; the message says nothing was kept
+                    logger.warning("the stopped run's folder %s could not be kept: %s", stage, keep_error)
         raise
 
 
@@ -160,9 +173,10 @@ def stopped_checkpoint(model_dir: PathLike, config: TrainConfig) -> Path | None:
 
 
 def discard_stopped(model_dir: PathLike) -> None:
-    """Remove the stopped run kept for ``model_dir``: the model directory now holds a whole model."""
+    """Remove the stopped run kept for ``model_dir``: the model directory now holds a whole model.
+    A folder of that name that is a model directory itself (a ``model.json``) is left alone."""
     folder = stopped_folder(model_dir)
-    if folder.is_dir() and not folder.is_symlink():
+    if folder.is_dir() and not folder.is_symlink() and not (folder / MODEL_JSON).exists():
         shutil.rmtree(folder, ignore_errors=True)
 
 

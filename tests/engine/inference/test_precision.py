@@ -146,12 +146,16 @@ def test_openvino_fp32_keeps_pytorchs_keypoints_and_is_checked_once(model_dir, t
     _, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32", report=again.append)
     assert choice.used == "ov-fp32" and not any("checking" in m for m in again)
     device["openvino_version"] = "2020.1"
+    device["results"]["ov-bf16"] = {**device["results"]["ov-fp32"], "precision": "ov-bf16"}  # checked by 2020.1
     (model_dir / PRECISION_JSON).write_text(json.dumps(record))
     again = []
     precision.select_precision(
         load_model(model_dir, device="cpu"), "ov-fp32", project=tiny_project.root, report=again.append
     )
     assert any("checking ov-fp32" in m for m in again)
+    # the other OpenVINO path's old result is forgotten with it, not trusted under the new version
+    (device,) = json.loads((model_dir / PRECISION_JSON).read_text())["devices"].values()
+    assert "ov-bf16" not in device["results"] and device["openvino_version"] == openvino_version()
 
 
 @needs_openvino

@@ -107,17 +107,28 @@ def test_stopped_checkpoint_only_for_the_same_configuration(tmp_path, caplog):
     assert "its config.yaml cannot be read" in caplog.text
 
 
-def test_discard_stopped_removes_the_kept_run_but_never_follows_a_link(tmp_path):
+def test_discard_stopped_removes_the_kept_run_but_never_a_model(tmp_path):
     model_dir = tmp_path / "model"
-    elsewhere = tmp_path / "elsewhere"
-    (elsewhere / "checkpoints").mkdir(parents=True)
-    stopped_folder(model_dir).symlink_to(elsewhere)
-    discard_stopped(model_dir)
-    assert (elsewhere / "checkpoints").is_dir()
-    stopped_folder(model_dir).unlink()
     replace_directory(_stage(tmp_path, checkpoint=True), stopped_folder(model_dir))
     discard_stopped(model_dir)
     assert not stopped_folder(model_dir).exists()
+    # a model directory that happens to bear the name (a model called "model.stopped") stays
+    (stopped_folder(model_dir) / "checkpoints").mkdir(parents=True)
+    (stopped_folder(model_dir) / "model.json").write_text("{}")
+    discard_stopped(model_dir)
+    assert (stopped_folder(model_dir) / "model.json").is_file()
+    stage = _stage(tmp_path, checkpoint=True)
+    with pytest.raises(RunStopped) as info, keep_if_stopped(stage, model_dir):
+        raise RunStopped(signal.SIGTERM)
+    assert info.value.kept is None and (stopped_folder(model_dir) / "model.json").is_file()
+
+
+def test_only_the_process_that_may_keep_keeps(tmp_path):
+    """A DDP process other than global rank 0 (``when`` says no) keeps nothing."""
+    stage = _stage(tmp_path, checkpoint=True)
+    with pytest.raises(RunStopped) as info, keep_if_stopped(stage, tmp_path / "model", when=lambda: False):
+        raise RunStopped(signal.SIGTERM)
+    assert info.value.kept is None and stage.is_dir() and not stopped_folder(tmp_path / "model").exists()
 
 
 def test_the_message_says_what_is_kept_and_how_to_resume(tmp_path):
