@@ -46,12 +46,19 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
 from element_lightning_pose.engine.model_dir import MODEL_JSON, check_replaceable
 from element_lightning_pose.engine.safe_paths import check_name
-from element_lightning_pose.engine.training.stopping import LAST_CHECKPOINT, stopped_folder
+from element_lightning_pose.engine.training.stopping import (
+    LAST_CHECKPOINT,
+    STOPPED_SUFFIX,
+    discard_stopped,
+    stopped_folder,
+)
 
 JOBS_DIR = ".jobs"
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
-GRACE_S = 10.0  # from SIGTERM to SIGKILL: the engine stops at once, then removes its staging folder
+# from SIGTERM to SIGKILL: the engine stops at once, then Lightning winds down and the stopped run
+# is kept (a rename) or its staging folder deleted; a loaded machine needs more than a few seconds
+GRACE_S = 30.0
 LOG_TAIL_LINES = 30
 RUNNING, FINISHED, FAILED, CANCELLED, ABANDONED = "running", "finished", "failed", "cancelled", "abandoned"
 METRIC_COLUMNS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_pixel_error", "lr")
@@ -293,6 +300,8 @@ class TrainingJobs:
         ``resume_from``: a kept checkpoint to go on from (:meth:`resume`)."""
         check_name(name, "model name")
         model_dir = project / MODELS_DIR / name
+        if name.endswith(STOPPED_SUFFIX):
+            raise TrainJobError(f"model {name!r}: names ending in {STOPPED_SUFFIX} are where stopped runs are kept")
         with self._lock:
             running = [job for job in self.jobs(project) if job.running()]
             if len(running) >= self.per_project:
@@ -312,6 +321,14 @@ class TrainingJobs:
                     check_replaceable(model_dir)
                 except FileExistsError as exc:
                     raise TrainJobError(f"model {name!r}: {exc}") from None
+            kept = stopped_folder(model_dir)
+            if resume_from is None and (kept.exists() or kept.is_symlink()):
+                if not replace:
+                    raise TrainJobError(
+                        f"model {name!r}: {MODELS_DIR}/{kept.name} holds the epochs of a stopped run of {name!r}: "
+                        "resume that job, or ask to replace (its kept epochs are then discarded)"
+                    )
+                discard_stopped(model_dir)
             command = [
                 sys.executable,
                 "-m",
@@ -385,6 +402,11 @@ class TrainingJobs:
         job = self.get(project, name)
         if job.running():
             raise TrainJobError(f"job {name!r}: still running; there is nothing to resume")
+        with job.lock:  # its end is recorded (and saved) before the resumed job's record replaces it
+            return self._resume(project, job)
+
+    def _resume(self, project: Path, job: TrainingJob) -> TrainingJob:
+        name = job.record.name
         checkpoint = job.kept_checkpoint
         if not checkpoint.is_file():
             raise TrainJobError(

@@ -41,6 +41,7 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.labeling import rounds
 from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.advice import advise_project, preset_params
+from element_lightning_pose.engine.training.stopping import STOPPED_SUFFIX, stopped_folder
 
 router = APIRouter(prefix="/api/train")
 
@@ -315,8 +316,16 @@ def _name_problems(request: Request, p: str, body: dict[str, Any]) -> dict[str, 
         target = project_at(request, p).child(f"{rounds.MODELS_DIR}/{name}", "model")  # links followed
     except ElpError as exc:
         return {"name": str(exc)}
+    if name.endswith(STOPPED_SUFFIX):
+        return {"name": f"names ending in {STOPPED_SUFFIX} are where stopped runs are kept; choose another name"}
     if (target.path.exists() or target.path.is_symlink()) and not body.get("replace"):
         return {"name": f"{rounds.MODELS_DIR}/{name} exists already; choose another name (or replace that model)"}
+    kept = stopped_folder(target.path)
+    if (kept.exists() or kept.is_symlink()) and not body.get("replace"):
+        return {
+            "name": f"{rounds.MODELS_DIR}/{kept.name} holds the epochs of a stopped run of this name: resume "
+            "that job, choose another name, or replace (the kept epochs are then discarded)"
+        }
     return {}
 
 

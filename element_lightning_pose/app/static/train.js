@@ -132,6 +132,8 @@ function poll() {
     if (!state.job) return;
     try {
       const job = await api(`/api/train/job?${query({ p: state.project, name: state.job.name })}`);
+      // a reply about the job's earlier run, sent before a resume the page has shown since
+      if (state.job && job.started_at < state.job.started_at) return;
       showJob(job);
       if (job.running) poll();
       else {
