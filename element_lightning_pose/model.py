@@ -473,10 +473,14 @@ class PoseEstimationTask(dj.Manual):
         check_name(precision, "PoseEstimationTask.generate: precision")
         allowed = TASK_PRECISIONS if "precision" in cls.heading.names else ("fp32",)
         if precision not in allowed:
-            raise ValueError(
-                f"PoseEstimationTask.generate: precision {precision!r}: this table takes {', '.join(allowed)}; "
+            hint = (
                 "'auto' runs OpenVINO's ov-fp32 / ov-bf16 where OpenVINO is installed and they are the fastest "
                 "that pass the gate"
+                if "auto" in allowed
+                else "it was declared before the precision attribute, so its tasks run fp32"
+            )
+            raise ValueError(
+                f"PoseEstimationTask.generate: precision {precision!r}: this table takes {', '.join(allowed)}; {hint}"
             )
         recording = {k: recording_key[k] for k in VideoRecording.primary_key}
         # the database's values (a datetime as a datetime) spell the folder as populate() will

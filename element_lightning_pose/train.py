@@ -432,9 +432,11 @@ class TrainingTask(dj.Manual):
 class ModelTraining(dj.Computed):
     """A trained network. Training runs outside any database transaction (three-part make).
 
-    A worker stopped by SIGTERM (a preempted or timed-out cluster job) inserts nothing, and
-    the run's epochs are kept beside the model directory (``<model_dir>.stopped``); the next
-    ``populate`` of the key goes on from them when the parameters are the same.
+    A worker stopped by SIGTERM (a preempted or timed-out cluster job) inserts nothing and
+    leaves an error job (``TrainingInterrupted``), and the run's epochs are kept beside the
+    model directory (``<model_dir>.stopped``); once that error is cleared (``elp jobs clear
+    --table ModelTraining``), the next ``populate`` of the key goes on from them when the
+    parameters are the same.
 
     Attributes:
         model_dir (varchar): model directory, relative to the processed-data root.

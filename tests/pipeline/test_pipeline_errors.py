@@ -211,7 +211,7 @@ def test_training_stopped_by_sigterm_inserts_no_model_and_the_next_populate_goes
     root, _ = lp_root
     train = lp.train
     vs_key = train.VideoSet.insert_project("projects/synth", description="tiny synthetic")
-    epochs = 6  # far more than the signal, sent within 0.2 s of the first checkpoint, lets finish
+    epochs = 10  # far more than the signal, sent within 0.05 s of the first checkpoint, lets finish
     params = {**TINY_PARAMS, "training": {**TINY_PARAMS["training"], "max_epochs": epochs}}
     key = {**vs_key, "paramset_idx": train.TrainingParamSet.insert_new_params("stopped", params), "training_id": 1}
     # a model folder of its own: other tests' deleted tasks leave theirs behind
@@ -223,7 +223,7 @@ def test_training_stopped_by_sigterm_inserts_no_model_and_the_next_populate_goes
         deadline = time.monotonic() + 300
         staged = f".{model_dir.name}.*.tmp/checkpoints/last.ckpt"
         while time.monotonic() < deadline and not any(model_dir.parent.glob(staged)):
-            time.sleep(0.2)
+            time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_once_training, daemon=True).start()
