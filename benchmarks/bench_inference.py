@@ -70,10 +70,18 @@ def make_model(backbone: str, size=SIZE, n_keypoints: int = N_KEYPOINTS, channel
 
 def at_precision(model: PoseModel, precision: str, frames: torch.Tensor) -> PoseModel:
     """``model`` with its backbone in ``precision`` (int8 calibrated on the first 64 of ``frames``)."""
-    from element_lightning_pose.engine.inference.precision import quantise_backbone, with_bf16, with_int8
+    from element_lightning_pose.engine.inference.precision import (
+        OPENVINO_PATHS,
+        quantise_backbone,
+        with_bf16,
+        with_int8,
+        with_openvino,
+    )
 
     if precision == "bf16":
         return with_bf16(model)
+    if precision in OPENVINO_PATHS:
+        return with_openvino(model, precision)
     if precision == "int8":
         return with_int8(
             model, {"net": quantise_backbone(model.net, frames[:64].contiguous(memory_format=torch.channels_last))}
@@ -228,7 +236,7 @@ def gate_numbers(model_dir: Path, precisions: list[str], project: Path) -> dict:
 
 
 def main() -> None:
-    from element_lightning_pose.engine.inference.precision import unavailable_reason
+    from element_lightning_pose.engine.inference.precision import PRECISIONS, unavailable_reason
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
@@ -280,7 +288,7 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.set_num_threads(THREADS)
     cpu = torch.device("cpu")
-    precisions = ["fp32"] + [p for p in ("bf16", "int8") if unavailable_reason(p, cpu) is None]
+    precisions = ["fp32"] + [p for p in PRECISIONS if p != "fp32" and unavailable_reason(p, cpu) is None]
     info = video_info(args.video)
     n = min(args.frames or info.n_frames, info.n_frames)
     frames = decoded_frames(args.video, n)
@@ -403,7 +411,8 @@ def write_report(args, info, n, precisions, rows, gates, cli_rows, multi, rss) -
             f"{N_KEYPOINTS} keypoints, batch {args.batch_size}, random weights (speed does not depend on them), "
             "BatchNorm folded into the convolutions as `load_model` does, channels-last. bf16: the backbone under "
             "autocast; int8: the backbone quantised (PyTorch FX, oneDNN kernels where the CPU has 8-bit dot products), "
-            "calibrated on 64 frames; heads and the keypoint step fp32 in both. End-to-end and bare forward alternate "
+            "calibrated on 64 frames; ov-fp32 / ov-bf16: the backbone compiled by OpenVINO at that inference "
+            "precision; heads and the keypoint step PyTorch's fp32 in all. End-to-end and bare forward alternate "
             f"{args.repeats} time(s); best of each.",
             "",
             *markdown_table(

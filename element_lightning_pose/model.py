@@ -418,6 +418,11 @@ def _summaries(values: np.ndarray) -> dict[str, float | None]:
 # --------------------------------------------------------------------------- pose estimation
 
 
+# the values PoseEstimationTask.precision takes; kept as declared since the attribute came in (a
+# table's enum is fixed when it is declared): 'auto' reaches the precisions added since
+TASK_PRECISIONS = ("fp32", "bf16", "int8", "auto")
+
+
 @schema
 class PoseEstimationTask(dj.Manual):
     """Which model to run on which recording, and how.
@@ -430,7 +435,8 @@ class PoseEstimationTask(dj.Manual):
         precision (enum): the network's arithmetic, as ``elp predict --precision``: 'fp32'; 'bf16'
             or 'int8' where the machine has them and they pass the accuracy gate against fp32 on
             the model's labeled frames (else fp32, logged); 'auto' the fastest that passes
-            (``engine.inference.precision``). Tables declared before this attribute run fp32.
+            (``engine.inference.precision``), OpenVINO's ov-fp32 and ov-bf16 included where it is
+            installed. Tables declared before this attribute run fp32.
     """
 
     definition = f"""
@@ -440,7 +446,7 @@ class PoseEstimationTask(dj.Manual):
     task_mode = 'trigger' : enum('load', 'trigger')
     output_dir = ''       : varchar(1000)  # relative to the processed-data root
     batch_size = 16       : {INT16}
-    precision = 'fp32'    : enum('fp32', 'bf16', 'int8', 'auto')  # network arithmetic (elp predict --precision)
+    precision = 'fp32'    : enum({", ".join(repr(p) for p in TASK_PRECISIONS)})  # network arithmetic (elp predict --precision)
     """
 
     @staticmethod
@@ -465,6 +471,17 @@ class PoseEstimationTask(dj.Manual):
         from element_lightning_pose.engine.inference.precision import check_name
 
         check_name(precision, "PoseEstimationTask.generate: precision")
+        allowed = TASK_PRECISIONS if "precision" in cls.heading.names else ("fp32",)
+        if precision not in allowed:
+            hint = (
+                "'auto' runs OpenVINO's ov-fp32 / ov-bf16 where OpenVINO is installed and they are the fastest "
+                "that pass the gate"
+                if "auto" in allowed
+                else "it was declared before the precision attribute, so its tasks run fp32"
+            )
+            raise ValueError(
+                f"PoseEstimationTask.generate: precision {precision!r}: this table takes {', '.join(allowed)}; {hint}"
+            )
         recording = {k: recording_key[k] for k in VideoRecording.primary_key}
         # the database's values (a datetime as a datetime) spell the folder as populate() will
         found = fetch_keys(VideoRecording & match(recording))
@@ -488,9 +505,9 @@ class PoseEstimation(dj.Computed):
         inference_time_s (float64): wall time of inference (0 when loaded).
         frames_per_s (float64): inference speed (null when loaded).
         pose_estimation_time (datetime): when it was done (UTC).
-        precision_used (varchar): the arithmetic the network ran in (fp32, bf16, int8; null when
-            loaded). Not named ``precision``: joined with its task, a shared name would be a join
-            condition ('auto' never equals what ran).
+        precision_used (varchar): the arithmetic the network ran in (fp32, bf16, int8, ov-fp32,
+            ov-bf16; null when loaded). Not named ``precision``: joined with its task, a shared
+            name would be a join condition ('auto' never equals what ran).
     """
 
     definition = f"""
@@ -501,7 +518,7 @@ class PoseEstimation(dj.Computed):
     inference_time_s      : {FLOAT64}
     frames_per_s = null   : {FLOAT64}
     pose_estimation_time  : datetime
-    precision_used = null : varchar(8)  # arithmetic used: fp32, bf16 or int8 (null when loaded)
+    precision_used = null : varchar(8)  # arithmetic used: fp32, bf16, int8, ov-fp32, ov-bf16 (null when loaded)
     """
 
     class BodyPartPosition(dj.Part):

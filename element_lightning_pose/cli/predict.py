@@ -26,9 +26,10 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "predict") 
     parser.add_argument(
         "--precision",
         default="fp32",
-        choices=("auto", "fp32", "bf16", "int8"),
+        choices=("auto", "fp32", "bf16", "int8", "ov-fp32", "ov-bf16"),
         help="arithmetic of the network: fp32; bf16 (CPUs with AMX or AVX512-BF16, recent GPUs); int8 (CPU, "
-        "calibrated on the project's frames); auto = the fastest that passes the accuracy gate here. A fast "
+        "calibrated on the project's frames); ov-fp32, ov-bf16: the backbone compiled by OpenVINO (CPU, "
+        "pip install element-lightning-pose[openvino]); auto = the fastest that passes the accuracy gate here. A fast "
         "path is checked against fp32 on the model's labeled frames once (kept in MODEL_DIR/precision.json); "
         "one that fails or is missing here is said so and fp32 is used (default fp32)",
     )

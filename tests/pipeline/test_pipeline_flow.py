@@ -115,6 +115,8 @@ def test_pose_estimation_at_a_checked_precision(lp, flow):
     model.VideoRecording.insert1({**rec, "device": "cam_top"})
     video = (model.VideoRecording.File & flow["rec"]).fetch1("file_path")
     model.VideoRecording.File.insert1({**rec, "file_id": 0, "file_path": video})
+    with pytest.raises(ValueError, match="precision 'ov-bf16': this table takes fp32, bf16, int8, auto; 'auto' runs"):
+        model.PoseEstimationTask.generate(rec, name, precision="ov-bf16")  # auto chooses it, where it pays
     key = model.PoseEstimationTask.generate(rec, name, batch_size=8, precision="int8")
     assert (model.PoseEstimationTask & key).fetch1("precision") == "int8"
     result = dj_compat.populate(model.PoseEstimation, key, reserve_jobs=True)

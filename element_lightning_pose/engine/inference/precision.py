@@ -1,11 +1,13 @@
-"""Inference precision chosen at run time: fp32, bf16 or int8, each checked against fp32 first.
+"""Inference precision chosen at run time: fp32, bf16, int8 or OpenVINO's, each checked against fp32 first.
 
 bf16 (autocast of the backbone) pays on processors that compute it natively
 (:func:`engine.hardware.native_bf16`: AMX or AVX512-BF16, Ampere-or-later GPUs); int8 (post-
 training quantisation of the backbone, calibrated on the project's own training frames,
-PyTorch's oneDNN / x86 kernels) pays on CPUs with 8-bit dot products. The heatmap head and
-the heatmap -> keypoint step stay fp32 in both: sub-pixel positions are decided there, and they
-cost little beside the backbone.
+PyTorch's oneDNN / x86 kernels) pays on CPUs with 8-bit dot products. ``ov-fp32`` and
+``ov-bf16`` run the backbone compiled by OpenVINO where it is installed (:mod:`.openvino`):
+on CPUs, faster than PyTorch at the same precision. The heatmap head and the heatmap ->
+keypoint step stay PyTorch's fp32 in all of them: sub-pixel positions are decided there, and
+they cost little beside the backbone.
 
 **The gate.** On the model's labeled frames a fast path passes when its keypoints stay within
 :data:`GATE_MEDIAN_PX` (median) and :data:`GATE_P99_PX` (99th percentile) of fp32's, in
@@ -51,6 +53,7 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.hardware import cpu_model, device_signature, fast_int8, native_bf16
 from element_lightning_pose.engine.inference.metrics import pixel_errors
 from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel
+from element_lightning_pose.engine.inference.openvino import OpenVINOBackbone, openvino_runtime, openvino_version
 from element_lightning_pose.engine.inference.predict import predict_labeled
 from element_lightning_pose.engine.model_dir import (
     quantised_weights_path,
@@ -63,9 +66,11 @@ from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
 
 FP32, BF16, INT8, AUTO = "fp32", "bf16", "int8", "auto"
-PRECISIONS = (FP32, BF16, INT8)
+OPENVINO_FP32, OPENVINO_BF16 = "ov-fp32", "ov-bf16"  # short: the pipeline keeps the name in a varchar(8)
+OPENVINO_PATHS = {OPENVINO_FP32: FP32, OPENVINO_BF16: BF16}  # path -> OpenVINO's inference precision
+PRECISIONS = (FP32, BF16, INT8, OPENVINO_FP32, OPENVINO_BF16)
 CHOICES = (AUTO, *PRECISIONS)
-FAST_PATHS = (INT8, BF16)  # tried by auto, the usually faster first
+FAST_PATHS = (INT8, OPENVINO_BF16, BF16, OPENVINO_FP32)  # tried by auto, the usually faster first
 
 GATE_MEDIAN_PX = 0.5
 GATE_P99_PX = 2.0
@@ -137,7 +142,12 @@ def check_name(precision: str, what: str = "precision") -> str:
 
 def unavailable_reason(precision: str, device: torch.device) -> str | None:
     """Why ``precision`` cannot run on ``device`` (None: it can)."""
-    if precision == BF16 and not native_bf16(device):
+    if precision in OPENVINO_PATHS:
+        if device.type != "cpu":
+            return "OpenVINO runs here on the CPU only"
+        if openvino_runtime() is None:
+            return "openvino is not installed (pip install element-lightning-pose[openvino])"
+    if precision in (BF16, OPENVINO_BF16) and not native_bf16(device):
         where = "this GPU" if device.type == "cuda" else f"this CPU ({cpu_model()})"
         return f"{where} has no native bf16 (AMX or AVX512-BF16; Ampere or later on a GPU): bf16 would be slower"
     if precision == INT8:
@@ -173,6 +183,17 @@ def with_bf16(model: PoseModel) -> PoseModel:
     fast = _copy_model(model)
     for net in _networks(fast).values():
         net.backbone_autocast = torch.bfloat16
+    return fast
+
+
+def with_openvino(model: PoseModel, precision: str) -> PoseModel:
+    """A copy of ``model`` whose backbones are compiled by OpenVINO at ``precision``'s inference
+    precision, on as many threads as PyTorch has."""
+    fast = _copy_model(model)
+    for name, net in _networks(fast).items():
+        net.backbone = OpenVINOBackbone(
+            net.backbone, _input_size(model, name), OPENVINO_PATHS[precision], torch.get_num_threads()
+        )
     return fast
 
 
@@ -392,7 +413,7 @@ def select_precision(
     batch_size: int = 16,
     report: Callable[[str], None] | None = None,
 ) -> tuple[PoseModel, PrecisionChoice]:
-    """The model to predict with at ``requested`` precision (``auto``, ``fp32``, ``bf16``, ``int8``).
+    """The model to predict with at ``requested`` precision (``auto`` or one of :data:`PRECISIONS`).
 
     A fast path is used only where this device has it and it passed the gate on the model's
     labeled frames (``project``, else the project model.json names); otherwise fp32, with the
@@ -416,6 +437,11 @@ def select_precision(
     digest = _checkpoint_digest(model)
     records = _read_records(model, digest)
     device_record = records.get("devices", {}).get(signature, {})
+    # OpenVINO's results hold for the OpenVINO that was checked: with another version installed,
+    # all of them are forgotten (and those asked for checked again)
+    if device_record.get("openvino_version") != openvino_version():
+        kept = {p: r for p, r in device_record.get("results", {}).items() if p not in OPENVINO_PATHS}
+        device_record = {**device_record, "results": kept}
     todo = [p for p in usable if p not in device_record.get("results", {})]
     backbones: dict[str, dict[str, nn.Module]] = {}
     if todo:
@@ -450,11 +476,12 @@ def select_precision(
         say(message)
         return model, PrecisionChoice(requested, FP32, message, gates)
     best = max(passing, key=lambda g: g.speedup) if requested == AUTO else passing[0]
-    fast = (
-        with_bf16(model)
-        if best.precision == BF16
-        else with_int8(model, backbones.get(INT8) or _load_int8(model, device_record))
-    )
+    if best.precision == BF16:
+        fast = with_bf16(model)
+    elif best.precision in OPENVINO_PATHS:
+        fast = with_openvino(model, best.precision)
+    else:
+        fast = with_int8(model, backbones.get(INT8) or _load_int8(model, device_record))
     how = "fastest that passes the gate on this device" if requested == AUTO else "passes the gate"
     message = f"precision {best.precision} ({how}): {best.summary()}"
     say(message)
@@ -486,6 +513,8 @@ def _run_gates(
     for precision in precisions:
         if precision == BF16:
             fast = with_bf16(model)
+        elif precision in OPENVINO_PATHS:
+            fast = with_openvino(model, precision)
         else:
             backbones[INT8] = {
                 name: quantise_backbone(net, _calibration_frames(model, labels, _input_size(model, name)))
@@ -528,6 +557,8 @@ def _remember(
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": {**device_record.get("results", {}), **{p: dataclasses.asdict(g) for p, g in results.items()}},
     }
+    if any(p in OPENVINO_PATHS for p in results):
+        device_record["openvino_version"] = openvino_version()
     if INT8 in backbones:
         device_record["int8_engine"] = int8_engine()
         device_record["int8_weights"] = {name: _int8_file(signature, name) for name in backbones[INT8]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from element_lightning_pose.engine.data.keypoints import read_predictions
 from element_lightning_pose.engine.hardware import native_bf16
 from element_lightning_pose.engine.inference import precision
 from element_lightning_pose.engine.inference.models import load_model
+from element_lightning_pose.engine.inference.openvino import OpenVINOBackbone, openvino_version
 from element_lightning_pose.engine.inference.predict import predict_labeled
 from element_lightning_pose.engine.model_dir import PRECISION_JSON, QUANTISED_DIR
 
@@ -118,3 +120,72 @@ def test_cli_auto_says_which_precision_it_used(model_dir, tiny_project, tmp_path
     err = capsys.readouterr().err
     assert code == 0 and "elp predict: precision" in err
     assert read_predictions(tmp_path / "out" / f"{video.stem}.csv")[0].shape[0] > 0
+
+
+OPENVINO_HERE = precision.unavailable_reason(precision.OPENVINO_FP32, __import__("torch").device("cpu")) is None
+needs_openvino = pytest.mark.skipif(not OPENVINO_HERE, reason="openvino is not installed")
+
+
+@needs_openvino
+def test_openvino_fp32_keeps_pytorchs_keypoints_and_is_checked_once(model_dir, tiny_project):
+    model = load_model(model_dir, device="cpu")
+    said = []
+    fast, choice = precision.select_precision(model, "ov-fp32", project=tiny_project.root, report=said.append)
+    assert choice.used == "ov-fp32", choice.message
+    assert any("checking ov-fp32" in m for m in said)
+    assert isinstance(fast.net.backbone, OpenVINOBackbone) and not isinstance(model.net.backbone, OpenVINOBackbone)
+    labels = precision.labeled_frames_of(model, tiny_project.root)
+    reference, points = predict_labeled(model, labels), predict_labeled(fast, labels)
+    assert np.nanmax(np.abs(points[..., :2] - reference[..., :2])) < 0.01  # the same arithmetic, compiled
+    record = json.loads((model_dir / PRECISION_JSON).read_text())
+    (device,) = record["devices"].values()
+    assert device["openvino_version"] == openvino_version() and device["results"]["ov-fp32"]["passed"]
+
+    # the next run trusts the check; another OpenVINO version is checked again
+    again = []
+    _, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32", report=again.append)
+    assert choice.used == "ov-fp32" and not any("checking" in m for m in again)
+    device["openvino_version"] = "2020.1"
+    device["results"]["ov-bf16"] = {**device["results"]["ov-fp32"], "precision": "ov-bf16"}  # checked by 2020.1
+    (model_dir / PRECISION_JSON).write_text(json.dumps(record))
+    again = []
+    precision.select_precision(
+        load_model(model_dir, device="cpu"), "ov-fp32", project=tiny_project.root, report=again.append
+    )
+    assert any("checking ov-fp32" in m for m in again)
+    # the other OpenVINO path's old result is forgotten with it, not trusted under the new version
+    (device,) = json.loads((model_dir / PRECISION_JSON).read_text())["devices"].values()
+    assert "ov-bf16" not in device["results"] and device["openvino_version"] == openvino_version()
+
+
+@needs_openvino
+def test_openvino_bf16_needs_native_bf16(model_dir, tiny_project):
+    model = load_model(model_dir, device="cpu")
+    _, choice = precision.select_precision(model, "ov-bf16", project=tiny_project.root)
+    if native_bf16("cpu"):
+        assert choice.used in ("ov-bf16", "fp32") and "ov-bf16" in choice.message
+        assert "ov-bf16" in choice.gates  # measured against fp32, whichever way it went
+    else:
+        assert choice.used == "fp32" and "no native bf16" in choice.message
+
+
+@needs_openvino
+def test_an_openvino_backbone_serves_several_threads(model_dir):
+    """Videos predicted side by side share the model: each thread has its own inference request."""
+    import torch
+
+    model = load_model(model_dir, device="cpu")
+    fast = precision.with_openvino(model, "ov-fp32")
+    frames = [torch.rand(3, 3, *model.image_resize) for _ in range(6)]
+    alone = [fast.net.encode(f) for f in frames]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(fast.net.encode, frames))
+    for one, other in zip(alone, together):
+        assert torch.equal(one, other)
+
+
+def test_openvino_missing_is_said_and_fp32_used(model_dir, tiny_project, monkeypatch):
+    monkeypatch.setattr(precision, "openvino_runtime", lambda: None)
+    _, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32", project=tiny_project.root)
+    assert choice.used == "fp32"
+    assert "openvino is not installed (pip install element-lightning-pose[openvino])" in choice.message

@@ -1,0 +1,94 @@
+"""A backbone run by OpenVINO on the CPU: the ``ov-fp32`` and ``ov-bf16`` precisions.
+
+OpenVINO (``pip install element-lightning-pose[openvino]``, optional) compiles the backbone for
+the CPU it runs on, fusing each convolution with its residual addition and activation and
+keeping weights in the kernels' own layout. In PyTorch's eager fp32 resnet50, the residual
+additions and ReLUs alone took 15% of the forward. On the 2-core Xeon with AMX where the speed
+targets were measured (``benchmarks/results/inference_cli.md``, the gate's labeled frames, one
+thread), resnet50 ran at 1.34x PyTorch fp32's frames/s in fp32 and 7.14x in bf16 (PyTorch's
+bf16 autocast: 2.38x); under a cap at AVX2 (``ONEDNN_MAX_CPU_ISA``, which OpenVINO honours
+too; ``inference_cli_avx2.md``) 1.21x in fp32.
+
+The backbone is converted from the loaded (BatchNorm-folded) PyTorch module when a model is
+prepared, in about a second: nothing is kept on disk. The heatmap head and the keypoint step
+stay PyTorch's, in fp32, as for the other precisions. Whether it may be used is decided by the
+same accuracy gate as bf16 and int8 (:mod:`.precision`).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from functools import cache
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import nn
+
+INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
+
+
+@cache
+def openvino_runtime() -> ModuleType | None:
+    """The ``openvino`` package, or None where it is not installed (an optional dependency)."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
+def openvino_version() -> str | None:
+    runtime = openvino_runtime()
+    return None if runtime is None else str(runtime.get_version())
+
+
+class OpenVINOBackbone(nn.Module):
+    """``backbone`` compiled by OpenVINO for this CPU at ``precision`` (fp32 or bf16), on ``threads``
+    threads of its own; it takes and returns fp32 (N, C, H, W) tensors, as the module it replaces.
+
+    Any batch size runs (the batch dimension is left dynamic). One inference request per calling
+    thread: videos predicted side by side share the compiled network.
+    """
+
+    def __init__(self, backbone: nn.Module, image_size: tuple[int, int], precision: str, threads: int) -> None:
+        super().__init__()
+        runtime = openvino_runtime()
+        if runtime is None:
+            raise ImportError("openvino is not installed: pip install element-lightning-pose[openvino]")
+        height, width = image_size
+        example = torch.zeros(1, 3, height, width)
+        with torch.no_grad(), warnings.catch_warnings():
+            # OpenVINO traces the module with torch.jit, which PyTorch 2.10+ warns is deprecated
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            converted = runtime.convert_model(
+                backbone.eval(), example_input=example, input=[runtime.PartialShape([-1, 3, height, width])]
+            )
+        self.precision = precision
+        self._compiled = runtime.Core().compile_model(
+            converted,
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISIONS[precision],
+                "INFERENCE_NUM_THREADS": max(1, int(threads)),
+                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": "LATENCY",
+                # the decode-ahead thread and PyTorch's head share the cores: no pinning
+                "ENABLE_CPU_PINNING": False,
+            },
+        )
+        self._requests = threading.local()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        # a channels-last tensor is a strided NCHW array: OpenVINO wants it contiguous
+        frames = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        features = request.infer({0: frames})[0]
+        return torch.from_numpy(np.array(features, copy=True))  # the request reuses its output buffer
+
+    def __deepcopy__(self, memo: dict) -> OpenVINOBackbone:
+        return self  # compiled, read-only: a model copied for another precision shares it
