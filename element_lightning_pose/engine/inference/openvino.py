@@ -21,6 +21,7 @@ import threading
 import warnings
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,22 @@ def openvino_runtime() -> ModuleType | None:
     except ImportError:
         return None
     return openvino
+
+
+@cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept for its lifetime.
+
+    A Core made per network and dropped after compiling is what OpenVINO allows, but the last
+    Core's end unloads the CPU plugin while the process goes on: a process that had done so
+    crashed (a segmentation fault in PyTorch's backward pass) when a later training in it was
+    stopped by SIGTERM. Reproduced every time by test_precision's ov-fp32 test followed by
+    test_stopped's in-process test; gone with one Core kept (and with every network kept alive).
+    """
+    runtime = openvino_runtime()
+    if runtime is None:
+        raise ImportError("openvino is not installed: pip install element-lightning-pose[openvino]")
+    return runtime.Core()
 
 
 def openvino_version() -> str | None:
@@ -67,7 +84,7 @@ class OpenVINOBackbone(nn.Module):
                 backbone.eval(), example_input=example, input=[runtime.PartialShape([-1, 3, height, width])]
             )
         self.precision = precision
-        self._compiled = runtime.Core().compile_model(
+        self._compiled = openvino_core().compile_model(
             converted,
             "CPU",
             {

@@ -189,3 +189,27 @@ def test_openvino_missing_is_said_and_fp32_used(model_dir, tiny_project, monkeyp
     _, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32", project=tiny_project.root)
     assert choice.used == "fp32"
     assert "openvino is not installed (pip install element-lightning-pose[openvino])" in choice.message
+
+
+@needs_openvino
+def test_a_process_that_used_openvino_stops_a_later_training_cleanly():
+    """Dropping the last OpenVINO Core unloaded its CPU plugin, and a training stopped by SIGTERM
+    later in the same process died of a segmentation fault (a pipeline worker predicts, then
+    trains). The two tests that found it, run in one process of their own: exit 139 before."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    tests = [
+        "tests/engine/inference/test_precision.py::test_openvino_fp32_keeps_pytorchs_keypoints_and_is_checked_once",
+        "tests/engine/training/test_stopped.py::test_train_raises_training_interrupted_and_restores_the_callers_handlers",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {(done.stdout + done.stderr)[-2000:]}"
