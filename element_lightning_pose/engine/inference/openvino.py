@@ -44,11 +44,12 @@ def openvino_runtime() -> ModuleType | None:
 def openvino_core() -> Any:
     """The process's one ``openvino.Core``, kept for its lifetime.
 
-    A Core made per network and dropped after compiling is what OpenVINO allows, but the last
-    Core's end unloads the CPU plugin while the process goes on: a process that had done so
+    With a Core made per network and dropped after compiling, a process that had compiled some
     crashed (a segmentation fault in PyTorch's backward pass) when a later training in it was
-    stopped by SIGTERM. Reproduced every time by test_precision's ov-fp32 test followed by
-    test_stopped's in-process test; gone with one Core kept (and with every network kept alive).
+    stopped by SIGTERM: reproduced every time by test_precision's ov-fp32 test followed by
+    test_stopped's in-process test, gone with one Core kept (and with every network kept
+    alive). Our reading, not checked inside OpenVINO: the last Core's end unloads the CPU plugin
+    while the process goes on.
     """
     runtime = openvino_runtime()
     if runtime is None:
