@@ -66,6 +66,21 @@ METRIC_COLUMNS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_p
 _STAGE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
+STOPPED_NAME = f"names ending in {STOPPED_SUFFIX} are where stopped runs are kept; choose another name"
+
+
+def kept_run_problem(model_dir: Path, replace: bool) -> str | None:
+    """Why a new job may not train into ``model_dir``: a stopped run of that name is kept there
+    (``<model_dir>.stopped``) and the job does not ask to replace it; None where it may."""
+    kept = stopped_folder(model_dir)
+    if replace or not (kept.exists() or kept.is_symlink()):
+        return None
+    return (
+        f"{MODELS_DIR}/{kept.name} holds the epochs of a stopped run of this name: resume that job, "
+        "choose another name, or replace (the kept epochs are then discarded)"
+    )
+
+
 class TrainJobError(ElpError):
     """A training job cannot be started or found; the message names the model or the job."""
 
@@ -301,7 +316,7 @@ class TrainingJobs:
         check_name(name, "model name")
         model_dir = project / MODELS_DIR / name
         if name.endswith(STOPPED_SUFFIX):
-            raise TrainJobError(f"model {name!r}: names ending in {STOPPED_SUFFIX} are where stopped runs are kept")
+            raise TrainJobError(f"model {name!r}: {STOPPED_NAME}")
         with self._lock:
             running = [job for job in self.jobs(project) if job.running()]
             if len(running) >= self.per_project:
@@ -321,14 +336,11 @@ class TrainingJobs:
                     check_replaceable(model_dir)
                 except FileExistsError as exc:
                     raise TrainJobError(f"model {name!r}: {exc}") from None
-            kept = stopped_folder(model_dir)
-            if resume_from is None and (kept.exists() or kept.is_symlink()):
-                if not replace:
-                    raise TrainJobError(
-                        f"model {name!r}: {MODELS_DIR}/{kept.name} holds the epochs of a stopped run of {name!r}: "
-                        "resume that job, or ask to replace (its kept epochs are then discarded)"
-                    )
-                discard_stopped(model_dir)
+            if resume_from is None:
+                problem = kept_run_problem(model_dir, replace)
+                if problem:
+                    raise TrainJobError(f"model {name!r}: {problem}")
+                discard_stopped(model_dir)  # asked to replace: the kept epochs go
             command = [
                 sys.executable,
                 "-m",

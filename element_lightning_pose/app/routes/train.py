@@ -24,7 +24,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
 from element_lightning_pose.app import pipeline
-from element_lightning_pose.app.jobs import TrainingJobs
+from element_lightning_pose.app.jobs import STOPPED_NAME, TrainingJobs, kept_run_problem
 from element_lightning_pose.app.routes.common import project_at, settings_of
 from element_lightning_pose.engine.config import (
     PRESET_DESCRIPTIONS,
@@ -41,7 +41,7 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.labeling import rounds
 from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.advice import advise_project, preset_params
-from element_lightning_pose.engine.training.stopping import STOPPED_SUFFIX, stopped_folder
+from element_lightning_pose.engine.training.stopping import STOPPED_SUFFIX
 
 router = APIRouter(prefix="/api/train")
 
@@ -317,16 +317,11 @@ def _name_problems(request: Request, p: str, body: dict[str, Any]) -> dict[str, 
     except ElpError as exc:
         return {"name": str(exc)}
     if name.endswith(STOPPED_SUFFIX):
-        return {"name": f"names ending in {STOPPED_SUFFIX} are where stopped runs are kept; choose another name"}
+        return {"name": STOPPED_NAME}
     if (target.path.exists() or target.path.is_symlink()) and not body.get("replace"):
         return {"name": f"{rounds.MODELS_DIR}/{name} exists already; choose another name (or replace that model)"}
-    kept = stopped_folder(target.path)
-    if (kept.exists() or kept.is_symlink()) and not body.get("replace"):
-        return {
-            "name": f"{rounds.MODELS_DIR}/{kept.name} holds the epochs of a stopped run of this name: resume "
-            "that job, choose another name, or replace (the kept epochs are then discarded)"
-        }
-    return {}
+    problem = kept_run_problem(target.path, bool(body.get("replace")))
+    return {"name": problem} if problem else {}
 
 
 @router.get("/jobs")

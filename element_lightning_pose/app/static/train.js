@@ -146,20 +146,11 @@ function poll() {
   }, POLL_MS);
 }
 
-async function cancel() {
+// cancel or resume the job shown, then follow it
+async function act(action) {
   if (!state.job) return;
   try {
-    showJob(await api(`/api/train/cancel?${query({ p: state.project, name: state.job.name })}`, { method: "POST" }));
-    poll();
-  } catch (error) {
-    say(error.message, "error");
-  }
-}
-
-async function resume() {
-  if (!state.job) return;
-  try {
-    showJob(await api(`/api/train/resume?${query({ p: state.project, name: state.job.name })}`, { method: "POST" }));
+    showJob(await api(`/api/train/${action}?${query({ p: state.project, name: state.job.name })}`, { method: "POST" }));
     poll();
   } catch (error) {
     say(error.message, "error");
@@ -323,8 +314,8 @@ async function main() {
     if (event.target.name === "where") document.getElementById("start").textContent = f.elements.where.value === "pipeline" ? "register for a worker" : "start training";
   });
   f.addEventListener("submit", submit);
-  document.getElementById("cancel").addEventListener("click", cancel);
-  document.getElementById("resume").addEventListener("click", resume);
+  document.getElementById("cancel").addEventListener("click", () => act("cancel"));
+  document.getElementById("resume").addEventListener("click", () => act("resume"));
   if (setup.pipeline.configured) {
     document.getElementById("where").hidden = false;
     document.getElementById("pipeline").hidden = false;

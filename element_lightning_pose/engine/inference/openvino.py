@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+NOT_INSTALLED = "openvino is not installed (pip install element-lightning-pose[openvino])"
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
 
 
@@ -51,10 +52,15 @@ def openvino_core() -> Any:
     alive). Our reading, not checked inside OpenVINO: the last Core's end unloads the CPU plugin
     while the process goes on.
     """
+    return _installed_runtime().Core()
+
+
+def _installed_runtime() -> ModuleType:
+    """The ``openvino`` package; ImportError naming the extra where it is not installed."""
     runtime = openvino_runtime()
     if runtime is None:
-        raise ImportError("openvino is not installed: pip install element-lightning-pose[openvino]")
-    return runtime.Core()
+        raise ImportError(NOT_INSTALLED)
+    return runtime
 
 
 def openvino_version() -> str | None:
@@ -72,9 +78,7 @@ class OpenVINOBackbone(nn.Module):
 
     def __init__(self, backbone: nn.Module, image_size: tuple[int, int], precision: str, threads: int) -> None:
         super().__init__()
-        runtime = openvino_runtime()
-        if runtime is None:
-            raise ImportError("openvino is not installed: pip install element-lightning-pose[openvino]")
+        runtime = _installed_runtime()
         height, width = image_size
         example = torch.zeros(1, 3, height, width)
         with torch.no_grad(), warnings.catch_warnings():

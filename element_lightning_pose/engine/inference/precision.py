@@ -53,7 +53,12 @@ from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.hardware import cpu_model, device_signature, fast_int8, native_bf16
 from element_lightning_pose.engine.inference.metrics import pixel_errors
 from element_lightning_pose.engine.inference.models import CropZoomModel, PoseModel
-from element_lightning_pose.engine.inference.openvino import OpenVINOBackbone, openvino_runtime, openvino_version
+from element_lightning_pose.engine.inference.openvino import (
+    NOT_INSTALLED,
+    OpenVINOBackbone,
+    openvino_runtime,
+    openvino_version,
+)
 from element_lightning_pose.engine.inference.predict import predict_labeled
 from element_lightning_pose.engine.model_dir import (
     quantised_weights_path,
@@ -146,7 +151,7 @@ def unavailable_reason(precision: str, device: torch.device) -> str | None:
         if device.type != "cpu":
             return "OpenVINO runs here on the CPU only"
         if openvino_runtime() is None:
-            return "openvino is not installed (pip install element-lightning-pose[openvino])"
+            return NOT_INSTALLED
     if precision in (BF16, OPENVINO_BF16) and not native_bf16(device):
         where = "this GPU" if device.type == "cuda" else f"this CPU ({cpu_model()})"
         return f"{where} has no native bf16 (AMX or AVX512-BF16; Ampere or later on a GPU): bf16 would be slower"
