@@ -47,9 +47,9 @@ from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
 from element_lightning_pose.engine.model_dir import MODEL_JSON, check_replaceable
 from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.stopping import (
-    LAST_CHECKPOINT,
     STOPPED_SUFFIX,
     discard_stopped,
+    kept_checkpoint,
     stopped_folder,
 )
 
@@ -135,9 +135,9 @@ class TrainingJob:
         return self.project / MODELS_DIR / JOBS_DIR / self.record.name
 
     @property
-    def kept_checkpoint(self) -> Path:
-        """Where a stopped run of this job keeps its last epoch (``models/<name>.stopped/``)."""
-        return stopped_folder(self.model_dir) / LAST_CHECKPOINT
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint a stopped run of this job kept to resume from (in ``models/<name>.stopped/``), if any."""
+        return kept_checkpoint(stopped_folder(self.model_dir))
 
     def save(self) -> None:
         write_text_atomic(self.job_dir / JOB_FILE, json.dumps(asdict(self.record), indent=2))
@@ -250,7 +250,7 @@ class TrainingJob:
             "log_tail": log_tail,
             "resumed": record.resumed_from is not None,
             # a cancelled (or failed, abandoned) run that kept its epochs: POST /api/train/resume
-            "resumable": not running and self.kept_checkpoint.is_file(),
+            "resumable": not running and self.resume_checkpoint is not None,
         }
 
     def _epochs(self) -> tuple[str | None, list[dict[str, float | None]]]:
@@ -419,10 +419,10 @@ class TrainingJobs:
 
     def _resume(self, project: Path, job: TrainingJob) -> TrainingJob:
         name = job.record.name
-        checkpoint = job.kept_checkpoint
-        if not checkpoint.is_file():
+        checkpoint = job.resume_checkpoint
+        if checkpoint is None:
             raise TrainJobError(
-                f"job {name!r}: nothing of its run was kept to resume from ({MODELS_DIR}/{checkpoint.parent.parent.name}/ "
+                f"job {name!r}: nothing of its run was kept to resume from ({MODELS_DIR}/{stopped_folder(job.model_dir).name}/ "
                 "holds no checkpoint: it was stopped before its first epoch ended, or a later run completed the model)"
             )
         record = job.record

@@ -32,8 +32,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train") ->
     )
     parser.add_argument(
         "--resume",
-        help="checkpoint to resume from: MODEL_DIR/checkpoints/last.ckpt, or MODEL_DIR.stopped/checkpoints/last.ckpt "
-        "(what a run stopped by a signal kept)",
+        help="checkpoint to resume from: MODEL_DIR/checkpoints/last.ckpt, or the one in MODEL_DIR.stopped that a run "
+        "stopped by a signal names (MODEL_DIR.stopped/checkpoints/last.ckpt for one network; for crop zoom or one "
+        "network per view, the stopped stage's or view's, and the finished ones are reused)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -63,6 +65,7 @@ from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
 from element_lightning_pose.engine.data.video import iter_batches, video_info, write_video
 from element_lightning_pose.engine.model_dir import (
+    CONFIG_YAML,
     DETECTOR_CENTRE,
     ModelInfo,
     check_replaceable,
@@ -70,7 +73,19 @@ from element_lightning_pose.engine.model_dir import (
     write_model_info,
 )
 from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
-from element_lightning_pose.engine.training.single import TrainResult, train_single
+from element_lightning_pose.engine.training.single import (
+    TrainResult,
+    global_rank_zero,
+    seed_stage,
+    train_or_reuse,
+    train_single,
+)
+from element_lightning_pose.engine.training.stopping import (
+    discard_stopped,
+    keep_if_stopped,
+    resumes_kept_run,
+    stopped_folder,
+)
 from element_lightning_pose.engine.training.unlabeled import plan_segments
 from element_lightning_pose.engine.training.unsupervised import require_unlabeled_videos
 from element_lightning_pose.engine.types import PathLike
@@ -261,12 +276,24 @@ def stage_configs(config: TrainConfig) -> tuple[TrainConfig, TrainConfig]:
     return TrainConfig.from_dict(detector, "crop_zoom detector"), TrainConfig.from_dict(pose, "crop_zoom pose")
 
 
-def _check_supported(config: TrainConfig, resume_from: PathLike | None) -> None:
+def _check_supported(config: TrainConfig, model_dir: Path, resume_from: PathLike | None) -> None:
     unsupported = crop_zoom_unsupported(config)
     if unsupported:
         raise ConfigError(f"crop_zoom.enabled: crop zoom does not train {unsupported}")
-    if resume_from is not None:
-        raise ConfigError("crop_zoom.enabled: resuming is not supported; train the two stages again")
+    if resume_from is None:
+        return
+    kept = stopped_folder(model_dir)
+    if not resumes_kept_run(model_dir, resume_from):
+        raise ConfigError(
+            f"crop_zoom.enabled: {resume_from}: a crop-zoom model resumes only the stopped run kept in {kept} "
+            "(resume from a checkpoint in there); train the two stages again"
+        )
+    theirs = TrainConfig.load(kept / CONFIG_YAML).crop_zoom
+    if theirs.model_dump() != config.crop_zoom.model_dump():
+        raise ConfigError(
+            f"crop_zoom: {kept} was trained with other crop-zoom settings ({theirs.model_dump()}); resume it "
+            "with the same ones, or train the two stages again"
+        )
 
 
 def train_crop_zoom(
@@ -276,6 +303,7 @@ def train_crop_zoom(
     *,
     resume_from: PathLike | None = None,
     progress: bool = True,
+    keep_stopped: bool = False,
 ) -> TrainResult:
     """Train the detector into ``model_dir/detector`` and the pose model into ``model_dir/pose``.
 
@@ -283,43 +311,37 @@ def train_crop_zoom(
     directory is staged and renamed into place when both stages succeed (as
     :func:`.single.train_single` does for one). Returns the pose stage's :class:`TrainResult`
     with ``model_dir`` the top-level directory and ``wall_time_s`` both stages'.
+
+    ``keep_stopped``: a run stopped by a signal after an epoch of either stage is kept as
+    ``<model_dir>.stopped`` (:mod:`.stopping`), a finished detector and the stopped stage's
+    epochs included. ``resume_from`` is a checkpoint inside that folder: the run goes on from it
+    with the same split and crop-zoom settings, reusing the finished detector.
     """
-    _check_supported(config, resume_from)
     model_dir = Path(model_dir)
+    _check_supported(config, model_dir, resume_from)
     labels, videos = load_project(
         project_root, config.data.csv_file, config.data.video_dir, config.data.view_names or None
     )
     require_unlabeled_videos(config, videos, project_root)  # before the detector trains, not after
     check_replaceable(model_dir)
-    splits = project_splits(labels, config.data, project_root)
+    kept = stopped_folder(model_dir) if resume_from is not None else None
+    splits = project_splits(labels, config.data, project_root, saved=kept / "splits.csv" if kept else None)
     height, width = frame_size(labels)
     crop_size = config.crop_zoom.crop_size or crop_size_from_labels(
         labels.keypoints[splits == "train"], (height, width), config.crop_zoom.margin
     )
     resolved = config.model_copy(deep=True)
     resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
-    detector_config, pose_config = stage_configs(resolved)
     # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
     pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
     with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, atomic_directory(model_dir) as stage:
-        detector_project = write_detector_project(labels, Path(tmp) / "detector", config.crop_zoom.detector_target)
-        _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
-        pose_project, pose_images = write_pose_project(
-            labels,
-            pose_rows,
-            crop_size,
-            config.data.image_resize,
-            Path(tmp) / "pose",
-            context=config.model.model_type == "context",
-        )
-        _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
-        detector = train_single(detector_config, detector_project, stage / DETECTOR_DIR, progress=progress)
-        if config.losses.unsupervised:
-            write_cropped_videos(stage / DETECTOR_DIR, videos, resolved, crop_size, pose_project / "videos")
-        pose = train_single(pose_config, pose_project, stage / POSE_DIR, progress=progress)
-
-        resolved.to_yaml(stage / "config.yaml")
-        write_splits(stage / "splits.csv", labels.image_paths, splits)
+        if kept is not None:
+            seed_stage(kept, stage, resume=True, frame_cache=False)
+        with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
+            detector, pose = _train_stages(
+                config, resolved, labels, videos, splits, pose_rows, crop_size, stage, Path(tmp), progress
+            )
+        resolved.to_yaml(stage / CONFIG_YAML)
         history = pd.concat(
             [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True
         )
@@ -350,6 +372,8 @@ def train_crop_zoom(
             },
         )
         write_model_info(stage, info)
+    if keep_stopped:
+        discard_stopped(model_dir)
     return TrainResult(
         model_dir,
         model_dir / POSE_DIR / "checkpoints" / "best.ckpt",
@@ -358,6 +382,48 @@ def train_crop_zoom(
         pose.best_val_loss,
         pose.history,
     )
+
+
+def _train_stages(
+    config: TrainConfig,
+    resolved: TrainConfig,
+    labels: LabeledFrames,
+    videos: list[Path],
+    splits: np.ndarray,
+    pose_rows: np.ndarray,
+    crop_size: tuple[int, int],
+    stage: Path,
+    tmp: Path,
+    progress: bool,
+) -> tuple[TrainResult, TrainResult]:
+    """The detector, then the pose stage, into ``stage``; each reused when a resumed run had
+    finished it (:func:`.single.train_or_reuse`)."""
+    # the run's own configuration and split first: a stopped run kept with them is resumed with
+    # the same split, and only by a caller with the same configuration (stopping.stopped_checkpoint)
+    config.to_yaml(stage / CONFIG_YAML)
+    write_splits(stage / "splits.csv", labels.image_paths, splits)
+    detector_config, pose_config = stage_configs(resolved)
+    detector_project = write_detector_project(labels, tmp / "detector", config.crop_zoom.detector_target)
+    _write_split_file(detector_project / "splits_fixed.csv", labels.image_paths, splits)
+    pose_project, pose_images = write_pose_project(
+        labels,
+        pose_rows,
+        crop_size,
+        config.data.image_resize,
+        tmp / "pose",
+        context=config.model.model_type == "context",
+    )
+    _write_split_file(pose_project / "splits_fixed.csv", pose_images, splits[pose_rows])
+    detector = train_or_reuse(
+        stage / DETECTOR_DIR,
+        partial(train_single, detector_config, detector_project, stage / DETECTOR_DIR, progress=progress),
+    )
+    if config.losses.unsupervised:
+        write_cropped_videos(stage / DETECTOR_DIR, videos, resolved, crop_size, pose_project / "videos")
+    pose = train_or_reuse(
+        stage / POSE_DIR, partial(train_single, pose_config, pose_project, stage / POSE_DIR, progress=progress)
+    )
+    return detector, pose
 
 
 # --------------------------------------------------------------------------- detections

@@ -66,8 +66,9 @@ def train(
     parameter on a single-view project is refused (there are no views to train apart).
 
     SIGTERM or SIGINT during the run raises :class:`TrainingInterrupted` (a run is never
-    returned unfinished); ``model_dir`` is then as it was. A one-network run stopped after its
-    first epoch is kept as ``<model_dir>.stopped`` (the message says how to resume from it);
+    returned unfinished); ``model_dir`` is then as it was. A run stopped after its first epoch
+    (of any of its networks: crop zoom's stages, the views of a per-view model) is kept as
+    ``<model_dir>.stopped``, and the message names the checkpoint to resume from;
     ``resume_stopped=True`` (the pipeline re-populating a preempted key) resumes from it by
     itself when it was trained with the same configuration and ``resume_from`` is not given.
     """
@@ -108,12 +109,10 @@ def _train(
                     f"data.multiview=per_view: {project_root} is not a multi-view project "
                     "(set data.csv_file to one CSV per view, or lay it out as CollectedData_<view>.csv)"
                 )
-            if resume_from is not None:
-                raise ConfigError(
-                    "data.multiview=per_view: --resume is not supported (resume each view's model_dir/<view>)"
-                )
-            return train_per_view(config, project_root, model_dir, train_network=train_network, progress=progress)
-    if resume_stopped and resume_from is None and not config.crop_zoom.enabled:
+            return train_per_view(
+                config, project_root, model_dir, train_network=train_network, progress=progress, resume_from=resume_from
+            )
+    if resume_stopped and resume_from is None:
         resume_from = stopped_checkpoint(model_dir, config)
         if resume_from is not None:
             logger.info("resuming the stopped run kept in %s", resume_from.parent.parent)
@@ -131,12 +130,13 @@ def train_network(
 ) -> TrainResult:
     """One network of the kind ``config`` asks for: crop zoom (two stages) or one stage.
 
-    ``keep_stopped``: a one-stage run stopped by a signal is kept as ``<model_dir>.stopped``
-    (:mod:`.stopping`); for a model directory of its own, not a view or stage inside another
-    run's staging folder, which is deleted whole.
+    ``keep_stopped``: a run stopped by a signal is kept as ``<model_dir>.stopped``
+    (:mod:`.stopping`) to resume from.
     """
     if config.crop_zoom.enabled:
-        return train_crop_zoom(config, project_root, model_dir, resume_from=resume_from, progress=progress)
+        return train_crop_zoom(
+            config, project_root, model_dir, resume_from=resume_from, progress=progress, keep_stopped=keep_stopped
+        )
     return train_single(
         config, project_root, model_dir, resume_from=resume_from, progress=progress, keep_stopped=keep_stopped
     )

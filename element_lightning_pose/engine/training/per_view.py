@@ -12,7 +12,9 @@ and camera rigs). ``data.multiview`` chooses:
 ``per_view``
     one network per view into ``model_dir/<view>/`` (each a complete model directory);
     ``model_dir/model.json`` lists the views and ``model_dir/config.yaml`` keeps the whole
-    configuration. The directory is replaced whole only when every view has trained.
+    configuration. The directory is replaced whole only when every view has trained; a run
+    stopped by a signal keeps its finished views and the stopped one's epochs as
+    ``<model_dir>.stopped`` (:mod:`.stopping`), to resume from a checkpoint in there.
 
 Reached through :func:`element_lightning_pose.engine.training.train`, which also chooses how
 each view's network is trained (one stage or crop zoom) and passes that trainer in.
@@ -22,17 +24,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.config import DataConfig, TrainConfig
+from element_lightning_pose.engine.config import ConfigError, DataConfig, TrainConfig
 from element_lightning_pose.engine.data.projects import project_views, read_multiview_labels
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
-from element_lightning_pose.engine.training.single import TrainResult
+from element_lightning_pose.engine.training.single import TrainResult, global_rank_zero, seed_stage, train_or_reuse
+from element_lightning_pose.engine.training.stopping import (
+    discard_stopped,
+    keep_if_stopped,
+    resumes_kept_run,
+    stopped_folder,
+)
 from element_lightning_pose.engine.types import PathLike
 
-# trains one network (any kind) on (config, project_root, model_dir) and says what it produced
+# trains one network (any kind) on (config, project_root, model_dir, resume_from=, progress=,
+# keep_stopped=) and says what it produced
 NetworkTrainer = Callable[..., TrainResult]
 
 
@@ -58,10 +68,21 @@ def train_per_view(
     *,
     train_network: NetworkTrainer,
     progress: bool = True,
+    resume_from: PathLike | None = None,
 ) -> PerViewResult:
     """One network per view into ``model_dir/<view>/`` (each by ``train_network``), and the
-    ``model.json`` listing them."""
+    ``model.json`` listing them.
+
+    ``resume_from``: a checkpoint inside the stopped run kept for ``model_dir``; the views it
+    finished are reused and the one it was stopped in goes on from its last epoch.
+    """
     model_dir = Path(model_dir)
+    if resume_from is not None and not resumes_kept_run(model_dir, resume_from):
+        raise ConfigError(
+            f"data.multiview=per_view: {resume_from}: a per-view model resumes only the stopped run kept in "
+            f"{stopped_folder(model_dir)} (resume from a checkpoint in there); to go on training one view, "
+            "resume model_dir/<view> as a model of its own"
+        )
     views = project_views(project_root, config.data.csv_file, config.data.view_names)
     if not views:
         raise ProjectError(f"{project_root}: not a multi-view project (no per-view label CSVs)")
@@ -71,9 +92,14 @@ def train_per_view(
     check_replaceable(model_dir)
     results: dict[str, TrainResult] = {}
     with atomic_directory(model_dir) as stage:
-        for view, csv_file in views:
-            staged = train_network(view_config(config, view, csv_file), project_root, stage / view, progress=progress)
-            results[view] = _moved(staged, stage, model_dir)
+        if resume_from is not None:
+            seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
+        with keep_if_stopped(stage, model_dir, when=global_rank_zero):
+            for view, csv_file in views:
+                train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
+                results[view] = _moved(
+                    train_or_reuse(stage / view, partial(train, progress=progress)), stage, model_dir
+                )
         config.to_yaml(stage / "config.yaml")
         wall_time = sum(r.wall_time_s for r in results.values())
         info = ModelInfo.of_per_view(
@@ -95,6 +121,7 @@ def train_per_view(
             },
         )
         write_model_info(stage, info)
+    discard_stopped(model_dir)
     return PerViewResult(model_dir, results, float(wall_time))
 
 

@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,13 +57,25 @@ from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size
 from element_lightning_pose.engine.data.projects import load_project
 from element_lightning_pose.engine.data.splits import project_splits, write_splits
-from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
+from element_lightning_pose.engine.model_dir import (
+    MODEL_JSON,
+    ModelInfo,
+    check_replaceable,
+    read_model_info,
+    write_model_info,
+)
 from element_lightning_pose.engine.networks.checkpoint import Checkpoint, load_checkpoint_file, read_checkpoint
 from element_lightning_pose.engine.training.advice import advise
 from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
-from element_lightning_pose.engine.training.stopping import discard_stopped, keep_if_stopped, stopped_folder
+from element_lightning_pose.engine.training.stopping import (
+    discard_stopped,
+    keep_if_stopped,
+    kept_checkpoint,
+    resumes_kept_run,
+    stopped_folder,
+)
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
@@ -173,7 +185,7 @@ def train_single(
     )
     try:
         with _quiet_lightning(), atomic_directory(model_dir) as stage:
-            _seed_stage(
+            seed_stage(
                 run_folder,
                 stage,
                 resume=resume_from is not None,
@@ -181,7 +193,7 @@ def train_single(
             )
             # kept only once seeded (a half-copied stage must not replace the run it came from),
             # and only by global rank 0, whose stage holds the checkpoints
-            with keep_if_stopped(stage, model_dir, when=_global_rank_zero) if keep_stopped else nullcontext():
+            with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
                 result, global_zero = _fit(
                     config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
                 )
@@ -196,7 +208,7 @@ def train_single(
     return result
 
 
-def _global_rank_zero() -> bool:
+def global_rank_zero() -> bool:
     """Whether this process is DDP's global rank 0, or the only one (Lightning sets the rank as a
     run starts; before, it is read from the launcher's environment)."""
     return getattr(rank_zero_only, "rank", 0) == 0
@@ -205,10 +217,36 @@ def _global_rank_zero() -> bool:
 def _resumed_folder(model_dir: Path, resume_from: PathLike | None) -> Path:
     """The folder whose files a resumed run carries on: the stopped run kept for ``model_dir``
     when ``resume_from`` is inside it, else ``model_dir``."""
-    kept = stopped_folder(model_dir)
-    if resume_from is not None and Path(resume_from).resolve().is_relative_to(kept.resolve()):
-        return kept
-    return model_dir
+    return stopped_folder(model_dir) if resumes_kept_run(model_dir, resume_from) else model_dir
+
+
+def finished_result(model_dir: Path) -> TrainResult:
+    """What the finished run in ``model_dir`` produced, read back from its files."""
+    info = read_model_info(model_dir)
+    history = pd.read_csv(model_dir / "metrics.csv") if (model_dir / "metrics.csv").is_file() else pd.DataFrame()
+    return TrainResult(
+        model_dir,
+        model_dir / info.best_checkpoint,
+        float(info.wall_time_s or 0.0),
+        int(info.epochs or 0),
+        info.best_val_loss,
+        history,
+    )
+
+
+def train_or_reuse(model_dir: Path, train: Callable[..., TrainResult]) -> TrainResult:
+    """One network of a run of several (crop zoom's stages, one network per view) into
+    ``model_dir``, a folder of that run's staging folder.
+
+    A network finished there already (a resumed run's seeded stage) is reused; else
+    ``train(resume_from=..., keep_stopped=True)`` trains it, going on from its own stopped run when
+    one is kept beside it, and keeps it as ``<network>.stopped`` when it is stopped in turn, which
+    the enclosing run keeps with its stage (:mod:`.stopping`).
+    """
+    if (model_dir / MODEL_JSON).is_file():
+        logger.info("%s: finished before the run was stopped; reused", model_dir.name)
+        return finished_result(model_dir)
+    return train(resume_from=kept_checkpoint(stopped_folder(model_dir)), keep_stopped=True)
 
 
 def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list[str]) -> None:
@@ -254,7 +292,7 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target)
 
 
-def _seed_stage(run_folder: Path, stage: Path, *, resume: bool, frame_cache: bool) -> None:
+def seed_stage(run_folder: Path, stage: Path, *, resume: bool, frame_cache: bool) -> None:
     """Start the staging directory from ``run_folder`` (the model directory, or the stopped run
     resumed): all of it to resume, else only its frame cache."""
     if not run_folder.is_dir():

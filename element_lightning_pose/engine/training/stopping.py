@@ -12,6 +12,12 @@ splits, history and frame cache included, so the epochs are not lost: resuming f
 ``checkpoints/last.ckpt`` into the same model directory carries on from there
 (:func:`stopped_checkpoint` finds it for a caller that resumes by itself, the pipeline), and the
 run that completes the model directory removes it (:func:`discard_stopped`).
+
+A run of several networks (crop zoom's detector and pose stages, one network per view) is kept
+the same way: its staging folder holds each finished network as a model directory of its own and
+the network it was stopped in as ``<network>.stopped``. Resuming from any checkpoint inside the
+kept folder (:func:`kept_checkpoint` names the one it was stopped at) reuses the finished networks
+and goes on with the stopped one from its last epoch.
 """
 
 from __future__ import annotations
@@ -133,8 +139,9 @@ def stop_behind(exc: BaseException | None) -> RunStopped | None:
 @contextmanager
 def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lambda: True) -> Iterator[None]:
     """Keep the staging folder ``stage`` of a run into ``model_dir`` as ``<model_dir>.stopped``
-    when a signal stops the run after its first epoch's checkpoint (an earlier stopped run kept
-    there is replaced); a run stopped before it, or failing otherwise, keeps nothing. ``when``
+    when a signal stops the run after its first epoch's checkpoint, in any of its networks (an
+    earlier stopped run kept there is replaced); a run stopped before it, or failing otherwise,
+    keeps nothing. ``when``
     is asked at that moment (a DDP process other than global rank 0 keeps nothing). A model
     directory named like the kept folder (one with a ``model.json``) is never replaced."""
     try:
@@ -142,7 +149,7 @@ def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lam
     except BaseException as exc:
         stopped = stop_behind(exc)
         target = stopped_folder(model_dir)
-        if stopped is not None and (stage / LAST_CHECKPOINT).is_file() and when():
+        if stopped is not None and kept_checkpoint(stage) is not None and when():
             if (target / MODEL_JSON).exists():
                 logger.warning("the stopped run is not kept: %s is a model directory", target)
             else:
@@ -153,13 +160,35 @@ def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lam
         raise
 
 
+def kept_checkpoint(folder: PathLike) -> Path | None:
+    """The checkpoint to resume the run kept in ``folder`` from, None when it holds none.
+
+    A one-network run's ``checkpoints/last.ckpt``; in a run of several networks, the newest last
+    checkpoint of its networks: the one it was stopped in (``<network>.stopped``), or the last
+    finished network where the next one had not finished an epoch.
+    """
+    folder = Path(folder)
+    own = folder / LAST_CHECKPOINT
+    if own.is_file():
+        return own
+    networks = [path for path in folder.glob(f"*/**/{LAST_CHECKPOINT.as_posix()}") if path.is_file()]
+    return max(networks, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
+def resumes_kept_run(model_dir: PathLike, resume_from: PathLike | None) -> bool:
+    """Whether ``resume_from`` is a checkpoint inside the stopped run kept for ``model_dir``."""
+    if resume_from is None:
+        return False
+    return Path(resume_from).resolve().is_relative_to(stopped_folder(model_dir).resolve())
+
+
 def stopped_checkpoint(model_dir: PathLike, config: TrainConfig) -> Path | None:
     """The last checkpoint of a stopped run into ``model_dir`` with the same configuration as
     ``config`` (a caller that resumes by itself: the pipeline re-populating a preempted key),
     else None. A stopped run of another configuration is left alone, and logged."""
     folder = stopped_folder(model_dir)
-    checkpoint = folder / LAST_CHECKPOINT
-    if not checkpoint.is_file():
+    checkpoint = kept_checkpoint(folder)
+    if checkpoint is None:
         return None
     try:
         theirs = TrainConfig.load(folder / "config.yaml").to_dict()
@@ -189,12 +218,16 @@ def _identity(folder: Path) -> tuple[int, int] | None:
 
 
 def _finished_epochs(folder: Path) -> int:
-    """Rows of the kept run's ``metrics.csv`` (one per finished epoch), 0 if it has none."""
-    try:
-        with open(folder / "metrics.csv", "rb") as handle:
-            return max(sum(1 for line in handle if line.strip()) - 1, 0)
-    except OSError:
-        return 0
+    """Rows of the kept run's ``metrics.csv`` files (one per finished epoch of each of its
+    networks), 0 if it has none."""
+    rows = 0
+    for metrics in folder.glob("**/metrics.csv"):
+        try:
+            with open(metrics, "rb") as handle:
+                rows += max(sum(1 for line in handle if line.strip()) - 1, 0)
+        except OSError:
+            continue
+    return rows
 
 
 def _what_is_left(
@@ -216,7 +249,7 @@ def _what_is_left(
         else:
             done = "its checkpoints are"
         return (
-            f"{unchanged}; {done} kept in {kept}: resume from {kept / LAST_CHECKPOINT} into {model_dir} "
+            f"{unchanged}; {done} kept in {kept}: resume from {kept_checkpoint(kept)} into {model_dir} "
             "(elp train --resume, train(resume_from=...)) to go on from there"
         )
     gone = "the run's staging folder was deleted with its checkpoints, so nothing of this run is left to resume from"

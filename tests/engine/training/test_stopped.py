@@ -8,6 +8,7 @@ run then deleted its staging folder, checkpoints included: hours of a preempted 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from element_lightning_pose.engine.atomic import default_dir_mode
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
+from element_lightning_pose.engine.model_dir import read_model_info
 from element_lightning_pose.engine.training import TrainingInterrupted, train
-from element_lightning_pose.engine.training.stopping import stopped_folder
+from element_lightning_pose.engine.training.stopping import kept_checkpoint, stopped_checkpoint, stopped_folder
 from tests.conftest import REPO_ROOT
 from tests.engine.conftest import TINY_CONFIG
 
@@ -165,3 +168,101 @@ def test_train_raises_training_interrupted_and_restores_the_callers_handlers(tin
         assert received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------- runs of several networks
+
+# one epoch takes well under a second at these sizes: the time budgets end the first networks
+# (crop zoom's detector, the first view) for the test to stop the next one mid-run
+CROP_ZOOM_LONG = {
+    **LONG,
+    "crop_zoom": {"enabled": True, "detector_resize": [32, 64]},
+    "training": {**LONG["training"], "max_time_s": 9.0},  # 3 s for the detector, 6 s for the pose stage
+}
+
+
+def _stop_in(network_stage_glob: str, root: Path, timeout: float = 300) -> threading.Thread:
+    """A thread that sends this process SIGTERM once a network's staging folder matching
+    ``network_stage_glob`` (under ``root``) has written an epoch's checkpoint."""
+
+    def stop() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(root.glob(f"{network_stage_glob}/checkpoints/last.ckpt")):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=stop, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_crop_zoom_run_stopped_in_its_pose_stage_keeps_the_detector_and_resumes_the_pose_stage(
+    tiny_project, tmp_path
+):
+    """Crop zoom's stopped run kept nothing: a preempted job lost its finished detector too."""
+    model_dir = tmp_path / "model"
+    kept = stopped_folder(model_dir)
+    _stop_in(".model.*.tmp/.pose.*.tmp", tmp_path)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(CROP_ZOOM_LONG, tiny_project.root, model_dir, progress=False)
+    assert info.value.kept == kept and not model_dir.exists()
+    # the finished detector as a model directory, the pose stage's epochs as pose.stopped
+    assert (kept / "detector" / "model.json").is_file() and not (kept / "detector.stopped").exists()
+    assert (kept / "pose.stopped" / "checkpoints" / "last.ckpt").is_file()
+    assert kept_checkpoint(kept) == kept / "pose.stopped" / "checkpoints" / "last.ckpt"
+    assert f"resume from {kept_checkpoint(kept)} into {model_dir}" in str(info.value)
+    detector_weights = (kept / "detector" / "checkpoints" / "best.ckpt").read_bytes()
+    pose_epochs = _epochs(kept / "pose.stopped" / "metrics.csv")
+    assert pose_epochs == list(range(len(pose_epochs)))
+
+    # the pipeline's way: the same configuration resumes by itself
+    config = TrainConfig.from_dict(CROP_ZOOM_LONG)
+    assert stopped_checkpoint(model_dir, config) == kept_checkpoint(kept)
+    result = train(config, tiny_project.root, model_dir, progress=False, resume_stopped=True)
+    assert result.model_dir == model_dir and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (model_dir / "detector" / "checkpoints" / "best.ckpt").read_bytes() == detector_weights  # reused
+    resumed_epochs = _epochs(model_dir / "pose" / "metrics.csv")
+    assert resumed_epochs[: len(pose_epochs)] == pose_epochs and resumed_epochs == list(range(len(resumed_epochs)))
+    info_json = read_model_info(model_dir)
+    assert info_json.kind == "crop_zoom" and info_json.extra["crop_zoom"]["pose"]["epochs"] == result.epochs
+
+
+def test_a_crop_zoom_run_resumes_only_its_own_kept_run(tiny_project, tmp_path, tiny_model_dir):
+    config = TrainConfig.from_dict(CROP_ZOOM_LONG)
+    with pytest.raises(ConfigError, match=r"resumes only the stopped run kept in .*model\.stopped"):
+        train(config, tiny_project.root, tmp_path / "model", resume_from=tiny_model_dir / "checkpoints" / "last.ckpt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(tmp_path):
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    rig = make_rig_project(
+        tmp_path / "rig", n_cameras=2, image_size=(96, 64), n_frames=12, n_labeled=8, n_board_frames=2
+    )
+    per_view = {
+        **LONG,
+        "data": {**LONG["data"], "multiview": "per_view"},
+        "training": {**LONG["training"], "max_time_s": 3.0},
+    }
+    model_dir = tmp_path / "model"
+    kept = stopped_folder(model_dir)
+    _stop_in(".model.*.tmp/.cam1.*.tmp", tmp_path)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(per_view, rig.root, model_dir, progress=False)
+    assert info.value.kept == kept and not model_dir.exists()
+    assert (kept / "cam0" / "model.json").is_file() and kept_checkpoint(
+        kept
+    ) == kept / "cam1.stopped" / "checkpoints" / "last.ckpt"
+    first_view = (kept / "cam0" / "checkpoints" / "best.ckpt").read_bytes()
+    stopped_epochs = _epochs(kept / "cam1.stopped" / "metrics.csv")
+
+    # as from the command line: the checkpoint the message names, and more epochs
+    resumed_config = {**per_view, "training": {**LONG["training"], "max_epochs": len(stopped_epochs) + 1}}
+    result = train(resumed_config, rig.root, model_dir, resume_from=kept_checkpoint(kept), progress=False)
+    assert set(result.views) == {"cam0", "cam1"} and not kept.exists()
+    assert (model_dir / "cam0" / "checkpoints" / "best.ckpt").read_bytes() == first_view  # reused
+    assert _epochs(model_dir / "cam1" / "metrics.csv") == list(range(len(stopped_epochs) + 1))
+    assert json.loads((model_dir / "model.json").read_text())["kind"] == "per_view"
