@@ -125,6 +125,7 @@ class TrainingJob:
         self.process = process
         self.lock = threading.Lock()
         self._seen: tuple[str | None, list[dict[str, float | None]]] = (None, [])  # the latest epochs read
+        self._record_read = _file_version(self.job_dir / JOB_FILE)  # the job.json version ``record`` came from
 
     @property
     def model_dir(self) -> Path:
@@ -141,6 +142,24 @@ class TrainingJob:
 
     def save(self) -> None:
         write_text_atomic(self.job_dir / JOB_FILE, json.dumps(asdict(self.record), indent=2))
+        self._record_read = _file_version(self.job_dir / JOB_FILE)
+
+    def refresh(self) -> None:
+        """Read the record again when another server process has rewritten it (a job it started,
+        cancelled, saw end or resumed); while this server's own process of the job runs, the
+        record is this server's to write."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        version = _file_version(self.job_dir / JOB_FILE)
+        if version is None or version == self._record_read:
+            return
+        with self.lock:
+            record = JobRecord.read(self.job_dir / JOB_FILE)
+            if record is None or record.name != self.record.name:
+                return
+            if self.process is not None and record.pid != self.process.pid:
+                self.process = None  # another server started the job again (resumed it)
+            self.record, self._record_read = record, version
 
     # ---- state -------------------------------------------------------------------------------
     def running(self) -> bool:
@@ -154,8 +173,11 @@ class TrainingJob:
             return False
         if self.record.pid is not None and _same_process(self.record.pid, self.record.process_start):
             return True
-        # a process of an earlier server, gone without its end recorded
-        self._ended(None)
+        # another server's process, gone: its end as that server recorded it, if it did
+        self.refresh()
+        if self.record.state != RUNNING:
+            return False
+        self._ended(None)  # gone without its end recorded (its server stopped first)
         return False
 
     def _ended(self, returncode: int | None) -> None:
@@ -385,12 +407,16 @@ class TrainingJobs:
         return job
 
     def jobs(self, project: Path) -> list[TrainingJob]:
-        """The project's jobs: this server's, and those an earlier server recorded, newest first."""
+        """The project's jobs: this server's, and those another server (an earlier one, or one
+        running beside it) recorded, as last recorded, newest first."""
         folder = project / MODELS_DIR / JOBS_DIR
         if folder.is_dir() and not folder.is_symlink():
             for path in folder.iterdir():
                 key = (project, path.name)
-                if key in self._jobs or path.is_symlink() or not (path / JOB_FILE).is_file():
+                if key in self._jobs:
+                    self._jobs[key].refresh()  # another server may have ended, cancelled or resumed it
+                    continue
+                if path.is_symlink() or not (path / JOB_FILE).is_file():
                     continue  # a link is not a record this app wrote
                 record = JobRecord.read(path / JOB_FILE)
                 if record is not None and record.name == path.name:
@@ -441,6 +467,15 @@ class TrainingJobs:
                 pass
         for job in started:
             job.wait(timeout)
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    """What tells one version of a file from the next (records are replaced by a rename)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -249,3 +249,51 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_job_another_server_records_is_shown_as_it_last_recorded_it(tmp_path):
+    """Two app servers on one project: each shows the other's job as the other last recorded it.
+
+    One read a job's record once and kept it: it took the other's cancelled job for abandoned
+    (and wrote that over the other's record), and never saw it resumed until it restarted.
+    """
+    import subprocess
+
+    from element_lightning_pose.app.jobs import CANCELLED, RUNNING, JobRecord, TrainingJob, TrainingJobs, _process_start
+
+    project = tmp_path / "project"
+    ours = TrainingJobs()  # this server
+    process = subprocess.Popen(["sleep", "60"])  # the other server's training process
+    try:
+        theirs = TrainingJob(project, JobRecord("m", [], ["elp", "train"], time.time(), pid=process.pid))
+        theirs.record.process_start = _process_start(process.pid)
+        theirs.job_dir.mkdir(parents=True)
+        theirs.save()
+        assert [job.status()["state"] for job in ours.jobs(project)] == [RUNNING]
+
+        # the other server cancels it; its run kept an epoch
+        process.kill()
+        process.wait()
+        theirs.record.state, theirs.record.cancel_requested, theirs.record.ended_at = CANCELLED, True, time.time()
+        theirs.record.epochs = [{"epoch": 0.0, "train_loss": 1.0}]
+        (project / "models" / "m.stopped" / "checkpoints").mkdir(parents=True)
+        (project / "models" / "m.stopped" / "checkpoints" / "last.ckpt").write_bytes(b"kept")
+        theirs.save()
+        shown = ours.get(project, "m").status()
+        assert shown["state"] == CANCELLED and shown["resumable"] and shown["epochs"] == theirs.record.epochs
+        assert JobRecord.read(theirs.job_dir / JOB_FILE).state == CANCELLED  # not overwritten as abandoned
+    finally:
+        process.kill()
+        process.wait()
+
+    # the other server resumes it
+    resumed = subprocess.Popen(["sleep", "60"])
+    try:
+        again = JobRecord("m", [], ["elp", "train", "--resume"], time.time(), pid=resumed.pid)
+        again.process_start, again.resumed_from = _process_start(resumed.pid), "models/m.stopped/checkpoints/last.ckpt"
+        TrainingJob(project, again).save()
+        shown = ours.get(project, "m").status()
+        assert shown["state"] == RUNNING and shown["running"] and shown["resumed"] and not shown["resumable"]
+    finally:
+        resumed.kill()
+        resumed.wait()
