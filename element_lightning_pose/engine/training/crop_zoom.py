@@ -304,6 +304,7 @@ def train_crop_zoom(
     resume_from: PathLike | None = None,
     progress: bool = True,
     keep_stopped: bool = False,
+    final_dir: PathLike | None = None,
 ) -> TrainResult:
     """Train the detector into ``model_dir/detector`` and the pose model into ``model_dir/pose``.
 
@@ -315,7 +316,8 @@ def train_crop_zoom(
     ``keep_stopped``: a run stopped by a signal after an epoch of either stage is kept as
     ``<model_dir>.stopped`` (:mod:`.stopping`), a finished detector and the stopped stage's
     epochs included. ``resume_from`` is a checkpoint inside that folder: the run goes on from it
-    with the same split and crop-zoom settings, reusing the finished detector.
+    with the same split and crop-zoom settings, reusing the finished detector. ``final_dir``:
+    where ``model_dir`` ends up when it is a network of a run of several (a per-view model's view).
     """
     model_dir = Path(model_dir)
     _check_supported(config, model_dir, resume_from)
@@ -339,7 +341,17 @@ def train_crop_zoom(
             seed_stage(kept, stage, resume=True, frame_cache=False)
         with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
             detector, pose = _train_stages(
-                config, resolved, labels, videos, splits, pose_rows, crop_size, stage, Path(tmp), progress
+                config,
+                resolved,
+                labels,
+                videos,
+                splits,
+                pose_rows,
+                crop_size,
+                stage,
+                Path(final_dir or model_dir),
+                Path(tmp),
+                progress,
             )
         resolved.to_yaml(stage / CONFIG_YAML)
         history = pd.concat(
@@ -393,11 +405,12 @@ def _train_stages(
     pose_rows: np.ndarray,
     crop_size: tuple[int, int],
     stage: Path,
+    final: Path,
     tmp: Path,
     progress: bool,
 ) -> tuple[TrainResult, TrainResult]:
-    """The detector, then the pose stage, into ``stage``; each reused when a resumed run had
-    finished it (:func:`.single.train_or_reuse`)."""
+    """The detector, then the pose stage, into ``stage`` (which becomes ``final``); each reused
+    when a resumed run had finished it (:func:`.single.train_or_reuse`)."""
     # the run's own configuration and split first: a stopped run kept with them is resumed with
     # the same split, and only by a caller with the same configuration (stopping.stopped_checkpoint)
     config.to_yaml(stage / CONFIG_YAML)
@@ -417,11 +430,14 @@ def _train_stages(
     detector = train_or_reuse(
         stage / DETECTOR_DIR,
         partial(train_single, detector_config, detector_project, stage / DETECTOR_DIR, progress=progress),
+        final / DETECTOR_DIR,
     )
     if config.losses.unsupervised:
         write_cropped_videos(stage / DETECTOR_DIR, videos, resolved, crop_size, pose_project / "videos")
     pose = train_or_reuse(
-        stage / POSE_DIR, partial(train_single, pose_config, pose_project, stage / POSE_DIR, progress=progress)
+        stage / POSE_DIR,
+        partial(train_single, pose_config, pose_project, stage / POSE_DIR, progress=progress),
+        final / POSE_DIR,
     )
     return detector, pose
 

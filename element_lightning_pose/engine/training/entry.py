@@ -127,16 +127,21 @@ def train_network(
     resume_from: PathLike | None = None,
     progress: bool = True,
     keep_stopped: bool = False,
+    final_dir: PathLike | None = None,
 ) -> TrainResult:
     """One network of the kind ``config`` asks for: crop zoom (two stages) or one stage.
 
     ``keep_stopped``: a run stopped by a signal is kept as ``<model_dir>.stopped``
-    (:mod:`.stopping`) to resume from.
+    (:mod:`.stopping`) to resume from. ``final_dir``: where ``model_dir`` ends up when it is a
+    network of a run of several (a per-view model's view).
     """
-    if config.crop_zoom.enabled:
-        return train_crop_zoom(
-            config, project_root, model_dir, resume_from=resume_from, progress=progress, keep_stopped=keep_stopped
-        )
-    return train_single(
-        config, project_root, model_dir, resume_from=resume_from, progress=progress, keep_stopped=keep_stopped
+    trainer = train_crop_zoom if config.crop_zoom.enabled else train_single
+    return trainer(
+        config,
+        project_root,
+        model_dir,
+        resume_from=resume_from,
+        progress=progress,
+        keep_stopped=keep_stopped,
+        final_dir=final_dir,
     )

@@ -42,7 +42,7 @@ from element_lightning_pose.engine.training.stopping import (
 from element_lightning_pose.engine.types import PathLike
 
 # trains one network (any kind) on (config, project_root, model_dir, resume_from=, progress=,
-# keep_stopped=) and says what it produced
+# keep_stopped=, final_dir=) and says what it produced
 NetworkTrainer = Callable[..., TrainResult]
 
 
@@ -97,9 +97,8 @@ def train_per_view(
         with keep_if_stopped(stage, model_dir, when=global_rank_zero):
             for view, csv_file in views:
                 train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
-                results[view] = _moved(
-                    train_or_reuse(stage / view, partial(train, progress=progress)), stage, model_dir
-                )
+                trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
+                results[view] = _moved(trained, stage, model_dir)
         config.to_yaml(stage / "config.yaml")
         wall_time = sum(r.wall_time_s for r in results.values())
         info = ModelInfo.of_per_view(

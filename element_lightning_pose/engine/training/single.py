@@ -147,6 +147,7 @@ def train_single(
     resume_from: PathLike | None = None,
     progress: bool = True,
     keep_stopped: bool = False,
+    final_dir: PathLike | None = None,
 ) -> TrainResult:
     """Train one heatmap network on the labeled project at ``project_root`` into ``model_dir``.
 
@@ -168,6 +169,10 @@ def train_single(
     after its first epoch keeps its stage as ``<model_dir>.stopped``. Resuming from a checkpoint
     in there starts the stage from that folder's files (splits, history, logs, frame cache)
     instead of ``model_dir``'s, and the run that completes removes it.
+
+    ``final_dir``: where ``model_dir`` ends up, for a network of a run of several whose staging
+    folder is renamed when it completes. The checkpoints' saved state names that folder, so the
+    best score so far is restored when the kept run is resumed under another staging folder.
     """
     model_dir = Path(model_dir)
     labels, videos = load_project(
@@ -195,7 +200,16 @@ def train_single(
             # and only by global rank 0, whose stage holds the checkpoints
             with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
                 result, global_zero = _fit(
-                    config, labels, videos, splits, stage, model_dir, resume_from, progress, Path(project_root)
+                    config,
+                    labels,
+                    videos,
+                    splits,
+                    stage,
+                    model_dir,
+                    Path(final_dir or model_dir),
+                    resume_from,
+                    progress,
+                    Path(project_root),
                 )
             if not global_zero:
                 # DDP runs train() in every process; only global rank 0's stage holds the
@@ -234,19 +248,19 @@ def finished_result(model_dir: Path) -> TrainResult:
     )
 
 
-def train_or_reuse(model_dir: Path, train: Callable[..., TrainResult]) -> TrainResult:
+def train_or_reuse(model_dir: Path, train: Callable[..., TrainResult], final_dir: Path) -> TrainResult:
     """One network of a run of several (crop zoom's stages, one network per view) into
-    ``model_dir``, a folder of that run's staging folder.
+    ``model_dir``, a folder of that run's staging folder, which becomes ``final_dir``.
 
     A network finished there already (a resumed run's seeded stage) is reused; else
-    ``train(resume_from=..., keep_stopped=True)`` trains it, going on from its own stopped run when
+    ``train(resume_from=..., keep_stopped=True, final_dir=final_dir)`` trains it, going on from its own stopped run when
     one is kept beside it, and keeps it as ``<network>.stopped`` when it is stopped in turn, which
     the enclosing run keeps with its stage (:mod:`.stopping`).
     """
     if (model_dir / MODEL_JSON).is_file():
         logger.info("%s: finished before the run was stopped; reused", model_dir.name)
         return finished_result(model_dir)
-    return train(resume_from=kept_checkpoint(stopped_folder(model_dir)), keep_stopped=True)
+    return train(resume_from=kept_checkpoint(stopped_folder(model_dir)), keep_stopped=True, final_dir=final_dir)
 
 
 def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list[str]) -> None:
@@ -311,12 +325,13 @@ def _fit(
     splits: np.ndarray,
     stage: Path,
     model_dir: Path,
+    final_dir: Path,
     resume_from: PathLike | None,
     progress: bool,
     project_root: Path,
 ) -> tuple[TrainResult, bool]:
-    """One training run written into ``stage`` (paths in the result are ``model_dir``'s), and
-    whether this process is global rank 0."""
+    """One training run written into ``stage`` (paths in the result are ``model_dir``'s, those in
+    the checkpoints' state ``final_dir``'s), and whether this process is global rank 0."""
 
     config.to_yaml(stage / "config.yaml")
     write_splits(stage / "splits.csv", labels.image_paths, splits)
@@ -334,7 +349,7 @@ def _fit(
     history = HistoryCallback(stage / "metrics.csv")  # grows per epoch: a run can be followed
     checkpoint = _staged_checkpoint(
         stage / "checkpoints",
-        model_dir / "checkpoints",
+        final_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode="min",
