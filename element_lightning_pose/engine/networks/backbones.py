@@ -40,10 +40,113 @@ class WeightsError(ElpError, RuntimeError):
 _RESNET_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
-def _resnet_classifier(name: str) -> nn.Module:
-    import torchvision
+class _BasicBlock(nn.Module):
+    """Two 3x3 convolutions and a shortcut (ResNet-18/34)."""
 
-    return getattr(torchvision.models, name)(weights=None)
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + shortcut)
+
+
+class _Bottleneck(nn.Module):
+    """1x1 down, 3x3 (strided), 1x1 up to four times the width, and a shortcut (ResNet-50)."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + shortcut)
+
+
+# blocks per stage
+_RESNET_LAYOUT: dict[str, tuple[type[_BasicBlock] | type[_Bottleneck], tuple[int, int, int, int]]] = {
+    "resnet18": (_BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (_BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (_Bottleneck, (3, 4, 6, 3)),
+}
+
+
+class ResNetClassifier(nn.Module):
+    """The ImageNet ResNet classifier (He et al. 2016, v1.5: the stride in the 3x3 convolution).
+
+    Its parameter names are torchvision's, so torchvision's ImageNet weights and our checkpoints
+    load into it, and a random initialisation draws the same numbers in the same order as
+    torchvision's ``resnet18/34/50(weights=None)`` for the same seed. It is ours because
+    importing torchvision takes 2.3-2.7 s on the AMD EPYC of ``benchmarks/results/inference_cli_amd.md``
+    (its ``ops`` import ``torch._dynamo``): a tenth of ``elp predict`` on a 300-frame video there.
+    """
+
+    def __init__(self, name: str, num_classes: int = 1000) -> None:
+        super().__init__()
+        block, blocks = _RESNET_LAYOUT[name]
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self._width = 64
+        self.layer1 = self._stage(block, 64, blocks[0], 1)
+        self.layer2 = self._stage(block, 128, blocks[1], 2)
+        self.layer3 = self._stage(block, 256, blocks[2], 2)
+        self.layer4 = self._stage(block, 512, blocks[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for module in self.modules():
+            if self.fc.weight.is_meta:
+                # built to receive a checkpoint's weights (networks.checkpoint): nothing to draw, and
+                # a random draw on the meta device imports torch._dynamo, 2.7 s on the AMD EPYC
+                break
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def _stage(
+        self, block: type[_BasicBlock] | type[_Bottleneck], planes: int, count: int, stride: int
+    ) -> nn.Sequential:
+        out = planes * block.expansion
+        downsample = None
+        if stride != 1 or self._width != out:
+            # made before its block, as torchvision does: the same random numbers for the same seed
+            downsample = nn.Sequential(nn.Conv2d(self._width, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        layers = [block(self._width, planes, stride, downsample)]
+        self._width = out
+        layers += [block(out, planes, 1, None) for _ in range(1, count)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _resnet_classifier(name: str) -> nn.Module:
+    return ResNetClassifier(name)
 
 
 def _imagenet_resnet_state(name: str) -> dict[str, torch.Tensor]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from element_lightning_pose.engine.networks import (
     input_to_heatmap,
     soft_argmax,
 )
-from element_lightning_pose.engine.networks.backbones import EfficientNetLite0, lite0_weights_path
+from element_lightning_pose.engine.networks.backbones import EfficientNetLite0, ResNetClassifier, lite0_weights_path
 from element_lightning_pose.engine.training.losses import heatmap_mse
 
 
@@ -164,3 +166,34 @@ def test_pretrained_resnet_offline_explains_what_to_do(monkeypatch):
         build_backbone("resnet34", pretrained=True)
     message = str(info.value)
     assert "resnet34" in message and "model.pretrained" in message and "checkpoints" in message
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_our_resnets_are_torchvisions_for_the_same_seed(name):
+    """Same parameter names (torchvision's ImageNet weights and older checkpoints load), same
+    random initialisation for the same seed (training runs are as before), same outputs."""
+    import torchvision
+
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, name)(weights=None).eval()
+    torch.manual_seed(0)
+    ours = ResNetClassifier(name).eval()
+    expected, got = theirs.state_dict(), ours.state_dict()
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[key], expected[key]) for key in expected)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(images), theirs(images))
+
+
+def test_loading_a_model_for_prediction_imports_neither_torchvision_nor_dynamo(tiny_model_dir):
+    """Each costs 2.3-2.7 s of every `elp predict` on the AMD EPYC of results/inference_cli_amd.md."""
+    code = (
+        "import sys\n"
+        "from element_lightning_pose.engine.inference.models import load_model\n"
+        f"load_model({str(tiny_model_dir)!r}, device='cpu')\n"
+        "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
