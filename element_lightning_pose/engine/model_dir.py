@@ -25,11 +25,11 @@ Training replaces a model directory whole; :func:`check_replaceable` is the one 
 refuses to replace a folder that is not one.
 
 Inference adds what it checked once per model (``engine.inference.precision``):
-``precision.json`` (the accuracy gate's results of bf16 / int8 against fp32, per kind of
+``precision.json`` (the accuracy gate's results of the fast paths against fp32, per kind of
 processor, tied to the checkpoint's SHA-256) and ``precision/`` (the int8 weights calibrated on
-the project's frames). :func:`read_precision_checks`, :func:`write_precision_checks` and
-:func:`write_quantised_weights` are their reader and writers; a new training run replaces them
-with the rest of the directory.
+the project's frames, and the backbones OpenVINO converted). :func:`read_precision_checks`,
+:func:`write_precision_checks`, :func:`quantised_weights_path` and :func:`write_quantised_weights`
+are their reader and writers; a new training run replaces them with the rest of the directory.
 """
 
 from __future__ import annotations
@@ -346,7 +346,8 @@ def write_precision_checks(model_dir: PathLike, checks: dict[str, Any]) -> Path:
 
 
 def quantised_weights_path(model_dir: PathLike, name: str) -> Path:
-    """Where the quantised weights called ``name`` (one path part) live in ``model_dir``."""
+    """Where the file ``name`` (one path part) of ``model_dir/precision/`` lives: quantised
+    weights, or a backbone OpenVINO converted."""
     check_path_part(name, f"quantised weights name {name!r}")
     return Path(model_dir) / QUANTISED_DIR / name
 

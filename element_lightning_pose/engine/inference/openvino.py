@@ -9,23 +9,36 @@ thread), resnet50 ran at 1.34x PyTorch fp32's frames/s in fp32 and 7.14x in bf16
 bf16 autocast: 2.38x); under a cap at AVX2 (``ONEDNN_MAX_CPU_ISA``, which OpenVINO honours
 too; ``inference_cli_avx2.md``) 1.21x in fp32.
 
-The backbone is converted from the loaded (BatchNorm-folded) PyTorch module when a model is
-prepared, in about a second: nothing is kept on disk. The heatmap head and the keypoint step
-stay PyTorch's, in fp32, as for the other precisions. Whether it may be used is decided by the
-same accuracy gate as bf16 and int8 (:mod:`.precision`).
+The backbone is converted from the loaded (BatchNorm-folded) PyTorch module, which takes
+1-2.6 s (a trace through torch.jit; 2.6 s for resnet18 on the AMD EPYC of
+``inference_cli_amd.md``, a tenth of a 300-frame video's prediction there). So the converted
+network is kept, in OpenVINO's own format and in fp32, where the caller says (the model
+directory's ``precision/``, named after the checkpoint's digest, the input size and OpenVINO's
+version); reading it back and compiling takes about 0.15 s. The heatmap head and the keypoint
+step stay PyTorch's, in fp32, as for the other precisions. Whether it may be used is decided by
+the same accuracy gate as bf16 and int8 (:mod:`.precision`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 import threading
 import warnings
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from element_lightning_pose.engine.atomic import default_file_mode
+
+logger = logging.getLogger(__name__)
 
 NOT_INSTALLED = "openvino is not installed (pip install element-lightning-pose[openvino])"
 INFERENCE_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
@@ -74,20 +87,26 @@ class OpenVINOBackbone(nn.Module):
 
     Any batch size runs (the batch dimension is left dynamic). One inference request per calling
     thread: videos predicted side by side share the compiled network.
+
+    ``kept``: where the converted network is kept (an ``.xml`` path, its weights beside it as
+    ``.bin``): read from there when it is, else converted and written there for the next run
+    (a folder that cannot be written only means converting again).
     """
 
-    def __init__(self, backbone: nn.Module, image_size: tuple[int, int], precision: str, threads: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        image_size: tuple[int, int],
+        precision: str,
+        threads: int,
+        kept: Path | None = None,
+    ) -> None:
         super().__init__()
-        runtime = _installed_runtime()
-        height, width = image_size
-        example = torch.zeros(1, 3, height, width)
-        with torch.no_grad(), warnings.catch_warnings():
-            # OpenVINO traces the module with torch.jit, which PyTorch 2.10+ warns is deprecated
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            converted = runtime.convert_model(
-                backbone.eval(), example_input=example, input=[runtime.PartialShape([-1, 3, height, width])]
-            )
+        converted = _read_converted(kept) if kept is not None else None
+        if converted is None:
+            converted = _convert(backbone, image_size)
+            if kept is not None:
+                _keep_converted(converted, kept)
         self.precision = precision
         self._compiled = openvino_core().compile_model(
             converted,
@@ -114,3 +133,49 @@ class OpenVINOBackbone(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> OpenVINOBackbone:
         return self  # compiled, read-only: a model copied for another precision shares it
+
+
+def _convert(backbone: nn.Module, image_size: tuple[int, int]) -> Any:
+    """The backbone as an OpenVINO model with a dynamic batch dimension."""
+    runtime = _installed_runtime()
+    height, width = image_size
+    example = torch.zeros(1, 3, height, width)
+    with torch.no_grad(), warnings.catch_warnings():
+        # OpenVINO traces the module with torch.jit, which PyTorch 2.10+ warns is deprecated
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return runtime.convert_model(
+            backbone.eval(), example_input=example, input=[runtime.PartialShape([-1, 3, height, width])]
+        )
+
+
+def _read_converted(path: Path) -> Any | None:
+    """The network kept at ``path``, None where there is none or it cannot be read."""
+    if not (path.is_file() and path.with_suffix(".bin").is_file()):
+        return None
+    try:
+        return openvino_core().read_model(str(path))
+    except RuntimeError as exc:  # a damaged file: converted again, and replaced
+        logger.warning("%s: not read (%s); converting the backbone again", path, exc)
+        return None
+
+
+def _keep_converted(converted: Any, path: Path) -> None:
+    """Write ``converted`` to ``path`` (and its ``.bin``), each file replaced whole: the weights
+    first, the ``.xml`` that names the network last, so a network is read only once complete."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".openvino-", dir=path.parent))
+    except OSError as exc:
+        logger.info("%s: the converted backbone is not kept (%s)", path.parent, exc)
+        return
+    try:
+        # fp32 as converted (OpenVINO would halve the weights to fp16 by default): what the gate checked
+        _installed_runtime().save_model(converted, str(folder / path.name), compress_to_fp16=False)
+        for written in (folder / path.name).with_suffix(".bin"), folder / path.name:
+            os.chmod(written, default_file_mode())  # a folder mkdtemp made is private: the files are not
+            os.replace(written, path.parent / written.name)
+    except (OSError, RuntimeError) as exc:
+        logger.info("%s: the converted backbone is not kept (%s)", path, exc)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

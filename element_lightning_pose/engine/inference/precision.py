@@ -16,8 +16,8 @@ more than :data:`GATE_ERROR_RISE`. A path that fails, or that this device lacks,
 fp32 is used. ``auto`` uses the fastest path that passes and is faster than fp32 on this device
 (each is timed on the same resized frames), and says which.
 
-What was checked is kept in the model directory (``precision.json``; int8 weights in
-``precision/``, through :mod:`engine.model_dir`), per kind of device
+What was checked is kept in the model directory (``precision.json``; int8 weights and the
+backbones OpenVINO converted in ``precision/``, through :mod:`engine.model_dir`), per kind of device
 (:func:`engine.hardware.device_signature`) and tied to the checkpoint's SHA-256, so it is done
 once per model and device kind. A model directory that cannot be written (a read-only share)
 is checked again on each run, with a warning.
@@ -191,15 +191,27 @@ def with_bf16(model: PoseModel) -> PoseModel:
     return fast
 
 
-def with_openvino(model: PoseModel, precision: str) -> PoseModel:
+def with_openvino(model: PoseModel, precision: str, digest: str = "") -> PoseModel:
     """A copy of ``model`` whose backbones are compiled by OpenVINO at ``precision``'s inference
-    precision, on as many threads as PyTorch has."""
+    precision, on as many threads as PyTorch has.
+
+    With the checkpoint's ``digest`` (:func:`_checkpoint_digest`), each converted backbone is kept
+    in the model directory's ``precision/`` and read from there on the next run.
+    """
     fast = _copy_model(model)
     for name, net in _networks(fast).items():
-        net.backbone = OpenVINOBackbone(
-            net.backbone, _input_size(model, name), OPENVINO_PATHS[precision], torch.get_num_threads()
-        )
+        size = _input_size(model, name)
+        kept = None
+        if model.model_dir is not None and digest:
+            kept = quantised_weights_path(model.model_dir, _openvino_file(digest, name, size))
+        net.backbone = OpenVINOBackbone(net.backbone, size, OPENVINO_PATHS[precision], torch.get_num_threads(), kept)
     return fast
+
+
+def _openvino_file(digest: str, network: str, size: tuple[int, int]) -> str:
+    """The name a converted backbone is kept under: its checkpoint, input size and OpenVINO."""
+    key = f"{digest}|{network}|{size[0]}x{size[1]}|{openvino_version()}"
+    return f"openvino-{hashlib.sha256(key.encode()).hexdigest()[:12]}-{network}.xml"
 
 
 def _quantize_fx():
@@ -467,7 +479,7 @@ def select_precision(
             say(
                 f"precision {requested}: checking {', '.join(todo)} against fp32 on {len(labels)} labeled frames (once)"
             )
-            results, backbones = _run_gates(model, todo, labels, batch_size)
+            results, backbones = _run_gates(model, todo, labels, batch_size, digest)
             device_record = _remember(model, records, digest, signature, device_record, results, backbones)
 
     gates = {p: GateResult(**device_record["results"][p]) for p in usable if p in device_record.get("results", {})}
@@ -484,7 +496,7 @@ def select_precision(
     if best.precision == BF16:
         fast = with_bf16(model)
     elif best.precision in OPENVINO_PATHS:
-        fast = with_openvino(model, best.precision)
+        fast = with_openvino(model, best.precision, digest)
     else:
         fast = with_int8(model, backbones.get(INT8) or _load_int8(model, device_record))
     how = "fastest that passes the gate on this device" if requested == AUTO else "passes the gate"
@@ -502,7 +514,7 @@ def _read_records(model: PoseModel, digest: str) -> dict[str, Any]:
 
 
 def _run_gates(
-    model: PoseModel, precisions: list[str], labels: LabeledFrames, batch_size: int
+    model: PoseModel, precisions: list[str], labels: LabeledFrames, batch_size: int, digest: str
 ) -> tuple[dict[str, GateResult], dict[str, dict[str, nn.Module]]]:
     labels = labels.subset(_spread(len(labels), MAX_GATE_FRAMES))
     reference = predict_labeled(model, labels, batch_size=batch_size)
@@ -519,7 +531,7 @@ def _run_gates(
         if precision == BF16:
             fast = with_bf16(model)
         elif precision in OPENVINO_PATHS:
-            fast = with_openvino(model, precision)
+            fast = with_openvino(model, precision, digest)  # the network checked is the one kept
         else:
             backbones[INT8] = {
                 name: quantise_backbone(net, _calibration_frames(model, labels, _input_size(model, name)))

@@ -159,6 +159,45 @@ def test_openvino_fp32_keeps_pytorchs_keypoints_and_is_checked_once(model_dir, t
 
 
 @needs_openvino
+def test_the_backbone_openvino_converted_is_kept_and_read_back_on_the_next_run(model_dir, tiny_project, monkeypatch):
+    """Converting the backbone (a torch.jit trace) took 2.6 s of each resnet18 run on the AMD EPYC."""
+    from element_lightning_pose.engine.inference import openvino
+
+    model = load_model(model_dir, device="cpu")
+    fast, choice = precision.select_precision(model, "ov-fp32", project=tiny_project.root)
+    assert choice.used == "ov-fp32", choice.message
+    (kept,) = (model_dir / QUANTISED_DIR).glob("openvino-*.xml")
+    assert kept.with_suffix(".bin").is_file()
+    for path in (kept, kept.with_suffix(".bin")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()  # readable by the lab
+    labels = precision.labeled_frames_of(model, tiny_project.root)
+    first = predict_labeled(fast, labels)
+
+    def no_converting(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(openvino, "_convert", no_converting)
+    again, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32")
+    assert choice.used == "ov-fp32" and np.array_equal(predict_labeled(again, labels), first)
+
+    # a damaged file is converted again and replaced
+    monkeypatch.undo()
+    kept.write_text("not a network")
+    repaired, choice = precision.select_precision(load_model(model_dir, device="cpu"), "ov-fp32")
+    assert choice.used == "ov-fp32" and np.array_equal(predict_labeled(repaired, labels), first)
+    assert kept.read_text().startswith("<?xml")
+    assert {p.name for p in (model_dir / QUANTISED_DIR).iterdir()} == {kept.name, kept.with_suffix(".bin").name}
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@needs_openvino
 def test_openvino_bf16_needs_native_bf16(model_dir, tiny_project):
     model = load_model(model_dir, device="cpu")
     _, choice = precision.select_precision(model, "ov-bf16", project=tiny_project.root)
