@@ -123,7 +123,8 @@ class TrainingJob:
         self.project = project
         self.record = record
         self.process = process
-        self.lock = threading.Lock()
+        # re-entrant: a resume holds it while start() lists the jobs, which reads this one's record again
+        self.lock = threading.RLock()
         self._seen: tuple[str | None, list[dict[str, float | None]]] = (None, [])  # the latest epochs read
         self._record_read = _file_version(self.job_dir / JOB_FILE)  # the job.json version ``record`` came from
 
@@ -148,8 +149,8 @@ class TrainingJob:
         """Read the record again when another server process has rewritten it (a job it started,
         cancelled, saw end or resumed); while this server's own process of the job runs, the
         record is this server's to write."""
-        if self.process is not None and self.process.poll() is None:
-            return
+        if self.process is not None and self.record.state == RUNNING:
+            return  # until its end is recorded (running() does it once the process is gone)
         version = _file_version(self.job_dir / JOB_FILE)
         if version is None or version == self._record_read:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -294,6 +295,18 @@ def test_a_job_another_server_records_is_shown_as_it_last_recorded_it(tmp_path):
         TrainingJob(project, again).save()
         shown = ours.get(project, "m").status()
         assert shown["state"] == RUNNING and shown["running"] and shown["resumed"] and not shown["resumable"]
+        # a resume holds the job's lock while start() lists the jobs, which reads its record again
+        listed = []
+
+        def resume_like() -> None:
+            with ours.get(project, "m").lock:
+                TrainingJob(project, again).save()  # the other server rewrites it meanwhile
+                listed.append(ours.get(project, "m").status()["running"])
+
+        worker = threading.Thread(target=resume_like, daemon=True)  # a deadlock must not hang the suite
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive() and listed == [True]
     finally:
         resumed.kill()
         resumed.wait()

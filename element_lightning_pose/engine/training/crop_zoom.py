@@ -81,9 +81,9 @@ from element_lightning_pose.engine.training.single import (
     train_single,
 )
 from element_lightning_pose.engine.training.stopping import (
+    check_same_networks,
     discard_stopped,
     keep_if_stopped,
-    resumes_kept_run,
     stopped_folder,
 )
 from element_lightning_pose.engine.training.unlabeled import plan_segments
@@ -280,20 +280,8 @@ def _check_supported(config: TrainConfig, model_dir: Path, resume_from: PathLike
     unsupported = crop_zoom_unsupported(config)
     if unsupported:
         raise ConfigError(f"crop_zoom.enabled: crop zoom does not train {unsupported}")
-    if resume_from is None:
-        return
-    kept = stopped_folder(model_dir)
-    if not resumes_kept_run(model_dir, resume_from):
-        raise ConfigError(
-            f"crop_zoom.enabled: {resume_from}: a crop-zoom model resumes only the stopped run kept in {kept} "
-            "(resume from a checkpoint in there); train the two stages again"
-        )
-    theirs = TrainConfig.load(kept / CONFIG_YAML).crop_zoom
-    if theirs.model_dump() != config.crop_zoom.model_dump():
-        raise ConfigError(
-            f"crop_zoom: {kept} was trained with other crop-zoom settings ({theirs.model_dump()}); resume it "
-            "with the same ones, or train the two stages again"
-        )
+    if resume_from is not None:
+        check_same_networks(model_dir, resume_from, config, "crop_zoom.enabled")
 
 
 def train_crop_zoom(

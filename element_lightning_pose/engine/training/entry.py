@@ -31,6 +31,7 @@ from element_lightning_pose.engine.training.stopping import (
     TrainingInterrupted,
     signals_stop_the_run,
     stopped_checkpoint,
+    stopped_folder,
 )
 from element_lightning_pose.engine.types import PathLike
 
@@ -115,7 +116,7 @@ def _train(
     if resume_stopped and resume_from is None:
         resume_from = stopped_checkpoint(model_dir, config)
         if resume_from is not None:
-            logger.info("resuming the stopped run kept in %s", resume_from.parent.parent)
+            logger.info("resuming the stopped run kept in %s", stopped_folder(model_dir))
     return train_network(config, project_root, model_dir, resume_from=resume_from, progress=progress, keep_stopped=True)
 
 

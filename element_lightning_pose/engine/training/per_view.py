@@ -28,15 +28,15 @@ from functools import partial
 from pathlib import Path
 
 from element_lightning_pose.engine.atomic import atomic_directory
-from element_lightning_pose.engine.config import ConfigError, DataConfig, TrainConfig
+from element_lightning_pose.engine.config import DataConfig, TrainConfig
 from element_lightning_pose.engine.data.projects import project_views, read_multiview_labels
 from element_lightning_pose.engine.errors import ProjectError
 from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable, write_model_info
 from element_lightning_pose.engine.training.single import TrainResult, global_rank_zero, seed_stage, train_or_reuse
 from element_lightning_pose.engine.training.stopping import (
+    check_same_networks,
     discard_stopped,
     keep_if_stopped,
-    resumes_kept_run,
     stopped_folder,
 )
 from element_lightning_pose.engine.types import PathLike
@@ -77,12 +77,8 @@ def train_per_view(
     finished are reused and the one it was stopped in goes on from its last epoch.
     """
     model_dir = Path(model_dir)
-    if resume_from is not None and not resumes_kept_run(model_dir, resume_from):
-        raise ConfigError(
-            f"data.multiview=per_view: {resume_from}: a per-view model resumes only the stopped run kept in "
-            f"{stopped_folder(model_dir)} (resume from a checkpoint in there); to go on training one view, "
-            "resume model_dir/<view> as a model of its own"
-        )
+    if resume_from is not None:
+        check_same_networks(model_dir, resume_from, config, "data.multiview=per_view")
     views = project_views(project_root, config.data.csv_file, config.data.view_names)
     if not views:
         raise ProjectError(f"{project_root}: not a multi-view project (no per-view label CSVs)")
@@ -95,6 +91,7 @@ def train_per_view(
         if resume_from is not None:
             seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
         with keep_if_stopped(stage, model_dir, when=global_rank_zero):
+            config.to_yaml(stage / "config.yaml")  # first: a kept run is resumed only with the same networks
             for view, csv_file in views:
                 train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
                 trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)

@@ -185,6 +185,11 @@ def train_single(
         check_resumable(read_checkpoint(resume_from), config, labels.bodyparts)
     check_replaceable(model_dir)
     run_folder = _resumed_folder(model_dir, resume_from)
+    if run_folder != model_dir and Path(resume_from or "").resolve().parent.parent != run_folder.resolve():
+        raise ConfigError(
+            f"{resume_from}: a checkpoint of one network of the run of several (crop zoom, one network per view) "
+            f"kept in {run_folder}; resume that run with its own configuration (crop_zoom, data.multiview)"
+        )
     splits = project_splits(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )

@@ -35,9 +35,9 @@ from types import FrameType
 import yaml
 
 from element_lightning_pose.engine.atomic import replace_directory
-from element_lightning_pose.engine.config import TrainConfig
+from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.errors import ElpError
-from element_lightning_pose.engine.model_dir import MODEL_JSON
+from element_lightning_pose.engine.model_dir import CONFIG_YAML, MODEL_JSON
 from element_lightning_pose.engine.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,39 @@ def resumes_kept_run(model_dir: PathLike, resume_from: PathLike | None) -> bool:
     return Path(resume_from).resolve().is_relative_to(stopped_folder(model_dir).resolve())
 
 
+# what makes the networks of a run what they are: a kept run's finished networks are reused only
+# by a run that asks for the same (more epochs, another learning rate may differ)
+NETWORK_SETTINGS = ("model.backbone", "model.model_type", "data.image_resize", "data.multiview", "crop_zoom")
+
+
+def check_same_networks(model_dir: PathLike, resume_from: PathLike, config: TrainConfig, what: str) -> None:
+    """Refuse to go on with the run of several networks kept for ``model_dir`` (``what``: crop
+    zoom, one network per view) from ``resume_from`` unless it is a checkpoint in there and the
+    run asks for the same networks (:data:`NETWORK_SETTINGS`)."""
+    kept = stopped_folder(model_dir)
+    if not resumes_kept_run(model_dir, resume_from):
+        raise ConfigError(
+            f"{what}: {resume_from}: such a model resumes only the stopped run kept in {kept} "
+            "(resume from a checkpoint in there); to go on training one of its networks, resume that network's "
+            "model directory as a model of its own"
+        )
+    if not Path(resume_from).is_file():
+        raise FileNotFoundError(f"{resume_from}: checkpoint to resume from not found")
+    theirs, ours = TrainConfig.load(kept / CONFIG_YAML).to_dict(), config.to_dict()
+    changed = [name for name in NETWORK_SETTINGS if _setting(theirs, name) != _setting(ours, name)]
+    if changed:
+        was = "; ".join(f"{name} was {_setting(theirs, name)!r}" for name in changed)
+        raise ConfigError(
+            f"{kept}: its networks were trained with other settings ({was}); resume it with the same ones, "
+            "or train again"
+        )
+
+
+def _setting(config: dict, dotted: str) -> object:
+    section, _, name = dotted.partition(".")
+    return config.get(section, {}).get(name) if name else config.get(section)
+
+
 def stopped_checkpoint(model_dir: PathLike, config: TrainConfig) -> Path | None:
     """The last checkpoint of a stopped run into ``model_dir`` with the same configuration as
     ``config`` (a caller that resumes by itself: the pipeline re-populating a preempted key),
@@ -218,10 +251,12 @@ def _identity(folder: Path) -> tuple[int, int] | None:
 
 
 def _finished_epochs(folder: Path) -> int:
-    """Rows of the kept run's ``metrics.csv`` files (one per finished epoch of each of its
-    networks), 0 if it has none."""
+    """Rows of the history (``metrics.csv``, one row per finished epoch) of each network of the
+    kept run, 0 if it has none; a network is a folder with ``checkpoints/last.ckpt`` (Lightning's
+    own ``logs/.../metrics.csv`` has a row per logged step, and is not counted)."""
+    networks = {folder} | {path.parent.parent for path in folder.glob(f"*/**/{LAST_CHECKPOINT.as_posix()}")}
     rows = 0
-    for metrics in folder.glob("**/metrics.csv"):
+    for metrics in (network / "metrics.csv" for network in networks):
         try:
             with open(metrics, "rb") as handle:
                 rows += max(sum(1 for line in handle if line.strip()) - 1, 0)

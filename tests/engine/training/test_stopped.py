@@ -221,6 +221,16 @@ def test_a_crop_zoom_run_stopped_in_its_pose_stage_keeps_the_detector_and_resume
     pose_epochs = _epochs(kept / "pose.stopped" / "metrics.csv")
     assert pose_epochs == list(range(len(pose_epochs)))
 
+    # another kind of network may not go on from it (and nothing is touched)
+    single = {**CROP_ZOOM_LONG, "crop_zoom": {"enabled": False}}
+    with pytest.raises(ConfigError, match=r"one network of the run of several .* kept in .*model\.stopped"):
+        train(single, tiny_project.root, model_dir, resume_from=kept_checkpoint(kept), progress=False)
+    other_detector = {**CROP_ZOOM_LONG, "crop_zoom": {"enabled": True, "detector_resize": [64, 64]}}
+    with pytest.raises(ConfigError, match=r"other settings \(crop_zoom was "):
+        train(other_detector, tiny_project.root, model_dir, resume_from=kept_checkpoint(kept), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.stopped"]
+    assert (kept / "detector" / "checkpoints" / "best.ckpt").read_bytes() == detector_weights
+
     # the pipeline's way: the same configuration resumes by itself
     config = TrainConfig.from_dict(CROP_ZOOM_LONG)
     assert stopped_checkpoint(model_dir, config) == kept_checkpoint(kept)

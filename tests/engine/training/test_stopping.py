@@ -31,6 +31,9 @@ def _stage(parent: Path, *, checkpoint: bool, epochs: int = 2, config: TrainConf
     if checkpoint:
         (stage / "checkpoints" / "last.ckpt").write_bytes(b"weights")
     (stage / "metrics.csv").write_text("epoch,train_loss\n" + "".join(f"{e},0.5\n" for e in range(epochs)))
+    # Lightning's own log: a row per logged step, not per epoch
+    (stage / "logs" / "version_0").mkdir(parents=True)
+    (stage / "logs" / "version_0" / "metrics.csv").write_text("step,loss\n" + "0,1\n" * 20)
     (config or TrainConfig()).to_yaml(stage / "config.yaml")
     return stage
 
