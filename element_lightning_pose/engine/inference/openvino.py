@@ -22,9 +22,6 @@ the same accuracy gate as bf16 and int8 (:mod:`.precision`).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import warnings
 from functools import cache
@@ -36,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from element_lightning_pose.engine.atomic import default_file_mode
+from element_lightning_pose.engine.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +85,9 @@ class OpenVINOBackbone(nn.Module):
     Any batch size runs (the batch dimension is left dynamic). One inference request per calling
     thread: videos predicted side by side share the compiled network.
 
-    ``kept``: where the converted network is kept (an ``.xml`` path, its weights beside it as
-    ``.bin``): read from there when it is, else converted and written there for the next run
-    (a folder that cannot be written only means converting again).
+    ``kept``: the folder where the converted network is kept: read from there when it is, else
+    converted and written there for the next run (a folder that cannot be written only means
+    converting again).
     """
 
     def __init__(
@@ -149,33 +146,27 @@ def _convert(backbone: nn.Module, image_size: tuple[int, int]) -> Any:
         )
 
 
-def _read_converted(path: Path) -> Any | None:
-    """The network kept at ``path``, None where there is none or it cannot be read."""
-    if not (path.is_file() and path.with_suffix(".bin").is_file()):
+NETWORK_FILE = "backbone.xml"  # in a kept folder, its weights beside it as backbone.bin
+
+
+def _read_converted(folder: Path) -> Any | None:
+    """The network kept in ``folder``, None where there is none or it cannot be read."""
+    network = folder / NETWORK_FILE
+    if not (network.is_file() and network.with_suffix(".bin").is_file()):
         return None
     try:
-        return openvino_core().read_model(str(path))
+        return openvino_core().read_model(str(network))
     except RuntimeError as exc:  # a damaged file: converted again, and replaced
-        logger.warning("%s: not read (%s); converting the backbone again", path, exc)
+        logger.warning("%s: not read (%s); converting the backbone again", network, exc)
         return None
 
 
-def _keep_converted(converted: Any, path: Path) -> None:
-    """Write ``converted`` to ``path`` (and its ``.bin``), each file replaced whole: the weights
-    first, the ``.xml`` that names the network last, so a network is read only once complete."""
+def _keep_converted(converted: Any, folder: Path) -> None:
+    """Write ``converted`` into ``folder``, which is replaced whole (:func:`atomic_directory`):
+    a network is read only once both its files are complete, and from one conversion."""
     try:
-        path.parent.mkdir(exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=".openvino-", dir=path.parent))
-    except OSError as exc:
-        logger.info("%s: the converted backbone is not kept (%s)", path.parent, exc)
-        return
-    try:
-        # fp32 as converted (OpenVINO would halve the weights to fp16 by default): what the gate checked
-        _installed_runtime().save_model(converted, str(folder / path.name), compress_to_fp16=False)
-        for written in (folder / path.name).with_suffix(".bin"), folder / path.name:
-            os.chmod(written, default_file_mode())  # a folder mkdtemp made is private: the files are not
-            os.replace(written, path.parent / written.name)
+        with atomic_directory(folder) as stage:
+            # fp32 as converted (OpenVINO would halve the weights to fp16 by default): what the gate checked
+            _installed_runtime().save_model(converted, str(stage / NETWORK_FILE), compress_to_fp16=False)
     except (OSError, RuntimeError) as exc:
-        logger.info("%s: the converted backbone is not kept (%s)", path, exc)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("%s: the converted backbone is not kept (%s)", folder, exc)

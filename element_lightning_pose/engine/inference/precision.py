@@ -212,7 +212,7 @@ def _openvino_file(digest: str, network: str, size: tuple[int, int]) -> str:
     """The name a converted backbone is kept under: its checkpoint, input size, OpenVINO, and the
     engine and torch that built the module converted."""
     key = f"{digest}|{network}|{size[0]}x{size[1]}|{openvino_version()}|{__version__}|{torch.__version__}"
-    return f"openvino-{hashlib.sha256(key.encode()).hexdigest()[:12]}-{network}.xml"
+    return f"openvino-{hashlib.sha256(key.encode()).hexdigest()[:12]}-{network}"
 
 
 def _quantize_fx():
