@@ -185,11 +185,6 @@ def train_single(
         check_resumable(read_checkpoint(resume_from), config, labels.bodyparts)
     check_replaceable(model_dir)
     run_folder = _resumed_folder(model_dir, resume_from)
-    if run_folder != model_dir and Path(resume_from or "").resolve().parent.parent != run_folder.resolve():
-        raise ConfigError(
-            f"{resume_from}: a checkpoint of one network of the run of several (crop zoom, one network per view) "
-            f"kept in {run_folder}; resume that run with its own configuration (crop_zoom, data.multiview)"
-        )
     splits = project_splits(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
@@ -235,8 +230,17 @@ def global_rank_zero() -> bool:
 
 def _resumed_folder(model_dir: Path, resume_from: PathLike | None) -> Path:
     """The folder whose files a resumed run carries on: the stopped run kept for ``model_dir``
-    when ``resume_from`` is inside it, else ``model_dir``."""
-    return stopped_folder(model_dir) if resumes_kept_run(model_dir, resume_from) else model_dir
+    when ``resume_from`` is its checkpoint, else ``model_dir``. A checkpoint of one network of a
+    kept run of several is refused: that run goes on only as itself."""
+    if resume_from is None or not resumes_kept_run(model_dir, resume_from):
+        return model_dir
+    kept = stopped_folder(model_dir)
+    if Path(resume_from).resolve().parent.parent != kept.resolve():
+        raise ConfigError(
+            f"{resume_from}: a checkpoint of one network of the run of several (crop zoom, one network per view) "
+            f"kept in {kept}; resume that run with its own configuration (crop_zoom, data.multiview)"
+        )
+    return kept
 
 
 def finished_result(model_dir: Path) -> TrainResult:
