@@ -186,6 +186,12 @@ class TrainingJob:
             if self.record.state != RUNNING:
                 return
             record = self.record
+            if self.process is not None and not record.cancel_requested:
+                # a cancel sent from another server on this project is only in its record
+                recorded = JobRecord.read(self.job_dir / JOB_FILE)
+                record.cancel_requested = (
+                    recorded is not None and recorded.pid == record.pid and recorded.cancel_requested
+                )
             record.returncode = returncode
             record.ended_at = time.time()
             # elp train exits 0 only with its model written (a run stopped by a signal exits 143);

@@ -310,3 +310,33 @@ def test_a_job_another_server_records_is_shown_as_it_last_recorded_it(tmp_path):
     finally:
         resumed.kill()
         resumed.wait()
+
+
+def test_a_cancel_sent_from_another_server_ends_the_job_as_cancelled(tmp_path):
+    """The server running a job records it cancelled when another server cancelled it.
+
+    It read the other server's cancel nowhere, so it took the stopped process for a failed run
+    and wrote that over the other's record.
+    """
+    import subprocess
+
+    from element_lightning_pose.app.jobs import CANCELLED, JobRecord, TrainingJob, _process_start
+
+    project = tmp_path / "project"
+    # its own process group, as the app starts training: the cancel signals the whole group
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = JobRecord("m", [], ["elp", "train"], time.time(), pid=process.pid)
+        record.process_start = _process_start(process.pid)
+        ours = TrainingJob(project, record, process)  # this server's job
+        ours.job_dir.mkdir(parents=True)
+        ours.save()
+        theirs = TrainingJob(project, JobRecord.read(ours.job_dir / JOB_FILE))  # the other server's view
+        theirs.cancel(grace_s=30)
+        assert ours.wait(timeout=30) == CANCELLED
+        assert ours.record.returncode == -15
+        assert JobRecord.read(ours.job_dir / JOB_FILE).state == CANCELLED
+        assert theirs.status()["state"] == CANCELLED
+    finally:
+        process.kill()
+        process.wait()
