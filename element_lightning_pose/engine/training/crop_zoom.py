@@ -85,6 +85,7 @@ from element_lightning_pose.engine.training.stopping import (
     discard_stopped,
     keep_if_stopped,
     stopped_folder,
+    stops_held_once_trained,
 )
 from element_lightning_pose.engine.training.unlabeled import plan_segments
 from element_lightning_pose.engine.training.unsupervised import require_unlabeled_videos
@@ -324,7 +325,11 @@ def train_crop_zoom(
     resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
     # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
     pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
-    with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, atomic_directory(model_dir) as stage:
+    with (
+        tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp,
+        stops_held_once_trained() as trained,  # a stop after both stages waits for the model to be in place
+        atomic_directory(model_dir) as stage,
+    ):
         if kept is not None:
             seed_stage(kept, stage, resume=True, frame_cache=False)
         with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
@@ -341,6 +346,7 @@ def train_crop_zoom(
                 Path(tmp),
                 progress,
             )
+        trained()
         resolved.to_yaml(stage / CONFIG_YAML)
         history = pd.concat(
             [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True

@@ -38,6 +38,7 @@ from element_lightning_pose.engine.training.stopping import (
     discard_stopped,
     keep_if_stopped,
     stopped_folder,
+    stops_held_once_trained,
 )
 from element_lightning_pose.engine.types import PathLike
 
@@ -87,7 +88,8 @@ def train_per_view(
     bodyparts = read_multiview_labels(project_root, files, names, check_images=True).bodyparts
     check_replaceable(model_dir)
     results: dict[str, TrainResult] = {}
-    with atomic_directory(model_dir) as stage:
+    # a stop after the last view waits for the model to be in place
+    with stops_held_once_trained() as all_trained, atomic_directory(model_dir) as stage:
         if resume_from is not None:
             seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
         with keep_if_stopped(stage, model_dir, when=global_rank_zero):
@@ -96,6 +98,7 @@ def train_per_view(
                 train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
                 trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
                 results[view] = _moved(trained, stage, model_dir)
+        all_trained()
         config.to_yaml(stage / "config.yaml")
         wall_time = sum(r.wall_time_s for r in results.values())
         info = ModelInfo.of_per_view(

@@ -75,6 +75,7 @@ from element_lightning_pose.engine.training.stopping import (
     kept_checkpoint,
     resumes_kept_run,
     stopped_folder,
+    stops_held_once_trained,
 )
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 from element_lightning_pose.engine.types import PathLike
@@ -189,7 +190,8 @@ def train_single(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
     try:
-        with _quiet_lightning(), atomic_directory(model_dir) as stage:
+        # a stop after the training waits for the model to be in place (the last with: renamed first)
+        with _quiet_lightning(), stops_held_once_trained() as trained, atomic_directory(model_dir) as stage:
             seed_stage(
                 run_folder,
                 stage,
@@ -210,6 +212,7 @@ def train_single(
                     resume_from,
                     progress,
                     Path(project_root),
+                    trained,
                 )
             if not global_zero:
                 # DDP runs train() in every process; only global rank 0's stage holds the
@@ -338,6 +341,7 @@ def _fit(
     resume_from: PathLike | None,
     progress: bool,
     project_root: Path,
+    trained: Callable[[], None],
 ) -> tuple[TrainResult, bool]:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s, those in
     the checkpoints' state ``final_dir``'s), and whether this process is global rank 0."""
@@ -386,6 +390,7 @@ def _fit(
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     run_time = time.perf_counter() - started
+    trained()  # from here on, a stop waits for the model to be written and in place
 
     # the checkpoint folder Lightning broadcast from global rank 0: every DDP process checks the same file
     best = Path(checkpoint.dirpath) / "best.ckpt"

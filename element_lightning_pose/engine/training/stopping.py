@@ -18,6 +18,9 @@ the same way: its staging folder holds each finished network as a model director
 the network it was stopped in as ``<network>.stopped``. Resuming from any checkpoint inside the
 kept folder (:func:`kept_checkpoint` names the one it was stopped at) reuses the finished networks
 and goes on with the stopped one from its last epoch.
+
+Once a network has trained, a stop waits while its last files are written and its folder is
+renamed into place (:func:`stops_held_once_trained`), then ends the run, whose model is complete.
 """
 
 from __future__ import annotations
@@ -80,6 +83,56 @@ def stopped_folder(model_dir: PathLike) -> Path:
     return model_dir.with_name(model_dir.name + STOPPED_SUFFIX)
 
 
+class _Holding:
+    """Stop signals held back, and the run's way to raise one (set by :func:`signals_stop_the_run`)."""
+
+    def __init__(self) -> None:
+        self.depth = 0  # stops_held_once_trained blocks whose network has trained
+        self.signum: int | None = None  # the first stop that came meanwhile
+        self.stop: Callable[[int, FrameType | None], None] | None = None
+
+
+_HOLDING = _Holding()
+
+
+@contextmanager
+def stops_held_once_trained() -> Iterator[Callable[[], None]]:
+    """Yields ``trained``, to call once the block's network has trained: a stop signal that comes
+    from then to the block's end waits for it, and is raised there (the model is then in place).
+
+    A run's last files are written into its staging folder after the training, and the folder is
+    renamed into place at the end. A stop in those milliseconds lost the whole run: too late to
+    keep it (:func:`keep_if_stopped` covers the training), too early for its model to be in place.
+    Blocks nest (crop zoom's stages inside its run): a stop held by the inner one is raised at
+    its end, where the outer run keeps what it has. A block that ends with an error drops the
+    held stop (the error ends the run), saying so.
+    """
+    holding = False
+
+    def trained() -> None:
+        nonlocal holding
+        if not holding:
+            holding = True
+            _HOLDING.depth += 1
+
+    try:
+        yield trained
+    except BaseException:
+        if holding:
+            _HOLDING.depth -= 1
+            if _HOLDING.depth == 0 and _HOLDING.signum is not None:
+                logger.warning(
+                    "%s came while the run failed: the failure ends it", signal.Signals(_HOLDING.signum).name
+                )
+                _HOLDING.signum = None
+        raise
+    if holding:
+        _HOLDING.depth -= 1
+        if _HOLDING.depth == 0 and _HOLDING.signum is not None and _HOLDING.stop is not None:
+            signum, _HOLDING.signum = _HOLDING.signum, None
+            _HOLDING.stop(signum, None)
+
+
 @contextmanager
 def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Iterator[None]:
     """SIGTERM and SIGINT stop the run where it is (:class:`RunStopped`), and become
@@ -99,6 +152,9 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         if os.getpid() == owner and not stopping:
+            if _HOLDING.depth:  # a trained network's files are being put in place (stops_held_once_trained)
+                _HOLDING.signum = _HOLDING.signum or signum
+                return
             stopping = True
             raise RunStopped(signum)
 
@@ -107,6 +163,7 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
         for signum in STOP_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, stop)
+    outer, _HOLDING.stop = _HOLDING.stop, stop
     try:
         yield
     except BaseException as exc:
@@ -119,6 +176,7 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
             f"training stopped by {name} before it finished: {left}", stopped.signum, stopped.kept
         ) from None
     finally:
+        _HOLDING.stop = outer
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

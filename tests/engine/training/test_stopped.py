@@ -170,6 +170,33 @@ def test_train_raises_training_interrupted_and_restores_the_callers_handlers(tin
         signal.signal(signal.SIGTERM, previous)
 
 
+def _stop_while_writing_model_info(monkeypatch, module) -> None:
+    """Send this process SIGTERM as ``module`` writes a trained run's model.json: in the
+    milliseconds between the training's end and the model's rename into place."""
+    write = module.write_model_info
+
+    def stop_then_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread as os.kill returns
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(module, "write_model_info", stop_then_write)
+
+
+@pytest.mark.parametrize("kind", ["one network", "crop zoom"])
+def test_a_stop_after_the_training_waits_for_the_model_to_be_in_place(kind, tiny_project, tmp_path, monkeypatch):
+    """A stop while a trained run's last files were written lost the run: a crop-zoom run lost both
+    trained networks (nothing kept, nothing in place), a one-network run became a kept stopped run."""
+    from element_lightning_pose.engine.training import crop_zoom, single
+
+    config = TINY_CONFIG if kind == "one network" else {**TINY_CONFIG, "crop_zoom": {"enabled": True}}
+    _stop_while_writing_model_info(monkeypatch, single if kind == "one network" else crop_zoom)
+    model_dir = tmp_path / "model"
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .*the run had completed: .*holds its model"):
+        train(config, tiny_project.root, model_dir, progress=False)
+    assert read_model_info(model_dir).kind == ("crop_zoom" if kind == "crop zoom" else "single_stage")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing kept, no staging folder left
+
+
 # --------------------------------------------------------------------------- runs of several networks
 
 # one epoch takes well under a second at these sizes: the time budgets end the first networks

@@ -155,3 +155,50 @@ def test_the_message_says_what_is_kept_and_how_to_resume(tmp_path):
     (model_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert "(the earlier model, whose" in _what_is_left(model_dir, identity, None, None)
     assert _what_is_left(model_dir, identity, "x.ckpt", None).endswith("resume from x.ckpt again")
+
+
+def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path):
+    """Real signals, sent by this process to itself: before ``trained()`` a stop ends the run at
+    once; after it, at the end of the block (of the outermost block that holds it), or not at
+    all when the block fails."""
+    import os
+
+    from element_lightning_pose.engine.training.stopping import (
+        TrainingInterrupted,
+        signals_stop_the_run,
+        stops_held_once_trained,
+    )
+
+    def stop() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread as os.kill returns
+
+    callers = signal.getsignal(signal.SIGTERM)
+    reached = []
+    with pytest.raises(TrainingInterrupted):
+        with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained():
+            stop()
+            reached.append("not held")
+    assert reached == []
+
+    with pytest.raises(TrainingInterrupted):
+        with signals_stop_the_run(tmp_path / "model", None):
+            with stops_held_once_trained() as outer:
+                outer()
+                with stops_held_once_trained() as inner:
+                    inner()
+                    stop()
+                    stop()  # a second stop while held changes nothing
+                    reached.append("inner done")
+                reached.append("outer done")  # the outer block holds it too
+            reached.append("after the blocks")
+    assert reached == ["inner done", "outer done"]
+
+    # a failing block drops the stop it held: the error ends the run, and the next run is not stopped
+    with pytest.raises(ValueError, match="disk full"):
+        with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
+            trained()
+            stop()
+            raise ValueError("disk full")
+    with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
+        trained()
+    assert signal.getsignal(signal.SIGTERM) is callers  # outside a run, the caller's handler again
