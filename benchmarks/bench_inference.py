@@ -269,6 +269,9 @@ def main() -> None:
     parser.add_argument(
         "--cli-precisions", nargs="+", help="precisions of the `elp predict` runs (default: each available and auto)"
     )
+    parser.add_argument(
+        "--cli-repeats", type=int, default=1, help="rounds of the command-line runs, taken in turn (median kept)"
+    )
     parser.add_argument("--cli-backbones", nargs="*", help="backbones of the command-line runs (default: --backbones)")
     parser.add_argument("--multi-videos", type=int, default=8, help="videos of the one-call vs N-calls run (0: skip)")
     parser.add_argument("--multi-frames", type=int, default=2000, help="frames of each of those videos")
@@ -319,25 +322,33 @@ def main() -> None:
             model_dir = model_dirs.get(backbone) or our_model_dir(backbone, tmp)
             # the gate runs once per model and is kept in its directory: the command lines below reuse it
             gates[backbone] = gate_numbers(model_dir, [p for p in precisions if p != "fp32"], project)
-            timings = {}
-            for precision in args.cli_precisions or [*precisions, "auto"]:
-                timings[precision] = elp_predict(
-                    model_dir, [args.video], tmp / f"preds_{precision}", args.batch_size, precision, tmp
-                )
-                print(f"{backbone} elp predict --precision {precision}: {timings[precision][0]:.1f} s", flush=True)
-            if backbone in lp_models:
-                timings["litpose"] = timed_command(
-                    [
-                        str(args.lp_venv / "bin" / "litpose"),
-                        "predict",
-                        str(lp_models[backbone]),
-                        str(args.video),
-                        "--skip_viz",
-                        "--overwrite",
-                    ],
-                    tmp,
-                )
-                print(f"{backbone} litpose predict: {timings['litpose'][0]:.1f} s", flush=True)
+            # rounds of every command in turn: the load from other jobs on this shared machine
+            # changes within minutes, so each round compares commands run minutes apart at most
+            timings: dict[str, list[tuple[float, float]]] = {}
+            for round_ in range(args.cli_repeats):
+                for precision in args.cli_precisions or [*precisions, "auto"]:
+                    run = elp_predict(
+                        model_dir, [args.video], tmp / f"preds_{precision}", args.batch_size, precision, tmp
+                    )
+                    timings.setdefault(precision, []).append(run)
+                    print(
+                        f"{backbone} elp predict --precision {precision} (round {round_ + 1}): {run[0]:.1f} s",
+                        flush=True,
+                    )
+                if backbone in lp_models:
+                    run = timed_command(
+                        [
+                            str(args.lp_venv / "bin" / "litpose"),
+                            "predict",
+                            str(lp_models[backbone]),
+                            str(args.video),
+                            "--skip_viz",
+                            "--overwrite",
+                        ],
+                        tmp,
+                    )
+                    timings.setdefault("litpose", []).append(run)
+                    print(f"{backbone} litpose predict (round {round_ + 1}): {run[0]:.1f} s", flush=True)
             cli_rows.append((backbone, model_dir in model_dirs.values(), timings))
 
         multi = None
@@ -472,14 +483,23 @@ def write_report(args, info, n, precisions, rows, gates, cli_rows, multi, rss) -
             f"Command lines side by side on the whole video ({info.n_frames} frames; process start to CSV written, model "
             "loading and imports included; `/usr/bin/time`): `elp predict MODEL_DIR VIDEO -o DIR --precision P` (the "
             "gate already run and kept in the model directory, as on every run after the first) vs Lightning Pose "
-            "2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize.",
+            "2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize. "
+            f"{args.cli_repeats} round(s), each command once per round, in turn; the median of each command's rounds, "
+            "and the ratio of the medians (with each round's own ratio).",
             "",
         ]
         table = []
         for backbone, _, timings in cli_rows:
             lp = timings.get("litpose")
-            for name, (seconds, mib) in timings.items():
-                ratio = f"**{lp[0] / seconds:.2f}x**" if lp and name != "litpose" else ""
+            for name, runs in timings.items():
+                seconds = float(np.median([s for s, _ in runs]))
+                mib = max(m for _, m in runs)
+                ratio = ""
+                if lp and name != "litpose":
+                    ratio = f"**{np.median([s for s, _ in lp]) / seconds:.2f}x**"
+                    if len(runs) > 1:  # each round's own ratio: how far the noise moves it
+                        each = [lp_s / s for (lp_s, _), (s, _) in zip(lp, runs)]
+                        ratio += f" (rounds {min(each):.2f}-{max(each):.2f}x)"
                 label = "litpose predict" if name == "litpose" else f"elp predict --precision {name}"
                 checked = gates[backbone].get(name)
                 if checked is not None and not checked.passed:
@@ -487,8 +507,14 @@ def write_report(args, info, n, precisions, rows, gates, cli_rows, multi, rss) -
                 if name == "auto":
                     passing = [g for g in gates[backbone].values() if g.passed and g.speedup > 1]
                     label += f" (ran {max(passing, key=lambda g: g.speedup).precision if passing else 'fp32'})"
-                table.append((backbone, label, f"{seconds:.1f}", f"{info.n_frames / seconds:.1f}", ratio, f"{mib:.0f}"))
-        lines += markdown_table(("backbone", "command", "s", "frames/s", "speed-up vs litpose", "peak RSS MiB"), table)
+                every = ", ".join(f"{s:.1f}" for s, _ in runs)
+                table.append(
+                    (backbone, label, f"{seconds:.1f}", every, f"{info.n_frames / seconds:.1f}", ratio, f"{mib:.0f}")
+                )
+        lines += markdown_table(
+            ("backbone", "command", "median s", "each round s", "frames/s", "speed-up vs litpose", "peak RSS MiB"),
+            table,
+        )
         if not any("litpose" in t for _, _, t in cli_rows):
             lines += ["", "`litpose predict`: not run (no --lp-models given)."]
         lines += [
