@@ -49,9 +49,36 @@ has lint && run_lint
 
 # every test but the pipeline's runs without a database server
 has engine && run_group engine .venv tests --ignore=tests/pipeline
-# start_server exports the DJ_* variables of the server each group talks to
-if has dj2-postgresql; then start_server postgresql; run_group dj2-postgresql .venv tests/pipeline; fi
-if has dj014-mariadb; then start_server mysql; run_group dj014-mariadb .venv014 tests/pipeline; fi
+# The two pipeline groups talk to different servers from different venvs, so they run side by
+# side, on one thread each: their tests wait on the servers and on process start-ups more than
+# they compute. Each group's output is shown once it has ended.
+pipeline_groups=()
+has dj2-postgresql && pipeline_groups+=("dj2-postgresql postgresql .venv")
+has dj014-mariadb && pipeline_groups+=("dj014-mariadb mysql .venv014")
+declare -A server_env=() group_pid=()
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/elp-pipeline-tests.XXXXXX")"  # each group's own pytest folders
+for group in "${pipeline_groups[@]}"; do
+  read -r name backend venv <<<"$group"
+  start_server "$backend"
+  server_env[$name]="$("$REPO/.venv/bin/elp" db env --backend "$backend")"  # its DJ_* variables
+done
+for group in "${pipeline_groups[@]}"; do
+  read -r name backend venv <<<"$group"
+  log "pytest [$name] (side by side; its output follows when it ends)"
+  (
+    eval "${server_env[$name]}"
+    export OMP_NUM_THREADS=1
+    run_group "$name" "$venv" tests/pipeline --basetemp="$scratch/$name"
+    exit "$status"
+  ) >"$results/$name.log" 2>&1 &
+  group_pid[$name]=$!
+done
+for group in "${pipeline_groups[@]}"; do
+  read -r name _ <<<"$group"
+  wait "${group_pid[$name]}" || status=1
+  cat "$results/$name.log"
+done
+rm -rf "$scratch"
 
 "$REPO/.venv/bin/python" - "$results" <<'PY'
 import sys, pathlib, xml.etree.ElementTree as ET
