@@ -104,8 +104,8 @@ def stops_held_once_trained() -> Iterator[Callable[[], None]]:
     renamed into place at the end. A stop in those milliseconds lost the whole run: too late to
     keep it (:func:`keep_if_stopped` covers the training), too early for its model to be in place.
     Blocks nest (crop zoom's stages inside its run): a stop held by the inner one is raised at
-    its end, where the outer run keeps what it has. A block that ends with an error drops the
-    held stop (the error ends the run), saying so.
+    its end, where the outer run keeps what it has. A block that ends with an error raises the
+    held stop too, with the error as its context: the stop came first.
     """
     holding = False
 
@@ -117,20 +117,14 @@ def stops_held_once_trained() -> Iterator[Callable[[], None]]:
 
     try:
         yield trained
-    except BaseException:
+    finally:
         if holding:
             _HOLDING.depth -= 1
-            if _HOLDING.depth == 0 and _HOLDING.signum is not None:
-                logger.warning(
-                    "%s came while the run failed: the failure ends it", signal.Signals(_HOLDING.signum).name
-                )
-                _HOLDING.signum = None
-        raise
-    if holding:
-        _HOLDING.depth -= 1
-        if _HOLDING.depth == 0 and _HOLDING.signum is not None and _HOLDING.stop is not None:
-            signum, _HOLDING.signum = _HOLDING.signum, None
-            _HOLDING.stop(signum, None)
+            # raised also where the block ends with an error (the stop came first; the error is
+            # its context), and on a DDP process other than rank 0, which ends its block so
+            if _HOLDING.depth == 0 and _HOLDING.signum is not None and _HOLDING.stop is not None:
+                signum, _HOLDING.signum = _HOLDING.signum, None
+                _HOLDING.stop(signum, None)
 
 
 @contextmanager

@@ -159,8 +159,8 @@ def test_the_message_says_what_is_kept_and_how_to_resume(tmp_path):
 
 def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path):
     """Real signals, sent by this process to itself: before ``trained()`` a stop ends the run at
-    once; after it, at the end of the block (of the outermost block that holds it), or not at
-    all when the block fails."""
+    once; after it, at the end of the block (of the outermost block that holds it), also when
+    the block fails."""
     import os
 
     from element_lightning_pose.engine.training.stopping import (
@@ -193,12 +193,13 @@ def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path):
             reached.append("after the blocks")
     assert reached == ["inner done", "outer done"]
 
-    # a failing block drops the stop it held: the error ends the run, and the next run is not stopped
-    with pytest.raises(ValueError, match="disk full"):
+    # a block that fails once the stop is held ends in the stop, the error as its context
+    with pytest.raises(TrainingInterrupted) as info:
         with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
             trained()
             stop()
             raise ValueError("disk full")
+    assert isinstance(info.value.__context__.__context__, ValueError)  # RunStopped's context: the error
     with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
-        trained()
+        trained()  # the stop was raised once: the next run is not stopped
     assert signal.getsignal(signal.SIGTERM) is callers  # outside a run, the caller's handler again
