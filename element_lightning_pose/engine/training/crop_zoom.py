@@ -346,7 +346,7 @@ def train_crop_zoom(
                 Path(tmp),
                 progress,
             )
-        trained()
+            trained()  # inside the keep: no instant between the two where a stop would lose both stages
         resolved.to_yaml(stage / CONFIG_YAML)
         history = pd.concat(
             [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True

@@ -98,7 +98,7 @@ def train_per_view(
                 train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
                 trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
                 results[view] = _moved(trained, stage, model_dir)
-        all_trained()
+            all_trained()  # inside the keep: no instant between the two where a stop would lose the views
         config.to_yaml(stage / "config.yaml")
         wall_time = sum(r.wall_time_s for r in results.values())
         info = ModelInfo.of_per_view(
