@@ -310,7 +310,8 @@ def videos_at_once(model: PoseModel, n_videos: int) -> int:
 
     On mirror-mouse's video (resnet18, bf16, 2-core Xeon) two videos side by side at one thread
     each ran 142 frames/s against 122 for one video at two threads
-    (``benchmarks/results/inference_videos.md``). Torch's thread count is one setting for the
+    (``benchmarks/results/inference_videos.md``); on a 2-core AMD EPYC (AVX2, resnet18 fp32)
+    only 1.07x (``inference_videos_amd.md``). Torch's thread count is one setting for the
     whole process, so fewer videos than threads go one at a time at every thread instead of
     leaving cores idle; a GPU runs one video at a time.
     """
