@@ -325,61 +325,62 @@ def train_crop_zoom(
     resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
     # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
     pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
-    with (
-        tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp,
-        stops_held_once_trained() as trained,  # a stop after both stages waits for the model to be in place
-        atomic_directory(model_dir) as stage,
-    ):
-        if kept is not None:
-            seed_stage(kept, stage, resume=True, frame_cache=False)
-        with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
-            detector, pose = _train_stages(
-                config,
-                resolved,
-                labels,
-                videos,
-                splits,
-                pose_rows,
-                crop_size,
-                stage,
-                Path(final_dir or model_dir),
-                Path(tmp),
-                progress,
-            )
-            trained()  # inside the keep: no instant between the two where a stop would lose both stages
-        resolved.to_yaml(stage / CONFIG_YAML)
-        history = pd.concat(
-            [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)], ignore_index=True
-        )
-        write_csv_atomic(history, stage / "metrics.csv")
-        wall_time = detector.wall_time_s + pose.wall_time_s
-        info = ModelInfo.of_crop_zoom(
-            read_model_info(stage / POSE_DIR),
-            read_model_info(stage / DETECTOR_DIR),
-            frame_size=[height, width],
-            splits=splits,
-            wall_time_s=wall_time,
-            settings={
-                "crop_size": [int(crop_size[0]), int(crop_size[1])],
-                "detector_resize": list(config.crop_zoom.detector_resize),
-                "detector_target": config.crop_zoom.detector_target,
-                "detection_smoothing": config.crop_zoom.detection_smoothing,
-                "min_detection_confidence": config.crop_zoom.min_detection_confidence,
-                "on_miss": config.crop_zoom.on_miss,
-            },
-            stages={
-                name: {
-                    "dir": name,
-                    "epochs": result.epochs,
-                    "best_val_loss": result.best_val_loss,
-                    "wall_time_s": round(float(result.wall_time_s), 3),
-                }
-                for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
-            },
-        )
-        write_model_info(stage, info)
-    if keep_stopped:
-        discard_stopped(model_dir)
+    # a stop once the run's files are written waits for its rename into place and the kept run's
+    # removal (stops_held_once_trained); one before is kept with the finished stages (keep_if_stopped)
+    with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, stops_held_once_trained() as trained:
+        with atomic_directory(model_dir) as stage:
+            if kept is not None:
+                seed_stage(kept, stage, resume=True, frame_cache=False)
+            keep = keep_if_stopped(stage, model_dir, when=global_rank_zero, started_with=config)
+            with keep if keep_stopped else nullcontext():
+                detector, pose = _train_stages(
+                    config,
+                    resolved,
+                    labels,
+                    videos,
+                    splits,
+                    pose_rows,
+                    crop_size,
+                    stage,
+                    Path(final_dir or model_dir),
+                    Path(tmp),
+                    progress,
+                )
+                resolved.to_yaml(stage / CONFIG_YAML)
+                history = pd.concat(
+                    [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)],
+                    ignore_index=True,
+                )
+                write_csv_atomic(history, stage / "metrics.csv")
+                wall_time = detector.wall_time_s + pose.wall_time_s
+                info = ModelInfo.of_crop_zoom(
+                    read_model_info(stage / POSE_DIR),
+                    read_model_info(stage / DETECTOR_DIR),
+                    frame_size=[height, width],
+                    splits=splits,
+                    wall_time_s=wall_time,
+                    settings={
+                        "crop_size": [int(crop_size[0]), int(crop_size[1])],
+                        "detector_resize": list(config.crop_zoom.detector_resize),
+                        "detector_target": config.crop_zoom.detector_target,
+                        "detection_smoothing": config.crop_zoom.detection_smoothing,
+                        "min_detection_confidence": config.crop_zoom.min_detection_confidence,
+                        "on_miss": config.crop_zoom.on_miss,
+                    },
+                    stages={
+                        name: {
+                            "dir": name,
+                            "epochs": result.epochs,
+                            "best_val_loss": result.best_val_loss,
+                            "wall_time_s": round(float(result.wall_time_s), 3),
+                        }
+                        for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
+                    },
+                )
+                write_model_info(stage, info)
+                trained()
+        if keep_stopped:
+            discard_stopped(model_dir)
     return TrainResult(
         model_dir,
         model_dir / POSE_DIR / "checkpoints" / "best.ckpt",

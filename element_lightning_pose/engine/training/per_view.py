@@ -88,39 +88,40 @@ def train_per_view(
     bodyparts = read_multiview_labels(project_root, files, names, check_images=True).bodyparts
     check_replaceable(model_dir)
     results: dict[str, TrainResult] = {}
-    # a stop after the last view waits for the model to be in place
-    with stops_held_once_trained() as all_trained, atomic_directory(model_dir) as stage:
-        if resume_from is not None:
-            seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
-        with keep_if_stopped(stage, model_dir, when=global_rank_zero):
-            config.to_yaml(stage / "config.yaml")  # first: a kept run is resumed only with the same networks
-            for view, csv_file in views:
-                train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
-                trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
-                results[view] = _moved(trained, stage, model_dir)
-            all_trained()  # inside the keep: no instant between the two where a stop would lose the views
-        config.to_yaml(stage / "config.yaml")
-        wall_time = sum(r.wall_time_s for r in results.values())
-        info = ModelInfo.of_per_view(
-            list(bodyparts),
-            image_resize=list(config.data.image_resize),
-            backbone=config.model.backbone,
-            model_type=config.model.model_type,
-            preset=config.preset,
-            wall_time_s=wall_time,
-            # each view's network is a whole model directory of its own: load those
-            views={
-                view: {
-                    "model_dir": view,
-                    "csv_file": csv_file,
-                    "best_val_loss": results[view].best_val_loss,
-                    "epochs": results[view].epochs,
-                }
-                for view, csv_file in views
-            },
-        )
-        write_model_info(stage, info)
-    discard_stopped(model_dir)
+    # a stop once the run's files are written waits for its rename into place and the kept run's
+    # removal (stops_held_once_trained); one before is kept with the finished views (keep_if_stopped)
+    with stops_held_once_trained() as all_trained:
+        with atomic_directory(model_dir) as stage:
+            if resume_from is not None:
+                seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
+            with keep_if_stopped(stage, model_dir, when=global_rank_zero):
+                config.to_yaml(stage / "config.yaml")  # first: a kept run is resumed only with the same networks
+                for view, csv_file in views:
+                    train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
+                    trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
+                    results[view] = _moved(trained, stage, model_dir)
+                wall_time = sum(r.wall_time_s for r in results.values())
+                info = ModelInfo.of_per_view(
+                    list(bodyparts),
+                    image_resize=list(config.data.image_resize),
+                    backbone=config.model.backbone,
+                    model_type=config.model.model_type,
+                    preset=config.preset,
+                    wall_time_s=wall_time,
+                    # each view's network is a whole model directory of its own: load those
+                    views={
+                        view: {
+                            "model_dir": view,
+                            "csv_file": csv_file,
+                            "best_val_loss": results[view].best_val_loss,
+                            "epochs": results[view].epochs,
+                        }
+                        for view, csv_file in views
+                    },
+                )
+                write_model_info(stage, info)
+                all_trained()
+        discard_stopped(model_dir)
     return PerViewResult(model_dir, results, float(wall_time))
 
 

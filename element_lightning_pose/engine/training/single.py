@@ -190,38 +190,40 @@ def train_single(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
     try:
-        # a stop after the training waits for the model to be in place (the last with: renamed first)
-        with _quiet_lightning(), stops_held_once_trained() as trained, atomic_directory(model_dir) as stage:
-            seed_stage(
-                run_folder,
-                stage,
-                resume=resume_from is not None,
-                frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
-            )
-            # kept only once seeded (a half-copied stage must not replace the run it came from),
-            # and only by global rank 0, whose stage holds the checkpoints
-            with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
-                result, global_zero = _fit(
-                    config,
-                    labels,
-                    videos,
-                    splits,
+        # a stop once the run's files are written waits for its rename into place and the kept
+        # run's removal (stops_held_once_trained); one before is kept (keep_if_stopped)
+        with _quiet_lightning(), stops_held_once_trained() as trained:
+            with atomic_directory(model_dir) as stage:
+                seed_stage(
+                    run_folder,
                     stage,
-                    model_dir,
-                    Path(final_dir or model_dir),
-                    resume_from,
-                    progress,
-                    Path(project_root),
-                    trained,
+                    resume=resume_from is not None,
+                    frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
                 )
-            if not global_zero:
-                # DDP runs train() in every process; only global rank 0's stage holds the
-                # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
-                raise _OtherRank(result)
+                # kept only once seeded (a half-copied stage must not replace the run it came from),
+                # and only by global rank 0, whose stage holds the checkpoints
+                with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
+                    result, global_zero = _fit(
+                        config,
+                        labels,
+                        videos,
+                        splits,
+                        stage,
+                        model_dir,
+                        Path(final_dir or model_dir),
+                        resume_from,
+                        progress,
+                        Path(project_root),
+                    )
+                    if not global_zero:
+                        # DDP runs train() in every process; only global rank 0's stage holds the
+                        # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
+                        raise _OtherRank(result)
+                    trained()
+            if keep_stopped:
+                discard_stopped(model_dir)
     except _OtherRank as other:
         return other.result
-    if keep_stopped:
-        discard_stopped(model_dir)
     return result
 
 
@@ -341,7 +343,6 @@ def _fit(
     resume_from: PathLike | None,
     progress: bool,
     project_root: Path,
-    trained: Callable[[], None],
 ) -> tuple[TrainResult, bool]:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s, those in
     the checkpoints' state ``final_dir``'s), and whether this process is global rank 0."""
@@ -390,7 +391,6 @@ def _fit(
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     run_time = time.perf_counter() - started
-    trained()  # from here on, a stop waits for the model to be written and in place
 
     # the checkpoint folder Lightning broadcast from global rank 0: every DDP process checks the same file
     best = Path(checkpoint.dirpath) / "best.ckpt"

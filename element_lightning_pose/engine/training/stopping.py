@@ -19,8 +19,9 @@ the network it was stopped in as ``<network>.stopped``. Resuming from any checkp
 kept folder (:func:`kept_checkpoint` names the one it was stopped at) reuses the finished networks
 and goes on with the stopped one from its last epoch.
 
-Once a network has trained, a stop waits while its last files are written and its folder is
-renamed into place (:func:`stops_held_once_trained`), then ends the run, whose model is complete.
+A stop after a run's last files are written waits for its folder's rename into place
+(:func:`stops_held_once_trained`), then ends the run, whose model is complete; one that comes
+while they are written keeps the run, without its ``model.json``.
 """
 
 from __future__ import annotations
@@ -97,31 +98,34 @@ _HOLDING = _Holding()
 
 @contextmanager
 def stops_held_once_trained() -> Iterator[Callable[[], None]]:
-    """Yields ``trained``, to call once the block's network has trained: a stop signal that comes
-    from then to the block's end waits for it, and is raised there (the model is then in place).
+    """Yields ``trained``, to call once the block's run has written its last files into its
+    staging folder: a stop signal that comes from then to the block's end waits for it, and is
+    raised there. The block then renames the folder into place and removes the kept stopped run,
+    so the stop ends a run whose model is complete.
 
-    A run's last files are written into its staging folder after the training, and the folder is
-    renamed into place at the end. A stop in those milliseconds lost the whole run: too late to
-    keep it (:func:`keep_if_stopped` covers the training), too early for its model to be in place.
-    Blocks nest (crop zoom's stages inside its run): a stop held by the inner one is raised at
-    its end, where the outer run keeps what it has. A block that ends with an error raises the
-    held stop too, with the error as its context: the stop came first.
+    Before ``trained()`` a stop is kept (:func:`keep_if_stopped`, around the training and the
+    writes); after the rename it would find a complete model but a stale kept run beside it. Blocks
+    nest (crop zoom's stages inside its run): a stop held by the inner one is raised at its end,
+    where the outer run keeps what it has. A block that ends with an error raises the held stop
+    too (the stop came first), the error logged and kept as its context.
     """
     holding = False
 
     def trained() -> None:
         nonlocal holding
         if not holding:
+            _HOLDING.depth += 1  # first: a stop from here on is held, none is raised before holding is set
             holding = True
-            _HOLDING.depth += 1
 
     try:
         yield trained
+    except BaseException as error:
+        if holding and _HOLDING.depth == 1 and _HOLDING.signum is not None:
+            logger.warning("while a stop was held: %s: %s", type(error).__name__, error)
+        raise
     finally:
         if holding:
             _HOLDING.depth -= 1
-            # raised also where the block ends with an error (the stop came first; the error is
-            # its context), and on a DDP process other than rank 0, which ends its block so
             if _HOLDING.depth == 0 and _HOLDING.signum is not None and _HOLDING.stop is not None:
                 signum, _HOLDING.signum = _HOLDING.signum, None
                 _HOLDING.stop(signum, None)
@@ -189,13 +193,18 @@ def stop_behind(exc: BaseException | None) -> RunStopped | None:
 
 
 @contextmanager
-def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lambda: True) -> Iterator[None]:
+def keep_if_stopped(
+    stage: Path, model_dir: Path, when: Callable[[], bool] = lambda: True, started_with: TrainConfig | None = None
+) -> Iterator[None]:
     """Keep the staging folder ``stage`` of a run into ``model_dir`` as ``<model_dir>.stopped``
     when a signal stops the run after its first epoch's checkpoint, in any of its networks (an
     earlier stopped run kept there is replaced); a run stopped before it, or failing otherwise,
     keeps nothing. ``when``
     is asked at that moment (a DDP process other than global rank 0 keeps nothing). A model
-    directory named like the kept folder (one with a ``model.json``) is never replaced."""
+    directory named like the kept folder (one with a ``model.json``) is never replaced.
+    ``started_with``: the configuration the run started with, written back as the kept run's
+    ``config.yaml`` (its last files replace it with the model's own, e.g. crop zoom's resolved
+    crop size), so that a caller with that configuration resumes it (:func:`stopped_checkpoint`)."""
     try:
         yield
     except BaseException as exc:
@@ -206,6 +215,11 @@ def keep_if_stopped(stage: Path, model_dir: Path, when: Callable[[], bool] = lam
                 logger.warning("the stopped run is not kept: %s is a model directory", target)
             else:
                 try:
+                    # a run stopped while writing its last files may have its model.json: a kept
+                    # run is resumed, never loaded as a model
+                    (stage / MODEL_JSON).unlink(missing_ok=True)
+                    if started_with is not None:
+                        started_with.to_yaml(stage / CONFIG_YAML)
                     stopped.kept = replace_directory(stage, target)
                 except OSError as keep_error:  # the stop goes on; the message says nothing was kept
                     logger.warning("the stopped run's folder %s could not be kept: %s", stage, keep_error)

@@ -171,8 +171,7 @@ def test_train_raises_training_interrupted_and_restores_the_callers_handlers(tin
 
 
 def _stop_while_writing_model_info(monkeypatch, module) -> None:
-    """Send this process SIGTERM as ``module`` writes a trained run's model.json: in the
-    milliseconds between the training's end and the model's rename into place."""
+    """Send this process SIGTERM as ``module`` writes a trained run's model.json."""
     write = module.write_model_info
 
     def stop_then_write(*args, **kwargs):
@@ -182,19 +181,60 @@ def _stop_while_writing_model_info(monkeypatch, module) -> None:
     monkeypatch.setattr(module, "write_model_info", stop_then_write)
 
 
-@pytest.mark.parametrize("kind", ["one network", "crop zoom"])
-def test_a_stop_after_the_training_waits_for_the_model_to_be_in_place(kind, tiny_project, tmp_path, monkeypatch):
-    """A stop while a trained run's last files were written lost the run: a crop-zoom run lost both
-    trained networks (nothing kept, nothing in place), a one-network run became a kept stopped run."""
+def _stop_while_renaming_into(monkeypatch, model_dir: Path) -> None:
+    """Send this process SIGTERM as the staging folder of ``model_dir`` is renamed into place."""
+    from element_lightning_pose.engine import atomic
+
+    rename = atomic.replace_directory
+
+    def stop_then_rename(source, target):
+        if Path(target) == model_dir:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return rename(source, target)
+
+    monkeypatch.setattr(atomic, "replace_directory", stop_then_rename)
+
+
+STOP_KINDS = {"one network": TINY_CONFIG, "crop zoom": {**TINY_CONFIG, "crop_zoom": {"enabled": True}}}
+
+
+@pytest.mark.parametrize("kind", list(STOP_KINDS))
+def test_a_stop_while_the_last_files_are_written_keeps_the_run_and_it_resumes(
+    kind, tiny_project, tmp_path, monkeypatch
+):
+    """A crop-zoom run stopped there lost both trained networks (nothing kept, nothing in
+    place); a one-network run was kept with its model.json, as a model nothing would replace."""
     from element_lightning_pose.engine.training import crop_zoom, single
 
-    config = TINY_CONFIG if kind == "one network" else {**TINY_CONFIG, "crop_zoom": {"enabled": True}}
     _stop_while_writing_model_info(monkeypatch, single if kind == "one network" else crop_zoom)
-    model_dir = tmp_path / "model"
-    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .*the run had completed: .*holds its model"):
-        train(config, tiny_project.root, model_dir, progress=False)
+    model_dir, kept = tmp_path / "model", stopped_folder(tmp_path / "model")
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .* kept in .*model\.stopped") as info:
+        train(STOP_KINDS[kind], tiny_project.root, model_dir, progress=False)
+    assert info.value.kept == kept and not model_dir.exists()
+    assert not (kept / "model.json").exists() and kept_checkpoint(kept) is not None
+    monkeypatch.undo()
+    # the pipeline's way: the same configuration goes on from it, here only to write its files
+    config = TrainConfig.from_dict(STOP_KINDS[kind])
+    assert stopped_checkpoint(model_dir, config) == kept_checkpoint(kept)
+    result = train(config, tiny_project.root, model_dir, progress=False, resume_stopped=True)
+    assert result.model_dir == model_dir and [p.name for p in tmp_path.iterdir()] == ["model"]
     assert read_model_info(model_dir).kind == ("crop_zoom" if kind == "crop zoom" else "single_stage")
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing kept, no staging folder left
+
+
+@pytest.mark.parametrize("kind", list(STOP_KINDS))
+def test_a_stop_as_the_model_is_renamed_waits_for_it_and_the_kept_run_is_removed(
+    kind, tiny_project, tmp_path, monkeypatch
+):
+    """Once its files are written, a stopped run is complete: its model goes into place and an
+    earlier run's kept epochs are removed, as when it ends unstopped."""
+    model_dir, kept = tmp_path / "model", stopped_folder(tmp_path / "model")
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "checkpoints" / "last.ckpt").write_bytes(b"an earlier stopped run")
+    _stop_while_renaming_into(monkeypatch, model_dir)
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .*the run had completed: .*holds its model"):
+        train(STOP_KINDS[kind], tiny_project.root, model_dir, progress=False)
+    assert read_model_info(model_dir).kind == ("crop_zoom" if kind == "crop zoom" else "single_stage")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no kept run, no staging folder left
 
 
 # --------------------------------------------------------------------------- runs of several networks

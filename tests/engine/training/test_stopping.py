@@ -157,7 +157,7 @@ def test_the_message_says_what_is_kept_and_how_to_resume(tmp_path):
     assert _what_is_left(model_dir, identity, "x.ckpt", None).endswith("resume from x.ckpt again")
 
 
-def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path):
+def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path, caplog):
     """Real signals, sent by this process to itself: before ``trained()`` a stop ends the run at
     once; after it, at the end of the block (of the outermost block that holds it), also when
     the block fails."""
@@ -200,6 +200,7 @@ def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path):
             stop()
             raise ValueError("disk full")
     assert isinstance(info.value.__context__.__context__, ValueError)  # RunStopped's context: the error
+    assert "while a stop was held: ValueError: disk full" in caplog.text  # and said
     with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
         trained()  # the stop was raised once: the next run is not stopped
     assert signal.getsignal(signal.SIGTERM) is callers  # outside a run, the caller's handler again
