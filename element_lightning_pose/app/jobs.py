@@ -61,6 +61,8 @@ LOG_FILE = "train.log"
 GRACE_S = 30.0
 LOG_TAIL_LINES = 30
 RUNNING, FINISHED, FAILED, CANCELLED, ABANDONED = "running", "finished", "failed", "cancelled", "abandoned"
+# how a process that SIGTERM or SIGINT stopped ends: by the signal (Popen: -N) or by elp train's exit (128 + N)
+STOPPED_STATUSES = {status for signum in (signal.SIGTERM, signal.SIGINT) for status in (-signum, 128 + signum)}
 METRIC_COLUMNS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_pixel_error", "lr")
 # a staging folder of atomic_directory: .<name>.<pid>.<random>.tmp (engine/atomic.py)
 _STAGE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -194,10 +196,12 @@ class TrainingJob:
                 )
             record.returncode = returncode
             record.ended_at = time.time()
-            # elp train exits 0 only with its model written (a run stopped by a signal exits 143);
-            # the model directory tells where there is no status (a process of an earlier server)
-            # and where a cancel came after the model was complete
-            if returncode == 0 or ((returncode is None or record.cancel_requested) and self._model_completed()):
+            # elp train exits 0 only with its model written. A run stopped by a signal exits 143 (or
+            # 130), also one stopped once its files were written, which ends with its model in
+            # place; the model directory tells then, and where there is no status (a process of
+            # an earlier server) or a cancel came after the model was complete
+            stopped = returncode is None or record.cancel_requested or returncode in STOPPED_STATUSES
+            if returncode == 0 or (stopped and self._model_completed()):
                 record.state = FINISHED
             elif record.cancel_requested:
                 record.state = CANCELLED

@@ -340,3 +340,19 @@ def test_a_cancel_sent_from_another_server_ends_the_job_as_cancelled(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_run_stopped_once_its_model_is_in_place_is_finished(tmp_path):
+    """elp train stopped by a signal (not the app's cancel) after its model was renamed into place
+    exits 143 with a complete model: the job is finished, not failed."""
+    import subprocess
+
+    from element_lightning_pose.app.jobs import FINISHED, JobRecord, TrainingJob
+
+    project = tmp_path / "project"
+    process = subprocess.Popen(["sh", "-c", "sleep 0.5; exit 143"], start_new_session=True)
+    job = TrainingJob(project, JobRecord("m", [], ["elp", "train"], time.time(), pid=process.pid), process)
+    job.job_dir.mkdir(parents=True)
+    job.model_dir.mkdir(parents=True)
+    (job.model_dir / "model.json").write_text("{}")  # the run's model, in place
+    assert job.wait(timeout=30) == FINISHED and job.record.returncode == 143
