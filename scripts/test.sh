@@ -24,7 +24,16 @@ ensure_dandi() {
   export ELP_DANDI="$REPO/.venv-dandi/bin/dandi"
 }
 if has engine || has dj2-postgresql || has dj014-mariadb; then ensure_dandi; fi
-trap stop_servers_we_started EXIT
+group_pids=()  # the pipeline groups' subshells, while they run side by side
+end_groups() {  # a script that ends early (a cancelled CI run) ends them and their pytest first
+  local pid
+  for pid in "${group_pids[@]}"; do
+    # KILL: a test that trains takes SIGTERM as a stop of its run, and pytest goes on
+    pkill -KILL -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
+}
+trap 'end_groups; stop_servers_we_started' EXIT
 
 results="$REPO/.elp/test-results"; rm -rf "$results"; mkdir -p "$results"
 export ELP_REQUIRE_DB=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" PYTHONDONTWRITEBYTECODE=1
@@ -55,8 +64,9 @@ has engine && run_group engine .venv tests --ignore=tests/pipeline
 pipeline_groups=()
 has dj2-postgresql && pipeline_groups+=("dj2-postgresql postgresql .venv")
 has dj014-mariadb && pipeline_groups+=("dj014-mariadb mysql .venv014")
-declare -A server_env=() group_pid=()
+declare -A server_env=()
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/elp-pipeline-tests.XXXXXX")"  # each group's own pytest folders
+trap 'end_groups; rm -rf "$scratch"; stop_servers_we_started' EXIT
 for group in "${pipeline_groups[@]}"; do
   read -r name backend venv <<<"$group"
   start_server "$backend"
@@ -71,13 +81,14 @@ for group in "${pipeline_groups[@]}"; do
     run_group "$name" "$venv" tests/pipeline --basetemp="$scratch/$name"
     exit "$status"
   ) >"$results/$name.log" 2>&1 &
-  group_pid[$name]=$!
+  group_pids+=("$!")
 done
-for group in "${pipeline_groups[@]}"; do
-  read -r name _ <<<"$group"
-  wait "${group_pid[$name]}" || status=1
+for i in "${!pipeline_groups[@]}"; do
+  read -r name _ <<<"${pipeline_groups[$i]}"
+  wait "${group_pids[$i]}" || status=1
   cat "$results/$name.log"
 done
+group_pids=()
 rm -rf "$scratch"
 
 "$REPO/.venv/bin/python" - "$results" <<'PY'
