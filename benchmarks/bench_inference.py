@@ -270,7 +270,10 @@ def main() -> None:
         "--cli-precisions", nargs="+", help="precisions of the `elp predict` runs (default: each available and auto)"
     )
     parser.add_argument(
-        "--cli-repeats", type=int, default=1, help="rounds of the command-line runs, taken in turn (median kept)"
+        "--cli-repeats",
+        type=lambda text: max(1, int(text)),
+        default=1,
+        help="rounds of the command-line runs, taken in turn (median kept; at least 1)",
     )
     parser.add_argument("--cli-backbones", nargs="*", help="backbones of the command-line runs (default: --backbones)")
     parser.add_argument("--multi-videos", type=int, default=8, help="videos of the one-call vs N-calls run (0: skip)")
@@ -324,31 +327,27 @@ def main() -> None:
             gates[backbone] = gate_numbers(model_dir, [p for p in precisions if p != "fp32"], project)
             # rounds of every command in turn: the load from other jobs on this shared machine
             # changes within minutes, so each round compares commands run minutes apart at most
-            timings: dict[str, list[tuple[float, float]]] = {}
+            names = [*(args.cli_precisions or [*precisions, "auto"])] + (["litpose"] if backbone in lp_models else [])
+            timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
             for round_ in range(args.cli_repeats):
-                for precision in args.cli_precisions or [*precisions, "auto"]:
-                    run = elp_predict(
-                        model_dir, [args.video], tmp / f"preds_{precision}", args.batch_size, precision, tmp
-                    )
-                    timings.setdefault(precision, []).append(run)
-                    print(
-                        f"{backbone} elp predict --precision {precision} (round {round_ + 1}): {run[0]:.1f} s",
-                        flush=True,
-                    )
-                if backbone in lp_models:
-                    run = timed_command(
-                        [
-                            str(args.lp_venv / "bin" / "litpose"),
-                            "predict",
-                            str(lp_models[backbone]),
-                            str(args.video),
-                            "--skip_viz",
-                            "--overwrite",
-                        ],
-                        tmp,
-                    )
-                    timings.setdefault("litpose", []).append(run)
-                    print(f"{backbone} litpose predict (round {round_ + 1}): {run[0]:.1f} s", flush=True)
+                # each round starts one command later: no command always runs first, or after litpose
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    if name == "litpose":
+                        run = timed_command(
+                            [
+                                str(args.lp_venv / "bin" / "litpose"),
+                                "predict",
+                                str(lp_models[backbone]),
+                                str(args.video),
+                                "--skip_viz",
+                                "--overwrite",
+                            ],
+                            tmp,
+                        )
+                    else:
+                        run = elp_predict(model_dir, [args.video], tmp / f"preds_{name}", args.batch_size, name, tmp)
+                    timings[name].append(run)
+                    print(f"{backbone} {name} (round {round_ + 1}): {run[0]:.1f} s", flush=True)
             cli_rows.append((backbone, model_dir in model_dirs.values(), timings))
 
         multi = None
@@ -484,7 +483,8 @@ def write_report(args, info, n, precisions, rows, gates, cli_rows, multi, rss) -
             "loading and imports included; `/usr/bin/time`): `elp predict MODEL_DIR VIDEO -o DIR --precision P` (the "
             "gate already run and kept in the model directory, as on every run after the first) vs Lightning Pose "
             "2.4.3 `litpose predict MODEL_DIR VIDEO --skip_viz`, same backbone and 256x256 resize. "
-            f"{args.cli_repeats} round(s), each command once per round, in turn; the median of each command's rounds, "
+            f"{args.cli_repeats} round(s), each command once per round, in turn (each round starting one command "
+            "later); the median of each command's rounds, "
             "and the ratio of the medians (with each round's own ratio).",
             "",
         ]
