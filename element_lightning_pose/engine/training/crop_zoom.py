@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +41,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.config import ConfigError, TrainConfig, crop_zoom_unsupported
 from element_lightning_pose.engine.data.crops import (
     apply_affine,
@@ -82,10 +80,8 @@ from element_lightning_pose.engine.training.single import (
 )
 from element_lightning_pose.engine.training.stopping import (
     check_same_networks,
-    discard_stopped,
-    keep_if_stopped,
+    staged_run,
     stopped_folder,
-    stops_held_once_trained,
 )
 from element_lightning_pose.engine.training.unlabeled import plan_segments
 from element_lightning_pose.engine.training.unsupervised import require_unlabeled_videos
@@ -325,62 +321,63 @@ def train_crop_zoom(
     resolved.crop_zoom.crop_size = (int(crop_size[0]), int(crop_size[1]))
     # frames without any label have no centre: nothing to crop, nothing to learn for the pose stage
     pose_rows = np.flatnonzero(np.isfinite(label_centres(labels.keypoints)).all(axis=1))
-    # a stop once the run's files are written waits for its rename into place and the kept run's
-    # removal (stops_held_once_trained); one before is kept with the finished stages (keep_if_stopped)
-    with tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp, stops_held_once_trained() as trained:
-        with atomic_directory(model_dir) as stage:
-            if kept is not None:
-                seed_stage(kept, stage, resume=True, frame_cache=False)
-            keep = keep_if_stopped(stage, model_dir, when=global_rank_zero, started_with=config)
-            with keep if keep_stopped else nullcontext():
-                detector, pose = _train_stages(
-                    config,
-                    resolved,
-                    labels,
-                    videos,
-                    splits,
-                    pose_rows,
-                    crop_size,
-                    stage,
-                    Path(final_dir or model_dir),
-                    Path(tmp),
-                    progress,
-                )
-                resolved.to_yaml(stage / CONFIG_YAML)
-                history = pd.concat(
-                    [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)],
-                    ignore_index=True,
-                )
-                write_csv_atomic(history, stage / "metrics.csv")
-                wall_time = detector.wall_time_s + pose.wall_time_s
-                info = ModelInfo.of_crop_zoom(
-                    read_model_info(stage / POSE_DIR),
-                    read_model_info(stage / DETECTOR_DIR),
-                    frame_size=[height, width],
-                    splits=splits,
-                    wall_time_s=wall_time,
-                    settings={
-                        "crop_size": [int(crop_size[0]), int(crop_size[1])],
-                        "detector_resize": list(config.crop_zoom.detector_resize),
-                        "detector_target": config.crop_zoom.detector_target,
-                        "detection_smoothing": config.crop_zoom.detection_smoothing,
-                        "min_detection_confidence": config.crop_zoom.min_detection_confidence,
-                        "on_miss": config.crop_zoom.on_miss,
-                    },
-                    stages={
-                        name: {
-                            "dir": name,
-                            "epochs": result.epochs,
-                            "best_val_loss": result.best_val_loss,
-                            "wall_time_s": round(float(result.wall_time_s), 3),
-                        }
-                        for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
-                    },
-                )
-                write_model_info(stage, info)
-                trained()
-        if keep_stopped:
-            discard_stopped(model_dir)
+    # a stop keeps the run with its finished stages, and waits for the model once its files are written
+    with (
+        tempfile.TemporaryDirectory(prefix="elp-cropzoom-") as tmp,
+        staged_run(
+            model_dir,
+            when=global_rank_zero,
+            keep=keep_stopped,
+            seed=partial(seed_stage, kept, resume=True, frame_cache=False) if kept is not None else None,
+            started_with=config,
+        ) as (stage, written),
+    ):
+        detector, pose = _train_stages(
+            config,
+            resolved,
+            labels,
+            videos,
+            splits,
+            pose_rows,
+            crop_size,
+            stage,
+            Path(final_dir or model_dir),
+            Path(tmp),
+            progress,
+        )
+        resolved.to_yaml(stage / CONFIG_YAML)
+        history = pd.concat(
+            [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)],
+            ignore_index=True,
+        )
+        write_csv_atomic(history, stage / "metrics.csv")
+        wall_time = detector.wall_time_s + pose.wall_time_s
+        info = ModelInfo.of_crop_zoom(
+            read_model_info(stage / POSE_DIR),
+            read_model_info(stage / DETECTOR_DIR),
+            frame_size=[height, width],
+            splits=splits,
+            wall_time_s=wall_time,
+            settings={
+                "crop_size": [int(crop_size[0]), int(crop_size[1])],
+                "detector_resize": list(config.crop_zoom.detector_resize),
+                "detector_target": config.crop_zoom.detector_target,
+                "detection_smoothing": config.crop_zoom.detection_smoothing,
+                "min_detection_confidence": config.crop_zoom.min_detection_confidence,
+                "on_miss": config.crop_zoom.on_miss,
+            },
+            stages={
+                name: {
+                    "dir": name,
+                    "epochs": result.epochs,
+                    "best_val_loss": result.best_val_loss,
+                    "wall_time_s": round(float(result.wall_time_s), 3),
+                }
+                for name, result in ((DETECTOR_DIR, detector), (POSE_DIR, pose))
+            },
+        )
+        write_model_info(stage, info)
+        written()
     return TrainResult(
         model_dir,
         model_dir / POSE_DIR / "checkpoints" / "best.ckpt",

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from element_lightning_pose.engine.atomic import atomic_directory
 from element_lightning_pose.engine.config import DataConfig, TrainConfig
 from element_lightning_pose.engine.data.projects import project_views, read_multiview_labels
 from element_lightning_pose.engine.errors import ProjectError
@@ -35,10 +34,8 @@ from element_lightning_pose.engine.model_dir import ModelInfo, check_replaceable
 from element_lightning_pose.engine.training.single import TrainResult, global_rank_zero, seed_stage, train_or_reuse
 from element_lightning_pose.engine.training.stopping import (
     check_same_networks,
-    discard_stopped,
-    keep_if_stopped,
+    staged_run,
     stopped_folder,
-    stops_held_once_trained,
 )
 from element_lightning_pose.engine.types import PathLike
 
@@ -88,40 +85,39 @@ def train_per_view(
     bodyparts = read_multiview_labels(project_root, files, names, check_images=True).bodyparts
     check_replaceable(model_dir)
     results: dict[str, TrainResult] = {}
-    # a stop once the run's files are written waits for its rename into place and the kept run's
-    # removal (stops_held_once_trained); one before is kept with the finished views (keep_if_stopped)
-    with stops_held_once_trained() as all_trained:
-        with atomic_directory(model_dir) as stage:
-            if resume_from is not None:
-                seed_stage(stopped_folder(model_dir), stage, resume=True, frame_cache=False)
-            with keep_if_stopped(stage, model_dir, when=global_rank_zero):
-                config.to_yaml(stage / "config.yaml")  # first: a kept run is resumed only with the same networks
-                for view, csv_file in views:
-                    train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
-                    trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
-                    results[view] = _moved(trained, stage, model_dir)
-                wall_time = sum(r.wall_time_s for r in results.values())
-                info = ModelInfo.of_per_view(
-                    list(bodyparts),
-                    image_resize=list(config.data.image_resize),
-                    backbone=config.model.backbone,
-                    model_type=config.model.model_type,
-                    preset=config.preset,
-                    wall_time_s=wall_time,
-                    # each view's network is a whole model directory of its own: load those
-                    views={
-                        view: {
-                            "model_dir": view,
-                            "csv_file": csv_file,
-                            "best_val_loss": results[view].best_val_loss,
-                            "epochs": results[view].epochs,
-                        }
-                        for view, csv_file in views
-                    },
-                )
-                write_model_info(stage, info)
-                all_trained()
-        discard_stopped(model_dir)
+    # a stop keeps the run with its finished views, and waits for the model once its files are written
+    seed = (
+        partial(seed_stage, stopped_folder(model_dir), resume=True, frame_cache=False)
+        if resume_from is not None
+        else None
+    )
+    with staged_run(model_dir, when=global_rank_zero, seed=seed) as (stage, written):
+        config.to_yaml(stage / "config.yaml")  # first: a kept run is resumed only with the same networks
+        for view, csv_file in views:
+            train = partial(train_network, view_config(config, view, csv_file), project_root, stage / view)
+            trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
+            results[view] = _moved(trained, stage, model_dir)
+        wall_time = sum(r.wall_time_s for r in results.values())
+        info = ModelInfo.of_per_view(
+            list(bodyparts),
+            image_resize=list(config.data.image_resize),
+            backbone=config.model.backbone,
+            model_type=config.model.model_type,
+            preset=config.preset,
+            wall_time_s=wall_time,
+            # each view's network is a whole model directory of its own: load those
+            views={
+                view: {
+                    "model_dir": view,
+                    "csv_file": csv_file,
+                    "best_val_loss": results[view].best_val_loss,
+                    "epochs": results[view].epochs,
+                }
+                for view, csv_file in views
+            },
+        )
+        write_model_info(stage, info)
+        written()
     return PerViewResult(model_dir, results, float(wall_time))
 
 

@@ -36,9 +36,10 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
-from element_lightning_pose.engine.atomic import atomic_directory, atomic_output
+from element_lightning_pose.engine.atomic import atomic_output
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.data.keypoints import write_csv_atomic
 from element_lightning_pose.engine.data.labels import LabeledFrames, frame_size
@@ -70,12 +71,10 @@ from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
 from element_lightning_pose.engine.training.stopping import (
-    discard_stopped,
-    keep_if_stopped,
     kept_checkpoint,
     resumes_kept_run,
+    staged_run,
     stopped_folder,
-    stops_held_once_trained,
 )
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 from element_lightning_pose.engine.types import PathLike
@@ -190,38 +189,39 @@ def train_single(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
     try:
-        # a stop once the run's files are written waits for its rename into place and the kept
-        # run's removal (stops_held_once_trained); one before is kept (keep_if_stopped)
-        with _quiet_lightning(), stops_held_once_trained() as trained:
-            with atomic_directory(model_dir) as stage:
-                seed_stage(
+        # a stop keeps the run once it is seeded, and waits for the model once its files are
+        # written; only global rank 0's stage holds the checkpoints (DDP), and only it keeps
+        with (
+            _quiet_lightning(),
+            staged_run(
+                model_dir,
+                when=global_rank_zero,
+                keep=keep_stopped,
+                seed=partial(
+                    seed_stage,
                     run_folder,
-                    stage,
                     resume=resume_from is not None,
                     frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
-                )
-                # kept only once seeded (a half-copied stage must not replace the run it came from),
-                # and only by global rank 0, whose stage holds the checkpoints
-                with keep_if_stopped(stage, model_dir, when=global_rank_zero) if keep_stopped else nullcontext():
-                    result, global_zero = _fit(
-                        config,
-                        labels,
-                        videos,
-                        splits,
-                        stage,
-                        model_dir,
-                        Path(final_dir or model_dir),
-                        resume_from,
-                        progress,
-                        Path(project_root),
-                    )
-                    if not global_zero:
-                        # DDP runs train() in every process; only global rank 0's stage holds the
-                        # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
-                        raise _OtherRank(result)
-                    trained()
-            if keep_stopped:
-                discard_stopped(model_dir)
+                ),
+            ) as (stage, written),
+        ):
+            result, global_zero = _fit(
+                config,
+                labels,
+                videos,
+                splits,
+                stage,
+                model_dir,
+                Path(final_dir or model_dir),
+                resume_from,
+                progress,
+                Path(project_root),
+            )
+            if not global_zero:
+                # DDP runs train() in every process; only global rank 0's stage holds the
+                # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
+                raise _OtherRank(result)
+            written()
     except _OtherRank as other:
         return other.result
     return result

@@ -32,13 +32,13 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 
 import yaml
 
-from element_lightning_pose.engine.atomic import replace_directory
+from element_lightning_pose.engine.atomic import atomic_directory, replace_directory
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.errors import ElpError
 from element_lightning_pose.engine.model_dir import CONFIG_YAML, MODEL_JSON
@@ -129,6 +129,33 @@ def stops_held_once_trained() -> Iterator[Callable[[], None]]:
             if _HOLDING.depth == 0 and _HOLDING.signum is not None and _HOLDING.stop is not None:
                 signum, _HOLDING.signum = _HOLDING.signum, None
                 _HOLDING.stop(signum, None)
+
+
+@contextmanager
+def staged_run(
+    model_dir: Path,
+    *,
+    when: Callable[[], bool],
+    keep: bool = True,
+    seed: Callable[[Path], None] | None = None,
+    started_with: TrainConfig | None = None,
+) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """The staging folder of a run into ``model_dir`` (:func:`atomic_directory`), and ``written``,
+    to call once the run's last files are in it.
+
+    ``seed`` fills the folder first (a resumed run's files). From then until ``written()``, a stop
+    keeps the run (:func:`keep_if_stopped`, with ``when`` and ``started_with``; not with
+    ``keep=False``); after it, a stop waits until the folder is in place and the kept run is
+    removed (:func:`stops_held_once_trained`, :func:`discard_stopped`).
+    """
+    with stops_held_once_trained() as written:
+        with atomic_directory(model_dir) as stage:
+            if seed is not None:
+                seed(stage)  # before the keep: a half-copied stage must not replace the run it came from
+            with keep_if_stopped(stage, model_dir, when=when, started_with=started_with) if keep else nullcontext():
+                yield stage, written
+        if keep:
+            discard_stopped(model_dir)
 
 
 @contextmanager
