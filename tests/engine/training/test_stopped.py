@@ -22,7 +22,7 @@ import pytest
 
 from element_lightning_pose.engine.atomic import default_dir_mode
 from element_lightning_pose.engine.config import ConfigError, TrainConfig
-from element_lightning_pose.engine.model_dir import read_model_info
+from element_lightning_pose.engine.model_dir import ModelInfo, read_model_info
 from element_lightning_pose.engine.training import TrainingInterrupted, train
 from element_lightning_pose.engine.training.stopping import kept_checkpoint, stopped_checkpoint, stopped_folder
 from tests.conftest import REPO_ROOT
@@ -195,7 +195,28 @@ def _stop_while_renaming_into(monkeypatch, model_dir: Path) -> None:
     monkeypatch.setattr(atomic, "replace_directory", stop_then_rename)
 
 
-STOP_KINDS = {"one network": TINY_CONFIG, "crop zoom": {**TINY_CONFIG, "crop_zoom": {"enabled": True}}}
+# each kind of run: its configuration, the module that writes its model.json, its model.json kind
+STOP_KINDS = {
+    "one network": (TINY_CONFIG, "single", "single_stage"),
+    "crop zoom": ({**TINY_CONFIG, "crop_zoom": {"enabled": True}}, "crop_zoom", "crop_zoom"),
+    "per view": ({**TINY_CONFIG, "data": {**TINY_CONFIG["data"], "multiview": "per_view"}}, "per_view", "per_view"),
+}
+
+
+def _model_kind(model_dir: Path) -> str:
+    # read_model_info refuses a per-view directory as a whole (it points at each view's)
+    return ModelInfo.from_dict(json.loads((model_dir / "model.json").read_text())).kind
+
+
+def _project_of(kind: str, tiny_project, tmp_path: Path) -> Path:
+    if kind != "per view":
+        return tiny_project.root
+    from element_lightning_pose.synthetic.rig_project import make_rig_project
+
+    rig = make_rig_project(
+        tmp_path / "rig", n_cameras=2, image_size=(96, 64), n_frames=12, n_labeled=8, n_board_frames=2
+    )
+    return rig.root
 
 
 @pytest.mark.parametrize("kind", list(STOP_KINDS))
@@ -204,21 +225,26 @@ def test_a_stop_while_the_last_files_are_written_keeps_the_run_and_it_resumes(
 ):
     """A crop-zoom run stopped there lost both trained networks (nothing kept, nothing in
     place); a one-network run was kept with its model.json, as a model nothing would replace."""
-    from element_lightning_pose.engine.training import crop_zoom, single
+    from element_lightning_pose.engine.training import crop_zoom, per_view, single
 
-    _stop_while_writing_model_info(monkeypatch, single if kind == "one network" else crop_zoom)
-    model_dir, kept = tmp_path / "model", stopped_folder(tmp_path / "model")
+    config_dict, writer, model_kind = STOP_KINDS[kind]
+    project = _project_of(kind, tiny_project, tmp_path)
+    _stop_while_writing_model_info(
+        monkeypatch, {"single": single, "crop_zoom": crop_zoom, "per_view": per_view}[writer]
+    )
+    runs = tmp_path / "runs"
+    model_dir, kept = runs / "model", stopped_folder(runs / "model")
     with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .* kept in .*model\.stopped") as info:
-        train(STOP_KINDS[kind], tiny_project.root, model_dir, progress=False)
+        train(config_dict, project, model_dir, progress=False)
     assert info.value.kept == kept and not model_dir.exists()
     assert not (kept / "model.json").exists() and kept_checkpoint(kept) is not None
     monkeypatch.undo()
     # the pipeline's way: the same configuration goes on from it, here only to write its files
-    config = TrainConfig.from_dict(STOP_KINDS[kind])
+    config = TrainConfig.from_dict(config_dict)
     assert stopped_checkpoint(model_dir, config) == kept_checkpoint(kept)
-    result = train(config, tiny_project.root, model_dir, progress=False, resume_stopped=True)
-    assert result.model_dir == model_dir and [p.name for p in tmp_path.iterdir()] == ["model"]
-    assert read_model_info(model_dir).kind == ("crop_zoom" if kind == "crop zoom" else "single_stage")
+    result = train(config, project, model_dir, progress=False, resume_stopped=True)
+    assert result.model_dir == model_dir and [p.name for p in runs.iterdir()] == ["model"]
+    assert _model_kind(model_dir) == model_kind
 
 
 @pytest.mark.parametrize("kind", list(STOP_KINDS))
@@ -227,14 +253,17 @@ def test_a_stop_as_the_model_is_renamed_waits_for_it_and_the_kept_run_is_removed
 ):
     """Once its files are written, a stopped run is complete: its model goes into place and an
     earlier run's kept epochs are removed, as when it ends unstopped."""
-    model_dir, kept = tmp_path / "model", stopped_folder(tmp_path / "model")
+    config_dict, _, model_kind = STOP_KINDS[kind]
+    project = _project_of(kind, tiny_project, tmp_path)
+    runs = tmp_path / "runs"
+    model_dir, kept = runs / "model", stopped_folder(runs / "model")
     (kept / "checkpoints").mkdir(parents=True)
     (kept / "checkpoints" / "last.ckpt").write_bytes(b"an earlier stopped run")
     _stop_while_renaming_into(monkeypatch, model_dir)
     with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM .*the run had completed: .*holds its model"):
-        train(STOP_KINDS[kind], tiny_project.root, model_dir, progress=False)
-    assert read_model_info(model_dir).kind == ("crop_zoom" if kind == "crop zoom" else "single_stage")
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no kept run, no staging folder left
+        train(config_dict, project, model_dir, progress=False)
+    assert _model_kind(model_dir) == model_kind
+    assert [p.name for p in runs.iterdir()] == ["model"]  # no kept run, no staging folder left
 
 
 # --------------------------------------------------------------------------- runs of several networks
