@@ -33,7 +33,8 @@ end_groups() {  # a script that ends early (a cancelled CI run) ends them and th
     kill "$pid" 2>/dev/null || true
   done
 }
-trap 'end_groups; stop_servers_we_started' EXIT
+scratch=""  # the pipeline groups' pytest folders, once made
+trap 'end_groups; [ -z "$scratch" ] || rm -rf "$scratch"; stop_servers_we_started' EXIT
 
 results="$REPO/.elp/test-results"; rm -rf "$results"; mkdir -p "$results"
 export ELP_REQUIRE_DB=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" PYTHONDONTWRITEBYTECODE=1
@@ -66,7 +67,6 @@ has dj2-postgresql && pipeline_groups+=("dj2-postgresql postgresql .venv")
 has dj014-mariadb && pipeline_groups+=("dj014-mariadb mysql .venv014")
 declare -A server_env=()
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/elp-pipeline-tests.XXXXXX")"  # each group's own pytest folders
-trap 'end_groups; rm -rf "$scratch"; stop_servers_we_started' EXIT
 for group in "${pipeline_groups[@]}"; do
   read -r name backend venv <<<"$group"
   start_server "$backend"
