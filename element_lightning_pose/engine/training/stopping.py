@@ -84,8 +84,12 @@ def stopped_folder(model_dir: PathLike) -> Path:
     return model_dir.with_name(model_dir.name + STOPPED_SUFFIX)
 
 
-class _Holding:
-    """Stop signals held back, and the run's way to raise one (set by :func:`signals_stop_the_run`)."""
+class _Holding(threading.local):
+    """Stop signals held back, and the run's way to raise one (set by :func:`signals_stop_the_run`).
+
+    One per thread: Python runs signal handlers in the main thread, so only the main thread's
+    run is stopped by them, and a run trained in another thread must not hold its stops.
+    """
 
     def __init__(self) -> None:
         self.depth = 0  # stops_held_once_trained blocks whose network has trained

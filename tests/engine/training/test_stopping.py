@@ -204,3 +204,38 @@ def test_a_stop_once_trained_waits_for_the_end_of_the_block(tmp_path, caplog):
     with signals_stop_the_run(tmp_path / "model", None), stops_held_once_trained() as trained:
         trained()  # the stop was raised once: the next run is not stopped
     assert signal.getsignal(signal.SIGTERM) is callers  # outside a run, the caller's handler again
+
+
+def test_a_run_in_another_thread_does_not_hold_the_main_threads_stop(tmp_path):
+    """The held state was one per process: a network trained in a worker thread, between its
+    last writes and its rename, held a stop meant for the main thread's run."""
+    import os
+    import threading
+
+    from element_lightning_pose.engine.training.stopping import (
+        TrainingInterrupted,
+        signals_stop_the_run,
+        stops_held_once_trained,
+    )
+
+    holding, release = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with stops_held_once_trained() as trained:
+            trained()
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    reached = []
+    try:
+        assert holding.wait(30)
+        with pytest.raises(TrainingInterrupted):
+            with signals_stop_the_run(tmp_path / "model", None):
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached.append("not stopped")
+    finally:
+        release.set()
+        thread.join(30)
+    assert reached == []
