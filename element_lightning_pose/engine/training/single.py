@@ -129,13 +129,18 @@ def _quiet_lightning() -> Iterator[None]:
 
 def _loggers(model_dir: Path) -> list:
     # one numbered version per run (logs/version_N): a resumed run never overwrites earlier logs
-    loggers: list[Logger] = [CSVLogger(save_dir=str(model_dir), name="logs")]
+    csv = CSVLogger(save_dir=str(model_dir), name="logs")
+    loggers: list[Logger] = [csv]
     try:
         import tensorboard  # noqa: F401  (optional: the TensorBoard logger needs it)
-
-        loggers.append(TensorBoardLogger(save_dir=str(model_dir), name="logs", default_hp_metric=False))
     except ImportError:
-        pass
+        return loggers
+    # in the same version's folder: each logger numbering its own made two versions per run
+    loggers.append(
+        TensorBoardLogger(
+            save_dir=str(model_dir), name="logs", version=csv.version, sub_dir="tensorboard", default_hp_metric=False
+        )
+    )
     return loggers
 
 

@@ -432,6 +432,20 @@ def test_resume_in_place_keeps_earlier_logs_and_the_best_score(project, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_tensorboard_logs_in_the_runs_own_version_folder(project, tmp_path):
+    """With TensorBoard installed, its logger numbered versions of its own: every run made two
+    folders (version_0 for the CSV, version_1 for the events), and a resumed run four."""
+    pytest.importorskip("tensorboard")
+    model_dir = tmp_path / "m"
+    train(TINY, project.root, model_dir, progress=False)
+    more = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=3"])
+    train(more, project.root, model_dir, resume_from=model_dir / "checkpoints" / "last.ckpt", progress=False)
+    versions = sorted((model_dir / "logs").iterdir())
+    assert [p.name for p in versions] == ["version_0", "version_1"]
+    for version in versions:
+        assert (version / "metrics.csv").is_file() and list((version / "tensorboard").glob("events.out.tfevents.*"))
+
+
 def test_training_refuses_a_folder_that_is_not_a_model_directory(project, tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()
@@ -580,12 +594,12 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_was_not_the_best(project
     """Lightning 2.6 writes last.ckpt only in an epoch that also writes a new best: resuming then
     went back to the best epoch and trained the epochs after it again (found by the real-data
     semi-supervised benchmark: last.ckpt equalled best.ckpt in all 16 of its runs)."""
-    config = TrainConfig.from_dict(TINY).with_overrides(
-        ["training.max_epochs=4", "training.learning_rate=0.3", "augmentation.enabled=false"]
-    )  # a rate this high makes the later epochs worse than an early one
+    # validated in epochs 1 and 3 only: epochs 2 and 4 cannot write a new best, whatever the
+    # losses (a rate set to make later epochs worse held on 2 threads but not on 1)
+    config = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=5", "training.check_val_every_n_epoch=2"])
     result = train(config, project.root, tmp_path / "m", progress=False)
     checkpoints = result.model_dir / "checkpoints"
     best = torch.load(checkpoints / "best.ckpt", map_location="cpu", weights_only=False)
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
-    assert best["epoch"] < 3, "the best epoch was the last: nothing to check; raise the rate"
-    assert last["epoch"] == 3 and last["global_step"] > best["global_step"]
+    assert best["epoch"] in (1, 3)
+    assert last["epoch"] == 4 and last["global_step"] > best["global_step"]
