@@ -92,7 +92,7 @@ class CollapseGuard(pl.Callback):
                     "module": copy.deepcopy(pl_module.state_dict()),
                     "optimizers": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
                 }
-        pl_module.log("collapse_restored", float(restored), on_step=False, on_epoch=True)
+        pl_module.log("collapse_restored", float(restored), on_step=False, on_epoch=True, sync_dist=True)
 
     def _restore(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: float) -> None:
         assert self._snapshot is not None

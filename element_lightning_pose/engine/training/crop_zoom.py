@@ -345,13 +345,23 @@ def train_crop_zoom(
             Path(tmp),
             progress,
         )
+        wall_time = detector.wall_time_s + pose.wall_time_s
+        result = TrainResult(
+            model_dir,
+            model_dir / POSE_DIR / "checkpoints" / "best.ckpt",
+            float(wall_time),
+            pose.epochs,
+            pose.best_val_loss,
+            pose.history,
+        )
+        if not global_rank_zero():
+            return result  # another DDP process: its stage holds no networks, and is discarded
         resolved.to_yaml(stage / CONFIG_YAML)
         history = pd.concat(
             [detector.history.assign(stage=DETECTOR_DIR), pose.history.assign(stage=POSE_DIR)],
             ignore_index=True,
         )
         write_csv_atomic(history, stage / "metrics.csv")
-        wall_time = detector.wall_time_s + pose.wall_time_s
         info = ModelInfo.of_crop_zoom(
             read_model_info(stage / POSE_DIR),
             read_model_info(stage / DETECTOR_DIR),
@@ -378,14 +388,7 @@ def train_crop_zoom(
         )
         write_model_info(stage, info)
         written()
-    return TrainResult(
-        model_dir,
-        model_dir / POSE_DIR / "checkpoints" / "best.ckpt",
-        float(wall_time),
-        pose.epochs,
-        pose.best_val_loss,
-        pose.history,
-    )
+    return result
 
 
 def _train_stages(

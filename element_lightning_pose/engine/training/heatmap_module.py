@@ -201,10 +201,14 @@ class HeatmapModule(pl.LightningModule):
                 layer.train(use_batch_statistics)
         return self
 
-    def on_fit_start(self) -> None:
-        # channels-last: oneDNN's CPU convolutions and GPU tensor cores both run faster on it
+    def setup(self, stage: str) -> None:
+        # channels-last: oneDNN's CPU convolutions and GPU tensor cores both run faster on it. Set
+        # here, before DDP wraps the network: DDP lays out its gradient buckets as the weights are
+        # then, and weights changed afterwards cost a strided copy of every gradient, every step
         self.net.to(memory_format=torch.channels_last)
-        self.net.backbone_autocast = torch.bfloat16 if self.uses_bf16() else None
+
+    def on_fit_start(self) -> None:
+        self.net.backbone_autocast = torch.bfloat16 if self.uses_bf16() else None  # the device is known here
 
     def uses_bf16(self) -> bool:
         """Whether the backbone trains under bf16 autocast: ``training.precision`` bf16, or auto on a
@@ -233,14 +237,17 @@ class HeatmapModule(pl.LightningModule):
         size = len(labeled["image"])
         loss, _ = self._loss(labeled)
         if clip is not None:
-            self.log("train_supervised_loss", loss, on_step=True, on_epoch=True, batch_size=size)
+            self.log("train_supervised_loss", loss, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
             weights = self.config.losses
             factor = self.warmup_factor(batch_idx)
             for name, value in self.unsupervised_losses(clip).items():
-                self.log(f"train_{name}_loss", value, on_step=True, on_epoch=True, batch_size=1)
+                self.log(f"train_{name}_loss", value, on_step=True, on_epoch=True, batch_size=1, sync_dist=True)
                 loss = loss + factor * getattr(weights, f"{name}_weight") * value
             self.log("unsupervised_weight_factor", factor, on_step=True, on_epoch=False, batch_size=1)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        # averaged over DDP processes (sync_dist): each saw its own share of the batches, and the
+        # collapse guard, the checkpoint's choice of the best epoch and metrics.csv must all see
+        # the same value in every process
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -248,11 +255,14 @@ class HeatmapModule(pl.LightningModule):
         points = self._points(outputs)[..., :2]
         error = torch.linalg.norm(points - batch["keypoints"], dim=-1)
         size = len(batch["image"])
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         labeled = torch.isfinite(error)
-        if labeled.any():
-            # pixel error in network-input pixels, over labeled keypoints
-            self.log("val_pixel_error", error[labeled].mean(), on_epoch=True, batch_size=int(labeled.sum()))
+        n_labeled = int(labeled.sum())
+        # pixel error in network-input pixels, over labeled keypoints, weighted by their number;
+        # logged by every batch (weight 0 without any), as under DDP every process must take part
+        # in the epoch's average
+        mean_error = error[labeled].mean() if n_labeled else error.new_zeros(())
+        self.log("val_pixel_error", mean_error, on_epoch=True, batch_size=n_labeled, sync_dist=True)
 
     def backbone_lr_factor(self, epoch: int) -> float:
         """The backbone's learning rate relative to the head's at ``epoch`` (before step decay).

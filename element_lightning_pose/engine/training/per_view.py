@@ -98,6 +98,9 @@ def train_per_view(
             trained = train_or_reuse(stage / view, partial(train, progress=progress), model_dir / view)
             results[view] = _moved(trained, stage, model_dir)
         wall_time = sum(r.wall_time_s for r in results.values())
+        if not global_rank_zero():
+            # another DDP process: its stage holds no networks, and is discarded
+            return PerViewResult(model_dir, results, float(wall_time))
         info = ModelInfo.of_per_view(
             list(bodyparts),
             image_resize=list(config.data.image_resize),

@@ -193,42 +193,37 @@ def train_single(
     splits = project_splits(
         labels, config.data, project_root, saved=run_folder / "splits.csv" if resume_from is not None else None
     )
-    try:
-        # a stop keeps the run once it is seeded, and waits for the model once its files are
-        # written; only global rank 0's stage holds the checkpoints (DDP), and only it keeps
-        with (
-            _quiet_lightning(),
-            staged_run(
-                model_dir,
-                when=global_rank_zero,
-                keep=keep_stopped,
-                seed=partial(
-                    seed_stage,
-                    run_folder,
-                    resume=resume_from is not None,
-                    frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
-                ),
-            ) as (stage, written),
-        ):
-            result, global_zero = _fit(
-                config,
-                labels,
-                videos,
-                splits,
-                stage,
-                model_dir,
-                Path(final_dir or model_dir),
-                resume_from,
-                progress,
-                Path(project_root),
-            )
-            if not global_zero:
-                # DDP runs train() in every process; only global rank 0's stage holds the
-                # checkpoints (Lightning broadcasts its folder), so only it becomes model_dir
-                raise _OtherRank(result)
+    # a stop keeps the run once it is seeded, and waits for the model once its files are
+    # written; DDP runs train() in every process, and only global rank 0's stage, which holds
+    # the checkpoints (Lightning broadcasts its folder), becomes model_dir
+    with (
+        _quiet_lightning(),
+        staged_run(
+            model_dir,
+            when=global_rank_zero,
+            keep=keep_stopped,
+            seed=partial(
+                seed_stage,
+                run_folder,
+                resume=resume_from is not None,
+                frame_cache=bool(config.losses.unsupervised) and not config.losses.cache_dir,
+            ),
+        ) as (stage, written),
+    ):
+        result = _fit(
+            config,
+            labels,
+            videos,
+            splits,
+            stage,
+            model_dir,
+            Path(final_dir or model_dir),
+            resume_from,
+            progress,
+            Path(project_root),
+        )
+        if global_rank_zero():
             written()
-    except _OtherRank as other:
-        return other.result
     return result
 
 
@@ -308,14 +303,6 @@ def check_resumable(checkpoint: Checkpoint, config: TrainConfig, bodyparts: list
         )
 
 
-class _OtherRank(Exception):
-    """Discards the stage of a DDP process other than global rank 0 (carries its result)."""
-
-    def __init__(self, result: TrainResult) -> None:
-        super().__init__("not global rank 0")
-        self.result = result
-
-
 def _link_or_copy(source: str, target: str) -> None:
     # every file a run writes is replaced by a rename, never rewritten in place, so a hard link
     # shares the old model's bytes without letting the new run change them
@@ -348,9 +335,9 @@ def _fit(
     resume_from: PathLike | None,
     progress: bool,
     project_root: Path,
-) -> tuple[TrainResult, bool]:
+) -> TrainResult:
     """One training run written into ``stage`` (paths in the result are ``model_dir``'s, those in
-    the checkpoints' state ``final_dir``'s), and whether this process is global rank 0."""
+    the checkpoints' state ``final_dir``'s)."""
 
     config.to_yaml(stage / "config.yaml")
     write_splits(stage / "splits.csv", labels.image_paths, splits)
@@ -436,8 +423,7 @@ def _fit(
     )
     write_model_info(stage, info)
     final_best = model_dir / "checkpoints" / "best.ckpt"
-    result = TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
-    return result, trainer.is_global_zero
+    return TrainResult(model_dir, final_best, float(wall_time), int(trainer.current_epoch), best_val, frame)
 
 
 def _guards(config: TrainConfig) -> list:

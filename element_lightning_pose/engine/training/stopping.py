@@ -147,19 +147,34 @@ def staged_run(
     """The staging folder of a run into ``model_dir`` (:func:`atomic_directory`), and ``written``,
     to call once the run's last files are in it.
 
+    ``when``: whether this process's stage may become the model (DDP's global rank 0, or the only
+    process). The stage of any other is discarded when the block ends, however it ends: only
+    global rank 0 saves the checkpoints, so another's stage holds no networks, and renamed into
+    place it would replace the model with an empty one. The block of such a process ends once
+    its networks have trained, before it reads or writes their files.
+
     ``seed`` fills the folder first (a resumed run's files). From then until ``written()``, a stop
     keeps the run (:func:`keep_if_stopped`, with ``when`` and ``started_with``; not with
     ``keep=False``); after it, a stop waits until the folder is in place and the kept run is
     removed (:func:`stops_held_once_trained`, :func:`discard_stopped`).
     """
     with stops_held_once_trained() as written:
-        with atomic_directory(model_dir) as stage:
-            if seed is not None:
-                seed(stage)  # before the keep: a half-copied stage must not replace the run it came from
-            with keep_if_stopped(stage, model_dir, when=when, started_with=started_with) if keep else nullcontext():
-                yield stage, written
+        try:
+            with atomic_directory(model_dir) as stage:
+                if seed is not None:
+                    seed(stage)  # before the keep: a half-copied stage must not replace the run it came from
+                with keep_if_stopped(stage, model_dir, when=when, started_with=started_with) if keep else nullcontext():
+                    yield stage, written
+                if not when():
+                    raise _NotTheModel  # atomic_directory removes the stage on the way out
+        except _NotTheModel:
+            return
         if keep:
             discard_stopped(model_dir)
+
+
+class _NotTheModel(Exception):
+    """Discards the staging folder of a process whose stage does not become the model."""
 
 
 @contextmanager

@@ -1,0 +1,63 @@
+"""Training under DDP: two processes on the CPU (gloo), as a multi-GPU or cluster job runs.
+
+Before, only the one-network run came through whole. Under two processes a per-view run put a
+model directory in place with its model.json but neither view's network (the second process's
+stage, which holds no checkpoints, was renamed over the first's); a crop-zoom run's second
+process failed once both stages had trained, which fails a cluster job; and each process
+averaged the epoch's losses over its own share of the batches, so the collapse guard and the
+choice of the best epoch could decide differently in each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from element_lightning_pose.engine.model_dir import ModelInfo, read_model_info
+
+SCRIPT = Path(__file__).with_name("ddp_runs.py")
+
+
+def _records(path: Path) -> dict[str, dict]:
+    return {r["kind"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
+
+
+def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)  # Lightning picks a free one
+    command = [sys.executable, str(SCRIPT), str(tmp_path), "single", "crop_zoom", "per_view"]
+    try:  # 35 s on an idle 2-core machine
+        run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    except subprocess.TimeoutExpired as late:
+        done = [p.name for p in tmp_path.glob("rank*.jsonl")]
+        pytest.fail(f"no end in {late.timeout} s; finished: {done}\n{late.stderr!s:.6000}")
+    output = run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 0, output
+    # the weights were made channels-last after DDP had laid out its gradient buckets: every
+    # gradient was copied strided into them, every step
+    assert "Grad strides do not match bucket view strides" not in run.stderr
+    first, second = _records(tmp_path / "rank0.jsonl"), _records(tmp_path / "rank1.jsonl")
+    kinds = ["single", "crop_zoom", "per_view"]
+    assert list(first) == kinds, output
+    assert list(second) == kinds, output  # the second process came through every run too
+
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == sorted(kinds)  # no staging folder left
+    read_model_info(models / "single")
+    assert read_model_info(models / "crop_zoom").kind == "crop_zoom"
+    assert (models / "crop_zoom" / "detector" / "checkpoints" / "best.ckpt").is_file()
+    per_view = ModelInfo.from_dict(json.loads((models / "per_view" / "model.json").read_text()))
+    assert per_view.kind == "per_view"
+    for view in ("cam0", "cam1"):
+        assert read_model_info(models / "per_view" / view).kind == "single_stage"
+
+    # the epoch metrics are averaged over both processes: each saw the same
+    for kind in ("single", "crop_zoom"):
+        ours, theirs = first[kind]["history"], second[kind]["history"]
+        for column in ("train_loss", "val_loss", "val_pixel_error"):
+            assert ours[column] == pytest.approx(theirs[column], rel=1e-6), (kind, column)
