@@ -21,10 +21,16 @@ On the device machine (Python 3.12, PyTorch, Lightning, OpenCV, pandas, SciPy th
 network), carry the wheels ``scripts/gpu_wheels.sh`` downloads and the data, from the
 repository root:
 
-    bash scripts/gpu_wheels.sh            # .whl/ and .gpu_data/ (both git-ignored), ~10 MB
-    # device run, carry [".whl", ".gpu_data"]:
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-      PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_check.py --project .gpu_data/mirror-mouse-example --strict
+    bash scripts/gpu_wheels.sh            # .whl/ (20 MB) and .gpu_data/ (7 MB), both git-ignored
+    # device run, carry [".whl", ".gpu_data"]; only what is written under $OUT comes back:
+    set -o pipefail; python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
+      PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py \\
+        --project .gpu_data/mirror-mouse-example --strict --out $OUT/gpu.md 2>&1 | tee $OUT/log
+
+Rehearsed on this kind of CPU machine with the device's versions (Python 3.12, torch 2.11.0,
+torchvision 0.26.0, pytorch-lightning 2.6.6, numpy 2.5.2, tensorboard; pydantic and the weights
+from the wheels): the command above with ``--device cpu`` ran to the end with every check met,
+``--tiny`` in 43 s, mirror-mouse at ``--steps 20`` in 11 minutes on 2 cores.
 
 ``litpose`` on the same GPU needs its recipe's PyPI installs, which the device machine cannot
 reach: the table says so rather than timing it.

@@ -16,6 +16,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# for child processes: this checkout's code first, then whatever the caller's path holds (packages
+# installed with `pip --target`, as on a bare GPU machine, are found there)
+CHILD_PYTHONPATH = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def _mirror_mouse_dir() -> Path:
@@ -72,7 +75,7 @@ def read_only_folder(tmp_path):
 
 def elp(*args: str | os.PathLike, timeout: float = 600) -> subprocess.CompletedProcess:
     """``elp ARGS...`` as a user runs it: a separate process on this checkout's code, one thread."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-m", "element_lightning_pose.cli", *map(str, args)],
         capture_output=True,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHILD_PYTHONPATH
 
 HEAP_BLOCKS = """
 import ctypes
@@ -42,7 +42,7 @@ print("MAPPED", ",".join(map(str, mapped)))
 
 def _run(script: str, **env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ELP_SYSTEM_ALLOCATOR")}
-    environment.update(env, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    environment.update(env, PYTHONPATH=CHILD_PYTHONPATH, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=120)
     assert run.returncode == 0, run.stderr
     return dict(line.split(" ", 1) for line in run.stdout.splitlines() if " " in line)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import CHILD_PYTHONPATH
+
 SMALLEST = [
     "--cameras",
     "3",  # two cameras of the ring face each other: a board is never seen by both
@@ -33,8 +35,7 @@ SMALLEST = [
 
 
 def test_multiview_demo_runs_end_to_end(dj_connection, schema_prefix, tmp_path):
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": CHILD_PYTHONPATH, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "element_lightning_pose.cli", "demo", "--rig", "--out", str(tmp_path)]
     # under the run's prefix, so the session fixture drops these schemas too
     command += ["--prefix", schema_prefix + "mvdemo_", *SMALLEST]

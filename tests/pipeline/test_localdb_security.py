@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from element_lightning_pose import localdb
+from tests.conftest import CHILD_PYTHONPATH
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRE_DB = any(os.environ.get(var, "").lower() in {"1", "true", "yes"} for var in ("CI", "ELP_REQUIRE_DB"))
 IS_ROOT = os.geteuid() == 0
 CAN_SWITCH_USER = IS_ROOT and shutil.which("runuser") is not None
@@ -31,7 +31,7 @@ CAN_SWITCH_USER = IS_ROOT and shutil.which("runuser") is not None
 
 def elp_db(*args: str) -> subprocess.CompletedProcess:
     """Run `elp db ARGS` as a user would, capturing what it prints."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH)
     return subprocess.run(
         [sys.executable, "-m", "element_lightning_pose.cli", "db", *args],
         capture_output=True,

@@ -14,7 +14,7 @@ from element_lightning_pose.engine.multicam.boards import Board, BoardError, det
 from element_lightning_pose.engine.multicam.calibrate import CalibrationFailed, calibrate
 from element_lightning_pose.engine.multicam.cameras import read_calibration
 from element_lightning_pose.synthetic import rig
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHILD_PYTHONPATH, REPO_ROOT
 
 REPO = REPO_ROOT  # the repository root
 BOARD = Board("charuco", 7, 5, 50.0, 37.0, 4, 50)
@@ -62,7 +62,7 @@ def test_detected_corners_match_the_true_projection():
 
 def test_cli_calibrate_recovers_the_rig(rendered, tmp_path):
     root, group, videos = rendered
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, OMP_NUM_THREADS="1")
     args = [sys.executable, "-m", "element_lightning_pose.cli", "calibrate", str(root / "board.toml")]
     args += [a for name, path in videos.items() for a in ("--video", f"{name}={path}")]
     done = subprocess.run(
@@ -126,7 +126,7 @@ def test_refuses_a_camera_with_too_few_board_views():
 
 
 def _elp(*args, cwd=REPO) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "element_lightning_pose.cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 

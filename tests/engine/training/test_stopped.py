@@ -25,7 +25,7 @@ from element_lightning_pose.engine.config import ConfigError, TrainConfig
 from element_lightning_pose.engine.model_dir import ModelInfo, read_model_info
 from element_lightning_pose.engine.training import TrainingInterrupted, train
 from element_lightning_pose.engine.training.stopping import kept_checkpoint, stopped_checkpoint, stopped_folder
-from tests.conftest import REPO_ROOT
+from tests.conftest import CHILD_PYTHONPATH
 from tests.engine.conftest import TINY_CONFIG
 
 pytestmark = pytest.mark.slow  # trains networks
@@ -72,7 +72,7 @@ def _elp_train(project_root: Path, model_dir: Path, *options: str) -> list[str]:
     return command
 
 
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+ENV = dict(os.environ, PYTHONPATH=CHILD_PYTHONPATH, OMP_NUM_THREADS="1")
 
 
 def _stop_elp_train(project_root: Path, model_dir: Path, signum: int) -> subprocess.CompletedProcess:
