@@ -2,8 +2,8 @@
 
 Lightning's launcher starts the second process by running this script again, so both run every
 ``train()`` below (as a cluster job's processes would); each appends what its runs returned to
-``ROOT/rank<N>.jsonl``. KIND is ``single``, ``crop_zoom`` or ``per_view``; the models go to
-``ROOT/models/<KIND>``.
+``ROOT/rank<N>.jsonl``. KIND is ``single``, ``crop_zoom``, ``per_view`` or ``semi_supervised``;
+the models go to ``ROOT/models/<KIND>``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ KINDS = {
     "single": BASE,
     "crop_zoom": {**BASE, "crop_zoom": {"enabled": True}},
     "per_view": {**BASE, "data": {**BASE["data"], "multiview": "per_view"}},
+    # unlabeled clips of the project's video beside the labeled batches
+    "semi_supervised": {**BASE, "losses": {"unsupervised": ["temporal"], "warmup_epochs": 0, "clip_length": 8}},
 }
 
 

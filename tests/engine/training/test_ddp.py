@@ -30,7 +30,8 @@ def _records(path: Path) -> dict[str, dict]:
 def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MASTER_PORT", None)  # Lightning picks a free one
-    command = [sys.executable, str(SCRIPT), str(tmp_path), "single", "crop_zoom", "per_view"]
+    kinds = ["single", "crop_zoom", "per_view", "semi_supervised"]
+    command = [sys.executable, str(SCRIPT), str(tmp_path), *kinds]
     try:  # 35 s on an idle 2-core machine
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     except subprocess.TimeoutExpired as late:
@@ -42,13 +43,13 @@ def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
     # gradient was copied strided into them, every step
     assert "Grad strides do not match bucket view strides" not in run.stderr
     first, second = _records(tmp_path / "rank0.jsonl"), _records(tmp_path / "rank1.jsonl")
-    kinds = ["single", "crop_zoom", "per_view"]
     assert list(first) == kinds, output
     assert list(second) == kinds, output  # the second process came through every run too
 
     models = tmp_path / "models"
     assert sorted(p.name for p in models.iterdir()) == sorted(kinds)  # no staging folder left
     read_model_info(models / "single")
+    assert read_model_info(models / "semi_supervised").unsupervised_losses == ["temporal"]
     assert read_model_info(models / "crop_zoom").kind == "crop_zoom"
     assert (models / "crop_zoom" / "detector" / "checkpoints" / "best.ckpt").is_file()
     per_view = ModelInfo.from_dict(json.loads((models / "per_view" / "model.json").read_text()))
@@ -57,7 +58,7 @@ def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
         assert read_model_info(models / "per_view" / view).kind == "single_stage"
 
     # the epoch metrics are averaged over both processes: each saw the same
-    for kind in ("single", "crop_zoom"):
+    for kind in ("single", "crop_zoom", "semi_supervised"):
         ours, theirs = first[kind]["history"], second[kind]["history"]
         for column in ("train_loss", "val_loss", "val_pixel_error"):
             assert ours[column] == pytest.approx(theirs[column], rel=1e-6), (kind, column)
