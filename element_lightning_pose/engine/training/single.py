@@ -222,8 +222,7 @@ def train_single(
             progress,
             Path(project_root),
         )
-        if global_rank_zero():
-            written()
+        written()
     return result
 
 

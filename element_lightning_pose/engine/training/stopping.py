@@ -156,9 +156,15 @@ def staged_run(
     ``seed`` fills the folder first (a resumed run's files). From then until ``written()``, a stop
     keeps the run (:func:`keep_if_stopped`, with ``when`` and ``started_with``; not with
     ``keep=False``); after it, a stop waits until the folder is in place and the kept run is
-    removed (:func:`stops_held_once_trained`, :func:`discard_stopped`).
+    removed (:func:`stops_held_once_trained`, :func:`discard_stopped`). In a process whose stage
+    is discarded, ``written()`` holds nothing.
     """
-    with stops_held_once_trained() as written:
+    with stops_held_once_trained() as trained:
+
+        def written() -> None:
+            if when():
+                trained()
+
         try:
             with atomic_directory(model_dir) as stage:
                 if seed is not None:
