@@ -32,6 +32,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,21 +83,40 @@ def lightning_pose_epochs(venv: Path, project: Path, epochs: int, out_dir: Path)
     return json.loads(summary.read_text())["epoch_seconds"]
 
 
-def bare_fps(
-    backbone: str, batch_size: int, size: tuple[int, int], n_keypoints: int, steps: int, bf16: bool = False
-) -> float:
+def bare_network(backbone: str, n_keypoints: int, bf16: bool = False) -> HeatmapNet:
+    """The network as ``train()`` trains it (channels-last, seed 0), without Lightning."""
     torch.manual_seed(0)
     net = HeatmapNet(backbone, n_keypoints, pretrained=False).train().to(memory_format=torch.channels_last)
     net.backbone_autocast = torch.bfloat16 if bf16 else None
+    return net
+
+
+def bare_step(
+    net: torch.nn.Module,
+    batch_size: int,
+    size: tuple[int, int],
+    n_keypoints: int,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[[], None]:
+    """One forward + loss + backward + Adam step of ``net`` (through ``forward``, e.g. compiled)
+    on one fixed random batch."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     images = torch.randint(0, 256, (batch_size, 3, *size), dtype=torch.uint8)
     keypoints = torch.rand(batch_size, n_keypoints, 2) * torch.tensor([size[1] - 1, size[0] - 1])
+    forward = forward or net
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        heatmap_mse(net(images), keypoints).backward()
+        heatmap_mse(forward(images), keypoints).backward()
         optimizer.step()
 
+    return step
+
+
+def bare_fps(
+    backbone: str, batch_size: int, size: tuple[int, int], n_keypoints: int, steps: int, bf16: bool = False
+) -> float:
+    step = bare_step(bare_network(backbone, n_keypoints, bf16), batch_size, size, n_keypoints)
     step()  # warm-up
     started = time.perf_counter()
     for _ in range(steps):

@@ -37,10 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import RESULTS, THREADS, header, markdown_table, write_results
+from bench_training import bare_network, bare_step
 from torch.profiler import ProfilerActivity, profile
-
-from element_lightning_pose.engine.networks import HeatmapNet
-from element_lightning_pose.engine.training.losses import heatmap_mse
 
 BATCH, SIZE, KEYPOINTS = 8, (256, 256), 17
 # resnet18's 3x3 convolutions that keep their channels, one per stage (channels, side at 256x256)
@@ -79,29 +77,9 @@ def median_ms(fn: Callable[[], object], repeats: int = 5) -> float:
     return sorted(times)[repeats // 2] * 1000
 
 
-def training_step(net: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (BATCH, 3, *SIZE), dtype=torch.uint8, generator=generator)
-    keypoints = torch.rand(BATCH, KEYPOINTS, 2, generator=generator) * (SIZE[0] - 1)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        heatmap_mse(forward(images), keypoints).backward()
-        optimizer.step()
-
-    return step
-
-
-def new_network() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return HeatmapNet("resnet18", KEYPOINTS, pretrained=False).train().to(memory_format=torch.channels_last)
-
-
 def step_by_operator(steps: int) -> tuple[dict[str, float], float]:
     """ms per step of each group of operators, and the whole step's ms, under the profiler."""
-    net = new_network()
-    step = training_step(net, net)
+    step = bare_step(bare_network("resnet18", KEYPOINTS), BATCH, SIZE, KEYPOINTS)
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -169,10 +147,10 @@ def stage_rates(channels: int, side: int, generator: torch.Generator) -> dict[st
 
 
 def eager_against_compiled(steps: int) -> dict[str, object]:
-    base = new_network()
+    base = bare_network("resnet18", KEYPOINTS)
     eager_net, compiled_net = copy.deepcopy(base), copy.deepcopy(base)
-    eager = training_step(eager_net, eager_net)
-    compiled = training_step(compiled_net, torch.compile(compiled_net))
+    eager = bare_step(eager_net, BATCH, SIZE, KEYPOINTS)
+    compiled = bare_step(compiled_net, BATCH, SIZE, KEYPOINTS, forward=torch.compile(compiled_net))
     # a cache of its own, so that the compilation time is a first run's
     with tempfile.TemporaryDirectory(prefix="elp-inductor-") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
