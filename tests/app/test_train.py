@@ -351,7 +351,10 @@ def test_a_run_stopped_once_its_model_is_in_place_is_finished(tmp_path):
 
     project = tmp_path / "project"
     process = subprocess.Popen(["sh", "-c", "sleep 0.5; exit 143"], start_new_session=True)
-    job = TrainingJob(project, JobRecord("m", [], ["elp", "train"], time.time(), pid=process.pid), process)
+    # started a second before its model is written: the file system stamps files from a coarser
+    # clock than time.time(), so a model.json written at once could look older than the job
+    started_at = time.time() - 1.0
+    job = TrainingJob(project, JobRecord("m", [], ["elp", "train"], started_at, pid=process.pid), process)
     job.job_dir.mkdir(parents=True)
     job.model_dir.mkdir(parents=True)
     (job.model_dir / "model.json").write_text("{}")  # the run's model, in place
