@@ -1,4 +1,5 @@
-"""Training callbacks beyond Lightning's own: the guard against a collapse to flat heatmaps.
+"""Training callbacks beyond Lightning's own: the guard against a collapse to flat heatmaps, and
+the stops that DDP processes agree on (:class:`StopsAgreedByProcesses`).
 
 The supervised loss (``losses.heatmap_mse``) compares spatial-softmax maps with normalised
 Gaussians. A map that is flat everywhere (``p = 1/N`` on ``N`` heatmap pixels) scores
@@ -22,8 +23,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 
 from element_lightning_pose.engine.networks.heads import HEATMAP_STRIDE, gaussian_targets
+from element_lightning_pose.engine.training.stopping import (
+    agree_on_stops,
+    stop_agreed,
+    stop_waiting,
+    take_back_the_signals,
+)
 
 log = logging.getLogger("element_lightning_pose.train")
 
@@ -132,3 +140,44 @@ class CollapseGuard(pl.Callback):
         self.best_epoch = int(state.get("best_epoch", -1))
         self.restores = list(state.get("restores", []))
         self.restored_from = list(state.get("restored_from", []))
+
+
+class StopsAgreedByProcesses(pl.Callback):
+    """Under DDP, a stop signal ends every process at the same training step.
+
+    Each process gets its own signal at its own moment (a scheduler's SIGTERM to every task, the
+    app's cancel to the process group), or only one gets it (``kill PID``). Stopped where the
+    signal found it, one process left the others in their next collective: waiting there (on
+    NCCL, until its timeout) or failing on a closed connection, which deleted the run with its
+    epochs. So while a fit runs in several processes a stop waits (:mod:`.stopping`): at the start
+    of every training step and at the end of training, the processes exchange the stops they hold
+    (an all-reduce of one number, beside the step's gradients) and, if any holds one, all stop
+    there. The fit runs in :func:`.stopping.stops_agreed_by_processes`, which raises a stop that
+    came after the last exchange.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        agree_on_stops(trainer.world_size)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        take_back_the_signals()  # Lightning sets its handlers after every earlier hook
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        take_back_the_signals()  # trainer.validate() sets Lightning's again
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._agree(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._agree(trainer)
+
+    @staticmethod
+    def _agree(trainer: pl.Trainer) -> None:
+        if trainer.world_size < 2:
+            return
+        held = torch.tensor([stop_waiting()], device=trainer.strategy.root_device)  # NCCL's are on the GPU
+        dist.all_reduce(held, op=dist.ReduceOp.MAX)
+        if signum := int(held.item()):
+            stop_agreed(signum)

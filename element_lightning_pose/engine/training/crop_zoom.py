@@ -73,6 +73,7 @@ from element_lightning_pose.engine.model_dir import (
 from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
 from element_lightning_pose.engine.training.single import (
     TrainResult,
+    from_global_rank_zero,
     global_rank_zero,
     seed_stage,
     train_or_reuse,
@@ -193,7 +194,8 @@ def write_cropped_videos(
     unsupervised losses see the crops the pose model will be given. Written losslessly enough
     for training (Motion JPEG), under ``out``; returns their paths.
     """
-    saved = read_checkpoint(detector_dir / "checkpoints" / "best.ckpt")
+    # under DDP, every process crops its own copy; the detector is in global rank 0's stage alone
+    saved = from_global_rank_zero(partial(read_checkpoint, detector_dir / "checkpoints" / "best.ckpt"))
     net = network_from_weights(saved.config, len(saved.bodyparts), saved.network_weights).eval()
     detector_size = saved.config.data.image_resize
     infos = [video_info(v) for v in videos]

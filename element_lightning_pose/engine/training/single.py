@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,7 @@ from element_lightning_pose.engine.model_dir import (
 )
 from element_lightning_pose.engine.networks.checkpoint import Checkpoint, load_checkpoint_file, read_checkpoint
 from element_lightning_pose.engine.training.advice import advise
-from element_lightning_pose.engine.training.callbacks import CollapseGuard, flat_heatmap_loss
+from element_lightning_pose.engine.training.callbacks import CollapseGuard, StopsAgreedByProcesses, flat_heatmap_loss
 from element_lightning_pose.engine.training.datasets import PoseDataModule
 from element_lightning_pose.engine.training.heatmap_module import HeatmapModule, HistoryCallback
 from element_lightning_pose.engine.training.stopping import (
@@ -75,10 +75,13 @@ from element_lightning_pose.engine.training.stopping import (
     resumes_kept_run,
     staged_run,
     stopped_folder,
+    stops_agreed_by_processes,
 )
 from element_lightning_pose.engine.training.unsupervised import unsupervised_inputs
 from element_lightning_pose.engine.types import PathLike
 from element_lightning_pose.version import __version__
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +235,27 @@ def global_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def from_global_rank_zero(read: Callable[[], T]) -> T:
+    """``read()`` as global rank 0 returns it, in every DDP process (the others may not have its
+    files: only rank 0's stage holds the networks), its error raised in every one; ``read()``
+    itself in a process alone."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return read()
+    if torch.distributed.get_world_size() == 1:
+        return read()
+    shared: list[Any] = [None]
+    if global_rank_zero():
+        try:
+            shared[0] = (read(), None)
+        except Exception as failed:
+            shared[0] = (None, failed)
+    torch.distributed.broadcast_object_list(shared, src=0)
+    value, failure = shared[0]
+    if failure is not None:
+        raise failure
+    return value
+
+
 def _resumed_folder(model_dir: Path, resume_from: PathLike | None) -> Path:
     """The folder whose files a resumed run carries on: the stopped run kept for ``model_dir``
     when ``resume_from`` is its checkpoint, else ``model_dir``. A checkpoint of one network of a
@@ -363,38 +387,41 @@ def _fit(
         enable_version_counter=False,
         save_on_train_epoch_end=True,  # after the epoch's train and val metrics are both final
     )
-    trainer = pl.Trainer(
-        accelerator=config.training.accelerator,
-        devices=config.training.devices,
-        max_epochs=config.training.max_epochs,
-        max_steps=config.training.max_steps or -1,
-        max_time=timedelta(seconds=config.training.max_time_s) if config.training.max_time_s else None,
-        check_val_every_n_epoch=config.training.check_val_every_n_epoch,
-        log_every_n_steps=config.training.log_every_n_steps,
-        callbacks=[*_guards(config), history, checkpoint],
-        logger=_loggers(stage),
-        plugins=[_atomic_checkpoint_io()],
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if has_val else 0,
-    )
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    run_time = time.perf_counter() - started
+    # DDP's processes stop together, up to the last collective (the final validation's)
+    with stops_agreed_by_processes():
+        trainer = pl.Trainer(
+            accelerator=config.training.accelerator,
+            devices=config.training.devices,
+            max_epochs=config.training.max_epochs,
+            max_steps=config.training.max_steps or -1,
+            max_time=timedelta(seconds=config.training.max_time_s) if config.training.max_time_s else None,
+            check_val_every_n_epoch=config.training.check_val_every_n_epoch,
+            log_every_n_steps=config.training.log_every_n_steps,
+            callbacks=[*_guards(config), history, checkpoint, StopsAgreedByProcesses()],
+            logger=_loggers(stage),
+            plugins=[_atomic_checkpoint_io()],
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1.0 if has_val else 0,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        run_time = time.perf_counter() - started
 
-    # the checkpoint folder Lightning broadcast from global rank 0: every DDP process checks the same file
-    best = Path(checkpoint.dirpath) / "best.ckpt"
-    best_score = checkpoint.best_model_score
-    if not best.is_file():
-        # max_steps ended the run mid-epoch, before any validation: validate the final weights
-        # and make them the best checkpoint, so every run leaves the contract complete
-        if has_val:
-            scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-            best_score = torch.tensor(scores["val_loss"])
-            if history.rows:
-                history.rows[-1].update({k: float(v) for k, v in scores.items()})
-        trainer.save_checkpoint(best, weights_only=True)
+        # the checkpoint folder Lightning broadcast from global rank 0, which saved it: every DDP
+        # process goes on as rank 0 finds it (one on another node may not see the file)
+        best = Path(checkpoint.dirpath) / "best.ckpt"
+        best_score = checkpoint.best_model_score
+        if not trainer.strategy.broadcast(best.is_file()):
+            # max_steps ended the run mid-epoch, before any validation: validate the final weights
+            # and make them the best checkpoint, so every run leaves the contract complete
+            if has_val:
+                scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+                best_score = torch.tensor(scores["val_loss"])
+                if history.rows:
+                    history.rows[-1].update({k: float(v) for k, v in scores.items()})
+            trainer.save_checkpoint(best, weights_only=True)
     frame = pd.DataFrame(history.rows)
     write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, stage / "metrics.csv")
     best_val = float(best_score) if (best_score is not None and has_val) else None

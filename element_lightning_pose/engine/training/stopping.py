@@ -22,6 +22,9 @@ and goes on with the stopped one from its last epoch.
 A stop after a run's last files are written waits for its folder's rename into place
 (:func:`stops_held_once_trained`), then ends the run, whose model is complete; one that comes
 while they are written keeps the run, without its ``model.json``.
+
+A run in several DDP processes stops in all of them at the same training step
+(:func:`stops_agreed_by_processes`), whichever process the signal reached and when.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import yaml
 
@@ -95,6 +99,9 @@ class _Holding(threading.local):
         self.depth = 0  # stops_held_once_trained blocks whose network has trained
         self.signum: int | None = None  # the first stop that came meanwhile
         self.stop: Callable[[int, FrameType | None], None] | None = None
+        self.signals: tuple[int, ...] = ()  # the signals that stop handles
+        self.agreeing = False  # a fit runs in several DDP processes: stops wait to be agreed on
+        self.waiting: int | None = None  # the first stop that came meanwhile
 
 
 _HOLDING = _Holding()
@@ -205,6 +212,9 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
             if _HOLDING.depth:  # a trained network's files are being put in place (stops_held_once_trained)
                 _HOLDING.signum = _HOLDING.signum or signum
                 return
+            if _HOLDING.agreeing:  # the DDP processes stop together (StopsAgreedByProcesses)
+                _HOLDING.waiting = _HOLDING.waiting or signum
+                return
             stopping = True
             raise RunStopped(signum)
 
@@ -214,6 +224,7 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, stop)
     outer, _HOLDING.stop = _HOLDING.stop, stop
+    outer_signals, _HOLDING.signals = _HOLDING.signals, tuple(previous)
     try:
         yield
     except BaseException as exc:
@@ -226,9 +237,53 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
             f"training stopped by {name} before it finished: {left}", stopped.signum, stopped.kept
         ) from None
     finally:
-        _HOLDING.stop = outer
+        _HOLDING.stop, _HOLDING.signals = outer, outer_signals
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def agree_on_stops(processes: int) -> None:
+    """Whether the fit about to run in this thread runs in several DDP ``processes``: a stop signal
+    then waits until they agree on it (:class:`.callbacks.StopsAgreedByProcesses`)."""
+    _HOLDING.agreeing = processes > 1
+
+
+def stop_waiting() -> int:
+    """The stop signal waiting to be agreed on in this process, 0 if none."""
+    return (_HOLDING.waiting or 0) if _HOLDING.agreeing else 0
+
+
+def stop_agreed(signum: int) -> NoReturn:
+    """End the run by ``signum``, which one of the DDP processes got: every one raises it at once."""
+    _HOLDING.agreeing, _HOLDING.waiting = False, None
+    if _HOLDING.stop is not None:
+        _HOLDING.stop(signum, None)  # raises RunStopped, and ignores the signals that follow
+    raise RunStopped(signum)
+
+
+def take_back_the_signals() -> None:
+    """While the processes agree on stops, the run's handler again stands for the stop signals in
+    place of Lightning's: Lightning broadcasts from inside its SIGTERM handler, a collective wherever
+    the signal finds the process, out of step with the other processes'."""
+    if not _HOLDING.agreeing or _HOLDING.stop is None or threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _HOLDING.signals:
+        signal.signal(signum, _HOLDING.stop)
+
+
+@contextmanager
+def stops_agreed_by_processes() -> Iterator[None]:
+    """A block holding a fit, and every collective after it, whose DDP processes stop together
+    (:class:`.callbacks.StopsAgreedByProcesses`, which the fit's trainer must have). A stop that
+    came after their last exchange is raised as the block ends: past the collectives, each
+    process can stop by itself."""
+    try:
+        yield
+    finally:
+        _HOLDING.agreeing = False
+        signum, _HOLDING.waiting = _HOLDING.waiting, None
+        if signum is not None and _HOLDING.stop is not None:
+            _HOLDING.stop(signum, None)
 
 
 def stop_behind(exc: BaseException | None) -> RunStopped | None:

@@ -3,17 +3,24 @@
 Before, only the one-network run came through whole. Under two processes a per-view run put a
 model directory in place with its model.json but neither view's network (the second process's
 stage, which holds no checkpoints, was renamed over the first's); a crop-zoom run's second
-process failed once both stages had trained, which fails a cluster job; and each process
-averaged the epoch's losses over its own share of the batches, so the collapse guard and the
-choice of the best epoch could decide differently in each.
+process failed once both stages had trained, which fails a cluster job, and with unsupervised
+losses as soon as its detector had (it looked for the detector in its own stage, which has
+none); and each process averaged the epoch's losses over its own share of the batches, so the
+collapse guard and the choice of the best epoch could decide differently in each.
+
+A stop signal that reached the processes at different moments, or only one of them, stopped
+each where it found it: the others waited in their next collective, or failed on the closed
+connection and deleted the run with its epochs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +37,7 @@ def _records(path: Path) -> dict[str, dict]:
 def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MASTER_PORT", None)  # Lightning picks a free one
-    kinds = ["single", "crop_zoom", "per_view", "semi_supervised"]
+    kinds = ["single", "crop_zoom", "per_view", "semi_supervised", "crop_zoom_semi"]
     command = [sys.executable, str(SCRIPT), str(tmp_path), *kinds]
     try:  # 35 s on an idle 2-core machine
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
@@ -51,6 +58,7 @@ def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
     read_model_info(models / "single")
     assert read_model_info(models / "semi_supervised").unsupervised_losses == ["temporal"]
     assert read_model_info(models / "crop_zoom").kind == "crop_zoom"
+    assert read_model_info(models / "crop_zoom_semi" / "pose").unsupervised_losses == ["temporal"]
     assert (models / "crop_zoom" / "detector" / "checkpoints" / "best.ckpt").is_file()
     per_view = ModelInfo.from_dict(json.loads((models / "per_view" / "model.json").read_text()))
     assert per_view.kind == "per_view"
@@ -62,3 +70,45 @@ def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
         ours, theirs = first[kind]["history"], second[kind]["history"]
         for column in ("train_loss", "val_loss", "val_pixel_error"):
             assert ours[column] == pytest.approx(theirs[column], rel=1e-6), (kind, column)
+
+
+@pytest.mark.parametrize("signalled", ["the second process", "the process group"])
+def test_a_stop_ends_every_ddp_process_at_the_same_step_and_keeps_the_run(tmp_path, signalled):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MASTER_PORT", None)
+    command = [sys.executable, str(SCRIPT), str(tmp_path), "long"]
+    run = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    models = tmp_path / "models"
+    try:
+        deadline = time.monotonic() + 300
+        while not list(models.glob("*/checkpoints/last.ckpt")):  # an epoch is done: the run is worth keeping
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0][-6000:]
+            time.sleep(0.2)
+        if signalled == "the process group":  # a cancel from the app, Ctrl-C: every process, each in its own moment
+            os.killpg(run.pid, signal.SIGTERM)
+        else:  # the first process learns of the stop from the second
+            os.kill(int((tmp_path / "pid1").read_text()), signal.SIGTERM)
+        output, _ = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        pytest.fail(
+            f"the processes did not end: {_records(tmp_path / 'rank0.jsonl')}, {_records(tmp_path / 'rank1.jsonl')}"
+        )
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 128 + signal.SIGTERM, output[-6000:]
+    for rank in (0, 1):
+        assert _records(tmp_path / f"rank{rank}.jsonl")["long"]["stopped_by"] == signal.SIGTERM, output[-6000:]
+    kept = models / "long.stopped"
+    assert sorted(p.name for p in models.iterdir()) == ["long.stopped"]  # nothing half-written beside it
+    assert (kept / "checkpoints" / "last.ckpt").is_file()
+    assert _records(tmp_path / "rank0.jsonl")["long"]["kept"] == str(kept)
