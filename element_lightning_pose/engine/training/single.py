@@ -400,6 +400,9 @@ def _fit(
             callbacks=[*_guards(config), history, checkpoint, StopsAgreedByProcesses()],
             logger=_loggers(stage),
             plugins=[_atomic_checkpoint_io()],
+            # Lightning's own root (cwd by default): under SLURM it resumes by itself from an
+            # hpc_ckpt_N.ckpt found there, and its requeue handler saves them there
+            default_root_dir=stage,
             enable_progress_bar=progress,
             enable_model_summary=False,
             num_sanity_val_steps=0,

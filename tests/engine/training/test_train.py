@@ -603,3 +603,20 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_was_not_the_best(project
     last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
     assert best["epoch"] in (1, 3)
     assert last["epoch"] == 4 and last["global_step"] > best["global_step"]
+
+
+def test_a_slurm_job_does_not_resume_a_checkpoint_left_in_its_working_directory(
+    trained, project, tmp_path, monkeypatch
+):
+    """Under SLURM, Lightning resumes by itself from the newest ``hpc_ckpt_N.ckpt`` in the
+    trainer's root folder, the working directory by default, where Lightning's requeue handler
+    saves them (SIGUSR1, ``sbatch --signal``): any other Lightning run there (a Lightning Pose
+    job) left a checkpoint that a new model silently started from."""
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(trained.model_dir / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt")  # after 2 epochs
+    one_epoch = TrainConfig.from_dict(TINY).with_overrides(["training.max_epochs=1"])
+    result = train(one_epoch, project.root, tmp_path / "m", progress=False)
+    assert result.epochs == 1 and list(result.history["epoch"]) == [0]  # its own epoch, from the start
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hpc_ckpt_1.ckpt", "m"]
