@@ -24,8 +24,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from pytorch_lightning.utilities import rank_zero_only
 
 from element_lightning_pose.engine.model_dir import ModelInfo, read_model_info
+from element_lightning_pose.engine.training.single import from_global_rank_zero
 
 SCRIPT = Path(__file__).with_name("ddp_runs.py")
 
@@ -112,3 +116,27 @@ def test_a_stop_ends_every_ddp_process_at_the_same_step_and_keeps_the_run(tmp_pa
     assert sorted(p.name for p in models.iterdir()) == ["long.stopped"]  # nothing half-written beside it
     assert (kept / "checkpoints" / "last.ckpt").is_file()
     assert _records(tmp_path / "rank0.jsonl")["long"]["kept"] == str(kept)
+
+
+def _read_in_two_processes(rank: int, folder: str) -> None:
+    """One of two gloo processes: what global rank 0 reads, every process gets, or its error."""
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    rank_zero_only.rank = rank  # as Lightning sets it
+    try:
+        here = Path(folder, f"only_rank_{rank}.txt")  # a file the other process does not have
+        here.write_text(f"written by {rank}")
+        got = from_global_rank_zero(Path(folder, "only_rank_0.txt").read_text)
+        Path(folder, f"got{rank}").write_text(got)
+        try:
+            from_global_rank_zero(Path(folder, "missing.txt").read_text)
+        except FileNotFoundError as error:  # raised in every process, not left waiting in the broadcast
+            Path(folder, f"error{rank}").write_text(str(error))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_what_global_rank_zero_reads_reaches_every_process_and_so_does_its_error(tmp_path):
+    mp.start_processes(_read_in_two_processes, args=(str(tmp_path),), nprocs=2, start_method="spawn", join=True)
+    for rank in (0, 1):
+        assert (tmp_path / f"got{rank}").read_text() == "written by 0"
+        assert "missing.txt" in (tmp_path / f"error{rank}").read_text()
