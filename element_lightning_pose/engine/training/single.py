@@ -239,9 +239,8 @@ def from_global_rank_zero(read: Callable[[], T]) -> T:
     """``read()`` as global rank 0 returns it, in every DDP process (the others may not have its
     files: only rank 0's stage holds the networks), its error raised in every one; ``read()``
     itself in a process alone."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return read()
-    if torch.distributed.get_world_size() == 1:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_world_size() == 1:
         return read()
     shared: list[Any] = [None]
     if global_rank_zero():

@@ -97,11 +97,11 @@ class _Holding(threading.local):
 
     def __init__(self) -> None:
         self.depth = 0  # stops_held_once_trained blocks whose network has trained
-        self.signum: int | None = None  # the first stop that came meanwhile
+        self.signum: int | None = None  # the first stop that came meanwhile, held until the block ends
         self.stop: Callable[[int, FrameType | None], None] | None = None
         self.signals: tuple[int, ...] = ()  # the signals that stop handles
         self.agreeing = False  # a fit runs in several DDP processes: stops wait to be agreed on
-        self.waiting: int | None = None  # the first stop that came meanwhile
+        self.waiting: int | None = None  # the first stop that came while agreeing, to be agreed on
 
 
 _HOLDING = _Holding()
@@ -249,8 +249,9 @@ def agree_on_stops(processes: int) -> None:
 
 
 def stop_waiting() -> int:
-    """The stop signal waiting to be agreed on in this process, 0 if none."""
-    return (_HOLDING.waiting or 0) if _HOLDING.agreeing else 0
+    """The stop signal waiting to be agreed on in this process, 0 if none (one waits only while
+    the processes agree: whatever ends the agreement takes it)."""
+    return _HOLDING.waiting or 0
 
 
 def stop_agreed(signum: int) -> NoReturn:

@@ -25,18 +25,15 @@ BASE = {
     "model": {"backbone": "resnet18", "pretrained": False},
     "training": {"max_epochs": 2, "unfreeze_epoch": 0, "num_workers": 0, "accelerator": "cpu", "devices": 2},
 }
+# unlabeled clips of the project's video beside the labeled batches
+TEMPORAL = {"unsupervised": ["temporal"], "warmup_epochs": 0, "clip_length": 8}
 KINDS = {
     "single": BASE,
     "crop_zoom": {**BASE, "crop_zoom": {"enabled": True}},
     "per_view": {**BASE, "data": {**BASE["data"], "multiview": "per_view"}},
-    # unlabeled clips of the project's video beside the labeled batches
-    "semi_supervised": {**BASE, "losses": {"unsupervised": ["temporal"], "warmup_epochs": 0, "clip_length": 8}},
+    "semi_supervised": {**BASE, "losses": TEMPORAL},
     # crop zoom's pose stage learns from video crops that each process cuts with the detector
-    "crop_zoom_semi": {
-        **BASE,
-        "crop_zoom": {"enabled": True},
-        "losses": {"unsupervised": ["temporal"], "warmup_epochs": 0, "clip_length": 8},
-    },
+    "crop_zoom_semi": {**BASE, "crop_zoom": {"enabled": True}, "losses": TEMPORAL},
     "long": {**BASE, "training": {**BASE["training"], "max_epochs": 40}},
 }
 

@@ -38,9 +38,15 @@ def _records(path: Path) -> dict[str, dict]:
     return {r["kind"]: r for r in map(json.loads, path.read_text().splitlines())} if path.is_file() else {}
 
 
-def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
+def _ddp_env() -> dict[str, str]:
+    """Two processes of one thread each; Lightning picks a free port."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)  # Lightning picks a free one
+    env.pop("MASTER_PORT", None)
+    return env
+
+
+def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
+    env = _ddp_env()
     kinds = ["single", "crop_zoom", "per_view", "semi_supervised", "crop_zoom_semi"]
     command = [sys.executable, str(SCRIPT), str(tmp_path), *kinds]
     try:  # 35 s on an idle 2-core machine
@@ -78,8 +84,7 @@ def test_every_kind_of_run_trains_under_two_ddp_processes(tmp_path):
 
 @pytest.mark.parametrize("signalled", ["the second process", "the process group"])
 def test_a_stop_ends_every_ddp_process_at_the_same_step_and_keeps_the_run(tmp_path, signalled):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MASTER_PORT", None)
+    env = _ddp_env()
     command = [sys.executable, str(SCRIPT), str(tmp_path), "long"]
     run = subprocess.Popen(
         command,
