@@ -380,3 +380,42 @@ def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(t
     assert _epochs(model_dir / "cam1" / "metrics.csv") == list(range(len(stopped_epochs) + 1))
     assert json.loads((model_dir / "model.json").read_text())["kind"] == "per_view"
     assert not _dropped_best_scores(recwarn)
+
+
+def test_slurms_requeue_signal_leaves_no_checkpoint_of_its_own_in_the_finished_model(
+    tiny_project, tmp_path, monkeypatch
+):
+    """Under SLURM, Lightning answers SIGUSR1 (``sbatch --signal``) by saving a full checkpoint
+    (hpc_ckpt_N.ckpt, three times the weights) into the trainer's root and asking ``scontrol``
+    to requeue the job. When the job is not requeued the run trains on, and that checkpoint,
+    which nothing here resumes from, stayed in the finished model directory."""
+    from element_lightning_pose.engine.training.heatmap_module import HistoryCallback
+
+    bin_dir, requeued = tmp_path / "bin", tmp_path / "scontrol.log"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"  # a cluster that refuses the requeue: training goes on
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {requeued}\nexit 1\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for name, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_PROCID": "0",
+        "SLURM_JOB_ID": "4242",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+
+    start_epoch = HistoryCallback.on_train_epoch_start
+
+    def signal_in_second_epoch(self, trainer, module):
+        if trainer.current_epoch == 1:  # once Lightning's handler is set, well before the end of the fit
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return start_epoch(self, trainer, module)
+
+    monkeypatch.setattr(HistoryCallback, "on_train_epoch_start", signal_in_second_epoch)
+    two_epochs = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "max_epochs": 2}}
+    result = train(two_epochs, tiny_project.root, tmp_path / "model", progress=False)
+    assert requeued.read_text() == "requeue 4242\n"  # Lightning's handler ran (and saved first)
+    assert result.epochs == 2 and (tmp_path / "model" / "checkpoints" / "best.ckpt").is_file()
+    assert not list((tmp_path / "model").rglob("hpc_ckpt_*")) and not list(tmp_path.glob("hpc_ckpt_*"))
