@@ -424,11 +424,6 @@ def _fit(
                 if history.rows:
                     history.rows[-1].update({k: float(v) for k, v in scores.items()})
             trainer.save_checkpoint(best, weights_only=True)
-    # Lightning's SLURM requeue handler (SIGUSR1, `sbatch --signal`) saves a full checkpoint
-    # into the trainer's root for its own resume, which this engine never takes (a stopped run
-    # resumes from last.ckpt): in a finished model it is only 3x the weights' size on disk
-    for requeue_checkpoint in stage.glob("hpc_ckpt_*.ckpt"):
-        requeue_checkpoint.unlink()
     frame = pd.DataFrame(history.rows)
     write_csv_atomic(frame.set_index("epoch") if len(frame) else frame, stage / "metrics.csv")
     best_val = float(best_score) if (best_score is not None and has_val) else None

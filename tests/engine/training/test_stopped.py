@@ -270,28 +270,31 @@ def test_a_stop_as_the_model_is_renamed_waits_for_it_and_the_kept_run_is_removed
 
 # one epoch takes well under a second at these sizes: the time budgets end the first networks
 # (crop zoom's detector, the first view) for the test to stop the next one mid-run
-CROP_ZOOM_LONG = {
+# each network trains 3 epochs; _stop_in stops the one a test names in its second
+CROP_ZOOM_3_EPOCHS = {
     **LONG,
     "crop_zoom": {"enabled": True, "detector_resize": [32, 64]},
-    "training": {**LONG["training"], "max_time_s": 9.0},  # 3 s for the detector, 6 s for the pose stage
+    "training": {**LONG["training"], "max_epochs": 3},
 }
 
 
-def _stop_in(network_stage_glob: str, root: Path, timeout: float = 300) -> threading.Thread:
-    """A thread that sends this process SIGTERM once a network's staging folder matching
-    ``network_stage_glob`` (under ``root``) has written an epoch's checkpoint."""
+def _stop_in(network: str, monkeypatch) -> None:
+    """Send this process SIGTERM once, as ``network`` (its staging folder's name) starts its
+    second epoch, its first checkpointed. At a training step, not by the clock: a thread that
+    waited for the checkpoint raced the network's end on a loaded machine."""
+    from element_lightning_pose.engine.training.heatmap_module import HistoryCallback
 
-    def stop() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(root.glob(f"{network_stage_glob}/checkpoints/last.ckpt")):
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            time.sleep(0.1)
+    start_epoch = HistoryCallback.on_train_epoch_start
+    sent = []
 
-    thread = threading.Thread(target=stop, daemon=True)
-    thread.start()
-    return thread
+    def stop_in_second_epoch(self, trainer, module):
+        in_network = self.path is not None and self.path.parent.name.startswith(f".{network}.")
+        if in_network and trainer.current_epoch == 1 and not sent:
+            sent.append(network)
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread as os.kill returns
+        return start_epoch(self, trainer, module)
+
+    monkeypatch.setattr(HistoryCallback, "on_train_epoch_start", stop_in_second_epoch)
 
 
 def _dropped_best_scores(recwarn) -> list[str]:
@@ -299,14 +302,14 @@ def _dropped_best_scores(recwarn) -> list[str]:
 
 
 def test_a_crop_zoom_run_stopped_in_its_pose_stage_keeps_the_detector_and_resumes_the_pose_stage(
-    tiny_project, tmp_path, recwarn
+    tiny_project, tmp_path, recwarn, monkeypatch
 ):
     """Crop zoom's stopped run kept nothing: a preempted job lost its finished detector too."""
     model_dir = tmp_path / "model"
     kept = stopped_folder(model_dir)
-    _stop_in(".model.*.tmp/.pose.*.tmp", tmp_path)
+    _stop_in("pose", monkeypatch)
     with pytest.raises(TrainingInterrupted) as info:
-        train(CROP_ZOOM_LONG, tiny_project.root, model_dir, progress=False)
+        train(CROP_ZOOM_3_EPOCHS, tiny_project.root, model_dir, progress=False)
     assert info.value.kept == kept and not model_dir.exists()
     # the finished detector as a model directory, the pose stage's epochs as pose.stopped
     assert (kept / "detector" / "model.json").is_file() and not (kept / "detector.stopped").exists()
@@ -318,17 +321,17 @@ def test_a_crop_zoom_run_stopped_in_its_pose_stage_keeps_the_detector_and_resume
     assert pose_epochs == list(range(len(pose_epochs)))
 
     # another kind of network may not go on from it (and nothing is touched)
-    single = {**CROP_ZOOM_LONG, "crop_zoom": {"enabled": False}}
+    single = {**CROP_ZOOM_3_EPOCHS, "crop_zoom": {"enabled": False}}
     with pytest.raises(ConfigError, match=r"one network of the run of several .* kept in .*model\.stopped"):
         train(single, tiny_project.root, model_dir, resume_from=kept_checkpoint(kept), progress=False)
-    other_detector = {**CROP_ZOOM_LONG, "crop_zoom": {"enabled": True, "detector_resize": [64, 64]}}
+    other_detector = {**CROP_ZOOM_3_EPOCHS, "crop_zoom": {"enabled": True, "detector_resize": [64, 64]}}
     with pytest.raises(ConfigError, match=r"other settings \(crop_zoom was "):
         train(other_detector, tiny_project.root, model_dir, resume_from=kept_checkpoint(kept), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.stopped"]
     assert (kept / "detector" / "checkpoints" / "best.ckpt").read_bytes() == detector_weights
 
     # the pipeline's way: the same configuration resumes by itself
-    config = TrainConfig.from_dict(CROP_ZOOM_LONG)
+    config = TrainConfig.from_dict(CROP_ZOOM_3_EPOCHS)
     assert stopped_checkpoint(model_dir, config) == kept_checkpoint(kept)
     result = train(config, tiny_project.root, model_dir, progress=False, resume_stopped=True)
     assert result.model_dir == model_dir and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
@@ -343,13 +346,13 @@ def test_a_crop_zoom_run_stopped_in_its_pose_stage_keeps_the_detector_and_resume
 
 
 def test_a_crop_zoom_run_resumes_only_its_own_kept_run(tiny_project, tmp_path, tiny_model_dir):
-    config = TrainConfig.from_dict(CROP_ZOOM_LONG)
+    config = TrainConfig.from_dict(CROP_ZOOM_3_EPOCHS)
     with pytest.raises(ConfigError, match=r"resumes only the stopped run kept in .*model\.stopped"):
         train(config, tiny_project.root, tmp_path / "model", resume_from=tiny_model_dir / "checkpoints" / "last.ckpt")
     assert not list(tmp_path.iterdir())
 
 
-def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(tmp_path, recwarn):
+def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(tmp_path, recwarn, monkeypatch):
     from element_lightning_pose.synthetic.rig_project import make_rig_project
 
     rig = make_rig_project(
@@ -358,11 +361,11 @@ def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(t
     per_view = {
         **LONG,
         "data": {**LONG["data"], "multiview": "per_view"},
-        "training": {**LONG["training"], "max_time_s": 3.0},
+        "training": {**LONG["training"], "max_epochs": 3},
     }
     model_dir = tmp_path / "model"
     kept = stopped_folder(model_dir)
-    _stop_in(".model.*.tmp/.cam1.*.tmp", tmp_path)
+    _stop_in("cam1", monkeypatch)
     with pytest.raises(TrainingInterrupted) as info:
         train(per_view, rig.root, model_dir, progress=False)
     assert info.value.kept == kept and not model_dir.exists()
@@ -382,40 +385,44 @@ def test_a_per_view_run_stopped_in_its_second_view_keeps_the_first_and_resumes(t
     assert not _dropped_best_scores(recwarn)
 
 
-def test_slurms_requeue_signal_leaves_no_checkpoint_of_its_own_in_the_finished_model(
-    tiny_project, tmp_path, monkeypatch
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGHUP], ids=["SIGUSR1 under SLURM", "SIGHUP"])
+def test_a_signal_whose_default_ends_the_process_stops_the_run_and_keeps_it(
+    signum, tiny_project, tmp_path, monkeypatch
 ):
-    """Under SLURM, Lightning answers SIGUSR1 (``sbatch --signal``) by saving a full checkpoint
-    (hpc_ckpt_N.ckpt, three times the weights) into the trainer's root and asking ``scontrol``
-    to requeue the job. When the job is not requeued the run trains on, and that checkpoint,
-    which nothing here resumes from, stayed in the finished model directory."""
+    """SIGHUP (the terminal of ``elp train`` closed) ended the process where it found it, the run
+    lost with its stage. Under SLURM, Lightning answered SIGUSR1 (``sbatch --signal=USR1@120``) by
+    saving a full checkpoint from inside the signal handler, mid-step (Lightning issue 21406: it
+    can hang there; under DDP its barrier meets the other processes' collectives out of step),
+    for a resume of its own that nothing here takes, and then asked ``scontrol`` for a requeue.
+    Both now stop the run as SIGTERM does, and it is kept."""
     from element_lightning_pose.engine.training.heatmap_module import HistoryCallback
 
     bin_dir, requeued = tmp_path / "bin", tmp_path / "scontrol.log"
     bin_dir.mkdir()
-    scontrol = bin_dir / "scontrol"  # a cluster that refuses the requeue: training goes on
+    scontrol = bin_dir / "scontrol"  # records a requeue asked for, and refuses it
     scontrol.write_text(f'#!/bin/sh\necho "$@" >> {requeued}\nexit 1\n')
     scontrol.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for name, value in {
-        "SLURM_NTASKS": "1",
-        "SLURM_JOB_NAME": "train",
-        "SLURM_PROCID": "0",
-        "SLURM_JOB_ID": "4242",
-    }.items():
-        monkeypatch.setenv(name, value)
+    if signum == signal.SIGUSR1:
+        slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_JOB_ID": "4242"}
+        for name, value in slurm.items():
+            monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-
     start_epoch = HistoryCallback.on_train_epoch_start
 
     def signal_in_second_epoch(self, trainer, module):
-        if trainer.current_epoch == 1:  # once Lightning's handler is set, well before the end of the fit
-            os.kill(os.getpid(), signal.SIGUSR1)
+        if trainer.current_epoch == 1:  # the first epoch is checkpointed
+            # at its default the signal would end pytest itself: fail the run instead
+            assert signal.getsignal(signum) is not signal.SIG_DFL, f"nothing handles {signum.name}"
+            os.kill(os.getpid(), signum)  # delivered to the main thread as os.kill returns
         return start_epoch(self, trainer, module)
 
     monkeypatch.setattr(HistoryCallback, "on_train_epoch_start", signal_in_second_epoch)
-    two_epochs = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "max_epochs": 2}}
-    result = train(two_epochs, tiny_project.root, tmp_path / "model", progress=False)
-    assert requeued.read_text() == "requeue 4242\n"  # Lightning's handler ran (and saved first)
-    assert result.epochs == 2 and (tmp_path / "model" / "checkpoints" / "best.ckpt").is_file()
-    assert not list((tmp_path / "model").rglob("hpc_ckpt_*")) and not list(tmp_path.glob("hpc_ckpt_*"))
+    model_dir = tmp_path / "model"
+    three_epochs = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "max_epochs": 3}}
+    with pytest.raises(TrainingInterrupted, match=rf"stopped by {signum.name} before it finished") as info:
+        train(three_epochs, tiny_project.root, model_dir, progress=False)
+    assert info.value.code == 128 + signum and info.value.kept == stopped_folder(model_dir)
+    assert _epochs(info.value.kept / "metrics.csv") == [0] and (info.value.kept / "checkpoints" / "last.ckpt").is_file()
+    assert not requeued.exists() and not list(tmp_path.rglob("hpc_ckpt_*"))  # Lightning's requeue never ran
+    assert signal.getsignal(signum) is signal.SIG_DFL  # the caller's default is back

@@ -239,3 +239,29 @@ def test_a_run_in_another_thread_does_not_hold_the_main_threads_stop(tmp_path):
         release.set()
         thread.join(30)
     assert reached == []
+
+
+def test_sighup_and_sigusr1_stop_a_run_only_where_the_caller_left_them_at_their_default(tmp_path):
+    """At its default either signal ends the process where it is; a caller's own handler (a
+    requeue of its own, ``nohup``'s ignore) keeps its signal through the run."""
+    import os
+
+    from element_lightning_pose.engine.training.stopping import TrainingInterrupted, signals_stop_the_run
+
+    received = []
+    callers_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    callers_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with signals_stop_the_run(tmp_path / "model", None):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert received == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, callers_usr1)
+        signal.signal(signal.SIGHUP, callers_hup)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # pytest's
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGHUP") as info:
+        with signals_stop_the_run(tmp_path / "model", None):
+            assert signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL  # else it would end pytest
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert info.value.code == 129 and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
