@@ -7,7 +7,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3.11}"
-log() { printf '\033[1m[elp setup]\033[0m %s\n' "$*" >&2; }
+log() { printf '\033[1m[elp setup +%ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }  # seconds since the script started
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

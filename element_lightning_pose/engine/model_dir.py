@@ -221,6 +221,16 @@ class ModelInfo:
         return dirs
 
     @property
+    def crop_size(self) -> tuple[int, int]:
+        """A crop-zoom model's crop (h, w) in original pixels; ModelDirectoryError if missing or invalid."""
+        try:
+            height, width = (int(side) for side in self.crop_zoom["crop_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            source = (self.model_dir or Path(".")) / MODEL_JSON
+            raise ModelDirectoryError(f"{source}: crop_zoom.crop_size missing or invalid") from exc
+        return height, width
+
+    @property
     def detector_target(self) -> str:
         """What a crop-zoom model's detector predicts: ``"centre"`` (one keypoint) or
         ``"keypoints"`` (every body part); ``model.json``'s ``crop_zoom.detector_target``, else

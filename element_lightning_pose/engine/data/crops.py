@@ -30,6 +30,11 @@ def crop_origin(centre: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
     return np.floor(np.asarray(centre, dtype=np.float64) - half + 0.5).astype(np.int64)
 
 
+def crop_scale(crop_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[float, float]:
+    """Crop-input pixels per original pixel, (x, y), of a crop of ``crop_size`` (h, w) resized to ``input_size`` (h, w)."""
+    return input_size[1] / crop_size[1], input_size[0] / crop_size[0]
+
+
 def crop_matrix(origin: np.ndarray, crop_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
     """2x3 affine matrix original pixels -> crop-input pixels, for crops at ``origin`` (x0, y0).
 
@@ -37,7 +42,7 @@ def crop_matrix(origin: np.ndarray, crop_size: tuple[int, int], input_size: tupl
     resized to ``input_size`` (h, w): u = (x - x0 + 0.5) * in_w / crop_w - 0.5.
     """
     origin = np.asarray(origin, dtype=np.float64)
-    sx, sy = input_size[1] / crop_size[1], input_size[0] / crop_size[0]
+    sx, sy = crop_scale(crop_size, input_size)
     matrix = np.zeros((*origin.shape[:-1], 2, 3))
     matrix[..., 0, 0], matrix[..., 1, 1] = sx, sy
     matrix[..., 0, 2] = (0.5 - origin[..., 0]) * sx - 0.5

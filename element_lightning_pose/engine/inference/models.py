@@ -24,6 +24,7 @@ from element_lightning_pose.engine.data.crops import (
     apply_affine,
     crop_centres,
     crop_frames,
+    crop_scale,
     invert_affine,
 )
 from element_lightning_pose.engine.data.video import resize_frame
@@ -42,7 +43,7 @@ from element_lightning_pose.engine.networks import (
 )
 from element_lightning_pose.engine.networks.backbones import InputNormalisedBackbone
 from element_lightning_pose.engine.networks.checkpoint import network_from_weights, read_checkpoint
-from element_lightning_pose.engine.training.pca import KeypointPCA
+from element_lightning_pose.engine.training.pca import KeypointPCA, crop_pcas_in_frame_pixels
 from element_lightning_pose.engine.types import PathLike
 
 
@@ -268,11 +269,7 @@ def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> 
     detector = load_model(stages["detector"], device=device, checkpoint=checkpoint, fuse=fuse)
     pose = load_model(stages["pose"], device=device, checkpoint=checkpoint, fuse=fuse)
     config = TrainConfig.from_yaml(model_dir / "config.yaml")
-    block = info.crop_zoom
-    try:
-        crop_size = (int(block["crop_size"][0]), int(block["crop_size"][1]))
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise ModelDirectoryError(f"{model_dir / MODEL_JSON}: crop_zoom.crop_size missing or invalid") from exc
+    block, crop_size = info.crop_zoom, info.crop_size
     return CropZoomModel(
         pose.net,
         pose.bodyparts,
@@ -282,7 +279,7 @@ def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> 
         model_dir,
         info,
         pose.channels_last,
-        {},  # the pose stage's PCAs are in crop pixels, its predictions in frame pixels: no residuals from them
+        crop_pcas_in_frame_pixels(pose.pcas, crop_scale(crop_size, pose.image_resize)),
         detector=detector,
         crop_size=crop_size,
         detection_smoothing=int(block.get("detection_smoothing", config.crop_zoom.detection_smoothing)),

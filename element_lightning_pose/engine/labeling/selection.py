@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_output
+from element_lightning_pose.engine.data.crops import crop_scale
 from element_lightning_pose.engine.data.labels import read_image
 from element_lightning_pose.engine.data.video import iter_grey_batches, read_frames, video_info
 from element_lightning_pose.engine.eks.io import load_members
@@ -479,17 +480,19 @@ def _checkpoint_pcas(model: PathLike) -> tuple[dict[str, KeypointPCA], list[str]
     # torch comes with the checkpoint reader: imported here, so that choosing frames by k-means,
     # uniformly or from diagnostics files does not pay seconds and hundreds of MiB for it
     from element_lightning_pose.engine.networks.checkpoint import read_checkpoint
-    from element_lightning_pose.engine.training.pca import KeypointPCA
+    from element_lightning_pose.engine.training.pca import KeypointPCA, crop_pcas_in_frame_pixels
 
-    path = Path(model)
+    path, crop_zoom = Path(model), None
     if path.is_dir():
         if (path / MODEL_JSON).is_file():
             info = read_model_info(path)
             if info.kind == CROP_ZOOM:
-                path = info.stage_dirs()["pose"]
+                crop_zoom, path = info, info.stage_dirs()["pose"]
         path = path / "checkpoints" / "best.ckpt"
     saved = read_checkpoint(path)
     pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (saved.hyper_parameters.get("pca") or {}).items()}
+    if crop_zoom is not None:  # the pose stage's PCAs are in crop-input pixels, the predictions in frame pixels
+        pcas = crop_pcas_in_frame_pixels(pcas, crop_scale(crop_zoom.crop_size, saved.config.data.image_resize))
     return pcas, saved.bodyparts
 
 

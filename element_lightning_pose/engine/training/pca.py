@@ -54,6 +54,10 @@ class KeypointPCA:
     # single view: each frame's keypoints taken relative to their mean, so the subspace holds the
     # pose and not where the animal is (crop zoom's crops are centred on a detection, not on it)
     centred: bool = False
+    # how the fitted PCA is read, not part of the fit (never saved): the PCA's pixels per pixel of
+    # the points given to it, (x, y). A crop-zoom pose stage's PCA is in crop-input pixels and its
+    # predictions in frame pixels; residuals come out in the points' pixels (:meth:`read_at_scale`)
+    input_scale: tuple[float, float] = (1.0, 1.0)
 
     # ------------------------------------------------------------------ layout
 
@@ -61,6 +65,8 @@ class KeypointPCA:
         """(..., K, 2) keypoints -> (..., S, D) samples (S = 1 single view, P multi-view)."""
         index = np.asarray(self.views)  # (V, P)
         gathered = points[..., index.reshape(-1), :]  # (..., V*P, 2)
+        if self.input_scale != (1.0, 1.0):
+            gathered = gathered * self._scale_like(gathered)
         shape = gathered.shape[:-2]
         v, p = index.shape
         if self.kind == "pca_singleview":
@@ -96,9 +102,21 @@ class KeypointPCA:
             per_point = error.reshape(*shape, p, v, 2)
             per_point = per_point.transpose(-3, -2) if is_torch else per_point.swapaxes(-3, -2)
             per_point = per_point.reshape(*shape, v * p, 2)
+        if self.input_scale != (1.0, 1.0):
+            per_point = per_point / self._scale_like(per_point)  # back in the points' pixels
         if is_torch:
             return torch.linalg.norm(per_point, dim=-1)
         return np.linalg.norm(per_point, axis=-1)
+
+    def _scale_like(self, points: np.ndarray | torch.Tensor):
+        if isinstance(points, torch.Tensor):
+            return torch.as_tensor(self.input_scale, dtype=points.dtype, device=points.device)
+        return np.asarray(self.input_scale)
+
+    def read_at_scale(self, scale: tuple[float, float]) -> KeypointPCA:
+        """This PCA for points in other pixels, ``scale`` of its pixels per pixel of theirs
+        (x, y); residuals come out in their pixels."""
+        return replace(self, input_scale=(float(scale[0]), float(scale[1])))
 
     def keypoint_indices(self) -> list[int]:
         """Keypoint index of each residual column of :meth:`residual_keypoints`."""
@@ -125,6 +143,7 @@ class KeypointPCA:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["input_scale"]  # how it is read, not what was fitted
         data["mean"] = self.mean.tolist()
         data["components"] = self.components.tolist()
         return data
@@ -135,6 +154,15 @@ class KeypointPCA:
         values["mean"] = np.asarray(values["mean"], dtype=float)
         values["components"] = np.asarray(values["components"], dtype=float).reshape(len(values["mean"]), -1)
         return cls(**values)
+
+
+def crop_pcas_in_frame_pixels(pcas: dict[str, KeypointPCA], scale: tuple[float, float]) -> dict[str, KeypointPCA]:
+    """A crop-zoom pose stage's PCAs (fitted in crop-input pixels), read on its predictions in
+    frame pixels: ``scale`` is crop-input pixels per frame pixel, (x, y). Only a PCA of the
+    keypoints relative to their mean (``centred``, what crop zoom trains) is blind to where each
+    crop was cut; another (a model trained before it was) would read every crop's offset as an
+    implausible pose, and is left out."""
+    return {kind: pca.read_at_scale(scale) for kind, pca in pcas.items() if pca.centred}
 
 
 def resolve_keypoints(refs: Sequence[int | str], bodyparts: Sequence[str], key: str) -> list[int]:

@@ -211,11 +211,16 @@ def test_the_unsupervised_losses_train_on_clips_cropped_by_the_detector(tiny_pro
     from element_lightning_pose.engine.training import train
     from element_lightning_pose.engine.training.crop_zoom import write_cropped_videos
 
-    losses = {"unsupervised": ["temporal"], "clip_length": 4}
+    # the pose PCA of 4 of the 9 keypoints: 8 dimensions, from the 10 training frames
+    losses = {
+        "unsupervised": ["temporal", "pca_singleview"],
+        "clip_length": 4,
+        "pca_singleview_keypoints": [0, 1, 2, 3],
+    }
     config = {**CROP_ZOOM, "losses": losses}
     model_dir = train(config, tiny_project.root, tmp_path / "model", progress=False).model_dir
     pose_stage = model_dir / "pose"
-    assert TrainConfig.from_yaml(pose_stage / "config.yaml").losses.unsupervised == ["temporal"]
+    assert TrainConfig.from_yaml(pose_stage / "config.yaml").losses.unsupervised == ["temporal", "pca_singleview"]
     assert TrainConfig.from_yaml(model_dir / "detector" / "config.yaml").losses.unsupervised == []
     cache = json.loads((pose_stage / "frame_cache" / "frames.json").read_text())
     assert cache["original_sizes"] == [list(CROP_ZOOM["data"]["image_resize"])]  # crops, not whole frames
@@ -234,6 +239,41 @@ def test_the_unsupervised_losses_train_on_clips_cropped_by_the_detector(tiny_pro
     expected, _ = crop_frames(frames, centres, model.crop_size, model.image_resize)
     clipped = read_frames(videos[0], range(45))
     assert np.abs(clipped.astype(float) - expected).mean() < 6  # Motion JPEG
+    _pose_pca_reads_frame_pixels(model, model_dir, tiny_project, tmp_path)
+
+
+def _pose_pca_reads_frame_pixels(model, model_dir: Path, tiny_project, tmp_path: Path) -> None:
+    """The pose stage's PCA is fitted in crop-input pixels and the model predicts in frame pixels:
+    a crop-zoom model's diagnostics had no PCA residual, and the app's model-guided picks read
+    that PCA on frame pixels, a pose the crop's zoom times too large."""
+    from element_lightning_pose.engine.data.labels import read_labels
+    from element_lightning_pose.engine.inference.predict import predict_video
+    from element_lightning_pose.engine.labeling.selection import model_pcas
+    from element_lightning_pose.engine.networks.checkpoint import read_checkpoint
+    from element_lightning_pose.engine.training.pca import KeypointPCA
+
+    saved = read_checkpoint(model_dir / "pose" / "checkpoints" / "best.ckpt")
+    fitted = KeypointPCA.from_dict(saved.hyper_parameters["pca"]["pca_singleview"])  # crop-input pixels
+    labels = read_labels(tiny_project.csv_path)
+    centres = label_centres(labels.keypoints)
+    crops = crop_matrix(crop_origin(centres, model.crop_size), model.crop_size, model.image_resize)
+    in_crops = apply_affine(crops, labels.keypoints)  # as the pose stage was trained on them
+    scale = model.image_resize[0] / model.crop_size[0]
+    assert scale != 1 and model.image_resize[1] / model.crop_size[1] == scale
+    truth = fitted.residual_table(in_crops, len(labels.bodyparts)) / scale  # in frame pixels
+    for pcas in (model.pcas, model_pcas(model_dir)):
+        assert list(pcas) == ["pca_singleview"]
+        read = pcas["pca_singleview"].residual_table(labels.keypoints, len(labels.bodyparts))
+        np.testing.assert_allclose(read, truth, rtol=1e-9, atol=1e-9)
+    # the reading before: the crop-input PCA on frame pixels
+    before = fitted.residual_table(labels.keypoints, len(labels.bodyparts))
+    assert np.nanmedian(before) > 2 * np.nanmedian(truth)
+
+    result = predict_video(model, tiny_project.videos[0], progress=False, diagnostics_csv=tmp_path / "diagnostics.csv")
+    diagnostics = pd.read_csv(tmp_path / "diagnostics.csv", header=[0, 1], index_col=0)
+    residual = diagnostics["pca_singleview_residual"].to_numpy()
+    expected = model.pcas["pca_singleview"].residual_table(result.predictions, len(labels.bodyparts))
+    np.testing.assert_allclose(residual, expected, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- the two-stage model

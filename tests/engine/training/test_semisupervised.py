@@ -125,6 +125,27 @@ def test_a_centred_pose_pca_reads_the_pose_not_where_the_animal_is():
     assert not type(plain).from_dict(legacy).centred
 
 
+def test_a_pose_pca_read_at_another_scale_gives_residuals_in_the_points_pixels():
+    """Crop zoom: a PCA fitted in crop-input pixels, read on frame pixels (here 2x and 0.5x the
+    crop's pixels per frame pixel: a crop resized to a network input of another aspect)."""
+    rng = np.random.default_rng(1)
+    in_crops = _labels(200, rng)
+    pca = fit_pca(
+        "pca_singleview", in_crops, list("abcd"), LossesConfig(pca_singleview_components=2, pca_singleview_centred=True)
+    )
+    scale = np.array([2.0, 0.5])
+    in_frames = in_crops / scale + rng.uniform(-300, 300, size=(200, 1, 2))  # each crop cut elsewhere
+    read = pca.read_at_scale((2.0, 0.5))
+    # the residual vectors in crop pixels, taken back to frame pixels axis by axis
+    samples = pca.samples(in_crops) - pca.mean
+    error = (samples - (samples @ pca.components) @ pca.components.T).reshape(200, 4, 2) / scale
+    np.testing.assert_allclose(read.residual_keypoints(in_frames), np.linalg.norm(error, axis=-1), atol=1e-9)
+    as_torch = read.residual_keypoints(torch.tensor(in_frames)).numpy()
+    np.testing.assert_allclose(as_torch, read.residual_keypoints(in_frames), atol=1e-9)
+    assert "input_scale" not in read.to_dict()  # how it is read, not the fit: the checkpoint keeps the fit
+    assert pca.residual_keypoints(in_frames).mean() > 3 * read.residual_keypoints(in_frames).mean()
+
+
 def test_held_out_epsilon_is_the_99th_percentile_of_out_of_fold_residuals():
     points = _labels(60, np.random.default_rng(3))
     pca = fit_pca("pca_singleview", points, list("abcd"), LossesConfig(pca_singleview_components=2))
