@@ -8,9 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from element_lightning_pose import dj_compat, worker
 from element_lightning_pose.cli import fail
+from element_lightning_pose.engine.training.stopping import STOP_SIGNALS, STOP_SIGNALS_LEFT_AT_DEFAULT
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -> None:
@@ -118,31 +121,44 @@ def run(args: argparse.Namespace) -> int:
 WORKER_LABEL = "ELP_WORKER_LABEL"  # "i/N" of a worker started by --processes; its lines start with it
 
 
-def _run_side_by_side(args: argparse.Namespace) -> int:
-    """``--processes N``: N workers of the same arguments, the cores split between them.
-
-    Each is a process of its own (the jobs table gives each key to one of them). SIGTERM and
-    SIGINT are passed on to them; the status is the worst of theirs.
-    """
-    n = args.processes
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
-    command = [sys.executable, "-m", "element_lightning_pose.cli", "worker", *_worker_arguments(args)]
-    children: list[subprocess.Popen] = []
+@contextmanager
+def signals_passed_on(children: list[subprocess.Popen]) -> Iterator[None]:
+    """The signals that stop a training run (SIGTERM, SIGINT, and SIGHUP and SIGUSR1 where left at
+    their default: engine.training.stopping) are passed on to ``children`` while they run, and
+    this process lives on to wait for them. At its default, SIGUSR1 (``sbatch --signal``, which
+    reaches every process of the job step) ended this process at once, and SLURM then killed the
+    workers it had left, in the middle of keeping their runs."""
 
     def pass_on(signum: int, frame: object) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGTERM, signal.SIGINT)}
+    signums = [*STOP_SIGNALS, *(s for s in STOP_SIGNALS_LEFT_AT_DEFAULT if signal.getsignal(s) is signal.SIG_DFL)]
+    previous = {signum: signal.signal(signum, pass_on) for signum in signums}
     try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_side_by_side(args: argparse.Namespace) -> int:
+    """``--processes N``: N workers of the same arguments, the cores split between them.
+
+    Each is a process of its own (the jobs table gives each key to one of them). The stop
+    signals are passed on to them (:func:`signals_passed_on`); the status is the worst of theirs.
+    """
+    n = args.processes
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    command = [sys.executable, "-m", "element_lightning_pose.cli", "worker", *_worker_arguments(args)]
+    children: list[subprocess.Popen] = []
+
+    with signals_passed_on(children):
         for i in range(n):
             env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, WORKER_LABEL: f"{i + 1}/{n}"}
             children.append(subprocess.Popen(command, env=env))
         statuses = [child.wait() for child in children]
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     worst = max((128 - code if code < 0 else code) for code in statuses)  # a signal's death as the shell says it
     print(f"elp worker: {n} workers done at {threads} thread(s) each; exit statuses {statuses}", flush=True)
     return worst
