@@ -432,7 +432,7 @@ class TrainingTask(dj.Manual):
 class ModelTraining(dj.Computed):
     """A trained network. Training runs outside any database transaction (three-part make).
 
-    A worker stopped by SIGTERM (a preempted or timed-out cluster job) inserts nothing and
+    A worker stopped by SIGTERM or SIGUSR1 (a preempted or timed-out cluster job) inserts nothing and
     leaves an error job (``TrainingInterrupted``), and the run's epochs are kept beside the
     model directory (``<model_dir>.stopped``); once that error is cleared (``elp jobs clear
     --table ModelTraining``), the next ``populate`` of the key goes on from them when the

@@ -47,6 +47,8 @@ from element_lightning_pose.engine.labeling.rounds import MODELS_DIR
 from element_lightning_pose.engine.model_dir import MODEL_JSON, check_replaceable
 from element_lightning_pose.engine.safe_paths import check_name
 from element_lightning_pose.engine.training.stopping import (
+    STOP_SIGNALS,
+    STOP_SIGNALS_LEFT_AT_DEFAULT,
     STOPPED_SUFFIX,
     discard_stopped,
     kept_checkpoint,
@@ -61,8 +63,10 @@ LOG_FILE = "train.log"
 GRACE_S = 30.0
 LOG_TAIL_LINES = 30
 RUNNING, FINISHED, FAILED, CANCELLED, ABANDONED = "running", "finished", "failed", "cancelled", "abandoned"
-# how a process that SIGTERM or SIGINT stopped ends: by the signal (Popen: -N) or by elp train's exit (128 + N)
-STOPPED_STATUSES = {status for signum in (signal.SIGTERM, signal.SIGINT) for status in (-signum, 128 + signum)}
+# how a process that a stop signal stopped ends: by the signal (Popen: -N) or by elp train's exit (128 + N)
+STOPPED_STATUSES = {
+    status for signum in (*STOP_SIGNALS, *STOP_SIGNALS_LEFT_AT_DEFAULT) for status in (-signum, 128 + signum)
+}
 METRIC_COLUMNS = ("epoch", "step", "elapsed_s", "train_loss", "val_loss", "val_pixel_error", "lr")
 # a staging folder of atomic_directory: .<name>.<pid>.<random>.tmp (engine/atomic.py)
 _STAGE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -196,8 +200,8 @@ class TrainingJob:
                 )
             record.returncode = returncode
             record.ended_at = time.time()
-            # elp train exits 0 only with its model written. A run stopped by a signal exits 143 (or
-            # 130), also one stopped once its files were written, which ends with its model in
+            # elp train exits 0 only with its model written. A run stopped by a signal exits 128 + its
+            # number (143 for SIGTERM), also one stopped once its files were written, which ends with its model in
             # place; the model directory tells then, and where there is no status (a process of
             # an earlier server) or a cancel came after the model was complete
             stopped = returncode is None or record.cancel_requested or returncode in STOPPED_STATUSES

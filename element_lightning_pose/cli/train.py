@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError) as exc:  # a missing project, a folder that is not a model's
         return fail("train", exc)
     except TrainingInterrupted as exc:  # not a failure of the input: the status a shell gives the signal
-        print(f"elp train: {exc}", file=sys.stderr)
+        try:
+            print(f"elp train: {exc}", file=sys.stderr)
+        except OSError:  # SIGHUP: the terminal is gone, and writing to it fails (EIO)
+            pass
         return int(exc.code)
     if isinstance(result, PerViewResult):
         for view, view_result in result.views.items():

@@ -130,6 +130,8 @@ def signals_passed_on(children: list[subprocess.Popen]) -> Iterator[None]:
     workers it had left, in the middle of keeping their runs."""
 
     def pass_on(signum: int, frame: object) -> None:
+        # a signal sent to the whole group (SLURM's, a closed terminal's) reaches a worker twice:
+        # a stopped run ignores the second while it winds down, milliseconds before it is kept
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)

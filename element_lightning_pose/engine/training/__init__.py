@@ -8,7 +8,7 @@ Modules, from the entry down:
   its checkpoints, ``metrics.csv`` and ``model.json``;
 - :mod:`.per_view` - one network per view of a multi-view project, ``model_dir/<view>/``;
 - :mod:`.crop_zoom` - detector + pose stages for a small animal in a large frame;
-- :mod:`.stopping` - a run stopped by SIGTERM/SIGINT: the error it raises, and the stopped
+- :mod:`.stopping` - a run stopped by a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1): the error it raises, and the stopped
   run kept as ``<model_dir>.stopped`` to resume from;
 - :mod:`.datasets` - labeled-frame datasets and the Lightning data module;
 - :mod:`.augmentation` - keypoint-aware affine augmentation and training crops;

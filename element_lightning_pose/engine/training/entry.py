@@ -10,7 +10,8 @@ It chooses, from the configuration and the project on disk:
 The trainers below never import this module: :func:`train_per_view` is handed the kind
 dispatch (:func:`train_network`) for its views.
 
-A run stopped by SIGTERM (a scheduler's kill, the app's cancel) or SIGINT (Ctrl-C) raises
+A run stopped by SIGTERM (a scheduler's kill, the app's cancel), SIGINT (Ctrl-C), or SIGHUP or
+SIGUSR1 left at their default (:mod:`.stopping`) raises
 :class:`~.stopping.TrainingInterrupted`; a one-network run stopped after its first epoch is kept
 as ``<model_dir>.stopped`` to resume from (:mod:`.stopping`).
 """
@@ -66,7 +67,7 @@ def train(
     ``source`` (e.g. ``"TrainingParamSet 3"``) and says what to do instead. Without it, the same
     parameter on a single-view project is refused (there are no views to train apart).
 
-    SIGTERM or SIGINT during the run raises :class:`TrainingInterrupted` (a run is never
+    A stop signal during the run (:mod:`.stopping`) raises :class:`TrainingInterrupted` (a run is never
     returned unfinished); ``model_dir`` is then as it was. A run stopped after its first epoch
     (of any of its networks: crop zoom's stages, the views of a per-view model) is kept as
     ``<model_dir>.stopped``, and the message names the checkpoint to resume from;

@@ -241,6 +241,9 @@ def test_a_run_in_another_thread_does_not_hold_the_main_threads_stop(tmp_path):
     assert reached == []
 
 
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL, reason="SIGHUP is handled or ignored here (nohup)"
+)
 def test_sighup_and_sigusr1_stop_a_run_only_where_the_caller_left_them_at_their_default(tmp_path):
     """At its default either signal ends the process where it is; a caller's own handler (a
     requeue of its own, ``nohup``'s ignore) keeps its signal through the run."""
