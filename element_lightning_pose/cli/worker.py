@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from element_lightning_pose import dj_compat, worker
 from element_lightning_pose.cli import fail
-from element_lightning_pose.engine.training.stopping import STOP_SIGNALS, STOP_SIGNALS_LEFT_AT_DEFAULT
+from element_lightning_pose.engine.training.stopping import STOP_SIGNALS, stop_signals_left_at_default
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "worker") -> None:
@@ -123,8 +123,8 @@ WORKER_LABEL = "ELP_WORKER_LABEL"  # "i/N" of a worker started by --processes; i
 
 @contextmanager
 def signals_passed_on(children: list[subprocess.Popen]) -> Iterator[None]:
-    """The signals that stop a training run (SIGTERM, SIGINT, and SIGHUP and SIGUSR1 where left at
-    their default: engine.training.stopping) are passed on to ``children`` while they run, and
+    """The signals that stop a training run (SIGTERM, SIGINT, and SIGHUP and SLURM's SIGUSR1 where
+    left at their default: engine.training.stopping) are passed on to ``children`` while they run, and
     this process lives on to wait for them. At its default, SIGUSR1 (``sbatch --signal``, which
     reaches every process of the job step) ended this process at once, and SLURM then killed the
     workers it had left, in the middle of keeping their runs."""
@@ -136,7 +136,7 @@ def signals_passed_on(children: list[subprocess.Popen]) -> Iterator[None]:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signums = [*STOP_SIGNALS, *(s for s in STOP_SIGNALS_LEFT_AT_DEFAULT if signal.getsignal(s) is signal.SIG_DFL)]
+    signums = [*STOP_SIGNALS, *stop_signals_left_at_default()]
     previous = {signum: signal.signal(signum, pass_on) for signum in signums}
     try:
         yield

@@ -32,9 +32,10 @@ while len(got) < 2:
     any(signal.getsignal(s) is not signal.SIG_DFL for s in (signal.SIGUSR1, signal.SIGHUP)),
     reason="SIGUSR1 or SIGHUP is handled or ignored here (nohup): it is then the caller's",
 )
-def test_sigusr1_and_sighup_reach_the_workers_and_this_process_waits_for_them(tmp_path):
+def test_sigusr1_and_sighup_reach_the_workers_and_this_process_waits_for_them(tmp_path, monkeypatch):
     """At its default SIGUSR1 (``sbatch --signal``) ended the parent at once, and SLURM then
     killed the workers it left while they kept their runs."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
     received, ready = tmp_path / "received", tmp_path / "ready"
     children: list[subprocess.Popen] = []
     try:
@@ -57,7 +58,8 @@ def test_sigusr1_and_sighup_reach_the_workers_and_this_process_waits_for_them(tm
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 
 
-def test_a_signal_the_caller_handles_stays_the_callers():
+def test_a_signal_the_caller_handles_stays_the_callers(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
     mine = []
     callers = signal.signal(signal.SIGUSR1, lambda signum, frame: mine.append(signum))
     try:

@@ -3,8 +3,8 @@
 SIGTERM (a scheduler's kill or pre-emption, the app's cancel) and SIGINT (Ctrl-C) stop a run
 where it is (:func:`signals_stop_the_run`) and raise :class:`TrainingInterrupted`. Lightning
 alone catches SIGTERM and ends ``fit()`` as if training had finished, so the caller would be
-handed a result for a run that left no model. SIGHUP (the terminal closed) and SIGUSR1 (SLURM's
-warning before a time limit) stop it the same way unless the caller handles them.
+handed a result for a run that left no model. SIGHUP (the terminal closed) and, in a SLURM job,
+SIGUSR1 (SLURM's warning before a time limit) stop it the same way unless the caller handles them.
 
 A one-network run writes into a staging folder that becomes the model directory only when it
 finishes. When such a run is stopped after at least one epoch, its staging folder is kept
@@ -53,13 +53,15 @@ logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Signals whose default ends the process where it is, run lost, and that stop the run instead
-# when the caller left them at that default: SIGHUP (the terminal of `elp train` closed, an ssh
-# session dropped) and SIGUSR1 (`sbatch --signal=USR1@120`, SLURM's warning before a time
-# limit). Holding SIGUSR1 also keeps Lightning's SLURM requeue handler out (it sets itself only
-# on a signal left at its default): that handler saves a checkpoint from inside the signal
-# handler, in the middle of whatever step the signal finds (Lightning issue 21406: it can hang
-# there), with a barrier that under DDP meets the other processes' collectives out of step, and
-# saves it for Lightning's own resume, which this engine never takes.
+# when the caller left them at that default (:func:`stop_signals_left_at_default`): SIGHUP (the
+# terminal of `elp train` closed, an ssh session dropped) and, in a SLURM job, SIGUSR1 (`sbatch
+# --signal=USR1@120`, SLURM's warning before a time limit; elsewhere it is left alone, where a
+# user may have set faulthandler on it to dump a hung run's stacks). Holding SIGUSR1 also keeps
+# Lightning's SLURM requeue handler out (it sets itself only on a signal left at its default):
+# that handler saves a checkpoint from inside the signal handler, in the middle of whatever step
+# the signal finds (Lightning issue 21406: it can hang there), with a barrier that under DDP
+# meets the other processes' collectives out of step, and saves it for Lightning's own resume,
+# which this engine never takes.
 STOP_SIGNALS_LEFT_AT_DEFAULT = (signal.SIGHUP, signal.SIGUSR1)
 STOPPED_SUFFIX = ".stopped"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -203,8 +205,9 @@ class _NotTheModel(Exception):
 @contextmanager
 def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Iterator[None]:
     """SIGTERM and SIGINT stop the run where it is (:class:`RunStopped`), and become
-    :class:`TrainingInterrupted` once the staging folders are gone or kept; so do SIGHUP and
-    SIGUSR1 where the caller left them at their default (:data:`STOP_SIGNALS_LEFT_AT_DEFAULT`).
+    :class:`TrainingInterrupted` once the staging folders are gone or kept; so do SIGHUP, and
+    SIGUSR1 in a SLURM job, where the caller left them at their default
+    (:func:`stop_signals_left_at_default`).
 
     The caller's handlers are restored afterwards; a signal the caller ignores stays ignored,
     and outside the main thread (where Python cannot set handlers) nothing changes. A forked
@@ -234,9 +237,8 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
         for signum in STOP_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, stop)
-        for signum in STOP_SIGNALS_LEFT_AT_DEFAULT:
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                previous[signum] = signal.signal(signum, stop)
+        for signum in stop_signals_left_at_default():
+            previous[signum] = signal.signal(signum, stop)
     outer, _HOLDING.stop = _HOLDING.stop, stop
     outer_signals, _HOLDING.signals = _HOLDING.signals, tuple(previous)
     try:
@@ -254,6 +256,17 @@ def signals_stop_the_run(model_dir: Path, resume_from: PathLike | None) -> Itera
         _HOLDING.stop, _HOLDING.signals = outer, outer_signals
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def stop_signals_left_at_default() -> list[signal.Signals]:
+    """Those of :data:`STOP_SIGNALS_LEFT_AT_DEFAULT` that stop a run here: at their default, and
+    SIGUSR1 only in a SLURM job."""
+    in_slurm_job = "SLURM_JOB_ID" in os.environ
+    return [
+        signum
+        for signum in STOP_SIGNALS_LEFT_AT_DEFAULT
+        if signal.getsignal(signum) is signal.SIG_DFL and (signum != signal.SIGUSR1 or in_slurm_job)
+    ]
 
 
 def agree_on_stops(processes: int) -> None:

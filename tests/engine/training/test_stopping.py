@@ -244,12 +244,22 @@ def test_a_run_in_another_thread_does_not_hold_the_main_threads_stop(tmp_path):
 @pytest.mark.skipif(
     signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL, reason="SIGHUP is handled or ignored here (nohup)"
 )
-def test_sighup_and_sigusr1_stop_a_run_only_where_the_caller_left_them_at_their_default(tmp_path):
+def test_sighup_and_sigusr1_stop_a_run_only_where_the_caller_left_them_at_their_default(tmp_path, monkeypatch):
     """At its default either signal ends the process where it is; a caller's own handler (a
-    requeue of its own, ``nohup``'s ignore) keeps its signal through the run."""
+    requeue of its own, ``nohup``'s ignore) keeps its signal through the run. SIGUSR1 is taken
+    only in a SLURM job: elsewhere a user may have set faulthandler on it, to dump stacks."""
     import os
 
     from element_lightning_pose.engine.training.stopping import TrainingInterrupted, signals_stop_the_run
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with signals_stop_the_run(tmp_path / "model", None):
+        assert (
+            signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL
+        )
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with signals_stop_the_run(tmp_path / "model", None):
+        assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
 
     received = []
     callers_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
