@@ -22,20 +22,40 @@ if has dj014-mariadb; then
   ensure_venv .venv014 "elements,dev" "datajoint==0.14.10" >"$venv014_log" 2>&1 &
   venv014_pid=$!
 fi
-# the DANDI CLI, in a venv of its own (never a dependency): `dandi validate` checks the dandiset layout
-ensure_dandi() {
-  if [ ! -x "$REPO/.venv-dandi/bin/dandi" ]; then
-    log "installing the DANDI CLI in .venv-dandi"
-    ensure_python
-    "$PY" -m venv "$REPO/.venv-dandi" && "$REPO/.venv-dandi/bin/pip" install -q "dandi==0.81.0"
-  fi
-  export ELP_DANDI="$REPO/.venv-dandi/bin/dandi"
+# the DANDI CLI, in a venv of its own (never a dependency): `dandi validate` checks the dandiset
+# layout. Installed beside the lint (a minute, mostly downloads), waited for before the tests
+dandi_log="$(mktemp "${TMPDIR:-/tmp}/elp-dandi.XXXXXX")"
+dandi_pid=""
+install_dandi() {
+  ensure_python
+  "$PY" -m venv "$REPO/.venv-dandi" && "$REPO/.venv-dandi/bin/pip" install -q "dandi==0.81.0"
 }
-if has engine || has dj2-postgresql || has dj014-mariadb; then ensure_dandi; fi
+if has engine || has dj2-postgresql || has dj014-mariadb; then
+  export ELP_DANDI="$REPO/.venv-dandi/bin/dandi"
+  if [ ! -x "$ELP_DANDI" ]; then
+    log "installing the DANDI CLI in .venv-dandi (beside the lint)"
+    install_dandi >"$dandi_log" 2>&1 &
+    dandi_pid=$!
+  fi
+fi
+wait_for_dandi() {
+  [ -n "$dandi_pid" ] || return 0
+  local built=0
+  wait "$dandi_pid" || built=$?
+  dandi_pid=""
+  if [ "$built" -ne 0 ]; then
+    cat "$dandi_log" >&2
+    log "installing the DANDI CLI failed (exit $built)"
+    status=1
+  fi
+}
 group_pids=()  # the pipeline groups' subshells, while they run side by side
 end_groups() {  # a script that ends early (a cancelled CI run) ends them and their pytest first
   local pid
-  if [ -n "$venv014_pid" ]; then pkill -P "$venv014_pid" 2>/dev/null || true; kill "$venv014_pid" 2>/dev/null || true; fi
+  for pid in $venv014_pid $dandi_pid; do  # the builds still running
+    pkill -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
   for pid in "${group_pids[@]}"; do
     # KILL: a test that trains takes SIGTERM as a stop of its run, and pytest goes on
     pkill -KILL -P "$pid" 2>/dev/null || true
@@ -43,7 +63,7 @@ end_groups() {  # a script that ends early (a cancelled CI run) ends them and th
   done
 }
 scratch=""  # the pipeline groups' pytest folders, once made
-trap 'end_groups; [ -z "$scratch" ] || rm -rf "$scratch"; rm -f "$venv014_log"; stop_servers_we_started' EXIT
+trap 'end_groups; [ -z "$scratch" ] || rm -rf "$scratch"; rm -f "$venv014_log" "$dandi_log"; stop_servers_we_started' EXIT
 
 results="$REPO/.elp/test-results"; rm -rf "$results"; mkdir -p "$results"
 export ELP_REQUIRE_DB=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" PYTHONDONTWRITEBYTECODE=1
@@ -65,6 +85,7 @@ run_lint() {  # findings fail the run like failing tests do
 }
 
 has lint && run_lint
+wait_for_dandi
 
 # every test but the pipeline's runs without a database server
 has engine && run_group engine .venv tests --ignore=tests/pipeline
