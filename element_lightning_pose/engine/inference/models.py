@@ -24,7 +24,6 @@ from element_lightning_pose.engine.data.crops import (
     apply_affine,
     crop_centres,
     crop_frames,
-    crop_scale,
     invert_affine,
 )
 from element_lightning_pose.engine.data.video import resize_frame
@@ -279,7 +278,7 @@ def _load_crop_zoom(info: ModelInfo, *, device, checkpoint: str, fuse: bool) -> 
         model_dir,
         info,
         pose.channels_last,
-        crop_pcas_in_frame_pixels(pose.pcas, crop_scale(crop_size, pose.image_resize)),
+        crop_pcas_in_frame_pixels(pose.pcas, crop_size, pose.image_resize),
         detector=detector,
         crop_size=crop_size,
         detection_smoothing=int(block.get("detection_smoothing", config.crop_zoom.detection_smoothing)),

@@ -38,7 +38,6 @@ import cv2
 import numpy as np
 
 from element_lightning_pose.engine.atomic import atomic_output
-from element_lightning_pose.engine.data.crops import crop_scale
 from element_lightning_pose.engine.data.labels import read_image
 from element_lightning_pose.engine.data.video import iter_grey_batches, read_frames, video_info
 from element_lightning_pose.engine.eks.io import load_members
@@ -492,7 +491,7 @@ def _checkpoint_pcas(model: PathLike) -> tuple[dict[str, KeypointPCA], list[str]
     saved = read_checkpoint(path)
     pcas = {kind: KeypointPCA.from_dict(data) for kind, data in (saved.hyper_parameters.get("pca") or {}).items()}
     if crop_zoom is not None:  # the pose stage's PCAs are in crop-input pixels, the predictions in frame pixels
-        pcas = crop_pcas_in_frame_pixels(pcas, crop_scale(crop_zoom.crop_size, saved.config.data.image_resize))
+        pcas = crop_pcas_in_frame_pixels(pcas, crop_zoom.crop_size, saved.config.data.image_resize)
     return pcas, saved.bodyparts
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from element_lightning_pose.engine.config import ConfigError, LossesConfig
+from element_lightning_pose.engine.data.crops import crop_scale
 
 
 class PCAFitError(ConfigError):
@@ -156,12 +157,15 @@ class KeypointPCA:
         return cls(**values)
 
 
-def crop_pcas_in_frame_pixels(pcas: dict[str, KeypointPCA], scale: tuple[float, float]) -> dict[str, KeypointPCA]:
-    """A crop-zoom pose stage's PCAs (fitted in crop-input pixels), read on its predictions in
-    frame pixels: ``scale`` is crop-input pixels per frame pixel, (x, y). Only a PCA of the
-    keypoints relative to their mean (``centred``, what crop zoom trains) is blind to where each
-    crop was cut; another (a model trained before it was) would read every crop's offset as an
-    implausible pose, and is left out."""
+def crop_pcas_in_frame_pixels(
+    pcas: dict[str, KeypointPCA], crop_size: tuple[int, int], input_size: tuple[int, int]
+) -> dict[str, KeypointPCA]:
+    """A crop-zoom pose stage's PCAs (fitted in crop-input pixels: crops of ``crop_size`` frame
+    pixels resized to ``input_size``, each (h, w)), read on its predictions in frame pixels. Only a
+    PCA of the keypoints relative to their mean (``centred``, what crop zoom trains) is blind to
+    where each crop was cut; another (a model trained before it was) would read every crop's
+    offset as an implausible pose, and is left out."""
+    scale = crop_scale(crop_size, input_size)
     return {kind: pca.read_at_scale(scale) for kind, pca in pcas.items() if pca.centred}
 
 
