@@ -38,16 +38,12 @@ if has engine || has dj2-postgresql || has dj014-mariadb; then
     dandi_pid=$!
   fi
 fi
-wait_for_dandi() {
-  [ -n "$dandi_pid" ] || return 0
+built_in_background() {  # built_in_background PID LOG WHAT: waits, shows the build's output; its status
   local built=0
-  wait "$dandi_pid" || built=$?
-  dandi_pid=""
-  if [ "$built" -ne 0 ]; then
-    cat "$dandi_log" >&2
-    log "installing the DANDI CLI failed (exit $built)"
-    status=1
-  fi
+  wait "$1" || built=$?
+  cat "$2" >&2
+  [ "$built" -eq 0 ] || log "$3 failed (exit $built)"
+  return "$built"
 }
 group_pids=()  # the pipeline groups' subshells, while they run side by side
 end_groups() {  # a script that ends early (a cancelled CI run) ends them and their pytest first
@@ -85,7 +81,10 @@ run_lint() {  # findings fail the run like failing tests do
 }
 
 has lint && run_lint
-wait_for_dandi
+if [ -n "$dandi_pid" ]; then
+  built_in_background "$dandi_pid" "$dandi_log" "installing the DANDI CLI" || status=1
+  dandi_pid=""
+fi
 
 # every test but the pipeline's runs without a database server
 has engine && run_group engine .venv tests --ignore=tests/pipeline
@@ -95,15 +94,12 @@ has engine && run_group engine .venv tests --ignore=tests/pipeline
 pipeline_groups=()
 has dj2-postgresql && pipeline_groups+=("dj2-postgresql postgresql .venv")
 if [ -n "$venv014_pid" ]; then
-  built=0; wait "$venv014_pid" || built=$?
-  venv014_pid=""
-  cat "$venv014_log" >&2
-  if [ "$built" -eq 0 ]; then
+  if built_in_background "$venv014_pid" "$venv014_log" "building .venv014 (the dj014-mariadb group cannot run)"; then
     pipeline_groups+=("dj014-mariadb mysql .venv014")
   else
-    log "building .venv014 failed (exit $built): the dj014-mariadb group cannot run"
     status=1
   fi
+  venv014_pid=""
 fi
 declare -A server_env=()
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/elp-pipeline-tests.XXXXXX")"  # each group's own pytest folders
