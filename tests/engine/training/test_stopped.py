@@ -268,8 +268,6 @@ def test_a_stop_as_the_model_is_renamed_waits_for_it_and_the_kept_run_is_removed
 
 # --------------------------------------------------------------------------- runs of several networks
 
-# one epoch takes well under a second at these sizes: the time budgets end the first networks
-# (crop zoom's detector, the first view) for the test to stop the next one mid-run
 # each network trains 3 epochs; _stop_in stops the one a test names in its second
 CROP_ZOOM_3_EPOCHS = {
     **LONG,
@@ -278,8 +276,8 @@ CROP_ZOOM_3_EPOCHS = {
 }
 
 
-def _stop_in(network: str, monkeypatch) -> None:
-    """Send this process SIGTERM once, as ``network`` (its staging folder's name) starts its
+def _stop_in(network: str, monkeypatch, signum: signal.Signals = signal.SIGTERM) -> None:
+    """Send this process ``signum`` once, as ``network`` (its staging folder's name) starts its
     second epoch, its first checkpointed. At a training step, not by the clock: a thread that
     waited for the checkpoint raced the network's end on a loaded machine."""
     from element_lightning_pose.engine.training.heatmap_module import HistoryCallback
@@ -291,7 +289,9 @@ def _stop_in(network: str, monkeypatch) -> None:
         in_network = self.path is not None and self.path.parent.name.startswith(f".{network}.")
         if in_network and trainer.current_epoch == 1 and not sent:
             sent.append(network)
-            os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread as os.kill returns
+            # at its default the signal would end pytest itself: fail the run instead
+            assert signal.getsignal(signum) is not signal.SIG_DFL, f"nothing handles {signum.name}"
+            os.kill(os.getpid(), signum)  # delivered to the main thread as os.kill returns
         return start_epoch(self, trainer, module)
 
     monkeypatch.setattr(HistoryCallback, "on_train_epoch_start", stop_in_second_epoch)
@@ -397,8 +397,6 @@ def test_a_signal_whose_default_ends_the_process_stops_the_run_and_keeps_it(
     Both now stop the run as SIGTERM does, and it is kept."""
     if signal.getsignal(signum) is not signal.SIG_DFL:
         pytest.skip(f"{signum.name} is handled or ignored here (nohup): it is then the caller's")
-    from element_lightning_pose.engine.training.heatmap_module import HistoryCallback
-
     bin_dir, requeued = tmp_path / "bin", tmp_path / "scontrol.log"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"  # records a requeue asked for, and refuses it
@@ -410,16 +408,7 @@ def test_a_signal_whose_default_ends_the_process_stops_the_run_and_keeps_it(
         for name, value in slurm.items():
             monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    start_epoch = HistoryCallback.on_train_epoch_start
-
-    def signal_in_second_epoch(self, trainer, module):
-        if trainer.current_epoch == 1:  # the first epoch is checkpointed
-            # at its default the signal would end pytest itself: fail the run instead
-            assert signal.getsignal(signum) is not signal.SIG_DFL, f"nothing handles {signum.name}"
-            os.kill(os.getpid(), signum)  # delivered to the main thread as os.kill returns
-        return start_epoch(self, trainer, module)
-
-    monkeypatch.setattr(HistoryCallback, "on_train_epoch_start", signal_in_second_epoch)
+    _stop_in("model", monkeypatch, signum)
     model_dir = tmp_path / "model"
     three_epochs = {**TINY_CONFIG, "training": {**TINY_CONFIG["training"], "max_epochs": 3}}
     with pytest.raises(TrainingInterrupted, match=rf"stopped by {signum.name} before it finished") as info:
